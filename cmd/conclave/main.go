@@ -1,0 +1,108 @@
+// Command conclave is the Conclave Matrix homeserver. It only wires: it reads
+// the configuration and hands it to internal/homeserver (serve), or talks to
+// a running server (admin).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"conclave/internal/config"
+	"conclave/internal/homeserver"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+const usage = `usage: conclave <command> [flags]
+
+commands:
+  serve             run the homeserver (conclave serve --help for flags)
+  admin register    create an account through the shared-secret API
+  version           print the version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], stderr)
+	case "admin":
+		return admin(args[1:], stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "conclave", version)
+		return 0
+	case "help", "--help", "-h":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "conclave: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+}
+
+func serve(args []string, stderr io.Writer) int {
+	for _, a := range args {
+		if a == "--help" || a == "-h" {
+			fmt.Fprint(stderr, "usage: conclave serve [flags]\n\n"+config.Usage())
+			return 0
+		}
+	}
+	cfg, err := config.Load(args, os.Getenv)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	log := newLogger(cfg, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	hs, err := homeserver.New(ctx, cfg, log)
+	if err != nil {
+		log.Error("start", "err", err)
+		return 1
+	}
+	log.Info("conclave starting", "version", version, "server_name", cfg.ServerName, "data_dir", cfg.DataDir)
+	if err := hs.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		log.Error("serve", "err", err)
+		return 1
+	}
+	log.Info("conclave stopped")
+	return 0
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	format := cfg.LogFormat
+	if format == "" {
+		format = "json"
+		if f, ok := w.(*os.File); ok {
+			if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+				format = "text"
+			}
+		}
+	}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func admin(args []string, stdout, stderr io.Writer) int {
+	fmt.Fprintln(stderr, "conclave admin: not implemented yet")
+	return 2
+}

@@ -1,0 +1,77 @@
+// Package clientapi serves the Matrix Client-Server API (/_matrix/client/*):
+// one file per area. Handlers parse the request, authorise the caller, call a
+// service and write JSON. No SQL and no Matrix rules live here.
+package clientapi
+
+import (
+	"context"
+	"net/http"
+	"strings"
+
+	"conclave/internal/accounts"
+	"conclave/internal/config"
+	"conclave/internal/jsonhttp"
+	"conclave/internal/store"
+)
+
+// Deps are the services the API calls.
+type Deps struct {
+	Config   *config.Config
+	Store    store.Store
+	Accounts *accounts.Service
+}
+
+// API is the Client-Server API.
+type API struct {
+	Deps
+	maxBody int64
+}
+
+// New returns the API.
+func New(d Deps) *API {
+	return &API{Deps: d, maxBody: d.Config.MaxRequestBytes}
+}
+
+// Mux is what routes are registered on (server.Mux satisfies it).
+type Mux interface {
+	Handle(pattern string, h http.Handler)
+	HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request))
+}
+
+// Register adds every Client-Server endpoint to mux.
+func (a *API) Register(mux Mux) {
+	a.registerDiscovery(mux)
+}
+
+type sessionKey struct{}
+
+// authed wraps a handler that needs an access token.
+func (a *API) authed(h func(w http.ResponseWriter, r *http.Request, s *store.Session)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		sess, err := a.Accounts.Authenticate(r.Context(), accessToken(r))
+		if err != nil {
+			jsonhttp.Error(w, r, err)
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, sess)), sess)
+	}
+}
+
+// accessToken reads the token from the Authorization header or, deprecated
+// but still allowed by the spec, the access_token query parameter.
+func accessToken(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return strings.TrimSpace(t)
+		}
+		return ""
+	}
+	return r.URL.Query().Get("access_token")
+}
+
+// handle registers pattern under both the v3 and r0 prefixes when asked:
+// some clients still call r0 paths.
+func handle(mux Mux, method, path string, h http.HandlerFunc) {
+	mux.HandleFunc(method+" /_matrix/client/v3"+path, h)
+	mux.HandleFunc(method+" /_matrix/client/r0"+path, h)
+}

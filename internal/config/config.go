@@ -1,0 +1,292 @@
+// Package config owns Conclave's configuration: one Config struct with
+// defaults and validation, filled from a YAML file, then CONCLAVE_* environment
+// variables, then command-line flags (flag > env > file > default).
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"conclave/internal/matrix"
+)
+
+// Config is everything `conclave serve` can be told. Each field's yaml tag is
+// also its flag name (with - for _) and env name (CONCLAVE_ + upper case).
+type Config struct {
+	ServerName               string   `yaml:"server_name" help:"the Matrix server name (the part after : in user IDs)"`
+	DataDir                  string   `yaml:"data_dir" help:"SQLite database, signing key and media; created on first start"`
+	Listen                   string   `yaml:"listen" help:"client API listen address (plain HTTP)"`
+	FederationListen         string   `yaml:"federation_listen" help:"federation API listen address (HTTPS); empty disables"`
+	Database                 string   `yaml:"database" help:"empty: SQLite in the data dir; a postgres:// URL selects PostgreSQL"`
+	RegistrationSharedSecret string   `yaml:"registration_shared_secret" help:"enables the Synapse-compatible /_synapse/admin/v1/register"`
+	EnableRegistration       bool     `yaml:"enable_registration" help:"open registration with m.login.dummy"`
+	RegistrationTokens       string   `yaml:"registration_tokens" help:"comma-separated registration tokens accepted by m.login.registration_token"`
+	PublicBaseURL            string   `yaml:"public_base_url" help:"client-facing base URL advertised in /.well-known/matrix/client"`
+	TLSCert                  string   `yaml:"tls_cert" help:"TLS certificate file for the listeners"`
+	TLSKey                   string   `yaml:"tls_key" help:"TLS key file for the listeners"`
+	TLSCACert                string   `yaml:"tls_ca_cert" help:"CA certificate: sign a certificate for server_name at start and trust it for federation"`
+	TLSCAKey                 string   `yaml:"tls_ca_key" help:"CA key used with tls_ca_cert"`
+	AppserviceDir            string   `yaml:"appservice_dir" help:"directory of application-service registration YAML files"`
+	RateLimits               bool     `yaml:"rate_limits" help:"rate-limit login and registration"`
+	LoginRatePerSecond       float64  `yaml:"login_rate_per_second" help:"sustained login/registration attempts per second per IP and per account"`
+	LoginRateBurst           int      `yaml:"login_rate_burst" help:"login/registration burst per IP and per account"`
+	MaxRequestBytes          int64    `yaml:"max_request_bytes" help:"largest accepted JSON request body"`
+	LogFormat                string   `yaml:"log_format" help:"text or json; empty chooses text on a terminal, json otherwise"`
+	LogLevel                 string   `yaml:"log_level" help:"debug, info, warn or error"`
+	AdminListen              string   `yaml:"admin_listen" help:"metrics and pprof listener (loopback recommended); empty disables"`
+	AccessTokenLifetime      Duration `yaml:"access_token_lifetime" help:"lifetime of access tokens issued with refresh tokens"`
+	ShutdownTimeout          Duration `yaml:"shutdown_timeout" help:"how long graceful shutdown waits for requests"`
+}
+
+// Duration is a time.Duration written as "30s" in YAML, env and flags.
+type Duration struct{ time.Duration }
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Default returns the configuration used when nothing is set.
+func Default() Config {
+	return Config{
+		ServerName:          "localhost",
+		DataDir:             "./conclave-data",
+		Listen:              "127.0.0.1:8008",
+		RateLimits:          true,
+		LoginRatePerSecond:  0.5,
+		LoginRateBurst:      5,
+		MaxRequestBytes:     1 << 20,
+		LogLevel:            "info",
+		AccessTokenLifetime: Duration{5 * time.Minute},
+		ShutdownTimeout:     Duration{10 * time.Second},
+	}
+}
+
+// Error names the key that is wrong and why; cmd/conclave prints it on one
+// line and exits 2.
+type Error struct {
+	Key, Reason string
+}
+
+func (e *Error) Error() string { return "config: " + e.Key + ": " + e.Reason }
+
+// Load builds the configuration from args (flags, including --config FILE),
+// the environment (getenv), and the file, in that precedence.
+func Load(args []string, getenv func(string) string) (Config, error) {
+	cfg := Default()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(discard{})
+	configFile := fs.String("config", "", "YAML configuration file")
+	fields := fieldsOf(&cfg)
+	set := map[string]string{}
+	for _, f := range fields {
+		name := f.flag
+		fs.Func(name, f.help, func(s string) error { set[name] = s; return nil })
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, &Error{Key: "flags", Reason: err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return cfg, &Error{Key: "flags", Reason: "unexpected argument " + strconv.Quote(fs.Arg(0))}
+	}
+	if *configFile == "" {
+		*configFile = getenv("CONCLAVE_CONFIG")
+	}
+	if *configFile != "" {
+		if err := loadFile(&cfg, *configFile, getenv); err != nil {
+			return cfg, err
+		}
+	}
+	for _, f := range fields {
+		if v := getenv(f.env); v != "" {
+			if err := f.setText(v); err != nil {
+				return cfg, &Error{Key: f.env, Reason: err.Error()}
+			}
+		}
+	}
+	for _, f := range fields {
+		if v, ok := set[f.flag]; ok {
+			if err := f.setText(v); err != nil {
+				return cfg, &Error{Key: "--" + f.flag, Reason: err.Error()}
+			}
+		}
+	}
+	return cfg, cfg.Validate()
+}
+
+// Usage describes every flag, for `conclave serve --help`.
+func Usage() string {
+	var b strings.Builder
+	b.WriteString("  --config FILE\n\tYAML configuration file (env CONCLAVE_CONFIG)\n")
+	cfg := Default()
+	for _, f := range fieldsOf(&cfg) {
+		fmt.Fprintf(&b, "  --%s\n\t%s (env %s, default %q)\n", f.flag, f.help, f.env, f.text())
+	}
+	return b.String()
+}
+
+func loadFile(cfg *Config, path string, getenv func(string) string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return &Error{Key: "config", Reason: err.Error()}
+	}
+	// ${VAR} in the file is replaced by the environment variable, so one file
+	// serves many containers (the Complement image reads SERVER_NAME this way).
+	expanded := os.Expand(string(data), getenv)
+	var raw map[string]yaml.Node
+	if err := yaml.Unmarshal([]byte(expanded), &raw); err != nil {
+		return &Error{Key: path, Reason: strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	byKey := map[string]field{}
+	for _, f := range fieldsOf(cfg) {
+		byKey[f.key] = f
+	}
+	for k, node := range raw {
+		f, ok := byKey[k]
+		if !ok {
+			return &Error{Key: k, Reason: "unknown configuration key"}
+		}
+		if node.Kind != yaml.ScalarNode {
+			return &Error{Key: k, Reason: "must be a single value"}
+		}
+		if err := f.setText(node.Value); err != nil {
+			return &Error{Key: k, Reason: err.Error()}
+		}
+	}
+	return nil
+}
+
+// Validate checks the values that can be checked without I/O.
+func (c *Config) Validate() error {
+	if !matrix.ValidServerName(c.ServerName) {
+		return &Error{Key: "server_name", Reason: fmt.Sprintf("%q is not a valid server name", c.ServerName)}
+	}
+	if c.DataDir == "" {
+		return &Error{Key: "data_dir", Reason: "must not be empty"}
+	}
+	if c.Listen == "" {
+		return &Error{Key: "listen", Reason: "must not be empty"}
+	}
+	if c.Database != "" && !strings.HasPrefix(c.Database, "postgres://") && !strings.HasPrefix(c.Database, "postgresql://") && !strings.HasPrefix(c.Database, "sqlite:") {
+		return &Error{Key: "database", Reason: "must be empty, sqlite:PATH or a postgres:// URL"}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return &Error{Key: "tls_cert", Reason: "tls_cert and tls_key go together"}
+	}
+	if (c.TLSCACert == "") != (c.TLSCAKey == "") {
+		return &Error{Key: "tls_ca_cert", Reason: "tls_ca_cert and tls_ca_key go together"}
+	}
+	if c.MaxRequestBytes < 65536 {
+		return &Error{Key: "max_request_bytes", Reason: "must be at least 65536"}
+	}
+	if c.LoginRatePerSecond <= 0 || c.LoginRateBurst < 1 {
+		return &Error{Key: "login_rate_per_second", Reason: "rate and burst must be positive"}
+	}
+	switch c.LogFormat {
+	case "", "text", "json":
+	default:
+		return &Error{Key: "log_format", Reason: "must be text or json"}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return &Error{Key: "log_level", Reason: "must be debug, info, warn or error"}
+	}
+	return nil
+}
+
+// SQLitePath is the database file when no PostgreSQL URL is configured.
+func (c *Config) SQLitePath() string {
+	if strings.HasPrefix(c.Database, "sqlite:") {
+		return strings.TrimPrefix(c.Database, "sqlite:")
+	}
+	return filepath.Join(c.DataDir, "conclave.db")
+}
+
+type field struct {
+	key, flag, env, help string
+	v                    reflect.Value
+}
+
+func fieldsOf(cfg *Config) []field {
+	rv := reflect.ValueOf(cfg).Elem()
+	rt := rv.Type()
+	out := make([]field, 0, rt.NumField())
+	for i := 0; i < rt.NumField(); i++ {
+		sf := rt.Field(i)
+		key := sf.Tag.Get("yaml")
+		out = append(out, field{
+			key:  key,
+			flag: strings.ReplaceAll(key, "_", "-"),
+			env:  "CONCLAVE_" + strings.ToUpper(key),
+			help: sf.Tag.Get("help"),
+			v:    rv.Field(i),
+		})
+	}
+	return out
+}
+
+func (f field) setText(s string) error {
+	switch p := f.v.Addr().Interface().(type) {
+	case *string:
+		*p = s
+	case *bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return errors.New("must be true or false")
+		}
+		*p = b
+	case *int:
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return errors.New("must be an integer")
+		}
+		*p = n
+	case *int64:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return errors.New("must be an integer")
+		}
+		*p = n
+	case *float64:
+		n, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return errors.New("must be a number")
+		}
+		*p = n
+	case *Duration:
+		if err := p.UnmarshalText([]byte(s)); err != nil {
+			return errors.New("must be a duration such as 30s or 5m")
+		}
+	default:
+		return fmt.Errorf("unsupported type %T", p)
+	}
+	return nil
+}
+
+func (f field) text() string {
+	switch p := f.v.Addr().Interface().(type) {
+	case *Duration:
+		return p.String()
+	default:
+		return fmt.Sprint(f.v.Interface())
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }

@@ -1,0 +1,49 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestPrecedenceFlagEnvFileDefault(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "c.yaml")
+	os.WriteFile(file, []byte("server_name: ${SN}\nlisten: 0.0.0.0:1\ndata_dir: /from/file\nenable_registration: true\n"), 0o600)
+	env := map[string]string{"SN": "file.example", "CONCLAVE_LISTEN": "0.0.0.0:2", "CONCLAVE_DATA_DIR": "/from/env"}
+	cfg, err := Load([]string{"--config", file, "--data-dir", "/from/flag"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ServerName != "file.example" || cfg.Listen != "0.0.0.0:2" || cfg.DataDir != "/from/flag" || !cfg.EnableRegistration {
+		t.Fatalf("got %+v", cfg)
+	}
+	if cfg.MaxRequestBytes != Default().MaxRequestBytes {
+		t.Fatal("default lost")
+	}
+}
+
+func TestErrorsNameTheKey(t *testing.T) {
+	dir := t.TempDir()
+	cases := map[string]struct {
+		file string
+		args []string
+		key  string
+	}{
+		"unknown key":   {"bogus: 1\n", nil, "bogus"},
+		"bad bool":      {"enable_registration: maybe\n", nil, "enable_registration"},
+		"bad server":    {"server_name: \"bad name\"\n", nil, "server_name"},
+		"bad flag":      {"", []string{"--no-such-flag"}, "flags"},
+		"bad flag type": {"", []string{"--rate-limits=sometimes"}, "--rate-limits"},
+		"bad yaml":      {"listen: [1\n", nil, "c.yaml"},
+	}
+	for name, c := range cases {
+		file := filepath.Join(dir, "c.yaml")
+		os.WriteFile(file, []byte(c.file), 0o600)
+		_, err := Load(append([]string{"--config", file}, c.args...), func(string) string { return "" })
+		if err == nil || !strings.Contains(err.Error(), c.key) {
+			t.Errorf("%s: error %v does not name %q", name, err, c.key)
+		}
+	}
+}

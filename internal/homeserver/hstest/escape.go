@@ -1,0 +1,5 @@
+package hstest
+
+import "net/url"
+
+func pathEscape(s string) string { return url.PathEscape(s) }

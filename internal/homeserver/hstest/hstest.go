@@ -1,0 +1,183 @@
+// Package hstest starts a real Conclave in-process on a random loopback port
+// with a temporary data directory, for integration tests that talk HTTP the
+// way clients do.
+package hstest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"conclave/internal/config"
+	"conclave/internal/homeserver"
+)
+
+// Server is a running test homeserver.
+type Server struct {
+	HS     *homeserver.Homeserver
+	URL    string // http://127.0.0.1:port
+	Config config.Config
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Option changes the configuration before start.
+type Option func(*config.Config)
+
+// Start runs a homeserver until the test ends. Open registration is on and
+// rate limits are off unless an option says otherwise.
+func Start(t testing.TB, opts ...Option) *Server {
+	t.Helper()
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.EnableRegistration = true
+	cfg.RateLimits = false
+	cfg.RegistrationSharedSecret = "test-shared-secret"
+	cfg.ShutdownTimeout = config.Duration{Duration: 2 * time.Second}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return StartConfig(t, cfg)
+}
+
+// StartConfig runs a homeserver with exactly cfg.
+func StartConfig(t testing.TB, cfg config.Config) *Server {
+	t.Helper()
+	level := slog.LevelWarn
+	if os.Getenv("CONCLAVE_TEST_LOG") != "" {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, cancel := context.WithCancel(context.Background())
+	hs, err := homeserver.New(ctx, cfg, log)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	s := &Server{HS: hs, Config: cfg, cancel: cancel, done: make(chan error, 1)}
+	go func() { s.done <- hs.Run(ctx) }()
+	select {
+	case <-hs.Ready():
+	case err := <-s.done:
+		cancel()
+		t.Fatalf("server did not start: %v", err)
+	case <-time.After(10 * time.Second):
+		cancel()
+		t.Fatal("server did not start in 10s")
+	}
+	s.URL = "http://" + hs.ClientAddr().String()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Stop shuts the server down and waits for it.
+func (s *Server) Stop() {
+	if s.cancel == nil {
+		return
+	}
+	s.cancel()
+	s.cancel = nil
+	<-s.done
+}
+
+// Response is a decoded JSON answer.
+type Response struct {
+	Status int
+	Body   []byte
+	JSON   map[string]any
+}
+
+// Str returns a top-level string field.
+func (r *Response) Str(key string) string {
+	s, _ := r.JSON[key].(string)
+	return s
+}
+
+// Errcode returns the errcode of an error answer.
+func (r *Response) Errcode() string { return r.Str("errcode") }
+
+// Do sends a request: body may be nil, a string or []byte (sent as is), or
+// any value (sent as JSON). token may be "".
+func (s *Server) Do(t testing.TB, method, path, token string, body any) *Response {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, s.URL+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	data, _ := io.ReadAll(res.Body)
+	out := &Response{Status: res.StatusCode, Body: data}
+	_ = json.Unmarshal(data, &out.JSON)
+	return out
+}
+
+// MustOK is Do that fails the test unless the status is 200.
+func (s *Server) MustOK(t testing.TB, method, path, token string, body any) *Response {
+	t.Helper()
+	r := s.Do(t, method, path, token, body)
+	if r.Status != http.StatusOK {
+		t.Fatalf("%s %s: status %d: %s", method, path, r.Status, r.Body)
+	}
+	return r
+}
+
+// User is a registered test user.
+type User struct {
+	UserID, DeviceID, Token string
+}
+
+// Register creates a user with open registration (m.login.dummy).
+func (s *Server) Register(t testing.TB, localpart string) *User {
+	t.Helper()
+	body := map[string]any{"username": localpart, "password": "correct horse battery " + localpart, "auth": map[string]string{"type": "m.login.dummy"}}
+	r := s.Do(t, "POST", "/_matrix/client/v3/register", "", body)
+	if r.Status != http.StatusOK {
+		t.Fatalf("register %s: %d %s", localpart, r.Status, r.Body)
+	}
+	return &User{UserID: r.Str("user_id"), DeviceID: r.Str("device_id"), Token: r.Str("access_token")}
+}
+
+// Path builds a client API path with escaped parameters: Path("/rooms/%s/send", id).
+func Path(format string, args ...string) string {
+	esc := make([]any, len(args))
+	for i, a := range args {
+		esc[i] = pathEscape(a)
+	}
+	return "/_matrix/client/v3" + fmt.Sprintf(format, esc...)
+}

@@ -1,0 +1,106 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"conclave/internal/jsonhttp"
+	"conclave/internal/matrix"
+)
+
+// Mux is http.ServeMux with Matrix-shaped answers for unknown endpoints:
+// M_UNRECOGNIZED with 404 for unknown paths and 405 for a known path asked
+// with a method it does not serve.
+type Mux struct {
+	*http.ServeMux
+}
+
+// NewMux returns a Mux whose fallback answers M_UNRECOGNIZED.
+func NewMux() *Mux {
+	m := &Mux{http.NewServeMux()}
+	m.HandleFunc("/", m.unrecognized)
+	return m
+}
+
+func (m *Mux) unrecognized(w http.ResponseWriter, r *http.Request) {
+	for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+		if method == r.Method {
+			continue
+		}
+		probe := r.Clone(r.Context())
+		probe.Method = method
+		if _, pattern := m.Handler(probe); pattern != "/" && pattern != "" {
+			jsonhttp.Error(w, r, matrix.Errorf(http.StatusMethodNotAllowed, matrix.ErrUnrecognized, "Method not allowed"))
+			return
+		}
+	}
+	NotFound(w, r)
+}
+
+// Listener is one HTTP listener: an address, a handler, optional TLS.
+type Listener struct {
+	Addr    string
+	Handler http.Handler
+	TLS     *tls.Config
+	// Bound is called with the actual address once listening (":0" picks a port).
+	Bound func(net.Addr)
+}
+
+// Serve runs the listeners until ctx is cancelled, then shuts them down
+// gracefully, waiting up to grace for in-flight requests.
+func Serve(ctx context.Context, log *slog.Logger, grace time.Duration, listeners ...Listener) error {
+	servers := make([]*http.Server, 0, len(listeners))
+	errc := make(chan error, len(listeners))
+	for _, l := range listeners {
+		ln, err := net.Listen("tcp", l.Addr)
+		if err != nil {
+			for _, s := range servers {
+				s.Close()
+			}
+			return err
+		}
+		if l.TLS != nil {
+			ln = tls.NewListener(ln, l.TLS)
+		}
+		if l.Bound != nil {
+			l.Bound(ln.Addr())
+		}
+		srv := &http.Server{
+			Handler: l.Handler,
+			// Slow clients are cut off: headers must arrive promptly and idle
+			// keep-alive connections do not linger. Bodies are bounded per
+			// endpoint; long-polls set their own deadlines.
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       60 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+			BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		}
+		servers = append(servers, srv)
+		log.Info("listening", "addr", ln.Addr().String(), "tls", l.TLS != nil)
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	for _, s := range servers {
+		if e := s.Shutdown(shutCtx); e != nil {
+			s.Close()
+		}
+	}
+	return err
+}

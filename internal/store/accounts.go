@@ -1,0 +1,70 @@
+package store
+
+import "context"
+
+// User is an account on this server.
+type User struct {
+	UserID       string
+	PasswordHash string // empty: no password login
+	IsAdmin      bool
+	IsGuest      bool
+	Deactivated  bool
+	CreatedTS    int64
+}
+
+// Device is one login session of a user.
+type Device struct {
+	UserID      string
+	DeviceID    string
+	DisplayName *string
+	CreatedTS   int64
+	LastSeenTS  int64
+	LastSeenIP  string
+}
+
+// Session is what an access token resolves to.
+type Session struct {
+	UserID    string
+	DeviceID  string
+	IsGuest   bool
+	IsAdmin   bool
+	ExpiresTS int64 // 0: never
+}
+
+// NewToken is a token to store: only its hash is kept.
+type NewToken struct {
+	AccessHash  []byte
+	RefreshHash []byte // nil: no refresh token
+	ExpiresTS   int64  // 0: the access token never expires
+}
+
+// Accounts keeps users, devices and their tokens.
+type Accounts interface {
+	// CreateUser inserts a user (ErrConflict if the ID is taken, case-insensitively).
+	CreateUser(ctx context.Context, u *User) error
+	GetUser(ctx context.Context, userID string) (*User, error)
+	// UserIDTaken reports whether a user ID is taken, ignoring case.
+	UserIDTaken(ctx context.Context, userID string) (bool, error)
+	SetPassword(ctx context.Context, userID, hash string, logoutExceptDevice *string) error
+	// Deactivate marks the user deactivated, deletes devices and tokens, and
+	// clears the password, in one transaction.
+	Deactivate(ctx context.Context, userID string) error
+
+	// CreateDevice creates or replaces a device and stores a token for it, in
+	// one transaction. A replaced device keeps its keys but loses old tokens.
+	CreateDevice(ctx context.Context, d *Device, tok NewToken) error
+	GetDevice(ctx context.Context, userID, deviceID string) (*Device, error)
+	ListDevices(ctx context.Context, userID string) ([]Device, error)
+	SetDeviceName(ctx context.Context, userID, deviceID, name string) error
+	// DeleteDevices removes devices with their tokens (and, through the keys
+	// store, their keys and pending to-device messages).
+	DeleteDevices(ctx context.Context, userID string, deviceIDs []string) error
+	TouchDevice(ctx context.Context, userID, deviceID, ip string, ts int64) error
+
+	// SessionByToken resolves an access token hash.
+	SessionByToken(ctx context.Context, accessHash []byte) (*Session, error)
+	// RotateRefreshToken consumes a refresh token hash and stores the new pair
+	// for the same device; ErrNotFound if the refresh token is unknown.
+	RotateRefreshToken(ctx context.Context, refreshHash []byte, tok NewToken) (*Session, error)
+	DeleteToken(ctx context.Context, accessHash []byte) error
+}

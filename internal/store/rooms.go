@@ -1,0 +1,135 @@
+package store
+
+import "context"
+
+// Room is a room this server takes part in.
+type Room struct {
+	RoomID    string
+	Version   string
+	Creator   string
+	CreatedTS int64
+	// Published in the public room directory.
+	Public bool
+}
+
+// StoredEvent is an event as persisted: the federation-format PDU JSON and
+// what the server learned about it since.
+type StoredEvent struct {
+	Pos     int64 // global stream position
+	EventID string
+	RoomID  string
+	JSON    []byte // canonical federation-format PDU, without event_id
+	// RedactedBy is the ID of the redaction applied to this event, if any.
+	RedactedBy string
+	// ReplacesState is the event this state event replaced, for prev_content.
+	ReplacesState string
+	// Sender's device and transaction ID, for unsigned.transaction_id.
+	SenderDevice string
+	TxnID        string
+	// Membership is the membership after this event, for m.room.member events.
+	Membership string
+	// Type and StateKey are duplicated from JSON for filtering in SQL.
+	Type     string
+	StateKey *string
+	Sender   string
+}
+
+// NewEvent is one event to persist, with what the room service decided about it.
+type NewEvent struct {
+	EventID        string
+	RoomID         string
+	Type           string
+	StateKey       *string
+	Sender         string
+	Depth          int64
+	OriginServerTS int64
+	JSON           []byte
+	// ReplacesState is the current state event for (Type, StateKey) that this
+	// event replaces ("" if none or not a state event).
+	ReplacesState string
+	// Membership for m.room.member events ("" otherwise).
+	Membership string
+	// Redacts is the target of an m.room.redaction that the server applies.
+	Redacts string
+	// RelatesTo / RelType index m.relates_to for /relations and /threads.
+	RelatesTo string
+	RelType   string
+	// Transaction idempotency: the sending device and its txn ID ("" if none).
+	SenderDevice string
+	TxnID        string
+	// ContainsURL: content.url is a string (filters' contains_url).
+	ContainsURL bool
+}
+
+// RoomSnapshot is what the room service loads once per room and keeps in
+// memory: the version, the current state and the forward extremities.
+type RoomSnapshot struct {
+	Room        Room
+	State       []StoredEvent // current state events
+	Extremities []string      // forward extremities (event IDs)
+	MaxDepth    int64
+}
+
+// Rooms keeps rooms, their events, state and memberships.
+type Rooms interface {
+	// CreateRoom inserts the room and its first events in one transaction.
+	CreateRoom(ctx context.Context, r *Room, events []NewEvent) ([]int64, error)
+	GetRoom(ctx context.Context, roomID string) (*Room, error)
+	LoadRoomSnapshot(ctx context.Context, roomID string) (*RoomSnapshot, error)
+	// PersistEvents appends events to a room in one transaction: rows, stream
+	// positions, current state, memberships, redaction marks, relation index,
+	// txn mapping and forward extremities (the new events replace the old
+	// extremities they cite). Returns the positions given, in order.
+	PersistEvents(ctx context.Context, roomID string, events []NewEvent) ([]int64, error)
+	SetRoomPublic(ctx context.Context, roomID string, public bool) error
+	ForgetRoom(ctx context.Context, userID, roomID string) error
+	IsForgotten(ctx context.Context, userID, roomID string) (bool, error)
+
+	// Aliases.
+	CreateAlias(ctx context.Context, alias, roomID, creator string) error
+	GetAlias(ctx context.Context, alias string) (roomID, creator string, err error)
+	DeleteAlias(ctx context.Context, alias string) error
+	AliasesForRoom(ctx context.Context, roomID string) ([]string, error)
+}
+
+// Events looks events up.
+type Events interface {
+	GetEvent(ctx context.Context, eventID string) (*StoredEvent, error)
+	// GetEvents returns the events found, in no particular order.
+	GetEvents(ctx context.Context, eventIDs []string) ([]StoredEvent, error)
+	EventByTxn(ctx context.Context, userID, deviceID, txnID string) (string, error)
+	// StateAt returns the room state after the event at pos (inclusive).
+	StateAt(ctx context.Context, roomID string, pos int64) ([]StoredEvent, error)
+	// RoomEvents pages a room's timeline: positions strictly after `after`
+	// and strictly before `before` (0: unbounded), newest first when
+	// backwards, at most limit events.
+	RoomEvents(ctx context.Context, q RoomEventsQuery) ([]StoredEvent, error)
+	// Memberships of a user: room IDs with their membership and position.
+	UserMemberships(ctx context.Context, userID string) ([]Membership, error)
+	// RoomMembers returns the current member events of a room.
+	RoomMembers(ctx context.Context, roomID string) ([]Membership, error)
+}
+
+// Membership is a user's current membership in a room.
+type Membership struct {
+	RoomID     string
+	UserID     string
+	Membership string
+	EventID    string
+	Pos        int64
+}
+
+// RoomEventsQuery selects a page of a room's timeline.
+type RoomEventsQuery struct {
+	RoomID    string
+	After     int64 // exclusive lower bound (0: none)
+	Before    int64 // exclusive upper bound (0: none)
+	Backwards bool
+	Limit     int
+	// Optional filters (empty: all).
+	Types       []string
+	NotTypes    []string
+	Senders     []string
+	NotSenders  []string
+	ContainsURL *bool
+}

@@ -1,0 +1,178 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+
+	"conclave/internal/store"
+)
+
+const eventColumns = `e.pos, e.event_id, e.room_id, e.json, e.redacted_by, e.replaces_state, e.sender_device, e.txn_id, e.membership, e.type, e.state_key, e.sender`
+
+func scanEvent(rows *sql.Rows, ev *store.StoredEvent) error {
+	var sk sql.NullString
+	if err := rows.Scan(&ev.Pos, &ev.EventID, &ev.RoomID, &ev.JSON, &ev.RedactedBy, &ev.ReplacesState, &ev.SenderDevice, &ev.TxnID, &ev.Membership, &ev.Type, &sk, &ev.Sender); err != nil {
+		return err
+	}
+	if sk.Valid {
+		s := sk.String
+		ev.StateKey = &s
+	}
+	return nil
+}
+
+func (db *DB) queryEvents(ctx context.Context, q queryer, query string, args ...any) ([]store.StoredEvent, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.StoredEvent
+	for rows.Next() {
+		var ev store.StoredEvent
+		if err := scanEvent(rows, &ev); err != nil {
+			return nil, err
+		}
+		out = append(out, ev)
+	}
+	return out, rows.Err()
+}
+
+func (db *DB) GetEvent(ctx context.Context, eventID string) (*store.StoredEvent, error) {
+	evs, err := db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = ?`, eventID)
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 {
+		return nil, store.ErrNotFound
+	}
+	return &evs[0], nil
+}
+
+// maxInArgs bounds the size of one IN (...) list; longer lists are chunked.
+const maxInArgs = 500
+
+func (db *DB) GetEvents(ctx context.Context, eventIDs []string) ([]store.StoredEvent, error) {
+	var out []store.StoredEvent
+	for len(eventIDs) > 0 {
+		n := min(len(eventIDs), maxInArgs)
+		evs, err := db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.event_id IN (`+placeholders(n)+`)`, stringArgs(eventIDs[:n])...)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, evs...)
+		eventIDs = eventIDs[n:]
+	}
+	return out, nil
+}
+
+func (db *DB) EventByTxn(ctx context.Context, userID, deviceID, txnID string) (string, error) {
+	var id string
+	err := db.r.QueryRowContext(ctx, `SELECT event_id FROM txns WHERE user_id = ? AND device_id = ? AND txn_id = ?`, userID, deviceID, txnID).Scan(&id)
+	return id, notFound(err)
+}
+
+func (db *DB) StateAt(ctx context.Context, roomID string, pos int64) ([]store.StoredEvent, error) {
+	// Local rooms are linear, so the state after pos is the newest state event
+	// at or before pos for each (type, state_key).
+	return db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e
+		JOIN (SELECT max(pos) AS pos FROM events WHERE room_id = ? AND state_key IS NOT NULL AND pos <= ? GROUP BY type, state_key) m ON m.pos = e.pos`,
+		roomID, pos)
+}
+
+func (db *DB) RoomEvents(ctx context.Context, q store.RoomEventsQuery) ([]store.StoredEvent, error) {
+	var b strings.Builder
+	args := []any{q.RoomID}
+	b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.room_id = ?`)
+	if q.After > 0 {
+		b.WriteString(` AND e.pos > ?`)
+		args = append(args, q.After)
+	}
+	if q.Before > 0 {
+		b.WriteString(` AND e.pos < ?`)
+		args = append(args, q.Before)
+	}
+	inList := func(col string, vals []string, not bool) {
+		if len(vals) == 0 {
+			return
+		}
+		op := " IN "
+		if not {
+			op = " NOT IN "
+		}
+		b.WriteString(" AND " + col + op + "(" + placeholders(len(vals)) + ")")
+		args = append(args, stringArgs(vals)...)
+	}
+	// Types may use a trailing * wildcard (filters); those go through LIKE.
+	typeClause(&b, &args, q.Types, false)
+	typeClause(&b, &args, q.NotTypes, true)
+	inList("e.sender", q.Senders, false)
+	inList("e.sender", q.NotSenders, true)
+	if q.ContainsURL != nil {
+		b.WriteString(` AND e.contains_url = ?`)
+		args = append(args, boolInt(*q.ContainsURL))
+	}
+	if q.Backwards {
+		b.WriteString(` ORDER BY e.pos DESC`)
+	} else {
+		b.WriteString(` ORDER BY e.pos ASC`)
+	}
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 10
+	}
+	b.WriteString(` LIMIT ?`)
+	args = append(args, limit)
+	return db.queryEvents(ctx, db.r, b.String(), args...)
+}
+
+func typeClause(b *strings.Builder, args *[]any, types []string, not bool) {
+	if len(types) == 0 {
+		return
+	}
+	if not {
+		b.WriteString(" AND NOT (")
+	} else {
+		b.WriteString(" AND (")
+	}
+	for i, t := range types {
+		if i > 0 {
+			b.WriteString(" OR ")
+		}
+		if strings.HasSuffix(t, "*") {
+			b.WriteString(`e.type LIKE ? ESCAPE '\'`)
+			p := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(strings.TrimSuffix(t, "*")) + "%"
+			*args = append(*args, p)
+		} else {
+			b.WriteString("e.type = ?")
+			*args = append(*args, t)
+		}
+	}
+	b.WriteString(")")
+}
+
+func (db *DB) UserMemberships(ctx context.Context, userID string) ([]store.Membership, error) {
+	return queryMemberships(ctx, db.r, `SELECT room_id, user_id, membership, event_id, pos FROM memberships WHERE user_id = ?`, userID)
+}
+
+func (db *DB) RoomMembers(ctx context.Context, roomID string) ([]store.Membership, error) {
+	return queryMemberships(ctx, db.r, `SELECT room_id, user_id, membership, event_id, pos FROM memberships WHERE room_id = ?`, roomID)
+}
+
+func queryMemberships(ctx context.Context, q queryer, query string, args ...any) ([]store.Membership, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Membership
+	for rows.Next() {
+		var m store.Membership
+		if err := rows.Scan(&m.RoomID, &m.UserID, &m.Membership, &m.EventID, &m.Pos); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
