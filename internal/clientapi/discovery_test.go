@@ -34,3 +34,14 @@ func TestVersionsAndUnknownEndpoints(t *testing.T) {
 		t.Fatalf("capabilities with bad token: %d %s", r.Status, r.Body)
 	}
 }
+
+func TestCapabilitiesWithToken(t *testing.T) {
+	s := hstest.Start(t)
+	u := s.CreateUser(t, "alice")
+	r := s.MustOK(t, "GET", "/_matrix/client/v3/capabilities", u.Token, nil)
+	caps, _ := r.JSON["capabilities"].(map[string]any)
+	rv, _ := caps["m.room_versions"].(map[string]any)
+	if rv["default"] != "10" {
+		t.Fatalf("capabilities: %s", r.Body)
+	}
+}

@@ -16,8 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"conclave/internal/accounts"
 	"conclave/internal/config"
 	"conclave/internal/homeserver"
+	"conclave/internal/store"
 )
 
 // Server is a running test homeserver.
@@ -180,4 +182,21 @@ func Path(format string, args ...string) string {
 		esc[i] = pathEscape(a)
 	}
 	return "/_matrix/client/v3" + fmt.Sprintf(format, esc...)
+}
+
+// CreateUser makes a user and a logged-in device straight in the store,
+// bypassing /register, for tests of other areas.
+func (s *Server) CreateUser(t testing.TB, localpart string) *User {
+	t.Helper()
+	ctx := context.Background()
+	userID := "@" + localpart + ":" + s.Config.ServerName
+	now := time.Now().UnixMilli()
+	if err := s.HS.Store.CreateUser(ctx, &store.User{UserID: userID, CreatedTS: now}); err != nil {
+		t.Fatalf("create user %s: %v", userID, err)
+	}
+	u := &User{UserID: userID, DeviceID: "DEV" + strings.ToUpper(localpart), Token: accounts.NewToken("syt_")}
+	if err := s.HS.Store.CreateDevice(ctx, &store.Device{UserID: userID, DeviceID: u.DeviceID, CreatedTS: now}, store.NewToken{AccessHash: accounts.HashToken(u.Token)}); err != nil {
+		t.Fatalf("create device: %v", err)
+	}
+	return u
 }
