@@ -21,6 +21,7 @@ var ErrConflict = errors.New("store: conflict")
 // interfaces they need.
 type Store interface {
 	Accounts
+	Profiles
 	Rooms
 	Events
 	AccountData
