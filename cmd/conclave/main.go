@@ -69,6 +69,7 @@ func serve(args []string, stderr io.Writer) int {
 	log := newLogger(cfg, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	homeserver.Version = version
 	hs, err := homeserver.New(ctx, cfg, log)
 	if err != nil {
 		log.Error("start", "err", err)

@@ -11,13 +11,16 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"conclave/internal/accounts"
 	"conclave/internal/clientapi"
 	"conclave/internal/config"
+	"conclave/internal/event"
 	"conclave/internal/server"
 	"conclave/internal/store/sqlite"
+	"conclave/internal/tlsutil"
 )
 
 // Homeserver is one Conclave instance.
@@ -26,12 +29,17 @@ type Homeserver struct {
 	Log    *slog.Logger
 	Store  *sqlite.DB
 
-	Accounts *accounts.Service
-	Handler  http.Handler
+	SigningKey *event.SigningKey
+	Accounts   *accounts.Service
+	Handler    http.Handler
 
-	mu         sync.Mutex
-	clientAddr net.Addr
-	ready      chan struct{}
+	TLS               *tlsutil.Bundle // nil when no TLS is configured
+	FederationHandler http.Handler    // nil when federation_listen is empty
+
+	mu             sync.Mutex
+	clientAddr     net.Addr
+	federationAddr net.Addr
+	ready          chan struct{}
 }
 
 // New opens the data directory and store and builds the services. It does
@@ -49,6 +57,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 	}
 	hs := &Homeserver{Config: &cfg, Log: log, Store: db, ready: make(chan struct{})}
 	hs.Accounts = accounts.New(db, cfg.ServerName)
+	key, err := loadOrCreateSigningKey(filepath.Join(cfg.DataDir, "signing.key"))
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	hs.SigningKey = key
+	if err := hs.setupFederation(); err != nil {
+		db.Close()
+		return nil, err
+	}
 
 	mux := server.NewMux()
 	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts})
@@ -63,20 +81,10 @@ func isSQLite(dsn string) bool { return len(dsn) > 7 && dsn[:7] == "sqlite:" }
 // the store: every acknowledged write is already committed by then.
 func (hs *Homeserver) Run(ctx context.Context) error {
 	defer hs.Store.Close()
-	ls := []server.Listener{{
-		Addr:    hs.Config.Listen,
-		Handler: hs.Handler,
-		Bound: func(a net.Addr) {
-			hs.mu.Lock()
-			hs.clientAddr = a
-			hs.mu.Unlock()
-			close(hs.ready)
-		},
-	}}
-	return server.Serve(ctx, hs.Log, hs.Config.ShutdownTimeout.Duration, ls...)
+	return server.Serve(ctx, hs.Log, hs.Config.ShutdownTimeout.Duration, hs.listeners()...)
 }
 
-// Ready is closed once the client listener is bound.
+// Ready is closed once every listener is bound.
 func (hs *Homeserver) Ready() <-chan struct{} { return hs.ready }
 
 // ClientAddr is the bound client API address (after Ready).

@@ -29,6 +29,9 @@ type Server struct {
 	Config config.Config
 	cancel context.CancelFunc
 	done   chan error
+
+	// FederationURL is https://127.0.0.1:port when federation_listen is set.
+	FederationURL string
 }
 
 // Option changes the configuration before start.
@@ -80,6 +83,12 @@ func StartConfig(t testing.TB, cfg config.Config) *Server {
 		t.Fatal("server did not start in 10s")
 	}
 	s.URL = "http://" + hs.ClientAddr().String()
+	if cfg.TLSCert != "" {
+		s.URL = "https://" + hs.ClientAddr().String()
+	}
+	if a := hs.FederationAddr(); a != nil {
+		s.FederationURL = "https://" + a.String()
+	}
 	t.Cleanup(s.Stop)
 	return s
 }

@@ -1,0 +1,57 @@
+// Package federationapi serves the Matrix Server-Server API
+// (/_matrix/federation/* and /_matrix/key/*) on the federation listener:
+// handlers only, one file per area, like clientapi.
+package federationapi
+
+import (
+	"net/http"
+	"time"
+
+	"conclave/internal/event"
+	"conclave/internal/jsonhttp"
+)
+
+// Deps are what the API needs.
+type Deps struct {
+	ServerName string
+	SigningKey *event.SigningKey
+	// Version is reported by /_matrix/federation/v1/version.
+	Version string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// API is the Server-Server API.
+type API struct {
+	Deps
+	keys keyCache
+}
+
+// New returns the API.
+func New(d Deps) *API {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Version == "" {
+		d.Version = "dev"
+	}
+	return &API{Deps: d}
+}
+
+// Mux is what routes are registered on (server.Mux satisfies it); unknown
+// paths must answer 404 M_UNRECOGNIZED, which server.NewMux does.
+type Mux interface {
+	HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request))
+}
+
+// Register adds every Server-Server endpoint to mux.
+func (a *API) Register(mux Mux) {
+	mux.HandleFunc("GET /_matrix/federation/v1/version", a.version)
+	a.registerKeys(mux)
+}
+
+// version: Server-Server API, "GET /_matrix/federation/v1/version".
+// No authentication is required.
+func (a *API) version(w http.ResponseWriter, r *http.Request) {
+	jsonhttp.OK(w, map[string]any{"server": map[string]string{"name": "Conclave", "version": a.Version}})
+}

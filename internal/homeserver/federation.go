@@ -1,0 +1,76 @@
+package homeserver
+
+import (
+	"fmt"
+	"net"
+	"time"
+
+	"conclave/internal/federationapi"
+	"conclave/internal/server"
+	"conclave/internal/tlsutil"
+)
+
+// Version is reported by the federation version endpoint; cmd/conclave
+// sets it from its build-time version.
+var Version = "dev"
+
+// setupFederation loads the TLS material (when any is configured) and
+// builds the federation handler (when federation_listen is set).
+func (hs *Homeserver) setupFederation() error {
+	cfg := hs.Config
+	files := tlsutil.Files{Cert: cfg.TLSCert, Key: cfg.TLSKey, CACert: cfg.TLSCACert, CAKey: cfg.TLSCAKey}
+	if cfg.FederationListen != "" && !files.Configured() {
+		return fmt.Errorf("config: federation_listen: %s needs TLS: set tls_ca_cert and tls_ca_key, or tls_cert and tls_key", cfg.FederationListen)
+	}
+	if files.Configured() {
+		b, err := tlsutil.Load(cfg.ServerName, files, time.Now())
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		hs.TLS = b
+	}
+	if cfg.FederationListen != "" {
+		mux := server.NewMux()
+		federationapi.New(federationapi.Deps{ServerName: cfg.ServerName, SigningKey: hs.SigningKey, Version: Version}).Register(mux)
+		hs.FederationHandler = server.Wrap(mux, hs.Log)
+	}
+	return nil
+}
+
+// listeners are the client listener (TLS only when tls_cert is set: the
+// usual deployment terminates TLS in a reverse proxy) and, when
+// configured, the federation listener (always TLS). Ready closes once all
+// are bound.
+func (hs *Homeserver) listeners() []server.Listener {
+	client := server.Listener{Addr: hs.Config.Listen, Handler: hs.Handler, Bound: func(a net.Addr) {
+		hs.mu.Lock()
+		hs.clientAddr = a
+		hs.mu.Unlock()
+	}}
+	if hs.Config.TLSCert != "" {
+		client.TLS = hs.TLS.Server.Clone()
+	}
+	ls := []server.Listener{client}
+	if hs.FederationHandler != nil {
+		ls = append(ls, server.Listener{Addr: hs.Config.FederationListen, Handler: hs.FederationHandler, TLS: hs.TLS.Server.Clone(), Bound: func(a net.Addr) {
+			hs.mu.Lock()
+			hs.federationAddr = a
+			hs.mu.Unlock()
+		}})
+	}
+	last := &ls[len(ls)-1]
+	bound := last.Bound
+	last.Bound = func(a net.Addr) {
+		bound(a)
+		close(hs.ready)
+	}
+	return ls
+}
+
+// FederationAddr is the bound federation listener address (after Ready),
+// nil when federation_listen is not set.
+func (hs *Homeserver) FederationAddr() net.Addr {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	return hs.federationAddr
+}
