@@ -11,7 +11,9 @@ import (
 	"conclave/internal/accounts"
 	"conclave/internal/config"
 	"conclave/internal/jsonhttp"
+	"conclave/internal/room"
 	"conclave/internal/store"
+	"conclave/internal/sync"
 )
 
 // Deps are the services the API calls.
@@ -19,6 +21,8 @@ type Deps struct {
 	Config   *config.Config
 	Store    store.Store
 	Accounts *accounts.Service
+	Rooms    *room.Service
+	Sync     *sync.Service
 }
 
 // API is the Client-Server API.
@@ -41,6 +45,8 @@ type Mux interface {
 // Register adds every Client-Server endpoint to mux.
 func (a *API) Register(mux Mux) {
 	a.registerDiscovery(mux)
+	a.registerRooms(mux)
+	a.registerSync(mux)
 }
 
 type sessionKey struct{}

@@ -11,13 +11,17 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync"
+	"path/filepath"
+	gosync "sync"
 
 	"conclave/internal/accounts"
 	"conclave/internal/clientapi"
 	"conclave/internal/config"
+	"conclave/internal/event"
+	"conclave/internal/room"
 	"conclave/internal/server"
 	"conclave/internal/store/sqlite"
+	"conclave/internal/sync"
 )
 
 // Homeserver is one Conclave instance.
@@ -26,10 +30,14 @@ type Homeserver struct {
 	Log    *slog.Logger
 	Store  *sqlite.DB
 
-	Accounts *accounts.Service
-	Handler  http.Handler
+	SigningKey *event.SigningKey
+	Accounts   *accounts.Service
+	Rooms      *room.Service
+	Notifier   *sync.Notifier
+	Sync       *sync.Service
+	Handler    http.Handler
 
-	mu         sync.Mutex
+	mu         gosync.Mutex
 	clientAddr net.Addr
 	ready      chan struct{}
 }
@@ -49,9 +57,19 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 	}
 	hs := &Homeserver{Config: &cfg, Log: log, Store: db, ready: make(chan struct{})}
 	hs.Accounts = accounts.New(db, cfg.ServerName)
+	key, err := loadOrCreateSigningKey(filepath.Join(cfg.DataDir, "signing.key"))
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	hs.SigningKey = key
+	hs.Rooms = room.New(db, cfg.ServerName, key)
+	hs.Notifier = sync.NewNotifier()
+	hs.Rooms.Notify = func(n room.Notice) { hs.Notifier.Wake(n.Users...) }
+	hs.Sync = sync.New(db, hs.Rooms, hs.Notifier, sync.Sources{})
 
 	mux := server.NewMux()
-	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts})
+	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync})
 	api.Register(mux)
 	hs.Handler = server.Wrap(mux, log)
 	return hs, nil

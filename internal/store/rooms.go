@@ -133,3 +133,10 @@ type RoomEventsQuery struct {
 	NotSenders  []string
 	ContainsURL *bool
 }
+
+// StateHistory is implemented by stores that can list every version of one
+// piece of state in a room (for history visibility).
+type StateHistory interface {
+	// StateEventsOf returns every event of (type, state_key) in the room, oldest first.
+	StateEventsOf(ctx context.Context, roomID, typ, stateKey string) ([]StoredEvent, error)
+}

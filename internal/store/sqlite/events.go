@@ -176,3 +176,7 @@ func queryMemberships(ctx context.Context, q queryer, query string, args ...any)
 	}
 	return out, rows.Err()
 }
+
+func (db *DB) StateEventsOf(ctx context.Context, roomID, typ, stateKey string) ([]store.StoredEvent, error) {
+	return db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.room_id = ? AND e.type = ? AND e.state_key = ? ORDER BY e.pos`, roomID, typ, stateKey)
+}
