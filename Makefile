@@ -1,6 +1,8 @@
+# Conclave build entry points.
 GO ?= go
+COMPLEMENT_IMAGE ?= conclave-complement
 
-.PHONY: build test test-go vet run
+.PHONY: build test test-go vet run complement-image
 
 build:
 	$(GO) build -trimpath -o conclave ./cmd/conclave
@@ -17,3 +19,10 @@ test: vet test-go
 
 test-go:
 	$(GO) test -count=1 -timeout 20m ./...
+
+# Static Linux binary + FROM-scratch image for the Complement conformance suite.
+# Run the suite with a Complement checkout kept outside this repo, e.g.
+#   COMPLEMENT_BASE_IMAGE=conclave-complement go test ./tests/csapi   (in the checkout)
+complement-image:
+	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -o build/complement/conclave ./cmd/conclave
+	DOCKER_BUILDKIT=0 docker build -t $(COMPLEMENT_IMAGE) build/complement

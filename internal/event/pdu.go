@@ -28,8 +28,12 @@ type PDU struct {
 	Redacts string `json:"-"`
 
 	Version *RoomVersion `json:"-"`
-	// Raw is the full event as signed and stored (federation format).
+	// Raw is the full event as signed and stored (federation format):
+	// canonical JSON, without "unsigned" and without "event_id".
 	Raw []byte `json:"-"`
+	// Unsigned is the "unsigned" object received with the event, if any.
+	// It is covered by neither hashes nor signatures: untrusted.
+	Unsigned json.RawMessage `json:"-"`
 }
 
 // IsState reports whether the event is a state event.

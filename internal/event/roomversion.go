@@ -18,11 +18,16 @@ type RoomVersion struct {
 	StrictCanonicalJSON bool
 	// SpecialCaseAliasesAuth (v1–v5): m.room.aliases has its own auth rule.
 	SpecialCaseAliasesAuth bool
-	// NotificationsPowerLevels (v6+): "notifications" is kept by redaction and checked by auth.
+	// RedactionKeepsAliases (v1–v5): redaction keeps content.aliases of
+	// m.room.aliases (v6 removed all special meaning of that event).
+	RedactionKeepsAliases bool
+	// NotificationsPowerLevels (v6+): "notifications" is checked by auth.
+	// It is not protected by redaction in any room version.
 	NotificationsPowerLevels bool
 	// Knocking (v7+): "knock" join rule and membership.
 	Knocking bool
-	// RestrictedJoins (v8+): "restricted" join rule with join_authorised_via_users_server.
+	// RestrictedJoins (v8+): "restricted" join rule with join_authorised_via_users_server;
+	// redaction keeps content.allow of m.room.join_rules.
 	RestrictedJoins bool
 	// RedactionKeepsAuthorisedVia (v9+): redaction keeps join_authorised_via_users_server.
 	RedactionKeepsAuthorisedVia bool
@@ -61,6 +66,7 @@ var roomVersions = func() map[string]*RoomVersion {
 			EnforceKeyValidity:          i >= 5,
 			StrictCanonicalJSON:         i >= 6,
 			SpecialCaseAliasesAuth:      i <= 5,
+			RedactionKeepsAliases:       i <= 5,
 			NotificationsPowerLevels:    i >= 6,
 			Knocking:                    i >= 7,
 			RestrictedJoins:             i >= 8,
