@@ -22,6 +22,7 @@ import (
 type Store interface {
 	store.Rooms
 	store.Events
+	store.StateHistory
 	store.Profiles
 }
 
