@@ -91,6 +91,9 @@ func (hs *Homeserver) Run(ctx context.Context) error {
 			close(hs.ready)
 		},
 	}}
+	// Long-polls return as soon as shutdown starts, so in-flight writes are
+	// what the grace period waits for.
+	go func() { <-ctx.Done(); hs.Notifier.Close() }()
 	return server.Serve(ctx, hs.Log, hs.Config.ShutdownTimeout.Duration, ls...)
 }
 

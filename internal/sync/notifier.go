@@ -10,6 +10,8 @@ import (
 type Notifier struct {
 	mu      gosync.Mutex
 	waiters map[string]map[*waiter]struct{}
+	closed  chan struct{}
+	once    gosync.Once
 }
 
 type waiter struct {
@@ -18,8 +20,15 @@ type waiter struct {
 
 // NewNotifier returns an empty notifier.
 func NewNotifier() *Notifier {
-	return &Notifier{waiters: make(map[string]map[*waiter]struct{})}
+	return &Notifier{waiters: make(map[string]map[*waiter]struct{}), closed: make(chan struct{})}
 }
+
+// Close makes every pending and future long-poll return at once: the server
+// is shutting down and must not wait out the clients' timeouts.
+func (n *Notifier) Close() { n.once.Do(func() { close(n.closed) }) }
+
+// Closed is closed once Close has been called.
+func (n *Notifier) Closed() <-chan struct{} { return n.closed }
 
 // Wake signals every pending /sync of the given users.
 func (n *Notifier) Wake(users ...string) {

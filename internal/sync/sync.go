@@ -102,6 +102,10 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 			timer.Stop()
 			unregister()
 			return resp, nil
+		case <-s.notifier.Closed():
+			timer.Stop()
+			unregister()
+			return resp, nil
 		}
 	}
 }
