@@ -30,7 +30,7 @@ type SendRequest struct {
 // repeated transaction ID from the same device returns the first event's ID.
 func (s *Service) Send(ctx context.Context, req *SendRequest) (string, error) {
 	if req.TxnID != "" {
-		if id, err := s.store.EventByTxn(ctx, req.Sender, req.DeviceID, req.TxnID); err == nil {
+		if id, err := s.store.EventByTxn(ctx, req.Sender, req.DeviceID, req.RoomID, req.TxnID); err == nil {
 			return id, nil
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return "", err
@@ -69,7 +69,7 @@ func (s *Service) Send(ctx context.Context, req *SendRequest) (string, error) {
 	if err := s.commit(ctx, rs, []*event.PDU{pdu}, []store.NewEvent{row}); err != nil {
 		if errors.Is(err, store.ErrConflict) && req.TxnID != "" {
 			// The same transaction won a race on another connection.
-			if id, err2 := s.store.EventByTxn(ctx, req.Sender, req.DeviceID, req.TxnID); err2 == nil {
+			if id, err2 := s.store.EventByTxn(ctx, req.Sender, req.DeviceID, req.RoomID, req.TxnID); err2 == nil {
 				return id, nil
 			}
 		}

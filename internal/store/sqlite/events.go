@@ -67,9 +67,9 @@ func (db *DB) GetEvents(ctx context.Context, eventIDs []string) ([]store.StoredE
 	return out, nil
 }
 
-func (db *DB) EventByTxn(ctx context.Context, userID, deviceID, txnID string) (string, error) {
+func (db *DB) EventByTxn(ctx context.Context, userID, deviceID, roomID, txnID string) (string, error) {
 	var id string
-	err := db.r.QueryRowContext(ctx, `SELECT event_id FROM txns WHERE user_id = ? AND device_id = ? AND txn_id = ?`, userID, deviceID, txnID).Scan(&id)
+	err := db.r.QueryRowContext(ctx, `SELECT event_id FROM txns WHERE user_id = ? AND device_id = ? AND room_id = ? AND txn_id = ?`, userID, deviceID, roomID, txnID).Scan(&id)
 	return id, notFound(err)
 }
 
