@@ -23,7 +23,7 @@ type HashParams struct {
 }
 
 // DefaultHashParams suit a 2-core server: 64 MiB, 2 passes, 2 lanes, about
-// 85 ms per hash there (BenchmarkHashPassword). At most hashSlots hashes run
+// 60-85 ms per hash there depending on load (BenchmarkHashPassword). At most hashSlots hashes run
 // at once, which bounds memory to 128 MiB under a login flood.
 var DefaultHashParams = HashParams{MemoryKiB: 64 * 1024, Time: 2, Threads: 2}
 
