@@ -48,7 +48,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 		return nil, err
 	}
 	hs := &Homeserver{Config: &cfg, Log: log, Store: db, ready: make(chan struct{})}
-	hs.Accounts = accounts.New(db, cfg.ServerName)
+	hs.Accounts = accounts.New(db, cfg.ServerName, accounts.OptionsFrom(&cfg))
 
 	mux := server.NewMux()
 	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts})
