@@ -29,6 +29,7 @@ type Deps struct {
 type API struct {
 	Deps
 	maxBody int64
+	limits  *authLimits // accounts.go: /login and /register rate limits
 }
 
 // New returns the API.
@@ -45,6 +46,7 @@ type Mux interface {
 // Register adds every Client-Server endpoint to mux.
 func (a *API) Register(mux Mux) {
 	a.registerDiscovery(mux)
+	a.registerAccounts(mux)
 	a.registerRooms(mux)
 	a.registerSync(mux)
 }

@@ -56,7 +56,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 		return nil, err
 	}
 	hs := &Homeserver{Config: &cfg, Log: log, Store: db, ready: make(chan struct{})}
-	hs.Accounts = accounts.New(db, cfg.ServerName)
+	hs.Accounts = accounts.New(db, cfg.ServerName, accounts.OptionsFrom(&cfg))
 	key, err := loadOrCreateSigningKey(filepath.Join(cfg.DataDir, "signing.key"))
 	if err != nil {
 		db.Close()
