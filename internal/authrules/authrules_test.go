@@ -84,7 +84,9 @@ func (r *room) member(sender, target, membership string) *event.PDU {
 	return r.ev(sender, "m.room.member", strp(target), `{"membership":"`+membership+`"}`)
 }
 
-func (r *room) state1(sender, typ, content string) *event.PDU { return r.ev(sender, typ, strp(""), content) }
+func (r *room) state1(sender, typ, content string) *event.PDU {
+	return r.ev(sender, typ, strp(""), content)
+}
 
 const (
 	alice = "@alice:example.org"
