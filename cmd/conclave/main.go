@@ -6,13 +6,17 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
+	"conclave/internal/adminclient"
 	"conclave/internal/config"
 	"conclave/internal/homeserver"
 )
@@ -103,7 +107,35 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
+const adminUsage = "usage: conclave admin register --url URL --secret SECRET --user NAME --password PASSWORD [--admin]\n"
+
 func admin(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "conclave admin: not implemented yet")
-	return 2
+	if len(args) == 0 || args[0] != "register" {
+		fmt.Fprint(stderr, adminUsage)
+		return 2
+	}
+	fs := flag.NewFlagSet("admin register", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	url := fs.String("url", "http://127.0.0.1:8008", "server base URL")
+	secret := fs.String("secret", "", "registration_shared_secret")
+	user := fs.String("user", "", "localpart of the new user")
+	password := fs.String("password", "", "password of the new user")
+	isAdmin := fs.Bool("admin", false, "make the user a server admin")
+	if err := fs.Parse(args[1:]); err != nil {
+		fmt.Fprintf(stderr, "conclave admin register: %v\n%s", err, adminUsage)
+		return 2
+	}
+	if *secret == "" || *user == "" || *password == "" || fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "conclave admin register: --secret, --user and --password are required\n%s", adminUsage)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	id, err := adminclient.Register(ctx, nil, *url, *secret, *user, *password, *isAdmin)
+	if err != nil {
+		fmt.Fprintln(stderr, "conclave admin register:", strings.ReplaceAll(err.Error(), "\n", " "))
+		return 1
+	}
+	fmt.Fprintln(stdout, id)
+	return 0
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"time"
 
+	"conclave/internal/config"
 	"conclave/internal/matrix"
 	"conclave/internal/store"
 )
@@ -21,12 +22,45 @@ type Service struct {
 	store      store.Accounts
 	serverName string
 	now        func() time.Time
+	opts       Options
+	hash       *hasher
+	uia        uiaSessions
+	nonces     nonces
+
+	// OnDeactivate, when set, runs after an account is deactivated (the room
+	// service makes the user leave their rooms). Set it before serving.
+	OnDeactivate func(ctx context.Context, userID string)
+}
+
+// Options configure the service; the zero value is closed registration,
+// production hash parameters and non-expiring tokens.
+type Options struct {
+	OpenRegistration   bool     // m.login.dummy registration
+	RegistrationTokens []string // m.login.registration_token values
+	SharedSecret       string   // Synapse-compatible admin registration; "" disables
+	// AccessTokenLifetime applies to access tokens issued with a refresh
+	// token; others never expire.
+	AccessTokenLifetime time.Duration
+	HashParams          HashParams // zero: DefaultHashParams
 }
 
 // New returns the accounts service.
-func New(st store.Accounts, serverName string) *Service {
-	return &Service{store: st, serverName: serverName, now: time.Now}
+func New(st store.Accounts, serverName string, opts ...Options) *Service {
+	s := &Service{store: st, serverName: serverName, now: time.Now}
+	if len(opts) > 0 {
+		s.opts = opts[0]
+	}
+	if s.opts.AccessTokenLifetime <= 0 {
+		s.opts.AccessTokenLifetime = 5 * time.Minute
+	}
+	s.hash = newHasher(s.opts.HashParams)
+	s.uia.m = map[string]*uiaSession{}
+	s.nonces.m = map[string]time.Time{}
+	return s
 }
+
+// SetClock replaces the time source (tests).
+func (s *Service) SetClock(now func() time.Time) { s.now = now }
 
 // ServerName is the server's Matrix name.
 func (s *Service) ServerName() string { return s.serverName }
@@ -65,9 +99,29 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*store.Sessio
 	if sess.ExpiresTS != 0 && s.now().UnixMilli() >= sess.ExpiresTS {
 		return nil, unknownToken(true)
 	}
+	if sess.RefreshPending {
+		// First use of a refreshed pair: the refresh token it replaced is
+		// revoked now (POST /refresh).
+		if err := s.store.ConfirmRefresh(ctx, HashToken(token)); err != nil {
+			return nil, err
+		}
+	}
 	return sess, nil
 }
 
 func unknownToken(soft bool) error {
 	return matrix.Errorf(http.StatusUnauthorized, matrix.ErrUnknownToken, "Unknown or expired access token").With("soft_logout", soft)
+}
+
+// OptionsFrom derives the service options from the configuration.
+func OptionsFrom(cfg *config.Config) Options {
+	p := DefaultHashParams
+	p.MemoryKiB = uint32(cfg.PasswordHashMemoryKiB)
+	return Options{
+		OpenRegistration:    cfg.EnableRegistration,
+		RegistrationTokens:  ParseTokens(cfg.RegistrationTokens),
+		SharedSecret:        cfg.RegistrationSharedSecret,
+		AccessTokenLifetime: cfg.AccessTokenLifetime.Duration,
+		HashParams:          p,
+	}
 }

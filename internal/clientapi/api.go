@@ -11,7 +11,9 @@ import (
 	"conclave/internal/accounts"
 	"conclave/internal/config"
 	"conclave/internal/jsonhttp"
+	"conclave/internal/room"
 	"conclave/internal/store"
+	"conclave/internal/sync"
 )
 
 // Deps are the services the API calls.
@@ -19,12 +21,15 @@ type Deps struct {
 	Config   *config.Config
 	Store    store.Store
 	Accounts *accounts.Service
+	Rooms    *room.Service
+	Sync     *sync.Service
 }
 
 // API is the Client-Server API.
 type API struct {
 	Deps
 	maxBody int64
+	limits  *authLimits // accounts.go: /login and /register rate limits
 }
 
 // New returns the API.
@@ -41,6 +46,9 @@ type Mux interface {
 // Register adds every Client-Server endpoint to mux.
 func (a *API) Register(mux Mux) {
 	a.registerDiscovery(mux)
+	a.registerAccounts(mux)
+	a.registerRooms(mux)
+	a.registerSync(mux)
 }
 
 type sessionKey struct{}

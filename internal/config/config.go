@@ -44,6 +44,7 @@ type Config struct {
 	LogLevel                 string   `yaml:"log_level" help:"debug, info, warn or error"`
 	AdminListen              string   `yaml:"admin_listen" help:"metrics and pprof listener (loopback recommended); empty disables"`
 	AccessTokenLifetime      Duration `yaml:"access_token_lifetime" help:"lifetime of access tokens issued with refresh tokens"`
+	PasswordHashMemoryKiB    int      `yaml:"password_hash_memory_kib" help:"argon2id memory per password hash in KiB (tests lower it)"`
 	ShutdownTimeout          Duration `yaml:"shutdown_timeout" help:"how long graceful shutdown waits for requests"`
 }
 
@@ -63,16 +64,17 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // Default returns the configuration used when nothing is set.
 func Default() Config {
 	return Config{
-		ServerName:          "localhost",
-		DataDir:             "./conclave-data",
-		Listen:              "127.0.0.1:8008",
-		RateLimits:          true,
-		LoginRatePerSecond:  0.5,
-		LoginRateBurst:      5,
-		MaxRequestBytes:     1 << 20,
-		LogLevel:            "info",
-		AccessTokenLifetime: Duration{5 * time.Minute},
-		ShutdownTimeout:     Duration{10 * time.Second},
+		ServerName:            "localhost",
+		DataDir:               "./conclave-data",
+		Listen:                "127.0.0.1:8008",
+		RateLimits:            true,
+		LoginRatePerSecond:    0.5,
+		LoginRateBurst:        5,
+		MaxRequestBytes:       1 << 20,
+		LogLevel:              "info",
+		AccessTokenLifetime:   Duration{5 * time.Minute},
+		PasswordHashMemoryKiB: 64 * 1024,
+		ShutdownTimeout:       Duration{10 * time.Second},
 	}
 }
 
@@ -195,6 +197,9 @@ func (c *Config) Validate() error {
 	}
 	if c.LoginRatePerSecond <= 0 || c.LoginRateBurst < 1 {
 		return &Error{Key: "login_rate_per_second", Reason: "rate and burst must be positive"}
+	}
+	if c.PasswordHashMemoryKiB < 64 || c.PasswordHashMemoryKiB > 1<<20 {
+		return &Error{Key: "password_hash_memory_kib", Reason: "must be between 64 and 1048576"}
 	}
 	switch c.LogFormat {
 	case "", "text", "json":

@@ -12,14 +12,16 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
+	gosync "sync"
 
 	"conclave/internal/accounts"
 	"conclave/internal/clientapi"
 	"conclave/internal/config"
 	"conclave/internal/event"
+	"conclave/internal/room"
 	"conclave/internal/server"
 	"conclave/internal/store/sqlite"
+	"conclave/internal/sync"
 	"conclave/internal/tlsutil"
 )
 
@@ -31,12 +33,15 @@ type Homeserver struct {
 
 	SigningKey *event.SigningKey
 	Accounts   *accounts.Service
+	Rooms      *room.Service
+	Notifier   *sync.Notifier
+	Sync       *sync.Service
 	Handler    http.Handler
 
 	TLS               *tlsutil.Bundle // nil when no TLS is configured
 	FederationHandler http.Handler    // nil when federation_listen is empty
 
-	mu             sync.Mutex
+	mu             gosync.Mutex
 	clientAddr     net.Addr
 	federationAddr net.Addr
 	ready          chan struct{}
@@ -56,7 +61,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 		return nil, err
 	}
 	hs := &Homeserver{Config: &cfg, Log: log, Store: db, ready: make(chan struct{})}
-	hs.Accounts = accounts.New(db, cfg.ServerName)
+	hs.Accounts = accounts.New(db, cfg.ServerName, accounts.OptionsFrom(&cfg))
 	key, err := loadOrCreateSigningKey(filepath.Join(cfg.DataDir, "signing.key"))
 	if err != nil {
 		db.Close()
@@ -67,9 +72,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 		db.Close()
 		return nil, err
 	}
+	hs.Rooms = room.New(db, cfg.ServerName, key)
+	hs.Notifier = sync.NewNotifier()
+	hs.Rooms.Notify = func(n room.Notice) { hs.Notifier.Wake(n.Users...) }
+	hs.Sync = sync.New(db, hs.Rooms, hs.Notifier, sync.Sources{})
 
 	mux := server.NewMux()
-	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts})
+	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync})
 	api.Register(mux)
 	hs.Handler = server.Wrap(mux, log)
 	return hs, nil
@@ -81,6 +90,9 @@ func isSQLite(dsn string) bool { return len(dsn) > 7 && dsn[:7] == "sqlite:" }
 // the store: every acknowledged write is already committed by then.
 func (hs *Homeserver) Run(ctx context.Context) error {
 	defer hs.Store.Close()
+	// Long-polls return as soon as shutdown starts, so in-flight writes are
+	// what the grace period waits for.
+	go func() { <-ctx.Done(); hs.Notifier.Close() }()
 	return server.Serve(ctx, hs.Log, hs.Config.ShutdownTimeout.Duration, hs.listeners()...)
 }
 

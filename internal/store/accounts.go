@@ -29,6 +29,9 @@ type Session struct {
 	IsGuest   bool
 	IsAdmin   bool
 	ExpiresTS int64 // 0: never
+	// RefreshPending: the token came from POST /refresh and the refresh token
+	// it replaced is still usable; ConfirmRefresh revokes that one.
+	RefreshPending bool
 }
 
 // NewToken is a token to store: only its hash is kept.
@@ -43,6 +46,9 @@ type Accounts interface {
 	// CreateUser inserts a user (ErrConflict if the ID is taken, case-insensitively).
 	CreateUser(ctx context.Context, u *User) error
 	GetUser(ctx context.Context, userID string) (*User, error)
+	// UserIDCaseless returns the stored user ID equal to userID ignoring
+	// case (ErrNotFound if none).
+	UserIDCaseless(ctx context.Context, userID string) (string, error)
 	// UserIDTaken reports whether a user ID is taken, ignoring case.
 	UserIDTaken(ctx context.Context, userID string) (bool, error)
 	SetPassword(ctx context.Context, userID, hash string, logoutExceptDevice *string) error
@@ -59,12 +65,19 @@ type Accounts interface {
 	// DeleteDevices removes devices with their tokens (and, through the keys
 	// store, their keys and pending to-device messages).
 	DeleteDevices(ctx context.Context, userID string, deviceIDs []string) error
+	// DeleteAllDevices removes every device of the user, like DeleteDevices.
+	DeleteAllDevices(ctx context.Context, userID string) error
 	TouchDevice(ctx context.Context, userID, deviceID, ip string, ts int64) error
 
 	// SessionByToken resolves an access token hash.
 	SessionByToken(ctx context.Context, accessHash []byte) (*Session, error)
-	// RotateRefreshToken consumes a refresh token hash and stores the new pair
-	// for the same device; ErrNotFound if the refresh token is unknown.
-	RotateRefreshToken(ctx context.Context, refreshHash []byte, tok NewToken) (*Session, error)
+	// RotateRefreshToken exchanges a refresh token hash for the new pair on
+	// the same device; ErrNotFound if the refresh token is unknown. The old
+	// access token goes at once; the old refresh token stays usable until
+	// the new pair is first used (ConfirmRefresh), and using it again
+	// replaces the unused pair it had produced.
+	RotateRefreshToken(ctx context.Context, refreshHash []byte, tok NewToken, now int64) (*Session, error)
+	// ConfirmRefresh revokes the refresh token that accessHash's pair replaced.
+	ConfirmRefresh(ctx context.Context, accessHash []byte) error
 	DeleteToken(ctx context.Context, accessHash []byte) error
 }

@@ -97,7 +97,7 @@ type Events interface {
 	GetEvent(ctx context.Context, eventID string) (*StoredEvent, error)
 	// GetEvents returns the events found, in no particular order.
 	GetEvents(ctx context.Context, eventIDs []string) ([]StoredEvent, error)
-	EventByTxn(ctx context.Context, userID, deviceID, txnID string) (string, error)
+	EventByTxn(ctx context.Context, userID, deviceID, roomID, txnID string) (string, error)
 	// StateAt returns the room state after the event at pos (inclusive).
 	StateAt(ctx context.Context, roomID string, pos int64) ([]StoredEvent, error)
 	// RoomEvents pages a room's timeline: positions strictly after `after`
@@ -132,4 +132,11 @@ type RoomEventsQuery struct {
 	Senders     []string
 	NotSenders  []string
 	ContainsURL *bool
+}
+
+// StateHistory is implemented by stores that can list every version of one
+// piece of state in a room (for history visibility).
+type StateHistory interface {
+	// StateEventsOf returns every event of (type, state_key) in the room, oldest first.
+	StateEventsOf(ctx context.Context, roomID, typ, stateKey string) ([]StoredEvent, error)
 }

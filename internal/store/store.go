@@ -24,6 +24,8 @@ type Store interface {
 	Profiles
 	Rooms
 	Events
+	StateHistory
+	SyncQueries
 	AccountData
 	Receipts
 	Filters

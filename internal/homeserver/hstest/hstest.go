@@ -47,6 +47,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	cfg.EnableRegistration = true
 	cfg.RateLimits = false
 	cfg.RegistrationSharedSecret = "test-shared-secret"
+	cfg.PasswordHashMemoryKiB = 64 // cheap hashes keep the suite fast
 	cfg.ShutdownTimeout = config.Duration{Duration: 2 * time.Second}
 	for _, o := range opts {
 		o(&cfg)

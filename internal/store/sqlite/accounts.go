@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"strings"
 
 	"conclave/internal/store"
@@ -25,6 +26,12 @@ func (db *DB) GetUser(ctx context.Context, userID string) (*store.User, error) {
 		return nil, notFound(err)
 	}
 	return &u, nil
+}
+
+func (db *DB) UserIDCaseless(ctx context.Context, userID string) (string, error) {
+	var id string
+	err := db.r.QueryRowContext(ctx, `SELECT user_id FROM users WHERE user_id_lower = ?`, strings.ToLower(userID)).Scan(&id)
+	return id, notFound(err)
 }
 
 func (db *DB) UserIDTaken(ctx context.Context, userID string) (bool, error) {
@@ -76,6 +83,9 @@ func (db *DB) CreateDevice(ctx context.Context, d *store.Device, tok store.NewTo
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?`, d.UserID, d.DeviceID); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM superseded_refresh_tokens WHERE user_id = ? AND device_id = ?`, d.UserID, d.DeviceID); err != nil {
 			return err
 		}
 		return insertToken(ctx, tx, d.UserID, d.DeviceID, tok, d.CreatedTS)
@@ -137,6 +147,16 @@ func (db *DB) DeleteDevices(ctx context.Context, userID string, deviceIDs []stri
 	return db.tx(ctx, func(tx *sql.Tx) error { return deleteDevicesTx(ctx, tx, userID, deviceIDs) })
 }
 
+func (db *DB) DeleteAllDevices(ctx context.Context, userID string) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		ids, err := queryStrings(ctx, tx, `SELECT device_id FROM devices WHERE user_id = ?`, userID)
+		if err != nil {
+			return err
+		}
+		return deleteDevicesTx(ctx, tx, userID, ids)
+	})
+}
+
 // deviceCleanups are run for every deleted device inside the deleting
 // transaction; other parts of the store (keys, to-device) register theirs.
 var deviceCleanups []string
@@ -165,31 +185,65 @@ func (db *DB) TouchDevice(ctx context.Context, userID, deviceID, ip string, ts i
 
 func (db *DB) SessionByToken(ctx context.Context, accessHash []byte) (*store.Session, error) {
 	var s store.Session
-	err := db.r.QueryRowContext(ctx, `SELECT t.user_id, t.device_id, t.expires_ts, u.is_guest, u.is_admin FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = ? AND u.deactivated = 0`, accessHash).
-		Scan(&s.UserID, &s.DeviceID, &s.ExpiresTS, &s.IsGuest, &s.IsAdmin)
+	err := db.r.QueryRowContext(ctx, `SELECT t.user_id, t.device_id, t.expires_ts, u.is_guest, u.is_admin,
+			EXISTS (SELECT 1 FROM superseded_refresh_tokens o WHERE o.successor_hash = t.token_hash)
+		FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = ? AND u.deactivated = 0`, accessHash).
+		Scan(&s.UserID, &s.DeviceID, &s.ExpiresTS, &s.IsGuest, &s.IsAdmin, &s.RefreshPending)
 	if err != nil {
 		return nil, notFound(err)
 	}
 	return &s, nil
 }
 
-func (db *DB) RotateRefreshToken(ctx context.Context, refreshHash []byte, tok store.NewToken) (*store.Session, error) {
+func (db *DB) RotateRefreshToken(ctx context.Context, refreshHash []byte, tok store.NewToken, now int64) (*store.Session, error) {
 	var s store.Session
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		err := tx.QueryRowContext(ctx, `SELECT user_id, device_id FROM access_tokens WHERE refresh_hash = ?`, refreshHash).Scan(&s.UserID, &s.DeviceID)
-		if err != nil {
-			return notFound(err)
+		var current []byte
+		err := tx.QueryRowContext(ctx, `SELECT token_hash, user_id, device_id FROM access_tokens WHERE refresh_hash = ?`, refreshHash).Scan(&current, &s.UserID, &s.DeviceID)
+		switch {
+		case err == nil:
+			// The live pair: the refresh token it replaced (if any) is now
+			// revoked, its own access token goes, its refresh token is kept
+			// until the new pair is used.
+			if _, err := tx.ExecContext(ctx, `DELETE FROM superseded_refresh_tokens WHERE successor_hash = ?`, current); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `DELETE FROM access_tokens WHERE token_hash = ?`, current); err != nil {
+				return err
+			}
+		case errors.Is(err, sql.ErrNoRows):
+			// A refresh token already exchanged whose successor is unused:
+			// the client is retrying; the unused successor is replaced.
+			var successor []byte
+			err := tx.QueryRowContext(ctx, `SELECT successor_hash, user_id, device_id FROM superseded_refresh_tokens WHERE refresh_hash = ?`, refreshHash).Scan(&successor, &s.UserID, &s.DeviceID)
+			if err != nil {
+				return notFound(err)
+			}
+			if _, err := tx.ExecContext(ctx, `DELETE FROM access_tokens WHERE token_hash = ?`, successor); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `DELETE FROM superseded_refresh_tokens WHERE refresh_hash = ?`, refreshHash); err != nil {
+				return err
+			}
+		default:
+			return err
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM access_tokens WHERE refresh_hash = ?`, refreshHash); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO superseded_refresh_tokens (refresh_hash, successor_hash, user_id, device_id) VALUES (?, ?, ?, ?)`,
+			refreshHash, tok.AccessHash, s.UserID, s.DeviceID); err != nil {
 			return err
 		}
 		s.ExpiresTS = tok.ExpiresTS
-		return insertToken(ctx, tx, s.UserID, s.DeviceID, tok, 0)
+		return insertToken(ctx, tx, s.UserID, s.DeviceID, tok, now)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &s, nil
+}
+
+func (db *DB) ConfirmRefresh(ctx context.Context, accessHash []byte) error {
+	_, err := db.w.ExecContext(ctx, `DELETE FROM superseded_refresh_tokens WHERE successor_hash = ?`, accessHash)
+	return err
 }
 
 func (db *DB) DeleteToken(ctx context.Context, accessHash []byte) error {

@@ -67,9 +67,9 @@ func (db *DB) GetEvents(ctx context.Context, eventIDs []string) ([]store.StoredE
 	return out, nil
 }
 
-func (db *DB) EventByTxn(ctx context.Context, userID, deviceID, txnID string) (string, error) {
+func (db *DB) EventByTxn(ctx context.Context, userID, deviceID, roomID, txnID string) (string, error) {
 	var id string
-	err := db.r.QueryRowContext(ctx, `SELECT event_id FROM txns WHERE user_id = ? AND device_id = ? AND txn_id = ?`, userID, deviceID, txnID).Scan(&id)
+	err := db.r.QueryRowContext(ctx, `SELECT event_id FROM txns WHERE user_id = ? AND device_id = ? AND room_id = ? AND txn_id = ?`, userID, deviceID, roomID, txnID).Scan(&id)
 	return id, notFound(err)
 }
 
@@ -175,4 +175,8 @@ func queryMemberships(ctx context.Context, q queryer, query string, args ...any)
 		out = append(out, m)
 	}
 	return out, rows.Err()
+}
+
+func (db *DB) StateEventsOf(ctx context.Context, roomID, typ, stateKey string) ([]store.StoredEvent, error) {
+	return db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.room_id = ? AND e.type = ? AND e.state_key = ? ORDER BY e.pos`, roomID, typ, stateKey)
 }

@@ -89,7 +89,7 @@ func persistEventsTx(ctx context.Context, tx *sql.Tx, roomID string, events []st
 			return nil, err
 		}
 		if e.TxnID != "" {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO txns (user_id, device_id, txn_id, event_id) VALUES (?, ?, ?, ?)`, e.Sender, e.SenderDevice, e.TxnID, e.EventID); err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO txns (user_id, device_id, room_id, txn_id, event_id) VALUES (?, ?, ?, ?, ?)`, e.Sender, e.SenderDevice, roomID, e.TxnID, e.EventID); err != nil {
 				if isConstraint(err) {
 					return nil, store.ErrConflict
 				}

@@ -71,13 +71,15 @@ CREATE INDEX events_room_pos ON events (room_id, pos);
 CREATE INDEX events_room_state ON events (room_id, type, state_key, pos) WHERE state_key IS NOT NULL;
 CREATE INDEX events_relates ON events (relates_to, rel_type, pos) WHERE relates_to <> '';
 
--- Per-device transaction IDs for /send idempotency.
+-- Per-device transaction IDs for /send and /redact idempotency; like
+-- Synapse, a transaction is scoped to the device and the room (the request path).
 CREATE TABLE txns (
     user_id    TEXT NOT NULL,
     device_id  TEXT NOT NULL,
+    room_id    TEXT NOT NULL,
     txn_id     TEXT NOT NULL,
     event_id   TEXT NOT NULL,
-    PRIMARY KEY (user_id, device_id, txn_id)
+    PRIMARY KEY (user_id, device_id, room_id, txn_id)
 );
 
 -- Current state of each room.

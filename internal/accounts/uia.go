@@ -1,0 +1,282 @@
+package accounts
+
+import (
+	"context"
+	"crypto/subtle"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"conclave/internal/matrix"
+)
+
+// User-interactive authentication (Client-Server API, "User-Interactive
+// Authentication API"). Sessions live in memory: they are short-lived and a
+// restart only makes a client start its dance over.
+
+// Login and UIA stage types.
+const (
+	LoginPassword          = "m.login.password"
+	LoginDummy             = "m.login.dummy"
+	LoginRegistrationToken = "m.login.registration_token"
+)
+
+// Flow is one way to complete authentication.
+type Flow struct {
+	Stages []string `json:"stages"`
+}
+
+// Identifier is the identifier object of m.login.password.
+type Identifier struct {
+	Type string `json:"type"`
+	User string `json:"user"`
+}
+
+// AuthDict is the "auth" object a client sends.
+type AuthDict struct {
+	Type       string      `json:"type"`
+	Session    string      `json:"session"`
+	Identifier *Identifier `json:"identifier"`
+	User       string      `json:"user"` // deprecated m.login.password form
+	Password   string      `json:"password"`
+	Token      string      `json:"token"` // m.login.registration_token
+}
+
+// UIAError is the 401 answer of an unfinished authentication: which flows
+// exist, which stages this session completed, and, when the last attempt
+// failed, the error (errcode and error sit beside the flows).
+type UIAError struct {
+	Flows     []Flow
+	Params    map[string]any
+	Session   string
+	Completed []string
+	Err       *matrix.Error
+}
+
+func (e *UIAError) Error() string {
+	if e.Err != nil {
+		return "user-interactive auth: " + e.Err.Error()
+	}
+	return "user-interactive auth required"
+}
+
+// Body is the JSON body of the 401 response.
+func (e *UIAError) Body() map[string]any {
+	b := map[string]any{"flows": e.Flows, "params": e.Params, "session": e.Session, "completed": e.Completed}
+	if e.Err != nil {
+		b["errcode"] = e.Err.Code
+		b["error"] = e.Err.Msg
+		for k, v := range e.Err.Extra {
+			b[k] = v
+		}
+	}
+	return b
+}
+
+// Status is always 401.
+func (e *UIAError) Status() int { return http.StatusUnauthorized }
+
+// UIA describes what an endpoint requires.
+type UIA struct {
+	// Purpose names the operation ("register", "delete_devices", …): a
+	// session started for one operation cannot authorise another.
+	Purpose string
+	// UserID is the authenticated caller ("" for registration): a session is
+	// bound to its user, and m.login.password must name that user.
+	UserID string
+	Flows  []Flow
+}
+
+const (
+	uiaLifetime    = 30 * time.Minute
+	uiaMaxSessions = 10000
+)
+
+type uiaSession struct {
+	purpose, userID string
+	completed       []string
+	expires         time.Time
+}
+
+type uiaSessions struct {
+	mu sync.Mutex
+	m  map[string]*uiaSession
+}
+
+// Authenticate runs one step of user-interactive authentication for
+// operation u with the client's auth object (nil: absent). It returns nil
+// once a flow is complete (and forgets the session: it authorises one
+// operation), a *UIAError for the 401 answer, or a *matrix.Error.
+func (s *Service) AuthenticateUIA(ctx context.Context, u UIA, auth *AuthDict) error {
+	if len(u.Flows) == 0 {
+		return matrix.Forbidden("No authentication flow is available")
+	}
+	now := s.now()
+	var id string
+	var sess *uiaSession
+	if auth != nil && auth.Session != "" {
+		id = auth.Session
+		s.uia.mu.Lock()
+		sess = s.uia.m[id]
+		if sess != nil && now.After(sess.expires) {
+			delete(s.uia.m, id)
+			sess = nil
+		}
+		s.uia.mu.Unlock()
+		if sess == nil {
+			// Synapse: 400 M_UNKNOWN "Unknown session ID".
+			return matrix.Errorf(http.StatusBadRequest, matrix.ErrUnknown, "Unknown session ID")
+		}
+		if sess.purpose != u.Purpose || sess.userID != u.UserID {
+			return matrix.Forbidden("Requested operation has changed during the UI authentication session")
+		}
+	} else {
+		id, sess = s.newUIASession(u, now)
+	}
+	challenge := func(err *matrix.Error) error {
+		s.uia.mu.Lock()
+		completed := slices.Clone(sess.completed)
+		s.uia.mu.Unlock()
+		if completed == nil {
+			completed = []string{}
+		}
+		return &UIAError{Flows: u.Flows, Params: map[string]any{}, Session: id, Completed: completed, Err: err}
+	}
+	if auth == nil || auth.Type == "" {
+		return challenge(nil)
+	}
+	if !stageAllowed(u.Flows, auth.Type) {
+		return matrix.Errorf(http.StatusBadRequest, matrix.ErrUnrecognized, "Unrecognised authentication type %q", auth.Type)
+	}
+	if err := s.checkStage(ctx, u, auth); err != nil {
+		if me, ok := matrix.AsError(err); ok && me.Status == http.StatusUnauthorized || ok && me.Status == http.StatusForbidden {
+			return challenge(me)
+		}
+		return err
+	}
+	s.uia.mu.Lock()
+	if !slices.Contains(sess.completed, auth.Type) {
+		sess.completed = append(sess.completed, auth.Type)
+	}
+	done := flowComplete(u.Flows, sess.completed)
+	if done {
+		delete(s.uia.m, id)
+	}
+	s.uia.mu.Unlock()
+	if !done {
+		return challenge(nil)
+	}
+	return nil
+}
+
+func (s *Service) newUIASession(u UIA, now time.Time) (string, *uiaSession) {
+	id := NewToken("")
+	sess := &uiaSession{purpose: u.Purpose, userID: u.UserID, expires: now.Add(uiaLifetime)}
+	s.uia.mu.Lock()
+	defer s.uia.mu.Unlock()
+	if len(s.uia.m) >= uiaMaxSessions {
+		for k, v := range s.uia.m {
+			if now.After(v.expires) {
+				delete(s.uia.m, k)
+			}
+		}
+		// Still full: drop the sessions closest to expiry.
+		for len(s.uia.m) >= uiaMaxSessions {
+			var oldest string
+			var t time.Time
+			for k, v := range s.uia.m {
+				if oldest == "" || v.expires.Before(t) {
+					oldest, t = k, v.expires
+				}
+			}
+			delete(s.uia.m, oldest)
+		}
+	}
+	s.uia.m[id] = sess
+	return id, sess
+}
+
+func stageAllowed(flows []Flow, stage string) bool {
+	for _, f := range flows {
+		if slices.Contains(f.Stages, stage) {
+			return true
+		}
+	}
+	return false
+}
+
+func flowComplete(flows []Flow, completed []string) bool {
+	for _, f := range flows {
+		ok := true
+		for _, st := range f.Stages {
+			if !slices.Contains(completed, st) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Service) checkStage(ctx context.Context, u UIA, auth *AuthDict) error {
+	switch auth.Type {
+	case LoginDummy:
+		return nil
+	case LoginRegistrationToken:
+		if s.ValidRegistrationToken(auth.Token) {
+			return nil
+		}
+		return matrix.Errorf(http.StatusUnauthorized, matrix.ErrForbidden, "Invalid registration token")
+	case LoginPassword:
+		userID, err := s.ResolveUser(ctx, auth.Identifier, auth.User)
+		if err != nil {
+			return err
+		}
+		if userID != u.UserID {
+			return matrix.Forbidden("Requested user ID does not match the authenticated user")
+		}
+		return s.CheckPassword(ctx, userID, auth.Password)
+	}
+	return matrix.Errorf(http.StatusBadRequest, matrix.ErrUnrecognized, "Unrecognised authentication type %q", auth.Type)
+}
+
+// ValidRegistrationToken reports whether token is one of the configured
+// registration tokens (constant-time per token).
+func (s *Service) ValidRegistrationToken(token string) bool {
+	if token == "" {
+		return false
+	}
+	ok := 0
+	for _, t := range s.opts.RegistrationTokens {
+		ok |= subtle.ConstantTimeCompare([]byte(t), []byte(token))
+	}
+	return ok == 1
+}
+
+// RegistrationFlows are the flows /register offers; none means closed.
+func (s *Service) RegistrationFlows() []Flow {
+	var flows []Flow
+	if s.opts.OpenRegistration {
+		flows = append(flows, Flow{Stages: []string{LoginDummy}})
+	}
+	if len(s.opts.RegistrationTokens) > 0 {
+		flows = append(flows, Flow{Stages: []string{LoginRegistrationToken}})
+	}
+	return flows
+}
+
+// ParseTokens splits the comma-separated registration_tokens setting.
+func ParseTokens(s string) []string {
+	var out []string
+	for _, t := range strings.Split(s, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
+}

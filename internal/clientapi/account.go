@@ -1,0 +1,94 @@
+package clientapi
+
+import (
+	"net/http"
+
+	"conclave/internal/accounts"
+	"conclave/internal/jsonhttp"
+	"conclave/internal/matrix"
+	"conclave/internal/store"
+)
+
+// whoami, password change and deactivation: Client-Server API, "Account
+// registration and management" and "Current account information".
+
+func (a *API) registerAccount(mux Mux) {
+	handle(mux, "GET", "/account/whoami", a.authed(a.whoami))
+	handle(mux, "POST", "/account/password", a.authed(a.changePassword))
+	handle(mux, "POST", "/account/deactivate", a.authed(a.deactivate))
+}
+
+func (a *API) whoami(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	jsonhttp.OK(w, map[string]any{"user_id": s.UserID, "device_id": s.DeviceID, "is_guest": s.IsGuest})
+}
+
+// passwordFlows: the operations below re-check the caller's password.
+var passwordFlows = []accounts.Flow{{Stages: []string{accounts.LoginPassword}}}
+
+func guestForbidden() error {
+	return matrix.Errorf(http.StatusForbidden, matrix.ErrGuestAccessForbid, "Guest access is not allowed")
+}
+
+func (a *API) changePassword(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	if s.IsGuest {
+		fail(w, r, guestForbidden())
+		return
+	}
+	var req struct {
+		NewPassword   *string            `json:"new_password"`
+		LogoutDevices *bool              `json:"logout_devices"`
+		Auth          *accounts.AuthDict `json:"auth"`
+	}
+	if err := jsonhttp.Read(r, a.maxBody, &req); err != nil {
+		fail(w, r, err)
+		return
+	}
+	if req.NewPassword == nil || *req.NewPassword == "" {
+		fail(w, r, matrix.MissingParam("Missing new_password"))
+		return
+	}
+	if err := accounts.CheckNewPassword(*req.NewPassword); err != nil {
+		fail(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	if err := a.Accounts.AuthenticateUIA(ctx, accounts.UIA{Purpose: "password", UserID: s.UserID, Flows: passwordFlows}, req.Auth); err != nil {
+		fail(w, r, err)
+		return
+	}
+	logout := req.LogoutDevices == nil || *req.LogoutDevices // default true
+	if err := a.Accounts.ChangePassword(ctx, s, *req.NewPassword, logout); err != nil {
+		fail(w, r, err)
+		return
+	}
+	jsonhttp.Empty(w)
+}
+
+func (a *API) deactivate(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	if s.IsGuest {
+		fail(w, r, guestForbidden())
+		return
+	}
+	var req struct {
+		Auth     *accounts.AuthDict `json:"auth"`
+		Erase    bool               `json:"erase"`
+		IDServer string             `json:"id_server"`
+	}
+	if err := a.readOptional(r, &req); err != nil {
+		fail(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	if err := a.Accounts.AuthenticateUIA(ctx, accounts.UIA{Purpose: "deactivate", UserID: s.UserID, Flows: passwordFlows}, req.Auth); err != nil {
+		fail(w, r, err)
+		return
+	}
+	// erase is accepted; nothing is erased beyond what deactivation removes
+	// (event redaction for erased users is not implemented).
+	if err := a.Accounts.Deactivate(ctx, s.UserID); err != nil {
+		fail(w, r, err)
+		return
+	}
+	// No third-party identifiers are bound, so there is nothing to unbind.
+	jsonhttp.OK(w, map[string]string{"id_server_unbind_result": "no-support"})
+}

@@ -1,0 +1,398 @@
+package clientapi
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+
+	"conclave/internal/accounts"
+	"conclave/internal/jsonhttp"
+	"conclave/internal/matrix"
+	"conclave/internal/ratelimit"
+	"conclave/internal/store"
+)
+
+// Registration, login, refresh, logout and the Synapse-compatible
+// shared-secret registration. Client-Server API, "Client Authentication"
+// and "Account registration and management".
+
+// authLimits are the token buckets for /login and /register, one set per
+// client IP and one per account (nil when rate limits are off).
+type authLimits struct {
+	ip, account *ratelimit.Limiter
+}
+
+func (a *API) registerAccounts(mux Mux) {
+	if a.Config.RateLimits {
+		a.limits = &authLimits{
+			ip:      ratelimit.New(a.Config.LoginRatePerSecond, a.Config.LoginRateBurst, 0),
+			account: ratelimit.New(a.Config.LoginRatePerSecond, a.Config.LoginRateBurst, 0),
+		}
+	}
+	handle(mux, "GET", "/login", a.loginFlows)
+	handle(mux, "POST", "/login", a.login)
+	handle(mux, "POST", "/register", a.register)
+	handle(mux, "GET", "/register/available", a.registerAvailable)
+	mux.HandleFunc("GET /_matrix/client/v1/register/m.login.registration_token/validity", a.registrationTokenValidity)
+	handle(mux, "POST", "/refresh", a.refresh)
+	mux.HandleFunc("POST /_matrix/client/v1/refresh", a.refresh)
+	handle(mux, "POST", "/logout", a.authed(a.logout))
+	handle(mux, "POST", "/logout/all", a.authed(a.logoutAll))
+	mux.HandleFunc("GET /_synapse/admin/v1/register", a.sharedSecretNonce)
+	mux.HandleFunc("POST /_synapse/admin/v1/register", a.sharedSecretRegister)
+	a.registerAccount(mux)
+	a.registerDevices(mux)
+}
+
+// fail writes err, including the 401 of an unfinished user-interactive auth.
+func fail(w http.ResponseWriter, r *http.Request, err error) {
+	var uia *accounts.UIAError
+	if errors.As(err, &uia) {
+		jsonhttp.Write(w, uia.Status(), uia.Body())
+		return
+	}
+	jsonhttp.Error(w, r, err)
+}
+
+// clientIP is the peer address. X-Forwarded-For is not trusted: there is no
+// trusted-proxy setting yet.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func limited(l *ratelimit.Limiter, key string, consume bool) error {
+	var ok bool
+	var wait = int64(0)
+	if consume {
+		o, d := l.Allow(key)
+		ok, wait = o, d.Milliseconds()
+	} else {
+		o, d := l.Check(key)
+		ok, wait = o, d.Milliseconds()
+	}
+	if ok {
+		return nil
+	}
+	return matrix.LimitExceeded(max(wait, 1))
+}
+
+// limitIP takes a token from the caller's IP bucket.
+func (a *API) limitIP(r *http.Request) error {
+	if a.limits == nil {
+		return nil
+	}
+	return limited(a.limits.ip, clientIP(r), true)
+}
+
+// readOptional decodes a body that clients may leave empty.
+func (a *API) readOptional(r *http.Request, v any) error {
+	body, err := jsonhttp.ReadBody(r, a.maxBody)
+	if err != nil {
+		return err
+	}
+	if len(strings.TrimSpace(string(body))) == 0 {
+		return nil
+	}
+	return jsonhttp.Decode(body, v)
+}
+
+// loginResponse is the body of a successful login or registration.
+func (a *API) loginResponse(res *accounts.LoginResult) map[string]any {
+	out := map[string]any{
+		"user_id":      res.UserID,
+		"access_token": res.AccessToken,
+		"device_id":    res.DeviceID,
+		"home_server":  a.Config.ServerName, // deprecated, still read by old clients
+	}
+	if res.RefreshToken != "" {
+		out["refresh_token"] = res.RefreshToken
+		out["expires_in_ms"] = res.ExpiresInMS
+	}
+	return out
+}
+
+func (a *API) loginFlows(w http.ResponseWriter, r *http.Request) {
+	jsonhttp.OK(w, map[string]any{"flows": []map[string]string{{"type": accounts.LoginPassword}}})
+}
+
+type loginRequest struct {
+	Type                     string               `json:"type"`
+	Identifier               *accounts.Identifier `json:"identifier"`
+	User                     string               `json:"user"`
+	Password                 string               `json:"password"`
+	DeviceID                 string               `json:"device_id"`
+	InitialDeviceDisplayName *string              `json:"initial_device_display_name"`
+	RefreshToken             bool                 `json:"refresh_token"`
+}
+
+func (a *API) login(w http.ResponseWriter, r *http.Request) {
+	if err := a.limitIP(r); err != nil {
+		fail(w, r, err)
+		return
+	}
+	var req loginRequest
+	if err := jsonhttp.Read(r, a.maxBody, &req); err != nil {
+		fail(w, r, err)
+		return
+	}
+	switch req.Type {
+	case accounts.LoginPassword:
+	case "":
+		fail(w, r, matrix.MissingParam("Missing login type"))
+		return
+	default:
+		fail(w, r, matrix.Errorf(http.StatusBadRequest, matrix.ErrUnknown, "Unknown login type %q", req.Type))
+		return
+	}
+	if err := accounts.CheckDeviceID(req.DeviceID); err != nil {
+		fail(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	userID, err := a.Accounts.ResolveUser(ctx, req.Identifier, req.User)
+	accountKey := strings.ToLower(userID)
+	if err != nil {
+		if me, ok := matrix.AsError(err); ok && me.Status == http.StatusForbidden {
+			a.Accounts.SpendHashTime(ctx, req.Password)
+		}
+		if me, ok := matrix.AsError(err); ok && me.Status == http.StatusForbidden && a.limits != nil {
+			// Failed attempts on unknown names count against that name too.
+			name := req.User
+			if req.Identifier != nil {
+				name = req.Identifier.User
+			}
+			if lerr := limited(a.limits.account, strings.ToLower(name), true); lerr != nil {
+				err = lerr
+			}
+		}
+		fail(w, r, err)
+		return
+	}
+	if a.limits != nil {
+		// Per account, only failures take tokens, so an attacker's guesses
+		// slow down guessing without locking the owner out of a first try.
+		if err := limited(a.limits.account, accountKey, false); err != nil {
+			fail(w, r, err)
+			return
+		}
+	}
+	res, err := a.Accounts.PasswordLogin(ctx, userID, req.Password, accounts.DeviceOpts{
+		DeviceID: req.DeviceID, DisplayName: req.InitialDeviceDisplayName, Refresh: req.RefreshToken, IP: clientIP(r),
+	})
+	if err != nil {
+		if me, ok := matrix.AsError(err); ok && me.Code == matrix.ErrForbidden && a.limits != nil {
+			a.limits.account.Allow(accountKey)
+		}
+		fail(w, r, err)
+		return
+	}
+	jsonhttp.OK(w, a.loginResponse(res))
+}
+
+type registerRequest struct {
+	Username                 string             `json:"username"`
+	Password                 string             `json:"password"`
+	DeviceID                 string             `json:"device_id"`
+	InitialDeviceDisplayName *string            `json:"initial_device_display_name"`
+	InhibitLogin             bool               `json:"inhibit_login"`
+	RefreshToken             bool               `json:"refresh_token"`
+	Auth                     *accounts.AuthDict `json:"auth"`
+}
+
+func (a *API) register(w http.ResponseWriter, r *http.Request) {
+	if err := a.limitIP(r); err != nil {
+		fail(w, r, err)
+		return
+	}
+	kind := r.URL.Query().Get("kind")
+	if kind != "" && kind != "user" && kind != "guest" {
+		fail(w, r, matrix.InvalidParam("kind must be user or guest"))
+		return
+	}
+	var req registerRequest
+	if err := jsonhttp.Read(r, a.maxBody, &req); err != nil {
+		fail(w, r, err)
+		return
+	}
+	if err := accounts.CheckDeviceID(req.DeviceID); err != nil {
+		fail(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	dev := accounts.DeviceOpts{DeviceID: req.DeviceID, DisplayName: req.InitialDeviceDisplayName, Refresh: req.RefreshToken, IP: clientIP(r)}
+	if kind == "guest" {
+		// Guests need no authentication and get a generated ID; the body's
+		// username and password are ignored, as Synapse does.
+		res, err := a.Accounts.Register(ctx, accounts.RegisterRequest{Guest: true, InhibitLogin: req.InhibitLogin, Device: dev})
+		a.writeRegistered(w, r, res, err)
+		return
+	}
+	flows := a.Accounts.RegistrationFlows()
+	if len(flows) == 0 {
+		fail(w, r, matrix.Forbidden("Registration has been disabled"))
+		return
+	}
+	// The name and password are checked before authentication, so a client
+	// learns that a name is taken before it goes through the stages.
+	if req.Username != "" {
+		if _, err := a.Accounts.CheckUsername(ctx, req.Username); err != nil {
+			fail(w, r, err)
+			return
+		}
+	}
+	if err := accounts.CheckNewPassword(req.Password); err != nil {
+		fail(w, r, err)
+		return
+	}
+	if err := a.Accounts.AuthenticateUIA(ctx, accounts.UIA{Purpose: "register", Flows: flows}, req.Auth); err != nil {
+		fail(w, r, err)
+		return
+	}
+	res, err := a.Accounts.Register(ctx, accounts.RegisterRequest{Localpart: req.Username, Password: req.Password, InhibitLogin: req.InhibitLogin, Device: dev})
+	a.writeRegistered(w, r, res, err)
+}
+
+func (a *API) writeRegistered(w http.ResponseWriter, r *http.Request, res *accounts.LoginResult, err error) {
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	if res.AccessToken == "" { // inhibit_login
+		jsonhttp.OK(w, map[string]any{"user_id": res.UserID, "home_server": a.Config.ServerName})
+		return
+	}
+	jsonhttp.OK(w, a.loginResponse(res))
+}
+
+func (a *API) registerAvailable(w http.ResponseWriter, r *http.Request) {
+	if err := a.limitIP(r); err != nil {
+		fail(w, r, err)
+		return
+	}
+	if len(a.Accounts.RegistrationFlows()) == 0 {
+		fail(w, r, matrix.Forbidden("Registration has been disabled"))
+		return
+	}
+	name := r.URL.Query().Get("username")
+	if name == "" {
+		fail(w, r, matrix.MissingParam("Missing username"))
+		return
+	}
+	if _, err := a.Accounts.CheckUsername(r.Context(), name); err != nil {
+		fail(w, r, err)
+		return
+	}
+	jsonhttp.OK(w, map[string]bool{"available": true})
+}
+
+func (a *API) registrationTokenValidity(w http.ResponseWriter, r *http.Request) {
+	if err := a.limitIP(r); err != nil {
+		fail(w, r, err)
+		return
+	}
+	if len(accounts.ParseTokens(a.Config.RegistrationTokens)) == 0 {
+		fail(w, r, matrix.Forbidden("Registration tokens are not enabled"))
+		return
+	}
+	tok := r.URL.Query().Get("token")
+	if tok == "" {
+		fail(w, r, matrix.MissingParam("Missing token"))
+		return
+	}
+	jsonhttp.OK(w, map[string]bool{"valid": a.Accounts.ValidRegistrationToken(tok)})
+}
+
+func (a *API) refresh(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		RefreshToken *string `json:"refresh_token"`
+	}
+	if err := jsonhttp.Read(r, a.maxBody, &req); err != nil {
+		fail(w, r, err)
+		return
+	}
+	if req.RefreshToken == nil {
+		fail(w, r, matrix.MissingParam("Missing refresh_token"))
+		return
+	}
+	res, err := a.Accounts.Refresh(r.Context(), *req.RefreshToken)
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	jsonhttp.OK(w, map[string]any{"access_token": res.AccessToken, "refresh_token": res.RefreshToken, "expires_in_ms": res.ExpiresInMS})
+}
+
+func (a *API) logout(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	if err := a.Accounts.Logout(r.Context(), s); err != nil {
+		fail(w, r, err)
+		return
+	}
+	jsonhttp.Empty(w)
+}
+
+func (a *API) logoutAll(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	if err := a.Accounts.LogoutAll(r.Context(), s.UserID); err != nil {
+		fail(w, r, err)
+		return
+	}
+	jsonhttp.Empty(w)
+}
+
+// Shared-secret registration, as Synapse's admin API: GET gives a nonce,
+// POST registers with an HMAC over it. Disabled (no secret): 400, as
+// Synapse answers.
+
+func (a *API) sharedSecretNonce(w http.ResponseWriter, r *http.Request) {
+	if !a.Accounts.SharedSecretEnabled() {
+		fail(w, r, matrix.Errorf(http.StatusBadRequest, matrix.ErrUnknown, "Shared secret registration is not enabled"))
+		return
+	}
+	jsonhttp.OK(w, map[string]string{"nonce": a.Accounts.NewNonce()})
+}
+
+func (a *API) sharedSecretRegister(w http.ResponseWriter, r *http.Request) {
+	if !a.Accounts.SharedSecretEnabled() {
+		fail(w, r, matrix.Errorf(http.StatusBadRequest, matrix.ErrUnknown, "Shared secret registration is not enabled"))
+		return
+	}
+	var req struct {
+		Nonce       *string `json:"nonce"`
+		Username    *string `json:"username"`
+		Password    *string `json:"password"`
+		Admin       bool    `json:"admin"`
+		UserType    *string `json:"user_type"`
+		DisplayName string  `json:"displayname"`
+		MAC         *string `json:"mac"`
+	}
+	if err := jsonhttp.Read(r, a.maxBody, &req); err != nil {
+		fail(w, r, err)
+		return
+	}
+	switch {
+	case req.Nonce == nil:
+		fail(w, r, matrix.BadJSON("nonce must be specified"))
+		return
+	case req.Username == nil || *req.Username == "" || len(*req.Username) > 512 || strings.ContainsRune(*req.Username, 0):
+		fail(w, r, matrix.BadJSON("Invalid username"))
+		return
+	case req.Password == nil || len(*req.Password) > accounts.MaxPasswordLength || strings.ContainsRune(*req.Password, 0):
+		fail(w, r, matrix.BadJSON("Invalid password"))
+		return
+	case req.MAC == nil:
+		fail(w, r, matrix.BadJSON("mac must be specified"))
+		return
+	}
+	res, err := a.Accounts.SharedSecretRegister(r.Context(), accounts.SharedSecretRequest{
+		Nonce: *req.Nonce, Username: *req.Username, Password: *req.Password, MAC: *req.MAC, Admin: req.Admin, UserType: req.UserType, DisplayName: req.DisplayName,
+	})
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	jsonhttp.OK(w, a.loginResponse(res))
+}

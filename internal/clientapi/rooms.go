@@ -1,0 +1,464 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"conclave/internal/event"
+	"conclave/internal/jsonhttp"
+	"conclave/internal/matrix"
+	"conclave/internal/room"
+	"conclave/internal/store"
+)
+
+func (a *API) registerRooms(mux Mux) {
+	handle(mux, "POST", "/createRoom", a.authed(a.createRoom))
+	handle(mux, "POST", "/join/{roomIdOrAlias}", a.authed(a.joinByIDOrAlias))
+	handle(mux, "POST", "/knock/{roomIdOrAlias}", a.authed(a.knock))
+	handle(mux, "POST", "/rooms/{roomId}/join", a.authed(a.joinRoom))
+	handle(mux, "POST", "/rooms/{roomId}/invite", a.authed(a.membershipOf("invite")))
+	handle(mux, "POST", "/rooms/{roomId}/leave", a.authed(a.leave))
+	handle(mux, "POST", "/rooms/{roomId}/kick", a.authed(a.membershipOf("kick")))
+	handle(mux, "POST", "/rooms/{roomId}/ban", a.authed(a.membershipOf("ban")))
+	handle(mux, "POST", "/rooms/{roomId}/unban", a.authed(a.membershipOf("unban")))
+	handle(mux, "POST", "/rooms/{roomId}/forget", a.authed(a.forget))
+	handle(mux, "PUT", "/rooms/{roomId}/send/{eventType}/{txnId}", a.authed(a.send))
+	handle(mux, "PUT", "/rooms/{roomId}/state/{eventType}", a.authed(a.putState))
+	handle(mux, "PUT", "/rooms/{roomId}/state/{eventType}/{stateKey...}", a.authed(a.putState))
+	handle(mux, "GET", "/rooms/{roomId}/state", a.authed(a.getState))
+	handle(mux, "GET", "/rooms/{roomId}/state/{eventType}", a.authed(a.getStateEvent))
+	handle(mux, "GET", "/rooms/{roomId}/state/{eventType}/{stateKey...}", a.authed(a.getStateEvent))
+	handle(mux, "PUT", "/rooms/{roomId}/redact/{eventId}/{txnId}", a.authed(a.redact))
+	handle(mux, "GET", "/rooms/{roomId}/event/{eventId}", a.authed(a.getEvent))
+	handle(mux, "GET", "/joined_rooms", a.authed(a.joinedRooms))
+	handle(mux, "GET", "/rooms/{roomId}/members", a.authed(a.members))
+	handle(mux, "GET", "/rooms/{roomId}/joined_members", a.authed(a.joinedMembers))
+	handle(mux, "GET", "/rooms/{roomId}/messages", a.authed(a.messages))
+}
+
+// roomIDParam reads and checks the {roomId} path parameter.
+func roomIDParam(r *http.Request) (string, error) {
+	id := r.PathValue("roomId")
+	if !matrix.ValidRoomID(id) {
+		return "", matrix.InvalidParam("Invalid room ID %q", id)
+	}
+	return id, nil
+}
+
+type createRoomBody struct {
+	Visibility                string                     `json:"visibility"`
+	RoomAliasName             string                     `json:"room_alias_name"`
+	Name                      *string                    `json:"name"`
+	Topic                     *string                    `json:"topic"`
+	Invite                    []string                   `json:"invite"`
+	RoomVersion               string                     `json:"room_version"`
+	CreationContent           map[string]json.RawMessage `json:"creation_content"`
+	InitialState              []room.StateEvent          `json:"initial_state"`
+	Preset                    string                     `json:"preset"`
+	IsDirect                  bool                       `json:"is_direct"`
+	PowerLevelContentOverride map[string]json.RawMessage `json:"power_level_content_override"`
+}
+
+func (a *API) createRoom(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	var body createRoomBody
+	if err := jsonhttp.Read(r, a.maxBody, &body); err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	roomID, err := a.Rooms.CreateRoom(r.Context(), &room.CreateRequest{
+		Creator: s.UserID, Visibility: body.Visibility, RoomAliasName: body.RoomAliasName,
+		Name: body.Name, Topic: body.Topic, Invite: body.Invite, RoomVersion: body.RoomVersion,
+		CreationContent: body.CreationContent, InitialState: body.InitialState, Preset: body.Preset,
+		IsDirect: body.IsDirect, PowerLevelOverride: body.PowerLevelContentOverride,
+	})
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	jsonhttp.OK(w, map[string]string{"room_id": roomID})
+}
+
+type membershipBody struct {
+	UserID string `json:"user_id"`
+	Reason string `json:"reason"`
+}
+
+// readOptionalBody decodes a JSON body if one was sent; an empty body is
+// allowed for membership endpoints (clients send none).
+func (a *API) readOptionalBody(r *http.Request, v any) error {
+	body, err := jsonhttp.ReadBody(r, a.maxBody)
+	if err != nil {
+		return err
+	}
+	if len(strings.TrimSpace(string(body))) == 0 {
+		return nil
+	}
+	return jsonhttp.Decode(body, v)
+}
+
+func (a *API) joinRoom(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	roomID, err := roomIDParam(r)
+	if err == nil {
+		err = a.join(w, r, s, roomID)
+	}
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+	}
+}
+
+func (a *API) joinByIDOrAlias(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	roomID, err := a.resolveRoom(r, r.PathValue("roomIdOrAlias"))
+	if err == nil {
+		err = a.join(w, r, s, roomID)
+	}
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+	}
+}
+
+// resolveRoom turns a room ID or alias into a room ID.
+func (a *API) resolveRoom(r *http.Request, idOrAlias string) (string, error) {
+	switch {
+	case strings.HasPrefix(idOrAlias, "!"):
+		if !matrix.ValidRoomID(idOrAlias) {
+			return "", matrix.InvalidParam("Invalid room ID")
+		}
+		return idOrAlias, nil
+	case strings.HasPrefix(idOrAlias, "#"):
+		if !matrix.ValidAlias(idOrAlias) {
+			return "", matrix.InvalidParam("Invalid room alias")
+		}
+		roomID, _, err := a.Store.GetAlias(r.Context(), idOrAlias)
+		if errors.Is(err, store.ErrNotFound) {
+			return "", matrix.NotFound("Room alias %s not found", idOrAlias)
+		}
+		return roomID, err
+	}
+	return "", matrix.InvalidParam("%q is neither a room ID nor an alias", idOrAlias)
+}
+
+func (a *API) join(w http.ResponseWriter, r *http.Request, s *store.Session, roomID string) error {
+	var body membershipBody
+	if err := a.readOptionalBody(r, &body); err != nil {
+		return err
+	}
+	if _, err := a.Rooms.SetMembership(r.Context(), &room.MembershipRequest{RoomID: roomID, Sender: s.UserID, DeviceID: s.DeviceID, Target: s.UserID, Membership: "join", Reason: body.Reason}); err != nil {
+		return err
+	}
+	jsonhttp.OK(w, map[string]string{"room_id": roomID})
+	return nil
+}
+
+func (a *API) knock(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	var body membershipBody
+	roomID, err := a.resolveRoom(r, r.PathValue("roomIdOrAlias"))
+	if err == nil {
+		err = a.readOptionalBody(r, &body)
+	}
+	if err == nil {
+		_, err = a.Rooms.SetMembership(r.Context(), &room.MembershipRequest{RoomID: roomID, Sender: s.UserID, DeviceID: s.DeviceID, Target: s.UserID, Membership: "knock", Reason: body.Reason})
+	}
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	jsonhttp.OK(w, map[string]string{"room_id": roomID})
+}
+
+func (a *API) leave(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	var body membershipBody
+	roomID, err := roomIDParam(r)
+	if err == nil {
+		err = a.readOptionalBody(r, &body)
+	}
+	if err == nil {
+		_, err = a.Rooms.SetMembership(r.Context(), &room.MembershipRequest{RoomID: roomID, Sender: s.UserID, DeviceID: s.DeviceID, Target: s.UserID, Membership: "leave", Reason: body.Reason})
+	}
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	jsonhttp.Empty(w)
+}
+
+// membershipOf serves invite, kick, ban and unban: all name a target user.
+func (a *API) membershipOf(action string) func(http.ResponseWriter, *http.Request, *store.Session) {
+	membership := map[string]string{"invite": "invite", "kick": "leave", "ban": "ban", "unban": "leave"}[action]
+	return func(w http.ResponseWriter, r *http.Request, s *store.Session) {
+		var body membershipBody
+		roomID, err := roomIDParam(r)
+		if err == nil {
+			err = jsonhttp.Read(r, a.maxBody, &body)
+		}
+		if err == nil && body.UserID == "" {
+			err = matrix.MissingParam("user_id is required")
+		}
+		if err == nil && !matrix.ValidUserID(body.UserID) {
+			err = matrix.InvalidParam("Invalid user_id")
+		}
+		if err == nil && action == "unban" {
+			if m, e := a.Rooms.Membership(r.Context(), roomID, body.UserID); e != nil {
+				err = e
+			} else if m != "ban" {
+				err = matrix.Forbidden("%s is not banned", body.UserID)
+			}
+		}
+		if err == nil && action == "kick" {
+			if m, e := a.Rooms.Membership(r.Context(), roomID, body.UserID); e != nil {
+				err = e
+			} else if m == "" || m == "leave" || m == "ban" {
+				err = matrix.Forbidden("%s is not in the room", body.UserID)
+			}
+		}
+		if err == nil {
+			_, err = a.Rooms.SetMembership(r.Context(), &room.MembershipRequest{RoomID: roomID, Sender: s.UserID, DeviceID: s.DeviceID, Target: body.UserID, Membership: membership, Reason: body.Reason})
+		}
+		if err != nil {
+			jsonhttp.Error(w, r, err)
+			return
+		}
+		jsonhttp.Empty(w)
+	}
+}
+
+func (a *API) forget(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	m, err := a.Rooms.Membership(r.Context(), roomID, s.UserID)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	switch m {
+	case "":
+		jsonhttp.Error(w, r, matrix.NotFound("You were never in this room"))
+		return
+	case "join", "invite", "knock":
+		jsonhttp.Error(w, r, matrix.Errorf(http.StatusBadRequest, matrix.ErrUnknown, "You must leave the room before forgetting it"))
+		return
+	}
+	if err := a.Store.ForgetRoom(r.Context(), s.UserID, roomID); err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	jsonhttp.Empty(w)
+}
+
+// maxEventBody bounds message bodies; the PDU limit (65,536 bytes) is
+// checked precisely when the event is built.
+const maxEventBody = event.MaxPDUSize
+
+func (a *API) send(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	content, err := jsonhttp.ReadObject(r, maxEventBody)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	typ := r.PathValue("eventType")
+	req := &room.SendRequest{RoomID: roomID, Sender: s.UserID, DeviceID: s.DeviceID, TxnID: r.PathValue("txnId"), Type: typ, Content: content}
+	if typ == "m.room.redaction" {
+		var c struct {
+			Redacts string `json:"redacts"`
+		}
+		json.Unmarshal(content, &c)
+		req.Redacts = c.Redacts
+	}
+	id, err := a.Rooms.Send(r.Context(), req)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	jsonhttp.OK(w, map[string]string{"event_id": id})
+}
+
+func (a *API) putState(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	content, err := jsonhttp.ReadObject(r, maxEventBody)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	typ, key := r.PathValue("eventType"), r.PathValue("stateKey")
+	var id string
+	if typ == "m.room.member" {
+		// Membership through the state API goes through the same checks.
+		var c struct {
+			Membership string `json:"membership"`
+			Reason     string `json:"reason"`
+		}
+		if err := json.Unmarshal(content, &c); err != nil || c.Membership == "" {
+			jsonhttp.Error(w, r, matrix.BadJSON("m.room.member content needs a membership string"))
+			return
+		}
+	}
+	id, err = a.Rooms.Send(r.Context(), &room.SendRequest{RoomID: roomID, Sender: s.UserID, DeviceID: s.DeviceID, Type: typ, StateKey: &key, Content: content})
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	jsonhttp.OK(w, map[string]string{"event_id": id})
+}
+
+func (a *API) getState(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	pdus, err := a.Rooms.StateForUser(r.Context(), roomID, s.UserID)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	out := make([]json.RawMessage, 0, len(pdus))
+	for _, p := range pdus {
+		out = append(out, event.AppendClientEvent(nil, p, nil))
+	}
+	jsonhttp.OK(w, out)
+}
+
+func (a *API) getStateEvent(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	typ, key := r.PathValue("eventType"), r.PathValue("stateKey")
+	pdus, err := a.Rooms.StateForUser(r.Context(), roomID, s.UserID)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	for _, p := range pdus {
+		if p.Type == typ && p.StateKeyIs(key) {
+			if r.URL.Query().Get("format") == "event" {
+				jsonhttp.OK(w, json.RawMessage(event.AppendClientEvent(nil, p, nil)))
+			} else {
+				jsonhttp.OK(w, p.Content)
+			}
+			return
+		}
+	}
+	jsonhttp.Error(w, r, matrix.NotFound("Event not found"))
+}
+
+func (a *API) redact(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	var body struct {
+		Reason *string `json:"reason"`
+	}
+	if err := a.readOptionalBody(r, &body); err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	target := r.PathValue("eventId")
+	content := map[string]any{}
+	if body.Reason != nil {
+		content["reason"] = *body.Reason
+	}
+	rv, err := a.Rooms.RoomVersion(r.Context(), roomID)
+	if err != nil {
+		jsonhttp.Error(w, r, matrix.Forbidden("Unknown room or not a member"))
+		return
+	}
+	if rv.RedactsInContent {
+		content["redacts"] = target
+	}
+	raw, _ := json.Marshal(content)
+	id, err := a.Rooms.Send(r.Context(), &room.SendRequest{RoomID: roomID, Sender: s.UserID, DeviceID: s.DeviceID, TxnID: r.PathValue("txnId"), Type: "m.room.redaction", Content: raw, Redacts: target})
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	jsonhttp.OK(w, map[string]string{"event_id": id})
+}
+
+func (a *API) getEvent(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	se, err := a.Rooms.EventForUser(r.Context(), roomID, r.PathValue("eventId"), s.UserID)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	evs, err := a.Rooms.ClientEvents(r.Context(), []store.StoredEvent{*se}, s.UserID, s.DeviceID, true)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	jsonhttp.OK(w, evs[0])
+}
+
+func (a *API) joinedRooms(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	ms, err := a.Store.UserMemberships(r.Context(), s.UserID)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	out := make([]string, 0, len(ms))
+	for _, m := range ms {
+		if m.Membership == "join" {
+			out = append(out, m.RoomID)
+		}
+	}
+	jsonhttp.OK(w, map[string]any{"joined_rooms": out})
+}
+
+func (a *API) joinedMembers(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	vis, err := a.Rooms.CanRead(r.Context(), roomID, s.UserID)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	if vis.Current() != "join" && !vis.WorldReadable() {
+		jsonhttp.Error(w, r, matrix.Forbidden("You are not a member of this room"))
+		return
+	}
+	state, err := a.Rooms.CurrentState(r.Context(), roomID)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	joined := map[string]any{}
+	for _, p := range state {
+		if p.Type != "m.room.member" || p.StateKey == nil {
+			continue
+		}
+		var c struct {
+			Membership  string  `json:"membership"`
+			DisplayName *string `json:"displayname"`
+			AvatarURL   *string `json:"avatar_url"`
+		}
+		json.Unmarshal(p.Content, &c)
+		if c.Membership == "join" {
+			joined[*p.StateKey] = map[string]*string{"display_name": c.DisplayName, "avatar_url": c.AvatarURL}
+		}
+	}
+	jsonhttp.OK(w, map[string]any{"joined": joined})
+}

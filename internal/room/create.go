@@ -1,0 +1,322 @@
+package room
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"conclave/internal/event"
+	"conclave/internal/matrix"
+	"conclave/internal/store"
+)
+
+// CreateRequest is a parsed createRoom request (Client-Server API, "Creation").
+type CreateRequest struct {
+	Creator            string
+	Visibility         string // "public" or "private"
+	RoomAliasName      string
+	Name               *string
+	Topic              *string
+	Invite             []string
+	RoomVersion        string
+	CreationContent    map[string]json.RawMessage
+	InitialState       []StateEvent
+	Preset             string
+	IsDirect           bool
+	PowerLevelOverride map[string]json.RawMessage
+}
+
+// StateEvent is a state event given by a client (initial_state).
+type StateEvent struct {
+	Type     string          `json:"type"`
+	StateKey string          `json:"state_key"`
+	Content  json.RawMessage `json:"content"`
+}
+
+// Limits on createRoom lists: more is refused, not truncated.
+const (
+	maxInitialState = 100
+	maxInvites      = 100
+)
+
+// presets gives the state each createRoom preset implies.
+var presets = map[string]struct {
+	joinRule, history, guest string
+	inviteesAreAdmins        bool
+	inviteLevel              int
+}{
+	"private_chat":         {"invite", "shared", "can_join", false, 0},
+	"trusted_private_chat": {"invite", "shared", "can_join", true, 0},
+	"public_chat":          {"public", "shared", "forbidden", false, 50},
+}
+
+// CreateRoom creates a room and its initial events in one transaction.
+func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, error) {
+	versionID := req.RoomVersion
+	if versionID == "" {
+		versionID = event.DefaultRoomVersion
+	}
+	rv, ok := event.GetRoomVersion(versionID)
+	if !ok || rv.EventIDFormat < 3 {
+		return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrUnsupportedRoomVer, "Room version %q is not supported", versionID)
+	}
+	preset := req.Preset
+	if preset == "" {
+		preset = "private_chat"
+		if req.Visibility == "public" {
+			preset = "public_chat"
+		}
+	}
+	p, ok := presets[preset]
+	if !ok {
+		return "", matrix.BadJSON("Unknown preset %q", preset)
+	}
+	if req.Visibility != "" && req.Visibility != "public" && req.Visibility != "private" {
+		return "", matrix.BadJSON("visibility must be public or private")
+	}
+	if len(req.InitialState) > maxInitialState || len(req.Invite) > maxInvites {
+		return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrLimitExceeded, "Too many initial_state entries or invites")
+	}
+	for _, inv := range req.Invite {
+		if !matrix.ValidUserID(inv) {
+			return "", matrix.InvalidParam("Invalid user ID to invite: %q", inv)
+		}
+	}
+	for _, st := range req.InitialState {
+		if st.Type == "" || len(st.Content) == 0 || st.Content[0] != '{' {
+			return "", matrix.BadJSON("initial_state entries need a type and an object content")
+		}
+		if st.Type == "m.room.create" {
+			return "", matrix.BadJSON("initial_state cannot contain m.room.create")
+		}
+	}
+
+	var alias string
+	if req.RoomAliasName != "" {
+		alias = "#" + req.RoomAliasName + ":" + s.serverName
+		if !matrix.ValidAlias(alias) || len(alias) > matrix.MaxIDLength {
+			return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrInvalidParam, "Invalid room alias name")
+		}
+		if _, _, err := s.store.GetAlias(ctx, alias); err == nil {
+			return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrRoomInUse, "Room alias already taken")
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return "", err
+		}
+	}
+
+	// The create event.
+	createContent := map[string]any{}
+	for k, v := range req.CreationContent {
+		createContent[k] = v
+	}
+	createContent["room_version"] = rv.ID
+	if !rv.CreatorIsSender {
+		createContent["creator"] = req.Creator
+	}
+	roomID := ""
+	if !rv.RoomIDFromCreateEvent {
+		roomID = "!" + randomString(18) + ":" + s.serverName
+	}
+	rs := newRoomState(roomID, rv)
+	var pdus []*event.PDU
+	var rows []store.NewEvent
+	add := func(typ string, stateKey *string, content any) error {
+		raw, err := json.Marshal(content)
+		if err != nil {
+			return matrix.BadJSON("%s", err.Error())
+		}
+		proto := &event.Proto{Type: typ, StateKey: stateKey, Sender: req.Creator, Content: raw}
+		pdu, err := s.build(rs, proto)
+		if err != nil {
+			return err
+		}
+		if rs.roomID == "" { // room version 12: the create event names the room
+			rs.roomID = event.RoomIDForCreate(pdu)
+			pdu.RoomID = rs.roomID
+		}
+		rows = append(rows, newEvent(rs, pdu, "", ""))
+		pdus = append(pdus, pdu)
+		rs.apply(pdu)
+		rs.extremities = []string{pdu.EventID}
+		rs.depth = pdu.Depth
+		return nil
+	}
+	empty := ""
+	if err := add("m.room.create", &empty, createContent); err != nil {
+		return "", err
+	}
+	member := map[string]any{"membership": "join"}
+	s.addProfile(ctx, req.Creator, member)
+	if err := add("m.room.member", &req.Creator, member); err != nil {
+		return "", err
+	}
+
+	initial := map[stateKey]json.RawMessage{}
+	for _, st := range req.InitialState {
+		initial[stateKey{st.Type, st.StateKey}] = st.Content
+	}
+
+	// Power levels: the defaults, or initial_state's, then the override.
+	pl := defaultPowerLevels(rv, req, p.inviteLevel, p.inviteesAreAdmins)
+	if c, ok := initial[stateKey{"m.room.power_levels", ""}]; ok {
+		pl = map[string]json.RawMessage{}
+		if err := json.Unmarshal(c, &pl); err != nil {
+			return "", matrix.BadJSON("initial_state power levels must be an object")
+		}
+		delete(initial, stateKey{"m.room.power_levels", ""})
+	}
+	for k, v := range req.PowerLevelOverride {
+		pl[k] = v
+	}
+	if err := add("m.room.power_levels", &empty, pl); err != nil {
+		return "", err
+	}
+	if alias != "" {
+		if err := add("m.room.canonical_alias", &empty, map[string]string{"alias": alias}); err != nil {
+			return "", err
+		}
+	}
+	for _, ps := range []struct {
+		typ, key, value string
+	}{
+		{"m.room.join_rules", "join_rule", p.joinRule},
+		{"m.room.history_visibility", "history_visibility", p.history},
+		{"m.room.guest_access", "guest_access", p.guest},
+	} {
+		if _, overridden := initial[stateKey{ps.typ, ""}]; overridden {
+			continue
+		}
+		if err := add(ps.typ, &empty, map[string]string{ps.key: ps.value}); err != nil {
+			return "", err
+		}
+	}
+	for _, st := range req.InitialState {
+		k := stateKey{st.Type, st.StateKey}
+		c, ok := initial[k]
+		if !ok {
+			continue // power levels, handled above
+		}
+		delete(initial, k) // a repeated (type, state_key) becomes one event with the last content given
+		sk := st.StateKey
+		if err := add(st.Type, &sk, c); err != nil {
+			return "", err
+		}
+	}
+	if req.Name != nil {
+		if err := add("m.room.name", &empty, map[string]string{"name": *req.Name}); err != nil {
+			return "", err
+		}
+	}
+	if req.Topic != nil {
+		if err := add("m.room.topic", &empty, map[string]string{"topic": *req.Topic}); err != nil {
+			return "", err
+		}
+	}
+	seen := map[string]bool{req.Creator: true}
+	for _, inv := range req.Invite {
+		if seen[inv] {
+			continue
+		}
+		seen[inv] = true
+		c := map[string]any{"membership": "invite"}
+		if req.IsDirect {
+			c["is_direct"] = true
+		}
+		s.addProfile(ctx, inv, c)
+		target := inv
+		if err := add("m.room.member", &target, c); err != nil {
+			return "", err
+		}
+	}
+
+	room := &store.Room{RoomID: rs.roomID, Version: rv.ID, Creator: req.Creator, CreatedTS: s.now().UnixMilli(), Public: req.Visibility == "public"}
+	if alias != "" {
+		if err := s.store.CreateAlias(ctx, alias, rs.roomID, req.Creator); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrRoomInUse, "Room alias already taken")
+			}
+			return "", err
+		}
+	}
+	e, _, err := s.lockNew(rs)
+	if err != nil {
+		return "", err
+	}
+	defer e.mu.Unlock()
+	positions, err := s.store.CreateRoom(ctx, room, rows)
+	if err != nil {
+		if alias != "" {
+			s.store.DeleteAlias(context.WithoutCancel(ctx), alias)
+		}
+		e.state = nil
+		return "", err
+	}
+	s.parsed.setVersion(rs.roomID, rv)
+	fresh := newRoomState(rs.roomID, rv)
+	e.state = fresh
+	s.afterCommit(fresh, pdus, positions)
+	return rs.roomID, nil
+}
+
+// lockNew takes the writer lock of a room about to be created.
+func (s *Service) lockNew(rs *roomState) (*roomEntry, *roomState, error) {
+	e := s.entry(rs.roomID)
+	e.mu.Lock()
+	if e.state != nil {
+		e.mu.Unlock()
+		return nil, nil, matrix.Errorf(http.StatusBadRequest, matrix.ErrRoomInUse, "Room ID already in use")
+	}
+	return e, rs, nil
+}
+
+func defaultPowerLevels(rv *event.RoomVersion, req *CreateRequest, inviteLevel int, inviteesAreAdmins bool) map[string]json.RawMessage {
+	users := map[string]int{}
+	if !rv.PrivilegedCreators {
+		users[req.Creator] = 100
+	}
+	if inviteesAreAdmins {
+		for _, inv := range req.Invite {
+			users[inv] = 100
+		}
+	}
+	j := func(v any) json.RawMessage { b, _ := json.Marshal(v); return b }
+	events := map[string]int{
+		"m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
+		"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+		"m.room.server_acl": 100, "m.room.encryption": 100,
+	}
+	return map[string]json.RawMessage{
+		"users": j(users), "users_default": j(0), "events": j(events), "events_default": j(0),
+		"state_default": j(50), "ban": j(50), "kick": j(50), "redact": j(50), "invite": j(inviteLevel),
+		"notifications": j(map[string]int{"room": 50}),
+	}
+}
+
+// addProfile copies the user's display name and avatar into member content.
+func (s *Service) addProfile(ctx context.Context, userID string, content map[string]any) {
+	p, err := s.store.GetProfile(ctx, userID)
+	if err != nil {
+		return
+	}
+	if p.DisplayName != "" {
+		content["displayname"] = p.DisplayName
+	}
+	if p.AvatarURL != "" {
+		content["avatar_url"] = p.AvatarURL
+	}
+}
+
+const idAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+func randomString(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	for i := range b {
+		b[i] = idAlphabet[int(b[i])%len(idAlphabet)]
+	}
+	return string(b)
+}

@@ -1,0 +1,101 @@
+package room
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+
+	"conclave/internal/event"
+	"conclave/internal/store"
+)
+
+// ClientEvents formats stored events for a client (Client-Server API
+// "ClientEvent"): redacted events are served redacted with
+// unsigned.redacted_because; state events carry unsigned.prev_content and
+// replaces_state; the sender's own device sees unsigned.transaction_id; every
+// event carries unsigned.age. Lookups for all events are batched.
+func (s *Service) ClientEvents(ctx context.Context, rows []store.StoredEvent, userID, deviceID string, withRoomID bool) ([]json.RawMessage, error) {
+	var need []string
+	for i := range rows {
+		if rows[i].ReplacesState != "" {
+			need = append(need, rows[i].ReplacesState)
+		}
+		if rows[i].RedactedBy != "" {
+			need = append(need, rows[i].RedactedBy)
+		}
+	}
+	related := map[string]*store.StoredEvent{}
+	if len(need) > 0 {
+		found, err := s.store.GetEvents(ctx, need)
+		if err != nil {
+			return nil, err
+		}
+		for i := range found {
+			related[found[i].EventID] = &found[i]
+		}
+	}
+	now := s.now().UnixMilli()
+	out := make([]json.RawMessage, 0, len(rows))
+	for i := range rows {
+		b, err := s.clientEvent(ctx, &rows[i], related, userID, deviceID, withRoomID, now)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+func (s *Service) clientEvent(ctx context.Context, se *store.StoredEvent, related map[string]*store.StoredEvent, userID, deviceID string, withRoomID bool, now int64) (json.RawMessage, error) {
+	pdu, err := s.Event(ctx, se)
+	if err != nil {
+		return nil, err
+	}
+	var unsigned []byte
+	unsigned = append(unsigned, `{"age":`...)
+	unsigned = strconv.AppendInt(unsigned, max(0, now-pdu.OriginServerTS), 10)
+	if se.TxnID != "" && se.Sender == userID && se.SenderDevice == deviceID {
+		unsigned = append(unsigned, `,"transaction_id":`...)
+		unsigned = appendJSONString(unsigned, se.TxnID)
+	}
+	if prev := related[se.ReplacesState]; se.ReplacesState != "" && prev != nil {
+		if pp, err := s.Event(ctx, prev); err == nil {
+			content := pp.Content
+			if prev.RedactedBy != "" {
+				if red, err := pp.Redacted(); err == nil {
+					content = red.Content
+				}
+			}
+			unsigned = append(unsigned, `,"prev_content":`...)
+			unsigned = append(unsigned, content...)
+			unsigned = append(unsigned, `,"replaces_state":`...)
+			unsigned = appendJSONString(unsigned, se.ReplacesState)
+			unsigned = append(unsigned, `,"prev_sender":`...)
+			unsigned = appendJSONString(unsigned, pp.Sender)
+		}
+	}
+	if se.RedactedBy != "" {
+		red, err := pdu.Redacted()
+		if err != nil {
+			return nil, err
+		}
+		pdu = red
+		if because := related[se.RedactedBy]; because != nil {
+			bp, err := s.Event(ctx, because)
+			if err == nil {
+				unsigned = append(unsigned, `,"redacted_because":`...)
+				unsigned = event.AppendClientEvent(unsigned, bp, nil)
+			}
+		}
+	}
+	unsigned = append(unsigned, '}')
+	if withRoomID {
+		return event.AppendClientEvent(nil, pdu, unsigned), nil
+	}
+	return event.AppendClientEventWithoutRoomID(nil, pdu, unsigned), nil
+}
+
+func appendJSONString(dst []byte, s string) []byte {
+	b, _ := json.Marshal(s)
+	return append(dst, b...)
+}

@@ -1,0 +1,213 @@
+package room
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"conclave/internal/authrules"
+	"conclave/internal/event"
+	"conclave/internal/matrix"
+	"conclave/internal/store"
+)
+
+// SendRequest is an event a local user sends into a room: a message event
+// (StateKey nil) or a state event.
+type SendRequest struct {
+	RoomID   string
+	Sender   string
+	DeviceID string
+	TxnID    string // "" for requests without transaction IDs (state PUT)
+	Type     string
+	StateKey *string
+	Content  json.RawMessage
+	Redacts  string // for m.room.redaction
+}
+
+// Send builds, authorises and persists one event and returns its ID. A
+// repeated transaction ID from the same device returns the first event's ID.
+func (s *Service) Send(ctx context.Context, req *SendRequest) (string, error) {
+	if req.TxnID != "" {
+		if id, err := s.store.EventByTxn(ctx, req.Sender, req.DeviceID, req.RoomID, req.TxnID); err == nil {
+			return id, nil
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return "", err
+		}
+	}
+	if req.Type == "m.room.create" {
+		return "", matrix.Forbidden("m.room.create cannot be sent into an existing room")
+	}
+	e, rs, err := s.lock(ctx, req.RoomID)
+	if err != nil {
+		return "", s.unknownRoomFor(err)
+	}
+	defer e.mu.Unlock()
+
+	// Sending the same state again changes nothing: answer with the current
+	// event instead of creating a duplicate, as Synapse does.
+	if req.StateKey != nil {
+		if cur := rs.StateEvent(req.Type, *req.StateKey); cur != nil && cur.Sender == req.Sender && jsonEqual(cur.Content, req.Content) {
+			return cur.EventID, nil
+		}
+	}
+	if req.Type == "m.room.redaction" {
+		if err := s.checkRedaction(ctx, rs, req.Sender, req.Redacts); err != nil {
+			return "", err
+		}
+	}
+	proto := &event.Proto{Type: req.Type, StateKey: req.StateKey, Sender: req.Sender, Content: req.Content, Redacts: req.Redacts}
+	pdu, err := s.build(rs, proto)
+	if err != nil {
+		if me, ok := matrix.AsError(err); ok && me.Code == matrix.ErrForbidden && rs.membership(req.Sender) != "join" && req.Type != "m.room.member" {
+			return "", matrix.Forbidden("User %s is not in room %s", req.Sender, req.RoomID)
+		}
+		return "", err
+	}
+	row := newEvent(rs, pdu, req.DeviceID, req.TxnID)
+	if err := s.commit(ctx, rs, []*event.PDU{pdu}, []store.NewEvent{row}); err != nil {
+		if errors.Is(err, store.ErrConflict) && req.TxnID != "" {
+			// The same transaction won a race on another connection.
+			if id, err2 := s.store.EventByTxn(ctx, req.Sender, req.DeviceID, req.RoomID, req.TxnID); err2 == nil {
+				return id, nil
+			}
+		}
+		return "", err
+	}
+	return pdu.EventID, nil
+}
+
+// unknownRoomFor keeps an unknown room from being distinguishable from a
+// room the user may not see: both are 403 for senders, as Synapse answers.
+func (s *Service) unknownRoomFor(err error) error {
+	if err == errUnknownRoom {
+		return matrix.Forbidden("Unknown room or not a member")
+	}
+	return err
+}
+
+// checkRedaction enforces at creation what the spec checks when serving a
+// redaction (room versions 3+): a user may redact their own events, or any
+// event in the room with the "redact" power level.
+func (s *Service) checkRedaction(ctx context.Context, rs *roomState, sender, target string) error {
+	if !matrix.ValidEventID(target) {
+		return matrix.BadJSON("Invalid event ID to redact")
+	}
+	se, err := s.store.GetEvent(ctx, target)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && se.RoomID != rs.roomID) {
+		return matrix.NotFound("Event not found")
+	}
+	if err != nil {
+		return err
+	}
+	if se.Sender == sender {
+		return nil
+	}
+	pl, err := rs.powerLevels()
+	if err != nil {
+		return err
+	}
+	if pl.UserLevel(sender) < pl.Redact() {
+		return matrix.Forbidden("You may not redact other users' events")
+	}
+	return nil
+}
+
+func jsonEqual(a, b json.RawMessage) bool {
+	if bytes.Equal(a, b) {
+		return true
+	}
+	ca, err1 := event.CanonicalJSON(a, false)
+	cb, err2 := event.CanonicalJSON(b, false)
+	return err1 == nil && err2 == nil && bytes.Equal(ca, cb)
+}
+
+// MembershipRequest changes a user's membership in a room.
+type MembershipRequest struct {
+	RoomID     string
+	Sender     string
+	DeviceID   string
+	Target     string
+	Membership string // join, invite, leave, ban, knock
+	Reason     string
+	// Extra content keys (is_direct, third-party signed…).
+	Extra map[string]json.RawMessage
+}
+
+// SetMembership sends an m.room.member event: join, leave, invite, kick
+// (leave of another user), ban, unban (leave of a banned user) or knock.
+func (s *Service) SetMembership(ctx context.Context, req *MembershipRequest) (string, error) {
+	if !matrix.ValidUserID(req.Target) {
+		return "", matrix.InvalidParam("Invalid user ID %q", req.Target)
+	}
+	e, rs, err := s.lock(ctx, req.RoomID)
+	if err != nil {
+		if err == errUnknownRoom {
+			if req.Membership == "join" || req.Membership == "knock" {
+				return "", matrix.NotFound("No known servers to join room %s through", req.RoomID)
+			}
+			return "", matrix.Forbidden("Unknown room or not a member")
+		}
+		return "", err
+	}
+	defer e.mu.Unlock()
+
+	cur := rs.membership(req.Target)
+	switch req.Membership {
+	case "join":
+		if cur == "join" {
+			// Already joined: nothing to change, answer with the room.
+			return rs.StateEvent("m.room.member", req.Target).EventID, nil
+		}
+	case "leave":
+		if req.Target == req.Sender && cur == "" {
+			return "", matrix.Forbidden("You are not a member of this room")
+		}
+	case "invite":
+		if cur == "join" {
+			return "", matrix.Forbidden("%s is already in the room", req.Target)
+		}
+		if cur == "ban" {
+			return "", matrix.Forbidden("%s is banned from the room", req.Target)
+		}
+	}
+	content := map[string]any{"membership": req.Membership}
+	for k, v := range req.Extra {
+		content[k] = v
+	}
+	if req.Reason != "" {
+		content["reason"] = req.Reason
+	}
+	if req.Membership == "join" || req.Membership == "invite" || req.Membership == "knock" {
+		s.addProfile(ctx, req.Target, content)
+	}
+	raw, err := json.Marshal(content)
+	if err != nil {
+		return "", matrix.BadJSON("%s", err.Error())
+	}
+	target := req.Target
+	proto := &event.Proto{Type: "m.room.member", StateKey: &target, Sender: req.Sender, Content: raw}
+	pdu, err := s.build(rs, proto)
+	if err != nil {
+		return "", err
+	}
+	row := newEvent(rs, pdu, req.DeviceID, "")
+	if err := s.commit(ctx, rs, []*event.PDU{pdu}, []store.NewEvent{row}); err != nil {
+		return "", err
+	}
+	return pdu.EventID, nil
+}
+
+// PowerLevels returns the current power levels of a room.
+func (s *Service) PowerLevels(ctx context.Context, roomID string) (*authrules.PowerLevels, error) {
+	e, rs, err := s.lock(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	defer e.mu.Unlock()
+	return rs.powerLevels()
+}
+
+// ErrNotAllowed is returned for operations refused to a user.
+var ErrNotAllowed = matrix.Errorf(http.StatusForbidden, matrix.ErrForbidden, "Not allowed")

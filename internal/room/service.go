@@ -1,0 +1,227 @@
+// Package room owns rooms: it is the one writer per room. Every event a local
+// user causes (createRoom, messages, state, membership, redactions) is built
+// here as a real PDU for the room's version, checked against the
+// authorisation rules with the room's current state, persisted in one
+// transaction, applied to the in-memory state, and announced to the notifier.
+package room
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"conclave/internal/authrules"
+	"conclave/internal/event"
+	"conclave/internal/matrix"
+	"conclave/internal/store"
+)
+
+// Store is what the room service persists through.
+type Store interface {
+	store.Rooms
+	store.Events
+	store.StateHistory
+	store.Profiles
+}
+
+// Notice tells the notifier that events were committed in a room, and which
+// users should wake: the joined members plus the targets of membership changes.
+type Notice struct {
+	RoomID string
+	Pos    int64 // position of the last event
+	Users  []string
+}
+
+// Service is the room service.
+type Service struct {
+	store      Store
+	serverName string
+	key        *event.SigningKey
+	now        func() time.Time
+	// Notify is called after each commit (nil: nobody listens).
+	Notify func(Notice)
+
+	mu    sync.Mutex
+	rooms map[string]*roomEntry
+
+	parsed eventCache
+}
+
+// roomEntry is one room's writer lock and its lazily loaded state.
+type roomEntry struct {
+	mu    sync.Mutex
+	state *roomState // nil until loaded; guarded by mu
+}
+
+// New returns the room service.
+func New(st Store, serverName string, key *event.SigningKey) *Service {
+	s := &Service{store: st, serverName: serverName, key: key, now: time.Now, rooms: make(map[string]*roomEntry)}
+	s.parsed.init(50000)
+	return s
+}
+
+// ServerName is the local server name.
+func (s *Service) ServerName() string { return s.serverName }
+
+func (s *Service) entry(roomID string) *roomEntry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.rooms[roomID]
+	if e == nil {
+		e = &roomEntry{}
+		s.rooms[roomID] = e
+	}
+	return e
+}
+
+// lock takes the room's writer lock and returns its state, loading it on
+// first use. ErrNotFound-shaped errors come back as M_NOT_FOUND.
+func (s *Service) lock(ctx context.Context, roomID string) (*roomEntry, *roomState, error) {
+	e := s.entry(roomID)
+	e.mu.Lock()
+	if e.state == nil {
+		st, err := s.loadState(ctx, roomID)
+		if err != nil {
+			e.mu.Unlock()
+			return nil, nil, err
+		}
+		e.state = st
+	}
+	return e, e.state, nil
+}
+
+func (s *Service) loadState(ctx context.Context, roomID string) (*roomState, error) {
+	snap, err := s.store.LoadRoomSnapshot(ctx, roomID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errUnknownRoom
+	}
+	if err != nil {
+		return nil, err
+	}
+	rv, ok := event.GetRoomVersion(snap.Room.Version)
+	if !ok {
+		return nil, matrix.Errorf(http.StatusBadRequest, matrix.ErrUnsupportedRoomVer, "Room version %s is not supported", snap.Room.Version)
+	}
+	rs := newRoomState(roomID, rv)
+	for i := range snap.State {
+		pdu, err := s.parse(rv, &snap.State[i])
+		if err != nil {
+			return nil, err
+		}
+		rs.apply(pdu)
+	}
+	rs.extremities = snap.Extremities
+	rs.depth = snap.MaxDepth
+	return rs, nil
+}
+
+var errUnknownRoom = matrix.NotFound("Unknown room")
+
+// RoomVersion returns the version of a room this server knows.
+func (s *Service) RoomVersion(ctx context.Context, roomID string) (*event.RoomVersion, error) {
+	if v := s.parsed.version(roomID); v != nil {
+		return v, nil
+	}
+	r, err := s.store.GetRoom(ctx, roomID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errUnknownRoom
+	}
+	if err != nil {
+		return nil, err
+	}
+	rv, ok := event.GetRoomVersion(r.Version)
+	if !ok {
+		return nil, matrix.Errorf(http.StatusBadRequest, matrix.ErrUnsupportedRoomVer, "Room version %s is not supported", r.Version)
+	}
+	s.parsed.setVersion(roomID, rv)
+	return rv, nil
+}
+
+// build fills in the room-dependent fields of proto from rs, builds and signs
+// the PDU and checks it against the authorisation rules with rs as the state.
+func (s *Service) build(rs *roomState, proto *event.Proto) (*event.PDU, error) {
+	proto.RoomID = rs.roomID
+	proto.PrevEvents = append([]string(nil), rs.extremities...)
+	proto.Depth = rs.depth + 1
+	proto.OriginServerTS = s.now().UnixMilli()
+	proto.AuthEvents = proto.AuthEvents[:0]
+	for _, k := range authrules.Needed(rs.version, proto.Type, proto.StateKey, proto.Sender, proto.Content) {
+		if ev := rs.StateEvent(k.Type, k.StateKey); ev != nil {
+			proto.AuthEvents = append(proto.AuthEvents, ev.EventID)
+		}
+	}
+	pdu, err := proto.Build(rs.version, s.serverName, s.key)
+	if err != nil {
+		return nil, buildError(err)
+	}
+	if err := authrules.Check(pdu, rs); err != nil {
+		return nil, matrix.Forbidden("%s", err.Error())
+	}
+	return pdu, nil
+}
+
+func buildError(err error) error {
+	if errors.Is(err, event.ErrTooLarge) {
+		return matrix.TooLarge("Event is larger than %d bytes", event.MaxPDUSize)
+	}
+	if _, ok := matrix.AsError(err); ok {
+		return err
+	}
+	return matrix.BadJSON("%s", err.Error())
+}
+
+// newEvent turns a built PDU into the row to persist.
+func newEvent(rs *roomState, pdu *event.PDU, device, txnID string) store.NewEvent {
+	ne := store.NewEvent{
+		EventID:        pdu.EventID,
+		RoomID:         rs.roomID,
+		Type:           pdu.Type,
+		StateKey:       pdu.StateKey,
+		Sender:         pdu.Sender,
+		Depth:          pdu.Depth,
+		OriginServerTS: pdu.OriginServerTS,
+		JSON:           pdu.Raw,
+		Redacts:        pdu.Redacts,
+		SenderDevice:   device,
+		TxnID:          txnID,
+	}
+	if pdu.StateKey != nil {
+		if old := rs.StateEvent(pdu.Type, *pdu.StateKey); old != nil {
+			ne.ReplacesState = old.EventID
+		}
+		if pdu.Type == "m.room.member" {
+			ne.Membership, _ = authrules.Membership(pdu)
+		}
+	}
+	ne.RelatesTo, ne.RelType, ne.ContainsURL = contentIndex(pdu.Content)
+	return ne
+}
+
+// commit persists built events, applies them to rs and notifies.
+func (s *Service) commit(ctx context.Context, rs *roomState, pdus []*event.PDU, rows []store.NewEvent) error {
+	positions, err := s.store.PersistEvents(ctx, rs.roomID, rows)
+	if err != nil {
+		return err
+	}
+	s.afterCommit(rs, pdus, positions)
+	return nil
+}
+
+func (s *Service) afterCommit(rs *roomState, pdus []*event.PDU, positions []int64) {
+	var targets []string
+	for _, pdu := range pdus {
+		rs.apply(pdu)
+		rs.extremities = []string{pdu.EventID}
+		rs.depth = pdu.Depth
+		s.parsed.put(pdu)
+		if pdu.Type == "m.room.member" && pdu.StateKey != nil {
+			targets = append(targets, *pdu.StateKey)
+		}
+	}
+	if s.Notify != nil && len(positions) > 0 {
+		users := rs.joinedUsers(targets)
+		s.Notify(Notice{RoomID: rs.roomID, Pos: positions[len(positions)-1], Users: users})
+	}
+}

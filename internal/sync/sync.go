@@ -1,0 +1,587 @@
+// Package sync serves /sync: it assembles what changed for one user between
+// two stream positions, and long-polls on the Notifier until something does.
+// It never polls the database on a timer.
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"time"
+
+	"conclave/internal/event"
+	"conclave/internal/room"
+	"conclave/internal/store"
+)
+
+// Store is what /sync reads.
+type Store interface {
+	store.Events
+	store.Stream
+	store.SyncQueries
+	store.AccountData
+	store.Receipts
+}
+
+// Sources are the other services /sync reports on; each is optional.
+type Sources struct {
+	// Typing returns, for the given rooms, the typing users of each room whose
+	// typing set changed after serial, and the current serial.
+	Typing func(roomIDs []string, serial int64) (map[string][]string, int64)
+	// Receipts formats the m.receipt content of each room from receipt rows,
+	// hiding other users' private receipts.
+	Receipts func(userID string, rows []store.Receipt) map[string]json.RawMessage
+	// ToDevice returns the to-device events for the device after since and up
+	// to upto, deleting those at or below since (the client has them).
+	ToDevice func(ctx context.Context, userID, deviceID string, since, upto int64) ([]json.RawMessage, error)
+	// DeviceLists returns users whose devices changed in (since, upto].
+	DeviceLists func(ctx context.Context, userID string, since, upto int64) (changed, left []string, err error)
+	// KeyCounts returns one-time key counts and unused fallback key types.
+	KeyCounts func(ctx context.Context, userID, deviceID string) (map[string]int, []string, error)
+	// Presence returns presence events for users, changed after since.
+	Presence func(ctx context.Context, userID string, since int64) ([]json.RawMessage, error)
+}
+
+// Service is the sync service.
+type Service struct {
+	store    Store
+	rooms    *room.Service
+	notifier *Notifier
+	src      Sources
+}
+
+// New returns the sync service.
+func New(st Store, rooms *room.Service, n *Notifier, src Sources) *Service {
+	return &Service{store: st, rooms: rooms, notifier: n, src: src}
+}
+
+// Notifier returns the notifier that wakes this service's long-polls.
+func (s *Service) Notifier() *Notifier { return s.notifier }
+
+// Request is one /sync call.
+type Request struct {
+	UserID, DeviceID string
+	Since            *Token
+	Timeout          time.Duration
+	FullState        bool
+	Filter           *Filter
+}
+
+// MaxTimeout caps the long-poll so that proxies and clients never see a
+// request hang indefinitely.
+const MaxTimeout = 5 * time.Minute
+
+// Sync answers one /sync request.
+func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
+	if req.Filter == nil {
+		req.Filter = &Filter{}
+	}
+	timeout := min(req.Timeout, MaxTimeout)
+	deadline := time.Now().Add(timeout)
+	for {
+		w, unregister := s.notifier.register(req.UserID)
+		resp, err := s.build(ctx, req)
+		if err != nil || req.Since == nil || !resp.empty() || req.FullState {
+			unregister()
+			return resp, err
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			unregister()
+			return resp, nil
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-w.ch:
+			timer.Stop()
+			unregister()
+		case <-timer.C:
+			unregister()
+			return resp, nil
+		case <-ctx.Done():
+			timer.Stop()
+			unregister()
+			return resp, nil
+		case <-s.notifier.Closed():
+			timer.Stop()
+			unregister()
+			return resp, nil
+		}
+	}
+}
+
+func (s *Service) build(ctx context.Context, req *Request) (*Response, error) {
+	upto, err := s.store.MaxStreamPos(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var since Token
+	initial := req.Since == nil
+	if !initial {
+		since = *req.Since
+		if since.Pos > upto {
+			since.Pos = upto
+		}
+	}
+	b := &builder{s: s, ctx: ctx, req: req, since: since.Pos, upto: upto, initial: initial, resp: newResponse()}
+	if err := b.rooms(); err != nil {
+		return nil, err
+	}
+	if err := b.accountData(); err != nil {
+		return nil, err
+	}
+	typingSerial := b.typing(since.Typing)
+	if err := b.receipts(); err != nil {
+		return nil, err
+	}
+	if err := b.e2ee(); err != nil {
+		return nil, err
+	}
+	if s.src.Presence != nil {
+		evs, err := s.src.Presence(ctx, req.UserID, since.Pos)
+		if err != nil {
+			return nil, err
+		}
+		b.resp.Presence.Events = append(b.resp.Presence.Events, evs...)
+	}
+	b.resp.NextBatch = Token{Pos: upto, Typing: typingSerial}.String()
+	return b.resp, nil
+}
+
+type builder struct {
+	s       *Service
+	ctx     context.Context
+	req     *Request
+	since   int64
+	upto    int64
+	initial bool
+	resp    *Response
+	joined  []string // joined room IDs included in this response's scope
+}
+
+func (b *builder) rooms() error {
+	ms, err := b.s.store.UserMemberships(b.ctx, b.req.UserID)
+	if err != nil {
+		return err
+	}
+	var changed map[string]bool
+	if !b.initial && !b.req.FullState {
+		ids, err := b.s.store.ChangedRooms(b.ctx, b.since, b.upto)
+		if err != nil {
+			return err
+		}
+		changed = make(map[string]bool, len(ids))
+		for _, id := range ids {
+			changed[id] = true
+		}
+	}
+	rf := &b.req.Filter.Room
+	for _, m := range ms {
+		if m.Pos > b.upto || !rf.matchRoom(m.RoomID) {
+			continue // committed after this sync's upper bound: next time
+		}
+		switch m.Membership {
+		case "join":
+			b.joined = append(b.joined, m.RoomID)
+			if changed != nil && !changed[m.RoomID] {
+				continue
+			}
+			jr, err := b.joinedRoom(m)
+			if err != nil {
+				return err
+			}
+			if jr != nil {
+				b.resp.Rooms.Join[m.RoomID] = jr
+			}
+		case "invite":
+			if b.initial || m.Pos > b.since {
+				ir, err := b.strippedRoom(m)
+				if err != nil {
+					return err
+				}
+				b.resp.Rooms.Invite[m.RoomID] = &InvitedRoom{InviteState: StateEvents{Events: ir}}
+			}
+		case "knock":
+			if b.initial || m.Pos > b.since {
+				kr, err := b.strippedRoom(m)
+				if err != nil {
+					return err
+				}
+				b.resp.Rooms.Knock[m.RoomID] = &KnockedRoom{KnockState: StateEvents{Events: kr}}
+			}
+		case "leave", "ban":
+			if (b.initial && rf.IncludeLeave) || (!b.initial && m.Pos > b.since) {
+				lr, err := b.leftRoom(m)
+				if err != nil {
+					return err
+				}
+				if lr != nil {
+					b.resp.Rooms.Leave[m.RoomID] = lr
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// timeline loads the newest events of a room in (after, upto], at most
+// limit, oldest first, and whether older ones were left out.
+func (b *builder) timeline(roomID string, after, upto int64) ([]store.StoredEvent, bool, error) {
+	limit := b.req.Filter.timelineLimit()
+	tf := &b.req.Filter.Room.Timeline
+	q := store.RoomEventsQuery{RoomID: roomID, After: after, Before: upto + 1, Backwards: true, Limit: limit + 1, NotTypes: tf.NotTypes, NotSenders: tf.NotSenders, ContainsURL: tf.ContainsURL}
+	if tf.Types != nil {
+		q.Types = *tf.Types
+		if len(q.Types) == 0 {
+			return nil, false, nil
+		}
+	}
+	if tf.Senders != nil {
+		q.Senders = *tf.Senders
+		if len(q.Senders) == 0 {
+			return nil, false, nil
+		}
+	}
+	if limit == 0 {
+		// Only whether something happened matters.
+		q.Limit = 1
+		evs, err := b.s.store.RoomEvents(b.ctx, q)
+		return nil, len(evs) > 0, err
+	}
+	evs, err := b.s.store.RoomEvents(b.ctx, q)
+	if err != nil {
+		return nil, false, err
+	}
+	limited := len(evs) > limit
+	if limited {
+		evs = evs[:limit]
+	}
+	slices.Reverse(evs)
+	return evs, limited, nil
+}
+
+func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
+	newlyJoined := b.initial || m.Pos > b.since
+	evs, limited, err := b.timeline(m.RoomID, b.since, b.upto)
+	if err != nil {
+		return nil, err
+	}
+	// Events from before the user's join may be hidden by history visibility.
+	if len(evs) > 0 && evs[0].Pos < m.Pos {
+		vis, err := b.s.rooms.Visibility(b.ctx, m.RoomID, b.req.UserID)
+		if err != nil {
+			return nil, err
+		}
+		evs = vis.Filter(evs)
+	}
+	jr := &JoinedRoom{}
+	jr.Timeline.Limited = limited
+	start := b.upto + 1 // the point the timeline starts at
+	if len(evs) > 0 {
+		start = evs[0].Pos
+	}
+	jr.Timeline.PrevBatch = "t" + itoa(start-1)
+	jr.Timeline.Events, err = b.s.rooms.ClientEvents(b.ctx, evs, b.req.UserID, b.req.DeviceID, false)
+	if err != nil {
+		return nil, err
+	}
+	var state []store.StoredEvent
+	switch {
+	case newlyJoined || b.req.FullState:
+		state, err = b.s.store.StateAt(b.ctx, m.RoomID, start-1)
+	case limited:
+		state, err = b.s.store.StateBetween(b.ctx, m.RoomID, b.since, start)
+	}
+	if err != nil {
+		return nil, err
+	}
+	state = b.filterState(state, evs, newlyJoined || b.req.FullState)
+	jr.State.Events, err = b.s.rooms.ClientEvents(b.ctx, state, b.req.UserID, b.req.DeviceID, false)
+	if err != nil {
+		return nil, err
+	}
+	n, h, err := b.s.store.UnreadCounts(b.ctx, m.RoomID, b.req.UserID, b.upto)
+	if err != nil {
+		return nil, err
+	}
+	jr.UnreadNotifications = &UnreadCounts{NotificationCount: n, HighlightCount: h}
+	if newlyJoined || hasMemberEvent(evs) || hasMemberEvent(state) {
+		jr.Summary, err = b.summary(m.RoomID)
+		if err != nil {
+			return nil, err
+		}
+	}
+	return jr, nil
+}
+
+// filterState applies the state filter and lazy loading: with
+// lazy_load_members only the member events of the timeline's senders (and
+// the user's own) are sent; state already in the timeline is not repeated.
+func (b *builder) filterState(state, timeline []store.StoredEvent, full bool) []store.StoredEvent {
+	sf := &b.req.Filter.Room.State
+	inTimeline := make(map[string]bool, len(timeline))
+	senders := map[string]bool{b.req.UserID: true}
+	for i := range timeline {
+		inTimeline[timeline[i].EventID] = true
+		senders[timeline[i].Sender] = true
+	}
+	out := state[:0:0]
+	for i := range state {
+		e := &state[i]
+		if inTimeline[e.EventID] || !sf.Match(e.Type, e.Sender) {
+			continue
+		}
+		if sf.LazyLoadMembers && e.Type == "m.room.member" && e.StateKey != nil && !senders[*e.StateKey] {
+			continue
+		}
+		out = append(out, *e)
+	}
+	return out
+}
+
+func hasMemberEvent(evs []store.StoredEvent) bool {
+	for i := range evs {
+		if evs[i].Type == "m.room.member" {
+			return true
+		}
+	}
+	return false
+}
+
+// summary builds the room summary (heroes and member counts) lazy-loading
+// clients use to name rooms.
+func (b *builder) summary(roomID string) (*RoomSummary, error) {
+	state, err := b.s.rooms.CurrentState(b.ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	sum := &RoomSummary{Heroes: []string{}}
+	for _, p := range state {
+		if p.Type != "m.room.member" || p.StateKey == nil {
+			continue
+		}
+		var c struct {
+			Membership string `json:"membership"`
+		}
+		json.Unmarshal(p.Content, &c)
+		switch c.Membership {
+		case "join":
+			sum.Joined++
+		case "invite":
+			sum.Invited++
+		default:
+			continue
+		}
+		if *p.StateKey != b.req.UserID {
+			sum.Heroes = append(sum.Heroes, *p.StateKey)
+		}
+	}
+	slices.Sort(sum.Heroes)
+	if len(sum.Heroes) > 5 {
+		sum.Heroes = sum.Heroes[:5]
+	}
+	return sum, nil
+}
+
+// strippedTypes are the state events shown with an invite or knock
+// (Client-Server API "Stripped state").
+var strippedTypes = []string{"m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar", "m.room.canonical_alias", "m.room.encryption", "m.room.topic"}
+
+func (b *builder) strippedRoom(m store.Membership) ([]json.RawMessage, error) {
+	var out []json.RawMessage
+	add := func(p *event.PDU) {
+		sk := ""
+		if p.StateKey != nil {
+			sk = *p.StateKey
+		}
+		j, _ := json.Marshal(map[string]any{"type": p.Type, "state_key": sk, "content": p.Content, "sender": p.Sender})
+		out = append(out, j)
+	}
+	for _, t := range strippedTypes {
+		p, err := b.s.rooms.CurrentStateEvent(b.ctx, m.RoomID, t, "")
+		if err != nil {
+			return nil, err
+		}
+		if p != nil {
+			add(p)
+		}
+	}
+	// The membership event itself, and the inviter's member event.
+	se, err := b.s.store.GetEvent(b.ctx, m.EventID)
+	if err != nil {
+		return nil, err
+	}
+	self, err := b.s.rooms.Event(b.ctx, se)
+	if err != nil {
+		return nil, err
+	}
+	if self.Sender != b.req.UserID {
+		if p, err := b.s.rooms.CurrentStateEvent(b.ctx, m.RoomID, "m.room.member", self.Sender); err == nil && p != nil {
+			add(p)
+		}
+	}
+	out = append(out, event.AppendClientEventWithoutRoomID(nil, self, nil))
+	return out, nil
+}
+
+func (b *builder) leftRoom(m store.Membership) (*LeftRoom, error) {
+	after := b.since
+	if b.initial {
+		after = 0
+	}
+	evs, limited, err := b.timeline(m.RoomID, after, m.Pos)
+	if err != nil {
+		return nil, err
+	}
+	vis, err := b.s.rooms.Visibility(b.ctx, m.RoomID, b.req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	evs = vis.Filter(evs)
+	lr := &LeftRoom{}
+	lr.Timeline.Limited = limited
+	start := m.Pos
+	if len(evs) > 0 {
+		start = evs[0].Pos
+	}
+	lr.Timeline.PrevBatch = "t" + itoa(start-1)
+	if lr.Timeline.Events, err = b.s.rooms.ClientEvents(b.ctx, evs, b.req.UserID, b.req.DeviceID, false); err != nil {
+		return nil, err
+	}
+	var state []store.StoredEvent
+	if limited || b.initial {
+		state, err = b.s.store.StateBetween(b.ctx, m.RoomID, after, start)
+		if err != nil {
+			return nil, err
+		}
+	}
+	state = b.filterState(state, evs, true)
+	if lr.State.Events, err = b.s.rooms.ClientEvents(b.ctx, state, b.req.UserID, b.req.DeviceID, false); err != nil {
+		return nil, err
+	}
+	return lr, nil
+}
+
+func (b *builder) accountData() error {
+	since := b.since
+	if b.initial {
+		since = 0
+	}
+	items, err := b.s.store.AccountDataSince(b.ctx, b.req.UserID, since)
+	if err != nil {
+		return err
+	}
+	for _, it := range items {
+		if it.Pos > b.upto {
+			continue
+		}
+		j, _ := json.Marshal(map[string]any{"type": it.Type, "content": it.Content})
+		if it.RoomID == "" {
+			if b.req.Filter.AccountData.matchType(it.Type) {
+				b.resp.AccountData.Events = append(b.resp.AccountData.Events, j)
+			}
+			continue
+		}
+		if !b.req.Filter.Room.AccountData.matchType(it.Type) {
+			continue
+		}
+		jr := b.resp.Rooms.Join[it.RoomID]
+		if jr == nil {
+			if !slices.Contains(b.joined, it.RoomID) {
+				continue
+			}
+			jr = &JoinedRoom{}
+			b.resp.Rooms.Join[it.RoomID] = jr
+		}
+		jr.AccountData.Events = append(jr.AccountData.Events, j)
+	}
+	return nil
+}
+
+func (b *builder) typing(serial int64) int64 {
+	if b.s.src.Typing == nil {
+		return 0
+	}
+	if b.initial {
+		serial = 0
+	}
+	changed, cur := b.s.src.Typing(b.joined, serial)
+	if serial > cur {
+		// A token from before a restart: send everyone's current state.
+		changed, cur = b.s.src.Typing(b.joined, 0)
+	}
+	for roomID, users := range changed {
+		if users == nil {
+			users = []string{}
+		}
+		j, _ := json.Marshal(map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
+		b.joinedEntry(roomID).Ephemeral.Events = append(b.joinedEntry(roomID).Ephemeral.Events, j)
+	}
+	return cur
+}
+
+func (b *builder) joinedEntry(roomID string) *JoinedRoom {
+	jr := b.resp.Rooms.Join[roomID]
+	if jr == nil {
+		jr = &JoinedRoom{}
+		b.resp.Rooms.Join[roomID] = jr
+	}
+	return jr
+}
+
+func (b *builder) receipts() error {
+	if b.s.src.Receipts == nil || len(b.joined) == 0 {
+		return nil
+	}
+	since := b.since
+	if b.initial {
+		since = 0
+	}
+	rows, err := b.s.store.ReceiptsSince(b.ctx, b.joined, since)
+	if err != nil {
+		return err
+	}
+	kept := rows[:0]
+	for _, r := range rows {
+		if r.Pos <= b.upto {
+			kept = append(kept, r)
+		}
+	}
+	for roomID, content := range b.s.src.Receipts(b.req.UserID, kept) {
+		j, _ := json.Marshal(map[string]any{"type": "m.receipt", "content": content})
+		jr := b.joinedEntry(roomID)
+		jr.Ephemeral.Events = append(jr.Ephemeral.Events, j)
+	}
+	return nil
+}
+
+func (b *builder) e2ee() error {
+	since := b.since
+	if b.initial {
+		since = 0
+	}
+	if f := b.s.src.ToDevice; f != nil {
+		evs, err := f(b.ctx, b.req.UserID, b.req.DeviceID, since, b.upto)
+		if err != nil {
+			return err
+		}
+		b.resp.ToDevice.Events = append(b.resp.ToDevice.Events, evs...)
+	}
+	if f := b.s.src.DeviceLists; f != nil && !b.initial {
+		changed, left, err := f(b.ctx, b.req.UserID, since, b.upto)
+		if err != nil {
+			return err
+		}
+		b.resp.DeviceLists.Changed = append(b.resp.DeviceLists.Changed, changed...)
+		b.resp.DeviceLists.Left = append(b.resp.DeviceLists.Left, left...)
+	}
+	if f := b.s.src.KeyCounts; f != nil {
+		counts, fallback, err := f(b.ctx, b.req.UserID, b.req.DeviceID)
+		if err != nil {
+			return err
+		}
+		b.resp.OTKCounts = counts
+		b.resp.FallbackKeyTypes = fallback
+	}
+	return nil
+}
