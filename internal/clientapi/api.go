@@ -8,10 +8,15 @@ import (
 	"net/http"
 	"strings"
 
+	"conclave/internal/accountdata"
 	"conclave/internal/accounts"
 	"conclave/internal/config"
 	"conclave/internal/jsonhttp"
+	"conclave/internal/presence"
+	"conclave/internal/profile"
+	"conclave/internal/receipts"
 	"conclave/internal/store"
+	"conclave/internal/typing"
 )
 
 // Deps are the services the API calls.
@@ -19,6 +24,12 @@ type Deps struct {
 	Config   *config.Config
 	Store    store.Store
 	Accounts *accounts.Service
+
+	Profiles    *profile.Service
+	AccountData *accountdata.Service
+	Typing      *typing.Service
+	Receipts    *receipts.Service
+	Presence    *presence.Service
 }
 
 // API is the Client-Server API.
@@ -41,6 +52,12 @@ type Mux interface {
 // Register adds every Client-Server endpoint to mux.
 func (a *API) Register(mux Mux) {
 	a.registerDiscovery(mux)
+	a.registerProfile(mux)
+	a.registerAccountData(mux)
+	a.registerFilter(mux)
+	a.registerTyping(mux)
+	a.registerReceipts(mux)
+	a.registerPresence(mux)
 }
 
 type sessionKey struct{}

@@ -13,11 +13,16 @@ import (
 	"os"
 	"sync"
 
+	"conclave/internal/accountdata"
 	"conclave/internal/accounts"
 	"conclave/internal/clientapi"
 	"conclave/internal/config"
+	"conclave/internal/presence"
+	"conclave/internal/profile"
+	"conclave/internal/receipts"
 	"conclave/internal/server"
 	"conclave/internal/store/sqlite"
+	"conclave/internal/typing"
 )
 
 // Homeserver is one Conclave instance.
@@ -28,6 +33,13 @@ type Homeserver struct {
 
 	Accounts *accounts.Service
 	Handler  http.Handler
+
+	// Smaller Client-Server services; their hooks are set in New (see misc.go).
+	Profiles    *profile.Service
+	AccountData *accountdata.Service
+	Typing      *typing.Service
+	Receipts    *receipts.Service
+	Presence    *presence.Service
 
 	mu         sync.Mutex
 	clientAddr net.Addr
@@ -49,9 +61,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 	}
 	hs := &Homeserver{Config: &cfg, Log: log, Store: db, ready: make(chan struct{})}
 	hs.Accounts = accounts.New(db, cfg.ServerName)
+	hs.newMiscServices()
 
 	mux := server.NewMux()
-	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts})
+	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts,
+		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence})
 	api.Register(mux)
 	hs.Handler = server.Wrap(mux, log)
 	return hs, nil

@@ -27,6 +27,7 @@ type Store interface {
 	AccountData
 	Receipts
 	Filters
+	Directory
 	Stream
 	Close() error
 }
