@@ -176,11 +176,8 @@ func ContainsURL(content json.RawMessage) bool {
 	var c struct {
 		URL json.RawMessage `json:"url"`
 	}
-	if json.Unmarshal(content, &c) != nil || len(c.URL) == 0 {
-		return false
-	}
-	var s string
-	return json.Unmarshal(c.URL, &s) == nil
+	// A valid JSON value starting with a quote is a string.
+	return json.Unmarshal(content, &c) == nil && len(c.URL) > 0 && c.URL[0] == '"'
 }
 
 func contains(list []string, v string) bool {
