@@ -58,10 +58,10 @@ func (db *DB) MembershipOf(ctx context.Context, roomID, userID string) (string, 
 }
 
 func (db *DB) SharesRoom(ctx context.Context, a, b string) (bool, error) {
-	var n int
-	err := db.r.QueryRowContext(ctx, `SELECT count(*) FROM memberships x JOIN memberships y ON y.room_id = x.room_id
-		WHERE x.user_id = ? AND x.membership = 'join' AND y.user_id = ? AND y.membership = 'join' LIMIT 1`, a, b).Scan(&n)
-	return n > 0, err
+	var ok bool
+	err := db.r.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM memberships x JOIN memberships y ON y.room_id = x.room_id
+		WHERE x.user_id = ? AND x.membership = 'join' AND y.user_id = ? AND y.membership = 'join')`, a, b).Scan(&ok)
+	return ok, err
 }
 
 func (db *DB) GetReceipt(ctx context.Context, roomID, userID, typ, threadID string) (*store.Receipt, error) {
