@@ -8,12 +8,17 @@ import (
 	"net/http"
 	"strings"
 
+	"conclave/internal/accountdata"
 	"conclave/internal/accounts"
 	"conclave/internal/config"
 	"conclave/internal/jsonhttp"
+	"conclave/internal/presence"
+	"conclave/internal/profile"
+	"conclave/internal/receipts"
 	"conclave/internal/room"
 	"conclave/internal/store"
 	"conclave/internal/sync"
+	"conclave/internal/typing"
 )
 
 // Deps are the services the API calls.
@@ -23,6 +28,12 @@ type Deps struct {
 	Accounts *accounts.Service
 	Rooms    *room.Service
 	Sync     *sync.Service
+
+	Profiles    *profile.Service
+	AccountData *accountdata.Service
+	Typing      *typing.Service
+	Receipts    *receipts.Service
+	Presence    *presence.Service
 }
 
 // API is the Client-Server API.
@@ -49,6 +60,12 @@ func (a *API) Register(mux Mux) {
 	a.registerAccounts(mux)
 	a.registerRooms(mux)
 	a.registerSync(mux)
+	a.registerProfile(mux)
+	a.registerAccountData(mux)
+	a.registerFilter(mux)
+	a.registerTyping(mux)
+	a.registerReceipts(mux)
+	a.registerPresence(mux)
 }
 
 type sessionKey struct{}

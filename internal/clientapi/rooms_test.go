@@ -222,7 +222,7 @@ func TestSyncDeliversAndWakes(t *testing.T) {
 	if r := s.Do(t, "GET", "/_matrix/client/v3/sync?since=garbage", bob.Token, nil); r.Status != 400 {
 		t.Fatalf("bad since: %d", r.Status)
 	}
-	if r := s.Do(t, "GET", "/_matrix/client/v3/sync?filter=999", bob.Token, nil); r.Status != 404 {
+	if r := s.Do(t, "GET", "/_matrix/client/v3/sync?filter=999", bob.Token, nil); r.Status != 400 || r.Errcode() != "M_INVALID_PARAM" {
 		t.Fatalf("unknown filter: %d", r.Status)
 	}
 }

@@ -1,16 +1,15 @@
 package clientapi
 
 import (
-	"errors"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"conclave/internal/jsonhttp"
 	"conclave/internal/matrix"
 	"conclave/internal/store"
 	"conclave/internal/sync"
+	"conclave/internal/syncfilter"
 )
 
 func (a *API) registerSync(mux Mux) {
@@ -44,28 +43,15 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request, s *store.Session) {
 		jsonhttp.Error(w, r, matrix.InvalidParam("full_state must be true or false"))
 		return
 	}
-	if f := q.Get("filter"); f != "" {
-		var raw []byte
-		if strings.HasPrefix(strings.TrimSpace(f), "{") {
-			raw = []byte(f)
-		} else {
-			stored, err := a.Store.GetFilter(r.Context(), s.UserID, f)
-			if errors.Is(err, store.ErrNotFound) {
-				jsonhttp.Error(w, r, matrix.NotFound("Unknown filter %q", f))
-				return
-			}
-			if err != nil {
-				jsonhttp.Error(w, r, err)
-				return
-			}
-			raw = stored
-		}
-		filter, err := sync.ParseFilter(raw)
-		if err != nil {
-			jsonhttp.Error(w, r, matrix.BadJSON("Invalid filter: %s", err.Error()))
-			return
-		}
-		req.Filter = filter
+	filter, err := syncfilter.FromQuery(r.Context(), q.Get("filter"), s.UserID, a.Store.GetFilter)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	req.Filter = filter
+	// Syncing marks the user online unless the client says otherwise.
+	if a.Presence != nil && q.Get("set_presence") != "offline" {
+		a.Presence.Touch(s.UserID)
 	}
 	resp, err := a.Sync.Sync(r.Context(), req)
 	if err != nil {

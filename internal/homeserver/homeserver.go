@@ -14,15 +14,20 @@ import (
 	"path/filepath"
 	gosync "sync"
 
+	"conclave/internal/accountdata"
 	"conclave/internal/accounts"
 	"conclave/internal/clientapi"
 	"conclave/internal/config"
 	"conclave/internal/event"
+	"conclave/internal/presence"
+	"conclave/internal/profile"
+	"conclave/internal/receipts"
 	"conclave/internal/room"
 	"conclave/internal/server"
 	"conclave/internal/store/sqlite"
 	"conclave/internal/sync"
 	"conclave/internal/tlsutil"
+	"conclave/internal/typing"
 )
 
 // Homeserver is one Conclave instance.
@@ -45,6 +50,12 @@ type Homeserver struct {
 	clientAddr     net.Addr
 	federationAddr net.Addr
 	ready          chan struct{}
+	// Smaller Client-Server services; their hooks are set in New (see misc.go).
+	Profiles    *profile.Service
+	AccountData *accountdata.Service
+	Typing      *typing.Service
+	Receipts    *receipts.Service
+	Presence    *presence.Service
 }
 
 // New opens the data directory and store and builds the services. It does
@@ -74,11 +85,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 	}
 	hs.Rooms = room.New(db, cfg.ServerName, key)
 	hs.Notifier = sync.NewNotifier()
-	hs.Rooms.Notify = func(n room.Notice) { hs.Notifier.Wake(n.Users...) }
-	hs.Sync = sync.New(db, hs.Rooms, hs.Notifier, sync.Sources{})
+	hs.newMiscServices()
+	hs.wire()
 
 	mux := server.NewMux()
-	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync})
+	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync,
+		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence})
 	api.Register(mux)
 	hs.Handler = server.Wrap(mux, log)
 	return hs, nil

@@ -29,6 +29,7 @@ type Store interface {
 	AccountData
 	Receipts
 	Filters
+	Directory
 	Stream
 	Close() error
 }

@@ -7,11 +7,13 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strings"
 	"time"
 
 	"conclave/internal/event"
 	"conclave/internal/room"
 	"conclave/internal/store"
+	"conclave/internal/syncfilter"
 )
 
 // Store is what /sync reads.
@@ -38,8 +40,9 @@ type Sources struct {
 	DeviceLists func(ctx context.Context, userID string, since, upto int64) (changed, left []string, err error)
 	// KeyCounts returns one-time key counts and unused fallback key types.
 	KeyCounts func(ctx context.Context, userID, deviceID string) (map[string]int, []string, error)
-	// Presence returns presence events for users, changed after since.
-	Presence func(ctx context.Context, userID string, since int64) ([]json.RawMessage, error)
+	// Presence returns m.presence events of the users sharing a room with
+	// userID that changed after serial, and the current serial.
+	Presence func(ctx context.Context, userID string, serial int64) ([]json.RawMessage, int64, error)
 }
 
 // Service is the sync service.
@@ -64,8 +67,14 @@ type Request struct {
 	Since            *Token
 	Timeout          time.Duration
 	FullState        bool
-	Filter           *Filter
+	Filter           *syncfilter.Filter // nil: no filter
 }
+
+// Limits on timelines: Synapse's default, and a cap on what a filter may ask.
+const (
+	DefaultTimelineLimit = syncfilter.DefaultLimit
+	MaxTimelineLimit     = 500
+)
 
 // MaxTimeout caps the long-poll so that proxies and clients never see a
 // request hang indefinitely.
@@ -73,9 +82,6 @@ const MaxTimeout = 5 * time.Minute
 
 // Sync answers one /sync request.
 func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
-	if req.Filter == nil {
-		req.Filter = &Filter{}
-	}
 	timeout := min(req.Timeout, MaxTimeout)
 	deadline := time.Now().Add(timeout)
 	for {
@@ -137,14 +143,16 @@ func (s *Service) build(ctx context.Context, req *Request) (*Response, error) {
 	if err := b.e2ee(); err != nil {
 		return nil, err
 	}
-	if s.src.Presence != nil {
-		evs, err := s.src.Presence(ctx, req.UserID, since.Pos)
+	var presenceSerial int64
+	if s.src.Presence != nil && b.req.Filter.PresenceFilter().MatchType("m.presence") {
+		evs, serial, err := s.src.Presence(ctx, req.UserID, since.Presence)
 		if err != nil {
 			return nil, err
 		}
+		presenceSerial = serial
 		b.resp.Presence.Events = append(b.resp.Presence.Events, evs...)
 	}
-	b.resp.NextBatch = Token{Pos: upto, Typing: typingSerial}.String()
+	b.resp.NextBatch = Token{Pos: upto, Typing: typingSerial, Presence: presenceSerial}.String()
 	return b.resp, nil
 }
 
@@ -175,9 +183,9 @@ func (b *builder) rooms() error {
 			changed[id] = true
 		}
 	}
-	rf := &b.req.Filter.Room
+	rf := b.req.Filter.RoomFilter()
 	for _, m := range ms {
-		if m.Pos > b.upto || !rf.matchRoom(m.RoomID) {
+		if m.Pos > b.upto || !rf.MatchRoom(m.RoomID) {
 			continue // committed after this sync's upper bound: next time
 		}
 		switch m.Membership {
@@ -210,7 +218,7 @@ func (b *builder) rooms() error {
 				b.resp.Rooms.Knock[m.RoomID] = &KnockedRoom{KnockState: StateEvents{Events: kr}}
 			}
 		case "leave", "ban":
-			if (b.initial && rf.IncludeLeave) || (!b.initial && m.Pos > b.since) {
+			if (b.initial && b.req.Filter.IncludeLeave()) || (!b.initial && m.Pos > b.since) {
 				lr, err := b.leftRoom(m)
 				if err != nil {
 					return err
@@ -227,26 +235,26 @@ func (b *builder) rooms() error {
 // timeline loads the newest events of a room in (after, upto], at most
 // limit, oldest first, and whether older ones were left out.
 func (b *builder) timeline(roomID string, after, upto int64) ([]store.StoredEvent, bool, error) {
-	limit := b.req.Filter.timelineLimit()
-	tf := &b.req.Filter.Room.Timeline
-	q := store.RoomEventsQuery{RoomID: roomID, After: after, Before: upto + 1, Backwards: true, Limit: limit + 1, NotTypes: tf.NotTypes, NotSenders: tf.NotSenders, ContainsURL: tf.ContainsURL}
-	if tf.Types != nil {
-		q.Types = *tf.Types
-		if len(q.Types) == 0 {
+	tf := b.req.Filter.Timeline()
+	limit := tf.LimitOr(DefaultTimelineLimit, MaxTimelineLimit)
+	q := store.RoomEventsQuery{RoomID: roomID, After: after, Before: upto + 1, Backwards: true, Limit: limit + 1}
+	inGo := false // some filter parts the store cannot apply are matched here
+	if tf != nil {
+		if !tf.MatchRoom(roomID) {
 			return nil, false, nil
 		}
-	}
-	if tf.Senders != nil {
-		q.Senders = *tf.Senders
-		if len(q.Senders) == 0 {
+		if (tf.Types != nil && len(tf.Types) == 0) || (tf.Senders != nil && len(tf.Senders) == 0) {
 			return nil, false, nil
+		}
+		q.Senders, q.NotSenders, q.ContainsURL = tf.Senders, tf.NotSenders, tf.ContainsURL
+		if storeCanMatch(tf.Types) && storeCanMatch(tf.NotTypes) {
+			q.Types, q.NotTypes = tf.Types, tf.NotTypes
+		} else {
+			inGo = true
 		}
 	}
 	if limit == 0 {
-		// Only whether something happened matters.
-		q.Limit = 1
-		evs, err := b.s.store.RoomEvents(b.ctx, q)
-		return nil, len(evs) > 0, err
+		return nil, false, nil
 	}
 	evs, err := b.s.store.RoomEvents(b.ctx, q)
 	if err != nil {
@@ -256,8 +264,28 @@ func (b *builder) timeline(roomID string, after, upto int64) ([]store.StoredEven
 	if limited {
 		evs = evs[:limit]
 	}
+	if inGo {
+		kept := evs[:0]
+		for _, e := range evs {
+			if tf.EventFilter.Match(e.Type, e.Sender) {
+				kept = append(kept, e)
+			}
+		}
+		evs = kept
+	}
 	slices.Reverse(evs)
 	return evs, limited, nil
+}
+
+// storeCanMatch reports whether the store can apply type patterns itself:
+// exact types, or a single trailing "*".
+func storeCanMatch(patterns []string) bool {
+	for _, p := range patterns {
+		if i := strings.IndexByte(p, '*'); i >= 0 && i != len(p)-1 {
+			return false
+		}
+	}
+	return true
 }
 
 func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
@@ -318,7 +346,8 @@ func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
 // lazy_load_members only the member events of the timeline's senders (and
 // the user's own) are sent; state already in the timeline is not repeated.
 func (b *builder) filterState(state, timeline []store.StoredEvent, full bool) []store.StoredEvent {
-	sf := &b.req.Filter.Room.State
+	sf := b.req.Filter.State()
+	lazy := b.req.Filter.LazyLoadMembers()
 	inTimeline := make(map[string]bool, len(timeline))
 	senders := map[string]bool{b.req.UserID: true}
 	for i := range timeline {
@@ -328,10 +357,10 @@ func (b *builder) filterState(state, timeline []store.StoredEvent, full bool) []
 	out := state[:0:0]
 	for i := range state {
 		e := &state[i]
-		if inTimeline[e.EventID] || !sf.Match(e.Type, e.Sender) {
+		if inTimeline[e.EventID] || !sf.Match(e.RoomID, e.Type, e.Sender, false) {
 			continue
 		}
-		if sf.LazyLoadMembers && e.Type == "m.room.member" && e.StateKey != nil && !senders[*e.StateKey] {
+		if lazy && e.Type == "m.room.member" && e.StateKey != nil && !senders[*e.StateKey] {
 			continue
 		}
 		out = append(out, *e)
@@ -477,12 +506,12 @@ func (b *builder) accountData() error {
 		}
 		j, _ := json.Marshal(map[string]any{"type": it.Type, "content": it.Content})
 		if it.RoomID == "" {
-			if b.req.Filter.AccountData.matchType(it.Type) {
+			if b.req.Filter.AccountDataFilter().MatchType(it.Type) {
 				b.resp.AccountData.Events = append(b.resp.AccountData.Events, j)
 			}
 			continue
 		}
-		if !b.req.Filter.Room.AccountData.matchType(it.Type) {
+		if f := b.req.Filter.RoomAccountData(); f != nil && (!f.MatchRoom(it.RoomID) || !f.MatchType(it.Type)) {
 			continue
 		}
 		jr := b.resp.Rooms.Join[it.RoomID]

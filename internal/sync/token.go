@@ -8,14 +8,16 @@ import (
 // Token is a /sync position: the global stream position everything durable
 // is ordered by, and the in-memory typing serial (ephemeral, so it restarts
 // at zero with the process; a token from before a restart just gets the
-// current typing state). Written "s<pos>_<typing>".
+// current typing state), and likewise the presence serial. Written
+// "s<pos>_<typing>_<presence>".
 type Token struct {
-	Pos    int64
-	Typing int64
+	Pos      int64
+	Typing   int64
+	Presence int64
 }
 
 func (t Token) String() string {
-	return "s" + strconv.FormatInt(t.Pos, 10) + "_" + strconv.FormatInt(t.Typing, 10)
+	return "s" + strconv.FormatInt(t.Pos, 10) + "_" + strconv.FormatInt(t.Typing, 10) + "_" + strconv.FormatInt(t.Presence, 10)
 }
 
 // ParseToken reads a since token. It accepts "s<pos>", "s<pos>_<typing>",
@@ -33,13 +35,21 @@ func ParseToken(s string) (Token, bool) {
 	}
 	t.Pos = p
 	if hasTyping {
-		// Later parts (if a future version adds streams) are ignored.
-		typingPart, _, _ = strings.Cut(typingPart, "_")
+		typingPart, rest, hasPresence := strings.Cut(typingPart, "_")
 		n, err := strconv.ParseInt(typingPart, 10, 64)
 		if err != nil || n < 0 {
 			return Token{}, false
 		}
 		t.Typing = n
+		if hasPresence {
+			// Later parts (if a future version adds streams) are ignored.
+			rest, _, _ = strings.Cut(rest, "_")
+			n, err := strconv.ParseInt(rest, 10, 64)
+			if err != nil || n < 0 {
+				return Token{}, false
+			}
+			t.Presence = n
+		}
 	}
 	return t, true
 }

@@ -1,0 +1,93 @@
+package homeserver
+
+import (
+	"context"
+	"encoding/json"
+
+	"conclave/internal/receipts"
+	"conclave/internal/room"
+	"conclave/internal/store"
+	"conclave/internal/sync"
+)
+
+// wire connects the services' hooks: who wakes /sync for what, and what a
+// profile change or a deactivation does to rooms. It runs once in New.
+func (hs *Homeserver) wire() {
+	n := hs.Notifier
+	ctx := context.Background()
+	wakeRoom := func(roomID string) {
+		if users, err := hs.Rooms.JoinedMembers(ctx, roomID); err == nil {
+			n.Wake(users...)
+		}
+	}
+	hs.Rooms.Notify = func(notice room.Notice) { n.Wake(notice.Users...) }
+	hs.Typing.Notify = wakeRoom
+	hs.Typing.IsJoined = hs.Rooms.IsJoined
+	hs.Receipts.NotifyRoom = wakeRoom
+	hs.Receipts.NotifyUser = func(userID string) { n.Wake(userID) }
+	hs.Receipts.IsJoined = hs.Rooms.IsJoined
+	hs.AccountData.Notify = n.Wake
+	hs.Presence.Notify = func(userID string) { n.Wake(hs.sharingUsers(ctx, userID)...) }
+	hs.Profiles.OnChange = func(ctx context.Context, userID string, p store.Profile) {
+		if err := hs.Rooms.UpdateProfile(ctx, userID); err != nil {
+			hs.Log.Warn("profile propagation", "user", userID, "err", err)
+		}
+	}
+	hs.Accounts.OnDeactivate = func(ctx context.Context, userID string) {
+		if err := hs.Rooms.LeaveAll(ctx, userID); err != nil {
+			hs.Log.Warn("leaving rooms on deactivation", "user", userID, "err", err)
+		}
+	}
+	hs.Sync = sync.New(hs.Store, hs.Rooms, n, sync.Sources{
+		Typing: hs.Typing.Since,
+		Receipts: func(viewer string, rows []store.Receipt) map[string]json.RawMessage {
+			out := map[string]json.RawMessage{}
+			for roomID, c := range receipts.ByRoom(rows, viewer) {
+				if b, err := json.Marshal(c); err == nil {
+					out[roomID] = b
+				}
+			}
+			return out
+		},
+		Presence: func(ctx context.Context, userID string, serial int64) ([]json.RawMessage, int64, error) {
+			if cur := hs.Presence.Serial(); cur == serial && serial != 0 {
+				return nil, cur, nil // nothing changed: skip gathering room members
+			}
+			evs, cur := hs.Presence.Since(hs.sharingUsers(ctx, userID), serial)
+			out := make([]json.RawMessage, 0, len(evs))
+			for _, e := range evs {
+				if b, err := json.Marshal(e); err == nil {
+					out = append(out, b)
+				}
+			}
+			return out, cur, nil
+		},
+	})
+}
+
+// sharingUsers lists the user and everyone joined to a room the user is
+// joined to, from the room service's in-memory state.
+func (hs *Homeserver) sharingUsers(ctx context.Context, userID string) []string {
+	ms, err := hs.Store.UserMemberships(ctx, userID)
+	if err != nil {
+		return []string{userID}
+	}
+	seen := map[string]bool{userID: true}
+	out := []string{userID}
+	for _, m := range ms {
+		if m.Membership != "join" {
+			continue
+		}
+		users, err := hs.Rooms.JoinedMembers(ctx, m.RoomID)
+		if err != nil {
+			continue
+		}
+		for _, u := range users {
+			if !seen[u] {
+				seen[u] = true
+				out = append(out, u)
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,230 @@
+// Package presence keeps users' presence in memory (spec: Client-Server API,
+// "Presence"): the state they set, their status message and when they were
+// last active, with a serial so /sync can ask what changed.
+package presence
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"conclave/internal/matrix"
+)
+
+// Presence states.
+const (
+	Online      = "online"
+	Offline     = "offline"
+	Unavailable = "unavailable"
+)
+
+const (
+	// IdleAfter is how long an online user may be inactive before being
+	// reported unavailable (Synapse's idle timer).
+	IdleAfter = 5 * time.Minute
+	// ActiveWithin is how recent activity must be for currently_active.
+	ActiveWithin = time.Minute
+	// MaxStatusMsgLen bounds status_msg, in characters.
+	MaxStatusMsgLen = 1024
+	// MaxUsersPerSince bounds one Since call.
+	MaxUsersPerSince = 100000
+)
+
+type entry struct {
+	presence   string
+	statusMsg  string
+	lastActive time.Time
+	changed    int64
+}
+
+// Status is a user's presence as clients see it.
+type Status struct {
+	Presence        string `json:"presence"`
+	LastActiveAgo   *int64 `json:"last_active_ago,omitempty"`
+	StatusMsg       string `json:"status_msg,omitempty"`
+	CurrentlyActive *bool  `json:"currently_active,omitempty"`
+}
+
+// Event is an m.presence event for /sync.
+type Event struct {
+	Type    string `json:"type"`
+	Sender  string `json:"sender"`
+	Content Status `json:"content"`
+}
+
+// Service is the presence service.
+type Service struct {
+	// Notify, if set, is called (without locks held) when a user's presence
+	// changed: the lead wakes the /sync of users sharing a room with them.
+	Notify func(userID string)
+	// Visible reports whether observer may see observed's presence; Synapse's
+	// rule is sharing a room. Required for GetFor.
+	Visible func(ctx context.Context, observer, observed string) (bool, error)
+
+	now    func() time.Time
+	mu     sync.Mutex
+	serial int64
+	users  map[string]*entry
+}
+
+// New returns a service on the real clock.
+func New() *Service { return NewWithClock(time.Now) }
+
+// NewWithClock returns a service on the given clock. As for typing, the
+// serial starts at the clock's Unix milliseconds so it keeps increasing
+// across restarts.
+func NewWithClock(now func() time.Time) *Service {
+	return &Service{now: now, users: map[string]*entry{}, serial: now().UnixMilli()}
+}
+
+// ValidState reports whether p is a presence state clients may set.
+func ValidState(p string) bool { return p == Online || p == Offline || p == Unavailable }
+
+// Set records the presence a user chose. statusMsg nil keeps the old message.
+func (s *Service) Set(userID, presence string, statusMsg *string) error {
+	if !ValidState(presence) {
+		return matrix.InvalidParam("presence must be one of online, offline, unavailable")
+	}
+	if statusMsg != nil && utf8.RuneCountInString(*statusMsg) > MaxStatusMsgLen {
+		return matrix.InvalidParam("status_msg is longer than %d characters", MaxStatusMsgLen)
+	}
+	s.mu.Lock()
+	e := s.entryLocked(userID)
+	e.presence = presence
+	if statusMsg != nil {
+		e.statusMsg = *statusMsg
+	}
+	if presence == Online {
+		e.lastActive = s.now()
+	}
+	s.serial++
+	e.changed = s.serial
+	s.mu.Unlock()
+	s.notify(userID)
+	return nil
+}
+
+// Touch records activity (a /sync, a sent event): the user becomes online
+// unless they chose unavailable. /sync's set_presence=offline should not
+// call it.
+func (s *Service) Touch(userID string) {
+	s.mu.Lock()
+	e := s.entryLocked(userID)
+	now := s.now()
+	wasVisible := s.effectiveLocked(e, now)
+	e.lastActive = now
+	if e.presence == Offline || e.presence == "" {
+		e.presence = Online
+	}
+	changed := s.effectiveLocked(e, now) != wasVisible
+	if changed {
+		s.serial++
+		e.changed = s.serial
+	}
+	s.mu.Unlock()
+	if changed {
+		s.notify(userID)
+	}
+}
+
+func (s *Service) notify(userID string) {
+	if s.Notify != nil {
+		s.Notify(userID)
+	}
+}
+
+func (s *Service) entryLocked(userID string) *entry {
+	e := s.users[userID]
+	if e == nil {
+		e = &entry{presence: Offline}
+		s.users[userID] = e
+	}
+	return e
+}
+
+// effectiveLocked is the state reported: online users idle for IdleAfter
+// are unavailable.
+func (s *Service) effectiveLocked(e *entry, now time.Time) string {
+	if e.presence == "" {
+		return Offline
+	}
+	if e.presence == Online && now.Sub(e.lastActive) > IdleAfter {
+		return Unavailable
+	}
+	return e.presence
+}
+
+func (s *Service) statusLocked(e *entry, now time.Time) Status {
+	st := Status{Presence: s.effectiveLocked(e, now), StatusMsg: e.statusMsg}
+	if !e.lastActive.IsZero() {
+		ago := max(now.Sub(e.lastActive).Milliseconds(), 0)
+		st.LastActiveAgo = &ago
+		active := st.Presence == Online && now.Sub(e.lastActive) < ActiveWithin
+		st.CurrentlyActive = &active
+	}
+	return st
+}
+
+// Get returns a user's presence (offline if never seen).
+func (s *Service) Get(userID string) Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.users[userID]
+	if e == nil {
+		return Status{Presence: Offline}
+	}
+	return s.statusLocked(e, s.now())
+}
+
+// GetFor returns target's presence as observer may see it: 403 unless
+// observer is target or Visible says yes (as Synapse answers).
+func (s *Service) GetFor(ctx context.Context, observer, target string) (Status, error) {
+	if observer != target {
+		ok := false
+		if s.Visible != nil {
+			var err error
+			if ok, err = s.Visible(ctx, observer, target); err != nil {
+				return Status{}, err
+			}
+		}
+		if !ok {
+			return Status{}, matrix.Forbidden("You are not allowed to see their presence")
+		}
+	}
+	return s.Get(target), nil
+}
+
+// Serial is the current serial.
+func (s *Service) Serial() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.serial
+}
+
+// Since returns m.presence events for those of userIDs (the users sharing a
+// room with the syncing user, and the user) whose presence changed after
+// serial, sorted by user ID, and the serial to pass next time. serial 0 or a
+// serial from the future returns every known user of the list.
+func (s *Service) Since(userIDs []string, serial int64) ([]Event, int64) {
+	if len(userIDs) > MaxUsersPerSince {
+		userIDs = userIDs[:MaxUsersPerSince]
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	initial := serial <= 0 || serial > s.serial
+	now := s.now()
+	var out []Event
+	seen := make(map[string]bool, len(userIDs))
+	for _, u := range userIDs {
+		e := s.users[u]
+		if e == nil || seen[u] || !initial && e.changed <= serial {
+			continue
+		}
+		seen[u] = true
+		out = append(out, Event{Type: "m.presence", Sender: u, Content: s.statusLocked(e, now)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Sender < out[j].Sender })
+	return out, s.serial
+}
