@@ -11,6 +11,7 @@ import (
 	"conclave/internal/accounts"
 	"conclave/internal/config"
 	"conclave/internal/jsonhttp"
+	"conclave/internal/keys"
 	"conclave/internal/store"
 )
 
@@ -19,6 +20,7 @@ type Deps struct {
 	Config   *config.Config
 	Store    store.Store
 	Accounts *accounts.Service
+	Keys     *keys.Service
 }
 
 // API is the Client-Server API.
@@ -41,6 +43,7 @@ type Mux interface {
 // Register adds every Client-Server endpoint to mux.
 func (a *API) Register(mux Mux) {
 	a.registerDiscovery(mux)
+	a.registerKeys(mux)
 }
 
 type sessionKey struct{}

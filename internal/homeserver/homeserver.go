@@ -16,6 +16,7 @@ import (
 	"conclave/internal/accounts"
 	"conclave/internal/clientapi"
 	"conclave/internal/config"
+	"conclave/internal/keys"
 	"conclave/internal/server"
 	"conclave/internal/store/sqlite"
 )
@@ -27,6 +28,7 @@ type Homeserver struct {
 	Store  *sqlite.DB
 
 	Accounts *accounts.Service
+	Keys     *keys.Service
 	Handler  http.Handler
 
 	mu         sync.Mutex
@@ -49,9 +51,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 	}
 	hs := &Homeserver{Config: &cfg, Log: log, Store: db, ready: make(chan struct{})}
 	hs.Accounts = accounts.New(db, cfg.ServerName)
+	hs.Keys = keys.New(db, cfg.ServerName)
 
 	mux := server.NewMux()
-	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts})
+	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Keys: hs.Keys})
 	api.Register(mux)
 	hs.Handler = server.Wrap(mux, log)
 	return hs, nil

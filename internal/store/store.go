@@ -26,6 +26,7 @@ type Store interface {
 	AccountData
 	Receipts
 	Filters
+	Keys
 	Stream
 	Close() error
 }
