@@ -34,7 +34,9 @@ func TestKeyBackup(t *testing.T) {
 	// Bob has no backup and cannot see alice's.
 	expect(t, s.Do(t, "GET", hstest.Path("/room_keys/version/%s", v1), bob.Token, nil), 404, "M_NOT_FOUND")
 
-	sp := func(room, sid string) string { return hstest.Path("/room_keys/keys/%s/%s", room, sid) + "?version=" + v1 }
+	sp := func(room, sid string) string {
+		return hstest.Path("/room_keys/keys/%s/%s", room, sid) + "?version=" + v1
+	}
 	r = s.MustOK(t, "PUT", sp("!r:localhost", "S1"), tok, session(5, 1, false, "first"))
 	if r.JSON["count"] != 1.0 || r.Str("etag") == etag0 {
 		t.Fatalf("after first key: %s", r.Body)
