@@ -26,6 +26,7 @@ func (a *API) registerKeys(mux Mux) {
 	handle(mux, "POST", "/keys/signatures/upload", a.authed(a.keysSignaturesUpload))
 	a.registerToDevice(mux)
 	a.registerKeyBackup(mux)
+	a.registerDehydrated(mux)
 }
 
 func (a *API) keysUpload(w http.ResponseWriter, r *http.Request, s *store.Session) {

@@ -80,6 +80,35 @@ type deviceKeysBody struct {
 
 // Upload stores a device's keys and returns its one-time key counts.
 func (s *Service) Upload(ctx context.Context, userID, deviceID string, req *UploadRequest) (map[string]int, error) {
+	up, err := s.prepareUpload(ctx, userID, deviceID, req)
+	if err != nil {
+		return nil, err
+	}
+	counts, changed, err := s.store.UploadKeys(ctx, up)
+	if err := uploadError(deviceID, err); err != nil {
+		return nil, err
+	}
+	if changed {
+		s.notify(userID)
+	}
+	return withDefaultCount(counts), nil
+}
+
+func uploadError(deviceID string, err error) error {
+	switch {
+	case errors.Is(err, store.ErrIdentityKeysChanged):
+		// Synapse still allows this (element-hq/synapse#18511 proposes
+		// refusing it); no client has a legitimate reason to change a
+		// device's identity keys, and clients ignore such changes anyway.
+		return matrix.InvalidParam("Device %s already has different identity keys; log in as a new device instead", deviceID)
+	case errors.Is(err, store.ErrConflict):
+		return matrix.InvalidParam("A one-time key with the same ID but different content has already been uploaded")
+	}
+	return err
+}
+
+// prepareUpload validates an upload for a device.
+func (s *Service) prepareUpload(ctx context.Context, userID, deviceID string, req *UploadRequest) (*store.KeyUpload, error) {
 	up := &store.KeyUpload{UserID: userID, DeviceID: deviceID}
 	var signingKey string // the device's ed25519 key, to check one-time key signatures
 	if req.DeviceKeys != nil {
@@ -125,23 +154,7 @@ func (s *Service) Upload(ctx context.Context, userID, deviceID string, req *Uplo
 		seen[k.Algorithm] = true
 	}
 	up.FallbackKeys = fbs
-
-	counts, changed, err := s.store.UploadKeys(ctx, up)
-	switch {
-	case errors.Is(err, store.ErrIdentityKeysChanged):
-		// Synapse still allows this (element-hq/synapse#18511 proposes
-		// refusing it); no client has a legitimate reason to change a
-		// device's identity keys, and clients ignore such changes anyway.
-		return nil, matrix.InvalidParam("Device %s already has different identity keys; log in as a new device instead", deviceID)
-	case errors.Is(err, store.ErrConflict):
-		return nil, matrix.InvalidParam("A one-time key with the same ID but different content has already been uploaded")
-	case err != nil:
-		return nil, err
-	}
-	if changed {
-		s.notify(userID)
-	}
-	return withDefaultCount(counts), nil
+	return up, nil
 }
 
 // withDefaultCount always reports signed_curve25519, as Synapse does, so

@@ -143,6 +143,15 @@ type Keys interface {
 	// returns up to limit messages in (after, upto], oldest first.
 	ToDeviceMessages(ctx context.Context, userID, deviceID string, ack, after, upto int64, limit int) ([]ToDeviceMessage, error)
 
+	// PutDehydratedDevice replaces the user's dehydrated device (MSC3814):
+	// the old one is deleted like any device, a new device without usable
+	// token is created with the data and keys, in one transaction.
+	// ErrConflict if deviceID names another existing device of the user.
+	PutDehydratedDevice(ctx context.Context, userID, deviceID string, displayName *string, data json.RawMessage, keys *KeyUpload, now int64, tokenHash []byte) error
+	DehydratedDevice(ctx context.Context, userID string) (deviceID string, data json.RawMessage, err error)
+	// DeleteDehydratedDevice deletes it and returns its ID (ErrNotFound if none).
+	DeleteDehydratedDevice(ctx context.Context, userID string) (string, error)
+
 	CreateBackupVersion(ctx context.Context, userID, algorithm string, authData json.RawMessage) (int64, error)
 	// BackupVersion returns a version (the current one when version is 0).
 	BackupVersion(ctx context.Context, userID string, version int64) (*BackupVersion, error)

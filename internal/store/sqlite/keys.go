@@ -21,6 +21,7 @@ func init() {
 		`DELETE FROM to_device WHERE user_id = ? AND device_id = ?`,
 		`DELETE FROM to_device_txns WHERE user_id = ? AND device_id = ?`,
 		`DELETE FROM key_signatures WHERE target_user_id = ? AND target_key_id = ?`,
+		`DELETE FROM dehydrated_devices WHERE user_id = ? AND device_id = ?`,
 	)
 }
 
@@ -45,7 +46,19 @@ func (db *DB) UploadKeys(ctx context.Context, u *store.KeyUpload) (map[string]in
 	var counts map[string]int
 	changed := false
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		changed = false
+		var err error
+		counts, changed, err = uploadKeysTx(ctx, tx, u)
+		return err
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return counts, changed, nil
+}
+
+func uploadKeysTx(ctx context.Context, tx *sql.Tx, u *store.KeyUpload) (map[string]int, bool, error) {
+	changed := false
+	err := func() error {
 		if dk := u.DeviceKeys; dk != nil {
 			var oldJSON []byte
 			var oldEd, oldCurve string
@@ -103,14 +116,68 @@ func (db *DB) UploadKeys(ctx context.Context, u *store.KeyUpload) (map[string]in
 				return err
 			}
 		}
-		var err error
-		counts, err = otkCounts(ctx, tx, u.UserID, u.DeviceID)
-		return err
-	})
+		return nil
+	}()
 	if err != nil {
 		return nil, false, err
 	}
-	return counts, changed, nil
+	counts, err := otkCounts(ctx, tx, u.UserID, u.DeviceID)
+	return counts, changed, err
+}
+
+func (db *DB) PutDehydratedDevice(ctx context.Context, userID, deviceID string, displayName *string, data json.RawMessage, keys *store.KeyUpload, now int64, tokenHash []byte) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		var old string
+		err := tx.QueryRowContext(ctx, `SELECT device_id FROM dehydrated_devices WHERE user_id = ?`, userID).Scan(&old)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if old != "" {
+			if err := deleteDevicesTx(ctx, tx, userID, []string{old}); err != nil {
+				return err
+			}
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM devices WHERE user_id = ? AND device_id = ?`, userID, deviceID).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return store.ErrConflict
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO devices (user_id, device_id, display_name, created_ts) VALUES (?, ?, ?, ?)`, userID, deviceID, displayName, now); err != nil {
+			return err
+		}
+		if err := insertToken(ctx, tx, userID, deviceID, store.NewToken{AccessHash: tokenHash}, now); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO dehydrated_devices (user_id, device_id, device_data) VALUES (?, ?, ?)
+			ON CONFLICT (user_id) DO UPDATE SET device_id = excluded.device_id, device_data = excluded.device_data`, userID, deviceID, []byte(data)); err != nil {
+			return err
+		}
+		_, _, err = uploadKeysTx(ctx, tx, keys)
+		return err
+	})
+}
+
+func (db *DB) DehydratedDevice(ctx context.Context, userID string) (string, json.RawMessage, error) {
+	var id string
+	var data []byte
+	err := db.r.QueryRowContext(ctx, `SELECT device_id, device_data FROM dehydrated_devices WHERE user_id = ?`, userID).Scan(&id, &data)
+	if err != nil {
+		return "", nil, notFound(err)
+	}
+	return id, data, nil
+}
+
+func (db *DB) DeleteDehydratedDevice(ctx context.Context, userID string) (string, error) {
+	var id string
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if err := tx.QueryRowContext(ctx, `SELECT device_id FROM dehydrated_devices WHERE user_id = ?`, userID).Scan(&id); err != nil {
+			return notFound(err)
+		}
+		return deleteDevicesTx(ctx, tx, userID, []string{id})
+	})
+	return id, err
 }
 
 type rowQueryer interface {

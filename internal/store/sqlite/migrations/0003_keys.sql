@@ -115,3 +115,10 @@ CREATE TABLE backup_keys (
     session_data        BLOB NOT NULL,
     PRIMARY KEY (user_id, version, room_id, session_id)
 );
+
+-- MSC3814: at most one dehydrated device per user (a row of devices too).
+CREATE TABLE dehydrated_devices (
+    user_id     TEXT PRIMARY KEY,
+    device_id   TEXT NOT NULL,
+    device_data BLOB NOT NULL
+);
