@@ -11,14 +11,14 @@ run: build
 	./conclave serve
 
 vet:
-	$(GO) vet ./...
+	$(GO) vet -tags goolm ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
 
 # Every test: unit, property, integration (in-process servers), real clients.
 test: vet test-go
 
 test-go:
-	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -tags goolm -count=1 -timeout 20m ./...
 
 # Static Linux binary + FROM-scratch image for the Complement conformance suite.
 # Run the suite with a Complement checkout kept outside this repo, e.g.

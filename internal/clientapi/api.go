@@ -12,6 +12,7 @@ import (
 	"conclave/internal/accounts"
 	"conclave/internal/config"
 	"conclave/internal/jsonhttp"
+	"conclave/internal/keys"
 	"conclave/internal/presence"
 	"conclave/internal/profile"
 	"conclave/internal/receipts"
@@ -34,6 +35,7 @@ type Deps struct {
 	Typing      *typing.Service
 	Receipts    *receipts.Service
 	Presence    *presence.Service
+	Keys        *keys.Service
 }
 
 // API is the Client-Server API.
@@ -66,6 +68,7 @@ func (a *API) Register(mux Mux) {
 	a.registerTyping(mux)
 	a.registerReceipts(mux)
 	a.registerPresence(mux)
+	a.registerKeys(mux)
 }
 
 type sessionKey struct{}

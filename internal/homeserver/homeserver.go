@@ -19,6 +19,7 @@ import (
 	"conclave/internal/clientapi"
 	"conclave/internal/config"
 	"conclave/internal/event"
+	"conclave/internal/keys"
 	"conclave/internal/presence"
 	"conclave/internal/profile"
 	"conclave/internal/receipts"
@@ -42,6 +43,7 @@ type Homeserver struct {
 	Notifier   *sync.Notifier
 	Sync       *sync.Service
 	Handler    http.Handler
+	Keys       *keys.Service
 
 	TLS               *tlsutil.Bundle // nil when no TLS is configured
 	FederationHandler http.Handler    // nil when federation_listen is empty
@@ -84,13 +86,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 		return nil, err
 	}
 	hs.Rooms = room.New(db, cfg.ServerName, key)
+	hs.Keys = keys.New(db, cfg.ServerName)
 	hs.Notifier = sync.NewNotifier()
 	hs.newMiscServices()
 	hs.wire()
 
 	mux := server.NewMux()
 	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync,
-		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence})
+		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys})
 	api.Register(mux)
 	hs.Handler = server.Wrap(mux, log)
 	return hs, nil

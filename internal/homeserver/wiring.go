@@ -38,8 +38,18 @@ func (hs *Homeserver) wire() {
 			hs.Log.Warn("leaving rooms on deactivation", "user", userID, "err", err)
 		}
 	}
+	// Device-list changes concern everyone sharing a room with the owner;
+	// to-device recipients are among the users given.
+	hs.Keys.Notify = func(userIDs ...string) {
+		for _, u := range userIDs {
+			n.Wake(hs.sharingUsers(ctx, u)...)
+		}
+	}
+	hs.Keys.CheckPassword = hs.Accounts.CheckPassword
 	hs.Sync = sync.New(hs.Store, hs.Rooms, n, sync.Sources{
-		Typing: hs.Typing.Since,
+		E2EE:        hs.Keys.SyncExtras,
+		DeviceLists: hs.Keys.DeviceListChanges,
+		Typing:      hs.Typing.Since,
 		Receipts: func(viewer string, rows []store.Receipt) map[string]json.RawMessage {
 			out := map[string]json.RawMessage{}
 			for roomID, c := range receipts.ByRoom(rows, viewer) {

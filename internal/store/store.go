@@ -30,6 +30,7 @@ type Store interface {
 	Receipts
 	Filters
 	Directory
+	Keys
 	Stream
 	Close() error
 }

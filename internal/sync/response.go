@@ -16,7 +16,7 @@ type Response struct {
 	// device_one_time_keys_count is always sent once keys exist (clients
 	// read a missing count as "upload more"), unused fallback types likewise.
 	OTKCounts        map[string]int `json:"device_one_time_keys_count,omitempty"`
-	FallbackKeyTypes []string       `json:"device_unused_fallback_key_types,omitempty"`
+	FallbackKeyTypes []string       `json:"device_unused_fallback_key_types"`
 }
 
 // Rooms groups rooms by the user's membership.

@@ -33,13 +33,13 @@ type Sources struct {
 	// Receipts formats the m.receipt content of each room from receipt rows,
 	// hiding other users' private receipts.
 	Receipts func(userID string, rows []store.Receipt) map[string]json.RawMessage
-	// ToDevice returns the to-device events for the device after since and up
-	// to upto, deleting those at or below since (the client has them).
-	ToDevice func(ctx context.Context, userID, deviceID string, since, upto int64) ([]json.RawMessage, error)
+	// E2EE returns the device's to-device events in (since, upto] — deleting
+	// those at or below since, which the client has acknowledged by syncing
+	// from it — the position up to which they were taken (below upto when a
+	// batch was full), and the one-time key counts and unused fallback types.
+	E2EE func(ctx context.Context, userID, deviceID string, since, upto int64) (toDevice []json.RawMessage, next int64, otk map[string]int, fallback []string, err error)
 	// DeviceLists returns users whose devices changed in (since, upto].
 	DeviceLists func(ctx context.Context, userID string, since, upto int64) (changed, left []string, err error)
-	// KeyCounts returns one-time key counts and unused fallback key types.
-	KeyCounts func(ctx context.Context, userID, deviceID string) (map[string]int, []string, error)
 	// Presence returns m.presence events of the users sharing a room with
 	// userID that changed after serial, and the current serial.
 	Presence func(ctx context.Context, userID string, serial int64) ([]json.RawMessage, int64, error)
@@ -130,6 +130,11 @@ func (s *Service) build(ctx context.Context, req *Request) (*Response, error) {
 		}
 	}
 	b := &builder{s: s, ctx: ctx, req: req, since: since.Pos, upto: upto, initial: initial, resp: newResponse()}
+	// To-device messages come in bounded batches: when one is full, the whole
+	// response stops at its last position so nothing is skipped.
+	if err := b.e2ee(); err != nil {
+		return nil, err
+	}
 	if err := b.rooms(); err != nil {
 		return nil, err
 	}
@@ -138,9 +143,6 @@ func (s *Service) build(ctx context.Context, req *Request) (*Response, error) {
 	}
 	typingSerial := b.typing(since.Typing)
 	if err := b.receipts(); err != nil {
-		return nil, err
-	}
-	if err := b.e2ee(); err != nil {
 		return nil, err
 	}
 	var presenceSerial int64
@@ -152,7 +154,7 @@ func (s *Service) build(ctx context.Context, req *Request) (*Response, error) {
 		presenceSerial = serial
 		b.resp.Presence.Events = append(b.resp.Presence.Events, evs...)
 	}
-	b.resp.NextBatch = Token{Pos: upto, Typing: typingSerial, Presence: presenceSerial}.String()
+	b.resp.NextBatch = Token{Pos: b.upto, Typing: typingSerial, Presence: presenceSerial}.String()
 	return b.resp, nil
 }
 
@@ -589,12 +591,17 @@ func (b *builder) e2ee() error {
 	if b.initial {
 		since = 0
 	}
-	if f := b.s.src.ToDevice; f != nil {
-		evs, err := f(b.ctx, b.req.UserID, b.req.DeviceID, since, b.upto)
+	if f := b.s.src.E2EE; f != nil {
+		evs, next, counts, fallback, err := f(b.ctx, b.req.UserID, b.req.DeviceID, since, b.upto)
 		if err != nil {
 			return err
 		}
+		if next > since && next < b.upto {
+			b.upto = next
+		}
 		b.resp.ToDevice.Events = append(b.resp.ToDevice.Events, evs...)
+		b.resp.OTKCounts = counts
+		b.resp.FallbackKeyTypes = fallback
 	}
 	if f := b.s.src.DeviceLists; f != nil && !b.initial {
 		changed, left, err := f(b.ctx, b.req.UserID, since, b.upto)
@@ -603,14 +610,6 @@ func (b *builder) e2ee() error {
 		}
 		b.resp.DeviceLists.Changed = append(b.resp.DeviceLists.Changed, changed...)
 		b.resp.DeviceLists.Left = append(b.resp.DeviceLists.Left, left...)
-	}
-	if f := b.s.src.KeyCounts; f != nil {
-		counts, fallback, err := f(b.ctx, b.req.UserID, b.req.DeviceID)
-		if err != nil {
-			return err
-		}
-		b.resp.OTKCounts = counts
-		b.resp.FallbackKeyTypes = fallback
 	}
 	return nil
 }
