@@ -3,6 +3,7 @@ module conclave
 go 1.26.0
 
 require (
+	golang.org/x/image v0.47.0
 	gopkg.in/yaml.v3 v3.0.1
 	modernc.org/sqlite v1.61.1
 )

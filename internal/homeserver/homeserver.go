@@ -16,6 +16,8 @@ import (
 	"conclave/internal/accounts"
 	"conclave/internal/clientapi"
 	"conclave/internal/config"
+	"conclave/internal/media"
+	"conclave/internal/mediaapi"
 	"conclave/internal/server"
 	"conclave/internal/store/sqlite"
 )
@@ -27,6 +29,7 @@ type Homeserver struct {
 	Store  *sqlite.DB
 
 	Accounts *accounts.Service
+	Media    *media.Service
 	Handler  http.Handler
 
 	mu         sync.Mutex
@@ -49,10 +52,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 	}
 	hs := &Homeserver{Config: &cfg, Log: log, Store: db, ready: make(chan struct{})}
 	hs.Accounts = accounts.New(db, cfg.ServerName)
+	if hs.Media, err = newMedia(ctx, hs.Config, db, log); err != nil {
+		db.Close()
+		return nil, err
+	}
 
 	mux := server.NewMux()
 	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts})
 	api.Register(mux)
+	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts}).Register(mux)
 	hs.Handler = server.Wrap(mux, log)
 	return hs, nil
 }

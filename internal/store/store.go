@@ -27,6 +27,7 @@ type Store interface {
 	Receipts
 	Filters
 	Stream
+	MediaStore
 	Close() error
 }
 
