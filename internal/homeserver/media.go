@@ -38,13 +38,6 @@ func newMedia(ctx context.Context, cfg *config.Config, st store.MediaStore, log 
 		opt.Scanner = c
 	}
 	svc := media.New(st, storage, opt)
-	go func() {
-		n, err := svc.CleanupOrphans(context.WithoutCancel(ctx))
-		if err != nil {
-			log.Error("media orphan cleanup", "err", err)
-		} else if n > 0 {
-			log.Info("media orphan cleanup", "removed", n)
-		}
-	}()
+	svc.StartOrphanCleanup(context.WithoutCancel(ctx))
 	return svc, nil
 }

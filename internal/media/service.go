@@ -84,6 +84,8 @@ type Service struct {
 
 	thumbs   inflight
 	thumbSem chan struct{}
+
+	startupCleanup chan struct{}
 }
 
 // Limits on the asynchronous upload flow.
@@ -116,6 +118,8 @@ func New(st store.MediaStore, storage Storage, opt Options) *Service {
 		limit:    newLimiter(uploadRate, uploadBurst),
 		waiters:  map[string]chan struct{}{},
 		thumbSem: make(chan struct{}, 2),
+
+		startupCleanup: make(chan struct{}),
 	}
 	s.unusedExpiry.Store(int64(DefaultUnusedExpiry))
 	return s
@@ -610,6 +614,23 @@ func (s *Service) removeIfUnreferenced(ctx context.Context, hashes []string) int
 	}
 	return removed
 }
+
+// StartOrphanCleanup runs CleanupOrphans in the background (at server
+// start); WaitStartupCleanup waits for it.
+func (s *Service) StartOrphanCleanup(ctx context.Context) {
+	go func() {
+		defer close(s.startupCleanup)
+		n, err := s.CleanupOrphans(ctx)
+		if err != nil {
+			s.log.Error("media: orphan cleanup", "err", err)
+		} else if n > 0 {
+			s.log.Info("media: orphan cleanup", "removed", n)
+		}
+	}()
+}
+
+// WaitStartupCleanup waits for the cleanup StartOrphanCleanup began.
+func (s *Service) WaitStartupCleanup() { <-s.startupCleanup }
 
 // CleanupOrphans deletes stored content that no media or thumbnail row
 // references (left by a crash between storing a file and committing its
