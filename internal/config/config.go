@@ -46,6 +46,14 @@ type Config struct {
 	AccessTokenLifetime      Duration `yaml:"access_token_lifetime" help:"lifetime of access tokens issued with refresh tokens"`
 	PasswordHashMemoryKiB    int      `yaml:"password_hash_memory_kib" help:"argon2id memory per password hash in KiB (tests lower it)"`
 	ShutdownTimeout          Duration `yaml:"shutdown_timeout" help:"how long graceful shutdown waits for requests"`
+	// Media repository.
+	MaxUploadBytes     int64  `yaml:"max_upload_bytes" help:"largest accepted media upload"`
+	MediaDir           string `yaml:"media_dir" help:"media files; empty: the media directory inside data_dir"`
+	ClamdAddress       string `yaml:"clamd_address" help:"scan uploads with clamd at tcp:HOST:PORT or unix:/path; empty disables"`
+	ClamdUnreachable   string `yaml:"clamd_unreachable" help:"refuse or accept uploads while clamd cannot be reached"`
+	ThumbnailMaxPixels int64  `yaml:"thumbnail_max_pixels" help:"larger images (width*height) are not thumbnailed"`
+	LegacyMediaFreeze  bool   `yaml:"legacy_media_freeze" help:"media uploaded while on are not served by the unauthenticated /_matrix/media/v3 endpoints"`
+	URLPreview         bool   `yaml:"url_preview" help:"URL previews (not implemented yet: must stay false)"`
 }
 
 // Duration is a time.Duration written as "30s" in YAML, env and flags.
@@ -75,6 +83,9 @@ func Default() Config {
 		AccessTokenLifetime:   Duration{5 * time.Minute},
 		PasswordHashMemoryKiB: 64 * 1024,
 		ShutdownTimeout:       Duration{10 * time.Second},
+		MaxUploadBytes:        50 << 20,
+		ClamdUnreachable:      "refuse",
+		ThumbnailMaxPixels:    32_000_000,
 	}
 }
 
@@ -201,6 +212,9 @@ func (c *Config) Validate() error {
 	if c.PasswordHashMemoryKiB < 64 || c.PasswordHashMemoryKiB > 1<<20 {
 		return &Error{Key: "password_hash_memory_kib", Reason: "must be between 64 and 1048576"}
 	}
+	if err := c.validateMedia(); err != nil {
+		return err
+	}
 	switch c.LogFormat {
 	case "", "text", "json":
 	default:
@@ -212,6 +226,33 @@ func (c *Config) Validate() error {
 		return &Error{Key: "log_level", Reason: "must be debug, info, warn or error"}
 	}
 	return nil
+}
+
+func (c *Config) validateMedia() error {
+	if c.MaxUploadBytes < 1 {
+		return &Error{Key: "max_upload_bytes", Reason: "must be positive"}
+	}
+	if c.ClamdAddress != "" && !strings.HasPrefix(c.ClamdAddress, "tcp:") && !strings.HasPrefix(c.ClamdAddress, "unix:/") {
+		return &Error{Key: "clamd_address", Reason: "must be empty, tcp:HOST:PORT or unix:/path"}
+	}
+	if c.ClamdUnreachable != "refuse" && c.ClamdUnreachable != "accept" {
+		return &Error{Key: "clamd_unreachable", Reason: "must be refuse or accept"}
+	}
+	if c.ThumbnailMaxPixels < 1 {
+		return &Error{Key: "thumbnail_max_pixels", Reason: "must be positive"}
+	}
+	if c.URLPreview {
+		return &Error{Key: "url_preview", Reason: "URL previews are not implemented yet"}
+	}
+	return nil
+}
+
+// MediaPath is the media directory: media_dir, or data_dir/media.
+func (c *Config) MediaPath() string {
+	if c.MediaDir != "" {
+		return c.MediaDir
+	}
+	return filepath.Join(c.DataDir, "media")
 }
 
 // SQLitePath is the database file when no PostgreSQL URL is configured.

@@ -20,6 +20,8 @@ import (
 	"conclave/internal/config"
 	"conclave/internal/event"
 	"conclave/internal/keys"
+	"conclave/internal/media"
+	"conclave/internal/mediaapi"
 	"conclave/internal/presence"
 	"conclave/internal/profile"
 	"conclave/internal/receipts"
@@ -44,6 +46,7 @@ type Homeserver struct {
 	Sync       *sync.Service
 	Handler    http.Handler
 	Keys       *keys.Service
+	Media      *media.Service
 
 	TLS               *tlsutil.Bundle // nil when no TLS is configured
 	FederationHandler http.Handler    // nil when federation_listen is empty
@@ -90,11 +93,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 	hs.Notifier = sync.NewNotifier()
 	hs.newMiscServices()
 	hs.wire()
+	if hs.Media, err = newMedia(ctx, hs.Config, db, log); err != nil {
+		db.Close()
+		return nil, err
+	}
 
 	mux := server.NewMux()
 	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync,
 		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys})
 	api.Register(mux)
+	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts}).Register(mux)
 	hs.Handler = server.Wrap(mux, log)
 	return hs, nil
 }

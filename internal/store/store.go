@@ -32,6 +32,7 @@ type Store interface {
 	Directory
 	Keys
 	Stream
+	MediaStore
 	Close() error
 }
 
