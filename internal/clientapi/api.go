@@ -47,6 +47,7 @@ func (a *API) Register(mux Mux) {
 	a.registerDiscovery(mux)
 	a.registerRooms(mux)
 	a.registerSync(mux)
+	a.registerRoomsRead(mux)
 }
 
 type sessionKey struct{}
