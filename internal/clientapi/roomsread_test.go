@@ -270,6 +270,13 @@ func TestRelationsAndThreads(t *testing.T) {
 		t.Fatalf("context lacks bundles: %s", r.Body)
 	}
 
+	// /sync bundles in timelines too.
+	syncFilter := url.QueryEscape(`{"room":{"timeline":{"limit":50}}}`)
+	r = s.MustOK(t, "GET", "/_matrix/client/v3/sync?filter="+syncFilter, alice.Token, nil)
+	if !strings.Contains(string(r.Body), `"m.relations":{"m.thread"`) {
+		t.Fatalf("sync lacks bundles: %s", truncate(r.Body))
+	}
+
 	// /relations: newest first by default, paginated.
 	all := []string{reply2, bogus, edit, ref, reply1}
 	r = s.MustOK(t, "GET", v1Path("/rooms/%s/relations/%s", roomID, root), alice.Token, nil)
