@@ -69,6 +69,7 @@ func (a *API) Register(mux Mux) {
 	a.registerReceipts(mux)
 	a.registerPresence(mux)
 	a.registerKeys(mux)
+	a.registerRoomsRead(mux)
 }
 
 type sessionKey struct{}

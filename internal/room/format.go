@@ -34,10 +34,14 @@ func (s *Service) ClientEvents(ctx context.Context, rows []store.StoredEvent, us
 			related[found[i].EventID] = &found[i]
 		}
 	}
+	bundles, err := s.bundledAggregations(ctx, rows, userID, deviceID, withRoomID)
+	if err != nil {
+		return nil, err
+	}
 	now := s.now().UnixMilli()
 	out := make([]json.RawMessage, 0, len(rows))
 	for i := range rows {
-		b, err := s.clientEvent(ctx, &rows[i], related, userID, deviceID, withRoomID, now)
+		b, err := s.clientEvent(ctx, &rows[i], related, bundles[rows[i].EventID], userID, deviceID, withRoomID, now)
 		if err != nil {
 			return nil, err
 		}
@@ -46,7 +50,7 @@ func (s *Service) ClientEvents(ctx context.Context, rows []store.StoredEvent, us
 	return out, nil
 }
 
-func (s *Service) clientEvent(ctx context.Context, se *store.StoredEvent, related map[string]*store.StoredEvent, userID, deviceID string, withRoomID bool, now int64) (json.RawMessage, error) {
+func (s *Service) clientEvent(ctx context.Context, se *store.StoredEvent, related map[string]*store.StoredEvent, relations []byte, userID, deviceID string, withRoomID bool, now int64) (json.RawMessage, error) {
 	pdu, err := s.Event(ctx, se)
 	if err != nil {
 		return nil, err
@@ -87,6 +91,10 @@ func (s *Service) clientEvent(ctx context.Context, se *store.StoredEvent, relate
 				unsigned = event.AppendClientEvent(unsigned, bp, nil)
 			}
 		}
+	}
+	if relations != nil {
+		unsigned = append(unsigned, `,"m.relations":`...)
+		unsigned = append(unsigned, relations...)
 	}
 	unsigned = append(unsigned, '}')
 	if withRoomID {

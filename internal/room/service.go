@@ -23,6 +23,7 @@ type Store interface {
 	store.Rooms
 	store.Events
 	store.StateHistory
+	store.RoomsRead
 	store.Profiles
 }
 
@@ -42,6 +43,8 @@ type Service struct {
 	now        func() time.Time
 	// Notify is called after each commit (nil: nobody listens).
 	Notify func(Notice)
+	// SkipAggregations turns off bundled aggregations (unsigned.m.relations).
+	SkipAggregations bool
 
 	mu    sync.Mutex
 	rooms map[string]*roomEntry

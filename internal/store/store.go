@@ -25,6 +25,7 @@ type Store interface {
 	Rooms
 	Events
 	StateHistory
+	RoomsRead
 	SyncQueries
 	AccountData
 	Receipts

@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	gosync "sync"
 	"time"
 
 	"modernc.org/sqlite"
@@ -32,6 +33,8 @@ var migrations embed.FS
 type DB struct {
 	w *sql.DB // single writer connection
 	r *sql.DB // reader pool
+
+	stmts gosync.Map // prepared read statements by query text (roomsread.go)
 }
 
 var _ store.Store = (*DB)(nil)

@@ -1,0 +1,71 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"conclave/internal/event"
+	"conclave/internal/jsonhttp"
+	"conclave/internal/room"
+	"conclave/internal/store"
+)
+
+// maxContextLimit caps events_before + events_after.
+const maxContextLimit = 100
+
+func (a *API) eventContext(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	roomID, err := roomIDParam(r)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	limit, err := queryLimit(r, 10, maxContextLimit)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	filter, err := parseRoomEventFilter(r.URL.Query().Get("filter"))
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	res, err := a.Rooms.Context(r.Context(), &room.ContextRequest{RoomID: roomID, EventID: r.PathValue("eventId"), UserID: s.UserID, Limit: limit,
+		Filter: store.RoomEventsQuery{Types: filter.Types, NotTypes: filter.NotTypes, Senders: filter.Senders, NotSenders: filter.NotSenders, ContainsURL: filter.ContainsURL}})
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	// One formatting pass (one aggregation query) for all three parts.
+	all := make([]store.StoredEvent, 0, len(res.Before)+1+len(res.After))
+	all = append(all, res.Before...)
+	all = append(all, *res.Event)
+	all = append(all, res.After...)
+	formatted, err := a.Rooms.ClientEvents(r.Context(), all, s.UserID, s.DeviceID, true)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	nb := len(res.Before)
+	var senders map[string]bool
+	if filter.LazyLoadMembers {
+		senders = map[string]bool{}
+		for i := range all {
+			senders[all[i].Sender] = true
+		}
+	}
+	state := []json.RawMessage{}
+	for _, p := range res.State {
+		if senders != nil && (p.Type != "m.room.member" || p.StateKey == nil || !senders[*p.StateKey]) {
+			continue
+		}
+		state = append(state, event.AppendClientEvent(nil, p, nil))
+	}
+	jsonhttp.OK(w, map[string]any{
+		"start":         posToken(res.Start),
+		"end":           posToken(res.End),
+		"event":         formatted[nb],
+		"events_before": formatted[:nb],
+		"events_after":  formatted[nb+1:],
+		"state":         state,
+	})
+}

@@ -1,0 +1,82 @@
+package room
+
+import (
+	"context"
+
+	"conclave/internal/event"
+	"conclave/internal/store"
+)
+
+// ContextRequest asks for the events around one event
+// (GET /rooms/{roomId}/context/{eventId}). Filter carries the
+// RoomEventFilter's type/sender/contains_url parts; its room, bounds and
+// limit are set here.
+type ContextRequest struct {
+	RoomID, EventID, UserID string
+	Limit                   int
+	Filter                  store.RoomEventsQuery
+}
+
+// EventContext is the answer: the event, the visible events before it
+// (newest first) and after it (oldest first), the room state at the event,
+// and the stream points to paginate further back (Start) and forward (End).
+type EventContext struct {
+	Event  *store.StoredEvent
+	Before []store.StoredEvent
+	After  []store.StoredEvent
+	State  []*event.PDU
+	Start  int64
+	End    int64
+}
+
+// Context returns the context of an event. Like Synapse, the limit is split
+// floor(limit/2) before and the rest after. M_FORBIDDEN if the user may not
+// read the room, M_NOT_FOUND if the event is unknown or hidden from them.
+func (s *Service) Context(ctx context.Context, req *ContextRequest) (*EventContext, error) {
+	vis, err := s.CanRead(ctx, req.RoomID, req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := s.EventForUser(ctx, req.RoomID, req.EventID, req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	out := &EventContext{Event: ev, Start: ev.Pos - 1, End: ev.Pos}
+	beforeLimit := req.Limit / 2
+	afterLimit := req.Limit - beforeLimit
+	if beforeLimit > 0 {
+		q := req.Filter
+		q.RoomID, q.Before, q.After, q.Backwards, q.Limit = req.RoomID, ev.Pos, 0, true, beforeLimit
+		rows, err := s.store.RoomEvents(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		if len(rows) > 0 {
+			out.Start = rows[len(rows)-1].Pos - 1
+		}
+		out.Before = vis.Filter(rows)
+	}
+	if afterLimit > 0 {
+		q := req.Filter
+		q.RoomID, q.After, q.Before, q.Backwards, q.Limit = req.RoomID, ev.Pos, 0, false, afterLimit
+		rows, err := s.store.RoomEvents(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		if len(rows) > 0 {
+			out.End = rows[len(rows)-1].Pos
+		}
+		out.After = vis.Filter(rows)
+	}
+	// "The state of the room at the last event returned" (spec): the last
+	// visible one, so a user who left sees no state from after leaving.
+	statePos := ev.Pos
+	if len(out.After) > 0 {
+		statePos = out.After[len(out.After)-1].Pos
+	}
+	out.State, err = s.StateAt(ctx, req.RoomID, statePos)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}

@@ -1,0 +1,326 @@
+package room
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"net/http"
+
+	"conclave/internal/event"
+	"conclave/internal/matrix"
+	"conclave/internal/store"
+)
+
+// copiedOnUpgrade is the state carried into the replacement room, as
+// Synapse does (Client-Server API, "Room Upgrades", server behaviour: the
+// server "should" transfer state that is relevant).
+var copiedOnUpgrade = []string{
+	"m.room.join_rules", "m.room.history_visibility", "m.room.guest_access", "m.room.name",
+	"m.room.topic", "m.room.avatar", "m.room.encryption", "m.room.server_acl", "m.room.canonical_alias",
+}
+
+// UpgradeRoom replaces a room with a new one of another version
+// (POST /rooms/{roomId}/upgrade). The upgrader needs the power to send
+// m.room.tombstone. The new room gets the old room's relevant state, bans,
+// aliases and directory listing, with m.room.create.predecessor naming the
+// old room; the old room gets the tombstone, raised power levels for
+// speaking and inviting (events_default and invite at least
+// max(50, users_default+1)) and loses its canonical alias.
+//
+// The old room's writer lock is held throughout, so nothing else happens in
+// it meanwhile. The new room is persisted in one transaction and the old
+// room's events in another: if the second fails, an unannounced new room
+// remains, as it would in Synapse.
+func (s *Service) UpgradeRoom(ctx context.Context, roomID, userID, deviceID, newVersion string) (string, error) {
+	rv, ok := event.GetRoomVersion(newVersion)
+	if !ok || rv.EventIDFormat < 3 {
+		return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrUnsupportedRoomVer, "Room version %q is not supported", newVersion)
+	}
+	oldRoom, err := s.store.GetRoom(ctx, roomID)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", matrix.NotFound("Unknown room %s", roomID)
+	}
+	if err != nil {
+		return "", err
+	}
+	e, old, err := s.lock(ctx, roomID)
+	if err != nil {
+		return "", err
+	}
+	defer e.mu.Unlock()
+	if old.membership(userID) != "join" {
+		return "", matrix.Forbidden("You are not in the room")
+	}
+	if !old.canSendState(userID, "m.room.tombstone") {
+		return "", matrix.Forbidden("You don't have permission to upgrade the room")
+	}
+
+	// The new room.
+	newID := ""
+	if !rv.RoomIDFromCreateEvent {
+		newID = "!" + randomString(18) + ":" + s.serverName
+	}
+	rs := newRoomState(newID, rv)
+	var pdus []*event.PDU
+	var rows []store.NewEvent
+	add := func(typ string, key string, content any) error {
+		raw, err := json.Marshal(content)
+		if err != nil {
+			return matrix.BadJSON("%s", err.Error())
+		}
+		sk := key
+		pdu, err := s.build(rs, &event.Proto{Type: typ, StateKey: &sk, Sender: userID, Content: raw})
+		if err != nil {
+			return err
+		}
+		if rs.roomID == "" {
+			rs.roomID = event.RoomIDForCreate(pdu)
+			pdu.RoomID = rs.roomID
+		}
+		rows = append(rows, newEvent(rs, pdu, "", ""))
+		pdus = append(pdus, pdu)
+		rs.apply(pdu)
+		rs.extremities = []string{pdu.EventID}
+		rs.depth = pdu.Depth
+		return nil
+	}
+
+	var oldCreate map[string]json.RawMessage
+	if ev := old.StateEvent("m.room.create", ""); ev != nil {
+		json.Unmarshal(ev.Content, &oldCreate)
+	}
+	create := map[string]any{"room_version": rv.ID}
+	for _, k := range []string{"type", "m.federate"} {
+		if v, ok := oldCreate[k]; ok {
+			create[k] = v
+		}
+	}
+	if !rv.CreatorIsSender {
+		create["creator"] = userID
+	}
+	// predecessor.event_id is "the last known event in the old room"; room
+	// version 12 drops it (the room ID alone names the predecessor).
+	pred := map[string]string{"room_id": roomID}
+	if !rv.RoomIDFromCreateEvent && len(old.extremities) > 0 {
+		pred["event_id"] = old.extremities[0]
+	}
+	create["predecessor"] = pred
+	if err := add("m.room.create", "", create); err != nil {
+		return "", err
+	}
+	member := map[string]any{"membership": "join"}
+	s.addProfile(ctx, userID, member)
+	if err := add("m.room.member", userID, member); err != nil {
+		return "", err
+	}
+
+	finalPL, tempPL := upgradedPowerLevels(old, rv, userID)
+	if err := add("m.room.power_levels", "", tempPL); err != nil {
+		return "", err
+	}
+	for _, typ := range copiedOnUpgrade {
+		if ev := old.StateEvent(typ, ""); ev != nil && !isEmptyObject(ev.Content) {
+			if err := add(typ, "", ev.Content); err != nil {
+				return "", err
+			}
+		}
+	}
+	for k, ev := range old.state {
+		if k.typ == "m.room.member" && k.key != userID && membershipOf(ev) == "ban" {
+			if err := add("m.room.member", k.key, map[string]string{"membership": "ban"}); err != nil {
+				return "", err
+			}
+		}
+	}
+	if finalPL != nil {
+		if err := add("m.room.power_levels", "", finalPL); err != nil {
+			return "", err
+		}
+	}
+
+	// The old room's closing events, built on a scratch copy of its state.
+	scratch := old.clone()
+	var oldPDUs []*event.PDU
+	var oldRows []store.NewEvent
+	addOld := func(typ string, content any) error {
+		raw, _ := json.Marshal(content)
+		empty := ""
+		pdu, err := s.build(scratch, &event.Proto{Type: typ, StateKey: &empty, Sender: userID, Content: raw})
+		if err != nil {
+			return err
+		}
+		oldRows = append(oldRows, newEvent(scratch, pdu, deviceID, ""))
+		oldPDUs = append(oldPDUs, pdu)
+		scratch.apply(pdu)
+		scratch.extremities = []string{pdu.EventID}
+		scratch.depth = pdu.Depth
+		return nil
+	}
+	if err := addOld("m.room.tombstone", map[string]string{"body": "This room has been replaced", "replacement_room": rs.roomID}); err != nil {
+		return "", err
+	}
+	// Best effort, as in Synapse: an upgrader without the power to change
+	// these still upgrades the room.
+	if pl := restrictedPowerLevels(old); pl != nil {
+		addOld("m.room.power_levels", pl)
+	}
+	if ev := old.StateEvent("m.room.canonical_alias", ""); ev != nil && !isEmptyObject(ev.Content) {
+		addOld("m.room.canonical_alias", map[string]any{})
+	}
+
+	// Persist the new room, then close the old one.
+	ne, _, err := s.lockNew(rs)
+	if err != nil {
+		return "", err
+	}
+	room := &store.Room{RoomID: rs.roomID, Version: rv.ID, Creator: userID, CreatedTS: s.now().UnixMilli(), Public: oldRoom.Public}
+	positions, err := s.store.CreateRoom(ctx, room, rows)
+	if err != nil {
+		ne.state = nil
+		ne.mu.Unlock()
+		return "", err
+	}
+	s.parsed.setVersion(rs.roomID, rv)
+	fresh := newRoomState(rs.roomID, rv)
+	ne.state = fresh
+	s.afterCommit(fresh, pdus, positions)
+	ne.mu.Unlock()
+
+	oldPositions, err := s.store.PersistEvents(ctx, roomID, oldRows)
+	if err != nil {
+		return "", err
+	}
+	s.afterCommit(old, oldPDUs, oldPositions)
+	if err := s.store.MoveAliases(ctx, roomID, rs.roomID); err != nil {
+		return "", err
+	}
+	if oldRoom.Public {
+		if err := s.store.SetRoomPublic(ctx, roomID, false); err != nil {
+			return "", err
+		}
+	}
+	return rs.roomID, nil
+}
+
+func isEmptyObject(b json.RawMessage) bool {
+	var m map[string]json.RawMessage
+	return json.Unmarshal(b, &m) == nil && len(m) == 0
+}
+
+// plFields are the power level keys holding a single level.
+var plFields = []string{"ban", "kick", "redact", "invite", "events_default", "state_default", "users_default"}
+
+// normalisedPowerLevels copies power level content with every level as an
+// integer (room version 10+ refuses strings), keeping other keys as they are.
+func normalisedPowerLevels(content json.RawMessage) map[string]any {
+	var c map[string]json.RawMessage
+	json.Unmarshal(content, &c)
+	out := map[string]any{}
+	for k, v := range c {
+		out[k] = v
+	}
+	for _, k := range plFields {
+		if v, ok := c[k]; ok {
+			out[k] = plInt(v, 0)
+		}
+	}
+	for _, k := range []string{"users", "events", "notifications"} {
+		var m map[string]json.RawMessage
+		if json.Unmarshal(c[k], &m) != nil {
+			continue
+		}
+		levels := make(map[string]int64, len(m))
+		for name, v := range m {
+			levels[name] = plInt(v, 0)
+		}
+		out[k] = levels
+	}
+	return out
+}
+
+// upgradedPowerLevels returns the new room's power levels: the old ones,
+// with the upgrader keeping their level. If that level is too low to send
+// the copied state, the first event (temp) raises it and final restores it;
+// final is nil when temp is already right. Creators of room version 12+ have
+// infinite power and are never listed in users.
+func upgradedPowerLevels(old *roomState, rv *event.RoomVersion, userID string) (final, temp map[string]any) {
+	var content json.RawMessage
+	if ev := old.StateEvent("m.room.power_levels", ""); ev != nil {
+		content = ev.Content
+	}
+	pl := normalisedPowerLevels(content)
+	users, _ := pl["users"].(map[string]int64)
+	if users == nil {
+		users = map[string]int64{}
+	}
+	level := old.userPower(userID)
+	if level == math.MaxInt64 { // a room version 12 creator
+		level = 100
+		for _, v := range users {
+			level = max(level, v)
+		}
+	}
+	if rv.PrivilegedCreators {
+		delete(users, userID)
+		pl["users"] = users
+		return nil, pl
+	}
+	users[userID] = level
+	pl["users"] = users
+	needed := int64(100)
+	for _, k := range plFields {
+		if v, ok := pl[k].(int64); ok {
+			needed = max(needed, v)
+		}
+	}
+	if ev, ok := pl["events"].(map[string]int64); ok {
+		for _, v := range ev {
+			needed = max(needed, v)
+		}
+	}
+	if level >= needed {
+		return nil, pl
+	}
+	temp = make(map[string]any, len(pl))
+	for k, v := range pl {
+		temp[k] = v
+	}
+	tu := make(map[string]int64, len(users))
+	for k, v := range users {
+		tu[k] = v
+	}
+	tu[userID] = needed
+	temp["users"] = tu
+	return pl, temp
+}
+
+// restrictedPowerLevels raises events_default and invite in the old room to
+// max(50, users_default+1), so ordinary members can no longer speak or
+// invite there. nil if nothing changes.
+func restrictedPowerLevels(old *roomState) map[string]any {
+	ev := old.StateEvent("m.room.power_levels", "")
+	if ev == nil {
+		return nil
+	}
+	var c map[string]json.RawMessage
+	if json.Unmarshal(ev.Content, &c) != nil {
+		return nil
+	}
+	restricted := max(int64(50), plInt(c["users_default"], 0)+1)
+	out := map[string]any{}
+	for k, v := range c {
+		out[k] = v
+	}
+	changed := false
+	for _, k := range []string{"events_default", "invite"} {
+		if plInt(c[k], 0) < restricted {
+			out[k] = restricted
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	return out
+}
