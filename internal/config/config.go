@@ -108,6 +108,11 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 	set := map[string]string{}
 	for _, f := range fields {
 		name := f.flag
+		if _, isBool := f.v.Addr().Interface().(*bool); isBool {
+			// --flag alone means true; --flag=false is accepted too.
+			fs.BoolFunc(name, f.help, func(s string) error { set[name] = s; return nil })
+			continue
+		}
 		fs.Func(name, f.help, func(s string) error { set[name] = s; return nil })
 	}
 	if err := fs.Parse(args); err != nil {

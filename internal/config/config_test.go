@@ -47,3 +47,13 @@ func TestErrorsNameTheKey(t *testing.T) {
 		}
 	}
 }
+
+func TestBoolFlagsTakeNoValue(t *testing.T) {
+	cfg, err := Load([]string{"--enable-registration", "--listen", "127.0.0.1:9", "--rate-limits=false"}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.EnableRegistration || cfg.Listen != "127.0.0.1:9" || cfg.RateLimits {
+		t.Fatalf("got %+v", cfg)
+	}
+}
