@@ -2,469 +2,201 @@ package authrules
 
 import (
 	"encoding/json"
-	"fmt"
+	"strings"
 
 	"conclave/internal/event"
-	"conclave/internal/matrix"
 )
 
-// StateGetter returns the state event for (type, state_key) among the auth
-// state, or nil. The auth state is either the events an event cites as
-// auth_events, or — when this server creates an event — the room's current
-// state (from which the cited auth events are chosen).
-type StateGetter interface {
-	StateEvent(eventType, stateKey string) *event.PDU
+// Verifier performs the two signature checks the rules require but that need
+// canonical JSON and keys, which this package does not own. A nil Verifier
+// makes both checks fail, so the events depending on them are rejected:
+// failing closed is the only safe default for an authorisation decision.
+type Verifier interface {
+	// EventSignedBy reports whether ev carries a valid signature from the
+	// server serverName. Used for join_authorised_via_users_server (v8+):
+	// "If the event is not validly signed by the homeserver of the user ID
+	// denoted by the key, reject."
+	EventSignedBy(ev *event.PDU, serverName string) bool
+	// ThirdPartyInviteSigned reports whether any signature in signed (the
+	// content.third_party_invite.signed object of an invite) verifies under
+	// any of publicKeys (the unpadded-base64 ed25519 keys from the
+	// m.room.third_party_invite event's public_key and public_keys).
+	ThirdPartyInviteSigned(signed json.RawMessage, publicKeys []string) bool
 }
 
-// Error says which authorisation rule refused an event.
-type Error struct{ Rule, Msg string }
+// Check applies the authorisation rules of ev.Version to ev, given the auth
+// state, without a Verifier (see CheckWith). It returns nil if the event is
+// allowed and an *Error naming the failed rule otherwise.
+//
+// The rules about the auth_events list itself (duplicates, unexpected
+// entries, missing m.room.create, room_id mismatches) need the list, not a
+// state: see CheckAuthEvents and CheckAgainstAuthEvents.
+func Check(ev *event.PDU, state StateGetter) error { return CheckWith(ev, state, nil) }
 
-func (e *Error) Error() string { return e.Msg + " (auth rule " + e.Rule + ")" }
-
-func deny(rule, format string, args ...any) error {
-	return &Error{Rule: rule, Msg: fmt.Sprintf(format, args...)}
-}
-
-// Check applies the authorisation rules of ev's room version to ev, given
-// the auth state. Rule numbers in errors follow the room version 11/12 spec.
-func Check(ev *event.PDU, state StateGetter) error {
+// CheckWith is Check with a Verifier for the signature-dependent rules.
+func CheckWith(ev *event.PDU, state StateGetter, v Verifier) error {
 	rv := ev.Version
 	if rv == nil {
-		return deny("0", "event has no room version")
+		return reject("version", "event has no room version")
 	}
-	if ev.Type == "m.room.create" {
-		return checkCreate(ev)
+	// Rule 1: m.room.create is decided on its own.
+	if ev.Type == TypeCreate {
+		return checkCreate(rv, ev)
 	}
-	create := state.StateEvent("m.room.create", "")
+	create := state.StateEvent(TypeCreate, "")
 	if create == nil {
-		return deny("2", "no m.room.create event in the auth state")
-	}
-	// m.federate false keeps other servers out.
-	var cc struct {
-		Federate *bool `json:"m.federate"`
-	}
-	json.Unmarshal(create.Content, &cc)
-	if cc.Federate != nil && !*cc.Federate && matrix.ServerOf(ev.Sender) != matrix.ServerOf(create.Sender) {
-		return deny("3", "room is not federated")
-	}
-	if rv.SpecialCaseAliasesAuth && ev.Type == "m.room.aliases" {
-		if ev.StateKey == nil {
-			return deny("4.1", "m.room.aliases needs a state_key")
-		}
-		if *ev.StateKey != matrix.ServerOf(ev.Sender) {
-			return deny("4.2", "m.room.aliases state_key must be the sender's server")
-		}
-		return nil
-	}
-	pl, err := ParsePowerLevels(rv, contentOf(state.StateEvent("m.room.power_levels", "")), create)
-	if err != nil {
-		return deny("10", "current power levels are invalid: %v", err)
-	}
-	if ev.Type == "m.room.member" {
-		return checkMember(ev, state, create, pl)
-	}
-	if membershipOf(state, ev.Sender) != "join" {
-		return deny("6", "%s is not joined to the room", ev.Sender)
-	}
-	if ev.Type == "m.room.third_party_invite" {
-		if pl.UserLevel(ev.Sender) < pl.InviteLevel {
-			return deny("7", "%s may not invite", ev.Sender)
-		}
-		return nil
-	}
-	if need := pl.EventLevel(ev.Type, ev.IsState()); pl.UserLevel(ev.Sender) < need {
-		return deny("8", "%s needs power level %d to send %s", ev.Sender, need, ev.Type)
-	}
-	if ev.StateKey != nil && len(*ev.StateKey) > 0 && (*ev.StateKey)[0] == '@' && *ev.StateKey != ev.Sender {
-		return deny("9", "state_key %s belongs to another user", *ev.StateKey)
-	}
-	if ev.Type == "m.room.power_levels" {
-		return checkPowerLevels(ev, state, create, pl)
-	}
-	// Room versions 1 and 2 checked redactions here; later versions check
-	// them when serving (the room service refuses unauthorised ones at
-	// creation too).
-	return nil
-}
-
-func contentOf(e *event.PDU) json.RawMessage {
-	if e == nil {
-		return nil
-	}
-	return e.Content
-}
-
-func checkCreate(ev *event.PDU) error {
-	rv := ev.Version
-	if len(ev.PrevEvents) > 0 {
-		return deny("1.1", "m.room.create must have no prev_events")
+		// v1–v11 rule 2.4 ("If there is no m.room.create event among the
+		// entries, reject"); in v12 the create event is implied by room_id
+		// and must still be known (rule 2).
+		return reject("create.missing", "no m.room.create event in the auth state")
 	}
 	if rv.RoomIDFromCreateEvent {
-		if ev.RoomID != "" {
-			return deny("1.2", "m.room.create must not have a room_id in this room version")
-		}
-	} else if matrix.ServerOf(ev.RoomID) != matrix.ServerOf(ev.Sender) {
-		return deny("1.2", "room ID and sender are on different servers")
-	}
-	var c struct {
-		RoomVersion        *json.RawMessage `json:"room_version"`
-		Creator            *json.RawMessage `json:"creator"`
-		AdditionalCreators *json.RawMessage `json:"additional_creators"`
-	}
-	if err := json.Unmarshal(ev.Content, &c); err != nil {
-		return deny("1", "m.room.create content is not an object")
-	}
-	if c.RoomVersion != nil {
-		var v string
-		if json.Unmarshal(*c.RoomVersion, &v) != nil {
-			return deny("1.3", "room_version must be a string")
-		}
-		if _, ok := event.GetRoomVersion(v); !ok {
-			return deny("1.3", "unknown room version %q", v)
+		// v12 rule 2: "If the event's room_id is not an event ID for an
+		// accepted (not rejected) m.room.create event, with the sigil !
+		// instead of $, reject."
+		id := create.EventID
+		if len(id) < 2 || id[0] != '$' || len(ev.RoomID) != len(id) || ev.RoomID[0] != '!' || ev.RoomID[1:] != id[1:] {
+			return reject("room_id.create", "room_id is not the m.room.create event ID with sigil '!'")
 		}
 	}
-	if !rv.CreatorIsSender && c.Creator == nil {
-		return deny("1.4", "m.room.create needs a creator")
+	// "If the content of the m.room.create event in the room state has the
+	// property m.federate set to false, and the sender domain of the event
+	// does not match the sender domain of the create event, reject."
+	if !federates(create) && domainOf(ev.Sender) != domainOf(create.Sender) {
+		return reject("federate", "room is not federated and the sender is on another server")
 	}
-	if rv.PrivilegedCreators && c.AdditionalCreators != nil {
-		var extra []string
-		if json.Unmarshal(*c.AdditionalCreators, &extra) != nil {
-			return deny("1.4", "additional_creators must be an array of user IDs")
+	// v1–v5 only: m.room.aliases is allowed for the server named by its
+	// state_key, regardless of membership or power.
+	if rv.SpecialCaseAliasesAuth && ev.Type == TypeAliases {
+		if ev.StateKey == nil {
+			return reject("aliases.no_state_key", "m.room.aliases has no state_key")
 		}
-		for _, u := range extra {
-			if !matrix.ValidUserID(u) {
-				return deny("1.4", "additional_creators has an invalid user ID %q", u)
-			}
+		if domainOf(ev.Sender) != *ev.StateKey {
+			return reject("aliases.domain", "sender's domain does not match the state_key")
 		}
-	}
-	return nil
-}
-
-func membershipOf(state StateGetter, userID string) string {
-	m, _ := Membership(state.StateEvent("m.room.member", userID))
-	return m
-}
-
-// Membership reads content.membership of a member event ("" for nil).
-func Membership(ev *event.PDU) (string, error) {
-	if ev == nil {
-		return "", nil
-	}
-	var c struct {
-		Membership *string `json:"membership"`
-	}
-	if err := json.Unmarshal(ev.Content, &c); err != nil || c.Membership == nil {
-		return "", fmt.Errorf("member event without a membership string")
-	}
-	return *c.Membership, nil
-}
-
-// JoinRule reads content.join_rule of an m.room.join_rules event ("" for nil).
-func JoinRule(ev *event.PDU) string {
-	if ev == nil {
-		return ""
-	}
-	var c struct {
-		JoinRule string `json:"join_rule"`
-	}
-	json.Unmarshal(ev.Content, &c)
-	return c.JoinRule
-}
-
-type memberContent struct {
-	Membership       *string         `json:"membership"`
-	AuthorisedVia    *string         `json:"join_authorised_via_users_server"`
-	ThirdPartyInvite json.RawMessage `json:"third_party_invite"`
-}
-
-func checkMember(ev *event.PDU, state StateGetter, create *event.PDU, pl *PowerLevels) error {
-	rv := ev.Version
-	if ev.StateKey == nil {
-		return deny("5.1", "m.room.member needs a state_key")
-	}
-	var c memberContent
-	if err := json.Unmarshal(ev.Content, &c); err != nil || c.Membership == nil {
-		return deny("5.1", "m.room.member needs a membership string")
-	}
-	target := *ev.StateKey
-	if !matrix.ValidUserID(target) {
-		return deny("5.1", "state_key %q is not a user ID", target)
-	}
-	sender := ev.Sender
-	senderM := membershipOf(state, sender)
-	targetM := membershipOf(state, target)
-	joinRule := JoinRule(state.StateEvent("m.room.join_rules", ""))
-	senderLevel := pl.UserLevel(sender)
-	targetLevel := pl.UserLevel(target)
-
-	switch *c.Membership {
-	case "join":
-		// The creator's own first join, right after the create event.
-		if len(ev.PrevEvents) == 1 && ev.PrevEvents[0] == create.EventID && sender == target && isCreator(create, target) {
-			return nil
-		}
-		if sender != target {
-			return deny("5.3.2", "%s cannot join on behalf of %s", sender, target)
-		}
-		if targetM == "ban" {
-			return deny("5.3.3", "%s is banned", target)
-		}
-		switch {
-		case joinRule == "invite" || (rv.Knocking && joinRule == "knock"):
-			if targetM == "invite" || targetM == "join" {
-				return nil
-			}
-			return deny("5.3.4", "room is invite-only")
-		case (rv.RestrictedJoins && joinRule == "restricted") || (rv.KnockRestricted && joinRule == "knock_restricted"):
-			if targetM == "invite" || targetM == "join" {
-				return nil
-			}
-			if c.AuthorisedVia == nil {
-				return deny("5.3.5", "restricted room needs join_authorised_via_users_server")
-			}
-			via := *c.AuthorisedVia
-			if membershipOf(state, via) != "join" || pl.UserLevel(via) < pl.InviteLevel {
-				return deny("5.3.5", "%s cannot authorise joins", via)
-			}
-			return nil
-		case joinRule == "public":
-			return nil
-		}
-		return deny("5.3.7", "room join rule %q does not allow joining", joinRule)
-
-	case "invite":
-		if len(c.ThirdPartyInvite) > 0 && !isNull(c.ThirdPartyInvite) {
-			return checkThirdPartyInvite(ev, state, c.ThirdPartyInvite, targetM)
-		}
-		if senderM != "join" {
-			return deny("5.4.2", "%s is not joined", sender)
-		}
-		if targetM == "join" || targetM == "ban" {
-			return deny("5.4.3", "%s is already %sed", target, map[string]string{"join": "join", "ban": "bann"}[targetM])
-		}
-		if senderLevel >= pl.InviteLevel {
-			return nil
-		}
-		return deny("5.4.4", "%s may not invite", sender)
-
-	case "leave":
-		if sender == target {
-			if targetM == "invite" || targetM == "join" || (rv.Knocking && targetM == "knock") {
-				return nil
-			}
-			return deny("5.5.1", "%s is not in the room", sender)
-		}
-		if senderM != "join" {
-			return deny("5.5.2", "%s is not joined", sender)
-		}
-		if targetM == "ban" && senderLevel < pl.BanLevel {
-			return deny("5.5.3", "%s may not unban", sender)
-		}
-		if senderLevel >= pl.KickLevel && targetLevel < senderLevel {
-			return nil
-		}
-		return deny("5.5.4", "%s may not kick %s", sender, target)
-
-	case "ban":
-		if senderM != "join" {
-			return deny("5.6.1", "%s is not joined", sender)
-		}
-		if senderLevel >= pl.BanLevel && targetLevel < senderLevel {
-			return nil
-		}
-		return deny("5.6.2", "%s may not ban %s", sender, target)
-
-	case "knock":
-		if !rv.Knocking {
-			break
-		}
-		if joinRule != "knock" && !(rv.KnockRestricted && joinRule == "knock_restricted") {
-			return deny("5.7.1", "room does not allow knocking")
-		}
-		if sender != target {
-			return deny("5.7.2", "%s cannot knock for %s", sender, target)
-		}
-		if targetM != "ban" && targetM != "invite" && targetM != "join" {
-			return nil
-		}
-		return deny("5.7.3", "%s cannot knock while %s", sender, targetM)
-	}
-	return deny("5.8", "unknown membership %q", *c.Membership)
-}
-
-func isCreator(create *event.PDU, user string) bool {
-	for _, c := range Creators(create) {
-		if c == user {
-			return true
-		}
-	}
-	return false
-}
-
-// checkThirdPartyInvite applies rule 5.4.1. The signature over the signed
-// block is checked by the caller (it needs key lookups); here the shape,
-// the token and the inviter are checked.
-func checkThirdPartyInvite(ev *event.PDU, state StateGetter, tpi json.RawMessage, targetM string) error {
-	if targetM == "ban" {
-		return deny("5.4.1.1", "target is banned")
-	}
-	var t struct {
-		Signed *struct {
-			MXID       string          `json:"mxid"`
-			Token      string          `json:"token"`
-			Signatures json.RawMessage `json:"signatures"`
-		} `json:"signed"`
-	}
-	if json.Unmarshal(tpi, &t) != nil || t.Signed == nil || t.Signed.Token == "" || len(t.Signed.Signatures) == 0 {
-		return deny("5.4.1.2", "third_party_invite needs a signed block with mxid, token and signatures")
-	}
-	if t.Signed.MXID != *ev.StateKey {
-		return deny("5.4.1.3", "signed mxid does not match state_key")
-	}
-	inv := state.StateEvent("m.room.third_party_invite", t.Signed.Token)
-	if inv == nil {
-		return deny("5.4.1.4", "no m.room.third_party_invite for that token")
-	}
-	if inv.Sender != ev.Sender {
-		return deny("5.4.1.5", "the third-party invite was sent by someone else")
-	}
-	return nil
-}
-
-// levelKeys are the top-level power level keys whose changes rule 10 checks.
-var levelKeys = []string{"users_default", "events_default", "state_default", "ban", "redact", "kick", "invite"}
-
-func checkPowerLevels(ev *event.PDU, state StateGetter, create *event.PDU, cur *PowerLevels) error {
-	rv := ev.Version
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(ev.Content, &raw); err != nil {
-		return deny("10", "power levels content must be an object")
-	}
-	// Shapes (10.1–10.3): integers where integers go, user IDs as user keys.
-	for _, k := range levelKeys {
-		if v, ok := raw[k]; ok {
-			if _, err := parseLevel(rv, v); err != nil {
-				return deny("10.1", "%s must be an integer", k)
-			}
-		}
-	}
-	for _, k := range []string{"events", "notifications", "users"} {
-		v, ok := raw[k]
-		if !ok {
-			continue
-		}
-		var obj map[string]json.RawMessage
-		if json.Unmarshal(v, &obj) != nil || obj == nil {
-			return deny("10.2", "%s must be an object", k)
-		}
-		for key, lv := range obj {
-			if _, err := parseLevel(rv, lv); err != nil {
-				return deny("10.2", "%s values must be integers", k)
-			}
-			if k == "users" && !matrix.ValidUserID(key) {
-				return deny("10.3", "users key %q is not a user ID", key)
-			}
-		}
-	}
-	next, err := ParsePowerLevels(rv, ev.Content, create)
-	if err != nil {
-		return deny("10.3", "%v", err)
-	}
-	if rv.PrivilegedCreators {
-		for _, c := range Creators(create) {
-			if _, ok := next.Users[c]; ok {
-				return deny("10.4", "creators may not be listed in users")
-			}
-		}
-	}
-	prev := state.StateEvent("m.room.power_levels", "")
-	if prev == nil {
 		return nil
 	}
-	sender := ev.Sender
-	senderLevel := cur.UserLevel(sender)
-	old := map[string]int64{"users_default": cur.UsersDefault, "events_default": cur.EventsDefault, "state_default": cur.StateDefault,
-		"ban": cur.BanLevel, "redact": cur.RedactLevel, "kick": cur.KickLevel, "invite": cur.InviteLevel}
-	var prevRaw map[string]json.RawMessage
-	json.Unmarshal(prev.Content, &prevRaw)
-	for _, k := range levelKeys {
-		_, hadOld := prevRaw[k]
-		_, hasNew := raw[k]
-		if !hadOld && !hasNew {
-			continue
+	ls := newLevelSource(rv, state, create)
+	if ev.Type == TypeMember {
+		return checkMember(rv, ev, state, create, &ls, v)
+	}
+	// "If the sender's current membership state is not join, reject."
+	if membershipIn(state, ev.Sender) != MembershipJoin {
+		return reject("sender.not_joined", "sender is not joined to the room")
+	}
+	senderLevel, err := ls.userLevel(ev.Sender)
+	if err != nil {
+		return err
+	}
+	if ev.Type == TypeThirdPartyInvite {
+		// "Allow if and only if sender's current power level is greater
+		// than or equal to the invite level."
+		invite, err := ls.named(keyInvite)
+		if err != nil {
+			return err
 		}
-		o := old[k]
-		n := map[string]int64{"users_default": next.UsersDefault, "events_default": next.EventsDefault, "state_default": next.StateDefault,
-			"ban": next.BanLevel, "redact": next.RedactLevel, "kick": next.KickLevel, "invite": next.InviteLevel}[k]
-		if hadOld == hasNew && o == n {
-			continue
+		if senderLevel < invite {
+			return reject("third_party_invite.power", "sender's power level is below the invite level")
 		}
-		if hadOld && o > senderLevel {
-			return deny("10.6.1", "%s: current level %d is above yours", k, o)
+		return nil
+	}
+	// "If the event type's required power level is greater than the
+	// sender's power level, reject."
+	required, err := ls.eventLevel(ev.Type, ev.IsState())
+	if err != nil {
+		return err
+	}
+	if required > senderLevel {
+		return reject("event.power", "sender's power level is below the level required for "+ev.Type)
+	}
+	// "If the event has a state_key that starts with an @ and does not
+	// match the sender, reject."
+	if ev.StateKey != nil && strings.HasPrefix(*ev.StateKey, "@") && *ev.StateKey != ev.Sender {
+		return reject("state_key.user", "state_key starts with '@' and is not the sender")
+	}
+	// The rule is keyed on the type alone, as the spec words it, so it also
+	// applies to a (meaningless) power levels event with another state_key.
+	if ev.Type == TypePowerLevels {
+		return checkPowerLevels(rv, ev, state, create, &ls, senderLevel)
+	}
+	// Room versions 1 and 2 only: the redaction rule. Those are exactly the
+	// versions whose event IDs carry a domain (EventIDFormat 1), which the
+	// rule compares; from v3 redactions pass the auth rules like any other
+	// event and the redact level is applied when serving ("Handling
+	// redactions", see CanApplyRedaction).
+	if ev.Type == TypeRedaction && rv.EventIDFormat == 1 {
+		redact, err := ls.named(keyRedact)
+		if err != nil {
+			return err
 		}
-		if hasNew && n > senderLevel {
-			return deny("10.6.2", "%s: new level %d is above yours", k, n)
+		if senderLevel >= redact {
+			return nil
+		}
+		if d := domainOf(ev.Redacts); d != "" && d == domainOf(ev.EventID) {
+			return nil
+		}
+		return reject("redaction.power", "sender is below the redact level and the redacted event is from another server")
+	}
+	return nil
+}
+
+// checkCreate implements rule 1, "If type is m.room.create".
+func checkCreate(rv *event.RoomVersion, ev *event.PDU) error {
+	if len(ev.PrevEvents) > 0 {
+		return reject("create.prev_events", "m.room.create has prev_events")
+	}
+	if rv.RoomIDFromCreateEvent {
+		// v12: the room ID is derived from the create event, which
+		// therefore carries none.
+		if ev.RoomID != "" {
+			return reject("create.room_id", "m.room.create has a room_id")
+		}
+	} else if d := domainOf(ev.RoomID); d == "" || d != domainOf(ev.Sender) {
+		return reject("create.room_id", "room_id domain does not match the sender's domain")
+	}
+	if _, _, err := lookup(ev.Content, "room_version"); err != nil {
+		return reject("create.content", "content is not a JSON object")
+	}
+	if raw, found, _ := lookup(ev.Content, "room_version"); found {
+		s, ok := stringValue(raw)
+		if !ok {
+			return reject("create.room_version", "room_version is not a string")
+		}
+		if _, known := event.GetRoomVersion(s); !known {
+			return reject("create.room_version", "room_version "+quote(s)+" is not recognised")
 		}
 	}
-	maps := []struct {
-		name     string
-		old, new map[string]int64
-	}{{"events", levelsOf(prevRaw, rv, "events"), levelsOf(raw, rv, "events")}}
-	if rv.NotificationsPowerLevels {
-		maps = append(maps, struct {
-			name     string
-			old, new map[string]int64
-		}{"notifications", levelsOf(prevRaw, rv, "notifications"), levelsOf(raw, rv, "notifications")})
-	}
-	for _, m := range maps {
-		for k, o := range m.old {
-			if n, ok := m.new[k]; ok && n == o {
-				continue
-			}
-			if o > senderLevel {
-				return deny("10.7", "%s.%s: current level %d is above yours", m.name, k, o)
-			}
-		}
-		for k, n := range m.new {
-			if o, ok := m.old[k]; ok && o == n {
-				continue
-			}
-			if n > senderLevel {
-				return deny("10.8", "%s.%s: new level %d is above yours", m.name, k, n)
+	if rv.PrivilegedCreators {
+		// v12 rule 1.4: additional_creators, when present, must be an
+		// array of valid user IDs.
+		if raw, found, _ := lookup(ev.Content, "additional_creators"); found {
+			ok := true
+			if err := forEachElement(raw, func(e []byte) bool {
+				s, isStr := stringValue(e)
+				ok = isStr && validUserID(s)
+				return ok
+			}); err != nil || !ok {
+				return reject("create.additional_creators", "additional_creators is not an array of valid user IDs")
 			}
 		}
 	}
-	oldUsers, newUsers := levelsOf(prevRaw, rv, "users"), levelsOf(raw, rv, "users")
-	for u, o := range oldUsers {
-		if n, ok := newUsers[u]; ok && n == o {
-			continue
-		}
-		if u != sender && o >= senderLevel {
-			return deny("10.9", "%s's level %d is not below yours", u, o)
-		}
-	}
-	for u, n := range newUsers {
-		if o, ok := oldUsers[u]; ok && o == n {
-			continue
-		}
-		if n > senderLevel {
-			return deny("10.10", "new level %d for %s is above yours", n, u)
+	if !rv.CreatorIsSender {
+		// v1–v10: "If content has no creator property, reject."
+		if _, found, _ := lookup(ev.Content, "creator"); !found {
+			return reject("create.creator", "content has no creator")
 		}
 	}
 	return nil
 }
 
-// levelsOf parses one map of levels (already validated or tolerated).
-func levelsOf(raw map[string]json.RawMessage, rv *event.RoomVersion, key string) map[string]int64 {
-	out := map[string]int64{}
-	var obj map[string]json.RawMessage
-	if json.Unmarshal(raw[key], &obj) != nil {
-		return out
+// firstJoinCreator reports whether userID is the creator the first-join
+// shortcut refers to: content.creator before v11, the create event's sender
+// from v11 (v12 keeps "the sender of the m.room.create", so additional
+// creators do not qualify).
+func firstJoinCreator(rv *event.RoomVersion, create *event.PDU, userID string) bool {
+	if rv.CreatorIsSender {
+		return create.Sender == userID
 	}
-	for k, v := range obj {
-		if n, err := parseLevel(rv, v); err == nil {
-			out[k] = n
-		}
-	}
-	return out
+	raw, found, err := lookup(create.Content, "creator")
+	return err == nil && found && rawEquals(raw, userID)
 }

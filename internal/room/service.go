@@ -159,7 +159,7 @@ func (s *Service) build(rs *roomState, proto *event.Proto) (*event.PDU, error) {
 	if err != nil {
 		return nil, buildError(err)
 	}
-	if err := authrules.Check(pdu, rs); err != nil {
+	if err := authrules.CheckWith(pdu, rs, localVerifier{s.serverName, s.key}); err != nil {
 		return nil, matrix.Forbidden("%s", err.Error())
 	}
 	return pdu, nil

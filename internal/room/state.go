@@ -18,6 +18,9 @@ type roomState struct {
 	joined      map[string]struct{}
 	extremities []string
 	depth       int64
+	// pl caches the parsed power levels; nil until asked, reset whenever
+	// m.room.power_levels or m.room.create changes.
+	pl *authrules.PowerLevels
 }
 
 func newRoomState(roomID string, rv *event.RoomVersion) *roomState {
@@ -34,6 +37,9 @@ func (rs *roomState) apply(pdu *event.PDU) {
 		return
 	}
 	rs.state[stateKey{pdu.Type, *pdu.StateKey}] = pdu
+	if pdu.Type == "m.room.power_levels" || pdu.Type == "m.room.create" {
+		rs.pl = nil
+	}
 	if pdu.Type == "m.room.member" {
 		if m, _ := authrules.Membership(pdu); m == "join" {
 			rs.joined[*pdu.StateKey] = struct{}{}
@@ -81,12 +87,29 @@ func (rs *roomState) joinedUsers(extra []string) []string {
 	return out
 }
 
+// CachedPowerLevels implements authrules.PowerLevelsCache, so ordinary
+// events are authorised without re-reading the power levels event.
+func (rs *roomState) CachedPowerLevels() *authrules.PowerLevels {
+	pl, err := rs.powerLevels()
+	if err != nil {
+		return nil
+	}
+	return pl
+}
+
 func (rs *roomState) powerLevels() (*authrules.PowerLevels, error) {
+	if rs.pl != nil {
+		return rs.pl, nil
+	}
 	var content json.RawMessage
 	if pl := rs.StateEvent("m.room.power_levels", ""); pl != nil {
 		content = pl.Content
 	}
-	return authrules.ParsePowerLevels(rs.version, content, rs.StateEvent("m.room.create", ""))
+	pl, err := authrules.ParsePowerLevels(rs.version, content, rs.StateEvent("m.room.create", ""))
+	if err == nil {
+		rs.pl = pl
+	}
+	return pl, err
 }
 
 // contentIndex extracts what the store indexes from content: the relation
