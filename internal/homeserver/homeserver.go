@@ -50,6 +50,7 @@ type Homeserver struct {
 
 	TLS               *tlsutil.Bundle // nil when no TLS is configured
 	FederationHandler http.Handler    // nil when federation_listen is empty
+	Routes            []string        // client listener patterns, "METHOD /path/{param}"
 
 	mu             gosync.Mutex
 	clientAddr     net.Addr
@@ -104,6 +105,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 	api.Register(mux)
 	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts}).Register(mux)
 	hs.Handler = server.Wrap(mux, log)
+	hs.Routes = mux.Patterns()
 	return hs, nil
 }
 

@@ -18,14 +18,31 @@ import (
 // with a method it does not serve.
 type Mux struct {
 	*http.ServeMux
+	patterns []string
 }
 
 // NewMux returns a Mux whose fallback answers M_UNRECOGNIZED.
 func NewMux() *Mux {
-	m := &Mux{http.NewServeMux()}
-	m.HandleFunc("/", m.unrecognized)
+	m := &Mux{ServeMux: http.NewServeMux()}
+	m.ServeMux.HandleFunc("/", m.unrecognized)
 	return m
 }
+
+// Handle registers h for pattern and remembers the pattern.
+func (m *Mux) Handle(pattern string, h http.Handler) {
+	m.patterns = append(m.patterns, pattern)
+	m.ServeMux.Handle(pattern, h)
+}
+
+// HandleFunc registers h for pattern and remembers the pattern.
+func (m *Mux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	m.patterns = append(m.patterns, pattern)
+	m.ServeMux.HandleFunc(pattern, h)
+}
+
+// Patterns lists the registered patterns ("METHOD /path/{param}"), in
+// registration order: the hostile-input tests walk every endpoint with it.
+func (m *Mux) Patterns() []string { return append([]string(nil), m.patterns...) }
 
 func (m *Mux) unrecognized(w http.ResponseWriter, r *http.Request) {
 	for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
