@@ -4,11 +4,16 @@ package clientapi_test
 // errcode the spec (or Synapse, where the spec is silent) gives.
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 
+	"conclave/internal/config"
 	"conclave/internal/homeserver/hstest"
 )
 
@@ -353,5 +358,100 @@ func TestAccessUploadKeysForAnother(t *testing.T) {
 	}
 	if mk := dig(q.JSON, "master_keys", bob.UserID); mk != nil {
 		t.Fatalf("bob has a master key someone else uploaded: %v", mk)
+	}
+}
+
+// fromIP returns a client whose connections come from the given loopback
+// address (Linux routes all of 127.0.0.0/8 to lo).
+func fromIP(t *testing.T, ip string) *http.Client {
+	t.Helper()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+}
+
+func loginFrom(t *testing.T, s *hstest.Server, c *http.Client, user, pw string) (int, map[string]any) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": user}, "password": pw})
+	res, err := c.Post(s.URL+acV3+"/login", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var out map[string]any
+	json.NewDecoder(res.Body).Decode(&out)
+	return res.StatusCode, out
+}
+
+// A password-guessing loop is throttled with 429 M_LIMIT_EXCEEDED and
+// retry_after_ms, while the owner, from another address, still logs in.
+// Many addresses together are bounded by the account-wide bucket.
+func TestBruteForceLogin(t *testing.T) {
+	if _, err := net.Listen("tcp", "127.0.0.2:0"); err != nil {
+		t.Skip("no 127.0.0.2 on this machine")
+	}
+	const burst = 3
+	s := hstest.Start(t, func(c *config.Config) { c.RateLimits = true; c.LoginRatePerSecond = 0.001; c.LoginRateBurst = burst })
+	s.MustOK(t, "POST", acV3+"/register", "", map[string]any{"username": "owner", "password": "owner-secret", "auth": dummy()})
+	attacker := fromIP(t, "127.0.0.3")
+	var refused, throttled int
+	for i := range 30 {
+		st, out := loginFrom(t, s, attacker, "owner", fmt.Sprintf("guess-%d", i))
+		switch {
+		case st == 403 && out["errcode"] == "M_FORBIDDEN":
+			refused++
+		case st == 429 && out["errcode"] == "M_LIMIT_EXCEEDED":
+			if ms, _ := out["retry_after_ms"].(float64); ms < 1 {
+				t.Fatalf("429 without retry_after_ms: %v", out)
+			}
+			throttled++
+		default:
+			t.Fatalf("guess %d: %d %v", i, st, out)
+		}
+	}
+	if refused != burst || throttled != 30-burst {
+		t.Fatalf("%d guesses checked, %d throttled: the loop is not throttled", refused, throttled)
+	}
+	// The owner, elsewhere, is not locked out by one guesser.
+	if st, out := loginFrom(t, s, fromIP(t, "127.0.0.2"), "owner", "owner-secret"); st != 200 {
+		t.Fatalf("owner locked out by one guesser: %d %v", st, out)
+	}
+	// A guesser spreading over many addresses is bounded by the account-wide
+	// bucket (accountFactor × burst failures in all); past it, the account
+	// is throttled for everyone until it refills.
+	total := refused
+	for i := 4; i < 30 && total < 10*burst; i++ {
+		c := fromIP(t, fmt.Sprintf("127.0.0.%d", i))
+		for range burst {
+			if st, _ := loginFrom(t, s, c, "owner", "wrong"); st == 403 {
+				total++
+			}
+		}
+	}
+	st, out := loginFrom(t, s, fromIP(t, "127.0.0.99"), "owner", "wrong-again")
+	if st != 429 || out["errcode"] != "M_LIMIT_EXCEEDED" {
+		t.Fatalf("after %d distributed failures: %d %v", total, st, out)
+	}
+	if total > 10*burst {
+		t.Fatalf("%d guesses checked, more than the account-wide bound %d", total, 10*burst)
+	}
+	// Registration from one address is throttled the same way.
+	reg := fromIP(t, "127.0.0.150")
+	var regThrottled bool
+	for i := range 10 {
+		body, _ := json.Marshal(map[string]any{"username": fmt.Sprintf("spam%d", i), "password": "pw", "auth": dummy()})
+		res, err := reg.Post(s.URL+acV3+"/register", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode == 429 {
+			regThrottled = true
+			if res.Header.Get("Retry-After") == "" {
+				t.Fatal("429 without Retry-After")
+			}
+		}
+	}
+	if !regThrottled {
+		t.Fatal("ten registrations from one address were not throttled")
 	}
 }
