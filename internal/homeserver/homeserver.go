@@ -104,7 +104,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys})
 	api.Register(mux)
 	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts}).Register(mux)
-	hs.Handler = server.Wrap(mux, log)
+	hs.Handler = server.Wrap(server.WithDeadline(mux, cfg.RequestTimeout.Duration, sync.MaxTimeout, server.IsSlow), log)
 	hs.Routes = mux.Patterns()
 	return hs, nil
 }
