@@ -43,6 +43,7 @@ type API struct {
 	Deps
 	maxBody int64
 	limits  *authLimits // accounts.go: /login and /register rate limits
+	syncs   syncSlots   // sync.go: concurrent /sync per device
 }
 
 // New returns the API.

@@ -21,13 +21,23 @@ import (
 // client IP and one per account (nil when rate limits are off).
 type authLimits struct {
 	ip, account *ratelimit.Limiter
+	// pair counts failed logins per (account, IP). A guesser is throttled by
+	// it (and its IP bucket) long before the account-wide bucket, which is
+	// accountFactor times larger, runs dry: so one attacker cannot lock the
+	// owner out, and many attackers together still guess at a bounded rate.
+	pair *ratelimit.Limiter
 }
+
+// accountFactor is how many times larger the account-wide failed-login
+// bucket is than the per-(account, IP) one.
+const accountFactor = 10
 
 func (a *API) registerAccounts(mux Mux) {
 	if a.Config.RateLimits {
 		a.limits = &authLimits{
 			ip:      ratelimit.New(a.Config.LoginRatePerSecond, a.Config.LoginRateBurst, 0),
-			account: ratelimit.New(a.Config.LoginRatePerSecond, a.Config.LoginRateBurst, 0),
+			account: ratelimit.New(a.Config.LoginRatePerSecond*accountFactor, a.Config.LoginRateBurst*accountFactor, 0),
+			pair:    ratelimit.New(a.Config.LoginRatePerSecond, a.Config.LoginRateBurst, 0),
 		}
 	}
 	handle(mux, "GET", "/login", a.loginFlows)
@@ -79,6 +89,26 @@ func limited(l *ratelimit.Limiter, key string, consume bool) error {
 		return nil
 	}
 	return matrix.LimitExceeded(max(wait, 1))
+}
+
+// check refuses a login attempt on account from ip while its failed-login
+// buckets are empty, without taking a token.
+func (l *authLimits) check(account, ip string) error {
+	if err := limited(l.pair, account+"\x00"+ip, false); err != nil {
+		return err
+	}
+	return limited(l.account, account, false)
+}
+
+// failed records a failed login on account from ip; the error is the 429
+// the attempt after it would get.
+func (l *authLimits) failed(account, ip string) error {
+	errPair := limited(l.pair, account+"\x00"+ip, true)
+	errAccount := limited(l.account, account, true)
+	if errPair != nil {
+		return errPair
+	}
+	return errAccount
 }
 
 // limitIP takes a token from the caller's IP bucket.
@@ -166,7 +196,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 			if req.Identifier != nil {
 				name = req.Identifier.User
 			}
-			if lerr := limited(a.limits.account, strings.ToLower(name), true); lerr != nil {
+			if lerr := a.limits.failed(strings.ToLower(name), clientIP(r)); lerr != nil {
 				err = lerr
 			}
 		}
@@ -176,7 +206,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	if a.limits != nil {
 		// Per account, only failures take tokens, so an attacker's guesses
 		// slow down guessing without locking the owner out of a first try.
-		if err := limited(a.limits.account, accountKey, false); err != nil {
+		if err := a.limits.check(accountKey, clientIP(r)); err != nil {
 			fail(w, r, err)
 			return
 		}
@@ -186,7 +216,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	})
 	if err != nil {
 		if me, ok := matrix.AsError(err); ok && me.Code == matrix.ErrForbidden && a.limits != nil {
-			a.limits.account.Allow(accountKey)
+			a.limits.failed(accountKey, clientIP(r))
 		}
 		fail(w, r, err)
 		return

@@ -3,6 +3,7 @@ package clientapi
 import (
 	"net/http"
 	"strconv"
+	sync2 "sync"
 	"time"
 
 	"conclave/internal/jsonhttp"
@@ -16,7 +17,47 @@ func (a *API) registerSync(mux Mux) {
 	handle(mux, "GET", "/sync", a.authed(a.sync))
 }
 
+// syncSlots counts the /sync requests each device has running. A client
+// has no reason to run more than one; a few are allowed for reconnects that
+// overlap a dying long-poll. Beyond max_syncs_per_device the request is
+// refused with 429 M_LIMIT_EXCEEDED, so one token cannot pin unbounded
+// goroutines and notifier registrations.
+type syncSlots struct {
+	mu sync2.Mutex
+	n  map[string]int
+}
+
+func (s *syncSlots) acquire(key string, max int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n == nil {
+		s.n = map[string]int{}
+	}
+	if s.n[key] >= max {
+		return false
+	}
+	s.n[key]++
+	return true
+}
+
+func (s *syncSlots) release(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n[key]--; s.n[key] <= 0 {
+		delete(s.n, key)
+	}
+}
+
+// syncRetryMS is the retry_after_ms of a refused concurrent /sync.
+const syncRetryMS = 1000
+
 func (a *API) sync(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	key := s.UserID + "\x00" + s.DeviceID
+	if !a.syncs.acquire(key, max(a.Config.MaxSyncsPerDevice, 1)) {
+		jsonhttp.Error(w, r, matrix.LimitExceeded(syncRetryMS))
+		return
+	}
+	defer a.syncs.release(key)
 	q := r.URL.Query()
 	req := &sync.Request{UserID: s.UserID, DeviceID: s.DeviceID}
 	if since := q.Get("since"); since != "" {

@@ -46,6 +46,11 @@ type Config struct {
 	AccessTokenLifetime      Duration `yaml:"access_token_lifetime" help:"lifetime of access tokens issued with refresh tokens"`
 	PasswordHashMemoryKiB    int      `yaml:"password_hash_memory_kib" help:"argon2id memory per password hash in KiB (tests lower it)"`
 	ShutdownTimeout          Duration `yaml:"shutdown_timeout" help:"how long graceful shutdown waits for requests"`
+	// Bounds on what one client can hold (docs/hardening.md).
+	MaxConnections    int      `yaml:"max_connections" help:"client connections open at once; more wait to be accepted"`
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout" help:"time a client has to send its request headers (slowloris)"`
+	RequestTimeout    Duration `yaml:"request_timeout" help:"deadline for handling one request (/sync long-polls and media get 5m more)"`
+	MaxSyncsPerDevice int      `yaml:"max_syncs_per_device" help:"concurrent /sync requests per device; more get 429 M_LIMIT_EXCEEDED"`
 	// Media repository.
 	MaxUploadBytes     int64  `yaml:"max_upload_bytes" help:"largest accepted media upload"`
 	MediaDir           string `yaml:"media_dir" help:"media files; empty: the media directory inside data_dir"`
@@ -83,6 +88,10 @@ func Default() Config {
 		AccessTokenLifetime:   Duration{5 * time.Minute},
 		PasswordHashMemoryKiB: 64 * 1024,
 		ShutdownTimeout:       Duration{10 * time.Second},
+		MaxConnections:        10000,
+		ReadHeaderTimeout:     Duration{10 * time.Second},
+		RequestTimeout:        Duration{2 * time.Minute},
+		MaxSyncsPerDevice:     4,
 		MaxUploadBytes:        50 << 20,
 		ClamdUnreachable:      "refuse",
 		ThumbnailMaxPixels:    32_000_000,
@@ -216,6 +225,12 @@ func (c *Config) Validate() error {
 	}
 	if c.PasswordHashMemoryKiB < 64 || c.PasswordHashMemoryKiB > 1<<20 {
 		return &Error{Key: "password_hash_memory_kib", Reason: "must be between 64 and 1048576"}
+	}
+	if c.MaxConnections < 1 || c.MaxSyncsPerDevice < 1 {
+		return &Error{Key: "max_connections", Reason: "max_connections and max_syncs_per_device must be positive"}
+	}
+	if c.ReadHeaderTimeout.Duration <= 0 || c.RequestTimeout.Duration <= 0 {
+		return &Error{Key: "request_timeout", Reason: "read_header_timeout and request_timeout must be positive"}
 	}
 	if err := c.validateMedia(); err != nil {
 		return err

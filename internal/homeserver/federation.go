@@ -42,7 +42,7 @@ func (hs *Homeserver) setupFederation() error {
 // configured, the federation listener (always TLS). Ready closes once all
 // are bound.
 func (hs *Homeserver) listeners() []server.Listener {
-	client := server.Listener{Addr: hs.Config.Listen, Handler: hs.Handler, Bound: func(a net.Addr) {
+	client := server.Listener{Addr: hs.Config.Listen, Handler: hs.Handler, MaxConns: hs.Config.MaxConnections, ReadHeaderTimeout: hs.Config.ReadHeaderTimeout.Duration, Bound: func(a net.Addr) {
 		hs.mu.Lock()
 		hs.clientAddr = a
 		hs.mu.Unlock()

@@ -50,6 +50,7 @@ type Homeserver struct {
 
 	TLS               *tlsutil.Bundle // nil when no TLS is configured
 	FederationHandler http.Handler    // nil when federation_listen is empty
+	Routes            []string        // client listener patterns, "METHOD /path/{param}"
 
 	mu             gosync.Mutex
 	clientAddr     net.Addr
@@ -103,7 +104,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys})
 	api.Register(mux)
 	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts}).Register(mux)
-	hs.Handler = server.Wrap(mux, log)
+	hs.Handler = server.Wrap(server.WithDeadline(mux, cfg.RequestTimeout.Duration, sync.MaxTimeout, server.IsSlow), log)
+	hs.Routes = mux.Patterns()
 	return hs, nil
 }
 

@@ -5,6 +5,7 @@ package jsonhttp
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -164,6 +165,12 @@ func Empty(w http.ResponseWriter) { Write(w, http.StatusOK, json.RawMessage("{}"
 // after logging it with the request ID (a 500 is always a bug).
 func Error(w http.ResponseWriter, r *http.Request, err error) {
 	me, ok := matrix.AsError(err)
+	if !ok && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+		// The request's deadline passed (server.WithDeadline) or the client
+		// went away: an overload, not a bug. The client may retry.
+		slog.WarnContext(r.Context(), "request abandoned", "err", err, "method", r.Method, "path", r.URL.Path, "request_id", w.Header().Get("X-Request-Id"))
+		me, ok = matrix.Errorf(http.StatusServiceUnavailable, matrix.ErrUnknown, "Request timed out"), true
+	}
 	if !ok {
 		slog.ErrorContext(r.Context(), "internal error", "err", err, "method", r.Method, "path", r.URL.Path, "request_id", w.Header().Get("X-Request-Id"))
 		me = matrix.Errorf(http.StatusInternalServerError, matrix.ErrUnknown, "Internal server error")

@@ -18,14 +18,31 @@ import (
 // with a method it does not serve.
 type Mux struct {
 	*http.ServeMux
+	patterns []string
 }
 
 // NewMux returns a Mux whose fallback answers M_UNRECOGNIZED.
 func NewMux() *Mux {
-	m := &Mux{http.NewServeMux()}
-	m.HandleFunc("/", m.unrecognized)
+	m := &Mux{ServeMux: http.NewServeMux()}
+	m.ServeMux.HandleFunc("/", m.unrecognized)
 	return m
 }
+
+// Handle registers h for pattern and remembers the pattern.
+func (m *Mux) Handle(pattern string, h http.Handler) {
+	m.patterns = append(m.patterns, pattern)
+	m.ServeMux.Handle(pattern, h)
+}
+
+// HandleFunc registers h for pattern and remembers the pattern.
+func (m *Mux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	m.patterns = append(m.patterns, pattern)
+	m.ServeMux.HandleFunc(pattern, h)
+}
+
+// Patterns lists the registered patterns ("METHOD /path/{param}"), in
+// registration order: the hostile-input tests walk every endpoint with it.
+func (m *Mux) Patterns() []string { return append([]string(nil), m.patterns...) }
 
 func (m *Mux) unrecognized(w http.ResponseWriter, r *http.Request) {
 	for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
@@ -49,6 +66,12 @@ type Listener struct {
 	TLS     *tls.Config
 	// Bound is called with the actual address once listening (":0" picks a port).
 	Bound func(net.Addr)
+	// MaxConns bounds the connections open at once (0: no bound); further
+	// clients wait in the kernel's accept queue.
+	MaxConns int
+	// ReadHeaderTimeout cuts off clients that send headers too slowly
+	// (slowloris); 0 means 10s.
+	ReadHeaderTimeout time.Duration
 }
 
 // Serve runs the listeners until ctx is cancelled, then shuts them down
@@ -64,8 +87,15 @@ func Serve(ctx context.Context, log *slog.Logger, grace time.Duration, listeners
 			}
 			return err
 		}
+		if l.MaxConns > 0 {
+			ln = LimitListener(ln, l.MaxConns)
+		}
 		if l.TLS != nil {
 			ln = tls.NewListener(ln, l.TLS)
+		}
+		rht := l.ReadHeaderTimeout
+		if rht <= 0 {
+			rht = 10 * time.Second
 		}
 		if l.Bound != nil {
 			l.Bound(ln.Addr())
@@ -75,7 +105,7 @@ func Serve(ctx context.Context, log *slog.Logger, grace time.Duration, listeners
 			// Slow clients are cut off: headers must arrive promptly and idle
 			// keep-alive connections do not linger. Bodies are bounded per
 			// endpoint; long-polls set their own deadlines.
-			ReadHeaderTimeout: 10 * time.Second,
+			ReadHeaderTimeout: rht,
 			ReadTimeout:       60 * time.Second,
 			IdleTimeout:       120 * time.Second,
 			MaxHeaderBytes:    64 << 10,

@@ -41,14 +41,7 @@ type Option func(*config.Config)
 // rate limits are off unless an option says otherwise.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.EnableRegistration = true
-	cfg.RateLimits = false
-	cfg.RegistrationSharedSecret = "test-shared-secret"
-	cfg.PasswordHashMemoryKiB = 64 // cheap hashes keep the suite fast
-	cfg.ShutdownTimeout = config.Duration{Duration: 2 * time.Second}
+	cfg := Default(t)
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -58,14 +51,46 @@ func Start(t testing.TB, opts ...Option) *Server {
 	return StartConfig(t, cfg)
 }
 
+// Default is the configuration Start begins from.
+func Default(t testing.TB) config.Config {
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.EnableRegistration = true
+	cfg.RateLimits = false
+	cfg.RegistrationSharedSecret = "test-shared-secret"
+	cfg.PasswordHashMemoryKiB = 64 // cheap hashes keep the suite fast
+	cfg.ShutdownTimeout = config.Duration{Duration: 2 * time.Second}
+	return cfg
+}
+
 // StartConfig runs a homeserver with exactly cfg.
 func StartConfig(t testing.TB, cfg config.Config) *Server {
+	t.Helper()
+	return startLogged(t, cfg, os.Stderr)
+}
+
+// StartLogged is Start with the server log (warnings and errors, including
+// recovered panics) written to w, for tests that inspect it.
+func StartLogged(t testing.TB, w io.Writer, opts ...Option) *Server {
+	t.Helper()
+	cfg := Default(t)
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return startLogged(t, cfg, w)
+}
+
+func startLogged(t testing.TB, cfg config.Config, w io.Writer) *Server {
 	t.Helper()
 	level := slog.LevelWarn
 	if os.Getenv("CONCLAVE_TEST_LOG") != "" {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 	ctx, cancel := context.WithCancel(context.Background())
 	hs, err := homeserver.New(ctx, cfg, log)
 	if err != nil {
