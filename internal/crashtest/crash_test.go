@@ -69,7 +69,7 @@ func (h *harness) start() *proc {
 	h.t.Helper()
 	cmd := exec.Command(h.bin, "serve",
 		"--server-name", "localhost", "--data-dir", h.dataDir, "--listen", "127.0.0.1:0",
-		"--enable-registration", "true", "--rate-limits", "false", "--password-hash-memory-kib", "64",
+		"--enable-registration", "--rate-limits=false", "--password-hash-memory-kib", "64",
 		"--log-format", "json", "--log-level", "info", "--shutdown-timeout", "1s")
 	stderr, err := cmd.StdoutPipe()
 	if err != nil {
