@@ -3,6 +3,7 @@ package accounts
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -151,6 +152,12 @@ func (s *Service) AuthenticateUIA(ctx context.Context, u UIA, auth *AuthDict) er
 		return matrix.Errorf(http.StatusBadRequest, matrix.ErrUnrecognized, "Unrecognised authentication type %q", auth.Type)
 	}
 	if err := s.checkStage(ctx, u, auth); err != nil {
+		if errors.Is(err, errOtherUser) {
+			// Synapse answers a plain 403 (no new challenge) when the stage
+			// succeeded for someone other than the requester; Complement's
+			// TestDeviceManagement expects it.
+			return matrix.Forbidden("Invalid auth: the credentials are not the requesting user's")
+		}
 		if me, ok := matrix.AsError(err); ok && me.Status == http.StatusUnauthorized || ok && me.Status == http.StatusForbidden {
 			return challenge(me)
 		}
@@ -223,6 +230,10 @@ func flowComplete(flows []Flow, completed []string) bool {
 	return false
 }
 
+// errOtherUser marks a password stage that authenticated a user other than
+// the one making the request.
+var errOtherUser = errors.New("uia: authenticated user is not the requester")
+
 func (s *Service) checkStage(ctx context.Context, u UIA, auth *AuthDict) error {
 	switch auth.Type {
 	case LoginDummy:
@@ -237,10 +248,13 @@ func (s *Service) checkStage(ctx context.Context, u UIA, auth *AuthDict) error {
 		if err != nil {
 			return err
 		}
-		if userID != u.UserID {
-			return matrix.Forbidden("Requested user ID does not match the authenticated user")
+		if err := s.CheckPassword(ctx, userID, auth.Password); err != nil {
+			return err
 		}
-		return s.CheckPassword(ctx, userID, auth.Password)
+		if userID != u.UserID {
+			return errOtherUser
+		}
+		return nil
 	}
 	return matrix.Errorf(http.StatusBadRequest, matrix.ErrUnrecognized, "Unrecognised authentication type %q", auth.Type)
 }
