@@ -18,6 +18,9 @@ type roomState struct {
 	joined      map[string]struct{}
 	extremities []string
 	depth       int64
+	// stale: the store refused a write built on this state because the
+	// room moved on (store.ErrRoomChanged); it is reloaded on next lock.
+	stale bool
 }
 
 func newRoomState(roomID string, rv *event.RoomVersion) *roomState {

@@ -20,6 +20,7 @@ import (
 	"conclave/internal/config"
 	"conclave/internal/homeserver"
 	"conclave/internal/store"
+	"conclave/internal/store/storetest/pgtest"
 )
 
 // Server is a running test homeserver.
@@ -33,6 +34,11 @@ type Server struct {
 	// FederationURL is https://127.0.0.1:port when federation_listen is set.
 	FederationURL string
 }
+
+// EnvDatabase names the variable that picks the test servers' database:
+// "postgres" gives every server started by Start a fresh PostgreSQL
+// database (see storetest/pgtest); anything else keeps SQLite files.
+const EnvDatabase = "CONCLAVE_TEST_DATABASE"
 
 // Option changes the configuration before start.
 type Option func(*config.Config)
@@ -49,6 +55,9 @@ func Start(t testing.TB, opts ...Option) *Server {
 	cfg.RegistrationSharedSecret = "test-shared-secret"
 	cfg.PasswordHashMemoryKiB = 64 // cheap hashes keep the suite fast
 	cfg.ShutdownTimeout = config.Duration{Duration: 2 * time.Second}
+	if os.Getenv(EnvDatabase) == "postgres" {
+		cfg.Database = pgtest.NewDatabase(t)
+	}
 	for _, o := range opts {
 		o(&cfg)
 	}
