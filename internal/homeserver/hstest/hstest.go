@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,6 +41,25 @@ type Server struct {
 // database (see storetest/pgtest); anything else keeps SQLite files.
 const EnvDatabase = "CONCLAVE_TEST_DATABASE"
 
+var (
+	pgMu  sync.Mutex
+	pgDBs = map[string]string{} // data dir → database URL
+)
+
+// postgresFor returns the PostgreSQL database of a data directory, creating
+// it on first use: a test that restarts a server on the same data directory
+// finds its data again, as it would with SQLite.
+func postgresFor(t testing.TB, dataDir string) string {
+	pgMu.Lock()
+	defer pgMu.Unlock()
+	if dsn, ok := pgDBs[dataDir]; ok {
+		return dsn
+	}
+	dsn := pgtest.NewDatabase(t)
+	pgDBs[dataDir] = dsn
+	return dsn
+}
+
 // Option changes the configuration before start.
 type Option func(*config.Config)
 
@@ -55,11 +75,11 @@ func Start(t testing.TB, opts ...Option) *Server {
 	cfg.RegistrationSharedSecret = "test-shared-secret"
 	cfg.PasswordHashMemoryKiB = 64 // cheap hashes keep the suite fast
 	cfg.ShutdownTimeout = config.Duration{Duration: 2 * time.Second}
-	if os.Getenv(EnvDatabase) == "postgres" {
-		cfg.Database = pgtest.NewDatabase(t)
-	}
 	for _, o := range opts {
 		o(&cfg)
+	}
+	if os.Getenv(EnvDatabase) == "postgres" && cfg.Database == "" {
+		cfg.Database = postgresFor(t, cfg.DataDir)
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

@@ -10,7 +10,7 @@ import (
 	"conclave/internal/store/storetest/pgtest"
 )
 
-func open(t *testing.T) *postgres.DB {
+func open(t testing.TB) *postgres.DB {
 	t.Helper()
 	db, err := postgres.Open(context.Background(), pgtest.NewDatabase(t))
 	if err != nil {
@@ -22,4 +22,8 @@ func open(t *testing.T) *postgres.DB {
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store { return open(t) })
+}
+
+func BenchmarkStore(b *testing.B) {
+	storetest.Bench(b, func(b *testing.B) store.Store { return open(b) })
 }

@@ -20,3 +20,14 @@ func TestConformance(t *testing.T) {
 		return db
 	})
 }
+
+func BenchmarkStore(b *testing.B) {
+	storetest.Bench(b, func(b *testing.B) store.Store {
+		db, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "conclave.db"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { db.Close() })
+		return db
+	})
+}
