@@ -17,8 +17,19 @@ vet:
 # Every test: unit, property, integration (in-process servers), real clients.
 test: vet test-go
 
+# Both backends: ./... runs the store conformance suite on SQLite and on
+# PostgreSQL, then the whole suite runs again with every integration test
+# server on PostgreSQL. One throwaway PostgreSQL server serves the whole run
+# (scripts/postgres-test.sh); without PostgreSQL installed the PostgreSQL
+# tests skip, except under CI=true where they fail.
 test-go:
-	$(GO) test -tags goolm -count=1 -timeout 20m ./...
+	@set -e; dsn=""; \
+	if scripts/postgres-test.sh check; then dsn=$$(scripts/postgres-test.sh start); trap 'scripts/postgres-test.sh stop "$$dsn"' EXIT; fi; \
+	export CONCLAVE_TEST_PG_DSN="$$dsn"; \
+	echo "== go test ./... (SQLite; store conformance on both)"; \
+	$(GO) test -tags goolm -count=1 -timeout 20m ./...; \
+	echo "== integration tests on PostgreSQL"; \
+	CONCLAVE_TEST_DATABASE=postgres $(GO) test -tags goolm -count=1 -timeout 20m ./...
 
 # Static Linux binary + FROM-scratch image for the Complement conformance suite.
 # Run the suite with a Complement checkout kept outside this repo, e.g.

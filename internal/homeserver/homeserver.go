@@ -5,13 +5,13 @@ package homeserver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	gosync "sync"
 
 	"conclave/internal/accountdata"
@@ -27,6 +27,8 @@ import (
 	"conclave/internal/receipts"
 	"conclave/internal/room"
 	"conclave/internal/server"
+	"conclave/internal/store"
+	"conclave/internal/store/postgres"
 	"conclave/internal/store/sqlite"
 	"conclave/internal/sync"
 	"conclave/internal/tlsutil"
@@ -37,7 +39,7 @@ import (
 type Homeserver struct {
 	Config *config.Config
 	Log    *slog.Logger
-	Store  *sqlite.DB
+	Store  Store
 
 	SigningKey *event.SigningKey
 	Accounts   *accounts.Service
@@ -70,10 +72,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	if cfg.Database != "" && !isSQLite(cfg.Database) {
-		return nil, errors.New("PostgreSQL is not supported yet; leave database empty for SQLite")
-	}
-	db, err := sqlite.Open(ctx, cfg.SQLitePath())
+	db, err := openStore(ctx, &cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +108,21 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 	return hs, nil
 }
 
-func isSQLite(dsn string) bool { return len(dsn) > 7 && dsn[:7] == "sqlite:" }
+// Store is what a homeserver persists through: the whole store contract,
+// on SQLite or PostgreSQL, plus a consistency check for tests.
+type Store interface {
+	store.Store
+	IntegrityCheck(ctx context.Context) error
+}
+
+// openStore opens the database cfg names: PostgreSQL for a postgres:// URL,
+// SQLite (in the data directory unless sqlite:PATH says where) otherwise.
+func openStore(ctx context.Context, cfg *config.Config) (Store, error) {
+	if strings.HasPrefix(cfg.Database, "postgres://") || strings.HasPrefix(cfg.Database, "postgresql://") {
+		return postgres.Open(ctx, cfg.Database)
+	}
+	return sqlite.Open(ctx, cfg.SQLitePath())
+}
 
 // Run serves until ctx is cancelled, then shuts down gracefully and closes
 // the store: every acknowledged write is already committed by then.

@@ -84,7 +84,7 @@ func (s *Service) entry(roomID string) *roomEntry {
 func (s *Service) lock(ctx context.Context, roomID string) (*roomEntry, *roomState, error) {
 	e := s.entry(roomID)
 	e.mu.Lock()
-	if e.state == nil {
+	if e.state == nil || e.state.stale {
 		st, err := s.loadState(ctx, roomID)
 		if err != nil {
 			e.mu.Unlock()
@@ -189,6 +189,7 @@ func newEvent(rs *roomState, pdu *event.PDU, device, txnID string) store.NewEven
 		Redacts:        pdu.Redacts,
 		SenderDevice:   device,
 		TxnID:          txnID,
+		PrevEvents:     pdu.PrevEvents,
 	}
 	if pdu.StateKey != nil {
 		if old := rs.StateEvent(pdu.Type, *pdu.StateKey); old != nil {
@@ -205,6 +206,12 @@ func newEvent(rs *roomState, pdu *event.PDU, device, txnID string) store.NewEven
 // commit persists built events, applies them to rs and notifies.
 func (s *Service) commit(ctx context.Context, rs *roomState, pdus []*event.PDU, rows []store.NewEvent) error {
 	positions, err := s.store.PersistEvents(ctx, rs.roomID, rows)
+	if errors.Is(err, store.ErrRoomChanged) {
+		// Another process sharing the database wrote to the room since it
+		// was loaded: reload it on next use; the client retries.
+		rs.stale = true
+		return matrix.Errorf(http.StatusServiceUnavailable, matrix.ErrUnknown, "The room changed concurrently; retry the request")
+	}
 	if err != nil {
 		return err
 	}

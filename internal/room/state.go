@@ -21,6 +21,9 @@ type roomState struct {
 	// pl caches the parsed power levels; nil until asked, reset whenever
 	// m.room.power_levels or m.room.create changes.
 	pl *authrules.PowerLevels
+	// stale: the store refused a write built on this state because the
+	// room moved on (store.ErrRoomChanged); it is reloaded on next lock.
+	stale bool
 }
 
 func newRoomState(roomID string, rv *event.RoomVersion) *roomState {

@@ -59,6 +59,10 @@ type NewEvent struct {
 	TxnID        string
 	// ContainsURL: content.url is a string (filters' contains_url).
 	ContainsURL bool
+	// PrevEvents are the event's prev_events. When set on the first event
+	// of a PersistEvents call, the store checks under its per-room lock that
+	// they are still the room's forward extremities (ErrRoomChanged if not).
+	PrevEvents []string
 }
 
 // RoomSnapshot is what the room service loads once per room and keeps in

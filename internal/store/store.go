@@ -17,6 +17,12 @@ var ErrNotFound = errors.New("store: not found")
 // or alias already taken, an event ID already stored).
 var ErrConflict = errors.New("store: conflict")
 
+// ErrRoomChanged is returned by PersistEvents when the room's forward
+// extremities are no longer the PrevEvents its first event was built on:
+// another writer (another process on the same database) appended to the
+// room. Nothing is written; the caller reloads the room and may retry.
+var ErrRoomChanged = errors.New("store: room changed since it was loaded")
+
 // Store is everything the server persists. Services depend on the narrower
 // interfaces they need.
 type Store interface {

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"conclave/internal/config"
 	"conclave/internal/homeserver"
 	"conclave/internal/store"
+	"conclave/internal/store/storetest/pgtest"
 )
 
 // Server is a running test homeserver.
@@ -34,6 +36,30 @@ type Server struct {
 	FederationURL string
 }
 
+// EnvDatabase names the variable that picks the test servers' database:
+// "postgres" gives every server started by Start a fresh PostgreSQL
+// database (see storetest/pgtest); anything else keeps SQLite files.
+const EnvDatabase = "CONCLAVE_TEST_DATABASE"
+
+var (
+	pgMu  sync.Mutex
+	pgDBs = map[string]string{} // data dir → database URL
+)
+
+// postgresFor returns the PostgreSQL database of a data directory, creating
+// it on first use: a test that restarts a server on the same data directory
+// finds its data again, as it would with SQLite.
+func postgresFor(t testing.TB, dataDir string) string {
+	pgMu.Lock()
+	defer pgMu.Unlock()
+	if dsn, ok := pgDBs[dataDir]; ok {
+		return dsn
+	}
+	dsn := pgtest.NewDatabase(t)
+	pgDBs[dataDir] = dsn
+	return dsn
+}
+
 // Option changes the configuration before start.
 type Option func(*config.Config)
 
@@ -44,6 +70,9 @@ func Start(t testing.TB, opts ...Option) *Server {
 	cfg := Default(t)
 	for _, o := range opts {
 		o(&cfg)
+	}
+	if os.Getenv(EnvDatabase) == "postgres" && cfg.Database == "" {
+		cfg.Database = postgresFor(t, cfg.DataDir)
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

@@ -140,10 +140,11 @@ func typeClause(b *strings.Builder, args *[]any, types []string, not bool) {
 		if i > 0 {
 			b.WriteString(" OR ")
 		}
-		if strings.HasSuffix(t, "*") {
-			b.WriteString(`e.type LIKE ? ESCAPE '\'`)
-			p := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(strings.TrimSuffix(t, "*")) + "%"
-			*args = append(*args, p)
+		if p, ok := strings.CutSuffix(t, "*"); ok {
+			// A prefix test, not LIKE: SQLite's LIKE ignores ASCII case,
+			// and event types are case-sensitive.
+			b.WriteString(`substr(e.type, 1, length(?)) = ?`)
+			*args = append(*args, p, p)
 		} else {
 			b.WriteString("e.type = ?")
 			*args = append(*args, t)

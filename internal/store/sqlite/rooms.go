@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"slices"
 
 	"conclave/internal/store"
 )
@@ -65,6 +66,17 @@ func (db *DB) PersistEvents(ctx context.Context, roomID string, events []store.N
 func persistEventsTx(ctx context.Context, tx *sql.Tx, roomID string, events []store.NewEvent) ([]int64, error) {
 	if len(events) == 0 {
 		return nil, nil
+	}
+	if prev := events[0].PrevEvents; prev != nil {
+		// The writer must have built on the room's current head (see
+		// store.NewEvent.PrevEvents); the write transaction holds the lock.
+		cur, err := queryStrings(ctx, tx, `SELECT event_id FROM forward_extremities WHERE room_id = ?`, roomID)
+		if err != nil {
+			return nil, err
+		}
+		if !sameSet(cur, prev) {
+			return nil, store.ErrRoomChanged
+		}
 	}
 	first, err := nextPos(ctx, tx, len(events))
 	if err != nil {
@@ -181,4 +193,15 @@ func (db *DB) DeleteAlias(ctx context.Context, alias string) error {
 
 func (db *DB) AliasesForRoom(ctx context.Context, roomID string) ([]string, error) {
 	return queryStrings(ctx, db.r, `SELECT alias FROM room_aliases WHERE room_id = ? ORDER BY alias`, roomID)
+}
+
+// sameSet reports whether a and b hold the same strings.
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
 }

@@ -1,0 +1,243 @@
+// Package postgres implements the store interfaces on PostgreSQL through
+// jackc/pgx v5: a pgxpool connection pool, statements prepared once per
+// connection by pgx's statement cache, and embedded numbered migrations
+// (migrations/NNNN_name.sql, aligned with the SQLite ones: the same number
+// makes the same change in both backends).
+//
+// # Stream positions
+//
+// Every change /sync reports takes the next position of one global stream,
+// and a reader that sees position N must already see every position below N
+// (a sync token is one number). A PostgreSQL sequence alone does not give
+// that: transaction A may take 6 and B 7, and B commit first, so a reader
+// would skip 6 for ever. Here positions come from the single row of the
+// stream table (UPDATE … RETURNING), whose row lock is held until the
+// allocating transaction ends. The next allocation waits for that commit (or
+// rollback), so positions are committed in order and `SELECT pos FROM
+// stream` is always the highest position below which everything is
+// committed. The price is that writers taking positions are serialised from
+// their allocation to their commit; every write allocates as late as it can.
+// Tracking the maximum contiguous committed position instead would let
+// writers overlap, at the cost of a more complex reader side.
+//
+// # Per-room serialisation
+//
+// PersistEvents takes pg_advisory_xact_lock(roomLockClass, hashtext(room_id))
+// first, then checks that the forward extremities the room service built on
+// (NewEvent.PrevEvents of the first event) are still the room's: another
+// process may have appended to the room since this one loaded it. If not it
+// returns store.ErrRoomChanged, and the room service reloads the room.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"conclave/internal/store"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Advisory lock classes (the first key of the two-key advisory locks).
+const (
+	migrateLockClass = 0x436f6e00 // "Con\0": schema migrations
+	roomLockClass    = 0x436f6e01 // per-room writes
+	filterLockClass  = 0x436f6e02 // filter IDs per user
+	backupLockClass  = 0x436f6e03 // backup versions per user
+)
+
+// DB is the PostgreSQL store.
+type DB struct {
+	pool *pgxpool.Pool
+}
+
+var _ store.Store = (*DB)(nil)
+
+// Open connects to the database named by dsn (postgres://…) and applies the
+// pending migrations. Pool settings may be given in the DSN (pool_max_conns…).
+func Open(ctx context.Context, dsn string) (*DB, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("database URL: %w", err)
+	}
+	if !strings.Contains(dsn, "pool_max_conns") {
+		cfg.MaxConns = 16
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	db := &DB{pool: pool}
+	if err := db.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	return db, nil
+}
+
+// Close closes the pool.
+func (db *DB) Close() error {
+	db.pool.Close()
+	return nil
+}
+
+// IntegrityCheck checks that the server answers and the schema is in place
+// (PostgreSQL keeps its own consistency; this is the liveness half of
+// SQLite's integrity check).
+func (db *DB) IntegrityCheck(ctx context.Context) error {
+	var n int
+	return db.pool.QueryRow(ctx, `SELECT count(*) FROM stream`).Scan(&n)
+}
+
+func (db *DB) migrate(ctx context.Context) error {
+	conn, err := db.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	// Several processes may start at once: one migrates, the others wait.
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1, 0)`, migrateLockClass); err != nil {
+		return err
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1, 0)`, migrateLockClass)
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ts BIGINT NOT NULL)`); err != nil {
+		return err
+	}
+	entries, err := fs.ReadDir(migrations, "migrations")
+	if err != nil {
+		return err
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
+	for _, e := range entries {
+		name := e.Name()
+		num, _, ok := strings.Cut(name, "_")
+		version, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			return fmt.Errorf("migration %s: name must start with a number and _", name)
+		}
+		var applied bool
+		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)`, version).Scan(&applied); err != nil {
+			return err
+		}
+		if applied {
+			continue
+		}
+		body, err := migrations.ReadFile("migrations/" + name)
+		if err != nil {
+			return err
+		}
+		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			// No arguments: the simple protocol runs the whole file.
+			if _, err := tx.Exec(ctx, string(body)); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name, applied_ts) VALUES ($1, $2, $3)`, version, name, time.Now().UnixMilli())
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// querier is what both the pool and a transaction offer.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// maxTxAttempts bounds the retries of a transaction PostgreSQL aborted
+// because of a deadlock or a serialisation failure.
+const maxTxAttempts = 5
+
+// tx runs fn in a transaction, committing if it returns nil. fn may run more
+// than once (after a deadlock), so it must reset what it collects.
+func (db *DB) tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	for attempt := 1; ; attempt++ {
+		err := pgx.BeginFunc(ctx, db.pool, fn)
+		if err == nil || attempt == maxTxAttempts || !retryable(err) || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}
+
+// nextPos allocates n consecutive stream positions inside tx and returns the
+// first. The stream row stays locked until tx ends (see the package comment).
+func nextPos(ctx context.Context, tx pgx.Tx, n int) (int64, error) {
+	var last int64
+	if err := tx.QueryRow(ctx, `UPDATE stream SET pos = pos + $1 WHERE id = 1 RETURNING pos`, n).Scan(&last); err != nil {
+		return 0, err
+	}
+	return last - int64(n) + 1, nil
+}
+
+// MaxStreamPos implements store.Stream.
+func (db *DB) MaxStreamPos(ctx context.Context) (int64, error) {
+	var pos int64
+	err := db.pool.QueryRow(ctx, `SELECT pos FROM stream WHERE id = 1`).Scan(&pos)
+	return pos, err
+}
+
+// isConstraint reports whether err is a uniqueness or primary-key violation.
+func isConstraint(err error) bool { return pgCode(err) == "23505" }
+
+// isForeignKey reports a foreign-key violation.
+func isForeignKey(err error) bool { return pgCode(err) == "23503" }
+
+func pgCode(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
+func notFound(err error) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	return err
+}
+
+// queryStrings runs a query returning one text column.
+func queryStrings(ctx context.Context, q querier, query string, args ...any) ([]string, error) {
+	rows, err := q.Query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if len(out) == 0 {
+		out = nil
+	}
+	return out, err
+}
+
+// argList numbers the parameters of a query built piece by piece.
+type argList []any
+
+func (a *argList) add(v any) string {
+	*a = append(*a, v)
+	return "$" + strconv.Itoa(len(*a))
+}
+
+// likeEscaper escapes LIKE metacharacters for ESCAPE '\'.
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)

@@ -1,0 +1,163 @@
+package postgres
+
+import (
+	"context"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"conclave/internal/store"
+)
+
+const eventColumns = `e.pos, e.event_id, e.room_id, e.json, e.redacted_by, e.replaces_state, e.sender_device, e.txn_id, e.membership, e.type, e.state_key, e.sender`
+
+func scanEvent(row pgx.CollectableRow) (store.StoredEvent, error) {
+	var ev store.StoredEvent
+	err := row.Scan(&ev.Pos, &ev.EventID, &ev.RoomID, &ev.JSON, &ev.RedactedBy, &ev.ReplacesState, &ev.SenderDevice, &ev.TxnID, &ev.Membership, &ev.Type, &ev.StateKey, &ev.Sender)
+	return ev, err
+}
+
+func queryEvents(ctx context.Context, q querier, query string, args ...any) ([]store.StoredEvent, error) {
+	rows, err := q.Query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	out, err := pgx.CollectRows(rows, scanEvent)
+	if len(out) == 0 {
+		out = nil
+	}
+	return out, err
+}
+
+func (db *DB) GetEvent(ctx context.Context, eventID string) (*store.StoredEvent, error) {
+	evs, err := queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = $1`, eventID)
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 {
+		return nil, store.ErrNotFound
+	}
+	return &evs[0], nil
+}
+
+// maxInArgs bounds the size of one array parameter; longer lists are chunked.
+const maxInArgs = 1000
+
+func (db *DB) GetEvents(ctx context.Context, eventIDs []string) ([]store.StoredEvent, error) {
+	var out []store.StoredEvent
+	for len(eventIDs) > 0 {
+		n := min(len(eventIDs), maxInArgs)
+		evs, err := queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = ANY($1)`, eventIDs[:n])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, evs...)
+		eventIDs = eventIDs[n:]
+	}
+	return out, nil
+}
+
+func (db *DB) EventByTxn(ctx context.Context, userID, deviceID, roomID, txnID string) (string, error) {
+	var id string
+	err := db.pool.QueryRow(ctx, `SELECT event_id FROM txns WHERE user_id = $1 AND device_id = $2 AND room_id = $3 AND txn_id = $4`, userID, deviceID, roomID, txnID).Scan(&id)
+	return id, notFound(err)
+}
+
+func (db *DB) StateAt(ctx context.Context, roomID string, pos int64) ([]store.StoredEvent, error) {
+	// Local rooms are linear, so the state after pos is the newest state event
+	// at or before pos for each (type, state_key).
+	return queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e
+		JOIN (SELECT max(pos) AS pos FROM events WHERE room_id = $1 AND state_key IS NOT NULL AND pos <= $2 GROUP BY type, state_key) m ON m.pos = e.pos`,
+		roomID, pos)
+}
+
+func (db *DB) RoomEvents(ctx context.Context, q store.RoomEventsQuery) ([]store.StoredEvent, error) {
+	var b strings.Builder
+	var args argList
+	b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.room_id = ` + args.add(q.RoomID))
+	if q.After > 0 {
+		b.WriteString(` AND e.pos > ` + args.add(q.After))
+	}
+	if q.Before > 0 {
+		b.WriteString(` AND e.pos < ` + args.add(q.Before))
+	}
+	typeClause(&b, &args, q.Types, false)
+	typeClause(&b, &args, q.NotTypes, true)
+	if len(q.Senders) > 0 {
+		b.WriteString(` AND e.sender = ANY(` + args.add(q.Senders) + `)`)
+	}
+	if len(q.NotSenders) > 0 {
+		b.WriteString(` AND e.sender <> ALL(` + args.add(q.NotSenders) + `)`)
+	}
+	if q.ContainsURL != nil {
+		b.WriteString(` AND e.contains_url = ` + args.add(*q.ContainsURL))
+	}
+	if q.Backwards {
+		b.WriteString(` ORDER BY e.pos DESC`)
+	} else {
+		b.WriteString(` ORDER BY e.pos ASC`)
+	}
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 10
+	}
+	b.WriteString(` LIMIT ` + args.add(limit))
+	return queryEvents(ctx, db.pool, b.String(), args...)
+}
+
+// typeClause filters on event types; a trailing * is a prefix wildcard
+// (filters). Exact types and prefixes go in two array parameters, so the
+// statement text does not depend on how many there are.
+func typeClause(b *strings.Builder, args *argList, types []string, not bool) {
+	if len(types) == 0 {
+		return
+	}
+	var exact, prefixes []string
+	for _, t := range types {
+		if p, ok := strings.CutSuffix(t, "*"); ok {
+			prefixes = append(prefixes, likeEscaper.Replace(p)+"%")
+		} else {
+			exact = append(exact, t)
+		}
+	}
+	if exact == nil {
+		exact = []string{}
+	}
+	if prefixes == nil {
+		prefixes = []string{}
+	}
+	cond := `(e.type = ANY(` + args.add(exact) + `) OR e.type LIKE ANY(` + args.add(prefixes) + `))`
+	if not {
+		b.WriteString(` AND NOT ` + cond)
+	} else {
+		b.WriteString(` AND ` + cond)
+	}
+}
+
+func (db *DB) UserMemberships(ctx context.Context, userID string) ([]store.Membership, error) {
+	return queryMemberships(ctx, db.pool, `SELECT room_id, user_id, membership, event_id, pos FROM memberships WHERE user_id = $1`, userID)
+}
+
+func (db *DB) RoomMembers(ctx context.Context, roomID string) ([]store.Membership, error) {
+	return queryMemberships(ctx, db.pool, `SELECT room_id, user_id, membership, event_id, pos FROM memberships WHERE room_id = $1`, roomID)
+}
+
+func queryMemberships(ctx context.Context, q querier, query string, args ...any) ([]store.Membership, error) {
+	rows, err := q.Query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Membership, error) {
+		var m store.Membership
+		err := row.Scan(&m.RoomID, &m.UserID, &m.Membership, &m.EventID, &m.Pos)
+		return m, err
+	})
+	if len(out) == 0 {
+		out = nil
+	}
+	return out, err
+}
+
+func (db *DB) StateEventsOf(ctx context.Context, roomID, typ, stateKey string) ([]store.StoredEvent, error) {
+	return queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.room_id = $1 AND e.type = $2 AND e.state_key = $3 ORDER BY e.pos`, roomID, typ, stateKey)
+}

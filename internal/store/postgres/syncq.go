@@ -1,0 +1,57 @@
+package postgres
+
+import (
+	"context"
+	"strings"
+
+	"conclave/internal/store"
+)
+
+func (db *DB) ChangedRooms(ctx context.Context, after, upto int64) ([]string, error) {
+	return queryStrings(ctx, db.pool, `SELECT DISTINCT room_id FROM events WHERE pos > $1 AND pos <= $2`, after, upto)
+}
+
+func (db *DB) StateBetween(ctx context.Context, roomID string, after, before int64) ([]store.StoredEvent, error) {
+	return queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e
+		JOIN (SELECT max(pos) AS pos FROM events WHERE room_id = $1 AND state_key IS NOT NULL AND pos > $2 AND pos < $3 GROUP BY type, state_key) m ON m.pos = e.pos`,
+		roomID, after, before)
+}
+
+// maxUnreadScan bounds the work of counting unread events in one room.
+const maxUnreadScan = 1000
+
+func (db *DB) UnreadCounts(ctx context.Context, roomID, userID string, upto int64) (int, int, error) {
+	// The read point is the newest of the user's read receipts (public or
+	// private, any thread) and their own latest membership.
+	var from int64
+	err := db.pool.QueryRow(ctx, `SELECT coalesce(max(p), 0) FROM (
+		SELECT e.pos AS p FROM receipts r JOIN events e ON e.event_id = r.event_id WHERE r.room_id = $1 AND r.user_id = $2 AND r.type IN ('m.read', 'm.read.private')
+		UNION ALL SELECT pos FROM memberships WHERE room_id = $1 AND user_id = $2) x`, roomID, userID).Scan(&from)
+	if err != nil {
+		return 0, 0, err
+	}
+	rows, err := db.pool.Query(ctx, `SELECT json FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 AND sender <> $4 AND state_key IS NULL
+		AND type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') AND redacted_by = '' ORDER BY pos DESC LIMIT $5`, roomID, from, upto, userID, maxUnreadScan)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer rows.Close()
+	var n, h int
+	for rows.Next() {
+		var js []byte
+		if err := rows.Scan(&js); err != nil {
+			return 0, 0, err
+		}
+		n++
+		if mentions(js, userID) {
+			h++
+		}
+	}
+	return n, h, rows.Err()
+}
+
+// mentions is a cheap highlight test until push rules exist: the event
+// names the user's full ID (in m.mentions or the body). Same as SQLite's.
+func mentions(js []byte, userID string) bool {
+	return strings.Contains(string(js), userID)
+}

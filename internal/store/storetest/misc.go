@@ -1,0 +1,152 @@
+package storetest
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+
+	"conclave/internal/store"
+)
+
+func testAccountData(t *testing.T, s store.Store) {
+	_, err := s.GetAccountData(ctx(), "@a:x", "", "m.t")
+	wantErr(t, err, store.ErrNotFound)
+	p1, err := s.PutAccountData(ctx(), "@a:x", "", "m.t", json.RawMessage(`{"a":1}`))
+	must(t, err)
+	p2, err := s.PutAccountData(ctx(), "@a:x", "!r:x", "m.t", json.RawMessage(`{"b":2}`))
+	must(t, err)
+	p3, err := s.PutAccountData(ctx(), "@a:x", "", "m.t", json.RawMessage(`{"a":3}`))
+	must(t, err)
+	if !(p1 < p2 && p2 < p3) || maxPos(t, s) != p3 {
+		t.Fatalf("positions %d %d %d, max %d", p1, p2, p3, maxPos(t, s))
+	}
+	c, err := s.GetAccountData(ctx(), "@a:x", "", "m.t")
+	must(t, err)
+	equal(t, "content", string(c), `{"a":3}`)
+	c, _ = s.GetAccountData(ctx(), "@a:x", "!r:x", "m.t")
+	equal(t, "room content", string(c), `{"b":2}`)
+	_, err = s.GetAccountData(ctx(), "@b:x", "", "m.t")
+	wantErr(t, err, store.ErrNotFound)
+	items, err := s.AccountDataSince(ctx(), "@a:x", 0)
+	must(t, err)
+	if len(items) != 2 || items[0].RoomID != "!r:x" || items[1].Pos != p3 || string(items[1].Content) != `{"a":3}` {
+		t.Fatalf("items %+v", items)
+	}
+	items, _ = s.AccountDataSince(ctx(), "@a:x", p2)
+	equal(t, "since", len(items), 1)
+	items, _ = s.AccountDataSince(ctx(), "@a:x", p3)
+	equal(t, "nothing new", len(items), 0)
+}
+
+func testReceipts(t *testing.T, s store.Store) {
+	_, err := s.GetReceipt(ctx(), "!r:x", "@a:x", "m.read", "")
+	wantErr(t, err, store.ErrNotFound)
+	p1, err := s.PutReceipt(ctx(), &store.Receipt{RoomID: "!r:x", UserID: "@a:x", Type: "m.read", EventID: "$1", TS: 10})
+	must(t, err)
+	p2, err := s.PutReceipt(ctx(), &store.Receipt{RoomID: "!r:x", UserID: "@a:x", Type: "m.read", ThreadID: "$root", EventID: "$2", TS: 11})
+	must(t, err)
+	p3, err := s.PutReceipt(ctx(), &store.Receipt{RoomID: "!r:x", UserID: "@a:x", Type: "m.read", EventID: "$3", TS: 12})
+	must(t, err)
+	_, err = s.PutReceipt(ctx(), &store.Receipt{RoomID: "!o:x", UserID: "@a:x", Type: "m.read.private", EventID: "$4", TS: 13})
+	must(t, err)
+	if !(p1 < p2 && p2 < p3) {
+		t.Fatalf("positions %d %d %d", p1, p2, p3)
+	}
+	r, err := s.GetReceipt(ctx(), "!r:x", "@a:x", "m.read", "")
+	must(t, err)
+	if r.EventID != "$3" || r.TS != 12 || r.Pos != p3 {
+		t.Fatalf("receipt %+v", r)
+	}
+	rs, err := s.ReceiptsSince(ctx(), []string{"!r:x"}, 0)
+	must(t, err)
+	if len(rs) != 2 || rs[0].ThreadID != "$root" || rs[1].EventID != "$3" {
+		t.Fatalf("receipts %+v", rs)
+	}
+	rs, _ = s.ReceiptsSince(ctx(), []string{"!r:x", "!o:x"}, p2)
+	equal(t, "since", len(rs), 2)
+	rs, _ = s.ReceiptsSince(ctx(), nil, 0)
+	equal(t, "no rooms", len(rs), 0)
+}
+
+func testFilters(t *testing.T, s store.Store) {
+	id0, err := s.PutFilter(ctx(), "@a:x", json.RawMessage(`{"f":0}`))
+	must(t, err)
+	id1, _ := s.PutFilter(ctx(), "@a:x", json.RawMessage(`{"f":1}`))
+	idb, _ := s.PutFilter(ctx(), "@b:x", json.RawMessage(`{"f":"b"}`))
+	if id0 == id1 {
+		t.Fatal("filter IDs repeat")
+	}
+	f, err := s.GetFilter(ctx(), "@a:x", id1)
+	must(t, err)
+	equal(t, "filter", string(f), `{"f":1}`)
+	f, _ = s.GetFilter(ctx(), "@b:x", idb)
+	equal(t, "b filter", string(f), `{"f":"b"}`)
+	for _, bad := range []string{"999", "abc", "", "-1", "1e3"} {
+		_, err := s.GetFilter(ctx(), "@a:x", bad)
+		wantErr(t, err, store.ErrNotFound)
+	}
+	if idb == id0 {
+		// IDs may be per user; another user's filter must still be private.
+		f, _ := s.GetFilter(ctx(), "@b:x", id0)
+		equal(t, "per user", string(f), `{"f":"b"}`)
+	}
+	// Concurrent uploads get distinct IDs.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ids := map[string]bool{}
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			id, err := s.PutFilter(ctx(), "@c:x", json.RawMessage(fmt.Sprintf(`{"n":%d}`, i)))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			ids[id] = true
+			mu.Unlock()
+		}(i)
+	}
+	wg.Wait()
+	if len(ids) != 8 {
+		t.Fatalf("%d distinct IDs for 8 concurrent uploads", len(ids))
+	}
+}
+
+func testDirectory(t *testing.T, s store.Store) {
+	for _, u := range []string{"@alice:x", "@bob:x", "@carol:x", "@dave:x", "@erin:x"} {
+		newUser(t, s, u)
+	}
+	must(t, s.SetDisplayName(ctx(), "@bob:x", "Bobby Tables"))
+	must(t, s.SetDisplayName(ctx(), "@carol:x", "100%_real"))
+	r := newRoom(t, s, "!priv:x", "@alice:x")
+	r.send(t, r.member("@bob:x", "join"))
+	pub := newRoom(t, s, "!pub:x", "@carol:x")
+	must(t, s.SetRoomPublic(ctx(), "!pub:x", true))
+	_ = pub
+	search := func(who, term string) []string {
+		t.Helper()
+		es, err := s.SearchUserDirectory(ctx(), who, term, 10)
+		must(t, err)
+		var out []string
+		for _, e := range es {
+			out = append(out, e.UserID)
+		}
+		return out
+	}
+	equal(t, "alice sees", search("@alice:x", ":x"), []string{"@alice:x", "@bob:x", "@carol:x"})
+	equal(t, "by display name, any case", search("@alice:x", "TABLES"), []string{"@bob:x"})
+	equal(t, "dave sees public only", search("@dave:x", ""), []string{"@carol:x", "@dave:x"})
+	equal(t, "LIKE metacharacters are literal", search("@alice:x", "%_"), []string{"@carol:x"})
+	equal(t, "no match", search("@alice:x", "zzz"), []string(nil))
+	es, _ := s.SearchUserDirectory(ctx(), "@alice:x", "bob", 10)
+	if len(es) != 1 || es[0].DisplayName != "Bobby Tables" {
+		t.Fatalf("entry %+v", es)
+	}
+	es, _ = s.SearchUserDirectory(ctx(), "@alice:x", "", 2)
+	equal(t, "limit", len(es), 2)
+	must(t, s.Deactivate(ctx(), "@bob:x"))
+	equal(t, "deactivated hidden", search("@alice:x", "bob"), []string(nil))
+}

@@ -1,0 +1,416 @@
+package storetest
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"conclave/internal/store"
+)
+
+func testCreateRoomAtomic(t *testing.T, s store.Store) {
+	r := newRoom(t, s, "!r:x", "@a:x")
+	before := maxPos(t, s)
+	if before < 2 {
+		t.Fatalf("max pos %d after a room with two events", before)
+	}
+	// The same room ID again: ErrConflict, nothing written.
+	again := &room{s: s, id: "!r:x", n: 100}
+	e := again.ev("m.room.create", sk(""), "@b:x", `{}`)
+	_, err := s.CreateRoom(ctx(), &store.Room{RoomID: "!r:x", Version: "10", Creator: "@b:x"}, []store.NewEvent{e})
+	wantErr(t, err, store.ErrConflict)
+	if _, err := s.GetEvent(ctx(), e.EventID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("event of a refused room: %v", err)
+	}
+	// A new room whose second event repeats an existing event ID: nothing of
+	// it is written, not even the room.
+	r2 := &room{s: s, id: "!r2:x"}
+	c := r2.ev("m.room.create", sk(""), "@b:x", `{}`)
+	dup := r2.ev("m.room.member", sk("@b:x"), "@b:x", `{"membership":"join"}`)
+	dup.EventID = r.head[0]
+	_, err = s.CreateRoom(ctx(), &store.Room{RoomID: "!r2:x", Version: "10", Creator: "@b:x"}, []store.NewEvent{c, dup})
+	wantErr(t, err, store.ErrConflict)
+	_, err = s.GetRoom(ctx(), "!r2:x")
+	wantErr(t, err, store.ErrNotFound)
+	if _, err := s.GetEvent(ctx(), c.EventID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("create event of a failed room: %v", err)
+	}
+	if p := maxPos(t, s); p != before {
+		t.Fatalf("stream moved from %d to %d on failed writes", before, p)
+	}
+	got, err := s.GetRoom(ctx(), "!r:x")
+	must(t, err)
+	if got.Version != "10" || got.Creator != "@a:x" || got.CreatedTS != 1 || got.Public {
+		t.Fatalf("room %+v", got)
+	}
+	_, err = s.GetRoom(ctx(), "!nope:x")
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.LoadRoomSnapshot(ctx(), "!nope:x")
+	wantErr(t, err, store.ErrNotFound)
+}
+
+func testPersistEvents(t *testing.T, s store.Store) {
+	r := newRoom(t, s, "!r:x", "@a:x")
+	name1 := r.ev("m.room.name", sk(""), "@a:x", `{"name":"one"}`)
+	p1 := r.send(t, name1)
+	name2 := r.ev("m.room.name", sk(""), "@a:x", `{"name":"two"}`)
+	name2.ReplacesState = name1.EventID
+	msg := r.ev("m.room.message", nil, "@a:x", `{"body":"hi"}`)
+	msg.SenderDevice, msg.TxnID = "DEV", "txn1"
+	p2 := r.send(t, name2, msg)
+	if !(p1[0] < p2[0] && p2[0] < p2[1]) {
+		t.Fatalf("positions not increasing: %v %v", p1, p2)
+	}
+	if m := maxPos(t, s); m != p2[1] {
+		t.Fatalf("max pos %d, last written %d", m, p2[1])
+	}
+	snap, err := s.LoadRoomSnapshot(ctx(), "!r:x")
+	must(t, err)
+	equal(t, "extremities", snap.Extremities, []string{msg.EventID})
+	if snap.MaxDepth != r.depth {
+		t.Fatalf("max depth %d, want %d", snap.MaxDepth, r.depth)
+	}
+	state := map[string]string{}
+	for _, e := range snap.State {
+		state[e.Type+"|"+*e.StateKey] = e.EventID
+	}
+	equal(t, "state", state, map[string]string{"m.room.create|": "$r:x-1", "m.room.member|@a:x": "$r:x-2", "m.room.name|": name2.EventID})
+
+	got, err := s.GetEvent(ctx(), name2.EventID)
+	must(t, err)
+	if got.Pos != p2[0] || got.RoomID != "!r:x" || string(got.JSON) != string(name2.JSON) || got.ReplacesState != name1.EventID ||
+		got.Type != "m.room.name" || got.StateKey == nil || *got.StateKey != "" || got.Sender != "@a:x" {
+		t.Fatalf("stored event %+v", got)
+	}
+	got, _ = s.GetEvent(ctx(), msg.EventID)
+	if got.StateKey != nil || got.SenderDevice != "DEV" || got.TxnID != "txn1" {
+		t.Fatalf("stored message %+v", got)
+	}
+	_, err = s.GetEvent(ctx(), "$nope")
+	wantErr(t, err, store.ErrNotFound)
+	evs, err := s.GetEvents(ctx(), []string{msg.EventID, "$nope", name1.EventID})
+	must(t, err)
+	equal(t, "GetEvents", sorted(eventIDs(evs)), sorted([]string{msg.EventID, name1.EventID}))
+
+	// Transaction IDs map to events, per device and room.
+	id, err := s.EventByTxn(ctx(), "@a:x", "DEV", "!r:x", "txn1")
+	must(t, err)
+	equal(t, "txn", id, msg.EventID)
+	_, err = s.EventByTxn(ctx(), "@a:x", "OTHER", "!r:x", "txn1")
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.EventByTxn(ctx(), "@a:x", "DEV", "!other:x", "txn1")
+	wantErr(t, err, store.ErrNotFound)
+
+	// StateAt and StateEventsOf.
+	at, err := s.StateAt(ctx(), "!r:x", p1[0])
+	must(t, err)
+	if !containsID(at, name1.EventID) || containsID(at, name2.EventID) || len(at) != 3 {
+		t.Fatalf("state at %d: %v", p1[0], eventIDs(at))
+	}
+	hist, err := s.StateEventsOf(ctx(), "!r:x", "m.room.name", "")
+	must(t, err)
+	equal(t, "state history", eventIDs(hist), []string{name1.EventID, name2.EventID})
+
+	// Redactions mark their target once, only in the same room.
+	red := r.ev("m.room.redaction", nil, "@a:x", `{}`)
+	red.Redacts = msg.EventID
+	r.send(t, red)
+	red2 := r.ev("m.room.redaction", nil, "@a:x", `{}`)
+	red2.Redacts = msg.EventID
+	red3 := r.ev("m.room.redaction", nil, "@a:x", `{}`)
+	red3.Redacts = "$unknown"
+	r.send(t, red2, red3)
+	got, _ = s.GetEvent(ctx(), msg.EventID)
+	equal(t, "redacted_by", got.RedactedBy, red.EventID)
+	o := newRoom(t, s, "!o:x", "@a:x")
+	cross := o.ev("m.room.redaction", nil, "@a:x", `{}`)
+	cross.Redacts = name1.EventID
+	o.send(t, cross)
+	got, _ = s.GetEvent(ctx(), name1.EventID)
+	equal(t, "cross-room redaction", got.RedactedBy, "")
+
+	// An empty PersistEvents writes nothing.
+	before := maxPos(t, s)
+	pos, err := s.PersistEvents(ctx(), "!r:x", nil)
+	must(t, err)
+	if len(pos) != 0 || maxPos(t, s) != before {
+		t.Fatal("empty PersistEvents wrote something")
+	}
+	must(t, s.SetRoomPublic(ctx(), "!r:x", true))
+	wantErr(t, s.SetRoomPublic(ctx(), "!nope:x", true), store.ErrNotFound)
+	ids, err := s.PublicRoomIDs(ctx())
+	must(t, err)
+	equal(t, "public rooms", ids, []string{"!r:x"})
+}
+
+func containsID(evs []store.StoredEvent, id string) bool {
+	for _, e := range evs {
+		if e.EventID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func testPersistEventsAtomic(t *testing.T, s store.Store) {
+	r := newRoom(t, s, "!r:x", "@a:x")
+	m := r.ev("m.room.message", nil, "@a:x", `{}`)
+	m.SenderDevice, m.TxnID = "D", "t1"
+	r.send(t, m)
+	before := maxPos(t, s)
+	snap0, _ := s.LoadRoomSnapshot(ctx(), "!r:x")
+	// A batch whose second event reuses a transaction ID: nothing of it lands.
+	name := r.ev("m.room.name", sk(""), "@a:x", `{"name":"n"}`)
+	dup := r.ev("m.room.message", nil, "@a:x", `{}`)
+	dup.SenderDevice, dup.TxnID = "D", "t1"
+	dup.PrevEvents = []string{name.EventID}
+	_, err := s.PersistEvents(ctx(), "!r:x", []store.NewEvent{name, dup})
+	wantErr(t, err, store.ErrConflict)
+	// A batch whose second event repeats an event ID.
+	name.EventID = "$fresh"
+	dupID := r.ev("m.room.message", nil, "@a:x", `{}`)
+	dupID.EventID = m.EventID
+	dupID.PrevEvents = []string{name.EventID}
+	_, err = s.PersistEvents(ctx(), "!r:x", []store.NewEvent{name, dupID})
+	wantErr(t, err, store.ErrConflict)
+	if p := maxPos(t, s); p != before {
+		t.Fatalf("stream moved %d → %d", before, p)
+	}
+	snap, _ := s.LoadRoomSnapshot(ctx(), "!r:x")
+	equal(t, "extremities", snap.Extremities, snap0.Extremities)
+	equal(t, "state", len(snap.State), len(snap0.State))
+	for _, id := range []string{"$fresh", name.EventID} {
+		if _, err := s.GetEvent(ctx(), id); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("%s written by a failed batch: %v", id, err)
+		}
+	}
+}
+
+func testRoomChanged(t *testing.T, s store.Store) {
+	r := newRoom(t, s, "!r:x", "@a:x")
+	stale := slices0(r.head)
+	r.msg(t, "@a:x", "one")
+	before := maxPos(t, s)
+	e := r.ev("m.room.message", nil, "@a:x", `{}`)
+	e.PrevEvents = stale
+	_, err := s.PersistEvents(ctx(), "!r:x", []store.NewEvent{e})
+	wantErr(t, err, store.ErrRoomChanged)
+	if maxPos(t, s) != before {
+		t.Fatal("a refused write moved the stream")
+	}
+	if _, err := s.GetEvent(ctx(), e.EventID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatal("a refused write stored its event")
+	}
+	// Without PrevEvents there is no check (callers that do not track heads).
+	e.PrevEvents = nil
+	if _, err := s.PersistEvents(ctx(), "!r:x", []store.NewEvent{e}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func slices0(s []string) []string { return append([]string(nil), s...) }
+
+// testConcurrentRoomWriters runs writers that each build on the head they
+// last saw: every write either lands on the current head or is refused with
+// ErrRoomChanged, so the room stays one line.
+func testConcurrentRoomWriters(t *testing.T, s store.Store) {
+	newRoom(t, s, "!r:x", "@a:x")
+	const writers, each = 4, 15
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	landed := 0
+	errs := make(chan error, writers)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < each; {
+				snap, err := s.LoadRoomSnapshot(ctx(), "!r:x")
+				if err != nil {
+					errs <- err
+					return
+				}
+				e := store.NewEvent{EventID: fmt.Sprintf("$w%d-%d", w, i), RoomID: "!r:x", Type: "m.room.message", Sender: "@a:x",
+					Depth: snap.MaxDepth + 1, JSON: []byte(`{}`), PrevEvents: snap.Extremities}
+				_, err = s.PersistEvents(ctx(), "!r:x", []store.NewEvent{e})
+				if errors.Is(err, store.ErrRoomChanged) {
+					continue
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				landed++
+				mu.Unlock()
+				i++
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	evs, err := s.RoomEvents(ctx(), store.RoomEventsQuery{RoomID: "!r:x", Limit: 1000})
+	must(t, err)
+	if len(evs) != 2+writers*each || landed != writers*each {
+		t.Fatalf("%d events, %d landed", len(evs), landed)
+	}
+	// Depth rises by one per event: nobody built on a head that had moved.
+	for i := 1; i < len(evs); i++ {
+		if evs[i].Pos <= evs[i-1].Pos {
+			t.Fatal("positions not increasing")
+		}
+	}
+	snap, _ := s.LoadRoomSnapshot(ctx(), "!r:x")
+	if snap.MaxDepth != int64(2+writers*each) || len(snap.Extremities) != 1 {
+		t.Fatalf("depth %d, extremities %v", snap.MaxDepth, snap.Extremities)
+	}
+}
+
+func testRoomEventsQuery(t *testing.T, s store.Store) {
+	r := newRoom(t, s, "!r:x", "@a:x")
+	start := maxPos(t, s)
+	var ids []string
+	add := func(typ, sender string, url bool) {
+		e := r.ev(typ, nil, sender, `{}`)
+		e.ContainsURL = url
+		r.send(t, e)
+		ids = append(ids, e.EventID)
+	}
+	add("m.room.message", "@a:x", false) // 0
+	add("m.room.message", "@b:x", true)  // 1
+	add("m.reaction", "@a:x", false)     // 2
+	add("org.x_y.custom", "@b:x", false) // 3
+	add("org.x%y.custom", "@a:x", true)  // 4
+	add("M.ROOM.MESSAGE", "@a:x", false) // 5
+	q := func(q store.RoomEventsQuery) []string {
+		t.Helper()
+		if q.RoomID == "" {
+			q.RoomID = "!r:x"
+		}
+		if q.After == 0 {
+			q.After = start
+		}
+		evs, err := s.RoomEvents(ctx(), q)
+		must(t, err)
+		return eventIDs(evs)
+	}
+	equal(t, "all forwards", q(store.RoomEventsQuery{Limit: 100}), ids)
+	equal(t, "limit", q(store.RoomEventsQuery{Limit: 2}), ids[:2])
+	equal(t, "backwards", q(store.RoomEventsQuery{Limit: 2, Backwards: true}), []string{ids[5], ids[4]})
+	e2, _ := s.GetEvent(ctx(), ids[2])
+	equal(t, "before", q(store.RoomEventsQuery{Before: e2.Pos, Backwards: true, Limit: 10}), []string{ids[1], ids[0]})
+	equal(t, "after", q(store.RoomEventsQuery{After: e2.Pos, Limit: 10}), ids[3:])
+	equal(t, "types", q(store.RoomEventsQuery{Types: []string{"m.room.message"}, Limit: 10}), []string{ids[0], ids[1]})
+	equal(t, "wildcard", q(store.RoomEventsQuery{Types: []string{"m.room.*", "m.reaction"}, Limit: 10}), []string{ids[0], ids[1], ids[2]})
+	equal(t, "wildcard metacharacters", q(store.RoomEventsQuery{Types: []string{"org.x_*"}, Limit: 10}), []string{ids[3]})
+	equal(t, "wildcard percent", q(store.RoomEventsQuery{Types: []string{"org.x%*"}, Limit: 10}), []string{ids[4]})
+	equal(t, "not types", q(store.RoomEventsQuery{NotTypes: []string{"m.room.*", "org.*"}, Limit: 10}), []string{ids[2], ids[5]})
+	equal(t, "senders", q(store.RoomEventsQuery{Senders: []string{"@b:x"}, Limit: 10}), []string{ids[1], ids[3]})
+	equal(t, "not senders", q(store.RoomEventsQuery{NotSenders: []string{"@a:x"}, Limit: 10}), []string{ids[1], ids[3]})
+	yes, no := true, false
+	equal(t, "contains_url", q(store.RoomEventsQuery{ContainsURL: &yes, Limit: 10}), []string{ids[1], ids[4]})
+	equal(t, "no url", len(q(store.RoomEventsQuery{ContainsURL: &no, Limit: 10})), 4)
+	equal(t, "other room", q(store.RoomEventsQuery{RoomID: "!other:x", Limit: 10}), []string(nil))
+}
+
+func testSyncQueries(t *testing.T, s store.Store) {
+	r := newRoom(t, s, "!r:x", "@a:x")
+	o := newRoom(t, s, "!o:x", "@b:x")
+	mid := maxPos(t, s)
+	r.send(t, r.member("@c:x", "join"))
+	_, p := r.msg(t, "@c:x", "hello @a:x")
+	r.msg(t, "@c:x", "plain")
+	r.msg(t, "@a:x", "own")
+	top := maxPos(t, s)
+	rooms, err := s.ChangedRooms(ctx(), mid, top)
+	must(t, err)
+	equal(t, "changed rooms", rooms, []string{"!r:x"})
+	rooms, _ = s.ChangedRooms(ctx(), 0, top)
+	equal(t, "all changed", sorted(rooms), []string{"!o:x", "!r:x"})
+	_ = o
+	st, err := s.StateBetween(ctx(), "!r:x", mid, top+1)
+	must(t, err)
+	if len(st) != 1 || *st[0].StateKey != "@c:x" {
+		t.Fatalf("state between: %v", eventIDs(st))
+	}
+	n, h, err := s.UnreadCounts(ctx(), "!r:x", "@a:x", top)
+	must(t, err)
+	if n != 2 || h != 1 {
+		t.Fatalf("unread %d/%d, want 2/1", n, h)
+	}
+	// A read receipt moves the read point.
+	e, _ := s.RoomEvents(ctx(), store.RoomEventsQuery{RoomID: "!r:x", After: p - 1, Limit: 1})
+	_, err = s.PutReceipt(ctx(), &store.Receipt{RoomID: "!r:x", UserID: "@a:x", Type: "m.read", EventID: e[0].EventID, TS: 1})
+	must(t, err)
+	n, h, _ = s.UnreadCounts(ctx(), "!r:x", "@a:x", maxPos(t, s))
+	if n != 1 || h != 0 {
+		t.Fatalf("unread after receipt %d/%d, want 1/0", n, h)
+	}
+}
+
+func testMemberships(t *testing.T, s store.Store) {
+	r := newRoom(t, s, "!r:x", "@a:x")
+	pos := r.send(t, r.member("@b:x", "invite"))
+	m, err := s.MembershipOf(ctx(), "!r:x", "@b:x")
+	must(t, err)
+	equal(t, "invite", m, "invite")
+	if m, _ := s.MembershipOf(ctx(), "!r:x", "@z:x"); m != "" {
+		t.Fatalf("membership of a stranger %q", m)
+	}
+	ms, err := s.UserMemberships(ctx(), "@b:x")
+	must(t, err)
+	if len(ms) != 1 || ms[0].RoomID != "!r:x" || ms[0].Membership != "invite" || ms[0].Pos != pos[0] {
+		t.Fatalf("memberships %+v", ms)
+	}
+	if ok, _ := s.SharesRoom(ctx(), "@a:x", "@b:x"); ok {
+		t.Fatal("an invite is not sharing a room")
+	}
+	r.send(t, r.member("@b:x", "join"))
+	if ok, _ := s.SharesRoom(ctx(), "@a:x", "@b:x"); !ok {
+		t.Fatal("joined users share the room")
+	}
+	members, err := s.RoomMembers(ctx(), "!r:x")
+	must(t, err)
+	if len(members) != 2 {
+		t.Fatalf("members %+v", members)
+	}
+	r.send(t, r.member("@b:x", "leave"))
+	must(t, s.ForgetRoom(ctx(), "@b:x", "!r:x"))
+	if f, err := s.IsForgotten(ctx(), "@b:x", "!r:x"); err != nil || !f {
+		t.Fatalf("forgotten %v %v", f, err)
+	}
+	if f, err := s.IsForgotten(ctx(), "@z:x", "!r:x"); err != nil || f {
+		t.Fatalf("stranger forgotten %v %v", f, err)
+	}
+	// A new membership event clears the forgotten flag.
+	r.send(t, r.member("@b:x", "join"))
+	if f, _ := s.IsForgotten(ctx(), "@b:x", "!r:x"); f {
+		t.Fatal("rejoined room still forgotten")
+	}
+}
+
+func testAliases(t *testing.T, s store.Store) {
+	must(t, s.CreateAlias(ctx(), "#b:x", "!r:x", "@a:x"))
+	must(t, s.CreateAlias(ctx(), "#a:x", "!r:x", "@a:x"))
+	must(t, s.CreateAlias(ctx(), "#B:x", "!r:x", "@a:x"))
+	wantErr(t, s.CreateAlias(ctx(), "#a:x", "!o:x", "@b:x"), store.ErrConflict)
+	room, creator, err := s.GetAlias(ctx(), "#a:x")
+	must(t, err)
+	if room != "!r:x" || creator != "@a:x" {
+		t.Fatalf("alias %s %s", room, creator)
+	}
+	_, _, err = s.GetAlias(ctx(), "#nope:x")
+	wantErr(t, err, store.ErrNotFound)
+	as, err := s.AliasesForRoom(ctx(), "!r:x")
+	must(t, err)
+	equal(t, "aliases in byte order", as, []string{"#B:x", "#a:x", "#b:x"})
+	must(t, s.MoveAliases(ctx(), "!r:x", "!new:x"))
+	as, _ = s.AliasesForRoom(ctx(), "!new:x")
+	equal(t, "moved", len(as), 3)
+	must(t, s.DeleteAlias(ctx(), "#a:x"))
+	wantErr(t, s.DeleteAlias(ctx(), "#a:x"), store.ErrNotFound)
+}
