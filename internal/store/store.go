@@ -34,6 +34,8 @@ type Store interface {
 	Keys
 	Stream
 	MediaStore
+	Pushers
+	Search
 	Close() error
 }
 
