@@ -15,6 +15,7 @@ import (
 	"conclave/internal/keys"
 	"conclave/internal/presence"
 	"conclave/internal/profile"
+	"conclave/internal/push"
 	"conclave/internal/receipts"
 	"conclave/internal/room"
 	"conclave/internal/store"
@@ -36,6 +37,7 @@ type Deps struct {
 	Receipts    *receipts.Service
 	Presence    *presence.Service
 	Keys        *keys.Service
+	Push        *push.Service
 }
 
 // API is the Client-Server API.
@@ -71,6 +73,8 @@ func (a *API) Register(mux Mux) {
 	a.registerPresence(mux)
 	a.registerKeys(mux)
 	a.registerRoomsRead(mux)
+	a.registerPush(mux)
+	a.registerSearch(mux)
 }
 
 type sessionKey struct{}

@@ -165,7 +165,11 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, s *store.Session)
 			resp["end"] = posToken(last)
 		}
 	}
-	visible := vis.Filter(rows)
+	visible, err := a.dropIgnored(r.Context(), s.UserID, vis.Filter(rows))
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
 	chunk, err := a.Rooms.ClientEvents(r.Context(), visible, s.UserID, s.DeviceID, true)
 	if err != nil {
 		jsonhttp.Error(w, r, err)

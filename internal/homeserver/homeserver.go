@@ -24,6 +24,7 @@ import (
 	"conclave/internal/mediaapi"
 	"conclave/internal/presence"
 	"conclave/internal/profile"
+	"conclave/internal/push"
 	"conclave/internal/receipts"
 	"conclave/internal/room"
 	"conclave/internal/server"
@@ -48,6 +49,7 @@ type Homeserver struct {
 	Sync       *sync.Service
 	Handler    http.Handler
 	Keys       *keys.Service
+	Push       *push.Service
 	Media      *media.Service
 
 	TLS               *tlsutil.Bundle // nil when no TLS is configured
@@ -100,7 +102,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 
 	mux := server.NewMux()
 	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync,
-		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys})
+		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push})
 	api.Register(mux)
 	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts}).Register(mux)
 	hs.Handler = server.Wrap(server.WithDeadline(mux, cfg.RequestTimeout.Duration, sync.MaxTimeout, server.IsSlow), log)

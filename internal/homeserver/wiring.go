@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 
+	"conclave/internal/push"
 	"conclave/internal/receipts"
 	"conclave/internal/room"
 	"conclave/internal/store"
@@ -46,7 +47,12 @@ func (hs *Homeserver) wire() {
 		}
 	}
 	hs.Keys.CheckPassword = hs.Accounts.CheckPassword
+	hs.Push = push.New(hs.Store, hs.Store, hs.AccountData.PutInternal)
 	hs.Sync = sync.New(hs.Store, hs.Rooms, n, sync.Sources{
+		AccountDataDefaults: func(userID string) map[string]json.RawMessage {
+			return map[string]json.RawMessage{push.AccountDataType: push.DefaultContent(userID)}
+		},
+		Ignored:     hs.AccountData.IgnoredUsers,
 		E2EE:        hs.Keys.SyncExtras,
 		DeviceLists: hs.Keys.DeviceListChanges,
 		Typing:      hs.Typing.Since,

@@ -40,6 +40,8 @@ type Store interface {
 	Keys
 	Stream
 	MediaStore
+	Pushers
+	Search
 	Close() error
 }
 

@@ -43,6 +43,14 @@ type Sources struct {
 	// Presence returns m.presence events of the users sharing a room with
 	// userID that changed after serial, and the current serial.
 	Presence func(ctx context.Context, userID string, serial int64) ([]json.RawMessage, int64, error)
+	// AccountDataDefaults returns global account data a user has before
+	// ever storing it (m.push_rules: the server-default rules), sent in an
+	// initial sync when nothing of that type is stored.
+	AccountDataDefaults func(userID string) map[string]json.RawMessage
+	// Ignored returns the users userID ignores (spec "Ignoring Users"):
+	// their non-state events are left out of timelines and their invites
+	// are not sent.
+	Ignored func(ctx context.Context, userID string) (map[string]bool, error)
 }
 
 // Service is the sync service.
@@ -130,6 +138,11 @@ func (s *Service) build(ctx context.Context, req *Request) (*Response, error) {
 		}
 	}
 	b := &builder{s: s, ctx: ctx, req: req, since: since.Pos, upto: upto, initial: initial, resp: newResponse()}
+	if s.src.Ignored != nil {
+		if b.ignored, err = s.src.Ignored(ctx, req.UserID); err != nil {
+			return nil, err
+		}
+	}
 	// To-device messages come in bounded batches: when one is full, the whole
 	// response stops at its last position so nothing is skipped.
 	if err := b.e2ee(); err != nil {
@@ -167,6 +180,7 @@ type builder struct {
 	initial bool
 	resp    *Response
 	joined  []string // joined room IDs included in this response's scope
+	ignored map[string]bool
 }
 
 func (b *builder) rooms() error {
@@ -204,7 +218,7 @@ func (b *builder) rooms() error {
 				b.resp.Rooms.Join[m.RoomID] = jr
 			}
 		case "invite":
-			if b.initial || m.Pos > b.since {
+			if (b.initial || m.Pos > b.since) && !b.fromIgnored(m) {
 				ir, err := b.strippedRoom(m)
 				if err != nil {
 					return err
@@ -275,8 +289,27 @@ func (b *builder) timeline(roomID string, after, upto int64) ([]store.StoredEven
 		}
 		evs = kept
 	}
+	if len(b.ignored) > 0 {
+		kept := evs[:0]
+		for _, e := range evs {
+			if e.StateKey != nil || !b.ignored[e.Sender] {
+				kept = append(kept, e)
+			}
+		}
+		evs = kept
+	}
 	slices.Reverse(evs)
 	return evs, limited, nil
+}
+
+// fromIgnored reports whether membership m (an invite) was sent by a user
+// the syncing user ignores: such invites are not sent to clients.
+func (b *builder) fromIgnored(m store.Membership) bool {
+	if len(b.ignored) == 0 {
+		return false
+	}
+	e, err := b.s.store.GetEvent(b.ctx, m.EventID)
+	return err == nil && b.ignored[e.Sender]
 }
 
 // storeCanMatch reports whether the store can apply type patterns itself:
@@ -501,6 +534,13 @@ func (b *builder) accountData() error {
 	items, err := b.s.store.AccountDataSince(b.ctx, b.req.UserID, since)
 	if err != nil {
 		return err
+	}
+	if b.initial && b.s.src.AccountDataDefaults != nil {
+		for typ, c := range b.s.src.AccountDataDefaults(b.req.UserID) {
+			if !slices.ContainsFunc(items, func(it store.AccountDataItem) bool { return it.RoomID == "" && it.Type == typ }) {
+				items = append(items, store.AccountDataItem{Type: typ, Content: c})
+			}
+		}
 	}
 	for _, it := range items {
 		if it.Pos > b.upto {
