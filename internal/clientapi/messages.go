@@ -74,6 +74,13 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, s *store.Session)
 		jsonhttp.Error(w, r, err)
 		return
 	}
+	// Who may read is decided before the parameters are looked at, as
+	// Synapse does: an outsider learns nothing from a parameter error.
+	vis, err := a.Rooms.CanRead(r.Context(), roomID, s.UserID)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
 	q := r.URL.Query()
 	dir := q.Get("dir")
 	if dir != "b" && dir != "f" {
@@ -96,11 +103,6 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, s *store.Session)
 	}
 	if filter.Limit != nil && *filter.Limit >= 0 && q.Get("limit") == "" {
 		limit = min(*filter.Limit, maxMessagesLimit)
-	}
-	vis, err := a.Rooms.CanRead(r.Context(), roomID, s.UserID)
-	if err != nil {
-		jsonhttp.Error(w, r, err)
-		return
 	}
 	backwards := dir == "b"
 	var from int64
@@ -157,7 +159,9 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, s *store.Session)
 			return
 		}
 	}
-	if len(rows) == limit && limit > 0 {
+	// Like Synapse, a page that returned events always carries an end token;
+	// the page after the last one is empty and has none.
+	if len(rows) > 0 {
 		last := rows[len(rows)-1].Pos
 		if backwards {
 			resp["end"] = posToken(last - 1)

@@ -139,12 +139,28 @@ func (a *API) resolveRoom(r *http.Request, idOrAlias string) (string, error) {
 	return "", matrix.InvalidParam("%q is neither a room ID nor an alias", idOrAlias)
 }
 
+// joinBodyKeys are the join body keys the server interprets; any other key
+// is custom content copied into the member event, as Synapse does (SyTest
+// "POST /join/:room_id can join a room with custom content").
+var joinBodyKeys = map[string]bool{"reason": true, "third_party_signed": true, "membership": true, "displayname": true, "avatar_url": true}
+
 func (a *API) join(w http.ResponseWriter, r *http.Request, s *store.Session, roomID string) error {
 	var body membershipBody
-	if err := a.readOptionalBody(r, &body); err != nil {
+	var extra map[string]json.RawMessage
+	if err := a.readOptionalBody(r, &extra); err != nil {
 		return err
 	}
-	if _, err := a.Rooms.SetMembership(r.Context(), &room.MembershipRequest{RoomID: roomID, Sender: s.UserID, DeviceID: s.DeviceID, Target: s.UserID, Membership: "join", Reason: body.Reason}); err != nil {
+	if raw, ok := extra["reason"]; ok {
+		if err := json.Unmarshal(raw, &body.Reason); err != nil {
+			return matrix.BadJSON("reason must be a string")
+		}
+	}
+	for k := range extra {
+		if joinBodyKeys[k] {
+			delete(extra, k)
+		}
+	}
+	if _, err := a.Rooms.SetMembership(r.Context(), &room.MembershipRequest{RoomID: roomID, Sender: s.UserID, DeviceID: s.DeviceID, Target: s.UserID, Membership: "join", Reason: body.Reason, Extra: extra}); err != nil {
 		return err
 	}
 	jsonhttp.OK(w, map[string]string{"room_id": roomID})

@@ -40,6 +40,7 @@ const (
 	ErrUnauthorized        = "M_UNAUTHORIZED"
 	ErrNotYetUploaded      = "M_NOT_YET_UPLOADED"
 	ErrCannotOverwrite     = "M_CANNOT_OVERWRITE_MEDIA"
+	ErrBadAlias            = "M_BAD_ALIAS"
 )
 
 // Error is a failure a client may see: an errcode, a message and the HTTP

@@ -210,7 +210,10 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 		}
 	}
 	if req.Topic != nil {
-		if err := add("m.room.topic", &empty, map[string]string{"topic": *req.Topic}); err != nil {
+		// The plain topic is also written as a rich topic (spec v1.15,
+		// m.room.topic "m.topic"), as Synapse does.
+		topic := map[string]any{"topic": *req.Topic, "m.topic": map[string]any{"m.text": []map[string]string{{"body": *req.Topic, "mimetype": "text/plain"}}}}
+		if err := add("m.room.topic", &empty, topic); err != nil {
 			return "", err
 		}
 	}

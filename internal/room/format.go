@@ -38,10 +38,35 @@ func (s *Service) ClientEvents(ctx context.Context, rows []store.StoredEvent, us
 	if err != nil {
 		return nil, err
 	}
+	// unsigned.membership (spec v1.11): the user's membership at each event,
+	// from their membership history in each room (one query per room).
+	history := map[string][]posValue{}
+	for i := range rows {
+		rid := rows[i].RoomID
+		if _, ok := history[rid]; ok || userID == "" {
+			continue
+		}
+		mem, err := s.store.StateEventsOf(ctx, rid, "m.room.member", userID)
+		if err != nil {
+			return nil, err
+		}
+		h := make([]posValue, 0, len(mem))
+		for _, e := range mem {
+			h = append(h, posValue{e.Pos, e.Membership})
+		}
+		history[rid] = h
+	}
 	now := s.now().UnixMilli()
 	out := make([]json.RawMessage, 0, len(rows))
 	for i := range rows {
-		b, err := s.clientEvent(ctx, &rows[i], related, bundles[rows[i].EventID], userID, deviceID, withRoomID, now)
+		membership := ""
+		if userID != "" {
+			membership = before(history[rows[i].RoomID], rows[i].Pos+1)
+			if membership == "" {
+				membership = "leave"
+			}
+		}
+		b, err := s.clientEvent(ctx, &rows[i], related, bundles[rows[i].EventID], userID, deviceID, withRoomID, now, membership)
 		if err != nil {
 			return nil, err
 		}
@@ -50,7 +75,7 @@ func (s *Service) ClientEvents(ctx context.Context, rows []store.StoredEvent, us
 	return out, nil
 }
 
-func (s *Service) clientEvent(ctx context.Context, se *store.StoredEvent, related map[string]*store.StoredEvent, relations []byte, userID, deviceID string, withRoomID bool, now int64) (json.RawMessage, error) {
+func (s *Service) clientEvent(ctx context.Context, se *store.StoredEvent, related map[string]*store.StoredEvent, relations []byte, userID, deviceID string, withRoomID bool, now int64, membership string) (json.RawMessage, error) {
 	pdu, err := s.Event(ctx, se)
 	if err != nil {
 		return nil, err
@@ -58,6 +83,10 @@ func (s *Service) clientEvent(ctx context.Context, se *store.StoredEvent, relate
 	var unsigned []byte
 	unsigned = append(unsigned, `{"age":`...)
 	unsigned = strconv.AppendInt(unsigned, max(0, now-pdu.OriginServerTS), 10)
+	if membership != "" {
+		unsigned = append(unsigned, `,"membership":`...)
+		unsigned = appendJSONString(unsigned, membership)
+	}
 	if se.TxnID != "" && se.Sender == userID && se.SenderDevice == deviceID {
 		unsigned = append(unsigned, `,"transaction_id":`...)
 		unsigned = appendJSONString(unsigned, se.TxnID)

@@ -149,5 +149,15 @@ func (s *Service) CanRead(ctx context.Context, roomID, userID string) (*Visibili
 	if vis.Current() == "" && !vis.WorldReadable() {
 		return nil, matrix.Forbidden("You are not a member of this room")
 	}
+	// A user who forgot a room they left no longer reads its history.
+	if cur := vis.Current(); cur == "leave" || cur == "ban" {
+		forgotten, err := s.store.IsForgotten(ctx, userID, roomID)
+		if err != nil {
+			return nil, err
+		}
+		if forgotten && !vis.WorldReadable() {
+			return nil, matrix.Forbidden("You have forgotten this room")
+		}
+	}
 	return vis, nil
 }

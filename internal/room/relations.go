@@ -166,7 +166,7 @@ func (s *Service) bundledAggregations(ctx context.Context, rows []store.StoredEv
 		}
 		now := s.now().UnixMilli()
 		for i := range found {
-			b, err := s.clientEvent(ctx, &found[i], nil, nil, userID, deviceID, withRoomID, now)
+			b, err := s.clientEvent(ctx, &found[i], nil, nil, userID, deviceID, withRoomID, now, "")
 			if err != nil {
 				return nil, err
 			}

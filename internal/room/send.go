@@ -57,6 +57,11 @@ func (s *Service) Send(ctx context.Context, req *SendRequest) (string, error) {
 			return "", err
 		}
 	}
+	if req.Type == "m.room.canonical_alias" && req.StateKey != nil && *req.StateKey == "" {
+		if err := s.checkCanonicalAlias(ctx, rs.roomID, req.Content); err != nil {
+			return "", err
+		}
+	}
 	proto := &event.Proto{Type: req.Type, StateKey: req.StateKey, Sender: req.Sender, Content: req.Content, Redacts: req.Redacts}
 	pdu, err := s.build(rs, proto)
 	if err != nil {
@@ -174,7 +179,9 @@ func (s *Service) SetMembership(ctx context.Context, req *MembershipRequest) (st
 	}
 	content := map[string]any{"membership": req.Membership}
 	for k, v := range req.Extra {
-		content[k] = v
+		if k != "membership" {
+			content[k] = v
+		}
 	}
 	if req.Reason != "" {
 		content["reason"] = req.Reason
@@ -211,3 +218,47 @@ func (s *Service) PowerLevels(ctx context.Context, roomID string) (*authrules.Po
 
 // ErrNotAllowed is returned for operations refused to a user.
 var ErrNotAllowed = matrix.Errorf(http.StatusForbidden, matrix.ErrForbidden, "Not allowed")
+
+// checkCanonicalAlias refuses an m.room.canonical_alias whose aliases are
+// malformed (M_INVALID_PARAM) or, for this server's aliases, do not exist or
+// point to another room (M_BAD_ALIAS), as Synapse does (Client-Server API,
+// "m.room.canonical_alias": servers should validate local aliases).
+func (s *Service) checkCanonicalAlias(ctx context.Context, roomID string, content json.RawMessage) error {
+	var c struct {
+		Alias      *string         `json:"alias"`
+		AltAliases json.RawMessage `json:"alt_aliases"`
+	}
+	if err := json.Unmarshal(content, &c); err != nil {
+		return matrix.InvalidParam("m.room.canonical_alias content has the wrong shape")
+	}
+	var aliases []string
+	if c.Alias != nil && *c.Alias != "" {
+		aliases = append(aliases, *c.Alias)
+	}
+	if len(c.AltAliases) > 0 && string(c.AltAliases) != "null" {
+		var alt []string
+		if err := json.Unmarshal(c.AltAliases, &alt); err != nil {
+			return matrix.InvalidParam("alt_aliases must be a list of aliases")
+		}
+		aliases = append(aliases, alt...)
+	}
+	if len(aliases) > 100 {
+		return matrix.InvalidParam("Too many alt_aliases")
+	}
+	for _, a := range aliases {
+		if !matrix.ValidAlias(a) {
+			return matrix.InvalidParam("Invalid alias %q", a)
+		}
+		if matrix.ServerOf(a) != s.serverName {
+			continue // remote aliases cannot be checked without federation
+		}
+		target, _, err := s.store.GetAlias(ctx, a)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && target != roomID) {
+			return matrix.Errorf(http.StatusBadRequest, matrix.ErrBadAlias, "Alias %s does not point to this room", a)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -121,6 +121,8 @@ type Membership struct {
 	Membership string
 	EventID    string
 	Pos        int64
+	// Forgotten: the user forgot the room after leaving it.
+	Forgotten bool
 }
 
 // RoomEventsQuery selects a page of a room's timeline.

@@ -234,6 +234,9 @@ func (b *builder) rooms() error {
 				b.resp.Rooms.Knock[m.RoomID] = &KnockedRoom{KnockState: StateEvents{Events: kr}}
 			}
 		case "leave", "ban":
+			if m.Forgotten {
+				continue // a forgotten room never shows up again
+			}
 			if (b.initial && b.req.Filter.IncludeLeave()) || (!b.initial && m.Pos > b.since) {
 				lr, err := b.leftRoom(m)
 				if err != nil {

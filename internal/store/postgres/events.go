@@ -135,11 +135,11 @@ func typeClause(b *strings.Builder, args *argList, types []string, not bool) {
 }
 
 func (db *DB) UserMemberships(ctx context.Context, userID string) ([]store.Membership, error) {
-	return queryMemberships(ctx, db.pool, `SELECT room_id, user_id, membership, event_id, pos FROM memberships WHERE user_id = $1`, userID)
+	return queryMemberships(ctx, db.pool, `SELECT room_id, user_id, membership, event_id, pos, forgotten FROM memberships WHERE user_id = $1`, userID)
 }
 
 func (db *DB) RoomMembers(ctx context.Context, roomID string) ([]store.Membership, error) {
-	return queryMemberships(ctx, db.pool, `SELECT room_id, user_id, membership, event_id, pos FROM memberships WHERE room_id = $1`, roomID)
+	return queryMemberships(ctx, db.pool, `SELECT room_id, user_id, membership, event_id, pos, forgotten FROM memberships WHERE room_id = $1`, roomID)
 }
 
 func queryMemberships(ctx context.Context, q querier, query string, args ...any) ([]store.Membership, error) {
@@ -149,7 +149,7 @@ func queryMemberships(ctx context.Context, q querier, query string, args ...any)
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Membership, error) {
 		var m store.Membership
-		err := row.Scan(&m.RoomID, &m.UserID, &m.Membership, &m.EventID, &m.Pos)
+		err := row.Scan(&m.RoomID, &m.UserID, &m.Membership, &m.EventID, &m.Pos, &m.Forgotten)
 		return m, err
 	})
 	if len(out) == 0 {

@@ -154,11 +154,11 @@ func typeClause(b *strings.Builder, args *[]any, types []string, not bool) {
 }
 
 func (db *DB) UserMemberships(ctx context.Context, userID string) ([]store.Membership, error) {
-	return queryMemberships(ctx, db.r, `SELECT room_id, user_id, membership, event_id, pos FROM memberships WHERE user_id = ?`, userID)
+	return queryMemberships(ctx, db.r, `SELECT room_id, user_id, membership, event_id, pos, forgotten FROM memberships WHERE user_id = ?`, userID)
 }
 
 func (db *DB) RoomMembers(ctx context.Context, roomID string) ([]store.Membership, error) {
-	return queryMemberships(ctx, db.r, `SELECT room_id, user_id, membership, event_id, pos FROM memberships WHERE room_id = ?`, roomID)
+	return queryMemberships(ctx, db.r, `SELECT room_id, user_id, membership, event_id, pos, forgotten FROM memberships WHERE room_id = ?`, roomID)
 }
 
 func queryMemberships(ctx context.Context, q queryer, query string, args ...any) ([]store.Membership, error) {
@@ -170,7 +170,7 @@ func queryMemberships(ctx context.Context, q queryer, query string, args ...any)
 	var out []store.Membership
 	for rows.Next() {
 		var m store.Membership
-		if err := rows.Scan(&m.RoomID, &m.UserID, &m.Membership, &m.EventID, &m.Pos); err != nil {
+		if err := rows.Scan(&m.RoomID, &m.UserID, &m.Membership, &m.EventID, &m.Pos, &m.Forgotten); err != nil {
 			return nil, err
 		}
 		out = append(out, m)
