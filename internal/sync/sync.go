@@ -328,9 +328,25 @@ func storeCanMatch(patterns []string) bool {
 
 func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
 	newlyJoined := b.initial || m.Pos > b.since
-	evs, limited, err := b.timeline(m.RoomID, b.since, b.upto)
+	// A room joined since the last sync is new to the client: like Synapse,
+	// send its recent history (as far as history visibility allows), not
+	// only what happened after the since token.
+	after := b.since
+	if newlyJoined {
+		after = 0
+	}
+	evs, limited, err := b.timeline(m.RoomID, after, b.upto)
 	if err != nil {
 		return nil, err
+	}
+	if newlyJoined && !b.initial && !limited && len(evs) > 0 {
+		// The filter may have hidden older events; the client should know
+		// there is history before this timeline.
+		older, err := b.s.store.RoomEvents(b.ctx, store.RoomEventsQuery{RoomID: m.RoomID, Before: evs[0].Pos, Backwards: true, Limit: 1})
+		if err != nil {
+			return nil, err
+		}
+		limited = len(older) > 0
 	}
 	// Events from before the user's join may be hidden by history visibility.
 	if len(evs) > 0 && evs[0].Pos < m.Pos {
@@ -507,7 +523,9 @@ func (b *builder) leftRoom(m store.Membership) (*LeftRoom, error) {
 	evs = vis.Filter(evs)
 	lr := &LeftRoom{}
 	lr.Timeline.Limited = limited
-	start := m.Pos
+	// With an empty timeline the state runs up to and including the leave
+	// itself, so the client still learns that it left.
+	start := m.Pos + 1
 	if len(evs) > 0 {
 		start = evs[0].Pos
 	}

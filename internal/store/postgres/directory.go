@@ -12,22 +12,21 @@ import (
 func (db *DB) SearchUserDirectory(ctx context.Context, searcher, term string, limit int) ([]store.DirectoryEntry, error) {
 	// lower(…) LIKE lower(…): case-insensitive like SQLite's LIKE.
 	pattern := "%" + likeEscaper.Replace(term) + "%"
-	// visible: the searcher, users sharing a joined room with them, and users
-	// joined to a public room. Local users without any room are only visible
-	// to themselves.
+	// visible: users sharing a joined room with the searcher, and users
+	// joined to a public room; never the searcher (as Synapse: Complement
+	// TestRoomSpecificUsername*).
 	rows, err := db.pool.Query(ctx, `
 		WITH visible(user_id) AS (
 			SELECT m.user_id FROM memberships m
 			WHERE m.membership = 'join' AND (
 				m.room_id IN (SELECT room_id FROM memberships WHERE user_id = $1 AND membership = 'join')
 				OR m.room_id IN (SELECT room_id FROM rooms WHERE public))
-			UNION SELECT $1::text
 		)
 		SELECT v.user_id, coalesce(p.displayname, ''), coalesce(p.avatar_url, '')
 		FROM visible v
 		LEFT JOIN profiles p ON p.user_id = v.user_id
 		LEFT JOIN users u ON u.user_id = v.user_id
-		WHERE NOT coalesce(u.deactivated, false)
+		WHERE NOT coalesce(u.deactivated, false) AND v.user_id <> $1
 		  AND (lower(v.user_id) LIKE lower($2) ESCAPE '\' OR lower(coalesce(p.displayname, '')) LIKE lower($2) ESCAPE '\')
 		ORDER BY v.user_id COLLATE "C"
 		LIMIT $3`, searcher, pattern, limit)

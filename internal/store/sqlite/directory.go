@@ -14,22 +14,21 @@ var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
 func (db *DB) SearchUserDirectory(ctx context.Context, searcher, term string, limit int) ([]store.DirectoryEntry, error) {
 	pattern := "%" + likeEscaper.Replace(term) + "%"
-	// visible: the searcher, users sharing a joined room with them, and users
-	// joined to a public room. Local users without any room are only visible
-	// to themselves.
+	// visible: users sharing a joined room with the searcher, and users
+	// joined to a public room; never the searcher (as Synapse: Complement
+	// TestRoomSpecificUsername*).
 	rows, err := db.r.QueryContext(ctx, `
 		WITH visible(user_id) AS (
 			SELECT m.user_id FROM memberships m
 			WHERE m.membership = 'join' AND (
 				m.room_id IN (SELECT room_id FROM memberships WHERE user_id = ? AND membership = 'join')
 				OR m.room_id IN (SELECT room_id FROM rooms WHERE public = 1))
-			UNION SELECT ?
 		)
 		SELECT v.user_id, coalesce(p.displayname, ''), coalesce(p.avatar_url, '')
 		FROM visible v
 		LEFT JOIN profiles p ON p.user_id = v.user_id
 		LEFT JOIN users u ON u.user_id = v.user_id
-		WHERE coalesce(u.deactivated, 0) = 0
+		WHERE coalesce(u.deactivated, 0) = 0 AND v.user_id <> ?
 		  AND (v.user_id LIKE ? ESCAPE '\' OR coalesce(p.displayname, '') LIKE ? ESCAPE '\')
 		ORDER BY v.user_id
 		LIMIT ?`, searcher, searcher, pattern, pattern, limit)
