@@ -87,6 +87,11 @@ func (a *API) authed(h func(w http.ResponseWriter, r *http.Request, s *store.Ses
 			jsonhttp.Error(w, r, err)
 			return
 		}
+		// Writes count as activity for presence (Synapse: sending events
+		// bumps the user's last-active time); /sync handles set_presence.
+		if a.Presence != nil && r.Method != http.MethodGet {
+			a.Presence.Touch(sess.UserID)
+		}
 		h(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, sess)), sess)
 	}
 }

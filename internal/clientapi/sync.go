@@ -8,6 +8,7 @@ import (
 
 	"conclave/internal/jsonhttp"
 	"conclave/internal/matrix"
+	"conclave/internal/presence"
 	"conclave/internal/store"
 	"conclave/internal/sync"
 	"conclave/internal/syncfilter"
@@ -91,8 +92,18 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request, s *store.Session) {
 	}
 	req.Filter = filter
 	// Syncing marks the user online unless the client says otherwise.
-	if a.Presence != nil && q.Get("set_presence") != "offline" {
-		a.Presence.Touch(s.UserID)
+	if a.Presence != nil {
+		switch q.Get("set_presence") {
+		case "offline":
+		case "unavailable":
+			// Only a change is recorded: setting the same state on every
+			// long-poll would wake every room member each time.
+			if a.Presence.Get(s.UserID).Presence != presence.Unavailable {
+				a.Presence.Set(s.UserID, presence.Unavailable, nil)
+			}
+		default:
+			a.Presence.Touch(s.UserID)
+		}
 	}
 	resp, err := a.Sync.Sync(r.Context(), req)
 	if err != nil {

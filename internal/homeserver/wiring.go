@@ -65,6 +65,16 @@ func (hs *Homeserver) wire() {
 			}
 			return out
 		},
+		PresenceOf: func(userIDs []string) []json.RawMessage {
+			evs, _ := hs.Presence.Since(userIDs, 0)
+			out := make([]json.RawMessage, 0, len(evs))
+			for _, e := range evs {
+				if b, err := json.Marshal(e); err == nil {
+					out = append(out, b)
+				}
+			}
+			return out
+		},
 		Presence: func(ctx context.Context, userID string, serial int64) ([]json.RawMessage, int64, error) {
 			if cur := hs.Presence.Serial(); cur == serial && serial != 0 {
 				return nil, cur, nil // nothing changed: skip gathering room members

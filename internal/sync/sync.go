@@ -43,6 +43,9 @@ type Sources struct {
 	// Presence returns m.presence events of the users sharing a room with
 	// userID that changed after serial, and the current serial.
 	Presence func(ctx context.Context, userID string, serial int64) ([]json.RawMessage, int64, error)
+	// PresenceOf returns the current m.presence events of the given users
+	// (those the syncing user newly shares a room with).
+	PresenceOf func(userIDs []string) []json.RawMessage
 	// AccountDataDefaults returns global account data a user has before
 	// ever storing it (m.push_rules: the server-default rules), sent in an
 	// initial sync when nothing of that type is stored.
@@ -166,6 +169,9 @@ func (s *Service) build(ctx context.Context, req *Request) (*Response, error) {
 		}
 		presenceSerial = serial
 		b.resp.Presence.Events = append(b.resp.Presence.Events, evs...)
+		if s.src.PresenceOf != nil && !initial && len(b.newlyShared) > 0 && serial != 0 {
+			b.resp.Presence.Events = mergePresence(b.resp.Presence.Events, s.src.PresenceOf(b.newlyShared))
+		}
 	}
 	b.resp.NextBatch = Token{Pos: b.upto, Typing: typingSerial, Presence: presenceSerial}.String()
 	return b.resp, nil
@@ -181,6 +187,9 @@ type builder struct {
 	resp    *Response
 	joined  []string // joined room IDs included in this response's scope
 	ignored map[string]bool
+	// newlyShared are users the syncing user started sharing a room with in
+	// this sync's range: their presence is sent even if it did not change.
+	newlyShared []string
 }
 
 func (b *builder) rooms() error {
@@ -355,6 +364,19 @@ func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
 			return nil, err
 		}
 		evs = vis.Filter(evs)
+	}
+	if !b.initial {
+		if m.Pos > b.since {
+			if users, err := b.s.rooms.JoinedMembers(b.ctx, m.RoomID); err == nil {
+				b.newlyShared = append(b.newlyShared, users...)
+			}
+		} else {
+			for i := range evs {
+				if e := &evs[i]; e.Type == "m.room.member" && e.Membership == "join" && e.StateKey != nil && e.Pos > b.since {
+					b.newlyShared = append(b.newlyShared, *e.StateKey)
+				}
+			}
+		}
 	}
 	jr := &JoinedRoom{}
 	jr.Timeline.Limited = limited
@@ -673,4 +695,27 @@ func (b *builder) e2ee() error {
 		b.resp.DeviceLists.Left = append(b.resp.DeviceLists.Left, left...)
 	}
 	return nil
+}
+
+// mergePresence appends the events of extra whose sender is not already in
+// evs (one presence event per user).
+func mergePresence(evs, extra []json.RawMessage) []json.RawMessage {
+	seen := map[string]bool{}
+	sender := func(e json.RawMessage) string {
+		var p struct {
+			Sender string `json:"sender"`
+		}
+		json.Unmarshal(e, &p)
+		return p.Sender
+	}
+	for _, e := range evs {
+		seen[sender(e)] = true
+	}
+	for _, e := range extra {
+		if u := sender(e); !seen[u] {
+			seen[u] = true
+			evs = append(evs, e)
+		}
+	}
+	return evs
 }
