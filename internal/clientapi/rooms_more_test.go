@@ -2,6 +2,7 @@ package clientapi_test
 
 import (
 	"encoding/json"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -39,9 +40,15 @@ func TestForgottenRoomIsGone(t *testing.T) {
 	if r := s.Do(t, "GET", hstest.Path("/rooms/%s/messages", roomID), bob.Token, nil); r.Status != 403 {
 		t.Fatalf("forgotten room messages: %d %s", r.Status, r.Body)
 	}
-	r = s.MustOK(t, "GET", "/_matrix/client/v3/sync?since="+since, bob.Token, nil)
+	// An initial sync no longer knows the room, even with include_leave; an
+	// incremental sync from before the leave still reports the leave.
+	r = s.MustOK(t, "GET", "/_matrix/client/v3/sync?filter="+url.QueryEscape(`{"room":{"include_leave":true}}`), bob.Token, nil)
 	if strings.Contains(string(r.Body), roomID) {
-		t.Fatalf("forgotten room still in sync: %s", r.Body)
+		t.Fatalf("forgotten room still in initial sync: %s", r.Body)
+	}
+	r = s.MustOK(t, "GET", "/_matrix/client/v3/sync?since="+since, bob.Token, nil)
+	if leave, _ := r.JSON["rooms"].(map[string]any)["leave"].(map[string]any); leave[roomID] == nil {
+		t.Fatalf("leave missing from incremental sync: %s", r.Body)
 	}
 }
 

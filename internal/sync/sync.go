@@ -243,8 +243,10 @@ func (b *builder) rooms() error {
 				b.resp.Rooms.Knock[m.RoomID] = &KnockedRoom{KnockState: StateEvents{Events: kr}}
 			}
 		case "leave", "ban":
-			if m.Forgotten {
-				continue // a forgotten room never shows up again
+			if m.Forgotten && b.initial {
+				// A forgotten room is gone from initial syncs; an incremental
+				// sync from before the leave still reports the leave (Synapse).
+				continue
 			}
 			if (b.initial && b.req.Filter.IncludeLeave()) || (!b.initial && m.Pos > b.since) {
 				lr, err := b.leftRoom(m)
