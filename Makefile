@@ -2,7 +2,7 @@
 GO ?= go
 COMPLEMENT_IMAGE ?= conclave-complement
 
-.PHONY: build test test-go vet run complement-image
+.PHONY: build test test-go vet run complement-image fuzz-short
 
 build:
 	$(GO) build -trimpath -o conclave ./cmd/conclave
@@ -37,3 +37,14 @@ test-go:
 complement-image:
 	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -o build/complement/conclave ./cmd/conclave
 	DOCKER_BUILDKIT=0 docker build -t $(COMPLEMENT_IMAGE) build/complement
+
+# A short run of every fuzz target (FUZZTIME each; CI runs it after the tests).
+# Longer local runs: make fuzz-short FUZZTIME=5m
+FUZZTIME ?= 5s
+fuzz-short:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for target in $$($(GO) test -tags goolm -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
+			echo "== $$pkg $$target"; \
+			$(GO) test -tags goolm -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
