@@ -19,7 +19,7 @@ func (db *DB) SearchUserDirectory(ctx context.Context, searcher, term string, li
 	// TestRoomSpecificUsername*).
 	rows, err := db.r.QueryContext(ctx, `
 		WITH visible(user_id) AS (
-			SELECT m.user_id FROM memberships m
+			SELECT DISTINCT m.user_id FROM memberships m
 			WHERE m.membership = 'join' AND (
 				m.room_id IN (SELECT room_id FROM memberships WHERE user_id = ? AND membership = 'join')
 				OR m.room_id IN (SELECT room_id FROM rooms WHERE public = 1))

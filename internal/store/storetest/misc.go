@@ -123,6 +123,9 @@ func testDirectory(t *testing.T, s store.Store) {
 	must(t, s.SetDisplayName(ctx(), "@carol:x", "100%_real"))
 	r := newRoom(t, s, "!priv:x", "@alice:x")
 	r.send(t, r.member("@bob:x", "join"))
+	// A second shared room must not list bob twice.
+	r2 := newRoom(t, s, "!priv2:x", "@alice:x")
+	r2.send(t, r2.member("@bob:x", "join"))
 	pub := newRoom(t, s, "!pub:x", "@carol:x")
 	must(t, s.SetRoomPublic(ctx(), "!pub:x", true))
 	_ = pub
