@@ -2,7 +2,7 @@
 GO ?= go
 COMPLEMENT_IMAGE ?= conclave-complement
 
-.PHONY: build test test-go vet run complement-image fuzz-short
+.PHONY: build test test-go test-js vet run complement-image fuzz-short
 
 build:
 	$(GO) build -trimpath -o conclave ./cmd/conclave
@@ -15,7 +15,7 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
 
 # Every test: unit, property, integration (in-process servers), real clients.
-test: vet test-go
+test: vet test-go test-js
 
 # Both backends: ./... runs the store conformance suite on SQLite and on
 # PostgreSQL, then the whole suite runs again with every integration test
@@ -37,6 +37,11 @@ test-go:
 complement-image:
 	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -o build/complement/conclave ./cmd/conclave
 	DOCKER_BUILDKIT=0 docker build -t $(COMPLEMENT_IMAGE) build/complement
+
+# matrix-js-sdk with its Rust crypto (what Element Web runs) against a real
+# conclave: Megolm both ways and cross-signing (tests/js).
+test-js:
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error && npm test
 
 # A short run of every fuzz target (FUZZTIME each; CI runs it after the tests).
 # Longer local runs: make fuzz-short FUZZTIME=5m
