@@ -37,6 +37,8 @@ type Config struct {
 	TLSCAKey                 string   `yaml:"tls_ca_key" help:"CA key used with tls_ca_cert"`
 	AppserviceDir            string   `yaml:"appservice_dir" help:"directory of application-service registration YAML files"`
 	RateLimits               bool     `yaml:"rate_limits" help:"rate-limit login and registration"`
+	EncryptPresets           string   `yaml:"encrypt_presets" help:"comma-separated createRoom presets whose rooms are end-to-end encrypted by default"`
+	RequireEncryption        bool     `yaml:"require_encryption" help:"refuse unencrypted non-public rooms and removing or weakening m.room.encryption"`
 	LoginRatePerSecond       float64  `yaml:"login_rate_per_second" help:"sustained login/registration attempts per second per IP and per account"`
 	LoginRateBurst           int      `yaml:"login_rate_burst" help:"login/registration burst per IP and per account"`
 	MaxRequestBytes          int64    `yaml:"max_request_bytes" help:"largest accepted JSON request body"`
@@ -93,6 +95,7 @@ func Default() Config {
 		RequestTimeout:        Duration{2 * time.Minute},
 		MaxSyncsPerDevice:     4,
 		MaxUploadBytes:        50 << 20,
+		EncryptPresets:        "private_chat,trusted_private_chat",
 		ClamdUnreachable:      "refuse",
 		ThumbnailMaxPixels:    32_000_000,
 	}
@@ -231,6 +234,13 @@ func (c *Config) Validate() error {
 	}
 	if c.ReadHeaderTimeout.Duration <= 0 || c.RequestTimeout.Duration <= 0 {
 		return &Error{Key: "request_timeout", Reason: "read_header_timeout and request_timeout must be positive"}
+	}
+	for _, p := range strings.Split(c.EncryptPresets, ",") {
+		switch strings.TrimSpace(p) {
+		case "", "private_chat", "trusted_private_chat", "public_chat":
+		default:
+			return &Error{Key: "encrypt_presets", Reason: fmt.Sprintf("unknown preset %q", strings.TrimSpace(p))}
+		}
 	}
 	if err := c.validateMedia(); err != nil {
 		return err

@@ -91,6 +91,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 		return nil, err
 	}
 	hs.Rooms = room.New(db, cfg.ServerName, key)
+	hs.Rooms.EncryptPresets = map[string]bool{}
+	for _, p := range strings.Split(cfg.EncryptPresets, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			hs.Rooms.EncryptPresets[p] = true
+		}
+	}
+	hs.Rooms.RequireEncryption = cfg.RequireEncryption
 	hs.Keys = keys.New(db, cfg.ServerName)
 	hs.Notifier = sync.NewNotifier()
 	hs.newMiscServices()

@@ -204,6 +204,17 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 			return "", err
 		}
 	}
+	// Encryption by policy: rooms made with the configured presets are
+	// end-to-end encrypted from their first message unless initial_state
+	// already chose an encryption.
+	if s.EncryptPresets[preset] && rs.StateEvent("m.room.encryption", "") == nil {
+		if err := add("m.room.encryption", &empty, map[string]string{"algorithm": MegolmAlgorithm}); err != nil {
+			return "", err
+		}
+	}
+	if s.RequireEncryption && JoinRuleOf(rs) != "public" && !encrypted(rs) {
+		return "", matrix.Forbidden("This server requires end-to-end encryption in rooms that are not public")
+	}
 	if req.Name != nil {
 		if err := add("m.room.name", &empty, map[string]string{"name": *req.Name}); err != nil {
 			return "", err

@@ -57,6 +57,14 @@ func (s *Service) Send(ctx context.Context, req *SendRequest) (string, error) {
 			return "", err
 		}
 	}
+	if s.RequireEncryption && req.Type == "m.room.encryption" && req.StateKey != nil && *req.StateKey == "" {
+		var c struct {
+			Algorithm string `json:"algorithm"`
+		}
+		if json.Unmarshal(req.Content, &c) != nil || c.Algorithm != MegolmAlgorithm {
+			return "", matrix.Forbidden("This server requires %s end-to-end encryption", MegolmAlgorithm)
+		}
+	}
 	if req.Type == "m.room.canonical_alias" && req.StateKey != nil && *req.StateKey == "" {
 		if err := s.checkCanonicalAlias(ctx, rs.roomID, req.Content); err != nil {
 			return "", err
@@ -261,4 +269,24 @@ func (s *Service) checkCanonicalAlias(ctx context.Context, roomID string, conten
 		}
 	}
 	return nil
+}
+
+// MegolmAlgorithm is the room encryption algorithm clients use today.
+const MegolmAlgorithm = "m.megolm.v1.aes-sha2"
+
+// JoinRuleOf reads the room's current join rule ("" if none).
+func JoinRuleOf(rs *roomState) string {
+	jr, _ := authrules.JoinRule(rs.StateEvent("m.room.join_rules", ""))
+	return jr
+}
+
+func encrypted(rs *roomState) bool {
+	ev := rs.StateEvent("m.room.encryption", "")
+	if ev == nil {
+		return false
+	}
+	var c struct {
+		Algorithm string `json:"algorithm"`
+	}
+	return json.Unmarshal(ev.Content, &c) == nil && c.Algorithm != ""
 }

@@ -43,6 +43,12 @@ type Service struct {
 	now        func() time.Time
 	// Notify is called after each commit (nil: nobody listens).
 	Notify func(Notice)
+	// EncryptPresets are the createRoom presets whose rooms get
+	// m.room.encryption by default (config encrypt_presets).
+	EncryptPresets map[string]bool
+	// RequireEncryption refuses unencrypted non-public rooms and any change
+	// that would remove or weaken m.room.encryption (config require_encryption).
+	RequireEncryption bool
 	// SkipAggregations turns off bundled aggregations (unsigned.m.relations).
 	SkipAggregations bool
 
