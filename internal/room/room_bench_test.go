@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"conclave/internal/event"
@@ -84,3 +85,33 @@ func BenchmarkIncrementalSync(b *testing.B) {
 }
 
 var _ store.Store = (*sqlite.DB)(nil)
+
+// BenchmarkSendMessageParallelRooms sends from many goroutines, each into
+// its own room: concurrent writers share commits (group commit).
+func BenchmarkSendMessageParallelRooms(b *testing.B) {
+	ctx := context.Background()
+	svc, _ := newService(b)
+	const rooms = 32
+	ids := make(chan string, rooms)
+	for i := 0; i < rooms; i++ {
+		id, err := svc.CreateRoom(ctx, &room.CreateRequest{Creator: "@alice:bench.example", Preset: "public_chat"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ids <- id
+	}
+	content := json.RawMessage(`{"msgtype":"m.text","body":"The quick brown fox jumps over the lazy dog"}`)
+	var n atomic.Int64
+	b.SetParallelism(16) // 32 senders on 2 cores
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		roomID := <-ids
+		for pb.Next() {
+			txn := strconv.FormatInt(n.Add(1), 10)
+			if _, err := svc.Send(ctx, &room.SendRequest{RoomID: roomID, Sender: "@alice:bench.example", DeviceID: "DEV", TxnID: txn, Type: "m.room.message", Content: content}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

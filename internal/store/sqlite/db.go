@@ -35,6 +35,8 @@ type DB struct {
 	r *sql.DB // reader pool
 
 	stmts gosync.Map // prepared read statements by query text (roomsread.go)
+
+	commit *committer // batches PersistEvents into shared transactions (groupcommit.go)
 }
 
 var _ store.Store = (*DB)(nil)
@@ -71,11 +73,15 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("migrate %s: %w", path, err)
 	}
+	db.startCommitter()
 	return db, nil
 }
 
 // Close closes the database.
 func (db *DB) Close() error {
+	if db.commit != nil {
+		db.stopCommitter()
+	}
 	return errors.Join(db.r.Close(), db.w.Close())
 }
 

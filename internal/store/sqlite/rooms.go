@@ -53,16 +53,6 @@ func (db *DB) LoadRoomSnapshot(ctx context.Context, roomID string) (*store.RoomS
 	return snap, err
 }
 
-func (db *DB) PersistEvents(ctx context.Context, roomID string, events []store.NewEvent) ([]int64, error) {
-	var positions []int64
-	err := db.tx(ctx, func(tx *sql.Tx) error {
-		var err error
-		positions, err = persistEventsTx(ctx, tx, roomID, events)
-		return err
-	})
-	return positions, err
-}
-
 func persistEventsTx(ctx context.Context, tx *sql.Tx, roomID string, events []store.NewEvent) ([]int64, error) {
 	if len(events) == 0 {
 		return nil, nil

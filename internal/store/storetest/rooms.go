@@ -414,3 +414,61 @@ func testAliases(t *testing.T, s store.Store) {
 	must(t, s.DeleteAlias(ctx(), "#a:x"))
 	wantErr(t, s.DeleteAlias(ctx(), "#a:x"), store.ErrNotFound)
 }
+
+// testManyRoomWritersIsolated writes into many rooms at once (the SQLite
+// store commits such calls together) while some calls fail: a failing call
+// must not take the others down, leave no rows, and positions stay unique.
+func testManyRoomWritersIsolated(t *testing.T, s store.Store) {
+	const rooms, each = 12, 10
+	var wg sync.WaitGroup
+	errs := make(chan error, rooms)
+	for w := 0; w < rooms; w++ {
+		r := newRoom(t, s, fmt.Sprintf("!m%d:x", w), "@a:x")
+		wg.Add(1)
+		go func(w int, r *room) {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				e := r.ev("m.room.message", nil, "@a:x", `{"body":"x"}`)
+				e.Depth = r.depth + 1
+				if i%3 == 2 {
+					// Reuse an event ID another room already stored: a conflict.
+					bad := e
+					bad.EventID = "$m0:x-1"
+					if _, err := s.PersistEvents(ctx(), r.id, []store.NewEvent{bad}); !errors.Is(err, store.ErrConflict) {
+						errs <- fmt.Errorf("room %d: duplicate event ID gave %v", w, err)
+						return
+					}
+				}
+				if _, err := s.PersistEvents(ctx(), r.id, []store.NewEvent{e}); err != nil {
+					errs <- fmt.Errorf("room %d: %v", w, err)
+					return
+				}
+				r.head = []string{e.EventID}
+				r.depth++
+			}
+		}(w, r)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	seen := map[int64]bool{}
+	for w := 0; w < rooms; w++ {
+		evs, err := s.RoomEvents(ctx(), store.RoomEventsQuery{RoomID: fmt.Sprintf("!m%d:x", w), Limit: 100})
+		must(t, err)
+		msgs := 0
+		for _, e := range evs {
+			if seen[e.Pos] {
+				t.Fatalf("position %d used twice", e.Pos)
+			}
+			seen[e.Pos] = true
+			if e.Type == "m.room.message" {
+				msgs++
+			}
+		}
+		if msgs != each {
+			t.Fatalf("room %d has %d messages, want %d", w, msgs, each)
+		}
+	}
+}

@@ -37,6 +37,7 @@ func Run(t *testing.T, open Opener) {
 		{"PersistEventsAtomic", testPersistEventsAtomic},
 		{"RoomChanged", testRoomChanged},
 		{"ConcurrentRoomWriters", testConcurrentRoomWriters},
+		{"ManyRoomWritersIsolated", testManyRoomWritersIsolated},
 		{"RoomEventsQuery", testRoomEventsQuery},
 		{"SyncQueries", testSyncQueries},
 		{"Memberships", testMemberships},

@@ -1,0 +1,128 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	gosync "sync"
+
+	"conclave/internal/store"
+)
+
+// Group commit: PersistEvents calls from different rooms that arrive while a
+// commit is in flight are written in the next transaction together, so many
+// rooms share one fsync. Each call still sees its own outcome (a savepoint per
+// call: one call's failure rolls back only its own rows), and nobody is
+// answered before the shared commit is durable. Calls for one room never
+// overlap: the room service holds the room's writer lock until its call
+// returns.
+
+// maxGroup bounds how many calls one transaction carries.
+const maxGroup = 128
+
+type persistRequest struct {
+	roomID string
+	events []store.NewEvent
+	done   chan persistResult
+}
+
+type persistResult struct {
+	positions []int64
+	err       error
+}
+
+type committer struct {
+	mu     gosync.RWMutex // held for reading while enqueueing, for writing by stop
+	closed bool
+	queue  chan *persistRequest
+	done   chan struct{}
+}
+
+var errClosed = errors.New("store: closed")
+
+func (db *DB) startCommitter() {
+	db.commit = &committer{queue: make(chan *persistRequest, maxGroup), done: make(chan struct{})}
+	go db.commitLoop()
+}
+
+// stopCommitter lets the queued calls finish, then stops the loop.
+func (db *DB) stopCommitter() {
+	c := db.commit
+	c.mu.Lock()
+	if !c.closed {
+		c.closed = true
+		close(c.queue)
+	}
+	c.mu.Unlock()
+	<-c.done
+}
+
+// PersistEvents implements store.Rooms through the group committer.
+func (db *DB) PersistEvents(ctx context.Context, roomID string, events []store.NewEvent) ([]int64, error) {
+	req := &persistRequest{roomID: roomID, events: events, done: make(chan persistResult, 1)}
+	c := db.commit
+	c.mu.RLock()
+	if c.closed {
+		c.mu.RUnlock()
+		return nil, errClosed
+	}
+	c.queue <- req
+	c.mu.RUnlock()
+	// The result is awaited even if ctx ends: the write may already be in
+	// a committing transaction, and the room service must know its outcome.
+	res := <-req.done
+	return res.positions, res.err
+}
+
+func (db *DB) commitLoop() {
+	defer close(db.commit.done)
+	for first := range db.commit.queue {
+		batch := []*persistRequest{first}
+	drain:
+		for len(batch) < maxGroup {
+			select {
+			case r, ok := <-db.commit.queue:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		db.commitBatch(batch)
+	}
+}
+
+func (db *DB) commitBatch(batch []*persistRequest) {
+	results := make([]persistResult, len(batch))
+	// The transaction belongs to no single caller, so no caller's context
+	// may abort it.
+	ctx := context.Background()
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		for i, r := range batch {
+			if _, err := tx.ExecContext(ctx, `SAVEPOINT persist`); err != nil {
+				return err
+			}
+			pos, err := persistEventsTx(ctx, tx, r.roomID, r.events)
+			if err != nil {
+				if _, rbErr := tx.ExecContext(ctx, `ROLLBACK TO persist`); rbErr != nil {
+					return rbErr
+				}
+				results[i] = persistResult{err: err}
+			} else {
+				results[i] = persistResult{positions: pos}
+			}
+			if _, err := tx.ExecContext(ctx, `RELEASE persist`); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for i, r := range batch {
+		if err != nil {
+			results[i] = persistResult{err: err}
+		}
+		r.done <- results[i]
+	}
+}
