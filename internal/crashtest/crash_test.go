@@ -79,6 +79,12 @@ func (h *harness) start() *proc {
 	if err := cmd.Start(); err != nil {
 		h.t.Fatal(err)
 	}
+	// A failing test must not leave a server running: kill it at the end
+	// whatever happened (a no-op if the test already killed it).
+	h.t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
 	p := &proc{cmd: cmd, done: make(chan struct{})}
 	addr := make(chan string, 1)
 	go func() {
