@@ -41,7 +41,7 @@ func (db *DB) UserIDTaken(ctx context.Context, userID string) (bool, error) {
 }
 
 func (db *DB) SetPassword(ctx context.Context, userID, hash string, logoutExceptDevice *string) error {
-	return db.tx(ctx, func(tx *sql.Tx) error {
+	return db.tx(ctx, func(tx *Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE users SET password_hash = ? WHERE user_id = ?`, hash, userID)
 		if err != nil {
 			return err
@@ -61,7 +61,7 @@ func (db *DB) SetPassword(ctx context.Context, userID, hash string, logoutExcept
 }
 
 func (db *DB) Deactivate(ctx context.Context, userID string) error {
-	return db.tx(ctx, func(tx *sql.Tx) error {
+	return db.tx(ctx, func(tx *Tx) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE users SET deactivated = 1, password_hash = '' WHERE user_id = ?`, userID); err != nil {
 			return err
 		}
@@ -74,7 +74,7 @@ func (db *DB) Deactivate(ctx context.Context, userID string) error {
 }
 
 func (db *DB) CreateDevice(ctx context.Context, d *store.Device, tok store.NewToken) error {
-	return db.tx(ctx, func(tx *sql.Tx) error {
+	return db.tx(ctx, func(tx *Tx) error {
 		// A login that names an existing device ID takes it over: the old
 		// tokens go, the device (and its keys) stay.
 		if _, err := tx.ExecContext(ctx, `INSERT INTO devices (user_id, device_id, display_name, created_ts, last_seen_ts, last_seen_ip) VALUES (?, ?, ?, ?, ?, ?)
@@ -92,7 +92,7 @@ func (db *DB) CreateDevice(ctx context.Context, d *store.Device, tok store.NewTo
 	})
 }
 
-func insertToken(ctx context.Context, tx *sql.Tx, userID, deviceID string, tok store.NewToken, now int64) error {
+func insertToken(ctx context.Context, tx *Tx, userID, deviceID string, tok store.NewToken, now int64) error {
 	var refresh any
 	if tok.RefreshHash != nil {
 		refresh = tok.RefreshHash
@@ -144,11 +144,11 @@ func (db *DB) SetDeviceName(ctx context.Context, userID, deviceID, name string) 
 }
 
 func (db *DB) DeleteDevices(ctx context.Context, userID string, deviceIDs []string) error {
-	return db.tx(ctx, func(tx *sql.Tx) error { return deleteDevicesTx(ctx, tx, userID, deviceIDs) })
+	return db.tx(ctx, func(tx *Tx) error { return deleteDevicesTx(ctx, tx, userID, deviceIDs) })
 }
 
 func (db *DB) DeleteAllDevices(ctx context.Context, userID string) error {
-	return db.tx(ctx, func(tx *sql.Tx) error {
+	return db.tx(ctx, func(tx *Tx) error {
 		ids, err := queryStrings(ctx, tx, `SELECT device_id FROM devices WHERE user_id = ?`, userID)
 		if err != nil {
 			return err
@@ -161,7 +161,7 @@ func (db *DB) DeleteAllDevices(ctx context.Context, userID string) error {
 // transaction; other parts of the store (keys, to-device) register theirs.
 var deviceCleanups []string
 
-func deleteDevicesTx(ctx context.Context, tx *sql.Tx, userID string, deviceIDs []string) error {
+func deleteDevicesTx(ctx context.Context, tx *Tx, userID string, deviceIDs []string) error {
 	for _, id := range deviceIDs {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE user_id = ? AND device_id = ?`, userID, id); err != nil {
 			return err
@@ -197,7 +197,7 @@ func (db *DB) SessionByToken(ctx context.Context, accessHash []byte) (*store.Ses
 
 func (db *DB) RotateRefreshToken(ctx context.Context, refreshHash []byte, tok store.NewToken, now int64) (*store.Session, error) {
 	var s store.Session
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.tx(ctx, func(tx *Tx) error {
 		var current []byte
 		err := tx.QueryRowContext(ctx, `SELECT token_hash, user_id, device_id FROM access_tokens WHERE refresh_hash = ?`, refreshHash).Scan(&current, &s.UserID, &s.DeviceID)
 		switch {

@@ -17,7 +17,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	gosync "sync"
 	"time"
 
 	"modernc.org/sqlite"
@@ -31,10 +30,8 @@ var migrations embed.FS
 
 // DB is the SQLite store.
 type DB struct {
-	w *sql.DB // single writer connection
-	r *sql.DB // reader pool
-
-	stmts gosync.Map // prepared read statements by query text (roomsread.go)
+	w *conn // single writer connection
+	r *conn // reader pool
 
 	commit *committer // batches PersistEvents into shared transactions (groupcommit.go)
 }
@@ -68,7 +65,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	}
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
-	db := &DB{w: w, r: r}
+	db := &DB{w: newConn(w), r: newConn(r)}
 	if err := db.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("migrate %s: %w", path, err)
@@ -124,8 +121,9 @@ func (db *DB) migrate(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		err = db.tx(ctx, func(tx *sql.Tx) error {
-			if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+		err = db.tx(ctx, func(tx *Tx) error {
+			// A migration holds several statements: run it unprepared.
+			if _, err := tx.Tx.ExecContext(ctx, string(body)); err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
 			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_ts) VALUES (?, ?, ?)`, version, name, time.Now().UnixMilli())
@@ -139,20 +137,24 @@ func (db *DB) migrate(ctx context.Context) error {
 }
 
 // tx runs fn in a write transaction, committing if it returns nil.
-func (db *DB) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := db.w.BeginTx(ctx, nil)
+func (db *DB) tx(ctx context.Context, fn func(tx *Tx) error) error {
+	stx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	if err := fn(tx); err != nil {
+	tx := &Tx{Tx: stx, c: db.w}
+	err = fn(tx)
+	if err != nil {
 		tx.Rollback()
-		return err
+	} else {
+		err = tx.Commit()
 	}
-	return tx.Commit()
+	db.w.preparePending(context.WithoutCancel(ctx))
+	return err
 }
 
 // nextPos allocates n consecutive stream positions inside tx and returns the first.
-func nextPos(ctx context.Context, tx *sql.Tx, n int) (int64, error) {
+func nextPos(ctx context.Context, tx *Tx, n int) (int64, error) {
 	var last int64
 	if err := tx.QueryRowContext(ctx, `UPDATE stream SET pos = pos + ? WHERE id = 1 RETURNING pos`, n).Scan(&last); err != nil {
 		return 0, err

@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	gosync "sync"
 
@@ -99,7 +98,7 @@ func (db *DB) commitBatch(batch []*persistRequest) {
 	// The transaction belongs to no single caller, so no caller's context
 	// may abort it.
 	ctx := context.Background()
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.tx(ctx, func(tx *Tx) error {
 		for i, r := range batch {
 			if _, err := tx.ExecContext(ctx, `SAVEPOINT persist`); err != nil {
 				return err

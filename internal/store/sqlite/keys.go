@@ -26,7 +26,7 @@ func init() {
 }
 
 // deviceListChanged records a device list change for each user at fresh positions.
-func deviceListChanged(ctx context.Context, tx *sql.Tx, userIDs ...string) error {
+func deviceListChanged(ctx context.Context, tx *Tx, userIDs ...string) error {
 	if len(userIDs) == 0 {
 		return nil
 	}
@@ -45,7 +45,7 @@ func deviceListChanged(ctx context.Context, tx *sql.Tx, userIDs ...string) error
 func (db *DB) UploadKeys(ctx context.Context, u *store.KeyUpload) (map[string]int, bool, error) {
 	var counts map[string]int
 	changed := false
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.tx(ctx, func(tx *Tx) error {
 		var err error
 		counts, changed, err = uploadKeysTx(ctx, tx, u)
 		return err
@@ -56,7 +56,7 @@ func (db *DB) UploadKeys(ctx context.Context, u *store.KeyUpload) (map[string]in
 	return counts, changed, nil
 }
 
-func uploadKeysTx(ctx context.Context, tx *sql.Tx, u *store.KeyUpload) (map[string]int, bool, error) {
+func uploadKeysTx(ctx context.Context, tx *Tx, u *store.KeyUpload) (map[string]int, bool, error) {
 	changed := false
 	err := func() error {
 		if dk := u.DeviceKeys; dk != nil {
@@ -126,7 +126,7 @@ func uploadKeysTx(ctx context.Context, tx *sql.Tx, u *store.KeyUpload) (map[stri
 }
 
 func (db *DB) PutDehydratedDevice(ctx context.Context, userID, deviceID string, displayName *string, data json.RawMessage, keys *store.KeyUpload, now int64, tokenHash []byte) error {
-	return db.tx(ctx, func(tx *sql.Tx) error {
+	return db.tx(ctx, func(tx *Tx) error {
 		var old string
 		err := tx.QueryRowContext(ctx, `SELECT device_id FROM dehydrated_devices WHERE user_id = ?`, userID).Scan(&old)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
@@ -171,7 +171,7 @@ func (db *DB) DehydratedDevice(ctx context.Context, userID string) (string, json
 
 func (db *DB) DeleteDehydratedDevice(ctx context.Context, userID string) (string, error) {
 	var id string
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.tx(ctx, func(tx *Tx) error {
 		if err := tx.QueryRowContext(ctx, `SELECT device_id FROM dehydrated_devices WHERE user_id = ?`, userID).Scan(&id); err != nil {
 			return notFound(err)
 		}
@@ -239,7 +239,7 @@ func (db *DB) DeviceKeys(ctx context.Context, userID string, deviceIDs []string)
 
 func (db *DB) ClaimKeys(ctx context.Context, reqs []store.ClaimRequest) ([]store.ClaimedKey, error) {
 	var out []store.ClaimedKey
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.tx(ctx, func(tx *Tx) error {
 		out = out[:0]
 		for _, r := range reqs {
 			var id string
@@ -285,7 +285,7 @@ func (db *DB) CrossSigningKeys(ctx context.Context, userID string) (map[string]s
 }
 
 func (db *DB) PutCrossSigningKeys(ctx context.Context, userID string, keys []store.CrossSigningKey) error {
-	return db.tx(ctx, func(tx *sql.Tx) error {
+	return db.tx(ctx, func(tx *Tx) error {
 		for _, k := range keys {
 			var old string
 			err := tx.QueryRowContext(ctx, `SELECT pubkey FROM cross_signing_keys WHERE user_id = ? AND key_type = ?`, userID, k.Type).Scan(&old)
@@ -311,7 +311,7 @@ func (db *DB) PutCrossSigningKeys(ctx context.Context, userID string, keys []sto
 }
 
 func (db *DB) PutKeySignatures(ctx context.Context, sigs []store.KeySignature, changedUsers []string) error {
-	return db.tx(ctx, func(tx *sql.Tx) error {
+	return db.tx(ctx, func(tx *Tx) error {
 		for _, s := range sigs {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO key_signatures (target_user_id, target_key_id, signer_user_id, signer_key_id, signature) VALUES (?, ?, ?, ?, ?)
 				ON CONFLICT (target_user_id, target_key_id, signer_user_id, signer_key_id) DO UPDATE SET signature = excluded.signature`,
@@ -371,7 +371,7 @@ func (db *DB) DeviceListChanges(ctx context.Context, userID string, from, to int
 func (db *DB) SendToDevice(ctx context.Context, sender, senderDevice, txnID string, msgs []store.ToDeviceSend) ([]string, bool, error) {
 	var recipients []string
 	dup := false
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.tx(ctx, func(tx *Tx) error {
 		recipients, dup = nil, false
 		res, err := tx.ExecContext(ctx, `INSERT INTO to_device_txns (user_id, device_id, txn_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, sender, senderDevice, txnID)
 		if err != nil {
@@ -475,7 +475,7 @@ func backupInfo(ctx context.Context, q rowQueryer, userID string, version int64)
 
 func (db *DB) CreateBackupVersion(ctx context.Context, userID, algorithm string, authData json.RawMessage) (int64, error) {
 	var v int64
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.tx(ctx, func(tx *Tx) error {
 		if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) + 1 FROM backup_versions WHERE user_id = ?`, userID).Scan(&v); err != nil {
 			return err
 		}
@@ -511,7 +511,7 @@ func (db *DB) UpdateBackupVersion(ctx context.Context, userID string, version in
 }
 
 func (db *DB) DeleteBackupVersion(ctx context.Context, userID string, version int64) error {
-	return db.tx(ctx, func(tx *sql.Tx) error {
+	return db.tx(ctx, func(tx *Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE backup_versions SET deleted = 1, auth_data = '{}' WHERE user_id = ? AND version = ? AND deleted = 0`, userID, version)
 		if err != nil {
 			return err
@@ -526,7 +526,7 @@ func (db *DB) DeleteBackupVersion(ctx context.Context, userID string, version in
 
 func (db *DB) PutRoomKeys(ctx context.Context, userID string, version int64, keys []store.RoomKey, better func(old, new *store.RoomKey) bool) (*store.BackupVersion, error) {
 	var info *store.BackupVersion
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.tx(ctx, func(tx *Tx) error {
 		cur, err := currentBackup(ctx, tx, userID)
 		if err != nil {
 			return err
@@ -606,7 +606,7 @@ func (db *DB) RoomKeys(ctx context.Context, userID string, version int64, roomID
 
 func (db *DB) DeleteRoomKeys(ctx context.Context, userID string, version int64, roomID, sessionID string) (*store.BackupVersion, error) {
 	var info *store.BackupVersion
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.tx(ctx, func(tx *Tx) error {
 		if _, err := backupInfo(ctx, tx, userID, version); err != nil {
 			return err
 		}

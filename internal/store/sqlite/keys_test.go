@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -20,7 +19,7 @@ func TestDeviceListChangesMemberships(t *testing.T) {
 	pos := func() int64 { p, _ := db.MaxStreamPos(ctx); return p }
 	member := func(room, user, membership string) {
 		t.Helper()
-		err := db.tx(ctx, func(tx *sql.Tx) error {
+		err := db.tx(ctx, func(tx *Tx) error {
 			p, err := nextPos(ctx, tx, 1)
 			if err != nil {
 				return err

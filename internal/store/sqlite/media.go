@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 
 	"modernc.org/sqlite"
@@ -38,7 +37,7 @@ func (db *DB) GetMedia(ctx context.Context, mediaID string) (*store.Media, error
 }
 
 func (db *DB) CompleteMedia(ctx context.Context, m *store.Media) error {
-	return db.tx(ctx, func(tx *sql.Tx) error {
+	return db.tx(ctx, func(tx *Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE media SET content_type = ?, filename = ?, size = ?, sha256 = ?, uploaded_ts = ?, scan_status = ?, restricted = ?
 			WHERE media_id = ? AND sha256 IS NULL`,
 			m.ContentType, m.Filename, m.Size, m.SHA256, m.UploadedTS, m.ScanStatus, boolInt(m.Restricted), m.MediaID)
@@ -75,7 +74,7 @@ func (db *DB) SetMediaQuarantined(ctx context.Context, mediaID string, quarantin
 
 func (db *DB) DeleteMedia(ctx context.Context, mediaID string) ([]string, error) {
 	var hashes []string
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.tx(ctx, func(tx *Tx) error {
 		var err error
 		hashes, err = queryStrings(ctx, tx, `SELECT sha256 FROM media WHERE media_id = ? AND sha256 IS NOT NULL
 			UNION SELECT sha256 FROM media_thumbnails WHERE media_id = ?`, mediaID, mediaID)

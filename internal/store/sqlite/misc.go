@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"strconv"
 
@@ -11,7 +10,7 @@ import (
 
 func (db *DB) PutAccountData(ctx context.Context, userID, roomID, typ string, content json.RawMessage) (int64, error) {
 	var pos int64
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.tx(ctx, func(tx *Tx) error {
 		var err error
 		if pos, err = nextPos(ctx, tx, 1); err != nil {
 			return err
@@ -51,7 +50,7 @@ func (db *DB) AccountDataSince(ctx context.Context, userID string, pos int64) ([
 
 func (db *DB) PutReceipt(ctx context.Context, r *store.Receipt) (int64, error) {
 	var pos int64
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.tx(ctx, func(tx *Tx) error {
 		var err error
 		if pos, err = nextPos(ctx, tx, 1); err != nil {
 			return err
@@ -92,7 +91,7 @@ func (db *DB) ReceiptsSince(ctx context.Context, roomIDs []string, pos int64) ([
 
 func (db *DB) PutFilter(ctx context.Context, userID string, filter json.RawMessage) (string, error) {
 	var id int64
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.tx(ctx, func(tx *Tx) error {
 		if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(filter_id), -1) + 1 FROM filters WHERE user_id = ?`, userID).Scan(&id); err != nil {
 			return err
 		}

@@ -15,7 +15,7 @@ func init() {
 }
 
 func (db *DB) SetPusher(ctx context.Context, p *store.Pusher, replaceOthers bool, max int) error {
-	return db.tx(ctx, func(tx *sql.Tx) error {
+	return db.tx(ctx, func(tx *Tx) error {
 		var exists int
 		err := tx.QueryRowContext(ctx, `SELECT 1 FROM pushers WHERE user_id = ? AND app_id = ? AND pushkey = ?`, p.UserID, p.AppID, p.PushKey).Scan(&exists)
 		if errors.Is(err, sql.ErrNoRows) {

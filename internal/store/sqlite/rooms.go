@@ -10,7 +10,7 @@ import (
 
 func (db *DB) CreateRoom(ctx context.Context, r *store.Room, events []store.NewEvent) ([]int64, error) {
 	var positions []int64
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.tx(ctx, func(tx *Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO rooms (room_id, version, creator, created_ts, public) VALUES (?, ?, ?, ?, ?)`,
 			r.RoomID, r.Version, r.Creator, r.CreatedTS, boolInt(r.Public))
 		if isConstraint(err) {
@@ -53,7 +53,7 @@ func (db *DB) LoadRoomSnapshot(ctx context.Context, roomID string) (*store.RoomS
 	return snap, err
 }
 
-func persistEventsTx(ctx context.Context, tx *sql.Tx, roomID string, events []store.NewEvent) ([]int64, error) {
+func persistEventsTx(ctx context.Context, tx *Tx, roomID string, events []store.NewEvent) ([]int64, error) {
 	if len(events) == 0 {
 		return nil, nil
 	}

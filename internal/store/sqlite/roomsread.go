@@ -178,18 +178,10 @@ func bundledSlots(n int) int {
 
 // prepared returns a cached prepared statement on the read pool.
 func (db *DB) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
-	if st, ok := db.stmts.Load(query); ok {
-		return st.(*sql.Stmt), nil
+	if st := db.r.stmt(ctx, query); st != nil {
+		return st, nil
 	}
-	st, err := db.r.PrepareContext(ctx, query)
-	if err != nil {
-		return nil, err
-	}
-	if prev, loaded := db.stmts.LoadOrStore(query, st); loaded {
-		st.Close()
-		return prev.(*sql.Stmt), nil
-	}
-	return st, nil
+	return db.r.PrepareContext(ctx, query)
 }
 
 func (db *DB) Threads(ctx context.Context, q store.ThreadsQuery) ([]store.ThreadActivity, error) {
