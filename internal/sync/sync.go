@@ -62,6 +62,7 @@ type Service struct {
 	rooms    *room.Service
 	notifier *Notifier
 	src      Sources
+	unread   unreadCache
 }
 
 // New returns the sync service.
@@ -406,11 +407,11 @@ func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
 	if err != nil {
 		return nil, err
 	}
-	n, h, err := b.s.store.UnreadCounts(b.ctx, m.RoomID, b.req.UserID, b.upto)
+	u, err := b.s.unread.counts(b.ctx, b.s.store, m.RoomID, b.req.UserID, b.upto)
 	if err != nil {
 		return nil, err
 	}
-	jr.UnreadNotifications = &UnreadCounts{NotificationCount: n, HighlightCount: h}
+	jr.UnreadNotifications = &UnreadCounts{NotificationCount: u.Notifications, HighlightCount: u.Highlights}
 	if newlyJoined || hasMemberEvent(evs) || hasMemberEvent(state) {
 		jr.Summary, err = b.summary(m.RoomID)
 		if err != nil {

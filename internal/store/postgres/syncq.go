@@ -20,7 +20,7 @@ func (db *DB) StateBetween(ctx context.Context, roomID string, after, before int
 // maxUnreadScan bounds the work of counting unread events in one room.
 const maxUnreadScan = 1000
 
-func (db *DB) UnreadCounts(ctx context.Context, roomID, userID string, upto int64) (int, int, error) {
+func (db *DB) UnreadCounts(ctx context.Context, roomID, userID string, since, upto int64) (store.Unread, error) {
 	// The read point is the newest of the user's read receipts (public or
 	// private, any thread) and their own latest membership.
 	var from int64
@@ -28,26 +28,27 @@ func (db *DB) UnreadCounts(ctx context.Context, roomID, userID string, upto int6
 		SELECT e.pos AS p FROM receipts r JOIN events e ON e.event_id = r.event_id WHERE r.room_id = $1 AND r.user_id = $2 AND r.type IN ('m.read', 'm.read.private')
 		UNION ALL SELECT pos FROM memberships WHERE room_id = $1 AND user_id = $2) x`, roomID, userID).Scan(&from)
 	if err != nil {
-		return 0, 0, err
+		return store.Unread{}, err
 	}
+	u := store.Unread{ReadPos: from}
+	from = max(from, since)
 	rows, err := db.pool.Query(ctx, `SELECT json FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 AND sender <> $4 AND state_key IS NULL
 		AND type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') AND redacted_by = '' ORDER BY pos DESC LIMIT $5`, roomID, from, upto, userID, maxUnreadScan)
 	if err != nil {
-		return 0, 0, err
+		return u, err
 	}
 	defer rows.Close()
-	var n, h int
 	for rows.Next() {
 		var js []byte
 		if err := rows.Scan(&js); err != nil {
-			return 0, 0, err
+			return u, err
 		}
-		n++
+		u.Notifications++
 		if mentions(js, userID) {
-			h++
+			u.Highlights++
 		}
 	}
-	return n, h, rows.Err()
+	return u, rows.Err()
 }
 
 // mentions is a cheap highlight test until push rules exist: the event

@@ -337,18 +337,30 @@ func testSyncQueries(t *testing.T, s store.Store) {
 	if len(st) != 1 || *st[0].StateKey != "@c:x" {
 		t.Fatalf("state between: %v", eventIDs(st))
 	}
-	n, h, err := s.UnreadCounts(ctx(), "!r:x", "@a:x", top)
+	u, err := s.UnreadCounts(ctx(), "!r:x", "@a:x", 0, top)
 	must(t, err)
-	if n != 2 || h != 1 {
-		t.Fatalf("unread %d/%d, want 2/1", n, h)
+	if u.Notifications != 2 || u.Highlights != 1 {
+		t.Fatalf("unread %+v, want 2/1", u)
+	}
+	// Counting from a later position counts only what follows it; the
+	// read point is the same.
+	u2, err := s.UnreadCounts(ctx(), "!r:x", "@a:x", p, top)
+	must(t, err)
+	if u2.ReadPos != u.ReadPos || u2.Notifications != 1 || u2.Highlights != 0 {
+		t.Fatalf("unread since the mention: %+v, want 1/0 (from 0: %+v)", u2, u)
+	}
+	u3, err := s.UnreadCounts(ctx(), "!r:x", "@a:x", top, top)
+	must(t, err)
+	if u3.Notifications != 0 || u3.Highlights != 0 {
+		t.Fatalf("unread over an empty range: %+v", u3)
 	}
 	// A read receipt moves the read point.
 	e, _ := s.RoomEvents(ctx(), store.RoomEventsQuery{RoomID: "!r:x", After: p - 1, Limit: 1})
 	_, err = s.PutReceipt(ctx(), &store.Receipt{RoomID: "!r:x", UserID: "@a:x", Type: "m.read", EventID: e[0].EventID, TS: 1})
 	must(t, err)
-	n, h, _ = s.UnreadCounts(ctx(), "!r:x", "@a:x", maxPos(t, s))
-	if n != 1 || h != 0 {
-		t.Fatalf("unread after receipt %d/%d, want 1/0", n, h)
+	u4, _ := s.UnreadCounts(ctx(), "!r:x", "@a:x", 0, maxPos(t, s))
+	if u4.Notifications != 1 || u4.Highlights != 0 || u4.ReadPos <= u.ReadPos {
+		t.Fatalf("unread after receipt %+v, want 1/0 and a later read point than %d", u4, u.ReadPos)
 	}
 }
 
