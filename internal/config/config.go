@@ -45,6 +45,7 @@ type Config struct {
 	LogFormat                string   `yaml:"log_format" help:"text or json; empty chooses text on a terminal, json otherwise"`
 	LogLevel                 string   `yaml:"log_level" help:"debug, info, warn or error"`
 	AdminListen              string   `yaml:"admin_listen" help:"metrics and pprof listener (loopback recommended); empty disables"`
+	AdminPprof               bool     `yaml:"admin_pprof" help:"serve the Go profiler at /debug/pprof/ on admin_listen (false: /metrics only)"`
 	AccessTokenLifetime      Duration `yaml:"access_token_lifetime" help:"lifetime of access tokens issued with refresh tokens"`
 	PasswordHashMemoryKiB    int      `yaml:"password_hash_memory_kib" help:"argon2id memory per password hash in KiB (tests lower it)"`
 	ShutdownTimeout          Duration `yaml:"shutdown_timeout" help:"how long graceful shutdown waits for requests"`
@@ -83,6 +84,7 @@ func Default() Config {
 		DataDir:               "./conclave-data",
 		Listen:                "127.0.0.1:8008",
 		RateLimits:            true,
+		AdminPprof:            true,
 		LoginRatePerSecond:    0.5,
 		LoginRateBurst:        5,
 		MaxRequestBytes:       1 << 20,

@@ -57,3 +57,45 @@ func TestBoolFlagsTakeNoValue(t *testing.T) {
 		t.Fatalf("got %+v", cfg)
 	}
 }
+
+// The admin listener is off by default; once set, the profiler is on unless
+// admin_pprof turns it off, from any source.
+func TestAdminListenAndPprof(t *testing.T) {
+	none := func(string) string { return "" }
+	cfg, err := Load(nil, none)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AdminListen != "" || !cfg.AdminPprof {
+		t.Fatalf("defaults: admin_listen %q admin_pprof %v", cfg.AdminListen, cfg.AdminPprof)
+	}
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(file, []byte("admin_listen: 127.0.0.1:9100\nadmin_pprof: false\n"), 0o600)
+	for name, c := range map[string]struct {
+		args []string
+		env  map[string]string
+	}{
+		"flags": {args: []string{"--admin-listen", "127.0.0.1:9100", "--admin-pprof=false"}},
+		"env":   {env: map[string]string{"CONCLAVE_ADMIN_LISTEN": "127.0.0.1:9100", "CONCLAVE_ADMIN_PPROF": "false"}},
+		"file":  {args: []string{"--config", file}},
+	} {
+		cfg, err := Load(c.args, func(k string) string { return c.env[k] })
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if cfg.AdminListen != "127.0.0.1:9100" || cfg.AdminPprof {
+			t.Errorf("%s: admin_listen %q admin_pprof %v", name, cfg.AdminListen, cfg.AdminPprof)
+		}
+	}
+	// A flag beats the file; a bare bool flag means true.
+	cfg, err = Load([]string{"--config", file, "--admin-pprof"}, none)
+	if err != nil || !cfg.AdminPprof {
+		t.Fatalf("--admin-pprof over file: %v %v", cfg.AdminPprof, err)
+	}
+	if _, err := Load([]string{"--admin-pprof=sometimes"}, none); err == nil || !strings.Contains(err.Error(), "--admin-pprof") {
+		t.Fatalf("bad bool: %v", err)
+	}
+	if !strings.Contains(Usage(), "--admin-pprof") || !strings.Contains(Usage(), "CONCLAVE_ADMIN_PPROF") {
+		t.Fatal("usage does not list --admin-pprof")
+	}
+}

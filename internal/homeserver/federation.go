@@ -58,6 +58,7 @@ func (hs *Homeserver) listeners() []server.Listener {
 			hs.mu.Unlock()
 		}})
 	}
+	ls = append(ls, hs.adminListeners()...)
 	last := &ls[len(ls)-1]
 	bound := last.Bound
 	last.Bound = func(a net.Addr) {

@@ -22,6 +22,7 @@ import (
 	"conclave/internal/keys"
 	"conclave/internal/media"
 	"conclave/internal/mediaapi"
+	"conclave/internal/metrics"
 	"conclave/internal/presence"
 	"conclave/internal/profile"
 	"conclave/internal/push"
@@ -51,6 +52,7 @@ type Homeserver struct {
 	Keys       *keys.Service
 	Push       *push.Service
 	Media      *media.Service
+	Metrics    *metrics.Metrics // nil when admin_listen is empty (admin.go)
 
 	TLS               *tlsutil.Bundle // nil when no TLS is configured
 	FederationHandler http.Handler    // nil when federation_listen is empty
@@ -59,6 +61,7 @@ type Homeserver struct {
 	mu             gosync.Mutex
 	clientAddr     net.Addr
 	federationAddr net.Addr
+	adminAddr      net.Addr
 	ready          chan struct{}
 	// Smaller Client-Server services; their hooks are set in New (see misc.go).
 	Profiles    *profile.Service
@@ -78,7 +81,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 	if err != nil {
 		return nil, err
 	}
-	hs := &Homeserver{Config: &cfg, Log: log, Store: db, ready: make(chan struct{})}
+	hs := &Homeserver{Config: &cfg, Log: log, Store: db, ready: make(chan struct{}), Metrics: newMetrics(cfg.AdminListen)}
 	hs.Accounts = accounts.New(db, cfg.ServerName, accounts.OptionsFrom(&cfg))
 	key, err := loadOrCreateSigningKey(filepath.Join(cfg.DataDir, "signing.key"))
 	if err != nil {
@@ -90,7 +93,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 		db.Close()
 		return nil, err
 	}
-	hs.Rooms = room.New(db, cfg.ServerName, key)
+	hs.Rooms = room.New(hs.countEvents(db), cfg.ServerName, key)
 	hs.Rooms.EncryptPresets = map[string]bool{}
 	for _, p := range strings.Split(cfg.EncryptPresets, ",") {
 		if p = strings.TrimSpace(p); p != "" {
@@ -106,13 +109,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 		db.Close()
 		return nil, err
 	}
+	hs.wireMetrics()
 
 	mux := server.NewMux()
 	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync,
 		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push})
 	api.Register(mux)
 	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts}).Register(mux)
-	hs.Handler = server.Wrap(server.WithDeadline(mux, cfg.RequestTimeout.Duration, sync.MaxTimeout, server.IsSlow), log)
+	hs.Handler = server.Wrap(server.WithDeadline(hs.instrument(mux), cfg.RequestTimeout.Duration, sync.MaxTimeout, server.IsSlow), log)
 	hs.Routes = mux.Patterns()
 	return hs, nil
 }

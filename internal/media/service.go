@@ -73,6 +73,7 @@ type Service struct {
 	limit   *limiter
 
 	unusedExpiry atomic.Int64 // nanoseconds; see SetUnusedExpiry
+	uploaded     atomic.Int64 // bytes stored by uploads; see UploadedBytes
 
 	// gc orders file placement against file deletion: writers hold it
 	// shared from putting a file until the row referencing it commits;
@@ -127,6 +128,9 @@ func New(st store.MediaStore, storage Storage, opt Options) *Service {
 
 // SetUnusedExpiry changes how long created media IDs wait for content.
 func (s *Service) SetUnusedExpiry(d time.Duration) { s.unusedExpiry.Store(int64(d)) }
+
+// UploadedBytes is the content accepted by uploads since start (metrics).
+func (s *Service) UploadedBytes() int64 { return s.uploaded.Load() }
 
 // MaxUploadBytes is the upload limit (m.upload.size in /config).
 func (s *Service) MaxUploadBytes() int64 { return s.opt.MaxUploadBytes }
@@ -344,6 +348,7 @@ func (s *Service) Upload(ctx context.Context, userID string, u Upload) (string, 
 		s.removeIfUnreferenced(context.WithoutCancel(ctx), []string{st.hash})
 		return "", err
 	}
+	s.uploaded.Add(m.Size)
 	return s.mxc(m.MediaID), nil
 }
 
@@ -431,6 +436,7 @@ func (s *Service) UploadTo(ctx context.Context, userID, serverName, mediaID stri
 		}
 		return err
 	}
+	s.uploaded.Add(m.Size)
 	s.notify(mediaID)
 	return nil
 }

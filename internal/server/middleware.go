@@ -75,6 +75,10 @@ func (s *statusWriter) WriteHeader(code int) {
 
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
+// Status is the status written so far (200 until WriteHeader): inner
+// middleware (metrics) reads it instead of wrapping the writer again.
+func (s *statusWriter) Status() int { return s.status }
+
 func accessLog(next http.Handler, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()

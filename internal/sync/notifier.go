@@ -2,6 +2,7 @@ package sync
 
 import (
 	gosync "sync"
+	"sync/atomic"
 )
 
 // Notifier wakes the long-polling /sync requests of exactly the users a
@@ -12,6 +13,7 @@ type Notifier struct {
 	waiters map[string]map[*waiter]struct{}
 	closed  chan struct{}
 	once    gosync.Once
+	woken   atomic.Uint64 // waiters signalled, for metrics
 }
 
 type waiter struct {
@@ -38,6 +40,7 @@ func (n *Notifier) Wake(users ...string) {
 		for w := range n.waiters[u] {
 			select {
 			case w.ch <- struct{}{}:
+				n.woken.Add(1)
 			default:
 			}
 		}
@@ -64,6 +67,9 @@ func (n *Notifier) register(user string) (*waiter, func()) {
 		n.mu.Unlock()
 	}
 }
+
+// Woken is how many waiting requests Wake has signalled so far (metrics).
+func (n *Notifier) Woken() uint64 { return n.woken.Load() }
 
 // Waiting reports how many requests are long-polling (for metrics and tests).
 func (n *Notifier) Waiting() int {

@@ -34,6 +34,8 @@ type Server struct {
 
 	// FederationURL is https://127.0.0.1:port when federation_listen is set.
 	FederationURL string
+	// AdminURL is http://127.0.0.1:port when admin_listen is set (WithAdmin).
+	AdminURL string
 }
 
 // EnvDatabase names the variable that picks the test servers' database:
@@ -62,6 +64,10 @@ func postgresFor(t testing.TB, dataDir string) string {
 
 // Option changes the configuration before start.
 type Option func(*config.Config)
+
+// WithAdmin turns on the admin listener (metrics and pprof) on a random
+// loopback port: Server.AdminURL.
+func WithAdmin(c *config.Config) { c.AdminListen = "127.0.0.1:0" }
 
 // Start runs a homeserver until the test ends. Open registration is on and
 // rate limits are off unless an option says otherwise.
@@ -143,6 +149,9 @@ func startLogged(t testing.TB, cfg config.Config, w io.Writer) *Server {
 	}
 	if a := hs.FederationAddr(); a != nil {
 		s.FederationURL = "https://" + a.String()
+	}
+	if a := hs.AdminAddr(); a != nil {
+		s.AdminURL = "http://" + a.String()
 	}
 	t.Cleanup(s.Stop)
 	return s

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	gosync "sync"
+	"sync/atomic"
 
 	"conclave/internal/store"
 )
@@ -35,7 +36,14 @@ type committer struct {
 	closed bool
 	queue  chan *persistRequest
 	done   chan struct{}
+	// observe, when set, is told each transaction's number of calls.
+	observe atomic.Pointer[func(calls int)]
 }
+
+// ObserveGroupCommit sets f to be called after every group-commit
+// transaction with the number of PersistEvents calls it carried (metrics);
+// f must be quick. It may be called at any time.
+func (db *DB) ObserveGroupCommit(f func(calls int)) { db.commit.observe.Store(&f) }
 
 var errClosed = errors.New("store: closed")
 
@@ -123,5 +131,8 @@ func (db *DB) commitBatch(batch []*persistRequest) {
 			results[i] = persistResult{err: err}
 		}
 		r.done <- results[i]
+	}
+	if f := db.commit.observe.Load(); f != nil {
+		(*f)(len(batch))
 	}
 }
