@@ -63,8 +63,8 @@ type Service struct {
 	// process missed, so it gets the full current state.
 	floor int64
 	rooms map[string]*room
-	timer  func() bool // cancels the pending expiry timer
-	next   time.Time   // when the pending timer fires
+	timer func() bool // cancels the pending expiry timer
+	next  time.Time   // when the pending timer fires
 }
 
 // New returns a service using the real clock.
