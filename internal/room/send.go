@@ -36,7 +36,7 @@ func (s *Service) Send(ctx context.Context, req *SendRequest) (string, error) {
 		return "", matrix.Forbidden("m.room.create cannot be sent into an existing room")
 	}
 	var id string
-	err := s.retry(ctx, func() (err error) {
+	err := s.retry(ctx, req.RoomID, func() (err error) {
 		id, err = s.sendOnce(ctx, req)
 		return err
 	})
@@ -167,7 +167,7 @@ func (s *Service) SetMembership(ctx context.Context, req *MembershipRequest) (st
 		return "", matrix.InvalidParam("Invalid user ID %q", req.Target)
 	}
 	var id string
-	err := s.retry(ctx, func() (err error) {
+	err := s.retry(ctx, req.RoomID, func() (err error) {
 		id, err = s.setMembershipOnce(ctx, req)
 		return err
 	})

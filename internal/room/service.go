@@ -251,7 +251,17 @@ var errBusy = matrix.Errorf(http.StatusServiceUnavailable, matrix.ErrUnknown, "T
 // attempt takes the room lock afresh, so it reloads the state commit marked
 // stale and rebuilds the event on the room's new head: the client never sees
 // the race, unless the room is so contended that every attempt loses.
-func (s *Service) retry(ctx context.Context, attempt func() error) error {
+//
+// When the store is shared by several processes (store.RoomLocker), the
+// whole write also holds the room's cross-process writer lock: writers from
+// all processes take turns, so the one that lost a race is not starved by
+// a busy process whose state is always fresh.
+func (s *Service) retry(ctx context.Context, roomID string, attempt func() error) error {
+	unlock, err := s.lockShared(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	for i := 1; ; i++ {
 		err := attempt()
 		if !errors.Is(err, errRoomChanged) {
@@ -261,6 +271,14 @@ func (s *Service) retry(ctx context.Context, attempt func() error) error {
 			return errBusy
 		}
 	}
+}
+
+// lockShared takes the room's cross-process writer lock if the store has one.
+func (s *Service) lockShared(ctx context.Context, roomID string) (func(), error) {
+	if l, ok := s.store.(store.RoomLocker); ok {
+		return l.LockRoom(ctx, roomID)
+	}
+	return func() {}, nil
 }
 
 // commit persists built events, applies them to rs and notifies. If another

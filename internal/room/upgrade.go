@@ -44,6 +44,13 @@ func (s *Service) UpgradeRoom(ctx context.Context, roomID, userID, deviceID, new
 	if err != nil {
 		return "", err
 	}
+	// The cross-process writer lock first, then the local one, as every
+	// write takes them (retry).
+	unlock, err := s.lockShared(ctx, roomID)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
 	e, old, err := s.lock(ctx, roomID)
 	if err != nil {
 		return "", err

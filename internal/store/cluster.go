@@ -29,3 +29,13 @@ type Cluster interface {
 // MaxClusterMessage bounds a published message (PostgreSQL's NOTIFY payload
 // limit is 8000 bytes).
 const MaxClusterMessage = 7900
+
+// RoomLocker is implemented by stores several processes may share: LockRoom
+// takes a cross-process lock on writing to roomID, held until unlock, so the
+// room service loads, builds and persists an event without another process
+// slipping an event in between (which would make it rebuild, and a busy
+// process could starve another's writers for ever). Waiters are served in
+// turn.
+type RoomLocker interface {
+	LockRoom(ctx context.Context, roomID string) (unlock func(), err error)
+}

@@ -111,3 +111,29 @@ func (db *DB) SharedSigningKey(ctx context.Context, key []byte) ([]byte, error) 
 	}
 	return []byte(stored), nil
 }
+
+var _ store.RoomLocker = (*DB)(nil)
+
+// LockRoom implements store.RoomLocker with a session-level advisory lock on
+// a connection of the locks pool (PostgreSQL queues the waiters). A process
+// that dies releases its locks with its sessions.
+func (db *DB) LockRoom(ctx context.Context, roomID string) (func(), error) {
+	conn, err := db.locks.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1, hashtext($2))`, roomWriteClass, roomID); err != nil {
+		// A cancelled wait may leave the session in doubt: drop it.
+		conn.Conn().Close(context.WithoutCancel(ctx))
+		conn.Release()
+		return nil, err
+	}
+	return func() {
+		uctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(uctx, `SELECT pg_advisory_unlock($1, hashtext($2))`, roomWriteClass, roomID); err != nil {
+			conn.Conn().Close(uctx) // closing the session releases the lock
+		}
+		conn.Release()
+	}, nil
+}
