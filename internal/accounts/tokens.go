@@ -30,6 +30,12 @@ type Service struct {
 	// OnDeactivate, when set, runs after an account is deactivated (the room
 	// service makes the user leave their rooms). Set it before serving.
 	OnDeactivate func(ctx context.Context, userID string)
+	// AdoptUIASessions: an unknown UIA session ID starts a fresh session
+	// under that ID instead of failing. Set when several processes share
+	// the database: sessions live in one process's memory, and a client's
+	// next request may reach another process (its stages so far are asked
+	// again; the usual one-stage flows complete).
+	AdoptUIASessions bool
 }
 
 // Options configure the service; the zero value is closed registration,

@@ -126,6 +126,9 @@ func (s *Service) AuthenticateUIA(ctx context.Context, u UIA, auth *AuthDict) er
 			sess = nil
 		}
 		s.uia.mu.Unlock()
+		if sess == nil && s.AdoptUIASessions && len(id) <= 64 {
+			sess = s.adoptUIASession(id, u, now)
+		}
 		if sess == nil {
 			// Synapse: 400 M_UNKNOWN "Unknown session ID".
 			return matrix.Errorf(http.StatusBadRequest, matrix.ErrUnknown, "Unknown session ID")
@@ -180,6 +183,11 @@ func (s *Service) AuthenticateUIA(ctx context.Context, u UIA, auth *AuthDict) er
 
 func (s *Service) newUIASession(u UIA, now time.Time) (string, *uiaSession) {
 	id := NewToken("")
+	return id, s.adoptUIASession(id, u, now)
+}
+
+// adoptUIASession stores a fresh session under id (see AdoptUIASessions).
+func (s *Service) adoptUIASession(id string, u UIA, now time.Time) *uiaSession {
 	sess := &uiaSession{purpose: u.Purpose, userID: u.UserID, expires: now.Add(uiaLifetime)}
 	s.uia.mu.Lock()
 	defer s.uia.mu.Unlock()
@@ -202,7 +210,7 @@ func (s *Service) newUIASession(u UIA, now time.Time) (string, *uiaSession) {
 		}
 	}
 	s.uia.m[id] = sess
-	return id, sess
+	return sess
 }
 
 func stageAllowed(flows []Flow, stage string) bool {

@@ -269,6 +269,18 @@ func TestTwoProcessesOneDatabase(t *testing.T) {
 	}
 	b.must(t, "PUT", "/rooms/"+esc(roomID)+"/typing/"+esc("@bob:localhost"), bob, map[string]any{"typing": false})
 
+	// User-interactive auth across processes: the challenge from A, the
+	// answer to B.
+	dev := a.must(t, "POST", "/login", "", map[string]any{"type": "m.login.password",
+		"identifier": map[string]string{"type": "m.id.user", "user": "alice"}, "password": "cluster-pw-alice"})["device_id"].(string)
+	st, ch, err := a.do("DELETE", "/devices/"+esc(dev), alice, map[string]any{})
+	session, _ := ch["session"].(string)
+	if err != nil || st != 401 || session == "" {
+		t.Fatalf("UIA challenge: %d %v %v", st, ch, err)
+	}
+	b.must(t, "DELETE", "/devices/"+esc(dev), alice, map[string]any{"auth": map[string]any{"type": "m.login.password", "session": session,
+		"identifier": map[string]string{"type": "m.id.user", "user": "alice"}, "password": "cluster-pw-alice"}})
+
 	// Concurrent sends into the room through both processes.
 	const perProc, each = 4, 50
 	var wg gosync.WaitGroup

@@ -83,6 +83,7 @@ func newCluster(hs *Homeserver) *cluster {
 	rand.Read(b[:])
 	c := &cluster{hs: hs, st: st, id: hex.EncodeToString(b[:]), queue: make(chan busMsg, publishQueue), ready: make(chan struct{})}
 	c.applied.ch = make(chan struct{})
+	hs.Accounts.AdoptUIASessions = true
 	hs.Typing.Publish = func(ctx context.Context, u typing.Update) error {
 		return c.sequenced(ctx, busMsg{Kind: kindTyping, Typing: &u})
 	}
