@@ -4,21 +4,31 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 
 	"conclave/internal/event"
 	"conclave/internal/room"
 	"conclave/internal/store"
+	"conclave/internal/store/postgres"
 	"conclave/internal/store/sqlite"
+	"conclave/internal/store/storetest/pgtest"
 )
 
 // twoWriters returns two room services on one database, as two processes
 // sharing it would be, without anything telling one about the other's
 // writes: each finds out through store.ErrRoomChanged.
-func twoWriters(t *testing.T) (a, b *room.Service, db *sqlite.DB) {
+// With CONCLAVE_TEST_DATABASE=postgres the database is PostgreSQL, whose
+// writes also take the cross-process room lock.
+func twoWriters(t *testing.T) (a, b *room.Service, db store.Store) {
 	t.Helper()
-	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "retry.db"))
+	var err error
+	if os.Getenv("CONCLAVE_TEST_DATABASE") == "postgres" {
+		db, err = postgres.Open(context.Background(), pgtest.NewDatabase(t))
+	} else {
+		db, err = sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "retry.db"))
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +47,7 @@ func msg(roomID, sender, txn, body string) *room.SendRequest {
 
 // checkLinear asserts that the room's events form one line: each event's
 // prev_events is exactly the event before it.
-func checkLinear(t *testing.T, db *sqlite.DB, roomID string, want int) {
+func checkLinear(t *testing.T, db store.Store, roomID string, want int) {
 	t.Helper()
 	evs, err := db.RoomEvents(context.Background(), store.RoomEventsQuery{RoomID: roomID, Limit: 1000})
 	if err != nil {
