@@ -215,8 +215,19 @@ func TestTwoProcessesOneDatabase(t *testing.T) {
 	bob := b.register(t, "bob")
 	roomID := a.must(t, "POST", "/createRoom", alice, map[string]any{"preset": "public_chat"})["room_id"].(string)
 	b.must(t, "POST", "/join/"+esc(roomID), bob, map[string]any{})
-	// Tokens and state cross processes: bob's token works on A, the room on B.
-	a.must(t, "GET", "/rooms/"+esc(roomID)+"/state/m.room.member/"+esc("@bob:localhost"), bob, nil)
+	// Tokens and state cross processes: bob's token works on A, and A's view
+	// of the room shows the join made through B once B's notification has
+	// arrived (a few milliseconds: reads elsewhere are eventually consistent).
+	for i := 0; ; i++ {
+		st, m, err := a.do("GET", "/rooms/"+esc(roomID)+"/state/m.room.member/"+esc("@bob:localhost"), bob, nil)
+		if err == nil && st == 200 {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("A never saw the join through B: %d %v %v", st, m, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 
 	since := a.must(t, "GET", "/sync", alice, nil)["next_batch"].(string)
 

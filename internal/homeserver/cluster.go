@@ -3,6 +3,7 @@ package homeserver
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	gosync "sync"
@@ -83,7 +84,11 @@ func newCluster(hs *Homeserver) *cluster {
 	rand.Read(b[:])
 	c := &cluster{hs: hs, st: st, id: hex.EncodeToString(b[:]), queue: make(chan busMsg, publishQueue), ready: make(chan struct{})}
 	c.applied.ch = make(chan struct{})
-	hs.Accounts.AdoptUIASessions = true
+	// UIA session IDs any process can recognise: an HMAC key derived from
+	// the signing key, which every process shares.
+	seed, _ := hs.SigningKey.MarshalText()
+	uiaKey := sha256.Sum256(append([]byte("conclave UIA session IDs\x00"), seed...))
+	hs.Accounts.UIASessionKey = uiaKey[:]
 	hs.Typing.Publish = func(ctx context.Context, u typing.Update) error {
 		return c.sequenced(ctx, busMsg{Kind: kindTyping, Typing: &u})
 	}
