@@ -30,6 +30,14 @@ type Service struct {
 	// OnDeactivate, when set, runs after an account is deactivated (the room
 	// service makes the user leave their rooms). Set it before serving.
 	OnDeactivate func(ctx context.Context, userID string)
+	// UIASessionKey, when set, makes UIA session IDs carry an HMAC under
+	// this key, and an unknown session ID with a valid HMAC starts a fresh
+	// session under that ID instead of failing. Set when several processes
+	// share the database (every process has the same key): sessions live
+	// in one process's memory, and a client's next request may reach
+	// another process (stages done so far are asked again; the usual
+	// one-stage flows complete). IDs nobody issued still fail.
+	UIASessionKey []byte
 }
 
 // Options configure the service; the zero value is closed registration,

@@ -2,7 +2,10 @@ package accounts
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"slices"
@@ -104,6 +107,9 @@ type uiaSession struct {
 type uiaSessions struct {
 	mu sync.Mutex
 	m  map[string]*uiaSession
+	// used: IDs of sessions that completed here, until they would have
+	// expired, so they are not adopted again (UIASessionKey).
+	used map[string]time.Time
 }
 
 // Authenticate runs one step of user-interactive authentication for
@@ -126,6 +132,9 @@ func (s *Service) AuthenticateUIA(ctx context.Context, u UIA, auth *AuthDict) er
 			sess = nil
 		}
 		s.uia.mu.Unlock()
+		if sess == nil && s.issuedUIASession(id) && !s.usedUIASession(id, now) {
+			sess = s.adoptUIASession(id, u, now)
+		}
 		if sess == nil {
 			// Synapse: 400 M_UNKNOWN "Unknown session ID".
 			return matrix.Errorf(http.StatusBadRequest, matrix.ErrUnknown, "Unknown session ID")
@@ -170,6 +179,9 @@ func (s *Service) AuthenticateUIA(ctx context.Context, u UIA, auth *AuthDict) er
 	done := flowComplete(u.Flows, sess.completed)
 	if done {
 		delete(s.uia.m, id)
+		if s.UIASessionKey != nil {
+			s.markUsedLocked(id, sess.expires, now)
+		}
 	}
 	s.uia.mu.Unlock()
 	if !done {
@@ -180,6 +192,48 @@ func (s *Service) AuthenticateUIA(ctx context.Context, u UIA, auth *AuthDict) er
 
 func (s *Service) newUIASession(u UIA, now time.Time) (string, *uiaSession) {
 	id := NewToken("")
+	if s.UIASessionKey != nil {
+		id += "." + s.uiaMAC(id)
+	}
+	return id, s.adoptUIASession(id, u, now)
+}
+
+func (s *Service) uiaMAC(random string) string {
+	m := hmac.New(sha256.New, s.UIASessionKey)
+	m.Write([]byte(random))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:16])
+}
+
+func (s *Service) usedUIASession(id string, now time.Time) bool {
+	s.uia.mu.Lock()
+	defer s.uia.mu.Unlock()
+	exp, ok := s.uia.used[id]
+	return ok && now.Before(exp)
+}
+
+func (s *Service) markUsedLocked(id string, expires, now time.Time) {
+	if s.uia.used == nil {
+		s.uia.used = map[string]time.Time{}
+	}
+	if len(s.uia.used) >= uiaMaxSessions {
+		for k, exp := range s.uia.used {
+			if !now.Before(exp) || len(s.uia.used) >= uiaMaxSessions {
+				delete(s.uia.used, k)
+			}
+		}
+	}
+	s.uia.used[id] = expires
+}
+
+// issuedUIASession reports whether id is a session ID some process sharing
+// UIASessionKey issued.
+func (s *Service) issuedUIASession(id string) bool {
+	random, mac, ok := strings.Cut(id, ".")
+	return s.UIASessionKey != nil && ok && len(id) <= 128 && hmac.Equal([]byte(mac), []byte(s.uiaMAC(random)))
+}
+
+// adoptUIASession stores a fresh session under id (see AdoptUIASessions).
+func (s *Service) adoptUIASession(id string, u UIA, now time.Time) *uiaSession {
 	sess := &uiaSession{purpose: u.Purpose, userID: u.UserID, expires: now.Add(uiaLifetime)}
 	s.uia.mu.Lock()
 	defer s.uia.mu.Unlock()
@@ -202,7 +256,7 @@ func (s *Service) newUIASession(u UIA, now time.Time) (string, *uiaSession) {
 		}
 	}
 	s.uia.m[id] = sess
-	return id, sess
+	return sess
 }
 
 func stageAllowed(flows []Flow, stage string) bool {

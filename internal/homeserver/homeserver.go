@@ -69,6 +69,8 @@ type Homeserver struct {
 	Typing      *typing.Service
 	Receipts    *receipts.Service
 	Presence    *presence.Service
+
+	cluster *cluster // nil unless several processes may share the store (cluster.go)
 }
 
 // New opens the data directory and store and builds the services. It does
@@ -83,7 +85,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 	}
 	hs := &Homeserver{Config: &cfg, Log: log, Store: db, ready: make(chan struct{}), Metrics: newMetrics(cfg.AdminListen)}
 	hs.Accounts = accounts.New(db, cfg.ServerName, accounts.OptionsFrom(&cfg))
-	key, err := loadOrCreateSigningKey(filepath.Join(cfg.DataDir, "signing.key"))
+	key, err := loadSigningKey(ctx, db, filepath.Join(cfg.DataDir, "signing.key"))
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -144,6 +146,9 @@ func (hs *Homeserver) Run(ctx context.Context) error {
 	// Long-polls return as soon as shutdown starts, so in-flight writes are
 	// what the grace period waits for.
 	go func() { <-ctx.Done(); hs.Notifier.Close() }()
+	if err := hs.cluster.start(ctx); err != nil {
+		return err
+	}
 	return server.Serve(ctx, hs.Log, hs.Config.ShutdownTimeout.Duration, hs.listeners()...)
 }
 

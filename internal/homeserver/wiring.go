@@ -16,18 +16,36 @@ import (
 func (hs *Homeserver) wire() {
 	n := hs.Notifier
 	ctx := context.Background()
-	wakeRoom := func(roomID string) {
+	// With several processes on one database (hs.cluster non-nil), every
+	// wake-up is also published to the others; typing and presence are
+	// replicated instead (each process applies every change and wakes its
+	// own long-polls), so their hooks wake locally only. See cluster.go.
+	hs.cluster = newCluster(hs)
+	c := hs.cluster
+	wake := func(users ...string) {
+		n.Wake(users...)
+		c.wake(users)
+	}
+	localRoomWake := func(roomID string) {
 		if users, err := hs.Rooms.JoinedMembers(ctx, roomID); err == nil {
 			n.Wake(users...)
 		}
 	}
-	hs.Rooms.Notify = func(notice room.Notice) { n.Wake(notice.Users...) }
-	hs.Typing.Notify = wakeRoom
+	wakeRoom := func(roomID string) {
+		if users, err := hs.Rooms.JoinedMembers(ctx, roomID); err == nil {
+			wake(users...)
+		}
+	}
+	hs.Rooms.Notify = func(notice room.Notice) {
+		n.Wake(notice.Users...)
+		c.roomChanged(notice.RoomID, notice.Users)
+	}
+	hs.Typing.Notify = localRoomWake
 	hs.Typing.IsJoined = hs.Rooms.IsJoined
 	hs.Receipts.NotifyRoom = wakeRoom
-	hs.Receipts.NotifyUser = func(userID string) { n.Wake(userID) }
+	hs.Receipts.NotifyUser = func(userID string) { wake(userID) }
 	hs.Receipts.IsJoined = hs.Rooms.IsJoined
-	hs.AccountData.Notify = n.Wake
+	hs.AccountData.Notify = wake
 	hs.Presence.Notify = func(userID string) { n.Wake(hs.sharingUsers(ctx, userID)...) }
 	hs.Profiles.OnChange = func(ctx context.Context, userID string, p store.Profile) {
 		if err := hs.Rooms.UpdateProfile(ctx, userID); err != nil {
@@ -43,7 +61,7 @@ func (hs *Homeserver) wire() {
 	// to-device recipients are among the users given.
 	hs.Keys.Notify = func(userIDs ...string) {
 		for _, u := range userIDs {
-			n.Wake(hs.sharingUsers(ctx, u)...)
+			wake(hs.sharingUsers(ctx, u)...)
 		}
 	}
 	hs.Keys.CheckPassword = hs.Accounts.CheckPassword

@@ -37,7 +37,25 @@ type entry struct {
 	statusMsg  string
 	lastActive time.Time
 	changed    int64
+	published  time.Time // with Publish: when activity was last published
 }
+
+// Update is one presence change as replicated between processes: a state
+// the user chose (Presence set), or activity only (Presence "").
+type Update struct {
+	User      string  `json:"u"`
+	Presence  string  `json:"p,omitempty"`
+	StatusMsg *string `json:"m,omitempty"`
+	Active    int64   `json:"a,omitempty"` // Unix ms of the activity; 0: none
+}
+
+// maxLag: see typing.MaxLag.
+const maxLag = 100000
+
+// publishActivityEvery is how often, with replication, a user's continued
+// activity is published so other processes keep last_active_ago and idling
+// right; a change of the reported state is published at once.
+const publishActivityEvery = 30 * time.Second
 
 // Status is a user's presence as clients see it.
 type Status struct {
@@ -62,10 +80,16 @@ type Service struct {
 	// Visible reports whether observer may see observed's presence; Synapse's
 	// rule is sharing a room. Required for GetFor.
 	Visible func(ctx context.Context, observer, observed string) (bool, error)
+	// Publish, if set, replicates changes between processes sharing one
+	// database, as typing.Service.Publish does: Set and Touch hand changes
+	// to Publish, and the replication layer delivers every process's
+	// changes to Apply with cluster-wide serials. nil: local serials.
+	Publish func(u Update) error
 
 	now    func() time.Time
 	mu     sync.Mutex
 	serial int64
+	floor  int64 // see typing.Service
 	users  map[string]*entry
 }
 
@@ -90,6 +114,13 @@ func (s *Service) Set(userID, presence string, statusMsg *string) error {
 	if statusMsg != nil && utf8.RuneCountInString(*statusMsg) > MaxStatusMsgLen {
 		return matrix.InvalidParam("status_msg is longer than %d characters", MaxStatusMsgLen)
 	}
+	if s.Publish != nil {
+		u := Update{User: userID, Presence: presence, StatusMsg: statusMsg}
+		if presence == Online {
+			u.Active = s.now().UnixMilli()
+		}
+		return s.Publish(u)
+	}
 	s.mu.Lock()
 	e := s.entryLocked(userID)
 	e.presence = presence
@@ -110,6 +141,10 @@ func (s *Service) Set(userID, presence string, statusMsg *string) error {
 // unless they chose unavailable. /sync's set_presence=offline should not
 // call it.
 func (s *Service) Touch(userID string) {
+	if s.Publish != nil {
+		s.publishTouch(userID)
+		return
+	}
 	s.mu.Lock()
 	e := s.entryLocked(userID)
 	now := s.now()
@@ -127,6 +162,82 @@ func (s *Service) Touch(userID string) {
 	if changed {
 		s.notify(userID)
 	}
+}
+
+// publishTouch publishes activity when it changes the reported state (at
+// most once a second) or every publishActivityEvery; the state changes
+// only when Apply receives it.
+func (s *Service) publishTouch(userID string) {
+	s.mu.Lock()
+	e := s.entryLocked(userID)
+	now := s.now()
+	before := s.effectiveLocked(e, now)
+	after := Online
+	if e.presence == Unavailable {
+		after = Unavailable
+	}
+	since := now.Sub(e.published)
+	if since < publishActivityEvery && (before == after || since < time.Second) {
+		s.mu.Unlock()
+		return
+	}
+	e.published = now
+	s.mu.Unlock()
+	u := Update{User: userID, Active: now.UnixMilli()}
+	if before != after {
+		// Synchronously, like the local case: the request that made the
+		// user online sees it applied (e.g. its own /sync answer).
+		s.Publish(u) // best effort: a later Touch retries
+		return
+	}
+	go s.Publish(u)
+}
+
+// Apply applies a change delivered by the replication layer (see Publish)
+// with its cluster-wide serial; serials already passed are ignored.
+func (s *Service) Apply(u Update, serial int64) {
+	s.mu.Lock()
+	if serial <= s.serial {
+		s.mu.Unlock()
+		return
+	}
+	s.serial = serial
+	e := s.entryLocked(u.User)
+	now := s.now()
+	before := s.statusLocked(e, now)
+	if active := time.UnixMilli(u.Active); u.Active > 0 && active.After(e.lastActive) {
+		e.lastActive = active
+	}
+	changed := true
+	if u.Presence != "" {
+		e.presence = u.Presence
+		if u.StatusMsg != nil {
+			e.statusMsg = *u.StatusMsg
+		}
+	} else {
+		if e.presence == Offline || e.presence == "" {
+			e.presence = Online
+		}
+		changed = s.effectiveLocked(e, now) != before.Presence
+	}
+	if changed {
+		e.changed = serial
+	}
+	s.mu.Unlock()
+	if changed {
+		s.notify(u.User)
+	}
+}
+
+// Resume is called by the replication layer when it (re)starts listening;
+// see typing.Service.Resume.
+func (s *Service) Resume(serial int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// The cluster's serial is the authority (the one this process started
+	// with counts changes it no longer has to compare with).
+	s.serial = serial
+	s.floor = serial
 }
 
 func (s *Service) notify(userID string) {
@@ -206,14 +317,19 @@ func (s *Service) Serial() int64 {
 // Since returns m.presence events for those of userIDs (the users sharing a
 // room with the syncing user, and the user) whose presence changed after
 // serial, sorted by user ID, and the serial to pass next time. serial 0 or a
-// serial from the future returns every known user of the list.
+// serial from the future returns every known user of the list. With
+// replication a serial ahead of this process reports nothing and is handed
+// back, and one below the floor gets everything (as typing.Service.Since).
 func (s *Service) Since(userIDs []string, serial int64) ([]Event, int64) {
 	if len(userIDs) > MaxUsersPerSince {
 		userIDs = userIDs[:MaxUsersPerSince]
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	initial := serial <= 0 || serial > s.serial
+	if s.Publish != nil && serial > s.serial && serial-s.serial <= maxLag {
+		return nil, serial
+	}
+	initial := serial <= 0 || serial > s.serial || serial < s.floor
 	now := s.now()
 	var out []Event
 	seen := make(map[string]bool, len(userIDs))

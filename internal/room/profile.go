@@ -20,7 +20,7 @@ func (s *Service) UpdateProfile(ctx context.Context, userID string) error {
 		if m.Membership != "join" {
 			continue
 		}
-		if err := s.refreshMember(ctx, m.RoomID, userID); err != nil {
+		if err := s.retry(ctx, m.RoomID, func() error { return s.refreshMember(ctx, m.RoomID, userID) }); err != nil {
 			return err
 		}
 	}

@@ -28,16 +28,28 @@ type SendRequest struct {
 
 // Send builds, authorises and persists one event and returns its ID. A
 // repeated transaction ID from the same device returns the first event's ID.
+// A write that loses a race with another process is rebuilt (see retry); the
+// transaction ID is looked up again before each attempt, so a retry never
+// duplicates an event the same transaction already produced.
 func (s *Service) Send(ctx context.Context, req *SendRequest) (string, error) {
+	if req.Type == "m.room.create" {
+		return "", matrix.Forbidden("m.room.create cannot be sent into an existing room")
+	}
+	var id string
+	err := s.retry(ctx, req.RoomID, func() (err error) {
+		id, err = s.sendOnce(ctx, req)
+		return err
+	})
+	return id, err
+}
+
+func (s *Service) sendOnce(ctx context.Context, req *SendRequest) (string, error) {
 	if req.TxnID != "" {
 		if id, err := s.store.EventByTxn(ctx, req.Sender, req.DeviceID, req.RoomID, req.TxnID); err == nil {
 			return id, nil
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return "", err
 		}
-	}
-	if req.Type == "m.room.create" {
-		return "", matrix.Forbidden("m.room.create cannot be sent into an existing room")
 	}
 	e, rs, err := s.lock(ctx, req.RoomID)
 	if err != nil {
@@ -154,6 +166,15 @@ func (s *Service) SetMembership(ctx context.Context, req *MembershipRequest) (st
 	if !matrix.ValidUserID(req.Target) {
 		return "", matrix.InvalidParam("Invalid user ID %q", req.Target)
 	}
+	var id string
+	err := s.retry(ctx, req.RoomID, func() (err error) {
+		id, err = s.setMembershipOnce(ctx, req)
+		return err
+	})
+	return id, err
+}
+
+func (s *Service) setMembershipOnce(ctx context.Context, req *MembershipRequest) (string, error) {
 	e, rs, err := s.lock(ctx, req.RoomID)
 	if err != nil {
 		if err == errUnknownRoom {

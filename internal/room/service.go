@@ -10,6 +10,7 @@ import (
 	"errors"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"conclave/internal/authrules"
@@ -62,6 +63,9 @@ type Service struct {
 type roomEntry struct {
 	mu    sync.Mutex
 	state *roomState // nil until loaded; guarded by mu
+	// invalid is set (without the lock) when another process sharing the
+	// database changed the room: the state is reloaded on next lock.
+	invalid atomic.Bool
 }
 
 // New returns the room service.
@@ -90,7 +94,9 @@ func (s *Service) entry(roomID string) *roomEntry {
 func (s *Service) lock(ctx context.Context, roomID string) (*roomEntry, *roomState, error) {
 	e := s.entry(roomID)
 	e.mu.Lock()
-	if e.state == nil || e.state.stale {
+	// Swap before loading: an invalidation that arrives during the load
+	// marks the fresh state for another reload.
+	if e.invalid.Swap(false) || e.state == nil || e.state.stale {
 		st, err := s.loadState(ctx, roomID)
 		if err != nil {
 			e.mu.Unlock()
@@ -99,6 +105,26 @@ func (s *Service) lock(ctx context.Context, roomID string) (*roomEntry, *roomSta
 		e.state = st
 	}
 	return e, e.state, nil
+}
+
+// Invalidate marks a room's in-memory state stale: another process sharing
+// the database wrote to it. It is reloaded from the store on next use.
+func (s *Service) Invalidate(roomID string) {
+	s.mu.Lock()
+	e := s.rooms[roomID]
+	s.mu.Unlock()
+	if e != nil {
+		e.invalid.Store(true)
+	}
+}
+
+// InvalidateAll marks every room stale (invalidations may have been missed).
+func (s *Service) InvalidateAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.rooms {
+		e.invalid.Store(true)
+	}
 }
 
 func (s *Service) loadState(ctx context.Context, roomID string) (*roomState, error) {
@@ -209,14 +235,60 @@ func newEvent(rs *roomState, pdu *event.PDU, device, txnID string) store.NewEven
 	return ne
 }
 
-// commit persists built events, applies them to rs and notifies.
+// maxWriteAttempts bounds how often a write is rebuilt after another process
+// sharing the database appended to the room first (store.ErrRoomChanged).
+const maxWriteAttempts = 5
+
+// errRoomChanged is what commit returns when the store refused a write
+// because the room moved on; retry rebuilds the write on reloaded state.
+var errRoomChanged = errors.New("room changed concurrently")
+
+// errBusy is the answer once every attempt met a concurrent change.
+var errBusy = matrix.Errorf(http.StatusServiceUnavailable, matrix.ErrUnknown, "The room changed concurrently; retry the request")
+
+// retry runs one write attempt (lock, check, build, commit, unlock) until it
+// does not fail with errRoomChanged, at most maxWriteAttempts times. Each
+// attempt takes the room lock afresh, so it reloads the state commit marked
+// stale and rebuilds the event on the room's new head: the client never sees
+// the race, unless the room is so contended that every attempt loses.
+//
+// When the store is shared by several processes (store.RoomLocker), the
+// whole write also holds the room's cross-process writer lock: writers from
+// all processes take turns, so the one that lost a race is not starved by
+// a busy process whose state is always fresh.
+func (s *Service) retry(ctx context.Context, roomID string, attempt func() error) error {
+	unlock, err := s.lockShared(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	for i := 1; ; i++ {
+		err := attempt()
+		if !errors.Is(err, errRoomChanged) {
+			return err
+		}
+		if i == maxWriteAttempts || ctx.Err() != nil {
+			return errBusy
+		}
+	}
+}
+
+// lockShared takes the room's cross-process writer lock if the store has one.
+func (s *Service) lockShared(ctx context.Context, roomID string) (func(), error) {
+	if l, ok := s.store.(store.RoomLocker); ok {
+		return l.LockRoom(ctx, roomID)
+	}
+	return func() {}, nil
+}
+
+// commit persists built events, applies them to rs and notifies. If another
+// process wrote to the room since rs was loaded, rs is marked stale and
+// errRoomChanged returned (callers run under retry).
 func (s *Service) commit(ctx context.Context, rs *roomState, pdus []*event.PDU, rows []store.NewEvent) error {
 	positions, err := s.store.PersistEvents(ctx, rs.roomID, rows)
 	if errors.Is(err, store.ErrRoomChanged) {
-		// Another process sharing the database wrote to the room since it
-		// was loaded: reload it on next use; the client retries.
 		rs.stale = true
-		return matrix.Errorf(http.StatusServiceUnavailable, matrix.ErrUnknown, "The room changed concurrently; retry the request")
+		return errRoomChanged
 	}
 	if err != nil {
 		return err

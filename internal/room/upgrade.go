@@ -44,6 +44,13 @@ func (s *Service) UpgradeRoom(ctx context.Context, roomID, userID, deviceID, new
 	if err != nil {
 		return "", err
 	}
+	// The cross-process writer lock first, then the local one, as every
+	// write takes them (retry).
+	unlock, err := s.lockShared(ctx, roomID)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
 	e, old, err := s.lock(ctx, roomID)
 	if err != nil {
 		return "", err
@@ -140,33 +147,9 @@ func (s *Service) UpgradeRoom(ctx context.Context, roomID, userID, deviceID, new
 	}
 
 	// The old room's closing events, built on a scratch copy of its state.
-	scratch := old.clone()
-	var oldPDUs []*event.PDU
-	var oldRows []store.NewEvent
-	addOld := func(typ string, content any) error {
-		raw, _ := json.Marshal(content)
-		empty := ""
-		pdu, err := s.build(scratch, &event.Proto{Type: typ, StateKey: &empty, Sender: userID, Content: raw})
-		if err != nil {
-			return err
-		}
-		oldRows = append(oldRows, newEvent(scratch, pdu, deviceID, ""))
-		oldPDUs = append(oldPDUs, pdu)
-		scratch.apply(pdu)
-		scratch.extremities = []string{pdu.EventID}
-		scratch.depth = pdu.Depth
-		return nil
-	}
-	if err := addOld("m.room.tombstone", map[string]string{"body": "This room has been replaced", "replacement_room": rs.roomID}); err != nil {
+	oldPDUs, oldRows, err := s.closingEvents(old, userID, deviceID, rs.roomID)
+	if err != nil {
 		return "", err
-	}
-	// Best effort, as in Synapse: an upgrader without the power to change
-	// these still upgrades the room.
-	if pl := restrictedPowerLevels(old); pl != nil {
-		addOld("m.room.power_levels", pl)
-	}
-	if ev := old.StateEvent("m.room.canonical_alias", ""); ev != nil && !isEmptyObject(ev.Content) {
-		addOld("m.room.canonical_alias", map[string]any{})
 	}
 
 	// Persist the new room, then close the old one.
@@ -187,11 +170,27 @@ func (s *Service) UpgradeRoom(ctx context.Context, roomID, userID, deviceID, new
 	s.afterCommit(fresh, pdus, positions)
 	ne.mu.Unlock()
 
-	oldPositions, err := s.store.PersistEvents(ctx, roomID, oldRows)
-	if err != nil {
-		return "", err
+	// Another process may write to the old room meanwhile: then its closing
+	// events are rebuilt on the reloaded state, as retry does for sends.
+	for attempt := 1; ; attempt++ {
+		err := s.commit(ctx, old, oldPDUs, oldRows)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errRoomChanged) {
+			return "", err
+		}
+		if attempt == maxWriteAttempts || ctx.Err() != nil {
+			return "", errBusy
+		}
+		if old, err = s.loadState(ctx, roomID); err != nil {
+			return "", err
+		}
+		e.state = old
+		if oldPDUs, oldRows, err = s.closingEvents(old, userID, deviceID, rs.roomID); err != nil {
+			return "", err
+		}
 	}
-	s.afterCommit(old, oldPDUs, oldPositions)
 	if err := s.store.MoveAliases(ctx, roomID, rs.roomID); err != nil {
 		return "", err
 	}
@@ -201,6 +200,40 @@ func (s *Service) UpgradeRoom(ctx context.Context, roomID, userID, deviceID, new
 		}
 	}
 	return rs.roomID, nil
+}
+
+// closingEvents builds the old room's events of an upgrade on a scratch copy
+// of its state: the tombstone naming the replacement, then (best effort, as
+// in Synapse: an upgrader without the power to change these still upgrades)
+// restricted power levels and an emptied canonical alias.
+func (s *Service) closingEvents(old *roomState, userID, deviceID, newRoomID string) ([]*event.PDU, []store.NewEvent, error) {
+	scratch := old.clone()
+	var pdus []*event.PDU
+	var rows []store.NewEvent
+	add := func(typ string, content any) error {
+		raw, _ := json.Marshal(content)
+		empty := ""
+		pdu, err := s.build(scratch, &event.Proto{Type: typ, StateKey: &empty, Sender: userID, Content: raw})
+		if err != nil {
+			return err
+		}
+		rows = append(rows, newEvent(scratch, pdu, deviceID, ""))
+		pdus = append(pdus, pdu)
+		scratch.apply(pdu)
+		scratch.extremities = []string{pdu.EventID}
+		scratch.depth = pdu.Depth
+		return nil
+	}
+	if err := add("m.room.tombstone", map[string]string{"body": "This room has been replaced", "replacement_room": newRoomID}); err != nil {
+		return nil, nil, err
+	}
+	if pl := restrictedPowerLevels(old); pl != nil {
+		add("m.room.power_levels", pl)
+	}
+	if ev := old.StateEvent("m.room.canonical_alias", ""); ev != nil && !isEmptyObject(ev.Content) {
+		add("m.room.canonical_alias", map[string]any{})
+	}
+	return pdus, rows, nil
 }
 
 func isEmptyObject(b json.RawMessage) bool {

@@ -81,3 +81,18 @@ func (n *Notifier) Waiting() int {
 	}
 	return c
 }
+
+// WakeAll signals every pending /sync: used when this process may have
+// missed wake-ups from other processes sharing the database.
+func (n *Notifier) WakeAll() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, set := range n.waiters {
+		for w := range set {
+			select {
+			case w.ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+}

@@ -46,14 +46,25 @@ type Service struct {
 	// Notify, if set, is called (without locks held) when a room's set of
 	// typing users changes, including on expiry.
 	Notify func(roomID string)
+	// Publish, if set, replicates changes between processes sharing one
+	// database: Set and the expiry timer hand their changes to Publish
+	// instead of applying them, and the replication layer delivers every
+	// process's changes to Apply, in one cluster-wide order with serials
+	// from one cluster-wide sequence. Serials, and so sync tokens, then mean
+	// the same on every process. nil: changes apply at once, local serial.
+	Publish func(ctx context.Context, u Update) error
 
 	clock Clock
 
 	mu     sync.Mutex
 	serial int64
-	rooms  map[string]*room
-	timer  func() bool // cancels the pending expiry timer
-	next   time.Time   // when the pending timer fires
+	// floor: with Publish, the serial this process started (or last
+	// resumed) listening at; a token below it may predate changes this
+	// process missed, so it gets the full current state.
+	floor int64
+	rooms map[string]*room
+	timer func() bool // cancels the pending expiry timer
+	next  time.Time   // when the pending timer fires
 }
 
 // New returns a service using the real clock.
@@ -64,6 +75,24 @@ func New() *Service { return NewWithClock(realClock{}) }
 // a token from before a restart never hides a later change.
 func NewWithClock(c Clock) *Service {
 	return &Service{clock: c, rooms: map[string]*room{}, serial: c.Now().UnixMilli()}
+}
+
+// MaxLag is how far, with replication, a token's serial may be ahead of
+// this process's and still be taken for changes it has not received yet; a
+// token further ahead (from another deployment, or forged) gets the full
+// current state instead of waiting for serials that may never come.
+const MaxLag = 100000
+
+// Update is one typing change as replicated between processes.
+type Update struct {
+	Room   string `json:"r"`
+	User   string `json:"u"`
+	Typing bool   `json:"t,omitempty"`
+	// Expiry is Unix milliseconds. Typing: when the notification expires.
+	// Not typing: zero for an explicit stop; otherwise the update is an
+	// expiry, applied only if the notification still expires then (it was
+	// not renewed meanwhile).
+	Expiry int64 `json:"e,omitempty"`
 }
 
 // Set records that userID started (typing true, for timeout; 0 means the
@@ -87,6 +116,13 @@ func (s *Service) Set(ctx context.Context, roomID, userID string, typing bool, t
 		timeout = DefaultTimeout
 	}
 	timeout = min(timeout, MaxTimeout)
+	if s.Publish != nil {
+		u := Update{Room: roomID, User: userID, Typing: typing}
+		if typing {
+			u.Expiry = s.clock.Now().Add(timeout).UnixMilli()
+		}
+		return s.Publish(ctx, u)
+	}
 
 	s.mu.Lock()
 	r := s.rooms[roomID]
@@ -118,11 +154,64 @@ func (s *Service) Set(ctx context.Context, roomID, userID string, typing bool, t
 	return nil
 }
 
-// scheduleLocked makes sure the expiry timer fires at the earliest expiry.
+// Apply applies a change delivered by the replication layer (see Publish)
+// with its cluster-wide serial. Serials at or below the current one were
+// already applied (or predate this process) and are ignored.
+func (s *Service) Apply(u Update, serial int64) {
+	s.mu.Lock()
+	if serial <= s.serial {
+		s.mu.Unlock()
+		return
+	}
+	s.serial = serial
+	r := s.rooms[u.Room]
+	changed := false
+	if u.Typing {
+		if r == nil {
+			r = &room{users: map[string]time.Time{}}
+			s.rooms[u.Room] = r
+		}
+		_, was := r.users[u.User]
+		r.users[u.User] = time.UnixMilli(u.Expiry)
+		changed = !was
+		s.scheduleLocked()
+	} else if r != nil {
+		if exp, was := r.users[u.User]; was && (u.Expiry == 0 || exp.UnixMilli() == u.Expiry) {
+			delete(r.users, u.User)
+			changed = true
+		}
+	}
+	if changed {
+		r.changed = serial
+	}
+	s.mu.Unlock()
+	if changed && s.Notify != nil {
+		s.Notify(u.Room)
+	}
+}
+
+// Resume is called by the replication layer when it (re)starts listening,
+// with the cluster's serial then: changes before it may have been missed, so
+// tokens below it get the full current state.
+func (s *Service) Resume(serial int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// The cluster's serial is the authority (the one this process started
+	// with counts changes it no longer has to compare with).
+	s.serial = serial
+	s.floor = serial
+}
+
+// scheduleLocked makes sure the expiry timer fires at the earliest expiry
+// still to come (an expiry being replicated is past already).
 func (s *Service) scheduleLocked() {
 	var earliest time.Time
+	now := s.clock.Now()
 	for _, r := range s.rooms {
 		for _, exp := range r.users {
+			if !exp.After(now) {
+				continue
+			}
 			if earliest.IsZero() || exp.Before(earliest) {
 				earliest = exp
 			}
@@ -144,6 +233,10 @@ func (s *Service) scheduleLocked() {
 // expire drops expired notifications, bumps the serial for the rooms that
 // changed, notifies them and schedules the next expiry.
 func (s *Service) expire() {
+	if s.Publish != nil {
+		s.publishExpiries()
+		return
+	}
 	s.mu.Lock()
 	now := s.clock.Now()
 	var changed []string
@@ -170,6 +263,30 @@ func (s *Service) expire() {
 	}
 }
 
+// publishExpiries replicates the expiry of every notification now past.
+// Every process does it; the first to arrive applies, the others find the
+// user gone (or renewed) and change nothing.
+func (s *Service) publishExpiries() {
+	s.mu.Lock()
+	now := s.clock.Now()
+	var due []Update
+	for id, r := range s.rooms {
+		for u, exp := range r.users {
+			if !exp.After(now) {
+				due = append(due, Update{Room: id, User: u, Expiry: exp.UnixMilli()})
+			}
+		}
+	}
+	s.timer = nil
+	s.scheduleLocked()
+	s.mu.Unlock()
+	for _, u := range due {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		s.Publish(ctx, u) // on failure the entry is still hidden once expired (Since)
+		cancel()
+	}
+}
+
 // Serial is the current serial.
 func (s *Service) Serial() int64 {
 	s.mu.Lock()
@@ -182,11 +299,23 @@ func (s *Service) Serial() int64 {
 // reach clients too), and the current serial to pass next time. serial 0 (an
 // initial sync), or a serial from the future (another process), returns
 // every room with someone typing.
+//
+// With replication (Publish set) serials are cluster-wide, so a token from
+// another process means the same here. One ahead of this process (which has
+// not yet received everything the other had) reports nothing newer and is
+// handed back unchanged: the changes up to it, once they arrive here, are
+// ones the client has seen. A token below the floor (this process may have
+// missed changes after it) gets every room with someone typing; a client
+// may see a typing set again, which is harmless.
 func (s *Service) Since(roomIDs []string, serial int64) (map[string][]string, int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	initial := serial <= 0 || serial > s.serial
 	out := map[string][]string{}
+	if s.Publish != nil && serial > s.serial && serial-s.serial <= MaxLag {
+		return out, serial
+	}
+	initial := serial <= 0 || serial > s.serial || serial < s.floor
+	now := s.clock.Now()
 	for _, id := range roomIDs {
 		r := s.rooms[id]
 		if r == nil {
@@ -196,8 +325,13 @@ func (s *Service) Since(roomIDs []string, serial int64) (map[string][]string, in
 			continue
 		}
 		users := make([]string, 0, len(r.users))
-		for u := range r.users {
-			users = append(users, u)
+		for u, exp := range r.users {
+			if exp.After(now) { // an expiry not yet applied is already hidden
+				users = append(users, u)
+			}
+		}
+		if initial && len(users) == 0 {
+			continue
 		}
 		sort.Strings(users)
 		out[id] = users

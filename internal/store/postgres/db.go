@@ -56,11 +56,16 @@ const (
 	roomLockClass    = 0x436f6e01 // per-room writes
 	filterLockClass  = 0x436f6e02 // filter IDs per user
 	backupLockClass  = 0x436f6e03 // backup versions per user
+	roomWriteClass   = 0x436f6e04 // LockRoom: a room's writer across processes
 )
 
 // DB is the PostgreSQL store.
 type DB struct {
 	pool *pgxpool.Pool
+	// locks holds the sessions of LockRoom's advisory locks, apart from
+	// pool: a writer holds its lock while it uses pool, so sharing one pool
+	// could exhaust it with lock holders waiting for connections.
+	locks *pgxpool.Pool
 }
 
 var _ store.Store = (*DB)(nil)
@@ -84,11 +89,19 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		pool.Close()
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
+	lcfg := cfg.Copy()
+	lcfg.MaxConns = max(cfg.MaxConns/2, 2)
+	lcfg.MinConns = 0
+	if db.locks, err = pgxpool.NewWithConfig(ctx, lcfg); err != nil {
+		pool.Close()
+		return nil, err
+	}
 	return db, nil
 }
 
-// Close closes the pool.
+// Close closes the pools.
 func (db *DB) Close() error {
+	db.locks.Close()
 	db.pool.Close()
 	return nil
 }

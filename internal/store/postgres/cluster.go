@@ -1,0 +1,139 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"conclave/internal/store"
+)
+
+// clusterChannel is the NOTIFY channel every process listens on.
+const clusterChannel = "conclave_cluster"
+
+var _ store.Cluster = (*DB)(nil)
+
+// Publish implements store.Cluster: one statement NOTIFYs every message, in
+// order (pg_notify delivers on commit, here at once).
+func (db *DB) Publish(ctx context.Context, msgs []string) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	for _, m := range msgs {
+		if len(m) > store.MaxClusterMessage {
+			return fmt.Errorf("cluster message of %d bytes is too large", len(m))
+		}
+	}
+	_, err := db.pool.Exec(ctx, `SELECT pg_notify($1, m) FROM unnest($2::text[]) AS m`, clusterChannel, msgs)
+	return err
+}
+
+// PublishSequenced implements store.Cluster. The serial row stays locked
+// until commit, so serials commit, and their notifications arrive, in order.
+func (db *DB) PublishSequenced(ctx context.Context, build func(serial int64) (string, error)) error {
+	return db.tx(ctx, func(tx pgx.Tx) error {
+		var serial int64
+		if err := tx.QueryRow(ctx, `UPDATE ephemeral_serial SET serial = serial + 1 WHERE id = 1 RETURNING serial`).Scan(&serial); err != nil {
+			return err
+		}
+		msg, err := build(serial)
+		if err != nil {
+			return err
+		}
+		if len(msg) > store.MaxClusterMessage {
+			return fmt.Errorf("cluster message of %d bytes is too large", len(msg))
+		}
+		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, clusterChannel, msg)
+		return err
+	})
+}
+
+// Listen implements store.Cluster on one dedicated connection (outside the
+// pool: LISTEN belongs to a session).
+func (db *DB) Listen(ctx context.Context, onConnect func(serial int64), onMessage func(string), onError func(error)) {
+	const maxBackoff = 5 * time.Second
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		connected, err := db.listenOnce(ctx, onConnect, onMessage)
+		if ctx.Err() != nil {
+			return
+		}
+		if connected {
+			backoff = 50 * time.Millisecond
+		}
+		if onError != nil {
+			onError(err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+func (db *DB) listenOnce(ctx context.Context, onConnect func(int64), onMessage func(string)) (bool, error) {
+	conn, err := pgx.ConnectConfig(ctx, db.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, `LISTEN `+clusterChannel); err != nil {
+		return false, err
+	}
+	// Read the serial only once listening: any change after it arrives.
+	var serial int64
+	if err := conn.QueryRow(ctx, `SELECT serial FROM ephemeral_serial WHERE id = 1`).Scan(&serial); err != nil {
+		return false, err
+	}
+	onConnect(serial)
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return true, err
+		}
+		onMessage(n.Payload)
+	}
+}
+
+// SharedSigningKey implements store.Cluster: the first process to start
+// stores its key; everyone reads the stored one.
+func (db *DB) SharedSigningKey(ctx context.Context, key []byte) ([]byte, error) {
+	if _, err := db.pool.Exec(ctx, `INSERT INTO server_signing_key (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING`, string(key)); err != nil {
+		return nil, err
+	}
+	var stored string
+	if err := db.pool.QueryRow(ctx, `SELECT key FROM server_signing_key WHERE id = 1`).Scan(&stored); err != nil {
+		return nil, err
+	}
+	return []byte(stored), nil
+}
+
+var _ store.RoomLocker = (*DB)(nil)
+
+// LockRoom implements store.RoomLocker with a session-level advisory lock on
+// a connection of the locks pool (PostgreSQL queues the waiters). A process
+// that dies releases its locks with its sessions.
+func (db *DB) LockRoom(ctx context.Context, roomID string) (func(), error) {
+	conn, err := db.locks.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1, hashtext($2))`, roomWriteClass, roomID); err != nil {
+		// A cancelled wait may leave the session in doubt: drop it.
+		conn.Conn().Close(context.WithoutCancel(ctx))
+		conn.Release()
+		return nil, err
+	}
+	return func() {
+		uctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(uctx, `SELECT pg_advisory_unlock($1, hashtext($2))`, roomWriteClass, roomID); err != nil {
+			conn.Conn().Close(uctx) // closing the session releases the lock
+		}
+		conn.Release()
+	}, nil
+}
