@@ -30,7 +30,18 @@ func (hs *Homeserver) countEvents(st room.Store) room.Store {
 	if hs.Metrics == nil {
 		return st
 	}
-	return eventCounter{Store: st, m: hs.Metrics}
+	c := eventCounter{Store: st, m: hs.Metrics}
+	if l, ok := st.(store.RoomLocker); ok {
+		// The room service looks for the cross-process room lock on its
+		// store: the wrapper must not hide it.
+		return lockingEventCounter{c, l}
+	}
+	return c
+}
+
+type lockingEventCounter struct {
+	eventCounter
+	store.RoomLocker
 }
 
 type eventCounter struct {
