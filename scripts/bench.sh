@@ -2,7 +2,9 @@
 # Runs one conclave-load scenario against a fresh conclave on this machine.
 #   scripts/bench.sh messages [conclave-load flags...]
 # DATABASE=postgres://... selects PostgreSQL (the database must be empty);
-# the default is SQLite in a temporary data directory. The server's log goes
+# DATABASE=postgres starts a throwaway PostgreSQL with production durability
+# settings (scripts/postgres-test.sh); the default is SQLite in a temporary
+# data directory. The server's log goes
 # to $OUT_DIR/server.log, the result to $OUT_DIR/<scenario>.json.
 set -euo pipefail
 scenario=${1:?usage: scripts/bench.sh <scenario> [conclave-load flags]}
@@ -14,11 +16,18 @@ mkdir -p "$OUT_DIR"
 port=${PORT:-18008}
 cleanup() {
 	if [ -n "${srv:-}" ]; then kill "$srv" 2>/dev/null || true; wait "$srv" 2>/dev/null || true; fi
+	if [ -n "${pgdsn:-}" ]; then "$root/scripts/postgres-test.sh" stop "$pgdsn"; fi
 	rm -rf "$work/data"
 }
 trap cleanup EXIT
 (cd "$root" && go build -trimpath ${BUILD_TAGS:+-tags $BUILD_TAGS} -o "$work/conclave" ./cmd/conclave && go build -trimpath -o "$work/conclave-load" ./cmd/conclave-load)
 db_flag=()
+if [ "${DATABASE:-}" = postgres ]; then
+	pgdsn=$(PG_DURABLE=1 "$root/scripts/postgres-test.sh" start)
+	DATABASE=$pgdsn
+	pgdir=${pgdsn##*host=}
+	dbpid=$(head -1 "$pgdir/data/postmaster.pid")
+fi
 if [ -n "${DATABASE:-}" ]; then db_flag=(--database "$DATABASE"); fi
 "$work/conclave" serve --data-dir "$work/data" --listen "127.0.0.1:$port" --server-name bench.local \
 	--enable-registration --rate-limits=false "${db_flag[@]}" ${SERVER_FLAGS:-} >"$OUT_DIR/server.log" 2>&1 &
@@ -27,5 +36,5 @@ for _ in $(seq 100); do
 	curl -fsS "http://127.0.0.1:$port/_matrix/client/versions" >/dev/null 2>&1 && break
 	sleep 0.1
 done
-"$work/conclave-load" --url "http://127.0.0.1:$port" --pid "$srv" --out "$OUT_DIR/$scenario.json" \
-	--label "conclave $(cd "$root" && git rev-parse --short HEAD) ${DATABASE:+postgres}${DATABASE:-sqlite}" "$@" "$scenario"
+"$work/conclave-load" --url "http://127.0.0.1:$port" --pid "$srv" ${dbpid:+--db-pid $dbpid} --out "$OUT_DIR/$scenario.json" \
+	--label "conclave $(cd "$root" && git rev-parse --short HEAD) $([ -n "${DATABASE:-}" ] && echo postgres || echo sqlite)" "$@" "$scenario"

@@ -11,6 +11,8 @@
 #                                      dir, fsync off) and print its admin DSN;
 #                                      use it as CONCLAVE_TEST_PG_DSN
 #   scripts/postgres-test.sh stop DSN  stop that server and delete its directory
+# PG_DURABLE=1 makes `start` keep PostgreSQL's durability settings (fsync,
+# synchronous commit: what production runs), for benchmarks.
 set -euo pipefail
 
 bindir() {
@@ -56,8 +58,10 @@ start)
 	if [ "$(id -u)" = 0 ]; then chown postgres: "$dir"; fi
 	as_pg "$bin/initdb" -D "$dir/data" -A trust -U postgres --no-sync -E UTF8 --locale=C >"$dir/initdb.log" 2>&1 ||
 		{ cat "$dir/initdb.log" >&2; exit 1; }
+	opts="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+	if [ -n "${PG_DURABLE:-}" ]; then opts="-c shared_buffers=256MB"; fi
 	as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
-		-o "-k $dir -c listen_addresses= -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" >/dev/null ||
+		-o "-k $dir -c listen_addresses= $opts -c max_connections=400" >/dev/null ||
 		{ cat "$dir/server.log" >&2; exit 1; }
 	echo "postgres://postgres@/postgres?host=$dir"
 	;;

@@ -58,6 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var (
 		base     = fs.String("url", "http://127.0.0.1:8008", "homeserver client API base URL (loopback only)")
 		pid      = fs.Int("pid", 0, "the server's process ID, for its CPU and memory figures")
+		dbPID    = fs.Int("db-pid", 0, "a separate database server's main process ID (PostgreSQL postmaster), for its CPU")
 		secret   = fs.String("secret", "", "registration shared secret (Synapse admin API); empty: open registration")
 		out      = fs.String("out", "", "write the result as JSON to this file")
 		label    = fs.String("label", "", "free text stored in the JSON (e.g. server and database)")
@@ -86,6 +87,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	scenario := fs.Arg(0)
+	loadtest.DatabasePID = *dbPID
 	conns := max(*users, *claimers, *devices, *large/10) + *senders + *par + 64
 	srv, err := loadtest.NewServer(*base, *secret, conns)
 	if err != nil {

@@ -29,14 +29,16 @@ type MessagesResult struct {
 	SendLatency    Summary        `json:"send_latency"`
 	// Delivery: from the start of the send to the event's arrival in the
 	// /sync of the last of the room's members (the sender included).
-	Delivery             Summary      `json:"delivery_latency_all_members"`
-	DeliveredToAll       int          `json:"delivered_to_all"`
-	Undelivered          int          `json:"undelivered"`
-	DuplicateDeliveries  int64        `json:"duplicate_deliveries"`
-	LimitedTimelines     int64        `json:"limited_timelines"`
-	SyncResponses        int64        `json:"sync_responses"`
-	ServerCPUPer1000Msgs float64      `json:"server_cpu_seconds_per_1000_messages,omitempty"`
-	Phase                PhaseFigures `json:"phase"`
+	Delivery             Summary `json:"delivery_latency_all_members"`
+	DeliveredToAll       int     `json:"delivered_to_all"`
+	Undelivered          int     `json:"undelivered"`
+	DuplicateDeliveries  int64   `json:"duplicate_deliveries"`
+	LimitedTimelines     int64   `json:"limited_timelines"`
+	SyncResponses        int64   `json:"sync_responses"`
+	ServerCPUPer1000Msgs float64 `json:"server_cpu_seconds_per_1000_messages,omitempty"`
+	// The same with the database server's CPU added (PostgreSQL).
+	ServerAndDatabaseCPUPer1000Msgs float64      `json:"server_and_database_cpu_seconds_per_1000_messages,omitempty"`
+	Phase                           PhaseFigures `json:"phase"`
 }
 
 // Messages runs the messages scenario: U users in R rooms of M members each
@@ -249,6 +251,9 @@ func Messages(ctx context.Context, c *Config, p MessagesParams) (*MessagesResult
 	res.SyncResponses = responses.Load()
 	if c.PID > 0 && res.Accepted > 0 {
 		res.ServerCPUPer1000Msgs = res.Phase.ServerCPUSec / (float64(res.Accepted) / 1000)
+		if res.Phase.DatabaseCPUSec > 0 {
+			res.ServerAndDatabaseCPUPer1000Msgs = (res.Phase.ServerCPUSec + res.Phase.DatabaseCPUSec) / (float64(res.Accepted) / 1000)
+		}
 	}
 	return res, nil
 }

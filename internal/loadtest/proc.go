@@ -63,6 +63,36 @@ func ReadProc(pid int) (ProcSample, error) {
 	return s, nil
 }
 
+// TreeCPU is the CPU time of pid and its live child processes: a database
+// server such as PostgreSQL runs one backend process per connection.
+// Backends that exited during the run are not counted.
+func TreeCPU(pid int) time.Duration {
+	total := time.Duration(0)
+	if s, err := ReadProc(pid); err == nil {
+		total += s.CPU
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil || child == pid {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child))
+		if err != nil {
+			continue
+		}
+		i := strings.LastIndexByte(string(stat), ')')
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) < 13 || f[1] != strconv.Itoa(pid) {
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		total += time.Duration(ut+st) * time.Second / clockTicks
+	}
+	return total
+}
+
 // SelfCPU is the load tool's own user + system CPU time.
 func SelfCPU() time.Duration {
 	var ru syscall.Rusage
@@ -76,6 +106,8 @@ func SelfCPU() time.Duration {
 // the tool's own CPU, with RSS sampled every 50 ms for the phase's peak.
 type Meter struct {
 	pid      int
+	dbPID    int
+	db0      time.Duration
 	start    time.Time
 	srv0     ProcSample
 	self0    time.Duration
@@ -95,11 +127,20 @@ type PhaseFigures struct {
 	ServerMeanRSSMB float64 `json:"server_mean_rss_mb,omitempty"`
 	ServerEndRSSMB  float64 `json:"server_end_rss_mb,omitempty"`
 	ToolCPUSec      float64 `json:"tool_cpu_seconds"`
+	// The database server's processes (PostgreSQL), when its PID is given.
+	DatabaseCPUSec float64 `json:"database_cpu_seconds,omitempty"`
 }
+
+// DatabasePID is the PID of a separate database server (the PostgreSQL
+// postmaster) whose CPU, with its backends', the meters report too.
+var DatabasePID int
 
 // StartMeter begins measuring; pid 0 measures only the tool itself.
 func StartMeter(pid int) *Meter {
-	m := &Meter{pid: pid, start: time.Now(), self0: SelfCPU(), stop: make(chan struct{})}
+	m := &Meter{pid: pid, dbPID: DatabasePID, start: time.Now(), self0: SelfCPU(), stop: make(chan struct{})}
+	if m.dbPID > 0 {
+		m.db0 = TreeCPU(m.dbPID)
+	}
 	if pid > 0 {
 		m.srv0, _ = ReadProc(pid)
 		m.peakRSS = m.srv0.RSS
@@ -134,6 +175,9 @@ func (m *Meter) Stop() PhaseFigures {
 	close(m.stop)
 	m.done.Wait()
 	f := PhaseFigures{Seconds: time.Since(m.start).Seconds(), ToolCPUSec: (SelfCPU() - m.self0).Seconds()}
+	if m.dbPID > 0 {
+		f.DatabaseCPUSec = (TreeCPU(m.dbPID) - m.db0).Seconds()
+	}
 	if m.pid > 0 {
 		end, err := ReadProc(m.pid)
 		if err == nil {
