@@ -4,6 +4,7 @@
 package clientapi
 
 import (
+	"conclave/internal/syncfilter"
 	"context"
 	"net/http"
 	"strings"
@@ -46,6 +47,7 @@ type API struct {
 	maxBody int64
 	limits  *authLimits // accounts.go: /login and /register rate limits
 	syncs   syncSlots   // sync.go: concurrent /sync per device
+	filters syncfilter.Cache
 }
 
 // New returns the API.

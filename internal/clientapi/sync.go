@@ -11,7 +11,6 @@ import (
 	"conclave/internal/presence"
 	"conclave/internal/store"
 	"conclave/internal/sync"
-	"conclave/internal/syncfilter"
 )
 
 func (a *API) registerSync(mux Mux) {
@@ -85,7 +84,7 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request, s *store.Session) {
 		jsonhttp.Error(w, r, matrix.InvalidParam("full_state must be true or false"))
 		return
 	}
-	filter, err := syncfilter.FromQuery(r.Context(), q.Get("filter"), s.UserID, a.Store.GetFilter)
+	filter, err := a.filters.FromQuery(r.Context(), q.Get("filter"), s.UserID, a.Store.GetFilter)
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return

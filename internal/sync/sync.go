@@ -142,11 +142,6 @@ func (s *Service) build(ctx context.Context, req *Request) (*Response, error) {
 		}
 	}
 	b := &builder{s: s, ctx: ctx, req: req, since: since.Pos, upto: upto, initial: initial, resp: newResponse()}
-	if s.src.Ignored != nil {
-		if b.ignored, err = s.src.Ignored(ctx, req.UserID); err != nil {
-			return nil, err
-		}
-	}
 	// To-device messages come in bounded batches: when one is full, the whole
 	// response stops at its last position so nothing is skipped.
 	if err := b.e2ee(); err != nil {
@@ -187,7 +182,8 @@ type builder struct {
 	initial bool
 	resp    *Response
 	joined  []string // joined room IDs included in this response's scope
-	ignored map[string]bool
+	ignored       map[string]bool // users the syncing user ignores; see ignoredUsers
+	ignoredLoaded bool
 	// newlyShared are users the syncing user started sharing a room with in
 	// this sync's range: their presence is sent even if it did not change.
 	newlyShared []string
@@ -304,10 +300,16 @@ func (b *builder) timeline(roomID string, after, upto int64) ([]store.StoredEven
 		}
 		evs = kept
 	}
-	if len(b.ignored) > 0 {
+	var ignored map[string]bool
+	if len(evs) > 0 {
+		if ignored, err = b.ignoredUsers(); err != nil {
+			return nil, false, err
+		}
+	}
+	if len(ignored) > 0 {
 		kept := evs[:0]
 		for _, e := range evs {
-			if e.StateKey != nil || !b.ignored[e.Sender] {
+			if e.StateKey != nil || !ignored[e.Sender] {
 				kept = append(kept, e)
 			}
 		}
@@ -320,11 +322,25 @@ func (b *builder) timeline(roomID string, after, upto int64) ([]store.StoredEven
 // fromIgnored reports whether membership m (an invite) was sent by a user
 // the syncing user ignores: such invites are not sent to clients.
 func (b *builder) fromIgnored(m store.Membership) bool {
-	if len(b.ignored) == 0 {
+	if ignored, err := b.ignoredUsers(); err != nil || len(ignored) == 0 {
 		return false
 	}
 	e, err := b.s.store.GetEvent(b.ctx, m.EventID)
 	return err == nil && b.ignored[e.Sender]
+}
+
+// ignoredUsers loads the syncing user's ignore list on first need: most
+// syncs have no event to filter, and the lookup is a query.
+func (b *builder) ignoredUsers() (map[string]bool, error) {
+	if b.ignoredLoaded || b.s.src.Ignored == nil {
+		return b.ignored, nil
+	}
+	ig, err := b.s.src.Ignored(b.ctx, b.req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	b.ignored, b.ignoredLoaded = ig, true
+	return ig, nil
 }
 
 // storeCanMatch reports whether the store can apply type patterns itself:

@@ -281,3 +281,40 @@ func BenchmarkParse(b *testing.B) {
 		}
 	}
 }
+
+// The cache parses a filter once per (user, filter ID) and once per inline
+// filter text; a filter ID of one user is never served to another.
+func TestCache(t *testing.T) {
+	var c Cache
+	gets := 0
+	get := func(_ context.Context, userID, id string) (json.RawMessage, error) {
+		gets++
+		if userID == "@a:x" && id == "1" {
+			return json.RawMessage(`{"room":{"timeline":{"limit":7}}}`), nil
+		}
+		return nil, store.ErrNotFound
+	}
+	for range 3 {
+		f, err := c.FromQuery(context.Background(), "1", "@a:x", get)
+		if err != nil || f == nil {
+			t.Fatalf("filter 1: %v", err)
+		}
+	}
+	if gets != 1 {
+		t.Fatalf("%d fetches for one filter ID, want 1", gets)
+	}
+	if _, err := c.FromQuery(context.Background(), "1", "@b:x", get); err == nil {
+		t.Fatal("another user's filter ID was served from the cache")
+	}
+	f1, _ := c.FromQuery(context.Background(), `{"presence":{"not_types":["*"]}}`, "@a:x", get)
+	f2, _ := c.FromQuery(context.Background(), `{"presence":{"not_types":["*"]}}`, "@b:x", get)
+	if f1 == nil || f1 != f2 {
+		t.Fatal("inline filter not shared from the cache")
+	}
+	if _, err := c.FromQuery(context.Background(), `{"room":1}`, "@a:x", get); err == nil {
+		t.Fatal("bad inline filter accepted")
+	}
+	if f, err := c.FromQuery(context.Background(), "", "@a:x", get); f != nil || err != nil {
+		t.Fatal("empty filter param")
+	}
+}

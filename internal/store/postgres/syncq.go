@@ -1,8 +1,8 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
-	"strings"
 
 	"conclave/internal/store"
 )
@@ -21,27 +21,28 @@ func (db *DB) StateBetween(ctx context.Context, roomID string, after, before int
 const maxUnreadScan = 1000
 
 func (db *DB) UnreadCounts(ctx context.Context, roomID, userID string, since, upto int64) (store.Unread, error) {
-	// The read point is the newest of the user's read receipts (public or
-	// private, any thread) and their own latest membership.
-	var from int64
-	err := db.pool.QueryRow(ctx, `SELECT coalesce(max(p), 0) FROM (
-		SELECT e.pos AS p FROM receipts r JOIN events e ON e.event_id = r.event_id WHERE r.room_id = $1 AND r.user_id = $2 AND r.type IN ('m.read', 'm.read.private')
-		UNION ALL SELECT pos FROM memberships WHERE room_id = $1 AND user_id = $2) x`, roomID, userID).Scan(&from)
+	// One query: the read point — the newest of the user's read receipts
+	// (public or private, any thread) and their own latest membership — and
+	// the notifying events after both it and since (no rows: a NULL json).
+	rows, err := db.pool.Query(ctx, `WITH rp(p) AS (SELECT coalesce(max(x), 0) FROM (
+			SELECT e.pos AS x FROM receipts r JOIN events e ON e.event_id = r.event_id
+			WHERE r.room_id = $1 AND r.user_id = $2 AND r.type IN ('m.read', 'm.read.private')
+			UNION ALL SELECT pos FROM memberships WHERE room_id = $1 AND user_id = $2) y)
+		SELECT rp.p, e.json FROM rp LEFT JOIN (
+			SELECT pos, json FROM events WHERE room_id = $1 AND pos > $3 AND pos <= $4 AND sender <> $2 AND state_key IS NULL
+			AND type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') AND redacted_by = '' ORDER BY pos DESC LIMIT $5) e ON e.pos > rp.p`, roomID, userID, since, upto, maxUnreadScan)
 	if err != nil {
 		return store.Unread{}, err
 	}
-	u := store.Unread{ReadPos: from}
-	from = max(from, since)
-	rows, err := db.pool.Query(ctx, `SELECT json FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 AND sender <> $4 AND state_key IS NULL
-		AND type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') AND redacted_by = '' ORDER BY pos DESC LIMIT $5`, roomID, from, upto, userID, maxUnreadScan)
-	if err != nil {
-		return u, err
-	}
 	defer rows.Close()
+	var u store.Unread
 	for rows.Next() {
 		var js []byte
-		if err := rows.Scan(&js); err != nil {
+		if err := rows.Scan(&u.ReadPos, &js); err != nil {
 			return u, err
+		}
+		if js == nil {
+			continue
 		}
 		u.Notifications++
 		if mentions(js, userID) {
@@ -54,5 +55,5 @@ func (db *DB) UnreadCounts(ctx context.Context, roomID, userID string, since, up
 // mentions is a cheap highlight test until push rules exist: the event
 // names the user's full ID (in m.mentions or the body). Same as SQLite's.
 func mentions(js []byte, userID string) bool {
-	return strings.Contains(string(js), userID)
+	return bytes.Contains(js, []byte(userID))
 }
