@@ -15,6 +15,14 @@ import (
 // replaces_state; the sender's own device sees unsigned.transaction_id; every
 // event carries unsigned.age. Lookups for all events are batched.
 func (s *Service) ClientEvents(ctx context.Context, rows []store.StoredEvent, userID, deviceID string, withRoomID bool) ([]json.RawMessage, error) {
+	return s.ClientEventsKnowing(ctx, rows, userID, deviceID, withRoomID, nil)
+}
+
+// ClientEventsKnowing is ClientEvents for a caller that already holds the
+// user's current membership row in the events' room: when every event is at
+// or after that membership's position, the membership at each event is the
+// current one and the membership history is not queried (the /sync hot path).
+func (s *Service) ClientEventsKnowing(ctx context.Context, rows []store.StoredEvent, userID, deviceID string, withRoomID bool, current *store.Membership) ([]json.RawMessage, error) {
 	var need []string
 	for i := range rows {
 		if rows[i].ReplacesState != "" {
@@ -46,6 +54,10 @@ func (s *Service) ClientEvents(ctx context.Context, rows []store.StoredEvent, us
 		if _, ok := history[rid]; ok || userID == "" {
 			continue
 		}
+		if current != nil && current.RoomID == rid && current.UserID == userID && allFrom(rows, rid, current.Pos) {
+			history[rid] = []posValue{{current.Pos, current.Membership}}
+			continue
+		}
 		mem, err := s.store.StateEventsOf(ctx, rid, "m.room.member", userID)
 		if err != nil {
 			return nil, err
@@ -73,6 +85,16 @@ func (s *Service) ClientEvents(ctx context.Context, rows []store.StoredEvent, us
 		out = append(out, b)
 	}
 	return out, nil
+}
+
+// allFrom reports whether every event of room rid in rows is at or after pos.
+func allFrom(rows []store.StoredEvent, rid string, pos int64) bool {
+	for i := range rows {
+		if rows[i].RoomID == rid && rows[i].Pos < pos {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Service) clientEvent(ctx context.Context, se *store.StoredEvent, related map[string]*store.StoredEvent, relations []byte, userID, deviceID string, withRoomID bool, now int64, membership string) (json.RawMessage, error) {

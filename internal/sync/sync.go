@@ -404,7 +404,7 @@ func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
 		start = evs[0].Pos
 	}
 	jr.Timeline.PrevBatch = "t" + itoa(start-1)
-	jr.Timeline.Events, err = b.s.rooms.ClientEvents(b.ctx, evs, b.req.UserID, b.req.DeviceID, false)
+	jr.Timeline.Events, err = b.s.rooms.ClientEventsKnowing(b.ctx, evs, b.req.UserID, b.req.DeviceID, false, &m)
 	if err != nil {
 		return nil, err
 	}
@@ -419,7 +419,7 @@ func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
 		return nil, err
 	}
 	state = b.filterState(state, evs, newlyJoined || b.req.FullState)
-	jr.State.Events, err = b.s.rooms.ClientEvents(b.ctx, state, b.req.UserID, b.req.DeviceID, false)
+	jr.State.Events, err = b.s.rooms.ClientEventsKnowing(b.ctx, state, b.req.UserID, b.req.DeviceID, false, &m)
 	if err != nil {
 		return nil, err
 	}
