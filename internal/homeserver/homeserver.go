@@ -107,6 +107,18 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 	hs.Notifier = sync.NewNotifier()
 	hs.newMiscServices()
 	hs.wire()
+	if hs.cluster == nil {
+		// This process is the database's only writer: /sync may use what
+		// the room and sync services know about recent changes instead of
+		// asking the store (room/positions.go, sync/changes.go).
+		floor, err := db.MaxStreamPos(ctx)
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		hs.Rooms.TrackPositions(floor)
+		hs.Sync.TrackChanges()
+	}
 	if hs.Media, err = newMedia(ctx, hs.Config, db, log); err != nil {
 		db.Close()
 		return nil, err

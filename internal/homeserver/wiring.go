@@ -31,8 +31,16 @@ func (hs *Homeserver) wire() {
 			n.Wake(users...)
 		}
 	}
-	wakeRoom := func(roomID string) {
+	// changed tells /sync which users a change concerns before they are
+	// woken, so their next sync knows what it may skip (sync/changes.go).
+	changed := func(k sync.Kind, users ...string) {
+		if hs.Sync != nil {
+			hs.Sync.Changed(k, users...)
+		}
+	}
+	receiptsInRoom := func(roomID string) {
 		if users, err := hs.Rooms.JoinedMembers(ctx, roomID); err == nil {
+			changed(sync.KindReceipts, users...)
 			wake(users...)
 		}
 	}
@@ -42,10 +50,16 @@ func (hs *Homeserver) wire() {
 	}
 	hs.Typing.Notify = localRoomWake
 	hs.Typing.IsJoined = hs.Rooms.IsJoined
-	hs.Receipts.NotifyRoom = wakeRoom
-	hs.Receipts.NotifyUser = func(userID string) { wake(userID) }
+	hs.Receipts.NotifyRoom = receiptsInRoom
+	hs.Receipts.NotifyUser = func(userID string) {
+		changed(sync.KindReceipts, userID)
+		wake(userID)
+	}
 	hs.Receipts.IsJoined = hs.Rooms.IsJoined
-	hs.AccountData.Notify = wake
+	hs.AccountData.Notify = func(users ...string) {
+		changed(sync.KindAccountData, users...)
+		wake(users...)
+	}
 	hs.Presence.Notify = func(userID string) { n.Wake(hs.sharingUsers(ctx, userID)...) }
 	hs.Profiles.OnChange = func(ctx context.Context, userID string, p store.Profile) {
 		if err := hs.Rooms.UpdateProfile(ctx, userID); err != nil {
@@ -61,7 +75,9 @@ func (hs *Homeserver) wire() {
 	// to-device recipients are among the users given.
 	hs.Keys.Notify = func(userIDs ...string) {
 		for _, u := range userIDs {
-			wake(hs.sharingUsers(ctx, u)...)
+			users := hs.sharingUsers(ctx, u)
+			changed(sync.KindKeys, users...)
+			wake(users...)
 		}
 	}
 	hs.Keys.CheckPassword = hs.Accounts.CheckPassword
@@ -72,6 +88,7 @@ func (hs *Homeserver) wire() {
 		},
 		Ignored:     hs.AccountData.IgnoredUsers,
 		E2EE:        hs.Keys.SyncExtras,
+		E2EECounts:  hs.Keys.KeyCounts,
 		DeviceLists: hs.Keys.DeviceListChanges,
 		Typing:      hs.Typing.Since,
 		Receipts: func(viewer string, rows []store.Receipt) map[string]json.RawMessage {

@@ -495,16 +495,26 @@ func (s *Service) SyncExtras(ctx context.Context, userID, deviceID string, since
 	if len(msgs) == MaxToDeviceBatch {
 		nextToDevicePos = msgs[len(msgs)-1].Pos
 	}
-	counts, err := s.store.OneTimeKeyCounts(ctx, userID, deviceID)
+	otkCounts, unusedFallback, err = s.KeyCounts(ctx, userID, deviceID)
 	if err != nil {
 		return nil, 0, nil, nil, err
 	}
-	unusedFallback, err = s.store.UnusedFallbackKeyAlgorithms(ctx, userID, deviceID)
+	return toDevice, nextToDevicePos, otkCounts, unusedFallback, nil
+}
+
+// KeyCounts is the device's one-time key counts (always with
+// signed_curve25519) and unused fallback key algorithms, for /sync.
+func (s *Service) KeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, []string, error) {
+	counts, err := s.store.OneTimeKeyCounts(ctx, userID, deviceID)
 	if err != nil {
-		return nil, 0, nil, nil, err
+		return nil, nil, err
+	}
+	unusedFallback, err := s.store.UnusedFallbackKeyAlgorithms(ctx, userID, deviceID)
+	if err != nil {
+		return nil, nil, err
 	}
 	if unusedFallback == nil {
 		unusedFallback = []string{}
 	}
-	return toDevice, nextToDevicePos, withDefaultCount(counts), unusedFallback, nil
+	return withDefaultCount(counts), unusedFallback, nil
 }

@@ -259,7 +259,12 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 		return "", err
 	}
 	defer e.mu.Unlock()
+	done := s.pos.begin(rs.roomID, hasRelation(rows))
 	positions, err := s.store.CreateRoom(ctx, room, rows)
+	if err != nil {
+		positions = nil
+	}
+	done(positions)
 	if err != nil {
 		if alias != "" {
 			s.store.DeleteAlias(context.WithoutCancel(ctx), alias)

@@ -129,6 +129,25 @@ func (s *Service) Threads(ctx context.Context, req *ThreadsRequest) (*Page, erro
 // valid edit in full, spec v1.7+) and m.reference (chunk of event IDs).
 // State events and redacted events get none. It costs one query for the
 // whole page, plus one to fetch the latest thread replies and edits.
+// mayHaveRelations reports whether any of rows may be the target of a
+// relation: false only when position tracking knows that no event with a
+// relation was written in their rooms after the earliest of them (the
+// common /sync case of fresh messages nobody has replied to yet).
+func (s *Service) mayHaveRelations(rows []store.StoredEvent) bool {
+	first := map[string]int64{}
+	for i := range rows {
+		if p, ok := first[rows[i].RoomID]; !ok || rows[i].Pos < p {
+			first[rows[i].RoomID] = rows[i].Pos
+		}
+	}
+	for roomID, p := range first {
+		if s.relationsAfter(roomID, p) {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *Service) bundledAggregations(ctx context.Context, rows []store.StoredEvent, userID, deviceID string, withRoomID bool) (map[string][]byte, error) {
 	if s.SkipAggregations {
 		return nil, nil
@@ -141,7 +160,7 @@ func (s *Service) bundledAggregations(ctx context.Context, rows []store.StoredEv
 			senders[rows[i].EventID] = rows[i].Sender
 		}
 	}
-	if len(ids) == 0 {
+	if len(ids) == 0 || !s.mayHaveRelations(rows) {
 		return nil, nil
 	}
 	br, err := s.store.BundledRelations(ctx, ids, userID)

@@ -57,6 +57,7 @@ type Service struct {
 	rooms map[string]*roomEntry
 
 	parsed eventCache
+	pos    positions
 }
 
 // roomEntry is one room's writer lock and its lazily loaded state.
@@ -285,7 +286,12 @@ func (s *Service) lockShared(ctx context.Context, roomID string) (func(), error)
 // process wrote to the room since rs was loaded, rs is marked stale and
 // errRoomChanged returned (callers run under retry).
 func (s *Service) commit(ctx context.Context, rs *roomState, pdus []*event.PDU, rows []store.NewEvent) error {
+	done := s.pos.begin(rs.roomID, hasRelation(rows))
 	positions, err := s.store.PersistEvents(ctx, rs.roomID, rows)
+	if err != nil {
+		positions = nil
+	}
+	done(positions)
 	if errors.Is(err, store.ErrRoomChanged) {
 		rs.stale = true
 		return errRoomChanged
@@ -295,6 +301,15 @@ func (s *Service) commit(ctx context.Context, rs *roomState, pdus []*event.PDU, 
 	}
 	s.afterCommit(rs, pdus, positions)
 	return nil
+}
+
+func hasRelation(rows []store.NewEvent) bool {
+	for i := range rows {
+		if rows[i].RelatesTo != "" {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Service) afterCommit(rs *roomState, pdus []*event.PDU, positions []int64) {

@@ -38,6 +38,9 @@ type Sources struct {
 	// from it — the position up to which they were taken (below upto when a
 	// batch was full), and the one-time key counts and unused fallback types.
 	E2EE func(ctx context.Context, userID, deviceID string, since, upto int64) (toDevice []json.RawMessage, next int64, otk map[string]int, fallback []string, err error)
+	// E2EECounts is E2EE without the to-device messages, for a sync that
+	// knows none arrived (see changes.go).
+	E2EECounts func(ctx context.Context, userID, deviceID string) (otk map[string]int, fallback []string, err error)
 	// DeviceLists returns users whose devices changed in (since, upto].
 	DeviceLists func(ctx context.Context, userID string, since, upto int64) (changed, left []string, err error)
 	// Presence returns m.presence events of the users sharing a room with
@@ -63,6 +66,7 @@ type Service struct {
 	notifier *Notifier
 	src      Sources
 	unread   unreadCache
+	changes  changes
 }
 
 // New returns the sync service.
@@ -129,6 +133,8 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 }
 
 func (s *Service) build(ctx context.Context, req *Request) (*Response, error) {
+	// The change counters are read before the upper bound: see changes.go.
+	versions, memo, haveMemo := s.changes.snapshot(req.UserID, req.DeviceID)
 	upto, err := s.store.MaxStreamPos(ctx)
 	if err != nil {
 		return nil, err
@@ -142,6 +148,15 @@ func (s *Service) build(ctx context.Context, req *Request) (*Response, error) {
 		}
 	}
 	b := &builder{s: s, ctx: ctx, req: req, since: since.Pos, upto: upto, initial: initial, resp: newResponse()}
+	if haveMemo && !initial && memo.upto == since.Pos {
+		for k := range b.skip {
+			b.skip[k] = memo.v[k] == versions[k]
+		}
+		b.skip[KindKeys] = b.skip[KindKeys] && !memo.toDevice
+		if b.skip[KindAccountData] && memo.hasIgn {
+			b.ignored, b.ignoredLoaded = memo.ignored, true
+		}
+	}
 	// To-device messages come in bounded batches: when one is full, the whole
 	// response stops at its last position so nothing is skipped.
 	if err := b.e2ee(); err != nil {
@@ -170,20 +185,32 @@ func (s *Service) build(ctx context.Context, req *Request) (*Response, error) {
 		}
 	}
 	b.resp.NextBatch = Token{Pos: b.upto, Typing: typingSerial, Presence: presenceSerial}.String()
+	if b.upto == upto {
+		// Not cut short by a full to-device batch: everything up to upto
+		// was looked at (or skipped by the same rule), so the device's next
+		// sync from here may skip again.
+		s.changes.remember(req.UserID, req.DeviceID, syncMemo{upto: upto, v: versions, ignored: b.ignored, hasIgn: b.ignoredLoaded, toDevice: len(b.resp.ToDevice.Events) > 0})
+	}
 	return b.resp, nil
 }
 
 type builder struct {
-	s       *Service
-	ctx     context.Context
-	req     *Request
-	since   int64
-	upto    int64
-	initial bool
-	resp    *Response
-	joined  []string // joined room IDs included in this response's scope
+	s             *Service
+	ctx           context.Context
+	req           *Request
+	since         int64
+	upto          int64
+	initial       bool
+	resp          *Response
+	joined        []string        // joined room IDs included in this response's scope
 	ignored       map[string]bool // users the syncing user ignores; see ignoredUsers
 	ignoredLoaded bool
+	// skip[k]: no change of kind k can have happened for this user since
+	// the device's previous sync (changes.go), so its query is skipped.
+	skip [numKinds]bool
+	// membershipChanged: one of the user's memberships changed in range
+	// (a join brings receipts and a read point the counters don't cover).
+	membershipChanged bool
 	// newlyShared are users the syncing user started sharing a room with in
 	// this sync's range: their presence is sent even if it did not change.
 	newlyShared []string
@@ -196,13 +223,32 @@ func (b *builder) rooms() error {
 	}
 	var changed map[string]bool
 	if !b.initial && !b.req.FullState {
-		ids, err := b.s.store.ChangedRooms(b.ctx, b.since, b.upto)
-		if err != nil {
-			return err
+		changed = make(map[string]bool, len(ms))
+		// The room service knows which rooms it wrote to since when it is
+		// the only writer; otherwise (or if any room is unknown) ask the store.
+		known := true
+		for _, m := range ms {
+			if m.Pos > b.since {
+				b.membershipChanged = true
+			}
+			if m.Membership != "join" {
+				continue
+			}
+			if c, ok := b.s.rooms.ChangedBetween(m.RoomID, b.since, b.upto); ok {
+				changed[m.RoomID] = c
+			} else {
+				known = false
+			}
 		}
-		changed = make(map[string]bool, len(ids))
-		for _, id := range ids {
-			changed[id] = true
+		if !known {
+			ids, err := b.s.store.ChangedRooms(b.ctx, b.since, b.upto)
+			if err != nil {
+				return err
+			}
+			clear(changed)
+			for _, id := range ids {
+				changed[id] = true
+			}
 		}
 	}
 	rf := b.req.Filter.RoomFilter()
@@ -261,17 +307,20 @@ func (b *builder) rooms() error {
 
 // timeline loads the newest events of a room in (after, upto], at most
 // limit, oldest first, and whether older ones were left out.
-func (b *builder) timeline(roomID string, after, upto int64) ([]store.StoredEvent, bool, error) {
+//
+// complete reports that evs is every event of the room in the range: no
+// filter applied, nothing left out.
+func (b *builder) timeline(roomID string, after, upto int64) (evs []store.StoredEvent, limited, complete bool, err error) {
 	tf := b.req.Filter.Timeline()
 	limit := tf.LimitOr(DefaultTimelineLimit, MaxTimelineLimit)
 	q := store.RoomEventsQuery{RoomID: roomID, After: after, Before: upto + 1, Backwards: true, Limit: limit + 1}
 	inGo := false // some filter parts the store cannot apply are matched here
 	if tf != nil {
 		if !tf.MatchRoom(roomID) {
-			return nil, false, nil
+			return nil, false, false, nil
 		}
 		if (tf.Types != nil && len(tf.Types) == 0) || (tf.Senders != nil && len(tf.Senders) == 0) {
-			return nil, false, nil
+			return nil, false, false, nil
 		}
 		q.Senders, q.NotSenders, q.ContainsURL = tf.Senders, tf.NotSenders, tf.ContainsURL
 		if storeCanMatch(tf.Types) && storeCanMatch(tf.NotTypes) {
@@ -281,13 +330,14 @@ func (b *builder) timeline(roomID string, after, upto int64) ([]store.StoredEven
 		}
 	}
 	if limit == 0 {
-		return nil, false, nil
+		return nil, false, false, nil
 	}
-	evs, err := b.s.store.RoomEvents(b.ctx, q)
+	evs, err = b.s.store.RoomEvents(b.ctx, q)
 	if err != nil {
-		return nil, false, err
+		return nil, false, false, err
 	}
-	limited := len(evs) > limit
+	limited = len(evs) > limit
+	complete = !limited && !inGo && q.Types == nil && q.NotTypes == nil && q.Senders == nil && q.NotSenders == nil && q.ContainsURL == nil
 	if limited {
 		evs = evs[:limit]
 	}
@@ -303,7 +353,7 @@ func (b *builder) timeline(roomID string, after, upto int64) ([]store.StoredEven
 	var ignored map[string]bool
 	if len(evs) > 0 {
 		if ignored, err = b.ignoredUsers(); err != nil {
-			return nil, false, err
+			return nil, false, false, err
 		}
 	}
 	if len(ignored) > 0 {
@@ -311,12 +361,14 @@ func (b *builder) timeline(roomID string, after, upto int64) ([]store.StoredEven
 		for _, e := range evs {
 			if e.StateKey != nil || !ignored[e.Sender] {
 				kept = append(kept, e)
+			} else {
+				complete = false
 			}
 		}
 		evs = kept
 	}
 	slices.Reverse(evs)
-	return evs, limited, nil
+	return evs, limited, complete, nil
 }
 
 // fromIgnored reports whether membership m (an invite) was sent by a user
@@ -363,7 +415,7 @@ func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
 	if newlyJoined {
 		after = 0
 	}
-	evs, limited, err := b.timeline(m.RoomID, after, b.upto)
+	evs, limited, complete, err := b.timeline(m.RoomID, after, b.upto)
 	if err != nil {
 		return nil, err
 	}
@@ -423,9 +475,17 @@ func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
 	if err != nil {
 		return nil, err
 	}
-	u, err := b.s.unread.counts(b.ctx, b.s.store, m.RoomID, b.req.UserID, b.upto)
-	if err != nil {
-		return nil, err
+	var u store.Unread
+	extended := false
+	if complete && !newlyJoined && !b.membershipChanged && b.skip[KindReceipts] {
+		// No receipt and no membership of the user changed, and evs is the
+		// room's every event since the last sync: count them here.
+		u, extended = b.s.unread.extend(m.RoomID, b.req.UserID, b.since, b.upto, evs)
+	}
+	if !extended {
+		if u, err = b.s.unread.counts(b.ctx, b.s.store, m.RoomID, b.req.UserID, b.upto); err != nil {
+			return nil, err
+		}
 	}
 	jr.UnreadNotifications = &UnreadCounts{NotificationCount: u.Notifications, HighlightCount: u.Highlights}
 	if newlyJoined || hasMemberEvent(evs) || hasMemberEvent(state) {
@@ -553,7 +613,7 @@ func (b *builder) leftRoom(m store.Membership) (*LeftRoom, error) {
 	if b.initial {
 		after = 0
 	}
-	evs, limited, err := b.timeline(m.RoomID, after, m.Pos)
+	evs, limited, _, err := b.timeline(m.RoomID, after, m.Pos)
 	if err != nil {
 		return nil, err
 	}
@@ -592,6 +652,9 @@ func (b *builder) accountData() error {
 	since := b.since
 	if b.initial {
 		since = 0
+	}
+	if b.skip[KindAccountData] {
+		return nil
 	}
 	items, err := b.s.store.AccountDataSince(b.ctx, b.req.UserID, since)
 	if err != nil {
@@ -670,6 +733,9 @@ func (b *builder) receipts() error {
 	if b.initial {
 		since = 0
 	}
+	if b.skip[KindReceipts] && !b.membershipChanged {
+		return nil
+	}
 	rows, err := b.s.store.ReceiptsSince(b.ctx, b.joined, since)
 	if err != nil {
 		return err
@@ -685,6 +751,23 @@ func (b *builder) receipts() error {
 		jr := b.joinedEntry(roomID)
 		jr.Ephemeral.Events = append(jr.Ephemeral.Events, j)
 	}
+	// The user's own read receipt (from any device) moved the read point:
+	// send the room's new counts, like Synapse, so every device clears its
+	// badge without waiting for the next message.
+	for _, r := range kept {
+		if r.UserID != b.req.UserID || (r.Type != "m.read" && r.Type != "m.read.private") {
+			continue
+		}
+		jr := b.joinedEntry(r.RoomID)
+		if jr.UnreadNotifications != nil {
+			continue
+		}
+		u, err := b.s.unread.counts(b.ctx, b.s.store, r.RoomID, b.req.UserID, b.upto)
+		if err != nil {
+			return err
+		}
+		jr.UnreadNotifications = &UnreadCounts{NotificationCount: u.Notifications, HighlightCount: u.Highlights}
+	}
 	return nil
 }
 
@@ -693,7 +776,14 @@ func (b *builder) e2ee() error {
 	if b.initial {
 		since = 0
 	}
-	if f := b.s.src.E2EE; f != nil {
+	if f := b.s.src.E2EECounts; f != nil && b.skip[KindKeys] {
+		counts, fallback, err := f(b.ctx, b.req.UserID, b.req.DeviceID)
+		if err != nil {
+			return err
+		}
+		b.resp.OTKCounts = counts
+		b.resp.FallbackKeyTypes = fallback
+	} else if f := b.s.src.E2EE; f != nil {
 		evs, next, counts, fallback, err := f(b.ctx, b.req.UserID, b.req.DeviceID, since, b.upto)
 		if err != nil {
 			return err

@@ -1,6 +1,7 @@
 package sync
 
 import (
+	"bytes"
 	"context"
 	gosync "sync"
 
@@ -66,4 +67,37 @@ func (c *unreadCache) put(k unreadKey, upto int64, u store.Unread) {
 		return // a concurrent sync counted further already
 	}
 	c.m[k] = unreadEntry{upto: upto, u: u}
+}
+
+// extend counts evs — every event of the room in (since, upto] — on top of
+// the cached counts up to since, without the store. ok is false when the
+// cache has no entry ending exactly at since, or its read point is past
+// since.
+func (c *unreadCache) extend(roomID, userID string, since, upto int64, evs []store.StoredEvent) (store.Unread, bool) {
+	k := unreadKey{userID, roomID}
+	c.mu.Lock()
+	e, ok := c.m[k]
+	c.mu.Unlock()
+	if !ok || e.upto != since || e.u.ReadPos > since {
+		return store.Unread{}, false
+	}
+	u := e.u
+	for i := range evs {
+		ev := &evs[i]
+		if ev.Pos <= since || ev.Pos > upto || ev.StateKey != nil || ev.Sender == userID || ev.RedactedBy != "" {
+			continue
+		}
+		switch ev.Type {
+		case "m.room.message", "m.room.encrypted", "m.sticker":
+		default:
+			continue
+		}
+		// Same rules as store.UnreadCounts.
+		u.Notifications++
+		if bytes.Contains(ev.JSON, []byte(userID)) {
+			u.Highlights++
+		}
+	}
+	c.put(k, upto, u)
+	return u, true
 }

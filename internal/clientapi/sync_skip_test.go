@@ -1,0 +1,110 @@
+package clientapi_test
+
+import (
+	"fmt"
+	"net/url"
+	"testing"
+
+	"conclave/internal/homeserver/hstest"
+)
+
+// Consecutive incremental syncs of one device take the fast paths of
+// sync/changes.go and room/positions.go (queries skipped when nothing of a
+// kind changed, unread counts extended from the timeline): every change
+// must still arrive, exactly once, and counts must stay right.
+func TestSyncFastPathsMissNothing(t *testing.T) {
+	s := hstest.Start(t)
+	alice := s.CreateUser(t, "alice")
+	bob := s.CreateUser(t, "bob")
+	roomID := s.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "public_chat"}).Str("room_id")
+	s.MustOK(t, "POST", hstest.Path("/join/%s", roomID), bob.Token, map[string]any{})
+	n := 0
+	send := func(body string) string {
+		n++
+		return s.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/%s", roomID, fmt.Sprintf("fp%d", n)), alice.Token, map[string]any{"msgtype": "m.text", "body": body}).Str("event_id")
+	}
+	since := s.MustOK(t, "GET", "/_matrix/client/v3/sync", bob.Token, nil).Str("next_batch")
+	sync := func() map[string]any {
+		r := s.MustOK(t, "GET", "/_matrix/client/v3/sync?timeout=0&since="+url.QueryEscape(since), bob.Token, nil)
+		since = r.Str("next_batch")
+		return r.JSON
+	}
+	room := func(js map[string]any) map[string]any {
+		rooms, _ := js["rooms"].(map[string]any)
+		join, _ := rooms["join"].(map[string]any)
+		r, _ := join[roomID].(map[string]any)
+		return r
+	}
+	unread := func(js map[string]any) (float64, float64) {
+		u, _ := room(js)["unread_notifications"].(map[string]any)
+		return u["notification_count"].(float64), u["highlight_count"].(float64)
+	}
+	sync()
+	sync() // the device now has a memo: the next syncs may skip
+
+	// Unread counts grow across incremental syncs, highlights included.
+	send("one")
+	send("two")
+	if c, h := unread(sync()); c != 2 || h != 0 {
+		t.Fatalf("unread after two messages: %v/%v", c, h)
+	}
+	send("hey " + bob.UserID)
+	if c, h := unread(sync()); c != 3 || h != 1 {
+		t.Fatalf("unread after a mention: %v/%v", c, h)
+	}
+	// Bob's own message does not count.
+	s.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/b1", roomID), bob.Token, map[string]any{"msgtype": "m.text", "body": "mine"})
+	if c, _ := unread(sync()); c != 3 {
+		t.Fatalf("unread after own message: %v", c)
+	}
+	// A read receipt resets the count, and arrives in the ephemeral events.
+	last := send("four")
+	sync()
+	s.MustOK(t, "POST", hstest.Path("/rooms/%s/receipt/m.read/%s", roomID, last), bob.Token, map[string]any{})
+	js := sync()
+	if c, h := unread(js); c != 0 || h != 0 {
+		t.Fatalf("unread after receipt: %v/%v", c, h)
+	}
+	send("five")
+	if c, _ := unread(sync()); c != 1 {
+		t.Fatalf("unread after receipt and one message: %v", c)
+	}
+	// Alice's receipt reaches bob.
+	sync()
+	s.MustOK(t, "POST", hstest.Path("/rooms/%s/receipt/m.read/%s", roomID, last), alice.Token, map[string]any{})
+	eph, _ := room(sync())["ephemeral"].(map[string]any)
+	if evs, _ := eph["events"].([]any); len(evs) == 0 {
+		t.Fatal("alice's receipt not in bob's sync")
+	}
+	// Account data from bob's other request arrives.
+	sync()
+	s.MustOK(t, "PUT", hstest.Path("/user/%s/account_data/org.example.fast", bob.UserID), bob.Token, map[string]any{"n": 1})
+	ad, _ := sync()["account_data"].(map[string]any)
+	if evs, _ := ad["events"].([]any); len(evs) != 1 {
+		t.Fatalf("account data: %v", ad)
+	}
+	// To-device messages arrive exactly once, and are acknowledged.
+	sync()
+	for i := range 2 {
+		s.MustOK(t, "PUT", hstest.Path("/sendToDevice/org.example.td/%s", fmt.Sprintf("td%d", i)), alice.Token, map[string]any{
+			"messages": map[string]any{bob.UserID: map[string]any{bob.DeviceID: map[string]any{"i": i}}}})
+	}
+	td, _ := sync()["to_device"].(map[string]any)
+	if evs, _ := td["events"].([]any); len(evs) != 2 {
+		t.Fatalf("to-device: %v", td)
+	}
+	for range 3 {
+		td, _ := sync()["to_device"].(map[string]any)
+		if evs, _ := td["events"].([]any); len(evs) != 0 {
+			t.Fatalf("to-device delivered again: %v", td)
+		}
+	}
+	// Ignoring alice (account data) hides her later messages.
+	s.MustOK(t, "PUT", hstest.Path("/user/%s/account_data/m.ignored_user_list", bob.UserID), bob.Token, map[string]any{"ignored_users": map[string]any{alice.UserID: map[string]any{}}})
+	sync()
+	send("ignored")
+	tl, _ := room(sync())["timeline"].(map[string]any)
+	if evs, _ := tl["events"].([]any); len(evs) != 0 {
+		t.Fatalf("ignored user's message delivered: %v", fmt.Sprint(evs))
+	}
+}
