@@ -11,6 +11,7 @@ import (
 	"conclave/internal/matrix"
 	"conclave/internal/room"
 	"conclave/internal/store"
+	"conclave/internal/sync"
 )
 
 func (a *API) registerRooms(mux Mux) {
@@ -261,6 +262,9 @@ func (a *API) forget(w http.ResponseWriter, r *http.Request, s *store.Session) {
 	if err := a.Store.ForgetRoom(r.Context(), s.UserID, roomID); err != nil {
 		jsonhttp.Error(w, r, err)
 		return
+	}
+	if a.Sync != nil {
+		a.Sync.Changed(sync.KindMemberships, s.UserID) // /sync caches memberships
 	}
 	jsonhttp.Empty(w)
 }

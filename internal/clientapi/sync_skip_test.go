@@ -99,6 +99,45 @@ func TestSyncFastPathsMissNothing(t *testing.T) {
 			t.Fatalf("to-device delivered again: %v", td)
 		}
 	}
+	// Memberships: an invite to, a join of and a leave of another room
+	// between consecutive syncs all show up.
+	sync()
+	other := s.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"invite": []string{bob.UserID}}).Str("room_id")
+	rooms, _ := sync()["rooms"].(map[string]any)
+	if inv, _ := rooms["invite"].(map[string]any); inv[other] == nil {
+		t.Fatalf("invite missing: %v", rooms)
+	}
+	s.MustOK(t, "POST", hstest.Path("/join/%s", other), bob.Token, map[string]any{})
+	rooms, _ = sync()["rooms"].(map[string]any)
+	if j, _ := rooms["join"].(map[string]any); j[other] == nil {
+		t.Fatalf("join missing: %v", rooms)
+	}
+	s.MustOK(t, "POST", hstest.Path("/rooms/%s/leave", other), bob.Token, map[string]any{})
+	rooms, _ = sync()["rooms"].(map[string]any)
+	if l, _ := rooms["leave"].(map[string]any); l[other] == nil {
+		t.Fatalf("leave missing: %v", rooms)
+	}
+	// One-time key counts follow uploads and claims.
+	otk := func() float64 {
+		c, _ := sync()["device_one_time_keys_count"].(map[string]any)
+		n, _ := c["signed_curve25519"].(float64)
+		return n
+	}
+	otk()
+	s.MustOK(t, "POST", "/_matrix/client/v3/keys/upload", bob.Token, map[string]any{"one_time_keys": map[string]any{
+		"curve25519:AAAAAQ": "dGhpcyBpcyBub3QgYSByZWFsIGtleSBidXQgZmluZQ", "curve25519:AAAAAg": "YW5vdGhlciBub3QgcmVhbCBrZXkgZm9yIHRoZSB0ZXN0"}})
+	if n := otk(); n != 0 {
+		t.Fatalf("signed_curve25519 count %v after uploading unsigned keys", n)
+	}
+	c, _ := sync()["device_one_time_keys_count"].(map[string]any)
+	if c["curve25519"] != float64(2) {
+		t.Fatalf("curve25519 count after upload: %v", c)
+	}
+	s.MustOK(t, "POST", "/_matrix/client/v3/keys/claim", alice.Token, map[string]any{"one_time_keys": map[string]any{bob.UserID: map[string]any{bob.DeviceID: "curve25519"}}})
+	c, _ = sync()["device_one_time_keys_count"].(map[string]any)
+	if c["curve25519"] != float64(1) {
+		t.Fatalf("curve25519 count after a claim: %v", c)
+	}
 	// Ignoring alice (account data) hides her later messages.
 	s.MustOK(t, "PUT", hstest.Path("/user/%s/account_data/m.ignored_user_list", bob.UserID), bob.Token, map[string]any{"ignored_users": map[string]any{alice.UserID: map[string]any{}}})
 	sync()

@@ -45,6 +45,7 @@ func (hs *Homeserver) wire() {
 		}
 	}
 	hs.Rooms.Notify = func(notice room.Notice) {
+		changed(sync.KindMemberships, notice.Members...)
 		n.Wake(notice.Users...)
 		c.roomChanged(notice.RoomID, notice.Users)
 	}
@@ -80,6 +81,7 @@ func (hs *Homeserver) wire() {
 			wake(users...)
 		}
 	}
+	hs.Keys.CountsChanged = func(users ...string) { changed(sync.KindKeyCounts, users...) }
 	hs.Keys.CheckPassword = hs.Accounts.CheckPassword
 	hs.Push = push.New(hs.Store, hs.Store, hs.AccountData.PutInternal)
 	hs.Sync = sync.New(hs.Store, hs.Rooms, n, sync.Sources{

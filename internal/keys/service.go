@@ -42,6 +42,9 @@ type Service struct {
 	// changed (the caller fans that out to users sharing rooms). It must not
 	// block.
 	Notify func(userIDs ...string)
+	// CountsChanged, if set, is called after a user's one-time or fallback
+	// key counts changed (keys uploaded or claimed); nobody is woken.
+	CountsChanged func(userIDs ...string)
 	// CheckPassword verifies a user's password for user-interactive auth
 	// (replacing cross-signing keys); nil refuses every password.
 	CheckPassword func(ctx context.Context, userID, password string) error
@@ -88,6 +91,9 @@ func (s *Service) Upload(ctx context.Context, userID, deviceID string, req *Uplo
 	counts, changed, err := s.store.UploadKeys(ctx, up)
 	if err := uploadError(deviceID, err); err != nil {
 		return nil, err
+	}
+	if s.CountsChanged != nil {
+		s.CountsChanged(userID)
 	}
 	if changed {
 		s.notify(userID)
@@ -433,6 +439,15 @@ func (s *Service) Claim(ctx context.Context, req map[string]map[string]string) (
 	claimed, err := s.store.ClaimKeys(ctx, reqs)
 	if err != nil {
 		return nil, err
+	}
+	if s.CountsChanged != nil && len(claimed) > 0 {
+		owners := make([]string, 0, len(claimed))
+		for _, c := range claimed {
+			if len(owners) == 0 || owners[len(owners)-1] != c.UserID {
+				owners = append(owners, c.UserID)
+			}
+		}
+		s.CountsChanged(owners...)
 	}
 	for _, c := range claimed {
 		u := res.OneTimeKeys[c.UserID]

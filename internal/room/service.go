@@ -34,6 +34,8 @@ type Notice struct {
 	RoomID string
 	Pos    int64 // position of the last event
 	Users  []string
+	// Members are the users whose membership the events changed.
+	Members []string
 }
 
 // Service is the room service.
@@ -325,6 +327,6 @@ func (s *Service) afterCommit(rs *roomState, pdus []*event.PDU, positions []int6
 	}
 	if s.Notify != nil && len(positions) > 0 {
 		users := rs.joinedUsers(targets)
-		s.Notify(Notice{RoomID: rs.roomID, Pos: positions[len(positions)-1], Users: users})
+		s.Notify(Notice{RoomID: rs.roomID, Pos: positions[len(positions)-1], Users: users, Members: targets})
 	}
 }

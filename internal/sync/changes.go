@@ -2,6 +2,8 @@ package sync
 
 import (
 	gosync "sync"
+
+	"conclave/internal/store"
 )
 
 // Kind is a kind of per-user change /sync reports besides room events.
@@ -12,6 +14,8 @@ const (
 	KindKeys        Kind = iota // to-device messages (and device keys)
 	KindAccountData             // account data, the ignore list among it
 	KindReceipts                // read receipts in the user's rooms
+	KindMemberships             // the user's own memberships (join, leave, forget...)
+	KindKeyCounts               // one-time and fallback key counts of the user's devices
 	numKinds
 )
 
@@ -33,7 +37,26 @@ type changes struct {
 	on    bool
 	users map[string]*[numKinds]uint64
 	memo  map[deviceKey]syncMemo
+	// Values loaded by an earlier sync, with the counter of their kind
+	// snapshotted before they were read: valid while the counter is still
+	// the same (a later change bumps it after committing).
+	members    map[string]versioned[[]store.Membership]
+	memberRows int
+	keyCounts  map[deviceKey]versioned[keyCounts]
 }
+
+type versioned[T any] struct {
+	v   uint64
+	val T
+}
+
+type keyCounts struct {
+	otk      map[string]int
+	fallback []string
+}
+
+// maxMemberRows bounds the memberships cached across users.
+const maxMemberRows = 1_000_000
 
 type deviceKey struct{ user, device string }
 
@@ -59,6 +82,13 @@ func (s *Service) TrackChanges() {
 	s.changes.on = true
 	s.changes.users = make(map[string]*[numKinds]uint64)
 	s.changes.memo = make(map[deviceKey]syncMemo)
+	s.changes.resetCaches()
+}
+
+func (c *changes) resetCaches() {
+	c.members = make(map[string]versioned[[]store.Membership])
+	c.memberRows = 0
+	c.keyCounts = make(map[deviceKey]versioned[keyCounts])
 }
 
 // Changed records a change of kind k concerning users. Hooks call it after
@@ -76,6 +106,7 @@ func (s *Service) Changed(k Kind, users ...string) {
 			if len(c.users) >= maxTracked {
 				c.users = make(map[string]*[numKinds]uint64)
 				c.memo = make(map[deviceKey]syncMemo)
+				c.resetCaches()
 			}
 			v = new([numKinds]uint64)
 			c.users[u] = v
@@ -109,4 +140,52 @@ func (c *changes) remember(user, device string, m syncMemo) {
 		c.memo = make(map[deviceKey]syncMemo)
 	}
 	c.memo[deviceKey{user, device}] = m
+}
+
+// memberships returns the user's cached memberships if still valid for
+// counter value v.
+func (c *changes) memberships(user string, v uint64) ([]store.Membership, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.members[user]
+	if !c.on || !ok || e.v != v {
+		return nil, false
+	}
+	return e.val, true
+}
+
+func (c *changes) putMemberships(user string, v uint64, ms []store.Membership) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.on {
+		return
+	}
+	if c.memberRows+len(ms) > maxMemberRows {
+		c.members = make(map[string]versioned[[]store.Membership])
+		c.memberRows = 0
+	}
+	c.memberRows += len(ms) - len(c.members[user].val)
+	c.members[user] = versioned[[]store.Membership]{v, ms}
+}
+
+func (c *changes) counts(user, device string, v uint64) (keyCounts, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.keyCounts[deviceKey{user, device}]
+	if !c.on || !ok || e.v != v {
+		return keyCounts{}, false
+	}
+	return e.val, true
+}
+
+func (c *changes) putCounts(user, device string, v uint64, kc keyCounts) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.on {
+		return
+	}
+	if len(c.keyCounts) >= maxTracked {
+		c.keyCounts = make(map[deviceKey]versioned[keyCounts])
+	}
+	c.keyCounts[deviceKey{user, device}] = versioned[keyCounts]{v, kc}
 }

@@ -147,7 +147,7 @@ func (s *Service) build(ctx context.Context, req *Request) (*Response, error) {
 			since.Pos = upto
 		}
 	}
-	b := &builder{s: s, ctx: ctx, req: req, since: since.Pos, upto: upto, initial: initial, resp: newResponse()}
+	b := &builder{s: s, ctx: ctx, req: req, since: since.Pos, upto: upto, initial: initial, resp: newResponse(), versions: versions}
 	if haveMemo && !initial && memo.upto == since.Pos {
 		for k := range b.skip {
 			b.skip[k] = memo.v[k] == versions[k]
@@ -205,6 +205,7 @@ type builder struct {
 	joined        []string        // joined room IDs included in this response's scope
 	ignored       map[string]bool // users the syncing user ignores; see ignoredUsers
 	ignoredLoaded bool
+	versions      [numKinds]uint64 // the user's change counters before upto was read
 	// skip[k]: no change of kind k can have happened for this user since
 	// the device's previous sync (changes.go), so its query is skipped.
 	skip [numKinds]bool
@@ -217,9 +218,13 @@ type builder struct {
 }
 
 func (b *builder) rooms() error {
-	ms, err := b.s.store.UserMemberships(b.ctx, b.req.UserID)
-	if err != nil {
-		return err
+	ms, ok := b.s.changes.memberships(b.req.UserID, b.versions[KindMemberships])
+	if !ok {
+		var err error
+		if ms, err = b.s.store.UserMemberships(b.ctx, b.req.UserID); err != nil {
+			return err
+		}
+		b.s.changes.putMemberships(b.req.UserID, b.versions[KindMemberships], ms)
 	}
 	var changed map[string]bool
 	if !b.initial && !b.req.FullState {
@@ -777,12 +782,17 @@ func (b *builder) e2ee() error {
 		since = 0
 	}
 	if f := b.s.src.E2EECounts; f != nil && b.skip[KindKeys] {
-		counts, fallback, err := f(b.ctx, b.req.UserID, b.req.DeviceID)
-		if err != nil {
-			return err
+		v := b.versions[KindKeyCounts]
+		kc, ok := b.s.changes.counts(b.req.UserID, b.req.DeviceID, v)
+		if !ok {
+			var err error
+			if kc.otk, kc.fallback, err = f(b.ctx, b.req.UserID, b.req.DeviceID); err != nil {
+				return err
+			}
+			b.s.changes.putCounts(b.req.UserID, b.req.DeviceID, v, kc)
 		}
-		b.resp.OTKCounts = counts
-		b.resp.FallbackKeyTypes = fallback
+		b.resp.OTKCounts = kc.otk
+		b.resp.FallbackKeyTypes = kc.fallback
 	} else if f := b.s.src.E2EE; f != nil {
 		evs, next, counts, fallback, err := f(b.ctx, b.req.UserID, b.req.DeviceID, since, b.upto)
 		if err != nil {

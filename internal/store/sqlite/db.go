@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"modernc.org/sqlite"
@@ -34,6 +35,11 @@ type DB struct {
 	r *conn // reader pool
 
 	commit *committer // batches PersistEvents into shared transactions (groupcommit.go)
+
+	// maxPos is the stream position as of the last commit, read back from
+	// the database after every write transaction: /sync asks for it on
+	// every call, and this process is the database's only writer.
+	maxPos atomic.Int64
 }
 
 var _ store.Store = (*DB)(nil)
@@ -70,6 +76,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("migrate %s: %w", path, err)
 	}
+	db.w.afterWrite = db.refreshMaxPos
 	db.startCommitter()
 	return db, nil
 }
@@ -149,7 +156,11 @@ func (db *DB) tx(ctx context.Context, fn func(tx *Tx) error) error {
 	} else {
 		err = tx.Commit()
 	}
-	db.w.preparePending(context.WithoutCancel(ctx))
+	bg := context.WithoutCancel(ctx)
+	if err == nil {
+		db.refreshMaxPos(bg)
+	}
+	db.w.preparePending(bg)
 	return err
 }
 
@@ -164,9 +175,33 @@ func nextPos(ctx context.Context, tx *Tx, n int) (int64, error) {
 
 // MaxStreamPos implements store.Stream.
 func (db *DB) MaxStreamPos(ctx context.Context) (int64, error) {
+	if pos := db.maxPos.Load(); pos > 0 {
+		return pos, nil
+	}
 	var pos int64
 	err := db.r.QueryRowContext(ctx, `SELECT pos FROM stream WHERE id = 1`).Scan(&pos)
 	return pos, err
+}
+
+// refreshMaxPos reads the committed stream position on the writer into
+// maxPos after a commit. Two refreshes may race, so maxPos only ever grows
+// (a sync token must never go backwards). A failed read sets it to 0, which
+// makes MaxStreamPos ask the database until a refresh succeeds.
+func (db *DB) refreshMaxPos(ctx context.Context) {
+	var pos int64
+	if err := db.w.QueryRowContext(ctx, `SELECT pos FROM stream WHERE id = 1`).Scan(&pos); err != nil {
+		db.maxPos.Store(0)
+		return
+	}
+	for {
+		cur := db.maxPos.Load()
+		if cur != 0 && pos <= cur {
+			return
+		}
+		if db.maxPos.CompareAndSwap(cur, pos) {
+			return
+		}
+	}
 }
 
 // isConstraint reports whether err is a uniqueness or primary-key violation.

@@ -22,6 +22,9 @@ type conn struct {
 	stmts   gosync.Map // query text -> *sql.Stmt
 	n       atomic.Int64
 	pending gosync.Map // query texts a transaction ran unprepared (see Tx)
+	// afterWrite, if set, runs after every statement run outside a
+	// transaction through ExecContext (the writer's stream-position refresh).
+	afterWrite func(ctx context.Context)
 }
 
 func newConn(db *sql.DB) *conn { return &conn{DB: db} }
@@ -62,7 +65,10 @@ func (c *conn) QueryRowContext(ctx context.Context, query string, args ...any) *
 	return c.DB.QueryRowContext(ctx, query, args...)
 }
 
-func (c *conn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+func (c *conn) ExecContext(ctx context.Context, query string, args ...any) (res sql.Result, err error) {
+	if c.afterWrite != nil {
+		defer c.afterWrite(context.WithoutCancel(ctx))
+	}
 	if st := c.stmt(ctx, query); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
