@@ -40,6 +40,8 @@ type DB struct {
 	// the database after every write transaction: /sync asks for it on
 	// every call, and this process is the database's only writer.
 	maxPos atomic.Int64
+
+	checkpoints *checkpointer // WAL checkpoints off the commit path (checkpoint.go)
 }
 
 var _ store.Store = (*DB)(nil)
@@ -48,7 +50,7 @@ var _ store.Store = (*DB)(nil)
 // pending migrations.
 func Open(ctx context.Context, path string) (*DB, error) {
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)", "cache_size(-32000)"} {
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)", "cache_size(-32000)", "wal_autocheckpoint(0)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
@@ -77,6 +79,10 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		return nil, fmt.Errorf("migrate %s: %w", path, err)
 	}
 	db.w.afterWrite = db.refreshMaxPos
+	if err := db.startCheckpointer(path); err != nil {
+		db.Close()
+		return nil, err
+	}
 	db.startCommitter()
 	return db, nil
 }
@@ -86,6 +92,7 @@ func (db *DB) Close() error {
 	if db.commit != nil {
 		db.stopCommitter()
 	}
+	db.stopCheckpointer()
 	return errors.Join(db.r.Close(), db.w.Close())
 }
 
