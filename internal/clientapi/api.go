@@ -6,7 +6,9 @@ package clientapi
 import (
 	"conclave/internal/syncfilter"
 	"context"
+	"fmt"
 	"net/http"
+	"runtime/debug"
 	"strings"
 
 	"conclave/internal/accountdata"
@@ -83,8 +85,36 @@ type sessionKey struct{}
 
 // authed wraps a handler that needs an access token.
 func (a *API) authed(h func(w http.ResponseWriter, r *http.Request, s *store.Session)) http.HandlerFunc {
+	return a.authedVia(h, false)
+}
+
+// authedShallow is authed for long-polls (/sync): the token lookup runs on
+// a goroutine of its own, so the deep stack the SQLite driver grows is not
+// kept by a request that then waits for minutes (see sync.buildApart).
+func (a *API) authedShallow(h func(w http.ResponseWriter, r *http.Request, s *store.Session)) http.HandlerFunc {
+	return a.authedVia(h, true)
+}
+
+func (a *API) authedVia(h func(w http.ResponseWriter, r *http.Request, s *store.Session), apart bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		sess, err := a.Accounts.Authenticate(r.Context(), accessToken(r))
+		var sess *store.Session
+		var err error
+		if apart {
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				defer func() {
+					// The request's panic recovery does not reach here.
+					if p := recover(); p != nil {
+						err = fmt.Errorf("panic authenticating: %v\n%s", p, debug.Stack())
+					}
+				}()
+				sess, err = a.Accounts.Authenticate(r.Context(), accessToken(r))
+			}()
+			<-done
+		} else {
+			sess, err = a.Accounts.Authenticate(r.Context(), accessToken(r))
+		}
 		if err != nil {
 			jsonhttp.Error(w, r, err)
 			return

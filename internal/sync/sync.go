@@ -6,6 +6,8 @@ package sync
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -102,7 +104,7 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 	deadline := time.Now().Add(timeout)
 	for {
 		w, unregister := s.notifier.register(req.UserID)
-		resp, err := s.build(ctx, req)
+		resp, err := s.buildApart(ctx, req)
 		if err != nil || req.Since == nil || !resp.empty() || req.FullState {
 			unregister()
 			return resp, err
@@ -130,6 +132,29 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 			return resp, nil
 		}
 	}
+}
+
+// buildApart runs build on a goroutine of its own. Building a response goes
+// deep into the SQLite driver, whose frames grow a goroutine's stack to tens
+// of kilobytes, and a long-poll then keeps that stack while it waits: done
+// apart, the deep stack is gone when build returns, and a waiting /sync
+// costs a shallow stack (the idle scenario in docs/benchmarks.md).
+func (s *Service) buildApart(ctx context.Context, req *Request) (*Response, error) {
+	var resp *Response
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			// The request's panic recovery does not reach this goroutine.
+			if p := recover(); p != nil {
+				resp, err = nil, fmt.Errorf("panic building a sync response: %v\n%s", p, debug.Stack())
+			}
+		}()
+		resp, err = s.build(ctx, req)
+	}()
+	<-done
+	return resp, err
 }
 
 func (s *Service) build(ctx context.Context, req *Request) (*Response, error) {
