@@ -75,7 +75,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "\nmigrated %d rows in %s; stream position %d.\n", rep.Rows, rep.Duration.Round(1e6), rep.StreamPos)
-	fmt.Fprintf(stdout, "The signing key and the media files stay in %s: start the server with\n  conclave serve --data-dir %s --database %s\n(and --media-dir, if you use one). Keep the SQLite file until you are satisfied.\n",
+	fmt.Fprintf(stdout, "The signing key and the media files stay in %s: start the server with\n  conclave serve --data-dir %s --database '%s'\n(and --media-dir, if you use one). Keep the SQLite file until you are satisfied.\n",
 		rep.DataDir, rep.DataDir, redact(*to))
 	return 0
 }

@@ -273,6 +273,21 @@ func TestRefusals(t *testing.T) {
 		}
 	})
 
+	t.Run("a value that does not convert rolls everything back", func(t *testing.T) {
+		src := copySource(t, cfg)
+		sqliteExec(t, src, `UPDATE users SET is_admin = 5`)
+		dsn := pgtest.NewDatabase(t)
+		code, _, errOut := run("--from", "sqlite:"+src, "--to", dsn)
+		if code != 1 || !strings.Contains(errOut, `copy table users: row 1, column is_admin: value "5" (int64) cannot become boolean`) {
+			t.Fatalf("%d %q", code, errOut)
+		}
+		for _, table := range []string{"users", "events", "devices", "access_tokens"} {
+			if n := pgCount(t, dsn, table); n != 0 {
+				t.Errorf("%d rows left in %s", n, table)
+			}
+		}
+	})
+
 	t.Run("source at a migration the target lacks", func(t *testing.T) {
 		src := copySource(t, cfg)
 		sqliteExec(t, src, `INSERT INTO schema_migrations VALUES (9999, '9999_future.sql', 0)`)
