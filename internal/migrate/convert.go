@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -83,6 +84,9 @@ func toText(v any) (any, error) {
 	}
 	if !utf8.ValidString(s) {
 		return nil, typeErr(v, "text (not UTF-8)")
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		return nil, typeErr(v, "text (PostgreSQL text cannot hold a NUL character)")
 	}
 	return s, nil
 }
