@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"reflect"
 	"sort"
 	"strconv"
@@ -166,10 +167,11 @@ type snapshot struct {
 	profile, pushRule  map[string]any
 	directory, public  map[string]any
 	devices            map[string]any
+	relations, threads map[string]any
 	search             []string
 }
 
-func takeSnapshot(t *testing.T, s *hstest.Server, alice, bob *hstest.User, room string) *snapshot {
+func takeSnapshot(t *testing.T, s *hstest.Server, alice, bob *hstest.User, room, related string) *snapshot {
 	t.Helper()
 	sn := &snapshot{}
 	sn.aliceSync = s.MustOK(t, "GET", hstest.Path("/sync"), alice.Token, nil).JSON
@@ -182,6 +184,9 @@ func takeSnapshot(t *testing.T, s *hstest.Server, alice, bob *hstest.User, room 
 	sn.directory = s.MustOK(t, "GET", hstest.Path("/directory/room/%s", "#migrating:localhost"), "", nil).JSON
 	sn.public = s.MustOK(t, "GET", hstest.Path("/publicRooms"), bob.Token, nil).JSON
 	sn.devices = s.MustOK(t, "GET", hstest.Path("/devices"), alice.Token, nil).JSON
+	v1 := "/_matrix/client/v1/rooms/" + url.PathEscape(room)
+	sn.relations = s.MustOK(t, "GET", v1+"/relations/"+url.PathEscape(related), bob.Token, nil).JSON
+	sn.threads = s.MustOK(t, "GET", v1+"/threads", bob.Token, nil).JSON
 	res := s.MustOK(t, "POST", hstest.Path("/search"), bob.Token, map[string]any{"search_categories": map[string]any{"room_events": map[string]any{"search_term": "pineapple"}}})
 	for _, r := range get(res.JSON, "search_categories", "room_events", "results").([]any) {
 		sn.search = append(sn.search, get(r, "result", "event_id").(string))
@@ -307,7 +312,7 @@ func TestMigrateServer(t *testing.T) {
 	// A to-device message bob has not received yet (bob never synced).
 	s.MustOK(t, "PUT", hstest.Path("/sendToDevice/%s/%s", "m.room_key_request", "td1"), alice.Token, map[string]any{"messages": map[string]any{bob.UserID: map[string]any{bob.DeviceID: map[string]any{"secret": "for bob"}}}})
 
-	before := takeSnapshot(t, s, alice, bob, room)
+	before := takeSnapshot(t, s, alice, bob, room, msgIDs[7])
 	if len(before.search) != 1 || before.search[0] != msgIDs[7] {
 		t.Fatalf("search before: %v", before.search)
 	}
@@ -327,7 +332,7 @@ func TestMigrateServer(t *testing.T) {
 	cfg2.Database = dsn
 	p := hstest.StartConfig(t, cfg2)
 
-	after := takeSnapshot(t, p, alice, bob, room)
+	after := takeSnapshot(t, p, alice, bob, room, msgIDs[7])
 	same(t, "alice's initial /sync", before.aliceSync, after.aliceSync)
 	same(t, "/messages", before.messages, after.messages)
 	same(t, "/keys/query", before.keysQuery, after.keysQuery)
@@ -339,6 +344,11 @@ func TestMigrateServer(t *testing.T) {
 	same(t, "public rooms", before.public, after.public)
 	same(t, "devices", before.devices, after.devices)
 	same(t, "search", before.search, after.search)
+	same(t, "relations", before.relations, after.relations)
+	same(t, "threads", before.threads, after.threads)
+	if len(eventIDs(before.relations["chunk"])) != 1 || len(eventIDs(before.threads["chunk"])) != 1 {
+		t.Errorf("relations %v, threads %v: want one each", before.relations, before.threads)
+	}
 	if len(before.messages) < 30 || get(before.aliceSync, "rooms", "join", room) == nil || get(before.aliceSync, "rooms", "invite", private) == nil {
 		t.Fatalf("the snapshot is thinner than the test meant: %d messages, sync %v", len(before.messages), before.aliceSync["rooms"])
 	}
