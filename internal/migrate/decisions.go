@@ -19,16 +19,30 @@ const (
 type tableDecision struct {
 	action tableAction
 	why    string
+	// keepTarget: the target's own rows (written by its migrations) stay and
+	// do not make it count as holding data. Otherwise a skipped table must be
+	// empty in the target.
+	keepTarget bool
 }
 
+// A decision for a table neither database has is ignored: branches that add
+// a table may be merged in any order.
 var tableDecisions = map[string]tableDecision{
-	"schema_migrations": {actionSkip, "migration bookkeeping: the target's migrations are applied by the PostgreSQL store itself; the applied versions are compared instead"},
+	"schema_migrations": {actionSkip, "migration bookkeeping: the target's migrations are applied by the PostgreSQL store itself; the applied versions are compared instead", true},
 	// SQLite indexes with an FTS5 virtual table (body, name, topic columns),
 	// PostgreSQL with tsvector columns keyed by pos. The rows are derived
 	// from events: the events table keeps its triggers during the copy
 	// (keepTriggers), so every copied searchable event is indexed exactly as
 	// the server indexes a new one. Verified by comparing the row counts.
-	"event_search": {actionRebuild, "full-text index (SQLite FTS5 → PostgreSQL tsvector), rebuilt by the events insert trigger"},
+	"event_search": {actionRebuild, "full-text index (SQLite FTS5 → PostgreSQL tsvector), rebuilt by the events insert trigger", false},
+	// Migration 0010 (several processes on one PostgreSQL database). The
+	// first server process started on the target stores the data
+	// directory's signing.key here (the key the copied events are signed
+	// with), so the target's table must be empty.
+	"server_signing_key": {actionSkip, "PostgreSQL only: the first server start imports the data directory's signing.key", false},
+	// Starts at the Unix milliseconds of the migration, above the in-memory
+	// typing/presence serials of the SQLite server's sync tokens.
+	"ephemeral_serial": {actionSkip, "PostgreSQL only: the cluster-wide typing/presence serial, seeded by its migration", true},
 }
 
 // columnDecisions lists columns that exist in one backend's table only,

@@ -220,7 +220,8 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 }
 
 // checkEmpty refuses a target that holds data: any row in a table other than
-// the migration bookkeeping and the seeded tables, or a stream that moved.
+// the seeded ones and those whose target rows are kept (decisions.go), or a
+// stream that moved.
 func checkEmpty(ctx context.Context, q pgQuerier) error {
 	tables, err := readPGSchema(ctx, q)
 	if err != nil {
@@ -234,7 +235,7 @@ func checkEmpty(ctx context.Context, q pgQuerier) error {
 	// users and events first: the likeliest, and the clearest message.
 	sort.SliceStable(names, func(i, j int) bool { return rank(names[i]) < rank(names[j]) })
 	for _, n := range names {
-		if _, seeded := seededTables[n]; seeded || n == "schema_migrations" {
+		if _, seeded := seededTables[n]; seeded || tableDecisions[n].keepTarget {
 			continue
 		}
 		var has bool
