@@ -333,6 +333,9 @@ func TestMigrateServer(t *testing.T) {
 	p := hstest.StartConfig(t, cfg2)
 
 	after := takeSnapshot(t, p, alice, bob, room, msgIDs[7])
+	if !reflect.DeepEqual(s.HS.SigningKey, p.HS.SigningKey) {
+		t.Errorf("signing key %s after the migration, was %s", p.HS.SigningKey.ID, s.HS.SigningKey.ID)
+	}
 	same(t, "alice's initial /sync", before.aliceSync, after.aliceSync)
 	same(t, "/messages", before.messages, after.messages)
 	same(t, "/keys/query", before.keysQuery, after.keysQuery)

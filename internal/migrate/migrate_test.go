@@ -198,6 +198,34 @@ func TestRefusals(t *testing.T) {
 		}
 	})
 
+	t.Run("a signing key already in the target", func(t *testing.T) {
+		// Several processes on one PostgreSQL database keep the signing key
+		// in it (migration 0010 on main); the first start must import the
+		// data directory's key, so a target holding one is not empty.
+		dsn := pgtest.NewDatabase(t)
+		pgExec(t, dsn)
+		var exists bool
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		if err := conn.QueryRow(ctx, `SELECT to_regclass('server_signing_key') IS NOT NULL`).Scan(&exists); err != nil {
+			t.Fatal(err)
+		}
+		if !exists {
+			t.Skip("no server_signing_key table in this schema")
+		}
+		if _, err := conn.Exec(ctx, `INSERT INTO server_signing_key (id, key) VALUES (1, 'ed25519 a_xyz AAAA')`); err != nil {
+			t.Fatal(err)
+		}
+		code, _, errOut := run("--from", from, "--to", dsn)
+		if code != 1 || !strings.Contains(errOut, "not empty (table server_signing_key has rows)") {
+			t.Fatalf("%d %q", code, errOut)
+		}
+	})
+
 	t.Run("unreachable target", func(t *testing.T) {
 		code, _, errOut := run("--from", from, "--to", "postgres://nobody@127.0.0.1:1/none?connect_timeout=5")
 		if code != 1 || !strings.Contains(errOut, "target") {
