@@ -19,6 +19,7 @@ import (
 	"conclave/internal/adminclient"
 	"conclave/internal/config"
 	"conclave/internal/homeserver"
+	"conclave/internal/migrate"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -29,6 +30,7 @@ const usage = `usage: conclave <command> [flags]
 commands:
   serve             run the homeserver (conclave serve --help for flags)
   admin register    create an account through the shared-secret API
+  migrate           copy a stopped server's SQLite database into PostgreSQL (migrate --help)
   version           print the version
 `
 
@@ -46,6 +48,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(args[1:], stderr)
 	case "admin":
 		return admin(args[1:], stdout, stderr)
+	case "migrate":
+		return migrate.Main(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "conclave", version)
 		return 0
