@@ -36,10 +36,11 @@ func (s *Service) TrackPositions(floor int64) {
 	p.last, p.rel = make(map[string]int64), make(map[string]int64)
 }
 
-// ChangedBetween reports whether roomID has an event in (since, upto].
-// known is false when tracking cannot tell (off, since older than tracking,
-// or a write newer than upto or still in flight): the caller must ask the
-// store.
+// ChangedBetween reports whether roomID may have an event in (since, upto].
+// false is certain; true may be a false alarm when a write is in flight or
+// landed after upto (the caller's query then finds nothing). known is false
+// when tracking cannot tell (off, or since older than tracking): the caller
+// must ask the store.
 func (s *Service) ChangedBetween(roomID string, since, upto int64) (changed, known bool) {
 	p := &s.pos
 	p.mu.RLock()
@@ -47,11 +48,7 @@ func (s *Service) ChangedBetween(roomID string, since, upto int64) (changed, kno
 	if !p.on || since < p.floor {
 		return false, false
 	}
-	last := p.last[roomID]
-	if last > upto {
-		return false, false
-	}
-	return last > since, true
+	return p.last[roomID] > since, true
 }
 
 // relationsAfter reports whether roomID may hold an event with a relation

@@ -252,6 +252,7 @@ func (b *builder) rooms() error {
 		b.s.changes.putMemberships(b.req.UserID, b.versions[KindMemberships], ms)
 	}
 	var changed map[string]bool
+	changedByQuery := b.initial || b.req.FullState
 	if !b.initial && !b.req.FullState {
 		changed = make(map[string]bool, len(ms))
 		// The room service knows which rooms it wrote to since when it is
@@ -271,6 +272,7 @@ func (b *builder) rooms() error {
 			}
 		}
 		if !known {
+			changedByQuery = true
 			ids, err := b.s.store.ChangedRooms(b.ctx, b.since, b.upto)
 			if err != nil {
 				return err
@@ -296,7 +298,9 @@ func (b *builder) rooms() error {
 			if err != nil {
 				return err
 			}
-			if jr != nil {
+			if jr != nil && (changedByQuery || m.Pos > b.since || len(jr.Timeline.Events) > 0 || len(jr.State.Events) > 0) {
+				// (The room service's "may have changed" is a false alarm
+				// when the write it saw lands after upto: nothing to send.)
 				b.resp.Rooms.Join[m.RoomID] = jr
 			}
 		case "invite":
