@@ -195,7 +195,9 @@ func (s *Service) newDevice(ctx context.Context, userID string, o DeviceOpts) (*
 	now := s.now()
 	res, tok := s.newTokens(userID, deviceID, o.Refresh, now)
 	d := &store.Device{UserID: userID, DeviceID: deviceID, DisplayName: TruncateDisplayName(o.DisplayName), CreatedTS: now.UnixMilli(), LastSeenTS: now.UnixMilli(), LastSeenIP: o.IP}
-	if err := s.store.CreateDevice(ctx, d, tok); err != nil {
+	err := s.store.CreateDevice(ctx, d, tok)
+	s.sessions.forget(userID) // a re-used device ID replaces the device's tokens
+	if err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -292,6 +294,9 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*LoginResul
 	now := s.now()
 	res, tok := s.newTokens("", "", true, now)
 	sess, err := s.store.RotateRefreshToken(ctx, HashToken(refreshToken), tok, now.UnixMilli())
+	if sess != nil {
+		s.sessions.forget(sess.UserID)
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, unknownToken(false)
 	}
@@ -305,11 +310,13 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*LoginResul
 // Logout deletes the session's device with its tokens (and, through the
 // store's device cleanups, its keys): POST /logout.
 func (s *Service) Logout(ctx context.Context, sess *store.Session) error {
+	defer s.sessions.forget(sess.UserID)
 	return s.store.DeleteDevices(ctx, sess.UserID, []string{sess.DeviceID})
 }
 
 // LogoutAll deletes every device of the user.
 func (s *Service) LogoutAll(ctx context.Context, userID string) error {
+	defer s.sessions.forget(userID)
 	return s.store.DeleteAllDevices(ctx, userID)
 }
 
@@ -330,13 +337,16 @@ func (s *Service) ChangePassword(ctx context.Context, sess *store.Session, newPa
 	if logoutDevices {
 		keep = &sess.DeviceID
 	}
+	defer s.sessions.forget(sess.UserID)
 	return s.store.SetPassword(ctx, sess.UserID, hash, keep)
 }
 
 // Deactivate deactivates userID for good: devices and tokens go, the
 // password is cleared, then OnDeactivate runs.
 func (s *Service) Deactivate(ctx context.Context, userID string) error {
-	if err := s.store.Deactivate(ctx, userID); err != nil {
+	err := s.store.Deactivate(ctx, userID)
+	s.sessions.forget(userID)
+	if err != nil {
 		return err
 	}
 	if s.OnDeactivate != nil {
@@ -376,6 +386,7 @@ func (s *Service) DeleteDevices(ctx context.Context, userID string, deviceIDs []
 	if len(deviceIDs) > MaxDeleteDevices {
 		return matrix.InvalidParam("At most %d devices at once", MaxDeleteDevices)
 	}
+	defer s.sessions.forget(userID)
 	return s.store.DeleteDevices(ctx, userID, deviceIDs)
 }
 

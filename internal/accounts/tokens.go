@@ -26,6 +26,7 @@ type Service struct {
 	hash       *hasher
 	uia        uiaSessions
 	nonces     nonces
+	sessions   sessionCache // see sessioncache.go; off unless CacheSessions
 
 	// OnDeactivate, when set, runs after an account is deactivated (the room
 	// service makes the user leave their rooms). Set it before serving.
@@ -97,7 +98,15 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*store.Sessio
 	if token == "" {
 		return nil, matrix.Errorf(http.StatusUnauthorized, matrix.ErrMissingToken, "Missing access token")
 	}
-	sess, err := s.store.SessionByToken(ctx, HashToken(token))
+	h := sha256.Sum256([]byte(token))
+	cached, ok, ticket := s.sessions.get(h)
+	if ok {
+		if cached.ExpiresTS != 0 && s.now().UnixMilli() >= cached.ExpiresTS {
+			return nil, unknownToken(true)
+		}
+		return &cached, nil
+	}
+	sess, err := s.store.SessionByToken(ctx, h[:])
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, unknownToken(false)
 	}
@@ -106,6 +115,9 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*store.Sessio
 	}
 	if sess.ExpiresTS != 0 && s.now().UnixMilli() >= sess.ExpiresTS {
 		return nil, unknownToken(true)
+	}
+	if !sess.RefreshPending {
+		s.sessions.put(h, *sess, ticket)
 	}
 	if sess.RefreshPending {
 		// First use of a refreshed pair: the refresh token it replaced is

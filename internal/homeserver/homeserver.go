@@ -118,6 +118,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 		}
 		hs.Rooms.TrackPositions(floor)
 		hs.Sync.TrackChanges()
+		hs.Accounts.CacheSessions()
 	}
 	if hs.Media, err = newMedia(ctx, hs.Config, db, log); err != nil {
 		db.Close()
