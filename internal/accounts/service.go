@@ -200,6 +200,7 @@ func (s *Service) newDevice(ctx context.Context, userID string, o DeviceOpts) (*
 	if err != nil {
 		return nil, err
 	}
+	s.devicesChanged(ctx, userID)
 	return res, nil
 }
 
@@ -310,12 +311,14 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*LoginResul
 // Logout deletes the session's device with its tokens (and, through the
 // store's device cleanups, its keys): POST /logout.
 func (s *Service) Logout(ctx context.Context, sess *store.Session) error {
+	defer s.devicesChanged(ctx, sess.UserID)
 	defer s.sessions.forget(sess.UserID)
 	return s.store.DeleteDevices(ctx, sess.UserID, []string{sess.DeviceID})
 }
 
 // LogoutAll deletes every device of the user.
 func (s *Service) LogoutAll(ctx context.Context, userID string) error {
+	defer s.devicesChanged(ctx, userID)
 	defer s.sessions.forget(userID)
 	return s.store.DeleteAllDevices(ctx, userID)
 }
@@ -337,6 +340,9 @@ func (s *Service) ChangePassword(ctx context.Context, sess *store.Session, newPa
 	if logoutDevices {
 		keep = &sess.DeviceID
 	}
+	if logoutDevices {
+		defer s.devicesChanged(ctx, sess.UserID)
+	}
 	defer s.sessions.forget(sess.UserID)
 	return s.store.SetPassword(ctx, sess.UserID, hash, keep)
 }
@@ -346,6 +352,7 @@ func (s *Service) ChangePassword(ctx context.Context, sess *store.Session, newPa
 func (s *Service) Deactivate(ctx context.Context, userID string) error {
 	err := s.store.Deactivate(ctx, userID)
 	s.sessions.forget(userID)
+	s.devicesChanged(ctx, userID)
 	if err != nil {
 		return err
 	}
@@ -378,6 +385,9 @@ func (s *Service) SetDeviceName(ctx context.Context, userID, deviceID, name stri
 	if errors.Is(err, store.ErrNotFound) {
 		return matrix.NotFound("Unknown device")
 	}
+	if err == nil {
+		s.devicesChanged(ctx, userID)
+	}
 	return err
 }
 
@@ -386,6 +396,7 @@ func (s *Service) DeleteDevices(ctx context.Context, userID string, deviceIDs []
 	if len(deviceIDs) > MaxDeleteDevices {
 		return matrix.InvalidParam("At most %d devices at once", MaxDeleteDevices)
 	}
+	defer s.devicesChanged(ctx, userID)
 	defer s.sessions.forget(userID)
 	return s.store.DeleteDevices(ctx, userID, deviceIDs)
 }

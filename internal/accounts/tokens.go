@@ -28,6 +28,10 @@ type Service struct {
 	nonces     nonces
 	sessions   sessionCache // see sessioncache.go; off unless CacheSessions
 
+	// OnDevicesChanged, when set, runs after a user's devices were added,
+	// removed or renamed: their device list changed, and everyone sharing a
+	// room with them must learn it (device_lists.changed in /sync).
+	OnDevicesChanged func(ctx context.Context, userID string)
 	// OnDeactivate, when set, runs after an account is deactivated (the room
 	// service makes the user leave their rooms). Set it before serving.
 	OnDeactivate func(ctx context.Context, userID string)
@@ -143,5 +147,11 @@ func OptionsFrom(cfg *config.Config) Options {
 		SharedSecret:        cfg.RegistrationSharedSecret,
 		AccessTokenLifetime: cfg.AccessTokenLifetime.Duration,
 		HashParams:          p,
+	}
+}
+
+func (s *Service) devicesChanged(ctx context.Context, userID string) {
+	if s.OnDevicesChanged != nil {
+		s.OnDevicesChanged(context.WithoutCancel(ctx), userID)
 	}
 }

@@ -138,6 +138,18 @@ func TestSyncFastPathsMissNothing(t *testing.T) {
 	if c["curve25519"] != float64(1) {
 		t.Fatalf("curve25519 count after a claim: %v", c)
 	}
+	// A room-mate's device change reaches device_lists.changed.
+	sync()
+	s.MustOK(t, "PUT", hstest.Path("/devices/%s", alice.DeviceID), alice.Token, map[string]any{"display_name": "renamed"})
+	dl, _ := sync()["device_lists"].(map[string]any)
+	if ch, _ := dl["changed"].([]any); len(ch) != 1 || ch[0] != alice.UserID {
+		t.Fatalf("device_lists after alice renamed a device: %v", dl)
+	}
+	if dl, _ := sync()["device_lists"].(map[string]any); dl != nil {
+		if ch, _ := dl["changed"].([]any); len(ch) != 0 {
+			t.Fatalf("device_lists again: %v", dl)
+		}
+	}
 	// Ignoring alice (account data) hides her later messages.
 	s.MustOK(t, "PUT", hstest.Path("/user/%s/account_data/m.ignored_user_list", bob.UserID), bob.Token, map[string]any{"ignored_users": map[string]any{alice.UserID: map[string]any{}}})
 	sync()

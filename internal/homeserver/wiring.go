@@ -81,6 +81,11 @@ func (hs *Homeserver) wire() {
 			wake(users...)
 		}
 	}
+	hs.Accounts.OnDevicesChanged = func(ctx context.Context, userID string) {
+		users := hs.sharingUsers(ctx, userID)
+		changed(sync.KindKeys, users...)
+		wake(users...)
+	}
 	hs.Keys.CountsChanged = func(users ...string) { changed(sync.KindKeyCounts, users...) }
 	hs.Keys.CheckPassword = hs.Accounts.CheckPassword
 	hs.Push = push.New(hs.Store, hs.Store, hs.AccountData.PutInternal)

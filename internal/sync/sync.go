@@ -190,6 +190,9 @@ func (s *Service) build(ctx context.Context, req *Request) (*Response, error) {
 	if err := b.rooms(); err != nil {
 		return nil, err
 	}
+	if err := b.deviceLists(); err != nil {
+		return nil, err
+	}
 	if err := b.accountData(); err != nil {
 		return nil, err
 	}
@@ -234,6 +237,9 @@ type builder struct {
 	// skip[k]: no change of kind k can have happened for this user since
 	// the device's previous sync (changes.go), so its query is skipped.
 	skip [numKinds]bool
+	// timelineGap: a joined room's timeline left events of the range out
+	// (limited or filtered); memberEvents: a timeline held a member event.
+	timelineGap, memberEvents bool
 	// membershipChanged: one of the user's memberships changed in range
 	// (a join brings receipts and a read point the counters don't cover).
 	membershipChanged bool
@@ -452,6 +458,12 @@ func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
 	evs, limited, complete, err := b.timeline(m.RoomID, after, b.upto)
 	if err != nil {
 		return nil, err
+	}
+	if !complete {
+		b.timelineGap = true
+	}
+	if hasMemberEvent(evs) {
+		b.memberEvents = true
 	}
 	if newlyJoined && !b.initial && !limited && len(evs) > 0 {
 		// The filter may have hidden older events; the client should know
@@ -834,14 +846,31 @@ func (b *builder) e2ee() error {
 		b.resp.OTKCounts = counts
 		b.resp.FallbackKeyTypes = fallback
 	}
-	if f := b.s.src.DeviceLists; f != nil && !b.initial {
-		changed, left, err := f(b.ctx, b.req.UserID, since, b.upto)
-		if err != nil {
-			return err
-		}
-		b.resp.DeviceLists.Changed = append(b.resp.DeviceLists.Changed, changed...)
-		b.resp.DeviceLists.Left = append(b.resp.DeviceLists.Left, left...)
+	return nil
+}
+
+// deviceLists fills device_lists (incremental syncs only). Runs after rooms:
+// the query is skipped when no device or key changed among the users the
+// syncing user shares rooms with (KindKeys), the user's own memberships did
+// not change, and the timelines this sync looked at hold every event since
+// the token and no membership event — then nobody began or stopped sharing
+// a room with the user either.
+func (b *builder) deviceLists() error {
+	f := b.s.src.DeviceLists
+	if f == nil || b.initial {
+		return nil
 	}
+	if b.skip[KindKeys] && b.skip[KindMemberships] && !b.membershipChanged && !b.timelineGap && !b.memberEvents {
+		b.resp.DeviceLists.Changed = []string{}
+		b.resp.DeviceLists.Left = []string{}
+		return nil
+	}
+	changed, left, err := f(b.ctx, b.req.UserID, b.since, b.upto)
+	if err != nil {
+		return err
+	}
+	b.resp.DeviceLists.Changed = append(b.resp.DeviceLists.Changed, changed...)
+	b.resp.DeviceLists.Left = append(b.resp.DeviceLists.Left, left...)
 	return nil
 }
 
