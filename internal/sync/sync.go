@@ -372,9 +372,17 @@ func (b *builder) timeline(roomID string, after, upto int64) (evs []store.Stored
 	if limit == 0 {
 		return nil, false, false, nil
 	}
-	evs, err = b.s.store.RoomEvents(b.ctx, q)
-	if err != nil {
-		return nil, false, false, err
+	unfiltered := !inGo && q.Types == nil && q.NotTypes == nil && q.Senders == nil && q.NotSenders == nil && q.ContainsURL == nil
+	var fromMemory bool
+	if unfiltered {
+		// The room's latest events are usually in the room service's
+		// memory (room/positions.go): the same answer without the store.
+		evs, fromMemory = b.s.rooms.RecentEvents(roomID, after, upto, limit+1)
+	}
+	if !fromMemory {
+		if evs, err = b.s.store.RoomEvents(b.ctx, q); err != nil {
+			return nil, false, false, err
+		}
 	}
 	limited = len(evs) > limit
 	complete = !limited && !inGo && q.Types == nil && q.NotTypes == nil && q.Senders == nil && q.NotSenders == nil && q.ContainsURL == nil
