@@ -116,7 +116,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 			db.Close()
 			return nil, err
 		}
-		hs.Rooms.TrackPositions(floor)
+		hs.Rooms.TrackPositions(floor, func() int64 {
+			pos, _ := db.MaxStreamPos(context.Background())
+			return pos
+		})
 		hs.Sync.TrackChanges()
 		hs.Accounts.CacheSessions()
 	}

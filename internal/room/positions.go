@@ -19,12 +19,16 @@ import (
 // entries read as "changed at +infinity": a reader racing the commit takes
 // the slow path instead of missing the event.
 type positions struct {
-	mu     sync.RWMutex
-	on     bool
-	floor  int64 // positions at or below floor were written before tracking
-	last   map[string]int64
-	rel    map[string]int64
-	recent map[string]*recentEvents
+	mu  sync.RWMutex
+	on  bool
+	now func() int64 // the store's committed stream position
+	// flightFloor[room]: the committed position when the room's in-flight
+	// write began; that write's events all land after it.
+	flightFloor map[string]int64
+	floor       int64 // positions at or below floor were written before tracking
+	last        map[string]int64
+	rel         map[string]int64
+	recent      map[string]*recentEvents
 }
 
 // recentEvents are a room's latest events as the store holds them, so that
@@ -45,12 +49,14 @@ const (
 const inFlight = math.MaxInt64
 
 // TrackPositions turns position tracking on; floor is the store's highest
-// stream position now, before any write of this process.
-func (s *Service) TrackPositions(floor int64) {
+// stream position now, before any write of this process, and now reads the
+// store's committed position (cheaply: it is asked before every write).
+func (s *Service) TrackPositions(floor int64, now func() int64) {
 	p := &s.pos
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.on, p.floor = true, floor
+	p.on, p.floor, p.now = true, floor, now
+	p.flightFloor = make(map[string]int64)
 	p.last, p.rel = make(map[string]int64), make(map[string]int64)
 	p.recent = make(map[string]*recentEvents)
 }
@@ -69,7 +75,13 @@ func (s *Service) RecentEvents(roomID string, after, upto int64, limit int) (evs
 	}
 	last := p.last[roomID]
 	if last == inFlight {
-		return nil, false
+		// A write is in flight; its events land after flightFloor, so a
+		// range ending there cannot hold them, and what the room had
+		// before the write is all kept.
+		if upto > p.flightFloor[roomID] {
+			return nil, false
+		}
+		last = p.flightFloor[roomID]
 	}
 	r := p.recent[roomID]
 	if r == nil {
@@ -123,13 +135,18 @@ func (s *Service) relationsAfter(roomID string, pos int64) bool {
 // done(positions) after a commit, done(nil) after a failure.
 func (p *positions) begin(roomID string, rows []store.NewEvent) func(positions []int64) {
 	hasRelation := hasRelation(rows)
-	p.mu.Lock()
-	if !p.on {
-		p.mu.Unlock()
+	p.mu.RLock()
+	on, now := p.on, p.now
+	p.mu.RUnlock()
+	if !on {
 		return func([]int64) {}
 	}
+	// Read before the write starts: every position it gets is later.
+	floor := now()
+	p.mu.Lock()
 	prevLast, prevRel := p.last[roomID], p.rel[roomID]
 	p.last[roomID] = inFlight
+	p.flightFloor[roomID] = floor
 	if hasRelation {
 		p.rel[roomID] = inFlight
 	}

@@ -29,7 +29,7 @@ func TestRecentEventsMatchStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	floor, _ = db.MaxStreamPos(ctx)
-	svc.TrackPositions(floor)
+	svc.TrackPositions(floor, func() int64 { p, _ := db.MaxStreamPos(ctx); return p })
 	rooms := []string{before}
 	for range 2 {
 		id, err := svc.CreateRoom(ctx, &room.CreateRequest{Creator: alice, Preset: "public_chat"})

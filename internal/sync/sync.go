@@ -534,7 +534,10 @@ func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
 	if complete && !newlyJoined && !b.membershipChanged && b.skip[KindReceipts] {
 		// No receipt and no membership of the user changed, and evs is the
 		// room's every event since the last sync: count them here.
-		u, extended = b.s.unread.extend(m.RoomID, b.req.UserID, b.since, b.upto, evs)
+		u, extended = b.s.unread.extend(m.RoomID, b.req.UserID, b.since, b.upto, evs, func(from, to int64) bool {
+			changed, known := b.s.rooms.ChangedBetween(m.RoomID, from, to)
+			return known && !changed
+		})
 	}
 	if !extended {
 		if u, err = b.s.unread.counts(b.ctx, b.s.store, m.RoomID, b.req.UserID, b.upto); err != nil {

@@ -73,12 +73,15 @@ func (c *unreadCache) put(k unreadKey, upto int64, u store.Unread) {
 // the cached counts up to since, without the store. ok is false when the
 // cache has no entry ending exactly at since, or its read point is past
 // since.
-func (c *unreadCache) extend(roomID, userID string, since, upto int64, evs []store.StoredEvent) (store.Unread, bool) {
+//
+// An entry ending before since also serves when quiet reports that the room
+// had no event in between (the room was simply not in the last syncs).
+func (c *unreadCache) extend(roomID, userID string, since, upto int64, evs []store.StoredEvent, quiet func(from, to int64) bool) (store.Unread, bool) {
 	k := unreadKey{userID, roomID}
 	c.mu.Lock()
 	e, ok := c.m[k]
 	c.mu.Unlock()
-	if !ok || e.upto != since || e.u.ReadPos > since {
+	if !ok || e.upto > since || e.u.ReadPos > since || (e.upto < since && !quiet(e.upto, since)) {
 		return store.Unread{}, false
 	}
 	u := e.u
