@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"testing"
+	"time"
 
 	"conclave/internal/homeserver/hstest"
 )
@@ -148,6 +149,46 @@ func TestSyncFastPathsMissNothing(t *testing.T) {
 	if dl, _ := sync()["device_lists"].(map[string]any); dl != nil {
 		if ch, _ := dl["changed"].([]any); len(ch) != 0 {
 			t.Fatalf("device_lists again: %v", dl)
+		}
+	}
+	// Long-polls take the same paths: a long-poll that first finds nothing
+	// and is then woken must still see what woke it.
+	for i, change := range []func(){
+		func() {
+			s.MustOK(t, "PUT", hstest.Path("/sendToDevice/org.example.td/%s", "lpx"), alice.Token, map[string]any{
+				"messages": map[string]any{bob.UserID: map[string]any{bob.DeviceID: map[string]any{"lp": true}}}})
+		},
+		func() {
+			s.MustOK(t, "PUT", hstest.Path("/user/%s/account_data/org.example.lp", bob.UserID), bob.Token, map[string]any{"lp": true})
+		},
+		func() {
+			s.MustOK(t, "POST", hstest.Path("/rooms/%s/receipt/m.read/%s", roomID, last), alice.Token, map[string]any{"thread_id": "main"})
+		},
+	} {
+		sync()
+		done := make(chan map[string]any, 1)
+		go func() {
+			r := s.Do(t, "GET", "/_matrix/client/v3/sync?timeout=20000&since="+url.QueryEscape(since), bob.Token, nil)
+			done <- r.JSON
+		}()
+		time.Sleep(150 * time.Millisecond) // let the long-poll find nothing first
+		change()
+		js := <-done
+		since, _ = js["next_batch"].(string)
+		delete(js, "next_batch")
+		empty := true
+		for _, k := range []string{"to_device", "account_data"} {
+			if m, _ := js[k].(map[string]any); m != nil {
+				if evs, _ := m["events"].([]any); len(evs) > 0 {
+					empty = false
+				}
+			}
+		}
+		if r := room(js); r != nil {
+			empty = false
+		}
+		if empty {
+			t.Fatalf("long-poll %d returned without the change: %v", i, js)
 		}
 	}
 	// Ignoring alice (account data) hides her later messages.

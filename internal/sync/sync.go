@@ -107,12 +107,12 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 		resp, err := s.buildApart(ctx, req)
 		if err != nil || req.Since == nil || !resp.empty() || req.FullState {
 			unregister()
-			return resp, err
+			return s.answer(req, resp), err
 		}
 		wait := time.Until(deadline)
 		if wait <= 0 {
 			unregister()
-			return resp, nil
+			return s.answer(req, resp), nil
 		}
 		timer := time.NewTimer(wait)
 		select {
@@ -121,17 +121,26 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 			unregister()
 		case <-timer.C:
 			unregister()
-			return resp, nil
+			return s.answer(req, resp), nil
 		case <-ctx.Done():
 			timer.Stop()
 			unregister()
-			return resp, nil
+			return s.answer(req, resp), nil
 		case <-s.notifier.Closed():
 			timer.Stop()
 			unregister()
-			return resp, nil
+			return s.answer(req, resp), nil
 		}
 	}
+}
+
+// answer is the response a /sync returns: the device's next sync may take
+// the fast paths from its token (changes.go).
+func (s *Service) answer(req *Request, resp *Response) *Response {
+	if resp != nil && resp.memo != nil {
+		s.changes.remember(req.UserID, req.DeviceID, *resp.memo)
+	}
+	return resp
 }
 
 // buildApart runs build on a goroutine of its own. Building a response goes
@@ -216,8 +225,10 @@ func (s *Service) build(ctx context.Context, req *Request) (*Response, error) {
 	if b.upto == upto {
 		// Not cut short by a full to-device batch: everything up to upto
 		// was looked at (or skipped by the same rule), so the device's next
-		// sync from here may skip again.
-		s.changes.remember(req.UserID, req.DeviceID, syncMemo{upto: upto, v: versions, ignored: b.ignored, hasIgn: b.ignoredLoaded, toDevice: len(b.resp.ToDevice.Events) > 0})
+		// sync from here may skip again — once this response is the one
+		// the client gets (Sync remembers it then; a long-poll throws empty
+		// answers away and builds again from the same since).
+		b.resp.memo = &syncMemo{upto: upto, v: versions, ignored: b.ignored, hasIgn: b.ignoredLoaded, toDevice: len(b.resp.ToDevice.Events) > 0}
 	}
 	return b.resp, nil
 }
