@@ -4,8 +4,10 @@
 # DATABASE=postgres://... selects PostgreSQL (the database must be empty);
 # DATABASE=postgres starts a throwaway PostgreSQL with production durability
 # settings (scripts/postgres-test.sh); the default is SQLite in a temporary
-# data directory. The server's log goes
-# to $OUT_DIR/server.log, the result to $OUT_DIR/<scenario>.json.
+# data directory. The server's log goes to $OUT_DIR/server.log, the result to
+# $OUT_DIR/<scenario>.json. PORT picks the client port (default 18008);
+# SERVER_FLAGS adds serve flags, e.g. "--admin-listen 127.0.0.1:9100" to
+# profile the run (docs/benchmarks.md).
 set -euo pipefail
 scenario=${1:?usage: scripts/bench.sh <scenario> [conclave-load flags]}
 shift
@@ -20,7 +22,7 @@ cleanup() {
 	rm -rf "$work/data"
 }
 trap cleanup EXIT
-(cd "$root" && go build -trimpath ${BUILD_TAGS:+-tags $BUILD_TAGS} -o "$work/conclave" ./cmd/conclave && go build -trimpath -o "$work/conclave-load" ./cmd/conclave-load)
+(cd "$root" && go build -trimpath -o "$work/conclave" ./cmd/conclave && go build -trimpath -o "$work/conclave-load" ./cmd/conclave-load)
 db_flag=()
 if [ "${DATABASE:-}" = postgres ]; then
 	pgdsn=$(PG_DURABLE=1 "$root/scripts/postgres-test.sh" start)
