@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -69,11 +70,12 @@ type Service struct {
 	src      Sources
 	unread   unreadCache
 	changes  changes
+	builds   chan struct{} // see buildApart
 }
 
 // New returns the sync service.
 func New(st Store, rooms *room.Service, n *Notifier, src Sources) *Service {
-	return &Service{store: st, rooms: rooms, notifier: n, src: src}
+	return &Service{store: st, rooms: rooms, notifier: n, src: src, builds: make(chan struct{}, maxConcurrentBuilds)}
 }
 
 // Notifier returns the notifier that wakes this service's long-polls.
@@ -143,12 +145,26 @@ func (s *Service) answer(req *Request, resp *Response) *Response {
 	return resp
 }
 
+// maxConcurrentBuilds bounds the /sync responses being built at once.
+var maxConcurrentBuilds = max(4, 2*runtime.GOMAXPROCS(0))
+
 // buildApart runs build on a goroutine of its own. Building a response goes
 // deep into the SQLite driver, whose frames grow a goroutine's stack to tens
 // of kilobytes, and a long-poll then keeps that stack while it waits: done
 // apart, the deep stack is gone when build returns, and a waiting /sync
 // costs a shallow stack (the idle scenario in docs/benchmarks.md).
+//
+// At most maxConcurrentBuilds builds run at once. Under load, woken syncs
+// then queue for a moment while messages keep being accepted, and each
+// builds a response carrying everything that arrived meanwhile: fewer,
+// fuller responses instead of one per event, with no delay when idle.
 func (s *Service) buildApart(ctx context.Context, req *Request) (*Response, error) {
+	select {
+	case s.builds <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-s.builds }()
 	var resp *Response
 	var err error
 	done := make(chan struct{})
