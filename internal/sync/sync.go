@@ -146,7 +146,7 @@ func (s *Service) answer(req *Request, resp *Response) *Response {
 }
 
 // maxConcurrentBuilds bounds the /sync responses being built at once.
-var maxConcurrentBuilds = max(4, 2*runtime.GOMAXPROCS(0))
+var maxConcurrentBuilds = max(2, runtime.GOMAXPROCS(0))
 
 // buildApart runs build on a goroutine of its own. Building a response goes
 // deep into the SQLite driver, whose frames grow a goroutine's stack to tens
@@ -154,7 +154,7 @@ var maxConcurrentBuilds = max(4, 2*runtime.GOMAXPROCS(0))
 // apart, the deep stack is gone when build returns, and a waiting /sync
 // costs a shallow stack (the idle scenario in docs/benchmarks.md).
 //
-// At most maxConcurrentBuilds builds run at once. Under load, woken syncs
+// At most maxConcurrentBuilds (one per CPU) builds run at once. Under load, woken syncs
 // then queue for a moment while messages keep being accepted, and each
 // builds a response carrying everything that arrived meanwhile: fewer,
 // fuller responses instead of one per event, with no delay when idle.
