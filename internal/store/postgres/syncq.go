@@ -23,25 +23,26 @@ const maxUnreadScan = 1000
 func (db *DB) UnreadCounts(ctx context.Context, roomID, userID string, since, upto int64) (store.Unread, error) {
 	// The read point is the newest of the user's read receipts (public or
 	// private, any thread) and their own latest membership.
-	var from int64
-	err := db.pool.QueryRow(ctx, `SELECT coalesce(max(p), 0) FROM (
-		SELECT e.pos AS p FROM receipts r JOIN events e ON e.event_id = r.event_id WHERE r.room_id = $1 AND r.user_id = $2 AND r.type IN ('m.read', 'm.read.private')
-		UNION ALL SELECT pos FROM memberships WHERE room_id = $1 AND user_id = $2) x`, roomID, userID).Scan(&from)
+	// One statement: the read point, then the unread events after it (a
+	// row with a NULL json when there are none).
+	rows, err := db.pool.Query(ctx, `WITH rp AS (SELECT coalesce(max(p), 0) AS p FROM (
+			SELECT e.pos AS p FROM receipts r JOIN events e ON e.event_id = r.event_id WHERE r.room_id = $1 AND r.user_id = $2 AND r.type IN ('m.read', 'm.read.private')
+			UNION ALL SELECT pos FROM memberships WHERE room_id = $1 AND user_id = $2) x)
+		SELECT rp.p, u.json FROM rp LEFT JOIN LATERAL (SELECT json FROM events WHERE room_id = $1 AND pos > greatest(rp.p, $3) AND pos <= $4 AND sender <> $2 AND state_key IS NULL
+			AND type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') AND redacted_by = '' ORDER BY pos DESC LIMIT $5) u ON true`,
+		roomID, userID, since, upto, maxUnreadScan)
 	if err != nil {
 		return store.Unread{}, err
 	}
-	u := store.Unread{ReadPos: from}
-	from = max(from, since)
-	rows, err := db.pool.Query(ctx, `SELECT json FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 AND sender <> $4 AND state_key IS NULL
-		AND type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') AND redacted_by = '' ORDER BY pos DESC LIMIT $5`, roomID, from, upto, userID, maxUnreadScan)
-	if err != nil {
-		return u, err
-	}
 	defer rows.Close()
+	var u store.Unread
 	for rows.Next() {
 		var js []byte
-		if err := rows.Scan(&js); err != nil {
+		if err := rows.Scan(&u.ReadPos, &js); err != nil {
 			return u, err
+		}
+		if js == nil {
+			continue
 		}
 		u.Notifications++
 		if mentions(js, userID) {
