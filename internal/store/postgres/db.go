@@ -31,7 +31,10 @@
 // first, then checks that the forward extremities the room service built on
 // (NewEvent.PrevEvents of the first event) are still the room's: another
 // process may have appended to the room since this one loaded it. If not it
-// returns store.ErrRoomChanged, and the room service reloads the room.
+// returns store.ErrRoomChanged, and the room service reloads the room. Lock,
+// check, allocation and rows are one pipeline (one round trip): the check is
+// a statement that divides by zero when the extremities differ, which aborts
+// the implicit transaction before anything is allocated or written.
 package postgres
 
 import (
