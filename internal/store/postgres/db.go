@@ -16,9 +16,14 @@
 // rollback), so positions are committed in order and `SELECT pos FROM
 // stream` is always the highest position below which everything is
 // committed. The price is that writers taking positions are serialised from
-// their allocation to their commit; every write allocates as late as it can.
+// their allocation to their commit, so every write allocates as late as it
+// can and never waits for the client while it holds the row: the
+// allocation (UPDATE stream … in pipeline.allocPos, or queued first in a
+// batch) goes out in the same round trip as the rows that use it, which
+// find their positions with lastPosSQL, and the commit follows in that
+// round trip too (a pipeline's implicit transaction) or in the next one.
 // Tracking the maximum contiguous committed position instead would let
-// writers overlap, at the cost of a more complex reader side.
+// commits overlap, at the cost of a more complex reader side.
 //
 // # Per-room serialisation
 //
@@ -26,7 +31,10 @@
 // first, then checks that the forward extremities the room service built on
 // (NewEvent.PrevEvents of the first event) are still the room's: another
 // process may have appended to the room since this one loaded it. If not it
-// returns store.ErrRoomChanged, and the room service reloads the room.
+// returns store.ErrRoomChanged, and the room service reloads the room. Lock,
+// check, allocation and rows are one pipeline (one round trip): the check is
+// a statement that divides by zero when the extremities differ, which aborts
+// the implicit transaction before anything is allocated or written.
 package postgres
 
 import (
@@ -191,16 +199,6 @@ func (db *DB) tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 func retryable(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
-}
-
-// nextPos allocates n consecutive stream positions inside tx and returns the
-// first. The stream row stays locked until tx ends (see the package comment).
-func nextPos(ctx context.Context, tx pgx.Tx, n int) (int64, error) {
-	var last int64
-	if err := tx.QueryRow(ctx, `UPDATE stream SET pos = pos + $1 WHERE id = 1 RETURNING pos`, n).Scan(&last); err != nil {
-		return 0, err
-	}
-	return last - int64(n) + 1, nil
 }
 
 // MaxStreamPos implements store.Stream.

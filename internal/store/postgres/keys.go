@@ -26,21 +26,19 @@ func init() {
 	)
 }
 
-// deviceListChanged records a device list change for each user at fresh positions.
+// deviceListChanged records a device list change for each user at fresh
+// positions: the allocation and the rows go out in one round trip, so the
+// stream row lock is held from there to the commit only.
 func deviceListChanged(ctx context.Context, tx pgx.Tx, userIDs ...string) error {
 	if len(userIDs) == 0 {
 		return nil
 	}
-	pos, err := nextPos(ctx, tx, len(userIDs))
-	if err != nil {
-		return err
-	}
+	var b pgx.Batch
+	b.Queue(`UPDATE stream SET pos = pos + $1 WHERE id = 1`, len(userIDs))
 	for i, u := range userIDs {
-		if _, err := tx.Exec(ctx, `INSERT INTO device_list_changes (user_id, pos) VALUES ($1, $2)`, u, pos+int64(i)); err != nil {
-			return err
-		}
+		b.Queue(`INSERT INTO device_list_changes (user_id, pos) VALUES ($1, `+lastPosSQL+` - $2)`, u, len(userIDs)-1-i)
 	}
-	return nil
+	return tx.SendBatch(ctx, &b).Close()
 }
 
 func (db *DB) UploadKeys(ctx context.Context, u *store.KeyUpload) (map[string]int, bool, error) {
@@ -433,13 +431,12 @@ func (db *DB) SendToDevice(ctx context.Context, sender, senderDevice, txnID stri
 		if len(rows) == 0 {
 			return nil
 		}
-		pos, err := nextPos(ctx, tx, len(rows))
-		if err != nil {
-			return err
-		}
+		// The allocation goes out with the rows: one round trip under the
+		// stream row lock before the commit.
 		var b pgx.Batch
+		b.Queue(`UPDATE stream SET pos = pos + $1 WHERE id = 1`, len(rows))
 		for i, r := range rows {
-			b.Queue(`INSERT INTO to_device (pos, user_id, device_id, json) VALUES ($1, $2, $3, $4)`, pos+int64(i), r.user, r.device, []byte(r.j))
+			b.Queue(`INSERT INTO to_device (pos, user_id, device_id, json) VALUES (`+lastPosSQL+` - $1, $2, $3, $4)`, len(rows)-1-i, r.user, r.device, []byte(r.j))
 		}
 		return tx.SendBatch(ctx, &b).Close()
 	})
@@ -447,12 +444,19 @@ func (db *DB) SendToDevice(ctx context.Context, sender, senderDevice, txnID stri
 }
 
 func (db *DB) ToDeviceMessages(ctx context.Context, userID, deviceID string, ack, after, upto int64, limit int) ([]store.ToDeviceMessage, error) {
+	q := `SELECT pos, json FROM to_device WHERE user_id = $1 AND device_id = $2 AND pos > $3 AND pos <= $4 ORDER BY pos LIMIT $5`
 	if ack > 0 {
-		if _, err := db.pool.Exec(ctx, `DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND pos <= $3`, userID, deviceID, ack); err != nil {
-			return nil, err
-		}
+		// The acknowledged messages are deleted in the same statement (one
+		// round trip per /sync). Its SELECT reads the rows as they were
+		// before the DELETE, so it skips the deleted ones itself.
+		q = `WITH d AS (DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND pos <= $6)
+			SELECT pos, json FROM to_device WHERE user_id = $1 AND device_id = $2 AND pos > greatest($3::bigint, $6::bigint) AND pos <= $4 ORDER BY pos LIMIT $5`
 	}
-	rows, err := db.pool.Query(ctx, `SELECT pos, json FROM to_device WHERE user_id = $1 AND device_id = $2 AND pos > $3 AND pos <= $4 ORDER BY pos LIMIT $5`, userID, deviceID, after, upto, limit)
+	args := []any{userID, deviceID, after, upto, limit}
+	if ack > 0 {
+		args = append(args, ack)
+	}
+	rows, err := db.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}

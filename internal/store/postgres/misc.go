@@ -11,18 +11,18 @@ import (
 )
 
 func (db *DB) PutAccountData(ctx context.Context, userID, roomID, typ string, content json.RawMessage) (int64, error) {
+	// One round trip (see pipeline): the stream row lock is held only while
+	// the server writes the row and commits.
+	var p pipeline
 	var pos int64
-	err := db.tx(ctx, func(tx pgx.Tx) error {
-		var err error
-		if pos, err = nextPos(ctx, tx, 1); err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `INSERT INTO account_data (user_id, room_id, type, content, pos) VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, pos = excluded.pos`,
-			userID, roomID, typ, []byte(content), pos)
-		return err
-	})
-	return pos, err
+	p.allocPos(1, &pos)
+	p.exec(nil, `INSERT INTO account_data (user_id, room_id, type, content, pos) VALUES ($1, $2, $3, $4, `+lastPosSQL+`)
+		ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, pos = excluded.pos`,
+		userID, roomID, typ, []byte(content))
+	if err := db.run(ctx, &p); err != nil {
+		return 0, err
+	}
+	return pos, nil
 }
 
 func (db *DB) GetAccountData(ctx context.Context, userID, roomID, typ string) (json.RawMessage, error) {
@@ -53,18 +53,16 @@ func (db *DB) AccountDataSince(ctx context.Context, userID string, pos int64) ([
 }
 
 func (db *DB) PutReceipt(ctx context.Context, r *store.Receipt) (int64, error) {
+	var p pipeline
 	var pos int64
-	err := db.tx(ctx, func(tx pgx.Tx) error {
-		var err error
-		if pos, err = nextPos(ctx, tx, 1); err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `INSERT INTO receipts (room_id, user_id, type, thread_id, event_id, ts, pos) VALUES ($1, $2, $3, $4, $5, $6, $7)
-			ON CONFLICT (room_id, user_id, type, thread_id) DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, pos = excluded.pos`,
-			r.RoomID, r.UserID, r.Type, r.ThreadID, r.EventID, r.TS, pos)
-		return err
-	})
-	return pos, err
+	p.allocPos(1, &pos)
+	p.exec(nil, `INSERT INTO receipts (room_id, user_id, type, thread_id, event_id, ts, pos) VALUES ($1, $2, $3, $4, $5, $6, `+lastPosSQL+`)
+		ON CONFLICT (room_id, user_id, type, thread_id) DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, pos = excluded.pos`,
+		r.RoomID, r.UserID, r.Type, r.ThreadID, r.EventID, r.TS)
+	if err := db.run(ctx, &p); err != nil {
+		return 0, err
+	}
+	return pos, nil
 }
 
 func (db *DB) ReceiptsSince(ctx context.Context, roomIDs []string, pos int64) ([]store.Receipt, error) {

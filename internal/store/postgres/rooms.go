@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"errors"
-	"slices"
 
 	"github.com/jackc/pgx/v5"
 
@@ -11,20 +10,14 @@ import (
 )
 
 func (db *DB) CreateRoom(ctx context.Context, r *store.Room, events []store.NewEvent) ([]int64, error) {
-	var positions []int64
-	err := db.tx(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO rooms (room_id, version, creator, created_ts, public) VALUES ($1, $2, $3, $4, $5)`,
-			r.RoomID, r.Version, r.Creator, r.CreatedTS, r.Public)
-		if isConstraint(err) {
-			return store.ErrConflict
-		}
-		if err != nil {
-			return err
-		}
-		positions, err = persistEventsTx(ctx, tx, r.RoomID, events)
-		return err
-	})
-	return positions, err
+	var p pipeline
+	p.exec(conflictErr, `INSERT INTO rooms (room_id, version, creator, created_ts, public) VALUES ($1, $2, $3, $4, $5)`,
+		r.RoomID, r.Version, r.Creator, r.CreatedTS, r.Public)
+	positions := queueEvents(&p, r.RoomID, events)
+	if err := db.run(ctx, &p); err != nil {
+		return nil, err
+	}
+	return positions(), nil
 }
 
 func (db *DB) GetRoom(ctx context.Context, roomID string) (*store.Room, error) {
@@ -64,101 +57,97 @@ func (db *DB) LoadRoomSnapshot(ctx context.Context, roomID string) (*store.RoomS
 }
 
 func (db *DB) PersistEvents(ctx context.Context, roomID string, events []store.NewEvent) ([]int64, error) {
-	var positions []int64
-	err := db.tx(ctx, func(tx pgx.Tx) error {
-		var err error
-		positions, err = persistEventsTx(ctx, tx, roomID, events)
-		return err
-	})
-	return positions, err
-}
-
-func persistEventsTx(ctx context.Context, tx pgx.Tx, roomID string, events []store.NewEvent) ([]int64, error) {
 	if len(events) == 0 {
 		return nil, nil
 	}
-	// One writer per room across processes, then the check that this writer
-	// built on the room's current head.
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, roomLockClass, roomID); err != nil {
+	var p pipeline
+	positions := queueEvents(&p, roomID, events)
+	if err := db.run(ctx, &p); err != nil {
 		return nil, err
 	}
+	return positions(), nil
+}
+
+// queueEvents queues the writes of PersistEvents on p; positions returns the
+// events' stream positions once p has run.
+//
+// The whole write is one pipeline (one round trip, one implicit
+// transaction): the room's advisory lock (one writer per room across
+// processes), the check that this writer built on the room's current head,
+// then the stream position allocation and every row. The stream row lock is
+// thus taken after the room lock and the check, and held only while the
+// server runs the inserts and commits.
+func queueEvents(p *pipeline, roomID string, events []store.NewEvent) func() []int64 {
+	if len(events) == 0 {
+		return func() []int64 { return nil }
+	}
+	p.exec(nil, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, roomLockClass, roomID)
 	if prev := events[0].PrevEvents; prev != nil {
-		cur, err := queryStrings(ctx, tx, `SELECT event_id FROM forward_extremities WHERE room_id = $1`, roomID)
-		if err != nil {
-			return nil, err
-		}
-		if !sameSet(cur, prev) {
-			return nil, store.ErrRoomChanged
-		}
+		// The forward extremities must still be exactly prev: if not, the
+		// division by zero aborts the transaction (constant folding cannot
+		// trigger it early: the condition reads tables) and is reported as
+		// store.ErrRoomChanged.
+		p.exec(roomChangedErr, `SELECT 1 / CASE WHEN
+				(SELECT coalesce(array_agg(event_id COLLATE "C" ORDER BY event_id COLLATE "C"), '{}') FROM forward_extremities WHERE room_id = $1) =
+				(SELECT coalesce(array_agg(x COLLATE "C" ORDER BY x COLLATE "C"), '{}') FROM unnest($2::text[]) AS x)
+			THEN 1 ELSE 0 END`, roomID, prev)
 	}
-	first, err := nextPos(ctx, tx, len(events))
-	if err != nil {
-		return nil, err
-	}
-	positions := make([]int64, len(events))
+	var first int64
+	n := len(events)
+	p.allocPos(n, &first)
 	for i := range events {
 		e := &events[i]
-		pos := first + int64(i)
-		positions[i] = pos
-		_, err := tx.Exec(ctx, `INSERT INTO events (pos, event_id, room_id, type, state_key, sender, depth, origin_server_ts, json, replaces_state, membership, relates_to, rel_type, sender_device, txn_id, contains_url)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
-			pos, e.EventID, roomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS, e.JSON, e.ReplacesState, e.Membership, e.RelatesTo, e.RelType, e.SenderDevice, e.TxnID, e.ContainsURL)
-		if isConstraint(err) {
-			return nil, store.ErrConflict
-		}
-		if err != nil {
-			return nil, err
-		}
+		back := n - 1 - i // this event's position is lastPosSQL - back
+		p.exec(conflictErr, `INSERT INTO events (pos, event_id, room_id, type, state_key, sender, depth, origin_server_ts, json, replaces_state, membership, relates_to, rel_type, sender_device, txn_id, contains_url)
+			VALUES (`+lastPosSQL+` - $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+			back, e.EventID, roomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS, e.JSON, e.ReplacesState, e.Membership, e.RelatesTo, e.RelType, e.SenderDevice, e.TxnID, e.ContainsURL)
 		if e.TxnID != "" {
-			if _, err := tx.Exec(ctx, `INSERT INTO txns (user_id, device_id, room_id, txn_id, event_id) VALUES ($1, $2, $3, $4, $5)`, e.Sender, e.SenderDevice, roomID, e.TxnID, e.EventID); err != nil {
-				if isConstraint(err) {
-					return nil, store.ErrConflict
-				}
-				return nil, err
-			}
+			p.exec(conflictErr, `INSERT INTO txns (user_id, device_id, room_id, txn_id, event_id) VALUES ($1, $2, $3, $4, $5)`, e.Sender, e.SenderDevice, roomID, e.TxnID, e.EventID)
 		}
 		if e.StateKey != nil {
-			if _, err := tx.Exec(ctx, `INSERT INTO room_state (room_id, type, state_key, event_id, pos) VALUES ($1, $2, $3, $4, $5)
+			p.exec(nil, `INSERT INTO room_state (room_id, type, state_key, event_id, pos) VALUES ($1, $2, $3, $4, `+lastPosSQL+` - $5)
 				ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, pos = excluded.pos`,
-				roomID, e.Type, *e.StateKey, e.EventID, pos); err != nil {
-				return nil, err
-			}
+				roomID, e.Type, *e.StateKey, e.EventID, back)
 			if e.Type == "m.room.member" {
-				if _, err := tx.Exec(ctx, `INSERT INTO memberships (room_id, user_id, membership, event_id, pos) VALUES ($1, $2, $3, $4, $5)
+				p.exec(nil, `INSERT INTO memberships (room_id, user_id, membership, event_id, pos) VALUES ($1, $2, $3, $4, `+lastPosSQL+` - $5)
 					ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id, pos = excluded.pos, forgotten = false`,
-					roomID, *e.StateKey, e.Membership, e.EventID, pos); err != nil {
-					return nil, err
-				}
+					roomID, *e.StateKey, e.Membership, e.EventID, back)
 			}
 		}
 		if e.Redacts != "" {
 			// Only the first redaction counts; the target may be unknown or in
 			// another room, in which case nothing is marked.
-			if _, err := tx.Exec(ctx, `UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND room_id = $3 AND redacted_by = ''`, e.EventID, e.Redacts, roomID); err != nil {
-				return nil, err
-			}
+			p.exec(nil, `UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND room_id = $3 AND redacted_by = ''`, e.EventID, e.Redacts, roomID)
 		}
 	}
 	// The last event becomes the single forward extremity: local events form
 	// a line. Federation will cite several.
-	if _, err := tx.Exec(ctx, `DELETE FROM forward_extremities WHERE room_id = $1`, roomID); err != nil {
-		return nil, err
+	p.exec(nil, `DELETE FROM forward_extremities WHERE room_id = $1`, roomID)
+	p.exec(nil, `INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)`, roomID, events[len(events)-1].EventID)
+	return func() []int64 {
+		positions := make([]int64, n)
+		for i := range positions {
+			positions[i] = first + int64(i)
+		}
+		return positions
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)`, roomID, events[len(events)-1].EventID); err != nil {
-		return nil, err
-	}
-	return positions, nil
 }
 
-// sameSet reports whether a and b hold the same strings.
-func sameSet(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
+// conflictErr maps a uniqueness violation to store.ErrConflict.
+func conflictErr(err error) error {
+	if isConstraint(err) {
+		return store.ErrConflict
 	}
-	a, b = slices.Clone(a), slices.Clone(b)
-	slices.Sort(a)
-	slices.Sort(b)
-	return slices.Equal(a, b)
+	return err
+}
+
+// roomChangedErr maps the extremity check's division by zero to
+// store.ErrRoomChanged.
+func roomChangedErr(err error) error {
+	if pgCode(err) == "22012" {
+		return store.ErrRoomChanged
+	}
+	return err
 }
 
 func (db *DB) SetRoomPublic(ctx context.Context, roomID string, public bool) error {

@@ -21,16 +21,16 @@ func (db *DB) StateBetween(ctx context.Context, roomID string, after, before int
 const maxUnreadScan = 1000
 
 func (db *DB) UnreadCounts(ctx context.Context, roomID, userID string, since, upto int64) (store.Unread, error) {
-	// One query: the read point — the newest of the user's read receipts
-	// (public or private, any thread) and their own latest membership — and
-	// the notifying events after both it and since (no rows: a NULL json).
-	rows, err := db.pool.Query(ctx, `WITH rp(p) AS (SELECT coalesce(max(x), 0) FROM (
-			SELECT e.pos AS x FROM receipts r JOIN events e ON e.event_id = r.event_id
-			WHERE r.room_id = $1 AND r.user_id = $2 AND r.type IN ('m.read', 'm.read.private')
-			UNION ALL SELECT pos FROM memberships WHERE room_id = $1 AND user_id = $2) y)
-		SELECT rp.p, e.json FROM rp LEFT JOIN (
-			SELECT pos, json FROM events WHERE room_id = $1 AND pos > $3 AND pos <= $4 AND sender <> $2 AND state_key IS NULL
-			AND type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') AND redacted_by = '' ORDER BY pos DESC LIMIT $5) e ON e.pos > rp.p`, roomID, userID, since, upto, maxUnreadScan)
+	// One statement: the read point — the newest of the user's read
+	// receipts (public or private, any thread) and their own latest
+	// membership — then the unread events after it and since (a row with a
+	// NULL json when there are none).
+	rows, err := db.pool.Query(ctx, `WITH rp AS (SELECT coalesce(max(p), 0) AS p FROM (
+			SELECT e.pos AS p FROM receipts r JOIN events e ON e.event_id = r.event_id WHERE r.room_id = $1 AND r.user_id = $2 AND r.type IN ('m.read', 'm.read.private')
+			UNION ALL SELECT pos FROM memberships WHERE room_id = $1 AND user_id = $2) x)
+		SELECT rp.p, u.json FROM rp LEFT JOIN LATERAL (SELECT json FROM events WHERE room_id = $1 AND pos > greatest(rp.p, $3) AND pos <= $4 AND sender <> $2 AND state_key IS NULL
+			AND type IN ('m.room.message', 'm.room.encrypted', 'm.sticker') AND redacted_by = '' ORDER BY pos DESC LIMIT $5) u ON true`,
+		roomID, userID, since, upto, maxUnreadScan)
 	if err != nil {
 		return store.Unread{}, err
 	}

@@ -267,15 +267,31 @@ func testToDevice(t *testing.T, s store.Store) {
 	if len(ms) != 2 || string(ms[0].JSON) != `{"body":"all"}` || ms[0].Pos >= ms[1].Pos {
 		t.Fatalf("messages %+v", ms)
 	}
-	ms, _ = s.ToDeviceMessages(ctx(), "@b:x", "B1", 0, 0, top, 1)
+	ms, err = s.ToDeviceMessages(ctx(), "@b:x", "B1", 0, 0, top, 1)
+	must(t, err)
 	equal(t, "limit", len(ms), 1)
 	// Acknowledging deletes up to ack.
-	ms, _ = s.ToDeviceMessages(ctx(), "@b:x", "B1", ms[0].Pos, ms[0].Pos, top, 10)
+	ms, err = s.ToDeviceMessages(ctx(), "@b:x", "B1", ms[0].Pos, ms[0].Pos, top, 10)
+	must(t, err)
 	equal(t, "after ack", len(ms), 1)
-	ms, _ = s.ToDeviceMessages(ctx(), "@b:x", "B1", 0, 0, top, 10)
+	ms, err = s.ToDeviceMessages(ctx(), "@b:x", "B1", 0, 0, top, 10)
+	must(t, err)
 	equal(t, "acked one gone", len(ms), 1)
-	ms, _ = s.ToDeviceMessages(ctx(), "@b:x", "B2", 0, 0, top, 10)
+	ms, err = s.ToDeviceMessages(ctx(), "@b:x", "B2", 0, 0, top, 10)
+	must(t, err)
 	equal(t, "B2", len(ms), 1)
+	// An acknowledgement beyond after: what it deletes is not returned.
+	_, _, err = s.SendToDevice(ctx(), "@a:x", "A", "txn3", []store.ToDeviceSend{msg("@b:x", "B2", "third")})
+	must(t, err)
+	top = maxPos(t, s)
+	ms, err = s.ToDeviceMessages(ctx(), "@b:x", "B2", top-1, 0, top, 10)
+	must(t, err)
+	if len(ms) != 1 || ms[0].Pos != top || string(ms[0].JSON) != `{"body":"third"}` {
+		t.Fatalf("after an acknowledgement ahead of after: %+v", ms)
+	}
+	ms, err = s.ToDeviceMessages(ctx(), "@b:x", "B2", 0, 0, top, 10)
+	must(t, err)
+	equal(t, "acknowledged ahead of after", len(ms), 1)
 }
 
 func testDeleteDeviceCleanup(t *testing.T, s store.Store) {
