@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	gosync "sync"
 	"testing"
@@ -31,21 +30,6 @@ import (
 )
 
 var client = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
-
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "conclave")
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(gobin); err != nil {
-		gobin = "go"
-	}
-	cmd := exec.Command(gobin, "build", "-o", bin, "conclave/cmd/conclave")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 type proc struct {
 	url string
@@ -189,7 +173,7 @@ func TestTwoProcessesOneDatabase(t *testing.T) {
 		t.Skipf("needs %s=postgres (the PostgreSQL pass of make test)", hstest.EnvDatabase)
 	}
 	dsn := pgtest.NewDatabase(t)
-	bin := buildBinary(t)
+	bin := hstest.BuildBinary(t)
 	dirA, dirB := t.TempDir(), t.TempDir()
 	a := start(t, bin, dsn, dirA)
 	b := start(t, bin, dsn, dirB)

@@ -16,12 +16,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	gosync "sync"
 	"testing"
 	"time"
 
+	"conclave/internal/homeserver/hstest"
 	"conclave/internal/store/sqlite"
 )
 
@@ -47,21 +47,6 @@ type harness struct {
 	mu      gosync.Mutex
 	url     string
 	bad     []string // panics and internal errors seen in the server logs
-}
-
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "conclave")
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(gobin); err != nil {
-		gobin = "go"
-	}
-	cmd := exec.Command(gobin, "build", "-o", bin, "conclave/cmd/conclave")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }
 
 // start launches the server and waits for its "listening" log line.
@@ -203,7 +188,7 @@ func TestCrashKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and kills a real server")
 	}
-	h := &harness{t: t, bin: buildBinary(t), dataDir: t.TempDir(),
+	h := &harness{t: t, bin: hstest.BuildBinary(t), dataDir: t.TempDir(),
 		client: &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 7))
