@@ -562,8 +562,8 @@ func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
 		// No receipt and no membership of the user changed, and evs is the
 		// room's every event since the last sync: count them here.
 		u, extended = b.s.unread.extend(m.RoomID, b.req.UserID, b.since, b.upto, evs, func(from, to int64) bool {
-			changed, known := b.s.rooms.ChangedBetween(m.RoomID, from, to)
-			return known && !changed
+			between, known := b.s.rooms.RecentEvents(m.RoomID, from, to, 1)
+			return known && len(between) == 0
 		})
 	}
 	if !extended {
