@@ -16,9 +16,8 @@ const clockTicks = 100
 
 // ProcSample is one reading of a process's resource use.
 type ProcSample struct {
-	CPU     time.Duration // user + system time since the process started
-	RSS     int64         // resident set size, bytes
-	PeakRSS int64         // VmHWM: the highest RSS since start, bytes
+	CPU time.Duration // user + system time since the process started
+	RSS int64         // resident set size, bytes
 }
 
 // ReadProc reads the CPU time and memory of process pid from /proc.
@@ -53,11 +52,8 @@ func ReadProc(pid int) (ProcSample, error) {
 		}
 		v = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB"))
 		n, _ := strconv.ParseInt(v, 10, 64)
-		switch k {
-		case "VmRSS":
+		if k == "VmRSS" {
 			s.RSS = n * 1024
-		case "VmHWM":
-			s.PeakRSS = n * 1024
 		}
 	}
 	return s, nil
