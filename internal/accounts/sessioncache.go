@@ -1,7 +1,7 @@
 package accounts
 
 import (
-	gosync "sync"
+	"sync"
 
 	"conclave/internal/store"
 )
@@ -20,7 +20,7 @@ const maxCachedSessions = 100_000
 // forget bumps a counter; a lookup notes it before asking the store and
 // caches the answer only if it is unchanged afterwards.
 type sessionCache struct {
-	mu      gosync.Mutex
+	mu      sync.Mutex
 	on      bool
 	byHash  map[[32]byte]store.Session
 	byUser  map[string][][32]byte

@@ -22,7 +22,7 @@ import (
 	"conclave/internal/receipts"
 	"conclave/internal/room"
 	"conclave/internal/store"
-	"conclave/internal/sync"
+	"conclave/internal/syncer"
 	"conclave/internal/typing"
 )
 
@@ -32,7 +32,7 @@ type Deps struct {
 	Store    store.Store
 	Accounts *accounts.Service
 	Rooms    *room.Service
-	Sync     *sync.Service
+	Sync     *syncer.Service
 
 	Profiles    *profile.Service
 	AccountData *accountdata.Service

@@ -11,7 +11,7 @@ import (
 	"conclave/internal/keys"
 	"conclave/internal/matrix"
 	"conclave/internal/store"
-	"conclave/internal/sync"
+	"conclave/internal/syncer"
 )
 
 // Client-Server API, "End-to-End Encryption": key upload, query, claim,
@@ -97,7 +97,7 @@ func (a *API) keysClaim(w http.ResponseWriter, r *http.Request, s *store.Session
 
 // ParseStreamToken reads a sync or pagination token as a stream position.
 func ParseStreamToken(tok string) (int64, error) {
-	if t, ok := sync.ParseToken(tok); ok {
+	if t, ok := syncer.ParseToken(tok); ok {
 		return t.Pos, nil
 	}
 	// Plain positions are accepted too (some clients strip the prefix).

@@ -11,7 +11,7 @@ import (
 	"conclave/internal/matrix"
 	"conclave/internal/room"
 	"conclave/internal/store"
-	"conclave/internal/sync"
+	"conclave/internal/syncer"
 )
 
 func (a *API) registerRooms(mux Mux) {
@@ -264,7 +264,7 @@ func (a *API) forget(w http.ResponseWriter, r *http.Request, s *store.Session) {
 		return
 	}
 	if a.Sync != nil {
-		a.Sync.Changed(sync.KindMemberships, s.UserID) // /sync caches memberships
+		a.Sync.Changed(syncer.KindMemberships, s.UserID) // /sync caches memberships
 	}
 	jsonhttp.Empty(w)
 }

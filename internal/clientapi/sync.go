@@ -10,7 +10,7 @@ import (
 	"conclave/internal/matrix"
 	"conclave/internal/presence"
 	"conclave/internal/store"
-	"conclave/internal/sync"
+	"conclave/internal/syncer"
 )
 
 func (a *API) registerSync(mux Mux) {
@@ -59,9 +59,9 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request, s *store.Session) {
 	}
 	defer a.syncs.release(key)
 	q := r.URL.Query()
-	req := &sync.Request{UserID: s.UserID, DeviceID: s.DeviceID}
+	req := &syncer.Request{UserID: s.UserID, DeviceID: s.DeviceID}
 	if since := q.Get("since"); since != "" {
-		t, ok := sync.ParseToken(since)
+		t, ok := syncer.ParseToken(since)
 		if !ok {
 			jsonhttp.Error(w, r, matrix.InvalidParam("Invalid since token"))
 			return
@@ -74,7 +74,7 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request, s *store.Session) {
 			jsonhttp.Error(w, r, matrix.InvalidParam("timeout must be a non-negative integer"))
 			return
 		}
-		req.Timeout = time.Duration(min(ms, int64(sync.MaxTimeout/time.Millisecond))) * time.Millisecond
+		req.Timeout = time.Duration(min(ms, int64(syncer.MaxTimeout/time.Millisecond))) * time.Millisecond
 	}
 	switch q.Get("full_state") {
 	case "", "false":

@@ -10,7 +10,7 @@ import (
 )
 
 // Consecutive incremental syncs of one device take the fast paths of
-// sync/changes.go and room/positions.go (queries skipped when nothing of a
+// syncer/changes.go and room/positions.go (queries skipped when nothing of a
 // kind changed, unread counts extended from the timeline): every change
 // must still arrive, exactly once, and counts must stay right.
 func TestSyncFastPathsMissNothing(t *testing.T) {

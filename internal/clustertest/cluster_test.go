@@ -19,7 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	gosync "sync"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,7 +33,7 @@ var client = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
 
 type proc struct {
 	url string
-	mu  gosync.Mutex
+	mu  sync.Mutex
 	bad []string // panics and internal errors in its log
 }
 
@@ -278,8 +278,8 @@ func TestTwoProcessesOneDatabase(t *testing.T) {
 
 	// Concurrent sends into the room through both processes.
 	const perProc, each = 4, 50
-	var wg gosync.WaitGroup
-	var mu gosync.Mutex
+	var wg sync.WaitGroup
+	var mu sync.Mutex
 	var ids []string
 	for pi, p := range []*proc{a, b} {
 		token := alice

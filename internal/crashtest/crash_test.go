@@ -17,7 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	gosync "sync"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,7 +44,7 @@ type harness struct {
 	bin     string
 	dataDir string
 	client  *http.Client
-	mu      gosync.Mutex
+	mu      sync.Mutex
 	url     string
 	bad     []string // panics and internal errors seen in the server logs
 }
@@ -168,7 +168,7 @@ func (h *harness) login(name string) user {
 
 // state is what the clients know the server acknowledged.
 type state struct {
-	mu      gosync.Mutex
+	mu      sync.Mutex
 	acked   map[string]string // txn body -> event ID (messages)
 	byID    map[string]string // event ID -> body
 	pending map[int]string    // sender -> txn in flight at the kill
@@ -221,7 +221,7 @@ func TestCrashKill9(t *testing.T) {
 	txnN, killed := 0, 0
 	for cycle := 0; cycle < kills; cycle++ {
 		ctx, stop := context.WithCancel(context.Background())
-		var wg gosync.WaitGroup
+		var wg sync.WaitGroup
 		for i := range devs {
 			wg.Add(1)
 			go func() {

@@ -6,7 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	gosync "sync"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,7 +48,7 @@ type cluster struct {
 	// overflow: the queue was full and messages were dropped.
 	overflow atomic.Bool
 	applied  appliedWatch
-	first    gosync.Once
+	first    sync.Once
 	ready    chan struct{} // closed on the first connection
 }
 
@@ -262,7 +262,7 @@ func (c *cluster) onMessage(payload string) {
 
 // appliedWatch lets publishers wait until the listener has applied a serial.
 type appliedWatch struct {
-	mu     gosync.Mutex
+	mu     sync.Mutex
 	serial int64
 	ch     chan struct{} // closed and replaced on every advance
 }

@@ -12,7 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	gosync "sync"
+	"sync"
 
 	"conclave/internal/accountdata"
 	"conclave/internal/accounts"
@@ -32,7 +32,7 @@ import (
 	"conclave/internal/store"
 	"conclave/internal/store/postgres"
 	"conclave/internal/store/sqlite"
-	"conclave/internal/sync"
+	"conclave/internal/syncer"
 	"conclave/internal/tlsutil"
 	"conclave/internal/typing"
 )
@@ -46,8 +46,8 @@ type Homeserver struct {
 	SigningKey *event.SigningKey
 	Accounts   *accounts.Service
 	Rooms      *room.Service
-	Notifier   *sync.Notifier
-	Sync       *sync.Service
+	Notifier   *syncer.Notifier
+	Sync       *syncer.Service
 	Handler    http.Handler
 	Keys       *keys.Service
 	Push       *push.Service
@@ -58,7 +58,7 @@ type Homeserver struct {
 	FederationHandler http.Handler    // nil when federation_listen is empty
 	Routes            []string        // client listener patterns, "METHOD /path/{param}"
 
-	mu             gosync.Mutex
+	mu             sync.Mutex
 	clientAddr     net.Addr
 	federationAddr net.Addr
 	adminAddr      net.Addr
@@ -104,13 +104,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 	}
 	hs.Rooms.RequireEncryption = cfg.RequireEncryption
 	hs.Keys = keys.New(db, cfg.ServerName)
-	hs.Notifier = sync.NewNotifier()
+	hs.Notifier = syncer.NewNotifier()
 	hs.newMiscServices()
 	hs.wire()
 	if hs.cluster == nil {
 		// This process is the database's only writer: /sync may use what
 		// the room and sync services know about recent changes instead of
-		// asking the store (room/positions.go, sync/changes.go).
+		// asking the store (room/positions.go, syncer/changes.go).
 		floor, err := db.MaxStreamPos(ctx)
 		if err != nil {
 			db.Close()
@@ -134,7 +134,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push})
 	api.Register(mux)
 	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts}).Register(mux)
-	hs.Handler = server.Wrap(server.WithDeadline(hs.instrument(mux), cfg.RequestTimeout.Duration, sync.MaxTimeout, server.IsSlow), log)
+	hs.Handler = server.Wrap(server.WithDeadline(hs.instrument(mux), cfg.RequestTimeout.Duration, syncer.MaxTimeout, server.IsSlow), log)
 	hs.Routes = mux.Patterns()
 	return hs, nil
 }

@@ -8,7 +8,7 @@ import (
 	"conclave/internal/receipts"
 	"conclave/internal/room"
 	"conclave/internal/store"
-	"conclave/internal/sync"
+	"conclave/internal/syncer"
 )
 
 // wire connects the services' hooks: who wakes /sync for what, and what a
@@ -32,20 +32,20 @@ func (hs *Homeserver) wire() {
 		}
 	}
 	// changed tells /sync which users a change concerns before they are
-	// woken, so their next sync knows what it may skip (sync/changes.go).
-	changed := func(k sync.Kind, users ...string) {
+	// woken, so their next sync knows what it may skip (syncer/changes.go).
+	changed := func(k syncer.Kind, users ...string) {
 		if hs.Sync != nil {
 			hs.Sync.Changed(k, users...)
 		}
 	}
 	receiptsInRoom := func(roomID string) {
 		if users, err := hs.Rooms.JoinedMembers(ctx, roomID); err == nil {
-			changed(sync.KindReceipts, users...)
+			changed(syncer.KindReceipts, users...)
 			wake(users...)
 		}
 	}
 	hs.Rooms.Notify = func(notice room.Notice) {
-		changed(sync.KindMemberships, notice.Members...)
+		changed(syncer.KindMemberships, notice.Members...)
 		n.Wake(notice.Users...)
 		c.roomChanged(notice.RoomID, notice.Users)
 	}
@@ -53,12 +53,12 @@ func (hs *Homeserver) wire() {
 	hs.Typing.IsJoined = hs.Rooms.IsJoined
 	hs.Receipts.NotifyRoom = receiptsInRoom
 	hs.Receipts.NotifyUser = func(userID string) {
-		changed(sync.KindReceipts, userID)
+		changed(syncer.KindReceipts, userID)
 		wake(userID)
 	}
 	hs.Receipts.IsJoined = hs.Rooms.IsJoined
 	hs.AccountData.Notify = func(users ...string) {
-		changed(sync.KindAccountData, users...)
+		changed(syncer.KindAccountData, users...)
 		wake(users...)
 	}
 	hs.Presence.Notify = func(userID string) { n.Wake(hs.sharingUsers(ctx, userID)...) }
@@ -77,19 +77,19 @@ func (hs *Homeserver) wire() {
 	hs.Keys.Notify = func(userIDs ...string) {
 		for _, u := range userIDs {
 			users := hs.sharingUsers(ctx, u)
-			changed(sync.KindKeys, users...)
+			changed(syncer.KindKeys, users...)
 			wake(users...)
 		}
 	}
 	hs.Accounts.OnDevicesChanged = func(ctx context.Context, userID string) {
 		users := hs.sharingUsers(ctx, userID)
-		changed(sync.KindKeys, users...)
+		changed(syncer.KindKeys, users...)
 		wake(users...)
 	}
-	hs.Keys.CountsChanged = func(users ...string) { changed(sync.KindKeyCounts, users...) }
+	hs.Keys.CountsChanged = func(users ...string) { changed(syncer.KindKeyCounts, users...) }
 	hs.Keys.CheckPassword = hs.Accounts.CheckPassword
 	hs.Push = push.New(hs.Store, hs.Store, hs.AccountData.PutInternal)
-	hs.Sync = sync.New(hs.Store, hs.Rooms, n, sync.Sources{
+	hs.Sync = syncer.New(hs.Store, hs.Rooms, n, syncer.Sources{
 		AccountDataDefaults: func(userID string) map[string]json.RawMessage {
 			return map[string]json.RawMessage{push.AccountDataType: push.DefaultContent(userID)}
 		},

@@ -19,7 +19,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	gosync "sync"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,7 +31,7 @@ import (
 
 // logBuffer collects the server log.
 type logBuffer struct {
-	mu gosync.Mutex
+	mu sync.Mutex
 	b  bytes.Buffer
 }
 
@@ -261,7 +261,7 @@ func TestBadInputCorpus(t *testing.T) {
 
 	client := &http.Client{Timeout: 20 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	var (
-		mu       gosync.Mutex
+		mu       sync.Mutex
 		failures []string
 		statuses = map[int]int{}
 		done     atomic.Int64
@@ -276,7 +276,7 @@ func TestBadInputCorpus(t *testing.T) {
 		return u
 	}
 	work := make(chan request)
-	var wg gosync.WaitGroup
+	var wg sync.WaitGroup
 	start := time.Now()
 	for range 6 {
 		wg.Add(1)

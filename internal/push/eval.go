@@ -6,7 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	gosync "sync"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 )
@@ -318,7 +318,7 @@ func wordRuneAt(s string, j int) bool {
 }
 
 var (
-	reMu    gosync.Mutex
+	reMu    sync.Mutex
 	reCache = map[string]*regexp.Regexp{}
 )
 

@@ -7,7 +7,7 @@ import (
 	"hash/fnv"
 	"net/url"
 	"slices"
-	gosync "sync"
+	"sync"
 	"time"
 
 	"conclave/internal/matrix"
@@ -30,7 +30,7 @@ type Service struct {
 	PutAccountData func(ctx context.Context, userID, roomID, typ string, content json.RawMessage) error
 	Now            func() time.Time
 
-	locks [64]gosync.Mutex // read-modify-write of one user's rules
+	locks [64]sync.Mutex // read-modify-write of one user's rules
 }
 
 // New returns the service.

@@ -12,7 +12,7 @@ import (
 	"conclave/internal/room"
 	"conclave/internal/store"
 	"conclave/internal/store/sqlite"
-	"conclave/internal/sync"
+	"conclave/internal/syncer"
 )
 
 func newService(tb testing.TB) (*room.Service, *sqlite.DB) {
@@ -63,7 +63,7 @@ func BenchmarkIncrementalSync(b *testing.B) {
 		}
 		rooms = append(rooms, id)
 	}
-	ss := sync.New(db, svc, sync.NewNotifier(), sync.Sources{})
+	ss := syncer.New(db, svc, syncer.NewNotifier(), syncer.Sources{})
 	content := json.RawMessage(`{"msgtype":"m.text","body":"hello"}`)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -74,7 +74,7 @@ func BenchmarkIncrementalSync(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		resp, err := ss.Sync(ctx, &sync.Request{UserID: user, DeviceID: "D", Since: &sync.Token{Pos: pos}})
+		resp, err := ss.Sync(ctx, &syncer.Request{UserID: user, DeviceID: "D", Since: &syncer.Token{Pos: pos}})
 		if err != nil {
 			b.Fatal(err)
 		}

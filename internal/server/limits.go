@@ -5,7 +5,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	gosync "sync"
+	"sync"
 	"time"
 )
 
@@ -19,7 +19,7 @@ func LimitListener(l net.Listener, n int) net.Listener {
 type limitListener struct {
 	net.Listener
 	sem       chan struct{}
-	closeOnce gosync.Once
+	closeOnce sync.Once
 	done      chan struct{}
 }
 
@@ -45,7 +45,7 @@ func (l *limitListener) Close() error {
 
 type limitConn struct {
 	net.Conn
-	once    gosync.Once
+	once    sync.Once
 	release func()
 }
 

@@ -3,7 +3,7 @@ package syncfilter
 import (
 	"context"
 	"encoding/json"
-	gosync "sync"
+	"sync"
 )
 
 // maxCached bounds a Cache; when full it starts over.
@@ -14,7 +14,7 @@ const maxCached = 10_000
 // has no way to edit one), and a parsed Filter is only read, so entries need
 // no invalidation.
 type Cache struct {
-	mu gosync.Mutex
+	mu sync.Mutex
 	m  map[cacheKey]*Filter
 }
 

@@ -3,7 +3,7 @@ package sqlite
 import (
 	"context"
 	"errors"
-	gosync "sync"
+	"sync"
 	"sync/atomic"
 
 	"conclave/internal/store"
@@ -32,7 +32,7 @@ type persistResult struct {
 }
 
 type committer struct {
-	mu     gosync.RWMutex // held for reading while enqueueing, for writing by stop
+	mu     sync.RWMutex // held for reading while enqueueing, for writing by stop
 	closed bool
 	queue  chan *persistRequest
 	done   chan struct{}

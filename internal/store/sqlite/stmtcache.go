@@ -3,7 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	gosync "sync"
+	"sync"
 	"sync/atomic"
 )
 
@@ -19,9 +19,9 @@ const maxCachedStmts = 1024
 // connection and reused.
 type conn struct {
 	*sql.DB
-	stmts   gosync.Map // query text -> *sql.Stmt
+	stmts   sync.Map // query text -> *sql.Stmt
 	n       atomic.Int64
-	pending gosync.Map // query texts a transaction ran unprepared (see Tx)
+	pending sync.Map // query texts a transaction ran unprepared (see Tx)
 	// afterWrite, if set, runs after every statement run outside a
 	// transaction through ExecContext (the writer's stream-position refresh).
 	afterWrite func(ctx context.Context)

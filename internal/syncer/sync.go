@@ -1,7 +1,7 @@
-// Package sync serves /sync: it assembles what changed for one user between
+// Package syncer serves /sync: it assembles what changed for one user between
 // two stream positions, and long-polls on the Notifier until something does.
 // It never polls the database on a timer.
-package sync
+package syncer
 
 import (
 	"context"

@@ -1,7 +1,7 @@
-package sync
+package syncer
 
 import (
-	gosync "sync"
+	"sync"
 
 	"conclave/internal/store"
 )
@@ -33,7 +33,7 @@ const (
 // Only exact when this process sees every change (no other process on the
 // database): off otherwise.
 type changes struct {
-	mu    gosync.Mutex
+	mu    sync.Mutex
 	on    bool
 	users map[string]*[numKinds]uint64
 	memo  map[deviceKey]syncMemo

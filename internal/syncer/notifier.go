@@ -1,7 +1,7 @@
-package sync
+package syncer
 
 import (
-	gosync "sync"
+	"sync"
 	"sync/atomic"
 )
 
@@ -9,10 +9,10 @@ import (
 // change concerns. Waiters register before they look for news, so a change
 // committed while a request is assembling its (empty) answer still wakes it.
 type Notifier struct {
-	mu      gosync.Mutex
+	mu      sync.Mutex
 	waiters map[string]map[*waiter]struct{}
 	closed  chan struct{}
-	once    gosync.Once
+	once    sync.Once
 	woken   atomic.Uint64 // waiters signalled, for metrics
 }
 

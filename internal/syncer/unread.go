@@ -1,9 +1,9 @@
-package sync
+package syncer
 
 import (
 	"bytes"
 	"context"
-	gosync "sync"
+	"sync"
 
 	"conclave/internal/store"
 )
@@ -21,7 +21,7 @@ const maxUnreadEntries = 200_000
 // A redaction of an already counted event does not lower a cached count
 // until the read point moves; Synapse's counts behave the same way.
 type unreadCache struct {
-	mu gosync.Mutex
+	mu sync.Mutex
 	m  map[unreadKey]unreadEntry
 }
 
