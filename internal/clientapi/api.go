@@ -47,14 +47,20 @@ type Deps struct {
 type API struct {
 	Deps
 	maxBody int64
-	limits  *authLimits // accounts.go: /login and /register rate limits
-	syncs   syncSlots   // sync.go: concurrent /sync per device
-	filters syncfilter.Cache
+	limits  *authLimits // auth.go: /login and /register rate limits
+	// limits.go: per-user limits on the expensive endpoints
+	userLimits *userLimits
+	syncs      syncSlots // sync.go: concurrent /sync per device
+	filters    syncfilter.Cache
 }
 
 // New returns the API.
 func New(d Deps) *API {
-	return &API{Deps: d, maxBody: d.Config.MaxRequestBytes}
+	a := &API{Deps: d, maxBody: d.Config.MaxRequestBytes}
+	if d.Config.RateLimits {
+		a.userLimits = newUserLimits(d.Config)
+	}
+	return a
 }
 
 // Mux is what routes are registered on (server.Mux satisfies it).

@@ -2,7 +2,6 @@ package clientapi
 
 import (
 	"errors"
-	"net"
 	"net/http"
 	"strings"
 
@@ -10,6 +9,7 @@ import (
 	"conclave/internal/jsonhttp"
 	"conclave/internal/matrix"
 	"conclave/internal/ratelimit"
+	"conclave/internal/server"
 	"conclave/internal/store"
 )
 
@@ -65,15 +65,9 @@ func fail(w http.ResponseWriter, r *http.Request, err error) {
 	jsonhttp.Error(w, r, err)
 }
 
-// clientIP is the peer address. X-Forwarded-For is not trusted: there is no
-// trusted-proxy setting yet.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
+// clientIP is the client's address: the TCP peer, or what a trusted reverse
+// proxy says in X-Forwarded-For (server.WithClientIP, --trusted-proxies).
+func clientIP(r *http.Request) string { return server.ClientIP(r) }
 
 func limited(l *ratelimit.Limiter, key string, consume bool) error {
 	var ok bool

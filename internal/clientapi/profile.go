@@ -18,7 +18,7 @@ func (a *API) registerProfile(mux Mux) {
 	handle(mux, "GET", "/profile/{userId}/avatar_url", a.getProfileField("avatar_url"))
 	handle(mux, "PUT", "/profile/{userId}/displayname", a.authed(a.putProfileField("displayname")))
 	handle(mux, "PUT", "/profile/{userId}/avatar_url", a.authed(a.putProfileField("avatar_url")))
-	handle(mux, "POST", "/user_directory/search", a.authed(a.searchUserDirectory))
+	handle(mux, "POST", "/user_directory/search", a.authed(a.perUser(directoryLimit, a.searchUserDirectory)))
 }
 
 func profileJSON(p *store.Profile) map[string]string {

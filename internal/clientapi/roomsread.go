@@ -19,7 +19,7 @@ func (a *API) registerRoomsRead(mux Mux) {
 	handle(mux, "GET", "/publicRooms", a.getPublicRooms)
 	handle(mux, "POST", "/publicRooms", a.authed(a.postPublicRooms))
 	handle(mux, "GET", "/rooms/{roomId}/context/{eventId}", a.authed(a.eventContext))
-	handle(mux, "POST", "/rooms/{roomId}/upgrade", a.authed(a.upgradeRoom))
+	handle(mux, "POST", "/rooms/{roomId}/upgrade", a.authed(a.perUser(createRoomLimit, a.upgradeRoom)))
 	handleV1(mux, "GET", "/rooms/{roomId}/relations/{eventId}", a.authed(a.relations))
 	handleV1(mux, "GET", "/rooms/{roomId}/relations/{eventId}/{relType}", a.authed(a.relations))
 	handleV1(mux, "GET", "/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", a.authed(a.relations))

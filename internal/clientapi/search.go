@@ -20,7 +20,7 @@ import (
 // POST /search with the room_events category, backed by the store's
 // full-text index (SQLite FTS5).
 func (a *API) registerSearch(mux Mux) {
-	handle(mux, "POST", "/search", a.authed(a.search))
+	handle(mux, "POST", "/search", a.authed(a.perUser(searchLimit, a.search)))
 }
 
 // Search bounds.

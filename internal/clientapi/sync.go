@@ -89,6 +89,14 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request, s *store.Session) {
 		jsonhttp.Error(w, r, err)
 		return
 	}
+	// An initial or full_state sync reads every joined room's state: the
+	// costliest request a client can repeat at will.
+	if req.Since == nil || req.FullState {
+		if err := a.limitUser(s, fullSyncLimit); err != nil {
+			jsonhttp.Error(w, r, err)
+			return
+		}
+	}
 	req.Filter = filter
 	// Syncing marks the user online unless the client says otherwise.
 	if a.Presence != nil {

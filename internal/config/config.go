@@ -7,6 +7,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -35,8 +37,9 @@ type Config struct {
 	TLSKey                   string   `yaml:"tls_key" help:"TLS key file for the listeners"`
 	TLSCACert                string   `yaml:"tls_ca_cert" help:"CA certificate: sign a certificate for server_name at start and trust it for federation"`
 	TLSCAKey                 string   `yaml:"tls_ca_key" help:"CA key used with tls_ca_cert"`
-	AppserviceDir            string   `yaml:"appservice_dir" help:"directory of application-service registration YAML files"`
-	RateLimits               bool     `yaml:"rate_limits" help:"rate-limit login and registration"`
+	AppserviceDir            string   `yaml:"appservice_dir" help:"application services are not supported yet: must stay empty"`
+	RateLimits               bool     `yaml:"rate_limits" help:"rate limits on login, registration and the expensive per-user endpoints (the *_rate_* settings); false: none (benchmarks)"`
+	TrustedProxies           string   `yaml:"trusted_proxies" help:"comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-For names the client (rate limits, last_seen_ip); empty: the TCP peer is the client"`
 	EncryptPresets           string   `yaml:"encrypt_presets" help:"comma-separated createRoom presets whose rooms are end-to-end encrypted by default"`
 	RequireEncryption        bool     `yaml:"require_encryption" help:"refuse unencrypted non-public rooms and removing or weakening m.room.encryption"`
 	LoginRatePerSecond       float64  `yaml:"login_rate_per_second" help:"sustained login/registration attempts per second per IP and per account"`
@@ -62,6 +65,20 @@ type Config struct {
 	ThumbnailMaxPixels int64  `yaml:"thumbnail_max_pixels" help:"larger images (width*height) are not thumbnailed"`
 	LegacyMediaFreeze  bool   `yaml:"legacy_media_freeze" help:"media uploaded while on are not served by the unauthenticated /_matrix/media/v3 endpoints"`
 	URLPreview         bool   `yaml:"url_preview" help:"URL previews (not implemented yet: must stay false)"`
+	// Per-user limits on the expensive endpoints (docs/hardening.md).
+	// Server admins are exempt, as in Synapse.
+	EventRatePerSecond         float64 `yaml:"event_rate_per_second" help:"sustained events sent per second per user (send, state, redact)"`
+	EventRateBurst             int     `yaml:"event_rate_burst" help:"events a user may send in a burst"`
+	CreateRoomRatePerSecond    float64 `yaml:"create_room_rate_per_second" help:"sustained createRoom calls per second per user"`
+	CreateRoomRateBurst        int     `yaml:"create_room_rate_burst" help:"createRoom burst per user"`
+	InviteRatePerSecond        float64 `yaml:"invite_rate_per_second" help:"sustained invites per second per inviting user"`
+	InviteRateBurst            int     `yaml:"invite_rate_burst" help:"invite burst per inviting user"`
+	SearchRatePerSecond        float64 `yaml:"search_rate_per_second" help:"sustained message searches per second per user"`
+	SearchRateBurst            int     `yaml:"search_rate_burst" help:"message search burst per user"`
+	UserDirectoryRatePerSecond float64 `yaml:"user_directory_rate_per_second" help:"sustained user directory searches per second per user"`
+	UserDirectoryRateBurst     int     `yaml:"user_directory_rate_burst" help:"user directory search burst per user"`
+	FullSyncRatePerSecond      float64 `yaml:"full_sync_rate_per_second" help:"sustained initial or full_state /sync requests per second per user"`
+	FullSyncRateBurst          int     `yaml:"full_sync_rate_burst" help:"initial or full_state /sync burst per user"`
 }
 
 // Duration is a time.Duration written as "30s" in YAML, env and flags.
@@ -100,6 +117,22 @@ func Default() Config {
 		EncryptPresets:        "private_chat,trusted_private_chat",
 		ClamdUnreachable:      "refuse",
 		ThumbnailMaxPixels:    32_000_000,
+
+		// Per-user limits, set well above what a busy person does, so only
+		// scripts meet them. Synapse's rc_message (0.2/s, burst 10) is met
+		// by someone pasting a dozen lines; these are not.
+		EventRatePerSecond:         1,
+		EventRateBurst:             30,
+		CreateRoomRatePerSecond:    0.05, // 3 a minute
+		CreateRoomRateBurst:        10,
+		InviteRatePerSecond:        0.5,
+		InviteRateBurst:            20,
+		SearchRatePerSecond:        0.5,
+		SearchRateBurst:            10,
+		UserDirectoryRatePerSecond: 2, // clients search as the user types
+		UserDirectoryRateBurst:     20,
+		FullSyncRatePerSecond:      0.1, // 6 a minute
+		FullSyncRateBurst:          10,
 	}
 }
 
@@ -225,8 +258,13 @@ func (c *Config) Validate() error {
 	if c.MaxRequestBytes < 65536 {
 		return &Error{Key: "max_request_bytes", Reason: "must be at least 65536"}
 	}
-	if c.LoginRatePerSecond <= 0 || c.LoginRateBurst < 1 {
-		return &Error{Key: "login_rate_per_second", Reason: "rate and burst must be positive"}
+	if err := c.validateLimits(); err != nil {
+		return err
+	}
+	if c.AppserviceDir != "" {
+		// Accepting it and loading nothing would let an operator believe
+		// their bridges are registered.
+		return &Error{Key: "appservice_dir", Reason: "application services are not supported yet; remove the setting"}
 	}
 	if c.PasswordHashMemoryKiB < 64 || c.PasswordHashMemoryKiB > 1<<20 {
 		return &Error{Key: "password_hash_memory_kib", Reason: "must be between 64 and 1048576"}
@@ -258,6 +296,60 @@ func (c *Config) Validate() error {
 		return &Error{Key: "log_level", Reason: "must be debug, info, warn or error"}
 	}
 	return nil
+}
+
+func (c *Config) validateLimits() error {
+	for _, l := range []struct {
+		key   string
+		rate  float64
+		burst int
+	}{
+		{"login_rate", c.LoginRatePerSecond, c.LoginRateBurst},
+		{"event_rate", c.EventRatePerSecond, c.EventRateBurst},
+		{"create_room_rate", c.CreateRoomRatePerSecond, c.CreateRoomRateBurst},
+		{"invite_rate", c.InviteRatePerSecond, c.InviteRateBurst},
+		{"search_rate", c.SearchRatePerSecond, c.SearchRateBurst},
+		{"user_directory_rate", c.UserDirectoryRatePerSecond, c.UserDirectoryRateBurst},
+		{"full_sync_rate", c.FullSyncRatePerSecond, c.FullSyncRateBurst},
+	} {
+		if !(l.rate > 0) || math.IsInf(l.rate, 0) {
+			return &Error{Key: l.key + "_per_second", Reason: "must be a positive number"}
+		}
+		if l.burst < 1 {
+			return &Error{Key: l.key + "_burst", Reason: "must be at least 1"}
+		}
+	}
+	if _, err := c.TrustedProxyPrefixes(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// TrustedProxyPrefixes parses trusted_proxies: comma-separated IP addresses
+// (one host each) or CIDR prefixes, IPv4 or IPv6.
+func (c *Config) TrustedProxyPrefixes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range strings.Split(c.TrustedProxies, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if strings.Contains(s, "/") {
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				return nil, &Error{Key: "trusted_proxies", Reason: fmt.Sprintf("%q is not an IP address or CIDR prefix", s)}
+			}
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" {
+			return nil, &Error{Key: "trusted_proxies", Reason: fmt.Sprintf("%q is not an IP address or CIDR prefix", s)}
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }
 
 func (c *Config) validateMedia() error {

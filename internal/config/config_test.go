@@ -99,3 +99,44 @@ func TestAdminListenAndPprof(t *testing.T) {
 		t.Fatal("usage does not list --admin-pprof")
 	}
 }
+
+// appservice_dir was accepted and never read; it is refused until
+// application services exist, so no operator believes a bridge is registered.
+func TestAppserviceDirRefused(t *testing.T) {
+	_, err := Load([]string{"--appservice-dir", "/etc/conclave/appservices"}, func(string) string { return "" })
+	if err == nil || !strings.Contains(err.Error(), "appservice_dir") || !strings.Contains(err.Error(), "not supported") {
+		t.Fatalf("appservice_dir: %v", err)
+	}
+}
+
+// trusted_proxies and the per-user limits come from flags, env and file like
+// every setting, and bad values name their key.
+func TestTrustedProxiesAndLimits(t *testing.T) {
+	env := map[string]string{"CONCLAVE_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.7,::1", "CONCLAVE_EVENT_RATE_BURST": "99"}
+	cfg, err := Load([]string{"--search-rate-per-second", "2.5"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := cfg.TrustedProxyPrefixes()
+	if err != nil || len(ps) != 3 || ps[0].String() != "10.0.0.0/8" || ps[1].String() != "192.0.2.7/32" || ps[2].String() != "::1/128" {
+		t.Fatalf("trusted proxies %v %v", ps, err)
+	}
+	if cfg.EventRateBurst != 99 || cfg.SearchRatePerSecond != 2.5 || cfg.FullSyncRateBurst != Default().FullSyncRateBurst {
+		t.Fatalf("limits: %+v", cfg)
+	}
+	none := func(string) string { return "" }
+	for args, key := range map[string]string{
+		"--trusted-proxies=10.0.0.0/33":         "trusted_proxies",
+		"--trusted-proxies=proxy.example":       "trusted_proxies",
+		"--event-rate-per-second=0":             "event_rate_per_second",
+		"--invite-rate-burst=0":                 "invite_rate_burst",
+		"--full-sync-rate-per-second=-1":        "full_sync_rate_per_second",
+		"--user-directory-rate-per-second=+Inf": "user_directory_rate_per_second",
+		"--create-room-rate-per-second=NaN":     "create_room_rate_per_second",
+		"--login-rate-burst=0":                  "login_rate_burst",
+	} {
+		if _, err := Load([]string{args}, none); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%s: error %v does not name %s", args, err, key)
+		}
+	}
+}

@@ -134,7 +134,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push})
 	api.Register(mux)
 	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts}).Register(mux)
-	hs.Handler = server.Wrap(server.WithDeadline(hs.instrument(mux), cfg.RequestTimeout.Duration, syncer.MaxTimeout, server.IsSlow), log)
+	proxies, err := cfg.TrustedProxyPrefixes()
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	hs.Handler = server.Wrap(server.WithClientIP(server.WithDeadline(hs.instrument(mux), cfg.RequestTimeout.Duration, syncer.MaxTimeout, server.IsSlow), proxies), log)
 	hs.Routes = mux.Patterns()
 	return hs, nil
 }
