@@ -37,8 +37,10 @@ func (a *API) wellKnown(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) capabilities(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	// Only what createRoom and upgrade accept: a client offering an upgrade
+	// to version 1 or 2 would be refused (spec: "m.room_versions capability").
 	avail := map[string]string{}
-	for _, id := range event.KnownRoomVersions() {
+	for _, id := range event.CreatableRoomVersions() {
 		avail[id] = "stable"
 	}
 	jsonhttp.OK(w, map[string]any{"capabilities": map[string]any{

@@ -102,11 +102,29 @@ func GetRoomVersion(id string) (*RoomVersion, bool) {
 	return v, ok
 }
 
-// KnownRoomVersions lists every supported version ID, for /capabilities.
+// KnownRoomVersions lists every version ID whose rules are known (events of
+// rooms of these versions can be parsed and checked).
 func KnownRoomVersions() []string {
 	out := make([]string, 0, len(roomVersions))
 	for i := 1; i <= 12; i++ {
 		out = append(out, itoa(i))
+	}
+	return out
+}
+
+// Creatable reports whether this server creates (and upgrades to) rooms of
+// the version. Versions 1 and 2 name events "$opaque:server", which Conclave
+// does not mint: it can read their rules but not build their events.
+func (v *RoomVersion) Creatable() bool { return v.EventIDFormat >= 3 }
+
+// CreatableRoomVersions lists the versions createRoom and room upgrades
+// accept, in order: what /capabilities advertises as available.
+func CreatableRoomVersions() []string {
+	var out []string
+	for _, id := range KnownRoomVersions() {
+		if roomVersions[id].Creatable() {
+			out = append(out, id)
+		}
 	}
 	return out
 }

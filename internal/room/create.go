@@ -59,7 +59,7 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 		versionID = event.DefaultRoomVersion
 	}
 	rv, ok := event.GetRoomVersion(versionID)
-	if !ok || rv.EventIDFormat < 3 {
+	if !ok || !rv.Creatable() {
 		return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrUnsupportedRoomVer, "Room version %q is not supported", versionID)
 	}
 	preset := req.Preset

@@ -34,7 +34,7 @@ var copiedOnUpgrade = []string{
 // remains, as it would in Synapse.
 func (s *Service) UpgradeRoom(ctx context.Context, roomID, userID, deviceID, newVersion string) (string, error) {
 	rv, ok := event.GetRoomVersion(newVersion)
-	if !ok || rv.EventIDFormat < 3 {
+	if !ok || !rv.Creatable() {
 		return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrUnsupportedRoomVer, "Room version %q is not supported", newVersion)
 	}
 	oldRoom, err := s.store.GetRoom(ctx, roomID)
