@@ -78,13 +78,20 @@ func (a *API) deactivate(w http.ResponseWriter, r *http.Request, s *store.Sessio
 		fail(w, r, err)
 		return
 	}
+	if req.Erase {
+		// Erasure (spec: POST /account/deactivate, "erase") means serving
+		// the user's events redacted to everyone who joins their rooms
+		// later, on every read path. That is not implemented, and accepting
+		// the flag while doing nothing would mislead the user; refuse it
+		// before anything is changed, so the client can ask again without.
+		fail(w, r, matrix.InvalidParam("erase is not supported by this server: your messages would stay visible to people who join your rooms later. Deactivate without erase (your devices, profile and room memberships are still removed)."))
+		return
+	}
 	ctx := r.Context()
 	if err := a.Accounts.AuthenticateUIA(ctx, accounts.UIA{Purpose: "deactivate", UserID: s.UserID, Flows: passwordFlows}, req.Auth); err != nil {
 		fail(w, r, err)
 		return
 	}
-	// erase is accepted; nothing is erased beyond what deactivation removes
-	// (event redaction for erased users is not implemented).
 	if err := a.Accounts.Deactivate(ctx, s.UserID); err != nil {
 		fail(w, r, err)
 		return
