@@ -36,3 +36,50 @@ func TestCapabilitiesAdvertiseOnlyCreatableVersions(t *testing.T) {
 		}
 	}
 }
+
+// A user who was only invited and rejected the invite was never a member:
+// /members refuses them as /state does. One who was joined and left sees
+// the members as they were when they left, on both.
+func TestRejectedInviteSeesNoMembers(t *testing.T) {
+	s := hstest.Start(t)
+	alice, bob, carol := s.Register(t, "alice"), s.Register(t, "bob"), s.Register(t, "carol")
+	roomID := createRoom(t, s, alice, map[string]any{"preset": "private_chat", "invite": []string{bob.UserID, carol.UserID}})
+	s.MustOK(t, "POST", hstest.Path("/rooms/%s/leave", roomID), bob.Token, map[string]any{}) // rejects the invite
+	s.MustOK(t, "POST", hstest.Path("/rooms/%s/join", roomID), carol.Token, map[string]any{})
+	s.MustOK(t, "POST", hstest.Path("/rooms/%s/leave", roomID), carol.Token, map[string]any{})
+	for _, path := range []string{"/rooms/%s/state", "/rooms/%s/members", "/rooms/%s/state/m.room.create"} {
+		expectErr(t, s.Do(t, "GET", hstest.Path(path, roomID), bob.Token, nil), 403, "M_FORBIDDEN")
+	}
+	for _, path := range []string{"/rooms/%s/state", "/rooms/%s/members"} {
+		s.MustOK(t, "GET", hstest.Path(path, roomID), carol.Token, nil)
+	}
+	m := s.MustOK(t, "GET", hstest.Path("/rooms/%s/members", roomID), carol.Token, nil)
+	if chunk, _ := m.JSON["chunk"].([]any); len(chunk) != 3 {
+		t.Fatalf("members as carol left them: %s", m.Body)
+	}
+}
+
+// A forgotten room is closed to every read path alike: /state, /state/{type}
+// and /event/{eventId} answer as /messages does.
+func TestForgottenRoomClosedEverywhere(t *testing.T) {
+	s := hstest.Start(t)
+	alice, bob := s.Register(t, "alice"), s.Register(t, "bob")
+	roomID := createRoom(t, s, alice, map[string]any{"preset": "public_chat"})
+	s.MustOK(t, "POST", hstest.Path("/rooms/%s/join", roomID), bob.Token, map[string]any{})
+	eventID := s.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/t1", roomID), alice.Token, map[string]any{"msgtype": "m.text", "body": "seen by bob"}).Str("event_id")
+	s.MustOK(t, "POST", hstest.Path("/rooms/%s/leave", roomID), bob.Token, map[string]any{})
+	// Before forgetting, all of them answer.
+	paths := []string{"/rooms/%s/messages?dir=b", "/rooms/%s/state", "/rooms/%s/state/m.room.create", "/rooms/%s/members", "/rooms/%s/event/" + eventID, "/rooms/%s/context/" + eventID}
+	for _, p := range paths {
+		s.MustOK(t, "GET", hstest.Path(p, roomID), bob.Token, nil)
+	}
+	s.MustOK(t, "POST", hstest.Path("/rooms/%s/forget", roomID), bob.Token, map[string]any{})
+	want := s.Do(t, "GET", hstest.Path(paths[0], roomID), bob.Token, nil)
+	expectErr(t, want, 403, "M_FORBIDDEN")
+	for _, p := range paths[1:] {
+		r := s.Do(t, "GET", hstest.Path(p, roomID), bob.Token, nil)
+		if r.Status != want.Status || r.Errcode() != want.Errcode() || r.Str("error") != want.Str("error") {
+			t.Errorf("%s after forgetting: %d %s, want as /messages: %s", p, r.Status, r.Body, want.Body)
+		}
+	}
+}

@@ -230,7 +230,10 @@ func (a *API) members(w http.ResponseWriter, r *http.Request, s *store.Session) 
 		return
 	}
 	if cur := vis.Current(); cur != "join" && !vis.WorldReadable() {
-		if cur == "invite" || cur == "knock" || cur == "" {
+		// As /state: one who left sees the members as they were when they
+		// left, if they had been a member; one who was only invited (or
+		// knocked) and then rejected or was refused never saw them.
+		if cur == "invite" || cur == "knock" || cur == "" || !vis.EverJoined() {
 			jsonhttp.Error(w, r, matrix.Forbidden("You are not a member of this room"))
 			return
 		}

@@ -80,13 +80,12 @@ func (s *Service) StateForUser(ctx context.Context, roomID, userID string) ([]*e
 	switch {
 	case vis.Current() == "join" || vis.WorldReadable():
 		return s.CurrentState(ctx, roomID)
-	case vis.Current() == "leave" || vis.Current() == "ban":
-		// The state as it was when they left, if they had ever joined.
-		for _, m := range vis.members {
-			if m.value == "join" {
-				return s.StateAt(ctx, roomID, vis.LastPos())
-			}
+	case (vis.Current() == "leave" || vis.Current() == "ban") && vis.EverJoined():
+		// The state as it was when they left.
+		if err := s.checkForgotten(ctx, vis, roomID, userID); err != nil {
+			return nil, err
 		}
+		return s.StateAt(ctx, roomID, vis.LastPos())
 	}
 	return nil, matrix.Forbidden("You are not a member of this room")
 }
@@ -127,6 +126,9 @@ func (s *Service) EventForUser(ctx context.Context, roomID, eventID, userID stri
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkForgotten(ctx, vis, roomID, userID); err != nil {
+		return nil, err
+	}
 	if !vis.CanSee(se.Pos, se) {
 		return nil, matrix.NotFound("Event not found")
 	}
@@ -149,15 +151,25 @@ func (s *Service) CanRead(ctx context.Context, roomID, userID string) (*Visibili
 	if vis.Current() == "" && !vis.WorldReadable() {
 		return nil, matrix.Forbidden("You are not a member of this room")
 	}
-	// A user who forgot a room they left no longer reads its history.
-	if cur := vis.Current(); cur == "leave" || cur == "ban" {
-		forgotten, err := s.store.IsForgotten(ctx, userID, roomID)
-		if err != nil {
-			return nil, err
-		}
-		if forgotten && !vis.WorldReadable() {
-			return nil, matrix.Forbidden("You have forgotten this room")
-		}
+	if err := s.checkForgotten(ctx, vis, roomID, userID); err != nil {
+		return nil, err
 	}
 	return vis, nil
+}
+
+// checkForgotten refuses a user who forgot a room they left: they no longer
+// read its history or state (spec: POST /rooms/{roomId}/forget), on every
+// read path alike. A world-readable room stays readable to anyone.
+func (s *Service) checkForgotten(ctx context.Context, vis *Visibility, roomID, userID string) error {
+	if cur := vis.Current(); (cur != "leave" && cur != "ban") || vis.WorldReadable() {
+		return nil
+	}
+	forgotten, err := s.store.IsForgotten(ctx, userID, roomID)
+	if err != nil {
+		return err
+	}
+	if forgotten {
+		return matrix.Forbidden("You have forgotten this room")
+	}
+	return nil
 }

@@ -82,6 +82,19 @@ func (v *Visibility) LastPos() int64 {
 	return v.members[len(v.members)-1].pos
 }
 
+// EverJoined reports whether the user was ever joined to the room. A user
+// who was only invited (or knocked) and then left was never a member: spec
+// GET /rooms/{roomId}/state and /members refuse one who "wasn't previously
+// a member of the room".
+func (v *Visibility) EverJoined() bool {
+	for _, m := range v.members {
+		if m.value == "join" {
+			return true
+		}
+	}
+	return false
+}
+
 // WorldReadable reports whether the room's history is world readable now.
 func (v *Visibility) WorldReadable() bool {
 	return len(v.history) > 0 && v.history[len(v.history)-1].value == "world_readable"
