@@ -24,17 +24,20 @@ func (a *API) eventContext(w http.ResponseWriter, r *http.Request, s *store.Sess
 		jsonhttp.Error(w, r, err)
 		return
 	}
-	filter, err := parseRoomEventFilter(r.URL.Query().Get("filter"))
+	filter, err := parseRoomFilter(r.URL.Query().Get("filter"), roomID)
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return
 	}
 	res, err := a.Rooms.Context(r.Context(), &room.ContextRequest{RoomID: roomID, EventID: r.PathValue("eventId"), UserID: s.UserID, Limit: limit,
-		Filter: store.RoomEventsQuery{Types: filter.Types, NotTypes: filter.NotTypes, Senders: filter.Senders, NotSenders: filter.NotSenders, ContainsURL: filter.ContainsURL}})
+		Filter: filter.query})
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return
 	}
+	// The filter applies to the events around the one asked for, never to
+	// that event itself.
+	res.Before, res.After = filter.keep(res.Before), filter.keep(res.After)
 	// One formatting pass (one aggregation query) for all three parts.
 	all := make([]store.StoredEvent, 0, len(res.Before)+1+len(res.After))
 	all = append(all, res.Before...)
@@ -47,7 +50,7 @@ func (a *API) eventContext(w http.ResponseWriter, r *http.Request, s *store.Sess
 	}
 	nb := len(res.Before)
 	var senders map[string]bool
-	if filter.LazyLoadMembers {
+	if filter.lazyLoadMembers() {
 		senders = map[string]bool{}
 		for i := range all {
 			senders[all[i].Sender] = true

@@ -4,6 +4,7 @@ package clientapi_test
 // refused with a clear error (issue 17, "Honesty").
 
 import (
+	"net/url"
 	"testing"
 
 	"conclave/internal/homeserver/hstest"
@@ -81,5 +82,61 @@ func TestForgottenRoomClosedEverywhere(t *testing.T) {
 		if r.Status != want.Status || r.Errcode() != want.Errcode() || r.Str("error") != want.Str("error") {
 			t.Errorf("%s after forgetting: %d %s, want as /messages: %s", p, r.Status, r.Body, want.Body)
 		}
+	}
+}
+
+// /messages and /context read their filter with the parser /sync uses: what
+// a filter means (empty lists, rooms, inner wildcards) and which filters are
+// refused are the same everywhere.
+func TestMessagesAndContextFilters(t *testing.T) {
+	s := hstest.Start(t)
+	alice := s.Register(t, "alice")
+	roomID := createRoom(t, s, alice, map[string]any{"preset": "private_chat"})
+	first := s.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/m1", roomID), alice.Token, map[string]any{"msgtype": "m.text", "body": "one"}).Str("event_id")
+	s.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/m2", roomID), alice.Token, map[string]any{"msgtype": "m.text", "body": "two"})
+	messages := func(filter string) *hstest.Response {
+		return s.Do(t, "GET", hstest.Path("/rooms/%s/messages", roomID)+"?dir=b&limit=50&filter="+url.QueryEscape(filter), alice.Token, nil)
+	}
+	count := func(r *hstest.Response, key string) int {
+		t.Helper()
+		if r.Status != 200 {
+			t.Fatalf("%d %s", r.Status, r.Body)
+		}
+		l, _ := r.JSON[key].([]any)
+		return len(l)
+	}
+	all := count(messages(`{}`), "chunk") // every event here is m.room.*: 2 messages, 1 member
+	for filter, want := range map[string]int{
+		`{"types":[]}`:                                                       0, // an empty list matches nothing
+		`{"senders":[]}`:                                                     0,
+		`{"not_rooms":["` + roomID + `"]}`:                                   0,
+		`{"rooms":["!elsewhere:localhost"]}`:                                 0,
+		`{"rooms":["` + roomID + `"],"types":["m.room.message"]}`:            2,
+		`{"types":["m.*.message"]}`:                                          2, // "*" inside a pattern
+		`{"types":["m.room.*"],"not_types":["m.*.message","m.room.member"]}`: all - 3,
+	} {
+		if got := count(messages(filter), "chunk"); got != want {
+			t.Errorf("/messages filter %s: %d events, want %d", filter, got, want)
+		}
+	}
+	for _, c := range []struct{ filter, errcode string }{
+		{`{"types":"m.room.message"}`, "M_BAD_JSON"},
+		{`{"senders":["not a user id"]}`, "M_BAD_JSON"},
+		{`{"limit":"ten"}`, "M_BAD_JSON"},
+		{`{"limit":-1}`, "M_BAD_JSON"},
+		{`{"rooms":[1]}`, "M_BAD_JSON"},
+		{`[]`, "M_BAD_JSON"},
+		{`{bad`, "M_NOT_JSON"},
+	} {
+		expectErr(t, messages(c.filter), 400, c.errcode)
+		expectErr(t, s.Do(t, "GET", hstest.Path("/rooms/%s/context/%s", roomID, first)+"?filter="+url.QueryEscape(c.filter), alice.Token, nil), 400, c.errcode)
+	}
+	ctx := s.MustOK(t, "GET", hstest.Path("/rooms/%s/context/%s", roomID, first)+"?filter="+url.QueryEscape(`{"types":[]}`), alice.Token, nil)
+	if count(ctx, "events_before")+count(ctx, "events_after") != 0 || ctx.JSON["event"] == nil {
+		t.Fatalf("/context with types []: %s", ctx.Body)
+	}
+	ctx = s.MustOK(t, "GET", hstest.Path("/rooms/%s/context/%s", roomID, first)+"?filter="+url.QueryEscape(`{"types":["m.*.message"]}`), alice.Token, nil)
+	if count(ctx, "events_after") != 1 || count(ctx, "events_before") != 0 {
+		t.Fatalf("/context with an inner wildcard: %s", ctx.Body)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"conclave/internal/jsonhttp"
 	"conclave/internal/matrix"
 	"conclave/internal/store"
+	"conclave/internal/syncfilter"
 )
 
 // Pagination tokens name a point in the global stream: "t123" is the point
@@ -40,33 +41,62 @@ const (
 	maxMessagesLimit     = 1000
 )
 
-// roomEventFilter is the part of a RoomEventFilter /messages and /context apply.
-type roomEventFilter struct {
-	Limit                   *int     `json:"limit"`
-	Types                   []string `json:"types"`
-	NotTypes                []string `json:"not_types"`
-	Senders                 []string `json:"senders"`
-	NotSenders              []string `json:"not_senders"`
-	ContainsURL             *bool    `json:"contains_url"`
-	LazyLoadMembers         bool     `json:"lazy_load_members"`
-	IncludeRedundantMembers bool     `json:"include_redundant_members"`
+// roomFilter is the filter parameter of /messages and /context, parsed by
+// the one filter parser /sync and filter upload use (syncfilter), so a
+// filter means the same everywhere and a bad one gets the same error
+// (M_NOT_JSON, M_BAD_JSON).
+type roomFilter struct {
+	f *syncfilter.RoomEventFilter // nil: none
+	// query is the part the store applies; match, when set, is checked on
+	// every row the store returns (type patterns with an inner "*"); none
+	// is true when the filter matches no event of the room at all.
+	query store.RoomEventsQuery
+	match func(*store.StoredEvent) bool
+	none  bool
 }
 
-const maxFilterList = 100
-
-func parseRoomEventFilter(raw string) (*roomEventFilter, error) {
-	f := &roomEventFilter{}
+func parseRoomFilter(raw, roomID string) (*roomFilter, error) {
+	rf := &roomFilter{}
 	if raw == "" {
-		return f, nil
+		return rf, nil
 	}
-	if err := jsonhttp.Decode([]byte(raw), f); err != nil {
-		return nil, matrix.InvalidParam("Invalid filter: %s", err.(*matrix.Error).Msg)
+	f, err := syncfilter.ParseRoomEventFilter([]byte(raw))
+	if err != nil {
+		return nil, err
 	}
-	if len(f.Types) > maxFilterList || len(f.NotTypes) > maxFilterList || len(f.Senders) > maxFilterList || len(f.NotSenders) > maxFilterList {
-		return nil, matrix.InvalidParam("Filter lists are limited to %d entries", maxFilterList)
+	rf.f = f
+	// The spec: an empty types or senders list matches nothing; rooms and
+	// not_rooms apply to the room being read.
+	if !f.MatchRoom(roomID) || (f.Types != nil && len(f.Types) == 0) || (f.Senders != nil && len(f.Senders) == 0) {
+		rf.none = true
 	}
-	return f, nil
+	rf.query = store.RoomEventsQuery{Senders: f.Senders, NotSenders: f.NotSenders, ContainsURL: f.ContainsURL}
+	if syncfilter.PrefixPatternsOnly(f.Types) && syncfilter.PrefixPatternsOnly(f.NotTypes) {
+		rf.query.Types, rf.query.NotTypes = f.Types, f.NotTypes
+	} else {
+		rf.match = func(e *store.StoredEvent) bool { return f.EventFilter.Match(e.Type, e.Sender) }
+	}
+	return rf, nil
 }
+
+// keep returns the rows the filter's in-memory part lets through.
+func (rf *roomFilter) keep(rows []store.StoredEvent) []store.StoredEvent {
+	if rf.none {
+		return nil
+	}
+	if rf.match == nil {
+		return rows
+	}
+	out := rows[:0:0]
+	for i := range rows {
+		if rf.match(&rows[i]) {
+			out = append(out, rows[i])
+		}
+	}
+	return out
+}
+
+func (rf *roomFilter) lazyLoadMembers() bool { return rf.f != nil && rf.f.LazyLoadMembers }
 
 func (a *API) messages(w http.ResponseWriter, r *http.Request, s *store.Session) {
 	roomID, err := roomIDParam(r)
@@ -96,13 +126,13 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, s *store.Session)
 		}
 		limit = min(n, maxMessagesLimit)
 	}
-	filter, err := parseRoomEventFilter(q.Get("filter"))
+	filter, err := parseRoomFilter(q.Get("filter"), roomID)
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return
 	}
-	if filter.Limit != nil && *filter.Limit >= 0 && q.Get("limit") == "" {
-		limit = min(*filter.Limit, maxMessagesLimit)
+	if filter.f != nil && filter.f.Limit != nil && q.Get("limit") == "" {
+		limit = min(*filter.f.Limit, maxMessagesLimit)
 	}
 	backwards := dir == "b"
 	var from int64
@@ -137,8 +167,8 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, s *store.Session)
 			to = vis.LastPos()
 		}
 	}
-	query := store.RoomEventsQuery{RoomID: roomID, Backwards: backwards, Limit: limit,
-		Types: filter.Types, NotTypes: filter.NotTypes, Senders: filter.Senders, NotSenders: filter.NotSenders, ContainsURL: filter.ContainsURL}
+	query := filter.query
+	query.RoomID, query.Backwards, query.Limit = roomID, backwards, limit
 	if backwards {
 		query.Before = from + 1
 		if to >= 0 {
@@ -152,7 +182,7 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, s *store.Session)
 	}
 	resp := map[string]any{"start": posToken(from)}
 	var rows []store.StoredEvent
-	if limit > 0 && (query.Before == 0 || query.Before > query.After+1) {
+	if limit > 0 && !filter.none && (query.Before == 0 || query.Before > query.After+1) {
 		rows, err = a.Store.RoomEvents(r.Context(), query)
 		if err != nil {
 			jsonhttp.Error(w, r, err)
@@ -160,7 +190,9 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, s *store.Session)
 		}
 	}
 	// Like Synapse, a page that returned events always carries an end token;
-	// the page after the last one is empty and has none.
+	// the page after the last one is empty and has none. The token follows
+	// the rows the store returned, so rows the filter drops in memory make
+	// a page shorter, never lose the rows after it.
 	if len(rows) > 0 {
 		last := rows[len(rows)-1].Pos
 		if backwards {
@@ -169,7 +201,7 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, s *store.Session)
 			resp["end"] = posToken(last)
 		}
 	}
-	visible, err := a.dropIgnored(r.Context(), s.UserID, vis.Filter(rows))
+	visible, err := a.dropIgnored(r.Context(), s.UserID, vis.Filter(filter.keep(rows)))
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return
@@ -180,7 +212,7 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, s *store.Session)
 		return
 	}
 	resp["chunk"] = chunk
-	if filter.LazyLoadMembers && len(visible) > 0 {
+	if filter.lazyLoadMembers() && len(visible) > 0 {
 		state, err := a.memberStateFor(r, roomID, visible)
 		if err != nil {
 			jsonhttp.Error(w, r, err)

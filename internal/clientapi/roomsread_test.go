@@ -463,7 +463,8 @@ func TestEventContext(t *testing.T) {
 	expectErr(t, s.Do(t, "GET", hstest.Path("/rooms/%s/context/%s", roomID, "$unknown"), alice.Token, nil), 404, "M_NOT_FOUND")
 	expectErr(t, s.Do(t, "GET", hstest.Path("/rooms/%s/context/%s", roomID, ids[0]), carol.Token, nil), 403, "M_FORBIDDEN")
 	expectErr(t, s.Do(t, "GET", hstest.Path("/rooms/%s/context/%s", roomID, ids[0])+"?limit=many", alice.Token, nil), 400, "M_INVALID_PARAM")
-	expectErr(t, s.Do(t, "GET", hstest.Path("/rooms/%s/context/%s", roomID, ids[0])+"?filter=nope", alice.Token, nil), 400, "M_INVALID_PARAM")
+	expectErr(t, s.Do(t, "GET", hstest.Path("/rooms/%s/context/%s", roomID, ids[0])+"?filter=nope", alice.Token, nil), 400, "M_NOT_JSON")
+	expectErr(t, s.Do(t, "GET", hstest.Path("/rooms/%s/context/%s", roomID, ids[0])+"?filter="+url.QueryEscape(`{"types":"x"}`), alice.Token, nil), 400, "M_BAD_JSON")
 	// After leaving, later events are hidden.
 	s.MustOK(t, "POST", hstest.Path("/rooms/%s/leave", roomID), bob.Token, "{}")
 	later := send(t, s, alice, roomID, "m8", "after bob left")

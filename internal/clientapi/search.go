@@ -80,6 +80,10 @@ func searchTerms(term string) []string {
 	return words
 }
 
+// maxFilterList bounds the lists of a search filter and of a room directory
+// filter.
+const maxFilterList = 100
+
 func checkFilterList(l []string) error {
 	if len(l) > maxFilterList {
 		return matrix.InvalidParam("Filter lists are limited to %d entries", maxFilterList)

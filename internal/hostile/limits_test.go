@@ -180,7 +180,7 @@ func TestBodyAndListLimits(t *testing.T) {
 			return m
 		}()}, 400, ""},
 		{"filter list of 1001", "POST", hstest.Path("/user/%s/filter", alice.UserID), map[string]any{"room": map[string]any{"rooms": list(1001, func(i int) string { return fmt.Sprintf("!r%d:localhost", i) })}}, 400, ""},
-		{"messages filter list of 101", "GET", hstest.Path("/rooms/%s/messages", roomID) + "?dir=b&filter=" + url.QueryEscape(`{"types":[`+strings.Repeat(`"x",`, 100)+`"x"]}`), nil, 400, "M_INVALID_PARAM"},
+		{"messages filter list of 1001", "GET", hstest.Path("/rooms/%s/messages", roomID) + "?dir=b&filter=" + url.QueryEscape(`{"types":[`+strings.Repeat(`"x",`, 1000)+`"x"]}`), nil, 400, "M_BAD_JSON"},
 		{"search term over 255 bytes", "POST", "/_matrix/client/v3/user_directory/search", map[string]any{"search_term": strings.Repeat("x", 10000)}, 400, ""},
 	}
 	for _, c := range cases {

@@ -1,6 +1,9 @@
 package syncfilter
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"strings"
+)
 
 // Match reports whether an event (or presence update, or account data item)
 // of type typ sent by sender passes the filter. not_senders and not_types
@@ -224,4 +227,16 @@ func MatchWildcard(pattern, s string) bool {
 		p++
 	}
 	return p == len(pattern)
+}
+
+// PrefixPatternsOnly reports whether every pattern is a literal or ends in
+// its only "*": the shapes a store can match with an equality or prefix
+// test. Others ("m.*.message") must be matched with Match after loading.
+func PrefixPatternsOnly(patterns []string) bool {
+	for _, p := range patterns {
+		if i := strings.IndexByte(p, '*'); i >= 0 && i != len(p)-1 {
+			return false
+		}
+	}
+	return true
 }
