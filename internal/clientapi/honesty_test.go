@@ -140,3 +140,16 @@ func TestMessagesAndContextFilters(t *testing.T) {
 		t.Fatalf("/context with an inner wildcard: %s", ctx.Body)
 	}
 }
+
+// event_format "federation" is not implemented: a filter asking for it is
+// refused where it is uploaded and where it is given inline to /sync,
+// instead of being stored and answered with client-format events.
+func TestFederationEventFormatRefused(t *testing.T) {
+	s := hstest.Start(t)
+	u := s.Register(t, "fed")
+	filter := `{"event_format":"federation","room":{"timeline":{"limit":5}}}`
+	expectErr(t, s.Do(t, "POST", hstest.Path("/user/%s/filter", u.UserID), u.Token, filter), 400, "M_INVALID_PARAM")
+	expectErr(t, s.Do(t, "GET", acV3+"/sync?timeout=0&filter="+url.QueryEscape(filter), u.Token, nil), 400, "M_INVALID_PARAM")
+	// "client" is still accepted.
+	s.MustOK(t, "POST", hstest.Path("/user/%s/filter", u.UserID), u.Token, `{"event_format":"client"}`)
+}

@@ -62,7 +62,7 @@ type RoomFilter struct {
 // Filter is a whole sync filter, as uploaded to POST /user/{userId}/filter.
 type Filter struct {
 	EventFields []string
-	EventFormat string // "client" (default) or "federation"
+	EventFormat string // "client" (default); "federation" is refused by Parse
 	Presence    *EventFilter
 	AccountData *EventFilter
 	Room        *RoomFilter
@@ -88,6 +88,12 @@ func Parse(data []byte) (*Filter, error) {
 	if raw, ok := present(obj, "event_format"); ok {
 		if err := json.Unmarshal(raw, &f.EventFormat); err != nil || (f.EventFormat != "client" && f.EventFormat != "federation") {
 			return nil, matrix.BadJSON(`event_format must be "client" or "federation"`)
+		}
+		if f.EventFormat == "federation" {
+			// Serving events in federation format is not implemented; a
+			// filter that asked for it and got client events would break
+			// the client quietly, so it is refused (upload and /sync alike).
+			return nil, matrix.InvalidParam(`event_format "federation" is not supported by this server; use "client"`)
 		}
 	}
 	if f.Presence, err = eventFilterField(obj, "presence"); err != nil {

@@ -35,7 +35,7 @@ func TestParseErrors(t *testing.T) {
 		{`{"event_fields":"type"}`, "M_BAD_JSON"},
 		{`{"event_fields":[""]}`, "M_BAD_JSON"},
 		{`{"event_format":"client"}`, ""},
-		{`{"event_format":"federation"}`, ""},
+		{`{"event_format":"federation"}`, "M_INVALID_PARAM"}, // not implemented: refused, not ignored
 		{`{"event_format":"xml"}`, "M_BAD_JSON"},
 		{`{"event_format":1}`, "M_BAD_JSON"},
 		{`{"presence":[]}`, "M_BAD_JSON"},
@@ -72,7 +72,7 @@ func TestParseErrors(t *testing.T) {
 
 func TestParseFields(t *testing.T) {
 	f, err := Parse([]byte(`{
-		"event_fields": ["type"], "event_format": "federation",
+		"event_fields": ["type"], "event_format": "client",
 		"presence": {"types": []},
 		"account_data": {"not_types": ["m.*"], "limit": 3},
 		"room": {"rooms": ["!a:x"], "include_leave": true,
@@ -83,7 +83,7 @@ func TestParseFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !f.FederationFormat() || !f.IncludeLeave() || !f.LazyLoadMembers() || !f.IncludeRedundantMembers() {
+	if f.EventFormat != "client" || !f.IncludeLeave() || !f.LazyLoadMembers() || !f.IncludeRedundantMembers() {
 		t.Fatalf("flags: %+v", f)
 	}
 	if f.Timeline().LimitOr(10, 100) != 50 || f.Timeline().LimitOr(10, 20) != 20 || f.Ephemeral().LimitOr(10, 100) != 10 {
@@ -108,7 +108,7 @@ func TestParseFields(t *testing.T) {
 
 func TestNilFilters(t *testing.T) {
 	var f *Filter
-	if !f.Timeline().Match("!r:x", "m.room.message", "@u:x", false) || f.LazyLoadMembers() || f.IncludeLeave() || f.FederationFormat() {
+	if !f.Timeline().Match("!r:x", "m.room.message", "@u:x", false) || f.LazyLoadMembers() || f.IncludeLeave() {
 		t.Fatal("nil filter must match everything with defaults")
 	}
 	if f.Timeline().LimitOr(DefaultLimit, 100) != 10 || !f.RoomFilter().MatchRoom("!r:x") || !f.PresenceFilter().Match("m.presence", "@u:x") {

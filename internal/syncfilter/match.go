@@ -170,9 +170,6 @@ func (f *Filter) IncludeRedundantMembers() bool {
 	return s != nil && s.LazyLoadMembers && s.IncludeRedundantMembers
 }
 
-// FederationFormat reports event_format "federation".
-func (f *Filter) FederationFormat() bool { return f != nil && f.EventFormat == "federation" }
-
 // ContainsURL reports whether an event content has a string "url" field, the
 // property contains_url filters on.
 func ContainsURL(content json.RawMessage) bool {
