@@ -29,9 +29,11 @@ scenarios:
   idle              U users long-poll with no traffic: server memory per client and CPU
   e2ee              key upload and claim storms, to-device fan-out to a user's many devices
 
-The server must run on this machine (loopback URL) and, for open registration,
-without registration rate limits (conclave serve --enable-registration
---rate-limits=false), or give --secret for the shared-secret admin API.
+The server must run on this machine (loopback URL) and without rate limits
+(conclave serve --enable-registration --rate-limits=false; or give --secret
+for the shared-secret admin API and raise the per-user limits the scenario
+meets: --event-rate-*, --full-sync-rate-*). A 429 is retried after its
+retry_after_ms, which slows the run and skews its figures.
 Give --pid for the server's CPU and memory figures.
 
 flags:

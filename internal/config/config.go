@@ -38,7 +38,7 @@ type Config struct {
 	TLSCACert                string   `yaml:"tls_ca_cert" help:"CA certificate: sign a certificate for server_name at start and trust it for federation"`
 	TLSCAKey                 string   `yaml:"tls_ca_key" help:"CA key used with tls_ca_cert"`
 	AppserviceDir            string   `yaml:"appservice_dir" help:"application services are not supported yet: must stay empty"`
-	RateLimits               bool     `yaml:"rate_limits" help:"rate limits on login, registration and the expensive per-user endpoints (the *_rate_* settings); false: none (benchmarks)"`
+	RateLimits               bool     `yaml:"rate_limits" help:"rate limits on login, registration and the expensive per-user endpoints (the *_rate_* settings; server admins exempt); false: none (benchmarks)"`
 	TrustedProxies           string   `yaml:"trusted_proxies" help:"comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-For names the client (rate limits, last_seen_ip); empty: the TCP peer is the client"`
 	EncryptPresets           string   `yaml:"encrypt_presets" help:"comma-separated createRoom presets whose rooms are end-to-end encrypted by default"`
 	RequireEncryption        bool     `yaml:"require_encryption" help:"refuse unencrypted non-public rooms and removing or weakening m.room.encryption"`
@@ -69,8 +69,8 @@ type Config struct {
 	// Server admins are exempt, as in Synapse.
 	EventRatePerSecond         float64 `yaml:"event_rate_per_second" help:"sustained events sent per second per user (send, state, redact)"`
 	EventRateBurst             int     `yaml:"event_rate_burst" help:"events a user may send in a burst"`
-	CreateRoomRatePerSecond    float64 `yaml:"create_room_rate_per_second" help:"sustained createRoom calls per second per user"`
-	CreateRoomRateBurst        int     `yaml:"create_room_rate_burst" help:"createRoom burst per user"`
+	CreateRoomRatePerSecond    float64 `yaml:"create_room_rate_per_second" help:"sustained createRoom and room upgrade calls per second per user"`
+	CreateRoomRateBurst        int     `yaml:"create_room_rate_burst" help:"createRoom and room upgrade burst per user"`
 	InviteRatePerSecond        float64 `yaml:"invite_rate_per_second" help:"sustained invites per second per inviting user"`
 	InviteRateBurst            int     `yaml:"invite_rate_burst" help:"invite burst per inviting user"`
 	SearchRatePerSecond        float64 `yaml:"search_rate_per_second" help:"sustained message searches per second per user"`
