@@ -28,7 +28,6 @@
 package changes
 
 import (
-	"math"
 	"slices"
 	"sync"
 )
@@ -268,22 +267,19 @@ func (t *Tracker) Flying(k Key, upto int64) bool {
 	return m != nil && m.flyingBelow(upto)
 }
 
-// LastChange returns the highest position recorded for k (the floor when
-// nothing is, or math.MaxInt64 while a write of k is in flight).
-func (t *Tracker) LastChange(k Key) int64 {
+// LastCommitted returns the highest position recorded for k by a finished
+// write, or the floor when that is higher: no change of k committed between
+// it and the first write of k still in flight.
+func (t *Tracker) LastCommitted(k Key) int64 {
 	if t == nil {
-		return math.MaxInt64
+		return 0
 	}
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	m := t.marks[k]
-	switch {
-	case m == nil:
-		return t.floor
-	case len(m.flying) > 0:
-		return math.MaxInt64
+	if m := t.marks[k]; m != nil {
+		return max(m.pos, t.floor)
 	}
-	return max(m.pos, t.floor)
+	return t.floor
 }
 
 // Tick returns the current tick. A cache reads it before it loads a value
@@ -335,6 +331,26 @@ func (t *Tracker) forget() {
 		}
 	}
 	t.floor = max(t.floor, cut)
+}
+
+// ForgetAll forgets every mark of a finished write and raises the floor to
+// the committed position: for a writer that cannot name what it changed.
+// Readers whose range starts below the new floor ask the store.
+func (t *Tracker) ForgetAll() {
+	if t == nil {
+		return
+	}
+	pos := t.committed()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k, m := range t.marks {
+		if len(m.flying) == 0 {
+			t.tickFloor = max(t.tickFloor, m.tick)
+			delete(t.marks, k)
+		}
+	}
+	t.tickFloor = max(t.tickFloor, t.tick)
+	t.floor = max(t.floor, pos)
 }
 
 // SetBeforeDone installs a function Done calls after the write committed

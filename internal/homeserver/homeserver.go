@@ -16,6 +16,7 @@ import (
 
 	"conclave/internal/accountdata"
 	"conclave/internal/accounts"
+	"conclave/internal/changes"
 	"conclave/internal/clientapi"
 	"conclave/internal/config"
 	"conclave/internal/event"
@@ -52,7 +53,10 @@ type Homeserver struct {
 	Keys       *keys.Service
 	Push       *push.Service
 	Media      *media.Service
-	Metrics    *metrics.Metrics // nil when admin_listen is empty (admin.go)
+	// Changes tracks every write when this process is the database's only
+	// writer (nil otherwise): the /sync fast paths and caches ask it.
+	Changes *changes.Tracker
+	Metrics *metrics.Metrics // nil when admin_listen is empty (admin.go)
 
 	TLS               *tlsutil.Bundle // nil when no TLS is configured
 	FederationHandler http.Handler    // nil when federation_listen is empty
@@ -110,17 +114,20 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 	if hs.cluster == nil {
 		// This process is the database's only writer: /sync may use what
 		// the room and sync services know about recent changes instead of
-		// asking the store (room/positions.go, syncer/changes.go).
-		floor, err := db.MaxStreamPos(ctx)
-		if err != nil {
+		// asking the store (internal/changes, syncer/fastpath.go).
+		if _, err := db.MaxStreamPos(ctx); err != nil {
 			db.Close()
 			return nil, err
 		}
-		hs.Rooms.TrackPositions(floor, func() int64 {
+		hs.Changes = changes.New(func() int64 {
 			pos, _ := db.MaxStreamPos(context.Background())
 			return pos
 		})
-		hs.Sync.TrackChanges()
+		hs.Rooms.TrackChanges(hs.Changes)
+		hs.Sync.TrackChanges(hs.Changes)
+		hs.Keys.Changes = hs.Changes
+		hs.Receipts.Changes = hs.Changes
+		hs.AccountData.Changes = hs.Changes
 		hs.Accounts.CacheSessions()
 	}
 	if hs.Media, err = newMedia(ctx, hs.Config, db, log); err != nil {
