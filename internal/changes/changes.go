@@ -79,10 +79,6 @@ type Tracker struct {
 	// tick of a forgotten mark.
 	tick, tickFloor uint64
 	marks           map[Key]*mark
-
-	// beforeDone, when set (tests), runs in Done before anything is
-	// recorded: the change is committed and still in flight.
-	beforeDone func(keys []Key)
 }
 
 type mark struct {
@@ -154,12 +150,6 @@ func (w *Write) Done(pos int64, extra ...Key) {
 	}
 	w.done = true
 	t := w.t
-	t.mu.RLock()
-	hook := t.beforeDone
-	t.mu.RUnlock()
-	if hook != nil {
-		hook(w.keys)
-	}
 	if pos <= 0 {
 		pos = t.committed()
 	}
@@ -351,13 +341,4 @@ func (t *Tracker) ForgetAll() {
 	}
 	t.tickFloor = max(t.tickFloor, t.tick)
 	t.floor = max(t.floor, pos)
-}
-
-// SetBeforeDone installs a function Done calls after the write committed
-// and before it records anything (nil removes it). Tests use it to hold a
-// write at the moment it is visible in the store and still in flight here.
-func (t *Tracker) SetBeforeDone(f func(keys []Key)) {
-	t.mu.Lock()
-	t.beforeDone = f
-	t.mu.Unlock()
 }

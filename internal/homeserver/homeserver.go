@@ -80,12 +80,29 @@ type Homeserver struct {
 // New opens the data directory and store and builds the services. It does
 // not listen yet; Run does.
 func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver, error) {
+	return NewWith(ctx, cfg, log, Options{})
+}
+
+// Options are what NewWith takes besides the configuration.
+type Options struct {
+	// WrapStore, when set, wraps the opened store before any service sees
+	// it. Tests use it to hold writes at chosen points (hstest.Gates). The
+	// wrapper hides the store's optional interfaces (several processes), so
+	// the server runs as the database's only writer.
+	WrapStore func(Store) Store
+}
+
+// NewWith is New with options.
+func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options) (*Homeserver, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	db, err := openStore(ctx, &cfg)
 	if err != nil {
 		return nil, err
+	}
+	if opts.WrapStore != nil {
+		db = opts.WrapStore(db)
 	}
 	hs := &Homeserver{Config: &cfg, Log: log, Store: db, ready: make(chan struct{}), Metrics: newMetrics(cfg.AdminListen)}
 	hs.Accounts = accounts.New(db, cfg.ServerName, accounts.OptionsFrom(&cfg))
