@@ -196,8 +196,9 @@ func (s *Service) newDevice(ctx context.Context, userID string, o DeviceOpts) (*
 	res, tok := s.newTokens(userID, deviceID, o.Refresh, now)
 	d := &store.Device{UserID: userID, DeviceID: deviceID, DisplayName: TruncateDisplayName(o.DisplayName), CreatedTS: now.UnixMilli(), LastSeenTS: now.UnixMilli(), LastSeenIP: o.IP}
 	done := s.devicesChange(ctx, userID)
+	revoked := s.sessions.revoking(userID) // a re-used device ID replaces the device's tokens
 	err := s.store.CreateDevice(ctx, d, tok)
-	s.sessions.forget(userID) // a re-used device ID replaces the device's tokens
+	revoked()
 	done(err)
 	if err != nil {
 		return nil, err
@@ -297,7 +298,10 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*LoginResul
 	res, tok := s.newTokens("", "", true, now)
 	sess, err := s.store.RotateRefreshToken(ctx, HashToken(refreshToken), tok, now.UnixMilli())
 	if sess != nil {
-		s.sessions.forget(sess.UserID)
+		// The user is only known now, after the write: marked at once, so a
+		// session cached before (or by a lookup that began before) is not
+		// served from now on.
+		s.sessions.revoking(sess.UserID)()
 	}
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, unknownToken(false)
@@ -313,8 +317,9 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*LoginResul
 // store's device cleanups, its keys): POST /logout.
 func (s *Service) Logout(ctx context.Context, sess *store.Session) error {
 	done := s.devicesChange(ctx, sess.UserID)
+	revoked := s.sessions.revoking(sess.UserID)
 	err := s.store.DeleteDevices(ctx, sess.UserID, []string{sess.DeviceID})
-	s.sessions.forget(sess.UserID)
+	revoked()
 	done(err)
 	return err
 }
@@ -322,8 +327,9 @@ func (s *Service) Logout(ctx context.Context, sess *store.Session) error {
 // LogoutAll deletes every device of the user.
 func (s *Service) LogoutAll(ctx context.Context, userID string) error {
 	done := s.devicesChange(ctx, userID)
+	revoked := s.sessions.revoking(userID)
 	err := s.store.DeleteAllDevices(ctx, userID)
-	s.sessions.forget(userID)
+	revoked()
 	done(err)
 	return err
 }
@@ -349,8 +355,9 @@ func (s *Service) ChangePassword(ctx context.Context, sess *store.Session, newPa
 	if logoutDevices {
 		done = s.devicesChange(ctx, sess.UserID)
 	}
+	revoked := s.sessions.revoking(sess.UserID)
 	err = s.store.SetPassword(ctx, sess.UserID, hash, keep)
-	s.sessions.forget(sess.UserID)
+	revoked()
 	done(err)
 	return err
 }
@@ -359,8 +366,9 @@ func (s *Service) ChangePassword(ctx context.Context, sess *store.Session, newPa
 // password is cleared, then OnDeactivate runs.
 func (s *Service) Deactivate(ctx context.Context, userID string) error {
 	done := s.devicesChange(ctx, userID)
+	revoked := s.sessions.revoking(userID)
 	err := s.store.Deactivate(ctx, userID)
-	s.sessions.forget(userID)
+	revoked()
 	done(err)
 	if err != nil {
 		return err
@@ -405,8 +413,9 @@ func (s *Service) DeleteDevices(ctx context.Context, userID string, deviceIDs []
 		return matrix.InvalidParam("At most %d devices at once", MaxDeleteDevices)
 	}
 	done := s.devicesChange(ctx, userID)
+	revoked := s.sessions.revoking(userID)
 	err := s.store.DeleteDevices(ctx, userID, deviceIDs)
-	s.sessions.forget(userID)
+	revoked()
 	done(err)
 	return err
 }
