@@ -538,12 +538,14 @@ func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
 	}
 	var u store.Unread
 	extended := false
-	t := b.s.fast.t
-	if complete && !newlyJoined && !b.membershipChanged && b.known && !t.Changed(roomKey(changes.Receipts, m.RoomID), b.since, b.upto) {
+	if complete && !newlyJoined && !b.membershipChanged && b.known && !b.s.fast.t.Changed(roomKey(changes.Receipts, m.RoomID), b.since, b.upto) {
 		// No receipt in the room and no membership of the user changed, and
 		// evs is the room's every event since the last sync: count them here.
 		u, extended = b.s.unread.extend(m.RoomID, b.req.UserID, b.since, b.upto, evs, func(from, to int64) bool {
-			return t.Known(from) && !t.Changed(roomKey(changes.RoomEvents, m.RoomID), from, to)
+			// The tracker keeps only each room's last position; the room's
+			// kept events answer for a range that ends before it.
+			between, known := b.s.rooms.RecentEvents(m.RoomID, from, to, 1)
+			return known && len(between) == 0
 		})
 	}
 	if !extended {
