@@ -2,7 +2,7 @@
 GO ?= go
 COMPLEMENT_IMAGE ?= conclave-complement
 
-.PHONY: build test test-go test-js vet run complement-image fuzz-short
+.PHONY: build test test-go test-race test-js vet run complement-image fuzz-short
 
 build:
 	$(GO) build -trimpath -o conclave ./cmd/conclave
@@ -15,7 +15,7 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
 
 # Every test: unit, property, integration (in-process servers), real clients.
-test: vet test-go test-js
+test: vet test-go test-race test-js
 
 # Both backends: ./... runs the store conformance suite on SQLite and on
 # PostgreSQL, then the whole suite runs again with every integration test
@@ -30,6 +30,14 @@ test-go:
 	$(GO) test -tags goolm -count=1 -timeout 20m ./...; \
 	echo "== integration tests on PostgreSQL"; \
 	CONCLAVE_TEST_DATABASE=postgres $(GO) test -tags goolm -count=1 -timeout 20m ./...
+
+# The packages that hold caches, fast paths and the hooks that feed them, and
+# the HTTP tests that drive them (interleavings, the sync stress test), under
+# the race detector.
+RACE_PKGS = ./internal/changes/ ./internal/lru/ ./internal/syncer/ ./internal/room/ ./internal/keys/ \
+	./internal/accounts/ ./internal/receipts/ ./internal/accountdata/ ./internal/homeserver/... ./internal/clientapi/
+test-race:
+	$(GO) test -race -tags goolm -count=1 -timeout 20m $(RACE_PKGS)
 
 # Static Linux binary + FROM-scratch image for the Complement conformance suite.
 # Run the suite with a Complement checkout kept outside this repo, e.g.

@@ -3,6 +3,7 @@
 package accountdata
 
 import (
+	"conclave/internal/changes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -31,6 +32,8 @@ type Service struct {
 	// Notify, if set, is called after a change with the users whose /sync
 	// must wake up.
 	Notify func(userIDs ...string)
+	// Changes, if set, has every write marked before it commits.
+	Changes *changes.Tracker
 }
 
 // New returns the service.
@@ -73,7 +76,10 @@ func (s *Service) PutInternal(ctx context.Context, userID, roomID, typ string, c
 	if len(content) > MaxContentBytes {
 		return matrix.TooLarge("Account data is larger than %d bytes", MaxContentBytes)
 	}
-	if _, err := s.store.PutAccountData(ctx, userID, roomID, typ, content); err != nil {
+	w := s.Changes.Begin(changes.Key{Kind: changes.AccountData, Subject: userID})
+	pos, err := s.store.PutAccountData(ctx, userID, roomID, typ, content)
+	w.Done(pos)
+	if err != nil {
 		return err
 	}
 	if s.Notify != nil {

@@ -195,12 +195,14 @@ func (s *Service) newDevice(ctx context.Context, userID string, o DeviceOpts) (*
 	now := s.now()
 	res, tok := s.newTokens(userID, deviceID, o.Refresh, now)
 	d := &store.Device{UserID: userID, DeviceID: deviceID, DisplayName: TruncateDisplayName(o.DisplayName), CreatedTS: now.UnixMilli(), LastSeenTS: now.UnixMilli(), LastSeenIP: o.IP}
+	done := s.devicesChange(ctx, userID)
+	revoked := s.sessions.revoking(userID) // a re-used device ID replaces the device's tokens
 	err := s.store.CreateDevice(ctx, d, tok)
-	s.sessions.forget(userID) // a re-used device ID replaces the device's tokens
+	revoked()
+	done(err)
 	if err != nil {
 		return nil, err
 	}
-	s.devicesChanged(ctx, userID)
 	return res, nil
 }
 
@@ -296,7 +298,10 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*LoginResul
 	res, tok := s.newTokens("", "", true, now)
 	sess, err := s.store.RotateRefreshToken(ctx, HashToken(refreshToken), tok, now.UnixMilli())
 	if sess != nil {
-		s.sessions.forget(sess.UserID)
+		// The user is only known now, after the write: marked at once, so a
+		// session cached before (or by a lookup that began before) is not
+		// served from now on.
+		s.sessions.revoking(sess.UserID)()
 	}
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, unknownToken(false)
@@ -311,16 +316,22 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*LoginResul
 // Logout deletes the session's device with its tokens (and, through the
 // store's device cleanups, its keys): POST /logout.
 func (s *Service) Logout(ctx context.Context, sess *store.Session) error {
-	defer s.devicesChanged(ctx, sess.UserID)
-	defer s.sessions.forget(sess.UserID)
-	return s.store.DeleteDevices(ctx, sess.UserID, []string{sess.DeviceID})
+	done := s.devicesChange(ctx, sess.UserID)
+	revoked := s.sessions.revoking(sess.UserID)
+	err := s.store.DeleteDevices(ctx, sess.UserID, []string{sess.DeviceID})
+	revoked()
+	done(err)
+	return err
 }
 
 // LogoutAll deletes every device of the user.
 func (s *Service) LogoutAll(ctx context.Context, userID string) error {
-	defer s.devicesChanged(ctx, userID)
-	defer s.sessions.forget(userID)
-	return s.store.DeleteAllDevices(ctx, userID)
+	done := s.devicesChange(ctx, userID)
+	revoked := s.sessions.revoking(userID)
+	err := s.store.DeleteAllDevices(ctx, userID)
+	revoked()
+	done(err)
+	return err
 }
 
 // ChangePassword sets a new password; with logoutDevices, every other
@@ -340,19 +351,25 @@ func (s *Service) ChangePassword(ctx context.Context, sess *store.Session, newPa
 	if logoutDevices {
 		keep = &sess.DeviceID
 	}
+	done := func(error) {}
 	if logoutDevices {
-		defer s.devicesChanged(ctx, sess.UserID)
+		done = s.devicesChange(ctx, sess.UserID)
 	}
-	defer s.sessions.forget(sess.UserID)
-	return s.store.SetPassword(ctx, sess.UserID, hash, keep)
+	revoked := s.sessions.revoking(sess.UserID)
+	err = s.store.SetPassword(ctx, sess.UserID, hash, keep)
+	revoked()
+	done(err)
+	return err
 }
 
 // Deactivate deactivates userID for good: devices and tokens go, the
 // password is cleared, then OnDeactivate runs.
 func (s *Service) Deactivate(ctx context.Context, userID string) error {
+	done := s.devicesChange(ctx, userID)
+	revoked := s.sessions.revoking(userID)
 	err := s.store.Deactivate(ctx, userID)
-	s.sessions.forget(userID)
-	s.devicesChanged(ctx, userID)
+	revoked()
+	done(err)
 	if err != nil {
 		return err
 	}
@@ -381,12 +398,11 @@ func (s *Service) SetDeviceName(ctx context.Context, userID, deviceID, name stri
 	if utf8.RuneCountInString(name) > MaxDisplayNameRunes {
 		return matrix.InvalidParam("Device display name is too long (max %d)", MaxDisplayNameRunes)
 	}
+	done := s.devicesChange(ctx, userID)
 	err := s.store.SetDeviceName(ctx, userID, deviceID, name)
+	done(err)
 	if errors.Is(err, store.ErrNotFound) {
 		return matrix.NotFound("Unknown device")
-	}
-	if err == nil {
-		s.devicesChanged(ctx, userID)
 	}
 	return err
 }
@@ -396,9 +412,12 @@ func (s *Service) DeleteDevices(ctx context.Context, userID string, deviceIDs []
 	if len(deviceIDs) > MaxDeleteDevices {
 		return matrix.InvalidParam("At most %d devices at once", MaxDeleteDevices)
 	}
-	defer s.devicesChanged(ctx, userID)
-	defer s.sessions.forget(userID)
-	return s.store.DeleteDevices(ctx, userID, deviceIDs)
+	done := s.devicesChange(ctx, userID)
+	revoked := s.sessions.revoking(userID)
+	err := s.store.DeleteDevices(ctx, userID, deviceIDs)
+	revoked()
+	done(err)
+	return err
 }
 
 // GetUser returns the account record.

@@ -1,88 +1,78 @@
 package accounts
 
 import (
-	"sync"
-
+	"conclave/internal/changes"
+	"conclave/internal/lru"
 	"conclave/internal/store"
 )
 
-// maxCachedSessions bounds the session cache; when full it starts over.
+// maxCachedSessions bounds the session cache (least recently used tokens
+// are forgotten).
 const maxCachedSessions = 100_000
 
 // sessionCache remembers resolved access tokens so that a request does not
 // look its token up in the store (a tenth of the server's CPU under load:
 // every /sync long-poll authenticates). It is only correct when this process
 // makes every change to tokens and devices — the homeserver turns it on only
-// then — and every method that revokes a token forgets the user's entries
-// after its store write.
+// then, with the change tracker of every write.
 //
-// A lookup racing a revocation must not put the revoked session back: every
-// forget bumps a counter; a lookup notes it before asking the store and
-// caches the answer only if it is unchanged afterwards.
+// Every write that can revoke a token or change what a session says is
+// marked in the tracker under the user's Sessions key before it commits
+// (revoking). A cached session carries the tick at which its lookup began,
+// and is served only while the tracker says the user's sessions did not
+// change since: a lookup racing a revocation is never cached, and an entry
+// cached before one is never served after it began.
 type sessionCache struct {
-	mu      sync.Mutex
-	on      bool
-	byHash  map[[32]byte]store.Session
-	byUser  map[string][][32]byte
-	revoked uint64
+	t      *changes.Tracker // nil: off
+	byHash *lru.Cache[[32]byte, cachedSession]
 }
 
-// CacheSessions turns the session cache on. Call it only when no other
-// process shares the database.
-func (s *Service) CacheSessions() {
-	c := &s.sessions
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.on = true
-	c.reset()
+type cachedSession struct {
+	tick uint64
+	sess store.Session
 }
 
-func (c *sessionCache) reset() {
-	c.byHash = make(map[[32]byte]store.Session)
-	c.byUser = make(map[string][][32]byte)
-	c.revoked++
+// CacheSessions turns the session cache on with t, the tracker of every
+// write to the database. Call it only when no other process shares the
+// database.
+func (s *Service) CacheSessions(t *changes.Tracker) {
+	s.sessions = sessionCache{t: t, byHash: lru.New[[32]byte, cachedSession](maxCachedSessions)}
+}
+
+func sessionsKey(userID string) changes.Key {
+	return changes.Key{Kind: changes.Sessions, Subject: userID}
 }
 
 // get returns the cached session for a token hash; otherwise ticket is what
-// put needs to cache the store's answer (0: don't).
+// put needs to cache the store's answer.
 func (c *sessionCache) get(h [32]byte) (sess store.Session, ok bool, ticket uint64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.on {
+	if c.t == nil {
 		return store.Session{}, false, 0
 	}
-	if sess, ok := c.byHash[h]; ok {
-		return sess, true, 0
+	ticket = c.t.Tick()
+	e, ok := c.byHash.Get(h)
+	if !ok {
+		return store.Session{}, false, ticket
 	}
-	return store.Session{}, false, c.revoked
+	if !c.t.Unchanged(sessionsKey(e.sess.UserID), e.tick) {
+		c.byHash.Delete(h)
+		return store.Session{}, false, ticket
+	}
+	return e.sess, true, 0
 }
 
-// put caches sess unless something was revoked since get gave the ticket.
+// put caches sess, read from the store after get gave ticket, unless the
+// user's sessions changed meanwhile.
 func (c *sessionCache) put(h [32]byte, sess store.Session, ticket uint64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.on || ticket == 0 || ticket != c.revoked {
+	if c.t == nil || !c.t.Unchanged(sessionsKey(sess.UserID), ticket) {
 		return
 	}
-	if len(c.byHash) >= maxCachedSessions {
-		c.reset()
-		return
-	}
-	c.byHash[h] = sess
-	c.byUser[sess.UserID] = append(c.byUser[sess.UserID], h)
+	c.byHash.Put(h, cachedSession{ticket, sess})
 }
 
-// forget drops every cached session of userID. Called after every store
-// write that can revoke a token or change what a session says.
-func (c *sessionCache) forget(userID string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.on {
-		return
-	}
-	for _, h := range c.byUser[userID] {
-		delete(c.byHash, h)
-	}
-	delete(c.byUser, userID)
-	c.revoked++
+// revoking marks a change of userID's sessions before the write that makes
+// it; call the result after the write.
+func (c *sessionCache) revoking(userID string) func() {
+	w := c.t.Begin(sessionsKey(userID))
+	return func() { w.Done(0) }
 }

@@ -28,10 +28,13 @@ type Service struct {
 	nonces     nonces
 	sessions   sessionCache // see sessioncache.go; off unless CacheSessions
 
-	// OnDevicesChanged, when set, runs after a user's devices were added,
-	// removed or renamed: their device list changed, and everyone sharing a
-	// room with them must learn it (device_lists.changed in /sync).
-	OnDevicesChanged func(ctx context.Context, userID string)
+	// DeviceChange, when set, is called before a write that adds, removes
+	// or renames a user's devices: their device list changes, and everyone
+	// sharing a room with them must learn it (device_lists.changed in
+	// /sync). It marks the change in the change tracker; the function it
+	// returns, called after the write, records it and, with wake, wakes
+	// those users.
+	DeviceChange func(ctx context.Context, users ...string) (done func(wake bool))
 	// OnDeactivate, when set, runs after an account is deactivated (the room
 	// service makes the user leave their rooms). Set it before serving.
 	OnDeactivate func(ctx context.Context, userID string)
@@ -150,8 +153,12 @@ func OptionsFrom(cfg *config.Config) Options {
 	}
 }
 
-func (s *Service) devicesChanged(ctx context.Context, userID string) {
-	if s.OnDevicesChanged != nil {
-		s.OnDevicesChanged(context.WithoutCancel(ctx), userID)
+// devicesChange begins a change of userID's devices (DeviceChange): call
+// the result after the write, with its error.
+func (s *Service) devicesChange(ctx context.Context, userID string) func(err error) {
+	if s.DeviceChange == nil {
+		return func(error) {}
 	}
+	done := s.DeviceChange(context.WithoutCancel(ctx), userID)
+	return func(err error) { done(err == nil) }
 }

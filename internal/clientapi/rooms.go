@@ -11,7 +11,6 @@ import (
 	"conclave/internal/matrix"
 	"conclave/internal/room"
 	"conclave/internal/store"
-	"conclave/internal/syncer"
 )
 
 func (a *API) registerRooms(mux Mux) {
@@ -259,12 +258,9 @@ func (a *API) forget(w http.ResponseWriter, r *http.Request, s *store.Session) {
 		jsonhttp.Error(w, r, matrix.Errorf(http.StatusBadRequest, matrix.ErrUnknown, "You must leave the room before forgetting it"))
 		return
 	}
-	if err := a.Store.ForgetRoom(r.Context(), s.UserID, roomID); err != nil {
+	if err := a.Rooms.Forget(r.Context(), s.UserID, roomID); err != nil {
 		jsonhttp.Error(w, r, err)
 		return
-	}
-	if a.Sync != nil {
-		a.Sync.Changed(syncer.KindMemberships, s.UserID) // /sync caches memberships
 	}
 	jsonhttp.Empty(w)
 }

@@ -20,7 +20,7 @@ func TestSendToDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	var notified []string
-	s.HS.Keys.Notify = func(u ...string) { notified = append(notified, u...) }
+	s.HS.Keys.NotifyToDevice = func(u ...string) { notified = append(notified, u...) }
 
 	send := func(txn string, msgs any) *hstest.Response {
 		return s.Do(t, "PUT", hstest.Path("/sendToDevice/%s/%s", "m.room_key_request", txn), alice.Token, map[string]any{"messages": msgs})

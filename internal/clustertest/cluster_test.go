@@ -32,19 +32,22 @@ import (
 var client = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 
 type proc struct {
-	url string
-	mu  sync.Mutex
-	bad []string // panics and internal errors in its log
+	url  string
+	cmd  *exec.Cmd
+	done chan struct{} // its log is read to the end
+	mu   sync.Mutex
+	bad  []string // panics and internal errors in its log
 }
 
-// start runs one conclave process on dsn with its own data directory and
-// returns once it listens; it is killed when the test ends.
-func start(t *testing.T, bin, dsn, dataDir string) *proc {
+// start runs one conclave process on dsn with its own data directory (and
+// extra flags) and returns once it listens; it is killed when the test ends.
+func start(t *testing.T, bin, dsn, dataDir string, extra ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(bin, "serve",
+	args := append([]string{"serve",
 		"--server-name", "localhost", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--database", dsn,
 		"--enable-registration", "--rate-limits=false", "--password-hash-memory-kib", "64",
-		"--log-format", "json", "--log-level", "info", "--shutdown-timeout", "1s")
+		"--log-format", "json", "--log-level", "info", "--shutdown-timeout", "1s"}, extra...)
+	cmd := exec.Command(bin, args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -57,9 +60,10 @@ func start(t *testing.T, bin, dsn, dataDir string) *proc {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	p := &proc{}
+	p := &proc{cmd: cmd}
 	addr := make(chan string, 1)
 	done := make(chan struct{})
+	p.done = done
 	go func() {
 		defer close(done)
 		sc := bufio.NewScanner(out)

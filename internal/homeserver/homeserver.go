@@ -16,6 +16,7 @@ import (
 
 	"conclave/internal/accountdata"
 	"conclave/internal/accounts"
+	"conclave/internal/changes"
 	"conclave/internal/clientapi"
 	"conclave/internal/config"
 	"conclave/internal/event"
@@ -52,7 +53,10 @@ type Homeserver struct {
 	Keys       *keys.Service
 	Push       *push.Service
 	Media      *media.Service
-	Metrics    *metrics.Metrics // nil when admin_listen is empty (admin.go)
+	// Changes tracks every write when this process is the database's only
+	// writer (nil otherwise): the /sync fast paths and caches ask it.
+	Changes *changes.Tracker
+	Metrics *metrics.Metrics // nil when admin_listen is empty (admin.go)
 
 	TLS               *tlsutil.Bundle // nil when no TLS is configured
 	FederationHandler http.Handler    // nil when federation_listen is empty
@@ -76,12 +80,29 @@ type Homeserver struct {
 // New opens the data directory and store and builds the services. It does
 // not listen yet; Run does.
 func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver, error) {
+	return NewWith(ctx, cfg, log, Options{})
+}
+
+// Options are what NewWith takes besides the configuration.
+type Options struct {
+	// WrapStore, when set, wraps the opened store before any service sees
+	// it. Tests use it to hold writes at chosen points (hstest.Gates). The
+	// wrapper hides the store's optional interfaces (several processes), so
+	// the server runs as the database's only writer.
+	WrapStore func(Store) Store
+}
+
+// NewWith is New with options.
+func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Options) (*Homeserver, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	db, err := openStore(ctx, &cfg)
 	if err != nil {
 		return nil, err
+	}
+	if opts.WrapStore != nil {
+		db = opts.WrapStore(db)
 	}
 	hs := &Homeserver{Config: &cfg, Log: log, Store: db, ready: make(chan struct{}), Metrics: newMetrics(cfg.AdminListen)}
 	hs.Accounts = accounts.New(db, cfg.ServerName, accounts.OptionsFrom(&cfg))
@@ -110,18 +131,21 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Homeserver,
 	if hs.cluster == nil {
 		// This process is the database's only writer: /sync may use what
 		// the room and sync services know about recent changes instead of
-		// asking the store (room/positions.go, syncer/changes.go).
-		floor, err := db.MaxStreamPos(ctx)
-		if err != nil {
+		// asking the store (internal/changes, syncer/fastpath.go).
+		if _, err := db.MaxStreamPos(ctx); err != nil {
 			db.Close()
 			return nil, err
 		}
-		hs.Rooms.TrackPositions(floor, func() int64 {
+		hs.Changes = changes.New(func() int64 {
 			pos, _ := db.MaxStreamPos(context.Background())
 			return pos
 		})
-		hs.Sync.TrackChanges()
-		hs.Accounts.CacheSessions()
+		hs.Rooms.TrackChanges(hs.Changes)
+		hs.Sync.TrackChanges(hs.Changes)
+		hs.Keys.Changes = hs.Changes
+		hs.Receipts.Changes = hs.Changes
+		hs.AccountData.Changes = hs.Changes
+		hs.Accounts.CacheSessions(hs.Changes)
 	}
 	if hs.Media, err = newMedia(ctx, hs.Config, db, log); err != nil {
 		db.Close()
@@ -164,6 +188,7 @@ func openStore(ctx context.Context, cfg *config.Config) (Store, error) {
 // the store: every acknowledged write is already committed by then.
 func (hs *Homeserver) Run(ctx context.Context) error {
 	defer hs.Store.Close()
+	defer hs.Media.Close() // its staging directory: after the last request
 	// Long-polls return as soon as shutdown starts, so in-flight writes are
 	// what the grace period waits for.
 	go func() { <-ctx.Done(); hs.Notifier.Close() }()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 
+	"conclave/internal/changes"
 	"conclave/internal/push"
 	"conclave/internal/receipts"
 	"conclave/internal/room"
@@ -31,36 +32,24 @@ func (hs *Homeserver) wire() {
 			n.Wake(users...)
 		}
 	}
-	// changed tells /sync which users a change concerns before they are
-	// woken, so their next sync knows what it may skip (syncer/changes.go).
-	changed := func(k syncer.Kind, users ...string) {
-		if hs.Sync != nil {
-			hs.Sync.Changed(k, users...)
-		}
-	}
+	// Every write is marked in the change tracker (hs.Changes, when this
+	// process is the database's only writer) by the service that makes it,
+	// before it commits; the hooks here only wake, after the commit.
 	receiptsInRoom := func(roomID string) {
 		if users, err := hs.Rooms.JoinedMembers(ctx, roomID); err == nil {
-			changed(syncer.KindReceipts, users...)
 			wake(users...)
 		}
 	}
 	hs.Rooms.Notify = func(notice room.Notice) {
-		changed(syncer.KindMemberships, notice.Members...)
 		n.Wake(notice.Users...)
 		c.roomChanged(notice.RoomID, notice.Users)
 	}
 	hs.Typing.Notify = localRoomWake
 	hs.Typing.IsJoined = hs.Rooms.IsJoined
 	hs.Receipts.NotifyRoom = receiptsInRoom
-	hs.Receipts.NotifyUser = func(userID string) {
-		changed(syncer.KindReceipts, userID)
-		wake(userID)
-	}
+	hs.Receipts.NotifyUser = func(userID string) { wake(userID) }
 	hs.Receipts.IsJoined = hs.Rooms.IsJoined
-	hs.AccountData.Notify = func(users ...string) {
-		changed(syncer.KindAccountData, users...)
-		wake(users...)
-	}
+	hs.AccountData.Notify = wake
 	hs.Presence.Notify = func(userID string) { n.Wake(hs.sharingUsers(ctx, userID)...) }
 	hs.Profiles.OnChange = func(ctx context.Context, userID string, p store.Profile) {
 		if err := hs.Rooms.UpdateProfile(ctx, userID); err != nil {
@@ -73,20 +62,21 @@ func (hs *Homeserver) wire() {
 		}
 	}
 	// Device-list changes concern everyone sharing a room with the owner;
-	// to-device recipients are among the users given.
-	hs.Keys.Notify = func(userIDs ...string) {
-		for _, u := range userIDs {
-			users := hs.sharingUsers(ctx, u)
-			changed(syncer.KindKeys, users...)
-			wake(users...)
+	// to-device messages only their recipients.
+	deviceChange := func(ctx context.Context, owners ...string) func(wake bool) {
+		w := hs.Changes.Begin(hs.deviceListKeys(ctx, owners, false)...)
+		return func(woken bool) {
+			w.Done(0, hs.deviceListKeys(ctx, owners, true)...)
+			if woken {
+				for _, u := range owners {
+					wake(hs.sharingUsers(ctx, u)...)
+				}
+			}
 		}
 	}
-	hs.Accounts.OnDevicesChanged = func(ctx context.Context, userID string) {
-		users := hs.sharingUsers(ctx, userID)
-		changed(syncer.KindKeys, users...)
-		wake(users...)
-	}
-	hs.Keys.CountsChanged = func(users ...string) { changed(syncer.KindKeyCounts, users...) }
+	hs.Keys.DeviceChange = deviceChange
+	hs.Accounts.DeviceChange = deviceChange
+	hs.Keys.NotifyToDevice = wake
 	hs.Keys.CheckPassword = hs.Accounts.CheckPassword
 	hs.Push = push.New(hs.Store, hs.Store, hs.AccountData.PutInternal)
 	hs.Sync = syncer.New(hs.Store, hs.Rooms, n, syncer.Sources{
@@ -131,6 +121,38 @@ func (hs *Homeserver) wire() {
 			return out, cur, nil
 		},
 	})
+}
+
+// deviceListKeys are the change tracker's keys for a change of the owners'
+// devices or keys: each owner's own, their key counts, every room they are
+// joined to (everyone there must refetch their keys), and the "any room"
+// key that keeps readers looking while the write is in flight — a room the
+// owner joins meanwhile is only found when the write is recorded, by
+// computing the keys again (committed). If the owners' rooms cannot be read
+// then, the tracker forgets what it knows (every /sync then asks the store
+// once): the write is committed, so the new floor is above it.
+func (hs *Homeserver) deviceListKeys(ctx context.Context, owners []string, committed bool) []changes.Key {
+	if hs.Changes == nil {
+		return nil
+	}
+	keys := []changes.Key{{Kind: changes.DeviceLists}}
+	for _, u := range owners {
+		keys = append(keys, changes.Key{Kind: changes.UserDevices, Subject: u}, changes.Key{Kind: changes.KeyCounts, Subject: u})
+		ms, err := hs.Store.UserMemberships(ctx, u)
+		if err != nil {
+			if committed {
+				hs.Log.Warn("device list change: reading memberships", "user", u, "err", err)
+				hs.Changes.ForgetAll()
+			}
+			continue
+		}
+		for _, m := range ms {
+			if m.Membership == "join" {
+				keys = append(keys, changes.Key{Kind: changes.DeviceLists, Subject: m.RoomID})
+			}
+		}
+	}
+	return keys
 }
 
 // sharingUsers lists the user and everyone joined to a room the user is

@@ -37,7 +37,20 @@ func TestSyncConcurrencyPerDevice(t *testing.T) {
 	poll := "/_matrix/client/v3/sync?timeout=60000&since=" + url.QueryEscape(since)
 	done := make(chan int, 2)
 	for range 2 {
-		go func() { done <- s.Do(t, "GET", poll, alice.Token, nil).Status }()
+		go func() {
+			// A long-poll that arrives while one of the probes below holds
+			// the other slot is refused like any third sync: it tries
+			// again. (This was the test's flake: the second long-poll was
+			// refused, so the probes never met two busy slots.)
+			for {
+				r := s.Do(t, "GET", poll, alice.Token, nil)
+				if r.Status != http.StatusTooManyRequests {
+					done <- r.Status
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
 	}
 	// Once both long-polls hold their slots, a third is refused. (Until
 	// then it may get through: it returns at once with timeout=0.)

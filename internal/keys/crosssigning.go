@@ -125,11 +125,10 @@ func (s *Service) PrepareSigningKeys(ctx context.Context, userID string, req *De
 
 // StoreSigningKeys stores prepared cross-signing keys (after any auth).
 func (s *Service) StoreSigningKeys(ctx context.Context, p *PreparedSigningKeys) error {
-	if err := s.store.PutCrossSigningKeys(ctx, p.userID, p.keys); err != nil {
-		return err
-	}
-	s.notify(p.userID)
-	return nil
+	done := s.deviceChange(ctx, p.userID)
+	err := s.store.PutCrossSigningKeys(ctx, p.userID, p.keys)
+	done(err == nil)
+	return err
 }
 
 // SignatureFailure is one entry of /keys/signatures/upload's failures.
@@ -282,10 +281,12 @@ func (s *Service) UploadSignatures(ctx context.Context, userID string, body map[
 			cu = append(cu, u)
 		}
 		sort.Strings(cu)
-		if err := s.store.PutKeySignatures(ctx, sigs, cu); err != nil {
+		done := s.deviceChange(ctx, cu...)
+		err := s.store.PutKeySignatures(ctx, sigs, cu)
+		done(err == nil)
+		if err != nil {
 			return nil, err
 		}
-		s.notify(cu...)
 	}
 	return failures, nil
 }

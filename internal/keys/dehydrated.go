@@ -45,15 +45,15 @@ func (s *Service) PutDehydratedDevice(ctx context.Context, userID string, req *D
 	// The device gets a token nobody knows: it cannot be used to log in.
 	hash := make([]byte, 32)
 	rand.Read(hash)
+	done := s.deviceChange(ctx, userID)
+	w := s.Changes.Begin(keyCounts(userID)...)
 	err = s.store.PutDehydratedDevice(ctx, userID, req.DeviceID, req.DisplayName, data, up, time.Now().UnixMilli(), hash)
+	w.Done(0)
+	done(err == nil)
 	if errors.Is(err, store.ErrConflict) {
 		return matrix.InvalidParam("Device ID %s is already in use", req.DeviceID)
 	}
-	if err := uploadError(req.DeviceID, err); err != nil {
-		return err
-	}
-	s.notify(userID)
-	return nil
+	return uploadError(req.DeviceID, err)
 }
 
 // DehydratedDevice returns the user's dehydrated device ID and data.
@@ -67,12 +67,13 @@ func (s *Service) DehydratedDevice(ctx context.Context, userID string) (string, 
 
 // DeleteDehydratedDevice deletes the user's dehydrated device.
 func (s *Service) DeleteDehydratedDevice(ctx context.Context, userID string) (string, error) {
+	done := s.deviceChange(ctx, userID)
+	w := s.Changes.Begin(keyCounts(userID)...)
 	id, err := s.store.DeleteDehydratedDevice(ctx, userID)
+	w.Done(0)
+	done(err == nil)
 	if errors.Is(err, store.ErrNotFound) {
 		return "", matrix.NotFound("No dehydrated device")
-	}
-	if err == nil {
-		s.notify(userID)
 	}
 	return id, err
 }

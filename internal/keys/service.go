@@ -6,6 +6,7 @@
 package keys
 
 import (
+	"conclave/internal/changes"
 	"conclave/internal/event"
 	"context"
 	"encoding/json"
@@ -37,14 +38,18 @@ type Service struct {
 	store      store.Keys
 	serverName string
 
-	// Notify, when set, is called after a commit that concerns users: the
-	// recipients of to-device messages, and the owner of a device list that
-	// changed (the caller fans that out to users sharing rooms). It must not
-	// block.
-	Notify func(userIDs ...string)
-	// CountsChanged, if set, is called after a user's one-time or fallback
-	// key counts changed (keys uploaded or claimed); nobody is woken.
-	CountsChanged func(userIDs ...string)
+	// DeviceChange, when set, is called before a write that may change the
+	// devices or keys of users (their device lists): it marks the change in
+	// the change tracker, and the function it returns, called after the
+	// write, records it and — with wake — wakes everyone sharing a room with
+	// them. It must not block for long.
+	DeviceChange func(ctx context.Context, users ...string) (done func(wake bool))
+	// NotifyToDevice, when set, wakes the recipients of to-device messages
+	// after they are committed.
+	NotifyToDevice func(userIDs ...string)
+	// Changes, when set, has to-device messages and key count changes
+	// marked before they commit.
+	Changes *changes.Tracker
 	// CheckPassword verifies a user's password for user-interactive auth
 	// (replacing cross-signing keys); nil refuses every password.
 	CheckPassword func(ctx context.Context, userID, password string) error
@@ -55,10 +60,23 @@ func New(st store.Keys, serverName string) *Service {
 	return &Service{store: st, serverName: serverName}
 }
 
-func (s *Service) notify(users ...string) {
-	if s.Notify != nil && len(users) > 0 {
-		s.Notify(users...)
+// deviceChange begins a change of users' device lists (DeviceChange);
+// call the result after the write, with whether anything changed.
+func (s *Service) deviceChange(ctx context.Context, users ...string) func(wake bool) {
+	if s.DeviceChange == nil || len(users) == 0 {
+		return func(bool) {}
 	}
+	return s.DeviceChange(ctx, users...)
+}
+
+func keyCounts(users ...string) []changes.Key {
+	keys := make([]changes.Key, 0, len(users))
+	for _, u := range users {
+		if len(keys) == 0 || keys[len(keys)-1].Subject != u {
+			keys = append(keys, changes.Key{Kind: changes.KeyCounts, Subject: u})
+		}
+	}
+	return keys
 }
 
 func (s *Service) isLocal(userID string) bool { return matrix.ServerOf(userID) == s.serverName }
@@ -88,15 +106,16 @@ func (s *Service) Upload(ctx context.Context, userID, deviceID string, req *Uplo
 	if err != nil {
 		return nil, err
 	}
+	w := s.Changes.Begin(keyCounts(userID)...)
+	devicesDone := func(bool) {}
+	if up.DeviceKeys != nil {
+		devicesDone = s.deviceChange(ctx, userID)
+	}
 	counts, changed, err := s.store.UploadKeys(ctx, up)
+	w.Done(0)
+	devicesDone(changed && err == nil)
 	if err := uploadError(deviceID, err); err != nil {
 		return nil, err
-	}
-	if s.CountsChanged != nil {
-		s.CountsChanged(userID)
-	}
-	if changed {
-		s.notify(userID)
 	}
 	return withDefaultCount(counts), nil
 }
@@ -436,18 +455,15 @@ func (s *Service) Claim(ctx context.Context, req map[string]map[string]string) (
 	if len(reqs) == 0 {
 		return res, nil
 	}
+	owners := make([]string, len(reqs))
+	for i, r := range reqs {
+		owners[i] = r.UserID
+	}
+	w := s.Changes.Begin(keyCounts(owners...)...)
 	claimed, err := s.store.ClaimKeys(ctx, reqs)
+	w.Done(0)
 	if err != nil {
 		return nil, err
-	}
-	if s.CountsChanged != nil && len(claimed) > 0 {
-		owners := make([]string, 0, len(claimed))
-		for _, c := range claimed {
-			if len(owners) == 0 || owners[len(owners)-1] != c.UserID {
-				owners = append(owners, c.UserID)
-			}
-		}
-		s.CountsChanged(owners...)
 	}
 	for _, c := range claimed {
 		u := res.OneTimeKeys[c.UserID]

@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"conclave/internal/changes"
 	"context"
 	"encoding/json"
 	"sort"
@@ -61,12 +62,22 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, evType
 			msgs = append(msgs, store.ToDeviceSend{UserID: u, DeviceID: d, JSON: j})
 		}
 	}
+	// Marked before the commit: a /sync that sees the messages committed
+	// also sees them in flight or recorded (changes.Tracker).
+	var keys []changes.Key
+	for _, m := range msgs {
+		if len(keys) == 0 || keys[len(keys)-1].Subject != m.UserID {
+			keys = append(keys, changes.Key{Kind: changes.ToDevice, Subject: m.UserID})
+		}
+	}
+	w := s.Changes.Begin(keys...)
 	recipients, dup, err := s.store.SendToDevice(ctx, sender, senderDevice, txnID, msgs)
+	w.Done(0)
 	if err != nil {
 		return err
 	}
-	if !dup {
-		s.notify(recipients...)
+	if !dup && s.NotifyToDevice != nil && len(recipients) > 0 {
+		s.NotifyToDevice(recipients...)
 	}
 	return nil
 }

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -73,20 +74,33 @@ type Service struct {
 	limit   *limiter
 
 	unusedExpiry atomic.Int64 // nanoseconds; see SetUnusedExpiry
+	waitRecheck  atomic.Int64 // nanoseconds; see SetWaitRecheck
 	uploaded     atomic.Int64 // bytes stored by uploads; see UploadedBytes
 
-	// gc orders file placement against file deletion: writers hold it
-	// shared from putting a file until the row referencing it commits;
-	// deleting unreferenced files holds it exclusively.
+	// gc orders file placement against file deletion within this process:
+	// writers hold it shared from placing a file until the row referencing
+	// it commits; deleting unreferenced files holds it exclusively. Other
+	// processes sharing the storage are ordered by the protocol described
+	// at removeIfUnreferenced, which holds without it; the lock only spares
+	// this process's readers the moment a file is set aside.
 	gc sync.RWMutex
 
 	waitMu  sync.Mutex
-	waiters map[string]chan struct{}
+	waiters map[string]*waiter // media ID → downloads waiting for its content
+	waiting int                // sum of the waiters' n
 
 	thumbs   inflight
 	thumbSem chan struct{}
 
 	startupCleanup chan struct{}
+
+	// Test hooks, run when set: between placing a file and committing the
+	// row that references it (hookPlaced), and in removeIfUnreferenced
+	// between the first read of the rows and setting content aside
+	// (hookChecked), and between that and the second read (hookAside).
+	hookPlaced  func(hash string)
+	hookChecked func()
+	hookAside   func()
 }
 
 // Limits on the asynchronous upload flow.
@@ -101,6 +115,15 @@ const (
 	// content is not uploaded yet (the spec's default is 20 s).
 	DefaultWait = 20 * time.Second
 	MaxWait     = 60 * time.Second
+	// MaxWaitersPerMedia and MaxWaiters bound the downloads waiting for
+	// content at once, per media ID and in all: past them a download that
+	// asked to wait is answered 429 at once instead.
+	MaxWaitersPerMedia = 64
+	MaxWaiters         = 10_000
+	// DefaultWaitRecheck is how often a waiting download reads the media
+	// row again: an upload through another process sharing the database
+	// does not wake this one's waiters.
+	DefaultWaitRecheck = time.Second
 )
 
 // Per-user upload rate: a burst of uploadBurst, then uploadRate per second.
@@ -117,17 +140,22 @@ func New(st store.MediaStore, storage Storage, opt Options) *Service {
 	s := &Service{
 		st: st, storage: storage, opt: opt, log: opt.Log, now: time.Now,
 		limit:    newLimiter(uploadRate, uploadBurst),
-		waiters:  map[string]chan struct{}{},
+		waiters:  map[string]*waiter{},
 		thumbSem: make(chan struct{}, 2),
 
 		startupCleanup: make(chan struct{}),
 	}
 	s.unusedExpiry.Store(int64(DefaultUnusedExpiry))
+	s.waitRecheck.Store(int64(DefaultWaitRecheck))
 	return s
 }
 
 // SetUnusedExpiry changes how long created media IDs wait for content.
 func (s *Service) SetUnusedExpiry(d time.Duration) { s.unusedExpiry.Store(int64(d)) }
+
+// SetWaitRecheck changes how often waiting downloads read the media row
+// again (tests: a long interval leaves only the wake-up of an upload).
+func (s *Service) SetWaitRecheck(d time.Duration) { s.waitRecheck.Store(int64(d)) }
 
 // UploadedBytes is the content accepted by uploads since start (metrics).
 func (s *Service) UploadedBytes() int64 { return s.uploaded.Load() }
@@ -253,6 +281,10 @@ func (s *Service) stage(u *Upload) (*staged, error) {
 	}
 	st.hash = hex.EncodeToString(h.Sum(nil))
 	st.size = n
+	if st.path, err = s.storage.Seal(st.path, st.hash); err != nil {
+		os.Remove(f.Name())
+		return nil, err
+	}
 	return st, nil
 }
 
@@ -335,15 +367,7 @@ func (s *Service) Upload(ctx context.Context, userID string, u Upload) (string, 
 		MediaID: newMediaID(), UserID: userID, ContentType: u.ContentType, Filename: u.Filename,
 		Size: st.size, SHA256: st.hash, CreatedTS: now, UploadedTS: now, ScanStatus: status, Restricted: s.opt.LegacyFreeze,
 	}
-	err = func() error {
-		s.gc.RLock()
-		defer s.gc.RUnlock()
-		if err := s.storage.Put(ctx, st.hash, st.path); err != nil {
-			return err
-		}
-		st.path = ""
-		return s.st.CreateMedia(ctx, m)
-	}()
+	err = s.placeAndCommit(ctx, st.hash, st.path, func() error { return s.st.CreateMedia(ctx, m) })
 	if err != nil {
 		s.removeIfUnreferenced(context.WithoutCancel(ctx), []string{st.hash})
 		return "", err
@@ -416,15 +440,7 @@ func (s *Service) UploadTo(ctx context.Context, userID, serverName, mediaID stri
 	}
 	m.ContentType, m.Filename, m.Size, m.SHA256 = u.ContentType, u.Filename, st.size, st.hash
 	m.UploadedTS, m.ScanStatus, m.Restricted = s.now().UnixMilli(), status, s.opt.LegacyFreeze
-	err = func() error {
-		s.gc.RLock()
-		defer s.gc.RUnlock()
-		if err := s.storage.Put(ctx, st.hash, st.path); err != nil {
-			return err
-		}
-		st.path = ""
-		return s.st.CompleteMedia(ctx, m)
-	}()
+	err = s.placeAndCommit(ctx, st.hash, st.path, func() error { return s.st.CompleteMedia(ctx, m) })
 	if err != nil {
 		// A concurrent PUT won: our file may now be unreferenced.
 		s.removeIfUnreferenced(context.WithoutCancel(ctx), []string{m.SHA256})
@@ -441,30 +457,90 @@ func (s *Service) UploadTo(ctx context.Context, userID, serverName, mediaID stri
 	return nil
 }
 
+// placeAndCommit makes the sealed staging file at path available as the
+// content hash and runs commit, which stores the row referencing it; see
+// removeIfUnreferenced for why the file is placed a second time after the
+// commit. The staging file stays for the caller to remove.
+func (s *Service) placeAndCommit(ctx context.Context, hash, path string, commit func() error) error {
+	s.gc.RLock()
+	defer s.gc.RUnlock()
+	if err := s.storage.Place(ctx, hash, path); err != nil {
+		return err
+	}
+	if s.hookPlaced != nil {
+		s.hookPlaced(hash)
+	}
+	if err := commit(); err != nil {
+		return err
+	}
+	return s.storage.Place(context.WithoutCancel(ctx), hash, path)
+}
+
 func (s *Service) expired(m *store.Media) bool {
 	expiry := time.Duration(s.unusedExpiry.Load())
 	return m.SHA256 == "" && s.now().UnixMilli() >= m.CreatedTS+expiry.Milliseconds()
 }
 
-// waitChan returns the channel closed when mediaID gets its content.
-func (s *Service) waitChan(mediaID string) chan struct{} {
-	s.waitMu.Lock()
-	defer s.waitMu.Unlock()
-	ch := s.waiters[mediaID]
-	if ch == nil {
-		ch = make(chan struct{})
-		s.waiters[mediaID] = ch
-	}
-	return ch
+// waiter is the downloads waiting for one media ID's content: ch is closed
+// when it arrives, n counts the downloads still holding the entry.
+type waiter struct {
+	ch chan struct{}
+	n  int
 }
 
+// errTooManyWaiters refuses a wait past MaxWaitersPerMedia or MaxWaiters.
+var errTooManyWaiters = matrix.LimitExceeded(1000)
+
+// wait registers a download waiting for mediaID's content and returns the
+// channel closed when it arrives, and the function the download calls when
+// it stops waiting, whatever the reason: the entry lives exactly as long as
+// someone waits on it, so requests for media IDs that never get content
+// (unknown, quarantined, expired) leave nothing behind.
+func (s *Service) wait(mediaID string) (<-chan struct{}, func(), error) {
+	s.waitMu.Lock()
+	defer s.waitMu.Unlock()
+	w := s.waiters[mediaID]
+	if s.waiting >= MaxWaiters || w != nil && w.n >= MaxWaitersPerMedia {
+		return nil, nil, errTooManyWaiters
+	}
+	if w == nil {
+		w = &waiter{ch: make(chan struct{})}
+		s.waiters[mediaID] = w
+	}
+	w.n++
+	s.waiting++
+	done := false
+	return w.ch, func() {
+		s.waitMu.Lock()
+		defer s.waitMu.Unlock()
+		if done {
+			return
+		}
+		done = true
+		s.waiting--
+		if w.n--; w.n == 0 && s.waiters[mediaID] == w {
+			delete(s.waiters, mediaID)
+		}
+	}, nil
+}
+
+// notify wakes the downloads waiting for mediaID. The entry goes: those
+// woken release their count on it, and a later wait starts a new one.
 func (s *Service) notify(mediaID string) {
 	s.waitMu.Lock()
 	defer s.waitMu.Unlock()
-	if ch := s.waiters[mediaID]; ch != nil {
-		close(ch)
+	if w := s.waiters[mediaID]; w != nil {
+		close(w.ch)
 		delete(s.waiters, mediaID)
 	}
+}
+
+// WaitingDownloads reports the media IDs with waiting downloads and the
+// number of those downloads.
+func (s *Service) WaitingDownloads() (mediaIDs, downloads int) {
+	s.waitMu.Lock()
+	defer s.waitMu.Unlock()
+	return len(s.waiters), s.waiting
 }
 
 // Request says who asks for media and how.
@@ -497,12 +573,29 @@ func (s *Service) lookup(ctx context.Context, req Request) (*store.Media, error)
 		return s.remote(ctx, req)
 	}
 	wait := min(max(req.Wait, 0), MaxWait)
+	var ch <-chan struct{}
+	var release func()
+	defer func() {
+		if release != nil {
+			release()
+		}
+	}()
+	// register (again) before each read, so a completion in between is seen.
+	register := func() error {
+		if release != nil {
+			release()
+		}
+		var err error
+		ch, release, err = s.wait(req.MediaID)
+		return err
+	}
+	if wait > 0 {
+		if err := register(); err != nil {
+			return nil, err
+		}
+	}
 	var deadline <-chan time.Time
 	for {
-		var ch chan struct{}
-		if wait > 0 {
-			ch = s.waitChan(req.MediaID) // before the read, so a completion in between is seen
-		}
 		m, err := s.st.GetMedia(ctx, req.MediaID)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, matrix.NotFound("Unknown media ID")
@@ -527,13 +620,21 @@ func (s *Service) lookup(ctx context.Context, req Request) (*store.Media, error)
 			defer t.Stop()
 			deadline = t.C
 		}
+		recheck := time.NewTimer(time.Duration(s.waitRecheck.Load()))
 		select {
 		case <-ch:
+			if register() != nil {
+				ch = nil // over the bounds: rechecks only
+			}
+		case <-recheck.C:
 		case <-deadline:
+			recheck.Stop()
 			return nil, errNotYetUploaded
 		case <-ctx.Done():
+			recheck.Stop()
 			return nil, ctx.Err()
 		}
+		recheck.Stop()
 	}
 }
 
@@ -550,8 +651,18 @@ func (s *Service) Download(ctx context.Context, req Request) (*Content, error) {
 		return nil, err
 	}
 	obj, err := s.storage.Open(ctx, m.SHA256)
+	for try := 1; errors.Is(err, fs.ErrNotExist) && try <= 3; try++ {
+		// Another process may hold it aside for one read of the rows (see
+		// removeIfUnreferenced).
+		select {
+		case <-time.After(time.Duration(try) * 20 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		obj, err = s.storage.Open(ctx, m.SHA256)
+	}
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
+		if errors.Is(err, fs.ErrNotExist) {
 			s.log.Error("media: content missing from storage", "media_id", m.MediaID, "sha256", m.SHA256)
 			return nil, matrix.NotFound("Media content is missing")
 		}
@@ -596,6 +707,32 @@ func (s *Service) Delete(ctx context.Context, serverName, mediaID string) error 
 
 // removeIfUnreferenced deletes those of hashes no row references. Failures
 // are logged: the next orphan cleanup retries them.
+//
+// Several processes may share the storage and the database, and a row
+// referencing a hash may be about to commit in another one, whose writer
+// has already found the file in place. Deleting after a check that found no
+// row would lose that file, and no lock of this process orders the two. So
+// content is never deleted directly: it is set aside (renamed out of reach
+// into this process's staging directory), the rows are read again, and
+// content that turned out referenced is put back. The writers
+// (placeAndCommit) place their file, commit their row, then place it again
+// from their staging copy. Each side writes, then reads what the other
+// writes:
+//
+//	deleter: D1 set aside      D2 read the rows       (put back if a row)
+//	writer:  W1 place          W2 commit the row      W3 place again
+//
+// Renames, links and commits are atomic and seen in one order, by the
+// filesystem and the database. If D2 comes after W2, the deleter sees the
+// row and puts the content back. Otherwise D1 < D2 < W2 < W3: the content
+// was set aside before W3, which places it again. Either way the content is
+// there once the writer answers, and any later deleter sees the row. A
+// process dying in between leaves its staging copy sealed (named by its
+// hash), and the next start places it (FileStorage.recover).
+//
+// A reader of content that is referenced can still find it missing for
+// the deleter's one read of the rows, when a row committed between the two
+// reads: Download looks again before answering 404.
 func (s *Service) removeIfUnreferenced(ctx context.Context, hashes []string) int {
 	if len(hashes) == 0 {
 		return 0
@@ -607,16 +744,49 @@ func (s *Service) removeIfUnreferenced(ctx context.Context, hashes []string) int
 		s.log.Error("media: checking references", "err", err)
 		return 0
 	}
-	removed := 0
+	if s.hookChecked != nil {
+		s.hookChecked()
+	}
+	aside := map[string]string{}
+	var check []string
 	for _, h := range hashes {
-		if refs[h] {
+		if refs[h] || aside[h] != "" {
 			continue
 		}
-		if err := s.storage.Delete(ctx, h); err != nil {
-			s.log.Error("media: deleting unreferenced content", "sha256", h, "err", err)
+		p, err := s.storage.Aside(ctx, h)
+		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				s.log.Error("media: deleting unreferenced content", "sha256", h, "err", err)
+			}
 			continue
 		}
-		removed++
+		aside[h] = p
+		check = append(check, h)
+	}
+	if len(aside) == 0 {
+		return 0
+	}
+	if s.hookAside != nil {
+		s.hookAside()
+	}
+	refs, err = s.st.ReferencedHashes(context.WithoutCancel(ctx), check)
+	if err != nil {
+		s.log.Error("media: checking references", "err", err)
+		refs = nil
+	}
+	removed := 0
+	for h, p := range aside {
+		if refs == nil || refs[h] {
+			// Referenced after all (or we cannot tell): put it back. If that
+			// fails, the sealed file stays for the next start to place.
+			if err := s.storage.Place(context.WithoutCancel(ctx), h, p); err != nil {
+				s.log.Error("media: putting back content set aside", "sha256", h, "err", err)
+				continue
+			}
+		} else {
+			removed++
+		}
+		os.Remove(p)
 	}
 	return removed
 }
@@ -633,6 +803,15 @@ func (s *Service) StartOrphanCleanup(ctx context.Context) {
 			s.log.Info("media: orphan cleanup", "removed", n)
 		}
 	}()
+}
+
+// Close releases the storage (its staging directory) if it has anything to
+// release; call it once the server no longer serves requests.
+func (s *Service) Close() error {
+	if c, ok := s.storage.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
 }
 
 // WaitStartupCleanup waits for the cleanup StartOrphanCleanup began.

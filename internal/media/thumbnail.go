@@ -226,14 +226,13 @@ func (s *Service) generate(ctx context.Context, m *store.Media, size Size) error
 		os.Remove(tmp.Name())
 		return err
 	}
-	err = func() error {
-		s.gc.RLock()
-		defer s.gc.RUnlock()
-		if err := s.storage.Put(ctx, t.SHA256, tmp.Name()); err != nil {
-			return err
-		}
-		return s.st.PutThumbnail(ctx, t)
-	}()
+	sealed, err := s.storage.Seal(tmp.Name(), t.SHA256)
+	if err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	defer os.Remove(sealed)
+	err = s.placeAndCommit(ctx, t.SHA256, sealed, func() error { return s.st.PutThumbnail(ctx, t) })
 	if err != nil {
 		s.removeIfUnreferenced(context.WithoutCancel(ctx), []string{t.SHA256})
 		if errors.Is(err, store.ErrNotFound) {

@@ -14,7 +14,6 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -135,13 +134,25 @@ func contentFiles(t testing.TB, s *hstest.Server) []string {
 	return out
 }
 
-func tmpFiles(t testing.TB, s *hstest.Server) []os.DirEntry {
+// tmpFiles lists the staging files of a server (in the per-process staging
+// directories; their lock files are not staging files).
+func tmpFiles(t testing.TB, s *hstest.Server) []string {
 	t.Helper()
-	es, err := os.ReadDir(filepath.Join(s.Config.MediaPath(), "tmp"))
+	var out []string
+	root := filepath.Join(s.Config.MediaPath(), "staging")
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && filepath.Dir(p) != root {
+			out = append(out, p)
+		}
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return es
+	return out
 }
 
 func wantErr(t testing.TB, r *resp, status int, code string) {

@@ -158,11 +158,14 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	// The source: bring it to the latest schema (what serve does on start),
 	// then read it through one connection inside one write-locked
 	// transaction: a snapshot that a server still running cannot change.
+	// sqlite.Open refuses while a server has the file open, and sdb stays
+	// open (holding the database's lock file) until the copy is done, so no
+	// server can start on the file meanwhile.
 	sdb, err := sqlite.Open(ctx, file)
 	if err != nil {
 		return nil, fmt.Errorf("source: %w", err)
 	}
-	sdb.Close()
+	defer sdb.Close()
 	src, err := sql.Open("sqlite", "file:"+file+"?_pragma=busy_timeout(5000)&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("source: %w", err)

@@ -4,6 +4,7 @@
 package receipts
 
 import (
+	"conclave/internal/changes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -47,6 +48,8 @@ type Service struct {
 	// changed: only the owner sees it. (m.fully_read goes through the account
 	// data service's Notify.)
 	NotifyUser func(userID string)
+	// Changes, if set, has every receipt write marked before it commits.
+	Changes *changes.Tracker
 }
 
 // New returns the service; fully read markers are stored as room account
@@ -175,7 +178,10 @@ func (s *Service) putReceipt(ctx context.Context, userID, roomID, typ, threadID 
 			return nil
 		}
 	}
-	if _, err := s.store.PutReceipt(ctx, &store.Receipt{RoomID: roomID, UserID: userID, Type: typ, ThreadID: threadID, EventID: ev.EventID, TS: s.now().UnixMilli()}); err != nil {
+	w := s.Changes.Begin(changes.Key{Kind: changes.Receipts, Subject: roomID})
+	pos, err := s.store.PutReceipt(ctx, &store.Receipt{RoomID: roomID, UserID: userID, Type: typ, ThreadID: threadID, EventID: ev.EventID, TS: s.now().UnixMilli()})
+	w.Done(pos)
+	if err != nil {
 		return err
 	}
 	if typ == TypeReadPrivate {

@@ -259,7 +259,7 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 		return "", err
 	}
 	defer e.mu.Unlock()
-	done := s.pos.begin(rs.roomID, rows)
+	done := s.begin(rs.roomID, rows)
 	positions, err := s.store.CreateRoom(ctx, room, rows)
 	if err != nil {
 		positions = nil

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"conclave/internal/authrules"
+	"conclave/internal/changes"
 	"conclave/internal/event"
 	"conclave/internal/matrix"
 	"conclave/internal/store"
@@ -54,12 +55,15 @@ type Service struct {
 	RequireEncryption bool
 	// SkipAggregations turns off bundled aggregations (unsigned.m.relations).
 	SkipAggregations bool
+	// Changes, when set (TrackChanges), has every write marked before it
+	// commits (recent.go).
+	Changes *changes.Tracker
 
 	mu    sync.Mutex
 	rooms map[string]*roomEntry
 
 	parsed eventCache
-	pos    positions
+	recent recentCache
 }
 
 // roomEntry is one room's writer lock and its lazily loaded state.
@@ -288,7 +292,7 @@ func (s *Service) lockShared(ctx context.Context, roomID string) (func(), error)
 // process wrote to the room since rs was loaded, rs is marked stale and
 // errRoomChanged returned (callers run under retry).
 func (s *Service) commit(ctx context.Context, rs *roomState, pdus []*event.PDU, rows []store.NewEvent) error {
-	done := s.pos.begin(rs.roomID, rows)
+	done := s.begin(rs.roomID, rows)
 	positions, err := s.store.PersistEvents(ctx, rs.roomID, rows)
 	if err != nil {
 		positions = nil

@@ -7,8 +7,6 @@ import (
 
 // Response is the /sync response body (Client-Server API, "Syncing").
 type Response struct {
-	memo *syncMemo // what the device's next sync may skip (changes.go)
-
 	NextBatch   string      `json:"next_batch"`
 	Rooms       Rooms       `json:"rooms"`
 	Presence    Events      `json:"presence"`

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"conclave/internal/changes"
 	"conclave/internal/event"
 	"conclave/internal/room"
 	"conclave/internal/store"
@@ -69,13 +70,15 @@ type Service struct {
 	notifier *Notifier
 	src      Sources
 	unread   unreadCache
-	changes  changes
+	fast     fastPaths     // fastpath.go
 	builds   chan struct{} // see buildApart
 }
 
 // New returns the sync service.
 func New(st Store, rooms *room.Service, n *Notifier, src Sources) *Service {
-	return &Service{store: st, rooms: rooms, notifier: n, src: src, builds: make(chan struct{}, maxConcurrentBuilds)}
+	s := &Service{store: st, rooms: rooms, notifier: n, src: src, builds: make(chan struct{}, maxConcurrentBuilds)}
+	s.unread.init()
+	return s
 }
 
 // Notifier returns the notifier that wakes this service's long-polls.
@@ -109,12 +112,12 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 		resp, err := s.buildApart(ctx, req)
 		if err != nil || req.Since == nil || !resp.empty() || req.FullState {
 			unregister()
-			return s.answer(req, resp), err
+			return resp, err
 		}
 		wait := time.Until(deadline)
 		if wait <= 0 {
 			unregister()
-			return s.answer(req, resp), nil
+			return resp, nil
 		}
 		timer := time.NewTimer(wait)
 		select {
@@ -123,26 +126,17 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 			unregister()
 		case <-timer.C:
 			unregister()
-			return s.answer(req, resp), nil
+			return resp, nil
 		case <-ctx.Done():
 			timer.Stop()
 			unregister()
-			return s.answer(req, resp), nil
+			return resp, nil
 		case <-s.notifier.Closed():
 			timer.Stop()
 			unregister()
-			return s.answer(req, resp), nil
+			return resp, nil
 		}
 	}
-}
-
-// answer is the response a /sync returns: the device's next sync may take
-// the fast paths from its token (changes.go).
-func (s *Service) answer(req *Request, resp *Response) *Response {
-	if resp != nil && resp.memo != nil {
-		s.changes.remember(req.UserID, req.DeviceID, *resp.memo)
-	}
-	return resp
 }
 
 // maxConcurrentBuilds bounds the /sync responses being built at once.
@@ -183,8 +177,6 @@ func (s *Service) buildApart(ctx context.Context, req *Request) (*Response, erro
 }
 
 func (s *Service) build(ctx context.Context, req *Request) (*Response, error) {
-	// The change counters are read before the upper bound: see changes.go.
-	versions, memo, haveMemo := s.changes.snapshot(req.UserID, req.DeviceID)
 	upto, err := s.store.MaxStreamPos(ctx)
 	if err != nil {
 		return nil, err
@@ -197,16 +189,9 @@ func (s *Service) build(ctx context.Context, req *Request) (*Response, error) {
 			since.Pos = upto
 		}
 	}
-	b := &builder{s: s, ctx: ctx, req: req, since: since.Pos, upto: upto, initial: initial, resp: newResponse(), versions: versions}
-	if haveMemo && !initial && memo.upto == since.Pos {
-		for k := range b.skip {
-			b.skip[k] = memo.v[k] == versions[k]
-		}
-		b.skip[KindKeys] = b.skip[KindKeys] && !memo.toDevice
-		if b.skip[KindAccountData] && memo.hasIgn {
-			b.ignored, b.ignoredLoaded = memo.ignored, true
-		}
-	}
+	b := &builder{s: s, ctx: ctx, req: req, since: since.Pos, upto: upto, initial: initial, resp: newResponse()}
+	// The tracker answers for this range: fastpath.go.
+	b.known = !initial && s.fast.t.Known(since.Pos)
 	// To-device messages come in bounded batches: when one is full, the whole
 	// response stops at its last position so nothing is skipped.
 	if err := b.e2ee(); err != nil {
@@ -238,14 +223,6 @@ func (s *Service) build(ctx context.Context, req *Request) (*Response, error) {
 		}
 	}
 	b.resp.NextBatch = Token{Pos: b.upto, Typing: typingSerial, Presence: presenceSerial}.String()
-	if b.upto == upto {
-		// Not cut short by a full to-device batch: everything up to upto
-		// was looked at (or skipped by the same rule), so the device's next
-		// sync from here may skip again — once this response is the one
-		// the client gets (Sync remembers it then; a long-poll throws empty
-		// answers away and builds again from the same since).
-		b.resp.memo = &syncMemo{upto: upto, v: versions, ignored: b.ignored, hasIgn: b.ignoredLoaded, toDevice: len(b.resp.ToDevice.Events) > 0}
-	}
 	return b.resp, nil
 }
 
@@ -260,15 +237,13 @@ type builder struct {
 	joined        []string        // joined room IDs included in this response's scope
 	ignored       map[string]bool // users the syncing user ignores; see ignoredUsers
 	ignoredLoaded bool
-	versions      [numKinds]uint64 // the user's change counters before upto was read
-	// skip[k]: no change of kind k can have happened for this user since
-	// the device's previous sync (changes.go), so its query is skipped.
-	skip [numKinds]bool
-	// timelineGap: a joined room's timeline left events of the range out
-	// (limited or filtered); memberEvents: a timeline held a member event.
-	timelineGap, memberEvents bool
+	// known: the change tracker answers for (since, upto] (fastpath.go):
+	// a query whose subjects did not change in it is skipped.
+	known bool
+	// memberships are all the user's memberships, whatever the filter.
+	memberships []store.Membership
 	// membershipChanged: one of the user's memberships changed in range
-	// (a join brings receipts and a read point the counters don't cover).
+	// (a join brings receipts, a read point and device lists).
 	membershipChanged bool
 	// newlyShared are users the syncing user started sharing a room with in
 	// this sync's range: their presence is sent even if it did not change.
@@ -276,32 +251,36 @@ type builder struct {
 }
 
 func (b *builder) rooms() error {
-	ms, ok := b.s.changes.memberships(b.req.UserID, b.versions[KindMemberships])
+	f := &b.s.fast
+	mk := userKey(changes.Memberships, b.req.UserID)
+	ms, ok := cached(f, f.members, b.req.UserID, mk)
 	if !ok {
+		tick := f.t.Tick()
 		var err error
 		if ms, err = b.s.store.UserMemberships(b.ctx, b.req.UserID); err != nil {
 			return err
 		}
-		b.s.changes.putMemberships(b.req.UserID, b.versions[KindMemberships], ms)
+		keep(f, f.members, b.req.UserID, mk, tick, ms)
+	}
+	b.memberships = ms
+	for _, m := range ms {
+		if !b.initial && m.Pos > b.since {
+			b.membershipChanged = true
+		}
 	}
 	var changed map[string]bool
 	changedByQuery := b.initial || b.req.FullState
 	if !b.initial && !b.req.FullState {
 		changed = make(map[string]bool, len(ms))
-		// The room service knows which rooms it wrote to since when it is
-		// the only writer; otherwise (or if any room is unknown) ask the store.
-		known := true
+		// The change tracker knows which rooms were written to since when
+		// this process is the only writer; otherwise ask the store.
+		known := b.known
 		for _, m := range ms {
-			if m.Pos > b.since {
-				b.membershipChanged = true
-			}
 			if m.Membership != "join" {
 				continue
 			}
-			if c, ok := b.s.rooms.ChangedBetween(m.RoomID, b.since, b.upto); ok {
-				changed[m.RoomID] = c
-			} else {
-				known = false
+			if known {
+				changed[m.RoomID] = f.t.Changed(roomKey(changes.RoomEvents, m.RoomID), b.since, b.upto)
 			}
 		}
 		if !known {
@@ -462,9 +441,16 @@ func (b *builder) ignoredUsers() (map[string]bool, error) {
 	if b.ignoredLoaded || b.s.src.Ignored == nil {
 		return b.ignored, nil
 	}
-	ig, err := b.s.src.Ignored(b.ctx, b.req.UserID)
-	if err != nil {
-		return nil, err
+	f := &b.s.fast
+	k := userKey(changes.AccountData, b.req.UserID)
+	ig, ok := cached(f, f.ignored, b.req.UserID, k)
+	if !ok {
+		tick := f.t.Tick()
+		var err error
+		if ig, err = b.s.src.Ignored(b.ctx, b.req.UserID); err != nil {
+			return nil, err
+		}
+		keep(f, f.ignored, b.req.UserID, k, tick, ig)
 	}
 	b.ignored, b.ignoredLoaded = ig, true
 	return ig, nil
@@ -493,12 +479,6 @@ func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
 	evs, limited, complete, err := b.timeline(m.RoomID, after, b.upto)
 	if err != nil {
 		return nil, err
-	}
-	if !complete {
-		b.timelineGap = true
-	}
-	if hasMemberEvent(evs) {
-		b.memberEvents = true
 	}
 	if newlyJoined && !b.initial && !limited && len(evs) > 0 {
 		// The filter may have hidden older events; the client should know
@@ -558,10 +538,12 @@ func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
 	}
 	var u store.Unread
 	extended := false
-	if complete && !newlyJoined && !b.membershipChanged && b.skip[KindReceipts] {
-		// No receipt and no membership of the user changed, and evs is the
-		// room's every event since the last sync: count them here.
+	if complete && !newlyJoined && !b.membershipChanged && b.known && !b.s.fast.t.Changed(roomKey(changes.Receipts, m.RoomID), b.since, b.upto) {
+		// No receipt in the room and no membership of the user changed, and
+		// evs is the room's every event since the last sync: count them here.
 		u, extended = b.s.unread.extend(m.RoomID, b.req.UserID, b.since, b.upto, evs, func(from, to int64) bool {
+			// The tracker keeps only each room's last position; the room's
+			// kept events answer for a range that ends before it.
 			between, known := b.s.rooms.RecentEvents(m.RoomID, from, to, 1)
 			return known && len(between) == 0
 		})
@@ -737,7 +719,7 @@ func (b *builder) accountData() error {
 	if b.initial {
 		since = 0
 	}
-	if b.skip[KindAccountData] {
+	if b.known && !b.s.fast.t.Changed(userKey(changes.AccountData, b.req.UserID), b.since, b.upto) {
 		return nil
 	}
 	items, err := b.s.store.AccountDataSince(b.ctx, b.req.UserID, since)
@@ -817,8 +799,14 @@ func (b *builder) receipts() error {
 	if b.initial {
 		since = 0
 	}
-	if b.skip[KindReceipts] && !b.membershipChanged {
-		return nil
+	if b.known && !b.membershipChanged {
+		keys := make([]changes.Key, len(b.joined))
+		for i, id := range b.joined {
+			keys[i] = roomKey(changes.Receipts, id)
+		}
+		if !b.s.fast.t.ChangedAny(keys, b.since, b.upto) {
+			return nil
+		}
 	}
 	rows, err := b.s.store.ReceiptsSince(b.ctx, b.joined, since)
 	if err != nil {
@@ -860,23 +848,28 @@ func (b *builder) e2ee() error {
 	if b.initial {
 		since = 0
 	}
-	if f := b.s.src.E2EECounts; f != nil && b.skip[KindKeys] {
-		v := b.versions[KindKeyCounts]
-		kc, ok := b.s.changes.counts(b.req.UserID, b.req.DeviceID, v)
+	f := &b.s.fast
+	user, device := b.req.UserID, b.req.DeviceID
+	if counts := b.s.src.E2EECounts; counts != nil && b.noToDevice() {
+		k := userKey(changes.KeyCounts, user)
+		kc, ok := cached(f, f.keyCounts, deviceKey{user, device}, k)
 		if !ok {
+			tick := f.t.Tick()
 			var err error
-			if kc.otk, kc.fallback, err = f(b.ctx, b.req.UserID, b.req.DeviceID); err != nil {
+			if kc.otk, kc.fallback, err = counts(b.ctx, user, device); err != nil {
 				return err
 			}
-			b.s.changes.putCounts(b.req.UserID, b.req.DeviceID, v, kc)
+			keep(f, f.keyCounts, deviceKey{user, device}, k, tick, kc)
 		}
 		b.resp.OTKCounts = kc.otk
 		b.resp.FallbackKeyTypes = kc.fallback
-	} else if f := b.s.src.E2EE; f != nil {
-		evs, next, counts, fallback, err := f(b.ctx, b.req.UserID, b.req.DeviceID, since, b.upto)
+	} else if e2ee := b.s.src.E2EE; e2ee != nil {
+		evs, next, counts, fallback, err := e2ee(b.ctx, user, device, since, b.upto)
 		if err != nil {
 			return err
 		}
+		// Everything up to since is deleted now.
+		f.setAcked(user, device, since)
 		if next > since && next < b.upto {
 			b.upto = next
 		}
@@ -887,18 +880,34 @@ func (b *builder) e2ee() error {
 	return nil
 }
 
+// noToDevice reports that the device has no to-device message to receive in
+// this sync's range and none delivered before that awaits its deletion
+// (fastpath.go), so the to-device query can be skipped.
+func (b *builder) noToDevice() bool {
+	if !b.known {
+		return false
+	}
+	acked, ok := b.s.fast.ackedThrough(b.req.UserID, b.req.DeviceID)
+	if !ok {
+		return false
+	}
+	from := min(b.since, acked)
+	t := b.s.fast.t
+	return t.Known(from) && !t.Changed(userKey(changes.ToDevice, b.req.UserID), from, b.upto)
+}
+
 // deviceLists fills device_lists (incremental syncs only). Runs after rooms:
-// the query is skipped when no device or key changed among the users the
-// syncing user shares rooms with (KindKeys), the user's own memberships did
-// not change, and the timelines this sync looked at hold every event since
-// the token and no membership event — then nobody began or stopped sharing
-// a room with the user either.
+// the query is skipped when the tracker knows that no device or key of the
+// user changed, nor those of anyone in any room the user has a membership
+// in, and that no membership in those rooms (the user's own included)
+// changed — then nobody began or stopped sharing a room with the user
+// either. Every room counts, whatever the sync's filter shows.
 func (b *builder) deviceLists() error {
 	f := b.s.src.DeviceLists
 	if f == nil || b.initial {
 		return nil
 	}
-	if b.skip[KindKeys] && b.skip[KindMemberships] && !b.membershipChanged && !b.timelineGap && !b.memberEvents {
+	if b.known && !b.membershipChanged && !b.deviceListsMayHaveChanged() {
 		b.resp.DeviceLists.Changed = []string{}
 		b.resp.DeviceLists.Left = []string{}
 		return nil
@@ -910,6 +919,19 @@ func (b *builder) deviceLists() error {
 	b.resp.DeviceLists.Changed = append(b.resp.DeviceLists.Changed, changed...)
 	b.resp.DeviceLists.Left = append(b.resp.DeviceLists.Left, left...)
 	return nil
+}
+
+func (b *builder) deviceListsMayHaveChanged() bool {
+	t := b.s.fast.t
+	if t.Flying(changes.Key{Kind: changes.DeviceLists}, b.upto) {
+		return true // a change whose rooms are not all marked yet
+	}
+	keys := make([]changes.Key, 0, 2*len(b.memberships)+2)
+	keys = append(keys, userKey(changes.UserDevices, b.req.UserID), userKey(changes.Memberships, b.req.UserID))
+	for _, m := range b.memberships {
+		keys = append(keys, roomKey(changes.DeviceLists, m.RoomID), roomKey(changes.RoomMembers, m.RoomID))
+	}
+	return t.ChangedAny(keys, b.since, b.upto)
 }
 
 // mergePresence appends the events of extra whose sender is not already in

@@ -3,12 +3,13 @@ package syncer
 import (
 	"bytes"
 	"context"
-	"sync"
 
+	"conclave/internal/lru"
 	"conclave/internal/store"
 )
 
-// maxUnreadEntries bounds the unread-count cache; when full it starts over.
+// maxUnreadEntries bounds the unread-count cache (least recently used
+// entries are forgotten; a forgotten entry costs one full count).
 const maxUnreadEntries = 200_000
 
 // unreadCache remembers, per user and room, the counts up to a stream
@@ -21,9 +22,10 @@ const maxUnreadEntries = 200_000
 // A redaction of an already counted event does not lower a cached count
 // until the read point moves; Synapse's counts behave the same way.
 type unreadCache struct {
-	mu sync.Mutex
-	m  map[unreadKey]unreadEntry
+	m *lru.Cache[unreadKey, unreadEntry]
 }
+
+func (c *unreadCache) init() { c.m = lru.New[unreadKey, unreadEntry](maxUnreadEntries) }
 
 type unreadKey struct{ user, room string }
 
@@ -34,9 +36,7 @@ type unreadEntry struct {
 
 func (c *unreadCache) counts(ctx context.Context, st Store, roomID, userID string, upto int64) (store.Unread, error) {
 	k := unreadKey{userID, roomID}
-	c.mu.Lock()
-	e, ok := c.m[k]
-	c.mu.Unlock()
+	e, ok := c.m.Get(k)
 	if ok && e.upto <= upto {
 		more, err := st.UnreadCounts(ctx, roomID, userID, e.upto, upto)
 		if err != nil {
@@ -58,15 +58,12 @@ func (c *unreadCache) counts(ctx context.Context, st Store, roomID, userID strin
 }
 
 func (c *unreadCache) put(k unreadKey, upto int64, u store.Unread) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= maxUnreadEntries {
-		c.m = make(map[unreadKey]unreadEntry)
-	}
-	if old, ok := c.m[k]; ok && old.upto > upto {
-		return // a concurrent sync counted further already
-	}
-	c.m[k] = unreadEntry{upto: upto, u: u}
+	c.m.Update(k, func(old unreadEntry, ok bool) (unreadEntry, bool) {
+		if ok && old.upto > upto {
+			return old, true // a concurrent sync counted further already
+		}
+		return unreadEntry{upto: upto, u: u}, true
+	})
 }
 
 // extend counts evs — every event of the room in (since, upto] — on top of
@@ -78,9 +75,7 @@ func (c *unreadCache) put(k unreadKey, upto int64, u store.Unread) {
 // had no event in between (the room was simply not in the last syncs).
 func (c *unreadCache) extend(roomID, userID string, since, upto int64, evs []store.StoredEvent, quiet func(from, to int64) bool) (store.Unread, bool) {
 	k := unreadKey{userID, roomID}
-	c.mu.Lock()
-	e, ok := c.m[k]
-	c.mu.Unlock()
+	e, ok := c.m.Get(k)
 	if !ok || e.upto > since || e.u.ReadPos > since || (e.upto < since && !quiet(e.upto, since)) {
 		return store.Unread{}, false
 	}

@@ -102,7 +102,23 @@ func Default(t testing.TB) config.Config {
 // StartConfig runs a homeserver with exactly cfg.
 func StartConfig(t testing.TB, cfg config.Config) *Server {
 	t.Helper()
-	return startLogged(t, cfg, os.Stderr)
+	return startLogged(t, cfg, os.Stderr, homeserver.Options{})
+}
+
+// StartWith is Start with homeserver options (a store wrapper: Gates).
+func StartWith(t testing.TB, hsOpts homeserver.Options, opts ...Option) *Server {
+	t.Helper()
+	cfg := Default(t)
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if os.Getenv(EnvDatabase) == "postgres" && cfg.Database == "" {
+		cfg.Database = postgresFor(t, cfg.DataDir)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return startLogged(t, cfg, os.Stderr, hsOpts)
 }
 
 // StartLogged is Start with the server log (warnings and errors, including
@@ -116,10 +132,10 @@ func StartLogged(t testing.TB, w io.Writer, opts ...Option) *Server {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	return startLogged(t, cfg, w)
+	return startLogged(t, cfg, w, homeserver.Options{})
 }
 
-func startLogged(t testing.TB, cfg config.Config, w io.Writer) *Server {
+func startLogged(t testing.TB, cfg config.Config, w io.Writer, hsOpts homeserver.Options) *Server {
 	t.Helper()
 	level := slog.LevelWarn
 	if os.Getenv("CONCLAVE_TEST_LOG") != "" {
@@ -127,7 +143,7 @@ func startLogged(t testing.TB, cfg config.Config, w io.Writer) *Server {
 	}
 	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 	ctx, cancel := context.WithCancel(context.Background())
-	hs, err := homeserver.New(ctx, cfg, log)
+	hs, err := homeserver.NewWith(ctx, cfg, log, hsOpts)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

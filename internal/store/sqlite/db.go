@@ -23,6 +23,7 @@ import (
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"conclave/internal/filelock"
 	"conclave/internal/store"
 )
 
@@ -42,6 +43,8 @@ type DB struct {
 	maxPos atomic.Int64
 
 	checkpoints *checkpointer // WAL checkpoints off the commit path (checkpoint.go)
+
+	lock *filelock.Lock // held while open: see lockDatabase
 }
 
 var _ store.Store = (*DB)(nil)
@@ -49,6 +52,49 @@ var _ store.Store = (*DB)(nil)
 // Open opens (creating if needed) the database at path and applies the
 // pending migrations.
 func Open(ctx context.Context, path string) (*DB, error) {
+	lock, err := lockDatabase(path)
+	if err != nil {
+		return nil, err
+	}
+	db, err := open(ctx, path)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	db.lock = lock
+	return db, nil
+}
+
+// ErrInUse is returned by Open while another process has the database open.
+var ErrInUse = errors.New("in use by another process")
+
+// lockDatabase takes an exclusive lock on PATH.lock for as long as the
+// database is open. This store assumes it is the database's only user (one
+// writer connection, maxPos read back after its own commits, in-memory
+// caches above it), so a second server on the same data directory, or a
+// migration reading the file under a running server, must be refused: SQLite's
+// own locks would let both in and each would serve what it believes is the
+// whole truth. The kernel drops the lock when the process dies, so a crash
+// never leaves a stale lock behind. Filesystems without flock get no lock.
+func lockDatabase(path string) (*filelock.Lock, error) {
+	lp := path + ".lock"
+	l, err := filelock.TryLock(lp)
+	switch {
+	case err == nil:
+		return l, nil
+	case errors.Is(err, filelock.ErrUnsupported):
+		return nil, nil
+	case errors.Is(err, filelock.ErrLocked):
+		who := "a process"
+		if pid := filelock.Holder(lp); pid != "" {
+			who = "pid " + pid
+		}
+		return nil, fmt.Errorf("database %s is %w (%s holds %s): stop it first", path, ErrInUse, who, lp)
+	}
+	return nil, fmt.Errorf("lock database %s: %w", path, err)
+}
+
+func open(ctx context.Context, path string) (*DB, error) {
 	q := url.Values{}
 	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)", "cache_size(-32000)", "wal_autocheckpoint(0)"} {
 		q.Add("_pragma", p)
@@ -93,7 +139,9 @@ func (db *DB) Close() error {
 		db.stopCommitter()
 	}
 	db.stopCheckpointer()
-	return errors.Join(db.r.Close(), db.w.Close())
+	err := errors.Join(db.r.Close(), db.w.Close())
+	// Released last: the next opener may rely on our connections being gone.
+	return errors.Join(err, db.lock.Close())
 }
 
 // IntegrityCheck runs SQLite's integrity check; tests and the crash test use it.

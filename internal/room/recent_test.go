@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"testing"
 
+	"conclave/internal/changes"
 	"conclave/internal/room"
 	"conclave/internal/store"
 )
@@ -29,7 +30,7 @@ func TestRecentEventsMatchStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	floor, _ = db.MaxStreamPos(ctx)
-	svc.TrackPositions(floor, func() int64 { p, _ := db.MaxStreamPos(ctx); return p })
+	svc.TrackChanges(changes.New(func() int64 { p, _ := db.MaxStreamPos(ctx); return p }))
 	rooms := []string{before}
 	for range 2 {
 		id, err := svc.CreateRoom(ctx, &room.CreateRequest{Creator: alice, Preset: "public_chat"})

@@ -1,0 +1,183 @@
+package room
+
+import (
+	"context"
+	"math"
+	"sync"
+
+	"conclave/internal/changes"
+	"conclave/internal/lru"
+	"conclave/internal/store"
+)
+
+// Every write of the room service is marked in the change tracker
+// (changes.Tracker) before it commits and recorded after: /sync learns from
+// it which rooms changed since a token without asking the store, and
+// formatting skips looking for relations nobody sent. The service also keeps
+// each room's latest events as the store holds them (redactions applied), so
+// that the /sync of each member after a message reads it from memory.
+//
+// Both only work when this process is the database's only writer; the
+// homeserver sets Changes then (TrackChanges), and leaves it nil otherwise.
+
+// recentEvents are a room's latest events as the store holds them.
+type recentEvents struct {
+	evs  []store.StoredEvent // ascending positions
+	from int64               // every event of the room after from is in evs
+}
+
+// recentPerRoom bounds recentEvents.evs; maxRecentRooms bounds the rooms
+// whose events are kept (the least recently written are forgotten).
+const (
+	recentPerRoom  = 64
+	maxRecentRooms = 20_000
+)
+
+type recentCache struct {
+	mu    sync.Mutex // guards the contents of the entries
+	rooms *lru.Cache[string, *recentEvents]
+}
+
+// TrackChanges turns on the fast paths above with t, the tracker of every
+// write to the database. Call it before the first write.
+func (s *Service) TrackChanges(t *changes.Tracker) {
+	s.Changes = t
+	s.recent.rooms = lru.New[string, *recentEvents](maxRecentRooms)
+}
+
+// RecentEvents answers what store.RoomEvents would for a timeline query
+// without filters — the newest events of roomID in (after, upto], newest
+// first, at most limit — from memory. ok is false when memory cannot tell
+// (tracking off, a write in flight, or the range starts before what is
+// kept): the caller asks the store. The events are copies.
+func (s *Service) RecentEvents(roomID string, after, upto int64, limit int) (evs []store.StoredEvent, ok bool) {
+	t := s.Changes
+	if t == nil || limit <= 0 || !t.Known(after) {
+		return nil, false
+	}
+	key := changes.Key{Kind: changes.RoomEvents, Subject: roomID}
+	r, _ := s.recent.rooms.Get(roomID)
+	if r == nil {
+		// Nothing kept: memory knows only that there is nothing.
+		return nil, !t.Changed(key, after, upto)
+	}
+	s.recent.mu.Lock()
+	from, last := r.from, r.from
+	if n := len(r.evs); n > 0 {
+		last = r.evs[n-1].Pos
+	}
+	if after >= from {
+		for i := len(r.evs) - 1; i >= 0 && len(evs) < limit; i-- {
+			e := r.evs[i]
+			if e.Pos <= after {
+				break
+			}
+			if e.Pos <= upto {
+				evs = append(evs, e)
+			}
+		}
+	}
+	s.recent.mu.Unlock()
+	// Read after the events: a write that appended more since is either
+	// recorded above last or still in flight.
+	if after < from || t.Changed(key, max(last, after), upto) {
+		return nil, false
+	}
+	return evs, true
+}
+
+// ChangedBetween reports whether roomID may have an event in (since, upto].
+// false is certain; true may be a false alarm. known is false when the
+// tracker cannot tell (off, or since older than what it remembers): the
+// caller must ask the store.
+func (s *Service) ChangedBetween(roomID string, since, upto int64) (changed, known bool) {
+	t := s.Changes
+	if !t.Known(since) {
+		return false, false
+	}
+	return t.Changed(changes.Key{Kind: changes.RoomEvents, Subject: roomID}, since, upto), true
+}
+
+// relationsAfter reports whether roomID may hold an event with a relation
+// after position pos (true when the tracker cannot tell).
+func (s *Service) relationsAfter(roomID string, pos int64) bool {
+	return s.Changes.Changed(changes.Key{Kind: changes.RoomRelations, Subject: roomID}, pos-1, math.MaxInt64)
+}
+
+// begin marks a write of rows to roomID in the tracker before it commits,
+// and returns what records its outcome: done(positions) after a commit,
+// done(nil) after a failure.
+func (s *Service) begin(roomID string, rows []store.NewEvent) func(positions []int64) {
+	t := s.Changes
+	if t == nil {
+		return func([]int64) {}
+	}
+	keys := []changes.Key{{Kind: changes.RoomEvents, Subject: roomID}}
+	members, relations := false, false
+	for i := range rows {
+		e := &rows[i]
+		if e.RelatesTo != "" && !relations {
+			relations = true
+			keys = append(keys, changes.Key{Kind: changes.RoomRelations, Subject: roomID})
+		}
+		if e.Type == "m.room.member" && e.StateKey != nil {
+			if !members {
+				members = true
+				keys = append(keys, changes.Key{Kind: changes.RoomMembers, Subject: roomID})
+			}
+			keys = append(keys, changes.Key{Kind: changes.Memberships, Subject: *e.StateKey})
+		}
+	}
+	// Every event after this position is the write's or kept in memory.
+	coveredFrom := t.LastCommitted(keys[0])
+	w := t.Begin(keys...)
+	return func(positions []int64) {
+		if len(positions) == len(rows) && len(rows) > 0 {
+			s.remember(roomID, coveredFrom, rows, positions)
+			w.Done(positions[len(positions)-1])
+			return
+		}
+		s.recent.rooms.Delete(roomID)
+		w.Done(0)
+	}
+}
+
+// remember appends committed rows to the room's recent events, applying
+// their redactions to kept events as the store does (first one wins).
+func (s *Service) remember(roomID string, coveredFrom int64, rows []store.NewEvent, positions []int64) {
+	r, _ := s.recent.rooms.Get(roomID)
+	if r == nil {
+		r = &recentEvents{from: coveredFrom}
+		s.recent.rooms.Put(roomID, r)
+	}
+	s.recent.mu.Lock()
+	defer s.recent.mu.Unlock()
+	for i := range rows {
+		e := &rows[i]
+		r.evs = append(r.evs, store.StoredEvent{
+			Pos: positions[i], EventID: e.EventID, RoomID: roomID, JSON: e.JSON,
+			ReplacesState: e.ReplacesState, SenderDevice: e.SenderDevice, TxnID: e.TxnID,
+			Membership: e.Membership, Type: e.Type, StateKey: e.StateKey, Sender: e.Sender,
+		})
+		if e.Redacts != "" {
+			for j := range r.evs {
+				if r.evs[j].EventID == e.Redacts && r.evs[j].RedactedBy == "" {
+					r.evs[j].RedactedBy = e.EventID
+				}
+			}
+		}
+	}
+	if n := len(r.evs) - recentPerRoom; n > 0 {
+		r.from = r.evs[n-1].Pos
+		r.evs = append(r.evs[:0:0], r.evs[n:]...)
+	}
+}
+
+// Forget marks roomID forgotten by userID (POST /forget; the caller checked
+// that the user left). It changes the user's memberships as /sync sees them.
+func (s *Service) Forget(ctx context.Context, userID, roomID string) error {
+	w := s.Changes.Begin(changes.Key{Kind: changes.Memberships, Subject: userID})
+	err := s.store.ForgetRoom(ctx, userID, roomID)
+	w.Done(0)
+	return err
+}
