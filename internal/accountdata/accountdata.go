@@ -77,7 +77,7 @@ func (s *Service) PutInternal(ctx context.Context, userID, roomID, typ string, c
 		return matrix.TooLarge("Account data is larger than %d bytes", MaxContentBytes)
 	}
 	w := s.Changes.Begin(changes.Key{Kind: changes.AccountData, Subject: userID})
-	pos, err := s.store.PutAccountData(ctx, userID, roomID, typ, content)
+	pos, err := s.store.PutAccountData(w.Context(ctx), userID, roomID, typ, content)
 	w.Done(pos)
 	if err != nil {
 		return err

@@ -195,9 +195,9 @@ func (s *Service) newDevice(ctx context.Context, userID string, o DeviceOpts) (*
 	now := s.now()
 	res, tok := s.newTokens(userID, deviceID, o.Refresh, now)
 	d := &store.Device{UserID: userID, DeviceID: deviceID, DisplayName: TruncateDisplayName(o.DisplayName), CreatedTS: now.UnixMilli(), LastSeenTS: now.UnixMilli(), LastSeenIP: o.IP}
-	done := s.devicesChange(ctx, userID)
+	wctx, done := s.devicesChange(ctx, userID)
 	revoked := s.sessions.revoking(userID) // a re-used device ID replaces the device's tokens
-	err := s.store.CreateDevice(ctx, d, tok)
+	err := s.store.CreateDevice(wctx, d, tok)
 	revoked()
 	done(err)
 	if err != nil {
@@ -316,9 +316,9 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*LoginResul
 // Logout deletes the session's device with its tokens (and, through the
 // store's device cleanups, its keys): POST /logout.
 func (s *Service) Logout(ctx context.Context, sess *store.Session) error {
-	done := s.devicesChange(ctx, sess.UserID)
+	wctx, done := s.devicesChange(ctx, sess.UserID)
 	revoked := s.sessions.revoking(sess.UserID)
-	err := s.store.DeleteDevices(ctx, sess.UserID, []string{sess.DeviceID})
+	err := s.store.DeleteDevices(wctx, sess.UserID, []string{sess.DeviceID})
 	revoked()
 	done(err)
 	return err
@@ -326,9 +326,9 @@ func (s *Service) Logout(ctx context.Context, sess *store.Session) error {
 
 // LogoutAll deletes every device of the user.
 func (s *Service) LogoutAll(ctx context.Context, userID string) error {
-	done := s.devicesChange(ctx, userID)
+	wctx, done := s.devicesChange(ctx, userID)
 	revoked := s.sessions.revoking(userID)
-	err := s.store.DeleteAllDevices(ctx, userID)
+	err := s.store.DeleteAllDevices(wctx, userID)
 	revoked()
 	done(err)
 	return err
@@ -351,12 +351,12 @@ func (s *Service) ChangePassword(ctx context.Context, sess *store.Session, newPa
 	if logoutDevices {
 		keep = &sess.DeviceID
 	}
-	done := func(error) {}
+	wctx, done := ctx, func(error) {}
 	if logoutDevices {
-		done = s.devicesChange(ctx, sess.UserID)
+		wctx, done = s.devicesChange(ctx, sess.UserID)
 	}
 	revoked := s.sessions.revoking(sess.UserID)
-	err = s.store.SetPassword(ctx, sess.UserID, hash, keep)
+	err = s.store.SetPassword(wctx, sess.UserID, hash, keep)
 	revoked()
 	done(err)
 	return err
@@ -365,9 +365,9 @@ func (s *Service) ChangePassword(ctx context.Context, sess *store.Session, newPa
 // Deactivate deactivates userID for good: devices and tokens go, the
 // password is cleared, then OnDeactivate runs.
 func (s *Service) Deactivate(ctx context.Context, userID string) error {
-	done := s.devicesChange(ctx, userID)
+	wctx, done := s.devicesChange(ctx, userID)
 	revoked := s.sessions.revoking(userID)
-	err := s.store.Deactivate(ctx, userID)
+	err := s.store.Deactivate(wctx, userID)
 	revoked()
 	done(err)
 	if err != nil {
@@ -398,8 +398,8 @@ func (s *Service) SetDeviceName(ctx context.Context, userID, deviceID, name stri
 	if utf8.RuneCountInString(name) > MaxDisplayNameRunes {
 		return matrix.InvalidParam("Device display name is too long (max %d)", MaxDisplayNameRunes)
 	}
-	done := s.devicesChange(ctx, userID)
-	err := s.store.SetDeviceName(ctx, userID, deviceID, name)
+	wctx, done := s.devicesChange(ctx, userID)
+	err := s.store.SetDeviceName(wctx, userID, deviceID, name)
 	done(err)
 	if errors.Is(err, store.ErrNotFound) {
 		return matrix.NotFound("Unknown device")
@@ -412,9 +412,9 @@ func (s *Service) DeleteDevices(ctx context.Context, userID string, deviceIDs []
 	if len(deviceIDs) > MaxDeleteDevices {
 		return matrix.InvalidParam("At most %d devices at once", MaxDeleteDevices)
 	}
-	done := s.devicesChange(ctx, userID)
+	wctx, done := s.devicesChange(ctx, userID)
 	revoked := s.sessions.revoking(userID)
-	err := s.store.DeleteDevices(ctx, userID, deviceIDs)
+	err := s.store.DeleteDevices(wctx, userID, deviceIDs)
 	revoked()
 	done(err)
 	return err

@@ -34,7 +34,7 @@ type Service struct {
 	// /sync). It marks the change in the change tracker; the function it
 	// returns, called after the write, records it and, with wake, wakes
 	// those users.
-	DeviceChange func(ctx context.Context, users ...string) (done func(wake bool))
+	DeviceChange func(ctx context.Context, users ...string) (context.Context, func(wake bool))
 	// OnDeactivate, when set, runs after an account is deactivated (the room
 	// service makes the user leave their rooms). Set it before serving.
 	OnDeactivate func(ctx context.Context, userID string)
@@ -153,12 +153,13 @@ func OptionsFrom(cfg *config.Config) Options {
 	}
 }
 
-// devicesChange begins a change of userID's devices (DeviceChange): call
-// the result after the write, with its error.
-func (s *Service) devicesChange(ctx context.Context, userID string) func(err error) {
+// devicesChange begins a change of userID's devices (DeviceChange): write
+// with the context it returns (it carries the marks to other processes),
+// and call the function after the write, with its error.
+func (s *Service) devicesChange(ctx context.Context, userID string) (context.Context, func(err error)) {
 	if s.DeviceChange == nil {
-		return func(error) {}
+		return ctx, func(error) {}
 	}
-	done := s.DeviceChange(context.WithoutCancel(ctx), userID)
-	return func(err error) { done(err == nil) }
+	wctx, done := s.DeviceChange(ctx, userID)
+	return wctx, func(err error) { done(err == nil) }
 }

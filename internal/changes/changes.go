@@ -28,6 +28,7 @@
 package changes
 
 import (
+	"context"
 	"slices"
 	"sync"
 )
@@ -79,6 +80,8 @@ type Tracker struct {
 	// tick of a forgotten mark.
 	tick, tickFloor uint64
 	marks           map[Key]*mark
+
+	feed *feed // set when fed by the database's notifications (feed.go)
 }
 
 type mark struct {
@@ -152,7 +155,21 @@ func (w *Write) Done(pos int64, extra ...Key) {
 	t := w.t
 	if pos <= 0 {
 		pos = t.committed()
+		if f := t.feed; f != nil {
+			// Heard lags the database: the write's real position is at or
+			// below the database's, and its own notification records it.
+			if p, err := f.dbMax(context.Background()); err == nil {
+				pos = p
+			}
+		}
 	}
+	t.done(w, pos, extra)
+	if f := t.feed; f != nil {
+		f.waitHeard(pos)
+	}
+}
+
+func (t *Tracker) done(w *Write, pos int64, extra []Key) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.tick++
@@ -331,14 +348,10 @@ func (t *Tracker) ForgetAll() {
 		return
 	}
 	pos := t.committed()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for k, m := range t.marks {
-		if len(m.flying) == 0 {
-			t.tickFloor = max(t.tickFloor, m.tick)
-			delete(t.marks, k)
+	if f := t.feed; f != nil {
+		if p, err := f.dbMax(context.Background()); err == nil {
+			pos = max(pos, p)
 		}
 	}
-	t.tickFloor = max(t.tickFloor, t.tick)
-	t.floor = max(t.floor, pos)
+	t.forgetThrough(pos)
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"conclave/internal/changes"
 	"conclave/internal/presence"
 	"conclave/internal/store"
 	"conclave/internal/typing"
@@ -107,7 +108,7 @@ func (c *cluster) start(ctx context.Context) error {
 	if c == nil {
 		return nil
 	}
-	go c.st.Listen(ctx, c.onConnect, c.onMessage, func(err error) {
+	go c.st.Listen(ctx, c.onConnect, c.onMessage, c.onStream, func(err error) {
 		c.hs.Log.Warn("cluster bus: listener connection lost; reconnecting", "err", err)
 	})
 	go c.publisher(ctx)
@@ -210,7 +211,11 @@ func (c *cluster) sequenced(ctx context.Context, m busMsg) error {
 	return c.applied.wait(ctx, serial)
 }
 
-func (c *cluster) onConnect(serial int64) {
+func (c *cluster) onConnect(serial, streamPos int64) {
+	// Stream notifications may have been missed (before the first
+	// connection too): the change tracker forgets what it knew.
+	c.hs.Rooms.ForgetRecent("")
+	c.hs.Changes.Resync(streamPos)
 	c.hs.Typing.Resume(serial)
 	c.hs.Presence.Resume(serial)
 	c.applied.advance(serial)
@@ -220,6 +225,27 @@ func (c *cluster) onConnect(serial int64) {
 		c.hs.Rooms.InvalidateAll()
 		c.hs.Notifier.WakeAll()
 	}
+}
+
+// onStream applies an allocation of stream positions (from, to] by any
+// process, this one included, to the change tracker: what another process
+// changed is recorded, and what this process keeps of it in memory (room
+// state, recent events) dropped, before the position counts as heard.
+func (c *cluster) onStream(from, to int64, marks string) {
+	remote, unknown := c.hs.Changes.Apply(from, to, marks)
+	switch {
+	case unknown:
+		c.hs.Rooms.InvalidateAll()
+		c.hs.Rooms.ForgetRecent("")
+	default:
+		for _, k := range remote {
+			if k.Kind == changes.RoomEvents {
+				c.hs.Rooms.Invalidate(k.Subject)
+				c.hs.Rooms.ForgetRecent(k.Subject)
+			}
+		}
+	}
+	c.hs.Changes.Advance(to)
 }
 
 func (c *cluster) onMessage(payload string) {

@@ -128,25 +128,32 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 	hs.Notifier = syncer.NewNotifier()
 	hs.newMiscServices()
 	hs.wire()
+	// Every write is marked in the change tracker, and /sync and the caches
+	// ask it what may have changed instead of asking the store
+	// (internal/changes, syncer/fastpath.go). This process sees every write
+	// when it is the database's only writer; with several processes
+	// (PostgreSQL), the tracker is fed by the database's notifications of
+	// every stream allocation (changes/feed.go, cluster.go).
+	pos, err := db.MaxStreamPos(ctx)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	if hs.cluster == nil {
-		// This process is the database's only writer: /sync may use what
-		// the room and sync services know about recent changes instead of
-		// asking the store (internal/changes, syncer/fastpath.go).
-		if _, err := db.MaxStreamPos(ctx); err != nil {
-			db.Close()
-			return nil, err
-		}
 		hs.Changes = changes.New(func() int64 {
 			pos, _ := db.MaxStreamPos(context.Background())
 			return pos
 		})
-		hs.Rooms.TrackChanges(hs.Changes)
-		hs.Sync.TrackChanges(hs.Changes)
-		hs.Keys.Changes = hs.Changes
-		hs.Receipts.Changes = hs.Changes
-		hs.AccountData.Changes = hs.Changes
+		// Sessions take no stream position: cached only here.
 		hs.Accounts.CacheSessions(hs.Changes)
+	} else {
+		hs.Changes = changes.NewFed(pos, db.MaxStreamPos)
 	}
+	hs.Rooms.TrackChanges(hs.Changes)
+	hs.Sync.TrackChanges(hs.Changes)
+	hs.Keys.Changes = hs.Changes
+	hs.Receipts.Changes = hs.Changes
+	hs.AccountData.Changes = hs.Changes
 	if hs.Media, err = newMedia(ctx, hs.Config, db, log); err != nil {
 		db.Close()
 		return nil, err

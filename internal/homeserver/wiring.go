@@ -63,9 +63,10 @@ func (hs *Homeserver) wire() {
 	}
 	// Device-list changes concern everyone sharing a room with the owner;
 	// to-device messages only their recipients.
-	deviceChange := func(ctx context.Context, owners ...string) func(wake bool) {
+	deviceChange := func(ctx context.Context, owners ...string) (context.Context, func(wake bool)) {
 		w := hs.Changes.Begin(hs.deviceListKeys(ctx, owners, false)...)
-		return func(woken bool) {
+		return w.Context(ctx), func(woken bool) {
+			ctx := context.WithoutCancel(ctx)
 			w.Done(0, hs.deviceListKeys(ctx, owners, true)...)
 			if woken {
 				for _, u := range owners {

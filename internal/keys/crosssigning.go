@@ -125,8 +125,8 @@ func (s *Service) PrepareSigningKeys(ctx context.Context, userID string, req *De
 
 // StoreSigningKeys stores prepared cross-signing keys (after any auth).
 func (s *Service) StoreSigningKeys(ctx context.Context, p *PreparedSigningKeys) error {
-	done := s.deviceChange(ctx, p.userID)
-	err := s.store.PutCrossSigningKeys(ctx, p.userID, p.keys)
+	wctx, done := s.deviceChange(ctx, p.userID)
+	err := s.store.PutCrossSigningKeys(wctx, p.userID, p.keys)
 	done(err == nil)
 	return err
 }
@@ -281,8 +281,8 @@ func (s *Service) UploadSignatures(ctx context.Context, userID string, body map[
 			cu = append(cu, u)
 		}
 		sort.Strings(cu)
-		done := s.deviceChange(ctx, cu...)
-		err := s.store.PutKeySignatures(ctx, sigs, cu)
+		wctx, done := s.deviceChange(ctx, cu...)
+		err := s.store.PutKeySignatures(wctx, sigs, cu)
 		done(err == nil)
 		if err != nil {
 			return nil, err

@@ -45,9 +45,9 @@ func (s *Service) PutDehydratedDevice(ctx context.Context, userID string, req *D
 	// The device gets a token nobody knows: it cannot be used to log in.
 	hash := make([]byte, 32)
 	rand.Read(hash)
-	done := s.deviceChange(ctx, userID)
+	wctx, done := s.deviceChange(ctx, userID)
 	w := s.Changes.Begin(keyCounts(userID)...)
-	err = s.store.PutDehydratedDevice(ctx, userID, req.DeviceID, req.DisplayName, data, up, time.Now().UnixMilli(), hash)
+	err = s.store.PutDehydratedDevice(wctx, userID, req.DeviceID, req.DisplayName, data, up, time.Now().UnixMilli(), hash)
 	w.Done(0)
 	done(err == nil)
 	if errors.Is(err, store.ErrConflict) {
@@ -67,9 +67,9 @@ func (s *Service) DehydratedDevice(ctx context.Context, userID string) (string, 
 
 // DeleteDehydratedDevice deletes the user's dehydrated device.
 func (s *Service) DeleteDehydratedDevice(ctx context.Context, userID string) (string, error) {
-	done := s.deviceChange(ctx, userID)
+	wctx, done := s.deviceChange(ctx, userID)
 	w := s.Changes.Begin(keyCounts(userID)...)
-	id, err := s.store.DeleteDehydratedDevice(ctx, userID)
+	id, err := s.store.DeleteDehydratedDevice(wctx, userID)
 	w.Done(0)
 	done(err == nil)
 	if errors.Is(err, store.ErrNotFound) {

@@ -43,7 +43,9 @@ type Service struct {
 	// the change tracker, and the function it returns, called after the
 	// write, records it and — with wake — wakes everyone sharing a room with
 	// them. It must not block for long.
-	DeviceChange func(ctx context.Context, users ...string) (done func(wake bool))
+	// The context it returns carries the marks to other processes: write
+	// with it.
+	DeviceChange func(ctx context.Context, users ...string) (context.Context, func(wake bool))
 	// NotifyToDevice, when set, wakes the recipients of to-device messages
 	// after they are committed.
 	NotifyToDevice func(userIDs ...string)
@@ -60,11 +62,12 @@ func New(st store.Keys, serverName string) *Service {
 	return &Service{store: st, serverName: serverName}
 }
 
-// deviceChange begins a change of users' device lists (DeviceChange);
-// call the result after the write, with whether anything changed.
-func (s *Service) deviceChange(ctx context.Context, users ...string) func(wake bool) {
+// deviceChange begins a change of users' device lists (DeviceChange):
+// write with the context it returns, and call the function after the
+// write, with whether anything changed.
+func (s *Service) deviceChange(ctx context.Context, users ...string) (context.Context, func(wake bool)) {
 	if s.DeviceChange == nil || len(users) == 0 {
-		return func(bool) {}
+		return ctx, func(bool) {}
 	}
 	return s.DeviceChange(ctx, users...)
 }
@@ -107,11 +110,11 @@ func (s *Service) Upload(ctx context.Context, userID, deviceID string, req *Uplo
 		return nil, err
 	}
 	w := s.Changes.Begin(keyCounts(userID)...)
-	devicesDone := func(bool) {}
+	wctx, devicesDone := ctx, func(bool) {}
 	if up.DeviceKeys != nil {
-		devicesDone = s.deviceChange(ctx, userID)
+		wctx, devicesDone = s.deviceChange(ctx, userID)
 	}
-	counts, changed, err := s.store.UploadKeys(ctx, up)
+	counts, changed, err := s.store.UploadKeys(wctx, up)
 	w.Done(0)
 	devicesDone(changed && err == nil)
 	if err := uploadError(deviceID, err); err != nil {

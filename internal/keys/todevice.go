@@ -71,7 +71,7 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, evType
 		}
 	}
 	w := s.Changes.Begin(keys...)
-	recipients, dup, err := s.store.SendToDevice(ctx, sender, senderDevice, txnID, msgs)
+	recipients, dup, err := s.store.SendToDevice(w.Context(ctx), sender, senderDevice, txnID, msgs)
 	w.Done(0)
 	if err != nil {
 		return err

@@ -106,6 +106,14 @@ func (c *Cache[K, V]) Delete(k K) {
 	}
 }
 
+// Clear forgets every entry.
+func (c *Cache[K, V]) Clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.items)
+	c.head.next, c.head.prev = &c.head, &c.head
+}
+
 // Len is the number of entries.
 func (c *Cache[K, V]) Len() int {
 	c.mu.Lock()

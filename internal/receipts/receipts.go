@@ -179,7 +179,7 @@ func (s *Service) putReceipt(ctx context.Context, userID, roomID, typ, threadID 
 		}
 	}
 	w := s.Changes.Begin(changes.Key{Kind: changes.Receipts, Subject: roomID})
-	pos, err := s.store.PutReceipt(ctx, &store.Receipt{RoomID: roomID, UserID: userID, Type: typ, ThreadID: threadID, EventID: ev.EventID, TS: s.now().UnixMilli()})
+	pos, err := s.store.PutReceipt(w.Context(ctx), &store.Receipt{RoomID: roomID, UserID: userID, Type: typ, ThreadID: threadID, EventID: ev.EventID, TS: s.now().UnixMilli()})
 	w.Done(pos)
 	if err != nil {
 		return err

@@ -259,7 +259,7 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 		return "", err
 	}
 	defer e.mu.Unlock()
-	done := s.begin(rs.roomID, rows)
+	ctx, done := s.begin(ctx, rs.roomID, rows)
 	positions, err := s.store.CreateRoom(ctx, room, rows)
 	if err != nil {
 		positions = nil

@@ -104,13 +104,27 @@ func (s *Service) relationsAfter(roomID string, pos int64) bool {
 	return s.Changes.Changed(changes.Key{Kind: changes.RoomRelations, Subject: roomID}, pos-1, math.MaxInt64)
 }
 
+// ForgetRecent drops what is kept of roomID's recent events ("": of every
+// room): another process wrote to it.
+func (s *Service) ForgetRecent(roomID string) {
+	if s.recent.rooms == nil {
+		return
+	}
+	if roomID == "" {
+		s.recent.rooms.Clear()
+		return
+	}
+	s.recent.rooms.Delete(roomID)
+}
+
 // begin marks a write of rows to roomID in the tracker before it commits,
-// and returns what records its outcome: done(positions) after a commit,
+// and returns the context to write with (it carries the marks to other
+// processes) and what records the outcome: done(positions) after a commit,
 // done(nil) after a failure.
-func (s *Service) begin(roomID string, rows []store.NewEvent) func(positions []int64) {
+func (s *Service) begin(ctx context.Context, roomID string, rows []store.NewEvent) (context.Context, func(positions []int64)) {
 	t := s.Changes
 	if t == nil {
-		return func([]int64) {}
+		return ctx, func([]int64) {}
 	}
 	keys := []changes.Key{{Kind: changes.RoomEvents, Subject: roomID}}
 	members, relations := false, false
@@ -128,13 +142,16 @@ func (s *Service) begin(roomID string, rows []store.NewEvent) func(positions []i
 			keys = append(keys, changes.Key{Kind: changes.Memberships, Subject: *e.StateKey})
 		}
 	}
-	// Every event after this position is the write's or kept in memory.
-	coveredFrom := t.LastCommitted(keys[0])
 	w := t.Begin(keys...)
-	return func(positions []int64) {
+	return w.Context(ctx), func(positions []int64) {
 		if len(positions) == len(rows) && len(rows) > 0 {
-			s.remember(roomID, coveredFrom, rows, positions)
+			// Recorded first (with several processes, Done also waits until
+			// every earlier write is heard, and another process's write to
+			// the room has dropped what was kept); until the events are
+			// kept, readers see the room changed after what is kept and ask
+			// the store.
 			w.Done(positions[len(positions)-1])
+			s.remember(roomID, rows, positions)
 			return
 		}
 		s.recent.rooms.Delete(roomID)
@@ -143,11 +160,15 @@ func (s *Service) begin(roomID string, rows []store.NewEvent) func(positions []i
 }
 
 // remember appends committed rows to the room's recent events, applying
-// their redactions to kept events as the store does (first one wins).
-func (s *Service) remember(roomID string, coveredFrom int64, rows []store.NewEvent, positions []int64) {
+// their redactions to kept events as the store does (first one wins). The
+// room's writes are serialised (the room lock, across processes too), and
+// another process's write drops the room's entry before it is heard, so an
+// entry holds every event of the room after its from; a new entry starts
+// just before the rows, whose positions are consecutive.
+func (s *Service) remember(roomID string, rows []store.NewEvent, positions []int64) {
 	r, _ := s.recent.rooms.Get(roomID)
 	if r == nil {
-		r = &recentEvents{from: coveredFrom}
+		r = &recentEvents{from: positions[0] - 1}
 		s.recent.rooms.Put(roomID, r)
 	}
 	s.recent.mu.Lock()
@@ -177,7 +198,7 @@ func (s *Service) remember(roomID string, coveredFrom int64, rows []store.NewEve
 // that the user left). It changes the user's memberships as /sync sees them.
 func (s *Service) Forget(ctx context.Context, userID, roomID string) error {
 	w := s.Changes.Begin(changes.Key{Kind: changes.Memberships, Subject: userID})
-	err := s.store.ForgetRoom(ctx, userID, roomID)
+	err := s.store.ForgetRoom(w.Context(ctx), userID, roomID)
 	w.Done(0)
 	return err
 }

@@ -292,7 +292,7 @@ func (s *Service) lockShared(ctx context.Context, roomID string) (func(), error)
 // process wrote to the room since rs was loaded, rs is marked stale and
 // errRoomChanged returned (callers run under retry).
 func (s *Service) commit(ctx context.Context, rs *roomState, pdus []*event.PDU, rows []store.NewEvent) error {
-	done := s.begin(rs.roomID, rows)
+	ctx, done := s.begin(ctx, rs.roomID, rows)
 	positions, err := s.store.PersistEvents(ctx, rs.roomID, rows)
 	if err != nil {
 		positions = nil

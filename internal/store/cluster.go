@@ -15,12 +15,15 @@ type Cluster interface {
 	// publishes build(serial) in the same transaction: every listener
 	// receives sequenced messages in serial order.
 	PublishSequenced(ctx context.Context, build func(serial int64) (string, error)) error
-	// Listen delivers every published message to onMessage, in commit order,
-	// until ctx ends. On each (re)connection it first calls onConnect with
-	// the last ephemeral serial allocated: messages may have been missed
-	// before a reconnection. Connection failures go to onError, and it
-	// reconnects; it returns only when ctx ends.
-	Listen(ctx context.Context, onConnect func(serial int64), onMessage func(string), onError func(error))
+	// Listen delivers every published message to onMessage, and every
+	// allocation of stream positions (from, to] with the change tracker's
+	// marks of its transaction (changes.Payload) to onStream, all in commit
+	// order, until ctx ends. On each (re)connection it first calls onConnect
+	// with the last ephemeral serial allocated and the committed stream
+	// position: messages may have been missed before a reconnection.
+	// Connection failures go to onError, and it reconnects; it returns only
+	// when ctx ends.
+	Listen(ctx context.Context, onConnect func(serial, streamPos int64), onMessage func(string), onStream func(from, to int64, marks string), onError func(error))
 	// SharedSigningKey stores key (text form) as the server's signing key
 	// unless the database already has one, and returns the one it has.
 	SharedSigningKey(ctx context.Context, key []byte) ([]byte, error)

@@ -177,9 +177,16 @@ func (s *Service) buildApart(ctx context.Context, req *Request) (*Response, erro
 }
 
 func (s *Service) build(ctx context.Context, req *Request) (*Response, error) {
-	upto, err := s.store.MaxStreamPos(ctx)
-	if err != nil {
-		return nil, err
+	var upto int64
+	if t := s.fast.t; t != nil {
+		// What the tracker has heard of (with several processes, the
+		// database may be ahead of it: the rest is for the next sync).
+		upto = t.Heard()
+	} else {
+		var err error
+		if upto, err = s.store.MaxStreamPos(ctx); err != nil {
+			return nil, err
+		}
 	}
 	var since Token
 	initial := req.Since == nil
@@ -254,6 +261,11 @@ func (b *builder) rooms() error {
 	f := &b.s.fast
 	mk := userKey(changes.Memberships, b.req.UserID)
 	ms, ok := cached(f, f.members, b.req.UserID, mk)
+	if ok && b.initial && f.t.Fed() {
+		// Forgetting a room takes no stream position: another process's
+		// is not heard. Only an initial sync leaves forgotten rooms out.
+		ok = false
+	}
 	if !ok {
 		tick := f.t.Tick()
 		var err error
@@ -853,6 +865,8 @@ func (b *builder) e2ee() error {
 	if counts := b.s.src.E2EECounts; counts != nil && b.noToDevice() {
 		k := userKey(changes.KeyCounts, user)
 		kc, ok := cached(f, f.keyCounts, deviceKey{user, device}, k)
+		// Claims take no stream position: another process's are not heard.
+		ok = ok && !f.t.Fed()
 		if !ok {
 			tick := f.t.Tick()
 			var err error
@@ -926,8 +940,8 @@ func (b *builder) deviceListsMayHaveChanged() bool {
 	if t.Flying(changes.Key{Kind: changes.DeviceLists}, b.upto) {
 		return true // a change whose rooms are not all marked yet
 	}
-	keys := make([]changes.Key, 0, 2*len(b.memberships)+2)
-	keys = append(keys, userKey(changes.UserDevices, b.req.UserID), userKey(changes.Memberships, b.req.UserID))
+	keys := make([]changes.Key, 0, 2*len(b.memberships)+3)
+	keys = append(keys, userKey(changes.UserDevices, b.req.UserID), userKey(changes.Memberships, b.req.UserID), changes.AnyDeviceListChange)
 	for _, m := range b.memberships {
 		keys = append(keys, roomKey(changes.DeviceLists, m.RoomID), roomKey(changes.RoomMembers, m.RoomID))
 	}

@@ -3,6 +3,8 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -52,11 +54,11 @@ func (db *DB) PublishSequenced(ctx context.Context, build func(serial int64) (st
 
 // Listen implements store.Cluster on one dedicated connection (outside the
 // pool: LISTEN belongs to a session).
-func (db *DB) Listen(ctx context.Context, onConnect func(serial int64), onMessage func(string), onError func(error)) {
+func (db *DB) Listen(ctx context.Context, onConnect func(serial, streamPos int64), onMessage func(string), onStream func(from, to int64, marks string), onError func(error)) {
 	const maxBackoff = 5 * time.Second
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
-		connected, err := db.listenOnce(ctx, onConnect, onMessage)
+		connected, err := db.listenOnce(ctx, onConnect, onMessage, onStream)
 		if ctx.Err() != nil {
 			return
 		}
@@ -75,27 +77,50 @@ func (db *DB) Listen(ctx context.Context, onConnect func(serial int64), onMessag
 	}
 }
 
-func (db *DB) listenOnce(ctx context.Context, onConnect func(int64), onMessage func(string)) (bool, error) {
+// streamChannel carries the stream row trigger's notifications (migration
+// 0012).
+const streamChannel = "conclave_stream"
+
+func (db *DB) listenOnce(ctx context.Context, onConnect func(serial, streamPos int64), onMessage func(string), onStream func(from, to int64, marks string)) (bool, error) {
 	conn, err := pgx.ConnectConfig(ctx, db.pool.Config().ConnConfig.Copy())
 	if err != nil {
 		return false, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, `LISTEN `+clusterChannel); err != nil {
+	if _, err := conn.Exec(ctx, `LISTEN `+clusterChannel+`; LISTEN `+streamChannel); err != nil {
 		return false, err
 	}
-	// Read the serial only once listening: any change after it arrives.
-	var serial int64
-	if err := conn.QueryRow(ctx, `SELECT serial FROM ephemeral_serial WHERE id = 1`).Scan(&serial); err != nil {
+	// Read the serial and position only once listening: any change after
+	// them arrives.
+	var serial, pos int64
+	if err := conn.QueryRow(ctx, `SELECT (SELECT serial FROM ephemeral_serial WHERE id = 1), (SELECT pos FROM stream WHERE id = 1)`).Scan(&serial, &pos); err != nil {
 		return false, err
 	}
-	onConnect(serial)
+	onConnect(serial, pos)
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return true, err
 		}
-		onMessage(n.Payload)
+		if n.Channel != streamChannel {
+			onMessage(n.Payload)
+			continue
+		}
+		// "<from> <to> <marks>"
+		parts := strings.SplitN(n.Payload, " ", 3)
+		if len(parts) < 2 {
+			return true, fmt.Errorf("unreadable stream notification %q", n.Payload)
+		}
+		from, err1 := strconv.ParseInt(parts[0], 10, 64)
+		to, err2 := strconv.ParseInt(parts[1], 10, 64)
+		if err1 != nil || err2 != nil {
+			return true, fmt.Errorf("unreadable stream notification %q", n.Payload)
+		}
+		marks := ""
+		if len(parts) == 3 {
+			marks = parts[2]
+		}
+		onStream(from, to, marks)
 	}
 }
 

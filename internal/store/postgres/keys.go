@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"conclave/internal/changes"
 	"conclave/internal/store"
 )
 
@@ -34,6 +35,7 @@ func deviceListChanged(ctx context.Context, tx pgx.Tx, userIDs ...string) error 
 		return nil
 	}
 	var b pgx.Batch
+	b.Queue(setMarksSQL, changes.Payload(ctx))
 	b.Queue(`UPDATE stream SET pos = pos + $1 WHERE id = 1`, len(userIDs))
 	for i, u := range userIDs {
 		b.Queue(`INSERT INTO device_list_changes (user_id, pos) VALUES ($1, `+lastPosSQL+` - $2)`, u, len(userIDs)-1-i)
@@ -434,6 +436,7 @@ func (db *DB) SendToDevice(ctx context.Context, sender, senderDevice, txnID stri
 		// The allocation goes out with the rows: one round trip under the
 		// stream row lock before the commit.
 		var b pgx.Batch
+		b.Queue(setMarksSQL, changes.Payload(ctx))
 		b.Queue(`UPDATE stream SET pos = pos + $1 WHERE id = 1`, len(rows))
 		for i, r := range rows {
 			b.Queue(`INSERT INTO to_device (pos, user_id, device_id, json) VALUES (`+lastPosSQL+` - $1, $2, $3, $4)`, len(rows)-1-i, r.user, r.device, []byte(r.j))

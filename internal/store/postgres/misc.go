@@ -15,7 +15,7 @@ func (db *DB) PutAccountData(ctx context.Context, userID, roomID, typ string, co
 	// the server writes the row and commits.
 	var p pipeline
 	var pos int64
-	p.allocPos(1, &pos)
+	p.allocPos(ctx, 1, &pos)
 	p.exec(nil, `INSERT INTO account_data (user_id, room_id, type, content, pos) VALUES ($1, $2, $3, $4, `+lastPosSQL+`)
 		ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, pos = excluded.pos`,
 		userID, roomID, typ, []byte(content))
@@ -55,7 +55,7 @@ func (db *DB) AccountDataSince(ctx context.Context, userID string, pos int64) ([
 func (db *DB) PutReceipt(ctx context.Context, r *store.Receipt) (int64, error) {
 	var p pipeline
 	var pos int64
-	p.allocPos(1, &pos)
+	p.allocPos(ctx, 1, &pos)
 	p.exec(nil, `INSERT INTO receipts (room_id, user_id, type, thread_id, event_id, ts, pos) VALUES ($1, $2, $3, $4, $5, $6, `+lastPosSQL+`)
 		ON CONFLICT (room_id, user_id, type, thread_id) DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, pos = excluded.pos`,
 		r.RoomID, r.UserID, r.Type, r.ThreadID, r.EventID, r.TS)

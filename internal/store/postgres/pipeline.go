@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/jackc/pgx/v5"
+
+	"conclave/internal/changes"
 )
 
 // pipeline is a write sent in one round trip: its statements go out together
@@ -40,7 +42,8 @@ func (p *pipeline) queryRow(scan func(pgx.Row) error, sql string, args ...any) {
 // find the allocation's last position with lastPosSQL (the transaction sees
 // its own update of the stream row, which nobody else can change before it
 // ends).
-func (p *pipeline) allocPos(n int, first *int64) {
+func (p *pipeline) allocPos(ctx context.Context, n int, first *int64) {
+	p.exec(nil, setMarksSQL, changes.Payload(ctx))
 	p.queryRow(func(r pgx.Row) error {
 		var last int64
 		if err := r.Scan(&last); err != nil {
@@ -50,6 +53,11 @@ func (p *pipeline) allocPos(n int, first *int64) {
 		return nil
 	}, `UPDATE stream SET pos = pos + $1 WHERE id = 1 RETURNING pos`, n)
 }
+
+// setMarksSQL hands the change tracker's keys of the write to the stream
+// row's trigger (migration 0012), which sends them with the allocation's
+// notification; queue it before every allocation, in the same transaction.
+const setMarksSQL = `SELECT set_config('conclave.marks', $1, true)`
 
 // lastPosSQL is the last position allocated by allocPos in this pipeline;
 // statements use `lastPosSQL - $k` for the position k before it.

@@ -13,7 +13,7 @@ func (db *DB) CreateRoom(ctx context.Context, r *store.Room, events []store.NewE
 	var p pipeline
 	p.exec(conflictErr, `INSERT INTO rooms (room_id, version, creator, created_ts, public) VALUES ($1, $2, $3, $4, $5)`,
 		r.RoomID, r.Version, r.Creator, r.CreatedTS, r.Public)
-	positions := queueEvents(&p, r.RoomID, events)
+	positions := queueEvents(ctx, &p, r.RoomID, events)
 	if err := db.run(ctx, &p); err != nil {
 		return nil, err
 	}
@@ -61,7 +61,7 @@ func (db *DB) PersistEvents(ctx context.Context, roomID string, events []store.N
 		return nil, nil
 	}
 	var p pipeline
-	positions := queueEvents(&p, roomID, events)
+	positions := queueEvents(ctx, &p, roomID, events)
 	if err := db.run(ctx, &p); err != nil {
 		return nil, err
 	}
@@ -77,7 +77,7 @@ func (db *DB) PersistEvents(ctx context.Context, roomID string, events []store.N
 // then the stream position allocation and every row. The stream row lock is
 // thus taken after the room lock and the check, and held only while the
 // server runs the inserts and commits.
-func queueEvents(p *pipeline, roomID string, events []store.NewEvent) func() []int64 {
+func queueEvents(ctx context.Context, p *pipeline, roomID string, events []store.NewEvent) func() []int64 {
 	if len(events) == 0 {
 		return func() []int64 { return nil }
 	}
@@ -94,7 +94,7 @@ func queueEvents(p *pipeline, roomID string, events []store.NewEvent) func() []i
 	}
 	var first int64
 	n := len(events)
-	p.allocPos(n, &first)
+	p.allocPos(ctx, n, &first)
 	for i := range events {
 		e := &events[i]
 		back := n - 1 - i // this event's position is lastPosSQL - back
