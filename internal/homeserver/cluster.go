@@ -23,15 +23,24 @@ import (
 //
 //   - wake: users whose /sync should wake (to-device, account data,
 //     receipts, device lists), published right after the local wake-up;
-//   - room: a room's events were committed: the other processes mark its
-//     in-memory state stale (reloaded on next use, so GET /state, visibility
-//     and power-level checks never serve old state) and wake its users;
+//   - room: a room's events were committed: the other processes wake its
+//     users (its in-memory state was already marked stale by the stream
+//     notification, below);
 //   - reset: this process dropped messages (publish queue overflow): the
 //     others invalidate every room and wake everyone;
 //   - typing, presence: ephemeral changes with a cluster-wide serial
 //     (store.Cluster.PublishSequenced); every process, the sender included,
 //     applies them in serial order, so the serials in sync tokens mean the
 //     same on every process and no sticky sessions are needed.
+//
+// Besides, every allocation of stream positions notifies on its own channel
+// from inside its transaction (a trigger, migration 0012), with the change
+// tracker's marks of the write: onStream records another process's changes
+// in hs.Changes and marks the rooms it wrote to stale (state reloaded on
+// next use, recent events dropped) before the position counts as heard. A
+// process's /sync reads up to what it has heard, and its own writes wait to
+// be heard before they answer; the notification is delivered on commit even
+// if its writer dies right after (changes/feed.go).
 //
 // A message too large for NOTIFY degrades to its "everyone" form (wake all
 // users; for a room, invalidate it and wake all). On reconnection the
