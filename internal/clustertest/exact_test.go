@@ -212,3 +212,52 @@ func TestTwoProcessesDeliverExactly(t *testing.T) {
 	}
 	t.Logf("%d to-device messages, %d room messages, %d users syncing across both processes; %d items missing", len(toDevice), len(messages), nUsers, missing)
 }
+
+// A one-time key claimed through one process changes the counts the other
+// process reports (and may cache) for the device.
+func TestKeyCountsAcrossProcesses(t *testing.T) {
+	if os.Getenv(hstest.EnvDatabase) != "postgres" {
+		t.Skipf("needs %s=postgres (the PostgreSQL pass of make test)", hstest.EnvDatabase)
+	}
+	dsn := pgtest.NewDatabase(t)
+	bin := hstest.BuildBinary(t)
+	a, b := start(t, bin, dsn, t.TempDir()), start(t, bin, dsn, t.TempDir())
+	m := a.must(t, "POST", "/register", "", map[string]any{"username": "owner", "password": "cluster-pw", "auth": map[string]string{"type": "m.login.dummy"}})
+	owner, device, token := m["user_id"].(string), m["device_id"].(string), m["access_token"].(string)
+	claimer := a.register(t, "claimer")
+	otks := map[string]any{}
+	for i := range 5 {
+		otks[fmt.Sprintf("curve25519:K%d", i)] = fmt.Sprintf("key%d", i)
+	}
+	a.must(t, "POST", "/keys/upload", token, map[string]any{"one_time_keys": otks})
+	count := func(m map[string]any) float64 {
+		c, _ := m["device_one_time_keys_count"].(map[string]any)
+		n, _ := c["curve25519"].(float64)
+		return n
+	}
+	since := ""
+	syncB := func() map[string]any {
+		p := "/sync?timeout=0"
+		if since != "" {
+			p += "&since=" + url.QueryEscape(since)
+		}
+		m := b.must(t, "GET", p, token, nil)
+		since = m["next_batch"].(string)
+		return m
+	}
+	// Enough syncs for B to answer the counts from its cache.
+	for range 4 {
+		if n := count(syncB()); n != 5 {
+			t.Fatalf("count through B: %v, want 5", n)
+		}
+	}
+	a.must(t, "POST", "/keys/claim", claimer, map[string]any{"one_time_keys": map[string]any{owner: map[string]any{device: "curve25519"}}})
+	// B reports the claim once it has heard of it: within a few syncs.
+	for range 50 {
+		if n := count(syncB()); n == 4 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("B never reported the claim made through A")
+}

@@ -110,7 +110,8 @@ func (s *Service) Upload(ctx context.Context, userID, deviceID string, req *Uplo
 		return nil, err
 	}
 	w := s.Changes.Begin(keyCounts(userID)...)
-	wctx, devicesDone := ctx, func(bool) {}
+	// (A device change's keys include the owner's key counts.)
+	wctx, devicesDone := w.Context(ctx), func(bool) {}
 	if up.DeviceKeys != nil {
 		wctx, devicesDone = s.deviceChange(ctx, userID)
 	}
@@ -463,7 +464,7 @@ func (s *Service) Claim(ctx context.Context, req map[string]map[string]string) (
 		owners[i] = r.UserID
 	}
 	w := s.Changes.Begin(keyCounts(owners...)...)
-	claimed, err := s.store.ClaimKeys(ctx, reqs)
+	claimed, err := s.store.ClaimKeys(w.Context(ctx), reqs)
 	w.Done(0)
 	if err != nil {
 		return nil, err

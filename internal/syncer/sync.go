@@ -865,8 +865,6 @@ func (b *builder) e2ee() error {
 	if counts := b.s.src.E2EECounts; counts != nil && b.noToDevice() {
 		k := userKey(changes.KeyCounts, user)
 		kc, ok := cached(f, f.keyCounts, deviceKey{user, device}, k)
-		// Claims take no stream position: another process's are not heard.
-		ok = ok && !f.t.Fed()
 		if !ok {
 			tick := f.t.Tick()
 			var err error

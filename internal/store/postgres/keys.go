@@ -131,7 +131,22 @@ func uploadKeysTx(ctx context.Context, tx pgx.Tx, u *store.KeyUpload) (map[strin
 		return nil, false, err
 	}
 	counts, err := otkCounts(ctx, tx, u.UserID, u.DeviceID)
+	if err == nil && (len(u.OneTimeKeys) > 0 || len(u.FallbackKeys) > 0) {
+		err = keyCountsChanged(ctx, tx)
+	}
 	return counts, changed, err
+}
+
+// keyCountsChanged takes a stream position for a change of one-time or
+// fallback keys, although no table records it: its notification tells the
+// other processes sharing the database, in order with everything else,
+// that the key counts they cache changed (changes/feed.go). Called last in
+// the transaction: the stream row stays locked until the commit.
+func keyCountsChanged(ctx context.Context, tx pgx.Tx) error {
+	var b pgx.Batch
+	b.Queue(setMarksSQL, changes.Payload(ctx))
+	b.Queue(`UPDATE stream SET pos = pos + 1 WHERE id = 1`)
+	return tx.SendBatch(ctx, &b).Close()
 }
 
 func (db *DB) PutDehydratedDevice(ctx context.Context, userID, deviceID string, displayName *string, data json.RawMessage, keys *store.KeyUpload, now int64, tokenHash []byte) error {
@@ -269,6 +284,9 @@ func (db *DB) ClaimKeys(ctx context.Context, reqs []store.ClaimRequest) ([]store
 				return err
 			}
 			out = append(out, store.ClaimedKey{UserID: r.UserID, DeviceID: r.DeviceID, Key: store.OneTimeKey{KeyID: id, Algorithm: r.Algorithm, JSON: j}})
+		}
+		if len(out) > 0 {
+			return keyCountsChanged(ctx, tx)
 		}
 		return nil
 	})
