@@ -88,6 +88,14 @@ func (f *feed) waitHeard(pos int64) {
 	}
 }
 
+// WaitHeard waits until pos is heard, for at most a few seconds (nothing to
+// wait for unless fed).
+func (t *Tracker) WaitHeard(pos int64) {
+	if t != nil && t.feed != nil {
+		t.feed.waitHeard(pos)
+	}
+}
+
 // Heard is the highest position this process has heard (fed trackers) or
 // the committed position.
 func (t *Tracker) Heard() int64 { return t.committed() }

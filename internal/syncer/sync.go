@@ -192,6 +192,13 @@ func (s *Service) build(ctx context.Context, req *Request) (*Response, error) {
 	initial := req.Since == nil
 	if !initial {
 		since = *req.Since
+		if since.Pos > upto && s.fast.t.Fed() {
+			// A token from another process that has heard further: this
+			// one hears the same soon. Answering from here would move the
+			// client's token back and send it again what it has.
+			s.fast.t.WaitHeard(since.Pos)
+			upto = s.fast.t.Heard()
+		}
 		if since.Pos > upto {
 			since.Pos = upto
 		}
