@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"conclave/internal/event"
+	"conclave/internal/lru"
 	"conclave/internal/store"
 )
 
@@ -16,14 +17,17 @@ type eventCache struct {
 	max      int
 	ll       *list.List
 	items    map[string]*list.Element
-	versions map[string]*event.RoomVersion
+	versions *lru.Cache[string, *event.RoomVersion] // bounded: rooms are many
 }
+
+// maxCachedVersions bounds the room versions remembered.
+const maxCachedVersions = 200_000
 
 func (c *eventCache) init(max int) {
 	c.max = max
 	c.ll = list.New()
 	c.items = make(map[string]*list.Element)
-	c.versions = make(map[string]*event.RoomVersion)
+	c.versions = lru.New[string, *event.RoomVersion](maxCachedVersions)
 }
 
 func (c *eventCache) get(id string) *event.PDU {
@@ -51,15 +55,12 @@ func (c *eventCache) put(p *event.PDU) {
 }
 
 func (c *eventCache) version(roomID string) *event.RoomVersion {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.versions[roomID]
+	rv, _ := c.versions.Get(roomID)
+	return rv
 }
 
 func (c *eventCache) setVersion(roomID string, rv *event.RoomVersion) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.versions[roomID] = rv
+	c.versions.Put(roomID, rv)
 }
 
 // parse returns the PDU of a stored event, from the cache when possible.

@@ -258,7 +258,7 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 	if err != nil {
 		return "", err
 	}
-	defer e.mu.Unlock()
+	defer s.unlock(e)
 	ctx, done := s.begin(ctx, rs.roomID, rows)
 	positions, err := s.store.CreateRoom(ctx, room, rows)
 	if err != nil {
@@ -284,7 +284,7 @@ func (s *Service) lockNew(rs *roomState) (*roomEntry, *roomState, error) {
 	e := s.entry(rs.roomID)
 	e.mu.Lock()
 	if e.state != nil {
-		e.mu.Unlock()
+		s.unlock(e)
 		return nil, nil, matrix.Errorf(http.StatusBadRequest, matrix.ErrRoomInUse, "Room ID already in use")
 	}
 	return e, rs, nil

@@ -312,7 +312,7 @@ func (s *Service) publicRoom(ctx context.Context, roomID string) (*PublicRoom, e
 	if err != nil {
 		return nil, err
 	}
-	defer e.mu.Unlock()
+	defer s.unlock(e)
 	if rs.StateEvent("m.room.tombstone", "") != nil {
 		return nil, nil // an upgraded room leaves the directory
 	}

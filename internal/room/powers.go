@@ -64,6 +64,6 @@ func (s *Service) CanChangeRoomList(ctx context.Context, roomID, userID string, 
 	if err != nil {
 		return false, err
 	}
-	defer e.mu.Unlock()
+	defer s.unlock(e)
 	return rs.canSendState(userID, "m.room.canonical_alias"), nil
 }

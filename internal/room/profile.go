@@ -32,7 +32,7 @@ func (s *Service) refreshMember(ctx context.Context, roomID, userID string) erro
 	if err != nil {
 		return err
 	}
-	defer e.mu.Unlock()
+	defer s.unlock(e)
 	cur := rs.StateEvent("m.room.member", userID)
 	if cur == nil || membershipOf(cur) != "join" {
 		return nil

@@ -15,7 +15,7 @@ func (s *Service) CurrentState(ctx context.Context, roomID string) ([]*event.PDU
 	if err != nil {
 		return nil, err
 	}
-	defer e.mu.Unlock()
+	defer s.unlock(e)
 	out := make([]*event.PDU, 0, len(rs.state))
 	for _, p := range rs.state {
 		out = append(out, p)
@@ -29,7 +29,7 @@ func (s *Service) CurrentStateEvent(ctx context.Context, roomID, typ, key string
 	if err != nil {
 		return nil, err
 	}
-	defer e.mu.Unlock()
+	defer s.unlock(e)
 	return rs.StateEvent(typ, key), nil
 }
 
@@ -43,7 +43,7 @@ func (s *Service) Membership(ctx context.Context, roomID, userID string) (string
 	if err != nil {
 		return "", err
 	}
-	defer e.mu.Unlock()
+	defer s.unlock(e)
 	return rs.membership(userID), nil
 }
 
@@ -59,7 +59,7 @@ func (s *Service) JoinedMembers(ctx context.Context, roomID string) ([]string, e
 	if err != nil {
 		return nil, err
 	}
-	defer e.mu.Unlock()
+	defer s.unlock(e)
 	return rs.joinedUsers(nil), nil
 }
 

@@ -55,7 +55,7 @@ func (s *Service) sendOnce(ctx context.Context, req *SendRequest) (string, error
 	if err != nil {
 		return "", s.unknownRoomFor(err)
 	}
-	defer e.mu.Unlock()
+	defer s.unlock(e)
 
 	// Sending the same state again changes nothing: answer with the current
 	// event instead of creating a duplicate, as Synapse does.
@@ -185,7 +185,7 @@ func (s *Service) setMembershipOnce(ctx context.Context, req *MembershipRequest)
 		}
 		return "", err
 	}
-	defer e.mu.Unlock()
+	defer s.unlock(e)
 
 	cur := rs.membership(req.Target)
 	switch req.Membership {
@@ -241,7 +241,7 @@ func (s *Service) PowerLevels(ctx context.Context, roomID string) (*authrules.Po
 	if err != nil {
 		return nil, err
 	}
-	defer e.mu.Unlock()
+	defer s.unlock(e)
 	return rs.powerLevels()
 }
 

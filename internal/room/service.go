@@ -59,42 +59,41 @@ type Service struct {
 	// commits (recent.go).
 	Changes *changes.Tracker
 
-	mu    sync.Mutex
-	rooms map[string]*roomEntry
+	mu        sync.Mutex
+	rooms     map[string]*roomEntry // bounded: entries.go
+	recency   roomEntry             // sentinel of the recency list (most recent first)
+	maxStates int
 
 	parsed eventCache
 	recent recentCache
 }
 
-// roomEntry is one room's writer lock and its lazily loaded state.
+// roomEntry is one room's writer lock and its lazily loaded state, kept in
+// a bounded cache (entries.go).
 type roomEntry struct {
 	mu    sync.Mutex
 	state *roomState // nil until loaded; guarded by mu
 	// invalid is set (without the lock) when another process sharing the
 	// database changed the room: the state is reloaded on next lock.
 	invalid atomic.Bool
+
+	// Guarded by Service.mu: the goroutines holding or waiting for mu (an
+	// entry is forgotten only when none does), and the recency list.
+	id         string
+	pins       int
+	prev, next *roomEntry
 }
 
 // New returns the room service.
 func New(st Store, serverName string, key *event.SigningKey) *Service {
-	s := &Service{store: st, serverName: serverName, key: key, now: time.Now, rooms: make(map[string]*roomEntry)}
+	s := &Service{store: st, serverName: serverName, key: key, now: time.Now, rooms: make(map[string]*roomEntry), maxStates: DefaultMaxRoomStates}
+	s.recency.next, s.recency.prev = &s.recency, &s.recency
 	s.parsed.init(50000)
 	return s
 }
 
 // ServerName is the local server name.
 func (s *Service) ServerName() string { return s.serverName }
-
-func (s *Service) entry(roomID string) *roomEntry {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := s.rooms[roomID]
-	if e == nil {
-		e = &roomEntry{}
-		s.rooms[roomID] = e
-	}
-	return e
-}
 
 // lock takes the room's writer lock and returns its state, loading it on
 // first use. ErrNotFound-shaped errors come back as M_NOT_FOUND.
@@ -106,7 +105,8 @@ func (s *Service) lock(ctx context.Context, roomID string) (*roomEntry, *roomSta
 	if e.invalid.Swap(false) || e.state == nil || e.state.stale {
 		st, err := s.loadState(ctx, roomID)
 		if err != nil {
-			e.mu.Unlock()
+			e.state = nil
+			s.unlock(e) // a room that does not exist leaves nothing behind
 			return nil, nil, err
 		}
 		e.state = st

@@ -55,7 +55,7 @@ func (s *Service) UpgradeRoom(ctx context.Context, roomID, userID, deviceID, new
 	if err != nil {
 		return "", err
 	}
-	defer e.mu.Unlock()
+	defer s.unlock(e)
 	if old.membership(userID) != "join" {
 		return "", matrix.Forbidden("You are not in the room")
 	}
@@ -166,14 +166,14 @@ func (s *Service) UpgradeRoom(ctx context.Context, roomID, userID, deviceID, new
 	done(positions)
 	if err != nil {
 		ne.state = nil
-		ne.mu.Unlock()
+		s.unlock(ne)
 		return "", err
 	}
 	s.parsed.setVersion(rs.roomID, rv)
 	fresh := newRoomState(rs.roomID, rv)
 	ne.state = fresh
 	s.afterCommit(fresh, pdus, positions)
-	ne.mu.Unlock()
+	s.unlock(ne)
 
 	// Another process may write to the old room meanwhile: then its closing
 	// events are rebuilt on the reloaded state, as retry does for sends.
