@@ -36,7 +36,18 @@ func (realClock) AfterFunc(d time.Duration, f func()) func() bool {
 type room struct {
 	users   map[string]time.Time // user -> expiry
 	changed int64                // serial of the last change
+	emptied time.Time            // when the last user stopped typing
 }
+
+// A room nobody has typed in for pruneAfter is forgotten (checked at most
+// every pruneEvery, when something happens). Its last change, "stopped
+// typing", is then only known to be older than pruneFloor: a token below
+// that gets an empty typing set for every room it asks about that has no
+// entry, so no client keeps showing someone typing.
+const (
+	pruneAfter = 5 * time.Minute
+	pruneEvery = time.Minute
+)
 
 // Service is the typing service. Its zero value is not usable; call New.
 type Service struct {
@@ -65,6 +76,10 @@ type Service struct {
 	rooms map[string]*room
 	timer func() bool // cancels the pending expiry timer
 	next  time.Time   // when the pending timer fires
+	// pruneFloor: the highest serial of a forgotten room's last change;
+	// pruned: when rooms were last looked at for pruning.
+	pruneFloor int64
+	pruned     time.Time
 }
 
 // New returns a service using the real clock.
@@ -146,7 +161,9 @@ func (s *Service) Set(ctx context.Context, roomID, userID string, typing bool, t
 	if changed {
 		s.serial++
 		r.changed = s.serial
+		s.noteEmptiedLocked(r)
 	}
+	s.pruneLocked()
 	s.mu.Unlock()
 	if changed && s.Notify != nil {
 		s.Notify(roomID)
@@ -183,7 +200,9 @@ func (s *Service) Apply(u Update, serial int64) {
 	}
 	if changed {
 		r.changed = serial
+		s.noteEmptiedLocked(r)
 	}
+	s.pruneLocked()
 	s.mu.Unlock()
 	if changed && s.Notify != nil {
 		s.Notify(u.Room)
@@ -200,6 +219,27 @@ func (s *Service) Resume(serial int64) {
 	// with counts changes it no longer has to compare with).
 	s.serial = serial
 	s.floor = serial
+}
+
+func (s *Service) noteEmptiedLocked(r *room) {
+	if len(r.users) == 0 {
+		r.emptied = s.clock.Now()
+	}
+}
+
+// pruneLocked forgets the rooms nobody has typed in for pruneAfter.
+func (s *Service) pruneLocked() {
+	now := s.clock.Now()
+	if now.Sub(s.pruned) < pruneEvery {
+		return
+	}
+	s.pruned = now
+	for id, r := range s.rooms {
+		if len(r.users) == 0 && now.Sub(r.emptied) >= pruneAfter {
+			s.pruneFloor = max(s.pruneFloor, r.changed)
+			delete(s.rooms, id)
+		}
+	}
 }
 
 // scheduleLocked makes sure the expiry timer fires at the earliest expiry
@@ -250,9 +290,11 @@ func (s *Service) expire() {
 		if len(r.users) != n {
 			s.serial++
 			r.changed = s.serial
+			s.noteEmptiedLocked(r)
 			changed = append(changed, id)
 		}
 	}
+	s.pruneLocked()
 	s.timer = nil
 	s.scheduleLocked()
 	s.mu.Unlock()
@@ -315,10 +357,15 @@ func (s *Service) Since(roomIDs []string, serial int64) (map[string][]string, in
 		return out, serial
 	}
 	initial := serial <= 0 || serial > s.serial || serial < s.floor
+	// A room forgotten since this token may owe it "stopped typing".
+	stale := !initial && serial < s.pruneFloor
 	now := s.clock.Now()
 	for _, id := range roomIDs {
 		r := s.rooms[id]
 		if r == nil {
+			if stale {
+				out[id] = []string{}
+			}
 			continue
 		}
 		if initial && len(r.users) == 0 || !initial && r.changed <= serial {

@@ -215,3 +215,28 @@ func TestSerialSurvivesRestart(t *testing.T) {
 		t.Fatal("serial went backwards across a restart")
 	}
 }
+
+// A room nobody typed in for a while is forgotten; a token from before its
+// last change still learns that nobody types there.
+func TestIdleRoomsAreForgotten(t *testing.T) {
+	s, clk, _ := newTest()
+	ctx := context.Background()
+	s.Set(ctx, "!r:x", "@a:x", true, 10*time.Second)
+	old := s.Serial()
+	s.Set(ctx, "!r:x", "@a:x", false, 0)
+	recent := s.Serial()
+	clk.Advance(pruneAfter + pruneEvery)
+	s.Set(ctx, "!other:x", "@a:x", true, 10*time.Second) // something happens: rooms are looked at
+	s.mu.Lock()
+	_, kept := s.rooms["!r:x"]
+	s.mu.Unlock()
+	if kept {
+		t.Fatal("idle room still kept")
+	}
+	if got, _ := s.Since([]string{"!r:x"}, old); !reflect.DeepEqual(got, map[string][]string{"!r:x": {}}) {
+		t.Fatalf("a token from while a typed: %v", got)
+	}
+	if got, _ := s.Since([]string{"!r:x"}, recent); len(got) != 0 {
+		t.Fatalf("a token from after the stop: %v", got)
+	}
+}
