@@ -128,15 +128,21 @@ func (t *Tracker) Begin(keys ...Key) *Write {
 	defer t.mu.Unlock()
 	t.tick++
 	for _, k := range keys {
-		m := t.marks[k]
-		if m == nil {
-			m = &mark{}
-			t.marks[k] = m
-		}
+		m := t.markLocked(k)
 		m.flying = append(m.flying, floor)
 		m.tick = t.tick
 	}
 	return &Write{t: t, keys: keys, floor: floor}
+}
+
+// markLocked returns k's mark, making it if there is none.
+func (t *Tracker) markLocked(k Key) *mark {
+	m := t.marks[k]
+	if m == nil {
+		m = &mark{}
+		t.marks[k] = m
+	}
+	return m
 }
 
 // Done records that the write committed with pos as its highest stream
@@ -172,24 +178,29 @@ func (w *Write) Done(pos int64, extra ...Key) {
 func (t *Tracker) done(w *Write, pos int64, extra []Key) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.tick++
 	for _, k := range w.keys {
 		m := t.marks[k]
 		if i := slices.Index(m.flying, w.floor); i >= 0 {
 			m.flying = slices.Delete(m.flying, i, i+1)
 		}
+	}
+	t.tick++
+	t.recordLocked(pos, w.keys)
+	t.recordLocked(pos, extra)
+	t.boundLocked()
+}
+
+// recordLocked records keys as changed at pos, at the current tick.
+func (t *Tracker) recordLocked(pos int64, keys []Key) {
+	for _, k := range keys {
+		m := t.markLocked(k)
 		m.pos = max(m.pos, pos)
 		m.tick = t.tick
 	}
-	for _, k := range extra {
-		m := t.marks[k]
-		if m == nil {
-			m = &mark{}
-			t.marks[k] = m
-		}
-		m.pos = max(m.pos, pos)
-		m.tick = t.tick
-	}
+}
+
+// boundLocked keeps the marks within bounds.
+func (t *Tracker) boundLocked() {
 	if len(t.marks) > t.max {
 		t.forget()
 	}

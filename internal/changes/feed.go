@@ -196,18 +196,8 @@ func (t *Tracker) record(pos int64, keys []Key) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.tick++
-	for _, k := range keys {
-		m := t.marks[k]
-		if m == nil {
-			m = &mark{}
-			t.marks[k] = m
-		}
-		m.pos = max(m.pos, pos)
-		m.tick = t.tick
-	}
-	if len(t.marks) > t.max {
-		t.forget()
-	}
+	t.recordLocked(pos, keys)
+	t.boundLocked()
 }
 
 // forgetThrough makes everything up to pos unknown.
