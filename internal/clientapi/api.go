@@ -125,6 +125,15 @@ func (a *API) authedVia(h func(w http.ResponseWriter, r *http.Request, s *store.
 			jsonhttp.Error(w, r, err)
 			return
 		}
+		// A read of a room sees what any process acknowledged before it (a
+		// no-op with one process; /sync reads up to what its process has
+		// heard by design, and writes are checked against the room's head).
+		if r.Method == http.MethodGet && r.PathValue("roomId") != "" {
+			if err := a.Rooms.Fresh(r.Context()); err != nil {
+				jsonhttp.Error(w, r, err)
+				return
+			}
+		}
 		// Writes count as activity for presence (Synapse: sending events
 		// bumps the user's last-active time); /sync handles set_presence.
 		if a.Presence != nil && r.Method != http.MethodGet {

@@ -148,6 +148,13 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 		hs.Accounts.CacheSessions(hs.Changes)
 	} else {
 		hs.Changes = changes.NewFed(pos, db.MaxStreamPos)
+		hs.Rooms.ReadBarrier = func(ctx context.Context) error {
+			pos, err := db.MaxStreamPos(ctx)
+			if err == nil {
+				hs.Changes.WaitHeard(pos)
+			}
+			return err
+		}
 	}
 	hs.Rooms.TrackChanges(hs.Changes)
 	hs.Sync.TrackChanges(hs.Changes)

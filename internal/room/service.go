@@ -58,6 +58,9 @@ type Service struct {
 	// Changes, when set (TrackChanges), has every write marked before it
 	// commits (recent.go).
 	Changes *changes.Tracker
+	// ReadBarrier, when set (several processes share the database), waits
+	// until this process has heard every write committed so far: see Fresh.
+	ReadBarrier func(ctx context.Context) error
 
 	mu        sync.Mutex
 	rooms     map[string]*roomEntry // bounded: entries.go
@@ -112,6 +115,18 @@ func (s *Service) lock(ctx context.Context, roomID string) (*roomEntry, *roomSta
 		e.state = st
 	}
 	return e, e.state, nil
+}
+
+// Fresh makes the reads that follow see every write any process had
+// acknowledged before it was called. With one process they do anyway; with
+// several, a room's state here follows the others' writes as their
+// notifications arrive (homeserver/cluster.go), so a client that wrote
+// through one process and reads through another waits here for them.
+func (s *Service) Fresh(ctx context.Context) error {
+	if s.ReadBarrier == nil {
+		return nil
+	}
+	return s.ReadBarrier(ctx)
 }
 
 // Invalidate marks a room's in-memory state stale: another process sharing

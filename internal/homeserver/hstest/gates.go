@@ -34,8 +34,11 @@ const (
 	OpPersistEvents  Op = "PersistEvents"
 	OpUploadKeys     Op = "UploadKeys"
 	OpCreateDevice   Op = "CreateDevice"
-	// A read, for Reading.
+	// Reads, for Reading.
 	OpUserMemberships Op = "UserMemberships"
+	OpMaxStreamPos    Op = "MaxStreamPos"
+	// A stream notification received from the database (WrapShared).
+	OpStreamNotification Op = "StreamNotification"
 )
 
 // Gate is one armed hold: the next write of its kind closes Committed once
@@ -112,6 +115,57 @@ func (g *Gates) Wrap(st homeserver.Store) homeserver.Store { return gatedStore{s
 type gatedStore struct {
 	homeserver.Store
 	g *Gates
+}
+
+// WrapShared is Wrap for a store several processes share (PostgreSQL): the
+// server still runs as one of several, and the next stream notification its
+// listener receives can be held (OpStreamNotification: Committed closes when
+// it arrives, and it is applied on Release).
+func (g *Gates) WrapShared(st homeserver.Store) homeserver.Store {
+	c, ok := st.(interface {
+		store.Cluster
+		store.RoomLocker
+	})
+	if !ok {
+		return gatedStore{st, g}
+	}
+	return sharedGatedStore{gatedStore{st, g}, c}
+}
+
+type sharedGatedStore struct {
+	gatedStore
+	c interface {
+		store.Cluster
+		store.RoomLocker
+	}
+}
+
+func (s sharedGatedStore) Publish(ctx context.Context, msgs []string) error {
+	return s.c.Publish(ctx, msgs)
+}
+
+func (s sharedGatedStore) PublishSequenced(ctx context.Context, build func(serial int64) (string, error)) error {
+	return s.c.PublishSequenced(ctx, build)
+}
+
+func (s sharedGatedStore) SharedSigningKey(ctx context.Context, key []byte) ([]byte, error) {
+	return s.c.SharedSigningKey(ctx, key)
+}
+
+func (s sharedGatedStore) LockRoom(ctx context.Context, roomID string) (func(), error) {
+	return s.c.LockRoom(ctx, roomID)
+}
+
+func (s sharedGatedStore) Listen(ctx context.Context, onConnect func(serial, streamPos int64), onMessage func(string), onStream func(from, to int64, marks string), onError func(error)) {
+	s.c.Listen(ctx, onConnect, onMessage, func(from, to int64, marks string) {
+		s.g.hold(OpStreamNotification)
+		onStream(from, to, marks)
+	}, onError)
+}
+
+func (s gatedStore) MaxStreamPos(ctx context.Context) (int64, error) {
+	s.g.read(OpMaxStreamPos)
+	return s.Store.MaxStreamPos(ctx)
 }
 
 func (s gatedStore) SendToDevice(ctx context.Context, sender, senderDevice, txnID string, msgs []store.ToDeviceSend) ([]string, bool, error) {
