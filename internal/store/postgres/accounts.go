@@ -47,3 +47,7 @@ func deleteDevicesTx(ctx context.Context, tx pgx.Tx, userID string, deviceIDs []
 func init() {
 	deviceCleanups = append(deviceCleanups, `DELETE FROM superseded_refresh_tokens WHERE user_id = $1 AND device_id = $2`)
 }
+
+func init() {
+	deviceCleanups = append(deviceCleanups, `DELETE FROM pushers WHERE user_id = $1 AND device_id = $2`)
+}

@@ -64,3 +64,7 @@ func queryStrings(ctx context.Context, q queryer, query string, args ...any) ([]
 	}
 	return out, rows.Err()
 }
+
+func init() {
+	deviceCleanups = append(deviceCleanups, `DELETE FROM pushers WHERE user_id = ? AND device_id = ?`)
+}
