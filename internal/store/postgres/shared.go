@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"conclave/internal/changes"
 	"conclave/internal/store/sqlstore"
 )
 
@@ -44,6 +45,7 @@ func (b backend) InsertAtNewPositions(ctx context.Context, q sqlstore.Querier, t
 	}
 	tx := q.(txQuerier).tx
 	var batch pgx.Batch
+	batch.Queue(setMarksSQL, changes.Payload(ctx))
 	batch.Queue(`UPDATE stream SET pos = pos + $1 WHERE id = 1`, len(rows))
 	var sb strings.Builder
 	sb.WriteString(`INSERT INTO ` + table + ` (pos, ` + strings.Join(cols, ", ") + `) VALUES (` + lastPosSQL + ` - $1`)
@@ -57,6 +59,15 @@ func (b backend) InsertAtNewPositions(ctx context.Context, q sqlstore.Querier, t
 		batch.Queue(query, append([]any{len(rows) - 1 - i}, r...)...)
 	}
 	return tx.SendBatch(ctx, &batch).Close()
+}
+
+// AnnounceChange is called last in the transaction: the stream row stays
+// locked until the commit (changes/feed.go reads the notification).
+func (backend) AnnounceChange(ctx context.Context, q sqlstore.Querier) error {
+	var b pgx.Batch
+	b.Queue(setMarksSQL, changes.Payload(ctx))
+	b.Queue(`UPDATE stream SET pos = pos + 1 WHERE id = 1`)
+	return q.(txQuerier).tx.SendBatch(ctx, &b).Close()
 }
 
 func (backend) Lock(ctx context.Context, q sqlstore.Querier, what sqlstore.Lock, key string) error {

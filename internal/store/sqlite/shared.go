@@ -53,6 +53,9 @@ func (b backend) InsertAtNewPositions(ctx context.Context, q sqlstore.Querier, t
 	return nil
 }
 
+// AnnounceChange needs nothing: no other process shares the database.
+func (backend) AnnounceChange(context.Context, sqlstore.Querier) error { return nil }
+
 // Lock needs nothing: write transactions run one at a time on the writer.
 func (backend) Lock(context.Context, sqlstore.Querier, sqlstore.Lock, string) error { return nil }
 

@@ -81,6 +81,12 @@ type Backend interface {
 	// inside tx and inserts rows[i] at the i-th of them: INSERT INTO table
 	// (pos, cols…) VALUES (position, rows[i]…).
 	InsertAtNewPositions(ctx context.Context, tx Querier, table string, cols []string, rows [][]any) error
+	// AnnounceChange takes a stream position that no row records, inside
+	// tx, where several processes share the database: its notification
+	// tells the others, in order with everything else, that something they
+	// cache changed (one-time key counts). SQLite, with one process, does
+	// nothing.
+	AnnounceChange(ctx context.Context, tx Querier) error
 	// Lock serialises tx with the other transactions that take the same lock
 	// for the same key, until it ends. (SQLite needs nothing: its one writer
 	// connection runs write transactions one at a time.)
