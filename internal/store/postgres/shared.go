@@ -30,11 +30,11 @@ type backend struct{ db *DB }
 
 var _ sqlstore.Backend = backend{}
 
-func (b backend) Read() sqlstore.Querier  { return poolQuerier{b.db.pool} }
-func (b backend) Write() sqlstore.Querier { return poolQuerier{b.db.pool} }
+func (b backend) Read() sqlstore.Querier  { return sharedQuerier[*pgxpool.Pool]{b.db.pool} }
+func (b backend) Write() sqlstore.Querier { return sharedQuerier[*pgxpool.Pool]{b.db.pool} }
 
 func (b backend) Tx(ctx context.Context, fn func(tx sqlstore.Querier) error) error {
-	return b.db.tx(ctx, func(tx pgx.Tx) error { return fn(txQuerier{tx}) })
+	return b.db.tx(ctx, func(tx pgx.Tx) error { return fn(sharedQuerier[pgx.Tx]{tx}) })
 }
 
 // InsertAtNewPositions sends the allocation with the rows as one batch: one
@@ -43,7 +43,7 @@ func (b backend) InsertAtNewPositions(ctx context.Context, q sqlstore.Querier, t
 	if len(rows) == 0 {
 		return nil
 	}
-	tx := q.(txQuerier).tx
+	tx := q.(sharedQuerier[pgx.Tx]).q
 	var batch pgx.Batch
 	batch.Queue(setMarksSQL, changes.Payload(ctx))
 	batch.Queue(`UPDATE stream SET pos = pos + $1 WHERE id = 1`, len(rows))
@@ -67,7 +67,7 @@ func (backend) AnnounceChange(ctx context.Context, q sqlstore.Querier) error {
 	var b pgx.Batch
 	b.Queue(setMarksSQL, changes.Payload(ctx))
 	b.Queue(`UPDATE stream SET pos = pos + 1 WHERE id = 1`)
-	return q.(txQuerier).tx.SendBatch(ctx, &b).Close()
+	return q.(sharedQuerier[pgx.Tx]).q.SendBatch(ctx, &b).Close()
 }
 
 func (backend) Lock(ctx context.Context, q sqlstore.Querier, what sqlstore.Lock, key string) error {
@@ -86,36 +86,21 @@ func (backend) Lock(ctx context.Context, q sqlstore.Querier, what sqlstore.Lock,
 func (backend) IsUnique(err error) bool     { return isConstraint(err) }
 func (backend) IsForeignKey(err error) bool { return isForeignKey(err) }
 
-// poolQuerier runs statements on the pool, outside a transaction.
-type poolQuerier struct{ p *pgxpool.Pool }
+// sharedQuerier runs the shared statements on the pool, outside a transaction,
+// or inside one (pgx.Tx).
+type sharedQuerier[Q querier] struct{ q Q }
 
-func (q poolQuerier) Exec(ctx context.Context, query string, args ...any) (int64, error) {
-	tag, err := q.p.Exec(ctx, numbered(query), args...)
+func (q sharedQuerier[Q]) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	tag, err := q.q.Exec(ctx, numbered(query), args...)
 	return tag.RowsAffected(), err
 }
 
-func (q poolQuerier) Query(ctx context.Context, query string, args ...any) (sqlstore.Rows, error) {
-	return q.p.Query(ctx, numbered(query), args...)
+func (q sharedQuerier[Q]) Query(ctx context.Context, query string, args ...any) (sqlstore.Rows, error) {
+	return q.q.Query(ctx, numbered(query), args...)
 }
 
-func (q poolQuerier) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
-	return q.p.QueryRow(ctx, numbered(query), args...)
-}
-
-// txQuerier runs statements inside a transaction.
-type txQuerier struct{ tx pgx.Tx }
-
-func (q txQuerier) Exec(ctx context.Context, query string, args ...any) (int64, error) {
-	tag, err := q.tx.Exec(ctx, numbered(query), args...)
-	return tag.RowsAffected(), err
-}
-
-func (q txQuerier) Query(ctx context.Context, query string, args ...any) (sqlstore.Rows, error) {
-	return q.tx.Query(ctx, numbered(query), args...)
-}
-
-func (q txQuerier) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
-	return q.tx.QueryRow(ctx, numbered(query), args...)
+func (q sharedQuerier[Q]) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
+	return q.q.QueryRow(ctx, numbered(query), args...)
 }
 
 // maxNumbered bounds the cache of numbered statements: the shared areas

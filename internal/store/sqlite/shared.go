@@ -23,11 +23,11 @@ type backend struct{ db *DB }
 
 var _ sqlstore.Backend = backend{}
 
-func (b backend) Read() sqlstore.Querier  { return connQuerier{b.db.r} }
-func (b backend) Write() sqlstore.Querier { return connQuerier{b.db.w} }
+func (b backend) Read() sqlstore.Querier  { return sharedQuerier[*conn]{b.db.r} }
+func (b backend) Write() sqlstore.Querier { return sharedQuerier[*conn]{b.db.w} }
 
 func (b backend) Tx(ctx context.Context, fn func(tx sqlstore.Querier) error) error {
-	return b.db.tx(ctx, func(tx *Tx) error { return fn(txQuerier{tx}) })
+	return b.db.tx(ctx, func(tx *Tx) error { return fn(sharedQuerier[*Tx]{tx}) })
 }
 
 // InsertAtNewPositions allocates the positions first: the writer connection
@@ -36,7 +36,7 @@ func (b backend) InsertAtNewPositions(ctx context.Context, q sqlstore.Querier, t
 	if len(rows) == 0 {
 		return nil
 	}
-	tx := q.(txQuerier).tx
+	tx := q.(sharedQuerier[*Tx]).q
 	pos, err := nextPos(ctx, tx, len(rows))
 	if err != nil {
 		return err
@@ -66,50 +66,33 @@ func (backend) IsForeignKey(err error) bool {
 	return errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
 }
 
-// connQuerier runs statements on a pool (reader or writer) outside a transaction.
-type connQuerier struct{ c *conn }
+// sharedQuerier runs the shared statements on a pool (reader or writer), outside
+// a transaction, or on a write transaction (*Tx): both go through the
+// prepared statement cache.
+type sharedQuerier[Q interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}] struct{ q Q }
 
-func (q connQuerier) Exec(ctx context.Context, query string, args ...any) (int64, error) {
-	res, err := q.c.ExecContext(ctx, query, args...)
+func (q sharedQuerier[Q]) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	res, err := q.q.ExecContext(ctx, query, args...)
 	if err != nil {
 		return 0, err
 	}
 	return res.RowsAffected()
 }
 
-func (q connQuerier) Query(ctx context.Context, query string, args ...any) (sqlstore.Rows, error) {
-	rows, err := q.c.QueryContext(ctx, query, args...)
+func (q sharedQuerier[Q]) Query(ctx context.Context, query string, args ...any) (sqlstore.Rows, error) {
+	rows, err := q.q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
 	return sqlRows{rows}, nil
 }
 
-func (q connQuerier) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
-	return q.c.QueryRowContext(ctx, query, args...)
-}
-
-// txQuerier runs statements inside a write transaction.
-type txQuerier struct{ tx *Tx }
-
-func (q txQuerier) Exec(ctx context.Context, query string, args ...any) (int64, error) {
-	res, err := q.tx.ExecContext(ctx, query, args...)
-	if err != nil {
-		return 0, err
-	}
-	return res.RowsAffected()
-}
-
-func (q txQuerier) Query(ctx context.Context, query string, args ...any) (sqlstore.Rows, error) {
-	rows, err := q.tx.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	return sqlRows{rows}, nil
-}
-
-func (q txQuerier) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
-	return q.tx.QueryRowContext(ctx, query, args...)
+func (q sharedQuerier[Q]) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
+	return q.q.QueryRowContext(ctx, query, args...)
 }
 
 // sqlRows is *sql.Rows with pgx's Close (no error: Err reports it).
