@@ -25,6 +25,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"slices"
 	"strings"
 
 	"conclave/internal/store"
@@ -127,6 +128,7 @@ func (d *Dialect) In(expr string, vals []string, args []any) (string, []any) {
 	if d.ArrayParams {
 		return expr + " = ANY(?)", append(args, vals)
 	}
+	args = slices.Grow(args, len(vals))
 	for _, v := range vals {
 		args = append(args, v)
 	}
