@@ -53,6 +53,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"conclave/internal/store"
+	"conclave/internal/store/sqlstore"
 )
 
 //go:embed migrations/*.sql
@@ -69,6 +70,9 @@ const (
 
 // DB is the PostgreSQL store.
 type DB struct {
+	// The areas both SQL backends share (store/sqlstore, shared.go).
+	*sqlstore.Shared
+
 	pool *pgxpool.Pool
 	// locks holds the sessions of LockRoom's advisory locks, apart from
 	// pool: a writer holds its lock while it uses pool, so sharing one pool
@@ -93,6 +97,7 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		return nil, err
 	}
 	db := &DB{pool: pool}
+	db.Shared = sqlstore.New(backend{db}, dialect)
 	if err := db.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("migrate: %w", err)

@@ -25,6 +25,7 @@ import (
 
 	"conclave/internal/filelock"
 	"conclave/internal/store"
+	"conclave/internal/store/sqlstore"
 )
 
 //go:embed migrations/*.sql
@@ -32,6 +33,9 @@ var migrations embed.FS
 
 // DB is the SQLite store.
 type DB struct {
+	// The areas both SQL backends share (store/sqlstore, shared.go).
+	*sqlstore.Shared
+
 	w *conn // single writer connection
 	r *conn // reader pool
 
@@ -120,6 +124,7 @@ func open(ctx context.Context, path string) (*DB, error) {
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
 	db := &DB{w: newConn(w), r: newConn(r)}
+	db.Shared = sqlstore.New(backend{db}, dialect)
 	if err := db.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("migrate %s: %w", path, err)
@@ -299,4 +304,26 @@ func stringArgs(ss []string) []any {
 		out[i] = s
 	}
 	return out
+}
+
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// queryStrings runs a query returning one text column.
+func queryStrings(ctx context.Context, q queryer, query string, args ...any) ([]string, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
 }

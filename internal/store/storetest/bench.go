@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"encoding/json"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -16,7 +17,11 @@ type BenchOpener func(b *testing.B) store.Store
 //     service's hot path), sequential;
 //   - PersistEventParallel: the same from parallel writers, each in its own
 //     room (writers contend only for stream positions);
-//   - RoomEvents: a 20-event page of a 1000-event room.
+//   - RoomEvents: a 20-event page of a 1000-event room;
+//   - SessionByToken, DeviceKeys, KeysUploadClaim, SendToDevice: the
+//     accounts and keys areas (an access token lookup; the keys of 10
+//     devices; 5 one-time keys uploaded and one claimed; a to-device message
+//     to 5 devices).
 func Bench(b *testing.B, open BenchOpener) {
 	b.Run("PersistEvent", func(b *testing.B) {
 		s := open(b)
@@ -52,6 +57,7 @@ func Bench(b *testing.B, open BenchOpener) {
 		})
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 	})
+	benchAreas(b, open)
 	b.Run("RoomEvents", func(b *testing.B) {
 		s := open(b)
 		r := benchRoom(b, s, "!bench:x")
@@ -71,6 +77,79 @@ func Bench(b *testing.B, open BenchOpener) {
 			evs, err := s.RoomEvents(ctx(), store.RoomEventsQuery{RoomID: r.id, Backwards: true, Limit: 20})
 			if err != nil || len(evs) != 20 {
 				b.Fatal(err, len(evs))
+			}
+		}
+	})
+}
+
+// benchAccounts creates user u with n devices D0…D(n-1), each with device
+// keys, the access token of device Di being "tok-Di".
+func benchAccounts(b *testing.B, s store.Store, u string, n int) {
+	if err := s.CreateUser(ctx(), &store.User{UserID: u, CreatedTS: 1}); err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		d := fmt.Sprintf("D%d", i)
+		if err := s.CreateDevice(ctx(), &store.Device{UserID: u, DeviceID: d, CreatedTS: 1}, store.NewToken{AccessHash: []byte("tok-" + d)}); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := s.UploadKeys(ctx(), &store.KeyUpload{UserID: u, DeviceID: d, DeviceKeys: devKeys(u, d, "ed-"+d)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func benchAreas(b *testing.B, open BenchOpener) {
+	b.Run("SessionByToken", func(b *testing.B) {
+		s := open(b)
+		benchAccounts(b, s, "@a:x", 5)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if _, err := s.SessionByToken(ctx(), []byte("tok-D3")); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("DeviceKeys", func(b *testing.B) {
+		s := open(b)
+		benchAccounts(b, s, "@a:x", 10)
+		ids := []string{"D0", "D1", "D2", "D3", "D4", "D5", "D6", "D7", "D8", "D9"}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if ks, err := s.DeviceKeys(ctx(), "@a:x", ids); err != nil || len(ks) != 10 {
+				b.Fatal(err, len(ks))
+			}
+		}
+	})
+	b.Run("KeysUploadClaim", func(b *testing.B) {
+		s := open(b)
+		benchAccounts(b, s, "@a:x", 1)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			var keys []store.OneTimeKey
+			for j := 0; j < 5; j++ {
+				keys = append(keys, otk("signed_curve25519", fmt.Sprintf("%d-%d", i, j)))
+			}
+			if _, _, err := s.UploadKeys(ctx(), &store.KeyUpload{UserID: "@a:x", DeviceID: "D0", OneTimeKeys: keys}); err != nil {
+				b.Fatal(err)
+			}
+			if got, err := s.ClaimKeys(ctx(), []store.ClaimRequest{{UserID: "@a:x", DeviceID: "D0", Algorithm: "signed_curve25519"}}); err != nil || len(got) != 1 {
+				b.Fatal(err, got)
+			}
+		}
+	})
+	b.Run("SendToDevice", func(b *testing.B) {
+		s := open(b)
+		benchAccounts(b, s, "@a:x", 5)
+		msg := []store.ToDeviceSend{{UserID: "@a:x", DeviceID: "*", JSON: json.RawMessage(`{"type":"m.x","content":{}}`)}}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if _, _, err := s.SendToDevice(ctx(), "@a:x", "D0", fmt.Sprint(i), msg); err != nil {
+				b.Fatal(err)
 			}
 		}
 	})
