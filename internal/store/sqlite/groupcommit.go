@@ -126,13 +126,15 @@ func (db *DB) commitBatch(batch []*persistRequest) {
 		}
 		return nil
 	})
+	// Observed before anyone is answered: whoever reads the metrics after
+	// a write returned sees its transaction counted.
+	if f := db.commit.observe.Load(); f != nil {
+		(*f)(len(batch))
+	}
 	for i, r := range batch {
 		if err != nil {
 			results[i] = persistResult{err: err}
 		}
 		r.done <- results[i]
-	}
-	if f := db.commit.observe.Load(); f != nil {
-		(*f)(len(batch))
 	}
 }
