@@ -222,15 +222,7 @@ func (t *Tracker) Known(since int64) bool {
 // below upto. false is certain when Known(since); true may be a false alarm.
 // It reports true when the Tracker cannot tell.
 func (t *Tracker) Changed(k Key, since, upto int64) bool {
-	if t == nil {
-		return true
-	}
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	if since < t.floor {
-		return true
-	}
-	return t.changedLocked(k, since, upto)
+	return t.ChangedAny([]Key{k}, since, upto)
 }
 
 func (t *Tracker) changedLocked(k Key, since, upto int64) bool {

@@ -73,17 +73,7 @@ func WithAdmin(c *config.Config) { c.AdminListen = "127.0.0.1:0" }
 // rate limits are off unless an option says otherwise.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	cfg := Default(t)
-	for _, o := range opts {
-		o(&cfg)
-	}
-	if os.Getenv(EnvDatabase) == "postgres" && cfg.Database == "" {
-		cfg.Database = postgresFor(t, cfg.DataDir)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	return StartConfig(t, cfg)
+	return StartWith(t, homeserver.Options{}, opts...)
 }
 
 // Default is the configuration Start begins from.
