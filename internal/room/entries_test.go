@@ -22,7 +22,7 @@ func TestRoomCacheEvictsAndReloadsUnderConcurrentWriters(t *testing.T) {
 	ctx := context.Background()
 	svc, db := newService(t)
 	svc.TrackChanges(changes.New(func() int64 { p, _ := db.MaxStreamPos(ctx); return p }))
-	svc.SetMaxRoomStates(2)
+	svc.SetMaxRoomStates(2, 1_000_000)
 	alice := "@alice:bench.example"
 	rooms := make([]string, 8)
 	for i := range rooms {
@@ -88,7 +88,18 @@ func TestRoomCacheEvictsAndReloadsUnderConcurrentWriters(t *testing.T) {
 	if total < 8*40 {
 		t.Fatalf("%d events stored, want at least %d", total, 8*40)
 	}
-	if n := svc.CachedRooms(); n > 2 {
+	if n, _ := svc.CachedRooms(); n > 2 {
 		t.Fatalf("%d rooms kept, bound 2", n)
+	}
+	// A bound on state events: the rooms have 6 or 7 each, so 10 keeps one
+	// room besides the most recently used.
+	svc.SetMaxRoomStates(100, 10)
+	for _, r := range rooms {
+		if _, err := svc.JoinedMembers(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, events := svc.CachedRooms(); n > 2 || events > 10+7 {
+		t.Fatalf("%d rooms with %d state events kept, bound 10 events", n, events)
 	}
 }

@@ -66,6 +66,8 @@ type Service struct {
 	rooms     map[string]*roomEntry // bounded: entries.go
 	recency   roomEntry             // sentinel of the recency list (most recent first)
 	maxStates int
+	// stateEvents: the state events of the kept rooms, as last counted.
+	stateEvents, maxStateEvents int
 
 	parsed eventCache
 	recent recentCache
@@ -84,12 +86,13 @@ type roomEntry struct {
 	// entry is forgotten only when none does), and the recency list.
 	id         string
 	pins       int
+	size       int // state events when last unpinned, counted in Service.stateEvents
 	prev, next *roomEntry
 }
 
 // New returns the room service.
 func New(st Store, serverName string, key *event.SigningKey) *Service {
-	s := &Service{store: st, serverName: serverName, key: key, now: time.Now, rooms: make(map[string]*roomEntry), maxStates: DefaultMaxRoomStates}
+	s := &Service{store: st, serverName: serverName, key: key, now: time.Now, rooms: make(map[string]*roomEntry), maxStates: DefaultMaxRoomStates, maxStateEvents: DefaultMaxStateEvents}
 	s.recency.next, s.recency.prev = &s.recency, &s.recency
 	s.parsed.init(50000)
 	return s
