@@ -55,3 +55,24 @@ func TestFedTrackerAppliesNotificationsInOrder(t *testing.T) {
 		t.Fatal("resync")
 	}
 }
+
+// Notifications come from the database, but a payload is text: whatever it
+// holds, Apply neither panics nor records a key it did not read, and a
+// payload it cannot read makes everything up to its position unknown.
+func FuzzApply(f *testing.F) {
+	f.Add("")
+	f.Add("abc\n3:@a:x\n4:")
+	f.Add("abc\n99:x")
+	f.Add("abc\n:x\n-1:y")
+	f.Fuzz(func(t *testing.T, payload string) {
+		tr := NewFed(10, func(context.Context) (int64, error) { return 11, nil })
+		_, unknown := tr.Apply(10, 11, payload)
+		tr.Advance(11)
+		if tr.Heard() != 11 {
+			t.Fatal("not heard")
+		}
+		if unknown && tr.Known(10) {
+			t.Fatal("an unreadable payload left the range known")
+		}
+	})
+}
