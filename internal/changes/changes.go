@@ -277,21 +277,6 @@ func (t *Tracker) Flying(k Key, upto int64) bool {
 	return m != nil && m.flyingBelow(upto)
 }
 
-// LastCommitted returns the highest position recorded for k by a finished
-// write, or the floor when that is higher: no change of k committed between
-// it and the first write of k still in flight.
-func (t *Tracker) LastCommitted(k Key) int64 {
-	if t == nil {
-		return 0
-	}
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	if m := t.marks[k]; m != nil {
-		return max(m.pos, t.floor)
-	}
-	return t.floor
-}
-
 // Tick returns the current tick. A cache reads it before it loads a value
 // from the store, and keeps the value only while Unchanged(k, tick).
 func (t *Tracker) Tick() uint64 {

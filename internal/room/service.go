@@ -327,15 +327,6 @@ func (s *Service) commit(ctx context.Context, rs *roomState, pdus []*event.PDU, 
 	return nil
 }
 
-func hasRelation(rows []store.NewEvent) bool {
-	for i := range rows {
-		if rows[i].RelatesTo != "" {
-			return true
-		}
-	}
-	return false
-}
-
 func (s *Service) afterCommit(rs *roomState, pdus []*event.PDU, positions []int64) {
 	var targets []string
 	for _, pdu := range pdus {
