@@ -7,7 +7,6 @@
 package clustertest
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -16,7 +15,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -32,11 +30,8 @@ import (
 var client = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 
 type proc struct {
-	url  string
-	cmd  *exec.Cmd
-	done chan struct{} // its log is read to the end
-	mu   sync.Mutex
-	bad  []string // panics and internal errors in its log
+	*hstest.Process
+	url string
 }
 
 // start runs one conclave process on dsn with its own data directory (and
@@ -47,58 +42,8 @@ func start(t *testing.T, bin, dsn, dataDir string, extra ...string) *proc {
 		"--server-name", "localhost", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--database", dsn,
 		"--enable-registration", "--rate-limits=false", "--password-hash-memory-kib", "64",
 		"--log-format", "json", "--log-level", "info", "--shutdown-timeout", "1s"}, extra...)
-	cmd := exec.Command(bin, args...)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	p := &proc{cmd: cmd}
-	addr := make(chan string, 1)
-	done := make(chan struct{})
-	p.done = done
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var line struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &line) != nil {
-				continue
-			}
-			switch line.Msg {
-			case "listening":
-				addr <- line.Addr
-			case "panic", "internal error":
-				p.mu.Lock()
-				p.bad = append(p.bad, sc.Text())
-				p.mu.Unlock()
-			}
-		}
-	}()
-	select {
-	case a := <-addr:
-		p.url = "http://" + a
-	case <-done:
-		t.Fatal("server exited before listening")
-	case <-time.After(60 * time.Second):
-		t.Fatal("server did not listen within 60s")
-	}
-	t.Cleanup(func() {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		for _, l := range p.bad {
-			t.Errorf("server log: %s", l)
-		}
-	})
-	return p
+	p := hstest.StartProcess(t, bin, nil, args...)
+	return &proc{Process: p, url: p.URL}
 }
 
 func (p *proc) do(method, path, token string, body any) (int, map[string]any, error) {

@@ -216,12 +216,12 @@ func TestTwoProcessesShareMedia(t *testing.T) {
 		old := procs[1]
 		mu.Unlock()
 		if r%2 == 0 {
-			old.cmd.Process.Kill()
+			old.Cmd.Process.Kill()
 		} else {
-			old.cmd.Process.Signal(syscall.SIGTERM)
+			old.Cmd.Process.Signal(syscall.SIGTERM)
 		}
-		old.cmd.Wait()
-		<-old.done
+		old.Cmd.Wait()
+		<-old.Done
 		nb := start(t, bin, dsn, dirB, "--media-dir", mediaDir)
 		mu.Lock()
 		procs[1] = nb

@@ -1,7 +1,6 @@
 package hostile
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,54 +59,15 @@ func TestUnknownRoomsLeaveMemoryFlat(t *testing.T) {
 		t.Skip("builds and runs a real server")
 	}
 	bin := hstest.BuildBinary(t)
-	cmd := exec.Command(bin, "serve",
+	args := []string{"serve",
 		"--server-name", "localhost", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0",
 		"--enable-registration", "--rate-limits=false", "--password-hash-memory-kib", "64",
-		"--log-format", "json", "--log-level", "info", "--shutdown-timeout", "1s")
+		"--log-format", "json", "--log-level", "info", "--shutdown-timeout", "1s"}
 	if os.Getenv(hstest.EnvDatabase) == "postgres" {
-		cmd.Args = append(cmd.Args, "--database", pgtest.NewDatabase(t))
+		args = append(args, "--database", pgtest.NewDatabase(t))
 	}
-	cmd.Env = append(os.Environ(), "GOGC=25")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	addr := make(chan string, 1)
-	var bad atomic.Value
-	go func() {
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var line struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &line) != nil {
-				continue
-			}
-			switch line.Msg {
-			case "listening":
-				select {
-				case addr <- line.Addr:
-				default:
-				}
-			case "panic", "internal error":
-				bad.Store(sc.Text())
-			}
-		}
-	}()
-	var base string
-	select {
-	case a := <-addr:
-		base = "http://" + a + "/_matrix/client/v3"
-	case <-time.After(30 * time.Second):
-		t.Fatal("server did not listen within 30s")
-	}
+	proc := hstest.StartProcess(t, bin, []string{"GOGC=25"}, args...)
+	base := proc.URL + "/_matrix/client/v3"
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	do := func(method, path, token, body string) (int, []byte) {
 		var rd io.Reader
@@ -176,11 +135,11 @@ func TestUnknownRoomsLeaveMemoryFlat(t *testing.T) {
 	const warmup, n = 20_000, 100_000
 	start := time.Now()
 	touch(0, warmup)
-	before := settledRSS(t, cmd.Process.Pid)
+	before := settledRSS(t, proc.Cmd.Process.Pid)
 	touch(warmup, warmup+n)
-	after := settledRSS(t, cmd.Process.Pid)
-	if v := bad.Load(); v != nil {
-		t.Fatalf("server log: %s", v)
+	after := settledRSS(t, proc.Cmd.Process.Pid)
+	if bad := proc.BadLines(); len(bad) > 0 {
+		t.Fatalf("server log: %s", bad[0])
 	}
 	t.Logf("VmRSS %d kB after %d warm-up requests, %d kB after %d more unknown room IDs (%s)",
 		before, warmup, after, n, time.Since(start).Round(time.Millisecond))
