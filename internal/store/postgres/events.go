@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -64,12 +65,39 @@ func (db *DB) EventByTxn(ctx context.Context, userID, deviceID, roomID, txnID st
 }
 
 func (db *DB) StateAt(ctx context.Context, roomID string, pos int64) ([]store.StoredEvent, error) {
-	// Local rooms are linear, so the state after pos is the newest state event
-	// at or before pos for each (type, state_key).
+	// The state after pos is the state group of the room's newest event at
+	// or before pos. Events from before state groups (migration 0013) have
+	// none: their rooms were linear, so the newest state event at or before
+	// pos for each (type, state_key) is the state after it.
+	var group int64
+	err := db.pool.QueryRow(ctx, `SELECT state_group FROM events WHERE room_id = $1 AND pos <= $2 ORDER BY pos DESC LIMIT 1`, roomID, pos).Scan(&group)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if group != 0 {
+		return queryEvents(ctx, db.pool, stateGroupSQL, group)
+	}
 	return queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e
 		JOIN (SELECT max(pos) AS pos FROM events WHERE room_id = $1 AND state_key IS NOT NULL AND pos <= $2 GROUP BY type, state_key) m ON m.pos = e.pos`,
 		roomID, pos)
 }
+
+// stateGroupSQL ($1 group ID) reads the state of a group: its chain of
+// deltas back to the snapshot (at most store.MaxStateGroupChain groups), the
+// nearest entry of each (type, state_key) winning; a removal (an empty event_id) joins no
+// event and so drops out. Ordered by position, as the state was written.
+const stateGroupSQL = `WITH RECURSIVE chain(id, prev, n) AS (
+		SELECT id, prev_id, 0 FROM state_groups WHERE id = $1
+		UNION ALL
+		SELECT g.id, g.prev_id, c.n + 1 FROM chain c JOIN state_groups g ON g.id = c.prev WHERE c.prev <> 0 AND c.n < 1000
+	)
+	SELECT ` + eventColumns + ` FROM (
+		SELECT x.event_id, row_number() OVER (PARTITION BY x.type, x.state_key ORDER BY c.n) AS rn
+		FROM chain c JOIN state_group_entries x ON x.group_id = c.id
+	) s JOIN events e ON e.event_id = s.event_id WHERE s.rn = 1 ORDER BY e.pos`
 
 func (db *DB) RoomEvents(ctx context.Context, q store.RoomEventsQuery) ([]store.StoredEvent, error) {
 	var b strings.Builder

@@ -35,6 +35,7 @@ func Run(t *testing.T, open Opener) {
 		{"CreateRoomAtomic", testCreateRoomAtomic},
 		{"PersistEvents", testPersistEvents},
 		{"PersistEventsAtomic", testPersistEventsAtomic},
+		{"StateAfterEveryEvent", testStateAfterEveryEvent},
 		{"RoomChanged", testRoomChanged},
 		{"ConcurrentRoomWriters", testConcurrentRoomWriters},
 		{"ManyRoomWritersIsolated", testManyRoomWritersIsolated},
