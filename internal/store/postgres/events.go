@@ -31,7 +31,7 @@ func queryEvents(ctx context.Context, q querier, query string, args ...any) ([]s
 }
 
 func (db *DB) GetEvent(ctx context.Context, eventID string) (*store.StoredEvent, error) {
-	evs, err := queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = $1`, eventID)
+	evs, err := queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = $1 AND e.kind = 0`, eventID)
 	if err != nil {
 		return nil, err
 	}
@@ -48,7 +48,7 @@ func (db *DB) GetEvents(ctx context.Context, eventIDs []string) ([]store.StoredE
 	var out []store.StoredEvent
 	for len(eventIDs) > 0 {
 		n := min(len(eventIDs), maxInArgs)
-		evs, err := queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = ANY($1)`, eventIDs[:n])
+		evs, err := queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = ANY($1) AND e.kind = 0`, eventIDs[:n])
 		if err != nil {
 			return nil, err
 		}
@@ -70,7 +70,7 @@ func (db *DB) StateAt(ctx context.Context, roomID string, pos int64) ([]store.St
 	// none: their rooms were linear, so the newest state event at or before
 	// pos for each (type, state_key) is the state after it.
 	var group int64
-	err := db.pool.QueryRow(ctx, `SELECT state_group FROM events WHERE room_id = $1 AND pos <= $2 ORDER BY pos DESC LIMIT 1`, roomID, pos).Scan(&group)
+	err := db.pool.QueryRow(ctx, `SELECT state_group FROM events WHERE kind = 0 AND room_id = $1 AND pos <= $2 ORDER BY pos DESC LIMIT 1`, roomID, pos).Scan(&group)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -102,7 +102,7 @@ const stateGroupSQL = `WITH RECURSIVE chain(id, prev, n) AS (
 func (db *DB) RoomEvents(ctx context.Context, q store.RoomEventsQuery) ([]store.StoredEvent, error) {
 	var b strings.Builder
 	var args argList
-	b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.room_id = ` + args.add(q.RoomID))
+	b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.kind = 0 AND e.room_id = ` + args.add(q.RoomID))
 	if q.After > 0 {
 		b.WriteString(` AND e.pos > ` + args.add(q.After))
 	}
@@ -187,5 +187,5 @@ func queryMemberships(ctx context.Context, q querier, query string, args ...any)
 }
 
 func (db *DB) StateEventsOf(ctx context.Context, roomID, typ, stateKey string) ([]store.StoredEvent, error) {
-	return queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.room_id = $1 AND e.type = $2 AND e.state_key = $3 ORDER BY e.pos`, roomID, typ, stateKey)
+	return queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.room_id = $1 AND e.type = $2 AND e.state_key = $3 AND e.kind = 0 ORDER BY e.pos`, roomID, typ, stateKey)
 }

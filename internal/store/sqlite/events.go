@@ -40,7 +40,7 @@ func (db *DB) queryEvents(ctx context.Context, q queryer, query string, args ...
 }
 
 func (db *DB) GetEvent(ctx context.Context, eventID string) (*store.StoredEvent, error) {
-	evs, err := db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = ?`, eventID)
+	evs, err := db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = ? AND e.kind = 0`, eventID)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +57,7 @@ func (db *DB) GetEvents(ctx context.Context, eventIDs []string) ([]store.StoredE
 	var out []store.StoredEvent
 	for len(eventIDs) > 0 {
 		n := min(len(eventIDs), maxInArgs)
-		evs, err := db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.event_id IN (`+placeholders(n)+`)`, stringArgs(eventIDs[:n])...)
+		evs, err := db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.event_id IN (`+placeholders(n)+`) AND e.kind = 0`, stringArgs(eventIDs[:n])...)
 		if err != nil {
 			return nil, err
 		}
@@ -79,7 +79,7 @@ func (db *DB) StateAt(ctx context.Context, roomID string, pos int64) ([]store.St
 	// none: their rooms were linear, so the newest state event at or before
 	// pos for each (type, state_key) is the state after it.
 	var group int64
-	err := db.r.QueryRowContext(ctx, `SELECT state_group FROM events WHERE room_id = ? AND pos <= ? ORDER BY pos DESC LIMIT 1`, roomID, pos).Scan(&group)
+	err := db.r.QueryRowContext(ctx, `SELECT state_group FROM events WHERE kind = 0 AND room_id = ? AND pos <= ? ORDER BY pos DESC LIMIT 1`, roomID, pos).Scan(&group)
 	if err == sql.ErrNoRows {
 		return nil, nil
 	}
@@ -111,7 +111,7 @@ const stateGroupSQL = `WITH RECURSIVE chain(id, prev, n) AS (
 func (db *DB) RoomEvents(ctx context.Context, q store.RoomEventsQuery) ([]store.StoredEvent, error) {
 	var b strings.Builder
 	args := []any{q.RoomID}
-	b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.room_id = ?`)
+	b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.room_id = ? AND e.kind = 0`)
 	if q.After > 0 {
 		b.WriteString(` AND e.pos > ?`)
 		args = append(args, q.After)
@@ -206,5 +206,5 @@ func queryMemberships(ctx context.Context, q queryer, query string, args ...any)
 }
 
 func (db *DB) StateEventsOf(ctx context.Context, roomID, typ, stateKey string) ([]store.StoredEvent, error) {
-	return db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.room_id = ? AND e.type = ? AND e.state_key = ? ORDER BY e.pos`, roomID, typ, stateKey)
+	return db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.room_id = ? AND e.type = ? AND e.state_key = ? AND e.kind = 0 ORDER BY e.pos`, roomID, typ, stateKey)
 }

@@ -36,6 +36,8 @@ func Run(t *testing.T, open Opener) {
 		{"PersistEvents", testPersistEvents},
 		{"PersistEventsAtomic", testPersistEventsAtomic},
 		{"StateAfterEveryEvent", testStateAfterEveryEvent},
+		{"GraphWrites", testGraphWrites},
+		{"GraphStateChains", testGraphStateChains},
 		{"RoomChanged", testRoomChanged},
 		{"ConcurrentRoomWriters", testConcurrentRoomWriters},
 		{"ManyRoomWritersIsolated", testManyRoomWritersIsolated},
