@@ -65,14 +65,15 @@ func (db *DB) EventByTxn(ctx context.Context, userID, deviceID, roomID, txnID st
 }
 
 func (db *DB) StateAt(ctx context.Context, roomID string, pos int64) ([]store.StoredEvent, error) {
-	// The state after pos is the state group of the room's newest event at
-	// or before pos. Events from before state groups (migration 0013) have
-	// none: their rooms were linear, so the newest state event at or before
-	// pos for each (type, state_key) is the state after it.
+	// The room's state as of pos is its current state right after its
+	// newest event at or before pos (current_group). Events from before
+	// state groups (migration 0013) have none: their rooms were linear, so
+	// the newest state event at or before pos for each (type, state_key) is
+	// the state then.
 	var group int64
-	err := db.pool.QueryRow(ctx, `SELECT state_group FROM events WHERE kind = 0 AND room_id = $1 AND pos <= $2 ORDER BY pos DESC LIMIT 1`, roomID, pos).Scan(&group)
+	err := db.pool.QueryRow(ctx, `SELECT current_group FROM events WHERE kind = 0 AND room_id = $1 AND pos <= $2 ORDER BY pos DESC LIMIT 1`, roomID, pos).Scan(&group)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
+		return db.stateBeforeFirst(ctx, roomID, pos)
 	}
 	if err != nil {
 		return nil, err
@@ -81,8 +82,43 @@ func (db *DB) StateAt(ctx context.Context, roomID string, pos int64) ([]store.St
 		return queryEvents(ctx, db.pool, stateGroupSQL, group)
 	}
 	return queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e
-		JOIN (SELECT max(pos) AS pos FROM events WHERE room_id = $1 AND state_key IS NOT NULL AND pos <= $2 GROUP BY type, state_key) m ON m.pos = e.pos`,
+		JOIN (SELECT max(pos) AS pos FROM events WHERE room_id = $1 AND state_key IS NOT NULL AND pos <= $2 AND kind = 0 GROUP BY type, state_key) m ON m.pos = e.pos`,
 		roomID, pos)
+}
+
+// stateBeforeFirst is the state before the room's first event after pos,
+// for a pos before the room's first event here: a room joined over
+// federation starts with the join, whose state before came from another
+// server (its state group, less the event itself).
+func (db *DB) stateBeforeFirst(ctx context.Context, roomID string, pos int64) ([]store.StoredEvent, error) {
+	var group int64
+	var id, replaces string
+	var isState bool
+	err := db.pool.QueryRow(ctx, `SELECT state_group, event_id, state_key IS NOT NULL, replaces_state FROM events WHERE kind = 0 AND room_id = $1 AND pos > $2 ORDER BY pos LIMIT 1`, roomID, pos).Scan(&group, &id, &isState, &replaces)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && group == 0) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	st, err := queryEvents(ctx, db.pool, stateGroupSQL, group)
+	if err != nil || !isState {
+		return st, err
+	}
+	out := st[:0]
+	for _, e := range st {
+		if e.EventID != id {
+			out = append(out, e)
+		}
+	}
+	if replaces != "" {
+		prev, err := queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = $1`, replaces)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, prev...)
+	}
+	return out, nil
 }
 
 // stateGroupSQL ($1 group ID) reads the state of a group: its chain of

@@ -104,8 +104,8 @@ func queueEvents(ctx context.Context, p *pipeline, roomID string, events []store
 			p.exec(nil, newStateGroupSQL, roomID)
 			p.exec(nil, `UPDATE rooms SET state_group = currval('state_groups_id_seq') WHERE room_id = $1`, roomID)
 		}
-		p.exec(conflictErr, `INSERT INTO events (pos, event_id, room_id, type, state_key, sender, depth, origin_server_ts, json, replaces_state, membership, relates_to, rel_type, sender_device, txn_id, contains_url, state_group)
-			VALUES (`+lastPosSQL+` - $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, (SELECT state_group FROM rooms WHERE room_id = $3))`,
+		p.exec(conflictErr, `INSERT INTO events (pos, event_id, room_id, type, state_key, sender, depth, origin_server_ts, json, replaces_state, membership, relates_to, rel_type, sender_device, txn_id, contains_url, state_group, current_group)
+			VALUES (`+lastPosSQL+` - $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, (SELECT state_group FROM rooms WHERE room_id = $3), (SELECT state_group FROM rooms WHERE room_id = $3))`,
 			back, e.EventID, roomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS, e.JSON, e.ReplacesState, e.Membership, e.RelatesTo, e.RelType, e.SenderDevice, e.TxnID, e.ContainsURL)
 		if e.TxnID != "" {
 			p.exec(conflictErr, `INSERT INTO txns (user_id, device_id, room_id, txn_id, event_id) VALUES ($1, $2, $3, $4, $5)`, e.Sender, e.SenderDevice, roomID, e.TxnID, e.EventID)

@@ -13,7 +13,7 @@ import (
 
 // TestUpgradeToStateGroups: a database written before migration 0013 (state
 // groups) keeps the state after each of its events and goes on correctly.
-// The old schema is made by undoing 0013 on a fresh database.
+// The old schema is made by undoing 0013 and 0016 on a fresh database.
 func TestUpgradeToStateGroups(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgtest.NewDatabase(t)
@@ -30,7 +30,8 @@ func TestUpgradeToStateGroups(t *testing.T) {
 	}
 	if _, err := conn.Exec(ctx, `DROP TABLE state_groups; DROP TABLE state_group_entries;
 		ALTER TABLE events DROP COLUMN state_group; ALTER TABLE rooms DROP COLUMN state_group;
-		DELETE FROM schema_migrations WHERE version = 13`); err != nil {
+		ALTER TABLE events DROP COLUMN kind, DROP COLUMN rejected_reason, DROP COLUMN current_group; DROP SEQUENCE events_apart_pos;
+		DELETE FROM schema_migrations WHERE version IN (13, 16)`); err != nil {
 		t.Fatal(err)
 	}
 	conn.Close(ctx)

@@ -74,14 +74,15 @@ func (db *DB) EventByTxn(ctx context.Context, userID, deviceID, roomID, txnID st
 }
 
 func (db *DB) StateAt(ctx context.Context, roomID string, pos int64) ([]store.StoredEvent, error) {
-	// The state after pos is the state group of the room's newest event at
-	// or before pos. Events from before state groups (migration 0013) have
-	// none: their rooms were linear, so the newest state event at or before
-	// pos for each (type, state_key) is the state after it.
+	// The room's state as of pos is its current state right after its
+	// newest event at or before pos (current_group). Events from before
+	// state groups (migration 0013) have none: their rooms were linear, so
+	// the newest state event at or before pos for each (type, state_key) is
+	// the state then.
 	var group int64
-	err := db.r.QueryRowContext(ctx, `SELECT state_group FROM events WHERE kind = 0 AND room_id = ? AND pos <= ? ORDER BY pos DESC LIMIT 1`, roomID, pos).Scan(&group)
+	err := db.r.QueryRowContext(ctx, `SELECT current_group FROM events WHERE kind = 0 AND room_id = ? AND pos <= ? ORDER BY pos DESC LIMIT 1`, roomID, pos).Scan(&group)
 	if err == sql.ErrNoRows {
-		return nil, nil
+		return db.stateBeforeFirst(ctx, roomID, pos)
 	}
 	if err != nil {
 		return nil, err
@@ -90,8 +91,43 @@ func (db *DB) StateAt(ctx context.Context, roomID string, pos int64) ([]store.St
 		return db.queryEvents(ctx, db.r, stateGroupSQL, group)
 	}
 	return db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e
-		JOIN (SELECT max(pos) AS pos FROM events WHERE room_id = ? AND state_key IS NOT NULL AND pos <= ? GROUP BY type, state_key) m ON m.pos = e.pos`,
+		JOIN (SELECT max(pos) AS pos FROM events WHERE room_id = ? AND state_key IS NOT NULL AND pos <= ? AND kind = 0 GROUP BY type, state_key) m ON m.pos = e.pos`,
 		roomID, pos)
+}
+
+// stateBeforeFirst is the state before the room's first event after pos,
+// for a pos before the room's first event here: a room joined over
+// federation starts with the join, whose state before came from another
+// server (its state group, less the event itself).
+func (db *DB) stateBeforeFirst(ctx context.Context, roomID string, pos int64) ([]store.StoredEvent, error) {
+	var group int64
+	var id, replaces string
+	var isState bool
+	err := db.r.QueryRowContext(ctx, `SELECT state_group, event_id, state_key IS NOT NULL, replaces_state FROM events WHERE kind = 0 AND room_id = ? AND pos > ? ORDER BY pos LIMIT 1`, roomID, pos).Scan(&group, &id, &isState, &replaces)
+	if err == sql.ErrNoRows || (err == nil && group == 0) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	st, err := db.queryEvents(ctx, db.r, stateGroupSQL, group)
+	if err != nil || !isState {
+		return st, err
+	}
+	out := st[:0]
+	for _, e := range st {
+		if e.EventID != id {
+			out = append(out, e)
+		}
+	}
+	if replaces != "" {
+		prev, err := db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = ?`, replaces)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, prev...)
+	}
+	return out, nil
 }
 
 // stateGroupSQL (group ID) reads the state of a group: its chain of deltas

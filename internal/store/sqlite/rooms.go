@@ -89,9 +89,9 @@ func persistEventsTx(ctx context.Context, tx *Tx, roomID string, events []store.
 				return nil, err
 			}
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO events (pos, event_id, room_id, type, state_key, sender, depth, origin_server_ts, json, replaces_state, membership, relates_to, rel_type, sender_device, txn_id, contains_url, state_group)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT state_group FROM rooms WHERE room_id = ?))`,
-			pos, e.EventID, roomID, e.Type, stateKey, e.Sender, e.Depth, e.OriginServerTS, e.JSON, e.ReplacesState, e.Membership, e.RelatesTo, e.RelType, e.SenderDevice, e.TxnID, boolInt(e.ContainsURL), roomID)
+		_, err := tx.ExecContext(ctx, `INSERT INTO events (pos, event_id, room_id, type, state_key, sender, depth, origin_server_ts, json, replaces_state, membership, relates_to, rel_type, sender_device, txn_id, contains_url, state_group, current_group)
+			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, (SELECT state_group FROM rooms WHERE room_id = ?3), (SELECT state_group FROM rooms WHERE room_id = ?3))`,
+			pos, e.EventID, roomID, e.Type, stateKey, e.Sender, e.Depth, e.OriginServerTS, e.JSON, e.ReplacesState, e.Membership, e.RelatesTo, e.RelType, e.SenderDevice, e.TxnID, boolInt(e.ContainsURL))
 		if isConstraint(err) {
 			return nil, store.ErrConflict
 		}

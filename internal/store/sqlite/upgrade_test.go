@@ -12,7 +12,7 @@ import (
 
 // TestUpgradeToStateGroups: a database written before migration 0013 (state
 // groups) keeps the state after each of its events and goes on correctly.
-// The old schema is made by undoing 0013 on a fresh database.
+// The old schema is made by undoing 0013 and 0016 on a fresh database.
 func TestUpgradeToStateGroups(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "conclave.db")
@@ -30,7 +30,8 @@ func TestUpgradeToStateGroups(t *testing.T) {
 	for _, q := range []string{
 		`DROP TABLE state_groups`, `DROP TABLE state_group_entries`,
 		`ALTER TABLE events DROP COLUMN state_group`, `ALTER TABLE rooms DROP COLUMN state_group`,
-		`DELETE FROM schema_migrations WHERE version = 13`,
+		`ALTER TABLE events DROP COLUMN kind`, `ALTER TABLE events DROP COLUMN rejected_reason`, `ALTER TABLE events DROP COLUMN current_group`,
+		`DELETE FROM schema_migrations WHERE version IN (13, 16)`,
 	} {
 		if _, err := raw.ExecContext(ctx, q); err != nil {
 			t.Fatalf("%s: %v", q, err)

@@ -14,15 +14,15 @@ import (
 // (the hot path); both write the same rows.
 
 var graphEventCols = []string{"event_id", "room_id", "type", "state_key", "sender", "depth", "origin_server_ts", "json",
-	"replaces_state", "membership", "relates_to", "rel_type", "sender_device", "txn_id", "contains_url", "state_group", "kind", "rejected_reason"}
+	"replaces_state", "membership", "relates_to", "rel_type", "sender_device", "txn_id", "contains_url", "state_group", "kind", "rejected_reason", "current_group"}
 
-func graphEventRow(e *store.NewEvent, stateGroup int64, kind int, reason string) []any {
+func graphEventRow(e *store.NewEvent, stateGroup int64, kind int, reason string, current int64) []any {
 	var sk any
 	if e.StateKey != nil {
 		sk = *e.StateKey
 	}
 	return []any{e.EventID, e.RoomID, e.Type, sk, e.Sender, e.Depth, e.OriginServerTS, e.JSON,
-		e.ReplacesState, e.Membership, e.RelatesTo, e.RelType, e.SenderDevice, e.TxnID, e.ContainsURL, stateGroup, kind, reason}
+		e.ReplacesState, e.Membership, e.RelatesTo, e.RelType, e.SenderDevice, e.TxnID, e.ContainsURL, stateGroup, kind, reason, current}
 }
 
 func (s *Shared) PersistGraphEvent(ctx context.Context, w *store.GraphWrite) (pos, group int64, err error) {
@@ -66,21 +66,6 @@ func (s *Shared) PersistGraphEvent(ctx context.Context, w *store.GraphWrite) (po
 		if w.Kind != store.KindTimeline {
 			return errors.New("sqlstore: unknown event kind")
 		}
-		if err := s.b.InsertAtNewPositions(ctx, tx, "events", graphEventCols, [][]any{graphEventRow(e, group, store.KindTimeline, "")}); err != nil {
-			if s.b.IsUnique(err) {
-				return store.ErrConflict
-			}
-			return err
-		}
-		if err := tx.QueryRow(ctx, `SELECT pos FROM events WHERE event_id = ?`, e.EventID).Scan(&pos); err != nil {
-			return err
-		}
-		if e.Redacts != "" {
-			// Only the first redaction counts (as in PersistEvents).
-			if _, err := tx.Exec(ctx, `UPDATE events SET redacted_by = ? WHERE event_id = ? AND room_id = ? AND redacted_by = ''`, e.EventID, e.Redacts, e.RoomID); err != nil {
-				return err
-			}
-		}
 		current := group
 		changes := w.CurrentChanges
 		if w.CurrentResolved {
@@ -96,6 +81,21 @@ func (s *Shared) PersistGraphEvent(ctx context.Context, w *store.GraphWrite) (po
 			changes = []store.StateEntry{{Type: e.Type, StateKey: *e.StateKey, EventID: e.EventID, Membership: e.Membership}}
 		} else {
 			changes = nil
+		}
+		if err := s.b.InsertAtNewPositions(ctx, tx, "events", graphEventCols, [][]any{graphEventRow(e, group, store.KindTimeline, "", current)}); err != nil {
+			if s.b.IsUnique(err) {
+				return store.ErrConflict
+			}
+			return err
+		}
+		if err := tx.QueryRow(ctx, `SELECT pos FROM events WHERE event_id = ?`, e.EventID).Scan(&pos); err != nil {
+			return err
+		}
+		if e.Redacts != "" {
+			// Only the first redaction counts (as in PersistEvents).
+			if _, err := tx.Exec(ctx, `UPDATE events SET redacted_by = ? WHERE event_id = ? AND room_id = ? AND redacted_by = ''`, e.EventID, e.Redacts, e.RoomID); err != nil {
+				return err
+			}
 		}
 		if err := applyCurrentState(ctx, tx, e.RoomID, changes); err != nil {
 			return err
@@ -122,11 +122,11 @@ func (s *Shared) PersistGraphEvent(ctx context.Context, w *store.GraphWrite) (po
 // insertApart writes an event of a kind clients never see at the next
 // negative position.
 func (s *Shared) insertApart(ctx context.Context, tx Querier, e *store.NewEvent, kind int, reason string, pos *int64) error {
-	return s.insertApartRow(ctx, tx, graphEventRow(e, 0, kind, reason), pos)
+	return s.insertApartRow(ctx, tx, graphEventRow(e, 0, kind, reason, 0), pos)
 }
 
 func (s *Shared) insertApartWithState(ctx context.Context, tx Querier, e *store.NewEvent, group int64, pos *int64) error {
-	return s.insertApartRow(ctx, tx, graphEventRow(e, group, store.KindSoftFailed, ""), pos)
+	return s.insertApartRow(ctx, tx, graphEventRow(e, group, store.KindSoftFailed, "", 0), pos)
 }
 
 func (s *Shared) insertApartRow(ctx context.Context, tx Querier, row []any, pos *int64) error {

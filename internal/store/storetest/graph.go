@@ -84,6 +84,16 @@ func testGraphWrites(t *testing.T, s store.Store) {
 	wantCur := clone(want)
 	wantCur["m.room.member|@b:x"] = y.EventID
 	equal(t, "current state after the fork", stateOf(t, s, cur), wantCur)
+	// As of Y's position the room's state is the resolved one, not Y's
+	// branch alone (what /sync reads).
+	at, err = s.StateAt(ctx(), "!graph:x", posY)
+	must(t, err)
+	equal(t, "StateAt the fork", len(at), len(wantCur))
+	for _, e := range at {
+		if wantCur[e.Type+"|"+*e.StateKey] != e.EventID {
+			t.Fatalf("StateAt the fork holds %s", e.EventID)
+		}
+	}
 	snap, err := s.LoadRoomSnapshot(ctx(), "!graph:x")
 	must(t, err)
 	slices.Sort(snap.Extremities)
@@ -218,4 +228,55 @@ func clone(m map[string]string) map[string]string {
 		c[k] = v
 	}
 	return c
+}
+
+// testGraphJoinedRoom: a room joined over federation starts with the join;
+// its state before came from another server as outliers.
+func testGraphJoinedRoom(t *testing.T, s store.Store) {
+	_, err := s.CreateRoom(ctx(), &store.Room{RoomID: "!far:y", Version: "10", Creator: "@c:y", CreatedTS: 5}, nil)
+	must(t, err)
+	r := &room{s: s, id: "!far:y", ts: 1000}
+	create := r.ev("m.room.create", sk(""), "@c:y", `{}`)
+	cjoin := r.member("@c:y", "join")
+	rules := r.ev("m.room.join_rules", sk(""), "@c:y", `{"join_rule":"public"}`)
+	must(t, s.PersistOutliers(ctx(), []store.NewEvent{create, cjoin, rules}))
+	state := []store.StateEntry{{Type: "m.room.create", EventID: create.EventID}, {Type: "m.room.member", StateKey: "@c:y", EventID: cjoin.EventID, Membership: "join"},
+		{Type: "m.room.join_rules", EventID: rules.EventID}}
+	join := r.member("@me:x", "join")
+	join.PrevEvents = []string{rules.EventID}
+	current := append(slices.Clone(state), store.StateEntry{Type: "m.room.member", StateKey: "@me:x", EventID: join.EventID, Membership: "join"})
+	pos, group, err := s.PersistGraphEvent(ctx(), &store.GraphWrite{Event: join, NewStateBefore: true, StateBeforeChanges: state,
+		Extremities: []string{join.EventID}, CurrentResolved: true, CurrentChanges: current})
+	must(t, err)
+	if pos <= 0 || group == 0 {
+		t.Fatalf("join at %d, group %d", pos, group)
+	}
+	before, err := s.StateAt(ctx(), "!far:y", pos-1)
+	must(t, err)
+	equal(t, "state before the join", sortedIDs(before), sortedIDs2(state))
+	after, err := s.StateAt(ctx(), "!far:y", pos)
+	must(t, err)
+	equal(t, "state after the join", sortedIDs(after), sortedIDs2(current))
+	snap, err := s.LoadRoomSnapshot(ctx(), "!far:y")
+	must(t, err)
+	equal(t, "current state", sortedIDs(snap.State), sortedIDs2(current))
+	for _, u := range []string{"@c:y", "@me:x"} {
+		mem, err := s.UserMemberships(ctx(), u)
+		must(t, err)
+		if len(mem) != 1 || mem[0].Membership != "join" || mem[0].RoomID != "!far:y" {
+			t.Fatalf("memberships of %s: %+v", u, mem)
+		}
+	}
+	tl, err := s.RoomEvents(ctx(), store.RoomEventsQuery{RoomID: "!far:y", Limit: 10})
+	must(t, err)
+	equal(t, "timeline", eventIDs(tl), []string{join.EventID})
+}
+
+func sortedIDs2(entries []store.StateEntry) []string {
+	var ids []string
+	for _, e := range entries {
+		ids = append(ids, e.EventID)
+	}
+	slices.Sort(ids)
+	return ids
 }

@@ -38,6 +38,7 @@ func Run(t *testing.T, open Opener) {
 		{"StateAfterEveryEvent", testStateAfterEveryEvent},
 		{"GraphWrites", testGraphWrites},
 		{"GraphStateChains", testGraphStateChains},
+		{"GraphJoinedRoom", testGraphJoinedRoom},
 		{"RoomChanged", testRoomChanged},
 		{"ConcurrentRoomWriters", testConcurrentRoomWriters},
 		{"ManyRoomWritersIsolated", testManyRoomWritersIsolated},

@@ -9,3 +9,10 @@
 -- its own running down, so no /sync, whose positions are positive, meets it.
 ALTER TABLE events ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE events ADD COLUMN rejected_reason TEXT NOT NULL DEFAULT '';
+
+-- current_group: the room's current state right after the event was written
+-- (the resolution of the forward extremities then), where state_group is
+-- the state after the event in the graph. They differ when branches meet;
+-- /sync, which reads the room as of stream positions, wants the first.
+ALTER TABLE events ADD COLUMN current_group INTEGER NOT NULL DEFAULT 0;
+UPDATE events SET current_group = state_group WHERE state_group <> 0;
