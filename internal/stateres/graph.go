@@ -83,7 +83,11 @@ func (r *resolver) auth(i int32) []int32 {
 	}
 	if r.rv.RoomIDFromCreateEvent && !(ev.Type == authrules.TypeCreate && ev.StateKeyIs("")) &&
 		len(ev.RoomID) > 1 && ev.RoomID[0] == '!' {
-		if !add("$" + ev.RoomID[1:]) {
+		// One room, one create event: build its ID once.
+		if ev.RoomID != r.createRoom {
+			r.createRoom, r.createID = ev.RoomID, "$"+ev.RoomID[1:]
+		}
+		if !add(r.createID) {
 			return nil
 		}
 	}
