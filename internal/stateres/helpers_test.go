@@ -37,7 +37,9 @@ func roomVersion(id string) *event.RoomVersion {
 	return v
 }
 
-func k(typ, stateKey string) authrules.StateKey { return authrules.StateKey{Type: typ, StateKey: stateKey} }
+func k(typ, stateKey string) authrules.StateKey {
+	return authrules.StateKey{Type: typ, StateKey: stateKey}
+}
 
 // dag is a test room graph: every event built, and the Loader over them.
 type dag struct {
@@ -258,3 +260,7 @@ func (d *dag) resolve(sets ...StateMap) StateMap {
 	}
 	return st
 }
+
+func chainID(n int) string { return fmt.Sprintf("$chain%d", n) }
+
+func fmtSscanf(s, format string, a ...any) (int, error) { return fmt.Sscanf(s, format, a...) }
