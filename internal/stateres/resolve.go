@@ -160,6 +160,16 @@ func (r *resolver) unconflicted(k authrules.StateKey) (string, bool) {
 }
 
 func (r *resolver) run(sets []StateMap) error {
+	full := r.fullConflictedSet(sets)
+	if r.err != nil {
+		return r.err
+	}
+	return r.order(full)
+}
+
+// fullConflictedSet returns the conflicted state set ∪ the auth difference
+// (∪ the conflicted state subgraph for v2.1), known and accepted events only.
+func (r *resolver) fullConflictedSet(sets []StateMap) []int32 {
 	// The conflicted state set, as nodes.
 	for k := range r.conflictedKeys {
 		for _, s := range sets {
@@ -169,7 +179,7 @@ func (r *resolver) run(sets []StateMap) error {
 			}
 			i := r.get(id)
 			if i < 0 {
-				return r.err
+				return nil
 			}
 			if n := &r.nodes[i]; !n.conflict && n.usable() {
 				n.conflict = true
@@ -183,7 +193,7 @@ func (r *resolver) run(sets []StateMap) error {
 		}
 		i := r.get(id)
 		if i < 0 {
-			return r.err
+			return nil
 		}
 		r.unconflictedNodes = append(r.unconflictedNodes, i)
 	}
@@ -202,14 +212,16 @@ func (r *resolver) run(sets []StateMap) error {
 	addFull(r.conflictedNodes)
 	addFull(r.authDifference(sets))
 	if r.err != nil {
-		return r.err
+		return nil
 	}
 	if r.v21 {
 		addFull(r.conflictedSubgraph())
-		if r.err != nil {
-			return r.err
-		}
 	}
+	return full
+}
+
+// order runs steps 1 to 4 on the full conflicted set.
+func (r *resolver) order(full []int32) error {
 
 	// Step 1: the power events of the full conflicted set, and the events
 	// of their auth chains that are in the full conflicted set, in reverse
