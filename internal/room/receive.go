@@ -199,7 +199,7 @@ func (s *Service) receiveOnce(ctx context.Context, pdu *event.PDU) (Received, er
 		// The event does not extend the current state: the current state is
 		// the resolution of the extremities' states.
 		w.CurrentResolved = true
-		if current, err = s.resolveExtremities(ctx, rs, exts, pdu.EventID, after); err != nil {
+		if current, err = s.resolveExtremities(ctx, rs, exts, pdu, after); err != nil {
 			return Received{}, err
 		}
 		w.CurrentChanges, err = s.stateChanges(ctx, rs, current)
@@ -306,7 +306,7 @@ func (s *Service) stateBefore(ctx context.Context, rs *roomState, prevs []*graph
 		}
 		sets = append(sets, st)
 	}
-	resolved, err := s.resolve(ctx, rs.version, sets)
+	resolved, err := s.resolve(ctx, rs.version, sets, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -314,11 +314,11 @@ func (s *Service) stateBefore(ctx context.Context, rs *roomState, prevs []*graph
 }
 
 // resolveExtremities resolves the states after the forward extremities; the
-// new event's own (self, with its state after) is not stored yet.
-func (s *Service) resolveExtremities(ctx context.Context, rs *roomState, exts []string, self string, selfState StateMap) (StateMap, error) {
+// new event (self, with its state after) is not stored yet.
+func (s *Service) resolveExtremities(ctx context.Context, rs *roomState, exts []string, self *event.PDU, selfState StateMap) (StateMap, error) {
 	var others []string
 	for _, x := range exts {
-		if x != self {
+		if x != self.EventID {
 			others = append(others, x)
 		}
 	}
@@ -346,14 +346,16 @@ func (s *Service) resolveExtremities(ctx context.Context, rs *roomState, exts []
 		}
 		sets = append(sets, st)
 	}
-	return s.resolve(ctx, rs.version, sets)
+	return s.resolve(ctx, rs.version, sets, self)
 }
 
-func (s *Service) resolve(ctx context.Context, rv *event.RoomVersion, sets []StateMap) (StateMap, error) {
+// resolve resolves sets; pending is an event not stored yet that they may
+// name (the one being received).
+func (s *Service) resolve(ctx context.Context, rv *event.RoomVersion, sets []StateMap, pending *event.PDU) (StateMap, error) {
 	if s.ResolveState == nil {
 		return nil, errors.New("room: no state resolution configured")
 	}
-	return s.ResolveState(rv, sets, &storeLoader{ctx: ctx, s: s, rv: rv})
+	return s.ResolveState(rv, sets, &storeLoader{ctx: ctx, s: s, rv: rv, pending: pending})
 }
 
 // stateChanges lists what takes the room's current state to next.
@@ -521,14 +523,19 @@ func (l *lazyState) StateEvent(typ, key string) *event.PDU {
 	return nil
 }
 
-// storeLoader gives state resolution the stored events.
+// storeLoader gives state resolution the stored events, and the one being
+// received (pending).
 type storeLoader struct {
-	ctx context.Context
-	s   *Service
-	rv  *event.RoomVersion
+	ctx     context.Context
+	s       *Service
+	rv      *event.RoomVersion
+	pending *event.PDU
 }
 
 func (l *storeLoader) Event(id string) (*event.PDU, bool, bool) {
+	if l.pending != nil && l.pending.EventID == id {
+		return l.pending, false, true
+	}
 	found, err := l.s.graphEvents(l.ctx, l.rv, []string{id})
 	if err != nil {
 		return nil, false, false

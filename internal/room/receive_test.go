@@ -13,6 +13,7 @@ import (
 	"conclave/internal/authrules"
 	"conclave/internal/event"
 	"conclave/internal/room"
+	"conclave/internal/stateres"
 	"conclave/internal/store"
 	"conclave/internal/store/sqlite"
 )
@@ -292,5 +293,62 @@ func TestReceiveRejectsAndSoftFails(t *testing.T) {
 	var missing *room.MissingEventsError
 	if !errors.As(err, &missing) || !slices.Equal(missing.Events, []string{ghost.EventID}) {
 		t.Fatalf("orphan: %v", err)
+	}
+}
+
+// A topic set on each side of a fork: state resolution (v2: same mainline
+// position, so the later origin_server_ts is applied last and wins) decides
+// the current state, whichever order the events arrived in here.
+func TestReceiveConflictResolves(t *testing.T) {
+	for _, remoteLater := range []bool{false, true} {
+		r := newRemoteRoom(t)
+		r.svc.ResolveState = func(rv *event.RoomVersion, sets []room.StateMap, load room.EventLoader) (room.StateMap, error) {
+			return stateres.Resolve(rv, sets, load)
+		}
+		ctx := context.Background()
+		r.receive(r.build("m.room.member", sk("@bob:y.example"), "@bob:y.example", `{"membership":"join"}`, nil, nil), room.Accepted)
+		pl, err := r.svc.PowerLevels(ctx, r.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		users := pl.Users()
+		users["@bob:y.example"] = 50
+		content, _ := json.Marshal(map[string]any{"users": users, "state_default": 50, "events_default": 0, "ban": 50, "kick": 50, "redact": 50, "invite": 0})
+		p1, err := r.svc.Send(ctx, &room.SendRequest{RoomID: r.id, Sender: "@alice:x.example", Type: "m.room.power_levels", StateKey: sk(""), Content: content})
+		if err != nil {
+			t.Fatal(err)
+		}
+		atP1, _ := r.state()
+		local, err := r.svc.Send(ctx, &room.SendRequest{RoomID: r.id, Sender: "@alice:x.example", Type: "m.room.topic", StateKey: sk(""), Content: json.RawMessage(`{"topic":"local"}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if remoteLater {
+			r.ts = 4_000_000_000_000
+		}
+		remote := r.build("m.room.topic", sk(""), "@bob:y.example", `{"topic":"remote"}`, atP1, []string{p1})
+		r.receive(remote, room.Accepted)
+		want := local
+		if remoteLater {
+			want = remote.EventID
+		}
+		st, exts := r.state()
+		if got := st[authrules.StateKey{Type: "m.room.topic"}]; got != want || len(exts) != 2 {
+			t.Fatalf("remote later %v: topic %s, want %s; extremities %v", remoteLater, got, want, exts)
+		}
+		// The writer's own state agrees with the store: the next local event
+		// is authorised and built on it.
+		if _, err := r.svc.Send(ctx, &room.SendRequest{RoomID: r.id, Sender: "@alice:x.example", Type: "m.room.message", Content: json.RawMessage(`{"body":"after"}`)}); err != nil {
+			t.Fatal(err)
+		}
+		after, err := r.db.StateAt(ctx, r.id, 1<<40)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range after {
+			if e.Type == "m.room.topic" && e.EventID != want {
+				t.Fatalf("state after the merge has topic %s, want %s", e.EventID, want)
+			}
+		}
 	}
 }
