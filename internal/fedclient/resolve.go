@@ -63,6 +63,9 @@ type wellKnown struct {
 	cache    *lru.Cache[string, wellKnownEntry]
 	mu       sync.Mutex
 	inflight map[string]*wkCall
+	// joined, when set (tests), is called when a lookup waits for a fetch
+	// already in flight instead of starting its own.
+	joined func()
 }
 
 type wkCall struct {
@@ -190,6 +193,9 @@ func (c *Client) wellKnownFor(ctx context.Context, host string) string {
 	wk.mu.Lock()
 	if call, ok := wk.inflight[host]; ok {
 		wk.mu.Unlock()
+		if wk.joined != nil {
+			wk.joined()
+		}
 		select {
 		case <-call.done:
 			return call.delegated

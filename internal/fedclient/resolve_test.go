@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -313,5 +314,53 @@ func TestAllowList(t *testing.T) {
 	e.setWellKnown("deleg.test", delegate("target.test:"+o))
 	if err := c.Do(context.Background(), "GET", "deleg.test", versionPath, nil, nil, nil); err != nil {
 		t.Fatalf("allowed delegating name: %v", err)
+	}
+}
+
+// Lookups of a host whose well-known is being fetched wait for that fetch
+// rather than each fetching it.
+func TestWellKnownFetchedOnce(t *testing.T) {
+	e := newEnv(t)
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	e.setWellKnown("cached.test", func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() { close(started) })
+		<-release
+		delegate("target.test:9")(w, r)
+	})
+	c := e.client()
+	defer c.CloseIdleConnections()
+	const n = 8
+	joined := make(chan struct{}, n)
+	c.wk.joined = func() { joined <- struct{}{} }
+	hosts := make(chan string, n+1)
+	resolve := func() {
+		tgt, err := c.Resolve(context.Background(), "cached.test")
+		if err != nil {
+			t.Error(err)
+		}
+		hosts <- tgt.Host
+	}
+	go resolve()
+	<-started
+	for i := 0; i < n; i++ {
+		go resolve()
+	}
+	for i := 0; i < n; i++ {
+		select {
+		case <-joined:
+		case <-time.After(10 * time.Second): // a failure guard, not an ordering
+			close(release)
+			t.Fatalf("only %d lookups waited for the fetch in flight", i)
+		}
+	}
+	close(release)
+	for i := 0; i < n+1; i++ {
+		if h := <-hosts; h != "target.test:9" {
+			t.Fatalf("lookup got %q", h)
+		}
+	}
+	if f := e.fetches("cached.test"); f != 1 {
+		t.Fatalf("%d fetches", f)
 	}
 }
