@@ -20,6 +20,7 @@ import (
 	"conclave/internal/clientapi"
 	"conclave/internal/config"
 	"conclave/internal/event"
+	"conclave/internal/fedclient"
 	"conclave/internal/keys"
 	"conclave/internal/media"
 	"conclave/internal/mediaapi"
@@ -76,6 +77,11 @@ type Homeserver struct {
 	Presence    *presence.Service
 
 	cluster *cluster // nil unless several processes may share the store (cluster.go)
+
+	// FedClient makes every request to other servers (nil when
+	// federation_listen is empty): federation_allow, discovery, signing.
+	FedClient          *fedclient.Client
+	federationListener net.Listener // Options.FederationListener
 }
 
 // New opens the data directory and store and builds the services. It does
@@ -91,6 +97,10 @@ type Options struct {
 	// wrapper hides the store's optional interfaces (several processes), so
 	// the server runs as the database's only writer.
 	WrapStore func(Store) Store
+	// FederationListener, when set, is the already-bound federation
+	// listener to serve (federation_listen must name its address): a test
+	// harness binds it first to learn the port its server name carries.
+	FederationListener net.Listener
 }
 
 // NewWith is New with options.
@@ -105,7 +115,7 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 	if opts.WrapStore != nil {
 		db = opts.WrapStore(db)
 	}
-	hs := &Homeserver{Config: &cfg, Log: log, Store: db, ready: make(chan struct{}), Metrics: newMetrics(cfg.AdminListen)}
+	hs := &Homeserver{Config: &cfg, Log: log, Store: db, ready: make(chan struct{}), Metrics: newMetrics(cfg.AdminListen), federationListener: opts.FederationListener}
 	hs.Accounts = accounts.New(db, cfg.ServerName, accounts.OptionsFrom(&cfg))
 	key, err := loadSigningKey(ctx, db, filepath.Join(cfg.DataDir, "signing.key"))
 	if err != nil {
