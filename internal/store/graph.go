@@ -42,6 +42,9 @@ type PDU struct {
 	StateGroup int64
 	Pos        int64
 	Depth      int64
+	// ReplacesState is the state event this one replaced in the state
+	// before it (timeline and soft-failed state events).
+	ReplacesState string
 }
 
 // GraphWrite is one event the room writer persists with what it decided

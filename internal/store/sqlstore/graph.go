@@ -317,13 +317,13 @@ func (s *Shared) GetPDUs(ctx context.Context, ids []string) ([]store.PDU, error)
 	for len(ids) > 0 {
 		n := min(len(ids), chunk)
 		cond, args := s.d.In("event_id", ids[:n], nil)
-		rows, err := s.b.Read().Query(ctx, `SELECT event_id, room_id, json, kind, rejected_reason, state_group, pos, depth FROM events WHERE `+cond, args...)
+		rows, err := s.b.Read().Query(ctx, `SELECT event_id, room_id, json, kind, rejected_reason, state_group, pos, depth, replaces_state FROM events WHERE `+cond, args...)
 		if err != nil {
 			return nil, err
 		}
 		for rows.Next() {
 			var p store.PDU
-			if err := rows.Scan(&p.EventID, &p.RoomID, &p.JSON, &p.Kind, &p.RejectedReason, &p.StateGroup, &p.Pos, &p.Depth); err != nil {
+			if err := rows.Scan(&p.EventID, &p.RoomID, &p.JSON, &p.Kind, &p.RejectedReason, &p.StateGroup, &p.Pos, &p.Depth, &p.ReplacesState); err != nil {
 				rows.Close()
 				return nil, err
 			}
