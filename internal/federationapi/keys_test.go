@@ -82,7 +82,7 @@ func TestVersionAndUnknown(t *testing.T) {
 		status       int
 	}{
 		{"GET", "/_matrix/federation/v1/nope", 404},
-		{"GET", "/_matrix/key/v2/query/hs2", 404},
+		{"GET", "/_matrix/key/v1/query/hs2", 404},
 		{"POST", "/_matrix/key/v2/server", 405},
 		{"PUT", "/_matrix/federation/v1/version", 405},
 	} {

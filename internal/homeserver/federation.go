@@ -31,7 +31,7 @@ func (hs *Homeserver) setupFederation() error {
 	}
 	if cfg.FederationListen != "" {
 		mux := server.NewMux()
-		federationapi.New(federationapi.Deps{ServerName: cfg.ServerName, SigningKey: hs.SigningKey, Version: Version}).Register(mux)
+		federationapi.New(federationapi.Deps{ServerName: cfg.ServerName, SigningKey: hs.SigningKey, Version: Version, Keyring: hs.Keyring}).Register(mux)
 		hs.FederationHandler = server.Wrap(mux, hs.Log)
 	}
 	return nil

@@ -20,6 +20,7 @@ import (
 	"conclave/internal/clientapi"
 	"conclave/internal/config"
 	"conclave/internal/event"
+	"conclave/internal/keyring"
 	"conclave/internal/keys"
 	"conclave/internal/media"
 	"conclave/internal/mediaapi"
@@ -74,6 +75,9 @@ type Homeserver struct {
 	Receipts    *receipts.Service
 	Presence    *presence.Service
 
+	// Keyring: other servers' signing keys and our old ones (internal/keyring).
+	Keyring *keyring.Keyring
+
 	cluster *cluster // nil unless several processes may share the store (cluster.go)
 }
 
@@ -90,6 +94,10 @@ type Options struct {
 	// wrapper hides the store's optional interfaces (several processes), so
 	// the server runs as the database's only writer.
 	WrapStore func(Store) Store
+	// KeyFetcher gets other servers' /_matrix/key/v2/server for the
+	// keyring; nil: keys are not fetched (only stored ones are used).
+	// TODO(merge): default to internal/fedclient's when it lands.
+	KeyFetcher keyring.Fetcher
 }
 
 // NewWith is New with options.
@@ -112,6 +120,11 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 		return nil, err
 	}
 	hs.SigningKey = key
+	// TODO(merge): Allowed from the federation_allow configuration.
+	if hs.Keyring, err = keyring.New(ctx, keyring.Config{ServerName: cfg.ServerName, Key: key, Store: db, Fetcher: opts.KeyFetcher}); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := hs.setupFederation(); err != nil {
 		db.Close()
 		return nil, err
