@@ -118,7 +118,11 @@ func (a *API) authenticate(r *http.Request) (string, []byte, error) {
 	if a.Keyring == nil {
 		return "", nil, unauthorized("No keyring to check signatures with")
 	}
-	switch err := a.Keyring.VerifyJSON(r.Context(), origin, obj, a.Now().UnixMilli()); {
+	ids := make([]string, 0, len(sigs))
+	for id := range sigs {
+		ids = append(ids, id)
+	}
+	switch err := a.Keyring.VerifySigned(r.Context(), origin, obj, ids, a.Now().UnixMilli()); {
 	case err == nil:
 		return origin, body, nil
 	case errors.Is(err, keyring.ErrNotAllowed):

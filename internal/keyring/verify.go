@@ -72,6 +72,20 @@ func (k *Keyring) VerifyJSON(ctx context.Context, server string, obj []byte, atT
 	if err != nil {
 		return err
 	}
+	return k.VerifySigned(ctx, server, obj, ids, atTS)
+}
+
+// VerifySigned is VerifyJSON for a caller that knows which key IDs signed
+// obj for server (request authentication builds obj from the headers), so
+// obj is not parsed to find them.
+func (k *Keyring) VerifySigned(ctx context.Context, server string, obj []byte, keyIDs []string, atTS int64) error {
+	ids := make([]string, 0, len(keyIDs))
+	for _, id := range keyIDs {
+		if strings.HasPrefix(id, "ed25519:") {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
 	return k.verifyWith(ctx, server, ids, atTS, func(id string, pub ed25519.PublicKey) error {
 		return event.VerifyJSON(obj, server, id, pub)
 	})
