@@ -484,3 +484,44 @@ func TestOwnOldKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The notary serves the stored response for half its lifetime (at most 7
+// days counted), then fetches again; while the server is down it serves
+// the last response it has; always countersigned.
+func TestNotaryResponseCaching(t *testing.T) {
+	e := newEnv(t, "hs2")
+	r := e.remotes["hs2"]
+	r.set(func() { r.validUntil = e.clk.now().Add(400 * 24 * time.Hour) })
+	k := e.keyring(t)
+	get := func() []byte {
+		t.Helper()
+		b, err := k.NotaryResponse(ctx, "hs2", e.clk.now().UnixMilli())
+		if err != nil || b == nil {
+			t.Fatalf("%s %v", b, err)
+		}
+		if event.VerifyJSON(b, "hs2", r.key.ID, r.key.PublicKey()) != nil || event.VerifyJSON(b, "hs1", e.own.ID, e.own.PublicKey()) != nil {
+			t.Fatalf("not signed by hs2 and countersigned by hs1: %s", b)
+		}
+		return b
+	}
+	get()
+	e.clk.add(3 * 24 * time.Hour)
+	get()
+	if n := r.hits.Load(); n != 1 {
+		t.Fatalf("%d fetches within half of the (capped) lifetime", n)
+	}
+	e.clk.add(12 * time.Hour) // 3.5 days: half of the 7 counted
+	get()
+	if n := r.hits.Load(); n != 2 {
+		t.Fatalf("%d fetches after half the lifetime, want 2", n)
+	}
+	r.set(func() { r.status = 503 })
+	e.clk.add(4 * 24 * time.Hour)
+	get()
+	if n := r.hits.Load(); n != 3 {
+		t.Fatalf("%d fetches", n)
+	}
+	if b, err := k.NotaryResponse(ctx, "hs9", 0); b != nil || err != nil {
+		t.Fatalf("unknown server: %s %v", b, err)
+	}
+}

@@ -30,7 +30,12 @@ func (k *Keyring) NotaryResponse(ctx context.Context, server string, minValidUnt
 	}
 	now := k.cfg.Now().UnixMilli()
 	fresh := func(r *store.ServerKeyResponse) bool {
-		return r != nil && r.ValidUntilTS >= minValidUntil && now < r.FetchedTS+(r.ValidUntilTS-r.FetchedTS)/2
+		if r == nil || r.ValidUntilTS < minValidUntil {
+			return false
+		}
+		// The lifetime counts for at most KeyValidityCap, like the keys.
+		end := min(r.ValidUntilTS, r.FetchedTS+KeyValidityCap.Milliseconds())
+		return now < r.FetchedTS+(end-r.FetchedTS)/2
 	}
 	if !fresh(resp) {
 		if err := k.refresh(ctx, server, nil); err != nil && ctx.Err() != nil {
