@@ -294,6 +294,13 @@ func (k *Keyring) refresh(ctx context.Context, server string, want func(*serverE
 
 func (k *Keyring) doRefresh(ctx context.Context, server string, want func(*serverEntry) bool) error {
 	prev, _ := k.servers.Get(server)
+	now := k.cfg.Now()
+	// Within the limit not even the store is read again: a flood of
+	// unknown key IDs costs one map lookup each. (Another process's fetch
+	// is seen once the limit has passed.)
+	if prev != nil && now.Before(prev.nextFetch) {
+		return errRecent
+	}
 	e, err := k.load(ctx, server, prev)
 	if err != nil {
 		return err
@@ -302,16 +309,15 @@ func (k *Keyring) doRefresh(ctx context.Context, server string, want func(*serve
 	if want != nil && want(e) {
 		return nil
 	}
-	now := k.cfg.Now()
-	if k.cfg.Fetcher == nil {
-		return ErrNoKey
-	}
 	if now.Before(e.nextFetch) {
 		return errRecent
 	}
 	// The limit counts from the start of the attempt.
 	started := &serverEntry{keys: e.keys, nextFetch: now.Add(k.cfg.MinRefetch), failures: e.failures}
 	k.servers.Put(server, started)
+	if k.cfg.Fetcher == nil {
+		return ErrNoKey
+	}
 	keys, resp, err := k.fetch(ctx, server, now)
 	if err != nil {
 		failed := *started
