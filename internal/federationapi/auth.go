@@ -7,10 +7,12 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 
 	"conclave/internal/jsonhttp"
 	"conclave/internal/keyring"
 	"conclave/internal/matrix"
+	"conclave/internal/xmatrix"
 )
 
 // MaxRequestBody bounds the body of an authenticated federation request: a
@@ -67,22 +69,20 @@ func unauthorized(msg string) error {
 func (a *API) authenticate(r *http.Request) (string, []byte, error) {
 	var origin string
 	sigs := map[string]string{}
-	for _, h := range r.Header.Values("Authorization") {
-		x, ok, err := parseXMatrix(h)
-		if !ok {
-			continue
+	for _, v := range r.Header.Values("Authorization") {
+		if len(v) < len(xmatrix.Scheme) || !strings.EqualFold(v[:len(xmatrix.Scheme)], xmatrix.Scheme) {
+			continue // another scheme
 		}
+		x, err := xmatrix.Parse(v)
 		if err != nil {
 			return "", nil, unauthorized("Malformed X-Matrix Authorization header: " + err.Error())
 		}
-		if x.HasDestination && x.Destination != a.ServerName {
+		// A missing destination is accepted from servers before spec v1.3.
+		if x.Destination != "" && x.Destination != a.ServerName {
 			return "", nil, unauthorized("Destination mismatch in Authorization header")
 		}
 		if origin != "" && x.Origin != origin {
 			return "", nil, unauthorized("Authorization headers name different origins")
-		}
-		if !matrix.ValidServerName(x.Origin) {
-			return "", nil, unauthorized("Origin is not a server name")
 		}
 		origin = x.Origin
 		sigs[x.Key] = x.Sig
@@ -97,23 +97,18 @@ func (a *API) authenticate(r *http.Request) (string, []byte, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	signed := map[string]any{
-		"method":      r.Method,
-		"uri":         r.RequestURI,
-		"origin":      origin,
-		"destination": a.ServerName,
-		"signatures":  map[string]any{origin: sigs},
-	}
 	// "content": the JSON-parsed request body, when there is one.
+	var content []byte
 	if len(bytes.TrimSpace(body)) > 0 {
-		if !json.Valid(body) {
-			return "", nil, matrix.NotJSON("Request body is not JSON")
-		}
-		signed["content"] = json.RawMessage(body)
+		content = body
 	}
-	obj, err := json.Marshal(signed)
+	unsigned, err := xmatrix.RequestJSON(r.Method, r.RequestURI, origin, a.ServerName, content)
 	if err != nil {
 		return "", nil, matrix.NotJSON("Request body is not JSON")
+	}
+	obj, err := withSignatures(unsigned, origin, sigs)
+	if err != nil {
+		return "", nil, unauthorized("Malformed X-Matrix Authorization header")
 	}
 	if a.Keyring == nil {
 		return "", nil, unauthorized("No keyring to check signatures with")
@@ -137,4 +132,17 @@ func (a *API) authenticate(r *http.Request) (string, []byte, error) {
 // allowed: the closed circle (keyring.Config.Allowed), everyone without one.
 func (a *API) allowed(server string) bool {
 	return a.Keyring == nil || a.Keyring.Allowed(server)
+}
+
+// withSignatures adds "signatures": {origin: sigs} to the JSON object obj.
+func withSignatures(obj []byte, origin string, sigs map[string]string) ([]byte, error) {
+	b, err := json.Marshal(map[string]map[string]string{origin: sigs})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, len(obj)+len(b)+16)
+	out = append(out, obj[:len(obj)-1]...)
+	out = append(out, `,"signatures":`...)
+	out = append(out, b...)
+	return append(out, '}'), nil
 }

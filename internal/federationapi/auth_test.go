@@ -396,3 +396,31 @@ func TestNotary(t *testing.T) {
 		t.Fatal("a server outside the allow list was contacted")
 	}
 }
+
+// The homeserver's own wiring: the keyring fetches through hs.FedClient and
+// keeps to federation_allow; the notary on the real listener likewise.
+func TestKeyringThroughFedClientInClosedCircle(t *testing.T) {
+	servers := hstest.StartFederation(t, 2)
+	a, b := servers[0], servers[1]
+	kb := b.HS.SigningKey
+	pub, err := a.HS.Keyring.VerifyKey(t.Context(), b.ServerName, kb.ID, time.Now().UnixMilli())
+	if err != nil || !pub.Equal(kb.PublicKey()) {
+		t.Fatalf("%s's key through the federation client: %v", b.ServerName, err)
+	}
+	if _, err := a.HS.Keyring.VerifyKey(t.Context(), "localhost:1", "ed25519:x", 0); err != keyring.ErrNotAllowed {
+		t.Fatalf("outsider: %v", err)
+	}
+	c := fedClient(t, a.CA.Pool(), "localhost")
+	status, body := fetch(t, c, "GET", a.FederationURL+"/_matrix/key/v2/query/"+b.ServerName)
+	var m struct {
+		ServerKeys []json.RawMessage `json:"server_keys"`
+	}
+	json.Unmarshal(body, &m)
+	if status != 200 || len(m.ServerKeys) != 1 || event.VerifyJSON(m.ServerKeys[0], a.ServerName, a.HS.SigningKey.ID, a.HS.SigningKey.PublicKey()) != nil ||
+		event.VerifyJSON(m.ServerKeys[0], b.ServerName, kb.ID, kb.PublicKey()) != nil {
+		t.Fatalf("notary: %d %s", status, body)
+	}
+	if status, body := fetch(t, c, "GET", a.FederationURL+"/_matrix/key/v2/query/localhost:1"); status != 403 || !strings.Contains(string(body), "M_FORBIDDEN") {
+		t.Fatalf("notary for an outsider: %d %s", status, body)
+	}
+}

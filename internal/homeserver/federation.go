@@ -1,10 +1,14 @@
 package homeserver
 
 import (
+	"context"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"time"
 
+	"conclave/internal/fedclient"
 	"conclave/internal/federationapi"
 	"conclave/internal/server"
 	"conclave/internal/tlsutil"
@@ -33,6 +37,14 @@ func (hs *Homeserver) setupFederation() error {
 		mux := server.NewMux()
 		federationapi.New(federationapi.Deps{ServerName: cfg.ServerName, SigningKey: hs.SigningKey, Version: Version, Keyring: hs.Keyring}).Register(mux)
 		hs.FederationHandler = server.Wrap(mux, hs.Log)
+		// Outbound federation trusts the system roots and the operator's
+		// CA (tls_ca_cert), and keeps to federation_allow.
+		var cas []*x509.Certificate
+		if hs.TLS != nil {
+			cas = hs.TLS.CACerts
+		}
+		hs.FedClient = fedclient.New(fedclient.Options{ServerName: cfg.ServerName, Key: hs.SigningKey, Allow: cfg.FederationAllow,
+			AllowPrivate: cfg.FederationAllowPrivate, ExtraCAs: cas})
 	}
 	return nil
 }
@@ -52,7 +64,7 @@ func (hs *Homeserver) listeners() []server.Listener {
 	}
 	ls := []server.Listener{client}
 	if hs.FederationHandler != nil {
-		ls = append(ls, server.Listener{Addr: hs.Config.FederationListen, Handler: hs.FederationHandler, TLS: hs.TLS.Server.Clone(), Bound: func(a net.Addr) {
+		ls = append(ls, server.Listener{Addr: hs.Config.FederationListen, Listener: hs.federationListener, Handler: hs.FederationHandler, TLS: hs.TLS.Server.Clone(), Bound: func(a net.Addr) {
 			hs.mu.Lock()
 			hs.federationAddr = a
 			hs.mu.Unlock()
@@ -74,4 +86,14 @@ func (hs *Homeserver) FederationAddr() net.Addr {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	return hs.federationAddr
+}
+
+// fedKeys fetches other servers' keys for the keyring through hs.FedClient.
+type fedKeys struct{ hs *Homeserver }
+
+func (f fedKeys) ServerKeys(ctx context.Context, server string) ([]byte, error) {
+	if f.hs.FedClient == nil {
+		return nil, errors.New("federation is off (no federation_listen)")
+	}
+	return f.hs.FedClient.GetServerKeys(ctx, server)
 }

@@ -20,17 +20,20 @@ import (
 	"conclave/internal/clientapi"
 	"conclave/internal/config"
 	"conclave/internal/event"
+	"conclave/internal/fedclient"
 	"conclave/internal/keyring"
 	"conclave/internal/keys"
 	"conclave/internal/media"
 	"conclave/internal/mediaapi"
 	"conclave/internal/metrics"
+	"conclave/internal/outbound"
 	"conclave/internal/presence"
 	"conclave/internal/profile"
 	"conclave/internal/push"
 	"conclave/internal/receipts"
 	"conclave/internal/room"
 	"conclave/internal/server"
+	"conclave/internal/stateres"
 	"conclave/internal/store"
 	"conclave/internal/store/postgres"
 	"conclave/internal/store/sqlite"
@@ -79,6 +82,11 @@ type Homeserver struct {
 	Keyring *keyring.Keyring
 
 	cluster *cluster // nil unless several processes may share the store (cluster.go)
+
+	// FedClient makes every request to other servers (nil when
+	// federation_listen is empty): federation_allow, discovery, signing.
+	FedClient          *fedclient.Client
+	federationListener net.Listener // Options.FederationListener
 }
 
 // New opens the data directory and store and builds the services. It does
@@ -94,9 +102,13 @@ type Options struct {
 	// wrapper hides the store's optional interfaces (several processes), so
 	// the server runs as the database's only writer.
 	WrapStore func(Store) Store
+	// FederationListener, when set, is the already-bound federation
+	// listener to serve (federation_listen must name its address): a test
+	// harness binds it first to learn the port its server name carries.
+	FederationListener net.Listener
 	// KeyFetcher gets other servers' /_matrix/key/v2/server for the
-	// keyring; nil: keys are not fetched (only stored ones are used).
-	// TODO(merge): default to internal/fedclient's when it lands.
+	// keyring instead of FedClient (tests); with neither, keys are not
+	// fetched (only stored ones are used).
 	KeyFetcher keyring.Fetcher
 }
 
@@ -112,7 +124,7 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 	if opts.WrapStore != nil {
 		db = opts.WrapStore(db)
 	}
-	hs := &Homeserver{Config: &cfg, Log: log, Store: db, ready: make(chan struct{}), Metrics: newMetrics(cfg.AdminListen)}
+	hs := &Homeserver{Config: &cfg, Log: log, Store: db, ready: make(chan struct{}), Metrics: newMetrics(cfg.AdminListen), federationListener: opts.FederationListener}
 	hs.Accounts = accounts.New(db, cfg.ServerName, accounts.OptionsFrom(&cfg))
 	key, err := loadSigningKey(ctx, db, filepath.Join(cfg.DataDir, "signing.key"))
 	if err != nil {
@@ -120,8 +132,14 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 		return nil, err
 	}
 	hs.SigningKey = key
-	// TODO(merge): Allowed from the federation_allow configuration.
-	if hs.Keyring, err = keyring.New(ctx, keyring.Config{ServerName: cfg.ServerName, Key: key, Store: db, Fetcher: opts.KeyFetcher}); err != nil {
+	// Other servers' keys come from their /_matrix/key/v2/server through
+	// hs.FedClient (built by setupFederation), within federation_allow.
+	var fetcher keyring.Fetcher = fedKeys{hs}
+	if opts.KeyFetcher != nil {
+		fetcher = opts.KeyFetcher
+	}
+	allow := outbound.NewAllowList(cfg.FederationAllow)
+	if hs.Keyring, err = keyring.New(ctx, keyring.Config{ServerName: cfg.ServerName, Key: key, Store: db, Fetcher: fetcher, Allowed: allow.Allowed}); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -130,6 +148,9 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 		return nil, err
 	}
 	hs.Rooms = room.New(hs.countEvents(db), cfg.ServerName, key)
+	hs.Rooms.ResolveState = func(rv *event.RoomVersion, sets []room.StateMap, load room.EventLoader) (room.StateMap, error) {
+		return stateres.Resolve(rv, sets, load)
+	}
 	hs.Rooms.EncryptPresets = map[string]bool{}
 	for _, p := range strings.Split(cfg.EncryptPresets, ",") {
 		if p = strings.TrimSpace(p); p != "" {

@@ -16,6 +16,7 @@ import (
 	"conclave/internal/authrules"
 	"conclave/internal/changes"
 	"conclave/internal/event"
+	"conclave/internal/lru"
 	"conclave/internal/matrix"
 	"conclave/internal/store"
 )
@@ -24,6 +25,7 @@ import (
 type Store interface {
 	store.Rooms
 	store.Events
+	store.Graph
 	store.StateHistory
 	store.RoomsRead
 	store.Profiles
@@ -71,6 +73,12 @@ type Service struct {
 
 	parsed eventCache
 	recent recentCache
+
+	// ResolveState resolves several states of a room (receive.go); nil
+	// refuses events that would need it.
+	ResolveState StateResolver
+	groupsOnce   sync.Once
+	groupCache   *lru.Cache[int64, StateMap] // state groups read (receive.go)
 }
 
 // roomEntry is one room's writer lock and its lazily loaded state, kept in

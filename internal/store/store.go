@@ -30,6 +30,7 @@ type Store interface {
 	Profiles
 	Rooms
 	Events
+	Graph
 	StateHistory
 	RoomsRead
 	SyncQueries
