@@ -9,6 +9,7 @@ import (
 
 	"conclave/internal/event"
 	"conclave/internal/jsonhttp"
+	"conclave/internal/keyring"
 )
 
 // Deps are what the API needs.
@@ -19,6 +20,10 @@ type Deps struct {
 	Version string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Keyring checks request signatures, serves the notary and knows this
+	// server's old keys. Nil only in tests of the unauthenticated
+	// endpoints: signed requests are then refused.
+	Keyring *keyring.Keyring
 }
 
 // API is the Server-Server API.
@@ -44,7 +49,10 @@ type Mux interface {
 	HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request))
 }
 
-// Register adds every Server-Server endpoint to mux.
+// Register adds every Server-Server endpoint to mux. Every
+// /_matrix/federation/* endpoint is registered with HandleSigned, except
+// those the spec leaves unauthenticated: version (and openid/userinfo).
+// The /_matrix/key/* endpoints are unauthenticated.
 func (a *API) Register(mux Mux) {
 	mux.HandleFunc("GET /_matrix/federation/v1/version", a.version)
 	a.registerKeys(mux)

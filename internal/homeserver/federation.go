@@ -1,7 +1,9 @@
 package homeserver
 
 import (
+	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -33,7 +35,7 @@ func (hs *Homeserver) setupFederation() error {
 	}
 	if cfg.FederationListen != "" {
 		mux := server.NewMux()
-		federationapi.New(federationapi.Deps{ServerName: cfg.ServerName, SigningKey: hs.SigningKey, Version: Version}).Register(mux)
+		federationapi.New(federationapi.Deps{ServerName: cfg.ServerName, SigningKey: hs.SigningKey, Version: Version, Keyring: hs.Keyring}).Register(mux)
 		hs.FederationHandler = server.Wrap(mux, hs.Log)
 		// Outbound federation trusts the system roots and the operator's
 		// CA (tls_ca_cert), and keeps to federation_allow.
@@ -84,4 +86,14 @@ func (hs *Homeserver) FederationAddr() net.Addr {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	return hs.federationAddr
+}
+
+// fedKeys fetches other servers' keys for the keyring through hs.FedClient.
+type fedKeys struct{ hs *Homeserver }
+
+func (f fedKeys) ServerKeys(ctx context.Context, server string) ([]byte, error) {
+	if f.hs.FedClient == nil {
+		return nil, errors.New("federation is off (no federation_listen)")
+	}
+	return f.hs.FedClient.GetServerKeys(ctx, server)
 }

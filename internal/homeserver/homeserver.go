@@ -21,10 +21,12 @@ import (
 	"conclave/internal/config"
 	"conclave/internal/event"
 	"conclave/internal/fedclient"
+	"conclave/internal/keyring"
 	"conclave/internal/keys"
 	"conclave/internal/media"
 	"conclave/internal/mediaapi"
 	"conclave/internal/metrics"
+	"conclave/internal/outbound"
 	"conclave/internal/presence"
 	"conclave/internal/profile"
 	"conclave/internal/push"
@@ -76,6 +78,9 @@ type Homeserver struct {
 	Receipts    *receipts.Service
 	Presence    *presence.Service
 
+	// Keyring: other servers' signing keys and our old ones (internal/keyring).
+	Keyring *keyring.Keyring
+
 	cluster *cluster // nil unless several processes may share the store (cluster.go)
 
 	// FedClient makes every request to other servers (nil when
@@ -101,6 +106,10 @@ type Options struct {
 	// listener to serve (federation_listen must name its address): a test
 	// harness binds it first to learn the port its server name carries.
 	FederationListener net.Listener
+	// KeyFetcher gets other servers' /_matrix/key/v2/server for the
+	// keyring instead of FedClient (tests); with neither, keys are not
+	// fetched (only stored ones are used).
+	KeyFetcher keyring.Fetcher
 }
 
 // NewWith is New with options.
@@ -123,6 +132,17 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 		return nil, err
 	}
 	hs.SigningKey = key
+	// Other servers' keys come from their /_matrix/key/v2/server through
+	// hs.FedClient (built by setupFederation), within federation_allow.
+	var fetcher keyring.Fetcher = fedKeys{hs}
+	if opts.KeyFetcher != nil {
+		fetcher = opts.KeyFetcher
+	}
+	allow := outbound.NewAllowList(cfg.FederationAllow)
+	if hs.Keyring, err = keyring.New(ctx, keyring.Config{ServerName: cfg.ServerName, Key: key, Store: db, Fetcher: fetcher, Allowed: allow.Allowed}); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := hs.setupFederation(); err != nil {
 		db.Close()
 		return nil, err

@@ -43,6 +43,7 @@ type Store interface {
 	MediaStore
 	Pushers
 	Search
+	ServerKeys
 	Close() error
 }
 

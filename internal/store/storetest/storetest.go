@@ -62,6 +62,7 @@ func Run(t *testing.T, open Opener) {
 		{"Backups", testBackups},
 		{"Media", testMedia},
 		{"StreamOrder", testStreamOrder},
+		{"ServerKeys", testServerKeys},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
