@@ -8,8 +8,10 @@ import (
 	"time"
 
 	"conclave/internal/event"
+	"conclave/internal/federation"
 	"conclave/internal/jsonhttp"
 	"conclave/internal/keyring"
+	"conclave/internal/room"
 )
 
 // Deps are what the API needs.
@@ -24,6 +26,12 @@ type Deps struct {
 	// server's old keys. Nil only in tests of the unauthenticated
 	// endpoints: signed requests are then refused.
 	Keyring *keyring.Keyring
+	// Rooms and Federation serve the room endpoints (rooms.go); without
+	// them only keys and version are served.
+	Rooms      *room.Service
+	Federation *federation.Service
+	// EDUs takes the EDUs of received transactions (nil: ignored).
+	EDUs federation.EDUHandler
 }
 
 // API is the Server-Server API.
@@ -56,6 +64,7 @@ type Mux interface {
 func (a *API) Register(mux Mux) {
 	mux.HandleFunc("GET /_matrix/federation/v1/version", a.version)
 	a.registerKeys(mux)
+	a.registerRooms(mux)
 }
 
 // version: Server-Server API, "GET /_matrix/federation/v1/version".

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"conclave/internal/fedclient"
+	"conclave/internal/federation"
 	"conclave/internal/federationapi"
 	"conclave/internal/server"
 	"conclave/internal/tlsutil"
@@ -34,9 +35,6 @@ func (hs *Homeserver) setupFederation() error {
 		hs.TLS = b
 	}
 	if cfg.FederationListen != "" {
-		mux := server.NewMux()
-		federationapi.New(federationapi.Deps{ServerName: cfg.ServerName, SigningKey: hs.SigningKey, Version: Version, Keyring: hs.Keyring}).Register(mux)
-		hs.FederationHandler = server.Wrap(mux, hs.Log)
 		// Outbound federation trusts the system roots and the operator's
 		// CA (tls_ca_cert), and keeps to federation_allow.
 		var cas []*x509.Certificate
@@ -47,6 +45,21 @@ func (hs *Homeserver) setupFederation() error {
 			AllowPrivate: cfg.FederationAllowPrivate, ExtraCAs: cas})
 	}
 	return nil
+}
+
+// setupFederationAPI builds the federation service and the federation
+// listener's handler once the room service exists (federation_listen set).
+func (hs *Homeserver) setupFederationAPI() {
+	if hs.Config.FederationListen == "" {
+		return
+	}
+	hs.Federation = &federation.Service{ServerName: hs.Config.ServerName, Key: hs.SigningKey, Rooms: hs.Rooms,
+		Client: hs.FedClient, Keys: hs.Keyring, Log: hs.Log}
+	hs.Rooms.Outgoing = hs.Federation.Outgoing
+	mux := server.NewMux()
+	federationapi.New(federationapi.Deps{ServerName: hs.Config.ServerName, SigningKey: hs.SigningKey, Version: Version, Keyring: hs.Keyring,
+		Rooms: hs.Rooms, Federation: hs.Federation}).Register(mux)
+	hs.FederationHandler = server.Wrap(mux, hs.Log)
 }
 
 // listeners are the client listener (TLS only when tls_cert is set: the

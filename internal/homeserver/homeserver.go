@@ -21,6 +21,7 @@ import (
 	"conclave/internal/config"
 	"conclave/internal/event"
 	"conclave/internal/fedclient"
+	"conclave/internal/federation"
 	"conclave/internal/keyring"
 	"conclave/internal/keys"
 	"conclave/internal/media"
@@ -62,9 +63,10 @@ type Homeserver struct {
 	Changes *changes.Tracker
 	Metrics *metrics.Metrics // nil when admin_listen is empty (admin.go)
 
-	TLS               *tlsutil.Bundle // nil when no TLS is configured
-	FederationHandler http.Handler    // nil when federation_listen is empty
-	Routes            []string        // client listener patterns, "METHOD /path/{param}"
+	TLS               *tlsutil.Bundle     // nil when no TLS is configured
+	FederationHandler http.Handler        // nil when federation_listen is empty
+	Federation        *federation.Service // nil when federation_listen is empty
+	Routes            []string            // client listener patterns, "METHOD /path/{param}"
 
 	mu             sync.Mutex
 	clientAddr     net.Addr
@@ -162,6 +164,7 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 	hs.Notifier = syncer.NewNotifier()
 	hs.newMiscServices()
 	hs.wire()
+	hs.setupFederationAPI()
 	// Every write is marked in the change tracker, and /sync and the caches
 	// ask it what may have changed instead of asking the store
 	// (internal/changes, syncer/fastpath.go). This process sees every write
@@ -203,7 +206,7 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 
 	mux := server.NewMux()
 	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync,
-		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push})
+		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push, Federation: hs.Federation})
 	api.Register(mux)
 	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts}).Register(mux)
 	proxies, err := cfg.TrustedProxyPrefixes()

@@ -556,3 +556,78 @@ func entriesOf(st StateMap, events map[string]*event.PDU) []store.StateEntry {
 	})
 	return out
 }
+
+// strippedTypes are the state events shown with an invite or a knock
+// (Client-Server API, "Stripped state").
+var strippedTypes = []string{"m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar", "m.room.canonical_alias", "m.room.encryption", "m.room.topic"}
+
+// StrippedState returns the room's stripped state: {type, state_key,
+// content, sender} of its current name, topic, join rules and the like.
+func (s *Service) StrippedState(ctx context.Context, roomID string) ([]json.RawMessage, error) {
+	e, rs, err := s.lock(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	defer s.unlock(e)
+	out := []json.RawMessage{}
+	for _, t := range strippedTypes {
+		if p := rs.StateEvent(t, ""); p != nil {
+			j, err := json.Marshal(map[string]any{"type": p.Type, "state_key": "", "content": p.Content, "sender": p.Sender})
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, j)
+		}
+	}
+	return out, nil
+}
+
+// AnyEvent returns a stored event of any room by ID, of every kind but
+// rejected (the Server-Server API's /event; the caller checks that the
+// requesting server may see it).
+func (s *Service) AnyEvent(ctx context.Context, eventID string) (*event.PDU, error) {
+	pdus, err := s.store.GetPDUs(ctx, []string{eventID})
+	if err != nil {
+		return nil, err
+	}
+	if len(pdus) == 0 || pdus[0].Kind == store.KindRejected {
+		return nil, matrix.NotFound("Event not found")
+	}
+	rv, err := s.RoomVersion(ctx, pdus[0].RoomID)
+	if err != nil {
+		return nil, err
+	}
+	found, err := s.graphEvents(ctx, rv, []string{eventID})
+	if err != nil {
+		return nil, err
+	}
+	if g := found[eventID]; g != nil {
+		return g.pdu, nil
+	}
+	return nil, matrix.NotFound("Event not found")
+}
+
+// IsResident reports whether a user of this server is joined to the room
+// (false for a room this server does not know).
+func (s *Service) IsResident(ctx context.Context, roomID string) bool {
+	e, rs, err := s.lock(ctx, roomID)
+	if err != nil {
+		return false
+	}
+	defer s.unlock(e)
+	return s.resident(rs)
+}
+
+// MemberProfile is what a member event of userID carries of their profile:
+// displayname and avatar_url when set.
+func (s *Service) MemberProfile(ctx context.Context, userID string) map[string]json.RawMessage {
+	c := map[string]any{}
+	s.addProfile(ctx, userID, c)
+	out := make(map[string]json.RawMessage, len(c))
+	for k, v := range c {
+		if j, err := json.Marshal(v); err == nil {
+			out[k] = j
+		}
+	}
+	return out
+}
