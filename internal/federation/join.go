@@ -11,6 +11,7 @@ import (
 	"conclave/internal/event"
 	"conclave/internal/fedclient"
 	"conclave/internal/matrix"
+	"conclave/internal/store"
 )
 
 // SupportedRoomVersions are the room versions this server can join over
@@ -182,4 +183,24 @@ func (s *Service) ResolveAlias(ctx context.Context, alias string) (string, []str
 		return "", nil, matrix.Errorf(http.StatusBadGateway, matrix.ErrUnknown, "%s answered an invalid room ID", matrix.ServerOf(alias))
 	}
 	return d.RoomID, d.Servers, nil
+}
+
+// Profile asks userID's server for their profile (/query/profile).
+func (s *Service) Profile(ctx context.Context, userID string) (*store.Profile, error) {
+	raw, err := s.Client.QueryProfile(ctx, matrix.ServerOf(userID), userID, "")
+	if err != nil {
+		var fe *fedclient.Error
+		if errors.As(err, &fe) && fe.Status == http.StatusNotFound {
+			return nil, matrix.NotFound("Profile was not found")
+		}
+		return nil, matrix.Errorf(http.StatusBadGateway, matrix.ErrUnknown, "Could not ask %s for the profile: %v", matrix.ServerOf(userID), err)
+	}
+	var p struct {
+		DisplayName string `json:"displayname"`
+		AvatarURL   string `json:"avatar_url"`
+	}
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return nil, matrix.Errorf(http.StatusBadGateway, matrix.ErrUnknown, "%s answered an invalid profile", matrix.ServerOf(userID))
+	}
+	return &store.Profile{UserID: userID, DisplayName: p.DisplayName, AvatarURL: p.AvatarURL}, nil
 }

@@ -12,6 +12,7 @@ import (
 	"conclave/internal/jsonhttp"
 	"conclave/internal/keyring"
 	"conclave/internal/room"
+	"conclave/internal/store"
 )
 
 // Deps are what the API needs.
@@ -32,6 +33,8 @@ type Deps struct {
 	Federation *federation.Service
 	// EDUs takes the EDUs of received transactions (nil: ignored).
 	EDUs federation.EDUHandler
+	// Store answers the queries (aliases, profiles).
+	Store store.Store
 }
 
 // API is the Server-Server API.
@@ -65,6 +68,7 @@ func (a *API) Register(mux Mux) {
 	mux.HandleFunc("GET /_matrix/federation/v1/version", a.version)
 	a.registerKeys(mux)
 	a.registerRooms(mux)
+	a.registerQueries(mux)
 }
 
 // version: Server-Server API, "GET /_matrix/federation/v1/version".

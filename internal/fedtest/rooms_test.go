@@ -146,3 +146,29 @@ func TestJoinAndMessagesAcrossServers(t *testing.T) {
 	}
 	_ = slices.Contains[[]string]
 }
+
+// An alias of another server is looked up there (/query/directory) and the
+// room joined through the servers it names; profiles likewise.
+func TestAliasJoinAndProfileAcrossServers(t *testing.T) {
+	hs := hstest.StartFederation(t, 2)
+	a, b := hs[0], hs[1]
+	alice := a.Register(t, "alice")
+	bob := b.Register(t, "bob")
+	a.MustOK(t, "PUT", "/_matrix/client/v3/profile/"+url.PathEscape(alice.UserID)+"/displayname", alice.Token, map[string]any{"displayname": "Alice A."})
+	roomID := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "public_chat", "room_alias_name": "ministry"}).Str("room_id")
+	alias := "#ministry:" + a.ServerName
+	joined := b.MustOK(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(alias), bob.Token, map[string]any{})
+	if joined.Str("room_id") != roomID {
+		t.Fatalf("alias join answered %s", joined.Body)
+	}
+	if r := b.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape("#nothing:"+a.ServerName), bob.Token, map[string]any{}); r.Status != 404 || r.Errcode() != "M_NOT_FOUND" {
+		t.Fatalf("unknown remote alias: %d %s", r.Status, r.Body)
+	}
+	p := b.MustOK(t, "GET", "/_matrix/client/v3/profile/"+url.PathEscape(alice.UserID), bob.Token, nil)
+	if p.Str("displayname") != "Alice A." {
+		t.Fatalf("remote profile %s", p.Body)
+	}
+	if r := b.Do(t, "GET", "/_matrix/client/v3/profile/"+url.PathEscape("@nobody:"+a.ServerName), bob.Token, nil); r.Status != 404 {
+		t.Fatalf("unknown remote user's profile: %d %s", r.Status, r.Body)
+	}
+}

@@ -56,9 +56,10 @@ func (hs *Homeserver) setupFederationAPI() {
 	hs.Federation = &federation.Service{ServerName: hs.Config.ServerName, Key: hs.SigningKey, Rooms: hs.Rooms,
 		Client: hs.FedClient, Keys: hs.Keyring, Log: hs.Log}
 	hs.Rooms.Outgoing = hs.Federation.Outgoing
+	hs.Profiles.Remote = hs.Federation.Profile
 	mux := server.NewMux()
 	federationapi.New(federationapi.Deps{ServerName: hs.Config.ServerName, SigningKey: hs.SigningKey, Version: Version, Keyring: hs.Keyring,
-		Rooms: hs.Rooms, Federation: hs.Federation}).Register(mux)
+		Rooms: hs.Rooms, Federation: hs.Federation, Store: hs.Store}).Register(mux)
 	hs.FederationHandler = server.Wrap(mux, hs.Log)
 }
 
