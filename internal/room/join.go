@@ -569,17 +569,20 @@ func (s *Service) StrippedState(ctx context.Context, roomID string) ([]json.RawM
 		return nil, err
 	}
 	defer s.unlock(e)
+	return s.strippedOf(rs), nil
+}
+
+func (s *Service) strippedOf(rs *roomState) []json.RawMessage {
 	out := []json.RawMessage{}
 	for _, t := range strippedTypes {
 		if p := rs.StateEvent(t, ""); p != nil {
 			j, err := json.Marshal(map[string]any{"type": p.Type, "state_key": "", "content": p.Content, "sender": p.Sender})
-			if err != nil {
-				return nil, err
+			if err == nil {
+				out = append(out, j)
 			}
-			out = append(out, j)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // AnyEvent returns a stored event of any room by ID, of every kind but

@@ -27,6 +27,7 @@ type Store interface {
 	store.Rooms
 	store.Events
 	store.Graph
+	store.RemoteMemberships
 	store.StateHistory
 	store.RoomsRead
 	store.Profiles
@@ -55,6 +56,9 @@ type Service struct {
 	// must receive them (nil: federation is off). Called under the lock, it
 	// queues each room's events in the order they were written.
 	Outgoing func(roomID string, pdus []*event.PDU, servers []string)
+	// InviteRemote has another server's user sign their invite (invite.go);
+	// nil: such invites are built and sent like any event.
+	InviteRemote InviteRemote
 	// EncryptPresets are the createRoom presets whose rooms get
 	// m.room.encryption by default (config encrypt_presets).
 	EncryptPresets map[string]bool

@@ -95,3 +95,24 @@ type Graph interface {
 	// RoomStateGroup returns the group of the room's current state.
 	RoomStateGroup(ctx context.Context, roomID string) (int64, error)
 }
+
+// RemoteMembership is a local user's membership in a room this server is
+// not in: the event (an outlier), and what the other server told of the
+// room (stripped state, for an invite or a knock).
+type RemoteMembership struct {
+	RoomID, UserID, RoomVersion, Membership string
+	Event                                   NewEvent
+	// StrippedState is a JSON array of stripped state events.
+	StrippedState []byte
+	Pos           int64
+}
+
+// RemoteMemberships keeps memberships in rooms this server is not in.
+type RemoteMemberships interface {
+	// PersistRemoteMembership stores the event as an outlier (if new) and
+	// the membership at a new stream position, in one transaction.
+	PersistRemoteMembership(ctx context.Context, m *RemoteMembership) (pos int64, err error)
+	// GetRemoteMembership returns the last one stored for the user in the
+	// room (ErrNotFound if none); Event holds only its EventID.
+	GetRemoteMembership(ctx context.Context, roomID, userID string) (*RemoteMembership, error)
+}

@@ -31,6 +31,7 @@ type Store interface {
 	Rooms
 	Events
 	Graph
+	RemoteMemberships
 	StateHistory
 	RoomsRead
 	SyncQueries
