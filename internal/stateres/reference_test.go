@@ -57,6 +57,9 @@ type refOptions struct {
 	specX bool
 	// gmsl emulates gomatrixserverlib's known deviations (see oracle_test.go).
 	gmsl gmslQuirks
+	// fallbackFlips, if not nil, counts the events whose auth decision
+	// gmslAuthFallbackSelf changes (the oracle test's classification).
+	fallbackFlips *int
 }
 
 // gmslQuirks are gomatrixserverlib's deviations from the spec, emulated by the
@@ -582,12 +585,12 @@ func (r *refResolver) iterate(state StateMap, ids []string) StateMap {
 		if r.rv.RoomIDFromCreateEvent {
 			needed = append(needed, authrules.StateKey{Type: authrules.TypeCreate})
 		}
-		auth := authrules.StateMap{}
+		auth, right := authrules.StateMap{}, authrules.StateMap{}
 		own := r.authEvents(e)
 		for _, k := range needed {
 			if sid, ok := state[k]; ok {
 				if se := r.ev(sid); se != nil {
-					auth[k] = se
+					auth[k], right[k] = se, se
 					continue
 				}
 			}
@@ -596,6 +599,7 @@ func (r *refResolver) iterate(state StateMap, ids []string) StateMap {
 			// rejected".
 			for _, a := range own {
 				if a.StateKey != nil && a.Type == k.Type && *a.StateKey == k.StateKey {
+					right[k] = a
 					if r.opt.gmsl&gmslAuthFallbackSelf != 0 {
 						auth[authrules.StateKey{Type: e.Type, StateKey: *e.StateKey}] = e
 					} else {
@@ -604,7 +608,11 @@ func (r *refResolver) iterate(state StateMap, ids []string) StateMap {
 				}
 			}
 		}
-		if authrules.CheckWith(e, auth, verifier) == nil {
+		allowed := authrules.CheckWith(e, auth, verifier) == nil
+		if r.opt.fallbackFlips != nil && allowed != (authrules.CheckWith(e, right, verifier) == nil) {
+			*r.opt.fallbackFlips++
+		}
+		if allowed {
 			state[authrules.StateKey{Type: e.Type, StateKey: *e.StateKey}] = id
 		}
 	}
