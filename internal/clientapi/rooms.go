@@ -214,9 +214,22 @@ func dedupe(in []string) []string {
 
 func (a *API) knock(w http.ResponseWriter, r *http.Request, s *store.Session) {
 	var body membershipBody
-	roomID, err := a.resolveRoom(r, r.PathValue("roomIdOrAlias"))
+	idOrAlias := r.PathValue("roomIdOrAlias")
+	var servers []string
+	roomID, err := a.resolveRoom(r, idOrAlias)
+	if err != nil && a.Federation != nil && strings.HasPrefix(idOrAlias, "#") && matrix.ServerOf(idOrAlias) != a.Config.ServerName {
+		roomID, servers, err = a.Federation.ResolveAlias(r.Context(), idOrAlias)
+	}
 	if err == nil {
 		err = a.readOptionalBody(r, &body)
+	}
+	if err == nil && a.Federation != nil && !a.Rooms.IsResident(r.Context(), roomID) {
+		q := r.URL.Query()
+		servers = append(append(append(servers, q["via"]...), q["server_name"]...), matrix.ServerOf(roomID))
+		if err = a.Federation.Knock(r.Context(), roomID, s.UserID, dedupe(servers), body.Reason); err == nil {
+			jsonhttp.OK(w, map[string]string{"room_id": roomID})
+			return
+		}
 	}
 	if err == nil {
 		_, err = a.Rooms.SetMembership(r.Context(), &room.MembershipRequest{RoomID: roomID, Sender: s.UserID, DeviceID: s.DeviceID, Target: s.UserID, Membership: "knock", Reason: body.Reason})
@@ -233,6 +246,22 @@ func (a *API) leave(w http.ResponseWriter, r *http.Request, s *store.Session) {
 	roomID, err := roomIDParam(r)
 	if err == nil {
 		err = a.readOptionalBody(r, &body)
+	}
+	if err == nil && a.Federation != nil && !a.Rooms.IsResident(r.Context(), roomID) {
+		// An invite or knock in a room this server is not in: rejected or
+		// withdrawn through the server that sent it.
+		if rm, rerr := a.Rooms.RemoteMembership(r.Context(), roomID, s.UserID); rerr == nil && rm != nil && (rm.Membership == "invite" || rm.Membership == "knock") {
+			servers := []string{matrix.ServerOf(roomID)}
+			if ev, err := a.Rooms.AnyEvent(r.Context(), rm.Event.EventID); err == nil {
+				servers = append([]string{matrix.ServerOf(ev.Sender)}, servers...)
+			}
+			if err = a.Federation.LeaveRemote(r.Context(), roomID, s.UserID, dedupe(servers), body.Reason); err == nil {
+				jsonhttp.Empty(w)
+				return
+			}
+			jsonhttp.Error(w, r, err)
+			return
+		}
 	}
 	if err == nil {
 		_, err = a.Rooms.SetMembership(r.Context(), &room.MembershipRequest{RoomID: roomID, Sender: s.UserID, DeviceID: s.DeviceID, Target: s.UserID, Membership: "leave", Reason: body.Reason})

@@ -35,6 +35,7 @@ func (a *API) registerRooms(mux Mux) {
 	sign("GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}", a.eventAuth)
 	sign("POST /_matrix/federation/v1/get_missing_events/{roomId}", a.getMissingEvents)
 	sign("GET /_matrix/federation/v1/backfill/{roomId}", a.backfill)
+	sign("PUT /_matrix/federation/v2/invite/{roomId}/{eventId}", a.invite)
 }
 
 // send: PUT /_matrix/federation/v1/send/{txnId}.
@@ -344,4 +345,46 @@ func (a *API) backfill(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	jsonhttp.OK(w, a.txnShape(evs))
+}
+
+// invite: PUT /_matrix/federation/v2/invite/{roomId}/{eventId}, an invite
+// for a user of this server, signed here and given back.
+func (a *API) invite(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	var req struct {
+		RoomVersion     string            `json:"room_version"`
+		Event           json.RawMessage   `json:"event"`
+		InviteRoomState []json.RawMessage `json:"invite_room_state"`
+	}
+	if err := jsonhttp.Read(r, MaxRequestBody, &req); err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	rv, ok := event.GetRoomVersion(req.RoomVersion)
+	if !ok || rv.EventIDFormat < 3 {
+		jsonhttp.Error(w, r, matrix.Errorf(http.StatusBadRequest, matrix.ErrIncompatibleRoomVer, "Room version %q is not supported", req.RoomVersion).With("room_version", req.RoomVersion))
+		return
+	}
+	if len(req.InviteRoomState) > 50 {
+		req.InviteRoomState = req.InviteRoomState[:50]
+	}
+	pdu, err := event.ParsePDU(rv, req.Event)
+	if err != nil {
+		jsonhttp.Error(w, r, matrix.BadJSON("%s", err.Error()))
+		return
+	}
+	if pdu.RoomID != r.PathValue("roomId") || pdu.EventID != r.PathValue("eventId") {
+		jsonhttp.Error(w, r, matrix.BadJSON("The event's room or ID does not match the request"))
+		return
+	}
+	if err := a.Keyring.VerifyEvent(ctx, pdu); err != nil {
+		jsonhttp.Error(w, r, matrix.Forbidden("Signature check failed: %s", err.Error()))
+		return
+	}
+	signed, err := a.Rooms.AcceptInvite(ctx, Origin(ctx), rv, pdu, req.InviteRoomState)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	jsonhttp.OK(w, map[string]any{"event": json.RawMessage(signed.Raw)})
 }

@@ -5,6 +5,7 @@
 package fedtest
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -172,3 +173,83 @@ func TestAliasJoinAndProfileAcrossServers(t *testing.T) {
 		t.Fatalf("unknown remote user's profile: %d %s", r.Status, r.Body)
 	}
 }
+
+type inviteSync struct {
+	Rooms struct {
+		Invite map[string]struct {
+			InviteState struct {
+				Events []struct {
+					Type     string          `json:"type"`
+					StateKey string          `json:"state_key"`
+					Sender   string          `json:"sender"`
+					Content  json.RawMessage `json:"content"`
+				} `json:"events"`
+			} `json:"invite_state"`
+		} `json:"invite"`
+		Leave map[string]json.RawMessage `json:"leave"`
+	} `json:"rooms"`
+}
+
+// Invites across servers: the invited user's server signs the invite and
+// shows it with the room's stripped state; it is accepted by joining
+// through the inviting server, or rejected through it.
+func TestInvitesAcrossServers(t *testing.T) {
+	hs := hstest.StartFederation(t, 2)
+	a, b := hs[0], hs[1]
+	alice := a.Register(t, "alice")
+	bob := b.Register(t, "bob")
+	carol := b.Register(t, "carol")
+	roomID := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "private_chat", "name": "Cabinet", "invite": []string{bob.UserID}}).Str("room_id")
+
+	r := b.MustOK(t, "GET", "/_matrix/client/v3/sync", bob.Token, nil)
+	var s inviteSync
+	json.Unmarshal(r.Body, &s)
+	inv, ok := s.Rooms.Invite[roomID]
+	if !ok {
+		t.Fatalf("bob's sync has no invite: %s", r.Body)
+	}
+	var name, membership string
+	for _, ev := range inv.InviteState.Events {
+		switch ev.Type {
+		case "m.room.name":
+			var c struct{ Name string }
+			json.Unmarshal(ev.Content, &c)
+			name = c.Name
+		case "m.room.member":
+			if ev.StateKey == bob.UserID {
+				var c struct{ Membership string }
+				json.Unmarshal(ev.Content, &c)
+				membership = c.Membership
+			}
+		}
+	}
+	if name != "Cabinet" || membership != "invite" {
+		t.Fatalf("invite state: name %q, membership %q: %s", name, membership, r.Body)
+	}
+	// Bob accepts: a join through alice's server (the room ID names it).
+	b.MustOK(t, "POST", hstest.Path("/rooms/%s/join", roomID), bob.Token, map[string]any{})
+	members := a.MustOK(t, "GET", hstest.Path("/rooms/%s/joined_members", roomID), alice.Token, nil)
+	if !json.Valid(members.Body) || !contains(members.Body, bob.UserID) {
+		t.Fatalf("alice's server's members: %s", members.Body)
+	}
+
+	// Carol is invited and rejects it: her server leaves through alice's.
+	a.MustOK(t, "POST", hstest.Path("/rooms/%s/invite", roomID), alice.Token, map[string]any{"user_id": carol.UserID})
+	carolSync := newSyncer(t, b, carol)
+	b.MustOK(t, "POST", hstest.Path("/rooms/%s/leave", roomID), carol.Token, map[string]any{})
+	res := carolSync.s.MustOK(t, "GET", "/_matrix/client/v3/sync?since="+carolSync.since, carol.Token, nil)
+	json.Unmarshal(res.Body, &s)
+	if _, ok := s.Rooms.Leave[roomID]; !ok {
+		t.Fatalf("carol's sync after rejecting: %s", res.Body)
+	}
+	state := a.MustOK(t, "GET", hstest.Path("/rooms/%s/state/m.room.member/%s", roomID, carol.UserID), alice.Token, nil)
+	if state.Str("membership") != "leave" {
+		t.Fatalf("carol's membership on alice's server: %s", state.Body)
+	}
+	// An invite to a user of a server outside the circle is refused.
+	if r := a.Do(t, "POST", hstest.Path("/rooms/%s/invite", roomID), alice.Token, map[string]any{"user_id": "@eve:outside.example"}); r.Status == 200 {
+		t.Fatalf("invite outside the circle: %d %s", r.Status, r.Body)
+	}
+}
+
+func contains(b []byte, s string) bool { return bytes.Contains(b, []byte(s)) }

@@ -56,6 +56,7 @@ func (hs *Homeserver) setupFederationAPI() {
 	hs.Federation = &federation.Service{ServerName: hs.Config.ServerName, Key: hs.SigningKey, Rooms: hs.Rooms,
 		Client: hs.FedClient, Keys: hs.Keyring, Log: hs.Log}
 	hs.Rooms.Outgoing = hs.Federation.Outgoing
+	hs.Rooms.InviteRemote = hs.Federation.Invite
 	hs.Profiles.Remote = hs.Federation.Profile
 	mux := server.NewMux()
 	federationapi.New(federationapi.Deps{ServerName: hs.Config.ServerName, SigningKey: hs.SigningKey, Version: Version, Keyring: hs.Keyring,

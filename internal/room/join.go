@@ -597,6 +597,15 @@ func (s *Service) AnyEvent(ctx context.Context, eventID string) (*event.PDU, err
 		return nil, matrix.NotFound("Event not found")
 	}
 	rv, err := s.RoomVersion(ctx, pdus[0].RoomID)
+	if err == errUnknownRoom {
+		// An invite to (or knock on) a room this server is not in.
+		if id, verr := s.store.RemoteRoomVersion(ctx, pdus[0].RoomID); verr == nil {
+			rv, _ = event.GetRoomVersion(id)
+		}
+		if rv != nil {
+			err = nil
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

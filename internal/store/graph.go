@@ -115,4 +115,7 @@ type RemoteMemberships interface {
 	// GetRemoteMembership returns the last one stored for the user in the
 	// room (ErrNotFound if none); Event holds only its EventID.
 	GetRemoteMembership(ctx context.Context, roomID, userID string) (*RemoteMembership, error)
+	// RemoteRoomVersion returns the version of a room this server knows
+	// only through remote memberships (ErrNotFound if none).
+	RemoteRoomVersion(ctx context.Context, roomID string) (string, error)
 }

@@ -380,3 +380,9 @@ func (s *Shared) GetRemoteMembership(ctx context.Context, roomID, userID string)
 	}
 	return &m, nil
 }
+
+func (s *Shared) RemoteRoomVersion(ctx context.Context, roomID string) (string, error) {
+	var v string
+	err := s.b.Read().QueryRow(ctx, `SELECT room_version FROM remote_memberships WHERE room_id = ? LIMIT 1`, roomID).Scan(&v)
+	return v, notFound(err)
+}
