@@ -42,6 +42,7 @@ type Store interface {
 	MediaStore
 	Pushers
 	Search
+	FedQueue
 	Close() error
 }
 

@@ -58,6 +58,10 @@ func Run(t *testing.T, open Opener) {
 		{"Backups", testBackups},
 		{"Media", testMedia},
 		{"StreamOrder", testStreamOrder},
+		{"FedQueue", testFedQueue},
+		{"FedQueueAtomic", testFedQueueAtomic},
+		{"FedQueuePrune", testFedQueuePrune},
+		{"FedQueueConcurrent", testFedQueueConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
