@@ -49,6 +49,9 @@ type FedBatch struct {
 	TxnID string
 	PDUs  []FedEntry
 	EDUs  []FedEntry
+	// The destination's delivery state (FedFailed).
+	RetryCount    int
+	NextAttemptTS int64
 }
 
 // Empty reports a batch with nothing to send.
@@ -76,7 +79,8 @@ type FedQueue interface {
 	// FedNextBatch returns the head of dest's queue: the items of its
 	// pending transaction (FedFailed) that are still queued, under its ID,
 	// or else, in queue order, up to maxPDUs PDUs and maxEDUs EDUs and no
-	// ID. An empty queue gives an empty batch.
+	// ID. An empty queue gives an empty batch. The batch carries dest's
+	// retry count and next attempt time.
 	FedNextBatch(ctx context.Context, dest string, maxPDUs, maxEDUs int) (*FedBatch, error)
 	// FedDelivered removes the items (IDs of FedNextBatch entries) from
 	// dest's queue, forgets its pending transaction and back-off, and sets

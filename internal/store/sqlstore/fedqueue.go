@@ -143,11 +143,11 @@ func (s *Shared) unref(ctx context.Context, tx Querier, ids []int64) error {
 func (s *Shared) FedNextBatch(ctx context.Context, dest string, maxPDUs, maxEDUs int) (*store.FedBatch, error) {
 	q := s.b.Read()
 	var txn string
-	err := q.QueryRow(ctx, `SELECT pending_txn FROM fed_destinations WHERE destination = ?`, dest).Scan(&txn)
+	b := &store.FedBatch{}
+	err := q.QueryRow(ctx, `SELECT pending_txn, retry_count, next_attempt_ts FROM fed_destinations WHERE destination = ?`, dest).Scan(&txn, &b.RetryCount, &b.NextAttemptTS)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, err
 	}
-	b := &store.FedBatch{}
 	if txn != "" {
 		// Only the sender that owns dest marks rows pending, and it sends
 		// all of them: a retry resends what is left of them, nothing more.
