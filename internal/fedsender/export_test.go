@@ -3,3 +3,10 @@ package fedsender
 // SetAfterAttempt installs a hook called when each attempt and its
 // bookkeeping are done.
 func (s *Sender) SetAfterAttempt(f func(dest string, err error)) { s.afterAttempt = f }
+
+// SetLockHooks installs hooks called when a worker holding a destination's
+// lock found its queue empty (before it releases the lock), and when a
+// worker found the lock held by another process.
+func (s *Sender) SetLockHooks(idleLocked, lockBusy func(dest string)) {
+	s.idleLocked, s.lockBusy = idleLocked, lockBusy
+}

@@ -153,9 +153,13 @@ type Sender struct {
 	// Delivered counts the PDUs and EDUs destinations acknowledged.
 	Delivered atomic.Int64
 
-	// afterAttempt, set by tests, is called when an attempt and its
-	// bookkeeping are done (err: the transport's).
+	// Test hooks (export_test.go). afterAttempt is called when an attempt
+	// and its bookkeeping are done (err: the transport's); idleLocked when
+	// a worker holding a destination's lock found its queue empty, before
+	// it releases the lock; lockBusy when another process held the lock.
 	afterAttempt func(dest string, err error)
+	idleLocked   func(dest string)
+	lockBusy     func(dest string)
 }
 
 // dest is a destination this process is sending to or will retry.
@@ -164,6 +168,7 @@ type dest struct {
 	running bool // a worker owns it (or waits in ready)
 	again   bool // items were enqueued while running: look again before stopping
 	dirty   bool // items were enqueued during back-off: check the cap
+	woken   bool // Wake: the next worker resets the persisted back-off
 	at      time.Time
 	idx     int // in timers; -1 when not scheduled
 }
@@ -220,40 +225,27 @@ func (s *Sender) notify(dests []string) {
 }
 
 // Wake is called when dest sent us something: it is up, so its back-off
-// ends and whatever is queued for it goes now.
+// ends and whatever is queued for it goes now (after the attempt in
+// flight, if any).
 func (s *Sender) Wake(name string) {
 	s.mu.Lock()
-	d := s.dests[name]
-	if d != nil && d.running {
-		s.mu.Unlock()
+	defer s.mu.Unlock()
+	if s.ctx == nil {
 		return
 	}
-	now := s.o.Now()
+	d := s.dests[name]
 	if d == nil {
-		// Not known here: another process may have it in back-off, or
-		// nothing is queued. Look at most once per SafetyTick.
+		// Not known here: nothing may be queued, or another process has
+		// it in back-off. Look at most once per SafetyTick.
+		now := s.o.Now()
 		if t, ok := s.woken[name]; ok && now.Sub(t) < s.o.SafetyTick {
-			s.mu.Unlock()
 			return
 		}
 		s.woken[name] = now
-	}
-	ctx := s.ctx
-	s.mu.Unlock()
-	if ctx == nil {
-		return
-	}
-	// The persisted back-off goes first: the worker reads it under the lock.
-	if err := s.st.FedResetBackoff(ctx, name); err != nil {
-		s.o.Log.Warn("federation sender: reset back-off", "destination", name, "err", err)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	d = s.dests[name]
-	if d == nil {
 		d = &dest{name: name, idx: -1}
 		s.dests[name] = d
 	}
+	d.woken = true
 	if !d.running {
 		s.unscheduleLocked(d)
 		s.startLocked(d)
@@ -442,17 +434,29 @@ func (s *Sender) work(ctx context.Context, d *dest) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		live := ctx.Err() == nil
-		if !retryAt.IsZero() && live {
+		// Woken during the attempt, or items enqueued here after the
+		// worker's last look: go on.
+		again := live && (d.woken || (d.again && retryAt.IsZero()))
+		if !retryAt.IsZero() && live && !again {
 			s.scheduleLocked(d, retryAt)
 		}
-		// Items enqueued here after the worker's last look: go on.
-		again := d.again && retryAt.IsZero() && live
 		s.finishLocked(d)
 		if again {
 			s.dests[d.name] = d
 			s.startLocked(d)
 		}
 	}()
+	s.mu.Lock()
+	woken := d.woken
+	d.woken = false
+	s.mu.Unlock()
+	if woken {
+		// The persisted back-off goes first: it is read below (and by any
+		// other process).
+		if err := s.st.FedResetBackoff(ctx, d.name); err != nil {
+			s.o.Log.Warn("federation sender: reset back-off", "destination", d.name, "err", err)
+		}
+	}
 	var lost <-chan struct{}
 	unlock := func() {}
 	if s.locker != nil {
@@ -463,6 +467,9 @@ func (s *Sender) work(ctx context.Context, d *dest) {
 			return
 		}
 		if !ok {
+			if s.lockBusy != nil {
+				s.lockBusy(d.name)
+			}
 			return // another process is sending to it
 		}
 		unlock, lost = u, l
@@ -513,6 +520,9 @@ func (s *Sender) stopIdle(ctx context.Context, d *dest, unlock *func(), lost *<-
 	}
 	if s.locker == nil {
 		return true // the worker's end looks at again once more, under the lock
+	}
+	if s.idleLocked != nil {
+		s.idleLocked(d.name)
 	}
 	(*unlock)()
 	*unlock = func() {}
