@@ -153,6 +153,11 @@ type Sender struct {
 	// Delivered counts the PDUs and EDUs destinations acknowledged.
 	Delivered atomic.Int64
 
+	// garbage holds the entries delivered since the last FedCollect: their
+	// payloads go once no destination's queue holds them.
+	gmu     sync.Mutex
+	garbage []int64
+
 	// Test hooks (export_test.go). afterAttempt is called when an attempt
 	// and its bookkeeping are done (err: the transport's); idleLocked when
 	// a worker holding a destination's lock found its queue empty, before
@@ -265,6 +270,8 @@ func (s *Sender) Run(ctx context.Context) error {
 		s.workers.Wait()
 	}()
 	s.rescan(ctx)
+	s.workers.Add(1)
+	go s.collectLoop(ctx)
 	tick := time.NewTicker(s.o.SafetyTick)
 	defer tick.Stop()
 	timer := time.NewTimer(time.Hour)
@@ -319,6 +326,47 @@ func (s *Sender) rescan(ctx context.Context) {
 			s.scheduleLocked(d, at)
 		} else {
 			s.startLocked(d)
+		}
+	}
+}
+
+// Payload collection: the delivered entries' payloads every collectEvery;
+// every unreferenced payload (left by a crash between a delivery and its
+// collection, or by concurrent coalescing) at start and every sweepEvery.
+const (
+	collectEvery = time.Second
+	sweepEvery   = 10 * time.Minute
+)
+
+func (s *Sender) collectLoop(ctx context.Context) {
+	defer s.workers.Done()
+	sweep := func() {
+		if _, err := s.st.FedCollect(ctx, nil); err != nil && ctx.Err() == nil {
+			s.o.Log.Warn("federation sender: collect payloads", "err", err)
+		}
+	}
+	sweep()
+	t := time.NewTicker(collectEvery)
+	defer t.Stop()
+	lastSweep := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.gmu.Lock()
+		ids := s.garbage
+		s.garbage = nil
+		s.gmu.Unlock()
+		if len(ids) > 0 {
+			if _, err := s.st.FedCollect(ctx, ids); err != nil && ctx.Err() == nil {
+				s.o.Log.Warn("federation sender: collect payloads", "err", err)
+			}
+		}
+		if time.Since(lastSweep) >= sweepEvery {
+			sweep()
+			lastSweep = time.Now()
 		}
 	}
 }
@@ -615,6 +663,9 @@ func (s *Sender) attempt(ctx context.Context, d *dest, b *store.FedBatch, retryA
 		return false
 	}
 	s.Delivered.Add(int64(len(pdus) + len(edus)))
+	s.gmu.Lock()
+	s.garbage = append(append(s.garbage, pdus...), edus...)
+	s.gmu.Unlock()
 	return true
 }
 

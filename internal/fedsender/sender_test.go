@@ -36,7 +36,7 @@ type txn struct {
 // (a repeated ID gets the first answer, as the spec asks of receivers) and
 // records what it processed. behave decides each request's fate.
 type destServer struct {
-	t   *testing.T
+	t   testing.TB
 	srv *httptest.Server
 
 	mu          sync.Mutex
@@ -53,7 +53,7 @@ type destServer struct {
 	reject  map[string]string
 }
 
-func newDest(t *testing.T) *destServer {
+func newDest(t testing.TB) *destServer {
 	d := &destServer{t: t, seen: map[string]bool{}, release: make(chan struct{}), entered: make(chan string, 10000), reject: map[string]string{}}
 	d.srv = httptest.NewServer(http.HandlerFunc(d.serve))
 	t.Cleanup(func() {
@@ -226,14 +226,14 @@ func (h *httpTransport) SendTransaction(ctx context.Context, dest, txnID string,
 type backend struct {
 	name string
 	// open opens the test's database (again, after a close: same data).
-	open func(t *testing.T) store.Store
+	open func(t testing.TB) store.Store
 }
 
 // backends: SQLite always; PostgreSQL when pgtest has a server (it skips
 // otherwise, and fails under CI=true without one).
 func backends() []backend {
 	return []backend{
-		{"sqlite", func(t *testing.T) store.Store {
+		{"sqlite", func(t testing.TB) store.Store {
 			path := filepath.Join(tempDir(t), "conclave.db")
 			db, err := sqlite.Open(context.Background(), path)
 			if err != nil {
@@ -241,7 +241,7 @@ func backends() []backend {
 			}
 			return db
 		}},
-		{"postgres", func(t *testing.T) store.Store {
+		{"postgres", func(t testing.TB) store.Store {
 			db, err := postgres.Open(context.Background(), pgDSN(t))
 			if err != nil {
 				t.Fatal(err)
@@ -253,11 +253,11 @@ func backends() []backend {
 
 // tempDir and pgDSN are per test, so a second open reaches the same data.
 var (
-	dirs   sync.Map // *testing.T -> dir
+	dirs   sync.Map // testing.TB -> dir
 	pgDSNs sync.Map
 )
 
-func tempDir(t *testing.T) string {
+func tempDir(t testing.TB) string {
 	if d, ok := dirs.Load(t); ok {
 		return d.(string)
 	}
@@ -266,7 +266,7 @@ func tempDir(t *testing.T) string {
 	return d
 }
 
-func pgDSN(t *testing.T) string {
+func pgDSN(t testing.TB) string {
 	if d, ok := pgDSNs.Load(t); ok {
 		return d.(string)
 	}

@@ -84,7 +84,8 @@ type FedQueue interface {
 	FedNextBatch(ctx context.Context, dest string, maxPDUs, maxEDUs int) (*FedBatch, error)
 	// FedDelivered removes the items (IDs of FedNextBatch entries) from
 	// dest's queue, forgets its pending transaction and back-off, and sets
-	// its last success to nowMS, in one transaction.
+	// its last success to nowMS, in one transaction. The items' payloads
+	// stay until FedCollect.
 	FedDelivered(ctx context.Context, dest string, pdus, edus []int64, nowMS int64) error
 	// FedFailed records a failed attempt to send the items under txnID:
 	// they become dest's pending transaction (those still queued), and its
@@ -100,6 +101,11 @@ type FedQueue interface {
 	// FedPrune drops the oldest EDUs of dest that are not Keep while it
 	// holds more than max items, and returns how many it dropped.
 	FedPrune(ctx context.Context, dest string, max int) (int, error)
+	// FedCollect deletes the stored payloads among ids (entry IDs) that no
+	// destination's queue holds any more — called after FedDelivered
+	// committed — or, with ids nil, every such payload. It returns how many
+	// it deleted.
+	FedCollect(ctx context.Context, ids []int64) (int, error)
 }
 
 // FedLocker is implemented by stores several processes may share

@@ -12,10 +12,15 @@ import (
 
 // The outbound federation queue (store.FedQueue, migration 0015). A payload
 // (fed_payloads) is stored once however many destinations it goes to; each
-// destination has a queue row referring to it, and refs counts those rows,
-// so the payload is deleted with its last row. Rows are removed only through
-// DELETE … RETURNING, and unref takes exactly the references those rows
-// held: a row deleted twice concurrently (PostgreSQL) is returned once.
+// destination has a queue row referring to it. A payload whose last row
+// went is deleted by FedCollect, after the commit that removed the row:
+// a check inside that transaction could miss a row another destination's
+// concurrent transaction is deleting (PostgreSQL: each still sees the
+// other's row), and a reference count in the payload row would make the
+// deliveries to every destination wait for each other on that row. Payloads
+// a new item replaces (coalescing) or the cap drops are collected in the
+// same transaction; the rare one a concurrent transaction keeps is left to
+// FedCollect(nil).
 
 // textList returns a subquery of one column, value, over vals, with the
 // parameter it needs appended to args: one statement text whatever the
@@ -82,13 +87,13 @@ func (s *Shared) fedEnqueue(ctx context.Context, tx Querier, e *store.FedEnqueue
 		if err != nil {
 			return err
 		}
-		if err := s.unref(ctx, tx, gone); err != nil {
+		if _, err := s.collect(ctx, tx, gone); err != nil {
 			return err
 		}
 	}
 	var id int64
-	if err := tx.QueryRow(ctx, `INSERT INTO fed_payloads (event_id, edu_type, json, refs) VALUES (?, ?, ?, ?) RETURNING id`,
-		nullIfEmpty(it.EventID), nullIfEmpty(it.EDUType), it.JSON, len(dests)).Scan(&id); err != nil {
+	if err := tx.QueryRow(ctx, `INSERT INTO fed_payloads (event_id, edu_type, json) VALUES (?, ?, ?) RETURNING id`,
+		nullIfEmpty(it.EventID), nullIfEmpty(it.EDUType), it.JSON).Scan(&id); err != nil {
 		return err
 	}
 	// One statement for every destination.
@@ -109,35 +114,27 @@ func deletedIDs(ctx context.Context, q Querier, query string, args ...any) ([]in
 	return collect(rows, err, func(r Rows, id *int64) error { return r.Scan(id) })
 }
 
-// unref drops one reference per occurrence of an ID in ids (queue rows just
-// deleted), and the payloads left with none.
-func (s *Shared) unref(ctx context.Context, tx Querier, ids []int64) error {
+// collect deletes the payloads among ids (all of them: ids nil) that no
+// queue row refers to.
+func (s *Shared) collect(ctx context.Context, q Querier, ids []int64) (int64, error) {
+	const unreferenced = `NOT EXISTS (SELECT 1 FROM fed_queue_pdus q WHERE q.payload_id = fed_payloads.id)
+		AND NOT EXISTS (SELECT 1 FROM fed_queue_edus q WHERE q.payload_id = fed_payloads.id)`
+	if ids == nil {
+		return q.Exec(ctx, `DELETE FROM fed_payloads WHERE `+unreferenced)
+	}
 	if len(ids) == 0 {
-		return nil
+		return 0, nil
 	}
-	count := make(map[int64]int, len(ids))
-	for _, id := range ids {
-		count[id]++
-	}
-	// One UPDATE per distinct multiplicity (a delivery: one; a coalesced
-	// EDU: its fan-out).
-	byCount := map[int][]int64{}
-	for id, n := range count {
-		byCount[n] = append(byCount[n], id)
-	}
-	all := make([]int64, 0, len(count))
-	for n, group := range byCount {
-		// Sorted: concurrent transactions lock shared payloads in one order.
-		slices.Sort(group)
-		cond, args := s.inInts("id", group, []any{n})
-		if _, err := tx.Exec(ctx, `UPDATE fed_payloads SET refs = refs - ? WHERE `+cond, args...); err != nil {
-			return err
-		}
-		all = append(all, group...)
-	}
-	cond, args := s.inInts("id", all, nil)
-	_, err := tx.Exec(ctx, `DELETE FROM fed_payloads WHERE refs <= 0 AND `+cond, args...)
-	return err
+	ids = slices.Clone(ids)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	cond, args := s.inInts("id", ids, nil)
+	return q.Exec(ctx, `DELETE FROM fed_payloads WHERE `+cond+` AND `+unreferenced, args...)
+}
+
+func (s *Shared) FedCollect(ctx context.Context, ids []int64) (int, error) {
+	n, err := s.collect(ctx, s.b.Write(), ids)
+	return int(n), err
 }
 
 func (s *Shared) FedNextBatch(ctx context.Context, dest string, maxPDUs, maxEDUs int) (*store.FedBatch, error) {
@@ -189,7 +186,6 @@ func fedEntries(ctx context.Context, q Querier, query string, args ...any) ([]st
 
 func (s *Shared) FedDelivered(ctx context.Context, dest string, pdus, edus []int64, nowMS int64) error {
 	return s.b.Tx(ctx, func(tx Querier) error {
-		var gone []int64
 		for _, t := range []struct {
 			table string
 			ids   []int64
@@ -198,14 +194,9 @@ func (s *Shared) FedDelivered(ctx context.Context, dest string, pdus, edus []int
 				continue
 			}
 			cond, args := s.inInts("payload_id", t.ids, []any{dest})
-			ids, err := deletedIDs(ctx, tx, `DELETE FROM `+t.table+` WHERE destination = ? AND `+cond+` RETURNING payload_id`, args...)
-			if err != nil {
+			if _, err := tx.Exec(ctx, `DELETE FROM `+t.table+` WHERE destination = ? AND `+cond, args...); err != nil {
 				return err
 			}
-			gone = append(gone, ids...)
-		}
-		if err := s.unref(ctx, tx, gone); err != nil {
-			return err
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO fed_destinations (destination, last_success_ts) VALUES (?, ?)
 			ON CONFLICT (destination) DO UPDATE SET retry_count = 0, next_attempt_ts = 0, pending_txn = '', last_success_ts = excluded.last_success_ts`, dest, nowMS)
@@ -272,7 +263,8 @@ func (s *Shared) FedPrune(ctx context.Context, dest string, max int) (int, error
 			return err
 		}
 		dropped = len(gone)
-		return s.unref(ctx, tx, gone)
+		_, err = s.collect(ctx, tx, gone)
+		return err
 	})
 	return dropped, err
 }

@@ -109,6 +109,13 @@ func testFedQueue(t *testing.T, s store.Store) {
 		t.Fatalf("reset back-off dropped the pending transaction: %q", r.TxnID)
 	}
 	must(t, s.FedDelivered(c, "a.test", fedIDs(r.PDUs), fedIDs(r.EDUs), 777))
+	// The to-device payload went to a.test only: collected; $1 is still
+	// queued for b.test and c.test.
+	n, err := s.FedCollect(c, append(fedIDs(r.PDUs), fedIDs(r.EDUs)...))
+	must(t, err)
+	if n != 1 {
+		t.Fatalf("collected %d payloads, want 1", n)
+	}
 	b, err = s.FedNextBatch(c, "a.test", 50, 100)
 	must(t, err)
 	p, e = fedNames(b)
@@ -140,6 +147,19 @@ func testFedQueue(t *testing.T, s store.Store) {
 	ds, err = s.FedDestinations(c)
 	must(t, err)
 	equal(t, "destinations when all is delivered", ds, []store.FedDestination{})
+	// Left: $1, $2, $0, the first typing EDU (b.test had it), the second
+	// to-device message and the last typing EDU. The typing EDU a newer
+	// one replaced at its only destination went at once.
+	n, err = s.FedCollect(c, nil)
+	must(t, err)
+	if n != 6 {
+		t.Fatalf("collected %d payloads, want 6", n)
+	}
+	n, err = s.FedCollect(c, nil)
+	must(t, err)
+	if n != 0 {
+		t.Fatalf("collected %d payloads again", n)
+	}
 }
 
 func testFedQueueAtomic(t *testing.T, s store.Store) {
@@ -200,9 +220,10 @@ func testFedQueuePrune(t *testing.T, s store.Store) {
 	}
 }
 
-// testFedQueueConcurrent: destinations delivered concurrently while the
-// same room's typing EDU is replaced for all of them; everything else
-// arrives exactly once.
+// testFedQueueConcurrent: destinations delivered concurrently while items
+// are queued for all of them: each arrives once, in order, and collecting
+// after each delivery leaves no payload behind (the last destination to
+// deliver one deletes it, whoever that was).
 func testFedQueueConcurrent(t *testing.T, s store.Store) {
 	c := ctx()
 	dests := []string{"a.test", "b.test", "c.test", "d.test"}
@@ -214,7 +235,7 @@ func testFedQueueConcurrent(t *testing.T, s store.Store) {
 		for i := range n {
 			must(t, s.FedEnqueue(c, []store.FedEnqueue{
 				fedPDU(fmt.Sprintf("$%03d", i), dests...),
-				fedEDU("m.typing", fmt.Sprintf(`{"t":%d}`, i), "typing", false, dests...),
+				fedEDU("m.direct_to_device", fmt.Sprintf(`{"t":%d}`, i), "", true, dests...),
 			}))
 		}
 	}()
@@ -236,7 +257,12 @@ func testFedQueueConcurrent(t *testing.T, s store.Store) {
 				}
 				p, _ := fedNames(b)
 				got[i] = append(got[i], p...)
+				ids := append(fedIDs(b.PDUs), fedIDs(b.EDUs)...)
 				if err := s.FedDelivered(c, d, fedIDs(b.PDUs), fedIDs(b.EDUs), 1); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := s.FedCollect(c, ids); err != nil {
 					t.Error(err)
 					return
 				}
@@ -255,11 +281,18 @@ func testFedQueueConcurrent(t *testing.T, s store.Store) {
 			p, _ := fedNames(b)
 			got[i] = append(got[i], p...)
 			must(t, s.FedDelivered(c, d, fedIDs(b.PDUs), fedIDs(b.EDUs), 1))
+			_, err = s.FedCollect(c, append(fedIDs(b.PDUs), fedIDs(b.EDUs)...))
+			must(t, err)
 		}
 		var want []string
 		for j := range n {
 			want = append(want, fmt.Sprintf("$%03d", j))
 		}
 		equal(t, d+" PDUs", got[i], want)
+	}
+	left, err := s.FedCollect(c, nil)
+	must(t, err)
+	if left != 0 {
+		t.Fatalf("%d payloads left behind", left)
 	}
 }
