@@ -51,6 +51,7 @@ import (
 	"log/slog"
 	"math"
 	mrand "math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -136,7 +137,8 @@ type Sender struct {
 	txnPrefix string
 	txnSeq    atomic.Uint64
 
-	enq enqueuer
+	enq       grouper[store.FedEnqueue]
+	delivered grouper[store.FedDone]
 
 	mu      sync.Mutex
 	ctx     context.Context // Run's; nil before Run
@@ -187,20 +189,28 @@ func New(st store.FedQueue, tr Transport, o Options) *Sender {
 	s := &Sender{st: st, tr: tr, o: o, txnPrefix: hex.EncodeToString(b[:]), dests: map[string]*dest{},
 		rearm: make(chan struct{}, 1), woken: map[string]time.Time{}}
 	s.locker, _ = st.(store.FedLocker)
-	s.enq.s = s
+	s.enq.commitFn = st.FedEnqueue
+	s.delivered.commitFn = func(ctx context.Context, done []store.FedDone) error {
+		return st.FedDelivered(ctx, done, s.o.Now().UnixMilli())
+	}
 	return s
 }
 
-// Enqueue queues item for every destination in dests (our own server must
-// not be among them) and returns once that is committed.
+// Enqueue queues item for every destination in dests (our own server, if
+// listed, is left out) and returns once that is committed: from then on it
+// survives a crash and goes out in order with everything queued before it
+// for each destination. Concurrent calls share one transaction.
 func (s *Sender) Enqueue(ctx context.Context, dests []string, item Item) error {
 	if !item.valid() || !json.Valid(item.it.JSON) {
 		return errBadItem
 	}
+	if slices.Contains(dests, s.o.Origin) {
+		dests = slices.DeleteFunc(slices.Clone(dests), func(d string) bool { return d == s.o.Origin })
+	}
 	if len(dests) == 0 {
 		return nil
 	}
-	if err := s.enq.add(ctx, store.FedEnqueue{Destinations: dests, Item: item.it}); err != nil {
+	if err := s.enq.add(store.FedEnqueue{Destinations: dests, Item: item.it}); err != nil {
 		return err
 	}
 	s.notify(dests)
@@ -617,7 +627,7 @@ func (s *Sender) attempt(ctx context.Context, d *dest, b *store.FedBatch, retryA
 		// A stored payload that is not JSON (Enqueue refuses them): it can
 		// never go, and must not hold up the rest.
 		s.o.Log.Error("federation sender: unencodable transaction dropped", "destination", d.name, "err", err)
-		if err := s.st.FedDelivered(context.WithoutCancel(ctx), d.name, pdus, edus, 0); err != nil {
+		if err := s.delivered.add(store.FedDone{Destination: d.name, PDUs: pdus, EDUs: edus}); err != nil {
 			*retryAt = s.o.Now().Add(s.o.MaxBackoff)
 		}
 		return err == nil
@@ -655,7 +665,7 @@ func (s *Sender) attempt(ctx context.Context, d *dest, b *store.FedBatch, retryA
 			s.o.Log.Info("federation sender: PDU rejected", "destination", d.name, "event_id", id, "error", e)
 		}
 	}
-	if err := s.st.FedDelivered(bg, d.name, pdus, edus, s.o.Now().UnixMilli()); err != nil {
+	if err := s.delivered.add(store.FedDone{Destination: d.name, PDUs: pdus, EDUs: edus}); err != nil {
 		// Sent but still queued: it goes again (same items; the receiver
 		// dedupes PDUs by event ID).
 		s.o.Log.Warn("federation sender: record delivery", "destination", d.name, "err", err)

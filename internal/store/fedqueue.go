@@ -57,6 +57,12 @@ type FedBatch struct {
 // Empty reports a batch with nothing to send.
 func (b *FedBatch) Empty() bool { return len(b.PDUs) == 0 && len(b.EDUs) == 0 }
 
+// FedDone is a transaction its destination acknowledged.
+type FedDone struct {
+	Destination string
+	PDUs, EDUs  []int64 // FedEntry IDs
+}
+
 // FedDestination is a destination with queued items and its delivery state
 // (all zero when it was never attempted).
 type FedDestination struct {
@@ -82,11 +88,12 @@ type FedQueue interface {
 	// ID. An empty queue gives an empty batch. The batch carries dest's
 	// retry count and next attempt time.
 	FedNextBatch(ctx context.Context, dest string, maxPDUs, maxEDUs int) (*FedBatch, error)
-	// FedDelivered removes the items (IDs of FedNextBatch entries) from
-	// dest's queue, forgets its pending transaction and back-off, and sets
-	// its last success to nowMS, in one transaction. The items' payloads
-	// stay until FedCollect.
-	FedDelivered(ctx context.Context, dest string, pdus, edus []int64, nowMS int64) error
+	// FedDelivered removes, for each acknowledged transaction, its items
+	// (IDs of FedNextBatch entries) from its destination's queue, forgets
+	// the destination's pending transaction and back-off, and sets its last
+	// success to nowMS, all in one transaction. The items' payloads stay
+	// until FedCollect.
+	FedDelivered(ctx context.Context, done []FedDone, nowMS int64) error
 	// FedFailed records a failed attempt to send the items under txnID:
 	// they become dest's pending transaction (those still queued), and its
 	// retry count and next attempt time are set.

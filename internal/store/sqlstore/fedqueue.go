@@ -184,23 +184,28 @@ func fedEntries(ctx context.Context, q Querier, query string, args ...any) ([]st
 	})
 }
 
-func (s *Shared) FedDelivered(ctx context.Context, dest string, pdus, edus []int64, nowMS int64) error {
+func (s *Shared) FedDelivered(ctx context.Context, done []store.FedDone, nowMS int64) error {
 	return s.b.Tx(ctx, func(tx Querier) error {
-		for _, t := range []struct {
-			table string
-			ids   []int64
-		}{{"fed_queue_pdus", pdus}, {"fed_queue_edus", edus}} {
-			if len(t.ids) == 0 {
-				continue
+		for _, d := range done {
+			for _, t := range []struct {
+				table string
+				ids   []int64
+			}{{"fed_queue_pdus", d.PDUs}, {"fed_queue_edus", d.EDUs}} {
+				if len(t.ids) == 0 {
+					continue
+				}
+				cond, args := s.inInts("payload_id", t.ids, []any{d.Destination})
+				if _, err := tx.Exec(ctx, `DELETE FROM `+t.table+` WHERE destination = ? AND `+cond, args...); err != nil {
+					return err
+				}
 			}
-			cond, args := s.inInts("payload_id", t.ids, []any{dest})
-			if _, err := tx.Exec(ctx, `DELETE FROM `+t.table+` WHERE destination = ? AND `+cond, args...); err != nil {
+			if _, err := tx.Exec(ctx, `INSERT INTO fed_destinations (destination, last_success_ts) VALUES (?, ?)
+				ON CONFLICT (destination) DO UPDATE SET retry_count = 0, next_attempt_ts = 0, pending_txn = '', last_success_ts = excluded.last_success_ts`,
+				d.Destination, nowMS); err != nil {
 				return err
 			}
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO fed_destinations (destination, last_success_ts) VALUES (?, ?)
-			ON CONFLICT (destination) DO UPDATE SET retry_count = 0, next_attempt_ts = 0, pending_txn = '', last_success_ts = excluded.last_success_ts`, dest, nowMS)
-		return err
+		return nil
 	})
 }
 

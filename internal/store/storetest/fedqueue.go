@@ -108,7 +108,7 @@ func testFedQueue(t *testing.T, s store.Store) {
 	if r.TxnID != "txn-1" {
 		t.Fatalf("reset back-off dropped the pending transaction: %q", r.TxnID)
 	}
-	must(t, s.FedDelivered(c, "a.test", fedIDs(r.PDUs), fedIDs(r.EDUs), 777))
+	must(t, s.FedDelivered(c, []store.FedDone{{Destination: "a.test", PDUs: fedIDs(r.PDUs), EDUs: fedIDs(r.EDUs)}}, 777))
 	// The to-device payload went to a.test only: collected; $1 is still
 	// queued for b.test and c.test.
 	n, err := s.FedCollect(c, append(fedIDs(r.PDUs), fedIDs(r.EDUs)...))
@@ -127,7 +127,7 @@ func testFedQueue(t *testing.T, s store.Store) {
 	must(t, err)
 	equal(t, "a state after delivery", ds[0], store.FedDestination{Destination: "a.test", LastSuccessTS: 777})
 	// Delivering again what is gone changes nothing.
-	must(t, s.FedDelivered(c, "a.test", fedIDs(r.PDUs), fedIDs(r.EDUs), 778))
+	must(t, s.FedDelivered(c, []store.FedDone{{Destination: "a.test", PDUs: fedIDs(r.PDUs), EDUs: fedIDs(r.EDUs)}}, 778))
 	// Other destinations still have the shared payloads.
 	bc, err := s.FedNextBatch(c, "c.test", 50, 100)
 	must(t, err)
@@ -141,7 +141,7 @@ func testFedQueue(t *testing.T, s store.Store) {
 			if b.Empty() {
 				break
 			}
-			must(t, s.FedDelivered(c, d, fedIDs(b.PDUs), fedIDs(b.EDUs), 1))
+			must(t, s.FedDelivered(c, []store.FedDone{{Destination: d, PDUs: fedIDs(b.PDUs), EDUs: fedIDs(b.EDUs)}}, 1))
 		}
 	}
 	ds, err = s.FedDestinations(c)
@@ -218,6 +218,21 @@ func testFedQueuePrune(t *testing.T, s store.Store) {
 	if len(bb.EDUs) != 5 {
 		t.Fatalf("b.test has %d EDUs, want 5", len(bb.EDUs))
 	}
+	// Two destinations' transactions acknowledged in one call.
+	must(t, s.FedDelivered(c, []store.FedDone{
+		{Destination: "a.test", PDUs: fedIDs(b.PDUs[:2]), EDUs: fedIDs(b.EDUs[:1])},
+		{Destination: "b.test", EDUs: fedIDs(bb.EDUs[:4])},
+	}, 5))
+	b, err = s.FedNextBatch(c, "a.test", 50, 100)
+	must(t, err)
+	bb, err = s.FedNextBatch(c, "b.test", 50, 100)
+	must(t, err)
+	if len(b.PDUs) != 1 || len(b.EDUs) != 2 || len(bb.EDUs) != 1 {
+		t.Fatalf("after delivering both: a.test %d PDUs %d EDUs, b.test %d EDUs; want 1, 2, 1", len(b.PDUs), len(b.EDUs), len(bb.EDUs))
+	}
+	ds, err := s.FedDestinations(c)
+	must(t, err)
+	equal(t, "states", ds, []store.FedDestination{{Destination: "a.test", LastSuccessTS: 5}, {Destination: "b.test", LastSuccessTS: 5}})
 }
 
 // testFedQueueConcurrent: destinations delivered concurrently while items
@@ -258,7 +273,7 @@ func testFedQueueConcurrent(t *testing.T, s store.Store) {
 				p, _ := fedNames(b)
 				got[i] = append(got[i], p...)
 				ids := append(fedIDs(b.PDUs), fedIDs(b.EDUs)...)
-				if err := s.FedDelivered(c, d, fedIDs(b.PDUs), fedIDs(b.EDUs), 1); err != nil {
+				if err := s.FedDelivered(c, []store.FedDone{{Destination: d, PDUs: fedIDs(b.PDUs), EDUs: fedIDs(b.EDUs)}}, 1); err != nil {
 					t.Error(err)
 					return
 				}
@@ -280,7 +295,7 @@ func testFedQueueConcurrent(t *testing.T, s store.Store) {
 			}
 			p, _ := fedNames(b)
 			got[i] = append(got[i], p...)
-			must(t, s.FedDelivered(c, d, fedIDs(b.PDUs), fedIDs(b.EDUs), 1))
+			must(t, s.FedDelivered(c, []store.FedDone{{Destination: d, PDUs: fedIDs(b.PDUs), EDUs: fedIDs(b.EDUs)}}, 1))
 			_, err = s.FedCollect(c, append(fedIDs(b.PDUs), fedIDs(b.EDUs)...))
 			must(t, err)
 		}
