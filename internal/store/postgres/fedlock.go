@@ -132,11 +132,22 @@ func (l *fedLocks) keepAlive() {
 	}
 }
 
-// close releases every lock (closing the session) and stops the keep-alive.
+// close releases every lock and stops the keep-alive. The locks are
+// released explicitly first: the server ends a closed session a moment
+// after the client goes, and another process should not find them held
+// meanwhile.
 func (l *fedLocks) close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
 	l.closed = true
+	if l.conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		l.conn.Exec(ctx, `SELECT pg_advisory_unlock_all()`)
+		cancel()
+	}
 	l.dropLocked()
 	if l.stop != nil {
 		close(l.stop)
