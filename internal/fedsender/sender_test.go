@@ -780,3 +780,44 @@ func TestEnqueueWhileOtherProcessReleases(t *testing.T) {
 	close(proceed)
 	until(t, a2, "delivery of the item s1 queued", func() bool { p, _ := dst.processed(); return len(p) == 2 })
 }
+
+// With fewer worker slots than destinations, destinations wait their turn
+// and all get everything.
+func TestWorkerSlots(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		st := openStore(t, b)
+		tr := &httpTransport{urls: map[string]string{}}
+		var dsts []*destServer
+		var names []string
+		for i := range 5 {
+			d := newDest(t)
+			dsts = append(dsts, d)
+			names = append(names, fmt.Sprintf("d%d.test", i))
+			tr.add(names[i], d)
+		}
+		s := newSender(st, tr, fedsender.Options{MaxWorkers: 1})
+		for i := range 60 {
+			enqueue(t, s, names, pdu(i))
+		}
+		attempts := watch(s)
+		run(t, s)
+		until(t, attempts, "delivery everywhere", func() bool {
+			for _, d := range dsts {
+				if p, _ := d.processed(); len(p) < 60 {
+					return false
+				}
+			}
+			return len(queued(t, st)) == 0
+		})
+		for i, d := range dsts {
+			if p, _ := d.processed(); !slices.Equal(p, pduIDs(0, 60)) {
+				t.Fatalf("%s got %v", names[i], p)
+			}
+			d.mu.Lock()
+			if d.maxInflight != 1 {
+				t.Errorf("%s: %d transactions at once", names[i], d.maxInflight)
+			}
+			d.mu.Unlock()
+		}
+	})
+}
