@@ -1,5 +1,7 @@
 package fedsender
 
+import "time"
+
 // SetAfterAttempt installs a hook called when each attempt and its
 // bookkeeping are done.
 func (s *Sender) SetAfterAttempt(f func(dest string, err error)) { s.afterAttempt = f }
@@ -10,3 +12,6 @@ func (s *Sender) SetAfterAttempt(f func(dest string, err error)) { s.afterAttemp
 func (s *Sender) SetLockHooks(idleLocked, lockBusy func(dest string)) {
 	s.idleLocked, s.lockBusy = idleLocked, lockBusy
 }
+
+// Backoff is the delay after the retry-th consecutive failure.
+func (s *Sender) Backoff(retry int) time.Duration { return s.backoff(retry) }

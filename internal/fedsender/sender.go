@@ -80,8 +80,8 @@ type Transport interface {
 type Options struct {
 	// Origin is our server name.
 	Origin string
-	// MinBackoff is the first retry delay (5 s), doubled per failure up to
-	// MaxBackoff (1 h), each with ±20 % jitter.
+	// MinBackoff is the first retry delay (5 s), doubled per failure, each
+	// with ±20 % jitter, at most MaxBackoff (1 h).
 	MinBackoff, MaxBackoff time.Duration
 	// SendTimeout bounds one attempt (60 s).
 	SendTimeout time.Duration
@@ -189,7 +189,7 @@ func New(st store.FedQueue, tr Transport, o Options) *Sender {
 	s := &Sender{st: st, tr: tr, o: o, txnPrefix: hex.EncodeToString(b[:]), dests: map[string]*dest{},
 		rearm: make(chan struct{}, 1), woken: map[string]time.Time{}}
 	s.locker, _ = st.(store.FedLocker)
-	s.enq.commitFn = st.FedEnqueue
+	s.enq.commitFn = func(ctx context.Context, items []store.FedEnqueue) error { return st.FedEnqueue(ctx, items) }
 	s.delivered.commitFn = func(ctx context.Context, done []store.FedDone) error {
 		return st.FedDelivered(ctx, done, s.o.Now().UnixMilli())
 	}
@@ -475,8 +475,10 @@ func (s *Sender) startDueLocked() {
 // backoff is the delay after the retry-th consecutive failure.
 func (s *Sender) backoff(retry int) time.Duration {
 	d := float64(s.o.MinBackoff) * math.Pow(2, float64(min(retry, 40)-1))
-	d = min(d, float64(s.o.MaxBackoff))
-	return time.Duration(d * (0.8 + 0.4*mrand.Float64()))
+	// Jitter spreads the retries of destinations that failed together;
+	// the cap holds after it.
+	d *= 0.8 + 0.4*mrand.Float64()
+	return time.Duration(min(d, float64(s.o.MaxBackoff)))
 }
 
 func (s *Sender) newTxnID() string {

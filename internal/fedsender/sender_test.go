@@ -821,3 +821,19 @@ func TestWorkerSlots(t *testing.T) {
 		}
 	})
 }
+
+// Back-off doubles from MinBackoff, with jitter, and never exceeds
+// MaxBackoff.
+func TestBackoff(t *testing.T) {
+	s := fedsender.New(nil, nil, fedsender.Options{})
+	for retry := 1; retry <= 100; retry++ {
+		for range 50 {
+			d := s.Backoff(retry)
+			base := 5 * time.Second * time.Duration(1<<min(retry-1, 20))
+			lo, hi := base*8/10, base*12/10
+			if d < min(lo, time.Hour) || d > min(hi, time.Hour) {
+				t.Fatalf("retry %d: %v outside [%v, %v] capped at 1h", retry, d, lo, hi)
+			}
+		}
+	}
+}
