@@ -35,7 +35,8 @@ test-go:
 # the HTTP tests that drive them (interleavings, the sync stress test), under
 # the race detector.
 RACE_PKGS = ./internal/changes/ ./internal/lru/ ./internal/syncer/ ./internal/room/ ./internal/keys/ \
-	./internal/accounts/ ./internal/receipts/ ./internal/accountdata/ ./internal/homeserver/... ./internal/clientapi/
+	./internal/accounts/ ./internal/receipts/ ./internal/accountdata/ ./internal/homeserver/... ./internal/clientapi/ \
+	./internal/fedclient/
 test-race:
 	$(GO) test -race -tags goolm -count=1 -timeout 20m $(RACE_PKGS)
 

@@ -37,6 +37,8 @@ type Config struct {
 	TLSKey                   string   `yaml:"tls_key" help:"TLS key file for the listeners"`
 	TLSCACert                string   `yaml:"tls_ca_cert" help:"CA certificate: sign a certificate for server_name at start and trust it for federation"`
 	TLSCAKey                 string   `yaml:"tls_ca_key" help:"CA key used with tls_ca_cert"`
+	FederationAllow          []string `yaml:"federation_allow" help:"closed circle: comma-separated server names (with their port, if any); only these may send to us or be contacted by us (requests, keys, notary, .well-known, media), others get 403 M_FORBIDDEN; empty: open federation"`
+	FederationAllowPrivate   bool     `yaml:"federation_allow_private_addresses" help:"let server discovery lead to private, loopback and link-local addresses (closed networks, tests); servers named in federation_allow may always be reached there"`
 	AppserviceDir            string   `yaml:"appservice_dir" help:"application services are not supported yet: must stay empty"`
 	RateLimits               bool     `yaml:"rate_limits" help:"rate limits on login, registration and the expensive per-user endpoints (the *_rate_* settings; server admins exempt); false: none (benchmarks)"`
 	TrustedProxies           string   `yaml:"trusted_proxies" help:"comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-For names the client (rate limits, last_seen_ip); empty: the TCP peer is the client"`
@@ -225,6 +227,17 @@ func loadFile(cfg *Config, path string, getenv func(string) string) error {
 		if !ok {
 			return &Error{Key: k, Reason: "unknown configuration key"}
 		}
+		if node.Kind == yaml.SequenceNode {
+			// A list setting may be a YAML list as well as "a,b".
+			if _, isList := f.v.Addr().Interface().(*[]string); isList {
+				var items []string
+				if err := node.Decode(&items); err != nil {
+					return &Error{Key: k, Reason: "must be a list of strings"}
+				}
+				f.v.Set(reflect.ValueOf(cleanList(items)))
+				continue
+			}
+		}
 		if node.Kind != yaml.ScalarNode {
 			return &Error{Key: k, Reason: "must be a single value"}
 		}
@@ -254,6 +267,11 @@ func (c *Config) Validate() error {
 	}
 	if (c.TLSCACert == "") != (c.TLSCAKey == "") {
 		return &Error{Key: "tls_ca_cert", Reason: "tls_ca_cert and tls_ca_key go together"}
+	}
+	for _, name := range c.FederationAllow {
+		if !matrix.ValidServerName(name) {
+			return &Error{Key: "federation_allow", Reason: fmt.Sprintf("%q is not a valid server name (host[:port])", name)}
+		}
 	}
 	if c.MaxRequestBytes < 65536 {
 		return &Error{Key: "max_request_bytes", Reason: "must be at least 65536"}
@@ -442,6 +460,8 @@ func (f field) setText(s string) error {
 		if err := p.UnmarshalText([]byte(s)); err != nil {
 			return errors.New("must be a duration such as 30s or 5m")
 		}
+	case *[]string:
+		*p = cleanList(strings.Split(s, ","))
 	default:
 		return fmt.Errorf("unsupported type %T", p)
 	}
@@ -452,9 +472,23 @@ func (f field) text() string {
 	switch p := f.v.Addr().Interface().(type) {
 	case *Duration:
 		return p.String()
+	case *[]string:
+		return strings.Join(*p, ",")
 	default:
 		return fmt.Sprint(f.v.Interface())
 	}
+}
+
+// cleanList trims the items of a list setting and drops empty ones; nil
+// when none is left.
+func cleanList(items []string) []string {
+	var out []string
+	for _, it := range items {
+		if it = strings.TrimSpace(it); it != "" {
+			out = append(out, it)
+		}
+	}
+	return out
 }
 
 type discard struct{}

@@ -140,3 +140,54 @@ func TestTrustedProxiesAndLimits(t *testing.T) {
 		}
 	}
 }
+
+// federation_allow is a list from flags, env ("a,b") or the file (a YAML
+// list or "a,b"); every entry must be a server name, port allowed.
+func TestFederationAllow(t *testing.T) {
+	none := func(string) string { return "" }
+	cfg, err := Load(nil, none)
+	if err != nil || cfg.FederationAllow != nil || cfg.FederationAllowPrivate {
+		t.Fatalf("defaults: %v %v %v", cfg.FederationAllow, cfg.FederationAllowPrivate, err)
+	}
+	want := []string{"hs1.example", "localhost:8449", "[::1]:8448"}
+	dir := t.TempDir()
+	list := filepath.Join(dir, "list.yaml")
+	os.WriteFile(list, []byte("federation_allow:\n  - hs1.example\n  - \"localhost:8449\"\n  - \"[::1]:8448\"\nfederation_allow_private_addresses: true\n"), 0o600)
+	scalar := filepath.Join(dir, "scalar.yaml")
+	os.WriteFile(scalar, []byte("federation_allow: \"hs1.example, localhost:8449,[::1]:8448\"\nfederation_allow_private_addresses: true\n"), 0o600)
+	for name, c := range map[string]struct {
+		args []string
+		env  map[string]string
+	}{
+		"flags":       {args: []string{"--federation-allow", "hs1.example,localhost:8449,,[::1]:8448", "--federation-allow-private-addresses"}},
+		"env":         {env: map[string]string{"CONCLAVE_FEDERATION_ALLOW": " hs1.example , localhost:8449,[::1]:8448", "CONCLAVE_FEDERATION_ALLOW_PRIVATE_ADDRESSES": "true"}},
+		"yaml list":   {args: []string{"--config", list}},
+		"yaml scalar": {args: []string{"--config", scalar}},
+	} {
+		cfg, err := Load(c.args, func(k string) string { return c.env[k] })
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if strings.Join(cfg.FederationAllow, "|") != strings.Join(want, "|") || !cfg.FederationAllowPrivate {
+			t.Errorf("%s: %q %v", name, cfg.FederationAllow, cfg.FederationAllowPrivate)
+		}
+	}
+	// A flag replaces the file's list.
+	cfg, err = Load([]string{"--config", list, "--federation-allow", "other.example"}, none)
+	if err != nil || len(cfg.FederationAllow) != 1 || cfg.FederationAllow[0] != "other.example" {
+		t.Fatalf("flag over file: %q %v", cfg.FederationAllow, err)
+	}
+	for _, bad := range []string{"bad name", "host:99999", "a.example,host:", "https://a.example"} {
+		if _, err := Load([]string{"--federation-allow", bad}, none); err == nil || !strings.Contains(err.Error(), "federation_allow") {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+	nested := filepath.Join(dir, "nested.yaml")
+	os.WriteFile(nested, []byte("federation_allow:\n  - [a]\n"), 0o600)
+	if _, err := Load([]string{"--config", nested}, none); err == nil || !strings.Contains(err.Error(), "federation_allow") {
+		t.Errorf("nested list: %v", err)
+	}
+	if u := Usage(); !strings.Contains(u, "--federation-allow\n") || !strings.Contains(u, "CONCLAVE_FEDERATION_ALLOW_PRIVATE_ADDRESSES") {
+		t.Error("usage does not list the federation flags")
+	}
+}

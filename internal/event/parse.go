@@ -334,3 +334,27 @@ func VerifyEventSignature(pdu *PDU, serverName, keyID string, pub ed25519.Public
 	}
 	return verifyCanonical(r, serverName, keyID, pub)
 }
+
+// SignatureKeys returns the IDs of the keys with which serverName signed the
+// event (nil if it did not): which signatures to verify is the caller's
+// choice (VerifyEventSignature).
+func (e *PDU) SignatureKeys(serverName string) []string {
+	sigs, ok := getMember(e.Raw, "signatures")
+	if !ok {
+		return nil
+	}
+	bySrv, ok := getMember(sigs, serverName)
+	if !ok || len(bySrv) == 0 || bySrv[0] != '{' {
+		return nil
+	}
+	var ids []string
+	it := newObjIter(bySrv)
+	for {
+		k, _, ok := it.next()
+		if !ok {
+			break
+		}
+		ids = append(ids, string(appendUnescapedCanonical(nil, k)))
+	}
+	return ids
+}

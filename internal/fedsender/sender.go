@@ -217,6 +217,16 @@ func (s *Sender) Enqueue(ctx context.Context, dests []string, item Item) error {
 	return nil
 }
 
+// EnqueuePDU is Enqueue of PDU(eventID, pdu) (federation.Outbox).
+func (s *Sender) EnqueuePDU(ctx context.Context, dests []string, eventID string, pdu []byte) error {
+	return s.Enqueue(ctx, dests, PDU(eventID, pdu))
+}
+
+// EnqueueEDU is Enqueue of EDU(eduType, content).
+func (s *Sender) EnqueueEDU(ctx context.Context, dests []string, eduType string, content []byte) error {
+	return s.Enqueue(ctx, dests, EDU(eduType, content))
+}
+
 // notify starts sending to dests (items were just committed for them).
 func (s *Sender) notify(dests []string) {
 	s.mu.Lock()

@@ -1,10 +1,15 @@
 package homeserver
 
 import (
+	"context"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"time"
 
+	"conclave/internal/fedclient"
+	"conclave/internal/federation"
 	"conclave/internal/federationapi"
 	"conclave/internal/server"
 	"conclave/internal/tlsutil"
@@ -30,11 +35,32 @@ func (hs *Homeserver) setupFederation() error {
 		hs.TLS = b
 	}
 	if cfg.FederationListen != "" {
-		mux := server.NewMux()
-		federationapi.New(federationapi.Deps{ServerName: cfg.ServerName, SigningKey: hs.SigningKey, Version: Version}).Register(mux)
-		hs.FederationHandler = server.Wrap(mux, hs.Log)
+		// Outbound federation trusts the system roots and the operator's
+		// CA (tls_ca_cert), and keeps to federation_allow.
+		var cas []*x509.Certificate
+		if hs.TLS != nil {
+			cas = hs.TLS.CACerts
+		}
+		hs.FedClient = fedclient.New(fedclient.Options{ServerName: cfg.ServerName, Key: hs.SigningKey, Allow: cfg.FederationAllow,
+			AllowPrivate: cfg.FederationAllowPrivate, ExtraCAs: cas})
 	}
 	return nil
+}
+
+// setupFederationAPI builds the federation service and the federation
+// listener's handler once the room service exists (federation_listen set).
+func (hs *Homeserver) setupFederationAPI() {
+	if hs.Config.FederationListen == "" {
+		return
+	}
+	hs.Federation = &federation.Service{ServerName: hs.Config.ServerName, Key: hs.SigningKey, Rooms: hs.Rooms,
+		Client: hs.FedClient, Keys: hs.Keyring, Log: hs.Log}
+	hs.Rooms.Outgoing = hs.Federation.Outgoing
+	hs.Profiles.Remote = hs.Federation.Profile
+	mux := server.NewMux()
+	federationapi.New(federationapi.Deps{ServerName: hs.Config.ServerName, SigningKey: hs.SigningKey, Version: Version, Keyring: hs.Keyring,
+		Rooms: hs.Rooms, Federation: hs.Federation, Store: hs.Store}).Register(mux)
+	hs.FederationHandler = server.Wrap(mux, hs.Log)
 }
 
 // listeners are the client listener (TLS only when tls_cert is set: the
@@ -52,7 +78,7 @@ func (hs *Homeserver) listeners() []server.Listener {
 	}
 	ls := []server.Listener{client}
 	if hs.FederationHandler != nil {
-		ls = append(ls, server.Listener{Addr: hs.Config.FederationListen, Handler: hs.FederationHandler, TLS: hs.TLS.Server.Clone(), Bound: func(a net.Addr) {
+		ls = append(ls, server.Listener{Addr: hs.Config.FederationListen, Listener: hs.federationListener, Handler: hs.FederationHandler, TLS: hs.TLS.Server.Clone(), Bound: func(a net.Addr) {
 			hs.mu.Lock()
 			hs.federationAddr = a
 			hs.mu.Unlock()
@@ -74,4 +100,14 @@ func (hs *Homeserver) FederationAddr() net.Addr {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	return hs.federationAddr
+}
+
+// fedKeys fetches other servers' keys for the keyring through hs.FedClient.
+type fedKeys struct{ hs *Homeserver }
+
+func (f fedKeys) ServerKeys(ctx context.Context, server string) ([]byte, error) {
+	if f.hs.FedClient == nil {
+		return nil, errors.New("federation is off (no federation_listen)")
+	}
+	return f.hs.FedClient.GetServerKeys(ctx, server)
 }

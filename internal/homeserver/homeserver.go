@@ -20,16 +20,21 @@ import (
 	"conclave/internal/clientapi"
 	"conclave/internal/config"
 	"conclave/internal/event"
+	"conclave/internal/fedclient"
+	"conclave/internal/federation"
+	"conclave/internal/keyring"
 	"conclave/internal/keys"
 	"conclave/internal/media"
 	"conclave/internal/mediaapi"
 	"conclave/internal/metrics"
+	"conclave/internal/outbound"
 	"conclave/internal/presence"
 	"conclave/internal/profile"
 	"conclave/internal/push"
 	"conclave/internal/receipts"
 	"conclave/internal/room"
 	"conclave/internal/server"
+	"conclave/internal/stateres"
 	"conclave/internal/store"
 	"conclave/internal/store/postgres"
 	"conclave/internal/store/sqlite"
@@ -58,9 +63,10 @@ type Homeserver struct {
 	Changes *changes.Tracker
 	Metrics *metrics.Metrics // nil when admin_listen is empty (admin.go)
 
-	TLS               *tlsutil.Bundle // nil when no TLS is configured
-	FederationHandler http.Handler    // nil when federation_listen is empty
-	Routes            []string        // client listener patterns, "METHOD /path/{param}"
+	TLS               *tlsutil.Bundle     // nil when no TLS is configured
+	FederationHandler http.Handler        // nil when federation_listen is empty
+	Federation        *federation.Service // nil when federation_listen is empty
+	Routes            []string            // client listener patterns, "METHOD /path/{param}"
 
 	mu             sync.Mutex
 	clientAddr     net.Addr
@@ -74,7 +80,15 @@ type Homeserver struct {
 	Receipts    *receipts.Service
 	Presence    *presence.Service
 
+	// Keyring: other servers' signing keys and our old ones (internal/keyring).
+	Keyring *keyring.Keyring
+
 	cluster *cluster // nil unless several processes may share the store (cluster.go)
+
+	// FedClient makes every request to other servers (nil when
+	// federation_listen is empty): federation_allow, discovery, signing.
+	FedClient          *fedclient.Client
+	federationListener net.Listener // Options.FederationListener
 }
 
 // New opens the data directory and store and builds the services. It does
@@ -90,6 +104,14 @@ type Options struct {
 	// wrapper hides the store's optional interfaces (several processes), so
 	// the server runs as the database's only writer.
 	WrapStore func(Store) Store
+	// FederationListener, when set, is the already-bound federation
+	// listener to serve (federation_listen must name its address): a test
+	// harness binds it first to learn the port its server name carries.
+	FederationListener net.Listener
+	// KeyFetcher gets other servers' /_matrix/key/v2/server for the
+	// keyring instead of FedClient (tests); with neither, keys are not
+	// fetched (only stored ones are used).
+	KeyFetcher keyring.Fetcher
 }
 
 // NewWith is New with options.
@@ -104,7 +126,7 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 	if opts.WrapStore != nil {
 		db = opts.WrapStore(db)
 	}
-	hs := &Homeserver{Config: &cfg, Log: log, Store: db, ready: make(chan struct{}), Metrics: newMetrics(cfg.AdminListen)}
+	hs := &Homeserver{Config: &cfg, Log: log, Store: db, ready: make(chan struct{}), Metrics: newMetrics(cfg.AdminListen), federationListener: opts.FederationListener}
 	hs.Accounts = accounts.New(db, cfg.ServerName, accounts.OptionsFrom(&cfg))
 	key, err := loadSigningKey(ctx, db, filepath.Join(cfg.DataDir, "signing.key"))
 	if err != nil {
@@ -112,11 +134,25 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 		return nil, err
 	}
 	hs.SigningKey = key
+	// Other servers' keys come from their /_matrix/key/v2/server through
+	// hs.FedClient (built by setupFederation), within federation_allow.
+	var fetcher keyring.Fetcher = fedKeys{hs}
+	if opts.KeyFetcher != nil {
+		fetcher = opts.KeyFetcher
+	}
+	allow := outbound.NewAllowList(cfg.FederationAllow)
+	if hs.Keyring, err = keyring.New(ctx, keyring.Config{ServerName: cfg.ServerName, Key: key, Store: db, Fetcher: fetcher, Allowed: allow.Allowed}); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := hs.setupFederation(); err != nil {
 		db.Close()
 		return nil, err
 	}
 	hs.Rooms = room.New(hs.countEvents(db), cfg.ServerName, key)
+	hs.Rooms.ResolveState = func(rv *event.RoomVersion, sets []room.StateMap, load room.EventLoader) (room.StateMap, error) {
+		return stateres.Resolve(rv, sets, load)
+	}
 	hs.Rooms.EncryptPresets = map[string]bool{}
 	for _, p := range strings.Split(cfg.EncryptPresets, ",") {
 		if p = strings.TrimSpace(p); p != "" {
@@ -128,6 +164,7 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 	hs.Notifier = syncer.NewNotifier()
 	hs.newMiscServices()
 	hs.wire()
+	hs.setupFederationAPI()
 	// Every write is marked in the change tracker, and /sync and the caches
 	// ask it what may have changed instead of asking the store
 	// (internal/changes, syncer/fastpath.go). This process sees every write
@@ -169,7 +206,7 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 
 	mux := server.NewMux()
 	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync,
-		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push})
+		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push, Federation: hs.Federation})
 	api.Register(mux)
 	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts}).Register(mux)
 	proxies, err := cfg.TrustedProxyPrefixes()

@@ -59,6 +59,19 @@ func copyAll(ctx context.Context, stx *sql.Tx, tx pgx.Tx, plans []*tablePlan, se
 		}
 	}
 
+	// Events clients never see (outliers, soft-failed and rejected events)
+	// take negative positions from a sequence (migration 0016); it goes on
+	// below the lowest copied one.
+	var lowest int64
+	if err := tx.QueryRow(ctx, `SELECT coalesce(min(pos), 0) FROM events`).Scan(&lowest); err != nil {
+		return fmt.Errorf("events: %w", err)
+	}
+	if lowest < 0 {
+		if _, err := tx.Exec(ctx, `SELECT setval('events_apart_pos', $1, true)`, -lowest); err != nil {
+			return fmt.Errorf("events: advance events_apart_pos: %w", err)
+		}
+	}
+
 	// The stream position: the copied one, and in any case no lower than a
 	// position any copied row holds, so new changes sort after old ones.
 	var pos int64

@@ -16,6 +16,7 @@ import (
 	"conclave/internal/config"
 	"conclave/internal/homeserver/hstest"
 	"conclave/internal/migrate"
+	"conclave/internal/store"
 	"conclave/internal/store/postgres"
 	"conclave/internal/store/sqlite"
 	"conclave/internal/store/storetest/pgtest"
@@ -383,5 +384,50 @@ func TestNewTableOnBothSides(t *testing.T) {
 	}
 	if seq != 4 { // 3 was used (and deleted) in SQLite
 		t.Errorf("next identity %d, want 4", seq)
+	}
+}
+
+// Events clients never see take negative positions (migration 0016): after
+// a migration, new ones go on below the copied ones instead of colliding.
+func TestApartPositionsContinue(t *testing.T) {
+	needPostgres(t)
+	cfg := smallSource(t)
+	src := copySource(t, cfg)
+	ctx := context.Background()
+	sdb, err := sqlite.Open(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	room, err := sdb.UserMemberships(ctx, "@alice:localhost")
+	if err != nil || len(room) != 1 {
+		t.Fatalf("memberships %v %v", room, err)
+	}
+	outlier := func(id string) store.NewEvent {
+		return store.NewEvent{EventID: id, RoomID: room[0].RoomID, Type: "m.room.member", StateKey: new(string), Sender: "@o:elsewhere", JSON: []byte(`{}`)}
+	}
+	if err := sdb.PersistOutliers(ctx, []store.NewEvent{outlier("$o1"), outlier("$o2")}); err != nil {
+		t.Fatal(err)
+	}
+	sdb.Close()
+	dsn := pgtest.NewDatabase(t)
+	if code, out, errOut := run("--from", "sqlite:"+src, "--to", dsn); code != 0 {
+		t.Fatalf("%d %s %s", code, out, errOut)
+	}
+	pdb, err := postgres.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pdb.Close()
+	if err := pdb.PersistOutliers(ctx, []store.NewEvent{outlier("$o3")}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := pdb.GetPDUs(ctx, []string{"$o1", "$o2", "$o3"})
+	if err != nil || len(got) != 3 {
+		t.Fatalf("GetPDUs %v %v", got, err)
+	}
+	for _, p := range got {
+		if p.Pos >= 0 || p.Kind != store.KindOutlier {
+			t.Fatalf("%s at %d, kind %d", p.EventID, p.Pos, p.Kind)
+		}
 	}
 }

@@ -229,11 +229,18 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 		}
 	}
 	seen := map[string]bool{req.Creator: true}
+	var remoteInvites []string
 	for _, inv := range req.Invite {
 		if seen[inv] {
 			continue
 		}
 		seen[inv] = true
+		if s.InviteRemote != nil && matrix.ServerOf(inv) != s.serverName {
+			// Another server's user signs their invite: sent once the room
+			// exists (SetMembership).
+			remoteInvites = append(remoteInvites, inv)
+			continue
+		}
 		c := map[string]any{"membership": "invite"}
 		if req.IsDirect {
 			c["is_direct"] = true
@@ -276,6 +283,15 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 	fresh := newRoomState(rs.roomID, rv)
 	e.state = fresh
 	s.afterCommit(fresh, pdus, positions)
+	for _, inv := range remoteInvites {
+		var extra map[string]json.RawMessage
+		if req.IsDirect {
+			extra = map[string]json.RawMessage{"is_direct": json.RawMessage("true")}
+		}
+		if _, err := s.SetMembership(ctx, &MembershipRequest{RoomID: rs.roomID, Sender: req.Creator, Target: inv, Membership: "invite", Extra: extra}); err != nil {
+			return rs.roomID, err
+		}
+	}
 	return rs.roomID, nil
 }
 

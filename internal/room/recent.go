@@ -122,12 +122,25 @@ func (s *Service) ForgetRecent(roomID string) {
 // processes) and what records the outcome: done(positions) after a commit,
 // done(nil) after a failure.
 func (s *Service) begin(ctx context.Context, roomID string, rows []store.NewEvent) (context.Context, func(positions []int64)) {
+	return s.beginWith(ctx, roomID, rows, nil)
+}
+
+// beginWith is begin for a write that also changes the memberships of
+// otherMembers (state resolution can change any part of the state).
+func (s *Service) beginWith(ctx context.Context, roomID string, rows []store.NewEvent, otherMembers []string) (context.Context, func(positions []int64)) {
 	t := s.Changes
 	if t == nil {
 		return ctx, func([]int64) {}
 	}
 	keys := []changes.Key{{Kind: changes.RoomEvents, Subject: roomID}}
 	members, relations := false, false
+	if len(otherMembers) > 0 {
+		members = true
+		keys = append(keys, changes.Key{Kind: changes.RoomMembers, Subject: roomID})
+		for _, u := range otherMembers {
+			keys = append(keys, changes.Key{Kind: changes.Memberships, Subject: u})
+		}
+	}
 	for i := range rows {
 		e := &rows[i]
 		if e.RelatesTo != "" && !relations {

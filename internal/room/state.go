@@ -52,6 +52,17 @@ func (rs *roomState) apply(pdu *event.PDU) {
 	}
 }
 
+// remove drops a piece of state (a state resolution may drop a key).
+func (rs *roomState) remove(typ, key string) {
+	delete(rs.state, stateKey{typ, key})
+	if typ == "m.room.power_levels" || typ == "m.room.create" {
+		rs.pl = nil
+	}
+	if typ == "m.room.member" {
+		delete(rs.joined, key)
+	}
+}
+
 // clone copies the state so a multi-event operation can build on a scratch
 // copy and only publish it once persisted.
 func (rs *roomState) clone() *roomState {

@@ -72,6 +72,9 @@ type Listener struct {
 	// ReadHeaderTimeout cuts off clients that send headers too slowly
 	// (slowloris); 0 means 10s.
 	ReadHeaderTimeout time.Duration
+	// Listener, when set, is served instead of listening on Addr: the
+	// caller bound it already (a test that must know the port first).
+	Listener net.Listener
 }
 
 // Serve runs the listeners until ctx is cancelled, then shuts them down
@@ -80,7 +83,10 @@ func Serve(ctx context.Context, log *slog.Logger, grace time.Duration, listeners
 	servers := make([]*http.Server, 0, len(listeners))
 	errc := make(chan error, len(listeners))
 	for _, l := range listeners {
-		ln, err := net.Listen("tcp", l.Addr)
+		ln, err := l.Listener, error(nil)
+		if ln == nil {
+			ln, err = net.Listen("tcp", l.Addr)
+		}
 		if err != nil {
 			for _, s := range servers {
 				s.Close()

@@ -65,6 +65,11 @@ type NewEvent struct {
 	PrevEvents []string
 }
 
+// MaxStateGroupChain is the longest chain of state group deltas: the state
+// after the next state event is stored whole (a snapshot), so reading any
+// state takes a bounded number of groups.
+const MaxStateGroupChain = 100
+
 // RoomSnapshot is what the room service loads once per room and keeps in
 // memory: the version, the current state and the forward extremities.
 type RoomSnapshot struct {
@@ -102,7 +107,8 @@ type Events interface {
 	// GetEvents returns the events found, in no particular order.
 	GetEvents(ctx context.Context, eventIDs []string) ([]StoredEvent, error)
 	EventByTxn(ctx context.Context, userID, deviceID, roomID, txnID string) (string, error)
-	// StateAt returns the room state after the event at pos (inclusive).
+	// StateAt returns the room state after the room's newest event at or
+	// before pos (its state group).
 	StateAt(ctx context.Context, roomID string, pos int64) ([]StoredEvent, error)
 	// RoomEvents pages a room's timeline: positions strictly after `after`
 	// and strictly before `before` (0: unbounded), newest first when

@@ -30,6 +30,8 @@ type Store interface {
 	Profiles
 	Rooms
 	Events
+	Graph
+	RemoteMemberships
 	StateHistory
 	RoomsRead
 	SyncQueries
@@ -42,6 +44,7 @@ type Store interface {
 	MediaStore
 	Pushers
 	Search
+	ServerKeys
 	FedQueue
 	Close() error
 }

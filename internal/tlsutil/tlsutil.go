@@ -42,6 +42,9 @@ type Bundle struct {
 	Roots *x509.CertPool
 	// Leaf is the served certificate, parsed.
 	Leaf *x509.Certificate
+	// CACerts are the certificates of tls_ca_cert (nil when none): the
+	// federation client trusts them besides the system roots.
+	CACerts []*x509.Certificate
 }
 
 // Validity is how long an issued certificate is valid.
@@ -85,6 +88,7 @@ func Load(serverName string, f Files, now time.Time) (*Bundle, error) {
 			return nil, fmt.Errorf("tls_ca_key %s does not belong to tls_ca_cert %s", f.CAKey, f.CACert)
 		}
 		b.Roots = x509.NewCertPool()
+		b.CACerts = certs
 		for _, c := range certs {
 			b.Roots.AddCert(c)
 		}

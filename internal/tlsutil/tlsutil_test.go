@@ -105,6 +105,9 @@ func TestIssueFromCAEveryKeyFormat(t *testing.T) {
 			if !b.Roots.Equal(ca.Pool()) {
 				t.Fatal("roots are not exactly the CA")
 			}
+			if len(b.CACerts) != 1 || !b.CACerts[0].Equal(ca.Cert) {
+				t.Fatal("CACerts is not the CA")
+			}
 			if err := handshake(t, b.Server, b.Client(), "hs1"); err != nil {
 				t.Fatalf("handshake: %v", err)
 			}

@@ -22,6 +22,7 @@ import (
 	"conclave/internal/homeserver"
 	"conclave/internal/store"
 	"conclave/internal/store/storetest/pgtest"
+	"conclave/internal/tlsutil/tlstest"
 )
 
 // Server is a running test homeserver.
@@ -36,6 +37,10 @@ type Server struct {
 	FederationURL string
 	// AdminURL is http://127.0.0.1:port when admin_listen is set (WithAdmin).
 	AdminURL string
+	// ServerName is the configured server name.
+	ServerName string
+	// CA is the test CA of StartFederation's servers (nil otherwise).
+	CA *tlstest.CA
 }
 
 // EnvDatabase names the variable that picks the test servers' database:
@@ -138,7 +143,7 @@ func startLogged(t testing.TB, cfg config.Config, w io.Writer, hsOpts homeserver
 		cancel()
 		t.Fatal(err)
 	}
-	s := &Server{HS: hs, Config: cfg, cancel: cancel, done: make(chan error, 1)}
+	s := &Server{HS: hs, Config: cfg, ServerName: cfg.ServerName, cancel: cancel, done: make(chan error, 1)}
 	go func() { s.done <- hs.Run(ctx) }()
 	select {
 	case <-hs.Ready():

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -30,7 +31,7 @@ func queryEvents(ctx context.Context, q querier, query string, args ...any) ([]s
 }
 
 func (db *DB) GetEvent(ctx context.Context, eventID string) (*store.StoredEvent, error) {
-	evs, err := queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = $1`, eventID)
+	evs, err := queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = $1 AND e.kind = 0`, eventID)
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +48,7 @@ func (db *DB) GetEvents(ctx context.Context, eventIDs []string) ([]store.StoredE
 	var out []store.StoredEvent
 	for len(eventIDs) > 0 {
 		n := min(len(eventIDs), maxInArgs)
-		evs, err := queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = ANY($1)`, eventIDs[:n])
+		evs, err := queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = ANY($1) AND e.kind = 0`, eventIDs[:n])
 		if err != nil {
 			return nil, err
 		}
@@ -64,17 +65,80 @@ func (db *DB) EventByTxn(ctx context.Context, userID, deviceID, roomID, txnID st
 }
 
 func (db *DB) StateAt(ctx context.Context, roomID string, pos int64) ([]store.StoredEvent, error) {
-	// Local rooms are linear, so the state after pos is the newest state event
-	// at or before pos for each (type, state_key).
+	// The room's state as of pos is its current state right after its
+	// newest event at or before pos (current_group). Events from before
+	// state groups (migration 0013) have none: their rooms were linear, so
+	// the newest state event at or before pos for each (type, state_key) is
+	// the state then.
+	var group int64
+	err := db.pool.QueryRow(ctx, `SELECT current_group FROM events WHERE kind = 0 AND room_id = $1 AND pos <= $2 ORDER BY pos DESC LIMIT 1`, roomID, pos).Scan(&group)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return db.stateBeforeFirst(ctx, roomID, pos)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if group != 0 {
+		return queryEvents(ctx, db.pool, stateGroupSQL, group)
+	}
 	return queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e
-		JOIN (SELECT max(pos) AS pos FROM events WHERE room_id = $1 AND state_key IS NOT NULL AND pos <= $2 GROUP BY type, state_key) m ON m.pos = e.pos`,
+		JOIN (SELECT max(pos) AS pos FROM events WHERE room_id = $1 AND state_key IS NOT NULL AND pos <= $2 AND kind = 0 GROUP BY type, state_key) m ON m.pos = e.pos`,
 		roomID, pos)
 }
+
+// stateBeforeFirst is the state before the room's first event after pos,
+// for a pos before the room's first event here: a room joined over
+// federation starts with the join, whose state before came from another
+// server (its state group, less the event itself).
+func (db *DB) stateBeforeFirst(ctx context.Context, roomID string, pos int64) ([]store.StoredEvent, error) {
+	var group int64
+	var id, replaces string
+	var isState bool
+	err := db.pool.QueryRow(ctx, `SELECT state_group, event_id, state_key IS NOT NULL, replaces_state FROM events WHERE kind = 0 AND room_id = $1 AND pos > $2 ORDER BY pos LIMIT 1`, roomID, pos).Scan(&group, &id, &isState, &replaces)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && group == 0) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	st, err := queryEvents(ctx, db.pool, stateGroupSQL, group)
+	if err != nil || !isState {
+		return st, err
+	}
+	out := st[:0]
+	for _, e := range st {
+		if e.EventID != id {
+			out = append(out, e)
+		}
+	}
+	if replaces != "" {
+		prev, err := queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = $1`, replaces)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, prev...)
+	}
+	return out, nil
+}
+
+// stateGroupSQL ($1 group ID) reads the state of a group: its chain of
+// deltas back to the snapshot (at most store.MaxStateGroupChain groups), the
+// nearest entry of each (type, state_key) winning; a removal (an empty event_id) joins no
+// event and so drops out. Ordered by position, as the state was written.
+const stateGroupSQL = `WITH RECURSIVE chain(id, prev, n) AS (
+		SELECT id, prev_id, 0 FROM state_groups WHERE id = $1
+		UNION ALL
+		SELECT g.id, g.prev_id, c.n + 1 FROM chain c JOIN state_groups g ON g.id = c.prev WHERE c.prev <> 0 AND c.n < 1000
+	)
+	SELECT ` + eventColumns + ` FROM (
+		SELECT x.event_id, row_number() OVER (PARTITION BY x.type, x.state_key ORDER BY c.n) AS rn
+		FROM chain c JOIN state_group_entries x ON x.group_id = c.id
+	) s JOIN events e ON e.event_id = s.event_id WHERE s.rn = 1 ORDER BY e.pos`
 
 func (db *DB) RoomEvents(ctx context.Context, q store.RoomEventsQuery) ([]store.StoredEvent, error) {
 	var b strings.Builder
 	var args argList
-	b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.room_id = ` + args.add(q.RoomID))
+	b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.kind = 0 AND e.room_id = ` + args.add(q.RoomID))
 	if q.After > 0 {
 		b.WriteString(` AND e.pos > ` + args.add(q.After))
 	}
@@ -159,5 +223,5 @@ func queryMemberships(ctx context.Context, q querier, query string, args ...any)
 }
 
 func (db *DB) StateEventsOf(ctx context.Context, roomID, typ, stateKey string) ([]store.StoredEvent, error) {
-	return queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.room_id = $1 AND e.type = $2 AND e.state_key = $3 ORDER BY e.pos`, roomID, typ, stateKey)
+	return queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.room_id = $1 AND e.type = $2 AND e.state_key = $3 AND e.kind = 0 ORDER BY e.pos`, roomID, typ, stateKey)
 }

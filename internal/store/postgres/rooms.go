@@ -98,8 +98,14 @@ func queueEvents(ctx context.Context, p *pipeline, roomID string, events []store
 	for i := range events {
 		e := &events[i]
 		back := n - 1 - i // this event's position is lastPosSQL - back
-		p.exec(conflictErr, `INSERT INTO events (pos, event_id, room_id, type, state_key, sender, depth, origin_server_ts, json, replaces_state, membership, relates_to, rel_type, sender_device, txn_id, contains_url)
-			VALUES (`+lastPosSQL+` - $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+		if e.StateKey != nil {
+			// The state after a state event is a new group: a delta on the
+			// room's current group, or a snapshot (see newStateGroupSQL).
+			p.exec(nil, newStateGroupSQL, roomID)
+			p.exec(nil, `UPDATE rooms SET state_group = currval('state_groups_id_seq') WHERE room_id = $1`, roomID)
+		}
+		p.exec(conflictErr, `INSERT INTO events (pos, event_id, room_id, type, state_key, sender, depth, origin_server_ts, json, replaces_state, membership, relates_to, rel_type, sender_device, txn_id, contains_url, state_group, current_group)
+			VALUES (`+lastPosSQL+` - $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, (SELECT state_group FROM rooms WHERE room_id = $3), (SELECT state_group FROM rooms WHERE room_id = $3))`,
 			back, e.EventID, roomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS, e.JSON, e.ReplacesState, e.Membership, e.RelatesTo, e.RelType, e.SenderDevice, e.TxnID, e.ContainsURL)
 		if e.TxnID != "" {
 			p.exec(conflictErr, `INSERT INTO txns (user_id, device_id, room_id, txn_id, event_id) VALUES ($1, $2, $3, $4, $5)`, e.Sender, e.SenderDevice, roomID, e.TxnID, e.EventID)
@@ -113,6 +119,7 @@ func queueEvents(ctx context.Context, p *pipeline, roomID string, events []store
 					ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id, pos = excluded.pos, forgotten = false`,
 					roomID, *e.StateKey, e.Membership, e.EventID, back)
 			}
+			p.exec(nil, stateGroupEntriesSQL, roomID, e.Type, *e.StateKey)
 		}
 		if e.Redacts != "" {
 			// Only the first redaction counts; the target may be unknown or in
@@ -132,6 +139,23 @@ func queueEvents(ctx context.Context, p *pipeline, roomID string, events []store
 		return positions
 	}
 }
+
+// newStateGroupSQL ($1 room ID) adds the group of the state after a state
+// event that extends the room's current state: a delta on the current group,
+// or a snapshot when the room has none yet or the chain of deltas reached
+// store.MaxStateGroupChain. stateGroupEntriesSQL ($1 room ID, $2 type, $3
+// state_key) then fills it from room_state, already updated for the event:
+// every row for a snapshot, the event's own key for a delta.
+const (
+	newStateGroupSQL = `INSERT INTO state_groups (room_id, prev_id, chain)
+		SELECT r.room_id, CASE WHEN g.id IS NULL OR g.chain >= ` + maxChainSQL + ` THEN 0 ELSE g.id END,
+			CASE WHEN g.id IS NULL OR g.chain >= ` + maxChainSQL + ` THEN 0 ELSE g.chain + 1 END
+		FROM rooms r LEFT JOIN state_groups g ON g.id = r.state_group WHERE r.room_id = $1`
+	stateGroupEntriesSQL = `INSERT INTO state_group_entries (group_id, type, state_key, event_id)
+		SELECT g.id, s.type, s.state_key, s.event_id FROM rooms r JOIN state_groups g ON g.id = r.state_group JOIN room_state s ON s.room_id = r.room_id
+		WHERE r.room_id = $1 AND (g.chain = 0 OR (s.type = $2 AND s.state_key = $3))`
+	maxChainSQL = "99" // store.MaxStateGroupChain - 1
+)
 
 // conflictErr maps a uniqueness violation to store.ErrConflict.
 func conflictErr(err error) error {

@@ -24,6 +24,7 @@ var dialect = sqlstore.Dialect{
 	Collate:     ` COLLATE "C"`,
 	ArrayParams: true,
 	MaxList:     maxInArgs,
+	ApartPos:    `SELECT -nextval('events_apart_pos')`,
 }
 
 type backend struct{ db *DB }
@@ -75,6 +76,8 @@ func (backend) Lock(ctx context.Context, q sqlstore.Querier, what sqlstore.Lock,
 	switch what {
 	case sqlstore.LockBackups:
 		_, err = q.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, backupLockClass, key)
+	case sqlstore.LockRoom:
+		_, err = q.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, roomLockClass, key)
 	case sqlstore.LockPushers:
 		_, err = q.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('pushers:' || $1, 0))`, key)
 	default:

@@ -40,7 +40,7 @@ func (db *DB) queryEvents(ctx context.Context, q queryer, query string, args ...
 }
 
 func (db *DB) GetEvent(ctx context.Context, eventID string) (*store.StoredEvent, error) {
-	evs, err := db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = ?`, eventID)
+	evs, err := db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = ? AND e.kind = 0`, eventID)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +57,7 @@ func (db *DB) GetEvents(ctx context.Context, eventIDs []string) ([]store.StoredE
 	var out []store.StoredEvent
 	for len(eventIDs) > 0 {
 		n := min(len(eventIDs), maxInArgs)
-		evs, err := db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.event_id IN (`+placeholders(n)+`)`, stringArgs(eventIDs[:n])...)
+		evs, err := db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.event_id IN (`+placeholders(n)+`) AND e.kind = 0`, stringArgs(eventIDs[:n])...)
 		if err != nil {
 			return nil, err
 		}
@@ -74,17 +74,80 @@ func (db *DB) EventByTxn(ctx context.Context, userID, deviceID, roomID, txnID st
 }
 
 func (db *DB) StateAt(ctx context.Context, roomID string, pos int64) ([]store.StoredEvent, error) {
-	// Local rooms are linear, so the state after pos is the newest state event
-	// at or before pos for each (type, state_key).
+	// The room's state as of pos is its current state right after its
+	// newest event at or before pos (current_group). Events from before
+	// state groups (migration 0013) have none: their rooms were linear, so
+	// the newest state event at or before pos for each (type, state_key) is
+	// the state then.
+	var group int64
+	err := db.r.QueryRowContext(ctx, `SELECT current_group FROM events WHERE kind = 0 AND room_id = ? AND pos <= ? ORDER BY pos DESC LIMIT 1`, roomID, pos).Scan(&group)
+	if err == sql.ErrNoRows {
+		return db.stateBeforeFirst(ctx, roomID, pos)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if group != 0 {
+		return db.queryEvents(ctx, db.r, stateGroupSQL, group)
+	}
 	return db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e
-		JOIN (SELECT max(pos) AS pos FROM events WHERE room_id = ? AND state_key IS NOT NULL AND pos <= ? GROUP BY type, state_key) m ON m.pos = e.pos`,
+		JOIN (SELECT max(pos) AS pos FROM events WHERE room_id = ? AND state_key IS NOT NULL AND pos <= ? AND kind = 0 GROUP BY type, state_key) m ON m.pos = e.pos`,
 		roomID, pos)
 }
+
+// stateBeforeFirst is the state before the room's first event after pos,
+// for a pos before the room's first event here: a room joined over
+// federation starts with the join, whose state before came from another
+// server (its state group, less the event itself).
+func (db *DB) stateBeforeFirst(ctx context.Context, roomID string, pos int64) ([]store.StoredEvent, error) {
+	var group int64
+	var id, replaces string
+	var isState bool
+	err := db.r.QueryRowContext(ctx, `SELECT state_group, event_id, state_key IS NOT NULL, replaces_state FROM events WHERE kind = 0 AND room_id = ? AND pos > ? ORDER BY pos LIMIT 1`, roomID, pos).Scan(&group, &id, &isState, &replaces)
+	if err == sql.ErrNoRows || (err == nil && group == 0) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	st, err := db.queryEvents(ctx, db.r, stateGroupSQL, group)
+	if err != nil || !isState {
+		return st, err
+	}
+	out := st[:0]
+	for _, e := range st {
+		if e.EventID != id {
+			out = append(out, e)
+		}
+	}
+	if replaces != "" {
+		prev, err := db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = ?`, replaces)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, prev...)
+	}
+	return out, nil
+}
+
+// stateGroupSQL (group ID) reads the state of a group: its chain of deltas
+// back to the snapshot (at most store.MaxStateGroupChain groups), the
+// nearest entry of each (type, state_key) winning; a removal (an empty event_id) joins no
+// event and so drops out. Ordered by position, as the state was written.
+const stateGroupSQL = `WITH RECURSIVE chain(id, prev, n) AS (
+		SELECT id, prev_id, 0 FROM state_groups WHERE id = ?
+		UNION ALL
+		SELECT g.id, g.prev_id, c.n + 1 FROM chain c JOIN state_groups g ON g.id = c.prev WHERE c.prev <> 0 AND c.n < 1000
+	)
+	SELECT ` + eventColumns + ` FROM (
+		SELECT x.event_id, row_number() OVER (PARTITION BY x.type, x.state_key ORDER BY c.n) AS rn
+		FROM chain c JOIN state_group_entries x ON x.group_id = c.id
+	) s JOIN events e ON e.event_id = s.event_id WHERE s.rn = 1 ORDER BY e.pos`
 
 func (db *DB) RoomEvents(ctx context.Context, q store.RoomEventsQuery) ([]store.StoredEvent, error) {
 	var b strings.Builder
 	args := []any{q.RoomID}
-	b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.room_id = ?`)
+	b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.room_id = ? AND e.kind = 0`)
 	if q.After > 0 {
 		b.WriteString(` AND e.pos > ?`)
 		args = append(args, q.After)
@@ -179,5 +242,5 @@ func queryMemberships(ctx context.Context, q queryer, query string, args ...any)
 }
 
 func (db *DB) StateEventsOf(ctx context.Context, roomID, typ, stateKey string) ([]store.StoredEvent, error) {
-	return db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.room_id = ? AND e.type = ? AND e.state_key = ? ORDER BY e.pos`, roomID, typ, stateKey)
+	return db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.room_id = ? AND e.type = ? AND e.state_key = ? AND e.kind = 0 ORDER BY e.pos`, roomID, typ, stateKey)
 }

@@ -80,9 +80,17 @@ func persistEventsTx(ctx context.Context, tx *Tx, roomID string, events []store.
 		var stateKey any
 		if e.StateKey != nil {
 			stateKey = *e.StateKey
+			// The state after a state event is a new group: a delta on the
+			// room's current group, or a snapshot (see newStateGroupSQL).
+			if _, err := tx.ExecContext(ctx, newStateGroupSQL, roomID); err != nil {
+				return nil, err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE rooms SET state_group = last_insert_rowid() WHERE room_id = ?`, roomID); err != nil {
+				return nil, err
+			}
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO events (pos, event_id, room_id, type, state_key, sender, depth, origin_server_ts, json, replaces_state, membership, relates_to, rel_type, sender_device, txn_id, contains_url)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO events (pos, event_id, room_id, type, state_key, sender, depth, origin_server_ts, json, replaces_state, membership, relates_to, rel_type, sender_device, txn_id, contains_url, state_group, current_group)
+			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, (SELECT state_group FROM rooms WHERE room_id = ?3), (SELECT state_group FROM rooms WHERE room_id = ?3))`,
 			pos, e.EventID, roomID, e.Type, stateKey, e.Sender, e.Depth, e.OriginServerTS, e.JSON, e.ReplacesState, e.Membership, e.RelatesTo, e.RelType, e.SenderDevice, e.TxnID, boolInt(e.ContainsURL))
 		if isConstraint(err) {
 			return nil, store.ErrConflict
@@ -102,6 +110,9 @@ func persistEventsTx(ctx context.Context, tx *Tx, roomID string, events []store.
 			if _, err := tx.ExecContext(ctx, `INSERT INTO room_state (room_id, type, state_key, event_id, pos) VALUES (?, ?, ?, ?, ?)
 				ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, pos = excluded.pos`,
 				roomID, e.Type, *e.StateKey, e.EventID, pos); err != nil {
+				return nil, err
+			}
+			if _, err := tx.ExecContext(ctx, stateGroupEntriesSQL, roomID, e.Type, *e.StateKey); err != nil {
 				return nil, err
 			}
 			if e.Type == "m.room.member" {
@@ -130,6 +141,23 @@ func persistEventsTx(ctx context.Context, tx *Tx, roomID string, events []store.
 	}
 	return positions, nil
 }
+
+// newStateGroupSQL (room ID) adds the group of the state after a state event
+// that extends the room's current state: a delta on the current group, or a
+// snapshot when the room has none yet or the chain of deltas reached
+// store.MaxStateGroupChain. stateGroupEntriesSQL (room ID, type, state_key)
+// then fills it from room_state, already updated for the event: every row for
+// a snapshot, the event's own key for a delta.
+const (
+	newStateGroupSQL = `INSERT INTO state_groups (room_id, prev_id, chain)
+		SELECT r.room_id, CASE WHEN g.id IS NULL OR g.chain >= ` + maxChainSQL + ` THEN 0 ELSE g.id END,
+			CASE WHEN g.id IS NULL OR g.chain >= ` + maxChainSQL + ` THEN 0 ELSE g.chain + 1 END
+		FROM rooms r LEFT JOIN state_groups g ON g.id = r.state_group WHERE r.room_id = ?`
+	stateGroupEntriesSQL = `INSERT INTO state_group_entries (group_id, type, state_key, event_id)
+		SELECT g.id, s.type, s.state_key, s.event_id FROM rooms r JOIN state_groups g ON g.id = r.state_group JOIN room_state s ON s.room_id = r.room_id
+		WHERE r.room_id = ?1 AND (g.chain = 0 OR (s.type = ?2 AND s.state_key = ?3))`
+	maxChainSQL = "99" // store.MaxStateGroupChain - 1
+)
 
 func (db *DB) SetRoomPublic(ctx context.Context, roomID string, public bool) error {
 	res, err := db.w.ExecContext(ctx, `UPDATE rooms SET public = ? WHERE room_id = ?`, boolInt(public), roomID)

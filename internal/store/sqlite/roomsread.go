@@ -15,7 +15,7 @@ import (
 func (db *DB) Relations(ctx context.Context, q store.RelationsQuery) ([]store.StoredEvent, error) {
 	var b strings.Builder
 	args := []any{q.EventID, q.RoomID}
-	b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.relates_to = ? AND e.relates_to <> '' AND e.room_id = ? AND e.redacted_by = ''`)
+	b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.relates_to = ? AND e.relates_to <> '' AND e.room_id = ? AND e.redacted_by = '' AND e.kind = 0`)
 	if q.RelType != "" {
 		b.WriteString(` AND e.rel_type = ?`)
 		args = append(args, q.RelType)
@@ -227,9 +227,9 @@ func (db *DB) MoveAliases(ctx context.Context, fromRoomID, toRoomID string) erro
 }
 
 func (db *DB) EventsNearTimestamp(ctx context.Context, roomID string, ts int64, backwards bool, limit int) ([]store.StoredEvent, error) {
-	q := `SELECT ` + eventColumns + ` FROM events e WHERE e.room_id = ? AND e.origin_server_ts >= ? ORDER BY e.origin_server_ts ASC, e.pos ASC LIMIT ?`
+	q := `SELECT ` + eventColumns + ` FROM events e WHERE e.kind = 0 AND e.room_id = ? AND e.origin_server_ts >= ? ORDER BY e.origin_server_ts ASC, e.pos ASC LIMIT ?`
 	if backwards {
-		q = `SELECT ` + eventColumns + ` FROM events e WHERE e.room_id = ? AND e.origin_server_ts <= ? ORDER BY e.origin_server_ts DESC, e.pos DESC LIMIT ?`
+		q = `SELECT ` + eventColumns + ` FROM events e WHERE e.kind = 0 AND e.room_id = ? AND e.origin_server_ts <= ? ORDER BY e.origin_server_ts DESC, e.pos DESC LIMIT ?`
 	}
 	return db.queryEvents(ctx, db.r, q, roomID, ts, max(limit, 1))
 }

@@ -17,7 +17,9 @@ import (
 // cache (stmtcache.go); transactions through db.tx.
 
 // dialect: SQLite runs the shared statements as written.
-var dialect = sqlstore.Dialect{MaxList: maxInArgs}
+var dialect = sqlstore.Dialect{MaxList: maxInArgs,
+	// One writer: the lowest position so far, less one.
+	ApartPos: `SELECT min(0, coalesce(min(pos), 0)) - 1 FROM events`}
 
 type backend struct{ db *DB }
 

@@ -64,6 +64,9 @@ const (
 	LockBackups Lock = iota
 	// LockPushers: a user's pushers (the per-user limit).
 	LockPushers
+	// LockRoom: writing to a room (the key is the room ID), the same lock
+	// the backends' own event writes take.
+	LockRoom
 )
 
 // Backend is what a backend gives the shared areas.
@@ -117,6 +120,9 @@ type Dialect struct {
 	// MaxList bounds the parameters one statement spends on lists: longer
 	// lists are sent in chunks.
 	MaxList int
+	// ApartPos is a query for the next negative event position (events
+	// clients never see: outliers, soft-failed and rejected events).
+	ApartPos string
 }
 
 // In returns the condition "expr is one of vals" and args with the

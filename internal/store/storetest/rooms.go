@@ -3,6 +3,7 @@ package storetest
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 
@@ -483,4 +484,127 @@ func testManyRoomWritersIsolated(t *testing.T, s store.Store) {
 			t.Fatalf("room %d has %d messages, want %d", w, msgs, each)
 		}
 	}
+}
+
+// testStateAfterEveryEvent: the state after each event of a room whose
+// state changes far more often than store.MaxStateGroupChain (so deltas and
+// snapshots alternate), mixed with messages and multi-event writes, is what
+// a model replaying the history says, at every position.
+func testStateAfterEveryEvent(t *testing.T, s store.Store) {
+	r := newRoom(t, s, "!g:x", "@a:x")
+	type key struct{ typ, sk string }
+	model := map[key]string{}
+	first, err := s.StateAt(ctx(), "!g:x", maxPos(t, s))
+	must(t, err)
+	for _, e := range first {
+		model[key{e.Type, *e.StateKey}] = e.EventID
+	}
+	if len(model) != 2 {
+		t.Fatalf("state after creation: %v", eventIDs(first))
+	}
+	type point struct {
+		pos   int64
+		state map[key]string
+	}
+	var points []point
+	snapshot := func(pos int64) {
+		c := make(map[key]string, len(model))
+		for k, v := range model {
+			c[k] = v
+		}
+		points = append(points, point{pos, c})
+	}
+	n := 0
+	for len(points) < 2*store.MaxStateGroupChain+50 {
+		n++
+		var evs []store.NewEvent
+		for i := 0; i < 1+n%3; i++ {
+			switch (n + i) % 4 {
+			case 0:
+				evs = append(evs, r.ev("m.room.message", nil, "@a:x", `{"body":"m"}`))
+			case 1:
+				evs = append(evs, r.member(fmt.Sprintf("@u%d:x", n%37), []string{"join", "leave"}[n%2]))
+			default:
+				evs = append(evs, r.ev("m.room.topic", sk(fmt.Sprint(n%5)), "@a:x", fmt.Sprintf(`{"topic":"%d"}`, n)))
+			}
+		}
+		positions := r.send(t, evs...)
+		for i, e := range evs {
+			if e.StateKey != nil {
+				model[key{e.Type, *e.StateKey}] = e.EventID
+			}
+			snapshot(positions[i])
+		}
+	}
+	// Another room's writes in between must not leak in.
+	other := newRoom(t, s, "!other-g:x", "@b:x")
+	other.msg(t, "@b:x", "x")
+	for _, p := range points {
+		got, err := s.StateAt(ctx(), "!g:x", p.pos)
+		must(t, err)
+		if len(got) != len(p.state) {
+			t.Fatalf("state after pos %d: %d events, want %d", p.pos, len(got), len(p.state))
+		}
+		for _, e := range got {
+			if e.StateKey == nil || p.state[key{e.Type, *e.StateKey}] != e.EventID {
+				t.Fatalf("state after pos %d: %s is not the model's", p.pos, e.EventID)
+			}
+		}
+	}
+	snap, err := s.LoadRoomSnapshot(ctx(), "!g:x")
+	must(t, err)
+	if len(snap.State) != len(model) {
+		t.Fatalf("current state: %d events, want %d", len(snap.State), len(model))
+	}
+}
+
+// LinearHistory writes a room with a long linear history and returns a check
+// that the state after every one of its events is still what it was, and
+// that the room goes on from there: for a test of a migration that reworks
+// how state is kept (write, downgrade the schema, reopen, check).
+func LinearHistory(t *testing.T, s store.Store, roomID string) func(t *testing.T, s store.Store) {
+	r := newRoom(t, s, roomID, "@a:x")
+	var positions []int64
+	for i := 0; i < 150; i++ {
+		var e store.NewEvent
+		switch i % 3 {
+		case 0:
+			e = r.ev("m.room.message", nil, "@a:x", `{"body":"m"}`)
+		case 1:
+			e = r.member(fmt.Sprintf("@u%d:x", i%11), []string{"join", "leave"}[i%2])
+		default:
+			e = r.ev("m.room.topic", sk(""), "@a:x", fmt.Sprintf(`{"topic":"%d"}`, i))
+		}
+		positions = append(positions, r.send(t, e)...)
+	}
+	want := make(map[int64][]string, len(positions))
+	for _, p := range positions {
+		st, err := s.StateAt(ctx(), roomID, p)
+		must(t, err)
+		want[p] = sortedIDs(st)
+	}
+	return func(t *testing.T, s store.Store) {
+		t.Helper()
+		for _, p := range positions {
+			st, err := s.StateAt(ctx(), roomID, p)
+			must(t, err)
+			equal(t, fmt.Sprintf("state after %d", p), sortedIDs(st), want[p])
+		}
+		r.s = s
+		for i := 0; i < 20; i++ {
+			r.send(t, r.member(fmt.Sprintf("@late%d:x", i%7), []string{"join", "leave"}[i%2]))
+			p := r.send(t, r.ev("m.room.message", nil, "@a:x", `{"body":"after"}`))
+			st, err := s.StateAt(ctx(), roomID, p[0])
+			must(t, err)
+			snap, err := s.LoadRoomSnapshot(ctx(), roomID)
+			must(t, err)
+			equal(t, "state after a new event", sortedIDs(st), sortedIDs(snap.State))
+		}
+	}
+}
+
+func sortedIDs(evs []store.StoredEvent) []string {
+	ids := eventIDs(evs)
+	slices.Sort(ids)
+	return ids
 }
