@@ -365,16 +365,7 @@ func (s *Sender) collectLoop(ctx context.Context) {
 			s.o.Log.Warn("federation sender: collect payloads", "err", err)
 		}
 	}
-	sweep()
-	t := time.NewTicker(collectEvery)
-	defer t.Stop()
-	lastSweep := time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	collect := func(ctx context.Context) {
 		s.gmu.Lock()
 		ids := s.garbage
 		s.garbage = nil
@@ -384,6 +375,22 @@ func (s *Sender) collectLoop(ctx context.Context) {
 				s.o.Log.Warn("federation sender: collect payloads", "err", err)
 			}
 		}
+	}
+	sweep()
+	t := time.NewTicker(collectEvery)
+	defer t.Stop()
+	lastSweep := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			// What was delivered so far goes now, not at the next start.
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			collect(cctx)
+			cancel()
+			return
+		case <-t.C:
+		}
+		collect(ctx)
 		if time.Since(lastSweep) >= sweepEvery {
 			sweep()
 			lastSweep = time.Now()

@@ -393,7 +393,7 @@ func TestBatchLimitsAndOrder(t *testing.T) {
 			}
 		}
 		attempts := watch(s)
-		run(t, s)
+		stop := run(t, s)
 		until(t, attempts, "everything delivered", func() bool {
 			p, e := dst.processed()
 			return len(p) == 120 && len(e) == 250 && len(queued(t, st)) == 0
@@ -409,6 +409,12 @@ func TestBatchLimitsAndOrder(t *testing.T) {
 		p, e := dst.processed()
 		if !slices.Equal(p, pduIDs(0, 120)) || !slices.Equal(e, wantEDUs) {
 			t.Fatalf("order not kept:\n%v\n%v", p, e)
+		}
+		// The sender deleted the delivered payloads (at the latest when it
+		// stopped): nothing is left for a sweep.
+		stop()
+		if n, err := st.FedCollect(context.Background(), nil); err != nil || n != 0 {
+			t.Fatalf("%d payloads left after delivery (%v)", n, err)
 		}
 		if ids := []string{txns[0].ID, txns[1].ID, txns[2].ID}; ids[0] == ids[1] || ids[1] == ids[2] {
 			t.Fatalf("transaction IDs reused for different batches: %v", ids)
