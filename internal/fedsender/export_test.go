@@ -15,3 +15,7 @@ func (s *Sender) SetLockHooks(idleLocked, lockBusy func(dest string)) {
 
 // Backoff is the delay after the retry-th consecutive failure.
 func (s *Sender) Backoff(retry int) time.Duration { return s.backoff(retry) }
+
+// SetAfterPrune installs a hook called when the queue cap was enforced on
+// a destination.
+func (s *Sender) SetAfterPrune(f func(dest string, dropped int)) { s.afterPrune = f }

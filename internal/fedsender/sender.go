@@ -163,10 +163,12 @@ type Sender struct {
 	// Test hooks (export_test.go). afterAttempt is called when an attempt
 	// and its bookkeeping are done (err: the transport's); idleLocked when
 	// a worker holding a destination's lock found its queue empty, before
-	// it releases the lock; lockBusy when another process held the lock.
+	// it releases the lock; lockBusy when another process held the lock;
+	// afterPrune when the queue cap was enforced.
 	afterAttempt func(dest string, err error)
 	idleLocked   func(dest string)
 	lockBusy     func(dest string)
+	afterPrune   func(dest string, dropped int)
 }
 
 // dest is a destination this process is sending to or will retry.
@@ -417,6 +419,9 @@ func (s *Sender) pruneBackedOff(ctx context.Context) {
 
 func (s *Sender) prune(ctx context.Context, dest string) {
 	n, err := s.st.FedPrune(ctx, dest, s.o.MaxQueue)
+	if s.afterPrune != nil {
+		defer s.afterPrune(dest, n)
+	}
 	if err != nil {
 		s.o.Log.Warn("federation sender: prune queue", "destination", dest, "err", err)
 	} else if n > 0 {

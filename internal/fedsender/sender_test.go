@@ -843,3 +843,48 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// A destination in back-off that keeps receiving EDUs is held to the cap by
+// the safety tick, before its next attempt.
+func TestQueueCapDuringBackoff(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		st := openStore(t, b)
+		dst := newDest(t)
+		dst.setBehave(func(int) int { return 500 })
+		tr := &httpTransport{urls: map[string]string{}}
+		tr.add("b.test", dst)
+		s := newSender(st, tr, fedsender.Options{MaxQueue: 3, MinBackoff: time.Hour, SafetyTick: 20 * time.Millisecond})
+		pruned := make(chan int, 100)
+		s.SetAfterPrune(func(_ string, n int) { pruned <- n })
+		attempts := watch(s)
+		run(t, s)
+		enqueue(t, s, []string{"b.test"}, pdu(0))
+		if r := <-attempts; r.err == nil {
+			t.Fatal("the attempt succeeded")
+		}
+		if n := <-pruned; n != 0 {
+			t.Fatalf("pruned %d after the failure, want 0", n)
+		}
+		for i := range 10 {
+			enqueue(t, s, []string{"b.test"}, fedsender.EDU("m.receipt", []byte(fmt.Sprintf(`{"!r":{"m.read":{"@u%d:origin.test":{"event_ids":["$x"],"data":{"ts":1}}}}}`, i))))
+		}
+		// Ticks may prune while the receipts are being queued: 8 go in all.
+		deadline := time.After(waitLimit)
+		for sum := 0; sum < 8; {
+			select {
+			case n := <-pruned:
+				sum += n
+			case <-deadline:
+				t.Fatalf("the queue of a destination in back-off was pruned by %d, want 8", sum)
+			}
+		}
+		// Left: the PDU and the 2 newest receipts (the batch would show
+		// the pending transaction only: count the receipts by dropping them).
+		if n, err := st.FedPrune(context.Background(), "b.test", 1); err != nil || n != 2 {
+			t.Fatalf("%d receipts left (%v), want 2", n, err)
+		}
+		if len(dst.allRequests()) != 1 {
+			t.Fatalf("%d attempts during an hour of back-off", len(dst.allRequests()))
+		}
+	})
+}
