@@ -45,6 +45,7 @@ type Store interface {
 	Pushers
 	Search
 	ServerKeys
+	FedQueue
 	Close() error
 }
 

@@ -64,6 +64,10 @@ func Run(t *testing.T, open Opener) {
 		{"Media", testMedia},
 		{"StreamOrder", testStreamOrder},
 		{"ServerKeys", testServerKeys},
+		{"FedQueue", testFedQueue},
+		{"FedQueueAtomic", testFedQueueAtomic},
+		{"FedQueuePrune", testFedQueuePrune},
+		{"FedQueueConcurrent", testFedQueueConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
