@@ -35,6 +35,9 @@ type Deps struct {
 	EDUs federation.EDUHandler
 	// Store answers the queries (aliases, profiles).
 	Store store.Store
+	// Heard is told of every server whose signed request was accepted: a
+	// server that talks to us is up, so what is queued for it goes now.
+	Heard func(origin string)
 }
 
 // API is the Server-Server API.

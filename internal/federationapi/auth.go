@@ -40,6 +40,9 @@ func (a *API) HandleSigned(mux Mux, pattern string, h func(http.ResponseWriter, 
 			jsonhttp.Error(w, r, err)
 			return
 		}
+		if a.Heard != nil {
+			a.Heard(origin)
+		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		h(w, r.WithContext(context.WithValue(r.Context(), originKey{}, origin)))
 	})

@@ -145,7 +145,27 @@ func TestJoinAndMessagesAcrossServers(t *testing.T) {
 	if _, ok := jm.Joined[bob.UserID]; !ok {
 		t.Fatalf("alice's server does not list bob as joined: %s", members.Body)
 	}
-	_ = slices.Contains[[]string]
+	// Messages both ways, each seen in the other side's /sync.
+	a.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/m1", roomID), alice.Token, map[string]any{"msgtype": "m.text", "body": "hello bob"})
+	bobSync.waitFor(t, roomID, body("hello bob"))
+	b.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/m2", roomID), bob.Token, map[string]any{"msgtype": "m.text", "body": "hello alice"})
+	aliceSync.waitFor(t, roomID, body("hello alice"))
+	// Bob's /messages back from now reaches what was said before he came.
+	msgs := b.MustOK(t, "GET", hstest.Path("/rooms/%s/messages", roomID)+"?dir=b&limit=50", bob.Token, nil)
+	var page struct {
+		Chunk []struct {
+			EventID string `json:"event_id"`
+			Type    string `json:"type"`
+		} `json:"chunk"`
+	}
+	json.Unmarshal(msgs.Body, &page)
+	var types []string
+	for _, e := range page.Chunk {
+		types = append(types, e.Type)
+	}
+	if !slices.Contains(types, "m.room.message") {
+		t.Fatalf("bob's /messages: %s", msgs.Body)
+	}
 }
 
 // An alias of another server is looked up there (/query/directory) and the

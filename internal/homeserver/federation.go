@@ -11,6 +11,7 @@ import (
 	"conclave/internal/fedclient"
 	"conclave/internal/federation"
 	"conclave/internal/federationapi"
+	"conclave/internal/fedsender"
 	"conclave/internal/server"
 	"conclave/internal/tlsutil"
 )
@@ -53,14 +54,15 @@ func (hs *Homeserver) setupFederationAPI() {
 	if hs.Config.FederationListen == "" {
 		return
 	}
+	hs.FedSender = fedsender.New(hs.Store, federation.Transport{Client: hs.FedClient}, fedsender.Options{Origin: hs.Config.ServerName, Log: hs.Log})
 	hs.Federation = &federation.Service{ServerName: hs.Config.ServerName, Key: hs.SigningKey, Rooms: hs.Rooms,
-		Client: hs.FedClient, Keys: hs.Keyring, Log: hs.Log}
+		Client: hs.FedClient, Keys: hs.Keyring, Log: hs.Log, Outbox: hs.FedSender}
 	hs.Rooms.Outgoing = hs.Federation.Outgoing
 	hs.Rooms.InviteRemote = hs.Federation.Invite
 	hs.Profiles.Remote = hs.Federation.Profile
 	mux := server.NewMux()
 	federationapi.New(federationapi.Deps{ServerName: hs.Config.ServerName, SigningKey: hs.SigningKey, Version: Version, Keyring: hs.Keyring,
-		Rooms: hs.Rooms, Federation: hs.Federation, Store: hs.Store}).Register(mux)
+		Rooms: hs.Rooms, Federation: hs.Federation, Store: hs.Store, Heard: hs.FedSender.Wake}).Register(mux)
 	hs.FederationHandler = server.Wrap(mux, hs.Log)
 }
 

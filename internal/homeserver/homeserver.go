@@ -22,6 +22,7 @@ import (
 	"conclave/internal/event"
 	"conclave/internal/fedclient"
 	"conclave/internal/federation"
+	"conclave/internal/fedsender"
 	"conclave/internal/keyring"
 	"conclave/internal/keys"
 	"conclave/internal/media"
@@ -66,6 +67,7 @@ type Homeserver struct {
 	TLS               *tlsutil.Bundle     // nil when no TLS is configured
 	FederationHandler http.Handler        // nil when federation_listen is empty
 	Federation        *federation.Service // nil when federation_listen is empty
+	FedSender         *fedsender.Sender   // delivery to other servers; nil likewise
 	Routes            []string            // client listener patterns, "METHOD /path/{param}"
 
 	mu             sync.Mutex
@@ -245,6 +247,18 @@ func (hs *Homeserver) Run(ctx context.Context) error {
 	go func() { <-ctx.Done(); hs.Notifier.Close() }()
 	if err := hs.cluster.start(ctx); err != nil {
 		return err
+	}
+	if hs.FedSender != nil {
+		// Delivery to other servers runs until shutdown and ends before the
+		// store closes (deferred above, so run after this).
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := hs.FedSender.Run(ctx); err != nil && ctx.Err() == nil {
+				hs.Log.Error("federation sender stopped", "err", err)
+			}
+		}()
+		defer func() { <-done }()
 	}
 	return server.Serve(ctx, hs.Log, hs.Config.ShutdownTimeout.Duration, hs.listeners()...)
 }
