@@ -178,6 +178,9 @@ func (s *Service) checkPDU(ctx context.Context, rv *event.RoomVersion, raw json.
 	if err != nil {
 		return nil, err
 	}
+	if s.Keys == nil {
+		return pdu, errors.New("no keyring: signatures cannot be checked")
+	}
 	if err := s.Keys.VerifyEvent(ctx, pdu); err != nil {
 		return pdu, fmt.Errorf("signature check failed: %w", err)
 	}
