@@ -78,3 +78,19 @@ func (s *Server) Names() []string { return s.names }
 // OpenFederation lifts StartFederation's closed circle: the servers may
 // contact, and be contacted by, any server.
 func OpenFederation(c *config.Config) { c.FederationAllow = nil }
+
+// Restart stops a server StartFederation started and starts it again on the
+// same data, name and federation address (the client listener gets a new
+// port): a server that was down for a while. Use the returned server.
+func (s *Server) Restart(t testing.TB) *Server {
+	t.Helper()
+	s.Stop()
+	ln, err := net.Listen("tcp", s.Config.FederationListen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	n := startLogged(t, s.Config, os.Stderr, homeserver.Options{FederationListener: ln})
+	n.CA, n.names = s.CA, s.names
+	return n
+}

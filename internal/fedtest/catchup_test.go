@@ -1,0 +1,64 @@
+package fedtest
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"testing"
+	"time"
+
+	"conclave/internal/homeserver/hstest"
+)
+
+// A server that was down catches up: what was queued for it while it was
+// away (more than one transaction's worth) arrives once it talks again, in
+// order, and its own users see all of it.
+func TestServerDownThenCatchesUp(t *testing.T) {
+	hs := hstest.StartFederation(t, 2)
+	a, b := hs[0], hs[1]
+	alice := a.Register(t, "alice")
+	bob := b.Register(t, "bob")
+	roomID := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "public_chat"}).Str("room_id")
+	b.MustOK(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.ServerName), bob.Token, map[string]any{})
+
+	b.Stop()
+	const n = 60
+	for i := 0; i < n; i++ {
+		a.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/%s", roomID, fmt.Sprint("away", i)), alice.Token, map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("while you were away %d", i)})
+	}
+	b = b.Restart(t)
+	// Bob speaks: his server talks to alice's, which sends what it kept.
+	b.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/back", roomID), bob.Token, map[string]any{"msgtype": "m.text", "body": "back"})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := 0
+		r := b.MustOK(t, "GET", hstest.Path("/rooms/%s/messages", roomID)+"?dir=b&limit=200", bob.Token, nil)
+		var page struct {
+			Chunk []struct {
+				Content struct {
+					Body string `json:"body"`
+				} `json:"content"`
+			} `json:"chunk"`
+		}
+		json.Unmarshal(r.Body, &page)
+		for _, e := range page.Chunk {
+			var i int
+			if _, err := fmt.Sscanf(e.Content.Body, "while you were away %d", &i); err == nil {
+				got++
+			}
+		}
+		if got == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob's server has %d of the %d messages sent while it was down", got, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// And alice's server took bob's message, which was built on what his
+	// server had before it caught up (a fork, merged).
+	r := a.MustOK(t, "GET", hstest.Path("/rooms/%s/messages", roomID)+"?dir=b&limit=5", alice.Token, nil)
+	if !contains(r.Body, `"back"`) {
+		t.Fatalf("alice's server lacks bob's message: %s", r.Body)
+	}
+}
