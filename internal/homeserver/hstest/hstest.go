@@ -43,6 +43,8 @@ type Server struct {
 	CA *tlstest.CA
 
 	names []string // StartFederation's names
+	// Proc is the real process behind a Server made for one (StartProcess).
+	Proc *Process
 }
 
 // EnvDatabase names the variable that picks the test servers' database:
