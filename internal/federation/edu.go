@@ -32,7 +32,7 @@ func (s *Service) HandleEDU(ctx context.Context, origin, eduType string, content
 			UserID string `json:"user_id"`
 			Typing bool   `json:"typing"`
 		}
-		if json.Unmarshal(content, &c) != nil || matrix.ServerOf(c.UserID) != origin || s.Sinks.Typing == nil {
+		if json.Unmarshal(content, &c) != nil || matrix.ServerOf(c.UserID) != origin || s.Sinks.Typing == nil || !s.Rooms.ServerAllowed(ctx, c.RoomID, origin) {
 			return
 		}
 		if err := s.Sinks.Typing(ctx, c.RoomID, c.UserID, c.Typing, RemoteTypingTimeout); err != nil {
@@ -52,6 +52,9 @@ func (s *Service) HandleEDU(ctx context.Context, origin, eduType string, content
 		}
 		n := 0
 		for roomID, byType := range c {
+			if !s.Rooms.ServerAllowed(ctx, roomID, origin) {
+				continue
+			}
 			for typ, byUser := range byType {
 				if typ != "m.read" {
 					continue // only public read receipts travel

@@ -143,6 +143,10 @@ func (s *Service) receivePDU(ctx context.Context, origin string, raw json.RawMes
 	if pdu.RoomID != head.RoomID {
 		return pdu.EventID, errors.New("room_id mismatch")
 	}
+	if !s.Rooms.ServerAllowed(ctx, pdu.RoomID, origin) {
+		// m.room.server_acl applies to every PDU a server sends.
+		return pdu.EventID, errors.New("this server is denied by the room's server ACL")
+	}
 	for round := 0; ; round++ {
 		got, err := s.Rooms.Receive(ctx, pdu)
 		var missing *room.MissingEventsError

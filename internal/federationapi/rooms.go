@@ -19,7 +19,7 @@ func (a *API) registerRooms(mux Mux) {
 	if a.Rooms == nil || a.Federation == nil {
 		return
 	}
-	sign := func(p string, h func(http.ResponseWriter, *http.Request)) { a.HandleSigned(mux, p, h) }
+	sign := func(p string, h func(http.ResponseWriter, *http.Request)) { a.HandleSigned(mux, p, a.withACL(h)) }
 	sign("PUT /_matrix/federation/v1/send/{txnId}", a.send)
 	sign("GET /_matrix/federation/v1/make_join/{roomId}/{userId}", a.makeMembership("join"))
 	sign("GET /_matrix/federation/v1/make_leave/{roomId}/{userId}", a.makeMembership("leave"))
@@ -36,6 +36,19 @@ func (a *API) registerRooms(mux Mux) {
 	sign("POST /_matrix/federation/v1/get_missing_events/{roomId}", a.getMissingEvents)
 	sign("GET /_matrix/federation/v1/backfill/{roomId}", a.backfill)
 	sign("PUT /_matrix/federation/v2/invite/{roomId}/{eventId}", a.invite)
+}
+
+// withACL refuses a request about a room whose m.room.server_acl denies the
+// requesting server (403 M_FORBIDDEN), as Synapse does on every federation
+// endpoint that names a room. /send is checked PDU by PDU and EDU by EDU.
+func (a *API) withACL(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if roomID := r.PathValue("roomId"); roomID != "" && !a.Rooms.ServerAllowed(r.Context(), roomID, Origin(r.Context())) {
+			jsonhttp.Error(w, r, matrix.Forbidden("Server is banned from room"))
+			return
+		}
+		h(w, r)
+	}
 }
 
 // send: PUT /_matrix/federation/v1/send/{txnId}.

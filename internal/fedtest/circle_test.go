@@ -196,3 +196,30 @@ func waitState(t *testing.T, s *hstest.Server, u *hstest.User, roomID, typ strin
 	}
 	t.Fatalf("%s's %s never matched", s.ServerName, typ)
 }
+
+// m.room.server_acl is enforced on what other servers send: once a room
+// denies a server (here every server of the test, all named localhost), its
+// events and EDUs for the room are refused, both ways.
+func TestServerACLEnforced(t *testing.T) {
+	hs := hstest.StartFederation(t, 2)
+	a, b := hs[0], hs[1]
+	alice := a.Register(t, "alice")
+	bob := b.Register(t, "bob")
+	roomID := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "public_chat"}).Str("room_id")
+	b.MustOK(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.ServerName), bob.Token, map[string]any{})
+	a.MustOK(t, "PUT", hstest.Path("/rooms/%s/state/m.room.server_acl/", roomID), alice.Token, map[string]any{"allow": []string{"*"}, "deny": []string{"localhost"}})
+	// The ACL itself reaches bob's server (it was not in force yet there).
+	waitState(t, b, bob, roomID, "m.room.server_acl", func(c json.RawMessage) bool { return contains(c, "localhost") })
+	b.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/x", roomID), bob.Token, map[string]any{"msgtype": "m.text", "body": "from a denied server"})
+	a.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/y", roomID), alice.Token, map[string]any{"msgtype": "m.text", "body": "to a denied server"})
+	// Both transactions go at once (no back-off: each server just heard
+	// from the other); two seconds is far more than their delivery takes
+	// (milliseconds here), and without the ACL check both arrive in it.
+	time.Sleep(2 * time.Second)
+	if r := a.MustOK(t, "GET", hstest.Path("/rooms/%s/messages", roomID)+"?dir=b&limit=20", alice.Token, nil); contains(r.Body, "from a denied server") {
+		t.Fatalf("alice's server took an event from a denied server: %s", r.Body)
+	}
+	if r := b.MustOK(t, "GET", hstest.Path("/rooms/%s/messages", roomID)+"?dir=b&limit=20", bob.Token, nil); contains(r.Body, "to a denied server") {
+		t.Fatalf("bob's server took an event from a denied server: %s", r.Body)
+	}
+}
