@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"path/filepath"
 	"slices"
@@ -350,5 +351,45 @@ func TestReceiveConflictResolves(t *testing.T) {
 				t.Fatalf("state after the merge has topic %s, want %s", e.EventID, want)
 			}
 		}
+	}
+}
+
+// A room forked many times (a hostile server can) is merged a few forward
+// extremities at a time: a local event cites at most 10.
+func TestManyExtremitiesMergedTenAtATime(t *testing.T) {
+	r := newRemoteRoom(t)
+	ctx := context.Background()
+	r.receive(r.build("m.room.member", sk("@bob:y.example"), "@bob:y.example", `{"membership":"join"}`, nil, nil), room.Accepted)
+	base := r.build("m.room.message", nil, "@bob:y.example", `{"body":"base"}`, nil, nil)
+	r.receive(base, room.Accepted)
+	for i := 0; i < 15; i++ {
+		r.receive(r.build("m.room.message", nil, "@bob:y.example", fmt.Sprintf(`{"body":"fork %d"}`, i), nil, []string{base.EventID}), room.Accepted)
+	}
+	if _, exts := r.state(); len(exts) != 15 {
+		t.Fatalf("%d extremities after 15 forks", len(exts))
+	}
+	send := func() []string {
+		id, err := r.svc.Send(ctx, &room.SendRequest{RoomID: r.id, Sender: "@alice:x.example", Type: "m.room.message", Content: json.RawMessage(`{"body":"merge"}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pdus, _ := r.db.GetPDUs(ctx, []string{id})
+		var p struct {
+			Prev []string `json:"prev_events"`
+		}
+		json.Unmarshal(pdus[0].JSON, &p)
+		return p.Prev
+	}
+	if prev := send(); len(prev) != 10 {
+		t.Fatalf("first merge cites %d", len(prev))
+	}
+	if _, exts := r.state(); len(exts) != 6 {
+		t.Fatalf("%d extremities after the first merge, want 6", len(exts))
+	}
+	if prev := send(); len(prev) != 6 {
+		t.Fatalf("second merge cites %d", len(prev))
+	}
+	if _, exts := r.state(); len(exts) != 1 {
+		t.Fatalf("%d extremities after the second merge", len(exts))
 	}
 }

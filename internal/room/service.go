@@ -221,7 +221,14 @@ func (s *Service) RoomVersion(ctx context.Context, roomID string) (*event.RoomVe
 // the PDU and checks it against the authorisation rules with rs as the state.
 func (s *Service) build(rs *roomState, proto *event.Proto) (*event.PDU, error) {
 	proto.RoomID = rs.roomID
-	proto.PrevEvents = append([]string(nil), rs.extremities...)
+	// Every forward extremity, newest first, at most maxPrevEvents: a room
+	// with more (a hostile server can fork a room many times) merges them
+	// a few at a time.
+	exts := rs.extremities
+	if len(exts) > maxPrevEvents {
+		exts = exts[len(exts)-maxPrevEvents:]
+	}
+	proto.PrevEvents = append([]string(nil), exts...)
 	proto.Depth = rs.depth + 1
 	proto.OriginServerTS = s.now().UnixMilli()
 	proto.AuthEvents = proto.AuthEvents[:0]
@@ -349,8 +356,9 @@ func (s *Service) afterCommit(rs *roomState, pdus []*event.PDU, positions []int6
 	var targets []string
 	for _, pdu := range pdus {
 		rs.apply(pdu)
-		rs.extremities = []string{pdu.EventID}
-		rs.depth = pdu.Depth
+		rs.extremities = slices.DeleteFunc(rs.extremities, func(x string) bool { return slices.Contains(pdu.PrevEvents, x) })
+		rs.extremities = append(rs.extremities, pdu.EventID)
+		rs.depth = max(rs.depth, pdu.Depth)
 		s.parsed.put(pdu)
 		if pdu.Type == "m.room.member" && pdu.StateKey != nil {
 			targets = append(targets, *pdu.StateKey)

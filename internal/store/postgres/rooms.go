@@ -83,13 +83,13 @@ func queueEvents(ctx context.Context, p *pipeline, roomID string, events []store
 	}
 	p.exec(nil, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, roomLockClass, roomID)
 	if prev := events[0].PrevEvents; prev != nil {
-		// The forward extremities must still be exactly prev: if not, the
-		// division by zero aborts the transaction (constant folding cannot
-		// trigger it early: the condition reads tables) and is reported as
-		// store.ErrRoomChanged.
+		// Every event prev cites must still be a forward extremity: if not,
+		// the division by zero aborts the transaction (constant folding
+		// cannot trigger it early: the condition reads tables) and is
+		// reported as store.ErrRoomChanged.
 		p.exec(roomChangedErr, `SELECT 1 / CASE WHEN
-				(SELECT coalesce(array_agg(event_id COLLATE "C" ORDER BY event_id COLLATE "C"), '{}') FROM forward_extremities WHERE room_id = $1) =
-				(SELECT coalesce(array_agg(x COLLATE "C" ORDER BY x COLLATE "C"), '{}') FROM unnest($2::text[]) AS x)
+				(SELECT count(DISTINCT event_id) FROM forward_extremities WHERE room_id = $1 AND event_id = ANY($2::text[])) =
+				(SELECT count(DISTINCT x) FROM unnest($2::text[]) AS x)
 			THEN 1 ELSE 0 END`, roomID, prev)
 	}
 	var first int64
@@ -127,9 +127,14 @@ func queueEvents(ctx context.Context, p *pipeline, roomID string, events []store
 			p.exec(nil, `UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND room_id = $3 AND redacted_by = ''`, e.EventID, e.Redacts, roomID)
 		}
 	}
-	// The last event becomes the single forward extremity: local events form
-	// a line. Federation will cite several.
-	p.exec(nil, `DELETE FROM forward_extremities WHERE room_id = $1`, roomID)
+	// The last event replaces the extremities the first one cites (all of
+	// them, unless the room has more than a local event may cite); the
+	// others stay.
+	if prev := events[0].PrevEvents; prev == nil {
+		p.exec(nil, `DELETE FROM forward_extremities WHERE room_id = $1`, roomID)
+	} else {
+		p.exec(nil, `DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = ANY($2::text[])`, roomID, prev)
+	}
 	p.exec(nil, `INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)`, roomID, events[len(events)-1].EventID)
 	return func() []int64 {
 		positions := make([]int64, n)

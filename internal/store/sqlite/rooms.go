@@ -64,7 +64,7 @@ func persistEventsTx(ctx context.Context, tx *Tx, roomID string, events []store.
 		if err != nil {
 			return nil, err
 		}
-		if !sameSet(cur, prev) {
+		if !subset(prev, cur) {
 			return nil, store.ErrRoomChanged
 		}
 	}
@@ -131,10 +131,19 @@ func persistEventsTx(ctx context.Context, tx *Tx, roomID string, events []store.
 			}
 		}
 	}
-	// The last event becomes the single forward extremity: one writer per room
-	// means local events form a line. Federation will cite several.
-	if _, err := tx.ExecContext(ctx, `DELETE FROM forward_extremities WHERE room_id = ?`, roomID); err != nil {
-		return nil, err
+	// The last event replaces the extremities the first one cites (all of
+	// them, unless the room has more than a local event may cite); the
+	// others stay.
+	if prev := events[0].PrevEvents; prev == nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM forward_extremities WHERE room_id = ?`, roomID); err != nil {
+			return nil, err
+		}
+	} else {
+		for _, id := range prev {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM forward_extremities WHERE room_id = ? AND event_id = ?`, roomID, id); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO forward_extremities (room_id, event_id) VALUES (?, ?)`, roomID, events[len(events)-1].EventID); err != nil {
 		return nil, err
@@ -213,13 +222,12 @@ func (db *DB) AliasesForRoom(ctx context.Context, roomID string) ([]string, erro
 	return queryStrings(ctx, db.r, `SELECT alias FROM room_aliases WHERE room_id = ? ORDER BY alias`, roomID)
 }
 
-// sameSet reports whether a and b hold the same strings.
-func sameSet(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
+// subset reports whether every string of a is in b.
+func subset(a, b []string) bool {
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
 	}
-	a, b = slices.Clone(a), slices.Clone(b)
-	slices.Sort(a)
-	slices.Sort(b)
-	return slices.Equal(a, b)
+	return true
 }
