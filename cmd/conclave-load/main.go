@@ -24,6 +24,8 @@ const usage = `usage: conclave-load [flags] <scenario>
 
 scenarios:
   messages          U users long-poll /sync in R rooms of M members while messages are sent
+  federation        messages with every other user on a second server (--peer-url): every room spans
+                    both servers, so every message crosses the boundary
   initial-sync      one user in K rooms with history: full and incremental /sync times per K
   join-large-room   a newcomer joins a room of L members: join time and first /sync
   idle              U users long-poll with no traffic: server memory per client and CPU
@@ -60,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var (
 		base     = fs.String("url", "http://127.0.0.1:8008", "homeserver client API base URL (loopback only)")
 		pid      = fs.Int("pid", 0, "the server's process ID, for its CPU and memory figures")
+		peerURL  = fs.String("peer-url", "", "federation: a second server's client API base URL (loopback only), federating with --url")
+		peerPID  = fs.Int("peer-pid", 0, "federation: the second server's process ID")
 		dbPID    = fs.Int("db-pid", 0, "a separate database server's main process ID (PostgreSQL postmaster), for its CPU")
 		secret   = fs.String("secret", "", "registration shared secret (Synapse admin API); empty: open registration")
 		out      = fs.String("out", "", "write the result as JSON to this file")
@@ -112,7 +116,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	var result any
 	switch scenario {
-	case "messages":
+	case "messages", "federation":
+		if scenario == "federation" {
+			if *peerURL == "" {
+				fmt.Fprintln(stderr, "conclave-load: federation needs --peer-url (a second server federating with --url)")
+				return 2
+			}
+			if cfg.Peer, err = loadtest.NewServer(*peerURL, *secret, conns); err != nil {
+				fmt.Fprintln(stderr, err)
+				return 2
+			}
+			cfg.PeerPID = *peerPID
+		}
 		result, err = loadtest.Messages(ctx, cfg, loadtest.MessagesParams{
 			Users: *users, Rooms: *rooms, Members: *members, Senders: *senders, Messages: *messages, Rate: *rate, Drain: *drain,
 		})

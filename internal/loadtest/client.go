@@ -229,6 +229,16 @@ func (u *User) Join(ctx context.Context, roomID string) error {
 	return u.Do(ctx, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), map[string]any{}, nil)
 }
 
+// JoinVia joins a room by ID through the server of via (a user ID) when it
+// is on another server than u: a join over federation.
+func (u *User) JoinVia(ctx context.Context, roomID, via string) error {
+	server := via[strings.IndexByte(via, ':')+1:]
+	if server == u.UserID[strings.IndexByte(u.UserID, ':')+1:] {
+		return u.Join(ctx, roomID)
+	}
+	return u.Do(ctx, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(server), map[string]any{}, nil)
+}
+
 // Send sends one event and returns its ID.
 func (u *User) Send(ctx context.Context, roomID, evType, txnID string, content any) (string, error) {
 	var a struct {

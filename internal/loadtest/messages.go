@@ -39,6 +39,10 @@ type MessagesResult struct {
 	// The same with the database server's CPU added (PostgreSQL).
 	ServerAndDatabaseCPUPer1000Msgs float64      `json:"server_and_database_cpu_seconds_per_1000_messages,omitempty"`
 	Phase                           PhaseFigures `json:"phase"`
+	// PeerPhase: the second server's figures (federation scenario).
+	PeerPhase *PhaseFigures `json:"peer_phase,omitempty"`
+	// ServersCPUPer1000Msgs: both servers' CPU (federation scenario).
+	ServersCPUPer1000Msgs float64 `json:"both_servers_cpu_seconds_per_1000_messages,omitempty"`
 }
 
 // Messages runs the messages scenario: U users in R rooms of M members each
@@ -71,8 +75,9 @@ func Messages(ctx context.Context, c *Config, p MessagesParams) (*MessagesResult
 			return err
 		}
 		rooms[r] = id
+		creator := users[members[r][0]].UserID
 		for _, u := range members[r][1:] {
-			if err := users[u].Join(ctx, id); err != nil {
+			if err := users[u].JoinVia(ctx, id, creator); err != nil {
 				return err
 			}
 		}
@@ -154,6 +159,10 @@ func Messages(ctx context.Context, c *Config, p MessagesParams) (*MessagesResult
 
 	c.logf("sending %d messages", p.Messages)
 	meter := StartMeter(c.PID)
+	var peerMeter *Meter
+	if c.Peer != nil {
+		peerMeter = StartMeter(c.PeerPID)
+	}
 	var sendLat Latencies
 	var failed atomic.Int64
 	var lastErr atomic.Value
@@ -233,6 +242,10 @@ func Messages(ctx context.Context, c *Config, p MessagesParams) (*MessagesResult
 	case <-ctx.Done():
 	}
 	res.Phase = meter.Stop()
+	var peerPhase PhaseFigures
+	if peerMeter != nil {
+		peerPhase = peerMeter.Stop()
+	}
 	stopSync()
 	syncWG.Wait()
 
@@ -249,6 +262,13 @@ func Messages(ctx context.Context, c *Config, p MessagesParams) (*MessagesResult
 	res.DuplicateDeliveries = dups.Load()
 	res.LimitedTimelines = limited.Load()
 	res.SyncResponses = responses.Load()
+	if peerMeter != nil {
+		pf := peerPhase
+		res.PeerPhase = &pf
+		if c.PID > 0 && c.PeerPID > 0 && res.Accepted > 0 {
+			res.ServersCPUPer1000Msgs = (res.Phase.ServerCPUSec + pf.ServerCPUSec) / (float64(res.Accepted) / 1000)
+		}
+	}
 	if c.PID > 0 && res.Accepted > 0 {
 		res.ServerCPUPer1000Msgs = res.Phase.ServerCPUSec / (float64(res.Accepted) / 1000)
 		if res.Phase.DatabaseCPUSec > 0 {

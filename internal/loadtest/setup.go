@@ -10,8 +10,13 @@ import (
 
 // Config is what every scenario shares.
 type Config struct {
-	Server   *Server
+	Server *Server
+	// Peer, when set, is a second server federating with Server (the
+	// federation scenario): every other user is registered there, so each
+	// room spans both servers.
+	Peer     *Server
 	PID      int    // the server's process ID for CPU/RSS figures; 0: unknown
+	PeerPID  int    // the peer's, likewise
 	Prefix   string // localpart prefix, unique per run so runs never collide
 	Parallel int    // concurrency of setup requests
 	Log      func(format string, args ...any)
@@ -59,7 +64,11 @@ func (c *Config) registerUsers(ctx context.Context, tag string, n int) ([]*User,
 	users := make([]*User, n)
 	start := time.Now()
 	err := parallel(ctx, n, c.Parallel, func(ctx context.Context, i int) error {
-		u, err := c.Server.Register(ctx, fmt.Sprintf("%s-%s-%d", c.Prefix, tag, i), "")
+		srv := c.Server
+		if c.Peer != nil && i%2 == 1 {
+			srv = c.Peer
+		}
+		u, err := srv.Register(ctx, fmt.Sprintf("%s-%s-%d", c.Prefix, tag, i), "")
 		users[i] = u
 		return err
 	})

@@ -203,7 +203,7 @@ func (s *Service) receiveOnce(ctx context.Context, pdu *event.PDU) (Received, er
 		if current, err = s.resolveExtremities(ctx, rs, exts, pdu, after); err != nil {
 			return Received{}, err
 		}
-		w.CurrentChanges, err = s.stateChanges(ctx, rs, current)
+		w.CurrentChanges, err = s.stateChanges(ctx, rs, current, pdu)
 		if err != nil {
 			return Received{}, err
 		}
@@ -359,8 +359,9 @@ func (s *Service) resolve(ctx context.Context, rv *event.RoomVersion, sets []Sta
 	return s.ResolveState(rv, sets, &storeLoader{ctx: ctx, s: s, rv: rv, pending: pending})
 }
 
-// stateChanges lists what takes the room's current state to next.
-func (s *Service) stateChanges(ctx context.Context, rs *roomState, next StateMap) ([]store.StateEntry, error) {
+// stateChanges lists what takes the room's current state to next; pending
+// is the event being received (not stored yet), which next may name.
+func (s *Service) stateChanges(ctx context.Context, rs *roomState, next StateMap, pending *event.PDU) ([]store.StateEntry, error) {
 	cur := make(StateMap, len(rs.state))
 	for k, ev := range rs.state {
 		cur[authrules.StateKey{Type: k.typ, StateKey: k.key}] = ev.EventID
@@ -369,17 +370,15 @@ func (s *Service) stateChanges(ctx context.Context, rs *roomState, next StateMap
 	// Memberships need the membership of each member event that changed.
 	var need []string
 	for _, c := range changes {
-		if c.Type == "m.room.member" && c.EventID != "" {
+		if c.Type == "m.room.member" && c.EventID != "" && c.EventID != pending.EventID {
 			need = append(need, c.EventID)
 		}
-	}
-	if len(need) == 0 {
-		return changes, nil
 	}
 	found, err := s.graphEvents(ctx, rs.version, need)
 	if err != nil {
 		return nil, err
 	}
+	found[pending.EventID] = &graphEvent{pdu: pending}
 	for i := range changes {
 		c := &changes[i]
 		if c.Type == "m.room.member" && c.EventID != "" {

@@ -393,3 +393,26 @@ func TestManyExtremitiesMergedTenAtATime(t *testing.T) {
 		t.Fatalf("%d extremities after the second merge", len(exts))
 	}
 }
+
+// A membership received on a branch (a join racing other events) changes
+// the current state through resolution: its own membership is known though
+// it is not stored yet.
+func TestReceiveJoinOnABranch(t *testing.T) {
+	r := newRemoteRoom(t)
+	r.svc.ResolveState = func(rv *event.RoomVersion, sets []room.StateMap, load room.EventLoader) (room.StateMap, error) {
+		return stateres.Resolve(rv, sets, load)
+	}
+	ctx := context.Background()
+	join := r.build("m.room.member", sk("@bob:y.example"), "@bob:y.example", `{"membership":"join"}`, nil, nil)
+	r.receive(join, room.Accepted)
+	atJoin, _ := r.state()
+	if _, err := r.svc.Send(ctx, &room.SendRequest{RoomID: r.id, Sender: "@alice:x.example", Type: "m.room.message", Content: json.RawMessage(`{"body":"meanwhile"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	carol := r.build("m.room.member", sk("@carol:y.example"), "@carol:y.example", `{"membership":"join"}`, atJoin, []string{join.EventID})
+	r.receive(carol, room.Accepted)
+	mem, err := r.db.UserMemberships(ctx, "@carol:y.example")
+	if err != nil || len(mem) != 1 || mem[0].Membership != "join" {
+		t.Fatalf("carol's memberships: %+v %v", mem, err)
+	}
+}
