@@ -31,6 +31,9 @@ const (
 // txnsKept bounds the transaction answers remembered for retries.
 const txnsKept = 10_000
 
+// roomsInParallel bounds the rooms of one transaction processed at once.
+const roomsInParallel = 8
+
 // EDUHandler takes the EDUs of a transaction (typing, receipts, device
 // lists, to-device…); nil: they are ignored.
 type EDUHandler func(ctx context.Context, origin, eduType string, content json.RawMessage)
@@ -65,17 +68,44 @@ func (s *Service) Transaction(ctx context.Context, origin, txnID string, body []
 		return nil, matrix.BadJSON("A transaction holds at most %d PDUs and %d EDUs", MaxTxnPDUs, MaxTxnEDUs)
 	}
 	results := make(map[string]any, len(t.PDUs))
+	var mu sync.Mutex
+	// The PDUs of one room in the order sent; rooms side by side (their
+	// writes then share commits).
+	var order []string
+	byRoom := map[string][]json.RawMessage{}
 	for _, raw := range t.PDUs {
-		id, err := s.receivePDU(ctx, origin, raw)
-		if id == "" {
-			continue // no event ID to answer for (unknown room, unparseable)
+		var head struct {
+			RoomID string `json:"room_id"`
 		}
-		if err != nil {
-			results[id] = map[string]string{"error": err.Error()}
-		} else {
-			results[id] = struct{}{}
+		json.Unmarshal(raw, &head)
+		if _, ok := byRoom[head.RoomID]; !ok {
+			order = append(order, head.RoomID)
 		}
+		byRoom[head.RoomID] = append(byRoom[head.RoomID], raw)
 	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, roomsInParallel)
+	for _, roomID := range order {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(pdus []json.RawMessage) {
+			defer func() { <-sem; wg.Done() }()
+			for _, raw := range pdus {
+				id, err := s.receivePDU(ctx, origin, raw)
+				if id == "" {
+					continue // no event ID to answer for (unknown room, unparseable)
+				}
+				mu.Lock()
+				if err != nil {
+					results[id] = map[string]string{"error": err.Error()}
+				} else {
+					results[id] = struct{}{}
+				}
+				mu.Unlock()
+			}
+		}(byRoom[roomID])
+	}
+	wg.Wait()
 	if edus != nil {
 		for _, e := range t.EDUs {
 			edus(ctx, origin, e.Type, e.Content)

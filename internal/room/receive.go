@@ -153,6 +153,16 @@ func (s *Service) receiveOnce(ctx context.Context, pdu *event.PDU) (Received, er
 	if err := authrules.CheckAgainstAuthEvents(pdu, authEvents, rs.StateEvent("m.room.create", ""), v); err != nil {
 		return s.reject(ctx, rs, pdu, "not allowed by its auth events: "+err.Error())
 	}
+	if len(rs.extremities) == 1 && len(pdu.PrevEvents) == 1 && len(prevs) == 1 && pdu.PrevEvents[0] == rs.extremities[0] && prevs[0].group != 0 {
+		// The common case: the event extends the room's one forward
+		// extremity, so the state before it is the current state, in
+		// memory; one check is both the second and the third.
+		if err := authrules.CheckWith(pdu, rs, v); err != nil {
+			return s.reject(ctx, rs, pdu, "not allowed by the state before it: "+err.Error())
+		}
+		return s.persistReceived(ctx, rs, pdu, &store.GraphWrite{Event: receivedRowFrom(rs, pdu), StateBefore: prevs[0].group,
+			Extremities: []string{pdu.EventID}}, nil)
+	}
 	before, err := s.stateBefore(ctx, rs, prevs)
 	if err != nil {
 		return Received{}, err
@@ -208,6 +218,15 @@ func (s *Service) receiveOnce(ctx context.Context, pdu *event.PDU) (Received, er
 			return Received{}, err
 		}
 	}
+	return s.persistReceived(ctx, rs, pdu, w, after)
+}
+
+// persistReceived writes an accepted received event and applies it to the
+// in-memory state; after is the state after it when known (kept in the
+// cache of groups).
+func (s *Service) persistReceived(ctx context.Context, rs *roomState, pdu *event.PDU, w *store.GraphWrite, after StateMap) (Received, error) {
+	row := w.Event
+	exts := w.Extremities
 	var otherMembers []string
 	for _, c := range w.CurrentChanges {
 		if c.Type == "m.room.member" {
@@ -225,7 +244,9 @@ func (s *Service) receiveOnce(ctx context.Context, pdu *event.PDU) (Received, er
 		return Received{}, err
 	}
 	done([]int64{pos})
-	s.groupState(group, after)
+	if after != nil {
+		s.groupState(group, after)
+	}
 
 	// The in-memory state follows the store.
 	var targets []string
@@ -255,6 +276,17 @@ func (s *Service) reject(ctx context.Context, rs *roomState, pdu *event.PDU, rea
 		return Received{}, err
 	}
 	return Received{Outcome: Rejected, Reason: reason}, nil
+}
+
+// receivedRowFrom is receivedRow when the state before the event is rs.
+func receivedRowFrom(rs *roomState, pdu *event.PDU) store.NewEvent {
+	ne := receivedRow(rs, pdu, nil)
+	if pdu.StateKey != nil {
+		if old := rs.StateEvent(pdu.Type, *pdu.StateKey); old != nil {
+			ne.ReplacesState = old.EventID
+		}
+	}
+	return ne
 }
 
 // receivedRow is the row of a received event; before (the state before it)

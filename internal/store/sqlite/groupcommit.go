@@ -23,7 +23,9 @@ const maxGroup = 128
 type persistRequest struct {
 	roomID string
 	events []store.NewEvent
-	done   chan persistResult
+	// fn, when set, is the write instead of events (PersistGraphEvent).
+	fn   func(ctx context.Context, tx *Tx) error
+	done chan persistResult
 }
 
 type persistResult struct {
@@ -67,6 +69,24 @@ func (db *DB) stopCommitter() {
 // PersistEvents implements store.Rooms through the group committer.
 func (db *DB) PersistEvents(ctx context.Context, roomID string, events []store.NewEvent) ([]int64, error) {
 	req := &persistRequest{roomID: roomID, events: events, done: make(chan persistResult, 1)}
+	return db.groupCommit(req)
+}
+
+// PersistGraphEvent implements store.Graph through the group committer:
+// events received from other servers share commits as local ones do.
+func (db *DB) PersistGraphEvent(ctx context.Context, w *store.GraphWrite) (pos, group int64, err error) {
+	req := &persistRequest{done: make(chan persistResult, 1), fn: func(ctx context.Context, tx *Tx) error {
+		var err error
+		pos, group, err = db.Shared.PersistGraphEventTx(ctx, sharedQuerier[*Tx]{tx}, w)
+		return err
+	}}
+	if _, err := db.groupCommit(req); err != nil {
+		return 0, 0, err
+	}
+	return pos, group, nil
+}
+
+func (db *DB) groupCommit(req *persistRequest) ([]int64, error) {
 	c := db.commit
 	c.mu.RLock()
 	if c.closed {
@@ -111,7 +131,13 @@ func (db *DB) commitBatch(batch []*persistRequest) {
 			if _, err := tx.ExecContext(ctx, `SAVEPOINT persist`); err != nil {
 				return err
 			}
-			pos, err := persistEventsTx(ctx, tx, r.roomID, r.events)
+			var pos []int64
+			var err error
+			if r.fn != nil {
+				err = r.fn(ctx, tx)
+			} else {
+				pos, err = persistEventsTx(ctx, tx, r.roomID, r.events)
+			}
 			if err != nil {
 				if _, rbErr := tx.ExecContext(ctx, `ROLLBACK TO persist`); rbErr != nil {
 					return rbErr

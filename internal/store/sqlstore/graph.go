@@ -26,11 +26,25 @@ func graphEventRow(e *store.NewEvent, stateGroup int64, kind int, reason string,
 }
 
 func (s *Shared) PersistGraphEvent(ctx context.Context, w *store.GraphWrite) (pos, group int64, err error) {
+	err = s.b.Tx(ctx, func(tx Querier) error {
+		var err error
+		pos, group, err = s.PersistGraphEventTx(ctx, tx, w)
+		return err
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	return pos, group, nil
+}
+
+// PersistGraphEventTx is PersistGraphEvent inside tx (a backend's group
+// commit runs several in one transaction).
+func (s *Shared) PersistGraphEventTx(ctx context.Context, tx Querier, w *store.GraphWrite) (pos, group int64, err error) {
 	e := &w.Event
 	if e.RoomID == "" {
 		return 0, 0, errors.New("sqlstore: graph event without a room")
 	}
-	err = s.b.Tx(ctx, func(tx Querier) error {
+	err = func() error {
 		pos, group = 0, 0
 		if err := s.b.Lock(ctx, tx, LockRoom, e.RoomID); err != nil {
 			return err
@@ -112,7 +126,7 @@ func (s *Shared) PersistGraphEvent(ctx context.Context, w *store.GraphWrite) (po
 			}
 		}
 		return nil
-	})
+	}()
 	if err != nil {
 		return 0, 0, err
 	}
