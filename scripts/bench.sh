@@ -3,7 +3,8 @@
 #   scripts/bench.sh messages [conclave-load flags...]
 # The federation scenario starts two conclaves federating over loopback (a
 # test CA made with openssl, names localhost:<federation port>, a closed
-# circle of the two); the second one always uses SQLite.
+# circle of the two); the second one always uses SQLite. FEDERATED=1 does the
+# same for another scenario (join-large-room: newcomers join from the second).
 # DATABASE=postgres://... selects PostgreSQL (the database must be empty);
 # DATABASE=postgres starts a throwaway PostgreSQL with production durability
 # settings (scripts/postgres-test.sh); the default is SQLite in a temporary
@@ -37,7 +38,7 @@ fi
 if [ -n "${DATABASE:-}" ]; then db_flag=(--database "$DATABASE"); fi
 name=bench.local
 fed_flags=()
-if [ "$scenario" = federation ]; then
+if [ "$scenario" = federation ] || [ -n "${FEDERATED:-}" ]; then
 	# Two servers in a closed circle on loopback, one test CA, names with
 	# the federation ports; the second runs on SQLite in its own directory.
 	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/ca.key" -out "$work/ca.crt" \

@@ -62,7 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var (
 		base     = fs.String("url", "http://127.0.0.1:8008", "homeserver client API base URL (loopback only)")
 		pid      = fs.Int("pid", 0, "the server's process ID, for its CPU and memory figures")
-		peerURL  = fs.String("peer-url", "", "federation: a second server's client API base URL (loopback only), federating with --url")
+		peerURL  = fs.String("peer-url", "", "federation, join-large-room: a second server's client API base URL (loopback only), federating with --url")
 		peerPID  = fs.Int("peer-pid", 0, "federation: the second server's process ID")
 		dbPID    = fs.Int("db-pid", 0, "a separate database server's main process ID (PostgreSQL postmaster), for its CPU")
 		secret   = fs.String("secret", "", "registration shared secret (Synapse admin API); empty: open registration")
@@ -143,6 +143,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		result, err = loadtest.InitialSync(ctx, cfg, loadtest.InitialSyncParams{Ks: list, History: *history})
 	case "join-large-room":
+		if *peerURL != "" {
+			// Newcomers join from a second server, over federation.
+			if cfg.Peer, err = loadtest.NewServer(*peerURL, *secret, conns); err != nil {
+				fmt.Fprintln(stderr, err)
+				return 2
+			}
+			cfg.PeerPID = *peerPID
+		}
 		result, err = loadtest.JoinLargeRoom(ctx, cfg, loadtest.JoinLargeRoomParams{Members: *large})
 	case "idle":
 		result, err = loadtest.Idle(ctx, cfg, loadtest.IdleParams{Users: *users, For: *idleSecs})

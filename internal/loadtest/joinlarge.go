@@ -41,7 +41,9 @@ func JoinLargeRoom(ctx context.Context, c *Config, p JoinLargeRoomParams) (*Join
 		p.Newcomers = 3
 	}
 	setup := time.Now()
-	users, err := c.registerUsers(ctx, "big", p.Members)
+	// The room's members on Server; with a Peer, the newcomers join it
+	// from there, over federation.
+	users, err := c.registerOn(ctx, c.Server, "big", p.Members)
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +66,11 @@ func JoinLargeRoom(ctx context.Context, c *Config, p JoinLargeRoomParams) (*Join
 	c.logf("room of %d members ready in %s", p.Members, time.Since(setup).Round(time.Millisecond))
 	measure := func(tag, filter string) (JoinFigures, error) {
 		var f JoinFigures
-		newcomers, err := c.registerUsers(ctx, tag, p.Newcomers)
+		on := c.Server
+		if c.Peer != nil {
+			on = c.Peer
+		}
+		newcomers, err := c.registerOn(ctx, on, tag, p.Newcomers)
 		if err != nil {
 			return f, err
 		}
@@ -76,7 +82,7 @@ func JoinLargeRoom(ctx context.Context, c *Config, p JoinLargeRoomParams) (*Join
 			}
 			since := r.NextBatch
 			t0 := time.Now()
-			if err := u.Join(ctx, roomID); err != nil {
+			if err := u.JoinVia(ctx, roomID, users[0].UserID); err != nil {
 				return f, err
 			}
 			t1 := time.Now()

@@ -61,12 +61,20 @@ func parallel(ctx context.Context, n, conc int, f func(ctx context.Context, i in
 
 // registerUsers creates n accounts named <prefix>-<tag>-<i>.
 func (c *Config) registerUsers(ctx context.Context, tag string, n int) ([]*User, error) {
+	return c.registerOn(ctx, nil, tag, n)
+}
+
+// registerOn registers n users on srv (nil: alternately on Server and Peer).
+func (c *Config) registerOn(ctx context.Context, on *Server, tag string, n int) ([]*User, error) {
 	users := make([]*User, n)
 	start := time.Now()
 	err := parallel(ctx, n, c.Parallel, func(ctx context.Context, i int) error {
-		srv := c.Server
-		if c.Peer != nil && i%2 == 1 {
-			srv = c.Peer
+		srv := on
+		if srv == nil {
+			srv = c.Server
+			if c.Peer != nil && i%2 == 1 {
+				srv = c.Peer
+			}
 		}
 		u, err := srv.Register(ctx, fmt.Sprintf("%s-%s-%d", c.Prefix, tag, i), "")
 		users[i] = u
