@@ -14,7 +14,12 @@ type JoinLargeRoomParams struct {
 
 // JoinFigures is one newcomer kind's figures (medians).
 type JoinFigures struct {
-	JoinMs        float64 `json:"join_ms"`
+	JoinMs float64 `json:"join_ms"`
+	// FirstJoinMs and FirstTotalMs are the first newcomer's: with a peer
+	// server, the join that brings the room there over federation (the
+	// others then join a room their server is in).
+	FirstJoinMs   float64 `json:"first_join_ms"`
+	FirstTotalMs  float64 `json:"first_total_ms"`
 	FirstSyncMs   float64 `json:"first_sync_ms"`
 	TotalMs       float64 `json:"total_ms"`
 	StateEvents   int     `json:"state_events_in_first_sync"`
@@ -105,6 +110,7 @@ func JoinLargeRoom(ctx context.Context, c *Config, p JoinLargeRoomParams) (*Join
 			joins, syncs, totals = append(joins, t1.Sub(t0)), append(syncs, t2.Sub(t1)), append(totals, t2.Sub(t0))
 		}
 		f.JoinMs, f.FirstSyncMs, f.TotalMs = median(joins), median(syncs), median(totals)
+		f.FirstJoinMs, f.FirstTotalMs = ms(joins[0]), ms(totals[0])
 		return f, nil
 	}
 	if res.Lazy, err = measure("bignl", lazyFilter); err != nil {
