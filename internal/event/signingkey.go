@@ -52,7 +52,7 @@ func GenerateSigningKey() (*SigningKey, error) {
 // NewSigningKey makes a key from its version (the part after "ed25519:")
 // and 32-byte seed.
 func NewSigningKey(version string, seed []byte) (*SigningKey, error) {
-	if !validKeyVersion(version) {
+	if !ValidKeyVersion(version) {
 		return nil, errBadJSONMsg("invalid signing key version " + version)
 	}
 	if len(seed) != ed25519.SeedSize {
@@ -61,9 +61,10 @@ func NewSigningKey(version string, seed []byte) (*SigningKey, error) {
 	return &SigningKey{ID: "ed25519:" + version, Private: ed25519.NewKeyFromSeed(seed)}, nil
 }
 
-// validKeyVersion checks the key version grammar: the spec's key
-// identifiers are [a-zA-Z0-9_]+.
-func validKeyVersion(v string) bool {
+// ValidKeyVersion checks the grammar of a key version, and of an
+// algorithm name (appendix "Signing Keys": key identifiers are
+// algorithm:version, each [a-zA-Z0-9_]+).
+func ValidKeyVersion(v string) bool {
 	if v == "" {
 		return false
 	}
@@ -98,7 +99,7 @@ func (k *SigningKey) PublicKeyBase64() string {
 // between Conclave and Synapse deployments.
 func (k *SigningKey) MarshalText() ([]byte, error) {
 	alg, ver, ok := strings.Cut(k.ID, ":")
-	if !ok || alg != "ed25519" || !validKeyVersion(ver) || len(k.Private) != ed25519.PrivateKeySize {
+	if !ok || alg != "ed25519" || !ValidKeyVersion(ver) || len(k.Private) != ed25519.PrivateKeySize {
 		return nil, errBadJSONMsg("not a valid ed25519 signing key")
 	}
 	out := make([]byte, 0, len(k.ID)+48)
@@ -155,4 +156,11 @@ func ParseSigningKeys(text []byte) ([]*SigningKey, error) {
 		return nil, errBadJSONMsg("no signing key found")
 	}
 	return keys, nil
+}
+
+// ValidKeyID reports whether id is "ed25519:" and a valid version: the only
+// key algorithm servers sign with.
+func ValidKeyID(id string) bool {
+	v, ok := strings.CutPrefix(id, "ed25519:")
+	return ok && ValidKeyVersion(v)
 }

@@ -30,8 +30,8 @@ func (a *API) registerRooms(mux Mux) {
 	sign("PUT /_matrix/federation/v1/send_leave/{roomId}/{eventId}", a.sendMembership("leave", 1))
 	sign("PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}", a.sendMembership("knock", 1))
 	sign("GET /_matrix/federation/v1/event/{eventId}", a.getEvent)
-	sign("GET /_matrix/federation/v1/state_ids/{roomId}", a.stateIDs)
-	sign("GET /_matrix/federation/v1/state/{roomId}", a.state)
+	sign("GET /_matrix/federation/v1/state_ids/{roomId}", a.roomState(true))
+	sign("GET /_matrix/federation/v1/state/{roomId}", a.roomState(false))
 	sign("GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}", a.eventAuth)
 	sign("POST /_matrix/federation/v1/get_missing_events/{roomId}", a.getMissingEvents)
 	sign("GET /_matrix/federation/v1/backfill/{roomId}", a.backfill)
@@ -242,19 +242,27 @@ func raws(pdus []*event.PDU) []json.RawMessage {
 	return out
 }
 
-// stateIDs: GET /_matrix/federation/v1/state_ids/{roomId}?event_id=.
-func (a *API) stateIDs(w http.ResponseWriter, r *http.Request) {
-	roomID, eventID := r.PathValue("roomId"), r.URL.Query().Get("event_id")
-	if err := a.mayRead(r, roomID); err != nil {
-		jsonhttp.Error(w, r, err)
-		return
+// roomState answers GET /_matrix/federation/v1/state_ids/{roomId}?event_id=
+// (idsOnly: {pdu_ids, auth_chain_ids}) and /state ({pdus, auth_chain}): the
+// state before the event and its auth chain.
+func (a *API) roomState(idsOnly bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		roomID, eventID := r.PathValue("roomId"), r.URL.Query().Get("event_id")
+		if err := a.mayRead(r, roomID); err != nil {
+			jsonhttp.Error(w, r, err)
+			return
+		}
+		state, chain, err := a.stateAndChain(r, roomID, eventID, nil)
+		if err != nil {
+			jsonhttp.Error(w, r, err)
+			return
+		}
+		if idsOnly {
+			jsonhttp.OK(w, map[string]any{"pdu_ids": ids(state), "auth_chain_ids": ids(chain)})
+			return
+		}
+		jsonhttp.OK(w, map[string]any{"pdus": raws(state), "auth_chain": raws(chain)})
 	}
-	state, chain, err := a.stateAndChain(r, roomID, eventID, nil)
-	if err != nil {
-		jsonhttp.Error(w, r, err)
-		return
-	}
-	jsonhttp.OK(w, map[string]any{"pdu_ids": ids(state), "auth_chain_ids": ids(chain)})
 }
 
 func ids(pdus []*event.PDU) []string {
@@ -263,21 +271,6 @@ func ids(pdus []*event.PDU) []string {
 		out[i] = p.EventID
 	}
 	return out
-}
-
-// state: GET /_matrix/federation/v1/state/{roomId}?event_id=.
-func (a *API) state(w http.ResponseWriter, r *http.Request) {
-	roomID, eventID := r.PathValue("roomId"), r.URL.Query().Get("event_id")
-	if err := a.mayRead(r, roomID); err != nil {
-		jsonhttp.Error(w, r, err)
-		return
-	}
-	state, chain, err := a.stateAndChain(r, roomID, eventID, nil)
-	if err != nil {
-		jsonhttp.Error(w, r, err)
-		return
-	}
-	jsonhttp.OK(w, map[string]any{"pdus": raws(state), "auth_chain": raws(chain)})
 }
 
 // eventAuth: GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}.

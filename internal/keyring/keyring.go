@@ -398,7 +398,7 @@ func ParseKeyResponse(body []byte, server string, now time.Time) ([]store.Server
 			continue // other algorithms are not understood; ignored
 		}
 		pub, err := decodeKey(v.Key)
-		if err != nil || !validKeyID(id) {
+		if err != nil || !event.ValidKeyID(id) {
 			return bad("verify key %q: not an ed25519 key", id)
 		}
 		verify[id] = pub
@@ -425,27 +425,11 @@ func ParseKeyResponse(body []byte, server string, now time.Time) ([]store.Server
 		if _, current := verify[id]; current || !strings.HasPrefix(id, "ed25519:") {
 			continue
 		}
-		if _, err := decodeKey(v.Key); err != nil || !validKeyID(id) || v.ExpiredTS <= 0 {
+		if _, err := decodeKey(v.Key); err != nil || !event.ValidKeyID(id) || v.ExpiredTS <= 0 {
 			return bad("old verify key %q: not an ed25519 key with expired_ts", id)
 		}
 		keys = append(keys, store.ServerKey{ServerName: server, KeyID: id, PublicKey: v.Key, ExpiredTS: v.ExpiredTS, FetchedTS: fetched})
 	}
 	slices.SortFunc(keys, func(a, b store.ServerKey) int { return strings.Compare(a.KeyID, b.KeyID) })
 	return keys, *r.ValidUntilTS, nil
-}
-
-// validKeyID: "ed25519:" and a version of [a-zA-Z0-9_]+ (Server-Server API,
-// keys definition).
-func validKeyID(id string) bool {
-	v, ok := strings.CutPrefix(id, "ed25519:")
-	if !ok || v == "" {
-		return false
-	}
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
-			return false
-		}
-	}
-	return true
 }

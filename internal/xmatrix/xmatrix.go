@@ -136,7 +136,7 @@ func (h Header) validate() error {
 		return bad("destination is not a server name")
 	}
 	alg, ver, ok := strings.Cut(h.Key, ":")
-	if !ok || alg == "" || !keyVersionChars(ver) || !keyVersionChars(alg) {
+	if !ok || alg == "" || !event.ValidKeyVersion(ver) || !event.ValidKeyVersion(alg) {
 		return bad("key is not a key ID (algorithm:version)")
 	}
 	for i := 0; i < len(h.Sig); i++ {
@@ -146,21 +146,6 @@ func (h Header) validate() error {
 		}
 	}
 	return nil
-}
-
-// keyVersionChars checks the key identifier grammar of the spec appendix:
-// [a-zA-Z0-9_]+.
-func keyVersionChars(v string) bool {
-	if v == "" {
-		return false
-	}
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
-			return false
-		}
-	}
-	return true
 }
 
 type parser struct {
