@@ -35,6 +35,7 @@ func (hs *Homeserver) setupFederation() error {
 		mux := server.NewMux()
 		federationapi.New(federationapi.Deps{ServerName: cfg.ServerName, SigningKey: hs.SigningKey, Version: Version}).Register(mux)
 		hs.FederationHandler = server.Wrap(mux, hs.Log)
+		hs.federationMux = mux
 		// Outbound federation trusts the system roots and the operator's
 		// CA (tls_ca_cert), and keeps to federation_allow.
 		var cas []*x509.Certificate
