@@ -82,7 +82,13 @@ func (s *Service) sendOnce(ctx context.Context, req *SendRequest) (string, error
 			return "", err
 		}
 	}
-	proto := &event.Proto{Type: req.Type, StateKey: req.StateKey, Sender: req.Sender, Content: req.Content, Redacts: req.Redacts}
+	content := req.Content
+	if req.Type == "m.room.member" && req.StateKey != nil && *req.StateKey == req.Sender {
+		if content, err = s.memberJoinContent(ctx, rs, req.Sender, content); err != nil {
+			return "", err
+		}
+	}
+	proto := &event.Proto{Type: req.Type, StateKey: req.StateKey, Sender: req.Sender, Content: content, Redacts: req.Redacts}
 	pdu, err := s.build(rs, proto)
 	if err != nil {
 		if me, ok := matrix.AsError(err); ok && me.Code == matrix.ErrForbidden && rs.membership(req.Sender) != "join" && req.Type != "m.room.member" {
@@ -217,6 +223,11 @@ func (s *Service) setMembershipOnce(ctx context.Context, req *MembershipRequest)
 	}
 	if req.Membership == "join" || req.Membership == "invite" || req.Membership == "knock" {
 		s.addProfile(ctx, req.Target, content)
+	}
+	if req.Membership == "join" {
+		if err := s.authoriseJoin(ctx, rs, req.Target, content); err != nil {
+			return "", err
+		}
 	}
 	raw, err := json.Marshal(content)
 	if err != nil {
