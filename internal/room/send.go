@@ -33,7 +33,9 @@ type SendRequest struct {
 // duplicates an event the same transaction already produced.
 func (s *Service) Send(ctx context.Context, req *SendRequest) (string, error) {
 	if req.Type == "m.room.create" {
-		return "", matrix.Forbidden("m.room.create cannot be sent into an existing room")
+		// A room has one create event, its first (auth rules: m.room.create
+		// must have no prev_events); Synapse answers 400 M_INVALID_PARAM.
+		return "", matrix.InvalidParam("m.room.create cannot be sent into an existing room")
 	}
 	var id string
 	err := s.retry(ctx, req.RoomID, func() (err error) {

@@ -225,9 +225,23 @@ func (s *Service) build(rs *roomState, proto *event.Proto) (*event.PDU, error) {
 		return nil, buildError(err)
 	}
 	if err := authrules.CheckWith(pdu, rs, localVerifier{s.serverName, s.key}); err != nil {
+		var ae *authrules.Error
+		if errors.As(err, &ae) && malformedContentRules[ae.Rule] {
+			return nil, matrix.InvalidParam("%s", err.Error())
+		}
 		return nil, matrix.Forbidden("%s", err.Error())
 	}
 	return pdu, nil
+}
+
+// malformedContentRules are the auth rules whose rejection of a local
+// event means the client's content is malformed rather than that the user
+// lacks permission: 400 M_INVALID_PARAM, not 403, as Synapse answers. Room
+// version 12 (MSC4289): power levels must not list a creator in users, and
+// additional_creators must be an array of valid user IDs.
+var malformedContentRules = map[string]bool{
+	"power_levels.creator_listed": true,
+	"create.additional_creators":  true,
 }
 
 func buildError(err error) error {
