@@ -49,6 +49,10 @@ type Service struct {
 	now        func() time.Time
 	// Notify is called after each commit (nil: nobody listens).
 	Notify func(Notice)
+	// OnUpgradedRoomJoin is called after the commit of a local user's join
+	// to a room that replaces another (m.room.create predecessor), so the
+	// user's settings for the old room follow (upgradejoin.go).
+	OnUpgradedRoomJoin func(userID, oldRoomID, newRoomID string)
 	// EncryptPresets are the createRoom presets whose rooms get
 	// m.room.encryption by default (config encrypt_presets).
 	EncryptPresets map[string]bool
@@ -350,8 +354,11 @@ func (s *Service) commit(ctx context.Context, rs *roomState, pdus []*event.PDU, 
 }
 
 func (s *Service) afterCommit(rs *roomState, pdus []*event.PDU, positions []int64) {
-	var targets []string
+	var targets, joined []string
 	for _, pdu := range pdus {
+		if s.newLocalJoin(rs, pdu) {
+			joined = append(joined, *pdu.StateKey)
+		}
 		rs.apply(pdu)
 		rs.extremities = []string{pdu.EventID}
 		rs.depth = pdu.Depth
@@ -364,4 +371,5 @@ func (s *Service) afterCommit(rs *roomState, pdus []*event.PDU, positions []int6
 		users := rs.joinedUsers(targets)
 		s.Notify(Notice{RoomID: rs.roomID, Pos: positions[len(positions)-1], Users: users, Members: targets})
 	}
+	s.upgradedRoomJoins(rs, joined)
 }
