@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -41,5 +43,46 @@ func TestAdminRegisterEndToEnd(t *testing.T) {
 		if code != c.code || !strings.Contains(first, c.want) || out.Len() != 0 {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q", c.args, code, out.String(), errb.String())
 		}
+	}
+}
+
+func TestAdminRotateKey(t *testing.T) {
+	s := hstest.Start(t)
+	first := s.HS.SigningKey
+	args := []string{"admin", "rotate-key", "--data-dir", s.Config.DataDir, "--server-name", s.Config.ServerName}
+	if s.Config.Database != "" {
+		args = append(args, "--database", s.Config.Database)
+	}
+	var out, errb bytes.Buffer
+	if s.Config.Database == "" {
+		// SQLite: a running server holds the database.
+		if code := run(args, &out, &errb); code != 1 || !strings.Contains(errb.String(), "in use") || out.Len() != 0 {
+			t.Fatalf("rotate-key while the server runs: exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
+		}
+		if k, _ := os.ReadFile(filepath.Join(s.Config.DataDir, "signing.key")); !strings.Contains(string(k), first.Version()) {
+			t.Fatal("signing.key changed by a refused rotation")
+		}
+	}
+	s.Stop()
+	out.Reset()
+	errb.Reset()
+	if code := run(args, &out, &errb); code != 0 || !strings.Contains(out.String(), first.ID+" is now an old key") {
+		t.Fatalf("rotate-key: exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
+	}
+	s = hstest.StartConfig(t, s.Config)
+	if s.HS.SigningKey.ID == first.ID || !strings.Contains(out.String(), s.HS.SigningKey.ID+" signs") {
+		t.Fatalf("restarted with %s; %s", s.HS.SigningKey.ID, out.String())
+	}
+	if old := s.HS.Keyring.OwnOldKeys(); len(old) != 1 || old[0].KeyID != first.ID || old[0].PublicKey != first.PublicKeyBase64() {
+		t.Fatalf("old keys %+v", old)
+	}
+
+	out.Reset()
+	if code := run([]string{"admin", "rotate-key", "--help"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "STOP THE SERVER") {
+		t.Fatalf("help: %d %q", code, out.String())
+	}
+	errb.Reset()
+	if code := run([]string{"admin", "rotate-key", "--bogus"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "conclave admin rotate-key:") {
+		t.Fatalf("bad flag: %d %q", code, errb.String())
 	}
 }

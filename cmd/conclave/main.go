@@ -30,6 +30,7 @@ const usage = `usage: conclave <command> [flags]
 commands:
   serve             run the homeserver (conclave serve --help for flags)
   admin register    create an account through the shared-secret API
+  admin rotate-key  replace the server's signing key; the old one keeps verifying (admin rotate-key --help)
   migrate           copy a stopped server's SQLite database into PostgreSQL (migrate --help)
   version           print the version
 `
@@ -111,9 +112,29 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-const adminUsage = "usage: conclave admin register --url URL --secret SECRET --user NAME --password PASSWORD [--admin]\n"
+const adminUsage = "usage: conclave admin register --url URL --secret SECRET --user NAME --password PASSWORD [--admin]\n" +
+	"       conclave admin rotate-key [--config FILE] [serve flags: --data-dir, --database, --server-name]\n"
+
+const rotateUsage = `usage: conclave admin rotate-key [--config FILE] [serve flags]
+
+Generates a new signing key for the server and retires the current one: the
+old key is published in old_verify_keys of /_matrix/key/v2/server with
+expired_ts = now, so other servers (and this one) go on verifying the events
+it signed before now. Requests and new events are signed with the new key.
+
+It reads the same configuration as 'conclave serve' (--config, --data-dir,
+--database, --server-name; env CONCLAVE_*): run it with the server's.
+On SQLite the key is the data directory's signing.key: STOP THE SERVER
+FIRST (a running server holds the database and the command fails). On
+PostgreSQL the key shared by every process is replaced in the database:
+RESTART EVERY PROCESS right after, since a running process keeps signing
+with the key it loaded, which is now published as expired.
+`
 
 func admin(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "rotate-key" {
+		return rotateKey(args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "register" {
 		fmt.Fprint(stderr, adminUsage)
 		return 2
@@ -141,5 +162,33 @@ func admin(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintln(stdout, id)
+	return 0
+}
+
+func rotateKey(args []string, stdout, stderr io.Writer) int {
+	for _, a := range args {
+		if a == "--help" || a == "-h" {
+			fmt.Fprint(stdout, rotateUsage)
+			return 0
+		}
+	}
+	cfg, err := config.Load(args, os.Getenv)
+	if err != nil {
+		fmt.Fprintln(stderr, "conclave admin rotate-key:", err)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	old, fresh, err := homeserver.RotateSigningKey(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "conclave admin rotate-key:", strings.ReplaceAll(err.Error(), "\n", " "))
+		return 1
+	}
+	fmt.Fprintf(stdout, "signing key of %s rotated: %s is now an old key (it keeps verifying what it signed), %s signs from now on.\n", cfg.ServerName, old.ID, fresh.ID)
+	if strings.HasPrefix(cfg.Database, "postgres") {
+		fmt.Fprintln(stdout, "Restart every conclave process of this database now.")
+	} else {
+		fmt.Fprintln(stdout, "Start the server again to use it.")
+	}
 	return 0
 }

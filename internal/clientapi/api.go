@@ -14,6 +14,7 @@ import (
 	"conclave/internal/accountdata"
 	"conclave/internal/accounts"
 	"conclave/internal/config"
+	"conclave/internal/federation"
 	"conclave/internal/jsonhttp"
 	"conclave/internal/keys"
 	"conclave/internal/presence"
@@ -41,6 +42,9 @@ type Deps struct {
 	Presence    *presence.Service
 	Keys        *keys.Service
 	Push        *push.Service
+	// Federation joins rooms this server is not in through other servers;
+	// nil when federation is off.
+	Federation *federation.Service
 }
 
 // API is the Client-Server API.

@@ -59,6 +59,7 @@ func TestUnknownFederationEndpointsOnClientListener(t *testing.T) {
 	}{
 		{"PUT", "/_matrix/federation/v1/version", http.StatusMethodNotAllowed},
 		{"POST", "/_matrix/key/v2/server", http.StatusMethodNotAllowed},
+		{"PUT", "/_matrix/key/v2/query", http.StatusMethodNotAllowed},
 		{"GET", "/_matrix/federation/unknown", http.StatusNotFound},
 		{"GET", "/_matrix/federation/v1/unknown", http.StatusNotFound},
 		{"GET", "/_matrix/key/unknown", http.StatusNotFound},

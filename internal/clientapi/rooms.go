@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"conclave/internal/event"
@@ -101,7 +102,7 @@ func (a *API) readOptionalBody(r *http.Request, v any) error {
 func (a *API) joinRoom(w http.ResponseWriter, r *http.Request, s *store.Session) {
 	roomID, err := roomIDParam(r)
 	if err == nil {
-		err = a.join(w, r, s, roomID)
+		err = a.join(w, r, s, roomID, nil)
 	}
 	if err != nil {
 		jsonhttp.Error(w, r, err)
@@ -109,9 +110,20 @@ func (a *API) joinRoom(w http.ResponseWriter, r *http.Request, s *store.Session)
 }
 
 func (a *API) joinByIDOrAlias(w http.ResponseWriter, r *http.Request, s *store.Session) {
-	roomID, err := a.resolveRoom(r, r.PathValue("roomIdOrAlias"))
+	idOrAlias := r.PathValue("roomIdOrAlias")
+	var servers []string
+	roomID, err := a.resolveRoom(r, idOrAlias)
+	if err != nil && a.Federation != nil && strings.HasPrefix(idOrAlias, "#") && matrix.ServerOf(idOrAlias) != a.Config.ServerName {
+		roomID, servers, err = a.Federation.ResolveAlias(r.Context(), idOrAlias)
+	}
 	if err == nil {
-		err = a.join(w, r, s, roomID)
+		// Servers to join through: those the alias named, then via and
+		// server_name (Client-Server API "POST /join/{roomIdOrAlias}"; the
+		// spec renamed server_name to via in v1.12, Complement still sends
+		// server_name, and Synapse takes both).
+		q := r.URL.Query()
+		servers = append(append(servers, q["via"]...), q["server_name"]...)
+		err = a.join(w, r, s, roomID, servers)
 	}
 	if err != nil {
 		jsonhttp.Error(w, r, err)
@@ -144,7 +156,7 @@ func (a *API) resolveRoom(r *http.Request, idOrAlias string) (string, error) {
 // "POST /join/:room_id can join a room with custom content").
 var joinBodyKeys = map[string]bool{"reason": true, "third_party_signed": true, "membership": true, "displayname": true, "avatar_url": true}
 
-func (a *API) join(w http.ResponseWriter, r *http.Request, s *store.Session, roomID string) error {
+func (a *API) join(w http.ResponseWriter, r *http.Request, s *store.Session, roomID string, servers []string) error {
 	var body membershipBody
 	var extra map[string]json.RawMessage
 	if err := a.readOptionalBody(r, &extra); err != nil {
@@ -160,6 +172,28 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, s *store.Session, roo
 			delete(extra, k)
 		}
 	}
+	if a.Federation != nil && !a.Rooms.IsResident(r.Context(), roomID) {
+		// A room this server is not in: join through the servers given, or
+		// the one in the room ID (room versions before 12 name their
+		// creator's server there).
+		if srv := matrix.ServerOf(roomID); srv != "" {
+			servers = append(servers, srv)
+		}
+		if len(servers) > 0 {
+			content := a.Rooms.MemberProfile(r.Context(), s.UserID)
+			for k, v := range extra {
+				content[k] = v
+			}
+			if body.Reason != "" {
+				content["reason"], _ = json.Marshal(body.Reason)
+			}
+			if _, err := a.Federation.Join(r.Context(), roomID, s.UserID, dedupe(servers), content); err != nil {
+				return err
+			}
+			jsonhttp.OK(w, map[string]string{"room_id": roomID})
+			return nil
+		}
+	}
 	if _, err := a.Rooms.SetMembership(r.Context(), &room.MembershipRequest{RoomID: roomID, Sender: s.UserID, DeviceID: s.DeviceID, Target: s.UserID, Membership: "join", Reason: body.Reason, Extra: extra}); err != nil {
 		return err
 	}
@@ -167,11 +201,35 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, s *store.Session, roo
 	return nil
 }
 
+// dedupe keeps the first of each string, in order.
+func dedupe(in []string) []string {
+	out := in[:0:0]
+	for _, v := range in {
+		if v != "" && !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 func (a *API) knock(w http.ResponseWriter, r *http.Request, s *store.Session) {
 	var body membershipBody
-	roomID, err := a.resolveRoom(r, r.PathValue("roomIdOrAlias"))
+	idOrAlias := r.PathValue("roomIdOrAlias")
+	var servers []string
+	roomID, err := a.resolveRoom(r, idOrAlias)
+	if err != nil && a.Federation != nil && strings.HasPrefix(idOrAlias, "#") && matrix.ServerOf(idOrAlias) != a.Config.ServerName {
+		roomID, servers, err = a.Federation.ResolveAlias(r.Context(), idOrAlias)
+	}
 	if err == nil {
 		err = a.readOptionalBody(r, &body)
+	}
+	if err == nil && a.Federation != nil && !a.Rooms.IsResident(r.Context(), roomID) {
+		q := r.URL.Query()
+		servers = append(append(append(servers, q["via"]...), q["server_name"]...), matrix.ServerOf(roomID))
+		if err = a.Federation.Knock(r.Context(), roomID, s.UserID, dedupe(servers), body.Reason); err == nil {
+			jsonhttp.OK(w, map[string]string{"room_id": roomID})
+			return
+		}
 	}
 	if err == nil {
 		_, err = a.Rooms.SetMembership(r.Context(), &room.MembershipRequest{RoomID: roomID, Sender: s.UserID, DeviceID: s.DeviceID, Target: s.UserID, Membership: "knock", Reason: body.Reason})
@@ -188,6 +246,22 @@ func (a *API) leave(w http.ResponseWriter, r *http.Request, s *store.Session) {
 	roomID, err := roomIDParam(r)
 	if err == nil {
 		err = a.readOptionalBody(r, &body)
+	}
+	if err == nil && a.Federation != nil && !a.Rooms.IsResident(r.Context(), roomID) {
+		// An invite or knock in a room this server is not in: rejected or
+		// withdrawn through the server that sent it.
+		if rm, rerr := a.Rooms.RemoteMembership(r.Context(), roomID, s.UserID); rerr == nil && rm != nil && (rm.Membership == "invite" || rm.Membership == "knock") {
+			servers := []string{matrix.ServerOf(roomID)}
+			if ev, err := a.Rooms.AnyEvent(r.Context(), rm.Event.EventID); err == nil {
+				servers = append([]string{matrix.ServerOf(ev.Sender)}, servers...)
+			}
+			if err = a.Federation.LeaveRemote(r.Context(), roomID, s.UserID, dedupe(servers), body.Reason); err == nil {
+				jsonhttp.Empty(w)
+				return
+			}
+			jsonhttp.Error(w, r, err)
+			return
+		}
 	}
 	if err == nil {
 		_, err = a.Rooms.SetMembership(r.Context(), &room.MembershipRequest{RoomID: roomID, Sender: s.UserID, DeviceID: s.DeviceID, Target: s.UserID, Membership: "leave", Reason: body.Reason})

@@ -8,7 +8,11 @@ import (
 	"time"
 
 	"conclave/internal/event"
+	"conclave/internal/federation"
 	"conclave/internal/jsonhttp"
+	"conclave/internal/keyring"
+	"conclave/internal/room"
+	"conclave/internal/store"
 )
 
 // Deps are what the API needs.
@@ -19,6 +23,21 @@ type Deps struct {
 	Version string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Keyring checks request signatures, serves the notary and knows this
+	// server's old keys. Nil only in tests of the unauthenticated
+	// endpoints: signed requests are then refused.
+	Keyring *keyring.Keyring
+	// Rooms and Federation serve the room endpoints (rooms.go); without
+	// them only keys and version are served.
+	Rooms      *room.Service
+	Federation *federation.Service
+	// EDUs takes the EDUs of received transactions (nil: ignored).
+	EDUs federation.EDUHandler
+	// Store answers the queries (aliases, profiles).
+	Store store.Store
+	// Heard is told of every server whose signed request was accepted: a
+	// server that talks to us is up, so what is queued for it goes now.
+	Heard func(origin string)
 }
 
 // API is the Server-Server API.
@@ -44,10 +63,15 @@ type Mux interface {
 	HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request))
 }
 
-// Register adds every Server-Server endpoint to mux.
+// Register adds every Server-Server endpoint to mux. Every
+// /_matrix/federation/* endpoint is registered with HandleSigned, except
+// those the spec leaves unauthenticated: version (and openid/userinfo).
+// The /_matrix/key/* endpoints are unauthenticated.
 func (a *API) Register(mux Mux) {
 	mux.HandleFunc("GET /_matrix/federation/v1/version", a.version)
 	a.registerKeys(mux)
+	a.registerRooms(mux)
+	a.registerQueries(mux)
 }
 
 // version: Server-Server API, "GET /_matrix/federation/v1/version".

@@ -18,6 +18,8 @@ const KeyValidity = 7 * 24 * time.Hour
 
 func (a *API) registerKeys(mux Mux) {
 	mux.HandleFunc("GET /_matrix/key/v2/server", a.serverKeys)
+	mux.HandleFunc("GET /_matrix/key/v2/query/{serverName}", a.notaryGet)
+	mux.HandleFunc("POST /_matrix/key/v2/query", a.notaryPost)
 }
 
 // keyCache holds the signed key response for one valid_until_ts: it is
@@ -47,11 +49,19 @@ func (a *API) keyResponse() ([]byte, error) {
 	if a.keys.body != nil && a.keys.validUntil == until {
 		return a.keys.body, nil
 	}
+	// Keys retired by `conclave admin rotate-key`, "only valid for
+	// signing events" (old_verify_keys, with expired_ts).
+	old := map[string]any{}
+	if a.Keyring != nil {
+		for _, k := range a.Keyring.OwnOldKeys() {
+			old[k.KeyID] = map[string]any{"key": k.PublicKey, "expired_ts": k.ExpiredTS}
+		}
+	}
 	unsigned, err := json.Marshal(map[string]any{
 		"server_name":     a.ServerName,
 		"valid_until_ts":  until,
 		"verify_keys":     map[string]any{a.SigningKey.ID: map[string]string{"key": a.SigningKey.PublicKeyBase64()}},
-		"old_verify_keys": map[string]any{},
+		"old_verify_keys": old,
 	})
 	if err != nil {
 		return nil, err

@@ -3,8 +3,10 @@ package federationapi
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,7 +84,7 @@ func TestVersionAndUnknown(t *testing.T) {
 		status       int
 	}{
 		{"GET", "/_matrix/federation/v1/nope", 404},
-		{"GET", "/_matrix/key/v2/query/hs2", 404},
+		{"GET", "/_matrix/key/v1/query/hs2", 404},
 		{"POST", "/_matrix/key/v2/server", 405},
 		{"PUT", "/_matrix/federation/v1/version", 405},
 	} {
@@ -113,6 +115,41 @@ func BenchmarkSignKeyResponse(b *testing.B) {
 		a.keys.body = nil
 		if _, err := a.keyResponse(); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// Bad input to the notary endpoints: a clear 4xx, never a 500.
+func TestNotaryBadInput(t *testing.T) {
+	h, _ := newTestAPI(t, &clock{time.Now()})
+	many := map[string]any{}
+	for i := range MaxNotaryServers + 1 {
+		many[fmt.Sprintf("hs%d", i)] = map[string]any{}
+	}
+	tooMany, _ := json.Marshal(map[string]any{"server_keys": many})
+	for _, c := range []struct {
+		method, path, body string
+		status             int
+		errcode            string
+	}{
+		{"POST", "/_matrix/key/v2/query", `{`, 400, "M_NOT_JSON"},
+		{"POST", "/_matrix/key/v2/query", `[]`, 400, "M_BAD_JSON"},
+		{"POST", "/_matrix/key/v2/query", `{"server_keys":[]}`, 400, "M_BAD_JSON"},
+		{"POST", "/_matrix/key/v2/query", `{"server_keys":{"hs2":{"k":{"minimum_valid_until_ts":"x"}}}}`, 400, "M_BAD_JSON"},
+		{"POST", "/_matrix/key/v2/query", `{"server_keys":{"hs2":[]}}`, 400, "M_BAD_JSON"},
+		{"POST", "/_matrix/key/v2/query", string(tooMany), 400, "M_BAD_JSON"},
+		{"POST", "/_matrix/key/v2/query", `{"server_keys":{"bad name":{},"hs2":{}}}`, 200, ""},
+		{"GET", "/_matrix/key/v2/query/bad%20name", "", 400, "M_INVALID_PARAM"},
+		{"GET", "/_matrix/key/v2/query/hs2?minimum_valid_until_ts=1e3", "", 400, "M_INVALID_PARAM"},
+		{"GET", "/_matrix/key/v2/query/hs2?minimum_valid_until_ts=99999999999999999999", "", 400, "M_INVALID_PARAM"},
+		{"GET", "/_matrix/key/v2/query/hs2", "", 200, ""},
+	} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(c.method, c.path, strings.NewReader(c.body)))
+		var e struct{ Errcode string }
+		json.Unmarshal(w.Body.Bytes(), &e)
+		if w.Code != c.status || e.Errcode != c.errcode {
+			t.Errorf("%s %s %.40s: %d %s", c.method, c.path, c.body, w.Code, w.Body)
 		}
 	}
 }

@@ -1,13 +1,17 @@
 package homeserver
 
 import (
+	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"time"
 
 	"conclave/internal/fedclient"
+	"conclave/internal/federation"
 	"conclave/internal/federationapi"
+	"conclave/internal/fedsender"
 	"conclave/internal/server"
 	"conclave/internal/tlsutil"
 )
@@ -32,10 +36,6 @@ func (hs *Homeserver) setupFederation() error {
 		hs.TLS = b
 	}
 	if cfg.FederationListen != "" {
-		mux := server.NewMux()
-		federationapi.New(federationapi.Deps{ServerName: cfg.ServerName, SigningKey: hs.SigningKey, Version: Version}).Register(mux)
-		hs.FederationHandler = server.Wrap(mux, hs.Log)
-		hs.federationMux = mux
 		// Outbound federation trusts the system roots and the operator's
 		// CA (tls_ca_cert), and keeps to federation_allow.
 		var cas []*x509.Certificate
@@ -46,6 +46,25 @@ func (hs *Homeserver) setupFederation() error {
 			AllowPrivate: cfg.FederationAllowPrivate, ExtraCAs: cas})
 	}
 	return nil
+}
+
+// setupFederationAPI builds the federation service and the federation
+// listener's handler once the room service exists (federation_listen set).
+func (hs *Homeserver) setupFederationAPI() {
+	if hs.Config.FederationListen == "" {
+		return
+	}
+	hs.FedSender = fedsender.New(hs.Store, federation.Transport{Client: hs.FedClient}, fedsender.Options{Origin: hs.Config.ServerName, Log: hs.Log})
+	hs.Federation = &federation.Service{ServerName: hs.Config.ServerName, Key: hs.SigningKey, Rooms: hs.Rooms,
+		Client: hs.FedClient, Keys: hs.Keyring, Log: hs.Log, Outbox: hs.FedSender}
+	hs.Rooms.Outgoing = hs.Federation.Outgoing
+	hs.Rooms.InviteRemote = hs.Federation.Invite
+	hs.Profiles.Remote = hs.Federation.Profile
+	mux := server.NewMux()
+	federationapi.New(federationapi.Deps{ServerName: hs.Config.ServerName, SigningKey: hs.SigningKey, Version: Version, Keyring: hs.Keyring,
+		Rooms: hs.Rooms, Federation: hs.Federation, Store: hs.Store, Heard: hs.FedSender.Wake}).Register(mux)
+	hs.FederationHandler = server.Wrap(mux, hs.Log)
+	hs.federationMux = mux
 }
 
 // listeners are the client listener (TLS only when tls_cert is set: the
@@ -85,4 +104,14 @@ func (hs *Homeserver) FederationAddr() net.Addr {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	return hs.federationAddr
+}
+
+// fedKeys fetches other servers' keys for the keyring through hs.FedClient.
+type fedKeys struct{ hs *Homeserver }
+
+func (f fedKeys) ServerKeys(ctx context.Context, server string) ([]byte, error) {
+	if f.hs.FedClient == nil {
+		return nil, errors.New("federation is off (no federation_listen)")
+	}
+	return f.hs.FedClient.GetServerKeys(ctx, server)
 }

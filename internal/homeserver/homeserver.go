@@ -21,10 +21,14 @@ import (
 	"conclave/internal/config"
 	"conclave/internal/event"
 	"conclave/internal/fedclient"
+	"conclave/internal/federation"
+	"conclave/internal/fedsender"
+	"conclave/internal/keyring"
 	"conclave/internal/keys"
 	"conclave/internal/media"
 	"conclave/internal/mediaapi"
 	"conclave/internal/metrics"
+	"conclave/internal/outbound"
 	"conclave/internal/presence"
 	"conclave/internal/profile"
 	"conclave/internal/push"
@@ -60,9 +64,11 @@ type Homeserver struct {
 	Changes *changes.Tracker
 	Metrics *metrics.Metrics // nil when admin_listen is empty (admin.go)
 
-	TLS               *tlsutil.Bundle // nil when no TLS is configured
-	FederationHandler http.Handler    // nil when federation_listen is empty
-	Routes            []string        // client listener patterns, "METHOD /path/{param}"
+	TLS               *tlsutil.Bundle     // nil when no TLS is configured
+	FederationHandler http.Handler        // nil when federation_listen is empty
+	Federation        *federation.Service // nil when federation_listen is empty
+	FedSender         *fedsender.Sender   // delivery to other servers; nil likewise
+	Routes            []string            // client listener patterns, "METHOD /path/{param}"
 
 	mu             sync.Mutex
 	clientAddr     net.Addr
@@ -75,6 +81,9 @@ type Homeserver struct {
 	Typing      *typing.Service
 	Receipts    *receipts.Service
 	Presence    *presence.Service
+
+	// Keyring: other servers' signing keys and our old ones (internal/keyring).
+	Keyring *keyring.Keyring
 
 	cluster *cluster // nil unless several processes may share the store (cluster.go)
 
@@ -102,6 +111,10 @@ type Options struct {
 	// listener to serve (federation_listen must name its address): a test
 	// harness binds it first to learn the port its server name carries.
 	FederationListener net.Listener
+	// KeyFetcher gets other servers' /_matrix/key/v2/server for the
+	// keyring instead of FedClient (tests); with neither, keys are not
+	// fetched (only stored ones are used).
+	KeyFetcher keyring.Fetcher
 }
 
 // NewWith is New with options.
@@ -124,6 +137,17 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 		return nil, err
 	}
 	hs.SigningKey = key
+	// Other servers' keys come from their /_matrix/key/v2/server through
+	// hs.FedClient (built by setupFederation), within federation_allow.
+	var fetcher keyring.Fetcher = fedKeys{hs}
+	if opts.KeyFetcher != nil {
+		fetcher = opts.KeyFetcher
+	}
+	allow := outbound.NewAllowList(cfg.FederationAllow)
+	if hs.Keyring, err = keyring.New(ctx, keyring.Config{ServerName: cfg.ServerName, Key: key, Store: db, Fetcher: fetcher, Allowed: allow.Allowed}); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := hs.setupFederation(); err != nil {
 		db.Close()
 		return nil, err
@@ -143,6 +167,7 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 	hs.Notifier = syncer.NewNotifier()
 	hs.newMiscServices()
 	hs.wire()
+	hs.setupFederationAPI()
 	// Every write is marked in the change tracker, and /sync and the caches
 	// ask it what may have changed instead of asking the store
 	// (internal/changes, syncer/fastpath.go). This process sees every write
@@ -184,7 +209,7 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 
 	mux := server.NewMux()
 	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync,
-		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push})
+		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push, Federation: hs.Federation})
 	api.Register(mux)
 	if hs.federationMux != nil {
 		// The federation API is served on its own listener; the client
@@ -229,6 +254,18 @@ func (hs *Homeserver) Run(ctx context.Context) error {
 	go func() { <-ctx.Done(); hs.Notifier.Close() }()
 	if err := hs.cluster.start(ctx); err != nil {
 		return err
+	}
+	if hs.FedSender != nil {
+		// Delivery to other servers runs until shutdown and ends before the
+		// store closes (deferred above, so run after this).
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := hs.FedSender.Run(ctx); err != nil && ctx.Err() == nil {
+				hs.Log.Error("federation sender stopped", "err", err)
+			}
+		}()
+		defer func() { <-done }()
 	}
 	return server.Serve(ctx, hs.Log, hs.Config.ShutdownTimeout.Duration, hs.listeners()...)
 }

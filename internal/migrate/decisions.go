@@ -43,6 +43,12 @@ var tableDecisions = map[string]tableDecision{
 	// Starts at the Unix milliseconds of the migration, above the in-memory
 	// typing/presence serials of the SQLite server's sync tokens.
 	"ephemeral_serial": {actionSkip, "PostgreSQL only: the cluster-wide typing/presence serial, seeded by its migration", true},
+	// Migration 0015 (internal/fedsender), the same in both backends, so
+	// copied without an entry: fed_payloads, fed_queue_pdus,
+	// fed_queue_edus and fed_destinations. Deliberately copied, not
+	// skipped: they hold what other servers have not received yet (events
+	// they would otherwise miss), and a pending transaction keeps its ID so
+	// a retry from PostgreSQL is recognised (TestFedQueueCopied).
 }
 
 // columnDecisions lists columns that exist in one backend's table only,

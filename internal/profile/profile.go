@@ -33,6 +33,9 @@ type Store interface {
 type Service struct {
 	store      Store
 	serverName string
+	// Remote, if set, gets another server's user's profile (federation's
+	// /query/profile).
+	Remote func(ctx context.Context, userID string) (*store.Profile, error)
 	// OnChange, if set, is called after a successful change of the user's
 	// own profile with the new profile: the room service sends updated
 	// m.room.member events into the user's joined rooms. Errors it meets are
@@ -46,13 +49,17 @@ func New(st Store, serverName string) *Service {
 }
 
 // Get returns userID's profile: 400 M_INVALID_PARAM for a malformed ID, 404
-// M_NOT_FOUND for users that are not (or no longer) on this server. Remote
-// profiles need federation and are reported as not found for now.
+// M_NOT_FOUND for users that are not (or no longer) on this server. Other
+// servers' users are asked of their server (Remote), or not found when
+// federation is off.
 func (s *Service) Get(ctx context.Context, userID string) (*store.Profile, error) {
 	if !matrix.ValidUserID(userID) {
 		return nil, matrix.InvalidParam("Invalid user ID")
 	}
 	if matrix.ServerOf(userID) != s.serverName {
+		if s.Remote != nil {
+			return s.Remote(ctx, userID)
+		}
 		return nil, matrix.NotFound("Profile was not found")
 	}
 	u, err := s.store.GetUser(ctx, userID)

@@ -54,13 +54,32 @@ var presets = map[string]struct {
 
 // CreateRoom creates a room and its initial events in one transaction.
 func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, error) {
+	roomID, remoteInvites, err := s.createRoom(ctx, req)
+	if err != nil {
+		return "", err
+	}
+	// Other servers' users sign their invites: sent once the room exists
+	// and its lock is released (SetMembership takes it).
+	for _, inv := range remoteInvites {
+		var extra map[string]json.RawMessage
+		if req.IsDirect {
+			extra = map[string]json.RawMessage{"is_direct": json.RawMessage("true")}
+		}
+		if _, err := s.SetMembership(ctx, &MembershipRequest{RoomID: roomID, Sender: req.Creator, Target: inv, Membership: "invite", Extra: extra}); err != nil {
+			return roomID, err
+		}
+	}
+	return roomID, nil
+}
+
+func (s *Service) createRoom(ctx context.Context, req *CreateRequest) (string, []string, error) {
 	versionID := req.RoomVersion
 	if versionID == "" {
 		versionID = event.DefaultRoomVersion
 	}
 	rv, ok := event.GetRoomVersion(versionID)
 	if !ok || !rv.Creatable() {
-		return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrUnsupportedRoomVer, "Room version %q is not supported", versionID)
+		return "", nil, matrix.Errorf(http.StatusBadRequest, matrix.ErrUnsupportedRoomVer, "Room version %q is not supported", versionID)
 	}
 	preset := req.Preset
 	if preset == "" {
@@ -71,25 +90,25 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 	}
 	p, ok := presets[preset]
 	if !ok {
-		return "", matrix.BadJSON("Unknown preset %q", preset)
+		return "", nil, matrix.BadJSON("Unknown preset %q", preset)
 	}
 	if req.Visibility != "" && req.Visibility != "public" && req.Visibility != "private" {
-		return "", matrix.BadJSON("visibility must be public or private")
+		return "", nil, matrix.BadJSON("visibility must be public or private")
 	}
 	if len(req.InitialState) > maxInitialState || len(req.Invite) > maxInvites {
-		return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrLimitExceeded, "Too many initial_state entries or invites")
+		return "", nil, matrix.Errorf(http.StatusBadRequest, matrix.ErrLimitExceeded, "Too many initial_state entries or invites")
 	}
 	for _, inv := range req.Invite {
 		if !matrix.ValidUserID(inv) {
-			return "", matrix.InvalidParam("Invalid user ID to invite: %q", inv)
+			return "", nil, matrix.InvalidParam("Invalid user ID to invite: %q", inv)
 		}
 	}
 	for _, st := range req.InitialState {
 		if st.Type == "" || len(st.Content) == 0 || st.Content[0] != '{' {
-			return "", matrix.BadJSON("initial_state entries need a type and an object content")
+			return "", nil, matrix.BadJSON("initial_state entries need a type and an object content")
 		}
 		if st.Type == "m.room.create" {
-			return "", matrix.BadJSON("initial_state cannot contain m.room.create")
+			return "", nil, matrix.BadJSON("initial_state cannot contain m.room.create")
 		}
 	}
 
@@ -97,12 +116,12 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 	if req.RoomAliasName != "" {
 		alias = "#" + req.RoomAliasName + ":" + s.serverName
 		if !matrix.ValidAlias(alias) || len(alias) > matrix.MaxIDLength {
-			return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrInvalidParam, "Invalid room alias name")
+			return "", nil, matrix.Errorf(http.StatusBadRequest, matrix.ErrInvalidParam, "Invalid room alias name")
 		}
 		if _, _, err := s.store.GetAlias(ctx, alias); err == nil {
-			return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrRoomInUse, "Room alias already taken")
+			return "", nil, matrix.Errorf(http.StatusBadRequest, matrix.ErrRoomInUse, "Room alias already taken")
 		} else if !errors.Is(err, store.ErrNotFound) {
-			return "", err
+			return "", nil, err
 		}
 	}
 
@@ -154,12 +173,12 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 	}
 	empty := ""
 	if err := add("m.room.create", &empty, createContent); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	member := map[string]any{"membership": "join"}
 	s.addProfile(ctx, req.Creator, member)
 	if err := add("m.room.member", &req.Creator, member); err != nil {
-		return "", err
+		return "", nil, err
 	}
 
 	initial := map[stateKey]json.RawMessage{}
@@ -172,7 +191,7 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 	if c, ok := initial[stateKey{"m.room.power_levels", ""}]; ok {
 		pl = map[string]json.RawMessage{}
 		if err := json.Unmarshal(c, &pl); err != nil {
-			return "", matrix.BadJSON("initial_state power levels must be an object")
+			return "", nil, matrix.BadJSON("initial_state power levels must be an object")
 		}
 		delete(initial, stateKey{"m.room.power_levels", ""})
 	}
@@ -180,11 +199,11 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 		pl[k] = v
 	}
 	if err := add("m.room.power_levels", &empty, pl); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if alias != "" {
 		if err := add("m.room.canonical_alias", &empty, map[string]string{"alias": alias}); err != nil {
-			return "", err
+			return "", nil, err
 		}
 	}
 	for _, ps := range []struct {
@@ -198,7 +217,7 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 			continue
 		}
 		if err := add(ps.typ, &empty, map[string]string{ps.key: ps.value}); err != nil {
-			return "", err
+			return "", nil, err
 		}
 	}
 	for _, st := range req.InitialState {
@@ -210,7 +229,7 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 		delete(initial, k) // a repeated (type, state_key) becomes one event with the last content given
 		sk := st.StateKey
 		if err := add(st.Type, &sk, c); err != nil {
-			return "", err
+			return "", nil, err
 		}
 	}
 	// Encryption by policy: rooms made with the configured presets are
@@ -218,15 +237,15 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 	// already chose an encryption.
 	if s.EncryptPresets[preset] && rs.StateEvent("m.room.encryption", "") == nil {
 		if err := add("m.room.encryption", &empty, map[string]string{"algorithm": MegolmAlgorithm}); err != nil {
-			return "", err
+			return "", nil, err
 		}
 	}
 	if s.RequireEncryption && JoinRuleOf(rs) != "public" && !encrypted(rs) {
-		return "", matrix.Forbidden("This server requires end-to-end encryption in rooms that are not public")
+		return "", nil, matrix.Forbidden("This server requires end-to-end encryption in rooms that are not public")
 	}
 	if req.Name != nil {
 		if err := add("m.room.name", &empty, map[string]string{"name": *req.Name}); err != nil {
-			return "", err
+			return "", nil, err
 		}
 	}
 	if req.Topic != nil {
@@ -234,15 +253,20 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 		// m.room.topic "m.topic"), as Synapse does.
 		topic := map[string]any{"topic": *req.Topic, "m.topic": map[string]any{"m.text": []map[string]string{{"body": *req.Topic, "mimetype": "text/plain"}}}}
 		if err := add("m.room.topic", &empty, topic); err != nil {
-			return "", err
+			return "", nil, err
 		}
 	}
 	seen := map[string]bool{req.Creator: true}
+	var remoteInvites []string
 	for _, inv := range req.Invite {
 		if seen[inv] {
 			continue
 		}
 		seen[inv] = true
+		if s.InviteRemote != nil && matrix.ServerOf(inv) != s.serverName {
+			remoteInvites = append(remoteInvites, inv)
+			continue
+		}
 		c := map[string]any{"membership": "invite"}
 		if req.IsDirect {
 			c["is_direct"] = true
@@ -250,7 +274,7 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 		s.addProfile(ctx, inv, c)
 		target := inv
 		if err := add("m.room.member", &target, c); err != nil {
-			return "", err
+			return "", nil, err
 		}
 	}
 
@@ -258,14 +282,14 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 	if alias != "" {
 		if err := s.store.CreateAlias(ctx, alias, rs.roomID, req.Creator); err != nil {
 			if errors.Is(err, store.ErrConflict) {
-				return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrRoomInUse, "Room alias already taken")
+				return "", nil, matrix.Errorf(http.StatusBadRequest, matrix.ErrRoomInUse, "Room alias already taken")
 			}
-			return "", err
+			return "", nil, err
 		}
 	}
 	e, _, err := s.lockNew(rs)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	defer s.unlock(e)
 	ctx, done := s.begin(ctx, rs.roomID, rows)
@@ -279,13 +303,13 @@ func (s *Service) CreateRoom(ctx context.Context, req *CreateRequest) (string, e
 			s.store.DeleteAlias(context.WithoutCancel(ctx), alias)
 		}
 		e.state = nil
-		return "", err
+		return "", nil, err
 	}
 	s.parsed.setVersion(rs.roomID, rv)
 	fresh := newRoomState(rs.roomID, rv)
 	e.state = fresh
 	s.afterCommit(fresh, pdus, positions)
-	return rs.roomID, nil
+	return rs.roomID, remoteInvites, nil
 }
 
 // lockNew takes the writer lock of a room about to be created.

@@ -79,10 +79,11 @@ const maxStateGroupsKept = 2048
 
 // graphEvent is a stored event with its place in the graph, parsed.
 type graphEvent struct {
-	pdu    *event.PDU
-	kind   int
-	group  int64
-	reason string
+	pdu      *event.PDU
+	kind     int
+	group    int64
+	reason   string
+	replaces string
 }
 
 // Receive takes one event another server sent into a room this server is
@@ -463,7 +464,7 @@ func (s *Service) graphEvents(ctx context.Context, rv *event.RoomVersion, ids []
 			}
 			s.parsed.put(parsed)
 		}
-		out[p.EventID] = &graphEvent{pdu: parsed, kind: p.Kind, group: p.StateGroup, reason: p.RejectedReason}
+		out[p.EventID] = &graphEvent{pdu: parsed, kind: p.Kind, group: p.StateGroup, reason: p.RejectedReason, replaces: p.ReplacesState}
 	}
 	return out, nil
 }

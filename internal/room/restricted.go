@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"sort"
 
 	"conclave/internal/authrules"
 	"conclave/internal/matrix"
@@ -16,69 +15,11 @@ import (
 // the resident server then picks one of its users who may invite and names
 // them in the join's join_authorised_via_users_server, and signs the event
 // (Server-Server API, "Restricted rooms"; auth rules v8, m.room.member join).
+// joinAuthoriser (join.go) picks that user, for local joins as for
+// make_join.
 
 // keyAuthorisedVia is the m.room.member content key naming the authoriser.
 const keyAuthorisedVia = "join_authorised_via_users_server"
-
-// joinAuthoriser returns the local user to name in target's join, or "" when
-// the join needs none (the room is not restricted, or target is already
-// joined or invited: the auth rules allow those without an authoriser). A
-// restricted join by a user in none of the allowed rooms is M_FORBIDDEN; so
-// is one no local member may authorise (joining through another resident
-// server is the federation join's business).
-func (s *Service) joinAuthoriser(ctx context.Context, rs *roomState, target string) (string, error) {
-	jr := JoinRuleOf(rs)
-	if !(rs.version.RestrictedJoins && jr == authrules.JoinRuleRestricted) && !(rs.version.KnockRestricted && jr == authrules.JoinRuleKnockRestricted) {
-		return "", nil
-	}
-	if cur := rs.membership(target); cur == authrules.MembershipJoin || cur == authrules.MembershipInvite {
-		return "", nil
-	}
-	allowed := allowedRooms(rs)
-	if len(allowed) == 0 {
-		return "", matrix.Forbidden("You are not invited to this room")
-	}
-	// The target's memberships as committed: read from the store, not
-	// through the other rooms' writers, so no second room lock is taken
-	// while this one is held.
-	ms, err := s.store.UserMemberships(ctx, target)
-	if err != nil {
-		return "", err
-	}
-	member := false
-	for _, m := range ms {
-		if m.Membership == authrules.MembershipJoin && allowed[m.RoomID] {
-			member = true
-			break
-		}
-	}
-	if !member {
-		return "", matrix.Forbidden("You are not invited to this room, nor joined to a room whose members may join it")
-	}
-	// Any joined local user with the invite level will do (auth rules: "a
-	// user with sufficient permission to invite other users"); take the
-	// most powerful, then the lowest user ID, so the choice is stable.
-	pl, err := rs.powerLevels()
-	if err != nil {
-		return "", err
-	}
-	var best string
-	var bestLevel int64
-	users := rs.joinedUsers(nil)
-	sort.Strings(users)
-	for _, u := range users {
-		if matrix.ServerOf(u) != s.serverName {
-			continue
-		}
-		if l := pl.UserLevel(u); l >= pl.Invite() && (best == "" || l > bestLevel) {
-			best, bestLevel = u, l
-		}
-	}
-	if best == "" {
-		return "", matrix.Forbidden("No user of this server may authorise your join")
-	}
-	return best, nil
-}
 
 // allowedRooms lists the room IDs of the join rule's m.room_membership
 // conditions; malformed entries are skipped (an allow that is not a list

@@ -241,6 +241,18 @@ func (s *Service) setMembershipOnce(ctx context.Context, req *MembershipRequest)
 	if err != nil {
 		return "", err
 	}
+	if req.Membership == "invite" && s.InviteRemote != nil && matrix.ServerOf(target) != s.serverName {
+		// The invited user's server signs the invite first (Server-Server
+		// API, "Inviting to a room").
+		signed, err := s.InviteRemote(ctx, rs.version, pdu, s.strippedOf(rs))
+		if err != nil {
+			return "", err
+		}
+		if signed.EventID != pdu.EventID {
+			return "", matrix.Errorf(http.StatusBadGateway, matrix.ErrUnknown, "The invited user's server changed the invite")
+		}
+		pdu = signed
+	}
 	row := newEvent(rs, pdu, req.DeviceID, "")
 	if err := s.commit(ctx, rs, []*event.PDU{pdu}, []store.NewEvent{row}); err != nil {
 		return "", err

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,7 @@ type Store interface {
 	store.Rooms
 	store.Events
 	store.Graph
+	store.RemoteMemberships
 	store.StateHistory
 	store.RoomsRead
 	store.Profiles
@@ -49,6 +51,14 @@ type Service struct {
 	now        func() time.Time
 	// Notify is called after each commit (nil: nobody listens).
 	Notify func(Notice)
+	// Outgoing is called, under the room's writer lock and right after the
+	// commit, with the events this server made and the other servers that
+	// must receive them (nil: federation is off). Called under the lock, it
+	// queues each room's events in the order they were written.
+	Outgoing func(roomID string, pdus []*event.PDU, servers []string)
+	// InviteRemote has another server's user sign their invite (invite.go);
+	// nil: such invites are built and sent like any event.
+	InviteRemote InviteRemote
 	// OnUpgradedRoomJoin is called after the commit of a local user's join
 	// to a room that replaces another (m.room.create predecessor), so the
 	// user's settings for the old room follow (upgradejoin.go).
@@ -371,5 +381,58 @@ func (s *Service) afterCommit(rs *roomState, pdus []*event.PDU, positions []int6
 		users := rs.joinedUsers(targets)
 		s.Notify(Notice{RoomID: rs.roomID, Pos: positions[len(positions)-1], Users: users, Members: targets})
 	}
+	if s.Outgoing != nil && len(positions) > 0 {
+		if servers := s.otherServers(rs, targets); len(servers) > 0 {
+			s.Outgoing(rs.roomID, pdus, servers)
+		}
+	}
 	s.upgradedRoomJoins(rs, joined)
+}
+
+// otherServers lists the servers other than this one that must receive an
+// event of the room: those of its joined members, and of the users whose
+// membership it changes (an invitee, a kicked or banned user).
+func (s *Service) otherServers(rs *roomState, targets []string) []string {
+	var out []string
+	add := func(u string) {
+		if srv := matrix.ServerOf(u); srv != s.serverName && srv != "" && !slices.Contains(out, srv) {
+			out = append(out, srv)
+		}
+	}
+	for u := range rs.joined {
+		add(u)
+	}
+	for _, u := range targets {
+		add(u)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Extremities returns the room's forward extremities.
+func (s *Service) Extremities(ctx context.Context, roomID string) ([]string, error) {
+	e, rs, err := s.lock(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	defer s.unlock(e)
+	return slices.Clone(rs.extremities), nil
+}
+
+// ServersInRoom lists the servers with members joined to the room, this
+// one included if it has any.
+func (s *Service) ServersInRoom(ctx context.Context, roomID string) ([]string, error) {
+	e, rs, err := s.lock(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	defer s.unlock(e)
+	var out []string
+	for u := range rs.joined {
+		if srv := matrix.ServerOf(u); !slices.Contains(out, srv) {
+			out = append(out, srv)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }

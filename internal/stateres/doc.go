@@ -21,6 +21,11 @@
 // (cycles, millions of events) yields an error or a bounded result, never a
 // hang or a stack overflow.
 //
+// The package is checked against reference_test.go, a slow, literal
+// transcription of the spec written independently of it, on thousands of
+// random conflicted DAGs per room version, and against gomatrixserverlib
+// (test only) where that follows the spec (oracle_test.go).
+//
 // Rejected events (the Loader says so) are never authorised, applied, or used
 // as auth events, nor walked through: "no events rejected due to failure to
 // auth against their auth chain should appear in the process" (spec, "Rejected
@@ -29,9 +34,13 @@
 // returned as it was given (resolution never invents a removal). Unknown events
 // are treated the same way.
 //
-// Two readings of the spec the implementation makes, both shared with Synapse
-// and gomatrixserverlib:
+// Three readings of the spec the implementation makes, all shared with
+// Synapse (the reference implementation) and gomatrixserverlib:
 //
+//   - The full auth chain of a state set, whose union minus intersection is
+//     the auth difference, holds the set's own events as well as their auth
+//     chains (the spec's text names only the auth chains; Synapse's auth
+//     chain difference counts the events too, see authDifference).
 //   - From room version 12 the m.room.create event is not listed in
 //     auth_events, but "the room_id implies" it (v12 auth rules). The package
 //     treats it as an auth event of every other event of the room: it is part

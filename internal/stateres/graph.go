@@ -142,13 +142,28 @@ func (r *resolver) newWalk() { r.stamp++ }
 
 // authDifference marks the nodes in the auth difference: in the full auth
 // chain of some state sets but not of all (spec, "Auth difference"). The
-// full auth chain of set i is the union of the auth chains of its events:
-// that of its unconflicted events, which every set shares, and that of its
-// conflicted values. The shared part is walked once (inAll); each set's own
-// walk starts from its conflicted values and stops where the shared part
-// begins, because an auth chain is closed downwards.
+// full auth chain of set i is the union of the auth chains of its events,
+// and its events themselves: the spec's text says only "the union of the
+// auth chains for each event in S_i", but Synapse, the reference
+// implementation, counts every event of S_i as in the full auth chain of S_i
+// (synapse/storage/databases/main/event_federation.py, both
+// _get_auth_chain_difference_using_cover_index_txn and
+// _get_auth_chain_difference_txn start from the state sets' events), and so
+// does gomatrixserverlib in effect (it drops unconflicted events from the
+// full conflicted set). The difference is an unconflicted event that is in
+// the auth chain of one side's events only, e.g. a member's join cited by
+// a kick on one branch: it is not in the auth difference, so is not
+// re-checked, and with servers that differ here a room's state diverges.
+// So: the unconflicted events and their auth chains, which every set
+// shares, are walked once (inAll); each set's own walk starts from its
+// conflicted values and stops where the shared part begins, because an auth
+// chain is closed downwards. (A conflicted value is in the full conflicted
+// set anyway.)
 func (r *resolver) authDifference(sets []StateMap) []int32 {
 	r.newWalk()
+	for _, i := range r.unconflictedNodes {
+		r.nodes[i].inAll = true
+	}
 	r.walk(r.unconflictedNodes, func(i int32) bool {
 		r.nodes[i].inAll = true
 		return true

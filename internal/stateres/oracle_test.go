@@ -3,7 +3,9 @@ package stateres
 import (
 	"fmt"
 	"maps"
+	"math/bits"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -75,7 +77,9 @@ func oracle(d *dag, sets []StateMap) (out StateMap, err error) {
 	return out, nil
 }
 
-func oracleCount(tb testing.TB) int {
+// dagCount is the number of random DAGs a comparison test resolves per room
+// version: CONCLAVE_STATERES_DAGS, else def (a tenth of it with -short).
+func dagCount(tb testing.TB, def int) int {
 	if s := os.Getenv("CONCLAVE_STATERES_DAGS"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil {
@@ -84,44 +88,60 @@ func oracleCount(tb testing.TB) int {
 		return n
 	}
 	if testing.Short() {
-		return 200
+		return def / 10
 	}
-	return 2000
+	return def
 }
 
 // maxUnexplainedPercent bounds the DAGs that may differ from the oracle
 // without one of its known deviations explaining it (see TestOracle).
-const maxUnexplainedPercent = 8
+const maxUnexplainedPercent = 7
 
-// quirkNames names the gomatrixserverlib deviations (see quirks.go) for the
-// oracle report.
-var quirkNames = map[quirks]string{
-	quirkAuthFallbackSelf: "auth-fallback-adds-event-itself",
-	quirkNoPLPowerZero:    "creator-power-0-without-power-levels",
-	quirkReverseKahn:      "topological-sort-from-the-end",
-	quirkMainlineSteps:    "mainline-steps-tie-break",
+// gmslQuirkNames names the gomatrixserverlib deviations the reference can
+// emulate (reference_test.go), for the oracle report.
+var gmslQuirkNames = map[gmslQuirks]string{
+	gmslAuthFallbackSelf:      "auth-fallback-adds-event-itself",
+	gmslNoPLPowerZero:         "creator-power-0-without-power-levels",
+	gmslReverseKahn:           "topological-sort-from-the-end",
+	gmslMainlineSteps:         "mainline-steps-tie-break",
+	gmslControlFromConflicted: "power-set-walks-conflicted-only",
 }
 
-func (q quirks) String() string {
+func (q gmslQuirks) String() string {
 	s := ""
-	for b := quirks(1); b <= q; b <<= 1 {
+	for b := gmslQuirks(1); b <= q && b != 0; b <<= 1 {
 		if q&b != 0 {
 			if s != "" {
 				s += "+"
 			}
-			s += quirkNames[b]
+			s += gmslQuirkNames[b]
 		}
 	}
 	return s
 }
 
+// quirkCombos lists every non-empty set of quirks, smallest sets first, so
+// that a disagreement is attributed to the fewest deviations explaining it.
+var quirkCombos = func() []gmslQuirks {
+	var out []gmslQuirks
+	for q := gmslQuirks(1); q < 1<<gmslQuirkCount; q++ {
+		out = append(out, q)
+	}
+	slices.SortStableFunc(out, func(a, b gmslQuirks) int { return bits.OnesCount8(uint8(a)) - bits.OnesCount8(uint8(b)) })
+	return out
+}()
+
 // TestOracle resolves random conflicted DAGs with this package and with
-// gomatrixserverlib and compares. A disagreement must be explained by the
-// oracle's known deviations from the spec: with the smallest set of them
-// switched on here (quirks.go), this package must then agree. Each deviation
-// was checked against the spec text:
+// gomatrixserverlib and compares. This package is checked against the spec by
+// the reference resolver (TestReferenceRandom); gomatrixserverlib deviates
+// from the spec in known ways, so a disagreement must be explained by them:
+// the reference with the smallest set of them switched on (refOptions.gmsl,
+// test code only; Resolve has no such switches) must then give
+// gomatrixserverlib's answer. Each deviation was checked against the spec
+// text and gomatrixserverlib's source (v0.0.0-20250815065806-6697d93cbcba,
+// stateresolutionv2.go):
 //
-//   - auth-fallback-adds-event-itself: stateResolverV2.authAndApplyEvents
+//   - auth-fallback-adds-event-itself: authAndApplyEvents
 //     (addFromAuthEventsIfNotRejected) calls AddEvent(event), not
 //     AddEvent(authEv), so the event's own auth event is never used; the
 //     spec's iterative auth checks say "the appropriate state event from the
@@ -135,20 +155,33 @@ func (q quirks) String() string {
 //     from the events no other cites and prepends the greatest each time; the
 //     spec takes, among the events whose auth events are all placed, the
 //     smallest (Synapse's lexicographical_topological_sort does).
+//   - mainline-steps-tie-break: sortStateResV2ConflictedOtherHeap orders by
+//     mainline position counted from the oldest power levels event, an event
+//     off the mainline keeping position 0 (the spec: infinity, sorted
+//     first), then by the steps taken to reach the mainline (no such rule in
+//     the spec), then origin_server_ts and event ID.
+//   - power-set-walks-conflicted-only: fullControlSet follows auth events
+//     only into conflictedEventMap (the conflicted state set), so an event of
+//     the auth difference that a power event cites is not in X ("the events
+//     in the auth chain of P which also belong to the full conflicted set")
+//     but sorted by the mainline in step 3 (Synapse walks the full
+//     conflicted set, _add_event_and_auth_chain_to_graph).
 //
 // Room version 12: ResolveConflictsNew → ResolveStateConflictsV2New for
-// StateResV2_1 panics (nil dereference) or returns a state without the
-// events the auth fallback should have allowed, because v2.1 starts from an
-// empty state and every check then meets the fallback bug above; it is no
-// oracle for v2.1. v12 DAGs are therefore compared with the oracle only when
-// it returns, and are also resolved as room version 11 to check that v2.1
-// and v2 agree where they must (see TestV21MatchesV2WithoutSubgraph).
+// StateResV2_1 panics ("missing resolved create event" in
+// getPowerLevelFromAuthEvents: v2.1 starts from an empty state, so the
+// create event is not resolved unless conflicted) on almost every DAG; it is
+// no oracle for v2.1, which the reference checks instead. The few v12 DAGs it
+// returns on are compared all the same.
 func TestOracle(t *testing.T) {
-	for _, version := range []string{"10", "11", "12"} {
+	for _, version := range allVersions {
 		t.Run("v"+version, func(t *testing.T) {
-			n := oracleCount(t)
-			agree, errs, unexplained, dropped := 0, 0, 0, 0
-			explained := map[quirks]int{}
+			n := dagCount(t, 800)
+			if version == "12" {
+				n = max(n/8, 1)
+			}
+			agree, errs, unexplained, fallbackUnexplained := 0, 0, 0, 0
+			explained := map[gmslQuirks]int{}
 			shown := 0
 			for seed := uint64(1); seed <= uint64(n); seed++ {
 				d, sets := randomDAG(t, version, seed)
@@ -163,42 +196,49 @@ func TestOracle(t *testing.T) {
 					continue
 				}
 				found := false
-				for q := quirks(1); q < 1<<len(quirkNames) && !found; q++ {
-					alt, err := resolve(d.rv, sets, d, MaxEvents, q)
+				for _, q := range quirkCombos {
+					alt, err := refResolve(d.rv, sets, d, refOptions{gmsl: q})
 					if err == nil && maps.Equal(alt, theirs) {
 						explained[q]++
 						found = true
+						break
 					}
 				}
 				if found {
 					continue
 				}
 				unexplained++
-				for key := range ours {
-					if _, ok := theirs[key]; !ok {
-						dropped++
-						break
-					}
+				flips := 0
+				refResolve(d.rv, sets, d, refOptions{gmsl: gmslAuthFallbackSelf, fallbackFlips: &flips})
+				if flips > 0 {
+					fallbackUnexplained++
 				}
 				if shown < 2 && testing.Verbose() {
 					shown++
-					t.Logf("seed %d differs without explanation:\n ours   %s\n theirs %s", seed,
+					t.Logf("seed %d differs from gomatrixserverlib without explanation:\n ours   %s\n theirs %s", seed,
 						d.describe(diffOnly(ours, theirs)), d.describe(diffOnly(theirs, ours)))
 				}
 			}
-			t.Logf("room version %s: %d DAGs: %d agree, %d oracle errors, %d unexplained (in %d the oracle drops a key)",
-				version, n, agree, errs, unexplained, dropped)
-			// The emulation of the auth fallback bug is not exact when
-			// the oracle loses m.room.create or m.room.power_levels
-			// from its auth state altogether (it then drops whole keys,
-			// e.g. the power levels, from the room: a state reset the
-			// spec does not allow). A few such DAGs stay unexplained;
-			// more means a change here.
+			t.Logf("room version %s: %d DAGs: %d agree with gomatrixserverlib, %d oracle errors, %d differ by its known deviations, %d unexplained",
+				version, n, agree, errs, n-agree-errs-unexplained, unexplained)
+			t.Logf("  of the unexplained, %d are DAGs where the auth fallback bug changes an auth decision", fallbackUnexplained)
+			for _, q := range quirkCombos {
+				if c := explained[q]; c > 0 {
+					t.Logf("  %d differ as the oracle's %s", c, q)
+				}
+			}
+			// The emulation of the auth fallback bug is not exact: once
+			// gomatrixserverlib authorises an event against an auth state
+			// holding the event itself in place of its auth events, the
+			// outcome depends on its own auth rules' handling of such a
+			// state (e.g. seed 28: the power levels and join rules are
+			// refused for want of the sender's membership, then members
+			// join a room with no join rules), which authrules does not
+			// mimic. Those DAGs stay unexplained here; this package is
+			// checked on them by the reference. More than the bound means a
+			// change here.
 			if unexplained*100 > n*maxUnexplainedPercent {
 				t.Errorf("%d of %d DAGs differ from the oracle without explanation (more than %d%%)", unexplained, n, maxUnexplainedPercent)
-			}
-			for q, c := range explained {
-				t.Logf("  %d differ as the oracle's %s", c, q)
 			}
 		})
 	}

@@ -24,9 +24,6 @@ func (r *resolver) senderPower(i int32) int64 {
 		createEv = r.nodes[create].ev
 	}
 	if pl < 0 {
-		if r.quirks&quirkNoPLPowerZero != 0 {
-			return 0
-		}
 		p, err := authrules.ParsePowerLevels(r.rv, nil, createEv)
 		if err != nil {
 			return 0
@@ -77,9 +74,6 @@ func (r *resolver) powerLess(a, b int32) bool {
 func (r *resolver) powerOrder(xs []int32) []int32 {
 	if len(xs) == 0 {
 		return xs
-	}
-	if r.quirks&quirkReverseKahn != 0 {
-		return r.reverseKahn(xs)
 	}
 	// pos maps a node to its index in xs; indeg counts the auth events of
 	// each that are in xs; parents lists, per event, the events of xs that
@@ -178,21 +172,8 @@ func (r *resolver) mainlineOrder(evs []int32) []int32 {
 		n.mainPos = i
 		p = r.authOf(p, authrules.TypePowerLevels, "")
 	}
-	r.mainlineStamp = r.stamp
-	if r.quirks&quirkMainlineSteps != 0 {
-		mlen := int32(0)
-		for p := r.partial(authrules.StateKey{Type: authrules.TypePowerLevels}); p >= 0 && r.onMainline(p); p = r.authOf(p, authrules.TypePowerLevels, "") {
-			mlen++
-		}
-		for _, e := range evs {
-			pos, steps := r.gmslMainlineKey(e, mlen)
-			// Sorted descending below: invert.
-			r.nodes[e].power = -(int64(pos)<<32 | int64(steps))
-		}
-	} else {
-		for _, e := range evs {
-			r.nodes[e].power = int64(r.mainlinePosition(e))
-		}
+	for _, e := range evs {
+		r.nodes[e].power = int64(r.mainlinePosition(e))
 	}
 	slices.SortFunc(evs, func(a, b int32) int {
 		x, y := &r.nodes[a], &r.nodes[b]
@@ -286,9 +267,4 @@ func (h *nodeHeap) pop() int32 {
 		h.items[k], h.items[m] = h.items[m], h.items[k]
 		k = m
 	}
-}
-
-// onMainline reports whether node p is on the mainline mainlineOrder built.
-func (r *resolver) onMainline(p int32) bool {
-	return p >= 0 && r.nodes[p].mainPos >= 0 && r.nodes[p].mark == r.mainlineStamp
 }

@@ -39,7 +39,7 @@ var (
 // empty; with one set, or sets that do not conflict, it is their common
 // state. The result does not depend on the order of the sets.
 func Resolve(rv *event.RoomVersion, sets []StateMap, load Loader) (StateMap, error) {
-	return resolve(rv, sets, load, MaxEvents, 0)
+	return resolve(rv, sets, load, MaxEvents)
 }
 
 // resolver holds one resolution. Its fields are indexes into nodes.
@@ -50,7 +50,6 @@ type resolver struct {
 	v21       bool
 	maxEvents int
 	err       error
-	quirks    quirks // test only: see quirks.go
 
 	nodes []node
 	index map[string]int32
@@ -60,8 +59,6 @@ type resolver struct {
 	// createRoom and createID: the v12 create event ID of the last room ID
 	// seen, so it is not rebuilt for every event.
 	createRoom, createID string
-	// mainlineStamp marks the mainline's nodes (mark == mainlineStamp).
-	mainlineStamp uint32
 
 	base           StateMap // the first set: with conflictedKeys, the unconflicted state map
 	conflictedKeys map[authrules.StateKey]struct{}
@@ -77,14 +74,14 @@ type resolver struct {
 	plMemo map[int32]*authrules.PowerLevels
 }
 
-func resolve(rv *event.RoomVersion, sets []StateMap, load Loader, maxEvents int, q quirks) (StateMap, error) {
+func resolve(rv *event.RoomVersion, sets []StateMap, load Loader, maxEvents int) (StateMap, error) {
 	if rv == nil || (rv.StateRes != 2 && rv.StateRes != 21) {
 		return nil, ErrUnsupportedRoomVersion
 	}
 	if len(sets) == 0 {
 		return StateMap{}, nil
 	}
-	r := &resolver{rv: rv, load: load, v21: rv.StateRes == 21, maxEvents: maxEvents, base: sets[0], quirks: q}
+	r := &resolver{rv: rv, load: load, v21: rv.StateRes == 21, maxEvents: maxEvents, base: sets[0]}
 	r.separate(sets)
 	if len(r.conflictedKeys) == 0 {
 		out := make(StateMap, len(sets[0]))
@@ -303,11 +300,7 @@ func (r *resolver) iterate(order []int32) {
 			continue
 		}
 		r.getter.cur = i
-		var st authrules.StateGetter = &r.getter
-		if r.quirks&quirkAuthFallbackSelf != 0 {
-			st = r.gmslAuthState(i)
-		}
-		if authrules.CheckWith(ev, st, r.verifier) != nil {
+		if authrules.CheckWith(ev, &r.getter, r.verifier) != nil {
 			continue
 		}
 		r.state[authrules.StateKey{Type: ev.Type, StateKey: *ev.StateKey}] = i

@@ -21,6 +21,9 @@ func expect(t *testing.T, d *dag, sets []StateMap, want map[authrules.StateKey]*
 	if !maps.Equal(got, rev) {
 		t.Fatalf("order of the sets matters:\n %s\n %s", d.describe(got), d.describe(rev))
 	}
+	if ref, err := refResolve(d.rv, sets, d, refOptions{}); err != nil || !maps.Equal(got, ref) {
+		t.Fatalf("Resolve and the reference resolver differ:\n ours %s\n ref  %s (%v)", d.describe(got), d.describe(ref), err)
+	}
 	for key, ev := range want {
 		if ev == nil {
 			if id, ok := got[key]; ok {
@@ -373,5 +376,37 @@ func TestCyclesAndCap(t *testing.T) {
 	deep := []StateMap{{k(authrules.TypePowerLevels, ""): chainID(0)}, {k(authrules.TypePowerLevels, ""): "$a"}}
 	if _, err := Resolve(rv, deep, l); !errors.Is(err, ErrTooManyEvents) {
 		t.Fatalf("unbounded chain: %v, want ErrTooManyEvents", err)
+	}
+}
+
+// The full auth chain of a state set holds the set's own events (Synapse's
+// reading, see authDifference): eve's join is in both sets, cited by the
+// join rules eve changes on one branch only. Were it in the auth difference,
+// it would join step 1's power set and be sorted before the join rules
+// change that needs it, letting mallory's join (sorted next to it) through
+// under the old public join rules, and carol's kick, checked after bob's
+// power levels that raise the kick level, fail: mallory would stay joined.
+// Read as Synapse does, the invite-only join rules come first and refuse
+// mallory's join, and the kick is refused too: mallory's membership, as
+// conflicted as it is, resolves to none, on every server.
+func TestAuthDifferenceCountsStateSetEvents(t *testing.T) {
+	for _, v := range []string{"10", "11"} {
+		t.Run("v"+v, func(t *testing.T) {
+			d, h := newDAG(t, v, map[string]int{bob: 100, carol: 50})
+			for _, u := range []string{bob, carol, mallory, eve} {
+				d.must(h, u+".join", u, authrules.TypeMember, u, member("join"))
+			}
+			a, b := h.fork(), h.fork()
+			d.must(a, "kick.mallory", carol, authrules.TypeMember, mallory, member("leave"))
+			d.must(b, "pl.bob", bob, authrules.TypePowerLevels, "", plContent(levels(d, map[string]int{bob: 100, eve: 100}), map[string]int{"kick": 100}))
+			d.must(b, "jr.invite", eve, authrules.TypeJoinRules, "", `{"join_rule":"invite"}`)
+			got := expect(t, d, []StateMap{a.state, b.state}, map[authrules.StateKey]*event.PDU{
+				k(authrules.TypeMember, mallory): nil,
+			})
+			ref, _ := refResolve(d.rv, []StateMap{a.state, b.state}, d, refOptions{})
+			if !maps.Equal(got, ref) {
+				t.Fatalf("resolved %s, the reference %s", d.describe(got), d.describe(ref))
+			}
+		})
 	}
 }

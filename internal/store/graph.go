@@ -42,6 +42,9 @@ type PDU struct {
 	StateGroup int64
 	Pos        int64
 	Depth      int64
+	// ReplacesState is the state event this one replaced in the state
+	// before it (timeline and soft-failed state events).
+	ReplacesState string
 }
 
 // GraphWrite is one event the room writer persists with what it decided
@@ -91,4 +94,28 @@ type Graph interface {
 	StateGroup(ctx context.Context, group int64) ([]StateEntry, error)
 	// RoomStateGroup returns the group of the room's current state.
 	RoomStateGroup(ctx context.Context, roomID string) (int64, error)
+}
+
+// RemoteMembership is a local user's membership in a room this server is
+// not in: the event (an outlier), and what the other server told of the
+// room (stripped state, for an invite or a knock).
+type RemoteMembership struct {
+	RoomID, UserID, RoomVersion, Membership string
+	Event                                   NewEvent
+	// StrippedState is a JSON array of stripped state events.
+	StrippedState []byte
+	Pos           int64
+}
+
+// RemoteMemberships keeps memberships in rooms this server is not in.
+type RemoteMemberships interface {
+	// PersistRemoteMembership stores the event as an outlier (if new) and
+	// the membership at a new stream position, in one transaction.
+	PersistRemoteMembership(ctx context.Context, m *RemoteMembership) (pos int64, err error)
+	// GetRemoteMembership returns the last one stored for the user in the
+	// room (ErrNotFound if none); Event holds only its EventID.
+	GetRemoteMembership(ctx context.Context, roomID, userID string) (*RemoteMembership, error)
+	// RemoteRoomVersion returns the version of a room this server knows
+	// only through remote memberships (ErrNotFound if none).
+	RemoteRoomVersion(ctx context.Context, roomID string) (string, error)
 }

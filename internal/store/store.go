@@ -31,6 +31,7 @@ type Store interface {
 	Rooms
 	Events
 	Graph
+	RemoteMemberships
 	StateHistory
 	RoomsRead
 	SyncQueries
@@ -43,6 +44,8 @@ type Store interface {
 	MediaStore
 	Pushers
 	Search
+	ServerKeys
+	FedQueue
 	Close() error
 }
 

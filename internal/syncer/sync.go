@@ -450,7 +450,7 @@ func (b *builder) fromIgnored(m store.Membership) bool {
 	if ignored, err := b.ignoredUsers(); err != nil || len(ignored) == 0 {
 		return false
 	}
-	e, err := b.s.store.GetEvent(b.ctx, m.EventID)
+	e, err := b.s.rooms.AnyEvent(b.ctx, m.EventID) // a remote invite is an outlier
 	return err == nil && b.ignored[e.Sender]
 }
 
@@ -658,6 +658,21 @@ var strippedTypes = []string{"m.room.create", "m.room.join_rules", "m.room.name"
 
 func (b *builder) strippedRoom(m store.Membership) ([]json.RawMessage, error) {
 	var out []json.RawMessage
+	if rm, err := b.remoteMembership(m); err != nil || rm != nil {
+		// A room this server is not in: what the inviting (or knocked-on)
+		// server told of it, and the membership event.
+		if err != nil {
+			return nil, err
+		}
+		if len(rm.StrippedState) > 0 && json.Unmarshal(rm.StrippedState, &out) != nil {
+			out = nil
+		}
+		self, err := b.s.rooms.AnyEvent(b.ctx, m.EventID)
+		if err != nil {
+			return nil, err
+		}
+		return append(out, event.AppendClientEventWithoutRoomID(nil, self, nil)), nil
+	}
 	add := func(p *event.PDU) {
 		sk := ""
 		if p.StateKey != nil {
@@ -676,11 +691,7 @@ func (b *builder) strippedRoom(m store.Membership) ([]json.RawMessage, error) {
 		}
 	}
 	// The membership event itself, and the inviter's member event.
-	se, err := b.s.store.GetEvent(b.ctx, m.EventID)
-	if err != nil {
-		return nil, err
-	}
-	self, err := b.s.rooms.Event(b.ctx, se)
+	self, err := b.s.rooms.AnyEvent(b.ctx, m.EventID)
 	if err != nil {
 		return nil, err
 	}
@@ -693,7 +704,31 @@ func (b *builder) strippedRoom(m store.Membership) ([]json.RawMessage, error) {
 	return out, nil
 }
 
+// remoteMembership returns the user's membership m when it is in a room
+// this server is not in (nil otherwise).
+func (b *builder) remoteMembership(m store.Membership) (*store.RemoteMembership, error) {
+	rm, err := b.s.rooms.RemoteMembership(b.ctx, m.RoomID, b.req.UserID)
+	if err != nil || rm == nil || rm.Event.EventID != m.EventID {
+		return nil, err
+	}
+	return rm, nil
+}
+
 func (b *builder) leftRoom(m store.Membership) (*LeftRoom, error) {
+	if rm, err := b.remoteMembership(m); err != nil {
+		return nil, err
+	} else if rm != nil {
+		// A rejected invite or withdrawn knock of a room this server is
+		// not in: the leave is all there is to show.
+		self, err := b.s.rooms.AnyEvent(b.ctx, m.EventID)
+		if err != nil {
+			return nil, err
+		}
+		lr := &LeftRoom{}
+		lr.Timeline.Events = []json.RawMessage{event.AppendClientEventWithoutRoomID(nil, self, nil)}
+		lr.Timeline.PrevBatch = "t" + itoa(m.Pos-1)
+		return lr, nil
+	}
 	after := b.since
 	if b.initial {
 		after = 0

@@ -162,3 +162,25 @@ func (db *DB) LockRoom(ctx context.Context, roomID string) (func(), error) {
 		conn.Release()
 	}, nil
 }
+
+var _ store.SigningKeyRotator = (*DB)(nil)
+
+// RotateSharedSigningKey implements store.SigningKeyRotator: the key row is
+// replaced only if it still holds oldKey, and the retired key is recorded
+// in the same transaction, so no process ever reads a new key whose
+// predecessor is not listed as old.
+func (db *DB) RotateSharedSigningKey(ctx context.Context, oldKey, newKey []byte, retired store.ServerKey) error {
+	return db.tx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE server_signing_key SET key = $1 WHERE id = 1 AND key = $2`, string(newKey), string(oldKey))
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() != 1 {
+			return store.ErrConflict
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO server_keys (server_name, key_id, public_key, valid_until_ts, expired_ts, fetched_ts) VALUES ($1, $2, $3, $4, $5, $6)
+			ON CONFLICT (server_name, key_id) DO UPDATE SET public_key = excluded.public_key, valid_until_ts = excluded.valid_until_ts, expired_ts = excluded.expired_ts, fetched_ts = excluded.fetched_ts`,
+			retired.ServerName, retired.KeyID, retired.PublicKey, retired.ValidUntilTS, retired.ExpiredTS, retired.FetchedTS)
+		return err
+	})
+}

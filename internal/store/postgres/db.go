@@ -78,6 +78,8 @@ type DB struct {
 	// pool: a writer holds its lock while it uses pool, so sharing one pool
 	// could exhaust it with lock holders waiting for connections.
 	locks *pgxpool.Pool
+	// fed holds the federation senders' destination locks (fedlock.go).
+	fed fedLocks
 }
 
 var _ store.Store = (*DB)(nil)
@@ -114,6 +116,7 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 
 // Close closes the pools.
 func (db *DB) Close() error {
+	db.fed.close()
 	db.locks.Close()
 	db.pool.Close()
 	return nil

@@ -317,13 +317,13 @@ func (s *Shared) GetPDUs(ctx context.Context, ids []string) ([]store.PDU, error)
 	for len(ids) > 0 {
 		n := min(len(ids), chunk)
 		cond, args := s.d.In("event_id", ids[:n], nil)
-		rows, err := s.b.Read().Query(ctx, `SELECT event_id, room_id, json, kind, rejected_reason, state_group, pos, depth FROM events WHERE `+cond, args...)
+		rows, err := s.b.Read().Query(ctx, `SELECT event_id, room_id, json, kind, rejected_reason, state_group, pos, depth, replaces_state FROM events WHERE `+cond, args...)
 		if err != nil {
 			return nil, err
 		}
 		for rows.Next() {
 			var p store.PDU
-			if err := rows.Scan(&p.EventID, &p.RoomID, &p.JSON, &p.Kind, &p.RejectedReason, &p.StateGroup, &p.Pos, &p.Depth); err != nil {
+			if err := rows.Scan(&p.EventID, &p.RoomID, &p.JSON, &p.Kind, &p.RejectedReason, &p.StateGroup, &p.Pos, &p.Depth, &p.ReplacesState); err != nil {
 				rows.Close()
 				return nil, err
 			}
@@ -337,4 +337,52 @@ func (s *Shared) GetPDUs(ctx context.Context, ids []string) ([]store.PDU, error)
 		ids = ids[n:]
 	}
 	return out, nil
+}
+
+func (s *Shared) PersistRemoteMembership(ctx context.Context, m *store.RemoteMembership) (int64, error) {
+	var pos int64
+	err := s.b.Tx(ctx, func(tx Querier) error {
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM events WHERE event_id = ?)`, m.Event.EventID).Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			var apart int64
+			if err := s.insertApart(ctx, tx, &m.Event, store.KindOutlier, "", &apart); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM remote_memberships WHERE room_id = ? AND user_id = ?`, m.RoomID, m.UserID); err != nil {
+			return err
+		}
+		if err := s.b.InsertAtNewPositions(ctx, tx, "remote_memberships", []string{"room_id", "user_id", "event_id", "room_version", "stripped_state"},
+			[][]any{{m.RoomID, m.UserID, m.Event.EventID, m.RoomVersion, m.StrippedState}}); err != nil {
+			return err
+		}
+		if err := tx.QueryRow(ctx, `SELECT pos FROM remote_memberships WHERE room_id = ? AND user_id = ?`, m.RoomID, m.UserID).Scan(&pos); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO memberships (room_id, user_id, membership, event_id, pos) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id, pos = excluded.pos, forgotten = false`,
+			m.RoomID, m.UserID, m.Membership, m.Event.EventID, pos)
+		return err
+	})
+	return pos, err
+}
+
+func (s *Shared) GetRemoteMembership(ctx context.Context, roomID, userID string) (*store.RemoteMembership, error) {
+	m := store.RemoteMembership{RoomID: roomID, UserID: userID}
+	err := s.b.Read().QueryRow(ctx, `SELECT r.event_id, r.room_version, r.stripped_state, r.pos, coalesce(m.membership, '') FROM remote_memberships r
+		LEFT JOIN memberships m ON m.room_id = r.room_id AND m.user_id = r.user_id AND m.event_id = r.event_id
+		WHERE r.room_id = ? AND r.user_id = ?`, roomID, userID).Scan(&m.Event.EventID, &m.RoomVersion, &m.StrippedState, &m.Pos, &m.Membership)
+	if err != nil {
+		return nil, notFound(err)
+	}
+	return &m, nil
+}
+
+func (s *Shared) RemoteRoomVersion(ctx context.Context, roomID string) (string, error) {
+	var v string
+	err := s.b.Read().QueryRow(ctx, `SELECT room_version FROM remote_memberships WHERE room_id = ? LIMIT 1`, roomID).Scan(&v)
+	return v, notFound(err)
 }

@@ -280,3 +280,42 @@ func sortedIDs2(entries []store.StateEntry) []string {
 	slices.Sort(ids)
 	return ids
 }
+
+// testRemoteMemberships: an invite to a room this server is not in, then
+// its rejection, each at a new stream position, with the stripped state.
+func testRemoteMemberships(t *testing.T, s store.Store) {
+	before := maxPos(t, s)
+	inv := store.NewEvent{EventID: "$inv", RoomID: "!far:y", Type: "m.room.member", StateKey: sk("@me:x"), Sender: "@them:y", Membership: "invite", JSON: []byte(`{}`), Depth: 5}
+	pos, err := s.PersistRemoteMembership(ctx(), &store.RemoteMembership{RoomID: "!far:y", UserID: "@me:x", RoomVersion: "10", Membership: "invite",
+		Event: inv, StrippedState: []byte(`[{"type":"m.room.name"}]`)})
+	must(t, err)
+	if pos <= before || maxPos(t, s) != pos {
+		t.Fatalf("invite at %d (before %d, now %d)", pos, before, maxPos(t, s))
+	}
+	mem, err := s.UserMemberships(ctx(), "@me:x")
+	must(t, err)
+	if len(mem) != 1 || mem[0].Membership != "invite" || mem[0].EventID != "$inv" || mem[0].Pos != pos {
+		t.Fatalf("memberships %+v", mem)
+	}
+	got, err := s.GetRemoteMembership(ctx(), "!far:y", "@me:x")
+	must(t, err)
+	if got.RoomVersion != "10" || string(got.StrippedState) != `[{"type":"m.room.name"}]` || got.Event.EventID != "$inv" || got.Membership != "invite" {
+		t.Fatalf("remote membership %+v", got)
+	}
+	pdus, err := s.GetPDUs(ctx(), []string{"$inv"})
+	must(t, err)
+	if len(pdus) != 1 || pdus[0].Kind != store.KindOutlier {
+		t.Fatalf("invite event %+v", pdus)
+	}
+	leave := inv
+	leave.EventID, leave.Sender, leave.Membership = "$leave", "@me:x", "leave"
+	pos2, err := s.PersistRemoteMembership(ctx(), &store.RemoteMembership{RoomID: "!far:y", UserID: "@me:x", RoomVersion: "10", Membership: "leave", Event: leave, StrippedState: []byte(`[]`)})
+	must(t, err)
+	mem, err = s.UserMemberships(ctx(), "@me:x")
+	must(t, err)
+	if pos2 <= pos || len(mem) != 1 || mem[0].Membership != "leave" || mem[0].Pos != pos2 {
+		t.Fatalf("after the rejection: %+v (pos %d)", mem, pos2)
+	}
+	_, err = s.GetRemoteMembership(ctx(), "!nope:y", "@me:x")
+	wantErr(t, err, store.ErrNotFound)
+}

@@ -39,6 +39,7 @@ func Run(t *testing.T, open Opener) {
 		{"GraphWrites", testGraphWrites},
 		{"GraphStateChains", testGraphStateChains},
 		{"GraphJoinedRoom", testGraphJoinedRoom},
+		{"RemoteMemberships", testRemoteMemberships},
 		{"RoomChanged", testRoomChanged},
 		{"ConcurrentRoomWriters", testConcurrentRoomWriters},
 		{"ManyRoomWritersIsolated", testManyRoomWritersIsolated},
@@ -62,6 +63,11 @@ func Run(t *testing.T, open Opener) {
 		{"Backups", testBackups},
 		{"Media", testMedia},
 		{"StreamOrder", testStreamOrder},
+		{"ServerKeys", testServerKeys},
+		{"FedQueue", testFedQueue},
+		{"FedQueueAtomic", testFedQueueAtomic},
+		{"FedQueuePrune", testFedQueuePrune},
+		{"FedQueueConcurrent", testFedQueueConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,206 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"conclave/internal/event"
+	"conclave/internal/fedclient"
+	"conclave/internal/matrix"
+	"conclave/internal/store"
+)
+
+// SupportedRoomVersions are the room versions this server can join over
+// federation: those whose events it can parse (event IDs from hashes, v3+).
+func SupportedRoomVersions() []string {
+	var out []string
+	for _, id := range event.KnownRoomVersions() {
+		if rv, _ := event.GetRoomVersion(id); rv.EventIDFormat >= 3 {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// Join joins userID (of this server) to a room this server is not in,
+// through the first of servers that answers (Server-Server API, "Joining
+// Rooms": make_join, then send_join v2), and imports the room from the
+// answer. content holds extra keys of the join's content (displayname,
+// avatar_url, reason). It returns the join's event ID.
+func (s *Service) Join(ctx context.Context, roomID, userID string, servers []string, content map[string]json.RawMessage) (string, error) {
+	var errs []error
+	tried := 0
+	for _, srv := range servers {
+		if srv == s.ServerName || srv == "" {
+			continue
+		}
+		tried++
+		id, err := s.joinVia(ctx, srv, roomID, userID, content)
+		if err == nil {
+			return id, nil
+		}
+		s.Log.Info("federation: join through a server failed", "room", roomID, "server", srv, "err", err)
+		var me *matrix.Error
+		if errors.As(err, &me) && me.Code == matrix.ErrForbidden {
+			// Refused by the room's rules: another server would say the same.
+			return "", me
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", srv, err))
+	}
+	if tried == 0 {
+		return "", matrix.NotFound("No known servers to join room %s through", roomID)
+	}
+	return "", matrix.Errorf(http.StatusBadGateway, matrix.ErrUnknown, "No server could get us into the room: %v", errors.Join(errs...))
+}
+
+// template is what make_join answers, as far as the joining server uses it.
+type template struct {
+	Type     string          `json:"type"`
+	StateKey *string         `json:"state_key"`
+	Sender   string          `json:"sender"`
+	RoomID   string          `json:"room_id"`
+	Content  json.RawMessage `json:"content"`
+	Prev     []string        `json:"prev_events"`
+	Auth     []string        `json:"auth_events"`
+	Depth    int64           `json:"depth"`
+}
+
+func (s *Service) joinVia(ctx context.Context, srv, roomID, userID string, extra map[string]json.RawMessage) (string, error) {
+	mm, err := s.Client.MakeJoin(ctx, srv, roomID, userID, SupportedRoomVersions())
+	if err != nil {
+		return "", remoteError(err)
+	}
+	rv, ok := event.GetRoomVersion(mm.RoomVersion)
+	if !ok || rv.EventIDFormat < 3 {
+		return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrIncompatibleRoomVer, "Room version %q is not supported", mm.RoomVersion)
+	}
+	var t template
+	if err := json.Unmarshal(mm.Event, &t); err != nil {
+		return "", fmt.Errorf("make_join answered an invalid template: %w", err)
+	}
+	if t.Type != "m.room.member" || t.StateKey == nil || *t.StateKey != userID || t.Sender != userID || t.RoomID != roomID {
+		return "", errors.New("make_join answered a template for another event")
+	}
+	if len(t.Prev) == 0 || len(t.Prev) > 20 || len(t.Auth) > 10 {
+		return "", errors.New("make_join answered a template with bad prev or auth events")
+	}
+	content := map[string]json.RawMessage{}
+	if len(t.Content) > 0 {
+		if err := json.Unmarshal(t.Content, &content); err != nil {
+			return "", errors.New("make_join answered a template with bad content")
+		}
+	}
+	for k, v := range extra {
+		if k != "membership" && k != "join_authorised_via_users_server" {
+			content[k] = v
+		}
+	}
+	content["membership"] = json.RawMessage(`"join"`)
+	raw, err := json.Marshal(content)
+	if err != nil {
+		return "", err
+	}
+	sk := userID
+	pdu, err := (&event.Proto{Type: "m.room.member", StateKey: &sk, Sender: userID, RoomID: roomID, Content: raw,
+		PrevEvents: t.Prev, AuthEvents: t.Auth, Depth: t.Depth, OriginServerTS: nowMillis()}).Build(rv, s.ServerName, s.Key)
+	if err != nil {
+		return "", err
+	}
+	resp, err := s.Client.SendJoinV2(ctx, srv, roomID, pdu.EventID, pdu.Raw, false)
+	if err != nil {
+		return "", remoteError(err)
+	}
+	join := pdu
+	if len(resp.Event) > 0 {
+		// The resident server may have signed it (a restricted join).
+		signed, err := event.ParsePDU(rv, resp.Event)
+		if err != nil || signed.EventID != pdu.EventID {
+			return "", errors.New("send_join answered another event")
+		}
+		if err := s.Keys.VerifyEvent(ctx, signed); err != nil {
+			return "", fmt.Errorf("send_join answered a join whose signatures fail: %w", err)
+		}
+		join = signed
+	}
+	state := s.checkedEvents(ctx, rv, roomID, resp.State)
+	chain := s.checkedEvents(ctx, rv, roomID, resp.AuthChain)
+	if err := s.Rooms.ImportJoin(ctx, rv, join, state, chain); err != nil {
+		return "", err
+	}
+	return join.EventID, nil
+}
+
+// checkedEvents parses events of a room from another server, leaving out
+// those that fail to parse or whose signatures fail; a content hash that
+// does not match gives the redacted event.
+func (s *Service) checkedEvents(ctx context.Context, rv *event.RoomVersion, roomID string, raws []json.RawMessage) []*event.PDU {
+	out := make([]*event.PDU, 0, len(raws))
+	seen := make(map[string]bool, len(raws))
+	for _, raw := range raws {
+		ev, err := s.checkPDU(ctx, rv, raw)
+		if err != nil || ev.RoomID != roomID || seen[ev.EventID] {
+			continue
+		}
+		seen[ev.EventID] = true
+		out = append(out, ev)
+	}
+	return out
+}
+
+// remoteError turns a remote server's refusal into an error for our client:
+// its 403 stays a 403 (the room's rules), anything else is the remote's
+// failure.
+func remoteError(err error) error {
+	var fe *fedclient.Error
+	if errors.As(err, &fe) && fe.Status == http.StatusForbidden {
+		return matrix.Forbidden("%s", fe.Error())
+	}
+	if errors.As(err, &fe) && fe.Status == http.StatusBadRequest && fe.Errcode == matrix.ErrIncompatibleRoomVer {
+		return matrix.Errorf(http.StatusBadRequest, matrix.ErrIncompatibleRoomVer, "%s", fe.Error())
+	}
+	return err
+}
+
+// nowMillis is the time events are stamped with.
+func nowMillis() int64 { return time.Now().UnixMilli() }
+
+// ResolveAlias asks the alias's server which room it names and through
+// which servers it can be joined (/query/directory).
+func (s *Service) ResolveAlias(ctx context.Context, alias string) (string, []string, error) {
+	d, err := s.Client.QueryDirectory(ctx, matrix.ServerOf(alias), alias)
+	if err != nil {
+		var fe *fedclient.Error
+		if errors.As(err, &fe) && fe.Status == http.StatusNotFound {
+			return "", nil, matrix.NotFound("Room alias %s not found", alias)
+		}
+		return "", nil, matrix.Errorf(http.StatusBadGateway, matrix.ErrUnknown, "Could not ask %s about %s: %v", matrix.ServerOf(alias), alias, err)
+	}
+	if !matrix.ValidRoomID(d.RoomID) {
+		return "", nil, matrix.Errorf(http.StatusBadGateway, matrix.ErrUnknown, "%s answered an invalid room ID", matrix.ServerOf(alias))
+	}
+	return d.RoomID, d.Servers, nil
+}
+
+// Profile asks userID's server for their profile (/query/profile).
+func (s *Service) Profile(ctx context.Context, userID string) (*store.Profile, error) {
+	raw, err := s.Client.QueryProfile(ctx, matrix.ServerOf(userID), userID, "")
+	if err != nil {
+		var fe *fedclient.Error
+		if errors.As(err, &fe) && fe.Status == http.StatusNotFound {
+			return nil, matrix.NotFound("Profile was not found")
+		}
+		return nil, matrix.Errorf(http.StatusBadGateway, matrix.ErrUnknown, "Could not ask %s for the profile: %v", matrix.ServerOf(userID), err)
+	}
+	var p struct {
+		DisplayName string `json:"displayname"`
+		AvatarURL   string `json:"avatar_url"`
+	}
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return nil, matrix.Errorf(http.StatusBadGateway, matrix.ErrUnknown, "%s answered an invalid profile", matrix.ServerOf(userID))
+	}
+	return &store.Profile{UserID: userID, DisplayName: p.DisplayName, AvatarURL: p.AvatarURL}, nil
+}

@@ -1,0 +1,451 @@
+// Package keyring owns the servers' signing keys: other servers' keys,
+// fetched from their /_matrix/key/v2/server (through a Fetcher), validated,
+// kept in a bounded memory cache in front of the store with valid_until_ts
+// and old_verify_keys honoured; this server's own current and old keys. It
+// verifies JSON, request and event signatures with them and gives the
+// notary (/_matrix/key/v2/query) the responses it hands on. No HTTP here:
+// federationapi serves the endpoints, fedclient fetches.
+//
+// A hostile server cannot make us hammer anyone: a server's keys are
+// fetched at most once at a time (concurrent callers share the fetch) and
+// at most once per MinRefetch, longer after failures; a server outside the
+// allow list is never contacted.
+package keyring
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"conclave/internal/event"
+	"conclave/internal/lru"
+	"conclave/internal/store"
+)
+
+// Fetcher gets a server's own key response, the raw JSON body of GET
+// /_matrix/key/v2/server on that server (internal/fedclient implements it
+// over the outbound client: discovery, TLS, body limits).
+type Fetcher interface {
+	ServerKeys(ctx context.Context, serverName string) ([]byte, error)
+}
+
+var (
+	// ErrNotAllowed: the server is outside the federation allow list; it
+	// was not contacted.
+	ErrNotAllowed = errors.New("keyring: server is not in the federation allow list")
+	// ErrNoKey: no key that is valid at the time asked for could be found
+	// (in memory, in the store, or from the server within the fetch limits).
+	ErrNoKey = errors.New("keyring: no valid signing key")
+	// ErrBadSignature: a signature by a known valid key does not verify.
+	ErrBadSignature = errors.New("keyring: bad signature")
+)
+
+// KeyValidityCap: "Servers MUST use the lesser of this field and 7 days into
+// the future when determining if a key is valid" (Server-Server API, keys
+// definition, valid_until_ts). The 7 days count from the fetch.
+const KeyValidityCap = 7 * 24 * time.Hour
+
+// MaxKeyResponse bounds a key response we accept from a server.
+const MaxKeyResponse = 1 << 20
+
+// Config is what a Keyring needs.
+type Config struct {
+	ServerName string
+	Key        *event.SigningKey // this server's current signing key
+	Store      store.ServerKeys
+	// Fetcher gets keys from other servers; nil: only what is stored.
+	Fetcher Fetcher
+	// Allowed, when set, is the closed circle: other servers for which it
+	// is false are never contacted and their keys never used.
+	Allowed func(serverName string) bool
+	Now     func() time.Time // nil: time.Now
+	// MinRefetch: at most one fetch per server in this time (default one
+	// minute). After a failed fetch the wait doubles, up to MaxBackoff
+	// (default 10 minutes).
+	MinRefetch, MaxBackoff time.Duration
+	// FetchTimeout bounds one fetch (default 30 s); it runs on for the
+	// callers sharing it even if the one that started it gives up.
+	FetchTimeout time.Duration
+	// CacheSize bounds the servers kept in memory (default 10,000).
+	CacheSize int
+}
+
+// Keyring is safe for concurrent use.
+type Keyring struct {
+	cfg     Config
+	servers *lru.Cache[string, *serverEntry]
+
+	mu       sync.Mutex
+	inflight map[string]*call
+
+	ownOld map[string]keyInfo // this server's old keys, by key ID
+}
+
+// keyInfo is one key and how long it may be used.
+type keyInfo struct {
+	pub        ed25519.PublicKey
+	validUntil int64 // verify_keys: usable for times ≤ this (capped)
+	expired    int64 // old_verify_keys: usable for times ≤ this; 0 = current
+}
+
+// validAt: "Keys used beyond this timestamp [valid_until_ts] MUST be
+// considered invalid"; old keys "known to have expired prior to the event's
+// origin_server_ts are ignored" (Server-Server API, "Validating hashes and
+// signatures on received events"). A time of 0 asks for any key: room
+// versions 1–4 ignore valid_until_ts.
+func (k keyInfo) validAt(ts int64) bool {
+	if k.expired > 0 {
+		return ts <= k.expired
+	}
+	return ts <= k.validUntil
+}
+
+// serverEntry is what memory knows of a server; replaced, never changed.
+type serverEntry struct {
+	keys      map[string]keyInfo
+	nextFetch time.Time // no fetch before this
+	failures  int       // consecutive failed fetches
+}
+
+type call struct {
+	done chan struct{}
+	err  error
+}
+
+// New returns a keyring and loads this server's old keys from the store.
+func New(ctx context.Context, cfg Config) (*Keyring, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MinRefetch <= 0 {
+		cfg.MinRefetch = time.Minute
+	}
+	if cfg.MaxBackoff < cfg.MinRefetch {
+		cfg.MaxBackoff = max(10*time.Minute, cfg.MinRefetch)
+	}
+	if cfg.FetchTimeout <= 0 {
+		cfg.FetchTimeout = 30 * time.Second
+	}
+	if cfg.CacheSize <= 0 {
+		cfg.CacheSize = 10_000
+	}
+	k := &Keyring{cfg: cfg, servers: lru.New[string, *serverEntry](cfg.CacheSize), inflight: map[string]*call{}, ownOld: map[string]keyInfo{}}
+	stored, err := cfg.Store.ServerKeys(ctx, cfg.ServerName)
+	if err != nil {
+		return nil, fmt.Errorf("own old signing keys: %w", err)
+	}
+	for _, sk := range stored {
+		ki, err := keyInfoOf(sk)
+		if err != nil || sk.ExpiredTS == 0 || sk.KeyID == cfg.Key.ID {
+			continue
+		}
+		k.ownOld[sk.KeyID] = ki
+	}
+	return k, nil
+}
+
+func keyInfoOf(sk store.ServerKey) (keyInfo, error) {
+	pub, err := decodeKey(sk.PublicKey)
+	return keyInfo{pub: pub, validUntil: sk.ValidUntilTS, expired: sk.ExpiredTS}, err
+}
+
+func decodeKey(s string) (ed25519.PublicKey, error) {
+	b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(s, "="))
+	if err != nil || len(b) != ed25519.PublicKeySize {
+		return nil, errors.New("not an ed25519 public key in base64")
+	}
+	return b, nil
+}
+
+// OwnOldKeys are this server's retired keys, for the old_verify_keys of
+// /_matrix/key/v2/server.
+func (k *Keyring) OwnOldKeys() []store.ServerKey {
+	out := make([]store.ServerKey, 0, len(k.ownOld))
+	for id, ki := range k.ownOld {
+		out = append(out, store.ServerKey{ServerName: k.cfg.ServerName, KeyID: id, PublicKey: base64.RawStdEncoding.EncodeToString(ki.pub), ExpiredTS: ki.expired})
+	}
+	slices.SortFunc(out, func(a, b store.ServerKey) int { return strings.Compare(a.KeyID, b.KeyID) })
+	return out
+}
+
+// Allowed reports whether server may be contacted and trusted: the allow
+// list, when there is one (this server is always allowed).
+func (k *Keyring) Allowed(server string) bool {
+	return server == k.cfg.ServerName || k.cfg.Allowed == nil || k.cfg.Allowed(server)
+}
+
+// VerifyKey returns server's key keyID if it is valid at atTS (ms; 0 for any
+// time). Memory, then the store, then the server itself (within the fetch
+// limits). Errors: ErrNotAllowed, ErrNoKey, or the context's.
+func (k *Keyring) VerifyKey(ctx context.Context, server, keyID string, atTS int64) (ed25519.PublicKey, error) {
+	if server == k.cfg.ServerName {
+		if keyID == k.cfg.Key.ID {
+			return k.cfg.Key.PublicKey(), nil
+		}
+		if ki, ok := k.ownOld[keyID]; ok && ki.validAt(atTS) {
+			return ki.pub, nil
+		}
+		return nil, fmt.Errorf("%w: %s of this server at %d", ErrNoKey, keyID, atTS)
+	}
+	if !k.Allowed(server) {
+		return nil, ErrNotAllowed
+	}
+	e, err := k.entry(ctx, server)
+	if err != nil {
+		return nil, err
+	}
+	if ki, ok := e.keys[keyID]; ok && ki.validAt(atTS) {
+		return ki.pub, nil
+	}
+	want := func(e *serverEntry) bool {
+		ki, ok := e.keys[keyID]
+		return ok && ki.validAt(atTS)
+	}
+	if err := k.refresh(ctx, server, want); err != nil && ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if e, ok := k.servers.Get(server); ok {
+		if ki, ok := e.keys[keyID]; ok && ki.validAt(atTS) {
+			return ki.pub, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %s of %s at %d", ErrNoKey, keyID, server, atTS)
+}
+
+// entry returns what memory knows of server, loading it from the store on
+// a miss (an entry without keys is kept too: the store is not asked again
+// for a server nobody has fetched).
+func (k *Keyring) entry(ctx context.Context, server string) (*serverEntry, error) {
+	if e, ok := k.servers.Get(server); ok {
+		return e, nil
+	}
+	e, err := k.load(ctx, server, nil)
+	if err != nil {
+		return nil, err
+	}
+	k.servers.Put(server, e)
+	return e, nil
+}
+
+// load reads server's keys from the store into a new entry carrying over
+// prev's fetch limits.
+func (k *Keyring) load(ctx context.Context, server string, prev *serverEntry) (*serverEntry, error) {
+	stored, err := k.cfg.Store.ServerKeys(ctx, server)
+	if err != nil {
+		return nil, err
+	}
+	e := &serverEntry{keys: make(map[string]keyInfo, len(stored))}
+	if prev != nil {
+		e.nextFetch, e.failures = prev.nextFetch, prev.failures
+	}
+	for _, sk := range stored {
+		if ki, err := keyInfoOf(sk); err == nil {
+			e.keys[sk.KeyID] = ki
+		}
+	}
+	return e, nil
+}
+
+// errRecent: the server was fetched too recently to be fetched again.
+var errRecent = errors.New("keyring: keys fetched recently")
+
+// refresh brings server's keys up to date: the store first (another
+// process may have fetched them), then, unless want is then satisfied, the
+// server itself, if its fetch limit allows. Concurrent callers share one
+// refresh. The fetch runs detached from ctx (bounded by FetchTimeout), so
+// a caller that gives up does not fail the others.
+func (k *Keyring) refresh(ctx context.Context, server string, want func(*serverEntry) bool) error {
+	k.mu.Lock()
+	if c, ok := k.inflight[server]; ok {
+		k.mu.Unlock()
+		select {
+		case <-c.done:
+			return c.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	c := &call{done: make(chan struct{})}
+	k.inflight[server] = c
+	k.mu.Unlock()
+	go func() {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.cfg.FetchTimeout)
+		defer cancel()
+		c.err = k.doRefresh(fctx, server, want)
+		k.mu.Lock()
+		delete(k.inflight, server)
+		k.mu.Unlock()
+		close(c.done)
+	}()
+	select {
+	case <-c.done:
+		return c.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (k *Keyring) doRefresh(ctx context.Context, server string, want func(*serverEntry) bool) error {
+	prev, _ := k.servers.Get(server)
+	now := k.cfg.Now()
+	// Within the limit not even the store is read again: a flood of
+	// unknown key IDs costs one map lookup each. (Another process's fetch
+	// is seen once the limit has passed.)
+	if prev != nil && now.Before(prev.nextFetch) {
+		return errRecent
+	}
+	e, err := k.load(ctx, server, prev)
+	if err != nil {
+		return err
+	}
+	k.servers.Put(server, e)
+	if want != nil && want(e) {
+		return nil
+	}
+	if now.Before(e.nextFetch) {
+		return errRecent
+	}
+	// The limit counts from the start of the attempt.
+	started := &serverEntry{keys: e.keys, nextFetch: now.Add(k.cfg.MinRefetch), failures: e.failures}
+	k.servers.Put(server, started)
+	if k.cfg.Fetcher == nil {
+		return ErrNoKey
+	}
+	keys, resp, err := k.fetch(ctx, server, now)
+	if err != nil {
+		failed := *started
+		failed.failures++
+		failed.nextFetch = now.Add(min(k.cfg.MinRefetch<<min(failed.failures-1, 16), k.cfg.MaxBackoff))
+		k.servers.Put(server, &failed)
+		return err
+	}
+	if err := k.cfg.Store.StoreServerKeys(ctx, server, keys, resp); err != nil {
+		return err
+	}
+	done, err := k.load(ctx, server, started)
+	if err != nil {
+		return err
+	}
+	done.failures = 0
+	k.servers.Put(server, done)
+	return nil
+}
+
+// fetch gets and validates server's key response.
+func (k *Keyring) fetch(ctx context.Context, server string, now time.Time) ([]store.ServerKey, *store.ServerKeyResponse, error) {
+	body, err := k.cfg.Fetcher.ServerKeys(ctx, server)
+	if err != nil {
+		return nil, nil, fmt.Errorf("keys of %s: %w", server, err)
+	}
+	keys, until, err := ParseKeyResponse(body, server, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	return keys, &store.ServerKeyResponse{ServerName: server, ValidUntilTS: until, FetchedTS: now.UnixMilli(), JSON: body}, nil
+}
+
+// keyResponse is the shape of /_matrix/key/v2/server (Server-Server API,
+// "Publishing Keys").
+type keyResponse struct {
+	ServerName   string `json:"server_name"`
+	ValidUntilTS *int64 `json:"valid_until_ts"`
+	VerifyKeys   map[string]struct {
+		Key string `json:"key"`
+	} `json:"verify_keys"`
+	OldVerifyKeys map[string]struct {
+		Key       string `json:"key"`
+		ExpiredTS int64  `json:"expired_ts"`
+	} `json:"old_verify_keys"`
+	Signatures map[string]map[string]string `json:"signatures"`
+}
+
+// ParseKeyResponse validates server's own key response fetched at now and
+// returns its keys as stored (valid_until_ts capped at now + 7 days) and the
+// response's valid_until_ts. It must name server, carry a valid_until_ts,
+// publish at least one ed25519 key, and be signed by every key it publishes
+// (and by nothing else of server's): a response for another server, or one
+// its own keys do not vouch for, is refused.
+func ParseKeyResponse(body []byte, server string, now time.Time) ([]store.ServerKey, int64, error) {
+	bad := func(format string, args ...any) ([]store.ServerKey, int64, error) {
+		return nil, 0, fmt.Errorf("key response of %s: "+format, append([]any{server}, args...)...)
+	}
+	if len(body) > MaxKeyResponse {
+		return bad("larger than %d bytes", MaxKeyResponse)
+	}
+	var r keyResponse
+	if err := json.Unmarshal(body, &r); err != nil {
+		return bad("%v", err)
+	}
+	if r.ServerName != server {
+		return bad("server_name is %q", r.ServerName)
+	}
+	if r.ValidUntilTS == nil {
+		return bad("no valid_until_ts")
+	}
+	fetched := now.UnixMilli()
+	until := min(*r.ValidUntilTS, now.Add(KeyValidityCap).UnixMilli())
+	var keys []store.ServerKey
+	verify := map[string]ed25519.PublicKey{}
+	for id, v := range r.VerifyKeys {
+		if !strings.HasPrefix(id, "ed25519:") {
+			continue // other algorithms are not understood; ignored
+		}
+		pub, err := decodeKey(v.Key)
+		if err != nil || !validKeyID(id) {
+			return bad("verify key %q: not an ed25519 key", id)
+		}
+		verify[id] = pub
+		keys = append(keys, store.ServerKey{ServerName: server, KeyID: id, PublicKey: v.Key, ValidUntilTS: until, FetchedTS: fetched})
+	}
+	if len(verify) == 0 {
+		return bad("no ed25519 verify key")
+	}
+	sigs := r.Signatures[server]
+	for id, pub := range verify {
+		if _, ok := sigs[id]; !ok {
+			return bad("not signed by its key %s", id)
+		}
+		if err := event.VerifyJSON(body, server, id, pub); err != nil {
+			return bad("signature by %s: %v", id, err)
+		}
+	}
+	for id := range sigs {
+		if _, ok := verify[id]; !ok && strings.HasPrefix(id, "ed25519:") {
+			return bad("signed by %s, which it does not publish", id)
+		}
+	}
+	for id, v := range r.OldVerifyKeys {
+		if _, current := verify[id]; current || !strings.HasPrefix(id, "ed25519:") {
+			continue
+		}
+		if _, err := decodeKey(v.Key); err != nil || !validKeyID(id) || v.ExpiredTS <= 0 {
+			return bad("old verify key %q: not an ed25519 key with expired_ts", id)
+		}
+		keys = append(keys, store.ServerKey{ServerName: server, KeyID: id, PublicKey: v.Key, ExpiredTS: v.ExpiredTS, FetchedTS: fetched})
+	}
+	slices.SortFunc(keys, func(a, b store.ServerKey) int { return strings.Compare(a.KeyID, b.KeyID) })
+	return keys, *r.ValidUntilTS, nil
+}
+
+// validKeyID: "ed25519:" and a version of [a-zA-Z0-9_]+ (Server-Server API,
+// keys definition).
+func validKeyID(id string) bool {
+	v, ok := strings.CutPrefix(id, "ed25519:")
+	if !ok || v == "" {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
