@@ -30,7 +30,9 @@ type Service struct {
 	Keys       *keyring.Keyring
 	// Outbox delivers this server's events; nil: nothing is sent.
 	Outbox Outbox
-	Log    *slog.Logger
+	// Sinks take the EDUs received (edu.go).
+	Sinks EDUSinks
+	Log   *slog.Logger
 
 	txnOnce sync.Once
 	txns    *lru.Cache[string, json.RawMessage] // (origin, txnID) → answer
@@ -44,6 +46,7 @@ type Service struct {
 // when EnqueuePDU returns.
 type Outbox interface {
 	EnqueuePDU(ctx context.Context, dests []string, eventID string, pdu []byte) error
+	EnqueueEDU(ctx context.Context, dests []string, eduType string, content []byte) error
 }
 
 // Outgoing queues events this server made for the other servers in their

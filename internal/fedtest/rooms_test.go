@@ -255,16 +255,37 @@ func TestInvitesAcrossServers(t *testing.T) {
 
 	// Carol is invited and rejects it: her server leaves through alice's.
 	a.MustOK(t, "POST", hstest.Path("/rooms/%s/invite", roomID), alice.Token, map[string]any{"user_id": carol.UserID})
-	carolSync := newSyncer(t, b, carol)
+	// Her server is in the room (bob): the invite reaches it in a
+	// transaction; her client sees it, then rejects it.
+	carolSync := &syncer{s: b, u: carol}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		r := b.MustOK(t, "GET", "/_matrix/client/v3/sync?timeout=1000&since="+url.QueryEscape(carolSync.since), carol.Token, nil)
+		carolSync.since = r.Str("next_batch")
+		var s inviteSync
+		json.Unmarshal(r.Body, &s)
+		if _, ok := s.Rooms.Invite[roomID]; ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("carol's invite never arrived")
+		}
+	}
 	b.MustOK(t, "POST", hstest.Path("/rooms/%s/leave", roomID), carol.Token, map[string]any{})
 	res := carolSync.s.MustOK(t, "GET", "/_matrix/client/v3/sync?since="+carolSync.since, carol.Token, nil)
 	json.Unmarshal(res.Body, &s)
 	if _, ok := s.Rooms.Leave[roomID]; !ok {
 		t.Fatalf("carol's sync after rejecting: %s", res.Body)
 	}
-	state := a.MustOK(t, "GET", hstest.Path("/rooms/%s/state/m.room.member/%s", roomID, carol.UserID), alice.Token, nil)
-	if state.Str("membership") != "leave" {
-		t.Fatalf("carol's membership on alice's server: %s", state.Body)
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		state := a.MustOK(t, "GET", hstest.Path("/rooms/%s/state/m.room.member/%s", roomID, carol.UserID), alice.Token, nil)
+		if state.Str("membership") == "leave" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("carol's membership on alice's server: %s", state.Body)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	// An invite to a user of a server outside the circle is refused.
 	if r := a.Do(t, "POST", hstest.Path("/rooms/%s/invite", roomID), alice.Token, map[string]any{"user_id": "@eve:outside.example"}); r.Status == 200 {
@@ -273,3 +294,50 @@ func TestInvitesAcrossServers(t *testing.T) {
 }
 
 func contains(b []byte, s string) bool { return bytes.Contains(b, []byte(s)) }
+
+// Typing notifications and read receipts cross to the other server.
+func TestTypingAndReceiptsAcrossServers(t *testing.T) {
+	hs := hstest.StartFederation(t, 2)
+	a, b := hs[0], hs[1]
+	alice := a.Register(t, "alice")
+	bob := b.Register(t, "bob")
+	roomID := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "public_chat"}).Str("room_id")
+	b.MustOK(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.ServerName), bob.Token, map[string]any{})
+	msg := a.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/t1", roomID), alice.Token, map[string]any{"msgtype": "m.text", "body": "read me"}).Str("event_id")
+	bobSync := newSyncer(t, b, bob)
+	bobSync.waitFor(t, roomID, body("read me"))
+	aliceSince := a.MustOK(t, "GET", "/_matrix/client/v3/sync", alice.Token, nil).Str("next_batch")
+
+	b.MustOK(t, "PUT", hstest.Path("/rooms/%s/typing/%s", roomID, bob.UserID), bob.Token, map[string]any{"typing": true, "timeout": 30000})
+	b.MustOK(t, "POST", hstest.Path("/rooms/%s/receipt/m.read/%s", roomID, msg), bob.Token, map[string]any{})
+	sawTyping, sawReceipt := false, false
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) && !(sawTyping && sawReceipt) {
+		r := a.MustOK(t, "GET", "/_matrix/client/v3/sync?timeout=2000&since="+url.QueryEscape(aliceSince), alice.Token, nil)
+		aliceSince = r.Str("next_batch")
+		var s struct {
+			Rooms struct {
+				Join map[string]struct {
+					Ephemeral struct {
+						Events []struct {
+							Type    string          `json:"type"`
+							Content json.RawMessage `json:"content"`
+						} `json:"events"`
+					} `json:"ephemeral"`
+				} `json:"join"`
+			} `json:"rooms"`
+		}
+		json.Unmarshal(r.Body, &s)
+		for _, e := range s.Rooms.Join[roomID].Ephemeral.Events {
+			switch e.Type {
+			case "m.typing":
+				sawTyping = sawTyping || contains(e.Content, bob.UserID)
+			case "m.receipt":
+				sawReceipt = sawReceipt || (contains(e.Content, bob.UserID) && contains(e.Content, msg))
+			}
+		}
+	}
+	if !sawTyping || !sawReceipt {
+		t.Fatalf("alice saw typing %v, receipt %v", sawTyping, sawReceipt)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"conclave/internal/federation"
 	"conclave/internal/federationapi"
 	"conclave/internal/fedsender"
+	"conclave/internal/matrix"
 	"conclave/internal/server"
 	"conclave/internal/tlsutil"
 )
@@ -59,10 +60,22 @@ func (hs *Homeserver) setupFederationAPI() {
 		Client: hs.FedClient, Keys: hs.Keyring, Log: hs.Log, Outbox: hs.FedSender}
 	hs.Rooms.Outgoing = hs.Federation.Outgoing
 	hs.Rooms.InviteRemote = hs.Federation.Invite
+	hs.Federation.Sinks = federation.EDUSinks{Typing: hs.Typing.Set, Receipt: hs.Receipts.Remote}
+	local := func(userID string) bool { return matrix.ServerOf(userID) == hs.Config.ServerName }
+	hs.Typing.Sent = func(ctx context.Context, roomID, userID string, typing bool) {
+		if local(userID) {
+			hs.Federation.SendTyping(ctx, roomID, userID, typing)
+		}
+	}
+	hs.Receipts.Sent = func(ctx context.Context, roomID, userID, eventID, threadID string, ts int64) {
+		if local(userID) {
+			hs.Federation.SendReceipt(ctx, roomID, userID, eventID, threadID, ts)
+		}
+	}
 	hs.Profiles.Remote = hs.Federation.Profile
 	mux := server.NewMux()
 	federationapi.New(federationapi.Deps{ServerName: hs.Config.ServerName, SigningKey: hs.SigningKey, Version: Version, Keyring: hs.Keyring,
-		Rooms: hs.Rooms, Federation: hs.Federation, Store: hs.Store, Heard: hs.FedSender.Wake}).Register(mux)
+		Rooms: hs.Rooms, Federation: hs.Federation, Store: hs.Store, Heard: hs.FedSender.Wake, EDUs: hs.Federation.HandleEDU}).Register(mux)
 	hs.FederationHandler = server.Wrap(mux, hs.Log)
 	hs.federationMux = mux
 }

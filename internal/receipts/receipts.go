@@ -44,6 +44,9 @@ type Service struct {
 	// NotifyRoom, if set, is called after a public receipt changed in roomID:
 	// every member's /sync must wake.
 	NotifyRoom func(roomID string)
+	// Sent, if set, is told of every public receipt stored (federation
+	// sends this server's users' to the other servers in the room).
+	Sent func(ctx context.Context, roomID, userID, eventID, threadID string, ts int64)
 	// NotifyUser, if set, is called after a private receipt of userID
 	// changed: only the owner sees it. (m.fully_read goes through the account
 	// data service's Notify.)
@@ -85,7 +88,7 @@ func (s *Service) Post(ctx context.Context, userID, roomID, typ, eventID, thread
 	if typ == TypeFullyRead {
 		return s.setFullyRead(ctx, userID, roomID, ev)
 	}
-	return s.putReceipt(ctx, userID, roomID, typ, threadID, ev)
+	return s.putReceipt(ctx, userID, roomID, typ, threadID, ev, 0)
 }
 
 // SetReadMarkers handles POST /rooms/{roomId}/read_markers; empty IDs are
@@ -117,7 +120,7 @@ func (s *Service) SetReadMarkers(ctx context.Context, userID, roomID, fullyRead,
 		if m.typ == TypeFullyRead {
 			err = s.setFullyRead(ctx, userID, roomID, m.ev)
 		} else {
-			err = s.putReceipt(ctx, userID, roomID, m.typ, "", m.ev)
+			err = s.putReceipt(ctx, userID, roomID, m.typ, "", m.ev, 0)
 		}
 		if err != nil {
 			return err
@@ -165,7 +168,7 @@ func (s *Service) check(ctx context.Context, userID, roomID, eventID string) (*s
 
 // putReceipt stores a receipt unless it would move the user's receipt for
 // that thread backwards (as Synapse: an older receipt is accepted and ignored).
-func (s *Service) putReceipt(ctx context.Context, userID, roomID, typ, threadID string, ev *store.StoredEvent) error {
+func (s *Service) putReceipt(ctx context.Context, userID, roomID, typ, threadID string, ev *store.StoredEvent, ts int64) error {
 	old, err := s.store.GetReceipt(ctx, roomID, userID, typ, threadID)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
@@ -178,8 +181,11 @@ func (s *Service) putReceipt(ctx context.Context, userID, roomID, typ, threadID 
 			return nil
 		}
 	}
+	if ts == 0 {
+		ts = s.now().UnixMilli()
+	}
 	w := s.Changes.Begin(changes.Key{Kind: changes.Receipts, Subject: roomID})
-	pos, err := s.store.PutReceipt(w.Context(ctx), &store.Receipt{RoomID: roomID, UserID: userID, Type: typ, ThreadID: threadID, EventID: ev.EventID, TS: s.now().UnixMilli()})
+	pos, err := s.store.PutReceipt(w.Context(ctx), &store.Receipt{RoomID: roomID, UserID: userID, Type: typ, ThreadID: threadID, EventID: ev.EventID, TS: ts})
 	w.Done(pos)
 	if err != nil {
 		return err
@@ -188,10 +194,28 @@ func (s *Service) putReceipt(ctx context.Context, userID, roomID, typ, threadID 
 		if s.NotifyUser != nil {
 			s.NotifyUser(userID)
 		}
-	} else if s.NotifyRoom != nil {
-		s.NotifyRoom(roomID)
+	} else {
+		if s.NotifyRoom != nil {
+			s.NotifyRoom(roomID)
+		}
+		if s.Sent != nil {
+			s.Sent(ctx, roomID, userID, ev.EventID, threadID, ts)
+		}
 	}
 	return nil
+}
+
+// Remote stores a public read receipt another server sent for its user
+// (the user must be joined to the room and the event known here).
+func (s *Service) Remote(ctx context.Context, roomID, userID, eventID, threadID string, ts int64) error {
+	if threadID != "" && !ValidThreadID(threadID) {
+		return matrix.InvalidParam("bad thread_id")
+	}
+	ev, err := s.check(ctx, userID, roomID, eventID)
+	if err != nil {
+		return err
+	}
+	return s.putReceipt(ctx, userID, roomID, TypeRead, threadID, ev, ts)
 }
 
 // setFullyRead moves the m.fully_read room account data forward to ev.

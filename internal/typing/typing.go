@@ -57,6 +57,9 @@ type Service struct {
 	// Notify, if set, is called (without locks held) when a room's set of
 	// typing users changes, including on expiry.
 	Notify func(roomID string)
+	// Sent, if set, is told of every accepted change (federation sends
+	// those of this server's users to the other servers in the room).
+	Sent func(ctx context.Context, roomID, userID string, typing bool)
 	// Publish, if set, replicates changes between processes sharing one
 	// database: Set and the expiry timer hand their changes to Publish
 	// instead of applying them, and the replication layer delivers every
@@ -131,6 +134,9 @@ func (s *Service) Set(ctx context.Context, roomID, userID string, typing bool, t
 		timeout = DefaultTimeout
 	}
 	timeout = min(timeout, MaxTimeout)
+	if s.Sent != nil {
+		s.Sent(ctx, roomID, userID, typing)
+	}
 	if s.Publish != nil {
 		u := Update{Room: roomID, User: userID, Typing: typing}
 		if typing {

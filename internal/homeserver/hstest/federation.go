@@ -23,6 +23,17 @@ import (
 // lifts the circle. Server.CA is the CA, for tests that add fake servers.
 func StartFederation(t testing.TB, n int, opts ...Option) []*Server {
 	t.Helper()
+	return StartFederationEach(t, n, func(_ int, c *config.Config) {
+		for _, o := range opts {
+			o(c)
+		}
+	})
+}
+
+// StartFederationEach is StartFederation with options per server (i is the
+// server's index): to leave one out of the others' circle, say.
+func StartFederationEach(t testing.TB, n int, each func(i int, c *config.Config)) []*Server {
+	t.Helper()
 	ca := tlstest.NewCA(t, tlstest.ECPKCS8)
 	lns := make([]net.Listener, n)
 	names := make([]string, n)
@@ -45,8 +56,8 @@ func StartFederation(t testing.TB, n int, opts ...Option) []*Server {
 		cfg.TLSCACert, cfg.TLSCAKey = ca.CertFile, ca.KeyFile
 		cfg.FederationAllow = append([]string(nil), names...)
 		cfg.FederationAllowPrivate = true
-		for _, o := range opts {
-			o(&cfg)
+		if each != nil {
+			each(i, &cfg)
 		}
 		if os.Getenv(EnvDatabase) == "postgres" && cfg.Database == "" {
 			cfg.Database = postgresFor(t, cfg.DataDir)
@@ -56,9 +67,13 @@ func StartFederation(t testing.TB, n int, opts ...Option) []*Server {
 		}
 		servers[i] = startLogged(t, cfg, os.Stderr, homeserver.Options{FederationListener: lns[i]})
 		servers[i].CA = ca
+		servers[i].names = names
 	}
 	return servers
 }
+
+// Names are the names of the servers StartFederation started with this one.
+func (s *Server) Names() []string { return s.names }
 
 // OpenFederation lifts StartFederation's closed circle: the servers may
 // contact, and be contacted by, any server.

@@ -41,6 +41,8 @@ type Server struct {
 	ServerName string
 	// CA is the test CA of StartFederation's servers (nil otherwise).
 	CA *tlstest.CA
+
+	names []string // StartFederation's names
 }
 
 // EnvDatabase names the variable that picks the test servers' database:

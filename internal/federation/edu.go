@@ -1,0 +1,113 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"conclave/internal/matrix"
+)
+
+// EDUs: typing and read receipts, both ways (Server-Server API, "Typing
+// Notifications", "Receipts"). An EDU about a user is taken only from that
+// user's server, for a room the user is joined to here.
+
+// RemoteTypingTimeout is how long a typing notification from another
+// server lasts unless renewed (the EDU carries no timeout; Synapse uses the
+// same minute).
+const RemoteTypingTimeout = 60 * time.Second
+
+// EDUSinks are where received EDUs go.
+type EDUSinks struct {
+	Typing  func(ctx context.Context, roomID, userID string, typing bool, timeout time.Duration) error
+	Receipt func(ctx context.Context, roomID, userID, eventID, threadID string, ts int64) error
+}
+
+// HandleEDU takes one EDU of a transaction from origin.
+func (s *Service) HandleEDU(ctx context.Context, origin, eduType string, content json.RawMessage) {
+	switch eduType {
+	case "m.typing":
+		var c struct {
+			RoomID string `json:"room_id"`
+			UserID string `json:"user_id"`
+			Typing bool   `json:"typing"`
+		}
+		if json.Unmarshal(content, &c) != nil || matrix.ServerOf(c.UserID) != origin || s.Sinks.Typing == nil {
+			return
+		}
+		if err := s.Sinks.Typing(ctx, c.RoomID, c.UserID, c.Typing, RemoteTypingTimeout); err != nil {
+			s.Log.Debug("federation: typing EDU refused", "origin", origin, "room", c.RoomID, "err", err)
+		}
+	case "m.receipt":
+		// {room ID: {receipt type: {user ID: {event_ids, data: {ts, thread_id}}}}}
+		var c map[string]map[string]map[string]struct {
+			EventIDs []string `json:"event_ids"`
+			Data     struct {
+				TS       int64  `json:"ts"`
+				ThreadID string `json:"thread_id"`
+			} `json:"data"`
+		}
+		if json.Unmarshal(content, &c) != nil || s.Sinks.Receipt == nil {
+			return
+		}
+		n := 0
+		for roomID, byType := range c {
+			for typ, byUser := range byType {
+				if typ != "m.read" {
+					continue // only public read receipts travel
+				}
+				for userID, r := range byUser {
+					if matrix.ServerOf(userID) != origin || len(r.EventIDs) == 0 {
+						continue
+					}
+					if n++; n > 1000 {
+						return // bounded work per EDU
+					}
+					if err := s.Sinks.Receipt(ctx, roomID, userID, r.EventIDs[0], r.Data.ThreadID, r.Data.TS); err != nil {
+						s.Log.Debug("federation: receipt EDU refused", "origin", origin, "room", roomID, "err", err)
+					}
+				}
+			}
+		}
+	}
+}
+
+// SendTyping tells the other servers in the room that a user of this server
+// started or stopped typing.
+func (s *Service) SendTyping(ctx context.Context, roomID, userID string, typing bool) {
+	content, _ := json.Marshal(map[string]any{"room_id": roomID, "user_id": userID, "typing": typing})
+	s.sendEDU(ctx, roomID, "m.typing", content)
+}
+
+// SendReceipt tells the other servers in the room of a user's public read
+// receipt.
+func (s *Service) SendReceipt(ctx context.Context, roomID, userID, eventID, threadID string, ts int64) {
+	data := map[string]any{"ts": ts}
+	if threadID != "" {
+		data["thread_id"] = threadID
+	}
+	content, _ := json.Marshal(map[string]any{roomID: map[string]any{"m.read": map[string]any{userID: map[string]any{"event_ids": []string{eventID}, "data": data}}}})
+	s.sendEDU(ctx, roomID, "m.receipt", content)
+}
+
+func (s *Service) sendEDU(ctx context.Context, roomID, eduType string, content []byte) {
+	if s.Outbox == nil {
+		return
+	}
+	servers, err := s.Rooms.ServersInRoom(ctx, roomID)
+	if err != nil {
+		return
+	}
+	dests := servers[:0:0]
+	for _, srv := range servers {
+		if srv != s.ServerName {
+			dests = append(dests, srv)
+		}
+	}
+	if len(dests) == 0 {
+		return
+	}
+	if err := s.Outbox.EnqueueEDU(context.WithoutCancel(ctx), dests, eduType, content); err != nil {
+		s.Log.Error("federation: queueing an EDU", "type", eduType, "room", roomID, "err", err)
+	}
+}
