@@ -28,11 +28,16 @@ func (s *Service) newLocalJoin(rs *roomState, pdu *event.PDU) bool {
 // upgradedRoomJoins calls OnUpgradedRoomJoin for each user when the room has
 // a predecessor.
 func (s *Service) upgradedRoomJoins(rs *roomState, users []string) {
-	if len(users) == 0 {
-		return
+	if len(users) > 0 {
+		s.upgradedRoomJoinsOf(rs.StateEvent("m.room.create", ""), rs.roomID, users)
 	}
-	create := rs.StateEvent("m.room.create", "")
-	if create == nil {
+}
+
+// upgradedRoomJoinsOf is upgradedRoomJoins given the room's create event:
+// for a room joined through another server (ImportJoin), whose state is not
+// loaded here.
+func (s *Service) upgradedRoomJoinsOf(create *event.PDU, roomID string, users []string) {
+	if create == nil || s.OnUpgradedRoomJoin == nil {
 		return
 	}
 	var c struct {
@@ -40,10 +45,12 @@ func (s *Service) upgradedRoomJoins(rs *roomState, users []string) {
 			RoomID string `json:"room_id"`
 		} `json:"predecessor"`
 	}
-	if json.Unmarshal(create.Content, &c) != nil || !matrix.ValidRoomID(c.Predecessor.RoomID) || c.Predecessor.RoomID == rs.roomID {
+	if json.Unmarshal(create.Content, &c) != nil || !matrix.ValidRoomID(c.Predecessor.RoomID) || c.Predecessor.RoomID == roomID {
 		return
 	}
 	for _, u := range users {
-		s.OnUpgradedRoomJoin(u, c.Predecessor.RoomID, rs.roomID)
+		if matrix.ServerOf(u) == s.serverName {
+			s.OnUpgradedRoomJoin(u, c.Predecessor.RoomID, roomID)
+		}
 	}
 }
