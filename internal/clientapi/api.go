@@ -87,6 +87,7 @@ func (a *API) Register(mux Mux) {
 	a.registerPresence(mux)
 	a.registerKeys(mux)
 	a.registerRoomsRead(mux)
+	a.registerHierarchy(mux)
 	a.registerPush(mux)
 	a.registerSearch(mux)
 }

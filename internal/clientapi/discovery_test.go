@@ -45,3 +45,31 @@ func TestCapabilitiesWithToken(t *testing.T) {
 		t.Fatalf("capabilities: %s", r.Body)
 	}
 }
+
+// The federation API is served on its own listener, but the client listener
+// knows its paths: a known federation or key path asked with the wrong
+// method is 405 M_UNRECOGNIZED there too, an unknown one 404 (Client-Server
+// API, "Unrecognised requests"; Complement's TestUnknownEndpoints asks the
+// client port).
+func TestUnknownFederationEndpointsOnClientListener(t *testing.T) {
+	s := hstest.StartFederation(t, 1)[0]
+	for _, c := range []struct {
+		method, path string
+		status       int
+	}{
+		{"PUT", "/_matrix/federation/v1/version", http.StatusMethodNotAllowed},
+		{"POST", "/_matrix/key/v2/server", http.StatusMethodNotAllowed},
+		{"PUT", "/_matrix/key/v2/query", http.StatusMethodNotAllowed},
+		{"GET", "/_matrix/federation/unknown", http.StatusNotFound},
+		{"GET", "/_matrix/federation/v1/unknown", http.StatusNotFound},
+		{"GET", "/_matrix/key/unknown", http.StatusNotFound},
+		{"GET", "/_matrix/key/v2/unknown", http.StatusNotFound},
+		// Served by the federation listener only.
+		{"GET", "/_matrix/federation/v1/version", http.StatusNotFound},
+	} {
+		r := s.Do(t, c.method, c.path, "", nil)
+		if r.Status != c.status || r.Errcode() != "M_UNRECOGNIZED" {
+			t.Errorf("%s %s: %d %s, want %d M_UNRECOGNIZED", c.method, c.path, r.Status, r.Body, c.status)
+		}
+	}
+}

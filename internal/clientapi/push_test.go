@@ -143,6 +143,9 @@ func TestPushRules(t *testing.T) {
 	expectErr(t, s.Do(t, "PUT", base+"global/content/x", alice.Token, map[string]any{"actions": []any{}}), 400, "M_MISSING_PARAM")
 	expectErr(t, s.Do(t, "PUT", base+"global/room/notaroom", alice.Token, map[string]any{"actions": []any{}}), 400, "M_INVALID_PARAM")
 	expectErr(t, s.Do(t, "PUT", base+"global/bogus/x", alice.Token, map[string]any{"actions": []any{}}), 400, "M_UNRECOGNIZED")
+	// Reading a rule of a kind this server does not know: it does not exist
+	// (Complement's thread tests probe MSC4306's postcontent kind this way).
+	expectErr(t, s.Do(t, "GET", base+"global/postcontent/.io.element.msc4306.rule.subscribed_thread", alice.Token, nil), 404, "M_NOT_FOUND")
 	expectErr(t, s.Do(t, "PUT", base+"device/override/x", alice.Token, map[string]any{"actions": []any{}}), 400, "M_UNRECOGNIZED")
 	expectErr(t, s.Do(t, "GET", base+"device/", alice.Token, nil), 400, "M_UNRECOGNIZED")
 	expectErr(t, s.Do(t, "PUT", base+"global/override/nope/enabled", alice.Token, map[string]any{"enabled": true}), 404, "M_NOT_FOUND")

@@ -78,6 +78,14 @@ func rulePath(r *http.Request) (kind, id string, err error) {
 }
 
 func (a *API) getPushRule(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	if r.PathValue("scope") == "global" && !push.ValidKind(r.PathValue("kind")) {
+		// GET /pushrules/global/{kind}/{ruleId} answers 404 when "the push
+		// rule does not exist": a kind this server does not know (an
+		// unstable one such as MSC4306's postcontent) holds none. Writes to
+		// it stay 400 M_UNRECOGNIZED.
+		jsonhttp.Error(w, r, matrix.NotFound("Unknown push rule"))
+		return
+	}
 	kind, id, err := rulePath(r)
 	if err != nil {
 		jsonhttp.Error(w, r, err)

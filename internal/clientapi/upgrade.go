@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"encoding/json"
 	"net/http"
 
 	"conclave/internal/jsonhttp"
@@ -16,6 +17,9 @@ func (a *API) upgradeRoom(w http.ResponseWriter, r *http.Request, s *store.Sessi
 	}
 	var body struct {
 		NewVersion *string `json:"new_version"`
+		// Room version 12+ (Client-Server API v1.16): more creators of the
+		// new room: a list of valid user IDs, else 400 M_INVALID_PARAM.
+		AdditionalCreators json.RawMessage `json:"additional_creators"`
 	}
 	if err := jsonhttp.Read(r, a.maxBody, &body); err != nil {
 		jsonhttp.Error(w, r, err)
@@ -25,7 +29,20 @@ func (a *API) upgradeRoom(w http.ResponseWriter, r *http.Request, s *store.Sessi
 		jsonhttp.Error(w, r, matrix.MissingParam("new_version is required"))
 		return
 	}
-	newID, err := a.Rooms.UpgradeRoom(r.Context(), roomID, s.UserID, s.DeviceID, *body.NewVersion)
+	var creators []string
+	if len(body.AdditionalCreators) > 0 && string(body.AdditionalCreators) != "null" {
+		if err := json.Unmarshal(body.AdditionalCreators, &creators); err != nil {
+			jsonhttp.Error(w, r, matrix.InvalidParam("additional_creators must be a list of user IDs"))
+			return
+		}
+		for _, c := range creators {
+			if !matrix.ValidUserID(c) {
+				jsonhttp.Error(w, r, matrix.InvalidParam("additional_creators: invalid user ID %q", c))
+				return
+			}
+		}
+	}
+	newID, err := a.Rooms.UpgradeRoom(r.Context(), roomID, s.UserID, s.DeviceID, *body.NewVersion, creators)
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return

@@ -77,6 +77,7 @@ func (hs *Homeserver) setupFederationAPI() {
 	federationapi.New(federationapi.Deps{ServerName: hs.Config.ServerName, SigningKey: hs.SigningKey, Version: Version, Keyring: hs.Keyring,
 		Rooms: hs.Rooms, Federation: hs.Federation, Store: hs.Store, Heard: hs.FedSender.Wake, EDUs: hs.Federation.HandleEDU}).Register(mux)
 	hs.FederationHandler = server.Wrap(mux, hs.Log)
+	hs.federationMux = mux
 }
 
 // listeners are the client listener (TLS only when tls_cert is set: the

@@ -91,6 +91,7 @@ type Homeserver struct {
 	// federation_listen is empty): federation_allow, discovery, signing.
 	FedClient          *fedclient.Client
 	federationListener net.Listener // Options.FederationListener
+	federationMux      *server.Mux  // nil when federation_listen is empty
 }
 
 // New opens the data directory and store and builds the services. It does
@@ -210,6 +211,12 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync,
 		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push, Federation: hs.Federation})
 	api.Register(mux)
+	if hs.federationMux != nil {
+		// The federation API is served on its own listener; the client
+		// listener still knows its paths (405 for a wrong method).
+		mux.KnowElsewhere("/_matrix/federation/", hs.federationMux)
+		mux.KnowElsewhere("/_matrix/key/", hs.federationMux)
+	}
 	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts}).Register(mux)
 	proxies, err := cfg.TrustedProxyPrefixes()
 	if err != nil {

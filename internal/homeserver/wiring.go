@@ -80,6 +80,14 @@ func (hs *Homeserver) wire() {
 	hs.Keys.NotifyToDevice = wake
 	hs.Keys.CheckPassword = hs.Accounts.CheckPassword
 	hs.Push = push.New(hs.Store, hs.Store, hs.AccountData.PutInternal)
+	// A local user joining an upgraded room keeps their notification
+	// settings for the room it replaces (Client-Server API, "Room
+	// upgrades"). Best effort: the join is committed already.
+	hs.Rooms.OnUpgradedRoomJoin = func(userID, oldRoomID, newRoomID string) {
+		if err := hs.Push.CopyRoomRules(ctx, userID, oldRoomID, newRoomID); err != nil {
+			hs.Log.Warn("copying push rules to the upgraded room", "user", userID, "room", newRoomID, "err", err)
+		}
+	}
 	hs.Sync = syncer.New(hs.Store, hs.Rooms, n, syncer.Sources{
 		AccountDataDefaults: func(userID string) map[string]json.RawMessage {
 			return map[string]json.RawMessage{push.AccountDataType: push.DefaultContent(userID)}

@@ -131,6 +131,15 @@ func (s *Service) createRoom(ctx context.Context, req *CreateRequest) (string, [
 		createContent[k] = v
 	}
 	createContent["room_version"] = rv.ID
+	if rv.PrivilegedCreators && p.inviteesAreAdmins && len(req.Invite) > 0 {
+		// Room version 12 (MSC4289): the invitees of a trusted private chat
+		// are its additional creators, not admins in the power levels
+		// (Client-Server API, POST /createRoom, preset trusted_private_chat),
+		// added to any additional_creators the client gave.
+		if ac, ok := withAdditionalCreators(req.CreationContent["additional_creators"], req.Creator, req.Invite); ok {
+			createContent["additional_creators"] = ac
+		}
+	}
 	if !rv.CreatorIsSender {
 		createContent["creator"] = req.Creator
 	}
@@ -319,7 +328,7 @@ func defaultPowerLevels(rv *event.RoomVersion, req *CreateRequest, inviteLevel i
 	if !rv.PrivilegedCreators {
 		users[req.Creator] = 100
 	}
-	if inviteesAreAdmins {
+	if inviteesAreAdmins && !rv.PrivilegedCreators { // v12: they are creators instead
 		for _, inv := range req.Invite {
 			users[inv] = 100
 		}
@@ -330,11 +339,38 @@ func defaultPowerLevels(rv *event.RoomVersion, req *CreateRequest, inviteLevel i
 		"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
 		"m.room.server_acl": 100, "m.room.encryption": 100,
 	}
+	if rv.PrivilegedCreators {
+		// Room version 12: creators have infinite power, so upgrading the
+		// room (m.room.tombstone) is kept above any level they may grant to
+		// admins (Client-Server API, POST /createRoom: 150 from v12, MSC4289).
+		events["m.room.tombstone"] = 150
+	}
 	return map[string]json.RawMessage{
 		"users": j(users), "users_default": j(0), "events": j(events), "events_default": j(0),
 		"state_default": j(50), "ban": j(50), "kick": j(50), "redact": j(50), "invite": j(inviteLevel),
 		"notifications": j(map[string]int{"room": 50}),
 	}
+}
+
+// withAdditionalCreators returns the client's additional_creators with the
+// invitees appended (the creator and repeats left out); ok is false when
+// the client's value is not a list of strings, which the auth rules then
+// refuse as it stands.
+func withAdditionalCreators(given json.RawMessage, creator string, invitees []string) (out []string, ok bool) {
+	if len(given) > 0 && json.Unmarshal(given, &out) != nil {
+		return nil, false
+	}
+	seen := map[string]bool{creator: true}
+	for _, u := range out {
+		seen[u] = true
+	}
+	for _, u := range invitees {
+		if !seen[u] {
+			seen[u] = true
+			out = append(out, u)
+		}
+	}
+	return out, true
 }
 
 // addProfile copies the user's display name and avatar into member content.

@@ -442,6 +442,7 @@ func (s *Service) ImportJoin(ctx context.Context, rv *event.RoomVersion, join *e
 		if s.Notify != nil {
 			s.Notify(Notice{RoomID: roomID, Pos: pos, Users: members, Members: members})
 		}
+		s.upgradedRoomJoinsOf(create, roomID, []string{*join.StateKey})
 		return nil
 	})
 	return err

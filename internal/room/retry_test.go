@@ -158,7 +158,7 @@ func TestWriteRetriesOnConcurrentChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	n++
-	newID, err := b.UpgradeRoom(ctx, roomID, alice, "DEV", event.DefaultRoomVersion)
+	newID, err := b.UpgradeRoom(ctx, roomID, alice, "DEV", event.DefaultRoomVersion, nil)
 	if err != nil {
 		t.Fatalf("upgrade through the stale writer: %v", err)
 	}

@@ -33,7 +33,9 @@ type SendRequest struct {
 // duplicates an event the same transaction already produced.
 func (s *Service) Send(ctx context.Context, req *SendRequest) (string, error) {
 	if req.Type == "m.room.create" {
-		return "", matrix.Forbidden("m.room.create cannot be sent into an existing room")
+		// A room has one create event, its first (auth rules: m.room.create
+		// must have no prev_events); Synapse answers 400 M_INVALID_PARAM.
+		return "", matrix.InvalidParam("m.room.create cannot be sent into an existing room")
 	}
 	var id string
 	err := s.retry(ctx, req.RoomID, func() (err error) {
@@ -82,7 +84,13 @@ func (s *Service) sendOnce(ctx context.Context, req *SendRequest) (string, error
 			return "", err
 		}
 	}
-	proto := &event.Proto{Type: req.Type, StateKey: req.StateKey, Sender: req.Sender, Content: req.Content, Redacts: req.Redacts}
+	content := req.Content
+	if req.Type == "m.room.member" && req.StateKey != nil && *req.StateKey == req.Sender {
+		if content, err = s.memberJoinContent(ctx, rs, req.Sender, content); err != nil {
+			return "", err
+		}
+	}
+	proto := &event.Proto{Type: req.Type, StateKey: req.StateKey, Sender: req.Sender, Content: content, Redacts: req.Redacts}
 	pdu, err := s.build(rs, proto)
 	if err != nil {
 		if me, ok := matrix.AsError(err); ok && me.Code == matrix.ErrForbidden && rs.membership(req.Sender) != "join" && req.Type != "m.room.member" {
@@ -217,6 +225,11 @@ func (s *Service) setMembershipOnce(ctx context.Context, req *MembershipRequest)
 	}
 	if req.Membership == "join" || req.Membership == "invite" || req.Membership == "knock" {
 		s.addProfile(ctx, req.Target, content)
+	}
+	if req.Membership == "join" {
+		if err := s.authoriseJoin(ctx, rs, req.Target, content); err != nil {
+			return "", err
+		}
 	}
 	raw, err := json.Marshal(content)
 	if err != nil {

@@ -59,6 +59,10 @@ type Service struct {
 	// InviteRemote has another server's user sign their invite (invite.go);
 	// nil: such invites are built and sent like any event.
 	InviteRemote InviteRemote
+	// OnUpgradedRoomJoin is called after the commit of a local user's join
+	// to a room that replaces another (m.room.create predecessor), so the
+	// user's settings for the old room follow (upgradejoin.go).
+	OnUpgradedRoomJoin func(userID, oldRoomID, newRoomID string)
 	// EncryptPresets are the createRoom presets whose rooms get
 	// m.room.encryption by default (config encrypt_presets).
 	EncryptPresets map[string]bool
@@ -242,9 +246,23 @@ func (s *Service) build(rs *roomState, proto *event.Proto) (*event.PDU, error) {
 		return nil, buildError(err)
 	}
 	if err := authrules.CheckWith(pdu, rs, localVerifier{s.serverName, s.key}); err != nil {
+		var ae *authrules.Error
+		if errors.As(err, &ae) && malformedContentRules[ae.Rule] {
+			return nil, matrix.InvalidParam("%s", err.Error())
+		}
 		return nil, matrix.Forbidden("%s", err.Error())
 	}
 	return pdu, nil
+}
+
+// malformedContentRules are the auth rules whose rejection of a local
+// event means the client's content is malformed rather than that the user
+// lacks permission: 400 M_INVALID_PARAM, not 403, as Synapse answers. Room
+// version 12 (MSC4289): power levels must not list a creator in users, and
+// additional_creators must be an array of valid user IDs.
+var malformedContentRules = map[string]bool{
+	"power_levels.creator_listed": true,
+	"create.additional_creators":  true,
 }
 
 func buildError(err error) error {
@@ -353,8 +371,11 @@ func (s *Service) commit(ctx context.Context, rs *roomState, pdus []*event.PDU, 
 }
 
 func (s *Service) afterCommit(rs *roomState, pdus []*event.PDU, positions []int64) {
-	var targets []string
+	var targets, joined []string
 	for _, pdu := range pdus {
+		if s.newLocalJoin(rs, pdu) {
+			joined = append(joined, *pdu.StateKey)
+		}
 		rs.apply(pdu)
 		rs.extremities = slices.DeleteFunc(rs.extremities, func(x string) bool { return slices.Contains(pdu.PrevEvents, x) })
 		rs.extremities = append(rs.extremities, pdu.EventID)
@@ -373,6 +394,7 @@ func (s *Service) afterCommit(rs *roomState, pdus []*event.PDU, positions []int6
 			s.Outgoing(rs.roomID, pdus, servers)
 		}
 	}
+	s.upgradedRoomJoins(rs, joined)
 }
 
 // otherServers lists the servers other than this one that must receive an

@@ -32,10 +32,19 @@ var copiedOnUpgrade = []string{
 // it meanwhile. The new room is persisted in one transaction and the old
 // room's events in another: if the second fails, an unannounced new room
 // remains, as it would in Synapse.
-func (s *Service) UpgradeRoom(ctx context.Context, roomID, userID, deviceID, newVersion string) (string, error) {
+//
+// additionalCreators (Client-Server API v1.16, POST /upgrade,
+// additional_creators) become the new room's additional creators when its
+// version privileges creators (12+), and are then left out of its power
+// levels' users like the upgrader; for other versions they are ignored, as
+// Synapse does.
+func (s *Service) UpgradeRoom(ctx context.Context, roomID, userID, deviceID, newVersion string, additionalCreators []string) (string, error) {
 	rv, ok := event.GetRoomVersion(newVersion)
 	if !ok || !rv.Creatable() {
 		return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrUnsupportedRoomVer, "Room version %q is not supported", newVersion)
+	}
+	if !rv.PrivilegedCreators {
+		additionalCreators = nil
 	}
 	oldRoom, err := s.store.GetRoom(ctx, roomID)
 	if errors.Is(err, store.ErrNotFound) {
@@ -106,6 +115,9 @@ func (s *Service) UpgradeRoom(ctx context.Context, roomID, userID, deviceID, new
 	if !rv.CreatorIsSender {
 		create["creator"] = userID
 	}
+	if additionalCreators != nil {
+		create["additional_creators"] = additionalCreators
+	}
 	// predecessor.event_id is "the last known event in the old room"; room
 	// version 12 drops it (the room ID alone names the predecessor).
 	pred := map[string]string{"room_id": roomID}
@@ -122,7 +134,7 @@ func (s *Service) UpgradeRoom(ctx context.Context, roomID, userID, deviceID, new
 		return "", err
 	}
 
-	finalPL, tempPL := upgradedPowerLevels(old, rv, userID)
+	finalPL, tempPL := upgradedPowerLevels(old, rv, userID, additionalCreators)
 	if err := add("m.room.power_levels", "", tempPL); err != nil {
 		return "", err
 	}
@@ -280,9 +292,10 @@ func normalisedPowerLevels(content json.RawMessage) map[string]any {
 // upgradedPowerLevels returns the new room's power levels: the old ones,
 // with the upgrader keeping their level. If that level is too low to send
 // the copied state, the first event (temp) raises it and final restores it;
-// final is nil when temp is already right. Creators of room version 12+ have
-// infinite power and are never listed in users.
-func upgradedPowerLevels(old *roomState, rv *event.RoomVersion, userID string) (final, temp map[string]any) {
+// final is nil when temp is already right. Creators of room version 12+ (the
+// upgrader and additionalCreators) have infinite power and are never listed
+// in users.
+func upgradedPowerLevels(old *roomState, rv *event.RoomVersion, userID string, additionalCreators []string) (final, temp map[string]any) {
 	var content json.RawMessage
 	if ev := old.StateEvent("m.room.power_levels", ""); ev != nil {
 		content = ev.Content
@@ -301,6 +314,9 @@ func upgradedPowerLevels(old *roomState, rv *event.RoomVersion, userID string) (
 	}
 	if rv.PrivilegedCreators {
 		delete(users, userID)
+		for _, c := range additionalCreators {
+			delete(users, c)
+		}
 		pl["users"] = users
 		return nil, pl
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"conclave/internal/jsonhttp"
@@ -19,6 +20,14 @@ import (
 type Mux struct {
 	*http.ServeMux
 	patterns []string
+	// elsewhere: path prefixes served by another listener's mux, whose
+	// endpoints this listener still knows (see KnowElsewhere).
+	elsewhere []elsewhere
+}
+
+type elsewhere struct {
+	prefix string
+	mux    *Mux
 }
 
 // NewMux returns a Mux whose fallback answers M_UNRECOGNIZED.
@@ -44,14 +53,38 @@ func (m *Mux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Reque
 // registration order: the hostile-input tests walk every endpoint with it.
 func (m *Mux) Patterns() []string { return append([]string(nil), m.patterns...) }
 
+// KnowElsewhere makes the endpoints other serves under prefix known here
+// without serving them: the client listener knows the federation API's
+// paths (served on the federation listener) so that a known path asked with
+// the wrong method is 405, not 404. Client-Server API, "Unrecognised
+// requests": 405 M_UNRECOGNIZED for a known endpoint with an unsupported
+// method, 404 M_UNRECOGNIZED for an unknown one.
+func (m *Mux) KnowElsewhere(prefix string, other *Mux) {
+	m.elsewhere = append(m.elsewhere, elsewhere{prefix: prefix, mux: other})
+}
+
 func (m *Mux) unrecognized(w http.ResponseWriter, r *http.Request) {
+	known := m
+	for _, e := range m.elsewhere {
+		if strings.HasPrefix(r.URL.Path, e.prefix) {
+			known = e.mux
+			break
+		}
+	}
+	if known != m {
+		if _, pattern := known.Handler(r); pattern != "/" && pattern != "" {
+			// Served, with this method, by the other listener only.
+			NotFound(w, r)
+			return
+		}
+	}
 	for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
 		if method == r.Method {
 			continue
 		}
 		probe := r.Clone(r.Context())
 		probe.Method = method
-		if _, pattern := m.Handler(probe); pattern != "/" && pattern != "" {
+		if _, pattern := known.Handler(probe); pattern != "/" && pattern != "" {
 			jsonhttp.Error(w, r, matrix.Errorf(http.StatusMethodNotAllowed, matrix.ErrUnrecognized, "Method not allowed"))
 			return
 		}

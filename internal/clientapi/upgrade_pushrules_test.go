@@ -1,0 +1,52 @@
+package clientapi_test
+
+import (
+	"testing"
+
+	"conclave/internal/homeserver/hstest"
+)
+
+// A local user joining an upgraded room keeps their push rules for the room
+// it replaces (Client-Server API, "Room upgrades": the server should
+// transfer notification settings): the upgrader at the upgrade, others when
+// they join, and likewise for a manual upgrade (createRoom naming a
+// predecessor). Complement TestPushRuleRoomUpgrade.
+func TestUpgradeCarriesPushRules(t *testing.T) {
+	s := hstest.Start(t)
+	alice := s.CreateUser(t, "alice")
+	bob := s.CreateUser(t, "bob")
+	old := createRoom(t, s, alice, map[string]any{"preset": "public_chat", "room_version": "10"})
+	s.MustOK(t, "POST", hstest.Path("/join/%s", old), bob.Token, map[string]any{})
+	mute := map[string]any{"actions": []string{"dont_notify"}}
+	for _, u := range []*hstest.User{alice, bob} {
+		s.MustOK(t, "PUT", hstest.Path("/pushrules/global/room/%s", old), u.Token, mute)
+	}
+	hasRule := func(u *hstest.User, roomID string) bool {
+		t.Helper()
+		r := s.Do(t, "GET", hstest.Path("/pushrules/global/room/%s", roomID), u.Token, nil)
+		if r.Status != 200 {
+			return false
+		}
+		actions, _ := r.JSON["actions"].([]any)
+		return len(actions) == 1 && actions[0] == "dont_notify"
+	}
+
+	newRoom := s.MustOK(t, "POST", hstest.Path("/rooms/%s/upgrade", old), alice.Token, map[string]string{"new_version": "11"}).Str("replacement_room")
+	if !hasRule(alice, newRoom) || !hasRule(alice, old) {
+		t.Fatal("the upgrader's rule was not copied to the new room")
+	}
+	if hasRule(bob, newRoom) {
+		t.Fatal("bob's rule copied before he joined")
+	}
+	s.MustOK(t, "POST", hstest.Path("/join/%s", newRoom), bob.Token, map[string]any{})
+	if !hasRule(bob, newRoom) {
+		t.Fatal("bob's rule was not copied when he joined")
+	}
+
+	// A manual upgrade: a room whose create event names a predecessor.
+	manual := createRoom(t, s, alice, map[string]any{"preset": "public_chat", "room_version": "11",
+		"creation_content": map[string]any{"predecessor": map[string]string{"room_id": newRoom}}})
+	if !hasRule(alice, manual) {
+		t.Fatal("the rule was not copied to a manually upgraded room")
+	}
+}
