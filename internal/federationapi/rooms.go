@@ -1,6 +1,7 @@
 package federationapi
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"slices"
@@ -28,7 +29,9 @@ func (a *API) registerRooms(mux Mux) {
 	sign("PUT /_matrix/federation/v1/send_join/{roomId}/{eventId}", a.sendMembership("join", 1))
 	sign("PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}", a.sendMembership("leave", 2))
 	sign("PUT /_matrix/federation/v1/send_leave/{roomId}/{eventId}", a.sendMembership("leave", 1))
-	sign("PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}", a.sendMembership("knock", 1))
+	// send_knock has only a v1, which answers a plain object (not the
+	// [200, {…}] of v1 send_join and send_leave).
+	sign("PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}", a.sendMembership("knock", 2))
 	sign("GET /_matrix/federation/v1/event/{eventId}", a.getEvent)
 	sign("GET /_matrix/federation/v1/state_ids/{roomId}", a.roomState(true))
 	sign("GET /_matrix/federation/v1/state/{roomId}", a.roomState(false))
@@ -116,7 +119,16 @@ func (a *API) sendMembership(membership string, version int) http.HandlerFunc {
 			jsonhttp.Error(w, r, matrix.BadJSON("%s", err.Error()))
 			return
 		}
-		if err := a.Keyring.VerifyEvent(ctx, pdu); err != nil {
+		// A restricted join this server authorises is signed here (by
+		// AcceptMembership): until then only the joining server's signature
+		// can be checked. Any other event carries every signature it needs.
+		verify := a.Keyring.VerifyEvent
+		if membership == "join" && authorisedHere(pdu, a.ServerName) {
+			verify = func(ctx context.Context, pdu *event.PDU) error {
+				return a.Keyring.EventSignedBy(ctx, pdu, matrix.ServerOf(pdu.Sender))
+			}
+		}
+		if err := verify(ctx, pdu); err != nil {
 			jsonhttp.Error(w, r, matrix.Forbidden("Signature check failed: %s", err.Error()))
 			return
 		}
@@ -143,6 +155,15 @@ func (a *API) sendMembership(membership string, version int) http.HandlerFunc {
 		}
 		jsonhttp.OK(w, out)
 	}
+}
+
+// authorisedHere reports whether a join names a user of this server in
+// join_authorised_via_users_server.
+func authorisedHere(pdu *event.PDU, serverName string) bool {
+	var c struct {
+		Via string `json:"join_authorised_via_users_server"`
+	}
+	return json.Unmarshal(pdu.Content, &c) == nil && c.Via != "" && matrix.ServerOf(c.Via) == serverName
 }
 
 // joinAnswer is send_join's answer: the state before the join, its auth

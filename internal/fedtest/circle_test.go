@@ -186,9 +186,15 @@ func TestConcurrentPowerLevelsConverge(t *testing.T) {
 // has it, satisfies ok.
 func waitState(t *testing.T, s *hstest.Server, u *hstest.User, roomID, typ string, ok func(json.RawMessage) bool) {
 	t.Helper()
+	waitStateKey(t, s, u, roomID, typ, "", ok)
+}
+
+// waitStateKey is waitState for a state key.
+func waitStateKey(t *testing.T, s *hstest.Server, u *hstest.User, roomID, typ, key string, ok func(json.RawMessage) bool) {
+	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
-		r := s.Do(t, "GET", hstest.Path("/rooms/%s/state/%s/", roomID, typ), u.Token, nil)
+		r := s.Do(t, "GET", hstest.Path("/rooms/%s/state/%s/%s", roomID, typ, key), u.Token, nil)
 		if r.Status == 200 && ok(r.Body) {
 			return
 		}

@@ -341,3 +341,39 @@ func TestTypingAndReceiptsAcrossServers(t *testing.T) {
 		t.Fatalf("alice saw typing %v, receipt %v", sawTyping, sawReceipt)
 	}
 }
+
+// Knocking on a room of another server, and a restricted room joined from
+// another server by a member of the room its rule allows.
+func TestKnockAndRestrictedJoinAcrossServers(t *testing.T) {
+	hs := hstest.StartFederation(t, 2)
+	a, b := hs[0], hs[1]
+	alice := a.Register(t, "alice")
+	bob := b.Register(t, "bob")
+	knockRoom := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "private_chat", "room_version": "10",
+		"initial_state": []any{map[string]any{"type": "m.room.join_rules", "state_key": "", "content": map[string]any{"join_rule": "knock"}}}}).Str("room_id")
+	r := b.Do(t, "POST", "/_matrix/client/v3/knock/"+url.PathEscape(knockRoom)+"?server_name="+url.QueryEscape(a.ServerName), bob.Token, map[string]any{"reason": "let me in"})
+	if r.Status != 200 {
+		t.Fatalf("knock: %d %s", r.Status, r.Body)
+	}
+	waitStateKey(t, a, alice, knockRoom, "m.room.member", bob.UserID, func(c json.RawMessage) bool { return contains(c, `"knock"`) })
+
+	allowed := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "public_chat"}).Str("room_id")
+	restricted := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "private_chat", "room_version": "10",
+		"initial_state": []any{map[string]any{"type": "m.room.join_rules", "state_key": "", "content": map[string]any{"join_rule": "restricted",
+			"allow": []any{map[string]any{"type": "m.room_membership", "room_id": allowed}}}}}}).Str("room_id")
+	join := func(room string) *hstest.Response {
+		return b.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(a.ServerName), bob.Token, map[string]any{})
+	}
+	if r := join(restricted); r.Status != 403 {
+		t.Fatalf("restricted join before joining the allowed room: %d %s", r.Status, r.Body)
+	}
+	if r := join(allowed); r.Status != 200 {
+		t.Fatalf("joining the allowed room: %d %s", r.Status, r.Body)
+	}
+	if r := join(restricted); r.Status != 200 {
+		t.Fatalf("restricted join: %d %s", r.Status, r.Body)
+	}
+	// Bob's server is in the room: he can speak there.
+	b.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/r1", restricted), bob.Token, map[string]any{"msgtype": "m.text", "body": "in"})
+	newSyncer(t, a, alice)
+}
