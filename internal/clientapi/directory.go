@@ -32,7 +32,16 @@ func (a *API) putAlias(w http.ResponseWriter, r *http.Request, s *store.Session)
 
 // getAlias resolves an alias; the spec requires no access token.
 func (a *API) getAlias(w http.ResponseWriter, r *http.Request) {
-	roomID, servers, err := a.Rooms.ResolveAlias(r.Context(), r.PathValue("roomAlias"))
+	alias := r.PathValue("roomAlias")
+	var roomID string
+	var servers []string
+	var err error
+	if a.Federation != nil && matrix.ValidAlias(alias) && matrix.ServerOf(alias) != a.Config.ServerName {
+		// Another server's alias: asked of that server (/query/directory).
+		roomID, servers, err = a.Federation.ResolveAlias(r.Context(), alias)
+	} else {
+		roomID, servers, err = a.Rooms.ResolveAlias(r.Context(), alias)
+	}
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return

@@ -178,6 +178,14 @@ func TestAliasJoinAndProfileAcrossServers(t *testing.T) {
 	a.MustOK(t, "PUT", "/_matrix/client/v3/profile/"+url.PathEscape(alice.UserID)+"/displayname", alice.Token, map[string]any{"displayname": "Alice A."})
 	roomID := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "public_chat", "room_alias_name": "ministry"}).Str("room_id")
 	alias := "#ministry:" + a.ServerName
+	// Another server's alias, unicode included, is asked of that server.
+	uni := "#老虎Â£я🤨:" + a.ServerName
+	a.MustOK(t, "PUT", "/_matrix/client/v3/directory/room/"+url.PathEscape(uni), alice.Token, map[string]any{"room_id": roomID})
+	for _, al := range []string{alias, uni} {
+		if got := b.MustOK(t, "GET", "/_matrix/client/v3/directory/room/"+url.PathEscape(al), bob.Token, nil).Str("room_id"); got != roomID {
+			t.Fatalf("%s resolves to %q on the other server", al, got)
+		}
+	}
 	joined := b.MustOK(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(alias), bob.Token, map[string]any{})
 	if joined.Str("room_id") != roomID {
 		t.Fatalf("alias join answered %s", joined.Body)
