@@ -229,3 +229,19 @@ func TestServerACLEnforced(t *testing.T) {
 		t.Fatalf("bob's server took an event from a denied server: %s", r.Body)
 	}
 }
+
+// A server joining through the resident server talks only to it: the other
+// servers in the room hear of the join from the resident server.
+func TestJoinForwardedToOtherServers(t *testing.T) {
+	hs := hstest.StartFederation(t, 3)
+	a, b, c := hs[0], hs[1], hs[2]
+	alice := a.Register(t, "alice")
+	bob := b.Register(t, "bob")
+	carol := c.Register(t, "carol")
+	roomID := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "public_chat"}).Str("room_id")
+	b.MustOK(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.ServerName), bob.Token, map[string]any{})
+	c.MustOK(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.ServerName), carol.Token, map[string]any{})
+	// Bob's server learns of carol's join from alice's, with nobody
+	// sending anything after it.
+	waitStateKey(t, b, bob, roomID, "m.room.member", carol.UserID, func(c json.RawMessage) bool { return contains(c, `"join"`) })
+}

@@ -213,6 +213,23 @@ func (s *Service) AcceptMembership(ctx context.Context, origin, roomID, eventID,
 		}
 		return nil, err
 	}
+	if got.Outcome == Accepted && s.Outgoing != nil {
+		// The joining (leaving, knocking) server talks only to this one:
+		// the other servers in the room hear of the event from here
+		// (Server-Server API, "Joining Rooms": the resident server sends the
+		// join to the other servers in the room).
+		if servers, err := s.ServersInRoom(ctx, roomID); err == nil {
+			var others []string
+			for _, srv := range servers {
+				if srv != s.serverName && srv != origin {
+					others = append(others, srv)
+				}
+			}
+			if len(others) > 0 {
+				s.Outgoing(roomID, []*event.PDU{pdu}, others)
+			}
+		}
+	}
 	switch got.Outcome {
 	case Rejected, SoftFailed:
 		return nil, matrix.Forbidden("The %s is not allowed: %s", membership, got.Reason)
