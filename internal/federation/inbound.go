@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 
+	"conclave/internal/authrules"
 	"conclave/internal/event"
 	"conclave/internal/fedclient"
 	"conclave/internal/lru"
@@ -161,7 +162,9 @@ func (s *Service) receivePDU(ctx context.Context, origin string, raw json.RawMes
 	}
 	rv, err := s.Rooms.RoomVersion(ctx, head.RoomID)
 	if err != nil {
-		return "", nil // a room this server is not in: nothing to do
+		// A room this server is not in: only a change to a local user's
+		// invite or knock there concerns it (an invite rescinded).
+		return s.receiveOutOfRoom(ctx, origin, head.RoomID, raw)
 	}
 	pdu, err := s.checkPDU(ctx, rv, raw)
 	if err != nil {
@@ -201,6 +204,43 @@ func (s *Service) receivePDU(ctx context.Context, origin string, raw json.RawMes
 		_ = got
 		return pdu.EventID, nil
 	}
+}
+
+// receiveOutOfRoom takes a membership event for a room this server is not
+// in, about a local user invited or knocking there: the inviter rescinding
+// the invite (a kick or ban), or the room taking a knock back. Anything
+// else is not this server's business and is dropped.
+func (s *Service) receiveOutOfRoom(ctx context.Context, origin, roomID string, raw json.RawMessage) (string, error) {
+	var head struct {
+		Type     string `json:"type"`
+		StateKey string `json:"state_key"`
+	}
+	if json.Unmarshal(raw, &head) != nil || head.Type != "m.room.member" || matrix.ServerOf(head.StateKey) != s.ServerName {
+		return "", nil
+	}
+	rm, err := s.Rooms.RemoteMembership(ctx, roomID, head.StateKey)
+	if err != nil || rm == nil || (rm.Membership != "invite" && rm.Membership != "knock") {
+		return "", nil
+	}
+	rv, ok := event.GetRoomVersion(rm.RoomVersion)
+	if !ok {
+		return "", nil
+	}
+	pdu, err := s.checkPDU(ctx, rv, raw)
+	if err != nil {
+		if pdu != nil {
+			return pdu.EventID, err
+		}
+		return "", nil
+	}
+	m, err := authrules.Membership(pdu)
+	if err != nil || pdu.RoomID != roomID || (m != "leave" && m != "ban" && m != "join" && m != "invite") {
+		return pdu.EventID, errors.New("not a membership change this server can take for a room it is not in")
+	}
+	if m == "join" || m == "invite" {
+		return pdu.EventID, nil // a join comes through make_join; a new invite through /invite
+	}
+	return pdu.EventID, s.Rooms.RecordRemoteMembership(ctx, rv, pdu, m, nil)
 }
 
 // checkPDU parses a PDU for its room version and checks its signatures

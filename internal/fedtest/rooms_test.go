@@ -295,6 +295,24 @@ func TestInvitesAcrossServers(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// An invite rescinded by the inviter (a kick of the invited user)
+	// reaches the invited user's server, which is not in the room.
+	b2 := b.Register(t, "dave")
+	other := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "private_chat", "invite": []string{b2.UserID}}).Str("room_id")
+	daveSync := newSyncer(t, b, b2)
+	a.MustOK(t, "POST", hstest.Path("/rooms/%s/kick", other), alice.Token, map[string]any{"user_id": b2.UserID, "reason": "sorry"})
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		r := b.MustOK(t, "GET", "/_matrix/client/v3/sync?timeout=1000&since="+url.QueryEscape(daveSync.since), b2.Token, nil)
+		daveSync.since = r.Str("next_batch")
+		var s inviteSync
+		json.Unmarshal(r.Body, &s)
+		if _, ok := s.Rooms.Leave[other]; ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the rescinded invite never left dave's /sync")
+		}
+	}
 	// An invite to a user of a server outside the circle is refused.
 	if r := a.Do(t, "POST", hstest.Path("/rooms/%s/invite", roomID), alice.Token, map[string]any{"user_id": "@eve:outside.example"}); r.Status == 200 {
 		t.Fatalf("invite outside the circle: %d %s", r.Status, r.Body)
