@@ -50,7 +50,9 @@ func waitMembership(t *testing.T, s *hstest.Server, u *hstest.User, roomID, who,
 	deadline := time.Now().Add(15 * time.Second)
 	since := ""
 	for time.Now().Before(deadline) {
-		q := "/_matrix/client/v3/sync?timeout=1000"
+		// include_leave: the event may have arrived before the first sync,
+		// whose timeline must then show the room left.
+		q := "/_matrix/client/v3/sync?timeout=1000&filter=" + url.QueryEscape(`{"room":{"include_leave":true}}`)
 		if since != "" {
 			q += "&since=" + url.QueryEscape(since)
 		}

@@ -21,11 +21,15 @@ type syncer struct {
 	s     *hstest.Server
 	u     *hstest.User
 	since string
+	// first is the initial sync's answer: waitFor looks there first (what
+	// it waits for may have arrived before).
+	first *syncResponse
 }
 
 func newSyncer(t *testing.T, s *hstest.Server, u *hstest.User) *syncer {
 	y := &syncer{s: s, u: u}
-	y.sync(t, 0)
+	r := y.sync(t, 0)
+	y.first = &r
 	return y
 }
 
@@ -76,7 +80,12 @@ func (y *syncer) waitFor(t *testing.T, roomID string, match func(typ, sender str
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
-		res := y.sync(t, 2*time.Second)
+		var res syncResponse
+		if y.first != nil {
+			res, y.first = *y.first, nil
+		} else {
+			res = y.sync(t, 2*time.Second)
+		}
 		for _, ev := range res.Rooms.Join[roomID].Timeline.Events {
 			if match(ev.Type, ev.Sender, ev.Content) {
 				return
