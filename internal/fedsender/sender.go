@@ -520,6 +520,12 @@ func (s *Sender) work(ctx context.Context, d *dest) {
 		// worker's last look: go on.
 		again := live && (d.woken || (d.again && retryAt.IsZero()))
 		if !retryAt.IsZero() && live && !again {
+			if d.again {
+				// Items came in during the failed attempt: the back-off
+				// ticks must look at the queue's cap (as notify marks it
+				// for items that come in later).
+				d.dirty = true
+			}
 			s.scheduleLocked(d, retryAt)
 		}
 		s.finishLocked(d)
