@@ -153,9 +153,7 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 		return nil, err
 	}
 	hs.Rooms = room.New(hs.countEvents(db), cfg.ServerName, key)
-	hs.Rooms.ResolveState = func(rv *event.RoomVersion, sets []room.StateMap, load room.EventLoader) (room.StateMap, error) {
-		return stateres.Resolve(rv, sets, load)
-	}
+	hs.Rooms.ResolveState = stateres.Resolve
 	hs.Rooms.EncryptPresets = map[string]bool{}
 	for _, p := range strings.Split(cfg.EncryptPresets, ",") {
 		if p = strings.TrimSpace(p); p != "" {

@@ -11,6 +11,7 @@ import (
 	"conclave/internal/authrules"
 	"conclave/internal/event"
 	"conclave/internal/lru"
+	"conclave/internal/stateres"
 	"conclave/internal/store"
 )
 
@@ -24,13 +25,10 @@ import (
 // on receipt of a PDU"; docs/federation.md, "The room model is a graph").
 
 // StateMap is a room state as event IDs.
-type StateMap = map[authrules.StateKey]string
+type StateMap = stateres.StateMap
 
-// EventLoader gives state resolution the events it walks: ok is false for
-// an event this server does not have; rejected events are never used.
-type EventLoader interface {
-	Event(id string) (ev *event.PDU, rejected bool, ok bool)
-}
+// EventLoader gives state resolution the events it walks.
+type EventLoader = stateres.Loader
 
 // StateResolver resolves several states of a room into one (state
 // resolution v2, or v2.1 for room version 12): homeserver wires
