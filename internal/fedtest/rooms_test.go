@@ -265,6 +265,30 @@ func TestInvitesAcrossServers(t *testing.T) {
 	}
 	// Bob accepts: a join through alice's server (the room ID names it).
 	b.MustOK(t, "POST", hstest.Path("/rooms/%s/join", roomID), bob.Token, map[string]any{})
+	// His join replaces the invite: prev_content shows it, though his
+	// server has the invite only as an outlier.
+	page := b.MustOK(t, "GET", hstest.Path("/rooms/%s/messages", roomID)+"?dir=b&limit=10", bob.Token, nil)
+	var msgs struct {
+		Chunk []struct {
+			Type     string `json:"type"`
+			StateKey string `json:"state_key"`
+			Unsigned struct {
+				PrevContent struct {
+					Membership string `json:"membership"`
+				} `json:"prev_content"`
+			} `json:"unsigned"`
+		} `json:"chunk"`
+	}
+	json.Unmarshal(page.Body, &msgs)
+	prev := "none"
+	for _, e := range msgs.Chunk {
+		if e.Type == "m.room.member" && e.StateKey == bob.UserID {
+			prev = e.Unsigned.PrevContent.Membership
+		}
+	}
+	if prev != "invite" {
+		t.Fatalf("bob's join has prev_content membership %q: %s", prev, page.Body)
+	}
 	members := a.MustOK(t, "GET", hstest.Path("/rooms/%s/joined_members", roomID), alice.Token, nil)
 	if !json.Valid(members.Body) || !contains(members.Body, bob.UserID) {
 		t.Fatalf("alice's server's members: %s", members.Body)

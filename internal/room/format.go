@@ -41,6 +41,26 @@ func (s *Service) ClientEventsKnowing(ctx context.Context, rows []store.StoredEv
 		for i := range found {
 			related[found[i].EventID] = &found[i]
 		}
+		// A replaced state event may be one this server has only as an
+		// outlier: the state a join through another server brought (the
+		// invite it replaces, say), still what prev_content shows.
+		var outliers []string
+		for i := range rows {
+			if id := rows[i].ReplacesState; id != "" && related[id] == nil {
+				outliers = append(outliers, id)
+			}
+		}
+		if len(outliers) > 0 {
+			pdus, err := s.store.GetPDUs(ctx, outliers)
+			if err != nil {
+				return nil, err
+			}
+			for _, p := range pdus {
+				if p.Kind == store.KindOutlier {
+					related[p.EventID] = &store.StoredEvent{Pos: p.Pos, EventID: p.EventID, RoomID: p.RoomID, JSON: p.JSON}
+				}
+			}
+		}
 	}
 	bundles, err := s.bundledAggregations(ctx, rows, userID, deviceID, withRoomID)
 	if err != nil {
