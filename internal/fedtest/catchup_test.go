@@ -29,10 +29,22 @@ func TestServerDownThenCatchesUp(t *testing.T) {
 	b = b.Restart(t)
 	// Bob speaks: his server talks to alice's, which sends what it kept.
 	b.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/back", roomID), bob.Token, map[string]any{"msgtype": "m.text", "body": "back"})
-	deadline := time.Now().Add(30 * time.Second)
+	waitBodies(t, b, bob, roomID, "while you were away ", n, 30*time.Second)
+	// And alice's server took bob's message, which was built on what his
+	// server had before it caught up (a fork, merged).
+	r := a.MustOK(t, "GET", hstest.Path("/rooms/%s/messages", roomID)+"?dir=b&limit=5", alice.Token, nil)
+	if !contains(r.Body, `"back"`) {
+		t.Fatalf("alice's server lacks bob's message: %s", r.Body)
+	}
+}
+
+// waitBodies waits until u's server has the n messages prefix+"0" …
+// prefix+"n-1" in the room (read back through /messages).
+func waitBodies(t *testing.T, s *hstest.Server, u *hstest.User, roomID, prefix string, n int, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for {
-		got := 0
-		r := b.MustOK(t, "GET", hstest.Path("/rooms/%s/messages", roomID)+"?dir=b&limit=200", bob.Token, nil)
+		r := s.MustOK(t, "GET", hstest.Path("/rooms/%s/messages", roomID)+"?dir=b&limit=500", u.Token, nil)
 		var page struct {
 			Chunk []struct {
 				Content struct {
@@ -41,24 +53,22 @@ func TestServerDownThenCatchesUp(t *testing.T) {
 			} `json:"chunk"`
 		}
 		json.Unmarshal(r.Body, &page)
+		seen := map[string]bool{}
 		for _, e := range page.Chunk {
-			var i int
-			if _, err := fmt.Sscanf(e.Content.Body, "while you were away %d", &i); err == nil {
+			seen[e.Content.Body] = true
+		}
+		got := 0
+		for i := 0; i < n; i++ {
+			if seen[fmt.Sprint(prefix, i)] {
 				got++
 			}
 		}
 		if got == n {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("bob's server has %d of the %d messages sent while it was down", got, n)
+			t.Fatalf("%s's server has %d of the %d messages %q…", u.UserID, got, n, prefix)
 		}
 		time.Sleep(100 * time.Millisecond)
-	}
-	// And alice's server took bob's message, which was built on what his
-	// server had before it caught up (a fork, merged).
-	r := a.MustOK(t, "GET", hstest.Path("/rooms/%s/messages", roomID)+"?dir=b&limit=5", alice.Token, nil)
-	if !contains(r.Body, `"back"`) {
-		t.Fatalf("alice's server lacks bob's message: %s", r.Body)
 	}
 }

@@ -1,7 +1,6 @@
 package fedtest
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/url"
@@ -59,33 +58,5 @@ func TestSenderKilledWithFullQueueDeliversAfterRestart(t *testing.T) {
 	a = startA()
 	// Bob talks to alice's server again, which ends its back-off for his.
 	b.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/back", roomID), bob.Token, map[string]any{"msgtype": "m.text", "body": "back"})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		r := b.MustOK(t, "GET", hstest.Path("/rooms/%s/messages", roomID)+"?dir=b&limit=500", bob.Token, nil)
-		var page struct {
-			Chunk []struct {
-				Content struct {
-					Body string `json:"body"`
-				} `json:"content"`
-			} `json:"chunk"`
-		}
-		json.Unmarshal(r.Body, &page)
-		seen := map[string]bool{}
-		for _, e := range page.Chunk {
-			seen[e.Content.Body] = true
-		}
-		got := 0
-		for i := 0; i < n; i++ {
-			if seen[fmt.Sprint("queued ", i)] {
-				got++
-			}
-		}
-		if got == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after the restart bob's server has %d of the %d messages queued before the SIGKILL", got, n)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitBodies(t, b, bob, roomID, "queued ", n, 60*time.Second)
 }
