@@ -199,6 +199,7 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 	hs.Keys.Changes = hs.Changes
 	hs.Receipts.Changes = hs.Changes
 	hs.AccountData.Changes = hs.Changes
+	hs.wirePush()
 	if hs.Media, err = newMedia(ctx, hs.Config, db, log); err != nil {
 		db.Close()
 		return nil, err

@@ -30,16 +30,43 @@ type Result struct {
 	Notify    bool
 	Highlight bool
 	Sound     string
+	Actions   []json.RawMessage // the rule's actions as stored
+}
+
+// Event is an event parsed once, to evaluate many users' rules against it.
+type Event struct {
+	m         map[string]any
+	bodyLower string // content.body in lower case ("" if none)
+	hasBody   bool
+}
+
+// ParseEvent parses an event (client or federation format JSON); nil if it
+// is not a JSON object.
+func ParseEvent(eventJSON []byte) *Event {
+	m := parseEvent(eventJSON)
+	if m == nil {
+		return nil
+	}
+	ev := &Event{m: m}
+	if b, ok := lookupString(m, "content.body"); ok {
+		ev.bodyLower, ev.hasBody = strings.ToLower(b), true
+	}
+	return ev
 }
 
 // Evaluate runs rs against the event (client or federation format JSON) and
 // returns the actions of the first enabled rule that matches, in kind
 // order. No match means no notification.
 func Evaluate(rs *Ruleset, eventJSON []byte, env *Env) Result {
-	ev := parseEvent(eventJSON)
+	ev := ParseEvent(eventJSON)
 	if ev == nil {
 		return Result{}
 	}
+	return EvaluateEvent(rs, ev, env)
+}
+
+// EvaluateEvent is Evaluate on an event parsed once.
+func EvaluateEvent(rs *Ruleset, ev *Event, env *Env) Result {
 	for _, k := range Kinds {
 		for _, r := range *rs.List(k) {
 			if r == nil || !r.Enabled || !ruleMatches(k, r, ev, env) {
@@ -52,7 +79,7 @@ func Evaluate(rs *Ruleset, eventJSON []byte, env *Env) Result {
 }
 
 func actionsResult(r *Rule) Result {
-	res := Result{RuleID: r.RuleID}
+	res := Result{RuleID: r.RuleID, Actions: r.Actions}
 	for _, a := range r.Actions {
 		var s string
 		if json.Unmarshal(a, &s) == nil {
@@ -79,7 +106,7 @@ func actionsResult(r *Rule) Result {
 	return res
 }
 
-func ruleMatches(kind string, r *Rule, ev map[string]any, env *Env) bool {
+func ruleMatches(kind string, r *Rule, ev *Event, env *Env) bool {
 	switch kind {
 	case "content":
 		if r.Pattern == nil {
@@ -99,15 +126,15 @@ func ruleMatches(kind string, r *Rule, ev map[string]any, env *Env) bool {
 	return true
 }
 
-func conditionMatches(c *Condition, ev map[string]any, env *Env) bool {
+func conditionMatches(c *Condition, ev *Event, env *Env) bool {
 	switch c.Kind {
 	case "event_match":
 		return c.Pattern != nil && eventMatch(ev, c.Key, *c.Pattern)
 	case "event_property_is":
-		v, ok := lookup(ev, c.Key)
+		v, ok := lookup(ev.m, c.Key)
 		return ok && scalarEqual(v, c.Value)
 	case "event_property_contains":
-		v, ok := lookup(ev, c.Key)
+		v, ok := lookup(ev.m, c.Key)
 		arr, isArr := v.([]any)
 		if !ok || !isArr {
 			return false
@@ -119,11 +146,10 @@ func conditionMatches(c *Condition, ev map[string]any, env *Env) bool {
 		}
 		return false
 	case "contains_display_name":
-		body, ok := lookupString(ev, "content.body")
-		if !ok || env == nil || env.DisplayName == "" {
+		if !ev.hasBody || env == nil || env.DisplayName == "" {
 			return false
 		}
-		return wordMatch(strings.ToLower(body), strings.ToLower(env.DisplayName), false)
+		return wordMatch(ev.bodyLower, strings.ToLower(env.DisplayName), false)
 	case "room_member_count":
 		if env == nil {
 			return false
@@ -256,12 +282,15 @@ func scalarEqual(v any, want json.RawMessage) bool {
 // eventMatch implements event_match: a case-insensitive glob (* and ?) that
 // must match the whole string value at key; for content.body it matches at
 // word boundaries anywhere in the body.
-func eventMatch(ev map[string]any, key, pattern string) bool {
-	v, ok := lookupString(ev, key)
+func eventMatch(ev *Event, key, pattern string) bool {
+	if key == "content.body" {
+		return ev.hasBody && wordMatch(ev.bodyLower, strings.ToLower(pattern), false)
+	}
+	v, ok := lookupString(ev.m, key)
 	if !ok {
 		return false
 	}
-	return wordMatch(strings.ToLower(v), strings.ToLower(pattern), key != "content.body")
+	return wordMatch(strings.ToLower(v), strings.ToLower(pattern), true)
 }
 
 // wordMatch matches glob against s: all of s when whole, else any run of s

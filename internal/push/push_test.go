@@ -52,7 +52,7 @@ func TestDefaultsShape(t *testing.T) {
 	}
 	for _, k := range Kinds {
 		for _, r := range g[k] {
-			if r["default"] != true || r["actions"] == nil || !strings.HasPrefix(r["rule_id"].(string), ".m.rule.") {
+			if r["default"] != true || r["actions"] == nil || !strings.HasPrefix(r["rule_id"].(string), ".m.rule.") && !strings.HasPrefix(r["rule_id"].(string), ".org.matrix.msc3930.rule.") {
 				t.Fatalf("default rule shape: %v", r)
 			}
 		}
@@ -62,7 +62,7 @@ func TestDefaultsShape(t *testing.T) {
 	for _, r := range g["underride"] {
 		ids = append(ids, r["rule_id"].(string))
 	}
-	if strings.Join(ids, ",") != ".m.rule.call,.m.rule.encrypted_room_one_to_one,.m.rule.room_one_to_one,.m.rule.message,.m.rule.encrypted" {
+	if strings.Join(ids, ",") != ".m.rule.call,.m.rule.encrypted_room_one_to_one,.m.rule.room_one_to_one,.m.rule.message,.m.rule.encrypted,.org.matrix.msc3930.rule.poll_start_one_to_one,.org.matrix.msc3930.rule.poll_start,.org.matrix.msc3930.rule.poll_end_one_to_one,.org.matrix.msc3930.rule.poll_end" {
 		t.Fatalf("underride order: %v", ids)
 	}
 }
@@ -145,12 +145,12 @@ func TestGlobAndKeys(t *testing.T) {
 	}
 	for is, want := range map[string]bool{"2": true, "==2": true, ">=3": false, "<3": true, ">1": true, "<=1": false, "x": false, "": false} {
 		c := Condition{Kind: "room_member_count", Is: is}
-		if got := conditionMatches(&c, map[string]any{}, env(2)); got != want {
+		if got := conditionMatches(&c, &Event{m: map[string]any{}}, env(2)); got != want {
 			t.Errorf("room_member_count %q = %v", is, got)
 		}
 	}
 	unknown := Condition{Kind: "org.example.future"}
-	if conditionMatches(&unknown, map[string]any{}, env(2)) {
+	if conditionMatches(&unknown, &Event{m: map[string]any{}}, env(2)) {
 		t.Fatal("unknown condition kinds must not match")
 	}
 }

@@ -118,8 +118,9 @@ func propertyIs(key string, value any) Condition {
 }
 
 // Defaults returns the server-default rules for userID, in the order of the
-// spec's "Predefined Rules" (v1.x, including the v1.7 mention rules and
-// .m.rule.suppress_edits). localpart is used by .m.rule.contains_user_name.
+// spec's "Predefined Rules" (v1.16: the v1.7 mention rules, v1.4's
+// .m.rule.room.server_acl, v1.9's .m.rule.suppress_edits), plus Synapse's
+// MSC3930 poll rules. localpart is used by .m.rule.contains_user_name.
 func Defaults(userID string) *Ruleset {
 	local := userID
 	if len(local) > 0 && local[0] == '@' {
@@ -164,8 +165,11 @@ func Defaults(userID string) *Ruleset {
 			rule(".m.rule.tombstone", []json.RawMessage{notify, highlight},
 				match("type", "m.room.tombstone"), match("state_key", "")),
 			rule(".m.rule.reaction", nil, match("type", "m.reaction")),
-			rule(".m.rule.server_acl", nil, match("type", "m.room.server_acl"), match("state_key", "")),
+			rule(".m.rule.room.server_acl", nil, match("type", "m.room.server_acl"), match("state_key", "")),
 			rule(".m.rule.suppress_edits", nil, propertyIs(`content.m\.relates_to.rel_type`, "m.replace")),
+			// MSC3930 (polls), under the unstable IDs and event types
+			// Synapse serves: poll responses never notify.
+			rule(".org.matrix.msc3930.rule.poll_response", nil, match("type", "org.matrix.msc3381.poll.response")),
 		},
 		Content: []*Rule{{
 			RuleID: ".m.rule.contains_user_name", Default: true, Enabled: true, Pattern: &local,
@@ -181,6 +185,14 @@ func Defaults(userID string) *Ruleset {
 				Condition{Kind: "room_member_count", Is: "2"}, match("type", "m.room.message")),
 			rule(".m.rule.message", []json.RawMessage{notify}, match("type", "m.room.message")),
 			rule(".m.rule.encrypted", []json.RawMessage{notify}, match("type", "m.room.encrypted")),
+			// MSC3930: poll starts and ends notify like messages, the
+			// one-to-one rules (with a sound) before the general ones.
+			rule(".org.matrix.msc3930.rule.poll_start_one_to_one", []json.RawMessage{notify, soundDefault},
+				Condition{Kind: "room_member_count", Is: "2"}, match("type", "org.matrix.msc3381.poll.start")),
+			rule(".org.matrix.msc3930.rule.poll_start", []json.RawMessage{notify}, match("type", "org.matrix.msc3381.poll.start")),
+			rule(".org.matrix.msc3930.rule.poll_end_one_to_one", []json.RawMessage{notify, soundDefault},
+				Condition{Kind: "room_member_count", Is: "2"}, match("type", "org.matrix.msc3381.poll.end")),
+			rule(".org.matrix.msc3930.rule.poll_end", []json.RawMessage{notify}, match("type", "org.matrix.msc3381.poll.end")),
 		},
 	}
 	return rs

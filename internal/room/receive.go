@@ -231,6 +231,9 @@ func (s *Service) persistReceived(ctx context.Context, rs *roomState, pdu *event
 			otherMembers = append(otherMembers, c.StateKey)
 		}
 	}
+	if w.Kind == store.KindTimeline {
+		w.Event.Push = s.pushActionsFor(ctx, rs, pdu, row.Membership)
+	}
 	rows := []store.NewEvent{row}
 	wctx, done := s.beginWith(ctx, rs.roomID, rows, otherMembers)
 	pos, group, err := s.store.PersistGraphEvent(wctx, w)

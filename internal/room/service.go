@@ -56,6 +56,10 @@ type Service struct {
 	// must receive them (nil: federation is off). Called under the lock, it
 	// queues each room's events in the order they were written.
 	Outgoing func(roomID string, pdus []*event.PDU, servers []string)
+	// PushActions, when set, returns the notifications an event about to
+	// be written causes (push.Bulk): they are written in the event's
+	// transaction (push.go).
+	PushActions func(ctx context.Context, v PushView, pdu *event.PDU, membership string) []store.PushAction
 	// InviteRemote has another server's user sign their invite (invite.go);
 	// nil: such invites are built and sent like any event.
 	InviteRemote InviteRemote
@@ -353,6 +357,7 @@ func (s *Service) lockShared(ctx context.Context, roomID string) (func(), error)
 // process wrote to the room since rs was loaded, rs is marked stale and
 // errRoomChanged returned (callers run under retry).
 func (s *Service) commit(ctx context.Context, rs *roomState, pdus []*event.PDU, rows []store.NewEvent) error {
+	s.addPushActions(ctx, rs, pdus, rows)
 	ctx, done := s.begin(ctx, rs.roomID, rows)
 	positions, err := s.store.PersistEvents(ctx, rs.roomID, rows)
 	if err != nil {

@@ -38,3 +38,44 @@ type Pushers interface {
 	// PushersOf lists the user's pushers, oldest first.
 	PushersOf(ctx context.Context, userID string) ([]Pusher, error)
 }
+
+// PushAction is what one local user's push rules decided for one event that
+// notifies them (spec "Push Rules": the actions of the first matching rule,
+// when they include "notify"). Rows are written with the event, in its
+// transaction and at its stream position (NewEvent.Push), so a crash never
+// loses a count.
+type PushAction struct {
+	UserID string
+	// ThreadID is "main", or the root of the thread the event is in
+	// (threaded read receipts and unread_thread_notifications).
+	ThreadID  string
+	Highlight bool
+	// Actions is the rule's actions as a JSON array (the tweaks a push
+	// gateway and GET /notifications report).
+	Actions json.RawMessage
+}
+
+// Notification is a stored PushAction with its event.
+type Notification struct {
+	PushAction
+	Pos     int64
+	RoomID  string
+	EventID string
+	TS      int64
+	// Read: the user's read receipts in the room cover the event.
+	Read bool
+}
+
+// ThreadCounts are one thread's unread counts.
+type ThreadCounts struct {
+	Notifications int
+	Highlights    int
+}
+
+// Notifications reads the stored PushActions.
+type Notifications interface {
+	// NotificationsOf lists the user's notifications with a position below
+	// before (0: no bound), newest first, at most limit; only highlights
+	// when onlyHighlight.
+	NotificationsOf(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]Notification, error)
+}

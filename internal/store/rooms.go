@@ -63,6 +63,10 @@ type NewEvent struct {
 	// of a PersistEvents call, the store checks under its per-room lock that
 	// they are still the room's forward extremities (ErrRoomChanged if not).
 	PrevEvents []string
+	// Push are the notifications the event causes (local recipients whose
+	// push rules notify), written in the event's transaction at its
+	// position. Only timeline events carry them.
+	Push []PushAction
 }
 
 // MaxStateGroupChain is the longest chain of state group deltas: the state

@@ -43,6 +43,7 @@ type Store interface {
 	Stream
 	MediaStore
 	Pushers
+	Notifications
 	Search
 	ServerKeys
 	FedQueue

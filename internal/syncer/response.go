@@ -50,6 +50,9 @@ type JoinedRoom struct {
 	Ephemeral           Events        `json:"ephemeral"`
 	AccountData         Events        `json:"account_data"`
 	UnreadNotifications *UnreadCounts `json:"unread_notifications,omitempty"`
+	// UnreadThreadNotifications: per thread root, when the timeline
+	// filter asks for unread_thread_notifications.
+	UnreadThreadNotifications map[string]*UnreadCounts `json:"unread_thread_notifications,omitempty"`
 }
 
 // RoomSummary helps clients name rooms without all members.

@@ -495,7 +495,7 @@ func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
 	if newlyJoined {
 		after = 0
 	}
-	evs, limited, complete, err := b.timeline(m.RoomID, after, b.upto)
+	evs, limited, _, err := b.timeline(m.RoomID, after, b.upto)
 	if err != nil {
 		return nil, err
 	}
@@ -555,24 +555,11 @@ func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
 	if err != nil {
 		return nil, err
 	}
-	var u store.Unread
-	extended := false
-	if complete && !newlyJoined && !b.membershipChanged && b.known && !b.s.fast.t.Changed(roomKey(changes.Receipts, m.RoomID), b.since, b.upto) {
-		// No receipt in the room and no membership of the user changed, and
-		// evs is the room's every event since the last sync: count them here.
-		u, extended = b.s.unread.extend(m.RoomID, b.req.UserID, b.since, b.upto, evs, func(from, to int64) bool {
-			// The tracker keeps only each room's last position; the room's
-			// kept events answer for a range that ends before it.
-			between, known := b.s.rooms.RecentEvents(m.RoomID, from, to, 1)
-			return known && len(between) == 0
-		})
+	u, err := b.s.unread.counts(b.ctx, b.s.store, m.RoomID, b.req.UserID, b.upto)
+	if err != nil {
+		return nil, err
 	}
-	if !extended {
-		if u, err = b.s.unread.counts(b.ctx, b.s.store, m.RoomID, b.req.UserID, b.upto); err != nil {
-			return nil, err
-		}
-	}
-	jr.UnreadNotifications = &UnreadCounts{NotificationCount: u.Notifications, HighlightCount: u.Highlights}
+	b.setUnread(jr, u)
 	if newlyJoined || hasMemberEvent(evs) || hasMemberEvent(state) {
 		jr.Summary, err = b.summary(m.RoomID)
 		if err != nil {
@@ -892,7 +879,7 @@ func (b *builder) receipts() error {
 		if err != nil {
 			return err
 		}
-		jr.UnreadNotifications = &UnreadCounts{NotificationCount: u.Notifications, HighlightCount: u.Highlights}
+		b.setUnread(jr, u)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"conclave/internal/store"
+	"conclave/internal/store/sqlstore"
 )
 
 func (db *DB) CreateRoom(ctx context.Context, r *store.Room, events []store.NewEvent) ([]int64, error) {
@@ -96,6 +97,9 @@ func persistEventsTx(ctx context.Context, tx *Tx, roomID string, events []store.
 			return nil, store.ErrConflict
 		}
 		if err != nil {
+			return nil, err
+		}
+		if err := sqlstore.InsertPushActions(ctx, sharedQuerier[*Tx]{tx}, false, e, pos); err != nil {
 			return nil, err
 		}
 		if e.TxnID != "" {

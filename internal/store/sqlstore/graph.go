@@ -105,6 +105,9 @@ func (s *Shared) PersistGraphEventTx(ctx context.Context, tx Querier, w *store.G
 		if err := tx.QueryRow(ctx, `SELECT pos FROM events WHERE event_id = ?`, e.EventID).Scan(&pos); err != nil {
 			return err
 		}
+		if err := InsertPushActions(ctx, tx, s.d.ArrayParams, e, pos); err != nil {
+			return err
+		}
 		if e.Redacts != "" {
 			// Only the first redaction counts (as in PersistEvents).
 			if _, err := tx.Exec(ctx, `UPDATE events SET redacted_by = ? WHERE event_id = ? AND room_id = ? AND redacted_by = ''`, e.EventID, e.Redacts, e.RoomID); err != nil {

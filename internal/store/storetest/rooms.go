@@ -338,31 +338,84 @@ func testSyncQueries(t *testing.T, s store.Store) {
 	if len(st) != 1 || *st[0].StateKey != "@c:x" {
 		t.Fatalf("state between: %v", eventIDs(st))
 	}
-	u, err := s.UnreadCounts(ctx(), "!r:x", "@a:x", 0, top)
-	must(t, err)
-	if u.Notifications != 2 || u.Highlights != 1 {
-		t.Fatalf("unread %+v, want 2/1", u)
+	_ = p
+}
+
+// testNotifications: push actions written with their events drive unread
+// counts per thread, reset by unthreaded and threaded receipts (public or
+// private), and GET /notifications' listing.
+func tc(n, h int) store.ThreadCounts { return store.ThreadCounts{Notifications: n, Highlights: h} }
+
+func testNotifications(t *testing.T, s store.Store) {
+	r := newRoom(t, s, "!r:x", "@a:x")
+	r.send(t, r.member("@c:x", "join"))
+	push := func(body, thread string, hl bool) (string, int64) {
+		t.Helper()
+		e := r.ev("m.room.message", nil, "@c:x", `{"msgtype":"m.text","body":`+jsonString(body)+`}`)
+		e.Push = []store.PushAction{{UserID: "@a:x", ThreadID: thread, Highlight: hl, Actions: []byte(`["notify"]`)}}
+		if hl {
+			e.Push = append(e.Push, store.PushAction{UserID: "@b:x", ThreadID: thread, Actions: []byte(`["notify"]`)})
+		}
+		return e.EventID, r.send(t, e)[0]
 	}
-	// Counting from a later position counts only what follows it; the
-	// read point is the same.
-	u2, err := s.UnreadCounts(ctx(), "!r:x", "@a:x", p, top)
-	must(t, err)
-	if u2.ReadPos != u.ReadPos || u2.Notifications != 1 || u2.Highlights != 0 {
-		t.Fatalf("unread since the mention: %+v, want 1/0 (from 0: %+v)", u2, u)
+	count := func(since int64) store.Unread {
+		t.Helper()
+		u, err := s.UnreadCounts(ctx(), "!r:x", "@a:x", since, maxPos(t, s))
+		must(t, err)
+		return u
 	}
-	u3, err := s.UnreadCounts(ctx(), "!r:x", "@a:x", top, top)
-	must(t, err)
-	if u3.Notifications != 0 || u3.Highlights != 0 || u3.ReadPos != u.ReadPos {
-		t.Fatalf("unread over an empty range: %+v (read point %d)", u3, u.ReadPos)
+	check := func(what string, u store.Unread, want map[string]store.ThreadCounts) {
+		t.Helper()
+		got := u.Threads
+		if got == nil {
+			got = map[string]store.ThreadCounts{}
+		}
+		equal(t, what, got, want)
 	}
-	// A read receipt moves the read point.
-	e, _ := s.RoomEvents(ctx(), store.RoomEventsQuery{RoomID: "!r:x", After: p - 1, Limit: 1})
-	_, err = s.PutReceipt(ctx(), &store.Receipt{RoomID: "!r:x", UserID: "@a:x", Type: "m.read", EventID: e[0].EventID, TS: 1})
+	m1, _ := push("one", "main", false)
+	_, p2 := push("two @a", "main", true)
+	root := "$root"
+	t1, _ := push("in thread", root, false)
+	push("in thread again", root, true)
+	u := count(0)
+	check("all", u, map[string]store.ThreadCounts{"main": tc(2, 1), root: tc(2, 1)})
+	n, h := u.Total()
+	equal(t, "total", [2]int{n, h}, [2]int{4, 2})
+	// Incremental: after p2 only the thread's two.
+	u2 := count(p2)
+	check("since p2", u2, map[string]store.ThreadCounts{root: tc(2, 1)})
+	equal(t, "same read point", u2.ReadPos, u.ReadPos)
+	equal(t, "sum", u.Add(store.Unread{}).Threads, u.Threads)
+
+	// A threaded receipt clears its thread up to the event only.
+	_, err := s.PutReceipt(ctx(), &store.Receipt{RoomID: "!r:x", UserID: "@a:x", Type: "m.read", ThreadID: root, EventID: t1, TS: 1})
 	must(t, err)
-	u4, _ := s.UnreadCounts(ctx(), "!r:x", "@a:x", 0, maxPos(t, s))
-	if u4.Notifications != 1 || u4.Highlights != 0 || u4.ReadPos <= u.ReadPos {
-		t.Fatalf("unread after receipt %+v, want 1/0 and a later read point than %d", u4, u.ReadPos)
+	u3 := count(0)
+	check("thread receipt", u3, map[string]store.ThreadCounts{"main": tc(2, 1), root: tc(1, 1)})
+	if u3.ReadPos <= u.ReadPos {
+		t.Fatalf("read point did not move: %d then %d", u.ReadPos, u3.ReadPos)
 	}
+	// A private unthreaded receipt clears every thread up to its event.
+	_, err = s.PutReceipt(ctx(), &store.Receipt{RoomID: "!r:x", UserID: "@a:x", Type: "m.read.private", EventID: m1, TS: 2})
+	must(t, err)
+	check("unthreaded private receipt", count(0), map[string]store.ThreadCounts{"main": tc(1, 1), root: tc(1, 1)})
+
+	// GET /notifications: newest first, paging, highlights only, read flags.
+	ns, err := s.NotificationsOf(ctx(), "@a:x", 0, 10, false)
+	must(t, err)
+	if len(ns) != 4 || ns[0].Pos <= ns[1].Pos || ns[3].EventID != m1 || !ns[3].Read || ns[0].Read || !ns[1].Read || ns[2].Read || ns[0].RoomID != "!r:x" {
+		t.Fatalf("notifications %+v", ns)
+	}
+	page, err := s.NotificationsOf(ctx(), "@a:x", ns[1].Pos, 10, false)
+	must(t, err)
+	equal(t, "page", len(page), 2)
+	hls, err := s.NotificationsOf(ctx(), "@a:x", 0, 10, true)
+	must(t, err)
+	equal(t, "highlights", len(hls), 2)
+	equal(t, "actions", string(hls[0].Actions), `["notify"]`)
+	bs, err := s.NotificationsOf(ctx(), "@b:x", 0, 10, false)
+	must(t, err)
+	equal(t, "other user", len(bs), 2)
 }
 
 func testMemberships(t *testing.T, s store.Store) {

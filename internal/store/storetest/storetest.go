@@ -65,6 +65,7 @@ func Run(t *testing.T, open Opener) {
 		{"StreamOrder", testStreamOrder},
 		{"ServerKeys", testServerKeys},
 		{"FedQueue", testFedQueue},
+		{"Notifications", testNotifications},
 		{"FedQueueAtomic", testFedQueueAtomic},
 		{"FedQueuePrune", testFedQueuePrune},
 		{"FedQueueConcurrent", testFedQueueConcurrent},

@@ -1,0 +1,26 @@
+-- Notifications (issue 16): one row per local user and event their push
+-- rules made notify, written in the event's own transaction at its stream
+-- position. /sync's unread counts count the rows after the user's read
+-- receipts; GET /notifications lists them; each pusher delivers the rows
+-- after its cursor.
+CREATE TABLE event_push_actions (
+    user_id   TEXT NOT NULL,
+    pos       BIGINT NOT NULL,
+    room_id   TEXT NOT NULL,
+    event_id  TEXT NOT NULL,
+    thread_id TEXT NOT NULL,
+    highlight INTEGER NOT NULL,
+    actions   TEXT NOT NULL,
+    ts        BIGINT NOT NULL,
+    PRIMARY KEY (user_id, pos)
+);
+CREATE INDEX event_push_actions_room ON event_push_actions (user_id, room_id, pos);
+
+-- A pusher delivers the notifications after last_pos; a process claims it
+-- until claimed_until (milliseconds) before sending, so several processes on
+-- one database send each notification once. failing_since is when the
+-- gateway first failed in the current run of failures (0: none).
+ALTER TABLE pushers ADD COLUMN last_pos BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE pushers ADD COLUMN failing_since BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE pushers ADD COLUMN claimed_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE pushers ADD COLUMN claimed_until BIGINT NOT NULL DEFAULT 0;
