@@ -1,8 +1,10 @@
 package clientapi
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
 
 	"conclave/internal/jsonhttp"
 	"conclave/internal/matrix"
@@ -24,6 +26,30 @@ func (a *API) registerPush(mux Mux) {
 	handle(mux, "PUT", "/pushrules/{scope}/{kind}/{ruleId}/actions", a.authed(a.putPushRuleActions))
 	handle(mux, "GET", "/pushers", a.authed(a.getPushers))
 	handle(mux, "POST", "/pushers/set", a.authed(a.setPusher))
+	handle(mux, "GET", "/notifications", a.authed(a.getNotifications))
+}
+
+// getNotifications serves GET /notifications (from, limit, only).
+func (a *API) getNotifications(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	q := r.URL.Query()
+	limit := 0
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			jsonhttp.Error(w, r, matrix.InvalidParam("limit must be an integer"))
+			return
+		}
+		limit = n
+	}
+	page, err := a.Push.Notifications(r.Context(), s.UserID, q.Get("from"), limit, q.Get("only"),
+		func(ctx context.Context, rows []store.StoredEvent) ([]json.RawMessage, error) {
+			return a.Rooms.ClientEvents(ctx, rows, s.UserID, s.DeviceID, true)
+		})
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	jsonhttp.OK(w, page)
 }
 
 // maxPushRuleBody bounds a rule upload: conditions and actions are small.

@@ -15,6 +15,7 @@ import (
 // notifications are written in the event's transaction and drive /sync's
 // unread counts, GET /notifications and the pushers.
 func (hs *Homeserver) wirePush() {
+	hs.Push.Notifs = hs.Store
 	server := hs.Config.ServerName
 	bulk := push.NewBulk(hs.Push, func(u string) bool { return matrix.ServerOf(u) == server }, hs.Changes, hs.Log)
 	hs.Rooms.PushActions = func(ctx context.Context, v room.PushView, pdu *event.PDU, membership string) []store.PushAction {

@@ -29,6 +29,9 @@ type Service struct {
 	// (accountdata.Service.PutInternal).
 	PutAccountData func(ctx context.Context, userID, roomID, typ string, content json.RawMessage) error
 	Now            func() time.Time
+	// Notifs reads notifications for GET /notifications (wired by the
+	// homeserver; nil answers an empty list).
+	Notifs NotificationStore
 
 	locks [64]sync.Mutex // read-modify-write of one user's rules
 }
