@@ -104,6 +104,7 @@ func (b *Bulk) Actions(ctx context.Context, room Room, ev *EventInfo) []store.Pu
 	thread := threadOf(pe)
 	env := Env{MemberCount: room.MemberCount(), SenderPower: room.UserPower(ev.Sender), NotificationPower: room.NotificationPower}
 	var out []store.PushAction
+	marshalled := map[*Rule]json.RawMessage{} // each rule's actions encoded once
 	for _, u := range users {
 		rs, err := b.Rules(ctx, u)
 		if err != nil {
@@ -116,7 +117,11 @@ func (b *Bulk) Actions(ctx context.Context, room Room, ev *EventInfo) []store.Pu
 		if !res.Notify {
 			continue
 		}
-		acts, _ := json.Marshal(res.Actions)
+		acts, ok := marshalled[res.Rule]
+		if !ok {
+			acts, _ = json.Marshal(res.Actions)
+			marshalled[res.Rule] = acts
+		}
 		out = append(out, store.PushAction{UserID: u, ThreadID: thread, Highlight: res.Highlight, Actions: acts})
 	}
 	return out

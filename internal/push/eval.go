@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode"
 	"unicode/utf8"
 )
@@ -31,6 +32,7 @@ type Result struct {
 	Highlight bool
 	Sound     string
 	Actions   []json.RawMessage // the rule's actions as stored
+	Rule      *Rule             // the rule that matched (nil: none)
 }
 
 // Event is an event parsed once, to evaluate many users' rules against it.
@@ -79,7 +81,7 @@ func EvaluateEvent(rs *Ruleset, ev *Event, env *Env) Result {
 }
 
 func actionsResult(r *Rule) Result {
-	res := Result{RuleID: r.RuleID, Actions: r.Actions}
+	res := Result{RuleID: r.RuleID, Actions: r.Actions, Rule: r}
 	for _, a := range r.Actions {
 		var s string
 		if json.Unmarshal(a, &s) == nil {
@@ -213,6 +215,26 @@ func parseEvent(b []byte) map[string]any {
 // splitKey splits a dotted key into path segments; "\." is a literal dot
 // and "\\" a literal backslash (spec v1.7 "Conditions").
 func splitKey(key string) []string {
+	if v, ok := splitCache.Load(key); ok {
+		return v.([]string)
+	}
+	parts := splitKeyUncached(key)
+	if splitCacheLen.Add(1) <= maxSplitCache {
+		splitCache.Store(key, parts)
+	}
+	return parts
+}
+
+// Split keys are kept (condition keys repeat across every user's rules);
+// at most maxSplitCache of them, so uploaded rules cannot grow it forever.
+var (
+	splitCache    sync.Map
+	splitCacheLen atomic.Int64
+)
+
+const maxSplitCache = 10_000
+
+func splitKeyUncached(key string) []string {
 	var parts []string
 	var cur strings.Builder
 	for i := 0; i < len(key); i++ {

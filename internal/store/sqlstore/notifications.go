@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"fmt"
 	"strings"
 
 	"conclave/internal/store"
@@ -35,15 +36,40 @@ func InsertPushActions(ctx context.Context, tx Querier, arrays bool, e *store.Ne
 			ON CONFLICT DO NOTHING`, pos, e.RoomID, e.EventID, e.OriginServerTS, users, threads, hl, acts)
 		return err
 	}
-	for _, a := range e.Push {
-		if _, err := tx.Exec(ctx, `INSERT INTO event_push_actions (user_id, pos, room_id, event_id, thread_id, highlight, actions, ts)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-			a.UserID, pos, e.RoomID, e.EventID, a.ThreadID, boolInt(a.Highlight), string(a.Actions), e.OriginServerTS); err != nil {
+	// Rows go in chunks of the sizes of pushChunks, largest first: few
+	// statement texts for the statement cache.
+	for rest := e.Push; len(rest) > 0; {
+		n := 1
+		for _, c := range pushChunks {
+			if c <= len(rest) {
+				n = c
+				break
+			}
+		}
+		args := make([]any, 0, n*5+3)
+		args = append(args, pos, e.RoomID, e.EventID, e.OriginServerTS)
+		var b strings.Builder
+		b.WriteString(`INSERT INTO event_push_actions (user_id, pos, room_id, event_id, thread_id, highlight, actions, ts) VALUES `)
+		for i, a := range rest[:n] {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			// ?1..?4 are the event's; each row adds its own four.
+			fmt.Fprintf(&b, "(?%d, ?1, ?2, ?3, ?%d, ?%d, ?%d, ?4)", 5+4*i, 6+4*i, 7+4*i, 8+4*i)
+			args = append(args, a.UserID, a.ThreadID, boolInt(a.Highlight), string(a.Actions))
+		}
+		b.WriteString(" ON CONFLICT DO NOTHING")
+		if _, err := tx.Exec(ctx, b.String(), args...); err != nil {
 			return err
 		}
+		rest = rest[n:]
 	}
 	return nil
 }
+
+// pushChunks are the rows per INSERT (4 parameters each, well below
+// SQLite's limit).
+var pushChunks = []int{200, 50, 10, 1}
 
 func boolInt(b bool) int64 {
 	if b {

@@ -12,9 +12,9 @@ CREATE TABLE event_push_actions (
     highlight INTEGER NOT NULL,
     actions   TEXT NOT NULL,
     ts        INTEGER NOT NULL,
-    PRIMARY KEY (user_id, pos)
+    PRIMARY KEY (user_id, room_id, pos)
 );
-CREATE INDEX event_push_actions_room ON event_push_actions (user_id, room_id, pos);
+CREATE INDEX event_push_actions_user ON event_push_actions (user_id, pos);
 
 -- A pusher delivers the notifications after last_pos; a process claims it
 -- until claimed_until (milliseconds) before sending, so several processes on
