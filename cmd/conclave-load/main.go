@@ -75,6 +75,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		members  = fs.Int("members", 20, "messages: members per room")
 		senders  = fs.Int("senders", 20, "messages: concurrent senders (closed loop)")
 		messages = fs.Int("messages", 5000, "messages: messages to send")
+		keywords = fs.Bool("keywords", false, "messages: each user adds one keyword push rule first")
 		rate     = fs.Float64("rate", 0, "messages: send at this fixed rate (messages/s) instead of closed loop")
 		drain    = fs.Duration("drain", 60*time.Second, "messages: how long to wait for delivery after the last send")
 		ks       = fs.String("k", "50,100,300", "initial-sync: room counts")
@@ -129,7 +130,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			cfg.PeerPID = *peerPID
 		}
 		result, err = loadtest.Messages(ctx, cfg, loadtest.MessagesParams{
-			Users: *users, Rooms: *rooms, Members: *members, Senders: *senders, Messages: *messages, Rate: *rate, Drain: *drain,
+			Users: *users, Rooms: *rooms, Members: *members, Senders: *senders, Messages: *messages, Rate: *rate, Drain: *drain, Keywords: *keywords,
 		})
 	case "initial-sync":
 		var list []int

@@ -17,6 +17,9 @@ type MessagesParams struct {
 	Messages int     // N
 	Rate     float64 // >0: open loop at this many messages/s instead of S closed-loop senders
 	Drain    time.Duration
+	// Keywords: each user adds one keyword push rule (a content rule)
+	// before the run, so the server evaluates non-default rules.
+	Keywords bool
 }
 
 // MessagesResult is what the messages scenario measured.
@@ -55,6 +58,16 @@ func Messages(ctx context.Context, c *Config, p MessagesParams) (*MessagesResult
 	users, err := c.registerUsers(ctx, "msg", p.Users)
 	if err != nil {
 		return nil, err
+	}
+	if p.Keywords {
+		err = parallel(ctx, len(users), c.Parallel, func(ctx context.Context, i int) error {
+			kw := fmt.Sprintf("keyword%d", i)
+			return users[i].Do(ctx, "PUT", "/_matrix/client/v3/pushrules/global/content/"+kw, map[string]any{
+				"pattern": kw, "actions": []any{"notify", map[string]any{"set_tweak": "highlight"}}}, nil)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("messages: keyword rules: %w", err)
+		}
 	}
 	// Room r holds users (r*M + i) mod U: with the defaults every user is
 	// in R*M/U = 2 rooms.
