@@ -292,3 +292,117 @@ func TestNotificationsEndpoint(t *testing.T) {
 		t.Fatalf("one-to-one encrypted notification: %+v", dn)
 	}
 }
+
+// TestIncrementalUnreadCountsMatchStore: counts extended from memory by
+// incremental syncs (the room service keeps recent events' notifications)
+// agree with GET /notifications, which reads the store, while several
+// senders write and the reader sends receipts now and then.
+func TestIncrementalUnreadCountsMatchStore(t *testing.T) {
+	s := hstest.Start(t)
+	alice := s.CreateUser(t, "alice")
+	carol := s.CreateUser(t, "carol")
+	bob := s.CreateUser(t, "bob")
+	roomID := acRoom(t, s, alice, map[string]any{"preset": "public_chat"}, carol, bob)
+	storeCounts := func() (n, h int) {
+		r := s.MustOK(t, "GET", "/_matrix/client/v3/notifications?limit=1000", bob.Token, nil)
+		var body struct {
+			N []struct {
+				Actions []any `json:"actions"`
+				Read    bool  `json:"read"`
+				RoomID  string
+			} `json:"notifications"`
+		}
+		json.Unmarshal(r.Body, &body)
+		for _, x := range body.N {
+			if x.Read {
+				continue
+			}
+			n++
+			for _, a := range x.Actions {
+				if m, ok := a.(map[string]any); ok && m["set_tweak"] == "highlight" && m["value"] != false {
+					h++
+				}
+			}
+		}
+		return n, h
+	}
+	done := make(chan struct{})
+	for i, u := range []*hstest.User{alice, carol} {
+		go func(i int, u *hstest.User) {
+			defer func() { done <- struct{}{} }()
+			for j := 0; j < 30; j++ {
+				body := fmt.Sprintf("m%d-%d", i, j)
+				if j%3 == 0 {
+					body += " bob"
+				}
+				r := s.Do(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/%s", roomID, body), u.Token, map[string]any{"msgtype": "m.text", "body": body})
+				if r.Status != 200 {
+					t.Errorf("send: %d %s", r.Status, r.Body)
+					return
+				}
+			}
+		}(i, u)
+	}
+	since := s.MustOK(t, "GET", "/_matrix/client/v3/sync", bob.Token, nil).Str("next_batch")
+	finished := 0
+	for round := 0; finished < 2; round++ {
+		select {
+		case <-done:
+			finished++
+		default:
+		}
+		r := s.MustOK(t, "GET", "/_matrix/client/v3/sync?timeout=200&since="+url.QueryEscape(since), bob.Token, nil)
+		since = r.Str("next_batch")
+		var body struct {
+			Rooms struct {
+				Join map[string]struct {
+					Timeline struct {
+						Events []struct {
+							EventID string `json:"event_id"`
+						} `json:"events"`
+					} `json:"timeline"`
+					Unread *struct {
+						N int `json:"notification_count"`
+						H int `json:"highlight_count"`
+					} `json:"unread_notifications"`
+				} `json:"join"`
+			} `json:"rooms"`
+		}
+		json.Unmarshal(r.Body, &body)
+		jr, ok := body.Rooms.Join[roomID]
+		if !ok || jr.Unread == nil {
+			continue
+		}
+		// The store may hold more by now; never less, and equal once quiet.
+		if n, h := storeCounts(); jr.Unread.N > n || jr.Unread.H > h {
+			t.Fatalf("round %d: sync says %d/%d, the store %d/%d", round, jr.Unread.N, jr.Unread.H, n, h)
+		}
+		if round%4 == 3 && len(jr.Timeline.Events) > 0 {
+			last := jr.Timeline.Events[len(jr.Timeline.Events)-1].EventID
+			s.MustOK(t, "POST", hstest.Path("/rooms/%s/receipt/m.read/%s", roomID, last), bob.Token, map[string]any{})
+		}
+	}
+	n, h, _ := unread(t, s, bob, roomID, false)
+	if sn, sh := storeCounts(); n != sn || h != sh {
+		t.Fatalf("at rest: sync says %d/%d, the store %d/%d", n, h, sn, sh)
+	}
+	// An incremental sync after one more message agrees too.
+	r := s.MustOK(t, "GET", "/_matrix/client/v3/sync?since="+url.QueryEscape(since), bob.Token, nil)
+	since = r.Str("next_batch")
+	send(t, s, alice, roomID, "last", "last bob")
+	r = s.MustOK(t, "GET", "/_matrix/client/v3/sync?timeout=5000&since="+url.QueryEscape(since), bob.Token, nil)
+	var last struct {
+		Rooms struct {
+			Join map[string]struct {
+				Unread struct {
+					N int `json:"notification_count"`
+					H int `json:"highlight_count"`
+				} `json:"unread_notifications"`
+			} `json:"join"`
+		} `json:"rooms"`
+	}
+	json.Unmarshal(r.Body, &last)
+	if sn, sh := storeCounts(); last.Rooms.Join[roomID].Unread.N != sn || last.Rooms.Join[roomID].Unread.H != sh || sn != n+1 {
+		t.Fatalf("after one more: sync %+v, store %d/%d (before %d/%d)", last.Rooms.Join[roomID].Unread, sn, sh, n, h)
+	}
+}

@@ -233,6 +233,7 @@ func (s *Service) persistReceived(ctx context.Context, rs *roomState, pdu *event
 	}
 	if w.Kind == store.KindTimeline {
 		w.Event.Push = s.pushActionsFor(ctx, rs, pdu, row.Membership)
+		row.Push = w.Event.Push
 	}
 	rows := []store.NewEvent{row}
 	wctx, done := s.beginWith(ctx, rs.roomID, rows, otherMembers)

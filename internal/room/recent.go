@@ -24,6 +24,9 @@ import (
 type recentEvents struct {
 	evs  []store.StoredEvent // ascending positions
 	from int64               // every event of the room after from is in evs
+	// push: the notifications of kept events, by position (events without
+	// any have no entry), so /sync counts new ones from memory (push.go).
+	push map[int64][]store.PushAction
 }
 
 // recentPerRoom bounds recentEvents.evs; maxRecentRooms bounds the rooms
@@ -188,6 +191,12 @@ func (s *Service) remember(roomID string, rows []store.NewEvent, positions []int
 	defer s.recent.mu.Unlock()
 	for i := range rows {
 		e := &rows[i]
+		if len(e.Push) > 0 {
+			if r.push == nil {
+				r.push = map[int64][]store.PushAction{}
+			}
+			r.push[positions[i]] = e.Push
+		}
 		r.evs = append(r.evs, store.StoredEvent{
 			Pos: positions[i], EventID: e.EventID, RoomID: roomID, JSON: e.JSON,
 			ReplacesState: e.ReplacesState, SenderDevice: e.SenderDevice, TxnID: e.TxnID,
@@ -203,6 +212,9 @@ func (s *Service) remember(roomID string, rows []store.NewEvent, positions []int
 	}
 	if n := len(r.evs) - recentPerRoom; n > 0 {
 		r.from = r.evs[n-1].Pos
+		for _, e := range r.evs[:n] {
+			delete(r.push, e.Pos)
+		}
 		r.evs = append(r.evs[:0:0], r.evs[n:]...)
 	}
 }

@@ -495,7 +495,7 @@ func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
 	if newlyJoined {
 		after = 0
 	}
-	evs, limited, _, err := b.timeline(m.RoomID, after, b.upto)
+	evs, limited, complete, err := b.timeline(m.RoomID, after, b.upto)
 	if err != nil {
 		return nil, err
 	}
@@ -555,9 +555,29 @@ func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
 	if err != nil {
 		return nil, err
 	}
-	u, err := b.s.unread.counts(b.ctx, b.s.store, m.RoomID, b.req.UserID, b.upto)
-	if err != nil {
-		return nil, err
+	// Most syncs follow a message or two: counted from memory when the
+	// room service kept their notifications and no read point moved.
+	u, ok := b.s.unread.extend(b.s.fast.t, m.RoomID, b.req.UserID, b.upto, func(from, to int64) ([]store.PushAction, bool) {
+		if acts, ok := b.s.rooms.RecentPush(m.RoomID, b.req.UserID, from, to); ok {
+			return acts, true
+		}
+		if !complete || from < after {
+			return nil, false
+		}
+		// evs is every event of the room in (after, upto]: those after
+		// from, if this process wrote them, have their notifications kept.
+		var positions []int64
+		for i := range evs {
+			if evs[i].Pos > from && evs[i].Pos <= to {
+				positions = append(positions, evs[i].Pos)
+			}
+		}
+		return b.s.rooms.RecentPushAt(m.RoomID, b.req.UserID, positions)
+	})
+	if !ok {
+		if u, err = b.s.unread.counts(b.ctx, b.s.store, m.RoomID, b.req.UserID, b.upto); err != nil {
+			return nil, err
+		}
 	}
 	b.setUnread(jr, u)
 	if newlyJoined || hasMemberEvent(evs) || hasMemberEvent(state) {

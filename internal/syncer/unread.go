@@ -3,6 +3,7 @@ package syncer
 import (
 	"context"
 
+	"conclave/internal/changes"
 	"conclave/internal/lru"
 	"conclave/internal/store"
 )
@@ -54,6 +55,42 @@ func (c *unreadCache) counts(ctx context.Context, st Store, roomID, userID strin
 	}
 	c.put(k, upto, u)
 	return u, nil
+}
+
+// extend counts from memory: the cached counts up to some position e plus
+// the user's notifications in (e, upto] that the room service kept
+// (recent: room.Service.RecentPush), when the change tracker shows that no
+// receipt in the room and no membership of the user changed in (e, upto].
+// ok is false when any of it is unknown; the caller asks the store.
+func (c *unreadCache) extend(t *changes.Tracker, roomID, userID string, upto int64,
+	recent func(after, upto int64) ([]store.PushAction, bool)) (store.Unread, bool) {
+	k := unreadKey{userID, roomID}
+	e, ok := c.m.Get(k)
+	if !ok || e.upto > upto {
+		return store.Unread{}, false
+	}
+	if t.ChangedAny([]changes.Key{{Kind: changes.Receipts, Subject: roomID}, {Kind: changes.Memberships, Subject: userID}}, e.upto, upto) {
+		return store.Unread{}, false
+	}
+	acts, ok := recent(e.upto, upto)
+	if !ok {
+		return store.Unread{}, false
+	}
+	u := e.u
+	if len(acts) > 0 {
+		more := store.Unread{ReadPos: u.ReadPos, Threads: map[string]store.ThreadCounts{}}
+		for _, a := range acts {
+			tc := more.Threads[a.ThreadID]
+			tc.Notifications++
+			if a.Highlight {
+				tc.Highlights++
+			}
+			more.Threads[a.ThreadID] = tc
+		}
+		u = u.Add(more)
+	}
+	c.put(k, upto, u)
+	return u, true
 }
 
 func (c *unreadCache) put(k unreadKey, upto int64, u store.Unread) {

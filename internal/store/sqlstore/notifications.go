@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 
 	"conclave/internal/store"
 )
@@ -36,30 +37,19 @@ func InsertPushActions(ctx context.Context, tx Querier, arrays bool, e *store.Ne
 			ON CONFLICT DO NOTHING`, pos, e.RoomID, e.EventID, e.OriginServerTS, users, threads, hl, acts)
 		return err
 	}
-	// Rows go in chunks of the sizes of pushChunks, largest first: few
-	// statement texts for the statement cache.
+	// Rows go in chunks whose sizes are powers of two, largest first: a
+	// few statements per event, and few statement texts for the cache.
 	for rest := e.Push; len(rest) > 0; {
-		n := 1
-		for _, c := range pushChunks {
-			if c <= len(rest) {
-				n = c
-				break
-			}
+		n := maxPushChunk
+		for n > len(rest) {
+			n /= 2
 		}
-		args := make([]any, 0, n*5+3)
+		args := make([]any, 0, n*4+4)
 		args = append(args, pos, e.RoomID, e.EventID, e.OriginServerTS)
-		var b strings.Builder
-		b.WriteString(`INSERT INTO event_push_actions (user_id, pos, room_id, event_id, thread_id, highlight, actions, ts) VALUES `)
-		for i, a := range rest[:n] {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			// ?1..?4 are the event's; each row adds its own four.
-			fmt.Fprintf(&b, "(?%d, ?1, ?2, ?3, ?%d, ?%d, ?%d, ?4)", 5+4*i, 6+4*i, 7+4*i, 8+4*i)
+		for _, a := range rest[:n] {
 			args = append(args, a.UserID, a.ThreadID, boolInt(a.Highlight), string(a.Actions))
 		}
-		b.WriteString(" ON CONFLICT DO NOTHING")
-		if _, err := tx.Exec(ctx, b.String(), args...); err != nil {
+		if _, err := tx.Exec(ctx, pushInsertSQL(n), args...); err != nil {
 			return err
 		}
 		rest = rest[n:]
@@ -67,9 +57,31 @@ func InsertPushActions(ctx context.Context, tx Querier, arrays bool, e *store.Ne
 	return nil
 }
 
-// pushChunks are the rows per INSERT (4 parameters each, well below
-// SQLite's limit).
-var pushChunks = []int{200, 50, 10, 1}
+// maxPushChunk rows per INSERT (4 parameters each, well below SQLite's
+// limit); a power of two.
+const maxPushChunk = 128
+
+var pushInserts sync.Map // rows → statement text
+
+// pushInsertSQL is the multi-row INSERT of n notifications: ?1..?4 are the
+// event's position, room, ID and timestamp; each row adds its own four.
+func pushInsertSQL(n int) string {
+	if q, ok := pushInserts.Load(n); ok {
+		return q.(string)
+	}
+	var b strings.Builder
+	b.WriteString(`INSERT INTO event_push_actions (user_id, pos, room_id, event_id, thread_id, highlight, actions, ts) VALUES `)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "(?%d, ?1, ?2, ?3, ?%d, ?%d, ?%d, ?4)", 5+4*i, 6+4*i, 7+4*i, 8+4*i)
+	}
+	b.WriteString(" ON CONFLICT DO NOTHING")
+	q := b.String()
+	pushInserts.Store(n, q)
+	return q
+}
 
 func boolInt(b bool) int64 {
 	if b {
@@ -86,63 +98,67 @@ const readPointsSQL = `SELECT r.thread_id, max(e.pos), max(r.pos) FROM receipts 
 		WHERE r.room_id = ? AND r.user_id = ? AND r.type IN ('m.read', 'm.read.private') GROUP BY r.thread_id
 	UNION ALL SELECT '-', pos, pos FROM memberships WHERE room_id = ? AND user_id = ?`
 
+// unreadSQL reads, in one query, the read points (kind 0: readPointsSQL's
+// rows) and the user's notifications in the range after the unthreaded
+// read point (kind 1: thread, position, highlight), newest first and
+// bounded.
+const unreadSQL = `WITH rp (t, p, m) AS (` + readPointsSQL + `)
+	SELECT 0, t, p, m FROM rp
+	UNION ALL SELECT * FROM (SELECT 1, n.thread_id, n.pos, n.highlight FROM event_push_actions n
+		WHERE n.user_id = ? AND n.room_id = ? AND n.pos > ? AND n.pos <= ?
+		AND n.pos > (SELECT coalesce(max(p), 0) FROM rp WHERE t IN ('', '-'))
+		ORDER BY n.pos DESC LIMIT ?) x`
+
 // UnreadCounts implements store.SyncQueries (Synapse's rules: an
 // unthreaded receipt covers every thread, a threaded one its thread).
 func (s *Shared) UnreadCounts(ctx context.Context, roomID, userID string, since, upto int64) (store.Unread, error) {
-	q := s.b.Read()
-	rows, err := q.Query(ctx, readPointsSQL, roomID, userID, roomID, userID)
+	rows, err := s.b.Read().Query(ctx, unreadSQL, roomID, userID, roomID, userID, userID, roomID, since, upto, maxUnreadRows)
 	if err != nil {
 		return store.Unread{}, err
 	}
+	defer rows.Close()
 	var u store.Unread
-	var floor int64
 	perThread := map[string]int64{}
+	type notif struct {
+		thread string
+		pos    int64
+		hl     bool
+	}
+	var ns []notif
 	for rows.Next() {
+		var kind int
 		var thread string
-		var evPos, mark int64
-		if err := rows.Scan(&thread, &evPos, &mark); err != nil {
-			rows.Close()
+		var a, b int64
+		if err := rows.Scan(&kind, &thread, &a, &b); err != nil {
 			return u, err
 		}
-		u.ReadPos = max(u.ReadPos, mark)
-		switch thread {
-		case "", "-":
-			floor = max(floor, evPos)
-		default:
-			perThread[thread] = evPos
+		if kind == 1 {
+			ns = append(ns, notif{thread, a, b != 0})
+			continue
+		}
+		u.ReadPos = max(u.ReadPos, b)
+		if thread != "" && thread != "-" {
+			perThread[thread] = a
 		}
 	}
-	rows.Close()
 	if err := rows.Err(); err != nil {
 		return u, err
 	}
-	rows, err = q.Query(ctx, `SELECT thread_id, pos, highlight FROM event_push_actions
-		WHERE user_id = ? AND room_id = ? AND pos > ? AND pos <= ? ORDER BY pos DESC LIMIT ?`,
-		userID, roomID, max(since, floor), upto, maxUnreadRows)
-	if err != nil {
-		return u, err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var thread string
-		var pos, hl int64
-		if err := rows.Scan(&thread, &pos, &hl); err != nil {
-			return u, err
-		}
-		if pos <= perThread[thread] {
+	for _, n := range ns {
+		if n.pos <= perThread[n.thread] {
 			continue
 		}
 		if u.Threads == nil {
 			u.Threads = map[string]store.ThreadCounts{}
 		}
-		c := u.Threads[thread]
+		c := u.Threads[n.thread]
 		c.Notifications++
-		if hl != 0 {
+		if n.hl {
 			c.Highlights++
 		}
-		u.Threads[thread] = c
+		u.Threads[n.thread] = c
 	}
-	return u, rows.Err()
+	return u, nil
 }
 
 // NotificationsOf implements store.Notifications.
