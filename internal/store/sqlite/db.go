@@ -100,7 +100,11 @@ func lockDatabase(path string) (*filelock.Lock, error) {
 
 func open(ctx context.Context, path string) (*DB, error) {
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)", "cache_size(-32000)", "wal_autocheckpoint(0)"} {
+	// temp_store(MEMORY): the statement journals of the group committer's
+	// savepoints and multi-row inserts (notifications) stay in memory
+	// instead of a temporary file written page by page; they are discarded
+	// at commit, so durability (the WAL) is unchanged.
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)", "cache_size(-32000)", "wal_autocheckpoint(0)", "temp_store(MEMORY)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
