@@ -21,6 +21,11 @@ type Pusher struct {
 	Lang              string
 	Data              json.RawMessage
 	CreatedTS         int64
+	// Delivery state (PushQueue): the position of the last notification
+	// delivered or given up, and the current run of failures.
+	LastPos      int64
+	FailingSince int64
+	RetryAt      int64
 }
 
 // ErrTooManyPushers is returned by SetPusher when the user has reached the limit.
@@ -78,4 +83,26 @@ type Notifications interface {
 	// before (0: no bound), newest first, at most limit; only highlights
 	// when onlyHighlight.
 	NotificationsOf(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]Notification, error)
+}
+
+// PushQueue is the pushers' delivery state (internal/pushsender): each
+// pusher delivers its user's notifications after its cursor, and a process
+// claims a pusher for a while before sending, so that processes sharing a
+// database never send the same notification twice.
+type PushQueue interface {
+	// DuePushers lists http pushers with notifications after their cursor,
+	// whose retry time has come (at now, ms) and that no owner holds, at
+	// most limit.
+	DuePushers(ctx context.Context, now int64, limit int) ([]Pusher, error)
+	// ClaimPusher takes the pusher for owner until until, unless another
+	// owner holds it at now; it reports whether owner holds it, and fills
+	// p's delivery state as it is.
+	ClaimPusher(ctx context.Context, p *Pusher, owner string, now, until int64) (bool, error)
+	// PushPending lists the user's notifications after position after,
+	// oldest first, at most limit.
+	PushPending(ctx context.Context, userID string, after int64, limit int) ([]Notification, error)
+	// UpdatePusher records the owner's progress: the cursor (never moved
+	// back), the failure times and the claim's end (0 releases it). false
+	// when owner no longer holds the pusher (it was deleted or taken).
+	UpdatePusher(ctx context.Context, p *Pusher, owner string, lastPos, failingSince, retryAt, claimedUntil int64) (bool, error)
 }

@@ -44,6 +44,7 @@ type Store interface {
 	MediaStore
 	Pushers
 	Notifications
+	PushQueue
 	Search
 	ServerKeys
 	FedQueue

@@ -661,3 +661,65 @@ func sortedIDs(evs []store.StoredEvent) []string {
 	slices.Sort(ids)
 	return ids
 }
+
+// testPushQueue: a new pusher starts after the user's latest notification;
+// due pushers have notifications after their cursor; one owner claims a
+// pusher at a time until the claim ends; the cursor never moves back.
+func testPushQueue(t *testing.T, s store.Store) {
+	r := newRoom(t, s, "!r:x", "@a:x")
+	notify := func() int64 {
+		t.Helper()
+		e := r.ev("m.room.message", nil, "@c:x", `{"msgtype":"m.text","body":"x"}`)
+		e.Push = []store.PushAction{{UserID: "@a:x", ThreadID: "main", Actions: []byte(`["notify"]`)}}
+		return r.send(t, e)[0]
+	}
+	old := notify()
+	p := &store.Pusher{UserID: "@a:x", DeviceID: "D", AppID: "app", PushKey: "key", Kind: "http", Lang: "en", Data: []byte(`{"url":"https://x/_matrix/push/v1/notify"}`), CreatedTS: 1}
+	must(t, s.SetPusher(ctx(), p, true, 10))
+	due, err := s.DuePushers(ctx(), 1000, 10)
+	must(t, err)
+	equal(t, "nothing new: not due", len(due), 0)
+	p1 := notify()
+	p2 := notify()
+	due, err = s.DuePushers(ctx(), 1000, 10)
+	must(t, err)
+	if len(due) != 1 || due[0].LastPos != old || due[0].PushKey != "key" || string(due[0].Data) != string(p.Data) {
+		t.Fatalf("due: %+v (old %d)", due, old)
+	}
+	ns, err := s.PushPending(ctx(), "@a:x", due[0].LastPos, 10)
+	must(t, err)
+	if len(ns) != 2 || ns[0].Pos != p1 || ns[1].Pos != p2 || ns[0].RoomID != "!r:x" || ns[0].EventID == "" {
+		t.Fatalf("pending: %+v", ns)
+	}
+	q := due[0]
+	held, err := s.ClaimPusher(ctx(), &q, "one", 1000, 61000)
+	must(t, err)
+	equal(t, "claimed", held, true)
+	other := due[0]
+	held, err = s.ClaimPusher(ctx(), &other, "two", 2000, 62000)
+	must(t, err)
+	equal(t, "held by another", held, false)
+	due, _ = s.DuePushers(ctx(), 2000, 10)
+	equal(t, "claimed: not due", len(due), 0)
+	ok, err := s.UpdatePusher(ctx(), &q, "one", p1, 0, 0, 61000)
+	must(t, err)
+	equal(t, "progress", ok, true)
+	ok, err = s.UpdatePusher(ctx(), &q, "two", p2, 0, 0, 0)
+	must(t, err)
+	equal(t, "not the owner", ok, false)
+	// Released with a retry time: due again once it has come.
+	ok, _ = s.UpdatePusher(ctx(), &q, "one", old, 500, 5000, 0)
+	equal(t, "release", ok, true)
+	due, _ = s.DuePushers(ctx(), 4000, 10)
+	equal(t, "before retry", len(due), 0)
+	due, _ = s.DuePushers(ctx(), 5000, 10)
+	if len(due) != 1 || due[0].LastPos != p1 || due[0].FailingSince != 500 {
+		t.Fatalf("after retry (cursor kept at %d): %+v", p1, due)
+	}
+	// An expired claim can be taken by another owner.
+	held, _ = s.ClaimPusher(ctx(), &other, "two", 70000, 130000)
+	equal(t, "expired claim taken", held, true)
+	must(t, s.DeletePusher(ctx(), "@a:x", "app", "key"))
+	ok, _ = s.UpdatePusher(ctx(), &other, "two", p2, 0, 0, 0)
+	equal(t, "deleted", ok, false)
+}

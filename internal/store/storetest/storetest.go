@@ -66,6 +66,7 @@ func Run(t *testing.T, open Opener) {
 		{"ServerKeys", testServerKeys},
 		{"FedQueue", testFedQueue},
 		{"Notifications", testNotifications},
+		{"PushQueue", testPushQueue},
 		{"FedQueueAtomic", testFedQueueAtomic},
 		{"FedQueuePrune", testFedQueuePrune},
 		{"FedQueueConcurrent", testFedQueueConcurrent},

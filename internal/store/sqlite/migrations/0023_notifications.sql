@@ -19,8 +19,10 @@ CREATE INDEX event_push_actions_user ON event_push_actions (user_id, pos);
 -- A pusher delivers the notifications after last_pos; a process claims it
 -- until claimed_until (milliseconds) before sending, so several processes on
 -- one database send each notification once. failing_since is when the
--- gateway first failed in the current run of failures (0: none).
+-- gateway first failed in the current run of failures (0: none); retry_at
+-- when the next attempt is due after a failure.
 ALTER TABLE pushers ADD COLUMN last_pos INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE pushers ADD COLUMN failing_since INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE pushers ADD COLUMN claimed_by TEXT NOT NULL DEFAULT '';
 ALTER TABLE pushers ADD COLUMN claimed_until INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE pushers ADD COLUMN retry_at INTEGER NOT NULL DEFAULT 0;
