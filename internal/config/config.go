@@ -39,6 +39,7 @@ type Config struct {
 	TLSCAKey                 string   `yaml:"tls_ca_key" help:"CA key used with tls_ca_cert"`
 	FederationAllow          []string `yaml:"federation_allow" help:"closed circle: comma-separated server names (with their port, if any); only these may send to us or be contacted by us (requests, keys, notary, .well-known, media), others get 403 M_FORBIDDEN; empty: open federation"`
 	FederationAllowPrivate   bool     `yaml:"federation_allow_private_addresses" help:"let server discovery lead to private, loopback and link-local addresses (closed networks, tests); servers named in federation_allow may always be reached there"`
+	PushAllowPrivate         bool     `yaml:"push_allow_private_addresses" help:"let pushers' push gateway URLs lead to private, loopback and link-local addresses (closed networks, tests)"`
 	AppserviceDir            string   `yaml:"appservice_dir" help:"application services are not supported yet: must stay empty"`
 	RateLimits               bool     `yaml:"rate_limits" help:"rate limits on login, registration and the expensive per-user endpoints (the *_rate_* settings; server admins exempt); false: none (benchmarks)"`
 	TrustedProxies           string   `yaml:"trusted_proxies" help:"comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-For names the client (rate limits, last_seen_ip); empty: the TCP peer is the client"`

@@ -32,6 +32,7 @@ import (
 	"conclave/internal/presence"
 	"conclave/internal/profile"
 	"conclave/internal/push"
+	"conclave/internal/pushsender"
 	"conclave/internal/receipts"
 	"conclave/internal/room"
 	"conclave/internal/server"
@@ -68,6 +69,7 @@ type Homeserver struct {
 	FederationHandler http.Handler        // nil when federation_listen is empty
 	Federation        *federation.Service // nil when federation_listen is empty
 	FedSender         *fedsender.Sender   // delivery to other servers; nil likewise
+	PushSender        *pushsender.Sender  // delivery to push gateways
 	Routes            []string            // client listener patterns, "METHOD /path/{param}"
 
 	mu             sync.Mutex
@@ -263,6 +265,15 @@ func (hs *Homeserver) Run(ctx context.Context) error {
 			if err := hs.FedSender.Run(ctx); err != nil && ctx.Err() == nil {
 				hs.Log.Error("federation sender stopped", "err", err)
 			}
+		}()
+		defer func() { <-done }()
+	}
+	if hs.PushSender != nil {
+		// Pushes run until shutdown and end before the store closes.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			hs.PushSender.Run(ctx)
 		}()
 		defer func() { <-done }()
 	}

@@ -286,14 +286,13 @@ func (s *Service) SetPusher(ctx context.Context, sess *store.Session, req *Pushe
 	if req.Data[0] != '{' || json.Unmarshal(req.Data, &data) != nil {
 		return matrix.BadJSON("data must be an object with string url and format")
 	}
-	// Spec: for http pushers, data.url is required and is the push
-	// gateway's /_matrix/push/v1/notify URL. Like Synapse, plain http is
-	// accepted (local gateways); the path must be the notify endpoint.
+	// Spec (POST /pushers/set, data.url): "MUST be an HTTPS URL with a
+	// path of /_matrix/push/v1/notify".
 	if data.URL == nil {
 		return matrix.MissingParam("data.url is required for http pushers")
 	}
 	u, err := url.Parse(*data.URL)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != "/_matrix/push/v1/notify" {
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.Path != "/_matrix/push/v1/notify" || u.User != nil || u.Fragment != "" {
 		return matrix.InvalidParam("data.url must be an HTTPS URL with the path /_matrix/push/v1/notify")
 	}
 	if data.Format != nil && *data.Format != "event_id_only" {

@@ -292,6 +292,7 @@ func (s *Service) createRoom(ctx context.Context, req *CreateRequest) (string, [
 		return "", nil, err
 	}
 	defer s.unlock(e)
+	s.addPushActions(ctx, rs, pdus, rows) // invites notify their targets
 	ctx, done := s.begin(ctx, rs.roomID, rows)
 	positions, err := s.store.CreateRoom(ctx, room, rows)
 	if err != nil {
