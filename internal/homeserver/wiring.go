@@ -87,6 +87,9 @@ func (hs *Homeserver) wire() {
 		if err := hs.Push.CopyRoomRules(ctx, userID, oldRoomID, newRoomID); err != nil {
 			hs.Log.Warn("copying push rules to the upgraded room", "user", userID, "room", newRoomID, "err", err)
 		}
+		if err := hs.AccountData.CopyToUpgradedRoom(ctx, userID, oldRoomID, newRoomID); err != nil {
+			hs.Log.Warn("copying tags and m.direct to the upgraded room", "user", userID, "room", newRoomID, "err", err)
+		}
 	}
 	hs.Sync = syncer.New(hs.Store, hs.Rooms, n, syncer.Sources{
 		AccountDataDefaults: func(userID string) map[string]json.RawMessage {
