@@ -1,19 +1,24 @@
 package pushsender_test
 
 import (
+	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"conclave/internal/config"
 	"conclave/internal/homeserver/hstest"
+	"conclave/internal/outbound"
+	"conclave/internal/pushsender"
 	"conclave/internal/tlsutil"
 	"conclave/internal/tlsutil/tlstest"
 )
@@ -238,5 +243,108 @@ func TestPushGateway(t *testing.T) {
 			t.Fatalf("pushers after the rejection: %s", r.Body)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestPushSurvivesRestart: notifications a gateway could not take before
+// the server stopped are delivered, once each and in order, by the server
+// started again on the same database.
+func TestPushSurvivesRestart(t *testing.T) {
+	ca := tlstest.NewCA(t, tlstest.ECPKCS8)
+	g := startGateway(t, ca)
+	s := hstest.Start(t, func(c *config.Config) {
+		c.TLSCACert, c.TLSCAKey = ca.CertFile, ca.KeyFile
+		c.PushAllowPrivate = true
+	})
+	alice := s.Register(t, "alice")
+	bob := s.Register(t, "bob")
+	v3 := "/_matrix/client/v3"
+	s.MustOK(t, "POST", v3+"/pushers/set", bob.Token, map[string]any{"pushkey": "k", "kind": "http", "app_id": "a",
+		"app_display_name": "A", "device_display_name": "D", "lang": "en", "data": map[string]any{"url": g.url, "format": "event_id_only"}})
+	roomID := s.MustOK(t, "POST", v3+"/createRoom", alice.Token, map[string]any{"preset": "public_chat"}).Str("room_id")
+	s.MustOK(t, "POST", hstest.Path("/join/%s", roomID), bob.Token, map[string]any{})
+	g.mu.Lock()
+	g.failNext = 1 << 30 // down
+	g.mu.Unlock()
+	var ids []string
+	for i := 0; i < 3; i++ {
+		ids = append(ids, s.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/%s", roomID, strconv.Itoa(i)), alice.Token,
+			map[string]any{"msgtype": "m.text", "body": "m" + strconv.Itoa(i)}).Str("event_id"))
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		g.mu.Lock()
+		failed := g.failed
+		g.mu.Unlock()
+		if failed > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the gateway was never tried")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.Stop()
+	g.mu.Lock()
+	g.failNext = 0 // up again
+	g.mu.Unlock()
+	s2 := hstest.StartConfig(t, s.Config)
+	g.wait(3)
+	// One more message: a pusher delivers in order, so any repeat of the
+	// first three would arrive before it.
+	ids = append(ids, s2.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/after", roomID), alice.Token,
+		map[string]any{"msgtype": "m.text", "body": "after"}).Str("event_id"))
+	got := g.wait(4)
+	var sent []string
+	for _, n := range got {
+		sent = append(sent, n["event_id"].(string))
+	}
+	if !slices.Equal(sent, ids) {
+		t.Fatalf("after the restart the gateway got %v, want %v", sent, ids)
+	}
+}
+
+// TestSendersShareOnePusherOnce: several senders on one database (the
+// server's own and two more, as several processes would run) deliver each
+// notification once, in order: a pusher is claimed by one at a time.
+func TestSendersShareOnePusherOnce(t *testing.T) {
+	ca := tlstest.NewCA(t, tlstest.ECPKCS8)
+	g := startGateway(t, ca)
+	s := hstest.Start(t, func(c *config.Config) {
+		c.TLSCACert, c.TLSCAKey = ca.CertFile, ca.KeyFile
+		c.PushAllowPrivate = true
+	})
+	alice := s.Register(t, "alice")
+	bob := s.Register(t, "bob")
+	v3 := "/_matrix/client/v3"
+	s.MustOK(t, "POST", v3+"/pushers/set", bob.Token, map[string]any{"pushkey": "k", "kind": "http", "app_id": "a",
+		"app_display_name": "A", "device_display_name": "D", "lang": "en", "data": map[string]any{"url": g.url, "format": "event_id_only"}})
+	roomID := s.MustOK(t, "POST", v3+"/createRoom", alice.Token, map[string]any{"preset": "public_chat"}).Str("room_id")
+	s.MustOK(t, "POST", hstest.Path("/join/%s", roomID), bob.Token, map[string]any{})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	client := outbound.New(outbound.Config{ExtraCAs: []*x509.Certificate{ca.Cert}, AllowPrivate: true}).HTTP
+	for _, owner := range []string{"other-1", "other-2"} {
+		snd := pushsender.New(s.HS.Store, pushsender.Options{HTTP: client, Owner: owner, Tick: 10 * time.Millisecond})
+		wg.Add(1)
+		go func() { defer wg.Done(); snd.Run(ctx) }()
+	}
+	var ids []string
+	for i := 0; i < 20; i++ {
+		ids = append(ids, s.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/%s", roomID, strconv.Itoa(i)), alice.Token,
+			map[string]any{"msgtype": "m.text", "body": "m" + strconv.Itoa(i)}).Str("event_id"))
+	}
+	g.wait(20)
+	ids = append(ids, s.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/last", roomID), alice.Token,
+		map[string]any{"msgtype": "m.text", "body": "last"}).Str("event_id"))
+	got := g.wait(21)
+	var sent []string
+	for _, n := range got {
+		sent = append(sent, n["event_id"].(string))
+	}
+	if !slices.Equal(sent, ids) {
+		t.Fatalf("the gateway got %v, want %v (each once, in order)", sent, ids)
 	}
 }
