@@ -36,7 +36,7 @@ test-go:
 # the race detector.
 RACE_PKGS = ./internal/changes/ ./internal/lru/ ./internal/syncer/ ./internal/room/ ./internal/keys/ \
 	./internal/accounts/ ./internal/receipts/ ./internal/accountdata/ ./internal/homeserver/... ./internal/clientapi/ \
-	./internal/fedclient/ ./internal/federation/ ./internal/fedtest/
+	./internal/fedclient/ ./internal/federation/ ./internal/fedtest/ ./internal/pushsender/ ./internal/push/
 test-race:
 	$(GO) test -race -tags goolm -count=1 -timeout 20m $(RACE_PKGS)
 
