@@ -131,6 +131,10 @@ func TestPushRulesDriveUnreadCounts(t *testing.T) {
 		{name: "master rule", typ: "m.room.message", body: with(text("bob"), "m.mentions", map[string]any{"user_ids": []string{bob.UserID}}), setup: func() {
 			s.MustOK(t, "PUT", rules+"override/.m.rule.master/enabled", bob.Token, map[string]any{"enabled": true})
 		}},
+		{name: "ignored sender", sender: carol, typ: "m.room.message", body: text("bob!"), setup: func() {
+			s.MustOK(t, "PUT", hstest.Path("/user/%s/account_data/m.ignored_user_list", bob.UserID), bob.Token,
+				map[string]any{"ignored_users": map[string]any{carol.UserID: map[string]any{}}})
+		}},
 		{name: "master rule off again", typ: "m.room.message", body: text("bob"), dn: 1, dh: 1, setup: func() {
 			s.MustOK(t, "PUT", rules+"override/.m.rule.master/enabled", bob.Token, map[string]any{"enabled": false})
 			s.MustOK(t, "DELETE", rules+"room/"+url.PathEscape(roomID), bob.Token, nil)
@@ -157,8 +161,8 @@ func TestPushRulesDriveUnreadCounts(t *testing.T) {
 	}
 	// Alice's own counts are untouched by her messages; carol's follow
 	// her default rules.
-	if an, _, _ := unread(t, s, alice, roomID, false); an != 4 { // carol's 3 messages + bob's
-		t.Errorf("alice's count %d, want 4", an)
+	if an, _, _ := unread(t, s, alice, roomID, false); an != 5 { // carol's 4 messages + bob's
+		t.Errorf("alice's count %d, want 5", an)
 	}
 	// A private read receipt on the last event clears bob's counts.
 	s.MustOK(t, "POST", hstest.Path("/rooms/%s/receipt/m.read.private/%s", roomID, lastEvent), bob.Token, map[string]any{})

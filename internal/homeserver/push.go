@@ -29,6 +29,7 @@ func (hs *Homeserver) wirePush() {
 	hs.Push.Notifs = hs.Store
 	server := hs.Config.ServerName
 	bulk := push.NewBulk(hs.Push, func(u string) bool { return matrix.ServerOf(u) == server }, hs.Changes, hs.Log)
+	bulk.Ignored = hs.AccountData.IgnoredUsers
 	var stored atomic.Bool
 	hs.Rooms.PushActions = func(ctx context.Context, v room.PushView, pdu *event.PDU, membership string) []store.PushAction {
 		acts := bulk.Actions(ctx, v, &push.EventInfo{Sender: pdu.Sender, Type: pdu.Type, StateKey: pdu.StateKey, Membership: membership, JSON: pdu.Raw})

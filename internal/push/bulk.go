@@ -47,11 +47,16 @@ type Bulk struct {
 	rules   *lru.Cache[string, cachedRules]
 	names   *lru.Cache[nameKey, cachedName]
 	log     *slog.Logger
+	// Ignored, when set, returns the users a user ignores (their
+	// m.ignored_user_list): events from them notify nobody who ignores
+	// them, as in Synapse.
+	Ignored func(ctx context.Context, userID string) (map[string]bool, error)
 }
 
 type cachedRules struct {
-	tick uint64
-	rs   *Ruleset
+	tick    uint64
+	rs      *Ruleset
+	ignored map[string]bool
 }
 
 type nameKey struct{ room, user string }
@@ -106,11 +111,15 @@ func (b *Bulk) Actions(ctx context.Context, room Room, ev *EventInfo) []store.Pu
 	var out []store.PushAction
 	marshalled := map[*Rule]json.RawMessage{} // each rule's actions encoded once
 	for _, u := range users {
-		rs, err := b.Rules(ctx, u)
+		c, err := b.user(ctx, u)
 		if err != nil {
 			b.log.Warn("push rules unreadable; no notification", "user", u, "err", err)
 			continue
 		}
+		if c.ignored[ev.Sender] {
+			continue
+		}
+		rs := c.rs
 		env.UserID = u
 		env.DisplayName = b.displayName(room, u)
 		res := EvaluateEvent(rs, pe, &env)
@@ -130,19 +139,31 @@ func (b *Bulk) Actions(ctx context.Context, room Room, ev *EventInfo) []store.Pu
 // Rules returns the user's rule set, kept while their account data is
 // unchanged.
 func (b *Bulk) Rules(ctx context.Context, userID string) (*Ruleset, error) {
+	c, err := b.user(ctx, userID)
+	return c.rs, err
+}
+
+// user returns the user's rules and ignored users, kept while their account
+// data is unchanged (the change tracker's AccountData key).
+func (b *Bulk) user(ctx context.Context, userID string) (cachedRules, error) {
 	key := changes.Key{Kind: changes.AccountData, Subject: userID}
 	if c, ok := b.rules.Get(userID); ok && b.changes.Unchanged(key, c.tick) {
-		return c.rs, nil
+		return c, nil
 	}
-	tick := b.changes.Tick()
-	rs, err := b.svc.Rules(ctx, userID)
-	if err != nil {
-		return nil, err
+	c := cachedRules{tick: b.changes.Tick()}
+	var err error
+	if c.rs, err = b.svc.Rules(ctx, userID); err != nil {
+		return c, err
+	}
+	if b.Ignored != nil {
+		if c.ignored, err = b.Ignored(ctx, userID); err != nil {
+			return c, err
+		}
 	}
 	if b.changes != nil {
-		b.rules.Put(userID, cachedRules{tick: tick, rs: rs})
+		b.rules.Put(userID, c)
 	}
-	return rs, nil
+	return c, nil
 }
 
 // displayName is the user's display name in the room, parsed once per
