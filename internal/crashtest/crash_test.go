@@ -52,6 +52,7 @@ type harness struct {
 	mu      sync.Mutex
 	url     string
 	bad     []string // panics and internal errors seen in the server logs
+	extra   []string // more serve flags
 }
 
 // start launches the server and waits for its "listening" log line.
@@ -64,6 +65,7 @@ func (h *harness) start() *proc {
 	if h.dsn != "" {
 		args = append(args, "--database", h.dsn)
 	}
+	args = append(args, h.extra...)
 	cmd := exec.Command(h.bin, args...)
 	stderr, err := cmd.StdoutPipe()
 	if err != nil {

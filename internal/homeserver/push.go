@@ -49,7 +49,7 @@ func (hs *Homeserver) wirePush() {
 	var owner [8]byte
 	rand.Read(owner[:])
 	hs.PushSender = pushsender.New(hs.Store, pushsender.Options{HTTP: out.HTTP, Owner: hex.EncodeToString(owner[:]), Log: hs.Log,
-		Describe: hs.describeForPush, Badge: hs.pushBadge})
+		Describe: hs.describeForPush, Badge: hs.pushBadge, Exclusive: hs.cluster == nil})
 	if prev := hs.Rooms.Notify; prev != nil {
 		hs.Rooms.Notify = func(n room.Notice) {
 			prev(n)

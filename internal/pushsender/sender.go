@@ -18,7 +18,8 @@
 // Several processes (PostgreSQL): a process sends for a pusher only while it
 // holds the pusher's claim (a row claim with an end, renewed with every
 // notification sent, store.ClaimPusher); a process that dies leaves a claim
-// that ends within ClaimFor, and another takes over from the cursor.
+// that ends within ClaimFor, and another takes over from the cursor. With
+// SQLite (one process) a restarted process releases every claim at start.
 package pushsender
 
 import (
@@ -63,10 +64,15 @@ type Options struct {
 	// Badge returns the user's unread count for counts.unread (may be nil).
 	Badge func(ctx context.Context, userID string) int
 
+	// Exclusive: this process is the database's only user (SQLite): claims
+	// left by a process that died are released at start instead of
+	// waiting for their end.
+	Exclusive bool
+
 	Tick        time.Duration // rescan for due pushers: 2 s
-	ClaimFor    time.Duration // a claim's length, renewed on progress: 60 s
+	ClaimFor    time.Duration // a claim's length, renewed on progress: 20 s
 	Workers     int           // pushers delivering at once: 8
-	Timeout     time.Duration // one request: 30 s
+	Timeout     time.Duration // one request: 15 s (less than ClaimFor)
 	MaxBackoff  time.Duration // 1 h
 	GiveUpAfter time.Duration // a failing notification is dropped after: 24 h
 }
@@ -92,8 +98,8 @@ func New(st Store, o Options) *Sender {
 		}
 	}
 	def(&o.Tick, 2*time.Second)
-	def(&o.ClaimFor, time.Minute)
-	def(&o.Timeout, 30*time.Second)
+	def(&o.ClaimFor, 20*time.Second)
+	def(&o.Timeout, 15*time.Second)
 	def(&o.MaxBackoff, time.Hour)
 	def(&o.GiveUpAfter, 24*time.Hour)
 	if o.Workers <= 0 {
@@ -122,6 +128,11 @@ func (s *Sender) Wake() {
 // Run delivers until ctx ends, then waits for deliveries in progress.
 func (s *Sender) Run(ctx context.Context) error {
 	defer s.wg.Wait()
+	if s.o.Exclusive {
+		if err := s.st.ReleaseClaims(ctx); err != nil && ctx.Err() == nil {
+			s.o.Log.Warn("push: releasing old claims", "err", err)
+		}
+	}
 	tick := time.NewTicker(s.o.Tick)
 	defer tick.Stop()
 	for {

@@ -105,4 +105,8 @@ type PushQueue interface {
 	// back), the failure times and the claim's end (0 releases it). false
 	// when owner no longer holds the pusher (it was deleted or taken).
 	UpdatePusher(ctx context.Context, p *Pusher, owner string, lastPos, failingSince, retryAt, claimedUntil int64) (bool, error)
+	// ReleaseClaims ends every claim: for a process that knows it is the
+	// database's only user (SQLite), at start, so that the claims of a
+	// process that died do not delay its pushes.
+	ReleaseClaims(ctx context.Context) error
 }

@@ -116,3 +116,8 @@ func (s *Shared) UpdatePusher(ctx context.Context, p *store.Pusher, owner string
 		lastPos, lastPos, failingSince, retryAt, claimedUntil, p.UserID, p.AppID, p.PushKey, owner)
 	return n == 1, err
 }
+
+func (s *Shared) ReleaseClaims(ctx context.Context) error {
+	_, err := s.b.Write().Exec(ctx, `UPDATE pushers SET claimed_by = '', claimed_until = 0 WHERE claimed_until > 0`)
+	return err
+}
