@@ -284,17 +284,21 @@ func (s *Service) StateBefore(ctx context.Context, roomID, eventID string) (Stat
 	return before, nil
 }
 
-// AuthChain returns the events of the auth chains of ids (ids excluded
-// unless one is in another's chain), as stored: every event this server
-// has, of any kind but rejected.
+// AuthChain returns the events of the auth chains of ids (their auth
+// events, recursively), as stored: every event this server has, of any kind
+// but rejected. One of ids is in the answer only when it is in another's
+// chain: the create event of a room's state always is, and send_join's and
+// /state's auth_chain must hold it (Server-Server API, send_join: "the auth
+// chain for the entire current room state"; Dendrite refuses a join answer
+// whose auth_chain has no m.room.create).
 func (s *Service) AuthChain(ctx context.Context, rv *event.RoomVersion, ids []string) ([]*event.PDU, error) {
-	seen := make(map[string]bool, len(ids))
+	// inChain: reached through an auth_events list (answered, walked once).
+	inChain := make(map[string]bool, len(ids))
 	var out []*event.PDU
 	frontier := slices.Clone(ids)
+	slices.Sort(frontier)
+	frontier = slices.Compact(frontier)
 	var next []string
-	for _, id := range ids {
-		seen[id] = true
-	}
 	first := true
 	for len(frontier) > 0 {
 		found, err := s.graphEvents(ctx, rv, frontier)
@@ -311,13 +315,13 @@ func (s *Service) AuthChain(ctx context.Context, rv *event.RoomVersion, ids []st
 				out = append(out, g.pdu)
 			}
 			for _, a := range g.pdu.AuthEvents {
-				if !seen[a] {
-					seen[a] = true
+				if !inChain[a] {
+					inChain[a] = true
 					next = append(next, a)
 				}
 			}
 		}
-		if len(seen) > maxAuthChain {
+		if len(inChain) > maxAuthChain {
 			return nil, fmt.Errorf("room: auth chain of more than %d events", maxAuthChain)
 		}
 		first = false
