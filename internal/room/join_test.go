@@ -363,3 +363,37 @@ func stateIDs(evs []store.StoredEvent) []string {
 	slices.Sort(ids)
 	return ids
 }
+
+// The servers a local event goes to: an invitee's server, which had the
+// invite through /invite, is not sent it again (Synapse sends an event to
+// the servers joined before it; Dendrite, sent the invite in a transaction
+// while its user joins, lost the room); a kicked user's server is (the
+// rescinded invite must reach it).
+func TestOutgoingServersOfMembershipChanges(t *testing.T) {
+	ctx := context.Background()
+	y := newServer(t, "y.example")
+	sent := map[string][]string{} // membership → servers
+	y.svc.Outgoing = func(_ string, pdus []*event.PDU, servers []string) {
+		for _, p := range pdus {
+			var c struct{ Membership string }
+			json.Unmarshal(p.Content, &c)
+			sent[c.Membership] = servers
+		}
+	}
+	roomID, err := y.svc.CreateRoom(ctx, &room.CreateRequest{Creator: "@alice:y.example", Preset: "private_chat", RoomVersion: "10"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := y.svc.SetMembership(ctx, &room.MembershipRequest{RoomID: roomID, Sender: "@alice:y.example", Target: "@bob:x.example", Membership: "invite"}); err != nil {
+		t.Fatal(err)
+	}
+	if s, ok := sent["invite"]; ok {
+		t.Fatalf("the invite was sent to %v", s)
+	}
+	if _, err := y.svc.SetMembership(ctx, &room.MembershipRequest{RoomID: roomID, Sender: "@alice:y.example", Target: "@bob:x.example", Membership: "leave"}); err != nil {
+		t.Fatal(err)
+	}
+	if s := sent["leave"]; !slices.Equal(s, []string{"x.example"}) {
+		t.Fatalf("the rescinded invite was sent to %v, want x.example", s)
+	}
+}

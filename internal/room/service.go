@@ -371,7 +371,9 @@ func (s *Service) commit(ctx context.Context, rs *roomState, pdus []*event.PDU, 
 }
 
 func (s *Service) afterCommit(rs *roomState, pdus []*event.PDU, positions []int64) {
-	var targets, joined []string
+	// reached: users whose servers get the events though they may have no
+	// member joined (a kicked or banned user, one leaving).
+	var targets, joined, reached []string
 	for _, pdu := range pdus {
 		if s.newLocalJoin(rs, pdu) {
 			joined = append(joined, *pdu.StateKey)
@@ -383,6 +385,13 @@ func (s *Service) afterCommit(rs *roomState, pdus []*event.PDU, positions []int6
 		s.parsed.put(pdu)
 		if pdu.Type == "m.room.member" && pdu.StateKey != nil {
 			targets = append(targets, *pdu.StateKey)
+			// An invitee's server had the invite through /invite (it signed
+			// it); sending it again in a transaction for a room that server
+			// is not in is what Synapse never does, and Dendrite v0.15.2,
+			// taking it in while the invitee joins, loses the room's state.
+			if membershipOf(pdu) != "invite" {
+				reached = append(reached, *pdu.StateKey)
+			}
 		}
 	}
 	if s.Notify != nil && len(positions) > 0 {
@@ -390,7 +399,7 @@ func (s *Service) afterCommit(rs *roomState, pdus []*event.PDU, positions []int6
 		s.Notify(Notice{RoomID: rs.roomID, Pos: positions[len(positions)-1], Users: users, Members: targets})
 	}
 	if s.Outgoing != nil && len(positions) > 0 {
-		if servers := s.otherServers(rs, targets); len(servers) > 0 {
+		if servers := s.otherServers(rs, reached); len(servers) > 0 {
 			s.Outgoing(rs.roomID, pdus, servers)
 		}
 	}
@@ -399,7 +408,8 @@ func (s *Service) afterCommit(rs *roomState, pdus []*event.PDU, positions []int6
 
 // otherServers lists the servers other than this one that must receive an
 // event of the room: those of its joined members, and of the users whose
-// membership it changes (an invitee, a kicked or banned user).
+// membership it changes (a kicked or banned user; not an invitee, whose
+// server had the invite through /invite).
 func (s *Service) otherServers(rs *roomState, targets []string) []string {
 	var out []string
 	add := func(u string) {
