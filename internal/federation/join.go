@@ -142,7 +142,7 @@ func (s *Service) checkedEvents(ctx context.Context, rv *event.RoomVersion, room
 	seen := make(map[string]bool, len(raws))
 	for _, raw := range raws {
 		ev, err := s.checkPDU(ctx, rv, raw)
-		if err != nil || ev.RoomID != roomID || seen[ev.EventID] {
+		if err != nil || event.RoomIDForCreate(ev) != roomID || seen[ev.EventID] {
 			continue
 		}
 		seen[ev.EventID] = true

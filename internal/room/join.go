@@ -359,7 +359,7 @@ func (s *Service) ImportJoin(ctx context.Context, rv *event.RoomVersion, join *e
 	all := make(map[string]*event.PDU, len(state)+len(authChain))
 	for _, list := range [][]*event.PDU{authChain, state} {
 		for _, ev := range list {
-			if ev.RoomID != roomID {
+			if event.RoomIDForCreate(ev) != roomID { // a v12 create carries no room_id
 				return matrix.Forbidden("The join answer holds an event of another room")
 			}
 			all[ev.EventID] = ev
