@@ -194,7 +194,20 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, s *store.Session, roo
 			return nil
 		}
 	}
-	if _, err := a.Rooms.SetMembership(r.Context(), &room.MembershipRequest{RoomID: roomID, Sender: s.UserID, DeviceID: s.DeviceID, Target: s.UserID, Membership: "join", Reason: body.Reason, Extra: extra}); err != nil {
+	_, err := a.Rooms.SetMembership(r.Context(), &room.MembershipRequest{RoomID: roomID, Sender: s.UserID, DeviceID: s.DeviceID, Target: s.UserID, Membership: "join", Reason: body.Reason, Extra: extra})
+	if me, ok := matrix.AsError(err); ok && me.Code == matrix.ErrUnableToAuthoriseJoin && a.Federation != nil {
+		// A restricted room no user here can let the user into: another
+		// server in the room may (its users who can invite).
+		content := a.Rooms.MemberProfile(r.Context(), s.UserID)
+		for k, v := range extra {
+			content[k] = v
+		}
+		if body.Reason != "" {
+			content["reason"], _ = json.Marshal(body.Reason)
+		}
+		_, err = a.Federation.JoinResident(r.Context(), roomID, s.UserID, dedupe(servers), content)
+	}
+	if err != nil {
 		return err
 	}
 	jsonhttp.OK(w, map[string]string{"room_id": roomID})

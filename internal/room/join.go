@@ -130,7 +130,7 @@ func (s *Service) joinAuthoriser(ctx context.Context, rs *roomState, userID stri
 		}
 	}
 	if len(candidates) == 0 {
-		return "", matrix.Errorf(http.StatusBadRequest, "M_UNABLE_TO_AUTHORISE_JOIN", "No user of this server can authorise the join")
+		return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrUnableToAuthoriseJoin, "No user of this server can authorise the join")
 	}
 	slices.Sort(candidates) // the same choice every time
 	return candidates[0], nil

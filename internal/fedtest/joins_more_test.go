@@ -1,0 +1,64 @@
+package fedtest
+
+import (
+	"net/url"
+	"testing"
+
+	"conclave/internal/homeserver/hstest"
+)
+
+// Room version 12 across servers: the room ID is the create event's hash
+// (MSC4291), the create event is cited by no auth_events and has no
+// room_id, yet a join through the resident server must import it.
+func TestRoomVersion12JoinAcrossServers(t *testing.T) {
+	hs := hstest.StartFederation(t, 2)
+	a, b := hs[0], hs[1]
+	alice := a.Register(t, "alice")
+	bob := b.Register(t, "bob")
+	room := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "public_chat", "room_version": "12"}).Str("room_id")
+	r := b.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(a.ServerName), bob.Token, map[string]any{})
+	if r.Status != 200 {
+		t.Fatalf("join of a v12 room: %d %s", r.Status, r.Body)
+	}
+	ys := newSyncer(t, a, alice)
+	b.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/v12", room), bob.Token, map[string]any{"msgtype": "m.text", "body": "v12 hello"})
+	ys.waitFor(t, room, body("v12 hello"))
+	b.MustOK(t, "GET", hstest.Path("/rooms/%s/state/m.room.create/", room), bob.Token, nil)
+	yb := newSyncer(t, b, bob)
+	a.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/v12", room), alice.Token, map[string]any{"msgtype": "m.text", "body": "v12 back"})
+	yb.waitFor(t, room, body("v12 back"))
+}
+
+// A restricted room this server is in, but whose rule no user here can
+// authorise (none may invite): the join goes through a server whose users
+// can (Complement's TestRestrictedRoomsRemoteJoinLocalUser).
+func TestRestrictedJoinAuthorisedByAnotherResidentServer(t *testing.T) {
+	hs := hstest.StartFederation(t, 2)
+	a, b := hs[0], hs[1]
+	charlie := b.Register(t, "charlie")
+	allowed := b.MustOK(t, "POST", "/_matrix/client/v3/createRoom", charlie.Token, map[string]any{"preset": "public_chat"}).Str("room_id")
+	restricted := b.MustOK(t, "POST", "/_matrix/client/v3/createRoom", charlie.Token, map[string]any{"preset": "public_chat", "room_version": "10",
+		"initial_state": []any{map[string]any{"type": "m.room.join_rules", "state_key": "", "content": map[string]any{"join_rule": "restricted",
+			"allow": []any{map[string]any{"type": "m.room_membership", "room_id": allowed, "via": []string{b.ServerName}}}}}}}).Str("room_id")
+	alice := a.Register(t, "alice")
+	bob := a.Register(t, "bob")
+	b.MustOK(t, "POST", hstest.Path("/rooms/%s/invite", restricted), charlie.Token, map[string]any{"user_id": alice.UserID})
+	join := func(u *hstest.User, room, via string) *hstest.Response {
+		return a.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(via), u.Token, map[string]any{})
+	}
+	if r := join(alice, restricted, b.ServerName); r.Status != 200 {
+		t.Fatalf("alice's invited join: %d %s", r.Status, r.Body)
+	}
+	if r := join(bob, restricted, a.ServerName); r.Status == 200 {
+		t.Fatalf("bob joined before joining the allowed room")
+	}
+	if r := join(bob, allowed, b.ServerName); r.Status != 200 {
+		t.Fatalf("bob joining the allowed room: %d %s", r.Status, r.Body)
+	}
+	if r := join(bob, restricted, a.ServerName); r.Status != 200 {
+		t.Fatalf("bob's restricted join through the other resident server: %d %s", r.Status, r.Body)
+	}
+	waitMembership(t, b, charlie, restricted, bob.UserID, "join")
+	a.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/in", restricted), bob.Token, map[string]any{"msgtype": "m.text", "body": "bob is in"})
+	newSyncer(t, b, charlie).waitFor(t, restricted, body("bob is in"))
+}
