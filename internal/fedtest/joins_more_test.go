@@ -1,6 +1,8 @@
 package fedtest
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/url"
 	"testing"
 
@@ -61,4 +63,46 @@ func TestRestrictedJoinAuthorisedByAnotherResidentServer(t *testing.T) {
 	waitMembership(t, b, charlie, restricted, bob.UserID, "join")
 	a.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/in", restricted), bob.Token, map[string]any{"msgtype": "m.text", "body": "bob is in"})
 	newSyncer(t, b, charlie).waitFor(t, restricted, body("bob is in"))
+}
+
+// Only the inviter rescinds an invite across servers: a kick of a remote
+// invitee by another member is not sent to the invitee's server (Synapse;
+// Complement's "Non-invitee user cannot rescind invite over federation"),
+// the inviter's is.
+func TestOnlyTheInviterRescindsAcrossServers(t *testing.T) {
+	hs := hstest.StartFederation(t, 2)
+	a, b := hs[0], hs[1]
+	alice := a.Register(t, "alice")
+	alice2 := a.Register(t, "alice2")
+	bob := b.Register(t, "bob")
+	shared := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "public_chat"}).Str("room_id")
+	b.MustOK(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(shared), bob.Token, map[string]any{})
+	invited := func(room string) bool {
+		r := b.MustOK(t, "GET", "/_matrix/client/v3/sync", bob.Token, nil)
+		var s inviteSync
+		json.Unmarshal(r.Body, &s)
+		_, ok := s.Rooms.Invite[room]
+		return ok
+	}
+	yb := newSyncer(t, b, bob)
+	for i, inviter := range []*hstest.User{alice2, alice} {
+		room := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "private_chat", "invite": []string{alice2.UserID}}).Str("room_id")
+		a.MustOK(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room), alice2.Token, map[string]any{})
+		a.MustOK(t, "POST", hstest.Path("/rooms/%s/invite", room), inviter.Token, map[string]any{"user_id": bob.UserID})
+		if !invited(room) {
+			t.Fatalf("bob not invited")
+		}
+		a.MustOK(t, "POST", hstest.Path("/rooms/%s/kick", room), alice.Token, map[string]any{"user_id": bob.UserID})
+		// A message in the shared room after the kick: once bob has it,
+		// a rescission sent before it has arrived too.
+		marker := fmt.Sprintf("after kick %d", i)
+		a.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/%s", shared, fmt.Sprint("k", i)), alice.Token, map[string]any{"msgtype": "m.text", "body": marker})
+		yb.waitFor(t, shared, body(marker))
+		if inviter == alice2 && !invited(room) {
+			t.Fatalf("a kick by someone other than the inviter rescinded bob's invite on his server")
+		}
+		if inviter == alice && invited(room) {
+			t.Fatalf("the inviter's kick did not rescind bob's invite on his server")
+		}
+	}
 }
