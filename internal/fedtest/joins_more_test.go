@@ -106,3 +106,28 @@ func TestOnlyTheInviterRescindsAcrossServers(t *testing.T) {
 		}
 	}
 }
+
+// An invite to a room no server is in any more is still rejected: the
+// leave is made locally (Synapse's out-of-band leave).
+func TestRejectInviteToEmptyRoom(t *testing.T) {
+	hs := hstest.StartFederation(t, 2)
+	a, b := hs[0], hs[1]
+	alice := a.Register(t, "alice")
+	bob := b.Register(t, "bob")
+	room := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "private_chat", "invite": []string{bob.UserID}}).Str("room_id")
+	a.MustOK(t, "POST", hstest.Path("/rooms/%s/leave", room), alice.Token, map[string]any{})
+	if r := b.Do(t, "POST", hstest.Path("/rooms/%s/leave", room), bob.Token, map[string]any{}); r.Status != 200 {
+		t.Fatalf("rejecting the invite to an empty room: %d %s", r.Status, r.Body)
+	}
+	r := b.MustOK(t, "GET", "/_matrix/client/v3/sync", bob.Token, nil)
+	var s inviteSync
+	json.Unmarshal(r.Body, &s)
+	if _, ok := s.Rooms.Invite[room]; ok {
+		t.Fatalf("the invite is still there: %s", r.Body)
+	}
+	r = b.MustOK(t, "GET", "/_matrix/client/v3/sync?filter="+url.QueryEscape(`{"room":{"include_leave":true}}`), bob.Token, nil)
+	json.Unmarshal(r.Body, &s)
+	if _, ok := s.Rooms.Leave[room]; !ok {
+		t.Fatalf("no leave in bob's sync: %s", r.Body)
+	}
+}
