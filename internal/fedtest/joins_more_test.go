@@ -131,3 +131,47 @@ func TestRejectInviteToEmptyRoom(t *testing.T) {
 		t.Fatalf("no leave in bob's sync: %s", r.Body)
 	}
 }
+
+// Stripped state (MSC4311, Matrix 1.16): servers send each other full
+// PDUs; clients get {type, state_key, content, sender}, and for the create
+// event its origin_server_ts too — for a local invite and a remote one.
+func TestInviteStrippedStateCreateEvent(t *testing.T) {
+	hs := hstest.StartFederation(t, 2)
+	a, b := hs[0], hs[1]
+	alice := a.Register(t, "alice")
+	local := a.Register(t, "local")
+	remote := b.Register(t, "remote")
+	room := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "public_chat", "room_version": "12", "name": "Stripped"}).Str("room_id")
+	for _, c := range []struct {
+		s *hstest.Server
+		u *hstest.User
+	}{{a, local}, {b, remote}} {
+		a.MustOK(t, "POST", hstest.Path("/rooms/%s/invite", room), alice.Token, map[string]any{"user_id": c.u.UserID})
+		r := c.s.MustOK(t, "GET", "/_matrix/client/v3/sync", c.u.Token, nil)
+		var s struct {
+			Rooms struct {
+				Invite map[string]struct {
+					InviteState struct {
+						Events []map[string]json.RawMessage `json:"events"`
+					} `json:"invite_state"`
+				} `json:"invite"`
+			} `json:"rooms"`
+		}
+		json.Unmarshal(r.Body, &s)
+		var create, name map[string]json.RawMessage
+		for _, ev := range s.Rooms.Invite[room].InviteState.Events {
+			switch string(ev["type"]) {
+			case `"m.room.create"`:
+				create = ev
+			case `"m.room.name"`:
+				name = ev
+			}
+		}
+		if create == nil || create["origin_server_ts"] == nil || create["sender"] == nil {
+			t.Fatalf("%s: no full create event in invite_state: %s", c.u.UserID, r.Body)
+		}
+		if name == nil || name["hashes"] != nil || name["signatures"] != nil || name["auth_events"] != nil {
+			t.Fatalf("%s: the name event is not stripped for the client: %s", c.u.UserID, r.Body)
+		}
+	}
+}
