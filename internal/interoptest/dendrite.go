@@ -73,14 +73,24 @@ func Binary(t testing.TB) string {
 	if err != nil {
 		cache = os.TempDir()
 	}
-	dir := filepath.Join(cache, "conclave-test", fmt.Sprintf("dendrite-%s-%s-%s-%s", DendriteVersion, runtime.Version(), runtime.GOOS, runtime.GOARCH))
+	key := fmt.Sprintf("dendrite-%s-%s-%s-%s", DendriteVersion, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	dir := filepath.Join(cache, "conclave-test", key)
 	bin := filepath.Join(dir, "dendrite")
 	if works(bin) {
 		buildBin = bin
 		return bin
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
+		// A read-only home: the temporary directory, kept between runs too.
+		dir = filepath.Join(os.TempDir(), "conclave-test", key)
+		bin = filepath.Join(dir, "dendrite")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if works(bin) {
+			buildBin = bin
+			return bin
+		}
 	}
 	start := time.Now()
 	if err := build(dir, bin); err != nil {
@@ -137,7 +147,8 @@ func build(cacheDir, bin string) error {
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()
 		if err != nil {
-			return out, fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, tail(stderr.String(), 40))
+			// go mod download -json reports its error on stdout.
+			return out, fmt.Errorf("go %s: %v\n%s%s", strings.Join(args, " "), err, tail(stderr.String(), 40), tail(string(out), 10))
 		}
 		return out, nil
 	}
