@@ -50,6 +50,7 @@ type side struct {
 type roomView struct {
 	membership string // join, invite, leave
 	timeline   []syncEvent
+	ephemeral  []syncEvent
 	inviteFrom string // the sender of the invite, from invite_state
 }
 
@@ -106,7 +107,8 @@ func (y *side) sync(timeout time.Duration) {
 		NextBatch string `json:"next_batch"`
 		Rooms     struct {
 			Join map[string]struct {
-				Timeline struct{ Events []syncEvent } `json:"timeline"`
+				Timeline  struct{ Events []syncEvent } `json:"timeline"`
+				Ephemeral struct{ Events []syncEvent } `json:"ephemeral"`
 			} `json:"join"`
 			Invite map[string]struct {
 				InviteState struct{ Events []syncEvent } `json:"invite_state"`
@@ -127,6 +129,7 @@ func (y *side) sync(timeout time.Duration) {
 		v := y.room(id)
 		v.membership = "join"
 		v.timeline = append(v.timeline, j.Timeline.Events...)
+		v.ephemeral = append(v.ephemeral, j.Ephemeral.Events...)
 	}
 	for id, inv := range out.Rooms.Invite {
 		v := y.room(id)
@@ -172,6 +175,19 @@ func (y *side) waitMessage(roomID, body string) syncEvent {
 		return false
 	})
 	return found
+}
+
+// waitEphemeral waits for an ephemeral event of the room that match accepts.
+func (y *side) waitEphemeral(roomID, what string, match func(typ string, content json.RawMessage) bool) {
+	y.t.Helper()
+	y.waitUntil(what, func() bool {
+		for _, e := range y.room(roomID).ephemeral {
+			if match(e.Type, e.Content) {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // waitMember waits for userID's membership event with the given membership

@@ -1,0 +1,178 @@
+package interoptest
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"slices"
+	"testing"
+	"time"
+
+	"conclave/internal/homeserver/hstest"
+)
+
+// Joins by alias both ways (the alias's server answers /query/directory)
+// and profiles looked up across (/query/profile).
+func TestAliasesAndProfilesBothWays(t *testing.T) {
+	p := startPair(t)
+	cora := register(t, p.c, "cora")
+	dan := register(t, p.d.Client, "dan")
+	cora.s.MustOK(t, "PUT", hstest.Path("/profile/%s/displayname", cora.u.UserID), cora.u.Token, map[string]any{"displayname": "Cora of Conclave"})
+	dan.s.MustOK(t, "PUT", hstest.Path("/profile/%s/displayname", dan.u.UserID), dan.u.Token, map[string]any{"displayname": "Dan of Dendrite"})
+
+	cRoom := cora.createRoom(map[string]any{"preset": "public_chat", "room_alias_name": "conclave-square"})
+	dRoom := dan.createRoom(map[string]any{"preset": "public_chat", "room_alias_name": "dendrite-square"})
+	cAlias, dAlias := "#conclave-square:"+p.c.ServerName, "#dendrite-square:"+p.d.Name
+
+	for _, tc := range []struct {
+		y            *side
+		alias, want  string
+		otherUser    string
+		otherDisplay string
+	}{
+		{dan, cAlias, cRoom, cora.u.UserID, "Cora of Conclave"},
+		{cora, dAlias, dRoom, dan.u.UserID, "Dan of Dendrite"},
+	} {
+		r := tc.y.s.MustOK(t, "GET", hstest.Path("/directory/room/%s", tc.alias), tc.y.u.Token, nil)
+		if got := r.Str("room_id"); got != tc.want {
+			t.Fatalf("%s resolves %s to %q, want %s", tc.y.s.ServerName, tc.alias, got, tc.want)
+		}
+		tc.y.join(tc.alias)
+		tc.y.waitMember(tc.want, tc.y.u.UserID, "join")
+		r = tc.y.s.MustOK(t, "GET", hstest.Path("/profile/%s", tc.otherUser), tc.y.u.Token, nil)
+		if got := r.Str("displayname"); got != tc.otherDisplay {
+			t.Fatalf("%s's profile on %s: displayname %q", tc.otherUser, tc.y.s.ServerName, got)
+		}
+	}
+	// Each side's member event for the joiner carries the joiner's profile.
+	cora.waitUntil("dan's join with his display name", func() bool {
+		for _, e := range cora.room(cRoom).timeline {
+			if e.Type == "m.room.member" && e.StateKey != nil && *e.StateKey == dan.u.UserID {
+				var c struct{ Displayname string }
+				json.Unmarshal(e.Content, &c)
+				return c.Displayname == "Dan of Dendrite"
+			}
+		}
+		return false
+	})
+}
+
+// Typing notifications and read receipts (EDUs) cross both ways.
+func TestTypingAndReceiptsBothWays(t *testing.T) {
+	p := startPair(t)
+	cora := register(t, p.c, "cora")
+	dan := register(t, p.d.Client, "dan")
+	room := cora.createRoom(map[string]any{"preset": "public_chat"})
+	dan.join(room, p.c.ServerName)
+	cora.waitMember(room, dan.u.UserID, "join")
+
+	for _, tc := range []struct{ from, to *side }{{cora, dan}, {dan, cora}} {
+		from, to := tc.from, tc.to
+		from.s.MustOK(t, "PUT", hstest.Path("/rooms/%s/typing/%s", room, from.u.UserID), from.u.Token, map[string]any{"typing": true, "timeout": 30000})
+		to.waitEphemeral(room, fmt.Sprintf("%s typing", from.u.UserID), func(typ string, content json.RawMessage) bool {
+			var c struct {
+				UserIDs []string `json:"user_ids"`
+			}
+			json.Unmarshal(content, &c)
+			return typ == "m.typing" && slices.Contains(c.UserIDs, from.u.UserID)
+		})
+
+		ev := to.send(room, "read me, "+from.u.UserID)
+		from.waitMessage(room, "read me, "+from.u.UserID)
+		from.s.MustOK(t, "POST", hstest.Path("/rooms/%s/receipt/m.read/%s", room, ev), from.u.Token, map[string]any{})
+		to.waitEphemeral(room, fmt.Sprintf("%s's receipt for %s", from.u.UserID, ev), func(typ string, content json.RawMessage) bool {
+			if typ != "m.receipt" {
+				return false
+			}
+			var c map[string]map[string]map[string]json.RawMessage
+			json.Unmarshal(content, &c)
+			_, ok := c[ev]["m.read"][from.u.UserID]
+			return ok
+		})
+	}
+}
+
+// A user on one server kicks and bans a user of the other: both sides see
+// the membership, the banned user cannot rejoin.
+func TestKickAndBanBothWays(t *testing.T) {
+	p := startPair(t)
+	cora := register(t, p.c, "cora")
+	dan := register(t, p.d.Client, "dan")
+
+	for _, tc := range []struct {
+		admin, victim *side
+		via           string
+	}{
+		{cora, dan, p.c.ServerName},
+		{dan, cora, p.d.Name},
+	} {
+		admin, victim := tc.admin, tc.victim
+		room := admin.createRoom(map[string]any{"preset": "public_chat"})
+		victim.join(room, tc.via)
+		admin.waitMember(room, victim.u.UserID, "join")
+
+		admin.s.MustOK(t, "POST", hstest.Path("/rooms/%s/kick", room), admin.u.Token, map[string]any{"user_id": victim.u.UserID, "reason": "out"})
+		victim.waitMember(room, victim.u.UserID, "leave")
+		victim.join(room, tc.via)
+		admin.waitMember(room, victim.u.UserID, "join")
+		victim.waitUntil("the rejoin", func() bool { return victim.room(room).membership == "join" })
+
+		admin.s.MustOK(t, "POST", hstest.Path("/rooms/%s/ban", room), admin.u.Token, map[string]any{"user_id": victim.u.UserID, "reason": "gone"})
+		victim.waitMember(room, victim.u.UserID, "ban")
+		q := url.Values{"server_name": {tc.via}}
+		r := victim.s.Do(t, "POST", hstest.Path("/join/%s", room)+"?"+q.Encode(), victim.u.Token, map[string]any{})
+		if r.Status == 200 {
+			t.Fatalf("%s rejoined after a ban on %s", victim.u.UserID, admin.s.ServerName)
+		}
+		if m := admin.joinedMembers(room); m[victim.u.UserID] {
+			t.Fatalf("%s is joined on %s after the ban", victim.u.UserID, admin.s.ServerName)
+		}
+	}
+}
+
+// A Dendrite user who joins a Conclave room with history pages back
+// through it: Dendrite backfills from Conclave (/backfill).
+func TestDendriteBackfillsFromConclave(t *testing.T) {
+	p := startPair(t)
+	cora := register(t, p.c, "cora")
+	dan := register(t, p.d.Client, "dan")
+	room := cora.createRoom(map[string]any{"preset": "public_chat", "initial_state": []any{
+		map[string]any{"type": "m.room.history_visibility", "state_key": "", "content": map[string]any{"history_visibility": "shared"}},
+	}})
+	const n = 15
+	for i := range n {
+		cora.send(room, fmt.Sprintf("history %d", i))
+	}
+	dan.join(room, p.c.ServerName)
+	dan.waitMember(room, dan.u.UserID, "join")
+
+	// Page back from the join until every old message was seen.
+	seen := map[string]bool{}
+	from := ""
+	deadline := time.Now().Add(waitLimit)
+	for len(seen) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("Dendrite's /messages gave %d of the %d old messages", len(seen), n)
+		}
+		q := url.Values{"dir": {"b"}, "limit": {"10"}}
+		if from != "" {
+			q.Set("from", from)
+		}
+		r := dan.s.MustOK(t, "GET", hstest.Path("/rooms/%s/messages", room)+"?"+q.Encode(), dan.u.Token, nil)
+		var page struct {
+			Chunk []syncEvent `json:"chunk"`
+			End   string      `json:"end"`
+		}
+		json.Unmarshal(r.Body, &page)
+		for _, e := range page.Chunk {
+			if e.Type == "m.room.message" {
+				seen[e.body()] = true
+			}
+		}
+		if page.End == "" {
+			from = "" // the start of what it has: ask again, backfill may still be under way
+			continue
+		}
+		from = page.End
+	}
+}
