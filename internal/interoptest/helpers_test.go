@@ -15,7 +15,7 @@ import (
 // waitLimit bounds every wait for something to cross between the servers;
 // it is a failure bound, not a timing assertion. Dendrite's first request
 // to a server fetches its keys, and a loaded machine is slow.
-const waitLimit = 45 * time.Second
+const waitLimit = 30 * time.Second
 
 // pair is one Conclave and one Dendrite federating over loopback: the
 // Conclave's closed circle is the two names, each verifies the other's
@@ -60,6 +60,7 @@ type syncEvent struct {
 	Sender   string          `json:"sender"`
 	StateKey *string         `json:"state_key"`
 	Content  json.RawMessage `json:"content"`
+	Redacts  string          `json:"redacts"` // top level: room versions before 11
 }
 
 func (e syncEvent) membership() string {
@@ -155,7 +156,13 @@ func (y *side) waitUntil(what string, cond func() bool) {
 	deadline := time.Now().Add(waitLimit)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s (%s) did not see %s within %s", y.u.UserID, y.s.ServerName, what, waitLimit)
+			var seen []string
+			for id, v := range y.rooms {
+				for _, e := range v.timeline {
+					seen = append(seen, fmt.Sprintf("%s %s %s %s", id, e.Type, e.EventID, e.Content))
+				}
+			}
+			t.Fatalf("%s (%s) did not see %s within %s; timelines:\n%s", y.u.UserID, y.s.ServerName, what, waitLimit, strings.Join(seen, "\n"))
 		}
 		y.sync(2 * time.Second)
 	}
