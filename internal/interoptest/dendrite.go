@@ -217,9 +217,12 @@ type Dendrite struct {
 	// Register): an hstest.Server that has only URL and ServerName.
 	Client *hstest.Server
 
-	cmd  *exec.Cmd
+	bin  string
+	args []string
+	env  []string
 	dir  string
-	done chan struct{}
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd has exited
 }
 
 // freePort returns a loopback port nobody listens on now. Dendrite binds its
@@ -282,39 +285,26 @@ func StartDendrite(t testing.TB, bin, name string, ca *tlstest.CA) *Dendrite {
 	writeFile(t, filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pk}))
 	writeFile(t, filepath.Join(dir, "dendrite.yaml"), []byte(dendriteConfig(name, dir)))
 
-	logFile, err := os.Create(filepath.Join(dir, "dendrite.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin,
-		"-config", filepath.Join(dir, "dendrite.yaml"),
-		"-http-bind-address", clientAddr,
-		"-https-bind-address", fedAddr,
-		"-tls-cert", filepath.Join(dir, "tls.crt"),
-		"-tls-key", filepath.Join(dir, "tls.key"),
-		"-really-enable-open-registration",
-	)
-	cmd.Dir = dir
 	// Only the test CA: SSL_CERT_DIR too, or Go would add the system's.
 	trust := filepath.Join(dir, "trust")
 	if err := os.Mkdir(trust, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(trust, "ca.crt"), ca.CertPEM)
-	cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+filepath.Join(trust, "ca.crt"), "SSL_CERT_DIR="+trust)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	d := &Dendrite{Name: name, URL: "http://" + clientAddr, bin: bin, dir: dir,
+		args: []string{
+			"-config", filepath.Join(dir, "dendrite.yaml"),
+			"-http-bind-address", clientAddr,
+			"-https-bind-address", fedAddr,
+			"-tls-cert", filepath.Join(dir, "tls.crt"),
+			"-tls-key", filepath.Join(dir, "tls.key"),
+			"-really-enable-open-registration",
+		},
+		env: append(os.Environ(), "SSL_CERT_FILE="+filepath.Join(trust, "ca.crt"), "SSL_CERT_DIR="+trust),
 	}
-	d := &Dendrite{Name: name, URL: "http://" + clientAddr, cmd: cmd, dir: dir, done: make(chan struct{})}
 	d.Client = &hstest.Server{URL: d.URL, ServerName: name}
-	go func() {
-		cmd.Wait()
-		logFile.Close()
-		close(d.done)
-	}()
 	t.Cleanup(func() {
-		d.stop()
+		d.Stop()
 		switch {
 		case os.Getenv("CONCLAVE_TEST_LOG") != "":
 			t.Logf("Dendrite %s log:\n%s", name, d.logTail(100000))
@@ -322,8 +312,42 @@ func StartDendrite(t testing.TB, bin, name string, ca *tlstest.CA) *Dendrite {
 			t.Logf("Dendrite %s log (last lines):\n%s", name, d.logTail(80))
 		}
 	})
-	d.waitReady(t)
+	d.start(t)
 	return d
+}
+
+// start runs the process (its log appended to dendrite.log) and waits until
+// it serves.
+func (d *Dendrite) start(t testing.TB) {
+	t.Helper()
+	logFile, err := os.OpenFile(filepath.Join(d.dir, "dendrite.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(d.bin, d.args...)
+	cmd.Dir = d.dir
+	cmd.Env = d.env
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	d.cmd, d.done = cmd, done
+	go func() {
+		cmd.Wait()
+		logFile.Close()
+		close(done)
+	}()
+	d.waitReady(t)
+}
+
+// Restart stops Dendrite and starts it again on the same data, name and
+// ports: a server that was down for a while.
+func (d *Dendrite) Restart(t testing.TB) {
+	t.Helper()
+	d.Stop()
+	d.start(t)
 }
 
 func writeFile(t testing.TB, path string, data []byte) {
@@ -412,8 +436,11 @@ func (d *Dendrite) waitReady(t testing.TB) {
 	}
 }
 
-// stop ends the process: SIGTERM, then SIGKILL after 10 s.
-func (d *Dendrite) stop() {
+// Stop ends the process: SIGTERM, then SIGKILL after 10 s.
+func (d *Dendrite) Stop() {
+	if d.cmd == nil {
+		return
+	}
 	select {
 	case <-d.done:
 		return

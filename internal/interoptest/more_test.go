@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -345,4 +346,44 @@ func TestConcurrentStateConverges(t *testing.T) {
 			t.Fatalf("round %d: the name on Conclave is %q, on Dendrite %q", round, c, d)
 		}
 	}
+}
+
+// Dendrite down, then back: what Conclave queued for it meanwhile (more
+// than one transaction's worth) arrives once it talks again, and Conclave
+// takes the message Dendrite's user sent before catching up (a fork).
+func TestDendriteDownThenCatchesUp(t *testing.T) {
+	p := startPair(t)
+	cora := register(t, p.c, "cora")
+	dan := register(t, p.d.Client, "dan")
+	room := cora.createRoom(map[string]any{"preset": "public_chat"})
+	dan.join(room, p.c.ServerName)
+	cora.waitMember(room, dan.u.UserID, "join")
+	dan.waitMember(room, dan.u.UserID, "join")
+
+	p.d.Stop()
+	const n = 60 // a transaction holds at most 50
+	for i := range n {
+		cora.send(room, fmt.Sprintf("while you were away %d", i))
+	}
+	p.d.Restart(t)
+	// Dan speaks: his server talks to Conclave, which sends what it kept
+	// (fedsender: a destination that talks to us is woken).
+	dan.send(room, "back")
+	cora.waitMessage(room, "back")
+	// Read back through /messages (an incremental /sync of 60 events is
+	// limited); each try waits on /sync first.
+	dan.waitUntil(fmt.Sprintf("the %d messages sent while Dendrite was down", n), func() bool {
+		r := dan.s.MustOK(t, "GET", hstest.Path("/rooms/%s/messages", room)+"?dir=b&limit=100", dan.u.Token, nil)
+		var page struct {
+			Chunk []syncEvent `json:"chunk"`
+		}
+		json.Unmarshal(r.Body, &page)
+		seen := map[string]bool{}
+		for _, e := range page.Chunk {
+			if e.Type == "m.room.message" && strings.HasPrefix(e.body(), "while you were away ") {
+				seen[e.body()] = true
+			}
+		}
+		return len(seen) == n
+	})
 }
