@@ -387,3 +387,34 @@ func TestDendriteDownThenCatchesUp(t *testing.T) {
 		return len(seen) == n
 	})
 }
+
+// Conclave down, then back: what Dendrite's user sent meanwhile reaches
+// Conclave (Dendrite's retries, or Conclave asking /get_missing_events when
+// the next event cites what it lacks), and Dendrite takes what Conclave's
+// user sends after.
+func TestConclaveDownThenCatchesUp(t *testing.T) {
+	p := startPair(t)
+	cora := register(t, p.c, "cora")
+	dan := register(t, p.d.Client, "dan")
+	room := dan.createRoom(map[string]any{"preset": "public_chat"})
+	cora.join(room, p.d.Name)
+	dan.waitMember(room, cora.u.UserID, "join")
+
+	p.c.Stop()
+	const n = 5
+	for i := range n {
+		dan.send(room, fmt.Sprintf("while you were away %d", i))
+	}
+	c := p.c.Restart(t)
+	cora.s = c
+	// Dendrite retries after its back-off (seconds after one or two
+	// failures; being sent to does not end it within a minute of the last
+	// time), well within waitLimit.
+	cora.send(room, "back")
+	dan.waitMessage(room, "back")
+	dan.send(room, "welcome back")
+	cora.waitMessage(room, "welcome back")
+	for i := range n {
+		cora.waitMessage(room, fmt.Sprintf("while you were away %d", i))
+	}
+}
