@@ -86,6 +86,21 @@ func (db *DB) PersistGraphEvent(ctx context.Context, w *store.GraphWrite) (pos, 
 	return pos, group, nil
 }
 
+// PersistGraphEvents implements store.Graph through the group committer:
+// the events of one call share one savepoint (all or nothing) and the
+// commit of whatever else is queued.
+func (db *DB) PersistGraphEvents(ctx context.Context, ws []*store.GraphWrite) (pos, groups []int64, err error) {
+	req := &persistRequest{done: make(chan persistResult, 1), fn: func(ctx context.Context, tx *Tx) error {
+		var err error
+		pos, groups, err = db.Shared.PersistGraphEventsTx(ctx, sharedQuerier[*Tx]{tx}, ws)
+		return err
+	}}
+	if _, err := db.groupCommit(req); err != nil {
+		return nil, nil, err
+	}
+	return pos, groups, nil
+}
+
 func (db *DB) groupCommit(req *persistRequest) ([]int64, error) {
 	c := db.commit
 	c.mu.RLock()
