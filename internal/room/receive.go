@@ -82,6 +82,9 @@ type graphEvent struct {
 	group    int64
 	reason   string
 	replaces string
+	// pending: decided in a batch (ReceiveBatch) and not written yet, its
+	// number there (1-based); its group is not known yet.
+	pending int
 }
 
 // Receive takes one event another server sent into a room this server is
@@ -106,52 +109,93 @@ func (s *Service) receiveOnce(ctx context.Context, pdu *event.PDU) (Received, er
 		return Received{}, err
 	}
 	defer s.unlock(e)
-	if pdu.Version == nil || pdu.Version.ID != rs.version.ID {
-		return Received{}, fmt.Errorf("room: event of room version %v received for a room of version %s", pdu.Version, rs.version.ID)
-	}
-	ids := make([]string, 0, 1+len(pdu.AuthEvents)+len(pdu.PrevEvents))
-	ids = append(append(append(ids, pdu.EventID), pdu.AuthEvents...), pdu.PrevEvents...)
-	known, err := s.graphEvents(ctx, rs.version, ids)
-	if err != nil {
-		return Received{}, err
-	}
+	return s.receiveLocked(ctx, rs, pdu)
+}
+
+// receiveInputs is what a received event cites, as the graph has it.
+type receiveInputs struct {
+	known      bool // the event itself is stored
+	authEvents []*event.PDU
+	prevs      []*graphEvent // prev events that were not rejected
+	missing    []string
+	// rejectedAuth is an auth event that was rejected: so is the event.
+	rejectedAuth string
+}
+
+// classify reads pdu's auth and prev events in known (the stored events
+// among them).
+func classify(pdu *event.PDU, known map[string]*graphEvent) receiveInputs {
+	var in receiveInputs
 	if known[pdu.EventID] != nil {
-		return Received{Outcome: AlreadyKnown}, nil
+		in.known = true
+		return in
 	}
-	var missing []string
-	authEvents := make([]*event.PDU, 0, len(pdu.AuthEvents))
+	in.authEvents = make([]*event.PDU, 0, len(pdu.AuthEvents))
 	for _, id := range pdu.AuthEvents {
 		g := known[id]
 		switch {
 		case g == nil:
-			missing = append(missing, id)
+			in.missing = append(in.missing, id)
 		case g.kind == store.KindRejected:
-			return s.reject(ctx, rs, pdu, "auth event "+id+" was rejected")
+			in.rejectedAuth = id
+			return in
 		default:
-			authEvents = append(authEvents, g.pdu)
+			in.authEvents = append(in.authEvents, g.pdu)
 		}
 	}
-	var prevs []*graphEvent
 	for _, id := range pdu.PrevEvents {
 		g := known[id]
 		switch {
 		case g == nil || g.kind == store.KindOutlier:
-			missing = append(missing, id)
+			in.missing = append(in.missing, id)
 		case g.kind != store.KindRejected:
-			prevs = append(prevs, g)
+			in.prevs = append(in.prevs, g)
 		}
 	}
-	if len(missing) > 0 {
-		return Received{}, &MissingEventsError{Events: missing}
+	return in
+}
+
+// extendsOnly says whether pdu's one prev event is the room's one forward
+// extremity, with its state known: the state before pdu is then the
+// room's current state, in memory.
+func extendsOnly(rs *roomState, pdu *event.PDU, prevs []*graphEvent) bool {
+	return len(rs.extremities) == 1 && len(pdu.PrevEvents) == 1 && len(prevs) == 1 && pdu.PrevEvents[0] == rs.extremities[0] &&
+		(prevs[0].group != 0 || prevs[0].pending != 0)
+}
+
+// receivedIDs lists the events a received event's checks read: itself, its
+// auth and prev events.
+func receivedIDs(pdu *event.PDU) []string {
+	ids := make([]string, 0, 1+len(pdu.AuthEvents)+len(pdu.PrevEvents))
+	return append(append(append(ids, pdu.EventID), pdu.AuthEvents...), pdu.PrevEvents...)
+}
+
+// receiveLocked is Receive under the room's writer lock.
+func (s *Service) receiveLocked(ctx context.Context, rs *roomState, pdu *event.PDU) (Received, error) {
+	if pdu.Version == nil || pdu.Version.ID != rs.version.ID {
+		return Received{}, fmt.Errorf("room: event of room version %v received for a room of version %s", pdu.Version, rs.version.ID)
 	}
-	if len(prevs) == 0 {
+	known, err := s.graphEvents(ctx, rs.version, receivedIDs(pdu))
+	if err != nil {
+		return Received{}, err
+	}
+	in := classify(pdu, known)
+	switch {
+	case in.known:
+		return Received{Outcome: AlreadyKnown}, nil
+	case in.rejectedAuth != "":
+		return s.reject(ctx, rs, pdu, "auth event "+in.rejectedAuth+" was rejected")
+	case len(in.missing) > 0:
+		return Received{}, &MissingEventsError{Events: in.missing}
+	case len(in.prevs) == 0:
 		return s.reject(ctx, rs, pdu, "every prev event was rejected")
 	}
+	prevs := in.prevs
 	v := receivedVerifier{}
-	if err := authrules.CheckAgainstAuthEvents(pdu, authEvents, rs.StateEvent("m.room.create", ""), v); err != nil {
+	if err := authrules.CheckAgainstAuthEvents(pdu, in.authEvents, rs.StateEvent("m.room.create", ""), v); err != nil {
 		return s.reject(ctx, rs, pdu, "not allowed by its auth events: "+err.Error())
 	}
-	if len(rs.extremities) == 1 && len(pdu.PrevEvents) == 1 && len(prevs) == 1 && pdu.PrevEvents[0] == rs.extremities[0] && prevs[0].group != 0 {
+	if extendsOnly(rs, pdu, prevs) {
 		// The common case: the event extends the room's one forward
 		// extremity, so the state before it is the current state, in
 		// memory; one check is both the second and the third.

@@ -1,0 +1,120 @@
+package room_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"testing"
+
+	"conclave/internal/authrules"
+	"conclave/internal/event"
+	"conclave/internal/room"
+	"conclave/internal/store"
+)
+
+// chain builds remote events on explicit prev events (not stored yet).
+func (r *remoteRoom) chain(typ string, stateKey *string, sender, content string, state map[authrules.StateKey]string, prev []string, depth int64) *event.PDU {
+	r.t.Helper()
+	var auth []string
+	for _, k := range authrules.Needed(r.rv, typ, stateKey, sender, json.RawMessage(content)) {
+		if id, ok := state[k]; ok {
+			auth = append(auth, id)
+		}
+	}
+	r.ts++
+	pdu, err := (&event.Proto{Type: typ, StateKey: stateKey, Sender: sender, RoomID: r.id, Content: json.RawMessage(content),
+		PrevEvents: prev, AuthEvents: auth, Depth: depth, OriginServerTS: r.ts}).Build(r.rv, "y.example", r.key)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return pdu
+}
+
+// A transaction's events taken together answer what each would have been
+// answered one after the other: rejected ones in the middle do not fail the
+// others, a fork and a merge go through the graph path, and the batch stops
+// at an event citing events this server lacks.
+func TestReceiveBatch(t *testing.T) {
+	r := newRemoteRoom(t)
+	ctx := context.Background()
+	join := r.build("m.room.member", sk("@bob:y.example"), "@bob:y.example", `{"membership":"join"}`, nil, nil)
+	r.receive(join, room.Accepted)
+	st, exts := r.state()
+	pdus, _ := r.db.GetPDUs(ctx, exts)
+	d := pdus[0].Depth
+	m1 := r.chain("m.room.message", nil, "@bob:y.example", `{"body":"m1"}`, st, exts, d+1)
+	eve := r.chain("m.room.message", nil, "@eve:y.example", `{"body":"let me in"}`, st, []string{m1.EventID}, d+2)
+	name := r.chain("m.room.member", sk("@bob:y.example"), "@bob:y.example", `{"membership":"join","displayname":"Bob"}`, st, []string{m1.EventID}, d+2)
+	st2 := maps2(st, authrules.StateKey{Type: "m.room.member", StateKey: "@bob:y.example"}, name.EventID)
+	topic := r.chain("m.room.topic", sk(""), "@bob:y.example", `{"topic":"mine"}`, st2, []string{name.EventID}, d+3)
+	m2 := r.chain("m.room.message", nil, "@bob:y.example", `{"body":"m2"}`, st2, []string{name.EventID}, d+3)
+	m3 := r.chain("m.room.message", nil, "@bob:y.example", `{"body":"m3 (a fork)"}`, st2, []string{name.EventID}, d+3)
+	m4 := r.chain("m.room.message", nil, "@bob:y.example", `{"body":"m4 (the merge)"}`, st2, []string{m2.EventID, m3.EventID}, d+4)
+	m5 := r.chain("m.room.message", nil, "@bob:y.example", `{"body":"m5"}`, st2, []string{m4.EventID}, d+5)
+	ghost := r.chain("m.room.message", nil, "@bob:y.example", `{"body":"never sent"}`, st2, []string{m5.EventID}, d+6)
+	orphan := r.chain("m.room.message", nil, "@bob:y.example", `{"body":"orphan"}`, st2, []string{ghost.EventID}, d+7)
+	m6 := r.chain("m.room.message", nil, "@bob:y.example", `{"body":"m6"}`, st2, []string{m5.EventID}, d+6)
+
+	batch := []*event.PDU{m1, eve, name, m1, topic, m2, m3, m4, m5, orphan, m6}
+	want := []room.Outcome{room.Accepted, room.Rejected, room.Accepted, room.AlreadyKnown, room.Rejected, room.Accepted, room.Accepted, room.Accepted, room.Accepted}
+	res := r.svc.ReceiveBatch(ctx, "y.example", batch)
+	if len(res) != 10 {
+		t.Fatalf("%d results, want 10 (up to the orphan)", len(res))
+	}
+	for i, w := range want {
+		if res[i].Err != nil || res[i].Outcome != w {
+			t.Fatalf("event %d: %v (%s) %v, want %v", i, res[i].Outcome, res[i].Reason, res[i].Err, w)
+		}
+		if (w == room.Accepted) != (res[i].Pos > 0) {
+			t.Fatalf("event %d at position %d", i, res[i].Pos)
+		}
+	}
+	var missing *room.MissingEventsError
+	if !errors.As(res[9].Err, &missing) || !slices.Equal(missing.Events, []string{ghost.EventID}) {
+		t.Fatalf("orphan: %v", res[9].Err)
+	}
+	tl := r.timeline()
+	if got := tl[len(tl)-6:]; !slices.Equal(got, []string{m1.EventID, name.EventID, m2.EventID, m3.EventID, m4.EventID, m5.EventID}) {
+		t.Fatalf("timeline ends %v", got)
+	}
+	cur, exts := r.state()
+	if !slices.Equal(exts, []string{m5.EventID}) || cur[authrules.StateKey{Type: "m.room.member", StateKey: "@bob:y.example"}] != name.EventID {
+		t.Fatalf("extremities %v, bob's member event %s", exts, cur[authrules.StateKey{Type: "m.room.member", StateKey: "@bob:y.example"}])
+	}
+	stored, _ := r.db.GetPDUs(ctx, []string{eve.EventID, topic.EventID, m2.EventID, name.EventID})
+	for _, p := range stored {
+		rejected := p.EventID == eve.EventID || p.EventID == topic.EventID
+		if rejected != (p.Kind == store.KindRejected) || (!rejected && p.StateGroup == 0) {
+			t.Fatalf("%s stored as %+v", p.EventID, p)
+		}
+	}
+	r.mu.Lock()
+	last := r.notice[len(r.notice)-1]
+	r.mu.Unlock()
+	if last.Pos != res[8].Pos {
+		t.Fatalf("last notice at %d, m5 at %d", last.Pos, res[8].Pos)
+	}
+	// The rest goes on from where it stopped; the in-memory state the batch
+	// built is the one the writer goes on with.
+	res = r.svc.ReceiveBatch(ctx, "y.example", []*event.PDU{m6})
+	if len(res) != 1 || res[0].Err != nil || res[0].Outcome != room.Accepted {
+		t.Fatalf("m6: %+v", res)
+	}
+	id, err := r.svc.Send(ctx, &room.SendRequest{RoomID: r.id, Sender: "@alice:x.example", Type: "m.room.message", Content: json.RawMessage(`{"body":"hi"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, exts := r.state(); !slices.Equal(exts, []string{id}) {
+		t.Fatalf("extremities after a local send %v", exts)
+	}
+}
+
+func maps2(m map[authrules.StateKey]string, k authrules.StateKey, v string) map[authrules.StateKey]string {
+	c := make(map[authrules.StateKey]string, len(m)+1)
+	for x, y := range m {
+		c[x] = y
+	}
+	c[k] = v
+	return c
+}
