@@ -6,12 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"slices"
 	"sync"
 
 	"conclave/internal/authrules"
 	"conclave/internal/event"
-	"conclave/internal/fedclient"
 	"conclave/internal/lru"
 	"conclave/internal/matrix"
 	"conclave/internal/room"
@@ -255,23 +253,6 @@ func (s *Service) receiveRoom(ctx context.Context, origin string, pdus []*inboun
 	flush()
 }
 
-// receiveAfterGap fills the gap before pdu (it cited events this server
-// does not have) and gives it to the room writer again, a bounded number of
-// rounds.
-func (s *Service) receiveAfterGap(ctx context.Context, origin string, pdu *event.PDU) error {
-	for round := 0; ; round++ {
-		if ferr := s.fillGap(ctx, origin, pdu.Version, pdu); ferr != nil {
-			return fmt.Errorf("missing prev or auth events, and fetching them failed: %w", ferr)
-		}
-		_, err := s.Rooms.Receive(ctx, pdu)
-		var missing *room.MissingEventsError
-		if errors.As(err, &missing) && round+1 < missingEventsRounds {
-			continue
-		}
-		return s.pduError(pdu, origin, err)
-	}
-}
-
 // pduError is the error a PDU is answered with. Rejected and soft-failed
 // events are processed events: the spec's per-PDU errors are for PDUs that
 // could not be processed.
@@ -350,47 +331,4 @@ func (s *Service) checkPDU(ctx context.Context, rv *event.RoomVersion, raw json.
 		pdu = red
 	}
 	return pdu, nil
-}
-
-// fillGap asks origin for the events between the room's forward extremities
-// and pdu (/get_missing_events) and receives them oldest first.
-func (s *Service) fillGap(ctx context.Context, origin string, rv *event.RoomVersion, pdu *event.PDU) error {
-	exts, err := s.Rooms.Extremities(ctx, pdu.RoomID)
-	if err != nil {
-		return err
-	}
-	raws, err := s.Client.GetMissingEvents(ctx, origin, pdu.RoomID, fedclient.MissingEventsRequest{
-		EarliestEvents: exts, LatestEvents: []string{pdu.EventID}, Limit: missingEventsLimit})
-	if err != nil {
-		return err
-	}
-	if len(raws) > missingEventsLimit {
-		raws = raws[:missingEventsLimit]
-	}
-	var got []*event.PDU
-	for _, raw := range raws {
-		ev, err := s.checkPDU(ctx, rv, raw)
-		if err != nil || ev.RoomID != pdu.RoomID {
-			continue // a bad event is left out; what cites it stays missing
-		}
-		got = append(got, ev)
-	}
-	if len(got) == 0 {
-		return errors.New("the sender returned none of them")
-	}
-	slices.SortFunc(got, func(a, b *event.PDU) int {
-		if a.Depth != b.Depth {
-			return int(a.Depth - b.Depth)
-		}
-		return 0
-	})
-	for _, ev := range got {
-		if _, err := s.Rooms.Receive(ctx, ev); err != nil {
-			var missing *room.MissingEventsError
-			if !errors.As(err, &missing) {
-				return err
-			}
-		}
-	}
-	return nil
 }

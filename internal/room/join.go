@@ -469,6 +469,13 @@ func (s *Service) ImportJoin(ctx context.Context, rv *event.RoomVersion, join *e
 // events after their auth events; it returns those that passed. An event
 // whose auth events are not all among the passed ones fails too.
 func checkAuthOrder(rv *event.RoomVersion, all map[string]*event.PDU) map[string]bool {
+	return checkAuthOrderWith(rv, all, nil)
+}
+
+// checkAuthOrderWith is checkAuthOrder where the events of all may also
+// cite stored events (trusted: accepted or outliers here, not checked
+// again).
+func checkAuthOrderWith(rv *event.RoomVersion, all, trusted map[string]*event.PDU) map[string]bool {
 	valid := make(map[string]bool, len(all))
 	pending := make([]*event.PDU, 0, len(all))
 	for _, ev := range all {
@@ -484,6 +491,11 @@ func checkAuthOrder(rv *event.RoomVersion, all map[string]*event.PDU) map[string
 		return compareStrings(a.EventID, b.EventID)
 	})
 	var create *event.PDU
+	for _, ev := range trusted {
+		if ev.Type == "m.room.create" && ev.StateKey != nil && *ev.StateKey == "" {
+			create = ev
+		}
+	}
 	for _, ev := range pending {
 		if ev.Type == "m.room.create" && ev.StateKey != nil && *ev.StateKey == "" {
 			if authrules.Check(ev, authrules.StateMap{}) == nil {
@@ -505,6 +517,8 @@ func checkAuthOrder(rv *event.RoomVersion, all map[string]*event.PDU) map[string
 				switch {
 				case valid[a]:
 					auth = append(auth, all[a])
+				case trusted[a] != nil:
+					auth = append(auth, trusted[a])
 				case all[a] == nil:
 					known = false
 				default:

@@ -85,6 +85,9 @@ type graphEvent struct {
 	// pending: decided in a batch (ReceiveBatch) and not written yet, its
 	// number there (1-based); its group is not known yet.
 	pending int
+	// given: the state after an outlier, as another server told it
+	// (ReceiveWithState).
+	given StateMap
 }
 
 // Receive takes one event another server sent into a room this server is
@@ -146,7 +149,7 @@ func classify(pdu *event.PDU, known map[string]*graphEvent) receiveInputs {
 	for _, id := range pdu.PrevEvents {
 		g := known[id]
 		switch {
-		case g == nil || g.kind == store.KindOutlier:
+		case g == nil || (g.kind == store.KindOutlier && g.given == nil):
 			in.missing = append(in.missing, id)
 		case g.kind != store.KindRejected:
 			in.prevs = append(in.prevs, g)
@@ -172,12 +175,23 @@ func receivedIDs(pdu *event.PDU) []string {
 
 // receiveLocked is Receive under the room's writer lock.
 func (s *Service) receiveLocked(ctx context.Context, rs *roomState, pdu *event.PDU) (Received, error) {
+	return s.receiveLockedWith(ctx, rs, pdu, nil)
+}
+
+// receiveLockedWith is receiveLocked where given holds the state after
+// prev events stored as outliers (ReceiveWithState).
+func (s *Service) receiveLockedWith(ctx context.Context, rs *roomState, pdu *event.PDU, given map[string]StateMap) (Received, error) {
 	if pdu.Version == nil || pdu.Version.ID != rs.version.ID {
 		return Received{}, fmt.Errorf("room: event of room version %v received for a room of version %s", pdu.Version, rs.version.ID)
 	}
 	known, err := s.graphEvents(ctx, rs.version, receivedIDs(pdu))
 	if err != nil {
 		return Received{}, err
+	}
+	for id, st := range given {
+		if g := known[id]; g != nil && g.kind == store.KindOutlier {
+			g.given = st
+		}
 	}
 	in := classify(pdu, known)
 	switch {
@@ -358,7 +372,12 @@ type stateBeforeEvent struct {
 
 func (s *Service) stateBefore(ctx context.Context, rs *roomState, prevs []*graphEvent) (*stateBeforeEvent, error) {
 	groups := make([]int64, 0, len(prevs))
+	var given []StateMap
 	for _, p := range prevs {
+		if p.given != nil {
+			given = append(given, p.given)
+			continue
+		}
 		if p.group == 0 {
 			return nil, fmt.Errorf("room: prev event %s has no state group", p.pdu.EventID)
 		}
@@ -366,14 +385,26 @@ func (s *Service) stateBefore(ctx context.Context, rs *roomState, prevs []*graph
 			groups = append(groups, p.group)
 		}
 	}
+	if len(groups) == 0 {
+		// Only prev events whose state another server told: a new group
+		// made whole (base 0).
+		st := given[0]
+		if len(given) > 1 {
+			var err error
+			if st, err = s.resolve(ctx, rs.version, given, nil); err != nil {
+				return nil, err
+			}
+		}
+		return &stateBeforeEvent{newGroup: true, changes: diffState(nil, st), ids: st}, nil
+	}
 	first, err := s.stateOfGroup(ctx, groups[0])
 	if err != nil {
 		return nil, err
 	}
-	if len(groups) == 1 {
+	if len(groups) == 1 && len(given) == 0 {
 		return &stateBeforeEvent{group: groups[0], ids: first}, nil
 	}
-	sets := []StateMap{first}
+	sets := append([]StateMap{first}, given...)
 	for _, g := range groups[1:] {
 		st, err := s.stateOfGroup(ctx, g)
 		if err != nil {
