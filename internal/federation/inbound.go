@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"time"
 
 	"conclave/internal/authrules"
 	"conclave/internal/event"
 	"conclave/internal/lru"
 	"conclave/internal/matrix"
 	"conclave/internal/room"
+	"conclave/internal/store"
 )
 
 // The limits of one transaction (Server-Server API, "Transactions").
@@ -28,8 +30,14 @@ const (
 	missingEventsRounds = 3
 )
 
-// txnsKept bounds the transaction answers remembered for retries.
-const txnsKept = 10_000
+// txnsKept bounds the transaction answers remembered in memory for
+// retries; the store (Service.Txns) keeps them all for txnsKeptFor, pruned
+// every txnsPruneEvery (a sender retries for far less than a day).
+const (
+	txnsKept       = 10_000
+	txnsKeptFor    = 24 * time.Hour
+	txnsPruneEvery = time.Hour
+)
 
 // roomsInParallel bounds the rooms of one transaction processed at once.
 const roomsInParallel = 8
@@ -59,6 +67,17 @@ func (s *Service) Transaction(ctx context.Context, origin, txnID string, body []
 	defer unlock()
 	if answer, ok := s.answers().Get(key); ok {
 		return answer, nil
+	}
+	if s.Txns != nil {
+		answer, err := s.Txns.FedTxnAnswer(ctx, origin, txnID)
+		if err == nil {
+			s.answers().Put(key, answer)
+			return answer, nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			// Processing again is safe (events already stored are known).
+			s.Log.Warn("federation: reading a transaction's answer", "origin", origin, "txn", txnID, "err", err)
+		}
 	}
 	var t transaction
 	if err := json.Unmarshal(body, &t); err != nil {
@@ -121,7 +140,28 @@ func (s *Service) Transaction(ctx context.Context, origin, txnID string, body []
 		return nil, err
 	}
 	s.answers().Put(key, answer)
+	if s.Txns != nil {
+		now := time.Now()
+		if err := s.Txns.FedTxnRecord(ctx, origin, txnID, answer, now.UnixMilli()); err != nil {
+			s.Log.Warn("federation: keeping a transaction's answer", "origin", origin, "txn", txnID, "err", err)
+		}
+		s.pruneTxns(now)
+	}
 	return answer, nil
+}
+
+// pruneTxns deletes the stored answers older than txnsKeptFor, at most once
+// per txnsPruneEvery, in the background.
+func (s *Service) pruneTxns(now time.Time) {
+	last := s.txnsPruned.Load()
+	if now.UnixMilli()-last < txnsPruneEvery.Milliseconds() || !s.txnsPruned.CompareAndSwap(last, now.UnixMilli()) {
+		return
+	}
+	go func() {
+		if _, err := s.Txns.FedTxnPrune(context.Background(), now.Add(-txnsKeptFor).UnixMilli()); err != nil {
+			s.Log.Warn("federation: pruning transactions' answers", "err", err)
+		}
+	}()
 }
 
 func (s *Service) answers() *lru.Cache[string, json.RawMessage] {

@@ -57,7 +57,7 @@ func (hs *Homeserver) setupFederationAPI() {
 	}
 	hs.FedSender = fedsender.New(hs.Store, federation.Transport{Client: hs.FedClient}, fedsender.Options{Origin: hs.Config.ServerName, Log: hs.Log})
 	hs.Federation = &federation.Service{ServerName: hs.Config.ServerName, Key: hs.SigningKey, Rooms: hs.Rooms,
-		Client: hs.FedClient, Keys: hs.Keyring, Log: hs.Log, Outbox: hs.FedSender}
+		Client: hs.FedClient, Keys: hs.Keyring, Log: hs.Log, Outbox: hs.FedSender, Txns: hs.Store}
 	hs.Rooms.Outgoing = hs.Federation.Outgoing
 	hs.Rooms.InviteRemote = hs.Federation.Invite
 	hs.Federation.Sinks = federation.EDUSinks{Typing: hs.Typing.Set, Receipt: hs.Receipts.Remote}

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"conclave/internal/store"
+	"conclave/internal/store/sqlstore"
 )
 
 // Group commit: PersistEvents calls from different rooms that arrive while a
@@ -99,6 +100,17 @@ func (db *DB) PersistGraphEvents(ctx context.Context, ws []*store.GraphWrite) (p
 		return nil, nil, err
 	}
 	return pos, groups, nil
+}
+
+// FedTxnRecord implements store.FedTxns through the group committer: the
+// answer to a received transaction shares a commit with whatever else is
+// queued (the next transaction's events, local sends).
+func (db *DB) FedTxnRecord(ctx context.Context, origin, txnID string, answer []byte, nowMS int64) error {
+	req := &persistRequest{done: make(chan persistResult, 1), fn: func(ctx context.Context, tx *Tx) error {
+		return sqlstore.FedTxnRecordTx(ctx, sharedQuerier[*Tx]{tx}, origin, txnID, answer, nowMS)
+	}}
+	_, err := db.groupCommit(req)
+	return err
 }
 
 func (db *DB) groupCommit(req *persistRequest) ([]int64, error) {
