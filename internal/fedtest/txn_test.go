@@ -37,7 +37,7 @@ func TestTransactionRetryAfterRestartNotReprocessed(t *testing.T) {
 		c, _ := json.Marshal(map[string]any{"msgtype": "m.text", "body": body})
 		pdu, err := (&event.Proto{Type: "m.room.message", Sender: bob.UserID, RoomID: roomID, Content: c, PrevEvents: []string{head},
 			AuthEvents: []string{st["m.room.create|"], st["m.room.power_levels|"], st["m.room.member|"+bob.UserID]},
-			Depth: depth, OriginServerTS: time.Now().UnixMilli()}).Build(rv, b.ServerName, b.HS.SigningKey)
+			Depth:      depth, OriginServerTS: time.Now().UnixMilli()}).Build(rv, b.ServerName, b.HS.SigningKey)
 		if err != nil {
 			t.Fatal(err)
 		}
