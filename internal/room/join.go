@@ -75,9 +75,21 @@ func (s *Service) MembershipTemplate(ctx context.Context, roomID, userID, member
 			auth = append(auth, ev.EventID)
 		}
 	}
+	var prevRefs, authRefs any = prev, auth
+	if rs.version.EventIDFormat == 1 {
+		// Room versions 1 and 2: [event ID, hashes] pairs.
+		pairs := func(ids []string) [][2]any {
+			out := make([][2]any, len(ids))
+			for i, id := range ids {
+				out[i] = [2]any{id, struct{}{}}
+			}
+			return out
+		}
+		prevRefs, authRefs = pairs(prev), pairs(auth)
+	}
 	tmpl := map[string]any{
 		"type": "m.room.member", "state_key": userID, "sender": userID, "room_id": roomID,
-		"content": json.RawMessage(raw), "prev_events": prev, "auth_events": auth,
+		"content": json.RawMessage(raw), "prev_events": prevRefs, "auth_events": authRefs,
 		"depth": rs.depth + 1, "origin_server_ts": s.now().UnixMilli(), "origin": matrix.ServerOf(userID),
 	}
 	out, err := json.Marshal(tmpl)
