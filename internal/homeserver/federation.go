@@ -60,8 +60,27 @@ func (hs *Homeserver) setupFederationAPI() {
 		Client: hs.FedClient, Keys: hs.Keyring, Log: hs.Log, Outbox: hs.FedSender, Txns: hs.Store}
 	hs.Rooms.Outgoing = hs.Federation.Outgoing
 	hs.Rooms.InviteRemote = hs.Federation.Invite
-	hs.Federation.Sinks = federation.EDUSinks{Typing: hs.Typing.Set, Receipt: hs.Receipts.Remote}
+	hs.Federation.Sinks = federation.EDUSinks{Typing: hs.Typing.Set, Receipt: hs.Receipts.Remote, Presence: hs.remotePresence}
 	local := func(userID string) bool { return matrix.ServerOf(userID) == hs.Config.ServerName }
+	hs.Presence.Sent = func(userID string) {
+		if !local(userID) {
+			return
+		}
+		ctx := context.Background()
+		var servers []string
+		for _, u := range hs.sharingUsers(ctx, userID) {
+			servers = append(servers, matrix.ServerOf(u))
+		}
+		st := hs.Presence.Get(userID)
+		p := federation.Presence{UserID: userID, Presence: st.Presence, StatusMsg: st.StatusMsg}
+		if st.LastActiveAgo != nil {
+			p.LastActiveAgo = *st.LastActiveAgo
+		}
+		if st.CurrentlyActive != nil {
+			p.CurrentlyActive = *st.CurrentlyActive
+		}
+		hs.Federation.SendPresence(ctx, servers, p)
+	}
 	hs.Typing.Sent = func(ctx context.Context, roomID, userID string, typing bool) {
 		if local(userID) {
 			hs.Federation.SendTyping(ctx, roomID, userID, typing)
@@ -127,4 +146,21 @@ func (f fedKeys) ServerKeys(ctx context.Context, server string) ([]byte, error) 
 		return nil, errors.New("federation is off (no federation_listen)")
 	}
 	return f.hs.FedClient.GetServerKeys(ctx, server)
+}
+
+// remotePresence takes another server's user's presence (an m.presence EDU
+// from that server), for a user who shares a room with a user of this
+// server (Server-Server API, "Presence"; Synapse drops the others too).
+func (hs *Homeserver) remotePresence(ctx context.Context, p federation.Presence) error {
+	shared := false
+	for _, u := range hs.sharingUsers(ctx, p.UserID) {
+		if u != p.UserID && matrix.ServerOf(u) == hs.Config.ServerName {
+			shared = true
+			break
+		}
+	}
+	if !shared {
+		return errors.New("the user shares no room with a user of this server")
+	}
+	return hs.Presence.SetRemote(p.UserID, p.Presence, p.StatusMsg, time.Now().Add(-time.Duration(p.LastActiveAgo)*time.Millisecond))
 }
