@@ -152,18 +152,9 @@ func (s *Service) receiveWithStateAt(ctx context.Context, origin string, pdu *ev
 		if err := s.fetchEvents(ctx, origin, rv, pdu.RoomID, id, lack, fetched); err != nil {
 			return room.Received{}, err
 		}
-		prev := fetched[id]
-		if prev == nil {
-			for _, ev := range have {
-				if ev.EventID == id {
-					prev = ev
-				}
-			}
-		}
-		if prev == nil {
-			return room.Received{}, fmt.Errorf("%s could not be fetched", id)
-		}
-		prevs = append(prevs, room.MissingPrev{Event: prev, StateBefore: ids.PDUIDs})
+		// A prev event that could not be fetched is cited without being
+		// stored; the state before it still counts.
+		prevs = append(prevs, room.MissingPrev{EventID: id, StateBefore: ids.PDUIDs})
 	}
 	events := make([]*event.PDU, 0, len(fetched))
 	for _, ev := range fetched {

@@ -189,7 +189,13 @@ func (s *Service) receiveLockedWith(ctx context.Context, rs *roomState, pdu *eve
 		return Received{}, err
 	}
 	for id, st := range given {
-		if g := known[id]; g != nil && g.kind == store.KindOutlier {
+		switch g := known[id]; {
+		case g == nil:
+			// A prev event this server could not take (it failed its
+			// checks, or could not be fetched): cited, never stored, its
+			// state told (ReceiveWithState).
+			known[id] = &graphEvent{kind: store.KindOutlier, given: st}
+		case g.kind == store.KindOutlier:
 			g.given = st
 		}
 	}

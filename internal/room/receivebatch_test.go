@@ -118,3 +118,48 @@ func maps2(m map[authrules.StateKey]string, k authrules.StateKey, v string) map[
 	c[k] = v
 	return c
 }
+
+// Complement's TestCorruptedAuthChain, at the writer: the state at a missing
+// prev event names bob's member events A…E, each authorised by the one
+// before; B could not be fetched. C, D and E (and the prev event citing E)
+// cannot be checked and are not kept; the event whose auth events include E
+// is rejected, and bob's member event in the room's state stays his join.
+func TestReceiveWithStateBrokenAuthChain(t *testing.T) {
+	r := newRemoteRoom(t)
+	ctx := context.Background()
+	join := r.build("m.room.member", sk("@bob:y.example"), "@bob:y.example", `{"membership":"join"}`, nil, nil)
+	r.receive(join, room.Accepted)
+	st, exts := r.state()
+	bobKey := authrules.StateKey{Type: "m.room.member", StateKey: "@bob:y.example"}
+	prev, state := exts, st
+	var chain []*event.PDU
+	for i, name := range []string{"A", "B", "C", "D", "E"} {
+		ev := r.chain("m.room.member", sk("@bob:y.example"), "@bob:y.example", `{"membership":"join","displayname":"`+name+`"}`, state, prev, int64(10+i))
+		chain = append(chain, ev)
+		prev, state = []string{ev.EventID}, maps2(state, bobKey, ev.EventID)
+	}
+	p := r.chain("m.room.message", nil, "@bob:y.example", `{"body":"for /state_ids"}`, state, prev, 20)
+	g := r.chain("m.room.message", nil, "@bob:y.example", `{"body":"for /get_missing_events"}`, state, []string{p.EventID}, 21)
+	var before []string
+	for _, id := range state {
+		before = append(before, id)
+	}
+	fetched := []*event.PDU{chain[0], chain[2], chain[3], chain[4], p} // not B
+	got, err := r.svc.ReceiveWithState(ctx, g, []room.MissingPrev{{EventID: p.EventID, StateBefore: before}}, fetched)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Outcome != room.Rejected {
+		t.Fatalf("the event citing E: %v (%s)", got.Outcome, got.Reason)
+	}
+	cur, _ := r.state()
+	if cur[bobKey] != join.EventID {
+		t.Fatalf("bob's member event in the state is %s, not his join", cur[bobKey])
+	}
+	stored, _ := r.db.GetPDUs(ctx, []string{chain[0].EventID, chain[2].EventID, chain[3].EventID, chain[4].EventID, p.EventID})
+	for _, s := range stored {
+		if s.EventID != chain[0].EventID {
+			t.Fatalf("%s was kept (kind %d) though its auth chain is broken", s.EventID, s.Kind)
+		}
+	}
+}

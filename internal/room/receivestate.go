@@ -20,9 +20,10 @@ import (
 // backfill may fill later.
 
 // MissingPrev is a prev event this server lacks, with the room state before
-// it as another server answered /state_ids (event IDs).
+// it as another server answered /state_ids (event IDs). The event itself is
+// among ReceiveWithState's events if it could be fetched.
 type MissingPrev struct {
-	Event       *event.PDU
+	EventID     string
 	StateBefore []string
 }
 
@@ -34,8 +35,12 @@ type MissingPrev struct {
 // checked against their own auth events (in auth order; one that fails or
 // cannot be checked is left out, as in ImportJoin) and stored as outliers;
 // the state after a missing prev event is the state before it (what passed)
-// and itself. The event is then received as Receive does, the state before
-// it being the resolution of its prev events' states.
+// and itself (if it passed; else it is left out, as Synapse leaves out
+// state events it could not check). The event is then received as Receive
+// does, the state before it being the resolution of its prev events'
+// states — rejected if one of its auth events could not be had (fetched and
+// checked): the auth rules cannot pass without it, and the caller asked for
+// it already.
 func (s *Service) ReceiveWithState(ctx context.Context, pdu *event.PDU, prevs []MissingPrev, events []*event.PDU) (Received, error) {
 	roomID, rv := pdu.RoomID, pdu.Version
 	if rv == nil {
@@ -51,8 +56,9 @@ func (s *Service) ReceiveWithState(ctx context.Context, pdu *event.PDU, prevs []
 		}
 	}
 	var ids []string
+	ids = append(ids, pdu.AuthEvents...)
 	for _, p := range prevs {
-		ids = append(append(ids, p.Event.EventID), p.StateBefore...)
+		ids = append(append(ids, p.EventID), p.StateBefore...)
 	}
 	for _, ev := range all {
 		ids = append(ids, ev.AuthEvents...)
@@ -80,10 +86,10 @@ func (s *Service) ReceiveWithState(ctx context.Context, pdu *event.PDU, prevs []
 	}
 	given := make(map[string]StateMap, len(prevs))
 	for _, p := range prevs {
-		prev := usable(p.Event.EventID)
-		if prev == nil || !slices.Contains(pdu.PrevEvents, p.Event.EventID) {
-			continue // not usable: the event stays without it (missing)
+		if !slices.Contains(pdu.PrevEvents, p.EventID) {
+			continue
 		}
+		prev := usable(p.EventID)
 		st := make(StateMap, len(p.StateBefore)+1)
 		for _, id := range p.StateBefore {
 			ev := usable(id)
@@ -92,17 +98,24 @@ func (s *Service) ReceiveWithState(ctx context.Context, pdu *event.PDU, prevs []
 			}
 			k := authrules.StateKey{Type: ev.Type, StateKey: *ev.StateKey}
 			if _, dup := st[k]; dup {
-				return Received{}, matrix.Forbidden("The state before %s holds %s %q twice", p.Event.EventID, ev.Type, *ev.StateKey)
+				return Received{}, matrix.Forbidden("The state before %s holds %s %q twice", p.EventID, ev.Type, *ev.StateKey)
 			}
 			st[k] = id
 		}
 		if _, ok := st[authrules.StateKey{Type: "m.room.create"}]; !ok {
-			return Received{}, matrix.Forbidden("The state before %s has no valid m.room.create event", p.Event.EventID)
+			return Received{}, matrix.Forbidden("The state before %s has no valid m.room.create event", p.EventID)
 		}
-		if prev.StateKey != nil {
+		if prev != nil && prev.StateKey != nil {
 			st[authrules.StateKey{Type: prev.Type, StateKey: *prev.StateKey}] = prev.EventID
 		}
-		given[prev.EventID] = st
+		given[p.EventID] = st
+	}
+	var lacking string
+	for _, id := range pdu.AuthEvents {
+		if _, rejected := stored[id]; usable(id) == nil && !rejected {
+			lacking = id
+			break
+		}
 	}
 	var outliers []store.NewEvent
 	for id, ev := range all {
@@ -124,6 +137,14 @@ func (s *Service) ReceiveWithState(ctx context.Context, pdu *event.PDU, prevs []
 		}
 		defer s.unlock(e)
 		if err := s.store.PersistOutliers(ctx, outliers); err != nil {
+			return err
+		}
+		if lacking != "" {
+			if known, err := s.graphEvents(ctx, rv, []string{pdu.EventID}); err != nil || known[pdu.EventID] != nil {
+				out = Received{Outcome: AlreadyKnown}
+				return err
+			}
+			out, err = s.reject(ctx, rs, pdu, "auth event "+lacking+" could not be fetched or failed its checks")
 			return err
 		}
 		out, err = s.receiveLockedWith(ctx, rs, pdu, given)
