@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"conclave/internal/authrules"
@@ -161,5 +162,55 @@ func TestReceiveWithStateBrokenAuthChain(t *testing.T) {
 		if s.EventID != chain[0].EventID {
 			t.Fatalf("%s was kept (kind %d) though its auth chain is broken", s.EventID, s.Kind)
 		}
+	}
+}
+
+// failingWrites fails the next PersistGraphEvents call once.
+type failingWrites struct {
+	store.Store
+	fail atomic.Bool
+}
+
+func (f *failingWrites) PersistGraphEvents(ctx context.Context, ws []*store.GraphWrite) ([]int64, []int64, error) {
+	if f.fail.CompareAndSwap(true, false) {
+		return nil, nil, errors.New("disk full")
+	}
+	return f.Store.PersistGraphEvents(ctx, ws)
+}
+
+// When the batch's one write fails, nothing of it was written: the writer
+// reads the room again and takes the events one by one, with the same
+// answers.
+func TestReceiveBatchWriteFailsThenOneByOne(t *testing.T) {
+	r := newRemoteRoom(t)
+	ctx := context.Background()
+	r.receive(r.build("m.room.member", sk("@bob:y.example"), "@bob:y.example", `{"membership":"join"}`, nil, nil), room.Accepted)
+	st, exts := r.state()
+	pdus, _ := r.db.GetPDUs(ctx, exts)
+	d := pdus[0].Depth
+	m1 := r.chain("m.room.message", nil, "@bob:y.example", `{"body":"m1"}`, st, exts, d+1)
+	eve := r.chain("m.room.message", nil, "@eve:y.example", `{"body":"let me in"}`, st, []string{m1.EventID}, d+2)
+	m2 := r.chain("m.room.message", nil, "@bob:y.example", `{"body":"m2"}`, st, []string{m1.EventID}, d+2)
+
+	fw := &failingWrites{Store: r.db}
+	key, _ := event.GenerateSigningKey()
+	svc := room.New(fw, "x.example", key)
+	svc.ResolveState = equalStates(t)
+	fw.fail.Store(true)
+	res := svc.ReceiveBatch(ctx, "y.example", []*event.PDU{m1, eve, m2})
+	if fw.fail.Load() {
+		t.Fatal("the batch was not written in one call")
+	}
+	want := []room.Outcome{room.Accepted, room.Rejected, room.Accepted}
+	if len(res) != 3 {
+		t.Fatalf("results %+v", res)
+	}
+	for i, w := range want {
+		if res[i].Err != nil || res[i].Outcome != w || (w == room.Accepted) != (res[i].Pos > 0) {
+			t.Fatalf("event %d: %+v, want %v", i, res[i], w)
+		}
+	}
+	if _, exts := r.state(); !slices.Equal(exts, []string{m2.EventID}) {
+		t.Fatalf("extremities %v", exts)
 	}
 }
