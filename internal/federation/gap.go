@@ -34,7 +34,13 @@ const (
 
 // receiveAfterGap fills the gap before pdu (it cited events this server
 // does not have) and gives it to the room writer again.
-func (s *Service) receiveAfterGap(ctx context.Context, origin string, pdu *event.PDU) error {
+func (s *Service) receiveAfterGap(ctx context.Context, origin string, pdu *event.PDU, first *room.MissingEventsError) error {
+	if !citesAny(pdu.PrevEvents, first.Events) {
+		// Only auth events are missing: there is no gap to fill, only
+		// those events (and their own auth events) to fetch.
+		_, err := s.receiveWithAuthEvents(ctx, origin, pdu, first.Events)
+		return s.pduError(pdu, origin, err)
+	}
 	var missing *room.MissingEventsError
 	for round := 0; round < missingEventsRounds; round++ {
 		if ferr := s.fillGap(ctx, origin, pdu); ferr != nil {
@@ -54,6 +60,66 @@ func (s *Service) receiveAfterGap(ctx context.Context, origin string, pdu *event
 	}
 	_, err := s.receiveWithStateAt(ctx, origin, pdu, missing.Events)
 	return s.pduError(pdu, origin, err)
+}
+
+func citesAny(ids, among []string) bool {
+	for _, id := range ids {
+		if slices.Contains(among, id) {
+			return true
+		}
+	}
+	return false
+}
+
+// authFetchRounds bounds how deep receiveWithAuthEvents follows auth events
+// of fetched auth events; authFetchMax bounds the events it fetches.
+const (
+	authFetchRounds = 3
+	authFetchMax    = 50
+)
+
+// receiveWithAuthEvents fetches from origin (/event) the auth events of pdu
+// this server lacks, and theirs in turn (bounded), and hands pdu to the room
+// writer with them: they are checked and kept as outliers, and pdu is
+// rejected if one of its auth events could not be had
+// (room.Service.ReceiveWithState). An auth event citing a rejected event
+// fails its checks, so an event citing it is rejected too.
+func (s *Service) receiveWithAuthEvents(ctx context.Context, origin string, pdu *event.PDU, missing []string) (room.Received, error) {
+	fetched := map[string]*event.PDU{}
+	want := missing
+	for round := 0; round < authFetchRounds && len(want) > 0 && len(fetched) < authFetchMax; round++ {
+		if len(want) > authFetchMax-len(fetched) {
+			want = want[:authFetchMax-len(fetched)]
+		}
+		if err := s.fetchEvents(ctx, origin, pdu.Version, pdu.RoomID, pdu.EventID, want, fetched); err != nil {
+			return room.Received{}, err
+		}
+		var next []string
+		for _, id := range want {
+			if ev := fetched[id]; ev != nil {
+				next = append(next, ev.AuthEvents...)
+			}
+		}
+		have, err := s.Rooms.Events(ctx, pdu.RoomID, next)
+		if err != nil {
+			return room.Received{}, err
+		}
+		known := map[string]bool{}
+		for _, ev := range have {
+			known[ev.EventID] = true
+		}
+		want = nil
+		for _, id := range next {
+			if !known[id] && fetched[id] == nil && !slices.Contains(want, id) {
+				want = append(want, id)
+			}
+		}
+	}
+	events := make([]*event.PDU, 0, len(fetched))
+	for _, ev := range fetched {
+		events = append(events, ev)
+	}
+	return s.Rooms.ReceiveWithState(ctx, pdu, nil, events)
 }
 
 // fillGap asks origin for the events between the room's forward extremities
@@ -119,8 +185,7 @@ func (s *Service) receiveWithStateAt(ctx context.Context, origin string, pdu *ev
 		}
 	}
 	if len(prevIDs) == 0 {
-		// Only auth events are missing: they are in no state asked here.
-		return room.Received{}, &room.MissingEventsError{Events: missing}
+		return s.receiveWithAuthEvents(ctx, origin, pdu, missing)
 	}
 	rv := pdu.Version
 	fetched := map[string]*event.PDU{}

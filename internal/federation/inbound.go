@@ -275,7 +275,7 @@ func (s *Service) receiveRoom(ctx context.Context, origin string, pdus []*inboun
 			last, pdu := res[len(res)-1], run[len(res)-1]
 			var missing *room.MissingEventsError
 			if errors.As(last.Err, &missing) {
-				record(pdu.EventID, s.receiveAfterGap(ctx, origin, pdu))
+				record(pdu.EventID, s.receiveAfterGap(ctx, origin, pdu, missing))
 			} else {
 				record(pdu.EventID, s.pduError(pdu, origin, last.Err))
 			}

@@ -120,7 +120,11 @@ type receiveInputs struct {
 	known      bool // the event itself is stored
 	authEvents []*event.PDU
 	prevs      []*graphEvent // prev events that were not rejected
-	missing    []string
+	prevIDs    []string      // their IDs
+	// rejectedPrevs are prev events that were rejected: the state after
+	// one is the state before it (see beyondRejected).
+	rejectedPrevs []string
+	missing       []string
 	// rejectedAuth is an auth event that was rejected: so is the event.
 	rejectedAuth string
 }
@@ -151,11 +155,56 @@ func classify(pdu *event.PDU, known map[string]*graphEvent) receiveInputs {
 		switch {
 		case g == nil || (g.kind == store.KindOutlier && g.given == nil):
 			in.missing = append(in.missing, id)
-		case g.kind != store.KindRejected:
+		case g.kind == store.KindRejected:
+			in.rejectedPrevs = append(in.rejectedPrevs, id)
+		default:
 			in.prevs = append(in.prevs, g)
+			in.prevIDs = append(in.prevIDs, id)
 		}
 	}
 	return in
+}
+
+// maxBeyondRejected bounds the rejected events walked through to find the
+// state before a received event.
+const maxBeyondRejected = 100
+
+// beyondRejected replaces in's rejected prev events by the nearest events
+// before them that were not rejected (walking prev events, bounded): their
+// states make the state before the event. Events this server lacks there
+// are left out.
+func (s *Service) beyondRejected(ctx context.Context, rv *event.RoomVersion, in *receiveInputs) error {
+	queue := slices.Clone(in.rejectedPrevs)
+	seen := map[string]bool{}
+	for _, id := range queue {
+		seen[id] = true
+	}
+	for walked := 0; len(queue) > 0 && walked < maxBeyondRejected; walked++ {
+		id := queue[0]
+		queue = queue[1:]
+		found, err := s.graphEvents(ctx, rv, []string{id})
+		if err != nil {
+			return err
+		}
+		g := found[id]
+		if g == nil {
+			continue
+		}
+		if g.kind != store.KindRejected {
+			if (g.kind == store.KindTimeline || g.kind == store.KindSoftFailed) && g.group != 0 && !slices.Contains(in.prevIDs, id) {
+				in.prevs = append(in.prevs, g)
+				in.prevIDs = append(in.prevIDs, id)
+			}
+			continue
+		}
+		for _, p := range g.pdu.PrevEvents {
+			if !seen[p] {
+				seen[p] = true
+				queue = append(queue, p)
+			}
+		}
+	}
+	return nil
 }
 
 // extendsOnly says whether pdu's one prev event is the room's one forward
@@ -207,7 +256,15 @@ func (s *Service) receiveLockedWith(ctx context.Context, rs *roomState, pdu *eve
 		return s.reject(ctx, rs, pdu, "auth event "+in.rejectedAuth+" was rejected")
 	case len(in.missing) > 0:
 		return Received{}, &MissingEventsError{Events: in.missing}
-	case len(in.prevs) == 0:
+	}
+	if len(in.rejectedPrevs) > 0 {
+		// A rejected event changed nothing: the state after it is the state
+		// before it, its own prev events' (as Synapse keeps it).
+		if err := s.beyondRejected(ctx, rs.version, &in); err != nil {
+			return Received{}, err
+		}
+	}
+	if len(in.prevs) == 0 {
 		return s.reject(ctx, rs, pdu, "every prev event was rejected")
 	}
 	prevs := in.prevs
@@ -252,7 +309,7 @@ func (s *Service) receiveLockedWith(ctx context.Context, rs *roomState, pdu *eve
 	// The forward extremities: those the event does not cite, and it.
 	exts := make([]string, 0, len(rs.extremities)+1)
 	for _, x := range rs.extremities {
-		if !slices.Contains(pdu.PrevEvents, x) {
+		if !slices.Contains(in.prevIDs, x) {
 			exts = append(exts, x)
 		}
 	}
@@ -268,7 +325,7 @@ func (s *Service) receiveLockedWith(ctx context.Context, rs *roomState, pdu *eve
 		after[authrules.StateKey{Type: pdu.Type, StateKey: *pdu.StateKey}] = pdu.EventID
 	}
 	var current StateMap
-	if !sameSet(pdu.PrevEvents, rs.extremities) {
+	if !sameSet(in.prevIDs, rs.extremities) {
 		// The event does not extend the current state: the current state is
 		// the resolution of the extremities' states.
 		w.CurrentResolved = true

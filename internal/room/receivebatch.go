@@ -164,10 +164,8 @@ func (s *Service) receiveInMemory(ctx context.Context, rs *roomState, pdu *event
 		return Received{Outcome: AlreadyKnown}, true, nil
 	case in.rejectedAuth != "":
 		return b.reject(rs, pdu, result, "auth event "+in.rejectedAuth+" was rejected"), true, nil
-	case len(in.missing) > 0:
-		return Received{}, false, nil
-	case len(in.prevs) == 0:
-		return b.reject(rs, pdu, result, "every prev event was rejected"), true, nil
+	case len(in.missing) > 0 || len(in.rejectedPrevs) > 0:
+		return Received{}, false, nil // the one-event path looks before rejected ones
 	}
 	v := receivedVerifier{}
 	if err := authrules.CheckAgainstAuthEvents(pdu, in.authEvents, rs.StateEvent("m.room.create", ""), v); err != nil {

@@ -214,3 +214,30 @@ func TestReceiveBatchWriteFailsThenOneByOne(t *testing.T) {
 		t.Fatalf("extremities %v", exts)
 	}
 }
+
+// An event whose prev event was rejected is taken with the state before the
+// rejected one (which changed nothing), in a batch as alone; it merges the
+// extremity the rejected event was built on.
+func TestReceiveAfterRejectedPrevEvent(t *testing.T) {
+	r := newRemoteRoom(t)
+	ctx := context.Background()
+	r.receive(r.build("m.room.member", sk("@bob:y.example"), "@bob:y.example", `{"membership":"join"}`, nil, nil), room.Accepted)
+	st, exts := r.state()
+	pdus, _ := r.db.GetPDUs(ctx, exts)
+	d := pdus[0].Depth
+	// Power levels bob may not send: rejected.
+	pl := r.chain("m.room.power_levels", sk(""), "@bob:y.example", `{"users":{"@bob:y.example":100}}`, st, exts, d+1)
+	after := r.chain("m.room.message", nil, "@bob:y.example", `{"body":"after a rejected one"}`, st, []string{pl.EventID}, d+2)
+	next := r.chain("m.room.message", nil, "@bob:y.example", `{"body":"next"}`, st, []string{after.EventID}, d+3)
+	res := r.svc.ReceiveBatch(ctx, "y.example", []*event.PDU{pl, after, next})
+	want := []room.Outcome{room.Rejected, room.Accepted, room.Accepted}
+	for i, w := range want {
+		if res[i].Err != nil || res[i].Outcome != w {
+			t.Fatalf("event %d: %+v, want %v", i, res[i], w)
+		}
+	}
+	cur, exts2 := r.state()
+	if !slices.Equal(exts2, []string{next.EventID}) || cur[authrules.StateKey{Type: "m.room.power_levels"}] != st[authrules.StateKey{Type: "m.room.power_levels"}] {
+		t.Fatalf("extremities %v, power levels %s", exts2, cur[authrules.StateKey{Type: "m.room.power_levels"}])
+	}
+}
