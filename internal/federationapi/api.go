@@ -11,6 +11,7 @@ import (
 	"conclave/internal/federation"
 	"conclave/internal/jsonhttp"
 	"conclave/internal/keyring"
+	"conclave/internal/media"
 	"conclave/internal/room"
 	"conclave/internal/store"
 )
@@ -43,7 +44,8 @@ type Deps struct {
 // API is the Server-Server API.
 type API struct {
 	Deps
-	keys keyCache
+	keys  keyCache
+	media *media.Service // RegisterMedia
 }
 
 // New returns the API.

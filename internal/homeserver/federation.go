@@ -74,8 +74,12 @@ func (hs *Homeserver) setupFederationAPI() {
 	}
 	hs.Profiles.Remote = hs.Federation.Profile
 	mux := server.NewMux()
-	federationapi.New(federationapi.Deps{ServerName: hs.Config.ServerName, SigningKey: hs.SigningKey, Version: Version, Keyring: hs.Keyring,
-		Rooms: hs.Rooms, Federation: hs.Federation, Store: hs.Store, Heard: hs.FedSender.Wake, EDUs: hs.Federation.HandleEDU}).Register(mux)
+	fedAPI := federationapi.New(federationapi.Deps{ServerName: hs.Config.ServerName, SigningKey: hs.SigningKey, Version: Version, Keyring: hs.Keyring,
+		Rooms: hs.Rooms, Federation: hs.Federation, Store: hs.Store, Heard: hs.FedSender.Wake, EDUs: hs.Federation.HandleEDU})
+	fedAPI.Register(mux)
+	// Media: served to other servers, and fetched from them for our clients.
+	fedAPI.RegisterMedia(mux, hs.Media)
+	hs.Media.SetFetcher(hs.Federation)
 	hs.FederationHandler = server.Wrap(mux, hs.Log)
 	hs.federationMux = mux
 }

@@ -165,6 +165,12 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 	hs.Notifier = syncer.NewNotifier()
 	hs.newMiscServices()
 	hs.wire()
+	// The media repository before federation: it serves and fetches media
+	// over it.
+	if hs.Media, err = newMedia(ctx, hs.Config, db, log); err != nil {
+		db.Close()
+		return nil, err
+	}
 	hs.setupFederationAPI()
 	// Every write is marked in the change tracker, and /sync and the caches
 	// ask it what may have changed instead of asking the store
@@ -199,10 +205,6 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 	hs.Keys.Changes = hs.Changes
 	hs.Receipts.Changes = hs.Changes
 	hs.AccountData.Changes = hs.Changes
-	if hs.Media, err = newMedia(ctx, hs.Config, db, log); err != nil {
-		db.Close()
-		return nil, err
-	}
 	hs.wireMetrics()
 
 	mux := server.NewMux()

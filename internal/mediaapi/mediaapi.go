@@ -197,7 +197,7 @@ func (a *API) serveThumbnail(w http.ResponseWriter, r *http.Request, legacy bool
 		jsonhttp.Error(w, r, err)
 		return
 	}
-	req, err := thumbnailParams(r, base)
+	req, err := ThumbnailParams(r, base)
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return
@@ -224,7 +224,9 @@ func (a *API) serveThumbnail(w http.ResponseWriter, r *http.Request, legacy bool
 // thumbnail anyway.
 const maxThumbnailSide = 100000
 
-func thumbnailParams(r *http.Request, base media.Request) (media.ThumbnailRequest, error) {
+// ThumbnailParams reads a thumbnail request's query (width, height, method,
+// animated) onto base; the federation thumbnail endpoint reads the same.
+func ThumbnailParams(r *http.Request, base media.Request) (media.ThumbnailRequest, error) {
 	q := r.URL.Query()
 	req := media.ThumbnailRequest{Request: base, Method: "scale"}
 	for _, p := range []struct {

@@ -62,6 +62,7 @@ func Run(t *testing.T, open Opener) {
 		{"DehydratedDevice", testDehydratedDevice},
 		{"Backups", testBackups},
 		{"Media", testMedia},
+		{"RemoteMedia", testRemoteMedia},
 		{"StreamOrder", testStreamOrder},
 		{"ServerKeys", testServerKeys},
 		{"FedQueue", testFedQueue},
