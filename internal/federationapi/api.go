@@ -74,6 +74,7 @@ func (a *API) Register(mux Mux) {
 	a.registerKeys(mux)
 	a.registerRooms(mux)
 	a.registerQueries(mux)
+	a.registerDirectory(mux)
 }
 
 // version: Server-Server API, "GET /_matrix/federation/v1/version".
