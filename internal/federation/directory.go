@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"conclave/internal/fedclient"
 	"conclave/internal/matrix"
@@ -79,4 +80,51 @@ func askError(server string, err error) error {
 		return matrix.Errorf(fe.Status, fe.Errcode, "%s: %s", server, fe.Message)
 	}
 	return matrix.Errorf(http.StatusBadGateway, matrix.ErrUnknown, "Could not ask %s: %v", server, err)
+}
+
+// hierarchyAskTimeout bounds one server's answer about a room of a space:
+// a client's /hierarchy waits for it.
+const hierarchyAskTimeout = 10 * time.Second
+
+// maxRemoteChildren bounds the children kept of another server's answer.
+const maxRemoteChildren = 100
+
+// Hierarchy asks the servers in via, in turn, about a room of a space
+// (GET /_matrix/federation/v1/hierarchy/{roomId}) for the room service's
+// hierarchy walk (room.RemoteHierarchy). The first usable answer wins; a
+// server that refuses (404: it does not know the room or we may not see
+// it) or fails passes the question on to the next.
+func (s *Service) Hierarchy(ctx context.Context, roomID string, via []string, suggestedOnly bool) (*room.RemoteSpace, error) {
+	var last error = errors.New("federation: no server to ask")
+	for _, server := range via {
+		if server == s.ServerName || !s.Client.Allowed(server) {
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, hierarchyAskTimeout)
+		raw, err := s.Client.Hierarchy(actx, server, roomID, suggestedOnly)
+		cancel()
+		if err != nil {
+			last = err
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		var sp room.RemoteSpace
+		if json.Unmarshal(raw, &sp) != nil || sp.Room.RoomID != roomID {
+			last = errors.New("federation: " + server + " answered an invalid hierarchy")
+			continue
+		}
+		if len(sp.Children) > maxRemoteChildren {
+			sp.Children = sp.Children[:maxRemoteChildren]
+		}
+		if len(sp.Room.ChildrenState) > maxRemoteChildren {
+			sp.Room.ChildrenState = sp.Room.ChildrenState[:maxRemoteChildren]
+		}
+		if len(sp.Inaccessible) > maxRemoteChildren {
+			sp.Inaccessible = sp.Inaccessible[:maxRemoteChildren]
+		}
+		return &sp, nil
+	}
+	return nil, last
 }

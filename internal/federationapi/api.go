@@ -75,6 +75,7 @@ func (a *API) Register(mux Mux) {
 	a.registerRooms(mux)
 	a.registerQueries(mux)
 	a.registerDirectory(mux)
+	a.registerHierarchy(mux)
 }
 
 // version: Server-Server API, "GET /_matrix/federation/v1/version".

@@ -60,6 +60,7 @@ func (hs *Homeserver) setupFederationAPI() {
 		Client: hs.FedClient, Keys: hs.Keyring, Log: hs.Log, Outbox: hs.FedSender}
 	hs.Rooms.Outgoing = hs.Federation.Outgoing
 	hs.Rooms.InviteRemote = hs.Federation.Invite
+	hs.Rooms.RemoteHierarchy = hs.Federation.Hierarchy
 	hs.Federation.Sinks = federation.EDUSinks{Typing: hs.Typing.Set, Receipt: hs.Receipts.Remote}
 	local := func(userID string) bool { return matrix.ServerOf(userID) == hs.Config.ServerName }
 	hs.Typing.Sent = func(ctx context.Context, roomID, userID string, typing bool) {
