@@ -42,7 +42,9 @@ func TestUserDirectoryRemoteUsers(t *testing.T) {
 	b.MustOK(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.ServerName), bob.Token, map[string]any{})
 	// Bob's join reaches A over federation.
 	ya := newSyncer(t, a, alice)
-	ya.waitFor(t, roomID, func(typ, sender string, content json.RawMessage) bool { return typ == "m.room.member" && sender == bob.UserID })
+	ya.waitFor(t, roomID, func(typ, sender string, content json.RawMessage) bool {
+		return typ == "m.room.member" && sender == bob.UserID
+	})
 
 	got := searchUsers(t, a, alice, "bobby")
 	if len(got.Results) != 1 || got.Results[0].UserID != bob.UserID || got.Results[0].DisplayName != "Bobby Tables" ||
