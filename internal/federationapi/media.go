@@ -97,6 +97,12 @@ func writeMultipart(w http.ResponseWriter, contentType, disposition string, size
 	}
 	w.Header().Set("Content-Type", "multipart/mixed; boundary="+mw.Boundary())
 	w.WriteHeader(http.StatusOK)
+	// An empty preamble's CRLF before the first boundary (RFC 2046 allows
+	// it): some readers (Ruma's, so conduwuit's) expect every boundary
+	// after a CRLF, the first one too.
+	if _, err := io.WriteString(w, "\r\n"); err != nil {
+		return
+	}
 	meta, err := mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"application/json"}})
 	if err != nil {
 		return

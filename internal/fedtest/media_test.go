@@ -3,10 +3,13 @@ package fedtest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"image"
 	"image/color"
 	"image/png"
 	"io"
+	"mime"
 	"net/http"
 	"strings"
 	"sync"
@@ -21,6 +24,7 @@ import (
 	"conclave/internal/homeserver/hstest"
 	"conclave/internal/media"
 	"conclave/internal/store"
+	"conclave/internal/xmatrix"
 )
 
 // rawResp is an answer read whole, with its headers.
@@ -65,6 +69,34 @@ func uploadTo(t *testing.T, s *hstest.Server, u *hstest.User, contentType, filen
 	}
 	id := uri[i+len("mxc://"+s.ServerName+"/"):]
 	return id[:strings.IndexByte(id, '"')]
+}
+
+// fedGet sends a GET to s's federation listener, signed by from (unsigned
+// when nil).
+func fedGet(t *testing.T, s *hstest.Server, uri string, from *hstest.Server) *rawResp {
+	t.Helper()
+	req, err := http.NewRequest("GET", s.FederationURL+uri, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if from != nil {
+		h, err := xmatrix.Sign(from.HS.SigningKey, "GET", uri, from.ServerName, s.ServerName, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", h.String())
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(s.CA.Cert)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}}}
+	defer c.CloseIdleConnections()
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	data, _ := io.ReadAll(res.Body)
+	return &rawResp{Status: res.StatusCode, Header: res.Header, Body: data}
 }
 
 func wantStatus(t *testing.T, r *rawResp, status int, errcode string) {
@@ -156,6 +188,16 @@ func TestRemoteMedia(t *testing.T) {
 	})
 	if err != nil || string(body) != "hello from B" || got.ContentType != "text/plain" || got.Disposition != "inline; filename=hi.txt" || got.Length != 12 {
 		t.Fatalf("federation download: %+v %q %v", got, body, err)
+	}
+	// On the wire: signed requests only; multipart/mixed whose first
+	// boundary follows a CRLF (readers such as Ruma's expect one), {} first.
+	uri := "/_matrix/federation/v1/media/download/" + id
+	wantStatus(t, fedGet(t, b, uri, nil), 401, "")
+	raw := fedGet(t, b, uri, a)
+	mt, params, _ := mime.ParseMediaType(raw.Header.Get("Content-Type"))
+	if raw.Status != 200 || mt != "multipart/mixed" || !bytes.HasPrefix(raw.Body, []byte("\r\n--"+params["boundary"]+"\r\n")) ||
+		!bytes.Contains(raw.Body, []byte("Content-Type: application/json\r\n\r\n{}\r\n")) {
+		t.Fatalf("federation answer: %d %v %q", raw.Status, raw.Header, raw.Body)
 	}
 	// Over the limit the caller gives: refused while reading.
 	err = a.HS.FedClient.DownloadMedia(ctx, B, id, 0, 5, func(fm *fedclient.Media) error {
