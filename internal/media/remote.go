@@ -234,6 +234,18 @@ func (s *Service) fetch(ctx context.Context, f Fetcher, origin, mediaID string, 
 		s.log.Warn("media: fetching remote media failed", "origin", origin, "media_id", mediaID, "err", err)
 		return nil, errRemoteFailed
 	}
+	if existing != nil {
+		// The row was there before (a lifted quarantine): it may have been
+		// quarantined again while we fetched.
+		m, err := s.st.GetMedia(ctx, row.MediaID)
+		if err != nil {
+			return nil, err
+		}
+		if m.Quarantined {
+			return nil, matrix.NotFound("Unknown media ID")
+		}
+		return m, nil
+	}
 	return row, nil
 }
 
