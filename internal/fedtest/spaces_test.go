@@ -151,6 +151,21 @@ func TestFederatedSpaces(t *testing.T) {
 	if r.Str("room_type") != "m.space" {
 		t.Fatalf("unstable remote summary: %s", r.Body)
 	}
+	// An invite-only room of B: hidden from A's users until one is invited.
+	priv := b.MustOK(t, "POST", "/_matrix/client/v3/createRoom", bob.Token, map[string]any{"preset": "private_chat", "name": "Private"}).Str("room_id")
+	if r := a.Do(t, "GET", v1Path("/room_summary/%s", priv)+"?via="+B, alice.Token, nil); r.Status != 404 {
+		t.Fatalf("private remote room: %d %s", r.Status, r.Body)
+	}
+	b.MustOK(t, "POST", hstest.Path("/rooms/%s/invite", priv), bob.Token, map[string]any{"user_id": alice.UserID})
+	a.HS.Rooms.ForgetRemoteSpaces() // the refusal is reused a few seconds
+	r = a.MustOK(t, "GET", v1Path("/room_summary/%s", priv)+"?via="+B, alice.Token, nil)
+	if r.Str("name") != "Private" || r.Str("membership") != "invite" {
+		t.Fatalf("invited to the private remote room: %s", r.Body)
+	}
+	carol := a.CreateUser(t, "carol")
+	if r := a.Do(t, "GET", v1Path("/room_summary/%s", priv)+"?via="+B, carol.Token, nil); r.Status != 404 {
+		t.Fatalf("carol, not invited: %d %s", r.Status, r.Body)
+	}
 }
 
 // TestFederatedRestrictedSpaces is Complement's

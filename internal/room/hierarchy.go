@@ -215,22 +215,25 @@ func (r *spaceRoom) accessible(joinedTo map[string]bool) bool {
 	return false
 }
 
-// joinedRooms is the set of rooms the user is joined to now.
-func (s *Service) joinedRooms(ctx context.Context, userID string) (map[string]bool, error) {
-	out := map[string]bool{}
+// joinedRooms is the set of rooms the user is joined to now, and the
+// user's membership in every room they have one in (invites to rooms of
+// other servers too: what tells us of rooms we are not in).
+func (s *Service) joinedRooms(ctx context.Context, userID string) (map[string]bool, map[string]string, error) {
+	out, all := map[string]bool{}, map[string]string{}
 	if userID == "" {
-		return out, nil
+		return out, all, nil
 	}
 	ms, err := s.store.UserMemberships(ctx, userID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, m := range ms {
+		all[m.RoomID] = m.Membership
 		if m.Membership == authrules.MembershipJoin {
 			out[m.RoomID] = true
 		}
 	}
-	return out, nil
+	return out, all, nil
 }
 
 // RoomSummary returns a room's summary and the requester's membership in it
@@ -240,11 +243,11 @@ func (s *Service) joinedRooms(ctx context.Context, userID string) (map[string]bo
 // endpoint. A room nobody could tell us about, or one the requester may
 // not see, is 404 M_NOT_FOUND alike.
 func (s *Service) RoomSummary(ctx context.Context, roomID, userID string, via []string) (*RoomSummary, string, error) {
-	joinedTo, err := s.joinedRooms(ctx, userID)
+	joinedTo, memberships, err := s.joinedRooms(ctx, userID)
 	if err != nil {
 		return nil, "", err
 	}
-	w := &hierarchyWalk{s: s, userID: userID, joinedTo: joinedTo, known: map[string]HierarchyRoom{}, inaccessible: map[string]bool{}}
+	w := &hierarchyWalk{s: s, userID: userID, joinedTo: joinedTo, memberships: memberships, known: map[string]HierarchyRoom{}, inaccessible: map[string]bool{}}
 	var clean []string
 	for _, v := range via {
 		if matrix.ValidServerName(v) && len(clean) < maxVia {
@@ -287,8 +290,11 @@ const (
 	// remoteSpaceTTL is how long an answer of another server is reused
 	// (the spec: "Responses to this endpoint should be cached"); pages of
 	// one hierarchy then see the same tree.
-	remoteSpaceTTL  = time.Minute
-	maxCachedSpaces = 1000
+	remoteSpaceTTL = time.Minute
+	// remoteRefusalTTL is shorter: a refusal or a failure may end any
+	// moment (an invite arrives, a server comes back).
+	remoteRefusalTTL = 5 * time.Second
+	maxCachedSpaces  = 1000
 )
 
 type cachedSpace struct {
@@ -302,7 +308,9 @@ type hierarchyWalk struct {
 	s        *Service
 	userID   string
 	joinedTo map[string]bool
-	q        HierarchyQuery
+	// memberships: the user's in every room they have one in.
+	memberships map[string]string
+	q           HierarchyQuery
 	// known: summaries of rooms other servers gave as children (with
 	// their children_state when the server gave it); inaccessible: rooms
 	// a server said nobody may see.
@@ -316,8 +324,14 @@ type hierarchyWalk struct {
 func (w *hierarchyWalk) remoteSpace(ctx context.Context, roomID string, via []string) (*RemoteSpace, error) {
 	key := roomID + "|" + strconv.FormatBool(w.q.SuggestedOnly)
 	cache := w.s.spaceCache()
-	if c, ok := cache.Get(key); ok && w.s.now().Sub(c.at) < remoteSpaceTTL {
-		return c.space, c.err
+	if c, ok := cache.Get(key); ok {
+		ttl := remoteSpaceTTL
+		if c.err != nil {
+			ttl = remoteRefusalTTL
+		}
+		if w.s.now().Sub(c.at) < ttl {
+			return c.space, c.err
+		}
 	}
 	if w.asks >= maxRemoteAsks || len(via) == 0 {
 		return nil, errUnknownRoom
@@ -375,8 +389,8 @@ func (w *hierarchyWalk) node(ctx context.Context, roomID string, via []string, d
 	}
 	out := &spaceRoom{summary: hr.RoomSummary, membership: ""}
 	out.summary.RoomID = roomID
-	if w.joinedTo[roomID] {
-		out.membership = authrules.MembershipJoin
+	if m := w.memberships[roomID]; m != "" {
+		out.membership = m
 	} else if local != nil {
 		out.membership = local.membership
 	}
@@ -414,11 +428,11 @@ func (s *Service) Hierarchy(ctx context.Context, userID, root string, q Hierarch
 			return nil, matrix.InvalidParam("Invalid from token, or max_depth or suggested_only changed since it was made")
 		}
 	}
-	joinedTo, err := s.joinedRooms(ctx, userID)
+	joinedTo, memberships, err := s.joinedRooms(ctx, userID)
 	if err != nil {
 		return nil, err
 	}
-	w := &hierarchyWalk{s: s, userID: userID, joinedTo: joinedTo, q: q, known: map[string]HierarchyRoom{}, inaccessible: map[string]bool{}}
+	w := &hierarchyWalk{s: s, userID: userID, joinedTo: joinedTo, memberships: memberships, q: q, known: map[string]HierarchyRoom{}, inaccessible: map[string]bool{}}
 	type entry struct {
 		roomID string
 		via    []string
