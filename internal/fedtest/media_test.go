@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"image"
 	"image/color"
 	"image/png"
@@ -264,6 +265,26 @@ func TestRemoteMediaQuarantine(t *testing.T) {
 	}
 	// Unquarantining what is not there at all is 404.
 	wantStatus(t, q("unquarantine", "nothinghere"), 404, "M_NOT_FOUND")
+
+	// B's own quarantine holds for other servers: 404, nothing cached.
+	bAdmin := makeAdmin(t, b, "badmin")
+	id3 := uploadTo(t, b, bob, "text/plain", "", []byte("quarantined at home"))
+	wantStatus(t, rawDo(t, b, "POST", "/_synapse/admin/v1/media/quarantine/"+B+"/"+id3, bAdmin.Token, "application/json", []byte("{}")), 200, "")
+	wantStatus(t, rawDo(t, a, "GET", remoteDL(B, id3), alice.Token, "", nil), 404, "M_NOT_FOUND")
+	if _, err := a.HS.Store.GetRemoteMedia(ctx, B, id3); err == nil {
+		t.Fatal("media quarantined at its origin was cached")
+	}
+
+	// Created on B but not uploaded yet: B's 504 M_NOT_YET_UPLOADED is A's.
+	c := rawDo(t, b, "POST", "/_matrix/media/v1/create", bob.Token, "application/json", []byte("{}"))
+	var created struct {
+		URI string `json:"content_uri"`
+	}
+	if err := json.Unmarshal(c.Body, &created); err != nil || c.Status != 200 {
+		t.Fatalf("create: %d %s", c.Status, c.Body)
+	}
+	pending := created.URI[len("mxc://"+B+"/"):]
+	wantStatus(t, rawDo(t, a, "GET", remoteDL(B, pending)+"?timeout_ms=0", alice.Token, "", nil), 504, "M_NOT_YET_UPLOADED")
 }
 
 // TestRemoteMediaLimits: remote content over A's upload limit is refused

@@ -1,5 +1,6 @@
 // Package outbound is Conclave's one outbound HTTP layer: federation
-// (internal/fedclient) now, push gateways and remote media later. It owns
+// (internal/fedclient, remote media and its redirects included) now, push
+// gateways later. It owns
 // what every request leaving the server must respect: a dialer that refuses
 // private, loopback, link-local and other non-public addresses unless the
 // operator allows them (checked on the address actually dialled, after DNS,
