@@ -67,6 +67,9 @@ type Config struct {
 	ThumbnailMaxPixels int64  `yaml:"thumbnail_max_pixels" help:"larger images (width*height) are not thumbnailed"`
 	LegacyMediaFreeze  bool   `yaml:"legacy_media_freeze" help:"media uploaded while on are not served by the unauthenticated /_matrix/media/v3 endpoints"`
 	URLPreview         bool   `yaml:"url_preview" help:"URL previews (not implemented yet: must stay false)"`
+	// Server notices (internal/notices).
+	ServerNoticesLocalpart string `yaml:"server_notices_localpart" help:"localpart of the system user that sends server notices (/_synapse/admin/v1/send_server_notice); empty disables them"`
+	ServerNoticesRoomName  string `yaml:"server_notices_room_name" help:"name of the room each user gets server notices in"`
 	// Per-user limits on the expensive endpoints (docs/hardening.md).
 	// Server admins are exempt, as in Synapse.
 	EventRatePerSecond         float64 `yaml:"event_rate_per_second" help:"sustained events sent per second per user (send, state, redact)"`
@@ -99,26 +102,28 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // Default returns the configuration used when nothing is set.
 func Default() Config {
 	return Config{
-		ServerName:            "localhost",
-		DataDir:               "./conclave-data",
-		Listen:                "127.0.0.1:8008",
-		RateLimits:            true,
-		AdminPprof:            true,
-		LoginRatePerSecond:    0.5,
-		LoginRateBurst:        5,
-		MaxRequestBytes:       1 << 20,
-		LogLevel:              "info",
-		AccessTokenLifetime:   Duration{5 * time.Minute},
-		PasswordHashMemoryKiB: 64 * 1024,
-		ShutdownTimeout:       Duration{10 * time.Second},
-		MaxConnections:        10000,
-		ReadHeaderTimeout:     Duration{10 * time.Second},
-		RequestTimeout:        Duration{2 * time.Minute},
-		MaxSyncsPerDevice:     4,
-		MaxUploadBytes:        50 << 20,
-		EncryptPresets:        "private_chat,trusted_private_chat",
-		ClamdUnreachable:      "refuse",
-		ThumbnailMaxPixels:    32_000_000,
+		ServerName:             "localhost",
+		ServerNoticesLocalpart: "notices",
+		ServerNoticesRoomName:  "Server Notices",
+		DataDir:                "./conclave-data",
+		Listen:                 "127.0.0.1:8008",
+		RateLimits:             true,
+		AdminPprof:             true,
+		LoginRatePerSecond:     0.5,
+		LoginRateBurst:         5,
+		MaxRequestBytes:        1 << 20,
+		LogLevel:               "info",
+		AccessTokenLifetime:    Duration{5 * time.Minute},
+		PasswordHashMemoryKiB:  64 * 1024,
+		ShutdownTimeout:        Duration{10 * time.Second},
+		MaxConnections:         10000,
+		ReadHeaderTimeout:      Duration{10 * time.Second},
+		RequestTimeout:         Duration{2 * time.Minute},
+		MaxSyncsPerDevice:      4,
+		MaxUploadBytes:         50 << 20,
+		EncryptPresets:         "private_chat,trusted_private_chat",
+		ClamdUnreachable:       "refuse",
+		ThumbnailMaxPixels:     32_000_000,
 
 		// Per-user limits, set well above what a busy person does, so only
 		// scripts meet them. Synapse's rc_message (0.2/s, burst 10) is met

@@ -205,3 +205,16 @@ func testDirectory(t *testing.T, s store.Store) {
 	must(t, s.Deactivate(ctx(), "@bob:x"))
 	equal(t, "deactivated hidden", search("@alice:x", "bob"), []string(nil))
 }
+
+func testServerNotices(t *testing.T, s store.Store) {
+	_, err := s.NoticeRoom(ctx(), "@a:x")
+	wantErr(t, err, store.ErrNotFound)
+	must(t, s.SetNoticeRoom(ctx(), "@a:x", "!one:x"))
+	must(t, s.SetNoticeRoom(ctx(), "@b:x", "!two:x"))
+	must(t, s.SetNoticeRoom(ctx(), "@a:x", "!three:x"))
+	r, err := s.NoticeRoom(ctx(), "@a:x")
+	must(t, err)
+	equal(t, "replaced", r, "!three:x")
+	r, _ = s.NoticeRoom(ctx(), "@b:x")
+	equal(t, "other user", r, "!two:x")
+}
