@@ -227,7 +227,7 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 		mux.KnowElsewhere("/_matrix/federation/", hs.federationMux)
 		mux.KnowElsewhere("/_matrix/key/", hs.federationMux)
 	}
-	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts}).Register(mux)
+	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts, Preview: hs.urlPreview()}).Register(mux)
 	proxies, err := cfg.TrustedProxyPrefixes()
 	if err != nil {
 		db.Close()
