@@ -286,7 +286,7 @@ func (s *Service) fillGap(ctx context.Context, origin string, rv *event.RoomVers
 	var got []*event.PDU
 	for _, raw := range raws {
 		ev, err := s.checkPDU(ctx, rv, raw)
-		if err != nil || ev.RoomID != pdu.RoomID {
+		if err != nil || event.RoomIDForCreate(ev) != pdu.RoomID {
 			continue // a bad event is left out; what cites it stays missing
 		}
 		got = append(got, ev)

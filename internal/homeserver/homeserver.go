@@ -25,9 +25,11 @@ import (
 	"conclave/internal/fedsender"
 	"conclave/internal/keyring"
 	"conclave/internal/keys"
+	"conclave/internal/matrix"
 	"conclave/internal/media"
 	"conclave/internal/mediaapi"
 	"conclave/internal/metrics"
+	"conclave/internal/notices"
 	"conclave/internal/outbound"
 	"conclave/internal/presence"
 	"conclave/internal/profile"
@@ -58,7 +60,9 @@ type Homeserver struct {
 	Handler    http.Handler
 	Keys       *keys.Service
 	Push       *push.Service
-	Media      *media.Service
+	// Notices sends server notices; nil when they are off.
+	Notices *notices.Service
+	Media   *media.Service
 	// Changes tracks every write when this process is the database's only
 	// writer (nil otherwise): the /sync fast paths and caches ask it.
 	Changes *changes.Tracker
@@ -206,10 +210,18 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 	hs.Receipts.Changes = hs.Changes
 	hs.AccountData.Changes = hs.Changes
 	hs.wireMetrics()
+	if cfg.ServerNoticesLocalpart != "" {
+		hs.Notices = &notices.Service{Rooms: hs.Rooms, Store: db, AccountData: hs.AccountData,
+			SystemUser: matrix.UserID(cfg.ServerNoticesLocalpart, cfg.ServerName), RoomName: cfg.ServerNoticesRoomName}
+		if err := hs.Notices.EnsureSystemUser(ctx); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
 
 	mux := server.NewMux()
 	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync,
-		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push, Federation: hs.Federation})
+		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push, Federation: hs.Federation, Notices: hs.Notices})
 	api.Register(mux)
 	if hs.federationMux != nil {
 		// The federation API is served on its own listener; the client
@@ -217,7 +229,7 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 		mux.KnowElsewhere("/_matrix/federation/", hs.federationMux)
 		mux.KnowElsewhere("/_matrix/key/", hs.federationMux)
 	}
-	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts}).Register(mux)
+	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts, Preview: hs.urlPreview()}).Register(mux)
 	proxies, err := cfg.TrustedProxyPrefixes()
 	if err != nil {
 		db.Close()

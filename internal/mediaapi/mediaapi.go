@@ -4,8 +4,9 @@
 // /_matrix/media/{v3,r0}/download|thumbnail, and the Synapse-compatible
 // admin endpoints for quarantine and deletion.
 //
-// URL previews are not implemented: /preview_url is left unregistered and
-// answers 404 M_UNRECOGNIZED, as for any unknown endpoint.
+// URL previews (internal/urlpreview) are served when the operator turns them
+// on; otherwise /preview_url answers 404 M_UNRECOGNIZED like any unknown
+// endpoint.
 package mediaapi
 
 import (
@@ -20,12 +21,15 @@ import (
 	"conclave/internal/matrix"
 	"conclave/internal/media"
 	"conclave/internal/store"
+	"conclave/internal/urlpreview"
 )
 
 // API is the media HTTP surface.
 type API struct {
 	Media    *media.Service
 	Accounts *accounts.Service
+	// Preview serves URL previews; nil when they are off.
+	Preview *urlpreview.Service
 }
 
 // Mux is what routes are registered on (server.Mux satisfies it).
@@ -56,6 +60,7 @@ func (a *API) Register(mux Mux) {
 	mux.HandleFunc("POST "+s+"/quarantine/{serverName}/{mediaId}", a.authed(a.admin(a.quarantine)))
 	mux.HandleFunc("POST "+s+"/unquarantine/{serverName}/{mediaId}", a.authed(a.admin(a.unquarantine)))
 	mux.HandleFunc("DELETE "+s+"/{serverName}/{mediaId}", a.authed(a.admin(a.deleteMedia)))
+	a.registerPreview(mux)
 }
 
 type handler func(w http.ResponseWriter, r *http.Request, s *store.Session)

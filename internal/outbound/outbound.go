@@ -1,7 +1,7 @@
 // Package outbound is Conclave's one outbound HTTP layer: federation
-// (internal/fedclient, remote media and its redirects included) now, push
-// gateways later. It owns what every request leaving the server must
-// respect: a dialer that refuses private, loopback, link-local and other
+// (internal/fedclient, remote media and its redirects included), URL
+// previews, and push gateways later. It owns what every request leaving the
+// server must respect: a dialer that refuses private, loopback, link-local and other
 // non-public addresses unless the operator allows them (checked on the
 // address actually dialled, after DNS, so a name cannot smuggle a private
 // address in), TLS verified against the system roots plus the operator's

@@ -46,6 +46,7 @@ type Store interface {
 	Search
 	ServerKeys
 	FedQueue
+	ServerNotices
 	Close() error
 }
 

@@ -69,6 +69,7 @@ func Run(t *testing.T, open Opener) {
 		{"FedQueueAtomic", testFedQueueAtomic},
 		{"FedQueuePrune", testFedQueuePrune},
 		{"FedQueueConcurrent", testFedQueueConcurrent},
+		{"ServerNotices", testServerNotices},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
