@@ -35,7 +35,7 @@ type rawResp struct {
 	Body   []byte
 }
 
-func rawDo(t *testing.T, s *hstest.Server, method, path, token, contentType string, body []byte) *rawResp {
+func rawDo(t testing.TB, s *hstest.Server, method, path, token, contentType string, body []byte) *rawResp {
 	t.Helper()
 	req, err := http.NewRequest(method, s.URL+path, bytes.NewReader(body))
 	if err != nil {
@@ -57,7 +57,7 @@ func rawDo(t *testing.T, s *hstest.Server, method, path, token, contentType stri
 }
 
 // uploadTo uploads content on s and returns its media ID.
-func uploadTo(t *testing.T, s *hstest.Server, u *hstest.User, contentType, filename string, data []byte) string {
+func uploadTo(t testing.TB, s *hstest.Server, u *hstest.User, contentType, filename string, data []byte) string {
 	t.Helper()
 	res := rawDo(t, s, "POST", "/_matrix/media/v3/upload?filename="+filename, u.Token, contentType, data)
 	if res.Status != 200 {
