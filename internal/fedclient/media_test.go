@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"conclave/internal/outbound"
@@ -134,4 +136,29 @@ func TestDownloadMedia(t *testing.T) {
 	if _, _, err = read(closed, "moved", 100); !errors.Is(err, outbound.ErrNotAllowed) {
 		t.Fatalf("redirect out of the circle: %v", err)
 	}
+}
+
+// FuzzReadMediaAnswer: whatever another server answers, reading it ends in
+// content within the limit or an error; nothing panics, and a Location is
+// never followed outside the circle (here: a name nothing resolves).
+func FuzzReadMediaAnswer(f *testing.F) {
+	f.Add("multipart/mixed; boundary=B", "--B\r\nContent-Type: application/json\r\n\r\n{}\r\n--B\r\nContent-Type: text/plain\r\n\r\nhello\r\n--B--\r\n")
+	f.Add("multipart/mixed; boundary=B", "\r\n--B\r\n\r\n{}\r\n--B\r\nLocation: https://only.invalid/x\r\n\r\n\r\n--B--")
+	f.Add("multipart/mixed; boundary=B", "--B\r\n\r\n[]\r\n--B--")
+	f.Add("text/plain", "plain")
+	c := New(Options{ServerName: "origin.test", Allow: []string{"only.invalid"}, Resolver: newDNS()})
+	defer c.CloseIdleConnections()
+	f.Fuzz(func(t *testing.T, contentType, body string) {
+		req := httptest.NewRequest("GET", "https://b.test/", nil)
+		res := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {contentType}}, Body: io.NopCloser(strings.NewReader(body)), Request: req}
+		const limit = 64
+		err := c.readMediaAnswer(res, limit, func(m *Media) error {
+			b, err := io.ReadAll(m.Body)
+			if len(b) > limit {
+				t.Fatalf("read %d bytes past the limit", len(b))
+			}
+			return err
+		})
+		_ = err
+	})
 }
