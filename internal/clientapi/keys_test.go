@@ -409,7 +409,7 @@ func TestKeysClaimConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for {
-				res, err := s.HS.Keys.Claim(context.Background(), map[string]map[string]string{bob.UserID: {bob.DeviceID: "signed_curve25519"}})
+				res, err := s.HS.Keys.Claim(context.Background(), map[string]map[string]string{bob.UserID: {bob.DeviceID: "signed_curve25519"}}, 0)
 				if err != nil {
 					errs <- err
 					return

@@ -260,6 +260,6 @@ func TestDeviceListUpdates(t *testing.T) {
 		{"user rejoins a room", testOtherUserRejoin},
 	} {
 		t.Run("local/"+c.name, func(t *testing.T) { c.run(t, local) })
-		_ = remote // remote: with device lists over federation
+		t.Run("remote/"+c.name, func(t *testing.T) { c.run(t, remote) })
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 
 	"conclave/internal/changes"
+	"conclave/internal/matrix"
 	"conclave/internal/push"
 	"conclave/internal/receipts"
 	"conclave/internal/room"
@@ -43,6 +44,7 @@ func (hs *Homeserver) wire() {
 	hs.Rooms.Notify = func(notice room.Notice) {
 		n.Wake(notice.Users...)
 		c.roomChanged(notice.RoomID, notice.Users)
+		hs.membershipsChanged(notice.Members)
 	}
 	hs.Typing.Notify = localRoomWake
 	hs.Typing.IsJoined = hs.Rooms.IsJoined
@@ -71,6 +73,10 @@ func (hs *Homeserver) wire() {
 			if woken {
 				for _, u := range owners {
 					wake(hs.sharingUsers(ctx, u)...)
+				}
+				// Other servers sharing a room with them are told too.
+				if err := hs.Keys.AnnounceDevices(ctx, owners...); err != nil {
+					hs.Log.Warn("announcing a device list change", "users", owners, "err", err)
 				}
 			}
 		}
@@ -189,4 +195,27 @@ func (hs *Homeserver) sharingUsers(ctx context.Context, userID string) []string 
 		}
 	}
 	return out
+}
+
+// membershipsChanged keeps the cached device lists of other servers' users
+// true after membership changes: a remote user whose membership changed
+// may have changed devices while we were not told (they left and came
+// back), and nobody tells us of users no local user shares a room with any
+// more. Their lists are fetched again when next queried.
+func (hs *Homeserver) membershipsChanged(members []string) {
+	if len(members) == 0 {
+		return
+	}
+	ctx := context.Background()
+	if err := hs.Keys.DropRemoteLists(ctx, members); err != nil {
+		hs.Log.Warn("dropping cached device lists", "err", err)
+	}
+	for _, u := range members {
+		if matrix.ServerOf(u) == hs.Config.ServerName {
+			if err := hs.Keys.DropUnshared(ctx); err != nil {
+				hs.Log.Warn("dropping cached device lists", "err", err)
+			}
+			return
+		}
+	}
 }

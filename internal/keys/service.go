@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	"conclave/internal/matrix"
 	"conclave/internal/store"
@@ -35,7 +37,7 @@ const (
 
 // Service is the keys service.
 type Service struct {
-	store      store.Keys
+	store      Store
 	serverName string
 
 	// DeviceChange, when set, is called before a write that may change the
@@ -55,10 +57,21 @@ type Service struct {
 	// CheckPassword verifies a user's password for user-interactive auth
 	// (replacing cross-signing keys); nil refuses every password.
 	CheckPassword func(ctx context.Context, userID, password string) error
+	// Fed reaches other servers (federation.go); its zero value: none.
+	Fed Federation
+
+	fedOnce sync.Once
+	fedSt   *fedState
+}
+
+// Store is what the keys service keeps its data in.
+type Store interface {
+	store.Keys
+	store.DeviceLists
 }
 
 // New returns the keys service.
-func New(st store.Keys, serverName string) *Service {
+func New(st Store, serverName string) *Service {
 	return &Service{store: st, serverName: serverName}
 }
 
@@ -311,8 +324,10 @@ type QueryResult struct {
 }
 
 // Query returns the device and cross-signing keys of users. An empty device
-// list asks for every device.
-func (s *Service) Query(ctx context.Context, requester string, users map[string][]string) (*QueryResult, error) {
+// list asks for every device. Other servers' users are asked of their
+// servers within timeout (0: DefaultRemoteTimeout) unless their list is
+// cached here; servers that do not answer are listed in failures.
+func (s *Service) Query(ctx context.Context, requester string, users map[string][]string, timeout time.Duration) (*QueryResult, error) {
 	if len(users) > MaxQueryUsers {
 		return nil, matrix.InvalidParam("At most %d users can be queried at once", MaxQueryUsers)
 	}
@@ -323,14 +338,18 @@ func (s *Service) Query(ctx context.Context, requester string, users map[string]
 		UserSigningKeys: map[string]json.RawMessage{},
 		Failures:        map[string]any{},
 	}
+	remote := map[string][]string{}
 	for userID, devices := range users {
 		if !matrix.ValidUserID(userID) {
 			return nil, matrix.InvalidParam("%q is not a valid user ID", userID)
 		}
 		if !s.isLocal(userID) {
-			// No federation yet: say so per server, as Synapse does for
-			// servers it cannot reach.
-			res.Failures[matrix.ServerOf(userID)] = map[string]any{"status": http.StatusServiceUnavailable, "message": "Federation is not available"}
+			if !s.federated() {
+				// Say so per server, as Synapse does for servers it cannot reach.
+				res.Failures[matrix.ServerOf(userID)] = map[string]any{"status": http.StatusServiceUnavailable, "message": "Federation is not available"}
+				continue
+			}
+			remote[userID] = devices
 			continue
 		}
 		out := map[string]json.RawMessage{}
@@ -377,6 +396,11 @@ func (s *Service) Query(ctx context.Context, requester string, users map[string]
 					res.UserSigningKeys[userID] = j
 				}
 			}
+		}
+	}
+	if len(remote) > 0 {
+		if err := s.queryRemote(ctx, res, remote, timeout); err != nil {
+			return nil, err
 		}
 	}
 	return res, nil
@@ -427,22 +451,39 @@ type ClaimResult struct {
 }
 
 // Claim hands out one key per requested device: a one-time key (each is
-// given out exactly once) or, when none is left, the fallback key.
-func (s *Service) Claim(ctx context.Context, req map[string]map[string]string) (*ClaimResult, error) {
+// given out exactly once) or, when none is left, the fallback key. Other
+// servers' devices are claimed from their servers within timeout (0:
+// DefaultRemoteTimeout).
+func (s *Service) Claim(ctx context.Context, req map[string]map[string]string, timeout time.Duration) (*ClaimResult, error) {
 	res := &ClaimResult{OneTimeKeys: map[string]map[string]map[string]json.RawMessage{}, Failures: map[string]any{}}
 	var reqs []store.ClaimRequest
+	remote := map[string]map[string]map[string]string{} // server → user → device → algorithm
+	n := 0
 	for userID, devices := range req {
 		if !matrix.ValidUserID(userID) {
 			return nil, matrix.InvalidParam("%q is not a valid user ID", userID)
-		}
-		if !s.isLocal(userID) {
-			res.Failures[matrix.ServerOf(userID)] = map[string]any{"status": http.StatusServiceUnavailable, "message": "Federation is not available"}
-			continue
 		}
 		for deviceID, alg := range devices {
 			if alg == "" {
 				return nil, matrix.InvalidParam("Empty algorithm for %s %s", userID, deviceID)
 			}
+			if n++; n > MaxClaims {
+				return nil, matrix.InvalidParam("At most %d keys can be claimed at once", MaxClaims)
+			}
+		}
+		if !s.isLocal(userID) {
+			srv := matrix.ServerOf(userID)
+			if !s.federated() {
+				res.Failures[srv] = map[string]any{"status": http.StatusServiceUnavailable, "message": "Federation is not available"}
+				continue
+			}
+			if remote[srv] == nil {
+				remote[srv] = map[string]map[string]string{}
+			}
+			remote[srv][userID] = devices
+			continue
+		}
+		for deviceID, alg := range devices {
 			reqs = append(reqs, store.ClaimRequest{UserID: userID, DeviceID: deviceID, Algorithm: alg})
 			if len(reqs) > MaxClaims {
 				return nil, matrix.InvalidParam("At most %d keys can be claimed at once", MaxClaims)
@@ -456,6 +497,9 @@ func (s *Service) Claim(ctx context.Context, req map[string]map[string]string) (
 		}
 		return reqs[i].DeviceID < reqs[j].DeviceID
 	})
+	if len(remote) > 0 {
+		s.claimRemote(ctx, res, remote, timeout)
+	}
 	if len(reqs) == 0 {
 		return res, nil
 	}

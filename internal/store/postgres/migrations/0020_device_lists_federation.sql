@@ -1,0 +1,36 @@
+-- Device lists across servers (Server-Server API, "Device Management").
+
+-- Outbound: what this server last announced in m.device_list_update of
+-- each local user's devices (a hash of the device's keys and display
+-- name), and the user's last stream_id; the next update is the difference.
+CREATE TABLE device_list_outbound (
+    user_id   TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    hash      TEXT NOT NULL,
+    PRIMARY KEY (user_id, device_id)
+);
+CREATE TABLE device_list_outbound_streams (
+    user_id   TEXT PRIMARY KEY,
+    stream_id BIGINT NOT NULL
+);
+
+-- Inbound: the remote users whose device list is cached here, complete as
+-- of stream_id (the last update applied), with their devices and their
+-- master and self-signing keys as their server sent them.
+CREATE TABLE remote_device_lists (
+    user_id   TEXT PRIMARY KEY,
+    stream_id BIGINT NOT NULL
+);
+CREATE TABLE remote_devices (
+    user_id      TEXT NOT NULL,
+    device_id    TEXT NOT NULL,
+    display_name TEXT,
+    key_json     BYTEA,
+    PRIMARY KEY (user_id, device_id)
+);
+CREATE TABLE remote_cross_signing_keys (
+    user_id  TEXT NOT NULL,
+    key_type TEXT NOT NULL,
+    key_json BYTEA NOT NULL,
+    PRIMARY KEY (user_id, key_type)
+);
