@@ -61,13 +61,19 @@ type Federation struct {
 type fedState struct {
 	mu       sync.Mutex
 	announce map[string]*sync.Mutex // local user → serialises announcements
-	resyncs  map[string]bool        // remote user → again after this one
+	resyncs  map[string]bool        // remote user → resync running; true: fetch again
+	users    map[string]*userMu     // remote user → userLock
 	sem      chan struct{}
+}
+
+type userMu struct {
+	sync.Mutex
+	n int // holders and waiters
 }
 
 func (s *Service) fed() *fedState {
 	s.fedOnce.Do(func() {
-		s.fedSt = &fedState{announce: map[string]*sync.Mutex{}, resyncs: map[string]bool{}, sem: make(chan struct{}, resyncParallel)}
+		s.fedSt = &fedState{announce: map[string]*sync.Mutex{}, resyncs: map[string]bool{}, users: map[string]*userMu{}, sem: make(chan struct{}, resyncParallel)}
 	})
 	return s.fedSt
 }
@@ -357,6 +363,8 @@ func (s *Service) HandleDeviceListUpdate(ctx context.Context, origin string, con
 		_ = s.store.DropRemoteDeviceLists(ctx, []string{u.UserID})
 		return
 	}
+	unlock := s.userLock(u.UserID)
+	defer unlock()
 	_, _, cur, cached, err := s.store.RemoteDeviceList(ctx, u.UserID)
 	if err != nil {
 		return
@@ -370,6 +378,7 @@ func (s *Service) HandleDeviceListUpdate(ctx context.Context, origin string, con
 	}
 	if cached && !follows {
 		// A gap: we missed updates, so the cache cannot be trusted.
+		s.markResyncDirty(u.UserID)
 		s.resync(ctx, u.UserID)
 		return
 	}
@@ -406,14 +415,40 @@ func (s *Service) HandleSigningKeyUpdate(ctx context.Context, origin string, con
 		}
 		keys[typ] = k
 	}
+	unlock := s.userLock(u.UserID)
+	defer unlock()
 	wctx, done := s.deviceChange(ctx, u.UserID)
 	err := s.store.PutRemoteCrossSigningKeys(wctx, u.UserID, keys)
 	done(err == nil)
 	s.markResyncDirty(u.UserID)
 }
 
-// markResyncDirty makes a resync of userID that is running start over: what
-// it fetched may predate an update it could not apply.
+// userLock serialises what changes one remote user's cached list: an
+// update taken from an EDU, and a resync's write.
+func (s *Service) userLock(userID string) func() {
+	f := s.fed()
+	f.mu.Lock()
+	m := f.users[userID]
+	if m == nil {
+		m = &userMu{}
+		f.users[userID] = m
+	}
+	m.n++
+	f.mu.Unlock()
+	m.Lock()
+	return func() {
+		m.Unlock()
+		f.mu.Lock()
+		if m.n--; m.n == 0 {
+			delete(f.users, userID)
+		}
+		f.mu.Unlock()
+	}
+}
+
+// markResyncDirty, under the user's lock, makes a running resync of userID
+// fetch again instead of writing: what it fetched may predate the update
+// just recorded.
 func (s *Service) markResyncDirty(userID string) {
 	f := s.fed()
 	f.mu.Lock()
@@ -437,19 +472,18 @@ func (s *Service) resync(ctx context.Context, userID string) {
 	f.mu.Unlock()
 	ctx = context.WithoutCancel(ctx)
 	go func() {
-		for i := 0; ; i++ {
-			f.sem <- struct{}{}
-			err := s.Resync(ctx, userID)
-			<-f.sem
+		defer func() {
 			f.mu.Lock()
-			again := f.resyncs[userID] && err == nil && i < 3
+			delete(f.resyncs, userID)
+			f.mu.Unlock()
+		}()
+		for range 5 {
+			f.sem <- struct{}{}
+			again, _ := s.resyncOnce(ctx, userID)
+			<-f.sem
 			if !again {
-				delete(f.resyncs, userID)
-				f.mu.Unlock()
 				return
 			}
-			f.resyncs[userID] = false
-			f.mu.Unlock()
 		}
 	}()
 }
@@ -457,17 +491,24 @@ func (s *Service) resync(ctx context.Context, userID string) {
 // Resync fetches a remote user's device list from their server and caches
 // it (or drops the cache when nobody here shares a room with them).
 func (s *Service) Resync(ctx context.Context, userID string) error {
+	_, err := s.resyncOnce(ctx, userID)
+	return err
+}
+
+// resyncOnce is one resync; again is true when an update arrived while
+// the list was being fetched (nothing was written: fetch again).
+func (s *Service) resyncOnce(ctx context.Context, userID string) (again bool, err error) {
 	if !s.federated() || s.isLocal(userID) {
-		return nil
+		return false, nil
 	}
 	if s.Fed.SharedWithLocal == nil || !s.Fed.SharedWithLocal(ctx, userID) {
-		return s.store.DropRemoteDeviceLists(ctx, []string{userID})
+		return false, s.store.DropRemoteDeviceLists(ctx, []string{userID})
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	raw, err := s.Fed.Remote.UserDevices(ctx, matrix.ServerOf(userID), userID)
 	if err != nil {
-		return err
+		return false, err
 	}
 	var res struct {
 		UserID   string `json:"user_id"`
@@ -481,7 +522,7 @@ func (s *Service) Resync(ctx context.Context, userID string) error {
 		SelfSigningKey json.RawMessage `json:"self_signing_key"`
 	}
 	if err := json.Unmarshal(raw, &res); err != nil || res.UserID != userID || len(res.Devices) > MaxRemoteDevices {
-		return errors.New("keys: bad /user/devices answer from " + matrix.ServerOf(userID))
+		return false, errors.New("keys: bad /user/devices answer from " + matrix.ServerOf(userID))
 	}
 	devs := make([]store.DeviceListEntry, 0, len(res.Devices))
 	seen := map[string]bool{}
@@ -505,10 +546,22 @@ func (s *Service) Resync(ctx context.Context, userID string) error {
 			cs[typ] = k
 		}
 	}
+	unlock := s.userLock(userID)
+	defer unlock()
+	f := s.fed()
+	f.mu.Lock()
+	dirty := f.resyncs[userID]
+	if dirty {
+		f.resyncs[userID] = false
+	}
+	f.mu.Unlock()
+	if dirty {
+		return true, nil
+	}
 	wctx, done := s.deviceChange(ctx, userID)
 	err = s.store.ReplaceRemoteDeviceList(wctx, userID, res.StreamID, devs, cs)
 	done(err == nil)
-	return err
+	return false, err
 }
 
 // DropUnshared forgets the cached lists of remote users no local user
