@@ -402,6 +402,9 @@ func (s *Service) Query(ctx context.Context, requester string, users map[string]
 		if err := s.queryRemote(ctx, res, remote, timeout); err != nil {
 			return nil, err
 		}
+		if err := s.mergeSignerSignatures(ctx, requester, res, remote); err != nil {
+			return nil, err
+		}
 	}
 	return res, nil
 }
