@@ -29,3 +29,7 @@ func (c *Client) ClaimKeys(ctx context.Context, dest string, oneTimeKeys map[str
 	err := c.do(ctx, request{method: http.MethodPost, dest: dest, path: "/_matrix/federation/v1/user/keys/claim", body: map[string]any{"one_time_keys": oneTimeKeys}, out: &out})
 	return out, err
 }
+
+// HTTPStatus is the status the remote server answered with (for callers
+// that report it without importing this package).
+func (e *Error) HTTPStatus() int { return e.Status }

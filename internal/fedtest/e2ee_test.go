@@ -124,6 +124,42 @@ func TestRemoteDeviceListCached(t *testing.T) {
 	if len(devs) != 1 || !contains(devs[0].Keys, ed) {
 		t.Fatalf("cache after the update: %+v", devs)
 	}
+	// Updates in order are applied; after a gap the list is fetched again
+	// (GET /user/devices), which drops what the gap hid. Updates about
+	// users of other servers than the sender are ignored.
+	sendEDU := func(txn string, content map[string]any) {
+		t.Helper()
+		body, _ := json.Marshal(map[string]any{"origin": b.ServerName, "origin_server_ts": 1, "pdus": []any{},
+			"edus": []any{map[string]any{"edu_type": "m.device_list_update", "content": content}}})
+		if _, err := b.HS.FedClient.SendTransaction(ctx, a.ServerName, txn, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hasDevice := func(dev string) bool {
+		devs, _, _, _, _ := a.HS.Store.RemoteDeviceList(ctx, bob.UserID)
+		for _, d := range devs {
+			if d.DeviceID == dev {
+				return true
+			}
+		}
+		return false
+	}
+	_, _, cur, _, _ := a.HS.Store.RemoteDeviceList(ctx, bob.UserID)
+	sendEDU("d1", map[string]any{"user_id": bob.UserID, "device_id": "EXTRA", "stream_id": cur + 1, "prev_id": []int64{cur}})
+	waitUntil(t, "the update in order applied", func() bool { return hasDevice("EXTRA") })
+	sendEDU("d2", map[string]any{"user_id": bob.UserID, "device_id": "GAP", "stream_id": cur + 10, "prev_id": []int64{cur + 9}})
+	waitUntil(t, "the list fetched again after a gap", func() bool { return !hasDevice("EXTRA") && cached() })
+	if hasDevice("GAP") {
+		t.Fatal("an update after a gap was applied")
+	}
+	sendEDU("d3", map[string]any{"user_id": alice.UserID, "device_id": "SPOOF", "stream_id": 1, "prev_id": []int64{}})
+	if r := a.MustOK(t, "GET", "/_matrix/client/v3/devices", alice.Token, nil); contains(r.Body, "SPOOF") {
+		t.Fatalf("a device list update from another server changed a local user: %s", r.Body)
+	}
+	if _, _, _, ok, _ := a.HS.Store.RemoteDeviceList(ctx, alice.UserID); ok {
+		t.Fatal("a local user's list was cached from another server's update")
+	}
+
 	b.Stop()
 	mustQueryKeys(t, a, alice, bob, ed)
 

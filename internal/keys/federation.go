@@ -31,6 +31,8 @@ const (
 	MaxRemoteDevices = 10000
 	// resyncParallel bounds the resyncs of remote lists running at once.
 	resyncParallel = 4
+	// maxParallelServers bounds the servers one query or claim asks at once.
+	maxParallelServers = 32
 )
 
 // Remote is how the keys service reaches other servers (internal/federation
@@ -592,12 +594,19 @@ func (s *Service) DropRemoteLists(ctx context.Context, userIDs []string) error {
 
 // --- queries and claims across servers -----------------------------------------
 
+// failure is a server's entry in failures (as Synapse reports them): the
+// status it answered with, else 504 for no answer in time and 503 for
+// none at all. The error itself stays in the logs of the caller: it may
+// name addresses the client has no business knowing.
 func failure(err error) map[string]any {
-	status := http.StatusServiceUnavailable
-	if errors.Is(err, context.DeadlineExceeded) {
+	var st interface{ HTTPStatus() int }
+	switch {
+	case errors.As(err, &st):
+		return map[string]any{"status": st.HTTPStatus(), "message": "The server refused the request"}
+	case errors.Is(err, context.DeadlineExceeded):
 		return map[string]any{"status": http.StatusGatewayTimeout, "message": "The server did not answer in time"}
 	}
-	return map[string]any{"status": status, "message": err.Error()}
+	return map[string]any{"status": http.StatusServiceUnavailable, "message": "The server could not be reached"}
 }
 
 // fanOut runs call for each server in parallel, within timeout, and
@@ -611,10 +620,20 @@ func fanOut[T any](ctx context.Context, timeout time.Duration, byServer map[stri
 	var mu sync.Mutex
 	failures := map[string]any{}
 	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxParallelServers)
 	for server, req := range byServer {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+				defer func() { <-sem }()
+			case <-ctx.Done():
+				mu.Lock()
+				failures[server] = failure(ctx.Err())
+				mu.Unlock()
+				return
+			}
 			if err := call(ctx, server, req); err != nil {
 				mu.Lock()
 				failures[server] = failure(err)
