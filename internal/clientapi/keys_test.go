@@ -160,10 +160,10 @@ func TestKeysUpload(t *testing.T) {
 	other := alice.deviceKeys(t)
 	other["user_id"] = bob.UserID
 	alice.ed.sign(t, other, alice.UserID, "ed25519:"+alice.DeviceID)
-	expect(t, upload(t, s, alice, map[string]any{"device_keys": other}), 400, "M_INVALID_PARAM")
+	expect(t, upload(t, s, alice, map[string]any{"device_keys": other}), 400, "M_BAD_JSON")
 	other = alice.deviceKeys(t)
 	other["device_id"] = "OTHERDEVICE"
-	expect(t, upload(t, s, alice, map[string]any{"device_keys": other}), 400, "M_INVALID_PARAM")
+	expect(t, upload(t, s, alice, map[string]any{"device_keys": other}), 400, "M_BAD_JSON")
 	// Missing algorithms/keys (Complement: Rejects invalid device keys), malformed signatures.
 	expect(t, upload(t, s, bob, map[string]any{"device_keys": map[string]any{"user_id": bob.UserID, "device_id": bob.DeviceID}}), 400, "M_BAD_JSON")
 	expect(t, upload(t, s, bob, map[string]any{"device_keys": nil}), 400, "M_BAD_JSON")

@@ -223,11 +223,12 @@ func (s *Service) parseDeviceKeys(userID, deviceID string, raw json.RawMessage) 
 	if dk.UserID == nil || dk.DeviceID == nil || dk.Algorithms == nil || dk.Keys == nil {
 		return nil, matrix.BadJSON("device_keys must have user_id, device_id, algorithms and keys")
 	}
+	// M_BAD_JSON for keys of another user or device, as Synapse answers.
 	if *dk.UserID != userID {
-		return nil, matrix.InvalidParam("device_keys.user_id must be your user ID %s", userID)
+		return nil, matrix.BadJSON("device_keys.user_id must be your user ID %s", userID)
 	}
 	if *dk.DeviceID != deviceID {
-		return nil, matrix.InvalidParam("device_keys.device_id must be the device of your access token, %s", deviceID)
+		return nil, matrix.BadJSON("device_keys.device_id must be the device of your access token, %s", deviceID)
 	}
 	if len(dk.Keys) > 100 || len(dk.Algorithms) > 100 {
 		return nil, matrix.InvalidParam("device_keys holds too many keys or algorithms")
