@@ -255,3 +255,34 @@ func TestToDeviceAcrossServers(t *testing.T) {
 		t.Fatalf("alice got %v", got)
 	}
 }
+
+// A device change committed without its announcement (what a crash between
+// the two leaves) is announced when the server starts again.
+func TestUnannouncedDeviceChangeSentAtStart(t *testing.T) {
+	hs := hstest.StartFederation(t, 2)
+	a, b := hs[0], hs[1]
+	alice, bob := a.Register(t, "alice"), b.Register(t, "bob")
+	ed := uploadNewKeys(t, a, alice)
+	roomID := createPublicRoom(t, a, alice)
+	joinVia(t, b, bob, roomID, a.ServerName)
+	waitJoined(t, a, alice, roomID, bob.UserID)
+	mustQueryKeys(t, b, bob, alice, ed)
+	ctx := context.Background()
+	nameOnB := func() string {
+		devs, _, _, _, _ := b.HS.Store.RemoteDeviceList(ctx, alice.UserID)
+		if len(devs) != 1 || devs[0].DisplayName == nil {
+			return ""
+		}
+		return *devs[0].DisplayName
+	}
+	waitUntil(t, "alice's list cached on b", func() bool {
+		_, _, _, ok, _ := b.HS.Store.RemoteDeviceList(ctx, alice.UserID)
+		return ok
+	})
+	// Straight to the store: committed, never announced.
+	if err := a.HS.Store.SetDeviceName(ctx, alice.UserID, alice.DeviceID, "Renamed"); err != nil {
+		t.Fatal(err)
+	}
+	a = a.Restart(t)
+	waitUntil(t, "the rename announced after the restart", func() bool { return nameOnB() == "Renamed" })
+}

@@ -259,9 +259,18 @@ func (hs *Homeserver) Run(ctx context.Context) error {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
+			// Device lists changed but not announced before a crash.
+			pending := make(chan struct{})
+			go func() {
+				defer close(pending)
+				if err := hs.Keys.AnnouncePending(ctx); err != nil && ctx.Err() == nil {
+					hs.Log.Warn("announcing pending device list changes", "err", err)
+				}
+			}()
 			if err := hs.FedSender.Run(ctx); err != nil && ctx.Err() == nil {
 				hs.Log.Error("federation sender stopped", "err", err)
 			}
+			<-pending
 		}()
 		defer func() { <-done }()
 	}

@@ -182,6 +182,12 @@ func (s *Service) announce(ctx context.Context, userID string) error {
 	m.Lock()
 	defer m.Unlock()
 
+	// Read before the lists: a change committed after this is above it, and
+	// announced by its own call (or at the next start).
+	pos, err := s.store.LastDeviceListChange(ctx, userID)
+	if err != nil {
+		return err
+	}
 	devs, cs, err := s.localLists(ctx, userID)
 	if err != nil {
 		return err
@@ -226,7 +232,7 @@ func (s *Service) announce(ctx context.Context, userID string) error {
 		now[pseudo] = h
 	}
 	if len(updates) == 0 && !signing {
-		return nil
+		return s.store.SetDeviceListOutbound(ctx, userID, nil, last, pos)
 	}
 	changed := map[string]string{}
 	for id, h := range now {
@@ -276,7 +282,29 @@ func (s *Service) announce(ctx context.Context, userID string) error {
 	}
 	// Recorded after queueing: a crash in between sends the same updates
 	// again, which receivers skip by stream_id.
-	return s.store.SetDeviceListOutbound(ctx, userID, changed, last)
+	return s.store.SetDeviceListOutbound(ctx, userID, changed, last, pos)
+}
+
+// AnnouncePending announces the device lists of local users changed since
+// their last announcement: what a crash between a change's commit and its
+// announcement left out. Run once at start.
+func (s *Service) AnnouncePending(ctx context.Context) error {
+	if !s.federated() {
+		return nil
+	}
+	users, err := s.store.UnannouncedDeviceLists(ctx)
+	if err != nil {
+		return err
+	}
+	for _, u := range users {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err := s.announce(ctx, u); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // UserDevices is the answer of GET /_matrix/federation/v1/user/devices/{userId}

@@ -24,8 +24,14 @@ type DeviceLists interface {
 	// (device ID → hash) and the last stream_id used.
 	DeviceListOutbound(ctx context.Context, userID string) (map[string]string, int64, error)
 	// SetDeviceListOutbound records announced devices (hash "" deletes the
-	// entry) and the new last stream_id, atomically.
-	SetDeviceListOutbound(ctx context.Context, userID string, hashes map[string]string, streamID int64) error
+	// entry), the new last stream_id and the position of the last device
+	// list change the announcement covers, atomically.
+	SetDeviceListOutbound(ctx context.Context, userID string, hashes map[string]string, streamID, announcedPos int64) error
+	// LastDeviceListChange is the position of userID's last device list change (0: none).
+	LastDeviceListChange(ctx context.Context, userID string) (int64, error)
+	// UnannouncedDeviceLists lists local users (rows of users) with a device
+	// list change above the last position announced for them.
+	UnannouncedDeviceLists(ctx context.Context) ([]string, error)
 
 	// RemoteDeviceList returns a remote user's cached devices and
 	// cross-signing keys (type → JSON) and the stream_id they are complete

@@ -51,7 +51,7 @@ func (s *Shared) DeviceListOutbound(ctx context.Context, userID string) (map[str
 	return out, id, nil
 }
 
-func (s *Shared) SetDeviceListOutbound(ctx context.Context, userID string, hashes map[string]string, streamID int64) error {
+func (s *Shared) SetDeviceListOutbound(ctx context.Context, userID string, hashes map[string]string, streamID, announcedPos int64) error {
 	ids := make([]string, 0, len(hashes))
 	for d := range hashes {
 		ids = append(ids, d)
@@ -70,10 +70,24 @@ func (s *Shared) SetDeviceListOutbound(ctx context.Context, userID string, hashe
 				return err
 			}
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO device_list_outbound_streams (user_id, stream_id) VALUES (?, ?)
-			ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id`, userID, streamID)
+		_, err := tx.Exec(ctx, `INSERT INTO device_list_outbound_streams (user_id, stream_id, announced_pos) VALUES (?, ?, ?)
+			ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id,
+			announced_pos = CASE WHEN excluded.announced_pos > device_list_outbound_streams.announced_pos
+				THEN excluded.announced_pos ELSE device_list_outbound_streams.announced_pos END`, userID, streamID, announcedPos)
 		return err
 	})
+}
+
+func (s *Shared) LastDeviceListChange(ctx context.Context, userID string) (int64, error) {
+	var pos sql.NullInt64
+	err := s.b.Read().QueryRow(ctx, `SELECT max(pos) FROM device_list_changes WHERE user_id = ?`, userID).Scan(&pos)
+	return pos.Int64, err
+}
+
+func (s *Shared) UnannouncedDeviceLists(ctx context.Context) ([]string, error) {
+	return queryStrings(ctx, s.b.Read(), `SELECT c.user_id FROM device_list_changes c JOIN users u ON u.user_id = c.user_id
+		LEFT JOIN device_list_outbound_streams o ON o.user_id = c.user_id
+		GROUP BY c.user_id, o.announced_pos HAVING max(c.pos) > COALESCE(o.announced_pos, 0) ORDER BY c.user_id`+s.d.Collate)
 }
 
 func (s *Shared) RemoteDeviceList(ctx context.Context, userID string) ([]store.DeviceListEntry, map[string]json.RawMessage, int64, bool, error) {

@@ -27,8 +27,22 @@ func testDeviceListOutbound(t *testing.T, s store.Store) {
 	if len(sent) != 0 || last != 0 {
 		t.Fatalf("nothing announced yet: %v %d", sent, last)
 	}
-	must(t, s.SetDeviceListOutbound(ctx(), "@a:x", map[string]string{"A1": "h1", "A2": "h2"}, 2))
-	must(t, s.SetDeviceListOutbound(ctx(), "@a:x", map[string]string{"A1": "", "A2": "h3"}, 4))
+	unannounced, err := s.UnannouncedDeviceLists(ctx())
+	must(t, err)
+	equal(t, "unannounced", unannounced, []string{"@a:x"})
+	pos, err := s.LastDeviceListChange(ctx(), "@a:x")
+	must(t, err)
+	must(t, s.SetDeviceListOutbound(ctx(), "@a:x", map[string]string{"A1": "h1", "A2": "h2"}, 2, pos))
+	unannounced, err = s.UnannouncedDeviceLists(ctx())
+	must(t, err)
+	equal(t, "unannounced after the announcement", len(unannounced), 0)
+	must(t, s.SetDeviceListOutbound(ctx(), "@a:x", map[string]string{"A1": "", "A2": "h3"}, 4, pos-1)) // never goes back
+	newDevice(t, s, "@a:x", "A3", "t3")
+	unannounced, _ = s.UnannouncedDeviceLists(ctx())
+	equal(t, "a new change", unannounced, []string{"@a:x"})
+	if p2, _ := s.LastDeviceListChange(ctx(), "@a:x"); p2 <= pos {
+		t.Fatalf("last change %d after %d", p2, pos)
+	}
 	sent, last, err = s.DeviceListOutbound(ctx(), "@a:x")
 	must(t, err)
 	equal(t, "announced", sent, map[string]string{"A2": "h3"})

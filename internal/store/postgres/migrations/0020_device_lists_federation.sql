@@ -2,7 +2,10 @@
 
 -- Outbound: what this server last announced in m.device_list_update of
 -- each local user's devices (a hash of the device's keys and display
--- name), and the user's last stream_id; the next update is the difference.
+-- name), the user's last stream_id, and the position of the last device
+-- list change announced (changes above it, left by a crash between a
+-- change's commit and its announcement, are announced at start); the next
+-- update is the difference.
 CREATE TABLE device_list_outbound (
     user_id   TEXT NOT NULL,
     device_id TEXT NOT NULL,
@@ -10,8 +13,9 @@ CREATE TABLE device_list_outbound (
     PRIMARY KEY (user_id, device_id)
 );
 CREATE TABLE device_list_outbound_streams (
-    user_id   TEXT PRIMARY KEY,
-    stream_id BIGINT NOT NULL
+    user_id       TEXT PRIMARY KEY,
+    stream_id     BIGINT NOT NULL,
+    announced_pos BIGINT NOT NULL DEFAULT 0
 );
 
 -- Inbound: the remote users whose device list is cached here, complete as
