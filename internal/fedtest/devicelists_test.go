@@ -263,3 +263,68 @@ func TestDeviceListUpdates(t *testing.T) {
 		t.Run("remote/"+c.name, func(t *testing.T) { c.run(t, remote) })
 	}
 }
+
+// untilExactly syncs until device_lists is exactly changed/left (sorted).
+func (y *dlSync) untilExactly(t *testing.T, changed, left []string) {
+	t.Helper()
+	slices.Sort(changed)
+	slices.Sort(left)
+	deadline := time.Now().Add(20 * time.Second)
+	var last deviceLists
+	for time.Now().Before(deadline) {
+		dl, _ := y.once(t, time.Second)
+		slices.Sort(dl.Changed)
+		slices.Sort(dl.Left)
+		if slices.Equal(dl.Changed, changed) && slices.Equal(dl.Left, left) {
+			return
+		}
+		last = dl
+	}
+	t.Fatalf("%s: device_lists never %v/%v (last %v/%v)", y.u.UserID, changed, left, last.Changed, last.Left)
+}
+
+// The flows of Complement's TestDeviceListsUpdateOverFederation: after Bob
+// joins Alice's encrypted room from another server, each sees exactly the
+// other (and Bob himself, whose devices went to a new server) in
+// device_lists.changed; Alice's new device, added while Bob's server is
+// down, reaches Bob once it is back — also when Alice's server restarted
+// meanwhile.
+func TestDeviceListsUpdateOverFederation(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		restartSender bool
+	}{{"server down", false}, {"server down and sender restarted", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			hs := hstest.StartFederation(t, 2)
+			a, b := hs[0], hs[1]
+			alice, bob := a.Register(t, "alice"), b.Register(t, "bob")
+			roomID := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "private_chat", "invite": []string{bob.UserID},
+				"initial_state": []map[string]any{{"type": "m.room.encryption", "state_key": "", "content": map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}}}).Str("room_id")
+			ya, yb := &dlSync{s: a, u: alice}, &dlSync{s: b, u: bob}
+			ya.once(t, 0)
+			waitUntil(t, "bob's invite", func() bool {
+				r := b.MustOK(t, "GET", "/_matrix/client/v3/sync?timeout=0", bob.Token, nil)
+				return contains(r.Body, roomID)
+			})
+			yb.once(t, 0)
+			joinVia(t, b, bob, roomID, a.ServerName)
+			ya.untilExactly(t, []string{bob.UserID}, []string{})
+			yb.untilExactly(t, []string{alice.UserID, bob.UserID}, []string{})
+
+			b.Stop()
+			login := a.MustOK(t, "POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password", "device_id": "NEW_DEVICE",
+				"identifier": map[string]any{"type": "m.id.user", "user": "alice"}, "password": "correct horse battery alice"})
+			alice2 := &hstest.User{UserID: alice.UserID, DeviceID: login.Str("device_id"), Token: login.Str("access_token")}
+			ed := uploadNewKeys(t, a, alice2)
+			if tc.restartSender {
+				a = a.Restart(t)
+				ya.s = a
+			}
+			b = b.Restart(t)
+			yb.s = b
+			ya.untilExactly(t, []string{alice.UserID}, []string{})
+			yb.untilExactly(t, []string{alice.UserID}, []string{})
+			mustQueryKeys(t, b, bob, alice2, ed)
+		})
+	}
+}

@@ -86,6 +86,9 @@ type Homeserver struct {
 	Keyring *keyring.Keyring
 
 	cluster *cluster // nil unless several processes may share the store (cluster.go)
+	// memberNotices feeds the device-list side of membership changes
+	// (wiring.go, membershipsChanged), outside the room's lock.
+	memberNotices chan room.Notice
 
 	// FedClient makes every request to other servers (nil when
 	// federation_listen is empty): federation_allow, discovery, signing.
