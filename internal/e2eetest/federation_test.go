@@ -143,3 +143,38 @@ func TestCrossSigningAcrossServers(t *testing.T) {
 		return err == nil && p != nil && p.MasterKey == bobKeys.MasterKey.PublicKey()
 	})
 }
+
+// Key backup for a room shared across servers: Alice on A backs up the
+// session of a message Bob sent from B; her fresh device restores it and
+// reads the message.
+func TestKeyBackupRestoreAcrossServers(t *testing.T) {
+	hs := hstest.StartFederation(t, 2)
+	a, b := hs[0], hs[1]
+	alice, bob := register(t, a, "alice"), register(t, b, "bob")
+	roomID := alice.createEncryptedRoom(bob.cli.UserID)
+	bob.joinVia(roomID, a.ServerName)
+	alice.syncUntil("bob's join", alice.joined(roomID, bob.cli.UserID))
+	old := bob.send(roomID, "remember me, from B")
+	if got := alice.waitPlain(old); got != "remember me, from B" {
+		t.Fatalf("alice decrypted %q", got)
+	}
+	key, _, created := backUpSession(t, alice, roomID, old)
+
+	alice2 := login(t, a, "alice")
+	alice2.syncOnce(0)
+	if _, err := alice2.decryptFromHistory(roomID, old); err == nil {
+		t.Fatal("the fresh device decrypted the old message without the backup")
+	}
+	version, err := alice2.mach.DownloadAndStoreLatestKeyBackup(ctxT(t), key)
+	if err != nil || version != created.Version {
+		t.Fatalf("restore: %q %v", version, err)
+	}
+	if got, err := alice2.decryptFromHistory(roomID, old); err != nil || got != "remember me, from B" {
+		t.Fatalf("after restore: %q %v", got, err)
+	}
+	// Bob (on B) reads what the restored device sends.
+	e := alice2.send(roomID, "restored on A")
+	if got := bob.waitPlain(e); got != "restored on A" {
+		t.Fatalf("bob decrypted %q", got)
+	}
+}
