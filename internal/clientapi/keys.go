@@ -69,7 +69,7 @@ func (a *API) keysQuery(w http.ResponseWriter, r *http.Request, s *store.Session
 		}
 		users[u] = ids
 	}
-	res, err := a.Keys.Query(r.Context(), s.UserID, users, remoteTimeout(req.Timeout))
+	res, err := a.Keys.Query(r.Context(), s.UserID, users, remoteTimeout(r, req.Timeout))
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return
@@ -90,7 +90,7 @@ func (a *API) keysClaim(w http.ResponseWriter, r *http.Request, s *store.Session
 		jsonhttp.Error(w, r, matrix.MissingParam("one_time_keys is required"))
 		return
 	}
-	res, err := a.Keys.Claim(r.Context(), req.OneTimeKeys, remoteTimeout(req.Timeout))
+	res, err := a.Keys.Claim(r.Context(), req.OneTimeKeys, remoteTimeout(r, req.Timeout))
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return
@@ -98,12 +98,17 @@ func (a *API) keysClaim(w http.ResponseWriter, r *http.Request, s *store.Session
 	jsonhttp.OK(w, res)
 }
 
-// remoteTimeout is the request's timeout for other servers (milliseconds,
-// default 10 s per the spec), kept between 1 s and a minute so that a
-// request neither gives up at once nor hangs.
-func remoteTimeout(ms *int64) time.Duration {
+// remoteTimeout is the request's timeout for other servers in
+// milliseconds: the body's "timeout" (spec), else the query parameter
+// Synapse reads, else 10 s; kept between 1 s and a minute so that a request
+// neither gives up at once nor hangs.
+func remoteTimeout(r *http.Request, ms *int64) time.Duration {
 	if ms == nil {
-		return keys.DefaultRemoteTimeout
+		n, err := strconv.ParseInt(r.URL.Query().Get("timeout"), 10, 64)
+		if err != nil {
+			return keys.DefaultRemoteTimeout
+		}
+		ms = &n
 	}
 	d := time.Duration(*ms) * time.Millisecond
 	return min(max(d, time.Second), time.Minute)
