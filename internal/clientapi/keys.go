@@ -110,8 +110,7 @@ func remoteTimeout(r *http.Request, ms *int64) time.Duration {
 		}
 		ms = &n
 	}
-	d := time.Duration(*ms) * time.Millisecond
-	return min(max(d, time.Second), time.Minute)
+	return time.Duration(min(max(*ms, 1000), 60000)) * time.Millisecond
 }
 
 // ParseStreamToken reads a sync or pagination token as a stream position.
