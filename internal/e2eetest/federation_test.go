@@ -3,6 +3,7 @@
 package e2eetest
 
 import (
+	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -118,6 +119,17 @@ func TestCrossSigningAcrossServers(t *testing.T) {
 	r := b.MustOK(t, "POST", "/_matrix/client/v3/keys/query", bob.cli.AccessToken, map[string]any{"device_keys": map[string]any{string(alice.cli.UserID): []string{}}})
 	if m, _ := r.JSON["user_signing_keys"].(map[string]any); len(m) != 0 {
 		t.Fatalf("alice's user-signing key crossed servers: %s", r.Body)
+	}
+	// What A serves other servers: master and self-signing keys, never the
+	// user-signing key.
+	usk := aliceKeys.UserSigningKey.PublicKey().String()
+	raw, err := b.HS.FedClient.QueryKeys(ctxT(t), a.ServerName, map[string][]string{string(alice.cli.UserID): {}})
+	if err != nil || !strings.Contains(string(raw), aliceKeys.MasterKey.PublicKey().String()) || strings.Contains(string(raw), usk) {
+		t.Fatalf("/user/keys/query: %s %v", raw, err)
+	}
+	raw, err = b.HS.FedClient.UserDevices(ctxT(t), a.ServerName, string(alice.cli.UserID))
+	if err != nil || !strings.Contains(string(raw), aliceKeys.SelfSigningKey.PublicKey().String()) || strings.Contains(string(raw), usk) {
+		t.Fatalf("/user/devices: %s %v", raw, err)
 	}
 
 	_, bobKeys, err := bob.mach.GenerateAndUploadCrossSigningKeys(ctxT(t), uia("bob"), "")
