@@ -534,7 +534,7 @@ func (s *Service) resyncOnce(ctx context.Context, userID string) (again bool, er
 	if s.Fed.SharedWithLocal == nil || !s.Fed.SharedWithLocal(ctx, userID) {
 		return false, s.store.DropRemoteDeviceLists(ctx, []string{userID})
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, DefaultRemoteTimeout)
 	defer cancel()
 	raw, err := s.Fed.Remote.UserDevices(ctx, matrix.ServerOf(userID), userID)
 	if err != nil {
@@ -681,7 +681,7 @@ func fanOut[T any](ctx context.Context, timeout time.Duration, byServer map[stri
 // asked in parallel within timeout.
 func (s *Service) queryRemote(ctx context.Context, res *QueryResult, users map[string][]string, timeout time.Duration) error {
 	byServer := map[string]map[string][]string{}
-	var unshared []string
+	var unshared, toCache []string
 	for userID, devices := range users {
 		shared := s.Fed.SharedWithLocal != nil && s.Fed.SharedWithLocal(ctx, userID)
 		if shared {
@@ -693,7 +693,7 @@ func (s *Service) queryRemote(ctx context.Context, res *QueryResult, users map[s
 				fillFromCache(res, userID, devices, devs, cs)
 				continue
 			}
-			s.resync(ctx, userID) // cache them for next time
+			toCache = append(toCache, userID)
 		} else {
 			unshared = append(unshared, userID)
 		}
@@ -756,6 +756,14 @@ func (s *Service) queryRemote(ctx context.Context, res *QueryResult, users map[s
 	})
 	for srv, f := range failures {
 		res.Failures[srv] = f
+	}
+	// Cache the lists of users a local user shares a room with, for next
+	// time: only from servers that answered (a server that is down would
+	// only tie up the resyncs).
+	for _, u := range toCache {
+		if _, failed := failures[matrix.ServerOf(u)]; !failed {
+			s.resync(ctx, u)
+		}
 	}
 	return nil
 }
