@@ -21,11 +21,18 @@ const RemoteTypingTimeout = 60 * time.Second
 type EDUSinks struct {
 	Typing  func(ctx context.Context, roomID, userID string, typing bool, timeout time.Duration) error
 	Receipt func(ctx context.Context, roomID, userID, eventID, threadID string, ts int64) error
+	// E2EE takes m.device_list_update, m.signing_key_update and
+	// m.direct_to_device (e2ee.go); nil: ignored.
+	E2EE func(ctx context.Context, origin, eduType string, content json.RawMessage)
 }
 
 // HandleEDU takes one EDU of a transaction from origin.
 func (s *Service) HandleEDU(ctx context.Context, origin, eduType string, content json.RawMessage) {
 	switch eduType {
+	case "m.device_list_update", "m.signing_key_update", "m.direct_to_device":
+		if s.Sinks.E2EE != nil {
+			s.Sinks.E2EE(ctx, origin, eduType, content)
+		}
 	case "m.typing":
 		var c struct {
 			RoomID string `json:"room_id"`

@@ -11,6 +11,7 @@ import (
 	"conclave/internal/federation"
 	"conclave/internal/jsonhttp"
 	"conclave/internal/keyring"
+	"conclave/internal/keys"
 	"conclave/internal/media"
 	"conclave/internal/room"
 	"conclave/internal/store"
@@ -34,6 +35,9 @@ type Deps struct {
 	Federation *federation.Service
 	// EDUs takes the EDUs of received transactions (nil: ignored).
 	EDUs federation.EDUHandler
+	// Keys serves this server's users' device lists and keys (userkeys.go);
+	// nil: not served.
+	Keys *keys.Service
 	// Store answers the queries (aliases, profiles).
 	Store store.Store
 	// Heard is told of every server whose signed request was accepted: a
@@ -76,6 +80,7 @@ func (a *API) Register(mux Mux) {
 	a.registerQueries(mux)
 	a.registerDirectory(mux)
 	a.registerHierarchy(mux)
+	a.registerUserKeys(mux)
 }
 
 // version: Server-Server API, "GET /_matrix/federation/v1/version".

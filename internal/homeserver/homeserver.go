@@ -90,6 +90,9 @@ type Homeserver struct {
 	Keyring *keyring.Keyring
 
 	cluster *cluster // nil unless several processes may share the store (cluster.go)
+	// memberNotices feeds the device-list side of membership changes
+	// (wiring.go, membershipsChanged), outside the room's lock.
+	memberNotices chan room.Notice
 
 	// FedClient makes every request to other servers (nil when
 	// federation_listen is empty): federation_allow, discovery, signing.
@@ -273,9 +276,18 @@ func (hs *Homeserver) Run(ctx context.Context) error {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
+			// Device lists changed but not announced before a crash.
+			pending := make(chan struct{})
+			go func() {
+				defer close(pending)
+				if err := hs.Keys.AnnouncePending(ctx); err != nil && ctx.Err() == nil {
+					hs.Log.Warn("announcing pending device list changes", "err", err)
+				}
+			}()
 			if err := hs.FedSender.Run(ctx); err != nil && ctx.Err() == nil {
 				hs.Log.Error("federation sender stopped", "err", err)
 			}
+			<-pending
 		}()
 		defer func() { <-done }()
 	}

@@ -40,6 +40,7 @@ type Store interface {
 	Filters
 	Directory
 	Keys
+	DeviceLists
 	Stream
 	MediaStore
 	Pushers

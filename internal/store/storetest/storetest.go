@@ -56,6 +56,8 @@ func Run(t *testing.T, open Opener) {
 		{"ClaimKeys", testClaimKeys},
 		{"ClaimKeysConcurrent", testClaimKeysConcurrent},
 		{"CrossSigning", testCrossSigning},
+		{"DeviceListOutbound", testDeviceListOutbound},
+		{"RemoteDeviceLists", testRemoteDeviceLists},
 		{"DeviceListChanges", testDeviceListChanges},
 		{"ToDevice", testToDevice},
 		{"DeleteDeviceCleanup", testDeleteDeviceCleanup},
