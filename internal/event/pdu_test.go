@@ -405,6 +405,14 @@ func TestParsePDURejects(t *testing.T) {
 			t.Errorf("%s=%s accepted", k, val)
 		}
 	}
+	// A received state_key is held to 255 code points, as Synapse does:
+	// 70 emoji (280 bytes) pass, 256 ASCII characters do not.
+	if _, err := ParsePDU(v, mutate("state_key", `"`+strings.Repeat("💥", 70)+`"`)); err != nil {
+		t.Errorf("a 70-emoji state_key refused: %v", err)
+	}
+	if _, err := ParsePDU(v, mutate("state_key", `"`+strings.Repeat("a", 256)+`"`)); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("a 256-character state_key: %v", err)
+	}
 	many := `["$1","$2","$3","$4","$5","$6","$7","$8","$9","$10","$11","$12","$13","$14","$15","$16","$17","$18","$19","$20","$21"]`
 	if _, err := ParsePDU(v, mutate("prev_events", many)); err == nil {
 		t.Error("21 prev_events accepted")

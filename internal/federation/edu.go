@@ -26,6 +26,9 @@ type EDUSinks struct {
 	// Presence takes another server's user's presence; it checks the user
 	// shares a room with a user of this server.
 	Presence func(ctx context.Context, p Presence) error
+	// E2EE takes m.device_list_update, m.signing_key_update and
+	// m.direct_to_device (e2ee.go); nil: ignored.
+	E2EE func(ctx context.Context, origin, eduType string, content json.RawMessage)
 }
 
 // Presence is one user's presence as the m.presence EDU carries it.
@@ -43,6 +46,10 @@ const maxPresencePush = 1000
 // HandleEDU takes one EDU of a transaction from origin.
 func (s *Service) HandleEDU(ctx context.Context, origin, eduType string, content json.RawMessage) {
 	switch eduType {
+	case "m.device_list_update", "m.signing_key_update", "m.direct_to_device":
+		if s.Sinks.E2EE != nil {
+			s.Sinks.E2EE(ctx, origin, eduType, content)
+		}
 	case "m.typing":
 		var c struct {
 			RoomID string `json:"room_id"`

@@ -142,7 +142,7 @@ func (s *Service) fillGap(ctx context.Context, origin string, pdu *event.PDU) er
 	var got []*event.PDU
 	for _, raw := range raws {
 		ev, err := s.checkPDU(ctx, pdu.Version, raw)
-		if err != nil || ev.RoomID != pdu.RoomID || ev.EventID == pdu.EventID {
+		if err != nil || event.RoomIDForCreate(ev) != pdu.RoomID || ev.EventID == pdu.EventID {
 			continue // a bad event is left out; what cites it stays missing
 		}
 		got = append(got, ev)

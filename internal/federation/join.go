@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"conclave/internal/event"
 	"conclave/internal/fedclient"
 	"conclave/internal/matrix"
+	"conclave/internal/room"
 	"conclave/internal/store"
 )
 
@@ -60,14 +62,35 @@ func (r *eventRefs) UnmarshalJSON(b []byte) error {
 // answer. content holds extra keys of the join's content (displayname,
 // avatar_url, reason). It returns the join's event ID.
 func (s *Service) Join(ctx context.Context, roomID, userID string, servers []string, content map[string]json.RawMessage) (string, error) {
+	return s.join(ctx, roomID, userID, servers, content, false)
+}
+
+// JoinResident joins userID to a room this server is in but whose
+// restricted join rule no user of this server can authorise (none may
+// invite): another server in the room builds and signs the join
+// (make_join/send_join with join_authorised_via_users_server naming one of
+// its users), and the signed join then comes in like any event received
+// from that server. Synapse does the same (Client-Server API, "Restricted
+// rooms": the joining server asks a resident server that can authorise).
+func (s *Service) JoinResident(ctx context.Context, roomID, userID string, servers []string, content map[string]json.RawMessage) (string, error) {
+	in, err := s.Rooms.ServersInRoom(ctx, roomID)
+	if err != nil {
+		return "", err
+	}
+	return s.join(ctx, roomID, userID, append(slices.Clone(servers), in...), content, true)
+}
+
+func (s *Service) join(ctx context.Context, roomID, userID string, servers []string, content map[string]json.RawMessage, resident bool) (string, error) {
 	var errs []error
+	seen := map[string]bool{}
 	tried := 0
 	for _, srv := range servers {
-		if srv == s.ServerName || srv == "" {
+		if srv == s.ServerName || srv == "" || seen[srv] {
 			continue
 		}
+		seen[srv] = true
 		tried++
-		id, err := s.joinVia(ctx, srv, roomID, userID, content)
+		id, err := s.joinVia(ctx, srv, roomID, userID, content, resident)
 		if err == nil {
 			return id, nil
 		}
@@ -97,7 +120,7 @@ type template struct {
 	Depth    int64           `json:"depth"`
 }
 
-func (s *Service) joinVia(ctx context.Context, srv, roomID, userID string, extra map[string]json.RawMessage) (string, error) {
+func (s *Service) joinVia(ctx context.Context, srv, roomID, userID string, extra map[string]json.RawMessage, resident bool) (string, error) {
 	mm, err := s.Client.MakeJoin(ctx, srv, roomID, userID, SupportedRoomVersions())
 	if err != nil {
 		return "", remoteError(err)
@@ -154,12 +177,39 @@ func (s *Service) joinVia(ctx context.Context, srv, roomID, userID string, extra
 		}
 		join = signed
 	}
+	if resident {
+		return join.EventID, s.receiveJoin(ctx, srv, rv, join)
+	}
 	state := s.checkedEvents(ctx, rv, roomID, resp.State)
 	chain := s.checkedEvents(ctx, rv, roomID, resp.AuthChain)
 	if err := s.Rooms.ImportJoin(ctx, rv, join, state, chain); err != nil {
 		return "", err
 	}
 	return join.EventID, nil
+}
+
+// receiveJoin takes a join another server signed into a room this server
+// is in, through the room writer like any received event (its prev events
+// are the resident server's extremities: missing ones are fetched from it).
+func (s *Service) receiveJoin(ctx context.Context, srv string, rv *event.RoomVersion, join *event.PDU) error {
+	for round := 0; ; round++ {
+		got, err := s.Rooms.Receive(ctx, join)
+		var missing *room.MissingEventsError
+		if errors.As(err, &missing) && round < missingEventsRounds {
+			if ferr := s.fillGap(ctx, srv, join); ferr != nil {
+				return fmt.Errorf("the join cites events %s could not give: %w", srv, ferr)
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		switch got.Outcome {
+		case room.Rejected, room.SoftFailed:
+			return matrix.Forbidden("The join is not allowed by the room's state: %s", got.Reason)
+		}
+		return nil
+	}
 }
 
 // checkedEvents parses events of a room from another server, leaving out
@@ -170,7 +220,7 @@ func (s *Service) checkedEvents(ctx context.Context, rv *event.RoomVersion, room
 	seen := make(map[string]bool, len(raws))
 	for _, raw := range raws {
 		ev, err := s.checkPDU(ctx, rv, raw)
-		if err != nil || ev.RoomID != roomID || seen[ev.EventID] {
+		if err != nil || event.RoomIDForCreate(ev) != roomID || seen[ev.EventID] {
 			continue
 		}
 		seen[ev.EventID] = true

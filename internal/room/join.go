@@ -142,7 +142,7 @@ func (s *Service) joinAuthoriser(ctx context.Context, rs *roomState, userID stri
 		}
 	}
 	if len(candidates) == 0 {
-		return "", matrix.Errorf(http.StatusBadRequest, "M_UNABLE_TO_AUTHORISE_JOIN", "No user of this server can authorise the join")
+		return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrUnableToAuthoriseJoin, "No user of this server can authorise the join")
 	}
 	slices.Sort(candidates) // the same choice every time
 	return candidates[0], nil
@@ -371,7 +371,7 @@ func (s *Service) ImportJoin(ctx context.Context, rv *event.RoomVersion, join *e
 	all := make(map[string]*event.PDU, len(state)+len(authChain))
 	for _, list := range [][]*event.PDU{authChain, state} {
 		for _, ev := range list {
-			if ev.RoomID != roomID {
+			if event.RoomIDForCreate(ev) != roomID { // a v12 create carries no room_id
 				return matrix.Forbidden("The join answer holds an event of another room")
 			}
 			all[ev.EventID] = ev
@@ -605,8 +605,12 @@ func entriesOf(st StateMap, events map[string]*event.PDU) []store.StateEntry {
 // (Client-Server API, "Stripped state").
 var strippedTypes = []string{"m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar", "m.room.canonical_alias", "m.room.encryption", "m.room.topic"}
 
-// StrippedState returns the room's stripped state: {type, state_key,
-// content, sender} of its current name, topic, join rules and the like.
+// StrippedState returns the room's stripped state for another server (an
+// invite's invite_room_state, a knock's knock_room_state): its current
+// create event, name, topic, join rules and the like, as full PDUs — the
+// Server-Server API requires them since v1.16 (MSC4311), so the receiving
+// server can check the create event; older servers read type, state_key,
+// content and sender from them as before.
 func (s *Service) StrippedState(ctx context.Context, roomID string) ([]json.RawMessage, error) {
 	e, rs, err := s.lock(ctx, roomID)
 	if err != nil {
@@ -619,11 +623,8 @@ func (s *Service) StrippedState(ctx context.Context, roomID string) ([]json.RawM
 func (s *Service) strippedOf(rs *roomState) []json.RawMessage {
 	out := []json.RawMessage{}
 	for _, t := range strippedTypes {
-		if p := rs.StateEvent(t, ""); p != nil {
-			j, err := json.Marshal(map[string]any{"type": p.Type, "state_key": "", "content": p.Content, "sender": p.Sender})
-			if err == nil {
-				out = append(out, j)
-			}
+		if p := rs.StateEvent(t, ""); p != nil && len(p.Raw) > 0 {
+			out = append(out, p.Raw)
 		}
 	}
 	return out

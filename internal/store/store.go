@@ -40,6 +40,7 @@ type Store interface {
 	Filters
 	Directory
 	Keys
+	DeviceLists
 	Stream
 	MediaStore
 	Pushers
@@ -47,6 +48,7 @@ type Store interface {
 	ServerKeys
 	FedQueue
 	FedTxns
+	ServerNotices
 	Close() error
 }
 
