@@ -10,6 +10,7 @@ import (
 	"conclave/internal/event"
 	"conclave/internal/jsonhttp"
 	"conclave/internal/matrix"
+	"conclave/internal/notices"
 	"conclave/internal/room"
 	"conclave/internal/store"
 )
@@ -277,6 +278,13 @@ func (a *API) leave(w http.ResponseWriter, r *http.Request, s *store.Session) {
 			}
 			jsonhttp.Error(w, r, err)
 			return
+		}
+	}
+	if err == nil && a.Notices != nil && a.Notices.IsNoticeRoom(r.Context(), s.UserID, roomID) {
+		// The server notices room's invite cannot be rejected (Synapse);
+		// once joined, the user may leave.
+		if m, merr := a.Rooms.Membership(r.Context(), roomID, s.UserID); merr == nil && m == "invite" {
+			err = notices.CannotLeave()
 		}
 	}
 	if err == nil {

@@ -176,7 +176,7 @@ func (s *Service) Knock(ctx context.Context, roomID, userID string, servers []st
 // fromTemplate fills in and signs a make_leave or make_knock template.
 func (s *Service) fromTemplate(rvID string, tmpl json.RawMessage, roomID, userID, membership string, extra map[string]json.RawMessage) (*event.RoomVersion, *event.PDU, error) {
 	rv, ok := event.GetRoomVersion(rvID)
-	if !ok || rv.EventIDFormat < 3 {
+	if !ok || !supported(rv) {
 		return nil, nil, matrix.Errorf(http.StatusBadRequest, matrix.ErrIncompatibleRoomVer, "Room version %q is not supported", rvID)
 	}
 	var t template

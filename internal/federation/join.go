@@ -17,15 +17,43 @@ import (
 )
 
 // SupportedRoomVersions are the room versions this server can join over
-// federation: those whose events it can parse (event IDs from hashes, v3+).
+// federation: every known one but 1, whose state resolution (v1) this
+// server does not implement (version 2 has the same event format and state
+// resolution v2).
 func SupportedRoomVersions() []string {
 	var out []string
 	for _, id := range event.KnownRoomVersions() {
-		if rv, _ := event.GetRoomVersion(id); rv.EventIDFormat >= 3 {
+		if rv, _ := event.GetRoomVersion(id); supported(rv) {
 			out = append(out, id)
 		}
 	}
 	return out
+}
+
+func supported(rv *event.RoomVersion) bool { return rv != nil && rv.StateRes != 1 }
+
+// eventRefs reads the prev_events or auth_events of a template: event IDs,
+// or the [event ID, hashes] pairs of room versions 1 and 2.
+type eventRefs []string
+
+func (r *eventRefs) UnmarshalJSON(b []byte) error {
+	var raw []json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	out := make([]string, 0, len(raw))
+	for _, x := range raw {
+		var id string
+		if json.Unmarshal(x, &id) != nil {
+			var pair []json.RawMessage
+			if err := json.Unmarshal(x, &pair); err != nil || len(pair) == 0 || json.Unmarshal(pair[0], &id) != nil {
+				return errors.New("not an event ID nor an [event ID, hashes] pair")
+			}
+		}
+		out = append(out, id)
+	}
+	*r = out
+	return nil
 }
 
 // Join joins userID (of this server) to a room this server is not in,
@@ -87,8 +115,8 @@ type template struct {
 	Sender   string          `json:"sender"`
 	RoomID   string          `json:"room_id"`
 	Content  json.RawMessage `json:"content"`
-	Prev     []string        `json:"prev_events"`
-	Auth     []string        `json:"auth_events"`
+	Prev     eventRefs       `json:"prev_events"`
+	Auth     eventRefs       `json:"auth_events"`
 	Depth    int64           `json:"depth"`
 }
 
@@ -98,7 +126,7 @@ func (s *Service) joinVia(ctx context.Context, srv, roomID, userID string, extra
 		return "", remoteError(err)
 	}
 	rv, ok := event.GetRoomVersion(mm.RoomVersion)
-	if !ok || rv.EventIDFormat < 3 {
+	if !ok || !supported(rv) {
 		return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrIncompatibleRoomVer, "Room version %q is not supported", mm.RoomVersion)
 	}
 	var t template
@@ -168,7 +196,7 @@ func (s *Service) receiveJoin(ctx context.Context, srv string, rv *event.RoomVer
 		got, err := s.Rooms.Receive(ctx, join)
 		var missing *room.MissingEventsError
 		if errors.As(err, &missing) && round < missingEventsRounds {
-			if ferr := s.fillGap(ctx, srv, rv, join); ferr != nil {
+			if ferr := s.fillGap(ctx, srv, join); ferr != nil {
 				return fmt.Errorf("the join cites events %s could not give: %w", srv, ferr)
 			}
 			continue

@@ -75,9 +75,21 @@ func (s *Service) MembershipTemplate(ctx context.Context, roomID, userID, member
 			auth = append(auth, ev.EventID)
 		}
 	}
+	var prevRefs, authRefs any = prev, auth
+	if rs.version.EventIDFormat == 1 {
+		// Room versions 1 and 2: [event ID, hashes] pairs.
+		pairs := func(ids []string) [][2]any {
+			out := make([][2]any, len(ids))
+			for i, id := range ids {
+				out[i] = [2]any{id, struct{}{}}
+			}
+			return out
+		}
+		prevRefs, authRefs = pairs(prev), pairs(auth)
+	}
 	tmpl := map[string]any{
 		"type": "m.room.member", "state_key": userID, "sender": userID, "room_id": roomID,
-		"content": json.RawMessage(raw), "prev_events": prev, "auth_events": auth,
+		"content": json.RawMessage(raw), "prev_events": prevRefs, "auth_events": authRefs,
 		"depth": rs.depth + 1, "origin_server_ts": s.now().UnixMilli(), "origin": matrix.ServerOf(userID),
 	}
 	out, err := json.Marshal(tmpl)
@@ -473,6 +485,13 @@ func (s *Service) ImportJoin(ctx context.Context, rv *event.RoomVersion, join *e
 // events after their auth events; it returns those that passed. An event
 // whose auth events are not all among the passed ones fails too.
 func checkAuthOrder(rv *event.RoomVersion, all map[string]*event.PDU) map[string]bool {
+	return checkAuthOrderWith(rv, all, nil)
+}
+
+// checkAuthOrderWith is checkAuthOrder where the events of all may also
+// cite stored events (trusted: accepted or outliers here, not checked
+// again).
+func checkAuthOrderWith(rv *event.RoomVersion, all, trusted map[string]*event.PDU) map[string]bool {
 	valid := make(map[string]bool, len(all))
 	pending := make([]*event.PDU, 0, len(all))
 	for _, ev := range all {
@@ -488,6 +507,11 @@ func checkAuthOrder(rv *event.RoomVersion, all map[string]*event.PDU) map[string
 		return compareStrings(a.EventID, b.EventID)
 	})
 	var create *event.PDU
+	for _, ev := range trusted {
+		if ev.Type == "m.room.create" && ev.StateKey != nil && *ev.StateKey == "" {
+			create = ev
+		}
+	}
 	for _, ev := range pending {
 		if ev.Type == "m.room.create" && ev.StateKey != nil && *ev.StateKey == "" {
 			if authrules.Check(ev, authrules.StateMap{}) == nil {
@@ -509,6 +533,8 @@ func checkAuthOrder(rv *event.RoomVersion, all map[string]*event.PDU) map[string
 				switch {
 				case valid[a]:
 					auth = append(auth, all[a])
+				case trusted[a] != nil:
+					auth = append(auth, trusted[a])
 				case all[a] == nil:
 					known = false
 				default:

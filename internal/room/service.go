@@ -59,6 +59,11 @@ type Service struct {
 	// InviteRemote has another server's user sign their invite (invite.go);
 	// nil: such invites are built and sent like any event.
 	InviteRemote InviteRemote
+	// RemoteHierarchy asks other servers about the rooms of a space this
+	// server is not in (hierarchy.go); nil: such rooms are left out.
+	RemoteHierarchy RemoteHierarchy
+	spacesOnce      sync.Once
+	spaces          *lru.Cache[string, cachedSpace]
 	// OnUpgradedRoomJoin is called after the commit of a local user's join
 	// to a room that replaces another (m.room.create predecessor), so the
 	// user's settings for the old room follow (upgradejoin.go).

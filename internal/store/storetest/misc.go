@@ -204,4 +204,36 @@ func testDirectory(t *testing.T, s store.Store) {
 	equal(t, "limit", len(es), 2)
 	must(t, s.Deactivate(ctx(), "@bob:x"))
 	equal(t, "deactivated hidden", search("@alice:x", "bob"), []string(nil))
+
+	// Users of other servers (no users row): their profile is their latest
+	// join event's.
+	remote := func(user, content string) store.NewEvent {
+		e := r.ev("m.room.member", sk(user), user, content)
+		e.Membership = "join"
+		return e
+	}
+	r.send(t, remote("@zed:other", `{"membership":"join","displayname":"Old Name"}`))
+	r.send(t, remote("@zed:other", `{"membership":"join","displayname":"Zorro Zed","avatar_url":"mxc://other/z"}`))
+	r.send(t, remote("@yan:other", `{"membership":"join","displayname":17}`))
+	es, err := s.SearchUserDirectory(ctx(), "@alice:x", "zorro", 10)
+	must(t, err)
+	if len(es) != 1 || es[0].UserID != "@zed:other" || es[0].DisplayName != "Zorro Zed" || es[0].AvatarURL != "mxc://other/z" {
+		t.Fatalf("remote user by display name: %+v", es)
+	}
+	equal(t, "an old name is no name", search("@alice:x", "old name"), []string(nil))
+	equal(t, "remote users by ID", search("@alice:x", ":other"), []string{"@yan:other", "@zed:other"})
+	equal(t, "not shared with dave", search("@dave:x", "zorro"), []string(nil))
+}
+
+func testServerNotices(t *testing.T, s store.Store) {
+	_, err := s.NoticeRoom(ctx(), "@a:x")
+	wantErr(t, err, store.ErrNotFound)
+	must(t, s.SetNoticeRoom(ctx(), "@a:x", "!one:x"))
+	must(t, s.SetNoticeRoom(ctx(), "@b:x", "!two:x"))
+	must(t, s.SetNoticeRoom(ctx(), "@a:x", "!three:x"))
+	r, err := s.NoticeRoom(ctx(), "@a:x")
+	must(t, err)
+	equal(t, "replaced", r, "!three:x")
+	r, _ = s.NoticeRoom(ctx(), "@b:x")
+	equal(t, "other user", r, "!two:x")
 }
