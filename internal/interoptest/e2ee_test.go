@@ -4,11 +4,8 @@ package interoptest
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"testing"
 	"time"
@@ -211,21 +208,6 @@ func (c *e2eeClient) joinInvited(roomID id.RoomID, via string) {
 	c.syncUntil("own join", c.joined(roomID, c.cli.UserID))
 }
 
-// federatedDeviceLists says whether Conclave serves device lists to other
-// servers (GET /_matrix/federation/v1/user/devices/{userId}): an
-// unauthenticated request is refused (401) by a route that exists, and is
-// 404 where none does.
-func federatedDeviceLists(t *testing.T, s *hstest.Server) bool {
-	t.Helper()
-	cli := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.CA.Pool(), ServerName: "localhost"}}, Timeout: 10 * time.Second}
-	res, err := cli.Get(s.FederationURL + "/_matrix/federation/v1/user/devices/" + url.PathEscape("@probe:"+s.ServerName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	return res.StatusCode != http.StatusNotFound
-}
-
 // knows says whether c's crypto store has dev, a device of user.
 func (c *e2eeClient) knows(user id.UserID, dev id.DeviceID) func() bool {
 	return func() bool {
@@ -243,9 +225,6 @@ func (c *e2eeClient) knows(user id.UserID, dev id.DeviceID) func() bool {
 // reads what is sent after it came.
 func TestMegolmWithDendrite(t *testing.T) {
 	p := startPair(t)
-	if !federatedDeviceLists(t, p.c) {
-		t.Skip("Conclave does not serve device lists and keys over federation yet (issue 11, E2EE across servers): nothing to test against Dendrite")
-	}
 	cora := newE2EEClient(t, p.c, "cora")
 	dan := newE2EEClient(t, p.d.Client, "dan")
 
