@@ -2,7 +2,7 @@
 GO ?= go
 COMPLEMENT_IMAGE ?= conclave-complement
 
-.PHONY: build test test-go test-race test-js vet run complement-image fuzz-short
+.PHONY: build test test-go test-race test-js vet run complement-image fuzz-short interop-dendrite
 
 build:
 	$(GO) build -trimpath -o conclave ./cmd/conclave
@@ -22,7 +22,7 @@ test: vet test-go test-race test-js
 # server on PostgreSQL. One throwaway PostgreSQL server serves the whole run
 # (scripts/postgres-test.sh); without PostgreSQL installed the PostgreSQL
 # tests skip, except under CI=true where they fail.
-test-go:
+test-go: interop-dendrite
 	@set -e; dsn=""; \
 	if scripts/postgres-test.sh check; then dsn=$$(scripts/postgres-test.sh start); trap 'scripts/postgres-test.sh stop "$$dsn"' EXIT; fi; \
 	export CONCLAVE_TEST_PG_DSN="$$dsn"; \
@@ -30,6 +30,14 @@ test-go:
 	$(GO) test -tags goolm -count=1 -timeout 20m ./...; \
 	echo "== integration tests on PostgreSQL"; \
 	CONCLAVE_TEST_DATABASE=postgres $(GO) test -tags goolm -count=1 -timeout 20m ./...
+
+# Dendrite for the interoperability tests (internal/interoptest), built from
+# the Go module proxy before the suite rather than alongside other packages'
+# tests: about a minute the first time, then taken from the user's cache
+# directory (skipped, not failed, when the proxy cannot be reached, except
+# under CI=true).
+interop-dendrite:
+	$(GO) test -tags goolm -count=1 -run '^TestDendriteBuilds$$' ./internal/interoptest/
 
 # The packages that hold caches, fast paths and the hooks that feed them, and
 # the HTTP tests that drive them (interleavings, the sync stress test), under

@@ -14,12 +14,12 @@ func (a *API) registerAccountData(mux Mux) {
 	handle(mux, "PUT", "/user/{userId}/account_data/{type}", a.authed(a.putAccountData))
 	handle(mux, "GET", "/user/{userId}/rooms/{roomId}/account_data/{type}", a.authed(a.getAccountData))
 	handle(mux, "PUT", "/user/{userId}/rooms/{roomId}/account_data/{type}", a.authed(a.putAccountData))
+	// Room tags (Client-Server API, "Room Tagging"): m.tag room account data.
 	handle(mux, "GET", "/user/{userId}/rooms/{roomId}/tags", a.authed(a.getTags))
 	handle(mux, "PUT", "/user/{userId}/rooms/{roomId}/tags/{tag}", a.authed(a.putTag))
 	handle(mux, "DELETE", "/user/{userId}/rooms/{roomId}/tags/{tag}", a.authed(a.deleteTag))
 }
 
-// Room tags (spec: Client-Server API, "Room Tagging").
 func (a *API) getTags(w http.ResponseWriter, r *http.Request, s *store.Session) {
 	tags, err := a.AccountData.Tags(r.Context(), s.UserID, r.PathValue("userId"), r.PathValue("roomId"))
 	if err != nil {
@@ -30,17 +30,16 @@ func (a *API) getTags(w http.ResponseWriter, r *http.Request, s *store.Session) 
 }
 
 func (a *API) putTag(w http.ResponseWriter, r *http.Request, s *store.Session) {
-	target, roomID := r.PathValue("userId"), r.PathValue("roomId")
-	if err := accountdata.Check(s.UserID, target, roomID, accountdata.TypeTag); err != nil {
+	// Refuse before reading the body, as for account data.
+	if err := accountdata.Check(s.UserID, r.PathValue("userId"), r.PathValue("roomId"), accountdata.TypeTags); err != nil {
 		jsonhttp.Error(w, r, err)
 		return
 	}
 	c, err := jsonhttp.ReadObject(r, accountdata.MaxContentBytes)
-	if err != nil {
-		jsonhttp.Error(w, r, err)
-		return
+	if err == nil {
+		err = a.AccountData.SetTag(r.Context(), s.UserID, r.PathValue("userId"), r.PathValue("roomId"), r.PathValue("tag"), c)
 	}
-	if err := a.AccountData.PutTag(r.Context(), s.UserID, target, roomID, r.PathValue("tag"), c); err != nil {
+	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return
 	}

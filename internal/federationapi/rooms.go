@@ -311,18 +311,13 @@ func (a *API) eventAuth(w http.ResponseWriter, r *http.Request) {
 		jsonhttp.Error(w, r, matrix.NotFound("Event not found"))
 		return
 	}
-	chain, err := a.Rooms.AuthChain(ctx, evs[0].Version, evs[0].AuthEvents)
+	// The event's auth chain: its auth events and theirs, recursively.
+	chain, err := a.Rooms.AuthChain(ctx, evs[0].Version, []string{eventID})
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return
 	}
-	// The auth chain includes the auth events themselves.
-	auth, err := a.Rooms.Events(ctx, roomID, evs[0].AuthEvents)
-	if err != nil {
-		jsonhttp.Error(w, r, err)
-		return
-	}
-	jsonhttp.OK(w, map[string]any{"auth_chain": raws(append(auth, chain...))})
+	jsonhttp.OK(w, map[string]any{"auth_chain": raws(chain)})
 }
 
 // getMissingEvents: POST /_matrix/federation/v1/get_missing_events/{roomId}.
@@ -388,7 +383,7 @@ func (a *API) invite(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rv, ok := event.GetRoomVersion(req.RoomVersion)
-	if !ok || rv.EventIDFormat < 3 {
+	if !ok || rv.StateRes == 1 { // state resolution v1 is not implemented
 		jsonhttp.Error(w, r, matrix.Errorf(http.StatusBadRequest, matrix.ErrIncompatibleRoomVer, "Room version %q is not supported", req.RoomVersion).With("room_version", req.RoomVersion))
 		return
 	}

@@ -206,6 +206,70 @@ func TestJoinThroughAnotherServer(t *testing.T) {
 	}
 }
 
+// The auth chain of a room's state is every event the state's events cite
+// as auth events, recursively: the create event, the power levels and the
+// creator's join are in it though they are in the state too (send_join's
+// and /state's auth_chain; Dendrite refuses a join answer without the
+// create event in auth_chain). Each event is there once; events no state
+// event cites (the topic; the join rules, as only alice has joined) are not.
+func TestAuthChainOfStateHoldsItsAuthEvents(t *testing.T) {
+	ctx := context.Background()
+	y := newServer(t, "y.example")
+	roomID, err := y.svc.CreateRoom(ctx, &room.CreateRequest{Creator: "@alice:y.example", Preset: "public_chat", RoomVersion: "10"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := y.svc.Send(ctx, &room.SendRequest{RoomID: roomID, Sender: "@alice:y.example", Type: "m.room.topic", StateKey: new(string), Content: json.RawMessage(`{"topic":"t"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := y.db.LoadRoomSnapshot(ctx, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	byType := map[string]string{}
+	for _, e := range snap.State {
+		ids = append(ids, e.EventID)
+		byType[e.Type] = e.EventID
+	}
+	rv, _ := event.GetRoomVersion("10")
+	chain, err := y.svc.AuthChain(ctx, rv, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, e := range chain {
+		got[e.EventID]++
+	}
+	for _, typ := range []string{"m.room.create", "m.room.power_levels", "m.room.member"} {
+		if got[byType[typ]] != 1 {
+			t.Errorf("%s (%s) is in the chain %d times, want once", typ, byType[typ], got[byType[typ]])
+		}
+	}
+	for _, typ := range []string{"m.room.topic", "m.room.join_rules"} {
+		if got[byType[typ]] != 0 {
+			t.Errorf("%s, which nothing cites, is in the chain", typ)
+		}
+	}
+	// One event's chain: its auth events, recursively, never itself.
+	msg, err := y.svc.Send(ctx, &room.SendRequest{RoomID: roomID, Sender: "@alice:y.example", Type: "m.room.message", Content: json.RawMessage(`{"body":"x"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, err = y.svc.AuthChain(ctx, rv, []string{msg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, e := range chain {
+		types = append(types, e.Type)
+	}
+	slices.Sort(types)
+	if want := []string{"m.room.create", "m.room.member", "m.room.power_levels"}; !slices.Equal(types, want) {
+		t.Fatalf("a message's auth chain: %v, want %v", types, want)
+	}
+}
+
 func TestJoinAnswerChecked(t *testing.T) {
 	ctx := context.Background()
 	x, y := newServer(t, "x.example"), newServer(t, "y.example")
@@ -298,4 +362,38 @@ func stateIDs(evs []store.StoredEvent) []string {
 	}
 	slices.Sort(ids)
 	return ids
+}
+
+// The servers a local event goes to: an invitee's server, which had the
+// invite through /invite, is not sent it again (Synapse sends an event to
+// the servers joined before it; Dendrite, sent the invite in a transaction
+// while its user joins, lost the room); a kicked user's server is (the
+// rescinded invite must reach it).
+func TestOutgoingServersOfMembershipChanges(t *testing.T) {
+	ctx := context.Background()
+	y := newServer(t, "y.example")
+	sent := map[string][]string{} // membership → servers
+	y.svc.Outgoing = func(_ string, pdus []*event.PDU, servers []string) {
+		for _, p := range pdus {
+			var c struct{ Membership string }
+			json.Unmarshal(p.Content, &c)
+			sent[c.Membership] = servers
+		}
+	}
+	roomID, err := y.svc.CreateRoom(ctx, &room.CreateRequest{Creator: "@alice:y.example", Preset: "private_chat", RoomVersion: "10"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := y.svc.SetMembership(ctx, &room.MembershipRequest{RoomID: roomID, Sender: "@alice:y.example", Target: "@bob:x.example", Membership: "invite"}); err != nil {
+		t.Fatal(err)
+	}
+	if s, ok := sent["invite"]; ok {
+		t.Fatalf("the invite was sent to %v", s)
+	}
+	if _, err := y.svc.SetMembership(ctx, &room.MembershipRequest{RoomID: roomID, Sender: "@alice:y.example", Target: "@bob:x.example", Membership: "leave"}); err != nil {
+		t.Fatal(err)
+	}
+	if s := sent["leave"]; !slices.Equal(s, []string{"x.example"}) {
+		t.Fatalf("the rescinded invite was sent to %v, want x.example", s)
+	}
 }

@@ -63,6 +63,11 @@ type Service struct {
 	// InviteRemote has another server's user sign their invite (invite.go);
 	// nil: such invites are built and sent like any event.
 	InviteRemote InviteRemote
+	// RemoteHierarchy asks other servers about the rooms of a space this
+	// server is not in (hierarchy.go); nil: such rooms are left out.
+	RemoteHierarchy RemoteHierarchy
+	spacesOnce      sync.Once
+	spaces          *lru.Cache[string, cachedSpace]
 	// OnUpgradedRoomJoin is called after the commit of a local user's join
 	// to a room that replaces another (m.room.create predecessor), so the
 	// user's settings for the old room follow (upgradejoin.go).
@@ -376,10 +381,19 @@ func (s *Service) commit(ctx context.Context, rs *roomState, pdus []*event.PDU, 
 }
 
 func (s *Service) afterCommit(rs *roomState, pdus []*event.PDU, positions []int64) {
-	var targets, joined []string
+	// fedTargets: users whose servers get the events though they may have
+	// no member joined (a kicked or banned user, one leaving).
+	var targets, joined, fedTargets []string
 	for _, pdu := range pdus {
 		if s.newLocalJoin(rs, pdu) {
 			joined = append(joined, *pdu.StateKey)
+		}
+		// An invitee's server had the invite through /invite (it signed
+		// it); sending it again in a transaction for a room that server is
+		// not in is what Synapse never does, and Dendrite v0.15.2, taking it
+		// in while the invitee joins, loses the room's state.
+		if pdu.Type == "m.room.member" && pdu.StateKey != nil && !kickedByOtherThanInviter(rs, pdu) && membershipOf(pdu) != "invite" {
+			fedTargets = append(fedTargets, *pdu.StateKey)
 		}
 		rs.apply(pdu)
 		rs.extremities = slices.DeleteFunc(rs.extremities, func(x string) bool { return slices.Contains(pdu.PrevEvents, x) })
@@ -395,16 +409,38 @@ func (s *Service) afterCommit(rs *roomState, pdus []*event.PDU, positions []int6
 		s.Notify(Notice{RoomID: rs.roomID, Pos: positions[len(positions)-1], Users: users, Members: targets})
 	}
 	if s.Outgoing != nil && len(positions) > 0 {
-		if servers := s.otherServers(rs, targets); len(servers) > 0 {
+		if servers := s.otherServers(rs, fedTargets); len(servers) > 0 {
 			s.Outgoing(rs.roomID, pdus, servers)
 		}
 	}
 	s.upgradedRoomJoins(rs, joined)
 }
 
+// kickedByOtherThanInviter: pdu kicks (leave by another user) a user who
+// was invited, and its sender is not who invited them. Such a kick is not
+// sent to the invitee's server when no one there is in the room: only the
+// inviter rescinds an invite (Synapse sends a rescission only from the
+// inviter; Complement's "Non-invitee user cannot rescind invite over
+// federation"). Called before pdu is applied to rs.
+func kickedByOtherThanInviter(rs *roomState, pdu *event.PDU) bool {
+	if pdu.Sender == *pdu.StateKey {
+		return false
+	}
+	if m, _ := authrules.Membership(pdu); m != "leave" {
+		return false
+	}
+	prev := rs.StateEvent("m.room.member", *pdu.StateKey)
+	if prev == nil {
+		return false
+	}
+	m, _ := authrules.Membership(prev)
+	return m == "invite" && prev.Sender != pdu.Sender
+}
+
 // otherServers lists the servers other than this one that must receive an
 // event of the room: those of its joined members, and of the users whose
-// membership it changes (an invitee, a kicked or banned user).
+// membership it changes (a kicked or banned user; not an invitee, whose
+// server had the invite through /invite).
 func (s *Service) otherServers(rs *roomState, targets []string) []string {
 	var out []string
 	add := func(u string) {

@@ -40,6 +40,7 @@ type Store interface {
 	Filters
 	Directory
 	Keys
+	DeviceLists
 	Stream
 	MediaStore
 	Pushers
@@ -48,6 +49,8 @@ type Store interface {
 	Search
 	ServerKeys
 	FedQueue
+	FedTxns
+	ServerNotices
 	Close() error
 }
 

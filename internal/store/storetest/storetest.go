@@ -39,6 +39,7 @@ func Run(t *testing.T, open Opener) {
 		{"GraphWrites", testGraphWrites},
 		{"GraphStateChains", testGraphStateChains},
 		{"GraphJoinedRoom", testGraphJoinedRoom},
+		{"GraphBatch", testGraphBatch},
 		{"RemoteMemberships", testRemoteMemberships},
 		{"RoomChanged", testRoomChanged},
 		{"ConcurrentRoomWriters", testConcurrentRoomWriters},
@@ -56,12 +57,15 @@ func Run(t *testing.T, open Opener) {
 		{"ClaimKeys", testClaimKeys},
 		{"ClaimKeysConcurrent", testClaimKeysConcurrent},
 		{"CrossSigning", testCrossSigning},
+		{"DeviceListOutbound", testDeviceListOutbound},
+		{"RemoteDeviceLists", testRemoteDeviceLists},
 		{"DeviceListChanges", testDeviceListChanges},
 		{"ToDevice", testToDevice},
 		{"DeleteDeviceCleanup", testDeleteDeviceCleanup},
 		{"DehydratedDevice", testDehydratedDevice},
 		{"Backups", testBackups},
 		{"Media", testMedia},
+		{"RemoteMedia", testRemoteMedia},
 		{"StreamOrder", testStreamOrder},
 		{"ServerKeys", testServerKeys},
 		{"FedQueue", testFedQueue},
@@ -70,6 +74,8 @@ func Run(t *testing.T, open Opener) {
 		{"FedQueueAtomic", testFedQueueAtomic},
 		{"FedQueuePrune", testFedQueuePrune},
 		{"FedQueueConcurrent", testFedQueueConcurrent},
+		{"FedTxns", testFedTxns},
+		{"ServerNotices", testServerNotices},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
