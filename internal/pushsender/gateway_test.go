@@ -187,7 +187,7 @@ func TestPushGateway(t *testing.T) {
 			return ns[i]["devices"].([]any)[0].(map[string]any)["tweaks"].(map[string]any)
 		}
 		// The invite: the user is its target; it rings (sound) — high priority.
-		if key == "full-key" && (ns[0]["type"] != "m.room.member" || ns[0]["user_is_target"] != true) {
+		if key == "full-key" && (ns[0]["type"] != "m.room.member" || ns[0]["user_is_target"] != true || ns[0]["membership"] != "invite") {
 			t.Errorf("invite: %v", ns[0])
 		}
 		if ns[0]["prio"] != "high" || tw(0)["sound"] != "default" {

@@ -348,6 +348,7 @@ type NotificationBody struct {
 	RoomName          string          `json:"room_name,omitempty"`
 	RoomAlias         string          `json:"room_alias,omitempty"`
 	UserIsTarget      bool            `json:"user_is_target,omitempty"`
+	Membership        string          `json:"membership,omitempty"` // member events (Synapse sends it too)
 	Prio              string          `json:"prio"`
 	Content           json.RawMessage `json:"content,omitempty"`
 	Counts            Counts          `json:"counts"`
@@ -415,8 +416,13 @@ func (s *Sender) payload(ctx context.Context, p *store.Pusher, data *pusherData,
 		if ev.RedactedBy == "" {
 			body.Content = pdu.Content
 		}
-		if pdu.Type == "m.room.member" && pdu.StateKey != nil && *pdu.StateKey == p.UserID {
-			body.UserIsTarget = true
+		if pdu.Type == "m.room.member" && pdu.StateKey != nil {
+			body.UserIsTarget = *pdu.StateKey == p.UserID
+			var c struct {
+				Membership string `json:"membership"`
+			}
+			json.Unmarshal(pdu.Content, &c)
+			body.Membership = c.Membership
 		}
 		if s.o.Describe != nil {
 			info := s.o.Describe(ctx, n.RoomID, pdu.Sender)
