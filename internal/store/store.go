@@ -46,6 +46,7 @@ type Store interface {
 	Search
 	ServerKeys
 	FedQueue
+	SlidingSync
 	Close() error
 }
 

@@ -68,6 +68,7 @@ func Run(t *testing.T, open Opener) {
 		{"FedQueueAtomic", testFedQueueAtomic},
 		{"FedQueuePrune", testFedQueuePrune},
 		{"FedQueueConcurrent", testFedQueueConcurrent},
+		{"SlidingSync", testSlidingSync},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
