@@ -1,0 +1,144 @@
+// Package slidingsync serves simplified sliding sync (MSC4186, the
+// org.matrix.simplified_msc3575 endpoint Element X and matrix-js-sdk speak):
+// lists of the user's rooms ordered by recency (bump_stamp) and cut into
+// windows, room subscriptions, each room's required state and timeline, and
+// the to_device, e2ee, account_data, receipts and typing extensions; and the
+// connections (positions, what each room was sent up to), kept in the store.
+//
+// It owns no second copy of /sync's machinery: stream positions, the
+// notifier that wakes long-polls, the change tracker and its caches
+// (memberships, unread counts, ignored users), the sources of to-device
+// messages, key counts, device lists, typing and receipts, and the build
+// slots all come from internal/syncer (syncer/shared.go). What is new here
+// is which rooms to send and how much of each.
+package slidingsync
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"conclave/internal/changes"
+	"conclave/internal/lru"
+	"conclave/internal/room"
+	"conclave/internal/store"
+	"conclave/internal/syncer"
+)
+
+// Store is what sliding sync reads and writes itself.
+type Store interface {
+	store.Events
+	store.SyncQueries
+	store.AccountData
+	store.Receipts
+	store.SlidingSync
+}
+
+// Service is the sliding sync service.
+type Service struct {
+	store Store
+	rooms *room.Service
+	sync  *syncer.Service
+	now   func() time.Time
+	// bumps caches each room's bump stamp with the tracker's tick.
+	bumps *lru.Cache[string, bump]
+}
+
+type bump struct {
+	tick  uint64
+	upto  int64 // the position it was computed at
+	stamp int64
+}
+
+const maxCachedBumps = 200_000
+
+// New returns the service.
+func New(st Store, rooms *room.Service, sync *syncer.Service) *Service {
+	return &Service{store: st, rooms: rooms, sync: sync, now: time.Now, bumps: lru.New[string, bump](maxCachedBumps)}
+}
+
+// MaxTimeout caps a long-poll like /sync's.
+const MaxTimeout = syncer.MaxTimeout
+
+// Sync answers one request of userID's device at pos ("" for a new
+// connection), waiting up to timeout for news when it has none.
+func (s *Service) Sync(ctx context.Context, userID, deviceID, pos string, timeout time.Duration, req *Request) (*Response, error) {
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	// Two requests on one connection at once (a client abandoning a
+	// long-poll to change its ranges): the later writer finds the
+	// connection moved on and starts again from its position.
+	for attempt := 0; ; attempt++ {
+		resp, err := s.syncOnce(ctx, userID, deviceID, pos, timeout, req)
+		if errors.Is(err, store.ErrConflict) && attempt < 3 {
+			continue
+		}
+		if errors.Is(err, store.ErrConflict) {
+			return nil, errUnknownPos
+		}
+		return resp, err
+	}
+}
+
+func (s *Service) syncOnce(ctx context.Context, userID, deviceID, pos string, timeout time.Duration, req *Request) (*Response, error) {
+	ss, err := s.open(ctx, userID, deviceID, req.ConnID, pos)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(min(timeout, MaxTimeout))
+	n := s.sync.Notifier()
+	for {
+		woken, unregister := n.Register(userID)
+		var b *build
+		err := s.sync.Apart(ctx, func() error {
+			b = &build{s: s, ctx: ctx, user: userID, device: deviceID, req: req, ss: ss}
+			return b.run()
+		})
+		if err != nil {
+			unregister()
+			return nil, err
+		}
+		wait := time.Until(deadline)
+		if pos == "" || !b.empty() || wait <= 0 {
+			unregister()
+			return s.finish(ctx, ss, b)
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-woken:
+			timer.Stop()
+			unregister()
+			continue
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+		case <-n.Closed():
+			timer.Stop()
+		}
+		unregister()
+		return s.finish(ctx, ss, b)
+	}
+}
+
+// finish records the response's position (a response with nothing new
+// keeps the client's position: nothing to record).
+func (s *Service) finish(ctx context.Context, ss *session, b *build) (*Response, error) {
+	if b.empty() && ss.seq != 0 {
+		b.resp.Pos = formatPos(ss.conn.ID, ss.seq)
+		return b.resp, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err // the client is gone: it takes no position
+	}
+	next, err := s.advance(context.WithoutCancel(ctx), ss, b.state, b.sent)
+	if err != nil {
+		return nil, err
+	}
+	b.resp.Pos = next
+	return b.resp, nil
+}
+
+func roomKey(kind changes.Kind, roomID string) changes.Key {
+	return changes.Key{Kind: kind, Subject: roomID}
+}
