@@ -1,0 +1,215 @@
+package clientapi_test
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	"conclave/internal/homeserver/hstest"
+)
+
+func toDeviceEvents(r *hstest.Response) []any {
+	evs, _ := dig(r.JSON, "extensions", "to_device", "events").([]any)
+	return evs
+}
+
+func encryptionSince(since string) map[string]any {
+	b := encryptionBody()
+	if since != "" {
+		b["extensions"].(map[string]any)["to_device"].(map[string]any)["since"] = since
+	}
+	return b
+}
+
+// TestSlidingSyncToDeviceExactlyOnce: to-device messages are delivered after
+// the extension's since, kept until a later request acknowledges them by
+// sending the next_batch that covered them (so a lost response loses
+// nothing), then deleted (so nothing comes twice).
+func TestSlidingSyncToDeviceExactlyOnce(t *testing.T) {
+	s := hstest.Start(t)
+	alice := s.CreateUser(t, "alice")
+	bob := s.CreateUser(t, "bob")
+	room := createRoom(t, s, alice, map[string]any{"preset": "public_chat"})
+
+	e1 := ssOK(t, s, alice, "", 0, encryptionSince(""))
+	n0, _ := dig(e1.JSON, "extensions", "to_device", "next_batch").(string)
+	if n0 == "" || len(toDeviceEvents(e1)) != 0 {
+		t.Fatalf("first: %s", e1.Body)
+	}
+	toDevice := func(txn string, n int) {
+		s.MustOK(t, "PUT", hstest.Path("/sendToDevice/%s/%s", "m.test", txn), bob.Token,
+			map[string]any{"messages": map[string]any{alice.UserID: map[string]any{alice.DeviceID: map[string]any{"n": n}}}})
+	}
+	for i := range 3 {
+		toDevice(fmt.Sprint("t", i), i)
+	}
+	e2 := ssOK(t, s, alice, e1.Str("pos"), 10000, encryptionSince(n0))
+	n1, _ := dig(e2.JSON, "extensions", "to_device", "next_batch").(string)
+	if evs := toDeviceEvents(e2); len(evs) != 3 || dig(evs[0], "content", "n") != 0.0 || dig(evs[2], "content", "n") != 2.0 || dig(evs[0], "sender") != bob.UserID {
+		t.Fatalf("delivery: %s", e2.Body)
+	}
+	// The response was lost: the client asks again from n0 and gets them all.
+	again := ssOK(t, s, alice, e1.Str("pos"), 0, encryptionSince(n0))
+	if len(toDeviceEvents(again)) != 3 {
+		t.Fatalf("a retry from the acknowledged since lost messages: %s", again.Body)
+	}
+	// The retry took a new position (e2's is gone with it) and the same
+	// next_batch.
+	if nb := dig(again.JSON, "extensions", "to_device", "next_batch"); nb != n1 {
+		t.Fatalf("retry next_batch %v, want %s", nb, n1)
+	}
+	expectErr(t, ss(t, s, alice, e2.Str("pos"), 0, encryptionSince(n1)), 400, "M_UNKNOWN_POS")
+	e2 = again
+	// Acknowledged by n1: nothing more, and never again from n0.
+	e3 := ssOK(t, s, alice, e2.Str("pos"), 0, encryptionSince(n1))
+	if len(toDeviceEvents(e3)) != 0 {
+		t.Fatalf("delivered twice: %s", e3.Body)
+	}
+	if r := ssOK(t, s, alice, e2.Str("pos"), 0, encryptionSince(n0)); len(toDeviceEvents(r)) != 0 {
+		t.Fatalf("acknowledged messages came back: %s", r.Body)
+	}
+	// A long-poll is woken by a new message.
+	done := make(chan *hstest.Response, 1)
+	go func() { done <- ss(t, s, alice, e3.Str("pos"), 20000, encryptionSince(n1)) }()
+	toDevice("t9", 9)
+	e4 := <-done
+	if evs := toDeviceEvents(e4); e4.Status != 200 || len(evs) != 1 || dig(evs[0], "content", "n") != 9.0 {
+		t.Fatalf("woken: %s", e4.Body)
+	}
+	// e2ee: bob now shares a room with alice: his device list is news.
+	s.MustOK(t, "POST", hstest.Path("/join/%s", room), bob.Token, map[string]any{})
+	e5 := ssOK(t, s, alice, e4.Str("pos"), 10000, encryptionSince(dig(e4.JSON, "extensions", "to_device", "next_batch").(string)))
+	changed, _ := dig(e5.JSON, "extensions", "e2ee", "device_lists", "changed").([]any)
+	if !slices.Contains(changed, any(bob.UserID)) || dig(e5.JSON, "extensions", "e2ee", "device_lists", "left") == nil {
+		t.Fatalf("device lists: %s", e5.Body)
+	}
+}
+
+// TestSlidingSyncIncremental: after the first response, each room comes
+// again only with what changed: new timeline events, changed required
+// state, what a widened required_state adds; a retry from the previous
+// position gets the same changes again; positions survive a restart.
+func TestSlidingSyncIncremental(t *testing.T) {
+	s := hstest.Start(t)
+	alice := s.CreateUser(t, "alice")
+	bob := s.CreateUser(t, "bob")
+	a := createRoom(t, s, alice, map[string]any{"preset": "public_chat", "name": "A"})
+	b := createRoom(t, s, alice, map[string]any{"preset": "public_chat", "name": "B"})
+	body := func(rs [][]string) map[string]any {
+		return map[string]any{"conn_id": "c", "lists": map[string]any{"l": map[string]any{
+			"ranges": [][]int{{0, 9}}, "timeline_limit": 5, "required_state": rs}}}
+	}
+	rs := [][]string{{"m.room.name", ""}, {"m.room.member", "$LAZY"}}
+	r1 := ssOK(t, s, alice, "", 0, body(rs))
+	if len(dig(r1.JSON, "rooms").(map[string]any)) != 2 {
+		t.Fatalf("first: %s", r1.Body)
+	}
+	// bob joins a; alice renames it.
+	s.MustOK(t, "POST", hstest.Path("/join/%s", a), bob.Token, map[string]any{})
+	putState(t, s, alice, a, "m.room.name", "", map[string]any{"name": "A2"})
+	r2 := ssOK(t, s, alice, r1.Str("pos"), 10000, body(rs))
+	ra := ssRoom(r2, a)
+	if ra == nil || ssRoom(r2, b) != nil {
+		t.Fatalf("only a changed: %s", r2.Body)
+	}
+	tl, _ := ra["timeline"].([]any)
+	if len(tl) != 2 || dig(tl[0], "type") != "m.room.member" || dig(tl[1], "content", "name") != "A2" || ra["initial"] != nil ||
+		ra["name"] != "A2" || ra["joined_count"] != 2.0 || ra["num_live"] != 2.0 || ra["limited"] != false {
+		t.Fatalf("update of a: %v", ra)
+	}
+	want := []string{"m.room.member|" + alice.UserID, "m.room.member|" + bob.UserID, "m.room.name|"}
+	if got := stateTypes(ra); !slices.Equal(got, want) {
+		t.Fatalf("changed required state %v, want %v", got, want)
+	}
+	// The client lost r2: a retry from r1's position gets the same again.
+	retry := ssOK(t, s, alice, r1.Str("pos"), 0, body(rs))
+	if ra := ssRoom(retry, a); ra == nil || len(ra["timeline"].([]any)) != 2 || ssRoom(retry, b) != nil {
+		t.Fatalf("retry: %s", retry.Body)
+	}
+	// r2's position is gone now (the retry's is the latest), r1's is the
+	// previous one.
+	expectErr(t, ss(t, s, alice, r2.Str("pos"), 0, body(rs)), 400, "M_UNKNOWN_POS")
+	// Widening required_state sends what it adds, and what changed (b's
+	// topic; $LAZY: the member event of the timeline's sender, which an
+	// incremental update always carries).
+	putState(t, s, alice, b, "m.room.topic", "", map[string]any{"topic": "tea"})
+	rs2 := append(rs, []string{"m.room.topic", ""}, []string{"m.room.create", ""})
+	r3 := ssOK(t, s, alice, retry.Str("pos"), 0, body(rs2))
+	rb := ssRoom(r3, b)
+	if got := stateTypes(rb); !slices.Equal(got, []string{"m.room.create|", "m.room.member|" + alice.UserID, "m.room.topic|"}) || len(rb["timeline"].([]any)) != 1 {
+		t.Fatalf("b after widening: %v", rb)
+	}
+	if got := stateTypes(ssRoom(r3, a)); !slices.Equal(got, []string{"m.room.create|"}) {
+		t.Fatalf("a after widening: %v", got)
+	}
+	// Positions survive a restart.
+	s.Stop()
+	s = hstest.StartConfig(t, s.Config)
+	send(t, s, alice, b, "after", "after the restart")
+	r4 := ssOK(t, s, alice, r3.Str("pos"), 10000, body(rs2))
+	rb = ssRoom(r4, b)
+	if tl, _ := rb["timeline"].([]any); len(tl) != 1 || dig(tl[0], "content", "body") != "after the restart" || ssRoom(r4, a) != nil || rb["initial"] != nil {
+		t.Fatalf("after a restart: %s", r4.Body)
+	}
+	// Leaving a room: it comes once more with the leave, then drops out of
+	// the list.
+	s.MustOK(t, "POST", hstest.Path("/rooms/%s/leave", a), alice.Token, map[string]any{})
+	r5 := ssOK(t, s, alice, r4.Str("pos"), 10000, body(rs2))
+	ra = ssRoom(r5, a)
+	tl, _ = ra["timeline"].([]any)
+	if len(tl) != 1 || dig(tl[0], "content", "membership") != "leave" {
+		t.Fatalf("leave: %s", r5.Body)
+	}
+	send(t, s, bob, a, "gone", "alice cannot see this")
+	r6 := ssOK(t, s, alice, r5.Str("pos"), 0, body(rs2))
+	if dig(r6.JSON, "lists", "l", "count") != 1.0 || ssRoom(r6, a) != nil {
+		t.Fatalf("after the leave: %s", r6.Body)
+	}
+}
+
+// TestSlidingSyncFilters: is_dm, is_encrypted, is_invite, room_types and
+// not_room_types select a list's rooms.
+func TestSlidingSyncFilters(t *testing.T) {
+	s := hstest.Start(t)
+	alice := s.CreateUser(t, "alice")
+	bob := s.CreateUser(t, "bob")
+	plain := createRoom(t, s, alice, map[string]any{"preset": "public_chat"})
+	enc := createRoom(t, s, alice, map[string]any{"preset": "public_chat",
+		"initial_state": []any{map[string]any{"type": "m.room.encryption", "state_key": "", "content": map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}}})
+	space := createRoom(t, s, alice, map[string]any{"preset": "public_chat", "creation_content": map[string]any{"type": "m.space"}})
+	dm := createRoom(t, s, alice, map[string]any{"preset": "public_chat"})
+	s.MustOK(t, "PUT", hstest.Path("/user/%s/account_data/m.direct", alice.UserID), alice.Token, map[string]any{bob.UserID: []string{dm}})
+	inv := createRoom(t, s, bob, map[string]any{"preset": "public_chat", "invite": []string{alice.UserID}})
+	putState(t, s, alice, space, "m.space.child", plain, map[string]any{"via": []string{"localhost"}})
+
+	lists := map[string]any{}
+	add := func(name string, filters map[string]any) {
+		lists[name] = map[string]any{"ranges": [][]int{{0, 20}}, "timeline_limit": 0, "filters": filters}
+	}
+	add("dm", map[string]any{"is_dm": true})
+	add("notdm", map[string]any{"is_dm": false})
+	add("enc", map[string]any{"is_encrypted": true})
+	add("inv", map[string]any{"is_invite": true})
+	add("spaces", map[string]any{"room_types": []string{"m.space"}})
+	add("nospaces", map[string]any{"not_room_types": []string{"m.space"}})
+	add("untyped", map[string]any{"room_types": []any{nil}})
+	add("inspace", map[string]any{"spaces": []string{space}})
+	r := ssOK(t, s, alice, "", 0, map[string]any{"lists": lists})
+	check := func(list string, want ...string) {
+		t.Helper()
+		got := listIDs(r, list)
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) || dig(r.JSON, "lists", list, "count") != float64(len(want)) {
+			t.Errorf("list %s: %v, want %v", list, got, want)
+		}
+	}
+	check("dm", dm)
+	check("notdm", plain, enc, space, inv)
+	check("enc", enc)
+	check("inv", inv)
+	check("spaces", space)
+	check("nospaces", plain, enc, dm, inv)
+	check("untyped", plain, enc, dm, inv)
+	check("inspace", plain)
+}
