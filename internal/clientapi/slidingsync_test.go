@@ -12,7 +12,7 @@ import (
 const ssPath = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
 
 // ss posts a sliding sync request; pos "" starts a connection.
-func ss(t *testing.T, s *hstest.Server, u *hstest.User, pos string, timeoutMS int, body map[string]any) *hstest.Response {
+func ss(t testing.TB, s *hstest.Server, u *hstest.User, pos string, timeoutMS int, body map[string]any) *hstest.Response {
 	t.Helper()
 	path := ssPath + "?timeout=" + strconv.Itoa(timeoutMS)
 	if pos != "" {
@@ -21,7 +21,7 @@ func ss(t *testing.T, s *hstest.Server, u *hstest.User, pos string, timeoutMS in
 	return s.Do(t, "POST", path, u.Token, body)
 }
 
-func ssOK(t *testing.T, s *hstest.Server, u *hstest.User, pos string, timeoutMS int, body map[string]any) *hstest.Response {
+func ssOK(t testing.TB, s *hstest.Server, u *hstest.User, pos string, timeoutMS int, body map[string]any) *hstest.Response {
 	t.Helper()
 	r := ss(t, s, u, pos, timeoutMS, body)
 	if r.Status != 200 {

@@ -127,12 +127,12 @@ func (b *build) lists(configs map[string]*config) error {
 		return nil
 	}
 	// Every list orders by recency: stamps of all the user's rooms.
-	all := make([]listRoom, 0, len(b.members))
-	for id, m := range b.members {
-		st, err := b.bumpStamp(id, m)
-		if err != nil {
-			return err
-		}
+	stamps, err := b.allStamps()
+	if err != nil {
+		return err
+	}
+	all := make([]listRoom, 0, len(stamps))
+	for id, st := range stamps {
 		all = append(all, listRoom{id: id, stamp: st})
 	}
 	sortRooms(all)
@@ -209,6 +209,60 @@ func sortRooms(rooms []listRoom) {
 		}
 		return strings.Compare(a.id, b.id)
 	})
+}
+
+// userStamps are the bump stamps of all of a user's rooms at a position.
+type userStamps struct {
+	pos    int64
+	stamps map[string]int64
+}
+
+// maxChangedScan bounds the range of positions a user's stamps are brought
+// forward over with one query; beyond it each room is looked at.
+const maxChangedScan = 10_000
+
+// allStamps returns the bump stamp of every room of the user. The stamps
+// of the user's last build are kept, and only those of the rooms with an
+// event since (one query) or a membership since are computed again: an
+// account in thousands of rooms costs a map copy, not thousands of lookups.
+func (b *build) allStamps() (map[string]int64, error) {
+	prev, ok := b.s.stamps.Get(b.user)
+	var changed map[string]bool
+	if ok && prev.pos <= b.upto && b.upto-prev.pos <= maxChangedScan {
+		if prev.pos < b.upto {
+			ids, err := b.s.store.ChangedRooms(b.ctx, prev.pos, b.upto)
+			if err != nil {
+				return nil, err
+			}
+			changed = make(map[string]bool, len(ids))
+			for _, id := range ids {
+				changed[id] = true
+			}
+		}
+	} else {
+		prev = nil
+	}
+	out := make(map[string]int64, len(b.members))
+	for id, m := range b.members {
+		if prev != nil && !changed[id] && m.Pos <= prev.pos {
+			if st, ok := prev.stamps[id]; ok {
+				out[id] = st
+				continue
+			}
+		}
+		st, err := b.bumpStamp(id, m)
+		if err != nil {
+			return nil, err
+		}
+		out[id] = st
+	}
+	b.s.stamps.Update(b.user, func(old *userStamps, ok bool) (*userStamps, bool) {
+		if ok && old.pos > b.upto {
+			return old, true // a later build got there first
+		}
+		return &userStamps{pos: b.upto, stamps: out}, true
+	})
+	return out, nil
 }
 
 // bumpTypes are the event types that move a room up a list (MSC4186's

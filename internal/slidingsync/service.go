@@ -42,6 +42,8 @@ type Service struct {
 	now   func() time.Time
 	// bumps caches each room's bump stamp with the tracker's tick.
 	bumps *lru.Cache[string, bump]
+	// stamps keeps each user's rooms' stamps at their last build.
+	stamps *lru.Cache[string, *userStamps]
 }
 
 type bump struct {
@@ -50,11 +52,17 @@ type bump struct {
 	stamp int64
 }
 
-const maxCachedBumps = 200_000
+// Cache bounds: rooms' stamps, users' stamps (a user in 1,000 rooms costs
+// about 60 KB).
+const (
+	maxCachedBumps      = 200_000
+	maxCachedUserStamps = 1000
+)
 
 // New returns the service.
 func New(st Store, rooms *room.Service, sync *syncer.Service) *Service {
-	return &Service{store: st, rooms: rooms, sync: sync, now: time.Now, bumps: lru.New[string, bump](maxCachedBumps)}
+	return &Service{store: st, rooms: rooms, sync: sync, now: time.Now, bumps: lru.New[string, bump](maxCachedBumps),
+		stamps: lru.New[string, *userStamps](maxCachedUserStamps)}
 }
 
 // MaxTimeout caps a long-poll like /sync's.
