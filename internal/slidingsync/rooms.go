@@ -2,6 +2,7 @@ package slidingsync
 
 import (
 	"encoding/json"
+	"errors"
 	"slices"
 	"strconv"
 	"strings"
@@ -216,7 +217,7 @@ func (b *build) matches(roomID string, f *Filters) (bool, error) {
 
 func (b *build) tags(roomID string) (map[string]bool, error) {
 	raw, err := b.s.store.GetAccountData(b.ctx, b.user, roomID, "m.tag")
-	if err != nil && err != store.ErrNotFound {
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
 	var c struct {
@@ -237,7 +238,7 @@ func (b *build) directRooms() (map[string]bool, error) {
 	}
 	b.dms = map[string]bool{}
 	raw, err := b.s.store.GetAccountData(b.ctx, b.user, "", "m.direct")
-	if err == store.ErrNotFound {
+	if errors.Is(err, store.ErrNotFound) {
 		return b.dms, nil
 	}
 	if err != nil {
