@@ -42,8 +42,18 @@ func (a *API) slidingSync(w http.ResponseWriter, r *http.Request, s *store.Sessi
 		}
 		timeout = time.Duration(min(ms, int64(slidingsync.MaxTimeout/time.Millisecond))) * time.Millisecond
 	}
+	// Decoded on a goroutine of its own: the decoder's deep frames would
+	// otherwise stay on the stack of a long-poll that then waits (see
+	// authedShallow).
 	var req slidingsync.Request
-	if err := jsonhttp.Read(r, a.maxBody, &req); err != nil {
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		err = jsonhttp.Read(r, a.maxBody, &req)
+	}()
+	<-done
+	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return
 	}

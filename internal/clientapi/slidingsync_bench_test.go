@@ -2,8 +2,10 @@ package clientapi_test
 
 import (
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	"conclave/internal/homeserver/hstest"
 )
@@ -71,4 +73,49 @@ func BenchmarkSlidingSync1000Rooms(b *testing.B) {
 			pos = r.Str("pos")
 		}
 	})
+}
+
+// BenchmarkSlidingSyncIdleMemory compares the memory (heap and stacks, of
+// this whole process: server and clients) of n idle long-polls of sliding
+// sync with n of /sync, each user in one room. The load tool's idle
+// scenario measures /sync's server side alone (about 25 KB per client).
+func BenchmarkSlidingSyncIdleMemory(b *testing.B) {
+	const n = 300
+	s := hstest.Start(b)
+	s.Config.MaxSyncsPerDevice = 4
+	users := make([]*hstest.User, n)
+	pos := make([]string, n)
+	since := make([]string, n)
+	body := roomListBody([][]int{{0, 19}}, nil)
+	for i := range users {
+		u := s.CreateUser(b, fmt.Sprint("idle", i))
+		users[i] = u
+		s.MustOK(b, "POST", "/_matrix/client/v3/createRoom", u.Token, map[string]any{"preset": "public_chat"})
+		pos[i] = ssOK(b, s, u, "", 0, body).Str("pos")
+		since[i] = s.MustOK(b, "GET", "/_matrix/client/v3/sync", u.Token, nil).Str("next_batch")
+	}
+	measure := func(name string, poll func(i int)) {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		waiting := s.HS.Notifier.Waiting()
+		for i := range users {
+			go poll(i)
+		}
+		for s.HS.Notifier.Waiting() < waiting+n {
+			time.Sleep(10 * time.Millisecond)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		per := (float64(after.HeapInuse+after.StackInuse) - float64(before.HeapInuse+before.StackInuse)) / n
+		b.ReportMetric(per/1024, name+"-KB/poll")
+	}
+	for i := 0; i < b.N; i++ {
+		measure("sync", func(i int) {
+			s.Do(b, "GET", "/_matrix/client/v3/sync?timeout=3000&since="+since[i], users[i].Token, nil)
+		})
+		time.Sleep(3500 * time.Millisecond)
+		measure("sliding", func(i int) { ss(b, s, users[i], pos[i], 3000, body) })
+		time.Sleep(3500 * time.Millisecond)
+	}
 }

@@ -41,6 +41,13 @@ func (b *build) empty() bool {
 	return len(b.resp.Rooms) == 0 && !b.listsChanged && b.resp.Extensions.empty()
 }
 
+// trim drops what only building needed, before a long-poll waits with the
+// (empty) response: an idle connection keeps little.
+func (b *build) trim() {
+	b.members, b.dms, b.facts, b.listRooms, b.subRooms, b.initialRooms, b.timelines = nil, nil, nil, nil, nil, nil, nil
+	b.ctx = nil
+}
+
 func (b *build) run() error {
 	b.resp = &Response{Rooms: map[string]*Room{}}
 	b.sent = map[string]roomSent{}

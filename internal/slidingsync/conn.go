@@ -109,6 +109,7 @@ func (s *Service) open(ctx context.Context, userID, deviceID, connID, pos string
 	if err := json.Unmarshal(raw, &ss.state); err != nil {
 		return nil, errUnknownPos // unreadable (an older format): start again
 	}
+	c.State, c.PrevState = nil, nil // parsed: a waiting long-poll keeps less
 	rows, err := s.store.SlidingRooms(ctx, c.ID)
 	if err != nil {
 		return nil, err

@@ -112,6 +112,7 @@ func (s *Service) syncOnce(ctx context.Context, userID, deviceID, pos string, ti
 			unregister()
 			return s.finish(ctx, ss, b)
 		}
+		b.trim()
 		timer := time.NewTimer(wait)
 		select {
 		case <-woken:
