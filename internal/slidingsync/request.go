@@ -2,7 +2,6 @@ package slidingsync
 
 import (
 	"encoding/json"
-	"slices"
 	"strings"
 
 	"conclave/internal/matrix"
@@ -173,24 +172,4 @@ func (c *RoomConfig) validate(what string) error {
 		}
 	}
 	return nil
-}
-
-// rangesIndexes returns the distinct list indexes ranges select, in order,
-// within a list of n rooms (all of them without ranges).
-func rangesIndexes(ranges [][]int, n int) []int {
-	if ranges == nil {
-		out := make([]int, n)
-		for i := range out {
-			out[i] = i
-		}
-		return out
-	}
-	var out []int
-	for _, r := range ranges {
-		for i := r[0]; i <= r[1] && i < n; i++ {
-			out = append(out, i)
-		}
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
 }
