@@ -35,6 +35,7 @@ type build struct {
 	subRooms     []string
 	initialRooms map[string]bool // rooms sent with initial: true
 	timelines    map[string][]store.StoredEvent
+	stamps       map[string]int64 // bump stamps, of every room when there are lists
 }
 
 func (b *build) empty() bool {
@@ -44,7 +45,7 @@ func (b *build) empty() bool {
 // trim drops what only building needed, before a long-poll waits with the
 // (empty) response: an idle connection keeps little.
 func (b *build) trim() {
-	b.members, b.dms, b.facts, b.listRooms, b.subRooms, b.initialRooms, b.timelines = nil, nil, nil, nil, nil, nil, nil
+	b.members, b.dms, b.facts, b.listRooms, b.subRooms, b.initialRooms, b.timelines, b.stamps = nil, nil, nil, nil, nil, nil, nil, nil
 	b.ctx = nil
 }
 
@@ -250,6 +251,7 @@ func (b *build) allStamps() (map[string]int64, error) {
 		prev = nil
 	}
 	out := make(map[string]int64, len(b.members))
+	var need []string
 	for id, m := range b.members {
 		if prev != nil && !changed[id] && m.Pos <= prev.pos {
 			if st, ok := prev.stamps[id]; ok {
@@ -257,12 +259,12 @@ func (b *build) allStamps() (map[string]int64, error) {
 				continue
 			}
 		}
-		st, err := b.bumpStamp(id, m)
-		if err != nil {
-			return nil, err
-		}
-		out[id] = st
+		need = append(need, id)
 	}
+	if err := b.stampsOf(need, out); err != nil {
+		return nil, err
+	}
+	b.stamps = out
 	b.s.stamps.Update(b.user, func(old *userStamps, ok bool) (*userStamps, bool) {
 		if ok && old.pos > b.upto {
 			return old, true // a later build got there first
@@ -276,45 +278,58 @@ func (b *build) allStamps() (map[string]int64, error) {
 // list and Synapse's DEFAULT_BUMP_EVENT_TYPES).
 var bumpTypes = []string{"m.room.create", "m.room.message", "m.room.encrypted", "m.sticker", "m.call.invite", "m.poll.start", "m.beacon_info"}
 
-// bumpStamp is the room's recency: the stream position of its latest
-// bump event for a joined room, of the membership otherwise (the user sees
-// nothing after it). Cached with the tracker's tick: a room's stamp is
-// computed again only after an event was written to it.
-func (b *build) bumpStamp(roomID string, m store.Membership) (int64, error) {
-	if m.Membership != "join" {
-		return m.Pos, nil
-	}
+// stampsOf computes the bump stamps of rooms: a room's recency is the
+// stream position of its latest bump event for a joined room, of the
+// membership otherwise (the user sees nothing after it). Each room's stamp
+// is cached with the tracker's tick, so it is computed again only after an
+// event was written to the room; the others come from one store query.
+func (b *build) stampsOf(ids []string, out map[string]int64) error {
 	t := b.s.sync.Tracker()
-	k := roomKey(changes.RoomEvents, roomID)
-	if e, ok := b.s.bumps.Get(roomID); ok && e.upto <= b.upto && t.Unchanged(k, e.tick) {
-		return e.stamp, nil
+	var batch []string
+	for _, id := range ids {
+		m := b.members[id]
+		if m.Membership != "join" {
+			out[id] = m.Pos
+			continue
+		}
+		if e, ok := b.s.bumps.Get(id); ok && e.upto <= b.upto && t.Unchanged(roomKey(changes.RoomEvents, id), e.tick) {
+			out[id] = e.stamp
+			continue
+		}
+		batch = append(batch, id)
+	}
+	if len(batch) == 0 {
+		return nil
 	}
 	tick := t.Tick()
-	stamp := int64(0)
-	if evs, ok := b.s.rooms.RecentEvents(roomID, 0, b.upto, 64); ok {
-		for _, e := range evs { // newest first
-			if slices.Contains(bumpTypes, e.Type) {
-				stamp = e.Pos
-				break
-			}
+	found, err := b.s.store.LatestEventPositions(b.ctx, batch, bumpTypes, b.upto)
+	if err != nil {
+		return err
+	}
+	for _, id := range batch {
+		stamp := found[id]
+		if stamp == 0 {
+			stamp = b.members[id].Pos // no bump event here (a room joined over federation)
+		}
+		out[id] = stamp
+		if t != nil && t.Unchanged(roomKey(changes.RoomEvents, id), tick) {
+			b.s.bumps.Put(id, bump{tick: tick, upto: b.upto, stamp: stamp})
 		}
 	}
-	if stamp == 0 {
-		evs, err := b.s.store.RoomEvents(b.ctx, store.RoomEventsQuery{RoomID: roomID, Before: b.upto + 1, Backwards: true, Limit: 1, Types: bumpTypes})
-		if err != nil {
-			return 0, err
-		}
-		if len(evs) > 0 {
-			stamp = evs[0].Pos
-		}
+	return nil
+}
+
+// bumpStamp is one room's stamp (computed with the lists' when there are
+// lists).
+func (b *build) bumpStamp(roomID string) (int64, error) {
+	if st, ok := b.stamps[roomID]; ok {
+		return st, nil
 	}
-	if stamp == 0 {
-		stamp = m.Pos // no bump event visible here (a room joined over federation)
+	if b.stamps == nil {
+		b.stamps = map[string]int64{}
 	}
-	if t != nil && t.Unchanged(k, tick) {
-		b.s.bumps.Put(roomID, bump{tick: tick, upto: b.upto, stamp: stamp})
-	}
-	return stamp, nil
+	err := b.stampsOf([]string{roomID}, b.stamps)
+	return b.stamps[roomID], err
 }
 
 // inScope lists the rooms an extension covers: those of the named lists'

@@ -102,7 +102,7 @@ func (b *build) joined(m store.Membership, cfg *config, sent, bound int64, initi
 		}
 	}
 	r.NumLive = &live
-	stamp, err := b.bumpStamp(m.RoomID, m)
+	stamp, err := b.bumpStamp(m.RoomID)
 	if err != nil {
 		return nil, err
 	}

@@ -31,6 +31,10 @@ type SlidingSync interface {
 	// TouchSlidingConn sets the connection's last use (Unix ms), which
 	// keeps it from expiring.
 	TouchSlidingConn(ctx context.Context, conn, ts int64) error
+	// LatestEventPositions returns, for each of roomIDs that has one, the
+	// stream position of its newest event of one of types at or below upto
+	// (the rooms' bump stamps, all at once).
+	LatestEventPositions(ctx context.Context, roomIDs, types []string, upto int64) (map[string]int64, error)
 }
 
 // SlidingConn is one sliding sync connection.

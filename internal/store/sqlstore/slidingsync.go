@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"strings"
 
 	"conclave/internal/store"
 )
@@ -94,4 +95,49 @@ func (s *Shared) AdvanceSlidingConn(ctx context.Context, conn, latest int64, u s
 func (s *Shared) TouchSlidingConn(ctx context.Context, conn, ts int64) error {
 	_, err := s.b.Write().Exec(ctx, `UPDATE sliding_sync_connections SET updated_ts = ? WHERE id = ?`, ts, conn)
 	return err
+}
+
+// LatestEventPositions looks up each room's newest event of the given types
+// with one statement per chunk of rooms: a subquery per room walks the
+// room's (room_id, pos) index backwards from upto and stops at the first
+// match, so a room's size does not matter. VALUES rows are named column1 by
+// both backends.
+func (s *Shared) LatestEventPositions(ctx context.Context, roomIDs, types []string, upto int64) (map[string]int64, error) {
+	out := make(map[string]int64, len(roomIDs))
+	if len(types) == 0 {
+		return out, nil
+	}
+	chunk := max(s.d.MaxList-len(types)-1, 1)
+	for start := 0; start < len(roomIDs); start += chunk {
+		ids := roomIDs[start:min(start+chunk, len(roomIDs))]
+		// Parameters in the order the text uses them: upto, types, rooms.
+		args := make([]any, 0, len(ids)+len(types)+1)
+		args = append(args, upto)
+		typeCond, args := s.d.In("e.type", types, args)
+		for _, id := range ids {
+			args = append(args, id)
+		}
+		rows, err := s.b.Read().Query(ctx, `SELECT v.column1, (SELECT e.pos FROM events e WHERE e.room_id = v.column1 AND e.pos > 0 AND e.pos <= ? AND `+typeCond+`
+			ORDER BY e.pos DESC LIMIT 1) FROM (VALUES `+strings.Repeat("(?), ", len(ids)-1)+`(?)) AS v`, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var id string
+			var pos *int64
+			if err := rows.Scan(&id, &pos); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if pos != nil {
+				out[id] = *pos
+			}
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }

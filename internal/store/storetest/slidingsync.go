@@ -87,3 +87,41 @@ func roomsByID(t *testing.T, s store.Store, conn int64) map[string]store.Sliding
 	}
 	return out
 }
+
+func testLatestEventPositions(t *testing.T, s store.Store) {
+	r := newRoom(t, s, "!r:x", "@a:x")
+	o := newRoom(t, s, "!o:x", "@b:x")
+	createdR := maxPos(t, s) // !o's create is the newest so far; !r's before it
+	_, p1 := r.msg(t, "@a:x", "one")
+	mid := maxPos(t, s)
+	r.send(t, r.member("@c:x", "join")) // not a bump type
+	_, p2 := o.msg(t, "@b:x", "two")
+	top := maxPos(t, s)
+	bump := []string{"m.room.create", "m.room.message"}
+	got, err := s.LatestEventPositions(ctx(), []string{"!r:x", "!o:x", "!none:x"}, bump, top)
+	must(t, err)
+	if len(got) != 2 || got["!r:x"] != p1 || got["!o:x"] != p2 {
+		t.Fatalf("latest %v, want !r:x %d, !o:x %d", got, p1, p2)
+	}
+	got, err = s.LatestEventPositions(ctx(), []string{"!r:x", "!o:x"}, bump, mid)
+	must(t, err)
+	if got["!r:x"] != p1 || got["!o:x"] == p2 || got["!o:x"] == 0 || got["!o:x"] > createdR {
+		t.Fatalf("at %d: %v", mid, got)
+	}
+	got, err = s.LatestEventPositions(ctx(), []string{"!r:x"}, []string{"m.room.member"}, top)
+	must(t, err)
+	if got["!r:x"] <= p1 {
+		t.Fatalf("member: %v", got)
+	}
+	// More rooms than a statement's list holds.
+	many := make([]string, 2500)
+	for i := range many {
+		many[i] = "!n" + string(rune('a'+i%26)) + ":x" + string(rune('0'+i/26%10)) + string(rune('0'+i/260))
+	}
+	many[1234] = "!r:x"
+	got, err = s.LatestEventPositions(ctx(), many, bump, top)
+	must(t, err)
+	if len(got) != 1 || got["!r:x"] != p1 {
+		t.Fatalf("in a long list: %v", got)
+	}
+}

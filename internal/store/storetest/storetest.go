@@ -69,6 +69,7 @@ func Run(t *testing.T, open Opener) {
 		{"FedQueuePrune", testFedQueuePrune},
 		{"FedQueueConcurrent", testFedQueueConcurrent},
 		{"SlidingSync", testSlidingSync},
+		{"LatestEventPositions", testLatestEventPositions},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
