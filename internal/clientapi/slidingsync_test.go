@@ -138,7 +138,7 @@ func TestSlidingSyncElementX(t *testing.T) {
 		t.Fatalf("rooms outside the window sent: %s", r1.Body)
 	}
 	inv := ssRoom(r1, invite)
-	if inv["initial"] != true || inv["invite_state"] == nil || inv["timeline"] != nil || inv["bump_stamp"] == nil {
+	if inv["initial"] != true || inv["invite_state"] == nil || inv["timeline"] != nil || inv["bump_stamp"] == nil || inv["name"] != "Invitation" {
 		t.Fatalf("invite entry: %v", inv)
 	}
 	top := ssRoom(r1, rooms[1])

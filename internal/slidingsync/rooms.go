@@ -24,6 +24,7 @@ type roomFacts struct {
 	heroes    []Hero
 	tags      map[string]bool
 	children  map[string]bool // m.space.child state keys with a via
+	stripped  []json.RawMessage // an invite's or knock's stripped state
 }
 
 // facts loads the room's state facts once per build.
@@ -39,7 +40,7 @@ func (b *build) roomFacts(roomID string) (*roomFacts, error) {
 		f.state, err = b.s.rooms.StateAt(b.ctx, roomID, m.Pos)
 	case member && (m.Membership == "invite" || m.Membership == "knock"):
 		// The room may be on another server: only the stripped state.
-		f.state, err = b.strippedPDUs(m)
+		f.stripped, f.state, err = b.strippedPDUs(m)
 	default:
 		f.state, err = b.s.rooms.CurrentState(b.ctx, roomID)
 	}
@@ -123,10 +124,10 @@ func (b *build) roomFacts(roomID string) (*roomFacts, error) {
 
 // strippedPDUs turns an invite's or knock's stripped state into PDUs (for
 // the filters: name, encryption, type).
-func (b *build) strippedPDUs(m store.Membership) ([]*event.PDU, error) {
+func (b *build) strippedPDUs(m store.Membership) ([]json.RawMessage, []*event.PDU, error) {
 	evs, err := b.s.sync.StrippedState(b.ctx, b.user, m)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := make([]*event.PDU, 0, len(evs))
 	for _, e := range evs {
@@ -135,7 +136,7 @@ func (b *build) strippedPDUs(m store.Membership) ([]*event.PDU, error) {
 			out = append(out, &p)
 		}
 	}
-	return out, nil
+	return evs, out, nil
 }
 
 // matches reports whether the room passes a list's filters.
@@ -309,12 +310,14 @@ func (b *build) room(roomID string, cfg *config) error {
 
 // invited is an invite's or knock's entry: its stripped state.
 func (b *build) invited(m store.Membership) (*Room, error) {
-	st, err := b.s.sync.StrippedState(b.ctx, b.user, m)
+	facts, err := b.roomFacts(m.RoomID)
 	if err != nil {
 		return nil, err
 	}
+	st := facts.stripped
 	stamp := m.Pos
-	r := &Room{Initial: true, InviteState: st, BumpStamp: &stamp}
+	// The name and avatar as the stripped state tells them (Synapse).
+	r := &Room{Initial: true, InviteState: st, BumpStamp: &stamp, Name: facts.name, Avatar: facts.avatar}
 	if dms, err := b.directRooms(); err == nil && dms[m.RoomID] {
 		r.IsDM = true
 	}
