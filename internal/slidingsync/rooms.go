@@ -23,7 +23,7 @@ type roomFacts struct {
 	invited   int
 	heroes    []Hero
 	tags      map[string]bool
-	children  map[string]bool // m.space.child state keys with a via
+	children  map[string]bool   // m.space.child state keys with a via
 	stripped  []json.RawMessage // an invite's or knock's stripped state
 }
 
