@@ -3,6 +3,7 @@ package clientapi_test
 import (
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 
 	"conclave/internal/homeserver/hstest"
@@ -212,4 +213,49 @@ func TestSlidingSyncFilters(t *testing.T) {
 	check("nospaces", plain, enc, dm, inv)
 	check("untyped", plain, enc, dm, inv)
 	check("inspace", plain)
+}
+
+// TestSlidingSyncConcurrentRequests: requests racing on one connection
+// (starting it, or going on from one position, as a client does when it
+// abandons a long-poll to change its ranges) all get an answer, never a 500,
+// and the last position they leave works.
+func TestSlidingSyncConcurrentRequests(t *testing.T) {
+	s := hstest.Start(t)
+	alice := s.CreateUser(t, "alice")
+	createRoom(t, s, alice, map[string]any{"preset": "public_chat"})
+	body := roomListBody([][]int{{0, 9}}, nil)
+	run := func(pos string) []*hstest.Response {
+		out := make([]*hstest.Response, 4)
+		var wg sync.WaitGroup
+		for i := range out {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				out[i] = ss(t, s, alice, pos, 0, body)
+			}()
+		}
+		wg.Wait()
+		return out
+	}
+	// Concurrent starts all get an answer; the connection started last is
+	// the one that stays.
+	known := 0
+	for _, r := range run("") {
+		if r.Status != 200 {
+			t.Fatalf("concurrent starts: %d %s", r.Status, r.Body)
+		}
+		if ss(t, s, alice, r.Str("pos"), 0, body).Status == 200 {
+			known++
+		}
+	}
+	if known == 0 {
+		t.Fatal("no started connection survived")
+	}
+	var pos string
+	pos = ssOK(t, s, alice, "", 0, body).Str("pos")
+	for _, r := range run(pos) {
+		if r.Status != 200 && r.Errcode() != "M_UNKNOWN_POS" {
+			t.Fatalf("concurrent requests from one position: %d %s", r.Status, r.Body)
+		}
+	}
 }

@@ -3,6 +3,7 @@ package slidingsync
 import (
 	"encoding/json"
 	"strings"
+	"unicode/utf8"
 
 	"conclave/internal/matrix"
 )
@@ -117,8 +118,8 @@ func invalid(format string, args ...any) error {
 // Validate checks a request against the MSC's rules and this server's
 // bounds: a bad request is refused whole with M_INVALID_PARAM.
 func (r *Request) Validate() error {
-	if len(r.ConnID) > maxConnIDLength {
-		return invalid("conn_id is too long")
+	if len(r.ConnID) > maxConnIDLength || strings.ContainsFunc(r.ConnID, func(c rune) bool { return c < 0x20 || c == 0x7f }) || !utf8.ValidString(r.ConnID) {
+		return invalid("conn_id must be at most %d characters, without control characters", maxConnIDLength)
 	}
 	if len(r.Lists) > MaxLists {
 		return invalid("at most %d lists", MaxLists)

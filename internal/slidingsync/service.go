@@ -141,6 +141,14 @@ func (s *Service) finish(ctx context.Context, ss *session, b *build) (*Response,
 		return nil, err // the client is gone: it takes no position
 	}
 	next, err := s.advance(context.WithoutCancel(ctx), ss, b.state, b.sent)
+	if errors.Is(err, store.ErrConflict) && ss.seq == 0 {
+		// Another request started the same connection meanwhile and
+		// replaced this one: the last start wins. This answer stands; its
+		// position is unknown from now on, and the client starts again
+		// when it uses it (M_UNKNOWN_POS).
+		b.resp.Pos = formatPos(ss.conn.ID, ss.latest+1)
+		return b.resp, nil
+	}
 	if err != nil {
 		return nil, err
 	}

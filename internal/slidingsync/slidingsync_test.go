@@ -97,6 +97,8 @@ func TestValidate(t *testing.T) {
 		`{"lists":{"a":{"required_state":[["a","b","c"]]}}}`,
 		`{"room_subscriptions":{"#alias:hs":{}}}`,
 		`{"extensions":{"to_device":{"enabled":true,"limit":-1}}}`,
+		`{"conn_id":"a\u0000b"}`,
+		`{"conn_id":"a\nb"}`,
 	}
 	for _, s := range ok {
 		var r Request

@@ -18,7 +18,8 @@ type SlidingSync interface {
 	// c.ConnID) with c (its rooms go with it) and returns c's new ID. In the
 	// same transaction it deletes the device's least recently updated
 	// connections beyond maxPerDevice, and everyone's connections last
-	// updated before expireBefore (Unix ms).
+	// updated before expireBefore (Unix ms). ErrConflict: a concurrent call
+	// created the same connection.
 	NewSlidingConn(ctx context.Context, c *SlidingConn, maxPerDevice int, expireBefore int64) (int64, error)
 	// AdvanceSlidingConn records a new latest position, atomically: u.Seq
 	// built from u.PrevSeq, with the connection's state at each, provided

@@ -53,6 +53,9 @@ func (s *Shared) NewSlidingConn(ctx context.Context, c *store.SlidingConn, maxPe
 		return tx.QueryRow(ctx, `INSERT INTO sliding_sync_connections (user_id, device_id, conn_id, seq, prev_seq, state, prev_state, updated_ts)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`, c.UserID, c.DeviceID, c.ConnID, c.Seq, c.PrevSeq, nonNil(c.State), nonNil(c.PrevState), c.UpdatedTS).Scan(&id)
 	})
+	if err != nil && s.b.IsUnique(err) {
+		return 0, store.ErrConflict // a concurrent request started the same connection
+	}
 	return id, err
 }
 
