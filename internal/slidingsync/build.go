@@ -35,7 +35,7 @@ type build struct {
 	subRooms     []string
 	initialRooms map[string]bool // rooms sent with initial: true
 	timelines    map[string][]store.StoredEvent
-	stamps       map[string]int64 // bump stamps, of every room when there are lists
+	stamps       map[string]int64 // bump stamps of every room when there are lists (shared with the cache: read only)
 }
 
 func (b *build) empty() bool {
@@ -325,11 +325,10 @@ func (b *build) bumpStamp(roomID string) (int64, error) {
 	if st, ok := b.stamps[roomID]; ok {
 		return st, nil
 	}
-	if b.stamps == nil {
-		b.stamps = map[string]int64{}
-	}
-	err := b.stampsOf([]string{roomID}, b.stamps)
-	return b.stamps[roomID], err
+	// Not in b.stamps, which the user's cache entry shares: a map of its own.
+	one := map[string]int64{}
+	err := b.stampsOf([]string{roomID}, one)
+	return one[roomID], err
 }
 
 // inScope lists the rooms an extension covers: those of the named lists'
