@@ -259,3 +259,63 @@ func TestSlidingSyncConcurrentRequests(t *testing.T) {
 		}
 	}
 }
+
+// TestSlidingSyncEphemeralAndRules: the receipts, typing and account_data
+// extensions carry what changed in the connection's rooms; history
+// visibility and ignored users shape timelines as in /sync.
+func TestSlidingSyncEphemeralAndRules(t *testing.T) {
+	s := hstest.Start(t)
+	alice := s.CreateUser(t, "alice")
+	bob := s.CreateUser(t, "bob")
+	carol := s.CreateUser(t, "carol")
+	room := createRoom(t, s, bob, map[string]any{"preset": "public_chat", "initial_state": []any{
+		map[string]any{"type": "m.room.history_visibility", "state_key": "", "content": map[string]any{"history_visibility": "joined"}}}})
+	send(t, s, bob, room, "before", "before alice joined")
+	s.MustOK(t, "POST", hstest.Path("/join/%s", room), alice.Token, map[string]any{})
+	s.MustOK(t, "POST", hstest.Path("/join/%s", room), carol.Token, map[string]any{})
+	s.MustOK(t, "PUT", hstest.Path("/user/%s/account_data/m.ignored_user_list", alice.UserID), alice.Token,
+		map[string]any{"ignored_users": map[string]any{carol.UserID: map[string]any{}}})
+	send(t, s, carol, room, "ignored", "from carol")
+	body := roomListBody([][]int{{0, 9}}, nil)
+	body["lists"].(map[string]any)["all_rooms"].(map[string]any)["timeline_limit"] = 10
+	r1 := ssOK(t, s, alice, "", 0, body)
+	for _, e := range ssRoom(r1, room)["timeline"].([]any) {
+		if b := dig(e, "content", "body"); b == "before alice joined" || b == "from carol" {
+			t.Fatalf("timeline shows %q: %s", b, r1.Body)
+		}
+	}
+	// bob: a message, a read receipt on it, typing; alice: a room tag.
+	ev := send(t, s, bob, room, "m1", "hello")
+	s.MustOK(t, "POST", hstest.Path("/rooms/%s/receipt/m.read/%s", room, ev), bob.Token, map[string]any{})
+	s.MustOK(t, "PUT", hstest.Path("/rooms/%s/typing/%s", room, bob.UserID), bob.Token, map[string]any{"typing": true, "timeout": 30000})
+	s.MustOK(t, "PUT", hstest.Path("/user/%s/rooms/%s/account_data/m.tag", alice.UserID, room), alice.Token, map[string]any{"tags": map[string]any{"u.work": map[string]any{"order": 0.5}}})
+	r2 := ssOK(t, s, alice, r1.Str("pos"), 10000, body)
+	if users, _ := dig(r2.JSON, "extensions", "typing", "rooms", room, "content", "user_ids").([]any); len(users) != 1 || users[0] != bob.UserID {
+		t.Fatalf("typing: %s", r2.Body)
+	}
+	if dig(r2.JSON, "extensions", "receipts", "rooms", room, "content", ev, "m.read", bob.UserID) == nil ||
+		dig(r2.JSON, "extensions", "receipts", "rooms", room, "type") != "m.receipt" {
+		t.Fatalf("receipts: %s", r2.Body)
+	}
+	tags, _ := dig(r2.JSON, "extensions", "account_data", "rooms", room).([]any)
+	if len(tags) != 1 || dig(tags[0], "type") != "m.tag" || dig(tags[0], "content", "tags", "u.work", "order") != 0.5 {
+		t.Fatalf("room account data: %s", r2.Body)
+	}
+	if gl, _ := dig(r2.JSON, "extensions", "account_data", "global").([]any); len(gl) != 0 {
+		t.Fatalf("global account data resent: %s", r2.Body)
+	}
+	// bob stops typing: the room's typing set, now empty, is news.
+	s.MustOK(t, "PUT", hstest.Path("/rooms/%s/typing/%s", room, bob.UserID), bob.Token, map[string]any{"typing": false})
+	r3 := ssOK(t, s, alice, r2.Str("pos"), 10000, body)
+	if users, ok := dig(r3.JSON, "extensions", "typing", "rooms", room, "content", "user_ids").([]any); !ok || len(users) != 0 {
+		t.Fatalf("typing stopped: %s", r3.Body)
+	}
+	// Extensions scoped to a list that does not exist cover no room.
+	scoped := roomListBody([][]int{{0, 9}}, nil)
+	scoped["extensions"].(map[string]any)["typing"] = map[string]any{"enabled": true, "lists": []string{"nope"}, "rooms": []string{}}
+	s.MustOK(t, "PUT", hstest.Path("/rooms/%s/typing/%s", room, bob.UserID), bob.Token, map[string]any{"typing": true, "timeout": 30000})
+	r4 := ssOK(t, s, alice, "", 0, scoped)
+	if rooms, _ := dig(r4.JSON, "extensions", "typing", "rooms").(map[string]any); len(rooms) != 0 {
+		t.Fatalf("typing outside the scope: %s", r4.Body)
+	}
+}
