@@ -46,11 +46,14 @@ func (a *API) slidingSync(w http.ResponseWriter, r *http.Request, s *store.Sessi
 	// otherwise stay on the stack of a long-poll that then waits (see
 	// authedShallow).
 	var req slidingsync.Request
+	var body []byte
 	var err error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		err = jsonhttp.Read(r, a.maxBody, &req)
+		if body, err = jsonhttp.ReadBody(r, a.maxBody); err == nil {
+			err = jsonhttp.Decode(body, &req)
+		}
 	}()
 	<-done
 	if err != nil {
@@ -69,7 +72,7 @@ func (a *API) slidingSync(w http.ResponseWriter, r *http.Request, s *store.Sessi
 	if a.Presence != nil {
 		a.Presence.Touch(s.UserID)
 	}
-	resp, err := a.SlidingSync.Sync(r.Context(), s.UserID, s.DeviceID, pos, timeout, &req)
+	resp, err := a.SlidingSync.Sync(r.Context(), s.UserID, s.DeviceID, pos, timeout, &req, body)
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return

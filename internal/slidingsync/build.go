@@ -46,7 +46,10 @@ func (b *build) empty() bool {
 // (empty) response: an idle connection keeps little.
 func (b *build) trim() {
 	b.members, b.dms, b.facts, b.listRooms, b.subRooms, b.initialRooms, b.timelines, b.stamps = nil, nil, nil, nil, nil, nil, nil, nil
-	b.ctx = nil
+	// An empty response is answered with the client's position and records
+	// nothing: the new state is not needed either.
+	b.state, b.sent = connState{}, nil
+	b.ctx, b.req = nil, nil
 }
 
 func (b *build) run() error {
@@ -55,10 +58,8 @@ func (b *build) run() error {
 	b.facts = map[string]*roomFacts{}
 	b.initialRooms = map[string]bool{}
 	b.timelines = map[string][]store.StoredEvent{}
+	// The configs used now; advance carries the others over.
 	b.state = connState{Configs: map[string]config{}, Lists: map[string]string{}}
-	for k, v := range b.ss.state.Configs {
-		b.state.Configs[k] = v
-	}
 	var err error
 	if b.upto, err = b.s.sync.Position(b.ctx, b.ss.state.Pos); err != nil {
 		return err

@@ -39,8 +39,11 @@ type connState struct {
 	Pos    int64 `json:"p"`
 	Typing int64 `json:"t,omitempty"`
 	// Configs are the room configs the connection's rows refer to, by
-	// fingerprint: what was sent, for sending what a new config adds.
-	Configs map[string]config `json:"c,omitempty"`
+	// fingerprint: what was sent, for sending what a new config adds. Read
+	// from the store only when needed (see session.configs): an idle
+	// long-poll keeps them as one string.
+	Configs    map[string]config `json:"-"`
+	RawConfigs json.RawMessage   `json:"c,omitempty"`
 	// Lists are fingerprints of each list's answer (count and windows): a
 	// change of order is news even when no room changed.
 	Lists map[string]string `json:"l,omitempty"`
@@ -139,7 +142,17 @@ func (s *Service) advance(ctx context.Context, ss *session, st connState, sent m
 	if err != nil {
 		return "", err
 	}
-	// Keep the configs the rows still refer to (bounded).
+	// Carry the configs over, keeping those the rows still refer to
+	// (bounded).
+	old, err := ss.configs()
+	if err != nil {
+		return "", err
+	}
+	for k, v := range old {
+		if _, ok := st.Configs[k]; !ok {
+			st.Configs[k] = v
+		}
+	}
 	used := map[int64]bool{}
 	for _, r := range ss.rooms {
 		used[r.Config] = true
@@ -152,6 +165,9 @@ func (s *Service) advance(ctx context.Context, ss *session, st connState, sent m
 		if !used[fp] || len(st.Configs) > maxConfigs {
 			delete(st.Configs, k)
 		}
+	}
+	if st.RawConfigs, err = json.Marshal(st.Configs); err != nil {
+		return "", err
 	}
 	cur, err := json.Marshal(st)
 	if err != nil {
@@ -167,6 +183,20 @@ func (s *Service) advance(ctx context.Context, ss *session, st connState, sent m
 		return "", err
 	}
 	return formatPos(ss.conn.ID, next), nil
+}
+
+// configs returns the configs of the session's position, parsed on first
+// need.
+func (ss *session) configs() (map[string]config, error) {
+	if ss.state.Configs == nil {
+		ss.state.Configs = map[string]config{}
+		if len(ss.state.RawConfigs) > 0 {
+			if err := json.Unmarshal(ss.state.RawConfigs, &ss.state.Configs); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return ss.state.Configs, nil
 }
 
 // roomSent is what a response sent of a room.

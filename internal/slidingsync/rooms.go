@@ -281,7 +281,11 @@ func (b *build) room(roomID string, cfg *config) error {
 	initial := prev.Sent == 0 || (m.Membership == "join" && m.Pos > prev.Sent)
 	var oldCfg *config
 	if !initial && prev.Config != fp {
-		if c, ok := b.ss.state.Configs[strconv.FormatInt(prev.Config, 10)]; ok {
+		sent, err := b.ss.configs()
+		if err != nil {
+			return err
+		}
+		if c, ok := sent[strconv.FormatInt(prev.Config, 10)]; ok {
 			oldCfg = &c
 		} else {
 			initial = true // what was sent is forgotten: send it all again

@@ -15,11 +15,15 @@ package slidingsync
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"runtime/debug"
 	"time"
 
 	"conclave/internal/changes"
 	"conclave/internal/lru"
+	"conclave/internal/matrix"
 	"conclave/internal/room"
 	"conclave/internal/store"
 	"conclave/internal/syncer"
@@ -69,8 +73,10 @@ func New(st Store, rooms *room.Service, sync *syncer.Service) *Service {
 const MaxTimeout = syncer.MaxTimeout
 
 // Sync answers one request of userID's device at pos ("" for a new
-// connection), waiting up to timeout for news when it has none.
-func (s *Service) Sync(ctx context.Context, userID, deviceID, pos string, timeout time.Duration, req *Request) (*Response, error) {
+// connection), waiting up to timeout for news when it has none. req is the
+// request decoded from body, the request as sent: a waiting long-poll keeps
+// only body and decodes it again when woken (less memory per idle client).
+func (s *Service) Sync(ctx context.Context, userID, deviceID, pos string, timeout time.Duration, req *Request, body []byte) (*Response, error) {
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
@@ -78,7 +84,7 @@ func (s *Service) Sync(ctx context.Context, userID, deviceID, pos string, timeou
 	// long-poll to change its ranges): the later writer finds the
 	// connection moved on and starts again from its position.
 	for attempt := 0; ; attempt++ {
-		resp, err := s.syncOnce(ctx, userID, deviceID, pos, timeout, req)
+		resp, err := s.syncOnce(ctx, userID, deviceID, pos, timeout, req, body)
 		if errors.Is(err, store.ErrConflict) && attempt < 3 {
 			continue
 		}
@@ -89,8 +95,31 @@ func (s *Service) Sync(ctx context.Context, userID, deviceID, pos string, timeou
 	}
 }
 
-func (s *Service) syncOnce(ctx context.Context, userID, deviceID, pos string, timeout time.Duration, req *Request) (*Response, error) {
-	ss, err := s.open(ctx, userID, deviceID, req.ConnID, pos)
+func decode(body []byte) (*Request, error) {
+	var req Request
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, matrix.BadJSON("Invalid sliding sync request: %v", err)
+	}
+	return &req, nil
+}
+
+func (s *Service) syncOnce(ctx context.Context, userID, deviceID, pos string, timeout time.Duration, req *Request, body []byte) (*Response, error) {
+	// Opened on a goroutine of its own, like the build: the store driver's
+	// deep frames would otherwise stay on the stack of the long-poll that
+	// then waits.
+	var ss *session
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("panic opening a sliding sync connection: %v\n%s", p, debug.Stack())
+			}
+		}()
+		ss, err = s.open(ctx, userID, deviceID, req.ConnID, pos)
+	}()
+	<-done
 	if err != nil {
 		return nil, err
 	}
@@ -100,6 +129,12 @@ func (s *Service) syncOnce(ctx context.Context, userID, deviceID, pos string, ti
 		woken, unregister := n.Register(userID)
 		var b *build
 		err := s.sync.Apart(ctx, func() error {
+			if req == nil {
+				var err error
+				if req, err = decode(body); err != nil {
+					return err
+				}
+			}
 			b = &build{s: s, ctx: ctx, user: userID, device: deviceID, req: req, ss: ss}
 			return b.run()
 		})
@@ -113,6 +148,7 @@ func (s *Service) syncOnce(ctx context.Context, userID, deviceID, pos string, ti
 			return s.finish(ctx, ss, b)
 		}
 		b.trim()
+		req = nil // decoded again if woken
 		timer := time.NewTimer(wait)
 		select {
 		case <-woken:
