@@ -115,14 +115,22 @@ func SlidingSync(ctx context.Context, c *Config, p SlidingSyncParams) (*SlidingS
 		}
 		firsts = append(firsts, time.Since(t0))
 		res.FirstBytes = n
-		if _, err := u.Send(ctx, rooms[i%len(rooms)], "m.room.message", fmt.Sprint("inc", i), map[string]any{"msgtype": "m.text", "body": "new"}); err != nil {
+		if len(a.Rooms) != min(20, p.Rooms) {
+			return nil, fmt.Errorf("sliding-sync: the first response has %d rooms, want %d", len(a.Rooms), min(20, p.Rooms))
+		}
+		room := rooms[i%len(rooms)]
+		if _, err := u.Send(ctx, room, "m.room.message", fmt.Sprint("inc", i), map[string]any{"msgtype": "m.text", "body": "new"}); err != nil {
 			return nil, err
 		}
 		t0 = time.Now()
-		if _, _, err := u.slidingSync(ctx, a.Pos, 0, body); err != nil {
+		inc, _, err := u.slidingSync(ctx, a.Pos, 0, body)
+		if err != nil {
 			return nil, err
 		}
 		incs = append(incs, time.Since(t0))
+		if len(inc.Rooms) != 1 || inc.Rooms[room] == nil {
+			return nil, fmt.Errorf("sliding-sync: the incremental response has %d rooms, want the one with the new message", len(inc.Rooms))
+		}
 	}
 	res.FirstMs, res.IncrementalMs = median(firsts), median(incs)
 	c.logf("sliding sync, %d rooms: first %.1f ms (%d bytes), incremental %.2f ms", p.Rooms, res.FirstMs, res.FirstBytes, res.IncrementalMs)
