@@ -118,7 +118,9 @@ func TestSlidingSyncIncremental(t *testing.T) {
 		ra["name"] != "A2" || ra["joined_count"] != 2.0 || ra["num_live"] != 2.0 || ra["limited"] != false {
 		t.Fatalf("update of a: %v", ra)
 	}
-	want := []string{"m.room.member|" + alice.UserID, "m.room.member|" + bob.UserID, "m.room.name|"}
+	// $LAZY: bob's member event (new); alice's was sent with r1 and has not
+	// changed, so it is not sent again.
+	want := []string{"m.room.member|" + bob.UserID, "m.room.name|"}
 	if got := stateTypes(ra); !slices.Equal(got, want) {
 		t.Fatalf("changed required state %v, want %v", got, want)
 	}
@@ -131,13 +133,12 @@ func TestSlidingSyncIncremental(t *testing.T) {
 	// previous one.
 	expectErr(t, ss(t, s, alice, r2.Str("pos"), 0, body(rs)), 400, "M_UNKNOWN_POS")
 	// Widening required_state sends what it adds, and what changed (b's
-	// topic; $LAZY: the member event of the timeline's sender, which an
-	// incremental update always carries).
+	// topic; not the member event of the timeline's sender: the client has it).
 	putState(t, s, alice, b, "m.room.topic", "", map[string]any{"topic": "tea"})
 	rs2 := append(rs, []string{"m.room.topic", ""}, []string{"m.room.create", ""})
 	r3 := ssOK(t, s, alice, retry.Str("pos"), 0, body(rs2))
 	rb := ssRoom(r3, b)
-	if got := stateTypes(rb); !slices.Equal(got, []string{"m.room.create|", "m.room.member|" + alice.UserID, "m.room.topic|"}) || len(rb["timeline"].([]any)) != 1 {
+	if got := stateTypes(rb); !slices.Equal(got, []string{"m.room.create|", "m.room.topic|"}) || len(rb["timeline"].([]any)) != 1 {
 		t.Fatalf("b after widening: %v", rb)
 	}
 	if got := stateTypes(ssRoom(r3, a)); !slices.Equal(got, []string{"m.room.create|"}) {
@@ -318,4 +319,40 @@ func TestSlidingSyncEphemeralAndRules(t *testing.T) {
 	if rooms, _ := dig(r4.JSON, "extensions", "typing", "rooms").(map[string]any); len(rooms) != 0 {
 		t.Fatalf("typing outside the scope: %s", r4.Body)
 	}
+}
+
+// TestSlidingSyncLazyMembers: $LAZY sends a sender's member event once per
+// connection, again when it changed, and a new sender's when they speak.
+func TestSlidingSyncLazyMembers(t *testing.T) {
+	s := hstest.Start(t)
+	alice := s.CreateUser(t, "alice")
+	bob := s.CreateUser(t, "bob")
+	carol := s.CreateUser(t, "carol")
+	room := createRoom(t, s, alice, map[string]any{"preset": "public_chat"})
+	s.MustOK(t, "POST", hstest.Path("/join/%s", room), bob.Token, map[string]any{})
+	s.MustOK(t, "POST", hstest.Path("/join/%s", room), carol.Token, map[string]any{})
+	send(t, s, bob, room, "b1", "bob speaks")
+	body := map[string]any{"conn_id": "c", "lists": map[string]any{"l": map[string]any{
+		"ranges": [][]int{{0, 9}}, "timeline_limit": 1, "required_state": [][]string{{"m.room.member", "$LAZY"}}}}}
+	r := ssOK(t, s, alice, "", 0, body)
+	if got := stateTypes(ssRoom(r, room)); !slices.Equal(got, []string{"m.room.member|" + bob.UserID}) {
+		t.Fatalf("initial: %v", got)
+	}
+	step := func(want ...string) {
+		t.Helper()
+		r = ssOK(t, s, alice, r.Str("pos"), 10000, body)
+		got := stateTypes(ssRoom(r, room))
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Fatalf("required_state %v, want %v", got, want)
+		}
+	}
+	send(t, s, bob, room, "b2", "bob again")
+	step() // the client has bob's member event
+	send(t, s, carol, room, "c1", "carol speaks")
+	step("m.room.member|" + carol.UserID)
+	putState(t, s, bob, room, "m.room.member", bob.UserID, map[string]any{"membership": "join", "displayname": "Robert"})
+	step("m.room.member|" + bob.UserID) // changed: in the timeline and the state
+	send(t, s, bob, room, "b3", "as Robert")
+	step()
 }

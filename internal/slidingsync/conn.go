@@ -121,7 +121,7 @@ func (s *Service) open(ctx context.Context, userID, deviceID, connID, pos string
 	for _, r := range rows {
 		if ss.retry && r.Seq == c.Seq {
 			// Changed by the position the client never took.
-			r.Sent, r.Config = r.PrevSent, r.PrevConfig
+			r.Sent, r.Config, r.Lazy = r.PrevSent, r.PrevConfig, r.PrevLazy
 		}
 		ss.rooms[r.RoomID] = r
 	}
@@ -176,7 +176,8 @@ func (s *Service) advance(ctx context.Context, ss *session, st connState, sent m
 	rows := make([]store.SlidingRoom, 0, len(sent))
 	for id, r := range sent {
 		old := ss.rooms[id]
-		rows = append(rows, store.SlidingRoom{RoomID: id, Seq: next, Sent: r.sent, Config: r.config, PrevSent: old.Sent, PrevConfig: old.Config})
+		rows = append(rows, store.SlidingRoom{RoomID: id, Seq: next, Sent: r.sent, Config: r.config, Lazy: r.lazy,
+			PrevSent: old.Sent, PrevConfig: old.Config, PrevLazy: old.Lazy})
 	}
 	u := store.SlidingConnUpdate{Seq: next, PrevSeq: ss.seq, State: cur, PrevState: prevState, UpdatedTS: s.now().UnixMilli()}
 	if err := s.store.AdvanceSlidingConn(ctx, ss.conn.ID, ss.latest, u, rows); err != nil {
@@ -203,4 +204,23 @@ func (ss *session) configs() (map[string]config, error) {
 type roomSent struct {
 	sent   int64
 	config int64
+	lazy   []byte // lazyMembers, encoded
+}
+
+// lazyMembers are the member events a connection sent of a room for
+// $LAZY, by user: the stream position of the member event sent. A member
+// whose event the client has is not sent again with each of their messages
+// (Synapse remembers them too); a changed member event is.
+type lazyMembers map[string]int64
+
+// maxLazyMembers bounds what a room's row remembers; beyond it the record
+// starts again (the client gets some member events twice).
+const maxLazyMembers = 200
+
+func decodeLazy(b []byte) lazyMembers {
+	l := lazyMembers{}
+	if len(b) > 0 {
+		json.Unmarshal(b, &l) // unreadable: remember nothing (members are sent again)
+	}
+	return l
 }

@@ -271,7 +271,7 @@ func (b *build) room(roomID string, cfg *config) error {
 			return err
 		}
 		b.resp.Rooms[roomID] = r
-		b.sent[roomID] = roomSent{sent: m.Pos, config: fp}
+		b.sent[roomID] = roomSent{sent: m.Pos, config: fp} // a later join starts a new record of members
 		return nil
 	}
 	bound := b.upto
@@ -301,14 +301,16 @@ func (b *build) room(roomID string, cfg *config) error {
 			return nil
 		}
 	}
-	r, err := b.joined(m, cfg, prev.Sent, bound, initial, oldCfg)
+	r, lazy, err := b.joined(m, cfg, prev.Sent, bound, initial, oldCfg, prev.Lazy)
 	if err != nil {
 		return err
 	}
 	if r != nil {
 		b.resp.Rooms[roomID] = r
+	} else {
+		lazy = prev.Lazy
 	}
-	b.sent[roomID] = roomSent{sent: max(bound, prev.Sent), config: fp}
+	b.sent[roomID] = roomSent{sent: max(bound, prev.Sent), config: fp, lazy: lazy}
 	return nil
 }
 

@@ -10,7 +10,9 @@ import (
 // joined builds the entry of a room the user is (or was, up to bound)
 // joined to: from scratch when initial, else what changed in (sent, bound],
 // plus what a config that changed from oldCfg adds. nil: nothing to send.
-func (b *build) joined(m store.Membership, cfg *config, sent, bound int64, initial bool, oldCfg *config) (*Room, error) {
+// sentLazy is the record of lazy members sent before (lazyMembers); the new
+// record is returned with the entry.
+func (b *build) joined(m store.Membership, cfg *config, sent, bound int64, initial bool, oldCfg *config, sentLazy []byte) (*Room, []byte, error) {
 	limit := min(cfg.TimelineLimit, maxTimelineLoaded)
 	after := sent
 	expanded := false
@@ -23,21 +25,25 @@ func (b *build) joined(m store.Membership, cfg *config, sent, bound int64, initi
 	}
 	evs, limited, err := b.timeline(m, after, bound, limit)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	facts, err := b.roomFacts(m.RoomID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	senders := make(map[string]bool, len(evs))
 	for i := range evs {
 		senders[evs[i].Sender] = true
 	}
 	spec := newStateSpec(cfg.RequiredState, b.user)
+	remembered := lazyMembers{}
+	if !initial {
+		remembered = decodeLazy(sentLazy)
+	}
 	var state []store.StoredEvent
 	if initial {
 		if state, err = b.currentState(facts, spec, senders, nil); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	} else {
 		// The state that changed since the room was sent: in the timeline,
@@ -45,7 +51,7 @@ func (b *build) joined(m store.Membership, cfg *config, sent, bound int64, initi
 		changed := evs
 		if limited || expanded {
 			if changed, err = b.s.store.StateBetween(b.ctx, m.RoomID, sent, bound+1); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 		seen := map[string]bool{}
@@ -62,30 +68,47 @@ func (b *build) joined(m store.Membership, cfg *config, sent, bound int64, initi
 			oldSpec = newStateSpec(oldCfg.RequiredState, b.user)
 		}
 		more, err := b.currentState(facts, spec, senders, func(typ, key string) bool {
-			if oldSpec != nil && !oldSpec.match(typ, key, nil) {
-				return true
+			if oldSpec != nil && !oldSpec.match(typ, key, senders) {
+				return true // newly required
 			}
 			return typ == memberType && spec.lazy && senders[key]
 		})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, e := range more {
-			if !seen[e.EventID] {
-				seen[e.EventID] = true
-				state = append(state, e)
+			if seen[e.EventID] {
+				continue
 			}
+			if e.Type == memberType && (oldSpec == nil || oldSpec.match(e.Type, *e.StateKey, senders)) && remembered[*e.StateKey] == e.Pos {
+				continue // a lazy member the client has, unchanged
+			}
+			seen[e.EventID] = true
+			state = append(state, e)
 		}
 		if len(evs) == 0 && len(state) == 0 && !expanded {
-			return nil, nil
+			return nil, nil, nil
 		}
+	}
+	// The member events sent now are the client's.
+	if len(remembered) > maxLazyMembers {
+		remembered = lazyMembers{}
+	}
+	for i := range state {
+		if e := &state[i]; e.Type == memberType && e.StateKey != nil {
+			remembered[*e.StateKey] = e.Pos
+		}
+	}
+	var lazy []byte
+	if len(remembered) > 0 {
+		lazy, _ = json.Marshal(remembered)
 	}
 	r := &Room{Initial: initial, UnstableExpandedTimeline: expanded}
 	if r.Timeline, err = b.s.rooms.ClientEventsKnowing(b.ctx, evs, b.user, b.device, false, &m); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if r.RequiredState, err = b.s.rooms.ClientEventsKnowing(b.ctx, state, b.user, b.device, false, &m); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	r.Limited = &limited
 	start := bound + 1
@@ -104,7 +127,7 @@ func (b *build) joined(m store.Membership, cfg *config, sent, bound int64, initi
 	r.NumLive = &live
 	stamp, err := b.bumpStamp(m.RoomID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	r.BumpStamp = &stamp
 	joined, invited := facts.joined, facts.invited
@@ -114,14 +137,14 @@ func (b *build) joined(m store.Membership, cfg *config, sent, bound int64, initi
 		r.Heroes = facts.heroes
 	}
 	if dms, err := b.directRooms(); err != nil {
-		return nil, err
+		return nil, nil, err
 	} else if dms[m.RoomID] {
 		r.IsDM = true
 	}
 	if m.Membership == "join" {
 		u, err := b.s.sync.UnreadCounts(b.ctx, m.RoomID, b.user, bound)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		r.NotificationCount, r.HighlightCount = u.Notifications, u.Highlights
 	}
@@ -129,7 +152,7 @@ func (b *build) joined(m store.Membership, cfg *config, sent, bound int64, initi
 		b.initialRooms[m.RoomID] = true
 	}
 	b.timelines[m.RoomID] = evs
-	return r, nil
+	return r, lazy, nil
 }
 
 // currentState returns the events of the room's state (facts) that spec

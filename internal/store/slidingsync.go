@@ -62,8 +62,10 @@ type SlidingConnUpdate struct {
 type SlidingRoom struct {
 	RoomID     string
 	Seq        int64
-	Sent       int64 // stream position the room was sent up to (0: never)
-	Config     int64 // the engine's fingerprint of what the room was sent with
+	Sent       int64  // stream position the room was sent up to (0: never)
+	Config     int64  // the engine's fingerprint of what the room was sent with
+	Lazy       []byte // the engine's record of the lazy-loaded members sent
 	PrevSent   int64
 	PrevConfig int64
+	PrevLazy   []byte
 }

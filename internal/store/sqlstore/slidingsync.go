@@ -19,9 +19,9 @@ func (s *Shared) SlidingConn(ctx context.Context, userID, deviceID, connID strin
 }
 
 func (s *Shared) SlidingRooms(ctx context.Context, conn int64) ([]store.SlidingRoom, error) {
-	rows, err := s.b.Read().Query(ctx, `SELECT room_id, seq, sent, config, prev_sent, prev_config FROM sliding_sync_rooms WHERE conn = ?`, conn)
+	rows, err := s.b.Read().Query(ctx, `SELECT room_id, seq, sent, config, lazy, prev_sent, prev_config, prev_lazy FROM sliding_sync_rooms WHERE conn = ?`, conn)
 	return collect(rows, err, func(r Rows, v *store.SlidingRoom) error {
-		return r.Scan(&v.RoomID, &v.Seq, &v.Sent, &v.Config, &v.PrevSent, &v.PrevConfig)
+		return r.Scan(&v.RoomID, &v.Seq, &v.Sent, &v.Config, &v.Lazy, &v.PrevSent, &v.PrevConfig, &v.PrevLazy)
 	})
 }
 
@@ -79,15 +79,16 @@ func (s *Shared) AdvanceSlidingConn(ctx context.Context, conn, latest int64, u s
 		if u.PrevSeq != latest {
 			// The client never took the latest position: what it changed
 			// goes back to how it was before.
-			if _, err := tx.Exec(ctx, `UPDATE sliding_sync_rooms SET sent = prev_sent, config = prev_config, seq = 0 WHERE conn = ? AND seq = ?`, conn, latest); err != nil {
+			if _, err := tx.Exec(ctx, `UPDATE sliding_sync_rooms SET sent = prev_sent, config = prev_config, lazy = prev_lazy, seq = 0 WHERE conn = ? AND seq = ?`, conn, latest); err != nil {
 				return err
 			}
 		}
 		for _, r := range rooms {
-			if _, err := tx.Exec(ctx, `INSERT INTO sliding_sync_rooms (conn, room_id, seq, sent, config, prev_sent, prev_config) VALUES (?, ?, ?, ?, ?, ?, ?)
-				ON CONFLICT (conn, room_id) DO UPDATE SET seq = excluded.seq, sent = excluded.sent, config = excluded.config,
-				prev_sent = excluded.prev_sent, prev_config = excluded.prev_config`,
-				conn, r.RoomID, r.Seq, r.Sent, r.Config, r.PrevSent, r.PrevConfig); err != nil {
+			if _, err := tx.Exec(ctx, `INSERT INTO sliding_sync_rooms (conn, room_id, seq, sent, config, lazy, prev_sent, prev_config, prev_lazy)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+				ON CONFLICT (conn, room_id) DO UPDATE SET seq = excluded.seq, sent = excluded.sent, config = excluded.config, lazy = excluded.lazy,
+				prev_sent = excluded.prev_sent, prev_config = excluded.prev_config, prev_lazy = excluded.prev_lazy`,
+				conn, r.RoomID, r.Seq, r.Sent, r.Config, nonNil(r.Lazy), r.PrevSent, r.PrevConfig, nonNil(r.PrevLazy)); err != nil {
 				return err
 			}
 		}

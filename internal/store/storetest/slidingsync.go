@@ -20,15 +20,16 @@ func testSlidingSync(t *testing.T, s store.Store) {
 	}
 	// Position 2 from 1 sends rooms !a and !b.
 	must(t, s.AdvanceSlidingConn(ctx(), id, 1, store.SlidingConnUpdate{Seq: 2, PrevSeq: 1, State: []byte("s2"), PrevState: []byte("s1"), UpdatedTS: 110},
-		[]store.SlidingRoom{{RoomID: "!a", Seq: 2, Sent: 10, Config: 7}, {RoomID: "!b", Seq: 2, Sent: 10, Config: 7}}))
+		[]store.SlidingRoom{{RoomID: "!a", Seq: 2, Sent: 10, Config: 7, Lazy: []byte(`{"@x":1}`)}, {RoomID: "!b", Seq: 2, Sent: 10, Config: 7}}))
 	// Position 3 from 2 moves !a on.
 	must(t, s.AdvanceSlidingConn(ctx(), id, 2, store.SlidingConnUpdate{Seq: 3, PrevSeq: 2, State: []byte("s3"), PrevState: []byte("s2"), UpdatedTS: 120},
-		[]store.SlidingRoom{{RoomID: "!a", Seq: 3, Sent: 12, Config: 8, PrevSent: 10, PrevConfig: 7}}))
+		[]store.SlidingRoom{{RoomID: "!a", Seq: 3, Sent: 12, Config: 8, Lazy: []byte(`{"@x":1,"@y":2}`), PrevSent: 10, PrevConfig: 7, PrevLazy: []byte(`{"@x":1}`)}}))
 	// A stale writer that still thinks 2 is the latest conflicts.
 	err = s.AdvanceSlidingConn(ctx(), id, 2, store.SlidingConnUpdate{Seq: 4, PrevSeq: 2}, nil)
 	wantErr(t, err, store.ErrConflict)
 	rooms := roomsByID(t, s, id)
-	if r := rooms["!a"]; r.Seq != 3 || r.Sent != 12 || r.Config != 8 || r.PrevSent != 10 || r.PrevConfig != 7 {
+	if r := rooms["!a"]; r.Seq != 3 || r.Sent != 12 || r.Config != 8 || r.PrevSent != 10 || r.PrevConfig != 7 ||
+		string(r.Lazy) != `{"@x":1,"@y":2}` || string(r.PrevLazy) != `{"@x":1}` {
 		t.Fatalf("!a %+v", r)
 	}
 	// The client retries from 2 (it never got 3): position 4 from 2 sends
@@ -36,10 +37,10 @@ func testSlidingSync(t *testing.T, s store.Store) {
 	must(t, s.AdvanceSlidingConn(ctx(), id, 3, store.SlidingConnUpdate{Seq: 4, PrevSeq: 2, State: []byte("s4"), PrevState: []byte("s2"), UpdatedTS: 130},
 		[]store.SlidingRoom{{RoomID: "!b", Seq: 4, Sent: 15, Config: 7, PrevSent: 10, PrevConfig: 7}}))
 	rooms = roomsByID(t, s, id)
-	if r := rooms["!a"]; r.Sent != 10 || r.Config != 7 || r.Seq == 3 || r.Seq == 4 {
+	if r := rooms["!a"]; r.Sent != 10 || r.Config != 7 || r.Seq == 3 || r.Seq == 4 || string(r.Lazy) != `{"@x":1}` {
 		t.Fatalf("!a not rolled back: %+v", r)
 	}
-	if r := rooms["!b"]; r.Seq != 4 || r.Sent != 15 || r.PrevSent != 10 {
+	if r := rooms["!b"]; r.Seq != 4 || r.Sent != 15 || r.PrevSent != 10 || len(r.Lazy) != 0 {
 		t.Fatalf("!b %+v", r)
 	}
 	got, _ = s.SlidingConn(ctx(), "@a:hs", "D", "room-list")

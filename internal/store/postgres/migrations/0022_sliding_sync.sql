@@ -23,7 +23,9 @@ CREATE TABLE sliding_sync_rooms (
     seq         BIGINT NOT NULL,   -- the position that last changed the row
     sent        BIGINT NOT NULL,   -- stream position the room was sent up to
     config      BIGINT NOT NULL,   -- fingerprint of what it was sent with
-    prev_sent   BIGINT NOT NULL,   -- both before seq (a retry starts there)
+    lazy        BYTEA NOT NULL,    -- $LAZY members sent: JSON {user: position of their member event}
+    prev_sent   BIGINT NOT NULL,   -- all three before seq (a retry starts there)
     prev_config BIGINT NOT NULL,
+    prev_lazy   BYTEA NOT NULL,
     PRIMARY KEY (conn, room_id)
 );

@@ -23,7 +23,9 @@ CREATE TABLE sliding_sync_rooms (
     seq         INTEGER NOT NULL,   -- the position that last changed the row
     sent        INTEGER NOT NULL,   -- stream position the room was sent up to
     config      INTEGER NOT NULL,   -- fingerprint of what it was sent with
-    prev_sent   INTEGER NOT NULL,   -- both before seq (a retry starts there)
+    lazy        BLOB NOT NULL,    -- $LAZY members sent: JSON {user: position of their member event}
+    prev_sent   INTEGER NOT NULL,   -- all three before seq (a retry starts there)
     prev_config INTEGER NOT NULL,
+    prev_lazy   BLOB NOT NULL,
     PRIMARY KEY (conn, room_id)
 );
