@@ -49,6 +49,7 @@ type Store interface {
 	FedQueue
 	FedTxns
 	ServerNotices
+	SlidingSync
 	Close() error
 }
 

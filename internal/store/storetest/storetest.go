@@ -74,6 +74,8 @@ func Run(t *testing.T, open Opener) {
 		{"FedQueueConcurrent", testFedQueueConcurrent},
 		{"FedTxns", testFedTxns},
 		{"ServerNotices", testServerNotices},
+		{"SlidingSync", testSlidingSync},
+		{"LatestEventPositions", testLatestEventPositions},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
