@@ -224,7 +224,12 @@ func (a *API) strippedState(r *http.Request, roomID string) []json.RawMessage {
 
 // mayRead refuses a server with no member in the room: what the room holds
 // is for the servers taking part in it (Server-Server API: servers "must
-// not" be given events they may not see).
+// not" be given events they may not see). /event, /backfill and
+// /get_missing_events then judge each event by the state at it
+// (room.Service.ForServer: redacted if the server may not see it). /state,
+// /state_ids and /event_auth answer any server in the room, as Synapse does:
+// the state at an event is what a server needs to check the events after it,
+// including ones it receives redacted.
 func (a *API) mayRead(r *http.Request, roomID string) error {
 	servers, err := a.Rooms.ServersInRoom(r.Context(), roomID)
 	if err != nil {
@@ -248,7 +253,15 @@ func (a *API) getEvent(w http.ResponseWriter, r *http.Request) {
 		jsonhttp.Error(w, r, err)
 		return
 	}
-	jsonhttp.OK(w, a.txnShape([]*event.PDU{pdu}))
+	// An event the server may not see is given redacted (Synapse's
+	// get_persisted_pdu), not refused: the server may need it to link the
+	// graph.
+	out, err := a.Rooms.ForServer(ctx, pdu.RoomID, Origin(ctx), []*event.PDU{pdu})
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	jsonhttp.OK(w, a.txnShape(out))
 }
 
 func (a *API) txnShape(pdus []*event.PDU) map[string]any {
@@ -345,7 +358,7 @@ func (a *API) getMissingEvents(w http.ResponseWriter, r *http.Request) {
 	if req.Limit <= 0 {
 		req.Limit = 10
 	}
-	evs, err := a.Federation.MissingEvents(r.Context(), roomID, req.Earliest, req.Latest, min(req.Limit, 100), req.MinDepth)
+	evs, err := a.Federation.MissingEvents(r.Context(), roomID, Origin(r.Context()), req.Earliest, req.Latest, min(req.Limit, 100), req.MinDepth)
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return
@@ -366,7 +379,7 @@ func (a *API) backfill(w http.ResponseWriter, r *http.Request) {
 		jsonhttp.Error(w, r, matrix.InvalidParam("limit must be a positive integer"))
 		return
 	}
-	evs, err := a.Federation.Backfill(r.Context(), roomID, q["v"], min(limit, 100))
+	evs, err := a.Federation.Backfill(r.Context(), roomID, Origin(r.Context()), q["v"], min(limit, 100))
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return
