@@ -144,6 +144,10 @@ type RoomEventsQuery struct {
 	Senders     []string
 	NotSenders  []string
 	ContainsURL *bool
+	// WithBackfilled includes backfilled events (KindBackfilled, at
+	// negative positions: /messages). After and Before are then always
+	// applied: math.MinInt64 and math.MaxInt64 stand for no bound.
+	WithBackfilled bool
 }
 
 // StateHistory is implemented by stores that can list every version of one

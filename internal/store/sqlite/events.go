@@ -40,7 +40,7 @@ func (db *DB) queryEvents(ctx context.Context, q queryer, query string, args ...
 }
 
 func (db *DB) GetEvent(ctx context.Context, eventID string) (*store.StoredEvent, error) {
-	evs, err := db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = ? AND e.kind = 0`, eventID)
+	evs, err := db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = ? AND e.kind IN (0, 4)`, eventID)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +57,7 @@ func (db *DB) GetEvents(ctx context.Context, eventIDs []string) ([]store.StoredE
 	var out []store.StoredEvent
 	for len(eventIDs) > 0 {
 		n := min(len(eventIDs), maxInArgs)
-		evs, err := db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.event_id IN (`+placeholders(n)+`) AND e.kind = 0`, stringArgs(eventIDs[:n])...)
+		evs, err := db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.event_id IN (`+placeholders(n)+`) AND e.kind IN (0, 4)`, stringArgs(eventIDs[:n])...)
 		if err != nil {
 			return nil, err
 		}
@@ -147,12 +147,17 @@ const stateGroupSQL = `WITH RECURSIVE chain(id, prev, n) AS (
 func (db *DB) RoomEvents(ctx context.Context, q store.RoomEventsQuery) ([]store.StoredEvent, error) {
 	var b strings.Builder
 	args := []any{q.RoomID}
-	b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.room_id = ? AND e.kind = 0`)
-	if q.After > 0 {
+	if q.WithBackfilled {
+		b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.room_id = ? AND e.kind IN (0, 4) AND e.pos > ? AND e.pos < ?`)
+		args = append(args, q.After, q.Before)
+	} else {
+		b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.room_id = ? AND e.kind = 0`)
+	}
+	if q.After > 0 && !q.WithBackfilled {
 		b.WriteString(` AND e.pos > ?`)
 		args = append(args, q.After)
 	}
-	if q.Before > 0 {
+	if q.Before > 0 && !q.WithBackfilled {
 		b.WriteString(` AND e.pos < ?`)
 		args = append(args, q.Before)
 	}
@@ -242,5 +247,5 @@ func queryMemberships(ctx context.Context, q queryer, query string, args ...any)
 }
 
 func (db *DB) StateEventsOf(ctx context.Context, roomID, typ, stateKey string) ([]store.StoredEvent, error) {
-	return db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.room_id = ? AND e.type = ? AND e.state_key = ? AND e.kind = 0 ORDER BY e.pos`, roomID, typ, stateKey)
+	return db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.room_id = ? AND e.type = ? AND e.state_key = ? AND e.kind IN (0, 4) ORDER BY e.pos`, roomID, typ, stateKey)
 }

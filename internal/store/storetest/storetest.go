@@ -39,6 +39,7 @@ func Run(t *testing.T, open Opener) {
 		{"GraphWrites", testGraphWrites},
 		{"GraphStateChains", testGraphStateChains},
 		{"GraphJoinedRoom", testGraphJoinedRoom},
+		{"Backfill", testBackfill},
 		{"RemoteMemberships", testRemoteMemberships},
 		{"RoomChanged", testRoomChanged},
 		{"ConcurrentRoomWriters", testConcurrentRoomWriters},
