@@ -2,6 +2,7 @@ package clientapi
 
 import (
 	"encoding/json"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -34,6 +35,20 @@ func parsePosToken(tok string) (int64, bool) {
 }
 
 func posToken(pos int64) string { return "t" + strconv.FormatInt(pos, 10) }
+
+// parseMessagesToken is parsePosToken for /messages, which also pages
+// through backfilled history: "t-12" is the point just after the
+// backfilled event at position -12 (store.KindBackfilled).
+func parseMessagesToken(tok string) (int64, bool) {
+	if rest, ok := strings.CutPrefix(tok, "t-"); ok {
+		n, err := strconv.ParseInt(rest, 10, 64)
+		if err != nil || n <= 0 {
+			return 0, false
+		}
+		return -n, true
+	}
+	return parsePosToken(tok)
+}
 
 // Limits for /messages: the spec leaves the cap to the server; Synapse caps at 1000.
 const (
@@ -135,9 +150,11 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, s *store.Session)
 		limit = min(*filter.f.Limit, maxMessagesLimit)
 	}
 	backwards := dir == "b"
-	var from int64
+	// No from when paging forwards: from the room's beginning, backfilled
+	// history included.
+	var from int64 = math.MinInt64
 	if t := q.Get("from"); t != "" {
-		p, ok := parsePosToken(t)
+		p, ok := parseMessagesToken(t)
 		if !ok {
 			jsonhttp.Error(w, r, matrix.InvalidParam("Invalid from token"))
 			return
@@ -149,44 +166,65 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, s *store.Session)
 			return
 		}
 	}
-	var to int64 = -1
+	var to int64
+	hasTo := false
 	if t := q.Get("to"); t != "" {
-		p, ok := parsePosToken(t)
+		p, ok := parseMessagesToken(t)
 		if !ok {
 			jsonhttp.Error(w, r, matrix.InvalidParam("Invalid to token"))
 			return
 		}
-		to = p
+		to, hasTo = p, true
 	}
 	// A user who left sees nothing after leaving (unless world readable).
 	if cur := vis.Current(); (cur == "leave" || cur == "ban") && !vis.WorldReadable() {
 		if backwards && from > vis.LastPos() {
 			from = vis.LastPos()
 		}
-		if !backwards && (to < 0 || to > vis.LastPos()) {
-			to = vis.LastPos()
+		if !backwards && (!hasTo || to > vis.LastPos()) {
+			to, hasTo = vis.LastPos(), true
 		}
 	}
 	query := filter.query
-	query.RoomID, query.Backwards, query.Limit = roomID, backwards, limit
+	query.RoomID, query.Backwards, query.Limit, query.WithBackfilled = roomID, backwards, limit, true
+	query.After, query.Before = math.MinInt64, math.MaxInt64
 	if backwards {
 		query.Before = from + 1
-		if to >= 0 {
+		if hasTo {
 			query.After = to
 		}
 	} else {
 		query.After = from
-		if to >= 0 {
+		if hasTo {
 			query.Before = to + 1
 		}
 	}
-	resp := map[string]any{"start": posToken(from)}
+	startPos := from
+	if !backwards && q.Get("from") == "" {
+		startPos = 0
+	}
+	resp := map[string]any{"start": posToken(startPos)}
 	var rows []store.StoredEvent
-	if limit > 0 && !filter.none && (query.Before == 0 || query.Before > query.After+1) {
+	if limit > 0 && !filter.none && query.Before > query.After+1 {
 		rows, err = a.Store.RoomEvents(r.Context(), query)
 		if err != nil {
 			jsonhttp.Error(w, r, err)
 			return
+		}
+		// The history here ran out before the page was full: a room joined
+		// through another server may have more before the join (Server-Server
+		// API, "Backfilling"): ask a server in the room, then read again.
+		if backwards && len(rows) < limit && q.Get("to") == "" && a.Federation != nil {
+			n, err := a.Federation.BackfillRoom(r.Context(), roomID, limit)
+			if err != nil {
+				a.Federation.Log.Warn("messages: backfilling", "room", roomID, "err", err)
+			}
+			if n > 0 {
+				if rows, err = a.Store.RoomEvents(r.Context(), query); err != nil {
+					jsonhttp.Error(w, r, err)
+					return
+				}
+			}
 		}
 	}
 	// Like Synapse, a page that returned events always carries an end token;

@@ -40,6 +40,9 @@ type Service struct {
 	// the first is still being processed waits for its answer).
 	inflightMu sync.Mutex
 	inflight   map[string]*sync.Mutex
+	// backfilling serialises backfilling per room (backfill.go).
+	backfillMu  sync.Mutex
+	backfilling map[string]*roomBackfill
 }
 
 // Outbox is the durable outbound queue (internal/fedsender): committed

@@ -1,0 +1,115 @@
+package federation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"conclave/internal/event"
+)
+
+// Fetching history this server does not have (a client paging back past
+// the point where this server joined the room): /backfill from the servers
+// in the room, one at a time, every event checked as a received one, stored
+// by the room writer as backfilled history (room.Service.ImportBackfill).
+
+const (
+	// backfillServers bounds the servers asked for one page.
+	backfillServers = 3
+	// backfillTimeout bounds one page of backfilling, all servers included:
+	// a client waits for it.
+	backfillTimeout = 10 * time.Second
+	// maxBackfillLimit bounds the events asked for at once (Synapse serves
+	// at most 100).
+	maxBackfillLimit = 100
+)
+
+// BackfillRoom asks the servers in the room for up to limit events before
+// the earliest ones this server has, and stores what they give. It returns
+// how many events joined the room's history here (0 when the history here
+// already reaches the room's creation, or no server had more). Concurrent
+// calls for one room wait for each other, so a page is fetched once.
+func (s *Service) BackfillRoom(ctx context.Context, roomID string, limit int) (int, error) {
+	unlock := s.backfillLock(roomID)
+	defer unlock()
+	points, err := s.Rooms.BackfillPoints(ctx, roomID)
+	if err != nil || len(points) == 0 {
+		return 0, err
+	}
+	rv, err := s.Rooms.RoomVersion(ctx, roomID)
+	if err != nil {
+		return 0, err
+	}
+	servers, err := s.Rooms.ServersInRoom(ctx, roomID)
+	if err != nil {
+		return 0, err
+	}
+	limit = min(max(limit, 10), maxBackfillLimit)
+	ctx, cancel := context.WithTimeout(ctx, backfillTimeout)
+	defer cancel()
+	var errs []error
+	asked := 0
+	for _, dest := range servers {
+		if dest == s.ServerName || asked == backfillServers {
+			continue
+		}
+		asked++
+		tx, err := s.Client.Backfill(ctx, dest, roomID, points, limit)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", dest, err))
+			continue
+		}
+		raws := tx.PDUs
+		if len(raws) > limit+len(points) {
+			raws = raws[:limit+len(points)]
+		}
+		got := make([]*event.PDU, 0, len(raws))
+		for _, raw := range raws {
+			ev, err := s.checkPDU(ctx, rv, raw)
+			if err != nil || ev.RoomID != roomID {
+				continue // a bad event is left out
+			}
+			got = append(got, ev)
+		}
+		n, err := s.Rooms.ImportBackfill(ctx, roomID, got)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", dest, err))
+			continue
+		}
+		if n > 0 {
+			return n, nil
+		}
+	}
+	return 0, errors.Join(errs...)
+}
+
+// backfillLock serialises backfilling per room.
+func (s *Service) backfillLock(roomID string) func() {
+	s.backfillMu.Lock()
+	if s.backfilling == nil {
+		s.backfilling = map[string]*roomBackfill{}
+	}
+	b := s.backfilling[roomID]
+	if b == nil {
+		b = &roomBackfill{}
+		s.backfilling[roomID] = b
+	}
+	b.users++
+	s.backfillMu.Unlock()
+	b.mu.Lock()
+	return func() {
+		b.mu.Unlock()
+		s.backfillMu.Lock()
+		if b.users--; b.users == 0 {
+			delete(s.backfilling, roomID)
+		}
+		s.backfillMu.Unlock()
+	}
+}
+
+type roomBackfill struct {
+	mu    sync.Mutex
+	users int
+}

@@ -1,0 +1,105 @@
+package fedtest
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"conclave/internal/homeserver/hstest"
+)
+
+// A room's history from before this server joined it comes from the other
+// server when a client pages back to it (/backfill): all of it, in order,
+// checked, and never presented by /sync as new.
+func TestMessagesBackfillFromOtherServer(t *testing.T) {
+	hs := hstest.StartFederation(t, 2)
+	a, b := hs[0], hs[1]
+	alice := a.Register(t, "alice")
+	bob := b.Register(t, "bob")
+	roomID := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "public_chat"}).Str("room_id")
+	const n = 30
+	for i := 0; i < n; i++ {
+		a.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/%s", roomID, fmt.Sprint("old", i)), alice.Token, map[string]any{"msgtype": "m.text", "body": fmt.Sprint("old ", i)})
+	}
+	y := newSyncer(t, b, bob)
+	b.MustOK(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.ServerName), bob.Token, map[string]any{})
+	a.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/new", roomID), alice.Token, map[string]any{"msgtype": "m.text", "body": "new"})
+	y.waitFor(t, roomID, body("new"))
+	noOldInSync := func(res syncResponse) {
+		t.Helper()
+		for _, ev := range res.Rooms.Join[roomID].Timeline.Events {
+			if strings.Contains(string(ev.Content), `"old `) {
+				t.Fatalf("/sync presented old history as new: %s", ev.Content)
+			}
+		}
+	}
+
+	// Bob pages back from the end, ten at a time.
+	var bodies []string
+	var types []string
+	from := ""
+	for page := 0; page < 20; page++ {
+		q := "?dir=b&limit=10"
+		if from != "" {
+			q += "&from=" + url.QueryEscape(from)
+		}
+		r := b.MustOK(t, "GET", hstest.Path("/rooms/%s/messages", roomID)+q, bob.Token, nil)
+		var res struct {
+			Chunk []struct {
+				Type    string `json:"type"`
+				Content struct {
+					Body string `json:"body"`
+				} `json:"content"`
+			} `json:"chunk"`
+			End string `json:"end"`
+		}
+		if err := json.Unmarshal(r.Body, &res); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range res.Chunk {
+			types = append(types, e.Type)
+			if strings.HasPrefix(e.Content.Body, "old ") {
+				bodies = append(bodies, e.Content.Body)
+			}
+		}
+		if res.End == "" {
+			break
+		}
+		from = res.End
+	}
+	want := make([]string, n)
+	for i := range want {
+		want[i] = fmt.Sprint("old ", n-1-i)
+	}
+	if !slices.Equal(bodies, want) {
+		t.Fatalf("bob's /messages: %d old messages %v, want %d newest first", len(bodies), bodies, n)
+	}
+	if len(types) == 0 || types[len(types)-1] != "m.room.create" {
+		t.Fatalf("history does not end with the room's creation: %v", types)
+	}
+
+	// /sync after all that: nothing old is new.
+	a.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/newer", roomID), alice.Token, map[string]any{"msgtype": "m.text", "body": "newer"})
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		res := y.sync(t, 2*time.Second)
+		noOldInSync(res)
+		if slices.ContainsFunc(res.Rooms.Join[roomID].Timeline.Events, func(ev syncEvent) bool { return body("newer")(ev.Type, ev.Sender, ev.Content) }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("bob never saw the newer message")
+		}
+	}
+	// Nor an initial sync's timeline beyond what the server had itself
+	// (the join and what followed).
+	fresh := newSyncer(t, b, bob)
+	for _, ev := range fresh.first.Rooms.Join[roomID].Timeline.Events {
+		if strings.Contains(string(ev.Content), `"old `) {
+			t.Fatalf("initial /sync shows backfilled history in its timeline: %s", ev.Content)
+		}
+	}
+}
