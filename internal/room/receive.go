@@ -232,7 +232,7 @@ func (s *Service) persistReceived(ctx context.Context, rs *roomState, pdu *event
 		}
 	}
 	rows := []store.NewEvent{row}
-	wctx, done := s.beginWith(ctx, rs.roomID, rows, otherMembers)
+	wctx, done := s.beginResolved(ctx, rs.roomID, rows, otherMembers, w.CurrentResolved && len(w.CurrentChanges) > 0)
 	pos, group, err := s.store.PersistGraphEvent(wctx, w)
 	if err != nil {
 		done(nil)
