@@ -41,6 +41,7 @@ func TestMessagesBackfillFromOtherServer(t *testing.T) {
 	// Bob pages back from the end, ten at a time.
 	var bodies []string
 	var types []string
+	ids := map[string]string{}
 	from := ""
 	for page := 0; page < 20; page++ {
 		q := "?dir=b&limit=10"
@@ -51,6 +52,7 @@ func TestMessagesBackfillFromOtherServer(t *testing.T) {
 		var res struct {
 			Chunk []struct {
 				Type    string `json:"type"`
+				EventID string `json:"event_id"`
 				Content struct {
 					Body string `json:"body"`
 				} `json:"content"`
@@ -64,6 +66,7 @@ func TestMessagesBackfillFromOtherServer(t *testing.T) {
 			types = append(types, e.Type)
 			if strings.HasPrefix(e.Content.Body, "old ") {
 				bodies = append(bodies, e.Content.Body)
+				ids[e.Content.Body] = e.EventID
 			}
 		}
 		if res.End == "" {
@@ -80,6 +83,26 @@ func TestMessagesBackfillFromOtherServer(t *testing.T) {
 	}
 	if len(types) == 0 || types[len(types)-1] != "m.room.create" {
 		t.Fatalf("history does not end with the room's creation: %v", types)
+	}
+
+	// The context of a backfilled event is the backfilled history around it.
+	r := b.MustOK(t, "GET", hstest.Path("/rooms/%s/context/%s", roomID, ids["old 15"])+"?limit=4", bob.Token, nil)
+	var cx struct {
+		Before []struct {
+			Content struct {
+				Body string `json:"body"`
+			} `json:"content"`
+		} `json:"events_before"`
+		After []struct {
+			Content struct {
+				Body string `json:"body"`
+			} `json:"content"`
+		} `json:"events_after"`
+	}
+	json.Unmarshal(r.Body, &cx)
+	if len(cx.Before) != 2 || cx.Before[0].Content.Body != "old 14" || cx.Before[1].Content.Body != "old 13" ||
+		len(cx.After) != 2 || cx.After[0].Content.Body != "old 16" || cx.After[1].Content.Body != "old 17" {
+		t.Fatalf("context of a backfilled event: %s", r.Body)
 	}
 
 	// /sync after all that: nothing old is new.

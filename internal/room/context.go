@@ -2,6 +2,7 @@ package room
 
 import (
 	"context"
+	"math"
 
 	"conclave/internal/event"
 	"conclave/internal/store"
@@ -46,7 +47,9 @@ func (s *Service) Context(ctx context.Context, req *ContextRequest) (*EventConte
 	afterLimit := req.Limit - beforeLimit
 	if beforeLimit > 0 {
 		q := req.Filter
-		q.RoomID, q.Before, q.After, q.Backwards, q.Limit = req.RoomID, ev.Pos, 0, true, beforeLimit
+		// Backfilled history included, as /messages pages it (the event
+		// may be a backfilled one, at a negative position).
+		q.RoomID, q.Before, q.After, q.Backwards, q.Limit, q.WithBackfilled = req.RoomID, ev.Pos, math.MinInt64, true, beforeLimit, true
 		rows, err := s.store.RoomEvents(ctx, q)
 		if err != nil {
 			return nil, err
@@ -58,7 +61,7 @@ func (s *Service) Context(ctx context.Context, req *ContextRequest) (*EventConte
 	}
 	if afterLimit > 0 {
 		q := req.Filter
-		q.RoomID, q.After, q.Before, q.Backwards, q.Limit = req.RoomID, ev.Pos, 0, false, afterLimit
+		q.RoomID, q.After, q.Before, q.Backwards, q.Limit, q.WithBackfilled = req.RoomID, ev.Pos, math.MaxInt64, false, afterLimit, true
 		rows, err := s.store.RoomEvents(ctx, q)
 		if err != nil {
 			return nil, err

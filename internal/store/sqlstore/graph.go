@@ -415,22 +415,19 @@ func (s *Shared) PersistBackfill(ctx context.Context, roomID string, events []st
 				return errors.New("sqlstore: backfilled event of another room")
 			}
 			var kind int
-			if err := tx.QueryRow(ctx, `SELECT coalesce(max(kind), -1) FROM events WHERE event_id = ?`, e.EventID).Scan(&kind); err != nil {
+			var redactedBy string
+			if err := tx.QueryRow(ctx, `SELECT coalesce(max(kind), -1), coalesce(max(redacted_by), '') FROM events WHERE event_id = ?`, e.EventID).Scan(&kind, &redactedBy); err != nil {
 				return err
 			}
 			switch {
 			case kind == store.KindOutlier && !b.Rejected:
 				// Known without its place in history (an auth chain or
-				// send_join state event): it joins the backfilled history.
-				var pos int64
-				if err := tx.QueryRow(ctx, s.d.ApartPos).Scan(&pos); err != nil {
+				// send_join state event): it joins the backfilled history,
+				// written again at a new position (the search index, keyed
+				// by position on SQLite, follows through the triggers).
+				if _, err := tx.Exec(ctx, `DELETE FROM events WHERE event_id = ?`, e.EventID); err != nil {
 					return err
 				}
-				if _, err := tx.Exec(ctx, `UPDATE events SET kind = ?, pos = ? WHERE event_id = ?`, store.KindBackfilled, pos, e.EventID); err != nil {
-					return err
-				}
-				n++
-				continue
 			case kind >= 0:
 				continue
 			}
@@ -446,6 +443,11 @@ func (s *Shared) PersistBackfill(ctx context.Context, roomID string, events []st
 				continue
 			}
 			n++
+			if redactedBy != "" {
+				if _, err := tx.Exec(ctx, `UPDATE events SET redacted_by = ? WHERE event_id = ?`, redactedBy, e.EventID); err != nil {
+					return err
+				}
+			}
 		}
 		// Redactions once their targets are in (a batch comes newest first).
 		// A redaction backfilled in an earlier batch than its target is not

@@ -18,7 +18,8 @@ func testBackfill(t *testing.T, s store.Store) {
 	r := &room{s: s, id: "!old:y", ts: 1000}
 	create := r.ev("m.room.create", sk(""), "@c:y", `{}`)
 	cjoin := r.member("@c:y", "join")
-	must(t, s.PersistOutliers(ctx(), []store.NewEvent{create, cjoin}))
+	phoenix := r.ev("m.room.message", nil, "@c:y", `{"body":"phoenix"}`)
+	must(t, s.PersistOutliers(ctx(), []store.NewEvent{create, cjoin, phoenix}))
 	m1 := r.ev("m.room.message", nil, "@c:y", `{"body":"1"}`)
 	m2 := r.ev("m.room.message", nil, "@c:y", `{"body":"2"}`)
 	red := r.ev("m.room.redaction", nil, "@c:y", `{}`)
@@ -42,9 +43,9 @@ func testBackfill(t *testing.T, s store.Store) {
 	if n != 3 {
 		t.Fatalf("first batch: %d backfilled", n)
 	}
-	n, err = s.PersistBackfill(ctx(), "!old:y", []store.BackfillEvent{{Event: m1}, {Event: cjoin}, {Event: create}})
+	n, err = s.PersistBackfill(ctx(), "!old:y", []store.BackfillEvent{{Event: m1}, {Event: phoenix}, {Event: cjoin}, {Event: create}})
 	must(t, err)
-	if n != 2 {
+	if n != 3 {
 		t.Fatalf("second batch: %d backfilled (m1 again must count nothing, the outliers must become backfilled)", n)
 	}
 	if maxPos(t, s) != joinPos || joinPos <= before {
@@ -53,8 +54,8 @@ func testBackfill(t *testing.T, s store.Store) {
 
 	early, err = s.EarliestEvents(ctx(), "!old:y", 10)
 	must(t, err)
-	equal(t, "earliest after backfilling", pduIDs(early), []string{create.EventID, cjoin.EventID, m1.EventID, m2.EventID, red.EventID, join.EventID})
-	for _, p := range early[:5] {
+	equal(t, "earliest after backfilling", pduIDs(early), []string{create.EventID, cjoin.EventID, phoenix.EventID, m1.EventID, m2.EventID, red.EventID, join.EventID})
+	for _, p := range early[:6] {
 		if p.Kind != store.KindBackfilled || p.Pos >= 0 {
 			t.Fatalf("backfilled %s: kind %d pos %d", p.EventID, p.Kind, p.Pos)
 		}
@@ -73,7 +74,7 @@ func testBackfill(t *testing.T, s store.Store) {
 	page, err = s.RoomEvents(ctx(), store.RoomEventsQuery{RoomID: "!old:y", Backwards: true, Limit: 10, WithBackfilled: true,
 		After: math.MinInt64, Before: page[2].Pos})
 	must(t, err)
-	equal(t, "second page", eventIDs(page), []string{m1.EventID, cjoin.EventID, create.EventID})
+	equal(t, "second page", eventIDs(page), []string{m1.EventID, phoenix.EventID, cjoin.EventID, create.EventID})
 	if page[0].RedactedBy != red.EventID {
 		t.Fatalf("backfilled redaction not applied: %+v", page[0])
 	}
@@ -89,6 +90,13 @@ func testBackfill(t *testing.T, s store.Store) {
 	tl, err := s.RoomEvents(ctx(), store.RoomEventsQuery{RoomID: "!old:y", Backwards: true, Limit: 10})
 	must(t, err)
 	equal(t, "timeline without backfilled events", eventIDs(tl), []string{join.EventID})
+	// An outlier that joined the history is found by search at its new
+	// position.
+	hits, _, err := s.SearchEvents(ctx(), &store.SearchQuery{Terms: []string{"phoenix"}, RoomIDs: []string{"!old:y"}, Recent: true, Limit: 5})
+	must(t, err)
+	if len(hits) != 1 || hits[0].Event.EventID != phoenix.EventID || hits[0].Event.Pos != early[2].Pos {
+		t.Fatalf("search after backfilling: %+v", hits)
+	}
 	mem, err := s.StateEventsOf(ctx(), "!old:y", "m.room.member", "@c:y")
 	must(t, err)
 	equal(t, "state events of a key", eventIDs(mem), []string{cjoin.EventID})
