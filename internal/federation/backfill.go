@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"conclave/internal/event"
+	"conclave/internal/lru"
 )
 
 // Fetching history this server does not have (a client paging back past
@@ -26,18 +28,43 @@ const (
 	maxBackfillLimit = 100
 )
 
+// backfillRetry is how long points no server had events before are not
+// asked about again.
+const backfillRetry = time.Minute
+
 // BackfillRoom asks the servers in the room for up to limit events before
-// the earliest ones this server has, and stores what they give. It returns
-// how many events joined the room's history here (0 when the history here
-// already reaches the room's creation, or no server had more). Concurrent
-// calls for one room wait for each other, so a page is fetched once.
-func (s *Service) BackfillRoom(ctx context.Context, roomID string, limit int) (int, error) {
+// points (events this server lacks; none: the prev events it lacks of its
+// earliest events in the room), and stores what they give. It returns how
+// many events joined the room's history here (0 when there is nothing to
+// ask for, or no server had more). Concurrent calls for one room wait for
+// each other, so a page is fetched once; points that gave nothing are not
+// asked about again for a minute.
+func (s *Service) BackfillRoom(ctx context.Context, roomID string, points []string, limit int) (int, error) {
 	unlock := s.backfillLock(roomID)
 	defer unlock()
-	points, err := s.Rooms.BackfillPoints(ctx, roomID)
-	if err != nil || len(points) == 0 {
-		return 0, err
+	if len(points) == 0 {
+		var err error
+		if points, err = s.Rooms.BackfillPoints(ctx, roomID); err != nil || len(points) == 0 {
+			return 0, err
+		}
 	}
+	key := roomID + "\x00" + strings.Join(points, "\x00")
+	if at, ok := s.backfillFailed().Get(key); ok && time.Since(at) < backfillRetry {
+		return 0, nil
+	}
+	n, err := s.backfillFrom(ctx, roomID, points, limit)
+	if n == 0 {
+		s.backfillFailed().Put(key, time.Now())
+	}
+	return n, err
+}
+
+func (s *Service) backfillFailed() *lru.Cache[string, time.Time] {
+	s.backfillOnce.Do(func() { s.backfillMisses = lru.New[string, time.Time](10000) })
+	return s.backfillMisses
+}
+
+func (s *Service) backfillFrom(ctx context.Context, roomID string, points []string, limit int) (int, error) {
 	rv, err := s.Rooms.RoomVersion(ctx, roomID)
 	if err != nil {
 		return 0, err

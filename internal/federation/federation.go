@@ -13,6 +13,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"time"
 
 	"conclave/internal/event"
 	"conclave/internal/fedclient"
@@ -43,6 +44,9 @@ type Service struct {
 	// backfilling serialises backfilling per room (backfill.go).
 	backfillMu  sync.Mutex
 	backfilling map[string]*roomBackfill
+	// backfillMisses: when points last gave nothing (backfill.go).
+	backfillOnce   sync.Once
+	backfillMisses *lru.Cache[string, time.Time]
 }
 
 // Outbox is the durable outbound queue (internal/fedsender): committed

@@ -39,46 +39,12 @@ func TestMessagesBackfillFromOtherServer(t *testing.T) {
 	}
 
 	// Bob pages back from the end, ten at a time.
-	var bodies []string
-	var types []string
-	ids := map[string]string{}
-	from := ""
-	for page := 0; page < 20; page++ {
-		q := "?dir=b&limit=10"
-		if from != "" {
-			q += "&from=" + url.QueryEscape(from)
-		}
-		r := b.MustOK(t, "GET", hstest.Path("/rooms/%s/messages", roomID)+q, bob.Token, nil)
-		var res struct {
-			Chunk []struct {
-				Type    string `json:"type"`
-				EventID string `json:"event_id"`
-				Content struct {
-					Body string `json:"body"`
-				} `json:"content"`
-			} `json:"chunk"`
-			End string `json:"end"`
-		}
-		if err := json.Unmarshal(r.Body, &res); err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range res.Chunk {
-			types = append(types, e.Type)
-			if strings.HasPrefix(e.Content.Body, "old ") {
-				bodies = append(bodies, e.Content.Body)
-				ids[e.Content.Body] = e.EventID
-			}
-		}
-		if res.End == "" {
-			break
-		}
-		from = res.End
-	}
+	bodies, types, ids := pageBack(t, b, bob, roomID, 10)
 	want := make([]string, n)
 	for i := range want {
 		want[i] = fmt.Sprint("old ", n-1-i)
 	}
-	if !slices.Equal(bodies, want) {
+	if !slices.Equal(oldOnly(bodies), want) {
 		t.Fatalf("bob's /messages: %d old messages %v, want %d newest first", len(bodies), bodies, n)
 	}
 	if len(types) == 0 || types[len(types)-1] != "m.room.create" {
@@ -124,5 +90,97 @@ func TestMessagesBackfillFromOtherServer(t *testing.T) {
 		if strings.Contains(string(ev.Content), `"old `) {
 			t.Fatalf("initial /sync shows backfilled history in its timeline: %s", ev.Content)
 		}
+	}
+}
+
+// pageBack pages u's /messages of the room backwards, limit at a time, to
+// the end; it returns the message bodies and event types met, newest first,
+// and the event IDs by body.
+func pageBack(t *testing.T, s *hstest.Server, u *hstest.User, roomID string, limit int) (bodies, types []string, ids map[string]string) {
+	t.Helper()
+	ids = map[string]string{}
+	from := ""
+	for page := 0; page < 50; page++ {
+		q := fmt.Sprintf("?dir=b&limit=%d", limit)
+		if from != "" {
+			q += "&from=" + url.QueryEscape(from)
+		}
+		r := s.MustOK(t, "GET", hstest.Path("/rooms/%s/messages", roomID)+q, u.Token, nil)
+		var res struct {
+			Chunk []struct {
+				Type    string `json:"type"`
+				EventID string `json:"event_id"`
+				Content struct {
+					Body string `json:"body"`
+				} `json:"content"`
+			} `json:"chunk"`
+			End string `json:"end"`
+		}
+		if err := json.Unmarshal(r.Body, &res); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range res.Chunk {
+			types = append(types, e.Type)
+			if e.Content.Body != "" {
+				bodies = append(bodies, e.Content.Body)
+				ids[e.Content.Body] = e.EventID
+			}
+		}
+		if res.End == "" {
+			return bodies, types, ids
+		}
+		from = res.End
+	}
+	t.Fatal("/messages never ended")
+	return nil, nil, nil
+}
+
+func oldOnly(bodies []string) []string {
+	var out []string
+	for _, b := range bodies {
+		if strings.HasPrefix(b, "old ") {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// A server that left a room and joined it again missed what was said
+// meanwhile: a hole in the middle of its history, which paging back fills
+// (Complement's "Visible shared history after re-joining room"), in order.
+func TestMessagesBackfillFillsHoleAfterRejoin(t *testing.T) {
+	hs := hstest.StartFederation(t, 2)
+	a, b := hs[0], hs[1]
+	alice := a.Register(t, "alice")
+	bob := b.Register(t, "bob")
+	roomID := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "public_chat"}).Str("room_id")
+	a.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/first", roomID), alice.Token, map[string]any{"msgtype": "m.text", "body": "first"})
+	join := "/_matrix/client/v3/join/" + url.PathEscape(roomID) + "?server_name=" + url.QueryEscape(a.ServerName)
+	b.MustOK(t, "POST", join, bob.Token, map[string]any{})
+	b.MustOK(t, "POST", hstest.Path("/rooms/%s/leave", roomID), bob.Token, map[string]any{})
+	waitMembership(t, a, alice, roomID, bob.UserID, "leave")
+	const n = 20
+	for i := 0; i < n; i++ {
+		a.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/%s", roomID, fmt.Sprint("m", i)), alice.Token, map[string]any{"msgtype": "m.text", "body": fmt.Sprint("while away ", i)})
+	}
+	b.MustOK(t, "POST", join, bob.Token, map[string]any{})
+
+	bodies, types, _ := pageBack(t, b, bob, roomID, 10)
+	var got []string
+	for _, body := range bodies {
+		if strings.HasPrefix(body, "while away ") || body == "first" {
+			got = append(got, body)
+		}
+	}
+	want := []string{}
+	for i := n - 1; i >= 0; i-- {
+		want = append(want, fmt.Sprint("while away ", i))
+	}
+	want = append(want, "first")
+	if !slices.Equal(got, want) {
+		t.Fatalf("bob's /messages after rejoining: %v, want %v", got, want)
+	}
+	if types[len(types)-1] != "m.room.create" {
+		t.Fatalf("history does not end with the room's creation: %v", types)
 	}
 }

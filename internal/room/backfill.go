@@ -2,6 +2,7 @@ package room
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 
@@ -178,4 +179,68 @@ func (s *Service) ImportBackfill(ctx context.Context, roomID string, pdus []*eve
 		s.parsed.put(p)
 	}
 	return n, nil
+}
+
+// MissingPrevs returns the prev events of rows (a page of the room's
+// history) that are neither among rows nor in the room's history here
+// (unknown, or known only as outliers): gaps a client paging back meets,
+// where backfilling can fill in (a server that left the room and joined it
+// again missed what was said meanwhile).
+func (s *Service) MissingPrevs(ctx context.Context, roomID string, rows []store.StoredEvent) ([]string, error) {
+	in := make(map[string]bool, len(rows))
+	for i := range rows {
+		in[rows[i].EventID] = true
+	}
+	var prevs []string
+	for i := range rows {
+		for _, p := range PrevEventsOf(rows[i].JSON) {
+			if !in[p] && !slices.Contains(prevs, p) {
+				prevs = append(prevs, p)
+			}
+		}
+	}
+	if len(prevs) == 0 {
+		return nil, nil
+	}
+	have, err := s.store.GetPDUs(ctx, prevs)
+	if err != nil {
+		return nil, err
+	}
+	kinds := make(map[string]int, len(have))
+	for _, p := range have {
+		kinds[p.EventID] = p.Kind
+	}
+	var out []string
+	for _, p := range prevs {
+		if k, ok := kinds[p]; !ok || k == store.KindOutlier {
+			out = append(out, p)
+			if len(out) == maxBackfillPoints {
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// PrevEventsOf reads prev_events from a stored PDU: event IDs from room
+// version 3 on, [event ID, hashes] pairs before.
+func PrevEventsOf(pdu []byte) []string {
+	var e struct {
+		PrevEvents []json.RawMessage `json:"prev_events"`
+	}
+	if json.Unmarshal(pdu, &e) != nil {
+		return nil
+	}
+	out := make([]string, 0, len(e.PrevEvents))
+	for _, raw := range e.PrevEvents {
+		var id string
+		if json.Unmarshal(raw, &id) != nil {
+			var pair []json.RawMessage
+			if json.Unmarshal(raw, &pair) != nil || len(pair) == 0 || json.Unmarshal(pair[0], &id) != nil {
+				continue
+			}
+		}
+		out = append(out, id)
+	}
+	return out
 }

@@ -161,9 +161,20 @@ func (db *DB) RoomEvents(ctx context.Context, q store.RoomEventsQuery) ([]store.
 	if q.ContainsURL != nil {
 		b.WriteString(` AND e.contains_url = ` + args.add(*q.ContainsURL))
 	}
-	if q.Backwards {
+	if q.WithBackfilled && q.AfterTopo != nil {
+		b.WriteString(` AND (e.depth, e.pos) > (` + args.add(q.AfterTopo.Depth) + `::bigint, ` + args.add(q.AfterTopo.Pos) + `::bigint)`)
+	}
+	if q.WithBackfilled && q.BeforeTopo != nil {
+		b.WriteString(` AND (e.depth, e.pos) < (` + args.add(q.BeforeTopo.Depth) + `::bigint, ` + args.add(q.BeforeTopo.Pos) + `::bigint)`)
+	}
+	switch {
+	case q.WithBackfilled && q.Topological && q.Backwards:
+		b.WriteString(` ORDER BY e.depth DESC, e.pos DESC`)
+	case q.WithBackfilled && q.Topological:
+		b.WriteString(` ORDER BY e.depth ASC, e.pos ASC`)
+	case q.Backwards:
 		b.WriteString(` ORDER BY e.pos DESC`)
-	} else {
+	default:
 		b.WriteString(` ORDER BY e.pos ASC`)
 	}
 	limit := q.Limit

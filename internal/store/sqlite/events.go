@@ -181,9 +181,22 @@ func (db *DB) RoomEvents(ctx context.Context, q store.RoomEventsQuery) ([]store.
 		b.WriteString(` AND e.contains_url = ?`)
 		args = append(args, boolInt(*q.ContainsURL))
 	}
-	if q.Backwards {
+	if q.WithBackfilled && q.AfterTopo != nil {
+		b.WriteString(` AND (e.depth, e.pos) > (?, ?)`)
+		args = append(args, q.AfterTopo.Depth, q.AfterTopo.Pos)
+	}
+	if q.WithBackfilled && q.BeforeTopo != nil {
+		b.WriteString(` AND (e.depth, e.pos) < (?, ?)`)
+		args = append(args, q.BeforeTopo.Depth, q.BeforeTopo.Pos)
+	}
+	switch {
+	case q.WithBackfilled && q.Topological && q.Backwards:
+		b.WriteString(` ORDER BY e.depth DESC, e.pos DESC`)
+	case q.WithBackfilled && q.Topological:
+		b.WriteString(` ORDER BY e.depth ASC, e.pos ASC`)
+	case q.Backwards:
 		b.WriteString(` ORDER BY e.pos DESC`)
-	} else {
+	default:
 		b.WriteString(` ORDER BY e.pos ASC`)
 	}
 	limit := q.Limit

@@ -82,6 +82,32 @@ func testBackfill(t *testing.T, s store.Store) {
 	page, err = s.RoomEvents(ctx(), store.RoomEventsQuery{RoomID: "!old:y", Limit: 2, WithBackfilled: true, After: math.MinInt64, Before: math.MaxInt64})
 	must(t, err)
 	equal(t, "forwards", eventIDs(page), []string{create.EventID, cjoin.EventID})
+	// Topological order: an event backfilled into a gap between timeline
+	// events (depth 8, between the join at 7 and "after" at 9) is paged at
+	// its depth, though its position is the lowest of all.
+	joinPDU, err := s.GetPDUs(ctx(), []string{join.EventID})
+	must(t, err)
+	after := r.ev("m.room.message", nil, "@c:y", `{"body":"after"}`)
+	after.Depth = join.Depth + 2
+	_, _, err = s.PersistGraphEvent(ctx(), &store.GraphWrite{Event: after, StateBefore: joinPDU[0].StateGroup, Extremities: []string{after.EventID}})
+	must(t, err)
+	gap := r.ev("m.room.message", nil, "@c:y", `{"body":"gap"}`)
+	gap.Depth = join.Depth + 1
+	_, err = s.PersistBackfill(ctx(), "!old:y", []store.BackfillEvent{{Event: gap}})
+	must(t, err)
+	topo := store.RoomEventsQuery{RoomID: "!old:y", Backwards: true, Limit: 3, WithBackfilled: true, Topological: true, After: math.MinInt64, Before: math.MaxInt64}
+	page, err = s.RoomEvents(ctx(), topo)
+	must(t, err)
+	equal(t, "topological, backwards", eventIDs(page), []string{after.EventID, gap.EventID, join.EventID})
+	topo.BeforeTopo = &store.TopoPoint{Depth: join.Depth + 1, Pos: page[1].Pos}
+	page, err = s.RoomEvents(ctx(), topo)
+	must(t, err)
+	equal(t, "topological, backwards from the gap", eventIDs(page)[:1], []string{join.EventID})
+	topo.Backwards, topo.BeforeTopo, topo.AfterTopo = false, nil, &store.TopoPoint{Depth: join.Depth, Pos: joinPos}
+	page, err = s.RoomEvents(ctx(), topo)
+	must(t, err)
+	equal(t, "topological, forwards from the join", eventIDs(page), []string{gap.EventID, after.EventID})
+
 	// Clients' reads find backfilled events; the timeline without them
 	// (/sync) does not.
 	if _, err := s.GetEvent(ctx(), m1.EventID); err != nil {
@@ -89,7 +115,7 @@ func testBackfill(t *testing.T, s store.Store) {
 	}
 	tl, err := s.RoomEvents(ctx(), store.RoomEventsQuery{RoomID: "!old:y", Backwards: true, Limit: 10})
 	must(t, err)
-	equal(t, "timeline without backfilled events", eventIDs(tl), []string{join.EventID})
+	equal(t, "timeline without backfilled events", eventIDs(tl), []string{after.EventID, join.EventID})
 	// An outlier that joined the history is found by search at its new
 	// position.
 	hits, _, err := s.SearchEvents(ctx(), &store.SearchQuery{Terms: []string{"phoenix"}, RoomIDs: []string{"!old:y"}, Recent: true, Limit: 5})
