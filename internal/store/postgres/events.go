@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"math"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -139,8 +140,13 @@ func (db *DB) RoomEvents(ctx context.Context, q store.RoomEventsQuery) ([]store.
 	var b strings.Builder
 	var args argList
 	if q.WithBackfilled {
-		b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.kind IN (0, 4) AND e.room_id = ` + args.add(q.RoomID) +
-			` AND e.pos > ` + args.add(q.After) + ` AND e.pos < ` + args.add(q.Before))
+		b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.kind IN (0, 4) AND e.room_id = ` + args.add(q.RoomID))
+		if q.After != math.MinInt64 {
+			b.WriteString(` AND e.pos > ` + args.add(q.After))
+		}
+		if q.Before != math.MaxInt64 {
+			b.WriteString(` AND e.pos < ` + args.add(q.Before))
+		}
 	} else {
 		b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.kind = 0 AND e.room_id = ` + args.add(q.RoomID))
 		if q.After > 0 {

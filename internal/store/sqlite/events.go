@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"math"
 	"strings"
 
 	"conclave/internal/store"
@@ -148,8 +149,21 @@ func (db *DB) RoomEvents(ctx context.Context, q store.RoomEventsQuery) ([]store.
 	var b strings.Builder
 	args := []any{q.RoomID}
 	if q.WithBackfilled {
-		b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.room_id = ? AND e.kind IN (0, 4) AND e.pos > ? AND e.pos < ?`)
-		args = append(args, q.After, q.Before)
+		from := ` FROM events e`
+		if q.Topological {
+			// The planner would take the position index for the position
+			// bounds and sort the whole room.
+			from = ` FROM events e INDEXED BY events_room_depth`
+		}
+		b.WriteString(`SELECT ` + eventColumns + from + ` WHERE e.room_id = ? AND e.kind IN (0, 4)`)
+		if q.After != math.MinInt64 {
+			b.WriteString(` AND e.pos > ?`)
+			args = append(args, q.After)
+		}
+		if q.Before != math.MaxInt64 {
+			b.WriteString(` AND e.pos < ?`)
+			args = append(args, q.Before)
+		}
 	} else {
 		b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.room_id = ? AND e.kind = 0`)
 	}
