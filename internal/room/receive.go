@@ -135,7 +135,7 @@ func (s *Service) receiveOnce(ctx context.Context, pdu *event.PDU) (Received, er
 	for _, id := range pdu.PrevEvents {
 		g := known[id]
 		switch {
-		case g == nil || g.kind == store.KindOutlier:
+		case g == nil || g.kind == store.KindOutlier || g.kind == store.KindBackfilled: // known without its state
 			missing = append(missing, id)
 		case g.kind != store.KindRejected:
 			prevs = append(prevs, g)
