@@ -1,12 +1,14 @@
 package clientapi
 
 import (
+	"context"
 	"encoding/json"
 	"math"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"conclave/internal/event"
 	"conclave/internal/jsonhttp"
@@ -109,8 +111,12 @@ func depthOf(pdu []byte) int64 {
 	return e.Depth
 }
 
-// backfillRounds bounds the backfill requests of one /messages page.
-const backfillRounds = 3
+// backfillRounds and backfillWait bound the backfilling of one /messages
+// page.
+const (
+	backfillRounds = 3
+	backfillWait   = 15 * time.Second
+)
 
 // backfillPage fills the gaps a backwards page meets: events of the page,
 // or the event just above it (the previous page's last), whose prev events
@@ -132,6 +138,10 @@ func (a *API) backfillPage(r *http.Request, roomID string, query store.RoomEvent
 			return nil, err
 		}
 	}
+	// The rows are read again with the request's context; the servers asked
+	// get backfillWait in all.
+	fetchCtx, cancel := context.WithTimeout(ctx, backfillWait)
+	defer cancel()
 	for round := 0; ; round++ {
 		points, err := a.Rooms.MissingPrevs(ctx, roomID, append(slices.Clone(above), rows...))
 		if err != nil {
@@ -143,7 +153,7 @@ func (a *API) backfillPage(r *http.Request, roomID string, query store.RoomEvent
 		if round == backfillRounds {
 			return cutAtGap(rows, points), nil
 		}
-		n, err := a.Federation.BackfillRoom(ctx, roomID, points, query.Limit)
+		n, err := a.Federation.BackfillRoom(fetchCtx, roomID, points, query.Limit)
 		if err != nil {
 			a.Federation.Log.Warn("messages: backfilling", "room", roomID, "err", err)
 		}

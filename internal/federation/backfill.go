@@ -53,7 +53,7 @@ func (s *Service) BackfillRoom(ctx context.Context, roomID string, points []stri
 		return 0, nil
 	}
 	n, err := s.backfillFrom(ctx, roomID, points, limit)
-	if n == 0 {
+	if n == 0 && ctx.Err() == nil { // not when the caller gave up
 		s.backfillFailed().Put(key, time.Now())
 	}
 	return n, err
