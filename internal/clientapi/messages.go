@@ -102,15 +102,6 @@ func (p msgPoint) bound(q *store.RoomEventsQuery, upper bool) {
 	}
 }
 
-// depthOf reads depth from a stored PDU.
-func depthOf(pdu []byte) int64 {
-	var e struct {
-		Depth int64 `json:"depth"`
-	}
-	json.Unmarshal(pdu, &e)
-	return e.Depth
-}
-
 // backfillRounds and backfillWait bound the backfilling of one /messages
 // page.
 const (
@@ -340,7 +331,7 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, s *store.Session)
 	// room's topological order (depth, position).
 	if len(rows) > 0 {
 		last := &rows[len(rows)-1]
-		p := msgPoint{topo: true, depth: depthOf(last.JSON), pos: last.Pos}
+		p := msgPoint{topo: true, depth: room.DepthOf(last.JSON), pos: last.Pos}
 		if backwards {
 			p.pos--
 		}

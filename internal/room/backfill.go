@@ -244,3 +244,12 @@ func PrevEventsOf(pdu []byte) []string {
 	}
 	return out
 }
+
+// DepthOf reads depth from a stored PDU.
+func DepthOf(pdu []byte) int64 {
+	var e struct {
+		Depth int64 `json:"depth"`
+	}
+	json.Unmarshal(pdu, &e)
+	return e.Depth
+}
