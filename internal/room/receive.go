@@ -232,7 +232,7 @@ func (s *Service) persistReceived(ctx context.Context, rs *roomState, pdu *event
 		}
 	}
 	rows := []store.NewEvent{row}
-	wctx, done := s.beginResolved(ctx, rs.roomID, rows, otherMembers, w.CurrentResolved && len(w.CurrentChanges) > 0)
+	wctx, done := s.beginResolved(ctx, rs.roomID, rows, otherMembers, resolvedOthers(w))
 	pos, group, err := s.store.PersistGraphEvent(wctx, w)
 	if err != nil {
 		done(nil)

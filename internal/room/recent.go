@@ -131,6 +131,21 @@ func (s *Service) beginWith(ctx context.Context, roomID string, rows []store.New
 	return s.beginResolved(ctx, roomID, rows, otherMembers, false)
 }
 
+// resolvedOthers reports whether a received event's write changes the
+// current state by state resolution in more than the event itself (which
+// the timeline carries).
+func resolvedOthers(w *store.GraphWrite) bool {
+	if !w.CurrentResolved {
+		return false
+	}
+	for _, c := range w.CurrentChanges {
+		if c.EventID != w.Event.EventID {
+			return true
+		}
+	}
+	return false
+}
+
 // beginResolved is beginWith for a received event's write; resolved: it
 // changes the current state by state resolution (not only by the event
 // itself), which /sync reports in the room's state section.
