@@ -118,7 +118,7 @@ const (
 // (Server-Server API, "Backfilling and retrieving missing events") and the
 // page is read again, a few rounds at most; a page that still meets a gap
 // ends at it, so the next page starts there.
-func (a *API) backfillPage(r *http.Request, roomID string, query store.RoomEventsQuery, rows []store.StoredEvent) ([]store.StoredEvent, error) {
+func (a *API) backfillPage(r *http.Request, roomID string, query store.RoomEventsQuery, rows []store.StoredEvent) (_ []store.StoredEvent, backfilled bool, err error) {
 	ctx := r.Context()
 	var above []store.StoredEvent
 	if b := query.BeforeTopo; b != nil {
@@ -126,7 +126,7 @@ func (a *API) backfillPage(r *http.Request, roomID string, query store.RoomEvent
 		above, err = a.Store.RoomEvents(ctx, store.RoomEventsQuery{RoomID: roomID, WithBackfilled: true, Topological: true,
 			After: math.MinInt64, Before: math.MaxInt64, AfterTopo: &store.TopoPoint{Depth: b.Depth, Pos: b.Pos - 1}, Limit: 1})
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 	// The rows are read again with the request's context; the servers asked
@@ -136,23 +136,24 @@ func (a *API) backfillPage(r *http.Request, roomID string, query store.RoomEvent
 	for round := 0; ; round++ {
 		points, err := a.Rooms.MissingPrevs(ctx, roomID, append(slices.Clone(above), rows...))
 		if err != nil {
-			return nil, err
+			return nil, backfilled, err
 		}
 		if len(points) == 0 && (round > 0 || len(rows) == query.Limit) {
-			return rows, nil
+			return rows, backfilled, nil
 		}
 		if round == backfillRounds {
-			return cutAtGap(rows, points), nil
+			return cutAtGap(rows, points), backfilled, nil
 		}
 		n, err := a.Federation.BackfillRoom(fetchCtx, roomID, points, query.Limit)
 		if err != nil {
 			a.Federation.Log.Warn("messages: backfilling", "room", roomID, "err", err)
 		}
 		if n == 0 {
-			return cutAtGap(rows, points), nil
+			return cutAtGap(rows, points), backfilled, nil
 		}
+		backfilled = true
 		if rows, err = a.Store.RoomEvents(ctx, query); err != nil {
-			return nil, err
+			return nil, backfilled, err
 		}
 	}
 }
@@ -318,9 +319,18 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, s *store.Session)
 			return
 		}
 		if backwards && q.Get("to") == "" && a.Federation != nil {
-			if rows, err = a.backfillPage(r, roomID, query, rows); err != nil {
+			var more bool
+			if rows, more, err = a.backfillPage(r, roomID, query, rows); err != nil {
 				jsonhttp.Error(w, r, err)
 				return
+			}
+			if more {
+				// What is visible depends on the history_visibility events
+				// just backfilled too.
+				if vis, err = a.Rooms.CanRead(r.Context(), roomID, s.UserID); err != nil {
+					jsonhttp.Error(w, r, err)
+					return
+				}
 			}
 		}
 	}

@@ -184,3 +184,33 @@ func TestMessagesBackfillFillsHoleAfterRejoin(t *testing.T) {
 		t.Fatalf("history does not end with the room's creation: %v", types)
 	}
 }
+
+// A room whose history is for members only ("joined"): a user of another
+// server who joins later pages back to the room's creation without meeting
+// what was said before (his server got it redacted; it is not shown at
+// all), even on pages backfilled before the history_visibility event is.
+func TestMessagesBackfillJoinedVisibility(t *testing.T) {
+	hs := hstest.StartFederation(t, 2)
+	a, b := hs[0], hs[1]
+	alice := a.Register(t, "alice")
+	bob := b.Register(t, "bob")
+	roomID := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "public_chat"}).Str("room_id")
+	a.MustOK(t, "PUT", hstest.Path("/rooms/%s/state/m.room.history_visibility/", roomID), alice.Token, map[string]any{"history_visibility": "joined"})
+	for i := 0; i < 25; i++ {
+		a.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/%s", roomID, fmt.Sprint("s", i)), alice.Token, map[string]any{"msgtype": "m.text", "body": fmt.Sprint("secret ", i)})
+	}
+	b.MustOK(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.ServerName), bob.Token, map[string]any{})
+	_, types, _ := pageBack(t, b, bob, roomID, 10)
+	if slices.Contains(types, "m.room.message") {
+		t.Fatalf("bob sees messages from before he joined a members-only room: %v", types)
+	}
+	if len(types) == 0 || types[len(types)-1] != "m.room.create" {
+		t.Fatalf("history does not end with the room's creation: %v", types)
+	}
+	// What came before the room was for members only is there.
+	for _, typ := range []string{"m.room.history_visibility", "m.room.join_rules", "m.room.power_levels"} {
+		if !slices.Contains(types, typ) {
+			t.Fatalf("bob does not see the room's %s: %v", typ, types)
+		}
+	}
+}
