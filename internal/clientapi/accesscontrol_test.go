@@ -344,8 +344,8 @@ func TestAccessUploadKeysForAnother(t *testing.T) {
 			"algorithms": []string{"m.olm.v1.curve25519-aes-sha2"}, "keys": map[string]string{"ed25519:" + deviceID: "k", "curve25519:" + deviceID: "c"},
 			"signatures": map[string]any{userID: map[string]string{"ed25519:" + deviceID: "s"}}}}
 	}
-	expectErr(t, s.Do(t, "POST", acV3+"/keys/upload", alice.Token, keys(bob.UserID, bob.DeviceID)), 400, "M_INVALID_PARAM")
-	expectErr(t, s.Do(t, "POST", acV3+"/keys/upload", alice.Token, keys(alice.UserID, "OTHERDEVICE")), 400, "M_INVALID_PARAM")
+	expectErr(t, s.Do(t, "POST", acV3+"/keys/upload", alice.Token, keys(bob.UserID, bob.DeviceID)), 400, "M_BAD_JSON")    // as Synapse
+	expectErr(t, s.Do(t, "POST", acV3+"/keys/upload", alice.Token, keys(alice.UserID, "OTHERDEVICE")), 400, "M_BAD_JSON") // as Synapse
 	// Cross-signing keys for another user.
 	r := s.Do(t, "POST", acV3+"/keys/device_signing/upload", alice.Token, map[string]any{
 		"master_key": map[string]any{"user_id": bob.UserID, "usage": []string{"master"}, "keys": map[string]string{"ed25519:K": "K"}}})

@@ -14,6 +14,44 @@ func (a *API) registerAccountData(mux Mux) {
 	handle(mux, "PUT", "/user/{userId}/account_data/{type}", a.authed(a.putAccountData))
 	handle(mux, "GET", "/user/{userId}/rooms/{roomId}/account_data/{type}", a.authed(a.getAccountData))
 	handle(mux, "PUT", "/user/{userId}/rooms/{roomId}/account_data/{type}", a.authed(a.putAccountData))
+	// Room tags (Client-Server API, "Room Tagging"): m.tag room account data.
+	handle(mux, "GET", "/user/{userId}/rooms/{roomId}/tags", a.authed(a.getTags))
+	handle(mux, "PUT", "/user/{userId}/rooms/{roomId}/tags/{tag}", a.authed(a.putTag))
+	handle(mux, "DELETE", "/user/{userId}/rooms/{roomId}/tags/{tag}", a.authed(a.deleteTag))
+}
+
+func (a *API) getTags(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	tags, err := a.AccountData.Tags(r.Context(), s.UserID, r.PathValue("userId"), r.PathValue("roomId"))
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	jsonhttp.OK(w, map[string]any{"tags": tags})
+}
+
+func (a *API) putTag(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	// Refuse before reading the body, as for account data.
+	if err := accountdata.Check(s.UserID, r.PathValue("userId"), r.PathValue("roomId"), accountdata.TypeTags); err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	c, err := jsonhttp.ReadObject(r, accountdata.MaxContentBytes)
+	if err == nil {
+		err = a.AccountData.SetTag(r.Context(), s.UserID, r.PathValue("userId"), r.PathValue("roomId"), r.PathValue("tag"), c)
+	}
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	jsonhttp.Empty(w)
+}
+
+func (a *API) deleteTag(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	if err := a.AccountData.DeleteTag(r.Context(), s.UserID, r.PathValue("userId"), r.PathValue("roomId"), r.PathValue("tag")); err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	jsonhttp.Empty(w)
 }
 
 func (a *API) getAccountData(w http.ResponseWriter, r *http.Request, s *store.Session) {

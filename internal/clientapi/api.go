@@ -17,6 +17,7 @@ import (
 	"conclave/internal/federation"
 	"conclave/internal/jsonhttp"
 	"conclave/internal/keys"
+	"conclave/internal/notices"
 	"conclave/internal/presence"
 	"conclave/internal/profile"
 	"conclave/internal/push"
@@ -45,6 +46,8 @@ type Deps struct {
 	// Federation joins rooms this server is not in through other servers;
 	// nil when federation is off.
 	Federation *federation.Service
+	// Notices sends server notices; nil when they are off.
+	Notices *notices.Service
 }
 
 // API is the Client-Server API.
@@ -90,6 +93,7 @@ func (a *API) Register(mux Mux) {
 	a.registerHierarchy(mux)
 	a.registerPush(mux)
 	a.registerSearch(mux)
+	a.registerNotices(mux)
 }
 
 type sessionKey struct{}

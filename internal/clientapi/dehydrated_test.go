@@ -65,7 +65,7 @@ func TestDehydratedDevice(t *testing.T) {
 	expect(t, s.Do(t, "PUT", base, alice.Token, map[string]any{"device_data": map[string]any{}}), 400, "M_MISSING_PARAM")
 	bad := dehydrated("DEHYD3").deviceKeys(t)
 	bad["device_id"] = "OTHER"
-	expect(t, s.Do(t, "PUT", base, alice.Token, map[string]any{"device_id": "DEHYD3", "device_data": map[string]any{}, "device_keys": bad}), 400, "M_INVALID_PARAM")
+	expect(t, s.Do(t, "PUT", base, alice.Token, map[string]any{"device_id": "DEHYD3", "device_data": map[string]any{}, "device_keys": bad}), 400, "M_BAD_JSON")
 	if r = s.MustOK(t, "GET", base, alice.Token, nil); r.Str("device_id") != "DEHYD2" {
 		t.Fatalf("failed puts changed the device: %s", r.Body)
 	}

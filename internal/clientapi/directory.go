@@ -2,8 +2,6 @@ package clientapi
 
 import (
 	"net/http"
-	"strconv"
-	"strings"
 
 	"conclave/internal/jsonhttp"
 	"conclave/internal/matrix"
@@ -111,100 +109,51 @@ func (a *API) putDirectoryVisibility(w http.ResponseWriter, r *http.Request, s *
 	jsonhttp.Empty(w)
 }
 
-// maxPublicRoomsLimit caps one page of the room directory.
-const maxPublicRoomsLimit = 500
-
-type publicRoomsBody struct {
-	Limit  *int   `json:"limit"`
-	Since  string `json:"since"`
-	Filter *struct {
-		GenericSearchTerm string    `json:"generic_search_term"`
-		RoomTypes         []*string `json:"room_types"`
-	} `json:"filter"`
-	IncludeAllNetworks   bool   `json:"include_all_networks"`
-	ThirdPartyInstanceID string `json:"third_party_instance_id"`
-}
-
 // getPublicRooms needs no access token (spec).
 func (a *API) getPublicRooms(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	var body publicRoomsBody
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil {
-			jsonhttp.Error(w, r, matrix.InvalidParam("limit must be an integer"))
-			return
-		}
-		body.Limit = &n
-	}
-	body.Since = q.Get("since")
-	a.publicRooms(w, r, &body)
-}
-
-func (a *API) postPublicRooms(w http.ResponseWriter, r *http.Request, s *store.Session) {
-	var body publicRoomsBody
-	if err := jsonhttp.Read(r, a.maxBody, &body); err != nil {
-		jsonhttp.Error(w, r, err)
-		return
-	}
-	a.publicRooms(w, r, &body)
-}
-
-// publicRooms serves both forms. Pagination tokens are "o<offset>" into
-// the list ordered by joined members.
-func (a *API) publicRooms(w http.ResponseWriter, r *http.Request, body *publicRoomsBody) {
-	// Other servers' directories need federation, which this server does
-	// not speak yet; it answers as for an unknown server.
-	if srv := r.URL.Query().Get("server"); srv != "" && srv != a.Rooms.ServerName() {
-		jsonhttp.Error(w, r, matrix.NotFound("Cannot fetch the room directory of %s", srv))
-		return
-	}
-	q := room.PublicRoomsQuery{Limit: maxPublicRoomsLimit}
-	if body.Limit != nil {
-		if *body.Limit < 0 {
-			jsonhttp.Error(w, r, matrix.InvalidParam("limit must not be negative"))
-			return
-		}
-		if *body.Limit > 0 {
-			q.Limit = min(*body.Limit, maxPublicRoomsLimit)
-		}
-	}
-	if body.Since != "" {
-		n, err := strconv.Atoi(strings.TrimPrefix(body.Since, "o"))
-		if !strings.HasPrefix(body.Since, "o") || err != nil || n < 0 {
-			jsonhttp.Error(w, r, matrix.InvalidParam("Invalid since token"))
-			return
-		}
-		q.Offset = n
-	}
-	if f := body.Filter; f != nil {
-		if len(f.RoomTypes) > maxFilterList {
-			jsonhttp.Error(w, r, matrix.InvalidParam("room_types is limited to %d entries", maxFilterList))
-			return
-		}
-		q.SearchTerm = f.GenericSearchTerm
-		if f.RoomTypes != nil {
-			q.RoomTypes = []string{}
-			for _, t := range f.RoomTypes {
-				if t == nil {
-					q.RoomTypes = append(q.RoomTypes, "")
-				} else {
-					q.RoomTypes = append(q.RoomTypes, *t)
-				}
-			}
-		}
-	}
-	page, err := a.Rooms.PublicRooms(r.Context(), q)
+	req, err := room.ParsePublicRoomsQuery(q.Get("limit"), q.Get("since"), q.Get("include_all_networks"), q.Get("third_party_instance_id"))
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return
 	}
-	resp := map[string]any{"chunk": page.Rooms, "total_room_count_estimate": page.Total}
-	if end := q.Offset + len(page.Rooms); end < page.Total {
-		resp["next_batch"] = "o" + strconv.Itoa(end)
+	a.publicRooms(w, r, req)
+}
+
+func (a *API) postPublicRooms(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	var req room.PublicRoomsRequest
+	if err := jsonhttp.Read(r, a.maxBody, &req); err != nil {
+		jsonhttp.Error(w, r, err)
+		return
 	}
-	if q.Offset > 0 {
-		resp["prev_batch"] = "o" + strconv.Itoa(max(0, q.Offset-q.Limit))
+	a.publicRooms(w, r, &req)
+}
+
+// publicRooms serves both forms: this server's directory, or, with
+// server=, another server's, asked over federation
+// (GET/POST /_matrix/federation/v1/publicRooms).
+func (a *API) publicRooms(w http.ResponseWriter, r *http.Request, req *room.PublicRoomsRequest) {
+	if srv := r.URL.Query().Get("server"); srv != "" && srv != a.Rooms.ServerName() {
+		if !matrix.ValidServerName(srv) {
+			jsonhttp.Error(w, r, matrix.InvalidParam("Invalid server name %q", srv))
+			return
+		}
+		if a.Federation == nil {
+			jsonhttp.Error(w, r, matrix.NotFound("Cannot fetch the room directory of %s", srv))
+			return
+		}
+		resp, err := a.Federation.PublicRooms(r.Context(), srv, req)
+		if err != nil {
+			jsonhttp.Error(w, r, err)
+			return
+		}
+		jsonhttp.OK(w, resp)
+		return
+	}
+	resp, err := a.Rooms.PublicRoomsFor(r.Context(), req)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
 	}
 	jsonhttp.OK(w, resp)
 }

@@ -15,7 +15,14 @@ import (
 func (a *API) registerHierarchy(mux Mux) {
 	handleV1(mux, "GET", "/rooms/{roomId}/hierarchy", a.authed(a.hierarchy))
 	handleV1(mux, "GET", "/room_summary/{roomIdOrAlias}", a.roomSummary)
+	// MSC3266's unstable paths, which clients of servers before v1.15 use
+	// (Synapse serves both).
+	mux.HandleFunc("GET /_matrix/client/unstable/im.nheko.summary/rooms/{roomIdOrAlias}/summary", a.roomSummary)
+	mux.HandleFunc("GET /_matrix/client/unstable/im.nheko.summary/summary/{roomIdOrAlias}", a.roomSummary)
 }
+
+// maxVia bounds the servers a room summary is asked of.
+const maxVia = 10
 
 // Page sizes of GET /hierarchy (Synapse's default and cap).
 const (
@@ -84,18 +91,32 @@ func (a *API) roomSummary(w http.ResponseWriter, r *http.Request) {
 		userID = sess.UserID
 	}
 	id := r.PathValue("roomIdOrAlias")
+	via := r.URL.Query()["via"]
+	if len(via) > maxVia {
+		via = via[:maxVia]
+	}
 	if strings.HasPrefix(id, "#") {
-		roomID, _, err := a.Rooms.ResolveAlias(r.Context(), id)
+		var roomID string
+		var servers []string
+		var err error
+		if a.Federation != nil && matrix.ValidAlias(id) && matrix.ServerOf(id) != a.Config.ServerName {
+			// Another server's alias: asked of it; its servers are where
+			// the room may be asked about.
+			roomID, servers, err = a.Federation.ResolveAlias(r.Context(), id)
+		} else {
+			roomID, servers, err = a.Rooms.ResolveAlias(r.Context(), id)
+		}
 		if err != nil {
 			jsonhttp.Error(w, r, err)
 			return
 		}
 		id = roomID
+		via = append(via, servers...)
 	} else if !matrix.ValidRoomID(id) {
 		jsonhttp.Error(w, r, matrix.InvalidParam("Invalid room ID or alias %q", id))
 		return
 	}
-	sum, membership, err := a.Rooms.RoomSummary(r.Context(), id, userID)
+	sum, membership, err := a.Rooms.RoomSummary(r.Context(), id, userID, via)
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return

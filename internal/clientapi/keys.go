@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"time"
 
 	"conclave/internal/accounts"
 	"conclave/internal/jsonhttp"
@@ -46,6 +47,7 @@ func (a *API) keysUpload(w http.ResponseWriter, r *http.Request, s *store.Sessio
 func (a *API) keysQuery(w http.ResponseWriter, r *http.Request, s *store.Session) {
 	var req struct {
 		DeviceKeys map[string]json.RawMessage `json:"device_keys"`
+		Timeout    *int64                     `json:"timeout"`
 	}
 	if err := jsonhttp.Read(r, a.maxBody, &req); err != nil {
 		jsonhttp.Error(w, r, err)
@@ -67,7 +69,7 @@ func (a *API) keysQuery(w http.ResponseWriter, r *http.Request, s *store.Session
 		}
 		users[u] = ids
 	}
-	res, err := a.Keys.Query(r.Context(), s.UserID, users)
+	res, err := a.Keys.Query(r.Context(), s.UserID, users, remoteTimeout(r, req.Timeout))
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return
@@ -78,6 +80,7 @@ func (a *API) keysQuery(w http.ResponseWriter, r *http.Request, s *store.Session
 func (a *API) keysClaim(w http.ResponseWriter, r *http.Request, s *store.Session) {
 	var req struct {
 		OneTimeKeys map[string]map[string]string `json:"one_time_keys"`
+		Timeout     *int64                       `json:"timeout"`
 	}
 	if err := jsonhttp.Read(r, a.maxBody, &req); err != nil {
 		jsonhttp.Error(w, r, err)
@@ -87,12 +90,27 @@ func (a *API) keysClaim(w http.ResponseWriter, r *http.Request, s *store.Session
 		jsonhttp.Error(w, r, matrix.MissingParam("one_time_keys is required"))
 		return
 	}
-	res, err := a.Keys.Claim(r.Context(), req.OneTimeKeys)
+	res, err := a.Keys.Claim(r.Context(), req.OneTimeKeys, remoteTimeout(r, req.Timeout))
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return
 	}
 	jsonhttp.OK(w, res)
+}
+
+// remoteTimeout is the request's timeout for other servers in
+// milliseconds: the body's "timeout" (spec), else the query parameter
+// Synapse reads, else 10 s; kept between 1 s and a minute so that a request
+// neither gives up at once nor hangs.
+func remoteTimeout(r *http.Request, ms *int64) time.Duration {
+	if ms == nil {
+		n, err := strconv.ParseInt(r.URL.Query().Get("timeout"), 10, 64)
+		if err != nil {
+			return keys.DefaultRemoteTimeout
+		}
+		ms = &n
+	}
+	return time.Duration(min(max(*ms, 1000), 60000)) * time.Millisecond
 }
 
 // ParseStreamToken reads a sync or pagination token as a stream position.

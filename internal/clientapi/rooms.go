@@ -10,6 +10,7 @@ import (
 	"conclave/internal/event"
 	"conclave/internal/jsonhttp"
 	"conclave/internal/matrix"
+	"conclave/internal/notices"
 	"conclave/internal/room"
 	"conclave/internal/store"
 )
@@ -173,10 +174,13 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, s *store.Session, roo
 		}
 	}
 	if a.Federation != nil && !a.Rooms.IsResident(r.Context(), roomID) {
-		// A room this server is not in: join through the servers given, or
-		// the one in the room ID (room versions before 12 name their
-		// creator's server there).
-		if srv := matrix.ServerOf(roomID); srv != "" {
+		// A room this server is not in: join through the servers given,
+		// else the one in the room ID (room versions before 12 name their
+		// creator's server there). Servers given are the only ones tried,
+		// as Synapse does: the client chose them (Complement's restricted
+		// fail-over test expects a join via a server that cannot authorise
+		// it to fail).
+		if srv := matrix.ServerOf(roomID); srv != "" && len(servers) == 0 {
 			servers = append(servers, srv)
 		}
 		if len(servers) > 0 {
@@ -194,7 +198,20 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, s *store.Session, roo
 			return nil
 		}
 	}
-	if _, err := a.Rooms.SetMembership(r.Context(), &room.MembershipRequest{RoomID: roomID, Sender: s.UserID, DeviceID: s.DeviceID, Target: s.UserID, Membership: "join", Reason: body.Reason, Extra: extra}); err != nil {
+	_, err := a.Rooms.SetMembership(r.Context(), &room.MembershipRequest{RoomID: roomID, Sender: s.UserID, DeviceID: s.DeviceID, Target: s.UserID, Membership: "join", Reason: body.Reason, Extra: extra})
+	if me, ok := matrix.AsError(err); ok && me.Code == matrix.ErrUnableToAuthoriseJoin && a.Federation != nil {
+		// A restricted room no user here can let the user into: another
+		// server in the room may (its users who can invite).
+		content := a.Rooms.MemberProfile(r.Context(), s.UserID)
+		for k, v := range extra {
+			content[k] = v
+		}
+		if body.Reason != "" {
+			content["reason"], _ = json.Marshal(body.Reason)
+		}
+		_, err = a.Federation.JoinResident(r.Context(), roomID, s.UserID, dedupe(servers), content)
+	}
+	if err != nil {
 		return err
 	}
 	jsonhttp.OK(w, map[string]string{"room_id": roomID})
@@ -261,6 +278,13 @@ func (a *API) leave(w http.ResponseWriter, r *http.Request, s *store.Session) {
 			}
 			jsonhttp.Error(w, r, err)
 			return
+		}
+	}
+	if err == nil && a.Notices != nil && a.Notices.IsNoticeRoom(r.Context(), s.UserID, roomID) {
+		// The server notices room's invite cannot be rejected (Synapse);
+		// once joined, the user may leave.
+		if m, merr := a.Rooms.Membership(r.Context(), roomID, s.UserID); merr == nil && m == "invite" {
+			err = notices.CannotLeave()
 		}
 	}
 	if err == nil {

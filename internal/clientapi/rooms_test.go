@@ -91,6 +91,16 @@ func TestRoomLifecycle(t *testing.T) {
 			if r := s.Do(t, "PUT", hstest.Path("/rooms/%s/redact/%s/r3", roomID, e3), bob.Token, "{}"); r.Status != http.StatusForbidden {
 				t.Fatalf("bob redacting alice: %d %s", r.Status, r.Body)
 			}
+			// An event this server never received: Alice (redact level)
+			// may redact it, as Synapse lets her (it may be another
+			// server's); Bob may not, and learns it is unknown.
+			unknown := "$neverSeenHere0000000000000000000000000000000"
+			if r := s.Do(t, "PUT", hstest.Path("/rooms/%s/redact/%s/r4", roomID, unknown), alice.Token, "{}"); r.Status != http.StatusOK {
+				t.Fatalf("admin redacting an unknown event: %d %s", r.Status, r.Body)
+			}
+			if r := s.Do(t, "PUT", hstest.Path("/rooms/%s/redact/%s/r5", roomID, unknown), bob.Token, "{}"); r.Status != http.StatusNotFound {
+				t.Fatalf("bob redacting an unknown event: %d %s", r.Status, r.Body)
+			}
 			// Members and leaving.
 			m := s.MustOK(t, "GET", hstest.Path("/rooms/%s/joined_members", roomID), bob.Token, nil)
 			if j, _ := m.JSON["joined"].(map[string]any); len(j) != 2 {

@@ -60,13 +60,17 @@ type Config struct {
 	RequestTimeout    Duration `yaml:"request_timeout" help:"deadline for handling one request (/sync long-polls and media get 5m more)"`
 	MaxSyncsPerDevice int      `yaml:"max_syncs_per_device" help:"concurrent /sync requests per device; more get 429 M_LIMIT_EXCEEDED"`
 	// Media repository.
-	MaxUploadBytes     int64  `yaml:"max_upload_bytes" help:"largest accepted media upload"`
-	MediaDir           string `yaml:"media_dir" help:"media files; empty: the media directory inside data_dir"`
-	ClamdAddress       string `yaml:"clamd_address" help:"scan uploads with clamd at tcp:HOST:PORT or unix:/path; empty disables"`
-	ClamdUnreachable   string `yaml:"clamd_unreachable" help:"refuse or accept uploads while clamd cannot be reached"`
-	ThumbnailMaxPixels int64  `yaml:"thumbnail_max_pixels" help:"larger images (width*height) are not thumbnailed"`
-	LegacyMediaFreeze  bool   `yaml:"legacy_media_freeze" help:"media uploaded while on are not served by the unauthenticated /_matrix/media/v3 endpoints"`
-	URLPreview         bool   `yaml:"url_preview" help:"URL previews (not implemented yet: must stay false)"`
+	MaxUploadBytes         int64  `yaml:"max_upload_bytes" help:"largest accepted media upload"`
+	MediaDir               string `yaml:"media_dir" help:"media files; empty: the media directory inside data_dir"`
+	ClamdAddress           string `yaml:"clamd_address" help:"scan uploads with clamd at tcp:HOST:PORT or unix:/path; empty disables"`
+	ClamdUnreachable       string `yaml:"clamd_unreachable" help:"refuse or accept uploads while clamd cannot be reached"`
+	ThumbnailMaxPixels     int64  `yaml:"thumbnail_max_pixels" help:"larger images (width*height) are not thumbnailed"`
+	LegacyMediaFreeze      bool   `yaml:"legacy_media_freeze" help:"media uploaded while on are not served by the unauthenticated /_matrix/media/v3 endpoints"`
+	URLPreview             bool   `yaml:"url_preview" help:"URL previews (/preview_url): the server fetches the pages users are about to link to (off: a site learns that someone here looks at it)"`
+	URLPreviewAllowPrivate bool   `yaml:"url_preview_allow_private_addresses" help:"let URL previews fetch private, loopback and link-local addresses (closed networks, tests); off, such URLs are refused"`
+	// Server notices (internal/notices).
+	ServerNoticesLocalpart string `yaml:"server_notices_localpart" help:"localpart of the system user that sends server notices (/_synapse/admin/v1/send_server_notice); empty disables them"`
+	ServerNoticesRoomName  string `yaml:"server_notices_room_name" help:"name of the room each user gets server notices in"`
 	// Per-user limits on the expensive endpoints (docs/hardening.md).
 	// Server admins are exempt, as in Synapse.
 	EventRatePerSecond         float64 `yaml:"event_rate_per_second" help:"sustained events sent per second per user (send, state, redact)"`
@@ -99,26 +103,28 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // Default returns the configuration used when nothing is set.
 func Default() Config {
 	return Config{
-		ServerName:            "localhost",
-		DataDir:               "./conclave-data",
-		Listen:                "127.0.0.1:8008",
-		RateLimits:            true,
-		AdminPprof:            true,
-		LoginRatePerSecond:    0.5,
-		LoginRateBurst:        5,
-		MaxRequestBytes:       1 << 20,
-		LogLevel:              "info",
-		AccessTokenLifetime:   Duration{5 * time.Minute},
-		PasswordHashMemoryKiB: 64 * 1024,
-		ShutdownTimeout:       Duration{10 * time.Second},
-		MaxConnections:        10000,
-		ReadHeaderTimeout:     Duration{10 * time.Second},
-		RequestTimeout:        Duration{2 * time.Minute},
-		MaxSyncsPerDevice:     4,
-		MaxUploadBytes:        50 << 20,
-		EncryptPresets:        "private_chat,trusted_private_chat",
-		ClamdUnreachable:      "refuse",
-		ThumbnailMaxPixels:    32_000_000,
+		ServerName:             "localhost",
+		ServerNoticesLocalpart: "notices",
+		ServerNoticesRoomName:  "Server Notices",
+		DataDir:                "./conclave-data",
+		Listen:                 "127.0.0.1:8008",
+		RateLimits:             true,
+		AdminPprof:             true,
+		LoginRatePerSecond:     0.5,
+		LoginRateBurst:         5,
+		MaxRequestBytes:        1 << 20,
+		LogLevel:               "info",
+		AccessTokenLifetime:    Duration{5 * time.Minute},
+		PasswordHashMemoryKiB:  64 * 1024,
+		ShutdownTimeout:        Duration{10 * time.Second},
+		MaxConnections:         10000,
+		ReadHeaderTimeout:      Duration{10 * time.Second},
+		RequestTimeout:         Duration{2 * time.Minute},
+		MaxSyncsPerDevice:      4,
+		MaxUploadBytes:         50 << 20,
+		EncryptPresets:         "private_chat,trusted_private_chat",
+		ClamdUnreachable:       "refuse",
+		ThumbnailMaxPixels:     32_000_000,
 
 		// Per-user limits, set well above what a busy person does, so only
 		// scripts meet them. Synapse's rc_message (0.2/s, burst 10) is met
@@ -382,9 +388,6 @@ func (c *Config) validateMedia() error {
 	}
 	if c.ThumbnailMaxPixels < 1 {
 		return &Error{Key: "thumbnail_max_pixels", Reason: "must be positive"}
-	}
-	if c.URLPreview {
-		return &Error{Key: "url_preview", Reason: "URL previews are not implemented yet"}
 	}
 	return nil
 }

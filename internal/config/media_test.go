@@ -18,12 +18,14 @@ func TestMediaConfig(t *testing.T) {
 	if err != nil || cfg.MediaPath() != "/srv/media" || cfg.ClamdAddress != "unix:/run/clamd.sock" || cfg.ClamdUnreachable != "accept" || !cfg.LegacyMediaFreeze {
 		t.Fatalf("%+v %v", cfg, err)
 	}
+	if cfg, err := Load([]string{"--url-preview=true", "--url-preview-allow-private-addresses=true"}, func(string) string { return "" }); err != nil || !cfg.URLPreview || !cfg.URLPreviewAllowPrivate {
+		t.Fatalf("url preview flags: %+v %v", cfg, err)
+	}
 	bad := map[string][]string{
 		"max_upload_bytes":     {"--max-upload-bytes", "0"},
 		"clamd_address":        {"--clamd-address", "localhost:3310"},
 		"clamd_unreachable":    {"--clamd-unreachable", "maybe"},
 		"thumbnail_max_pixels": {"--thumbnail-max-pixels", "-1"},
-		"url_preview":          {"--url-preview=true"},
 	}
 	for key, args := range bad {
 		_, err := Load(args, func(string) string { return "" })

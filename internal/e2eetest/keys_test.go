@@ -207,6 +207,38 @@ func TestKeyBackupRestore(t *testing.T) {
 		t.Fatalf("alice decrypted %q", got)
 	}
 
+	key, auth, created := backUpSession(t, alice, roomID, old)
+
+	// A fresh device cannot read the old message...
+	alice2 := login(t, s, "alice")
+	alice2.syncOnce(0)
+	if _, err := alice2.decryptFromHistory(roomID, old); err == nil {
+		t.Fatal("the fresh device decrypted the old message without the backup")
+	}
+	// ...until it restores the backup (trusted through the backup key it holds).
+	version, err := alice2.mach.DownloadAndStoreLatestKeyBackup(ctxT(t), key)
+	if err != nil || version != created.Version {
+		t.Fatalf("restore: %q %v", version, err)
+	}
+	if got, err := alice2.decryptFromHistory(roomID, old); err != nil || got != "remember me" {
+		t.Fatalf("after restore: %q %v", got, err)
+	}
+
+	// Once a newer version exists, writes to the old one are refused with
+	// M_WRONG_ROOM_KEYS_VERSION, so a client notices the backup changed.
+	if _, err := alice2.cli.CreateKeyBackupVersion(ctxT(t), &mautrix.ReqRoomKeysVersionCreate[backup.MegolmAuthData]{Algorithm: id.KeyBackupAlgorithmMegolmBackupV1, AuthData: auth}); err != nil {
+		t.Fatal(err)
+	}
+	r := s.Do(t, "PUT", "/_matrix/client/v3/room_keys/keys?version="+string(created.Version), alice2.cli.AccessToken, map[string]any{"rooms": map[string]any{}})
+	if r.Status != http.StatusForbidden || r.Errcode() != "M_WRONG_ROOM_KEYS_VERSION" {
+		t.Fatalf("stale version: %d %s", r.Status, r.Body)
+	}
+}
+
+// backUpSession creates a backup version signed by c's device and backs up
+// the Megolm session of evt (which c can decrypt) in it.
+func backUpSession(t *testing.T, alice *client, roomID id.RoomID, old id.EventID) (*backup.MegolmBackupKey, backup.MegolmAuthData, *mautrix.RespRoomKeysVersionCreate) {
+	t.Helper()
 	// Create a backup version signed by Alice's device.
 	key, err := backup.NewMegolmBackupKey()
 	if err != nil {
@@ -258,28 +290,5 @@ func TestKeyBackupRestore(t *testing.T) {
 		t.Fatalf("put keys: %+v %v", put, err)
 	}
 
-	// A fresh device cannot read the old message...
-	alice2 := login(t, s, "alice")
-	alice2.syncOnce(0)
-	if _, err := alice2.decryptFromHistory(roomID, old); err == nil {
-		t.Fatal("the fresh device decrypted the old message without the backup")
-	}
-	// ...until it restores the backup (trusted through the backup key it holds).
-	version, err := alice2.mach.DownloadAndStoreLatestKeyBackup(ctxT(t), key)
-	if err != nil || version != created.Version {
-		t.Fatalf("restore: %q %v", version, err)
-	}
-	if got, err := alice2.decryptFromHistory(roomID, old); err != nil || got != "remember me" {
-		t.Fatalf("after restore: %q %v", got, err)
-	}
-
-	// Once a newer version exists, writes to the old one are refused with
-	// M_WRONG_ROOM_KEYS_VERSION, so a client notices the backup changed.
-	if _, err := alice2.cli.CreateKeyBackupVersion(ctxT(t), &mautrix.ReqRoomKeysVersionCreate[backup.MegolmAuthData]{Algorithm: id.KeyBackupAlgorithmMegolmBackupV1, AuthData: auth}); err != nil {
-		t.Fatal(err)
-	}
-	r := s.Do(t, "PUT", "/_matrix/client/v3/room_keys/keys?version="+string(created.Version), alice2.cli.AccessToken, map[string]any{"rooms": map[string]any{}})
-	if r.Status != http.StatusForbidden || r.Errcode() != "M_WRONG_ROOM_KEYS_VERSION" {
-		t.Fatalf("stale version: %d %s", r.Status, r.Body)
-	}
+	return key, auth, created
 }

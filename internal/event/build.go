@@ -1,6 +1,8 @@
 package event
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -22,6 +24,9 @@ type Proto struct {
 	// top-level "redacts" before room version 11 and as content.redacts
 	// from 11 on (it may also be given there directly).
 	Redacts string
+	// EventID, for room versions 1 and 2 only (event IDs not derived from
+	// the event): empty, Build makes a random one on origin.
+	EventID string
 }
 
 // Build hashes and signs the event for room version rv as server origin
@@ -34,7 +39,7 @@ type Proto struct {
 // or an identifier larger than MaxIDLength, is refused with an error
 // wrapping ErrTooLarge (the client gets M_TOO_LARGE).
 func (p *Proto) Build(rv *RoomVersion, origin string, key *SigningKey) (*PDU, error) {
-	if rv == nil || rv.EventIDFormat < 3 {
+	if rv == nil {
 		return nil, ErrUnsupportedRoomVersion
 	}
 	if err := p.check(rv, origin); err != nil {
@@ -68,16 +73,28 @@ func (p *Proto) Build(rv *RoomVersion, origin string, key *SigningKey) (*PDU, er
 
 	// The event without hashes and signatures, keys in sorted order.
 	ev := make([]byte, 0, len(content)+256+64*(len(p.PrevEvents)+len(p.AuthEvents)))
+	list := appendStringArray
+	if rv.EventIDFormat == 1 {
+		list = appendPairArray
+	}
 	ev = append(ev, `{"auth_events":`...)
-	ev = appendStringArray(ev, p.AuthEvents)
+	ev = list(ev, p.AuthEvents)
 	ev = append(ev, `,"content":`...)
 	ev = append(ev, content...)
 	ev = append(ev, `,"depth":`...)
 	ev = strconv.AppendInt(ev, p.Depth, 10)
+	if rv.EventIDFormat == 1 {
+		id := p.EventID
+		if id == "" {
+			id = NewV1EventID(origin)
+		}
+		ev = append(ev, `,"event_id":`...)
+		ev = appendJSONString(ev, id)
+	}
 	ev = append(ev, `,"origin_server_ts":`...)
 	ev = strconv.AppendInt(ev, p.OriginServerTS, 10)
 	ev = append(ev, `,"prev_events":`...)
-	ev = appendStringArray(ev, p.PrevEvents)
+	ev = list(ev, p.PrevEvents)
 	if p.Redacts != "" && !rv.RedactsInContent {
 		ev = append(ev, `,"redacts":`...)
 		ev = appendJSONString(ev, p.Redacts)
@@ -145,6 +162,9 @@ func (p *Proto) check(rv *RoomVersion, origin string) error {
 	} else if p.RoomID == "" || p.RoomID[0] != '!' {
 		return errBadEvent("room_id is not a room ID")
 	}
+	if p.EventID != "" && (rv.EventIDFormat != 1 || !validV1EventID(p.EventID) || len(p.EventID) > MaxIDLength) {
+		return errBadEvent("an event ID is given only for room versions 1 and 2, as $opaque:server")
+	}
 	if p.Redacts != "" && p.Type != "m.room.redaction" {
 		return errBadEvent("redacts on an event that is not m.room.redaction")
 	}
@@ -173,6 +193,31 @@ func (p *Proto) check(rv *RoomVersion, origin string) error {
 		}
 	}
 	return nil
+}
+
+// appendPairArray writes event IDs as the [event ID, hashes] pairs of room
+// versions 1 and 2, with empty hashes as Synapse writes them (nothing checks
+// them).
+func appendPairArray(dst []byte, list []string) []byte {
+	dst = append(dst, '[')
+	for i, s := range list {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, '[')
+		dst = appendJSONString(dst, s)
+		dst = append(dst, `,{}]`...)
+	}
+	return append(dst, ']')
+}
+
+// NewV1EventID makes a random event ID on origin in the historical format
+// of room versions 1 and 2 ("$opaque:server"; the one thing here not
+// derived from its input).
+func NewV1EventID(origin string) string {
+	var b [15]byte
+	rand.Read(b[:])
+	return "$" + base64.RawURLEncoding.EncodeToString(b[:]) + ":" + origin
 }
 
 func appendStringArray(dst []byte, list []string) []byte {

@@ -252,6 +252,49 @@ func intValue(v []byte) (int64, bool) {
 
 // stringArray decodes a canonical array of strings, at most max entries each
 // at most maxLen bytes.
+// pairArray reads the prev_events or auth_events of the event format of
+// room versions 1 and 2: [[event ID, {hashes}], …], returning the IDs.
+func pairArray(v []byte, max, maxLen int) ([]string, error) {
+	if len(v) < 2 || v[0] != '[' {
+		return nil, errBadEvent("expected an array of [event ID, hashes] pairs")
+	}
+	var out []string
+	i := 1
+	for i < len(v)-1 {
+		if v[i] != '[' {
+			return nil, errBadEvent("expected an array of [event ID, hashes] pairs")
+		}
+		e := skipValue(v, i)
+		pair := v[i:e]
+		if len(pair) < 2 || pair[1] != '"' {
+			return nil, errBadEvent("expected an array of [event ID, hashes] pairs")
+		}
+		se := skipString(pair, 1)
+		if se >= len(pair) || pair[se] != ',' || pair[se+1] != '{' || skipValue(pair, se+1) != len(pair)-1 {
+			return nil, errBadEvent("expected an array of [event ID, hashes] pairs")
+		}
+		s, _ := stringValue(pair[1:se])
+		if len(s) > maxLen {
+			return nil, errTooLarge("array entry longer than " + strconv.Itoa(maxLen) + " bytes")
+		}
+		if len(out) == max {
+			return nil, errBadEvent("more than " + strconv.Itoa(max) + " entries")
+		}
+		out = append(out, s)
+		i = e
+		if i < len(v)-1 {
+			if v[i] != ',' {
+				return nil, errBadEvent("expected an array of [event ID, hashes] pairs")
+			}
+			i++
+		}
+	}
+	if out == nil {
+		out = []string{}
+	}
+	return out, nil
+}
+
 func stringArray(v []byte, max, maxLen int) ([]string, error) {
 	if len(v) < 2 || v[0] != '[' {
 		return nil, errBadEvent("expected an array of strings")

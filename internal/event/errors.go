@@ -14,8 +14,7 @@ var (
 	// ErrBadEvent: the JSON is well formed but is not a valid PDU for the
 	// room version (missing key, wrong type, bad value).
 	ErrBadEvent = errors.New("event: malformed event")
-	// ErrUnsupportedRoomVersion: room versions 1 and 2 (event IDs that are
-	// not hashes) are not supported by this package.
+	// ErrUnsupportedRoomVersion: no room version was given.
 	ErrUnsupportedRoomVersion = errors.New("event: unsupported room version")
 	// ErrBadSignature: a signature is missing, undecodable or wrong.
 	ErrBadSignature = errors.New("event: bad signature")

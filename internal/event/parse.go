@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"strconv"
+	"unicode/utf8"
 )
 
 // Size limits of the Client-Server API "Size limits" section and of the PDU
@@ -24,7 +25,7 @@ const (
 )
 
 // ParsePDU parses an event received in the federation format of room
-// version rv (3 or later) and checks its shape: the canonical form of the
+// version rv and checks its shape: the canonical form of the
 // complete event is at most MaxPDUSize bytes; sender, room_id, type and
 // state_key are strings of at most MaxIDLength bytes; content, hashes and
 // signatures are objects; prev_events and auth_events are arrays of event ID
@@ -32,10 +33,13 @@ const (
 // (depth ≥ 0); v6+ events are strict canonical JSON. It does not check
 // hashes, signatures or authorisation.
 //
-// A top-level "event_id" is ignored (room versions 3+ derive it from the
-// reference hash); "unsigned" is moved to PDU.Unsigned and left out of Raw.
+// A top-level "event_id" is ignored from room version 3 on (derived from the
+// reference hash); in the event format of room versions 1 and 2 it is part
+// of the event (signed, kept in Raw) and prev_events and auth_events are
+// [event ID, hashes] pairs. "unsigned" is moved to PDU.Unsigned and left out
+// of Raw.
 func ParsePDU(rv *RoomVersion, data []byte) (*PDU, error) {
-	if rv == nil || rv.EventIDFormat < 3 {
+	if rv == nil {
 		return nil, ErrUnsupportedRoomVersion
 	}
 	if len(data) > maxPDUInput {
@@ -61,7 +65,11 @@ func ParsePDU(rv *RoomVersion, data []byte) (*PDU, error) {
 		}
 		e.Unsigned = bytes.Clone(u)
 	}
-	e.Raw = appendWithout(make([]byte, 0, len(c)), c, "event_id", "unsigned")
+	if rv.EventIDFormat == 1 {
+		e.Raw = appendWithout(make([]byte, 0, len(c)), c, "unsigned")
+	} else {
+		e.Raw = appendWithout(make([]byte, 0, len(c)), c, "event_id", "unsigned")
+	}
 	if err := e.fill(); err != nil {
 		return nil, err
 	}
@@ -72,8 +80,12 @@ func ParsePDU(rv *RoomVersion, data []byte) (*PDU, error) {
 // the PDU shape for e.Version, and computes EventID if it is empty.
 func (e *PDU) fill() error {
 	rv := e.Version
-	if rv == nil || rv.EventIDFormat < 3 {
+	if rv == nil {
 		return ErrUnsupportedRoomVersion
+	}
+	listOf := stringArray
+	if rv.EventIDFormat == 1 {
+		listOf = pairArray
 	}
 	var seen uint16
 	const (
@@ -111,7 +123,7 @@ func (e *PDU) fill() error {
 			}
 		case "state_key":
 			var sk string
-			sk, err = idString(v, "state_key")
+			sk, err = stateKeyString(v)
 			e.StateKey = &sk
 		case "content":
 			seen |= hasContent
@@ -127,12 +139,18 @@ func (e *PDU) fill() error {
 		case "origin_server_ts":
 			seen |= hasTS
 			e.OriginServerTS, err = integer(v, "origin_server_ts")
+		case "event_id":
+			if rv.EventIDFormat == 1 {
+				if e.EventID, err = idString(v, "event_id"); err == nil && !validV1EventID(e.EventID) {
+					err = errBadEvent("event_id is not an event ID")
+				}
+			}
 		case "prev_events":
 			seen |= hasPrev
-			e.PrevEvents, err = stringArray(v, MaxPrevEvents, MaxIDLength)
+			e.PrevEvents, err = listOf(v, MaxPrevEvents, MaxIDLength)
 		case "auth_events":
 			seen |= hasAuth
-			e.AuthEvents, err = stringArray(v, MaxAuthEvents, MaxIDLength)
+			e.AuthEvents, err = listOf(v, MaxAuthEvents, MaxIDLength)
 		case "hashes":
 			seen |= hasHashes
 			err = checkHashesShape(v)
@@ -167,6 +185,9 @@ func (e *PDU) fill() error {
 			}
 		}
 	}
+	if e.EventID == "" && rv.EventIDFormat == 1 {
+		return errBadEvent("missing event_id")
+	}
 	if e.EventID == "" {
 		h, err := referenceHash(rv, e.Raw)
 		if err != nil {
@@ -188,12 +209,45 @@ func idString(v []byte, name string) (string, error) {
 	return s, nil
 }
 
+// stateKeyString reads a received event's state_key. The spec's size
+// limits (Client-Server API, "Size limits") say 255 bytes; Synapse counts
+// 255 code points, and rooms hold events other servers accepted that way
+// (Complement's TestOutboundFederationEventSizeGetMissingEvents: 70 emoji,
+// 280 bytes). Refusing them would break those rooms here, so a received
+// state_key is held to 255 code points; Conclave's own events keep the
+// stricter byte limit (Proto.check).
+func stateKeyString(v []byte) (string, error) {
+	s, ok := stringValue(v)
+	if !ok {
+		return "", errBadEvent("state_key is not a string")
+	}
+	if len(s) > MaxIDLength && utf8.RuneCountInString(s) > MaxIDLength {
+		return "", errTooLarge("state_key longer than 255 code points")
+	}
+	return s, nil
+}
+
 func integer(v []byte, name string) (int64, error) {
 	n, ok := intValue(v)
 	if !ok {
 		return 0, errBadEvent(name + " is not a 64-bit integer")
 	}
 	return n, nil
+}
+
+// validV1EventID is the shape of an event ID of room versions 1 and 2:
+// "$opaque:server" (Appendix, "Event IDs", the historical format).
+func validV1EventID(s string) bool {
+	return len(s) >= 4 && s[0] == '$' && bytes.IndexByte([]byte(s[2:]), ':') >= 0 && s[len(s)-1] != ':'
+}
+
+// EventIDServer returns the server of an event ID of the historical format
+// ("$opaque:server"), "" for any other.
+func EventIDServer(id string) string {
+	if !validV1EventID(id) {
+		return ""
+	}
+	return id[2+bytes.IndexByte([]byte(id[2:]), ':')+1:]
 }
 
 // validUserIDShape is a cheap structural check ("@localpart:server"); the

@@ -9,9 +9,10 @@ import "encoding/json"
 // (Server-Server API, "Size limits"). Clients get M_TOO_LARGE beyond it.
 const MaxPDUSize = 65536
 
-// PDU is a persistent data unit (an event) of room version 3 or later.
-// The exported fields are parsed from Raw and must not be changed: Raw is
-// the exact signed form (without event_id), and EventID is derived from it.
+// PDU is a persistent data unit (an event). The exported fields are parsed
+// from Raw and must not be changed: Raw is the exact signed form (without
+// event_id from room version 3 on), and EventID is derived from it (read
+// from it in room versions 1 and 2).
 type PDU struct {
 	EventID        string          `json:"-"`
 	RoomID         string          `json:"room_id,omitempty"` // empty only for a v12 m.room.create
@@ -29,7 +30,8 @@ type PDU struct {
 
 	Version *RoomVersion `json:"-"`
 	// Raw is the full event as signed and stored (federation format):
-	// canonical JSON, without "unsigned" and without "event_id".
+	// canonical JSON, without "unsigned" (and without "event_id" from room
+	// version 3 on).
 	Raw []byte `json:"-"`
 	// Unsigned is the "unsigned" object received with the event, if any.
 	// It is covered by neither hashes nor signatures: untrusted.

@@ -366,12 +366,9 @@ func TestBuildLimits(t *testing.T) {
 	if _, err := p.Build(v, "example.org", testKey); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("one byte over: %v", err)
 	}
-	// v1/v2 are refused.
-	if _, err := messageProto("!r:example.org").Build(rv(t, "2"), "example.org", testKey); !errors.Is(err, ErrUnsupportedRoomVersion) {
-		t.Error("v2 built")
-	}
-	if _, err := ParsePDU(rv(t, "1"), small.Raw); !errors.Is(err, ErrUnsupportedRoomVersion) {
-		t.Error("v1 parsed")
+	// A v3+ event is not a v1/v2 one (no event_id, no pairs).
+	if _, err := ParsePDU(rv(t, "1"), small.Raw); !errors.Is(err, ErrBadEvent) {
+		t.Error("a v10 event parsed as v1")
 	}
 }
 
@@ -407,6 +404,14 @@ func TestParsePDURejects(t *testing.T) {
 		if _, err := ParsePDU(v, mutate(k, val)); err == nil {
 			t.Errorf("%s=%s accepted", k, val)
 		}
+	}
+	// A received state_key is held to 255 code points, as Synapse does:
+	// 70 emoji (280 bytes) pass, 256 ASCII characters do not.
+	if _, err := ParsePDU(v, mutate("state_key", `"`+strings.Repeat("💥", 70)+`"`)); err != nil {
+		t.Errorf("a 70-emoji state_key refused: %v", err)
+	}
+	if _, err := ParsePDU(v, mutate("state_key", `"`+strings.Repeat("a", 256)+`"`)); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("a 256-character state_key: %v", err)
 	}
 	many := `["$1","$2","$3","$4","$5","$6","$7","$8","$9","$10","$11","$12","$13","$14","$15","$16","$17","$18","$19","$20","$21"]`
 	if _, err := ParsePDU(v, mutate("prev_events", many)); err == nil {

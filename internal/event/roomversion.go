@@ -113,9 +113,10 @@ func KnownRoomVersions() []string {
 }
 
 // Creatable reports whether this server creates (and upgrades to) rooms of
-// the version. Versions 1 and 2 name events "$opaque:server", which Conclave
-// does not mint: it can read their rules but not build their events.
-func (v *RoomVersion) Creatable() bool { return v.EventIDFormat >= 3 }
+// the version: every one but 1, whose state resolution (v1) Conclave does
+// not implement. Version 2 has the event format of version 1 ("$opaque:server"
+// event IDs, minted here) and state resolution v2; Synapse offers it too.
+func (v *RoomVersion) Creatable() bool { return v.StateRes != 1 }
 
 // CreatableRoomVersions lists the versions createRoom and room upgrades
 // accept, in order: what /capabilities advertises as available.

@@ -192,6 +192,9 @@ type request struct {
 	maxBody            int64
 	timeout            time.Duration
 	unsigned           bool
+	// stream, when set, takes a 200 answer as it arrives (its body
+	// unread; the request's timeout still runs) instead of out.
+	stream func(*http.Response) error
 }
 
 // Do sends a signed request to destination and decodes a 200 answer into
@@ -279,6 +282,9 @@ func (c *Client) do(ctx context.Context, r request) error {
 		return fmt.Errorf("fedclient: %s %s on %s: %w", r.method, r.path, r.dest, err)
 	}
 	defer res.Body.Close()
+	if r.stream != nil && res.StatusCode == http.StatusOK {
+		return r.stream(res)
+	}
 	maxBody := r.maxBody
 	if maxBody == 0 {
 		maxBody = DefaultMaxBody

@@ -3,14 +3,16 @@ package federation
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"time"
 
 	"conclave/internal/matrix"
 )
 
-// EDUs: typing and read receipts, both ways (Server-Server API, "Typing
-// Notifications", "Receipts"). An EDU about a user is taken only from that
-// user's server, for a room the user is joined to here.
+// EDUs: typing, read receipts and presence, both ways (Server-Server API,
+// "Typing Notifications", "Receipts", "Presence"). An EDU about a user is
+// taken only from that user's server, for a room the user is joined to here
+// (presence: for a user sharing a room with a user of this server).
 
 // RemoteTypingTimeout is how long a typing notification from another
 // server lasts unless renewed (the EDU carries no timeout; Synapse uses the
@@ -21,11 +23,33 @@ const RemoteTypingTimeout = 60 * time.Second
 type EDUSinks struct {
 	Typing  func(ctx context.Context, roomID, userID string, typing bool, timeout time.Duration) error
 	Receipt func(ctx context.Context, roomID, userID, eventID, threadID string, ts int64) error
+	// Presence takes another server's user's presence; it checks the user
+	// shares a room with a user of this server.
+	Presence func(ctx context.Context, p Presence) error
+	// E2EE takes m.device_list_update, m.signing_key_update and
+	// m.direct_to_device (e2ee.go); nil: ignored.
+	E2EE func(ctx context.Context, origin, eduType string, content json.RawMessage)
 }
+
+// Presence is one user's presence as the m.presence EDU carries it.
+type Presence struct {
+	UserID          string `json:"user_id"`
+	Presence        string `json:"presence"`
+	StatusMsg       string `json:"status_msg,omitempty"`
+	LastActiveAgo   int64  `json:"last_active_ago"`
+	CurrentlyActive bool   `json:"currently_active"`
+}
+
+// maxPresencePush bounds the users one m.presence EDU may carry.
+const maxPresencePush = 1000
 
 // HandleEDU takes one EDU of a transaction from origin.
 func (s *Service) HandleEDU(ctx context.Context, origin, eduType string, content json.RawMessage) {
 	switch eduType {
+	case "m.device_list_update", "m.signing_key_update", "m.direct_to_device":
+		if s.Sinks.E2EE != nil {
+			s.Sinks.E2EE(ctx, origin, eduType, content)
+		}
 	case "m.typing":
 		var c struct {
 			RoomID string `json:"room_id"`
@@ -37,6 +61,25 @@ func (s *Service) HandleEDU(ctx context.Context, origin, eduType string, content
 		}
 		if err := s.Sinks.Typing(ctx, c.RoomID, c.UserID, c.Typing, RemoteTypingTimeout); err != nil {
 			s.Log.Debug("federation: typing EDU refused", "origin", origin, "room", c.RoomID, "err", err)
+		}
+	case "m.presence":
+		var c struct {
+			Push []json.RawMessage `json:"push"`
+		}
+		if json.Unmarshal(content, &c) != nil || s.Sinks.Presence == nil {
+			return
+		}
+		for i, raw := range c.Push {
+			if i == maxPresencePush {
+				return // bounded work per EDU
+			}
+			var p Presence
+			if json.Unmarshal(raw, &p) != nil || matrix.ServerOf(p.UserID) != origin || p.LastActiveAgo < 0 {
+				continue
+			}
+			if err := s.Sinks.Presence(ctx, p); err != nil {
+				s.Log.Debug("federation: presence EDU refused", "origin", origin, "user", p.UserID, "err", err)
+			}
 		}
 	case "m.receipt":
 		// {room ID: {receipt type: {user ID: {event_ids, data: {ts, thread_id}}}}}
@@ -91,6 +134,28 @@ func (s *Service) SendReceipt(ctx context.Context, roomID, userID, eventID, thre
 	}
 	content, _ := json.Marshal(map[string]any{roomID: map[string]any{"m.read": map[string]any{userID: map[string]any{"event_ids": []string{eventID}, "data": data}}}})
 	s.sendEDU(ctx, roomID, "m.receipt", content)
+}
+
+// SendPresence tells servers (those sharing a room with the user) of a user
+// of this server's presence: one user per EDU, so the queue keeps only the
+// newest for each (fedsender's coalescing).
+func (s *Service) SendPresence(ctx context.Context, servers []string, p Presence) {
+	if s.Outbox == nil {
+		return
+	}
+	var dests []string
+	for _, srv := range servers {
+		if srv != s.ServerName && srv != "" && !slices.Contains(dests, srv) {
+			dests = append(dests, srv)
+		}
+	}
+	if len(dests) == 0 {
+		return
+	}
+	content, _ := json.Marshal(map[string]any{"push": []Presence{p}})
+	if err := s.Outbox.EnqueueEDU(context.WithoutCancel(ctx), dests, "m.presence", content); err != nil {
+		s.Log.Error("federation: queueing an EDU", "type", "m.presence", "user", p.UserID, "err", err)
+	}
 }
 
 func (s *Service) sendEDU(ctx context.Context, roomID, eduType string, content []byte) {

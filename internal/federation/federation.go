@@ -13,6 +13,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"conclave/internal/event"
@@ -20,6 +21,7 @@ import (
 	"conclave/internal/keyring"
 	"conclave/internal/lru"
 	"conclave/internal/room"
+	"conclave/internal/store"
 )
 
 // Service is federation for rooms.
@@ -33,10 +35,15 @@ type Service struct {
 	Outbox Outbox
 	// Sinks take the EDUs received (edu.go).
 	Sinks EDUSinks
-	Log   *slog.Logger
+	// Txns keeps the answers to received transactions across restarts
+	// (nil: in memory only).
+	Txns store.FedTxns
+	Log  *slog.Logger
 
 	txnOnce sync.Once
 	txns    *lru.Cache[string, json.RawMessage] // (origin, txnID) → answer
+	// txnsPruned: when the stored answers were last pruned (Unix ms).
+	txnsPruned atomic.Int64
 	// inflight serialises transactions of one origin and ID (a retry while
 	// the first is still being processed waits for its answer).
 	inflightMu sync.Mutex

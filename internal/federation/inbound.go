@@ -5,15 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
+	"runtime"
 	"sync"
+	"time"
 
 	"conclave/internal/authrules"
 	"conclave/internal/event"
-	"conclave/internal/fedclient"
 	"conclave/internal/lru"
 	"conclave/internal/matrix"
 	"conclave/internal/room"
+	"conclave/internal/store"
 )
 
 // The limits of one transaction (Server-Server API, "Transactions").
@@ -29,8 +30,14 @@ const (
 	missingEventsRounds = 3
 )
 
-// txnsKept bounds the transaction answers remembered for retries.
-const txnsKept = 10_000
+// txnsKept bounds the transaction answers remembered in memory for
+// retries; the store (Service.Txns) keeps them all for txnsKeptFor, pruned
+// every txnsPruneEvery (a sender retries for far less than a day).
+const (
+	txnsKept       = 10_000
+	txnsKeptFor    = 24 * time.Hour
+	txnsPruneEvery = time.Hour
+)
 
 // roomsInParallel bounds the rooms of one transaction processed at once.
 const roomsInParallel = 8
@@ -61,6 +68,17 @@ func (s *Service) Transaction(ctx context.Context, origin, txnID string, body []
 	if answer, ok := s.answers().Get(key); ok {
 		return answer, nil
 	}
+	if s.Txns != nil {
+		answer, err := s.Txns.FedTxnAnswer(ctx, origin, txnID)
+		if err == nil {
+			s.answers().Put(key, answer)
+			return answer, nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			// Processing again is safe (events already stored are known).
+			s.Log.Warn("federation: reading a transaction's answer", "origin", origin, "txn", txnID, "err", err)
+		}
+	}
 	var t transaction
 	if err := json.Unmarshal(body, &t); err != nil {
 		return nil, matrix.BadJSON("The transaction is not valid: %s", err.Error())
@@ -70,40 +88,45 @@ func (s *Service) Transaction(ctx context.Context, origin, txnID string, body []
 	}
 	results := make(map[string]any, len(t.PDUs))
 	var mu sync.Mutex
-	// The PDUs of one room in the order sent; rooms side by side (their
+	record := func(id string, err error) {
+		if id == "" {
+			return // no event ID to answer for (unknown room, unparseable)
+		}
+		mu.Lock()
+		if err != nil {
+			results[id] = map[string]string{"error": err.Error()}
+		} else {
+			results[id] = struct{}{}
+		}
+		mu.Unlock()
+	}
+	// Parsing and signature checks first, side by side (the CPU-bound part);
+	// then the PDUs of one room in the order sent, rooms side by side (their
 	// writes then share commits).
+	in := s.checkPDUs(ctx, t.PDUs)
 	var order []string
-	byRoom := map[string][]json.RawMessage{}
-	for _, raw := range t.PDUs {
-		var head struct {
-			RoomID string `json:"room_id"`
+	byRoom := map[string][]*inboundPDU{}
+	for _, p := range in {
+		if p.skip {
+			continue
 		}
-		json.Unmarshal(raw, &head)
-		if _, ok := byRoom[head.RoomID]; !ok {
-			order = append(order, head.RoomID)
+		if p.err != nil {
+			record(p.id, p.err)
+			continue
 		}
-		byRoom[head.RoomID] = append(byRoom[head.RoomID], raw)
+		if _, ok := byRoom[p.roomID]; !ok {
+			order = append(order, p.roomID)
+		}
+		byRoom[p.roomID] = append(byRoom[p.roomID], p)
 	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, roomsInParallel)
 	for _, roomID := range order {
 		wg.Add(1)
 		sem <- struct{}{}
-		go func(pdus []json.RawMessage) {
+		go func(pdus []*inboundPDU) {
 			defer func() { <-sem; wg.Done() }()
-			for _, raw := range pdus {
-				id, err := s.receivePDU(ctx, origin, raw)
-				if id == "" {
-					continue // no event ID to answer for (unknown room, unparseable)
-				}
-				mu.Lock()
-				if err != nil {
-					results[id] = map[string]string{"error": err.Error()}
-				} else {
-					results[id] = struct{}{}
-				}
-				mu.Unlock()
-			}
+			s.receiveRoom(ctx, origin, pdus, record)
 		}(byRoom[roomID])
 	}
 	wg.Wait()
@@ -117,7 +140,28 @@ func (s *Service) Transaction(ctx context.Context, origin, txnID string, body []
 		return nil, err
 	}
 	s.answers().Put(key, answer)
+	if s.Txns != nil {
+		now := time.Now()
+		if err := s.Txns.FedTxnRecord(ctx, origin, txnID, answer, now.UnixMilli()); err != nil {
+			s.Log.Warn("federation: keeping a transaction's answer", "origin", origin, "txn", txnID, "err", err)
+		}
+		s.pruneTxns(now)
+	}
 	return answer, nil
+}
+
+// pruneTxns deletes the stored answers older than txnsKeptFor, at most once
+// per txnsPruneEvery, in the background.
+func (s *Service) pruneTxns(now time.Time) {
+	last := s.txnsPruned.Load()
+	if now.UnixMilli()-last < txnsPruneEvery.Milliseconds() || !s.txnsPruned.CompareAndSwap(last, now.UnixMilli()) {
+		return
+	}
+	go func() {
+		if _, err := s.Txns.FedTxnPrune(context.Background(), now.Add(-txnsKeptFor).UnixMilli()); err != nil {
+			s.Log.Warn("federation: pruning transactions' answers", "err", err)
+		}
+	}()
 }
 
 func (s *Service) answers() *lru.Cache[string, json.RawMessage] {
@@ -149,61 +193,122 @@ func (s *Service) lockTxn(key string) func() {
 	}
 }
 
-// receivePDU checks one PDU of a transaction and hands it to the room
-// writer, filling a gap before it from origin when it cites events this
-// server does not have. It returns the event ID ("" when there is none to
-// answer for) and why the PDU was not taken.
-func (s *Service) receivePDU(ctx context.Context, origin string, raw json.RawMessage) (string, error) {
+// inboundPDU is one PDU of a transaction, checked.
+type inboundPDU struct {
+	raw    json.RawMessage
+	roomID string
+	rv     *event.RoomVersion // nil: a room this server is not in
+	pdu    *event.PDU         // parsed and checked (rv set, err nil)
+	id     string             // the event ID to answer for ("": none)
+	err    error              // why it is refused
+	skip   bool               // nothing to answer (no room ID, unparseable)
+}
+
+// checkPDUs parses the PDUs of a transaction for their rooms' versions and
+// checks their signatures and hashes (checkPDU), on every core.
+func (s *Service) checkPDUs(ctx context.Context, raws []json.RawMessage) []*inboundPDU {
+	out := make([]*inboundPDU, len(raws))
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(raws)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				out[i] = s.checkInbound(ctx, raws[i])
+			}
+		}()
+	}
+	for i := range raws {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	return out
+}
+
+func (s *Service) checkInbound(ctx context.Context, raw json.RawMessage) *inboundPDU {
+	p := &inboundPDU{raw: raw}
 	var head struct {
 		RoomID string `json:"room_id"`
 	}
 	if json.Unmarshal(raw, &head) != nil || head.RoomID == "" {
-		return "", nil
+		p.skip = true
+		return p
 	}
+	p.roomID = head.RoomID
 	rv, err := s.Rooms.RoomVersion(ctx, head.RoomID)
 	if err != nil {
-		// A room this server is not in: only a change to a local user's
-		// invite or knock there concerns it (an invite rescinded).
-		return s.receiveOutOfRoom(ctx, origin, head.RoomID, raw)
+		return p // a room this server is not in: receiveOutOfRoom
 	}
+	p.rv = rv
 	pdu, err := s.checkPDU(ctx, rv, raw)
 	if err != nil {
-		if pdu != nil {
-			return pdu.EventID, err
+		if pdu == nil {
+			p.skip = true
+		} else {
+			p.id, p.err = pdu.EventID, err
 		}
-		return "", nil
+		return p
 	}
+	p.pdu, p.id = pdu, pdu.EventID
 	if pdu.RoomID != head.RoomID {
-		return pdu.EventID, errors.New("room_id mismatch")
+		p.err = errors.New("room_id mismatch")
 	}
-	if !s.Rooms.ServerAllowed(ctx, pdu.RoomID, origin) {
-		// m.room.server_acl applies to every PDU a server sends.
-		return pdu.EventID, errors.New("this server is denied by the room's server ACL")
-	}
-	for round := 0; ; round++ {
-		got, err := s.Rooms.Receive(ctx, pdu)
-		var missing *room.MissingEventsError
-		if errors.As(err, &missing) && round < missingEventsRounds {
-			if ferr := s.fillGap(ctx, origin, rv, pdu); ferr != nil {
-				return pdu.EventID, fmt.Errorf("missing prev or auth events, and fetching them failed: %w", ferr)
+	return p
+}
+
+// receiveRoom takes the checked PDUs of one room in order: runs of them go
+// to the room writer together (room.Service.ReceiveBatch); an event citing
+// events this server lacks has the gap before it filled from origin first.
+func (s *Service) receiveRoom(ctx context.Context, origin string, pdus []*inboundPDU, record func(string, error)) {
+	var run []*event.PDU
+	flush := func() {
+		for len(run) > 0 {
+			res := s.Rooms.ReceiveBatch(ctx, origin, run)
+			if len(res) == 0 {
+				return
 			}
+			for i, r := range res[:len(res)-1] {
+				record(run[i].EventID, s.pduError(run[i], origin, r.Err))
+			}
+			last, pdu := res[len(res)-1], run[len(res)-1]
+			var missing *room.MissingEventsError
+			if errors.As(last.Err, &missing) {
+				record(pdu.EventID, s.receiveAfterGap(ctx, origin, pdu, missing))
+			} else {
+				record(pdu.EventID, s.pduError(pdu, origin, last.Err))
+			}
+			run = run[len(res):]
+		}
+	}
+	for _, p := range pdus {
+		if p.rv == nil {
+			flush()
+			record(s.receiveOutOfRoom(ctx, origin, p.roomID, p.raw))
 			continue
 		}
-		if err != nil {
-			if errors.As(err, &missing) {
-				return pdu.EventID, err
-			}
-			if me, ok := matrix.AsError(err); ok {
-				return pdu.EventID, me
-			}
-			s.Log.Error("federation: receiving an event", "event", pdu.EventID, "origin", origin, "err", err)
-			return pdu.EventID, errors.New("internal error")
-		}
-		// Rejected and soft-failed events are processed events: the
-		// spec's per-PDU errors are for PDUs that could not be processed.
-		_ = got
-		return pdu.EventID, nil
+		run = append(run, p.pdu)
 	}
+	flush()
+}
+
+// pduError is the error a PDU is answered with. Rejected and soft-failed
+// events are processed events: the spec's per-PDU errors are for PDUs that
+// could not be processed.
+func (s *Service) pduError(pdu *event.PDU, origin string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var missing *room.MissingEventsError
+	if errors.As(err, &missing) || errors.Is(err, room.ErrServerDenied) {
+		return err
+	}
+	if me, ok := matrix.AsError(err); ok {
+		return me
+	}
+	s.Log.Error("federation: receiving an event", "event", pdu.EventID, "origin", origin, "err", err)
+	return errors.New("internal error")
 }
 
 // receiveOutOfRoom takes a membership event for a room this server is not
@@ -266,47 +371,4 @@ func (s *Service) checkPDU(ctx context.Context, rv *event.RoomVersion, raw json.
 		pdu = red
 	}
 	return pdu, nil
-}
-
-// fillGap asks origin for the events between the room's forward extremities
-// and pdu (/get_missing_events) and receives them oldest first.
-func (s *Service) fillGap(ctx context.Context, origin string, rv *event.RoomVersion, pdu *event.PDU) error {
-	exts, err := s.Rooms.Extremities(ctx, pdu.RoomID)
-	if err != nil {
-		return err
-	}
-	raws, err := s.Client.GetMissingEvents(ctx, origin, pdu.RoomID, fedclient.MissingEventsRequest{
-		EarliestEvents: exts, LatestEvents: []string{pdu.EventID}, Limit: missingEventsLimit})
-	if err != nil {
-		return err
-	}
-	if len(raws) > missingEventsLimit {
-		raws = raws[:missingEventsLimit]
-	}
-	var got []*event.PDU
-	for _, raw := range raws {
-		ev, err := s.checkPDU(ctx, rv, raw)
-		if err != nil || ev.RoomID != pdu.RoomID {
-			continue // a bad event is left out; what cites it stays missing
-		}
-		got = append(got, ev)
-	}
-	if len(got) == 0 {
-		return errors.New("the sender returned none of them")
-	}
-	slices.SortFunc(got, func(a, b *event.PDU) int {
-		if a.Depth != b.Depth {
-			return int(a.Depth - b.Depth)
-		}
-		return 0
-	})
-	for _, ev := range got {
-		if _, err := s.Rooms.Receive(ctx, ev); err != nil {
-			var missing *room.MissingEventsError
-			if !errors.As(err, &missing) {
-				return err
-			}
-		}
-	}
-	return nil
 }

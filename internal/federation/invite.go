@@ -57,10 +57,59 @@ func (s *Service) LeaveRemote(ctx context.Context, roomID, userID string, server
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", srv, err))
 	}
-	if len(errs) == 0 {
-		return matrix.NotFound("No known servers to leave room %s through", roomID)
+	// No server took the leave (none is in the room any more, or none
+	// answers): the invite or knock is rejected here alone, with a leave
+	// made locally that no other server sees — Synapse's "out-of-band
+	// leave", so a user is never stuck with an invite to a dead room
+	// (Complement's "Invited user can reject invite over federation for
+	// empty room").
+	if lerr := s.localLeave(ctx, roomID, userID, reason); lerr != nil {
+		s.Log.Info("federation: a local leave after a failed remote one", "room", roomID, "user", userID, "err", lerr)
+		if len(errs) == 0 {
+			return matrix.NotFound("No known servers to leave room %s through", roomID)
+		}
+		return matrix.Errorf(http.StatusBadGateway, matrix.ErrUnknown, "No server could take the leave: %v", errors.Join(errs...))
 	}
-	return matrix.Errorf(http.StatusBadGateway, matrix.ErrUnknown, "No server could take the leave: %v", errors.Join(errs...))
+	if len(errs) > 0 {
+		s.Log.Info("federation: no server took a leave; rejected locally", "room", roomID, "user", userID, "err", errors.Join(errs...))
+	}
+	return nil
+}
+
+// localLeave records a leave of a remote invite or knock, made and signed
+// here, citing the invite or knock as its only prev and auth event; it is
+// an outlier no other server is sent.
+func (s *Service) localLeave(ctx context.Context, roomID, userID, reason string) error {
+	rm, err := s.Rooms.RemoteMembership(ctx, roomID, userID)
+	if err != nil {
+		return err
+	}
+	if rm == nil || (rm.Membership != "invite" && rm.Membership != "knock") {
+		return errors.New("no invite or knock to reject")
+	}
+	rv, ok := event.GetRoomVersion(rm.RoomVersion)
+	if !ok {
+		return fmt.Errorf("room version %q unknown", rm.RoomVersion)
+	}
+	depth := int64(1)
+	if prev, err := s.Rooms.AnyEvent(ctx, rm.Event.EventID); err == nil {
+		depth = prev.Depth + 1
+	}
+	content := map[string]string{"membership": "leave"}
+	if reason != "" {
+		content["reason"] = reason
+	}
+	raw, err := json.Marshal(content)
+	if err != nil {
+		return err
+	}
+	sk := userID
+	pdu, err := (&event.Proto{Type: "m.room.member", StateKey: &sk, Sender: userID, RoomID: roomID, Content: raw,
+		PrevEvents: []string{rm.Event.EventID}, AuthEvents: []string{rm.Event.EventID}, Depth: depth, OriginServerTS: nowMillis()}).Build(rv, s.ServerName, s.Key)
+	if err != nil {
+		return err
+	}
+	return s.Rooms.RecordRemoteMembership(ctx, rv, pdu, "leave", nil)
 }
 
 func (s *Service) leaveVia(ctx context.Context, srv, roomID, userID, reason string) error {
@@ -127,7 +176,7 @@ func (s *Service) Knock(ctx context.Context, roomID, userID string, servers []st
 // fromTemplate fills in and signs a make_leave or make_knock template.
 func (s *Service) fromTemplate(rvID string, tmpl json.RawMessage, roomID, userID, membership string, extra map[string]json.RawMessage) (*event.RoomVersion, *event.PDU, error) {
 	rv, ok := event.GetRoomVersion(rvID)
-	if !ok || rv.EventIDFormat < 3 {
+	if !ok || !supported(rv) {
 		return nil, nil, matrix.Errorf(http.StatusBadRequest, matrix.ErrIncompatibleRoomVer, "Room version %q is not supported", rvID)
 	}
 	var t template

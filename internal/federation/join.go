@@ -6,24 +6,54 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"conclave/internal/event"
 	"conclave/internal/fedclient"
 	"conclave/internal/matrix"
+	"conclave/internal/room"
 	"conclave/internal/store"
 )
 
 // SupportedRoomVersions are the room versions this server can join over
-// federation: those whose events it can parse (event IDs from hashes, v3+).
+// federation: every known one but 1, whose state resolution (v1) this
+// server does not implement (version 2 has the same event format and state
+// resolution v2).
 func SupportedRoomVersions() []string {
 	var out []string
 	for _, id := range event.KnownRoomVersions() {
-		if rv, _ := event.GetRoomVersion(id); rv.EventIDFormat >= 3 {
+		if rv, _ := event.GetRoomVersion(id); supported(rv) {
 			out = append(out, id)
 		}
 	}
 	return out
+}
+
+func supported(rv *event.RoomVersion) bool { return rv != nil && rv.StateRes != 1 }
+
+// eventRefs reads the prev_events or auth_events of a template: event IDs,
+// or the [event ID, hashes] pairs of room versions 1 and 2.
+type eventRefs []string
+
+func (r *eventRefs) UnmarshalJSON(b []byte) error {
+	var raw []json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	out := make([]string, 0, len(raw))
+	for _, x := range raw {
+		var id string
+		if json.Unmarshal(x, &id) != nil {
+			var pair []json.RawMessage
+			if err := json.Unmarshal(x, &pair); err != nil || len(pair) == 0 || json.Unmarshal(pair[0], &id) != nil {
+				return errors.New("not an event ID nor an [event ID, hashes] pair")
+			}
+		}
+		out = append(out, id)
+	}
+	*r = out
+	return nil
 }
 
 // Join joins userID (of this server) to a room this server is not in,
@@ -32,14 +62,35 @@ func SupportedRoomVersions() []string {
 // answer. content holds extra keys of the join's content (displayname,
 // avatar_url, reason). It returns the join's event ID.
 func (s *Service) Join(ctx context.Context, roomID, userID string, servers []string, content map[string]json.RawMessage) (string, error) {
+	return s.join(ctx, roomID, userID, servers, content, false)
+}
+
+// JoinResident joins userID to a room this server is in but whose
+// restricted join rule no user of this server can authorise (none may
+// invite): another server in the room builds and signs the join
+// (make_join/send_join with join_authorised_via_users_server naming one of
+// its users), and the signed join then comes in like any event received
+// from that server. Synapse does the same (Client-Server API, "Restricted
+// rooms": the joining server asks a resident server that can authorise).
+func (s *Service) JoinResident(ctx context.Context, roomID, userID string, servers []string, content map[string]json.RawMessage) (string, error) {
+	in, err := s.Rooms.ServersInRoom(ctx, roomID)
+	if err != nil {
+		return "", err
+	}
+	return s.join(ctx, roomID, userID, append(slices.Clone(servers), in...), content, true)
+}
+
+func (s *Service) join(ctx context.Context, roomID, userID string, servers []string, content map[string]json.RawMessage, resident bool) (string, error) {
 	var errs []error
+	seen := map[string]bool{}
 	tried := 0
 	for _, srv := range servers {
-		if srv == s.ServerName || srv == "" {
+		if srv == s.ServerName || srv == "" || seen[srv] {
 			continue
 		}
+		seen[srv] = true
 		tried++
-		id, err := s.joinVia(ctx, srv, roomID, userID, content)
+		id, err := s.joinVia(ctx, srv, roomID, userID, content, resident)
 		if err == nil {
 			return id, nil
 		}
@@ -64,18 +115,18 @@ type template struct {
 	Sender   string          `json:"sender"`
 	RoomID   string          `json:"room_id"`
 	Content  json.RawMessage `json:"content"`
-	Prev     []string        `json:"prev_events"`
-	Auth     []string        `json:"auth_events"`
+	Prev     eventRefs       `json:"prev_events"`
+	Auth     eventRefs       `json:"auth_events"`
 	Depth    int64           `json:"depth"`
 }
 
-func (s *Service) joinVia(ctx context.Context, srv, roomID, userID string, extra map[string]json.RawMessage) (string, error) {
+func (s *Service) joinVia(ctx context.Context, srv, roomID, userID string, extra map[string]json.RawMessage, resident bool) (string, error) {
 	mm, err := s.Client.MakeJoin(ctx, srv, roomID, userID, SupportedRoomVersions())
 	if err != nil {
 		return "", remoteError(err)
 	}
 	rv, ok := event.GetRoomVersion(mm.RoomVersion)
-	if !ok || rv.EventIDFormat < 3 {
+	if !ok || !supported(rv) {
 		return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrIncompatibleRoomVer, "Room version %q is not supported", mm.RoomVersion)
 	}
 	var t template
@@ -126,12 +177,39 @@ func (s *Service) joinVia(ctx context.Context, srv, roomID, userID string, extra
 		}
 		join = signed
 	}
+	if resident {
+		return join.EventID, s.receiveJoin(ctx, srv, rv, join)
+	}
 	state := s.checkedEvents(ctx, rv, roomID, resp.State)
 	chain := s.checkedEvents(ctx, rv, roomID, resp.AuthChain)
 	if err := s.Rooms.ImportJoin(ctx, rv, join, state, chain); err != nil {
 		return "", err
 	}
 	return join.EventID, nil
+}
+
+// receiveJoin takes a join another server signed into a room this server
+// is in, through the room writer like any received event (its prev events
+// are the resident server's extremities: missing ones are fetched from it).
+func (s *Service) receiveJoin(ctx context.Context, srv string, rv *event.RoomVersion, join *event.PDU) error {
+	for round := 0; ; round++ {
+		got, err := s.Rooms.Receive(ctx, join)
+		var missing *room.MissingEventsError
+		if errors.As(err, &missing) && round < missingEventsRounds {
+			if ferr := s.fillGap(ctx, srv, join); ferr != nil {
+				return fmt.Errorf("the join cites events %s could not give: %w", srv, ferr)
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		switch got.Outcome {
+		case room.Rejected, room.SoftFailed:
+			return matrix.Forbidden("The join is not allowed by the room's state: %s", got.Reason)
+		}
+		return nil
+	}
 }
 
 // checkedEvents parses events of a room from another server, leaving out
@@ -142,7 +220,7 @@ func (s *Service) checkedEvents(ctx context.Context, rv *event.RoomVersion, room
 	seen := make(map[string]bool, len(raws))
 	for _, raw := range raws {
 		ev, err := s.checkPDU(ctx, rv, raw)
-		if err != nil || ev.RoomID != roomID || seen[ev.EventID] {
+		if err != nil || event.RoomIDForCreate(ev) != roomID || seen[ev.EventID] {
 			continue
 		}
 		seen[ev.EventID] = true

@@ -11,6 +11,8 @@ import (
 	"conclave/internal/federation"
 	"conclave/internal/jsonhttp"
 	"conclave/internal/keyring"
+	"conclave/internal/keys"
+	"conclave/internal/media"
 	"conclave/internal/room"
 	"conclave/internal/store"
 )
@@ -33,6 +35,9 @@ type Deps struct {
 	Federation *federation.Service
 	// EDUs takes the EDUs of received transactions (nil: ignored).
 	EDUs federation.EDUHandler
+	// Keys serves this server's users' device lists and keys (userkeys.go);
+	// nil: not served.
+	Keys *keys.Service
 	// Store answers the queries (aliases, profiles).
 	Store store.Store
 	// Heard is told of every server whose signed request was accepted: a
@@ -43,7 +48,8 @@ type Deps struct {
 // API is the Server-Server API.
 type API struct {
 	Deps
-	keys keyCache
+	keys  keyCache
+	media *media.Service // RegisterMedia
 }
 
 // New returns the API.
@@ -72,6 +78,9 @@ func (a *API) Register(mux Mux) {
 	a.registerKeys(mux)
 	a.registerRooms(mux)
 	a.registerQueries(mux)
+	a.registerDirectory(mux)
+	a.registerHierarchy(mux)
+	a.registerUserKeys(mux)
 }
 
 // version: Server-Server API, "GET /_matrix/federation/v1/version".

@@ -3,15 +3,18 @@ package homeserver
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"time"
 
 	"conclave/internal/fedclient"
 	"conclave/internal/federation"
 	"conclave/internal/federationapi"
 	"conclave/internal/fedsender"
+	"conclave/internal/keys"
 	"conclave/internal/matrix"
 	"conclave/internal/server"
 	"conclave/internal/tlsutil"
@@ -57,11 +60,31 @@ func (hs *Homeserver) setupFederationAPI() {
 	}
 	hs.FedSender = fedsender.New(hs.Store, federation.Transport{Client: hs.FedClient}, fedsender.Options{Origin: hs.Config.ServerName, Log: hs.Log})
 	hs.Federation = &federation.Service{ServerName: hs.Config.ServerName, Key: hs.SigningKey, Rooms: hs.Rooms,
-		Client: hs.FedClient, Keys: hs.Keyring, Log: hs.Log, Outbox: hs.FedSender}
+		Client: hs.FedClient, Keys: hs.Keyring, Log: hs.Log, Outbox: hs.FedSender, Txns: hs.Store}
 	hs.Rooms.Outgoing = hs.Federation.Outgoing
 	hs.Rooms.InviteRemote = hs.Federation.Invite
-	hs.Federation.Sinks = federation.EDUSinks{Typing: hs.Typing.Set, Receipt: hs.Receipts.Remote}
+	hs.Rooms.RemoteHierarchy = hs.Federation.Hierarchy
+	hs.Federation.Sinks = federation.EDUSinks{Typing: hs.Typing.Set, Receipt: hs.Receipts.Remote, Presence: hs.remotePresence}
 	local := func(userID string) bool { return matrix.ServerOf(userID) == hs.Config.ServerName }
+	hs.Presence.Sent = func(userID string) {
+		if !local(userID) {
+			return
+		}
+		ctx := context.Background()
+		var servers []string
+		for _, u := range hs.sharingUsers(ctx, userID) {
+			servers = append(servers, matrix.ServerOf(u))
+		}
+		st := hs.Presence.Get(userID)
+		p := federation.Presence{UserID: userID, Presence: st.Presence, StatusMsg: st.StatusMsg}
+		if st.LastActiveAgo != nil {
+			p.LastActiveAgo = *st.LastActiveAgo
+		}
+		if st.CurrentlyActive != nil {
+			p.CurrentlyActive = *st.CurrentlyActive
+		}
+		hs.Federation.SendPresence(ctx, servers, p)
+	}
 	hs.Typing.Sent = func(ctx context.Context, roomID, userID string, typing bool) {
 		if local(userID) {
 			hs.Federation.SendTyping(ctx, roomID, userID, typing)
@@ -73,9 +96,14 @@ func (hs *Homeserver) setupFederationAPI() {
 		}
 	}
 	hs.Profiles.Remote = hs.Federation.Profile
+	hs.wireE2EEFederation()
 	mux := server.NewMux()
-	federationapi.New(federationapi.Deps{ServerName: hs.Config.ServerName, SigningKey: hs.SigningKey, Version: Version, Keyring: hs.Keyring,
-		Rooms: hs.Rooms, Federation: hs.Federation, Store: hs.Store, Heard: hs.FedSender.Wake, EDUs: hs.Federation.HandleEDU}).Register(mux)
+	fedAPI := federationapi.New(federationapi.Deps{ServerName: hs.Config.ServerName, SigningKey: hs.SigningKey, Version: Version, Keyring: hs.Keyring,
+		Rooms: hs.Rooms, Federation: hs.Federation, Store: hs.Store, Heard: hs.FedSender.Wake, EDUs: hs.Federation.HandleEDU, Keys: hs.Keys})
+	fedAPI.Register(mux)
+	// Media: served to other servers, and fetched from them for our clients.
+	fedAPI.RegisterMedia(mux, hs.Media)
+	hs.Media.SetFetcher(hs.Federation)
 	hs.FederationHandler = server.Wrap(mux, hs.Log)
 	hs.federationMux = mux
 }
@@ -127,4 +155,85 @@ func (f fedKeys) ServerKeys(ctx context.Context, server string) ([]byte, error) 
 		return nil, errors.New("federation is off (no federation_listen)")
 	}
 	return f.hs.FedClient.GetServerKeys(ctx, server)
+}
+
+// remotePresence takes another server's user's presence (an m.presence EDU
+// from that server), for a user who shares a room with a user of this
+// server (Server-Server API, "Presence"; Synapse drops the others too).
+func (hs *Homeserver) remotePresence(ctx context.Context, p federation.Presence) error {
+	shared := false
+	for _, u := range hs.sharingUsers(ctx, p.UserID) {
+		if u != p.UserID && matrix.ServerOf(u) == hs.Config.ServerName {
+			shared = true
+			break
+		}
+	}
+	if !shared {
+		return errors.New("the user shares no room with a user of this server")
+	}
+	return hs.Presence.SetRemote(p.UserID, p.Presence, p.StatusMsg, time.Now().Add(-time.Duration(p.LastActiveAgo)*time.Millisecond))
+}
+
+// wireE2EEFederation connects the keys service to other servers: device
+// lists, keys and to-device messages both ways (docs/federation.md,
+// "End-to-end encryption").
+func (hs *Homeserver) wireE2EEFederation() {
+	hs.Keys.Fed = keys.Federation{
+		Remote: federation.KeysRemote{S: hs.Federation},
+		ServersSharing: func(ctx context.Context, userID string) []string {
+			ms, err := hs.Store.UserMemberships(ctx, userID)
+			if err != nil {
+				hs.Log.Warn("device list update: reading memberships", "user", userID, "err", err)
+				return nil
+			}
+			var out []string
+			for _, m := range ms {
+				if m.Membership != "join" {
+					continue
+				}
+				servers, err := hs.Rooms.ServersInRoom(ctx, m.RoomID)
+				if err != nil {
+					continue
+				}
+				for _, srv := range servers {
+					if srv != hs.Config.ServerName && !slices.Contains(out, srv) {
+						out = append(out, srv)
+					}
+				}
+			}
+			slices.Sort(out)
+			return out
+		},
+		SharedWithLocal: func(ctx context.Context, userID string) bool {
+			ms, err := hs.Store.UserMemberships(ctx, userID)
+			if err != nil {
+				return false
+			}
+			for _, m := range ms {
+				if m.Membership != "join" {
+					continue
+				}
+				users, err := hs.Rooms.JoinedMembers(ctx, m.RoomID)
+				if err != nil {
+					continue
+				}
+				for _, u := range users {
+					if matrix.ServerOf(u) == hs.Config.ServerName {
+						return true
+					}
+				}
+			}
+			return false
+		},
+	}
+	hs.Federation.Sinks.E2EE = func(ctx context.Context, origin, eduType string, content json.RawMessage) {
+		switch eduType {
+		case "m.device_list_update":
+			hs.Keys.HandleDeviceListUpdate(ctx, origin, content)
+		case "m.signing_key_update":
+			hs.Keys.HandleSigningKeyUpdate(ctx, origin, content)
+		case "m.direct_to_device":
+			hs.Keys.HandleDirectToDevice(ctx, origin, content)
+		}
+	}
 }

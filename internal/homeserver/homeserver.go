@@ -25,9 +25,11 @@ import (
 	"conclave/internal/fedsender"
 	"conclave/internal/keyring"
 	"conclave/internal/keys"
+	"conclave/internal/matrix"
 	"conclave/internal/media"
 	"conclave/internal/mediaapi"
 	"conclave/internal/metrics"
+	"conclave/internal/notices"
 	"conclave/internal/outbound"
 	"conclave/internal/presence"
 	"conclave/internal/profile"
@@ -58,7 +60,9 @@ type Homeserver struct {
 	Handler    http.Handler
 	Keys       *keys.Service
 	Push       *push.Service
-	Media      *media.Service
+	// Notices sends server notices; nil when they are off.
+	Notices *notices.Service
+	Media   *media.Service
 	// Changes tracks every write when this process is the database's only
 	// writer (nil otherwise): the /sync fast paths and caches ask it.
 	Changes *changes.Tracker
@@ -86,6 +90,9 @@ type Homeserver struct {
 	Keyring *keyring.Keyring
 
 	cluster *cluster // nil unless several processes may share the store (cluster.go)
+	// memberNotices feeds the device-list side of membership changes
+	// (wiring.go, membershipsChanged), outside the room's lock.
+	memberNotices chan room.Notice
 
 	// FedClient makes every request to other servers (nil when
 	// federation_listen is empty): federation_allow, discovery, signing.
@@ -165,6 +172,12 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 	hs.Notifier = syncer.NewNotifier()
 	hs.newMiscServices()
 	hs.wire()
+	// The media repository before federation: it serves and fetches media
+	// over it.
+	if hs.Media, err = newMedia(ctx, hs.Config, db, log); err != nil {
+		db.Close()
+		return nil, err
+	}
 	hs.setupFederationAPI()
 	// Every write is marked in the change tracker, and /sync and the caches
 	// ask it what may have changed instead of asking the store
@@ -199,15 +212,19 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 	hs.Keys.Changes = hs.Changes
 	hs.Receipts.Changes = hs.Changes
 	hs.AccountData.Changes = hs.Changes
-	if hs.Media, err = newMedia(ctx, hs.Config, db, log); err != nil {
-		db.Close()
-		return nil, err
-	}
 	hs.wireMetrics()
+	if cfg.ServerNoticesLocalpart != "" {
+		hs.Notices = &notices.Service{Rooms: hs.Rooms, Store: db, AccountData: hs.AccountData,
+			SystemUser: matrix.UserID(cfg.ServerNoticesLocalpart, cfg.ServerName), RoomName: cfg.ServerNoticesRoomName}
+		if err := hs.Notices.EnsureSystemUser(ctx); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
 
 	mux := server.NewMux()
 	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync,
-		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push, Federation: hs.Federation})
+		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push, Federation: hs.Federation, Notices: hs.Notices})
 	api.Register(mux)
 	if hs.federationMux != nil {
 		// The federation API is served on its own listener; the client
@@ -215,7 +232,7 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 		mux.KnowElsewhere("/_matrix/federation/", hs.federationMux)
 		mux.KnowElsewhere("/_matrix/key/", hs.federationMux)
 	}
-	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts}).Register(mux)
+	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts, Preview: hs.urlPreview()}).Register(mux)
 	proxies, err := cfg.TrustedProxyPrefixes()
 	if err != nil {
 		db.Close()
@@ -259,9 +276,18 @@ func (hs *Homeserver) Run(ctx context.Context) error {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
+			// Device lists changed but not announced before a crash.
+			pending := make(chan struct{})
+			go func() {
+				defer close(pending)
+				if err := hs.Keys.AnnouncePending(ctx); err != nil && ctx.Err() == nil {
+					hs.Log.Warn("announcing pending device list changes", "err", err)
+				}
+			}()
 			if err := hs.FedSender.Run(ctx); err != nil && ctx.Err() == nil {
 				hs.Log.Error("federation sender stopped", "err", err)
 			}
+			<-pending
 		}()
 		defer func() { <-done }()
 	}

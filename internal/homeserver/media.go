@@ -1,14 +1,19 @@
 package homeserver
 
 import (
+	"bytes"
 	"context"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"conclave/internal/clamd"
 	"conclave/internal/config"
 	"conclave/internal/media"
+	"conclave/internal/outbound"
 	"conclave/internal/store"
+	"conclave/internal/urlpreview"
 )
 
 // newMedia builds the media repository from the configuration and starts
@@ -40,4 +45,23 @@ func newMedia(ctx context.Context, cfg *config.Config, st store.MediaStore, log 
 	svc := media.New(st, storage, opt)
 	svc.StartOrphanCleanup(context.WithoutCancel(ctx))
 	return svc, nil
+}
+
+// urlPreview builds the URL preview service when url_preview is on: its own
+// outbound client (sites are not federation: the closed circle's allow list
+// does not apply, the private-address policy does), images stored as media
+// uploads of the asking user.
+func (hs *Homeserver) urlPreview() *urlpreview.Service {
+	if !hs.Config.URLPreview {
+		return nil
+	}
+	var cas []*x509.Certificate
+	if hs.TLS != nil {
+		cas = hs.TLS.CACerts
+	}
+	oc := outbound.New(outbound.Config{AllowPrivate: hs.Config.URLPreviewAllowPrivate, ExtraCAs: cas, Timeout: 30 * time.Second})
+	store := func(ctx context.Context, userID string, body []byte, contentType, filename string) (string, error) {
+		return hs.Media.Upload(ctx, userID, media.Upload{Body: bytes.NewReader(body), ContentLength: int64(len(body)), ContentType: contentType, Filename: filename})
+	}
+	return urlpreview.New(oc.Redirecting(urlpreview.MaxRedirects, urlpreview.CheckRedirect), store, hs.Media.MaxUploadBytes())
 }

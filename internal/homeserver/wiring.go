@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 
 	"conclave/internal/changes"
+	"conclave/internal/matrix"
 	"conclave/internal/push"
 	"conclave/internal/receipts"
 	"conclave/internal/room"
@@ -41,9 +42,29 @@ func (hs *Homeserver) wire() {
 		}
 	}
 	hs.Rooms.Notify = func(notice room.Notice) {
+		if len(notice.Members) > 0 {
+			// Before the wake-up: a /sync woken by the join sees both.
+			hs.recordFederatedJoins(notice)
+		}
 		n.Wake(notice.Users...)
 		c.roomChanged(notice.RoomID, notice.Users)
+		if len(notice.Members) > 0 {
+			// Called under the room's lock: the writes are done by the
+			// goroutine below; when it is behind, here (back-pressure
+			// rather than a lost notice, which could leave a stale cache).
+			select {
+			case hs.memberNotices <- notice:
+			default:
+				hs.membershipsChanged(notice.Members)
+			}
+		}
 	}
+	hs.memberNotices = make(chan room.Notice, 1024)
+	go func() {
+		for notice := range hs.memberNotices {
+			hs.membershipsChanged(notice.Members)
+		}
+	}()
 	hs.Typing.Notify = localRoomWake
 	hs.Typing.IsJoined = hs.Rooms.IsJoined
 	hs.Receipts.NotifyRoom = receiptsInRoom
@@ -71,6 +92,10 @@ func (hs *Homeserver) wire() {
 			if woken {
 				for _, u := range owners {
 					wake(hs.sharingUsers(ctx, u)...)
+				}
+				// Other servers sharing a room with them are told too.
+				if err := hs.Keys.AnnounceDevices(ctx, owners...); err != nil {
+					hs.Log.Warn("announcing a device list change", "users", owners, "err", err)
 				}
 			}
 		}
@@ -189,4 +214,76 @@ func (hs *Homeserver) sharingUsers(ctx context.Context, userID string) []string 
 		}
 	}
 	return out
+}
+
+// membershipsChanged keeps the cached device lists of other servers' users
+// true after membership changes: a remote user whose membership changed
+// may have changed devices while we were not told (they left and came
+// back), and nobody tells us of users no local user shares a room with any
+// more. Their lists are fetched again when next queried. (Servers that
+// start sharing a room with a local user are not sent the user's devices:
+// their clients see the user in device_lists.changed and query them.)
+func (hs *Homeserver) membershipsChanged(members []string) {
+	ctx := context.Background()
+	if err := hs.Keys.DropRemoteLists(ctx, members); err != nil {
+		hs.Log.Warn("dropping cached device lists", "err", err)
+	}
+	for _, u := range members {
+		if matrix.ServerOf(u) == hs.Config.ServerName {
+			if err := hs.Keys.DropUnshared(ctx); err != nil {
+				hs.Log.Warn("dropping cached device lists", "err", err)
+			}
+			return
+		}
+	}
+}
+
+// recordFederatedJoins records a device list change for local users of
+// notice.Members joined to a room with users of other servers: their own
+// other devices and room-mates refetch, as Synapse does (Complement's
+// TestDeviceListsUpdateOverFederation expects the joiner in their own
+// device_lists.changed with the join). Under the room's lock: store reads
+// and the change tracker only (nothing that locks a room). A member event
+// that is not a new join (a profile change) records one too, which costs
+// the clients a key query.
+func (hs *Homeserver) recordFederatedJoins(notice room.Notice) {
+	if hs.Keys.Fed.Remote == nil {
+		return
+	}
+	remote := false
+	for _, u := range notice.Users {
+		if matrix.ServerOf(u) != hs.Config.ServerName {
+			remote = true
+			break
+		}
+	}
+	if !remote {
+		return
+	}
+	ctx := context.Background()
+	var joined []string
+	for _, u := range notice.Members {
+		if matrix.ServerOf(u) != hs.Config.ServerName {
+			continue
+		}
+		ms, err := hs.Store.UserMemberships(ctx, u)
+		if err != nil {
+			continue
+		}
+		for _, m := range ms {
+			if m.RoomID == notice.RoomID && m.Membership == "join" {
+				joined = append(joined, u)
+				break
+			}
+		}
+	}
+	if len(joined) == 0 {
+		return
+	}
+	w := hs.Changes.Begin(hs.deviceListKeys(ctx, joined, false)...)
+	err := hs.Store.RecordDeviceListChanges(w.Context(ctx), joined)
+	w.Done(0, hs.deviceListKeys(ctx, joined, true)...)
+	if err != nil {
+		hs.Log.Warn("recording a device list change on a join", "users", joined, "err", err)
+	}
 }

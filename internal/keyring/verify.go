@@ -114,8 +114,10 @@ func (k *Keyring) EventSignedBy(ctx context.Context, pdu *event.PDU, server stri
 // (Server-Server API, "Validating hashes and signatures on received events"):
 // the sender's server, except for an invite made through a third-party
 // invite (the sending server may be another; the auth rules check the
-// token's signature instead). Room versions 1 and 2 would add the event ID's
-// server; event.PDU supports version 3 and later only. For a restricted join
+// token's signature instead). Room versions 1 and 2 add the event ID's
+// server (their event IDs name the server that made the event: another
+// server may not mint IDs in its name; Synapse checks the same). For a
+// restricted join
 // (v8+) the authorising user's server must have signed too (auth rules:
 // "If the event is not validly signed by the homeserver of the user ID
 // denoted by the key, reject"): it is checked here, where keys can be
@@ -133,6 +135,11 @@ func RequiredSigners(pdu *event.PDU) []string {
 	if !(content.Membership == "invite" && len(content.ThirdPartyInvite) > 0 && string(content.ThirdPartyInvite) != "null") {
 		out = append(out, matrix.ServerOf(pdu.Sender))
 	}
+	if pdu.Version.EventIDFormat == 1 {
+		if s := event.EventIDServer(pdu.EventID); !slices.Contains(out, s) {
+			out = append(out, s) // "" (a malformed ID) fails VerifyEvent
+		}
+	}
 	if pdu.Version.RestrictedJoins && content.Membership == "join" && content.AuthorisedVia != "" {
 		if s := matrix.ServerOf(content.AuthorisedVia); s != "" && !slices.Contains(out, s) {
 			out = append(out, s)
@@ -147,7 +154,7 @@ func RequiredSigners(pdu *event.PDU) []string {
 func (k *Keyring) VerifyEvent(ctx context.Context, pdu *event.PDU) error {
 	for _, s := range RequiredSigners(pdu) {
 		if s == "" {
-			return fmt.Errorf("%w: sender %q has no server name", ErrBadSignature, pdu.Sender)
+			return fmt.Errorf("%w: sender %q or event ID %q has no server name", ErrBadSignature, pdu.Sender, pdu.EventID)
 		}
 		if err := k.EventSignedBy(ctx, pdu, s); err != nil {
 			return err

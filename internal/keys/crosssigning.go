@@ -174,13 +174,17 @@ func (s *Service) UploadSignatures(ctx context.Context, userID string, body map[
 				fail(target, keyID, matrix.ErrBadJSON, "The signed key must be an object")
 				continue
 			}
-			if !s.isLocal(target) {
-				fail(target, keyID, matrix.ErrUnrecognized, "Signing keys of users on other servers is not supported yet")
-				continue
-			}
 			theirs := own
 			if target != userID {
-				if theirs, err = s.store.CrossSigningKeys(ctx, target); err != nil {
+				if s.isLocal(target) {
+					theirs, err = s.store.CrossSigningKeys(ctx, target)
+				} else {
+					// Another server's user: their master key as their server
+					// tells it. The signature stays here, shown to the signer
+					// only, as for local users (spec: "Cross-signing").
+					theirs, err = s.remoteMasterKey(ctx, target)
+				}
+				if err != nil {
 					return nil, err
 				}
 			}
@@ -289,4 +293,59 @@ func (s *Service) UploadSignatures(ctx context.Context, userID string, body map[
 		}
 	}
 	return failures, nil
+}
+
+// remoteMasterKey is another server's user's master key, from the cache or
+// their server.
+func (s *Service) remoteMasterKey(ctx context.Context, userID string) (map[string]store.CrossSigningKey, error) {
+	out := map[string]store.CrossSigningKey{}
+	if !s.federated() {
+		return out, nil
+	}
+	res := &QueryResult{DeviceKeys: map[string]map[string]json.RawMessage{}, MasterKeys: map[string]json.RawMessage{},
+		SelfSigningKeys: map[string]json.RawMessage{}, UserSigningKeys: map[string]json.RawMessage{}, Failures: map[string]any{}}
+	if err := s.queryRemote(ctx, res, map[string][]string{userID: {}}, DefaultRemoteTimeout); err != nil {
+		return nil, err
+	}
+	if raw, ok := res.MasterKeys[userID]; ok {
+		if k, err := parseCrossSigningKey(userID, "master", raw); err == nil {
+			out["master"] = *k
+		}
+	}
+	return out, nil
+}
+
+// mergeSignerSignatures adds to remote users' master keys in res the
+// signatures the requester made over them (kept here, shown to the signer
+// only).
+func (s *Service) mergeSignerSignatures(ctx context.Context, requester string, res *QueryResult, users map[string][]string) error {
+	if requester == "" {
+		return nil
+	}
+	for userID := range users {
+		raw, ok := res.MasterKeys[userID]
+		if !ok {
+			continue
+		}
+		k, err := parseCrossSigningKey(userID, "master", raw)
+		if err != nil {
+			continue
+		}
+		sigs, err := s.store.KeySignatures(ctx, userID)
+		if err != nil {
+			return err
+		}
+		var mine []store.KeySignature
+		for _, sg := range sigs {
+			if sg.SignerUserID == requester && sg.TargetKeyID == k.PubKey {
+				mine = append(mine, sg)
+			}
+		}
+		if len(mine) > 0 {
+			if res.MasterKeys[userID], err = mergeKey(raw, mine, nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	"conclave/internal/matrix"
 	"conclave/internal/store"
@@ -35,7 +37,7 @@ const (
 
 // Service is the keys service.
 type Service struct {
-	store      store.Keys
+	store      Store
 	serverName string
 
 	// DeviceChange, when set, is called before a write that may change the
@@ -55,10 +57,21 @@ type Service struct {
 	// CheckPassword verifies a user's password for user-interactive auth
 	// (replacing cross-signing keys); nil refuses every password.
 	CheckPassword func(ctx context.Context, userID, password string) error
+	// Fed reaches other servers (federation.go); its zero value: none.
+	Fed Federation
+
+	fedOnce sync.Once
+	fedSt   *fedState
+}
+
+// Store is what the keys service keeps its data in.
+type Store interface {
+	store.Keys
+	store.DeviceLists
 }
 
 // New returns the keys service.
-func New(st store.Keys, serverName string) *Service {
+func New(st Store, serverName string) *Service {
 	return &Service{store: st, serverName: serverName}
 }
 
@@ -126,11 +139,6 @@ func (s *Service) Upload(ctx context.Context, userID, deviceID string, req *Uplo
 
 func uploadError(deviceID string, err error) error {
 	switch {
-	case errors.Is(err, store.ErrIdentityKeysChanged):
-		// Synapse still allows this (element-hq/synapse#18511 proposes
-		// refusing it); no client has a legitimate reason to change a
-		// device's identity keys, and clients ignore such changes anyway.
-		return matrix.InvalidParam("Device %s already has different identity keys; log in as a new device instead", deviceID)
 	case errors.Is(err, store.ErrConflict):
 		return matrix.InvalidParam("A one-time key with the same ID but different content has already been uploaded")
 	}
@@ -199,32 +207,38 @@ func withDefaultCount(c map[string]int) map[string]int {
 	return c
 }
 
+// parseDeviceKeys checks the shape of uploaded device keys. It does not
+// check their self-signature, nor that they keep the device's identity
+// keys: clients are the trust anchor (they verify every device's signature
+// and cross-signing before trusting it, spec §"Device verification"), and
+// Synapse stores what the device sends, so a client that lost its Olm
+// account can upload new keys for the same device ID (Complement's
+// TestDeviceListUpdates does). Everyone sharing a room with the user is told
+// through device_lists.changed and m.device_list_update.
 func (s *Service) parseDeviceKeys(userID, deviceID string, raw json.RawMessage) (*store.DeviceKeys, error) {
 	var dk deviceKeysBody
 	if string(raw) == "null" || json.Unmarshal(raw, &dk) != nil || raw[0] != '{' {
 		return nil, matrix.BadJSON("device_keys must be an object with user_id, device_id, algorithms, keys and signatures")
 	}
-	if dk.UserID == nil || dk.DeviceID == nil || dk.Algorithms == nil || dk.Keys == nil || dk.Signatures == nil {
-		return nil, matrix.BadJSON("device_keys must have user_id, device_id, algorithms, keys and signatures")
+	if dk.UserID == nil || dk.DeviceID == nil || dk.Algorithms == nil || dk.Keys == nil {
+		return nil, matrix.BadJSON("device_keys must have user_id, device_id, algorithms and keys")
 	}
+	// M_BAD_JSON for keys of another user or device, as Synapse answers.
 	if *dk.UserID != userID {
-		return nil, matrix.InvalidParam("device_keys.user_id must be your user ID %s", userID)
+		return nil, matrix.BadJSON("device_keys.user_id must be your user ID %s", userID)
 	}
 	if *dk.DeviceID != deviceID {
-		return nil, matrix.InvalidParam("device_keys.device_id must be the device of your access token, %s", deviceID)
+		return nil, matrix.BadJSON("device_keys.device_id must be the device of your access token, %s", deviceID)
 	}
-	ed, curve := dk.Keys["ed25519:"+deviceID], dk.Keys["curve25519:"+deviceID]
-	if ed == "" || curve == "" {
-		return nil, matrix.InvalidParam("device_keys.keys must hold ed25519:%s and curve25519:%s", deviceID, deviceID)
-	}
-	if err := VerifySignature(raw, userID, "ed25519:"+deviceID, ed); err != nil {
-		return nil, sigError("device_keys", err)
+	if len(dk.Keys) > 100 || len(dk.Algorithms) > 100 {
+		return nil, matrix.InvalidParam("device_keys holds too many keys or algorithms")
 	}
 	j, err := withoutUnsigned(raw)
 	if err != nil {
 		return nil, matrix.BadJSON("device_keys: %v", err)
 	}
-	return &store.DeviceKeys{UserID: userID, DeviceID: deviceID, JSON: j, Ed25519: ed, Curve25519: curve}, nil
+	return &store.DeviceKeys{UserID: userID, DeviceID: deviceID, JSON: j,
+		Ed25519: dk.Keys["ed25519:"+deviceID], Curve25519: dk.Keys["curve25519:"+deviceID]}, nil
 }
 
 func sigError(what string, err error) error {
@@ -311,8 +325,10 @@ type QueryResult struct {
 }
 
 // Query returns the device and cross-signing keys of users. An empty device
-// list asks for every device.
-func (s *Service) Query(ctx context.Context, requester string, users map[string][]string) (*QueryResult, error) {
+// list asks for every device. Other servers' users are asked of their
+// servers within timeout (0: DefaultRemoteTimeout) unless their list is
+// cached here; servers that do not answer are listed in failures.
+func (s *Service) Query(ctx context.Context, requester string, users map[string][]string, timeout time.Duration) (*QueryResult, error) {
 	if len(users) > MaxQueryUsers {
 		return nil, matrix.InvalidParam("At most %d users can be queried at once", MaxQueryUsers)
 	}
@@ -323,14 +339,18 @@ func (s *Service) Query(ctx context.Context, requester string, users map[string]
 		UserSigningKeys: map[string]json.RawMessage{},
 		Failures:        map[string]any{},
 	}
+	remote := map[string][]string{}
 	for userID, devices := range users {
 		if !matrix.ValidUserID(userID) {
 			return nil, matrix.InvalidParam("%q is not a valid user ID", userID)
 		}
 		if !s.isLocal(userID) {
-			// No federation yet: say so per server, as Synapse does for
-			// servers it cannot reach.
-			res.Failures[matrix.ServerOf(userID)] = map[string]any{"status": http.StatusServiceUnavailable, "message": "Federation is not available"}
+			if !s.federated() {
+				// Say so per server, as Synapse does for servers it cannot reach.
+				res.Failures[matrix.ServerOf(userID)] = map[string]any{"status": http.StatusServiceUnavailable, "message": "Federation is not available"}
+				continue
+			}
+			remote[userID] = devices
 			continue
 		}
 		out := map[string]json.RawMessage{}
@@ -377,6 +397,14 @@ func (s *Service) Query(ctx context.Context, requester string, users map[string]
 					res.UserSigningKeys[userID] = j
 				}
 			}
+		}
+	}
+	if len(remote) > 0 {
+		if err := s.queryRemote(ctx, res, remote, timeout); err != nil {
+			return nil, err
+		}
+		if err := s.mergeSignerSignatures(ctx, requester, res, remote); err != nil {
+			return nil, err
 		}
 	}
 	return res, nil
@@ -427,22 +455,39 @@ type ClaimResult struct {
 }
 
 // Claim hands out one key per requested device: a one-time key (each is
-// given out exactly once) or, when none is left, the fallback key.
-func (s *Service) Claim(ctx context.Context, req map[string]map[string]string) (*ClaimResult, error) {
+// given out exactly once) or, when none is left, the fallback key. Other
+// servers' devices are claimed from their servers within timeout (0:
+// DefaultRemoteTimeout).
+func (s *Service) Claim(ctx context.Context, req map[string]map[string]string, timeout time.Duration) (*ClaimResult, error) {
 	res := &ClaimResult{OneTimeKeys: map[string]map[string]map[string]json.RawMessage{}, Failures: map[string]any{}}
 	var reqs []store.ClaimRequest
+	remote := map[string]map[string]map[string]string{} // server → user → device → algorithm
+	n := 0
 	for userID, devices := range req {
 		if !matrix.ValidUserID(userID) {
 			return nil, matrix.InvalidParam("%q is not a valid user ID", userID)
-		}
-		if !s.isLocal(userID) {
-			res.Failures[matrix.ServerOf(userID)] = map[string]any{"status": http.StatusServiceUnavailable, "message": "Federation is not available"}
-			continue
 		}
 		for deviceID, alg := range devices {
 			if alg == "" {
 				return nil, matrix.InvalidParam("Empty algorithm for %s %s", userID, deviceID)
 			}
+			if n++; n > MaxClaims {
+				return nil, matrix.InvalidParam("At most %d keys can be claimed at once", MaxClaims)
+			}
+		}
+		if !s.isLocal(userID) {
+			srv := matrix.ServerOf(userID)
+			if !s.federated() {
+				res.Failures[srv] = map[string]any{"status": http.StatusServiceUnavailable, "message": "Federation is not available"}
+				continue
+			}
+			if remote[srv] == nil {
+				remote[srv] = map[string]map[string]string{}
+			}
+			remote[srv][userID] = devices
+			continue
+		}
+		for deviceID, alg := range devices {
 			reqs = append(reqs, store.ClaimRequest{UserID: userID, DeviceID: deviceID, Algorithm: alg})
 			if len(reqs) > MaxClaims {
 				return nil, matrix.InvalidParam("At most %d keys can be claimed at once", MaxClaims)
@@ -456,6 +501,9 @@ func (s *Service) Claim(ctx context.Context, req map[string]map[string]string) (
 		}
 		return reqs[i].DeviceID < reqs[j].DeviceID
 	})
+	if len(remote) > 0 {
+		s.claimRemote(ctx, res, remote, timeout)
+	}
 	if len(reqs) == 0 {
 		return res, nil
 	}

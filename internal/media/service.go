@@ -12,8 +12,8 @@
 // the encrypted event), so the server cannot scan them: scanning protects
 // unencrypted rooms, avatars and other plain uploads only.
 //
-// Remote media (a server name other than ours) is answered 404 until
-// federation exists: see Service.remote.
+// Remote media (a server name other than ours) are fetched over
+// federation, then cached and served like local ones: see remote.go.
 package media
 
 import (
@@ -92,6 +92,17 @@ type Service struct {
 	thumbs   inflight
 	thumbSem chan struct{}
 
+	// Remote media (remote.go): fetched through fetcher, one fetch per
+	// media at a time, in the background context bg (ended by Close).
+	fetcher  Fetcher
+	fetchMu  sync.Mutex
+	fetching map[string]*fetchCall
+	bg       context.Context
+	stopBG   context.CancelFunc
+	// hookFetchJoined, when set, is told each time a request joins the
+	// fetch of a remote media (key origin/mediaID) and how many have.
+	hookFetchJoined func(key string, joined int)
+
 	startupCleanup chan struct{}
 
 	// Test hooks, run when set: between placing a file and committing the
@@ -142,9 +153,11 @@ func New(st store.MediaStore, storage Storage, opt Options) *Service {
 		limit:    newLimiter(uploadRate, uploadBurst),
 		waiters:  map[string]*waiter{},
 		thumbSem: make(chan struct{}, 2),
+		fetching: map[string]*fetchCall{},
 
 		startupCleanup: make(chan struct{}),
 	}
+	s.bg, s.stopBG = context.WithCancel(context.Background())
 	s.unusedExpiry.Store(int64(DefaultUnusedExpiry))
 	s.waitRecheck.Store(int64(DefaultWaitRecheck))
 	return s
@@ -557,12 +570,6 @@ type Request struct {
 // errNotYetUploaded is the spec's answer when the wait ends first.
 var errNotYetUploaded = matrix.Errorf(http.StatusGatewayTimeout, matrix.ErrNotYetUploaded, "Media has not been uploaded yet")
 
-// remote answers requests for media of other servers. Fetching remote media
-// over federation (GET /_matrix/federation/v1/media/download) goes here.
-func (s *Service) remote(ctx context.Context, req Request) (*store.Media, error) {
-	return nil, matrix.NotFound("Remote media is not available on this server")
-}
-
 // lookup resolves a request to a media row with content, waiting for
 // pending uploads as asked.
 func (s *Service) lookup(ctx context.Context, req Request) (*store.Media, error) {
@@ -603,7 +610,8 @@ func (s *Service) lookup(ctx context.Context, req Request) (*store.Media, error)
 		if err != nil {
 			return nil, err
 		}
-		if m.Quarantined || (req.Legacy && m.Restricted) {
+		if m.Quarantined || (req.Legacy && m.Restricted) || m.Origin != "" {
+			// (A cached remote media's ID of ours is no local media.)
 			return nil, matrix.NotFound("Unknown media ID")
 		}
 		if m.SHA256 != "" {
@@ -671,10 +679,17 @@ func (s *Service) Download(ctx context.Context, req Request) (*Content, error) {
 	return &Content{Media: m, Object: obj}, nil
 }
 
-// Quarantine hides (or, with false, shows again) a local media: quarantined
-// media answer 404 everywhere.
+// Quarantine hides (or, with false, shows again) a media: quarantined
+// media answer 404 everywhere. Remote media are quarantined here, cached or
+// not: one not fetched yet is then never fetched while quarantined.
 func (s *Service) Quarantine(ctx context.Context, serverName, mediaID string, on bool) error {
-	if serverName != s.opt.ServerName || !ValidMediaID(mediaID) {
+	if !ValidMediaID(mediaID) {
+		return matrix.NotFound("Unknown media ID")
+	}
+	if serverName != s.opt.ServerName {
+		return s.quarantineRemote(ctx, serverName, mediaID, on)
+	}
+	if m, err := s.st.GetMedia(ctx, mediaID); err == nil && m.Origin != "" {
 		return matrix.NotFound("Unknown media ID")
 	}
 	err := s.st.SetMediaQuarantined(ctx, mediaID, on)
@@ -808,6 +823,7 @@ func (s *Service) StartOrphanCleanup(ctx context.Context) {
 // Close releases the storage (its staging directory) if it has anything to
 // release; call it once the server no longer serves requests.
 func (s *Service) Close() error {
+	s.stopBG()
 	if c, ok := s.storage.(io.Closer); ok {
 		return c.Close()
 	}

@@ -4,8 +4,9 @@
 // /_matrix/media/{v3,r0}/download|thumbnail, and the Synapse-compatible
 // admin endpoints for quarantine and deletion.
 //
-// URL previews are not implemented: /preview_url is left unregistered and
-// answers 404 M_UNRECOGNIZED, as for any unknown endpoint.
+// URL previews (internal/urlpreview) are served when the operator turns them
+// on; otherwise /preview_url answers 404 M_UNRECOGNIZED like any unknown
+// endpoint.
 package mediaapi
 
 import (
@@ -20,12 +21,15 @@ import (
 	"conclave/internal/matrix"
 	"conclave/internal/media"
 	"conclave/internal/store"
+	"conclave/internal/urlpreview"
 )
 
 // API is the media HTTP surface.
 type API struct {
 	Media    *media.Service
 	Accounts *accounts.Service
+	// Preview serves URL previews; nil when they are off.
+	Preview *urlpreview.Service
 }
 
 // Mux is what routes are registered on (server.Mux satisfies it).
@@ -56,6 +60,7 @@ func (a *API) Register(mux Mux) {
 	mux.HandleFunc("POST "+s+"/quarantine/{serverName}/{mediaId}", a.authed(a.admin(a.quarantine)))
 	mux.HandleFunc("POST "+s+"/unquarantine/{serverName}/{mediaId}", a.authed(a.admin(a.unquarantine)))
 	mux.HandleFunc("DELETE "+s+"/{serverName}/{mediaId}", a.authed(a.admin(a.deleteMedia)))
+	a.registerPreview(mux)
 }
 
 type handler func(w http.ResponseWriter, r *http.Request, s *store.Session)
@@ -197,7 +202,7 @@ func (a *API) serveThumbnail(w http.ResponseWriter, r *http.Request, legacy bool
 		jsonhttp.Error(w, r, err)
 		return
 	}
-	req, err := thumbnailParams(r, base)
+	req, err := ThumbnailParams(r, base)
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return
@@ -224,7 +229,9 @@ func (a *API) serveThumbnail(w http.ResponseWriter, r *http.Request, legacy bool
 // thumbnail anyway.
 const maxThumbnailSide = 100000
 
-func thumbnailParams(r *http.Request, base media.Request) (media.ThumbnailRequest, error) {
+// ThumbnailParams reads a thumbnail request's query (width, height, method,
+// animated) onto base; the federation thumbnail endpoint reads the same.
+func ThumbnailParams(r *http.Request, base media.Request) (media.ThumbnailRequest, error) {
 	q := r.URL.Query()
 	req := media.ThumbnailRequest{Request: base, Method: "scale"}
 	for _, p := range []struct {

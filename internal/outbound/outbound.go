@@ -1,12 +1,12 @@
 // Package outbound is Conclave's one outbound HTTP layer: federation
-// (internal/fedclient) now, push gateways and remote media later. It owns
-// what every request leaving the server must respect: a dialer that refuses
-// private, loopback, link-local and other non-public addresses unless the
-// operator allows them (checked on the address actually dialled, after DNS,
-// so a name cannot smuggle a private address in), TLS verified against the
-// system roots plus the operator's CA, no proxy from the environment,
-// timeouts at every stage, bounded response bodies, and no redirects unless
-// the caller checks each hop. The closed-circle allow list (AllowList) lives
+// (internal/fedclient, remote media and its redirects included), URL
+// previews, and push gateways later. It owns what every request leaving the
+// server must respect: a dialer that refuses private, loopback, link-local and other
+// non-public addresses unless the operator allows them (checked on the
+// address actually dialled, after DNS, so a name cannot smuggle a private
+// address in), TLS verified against the system roots plus the operator's
+// CA, no proxy from the environment, timeouts at every stage, bounded
+// response bodies, and no redirects unless the caller checks each hop. The closed-circle allow list (AllowList) lives
 // here too, for callers to check before anything is looked up.
 package outbound
 

@@ -85,6 +85,12 @@ type Service struct {
 	// to Publish, and the replication layer delivers every process's
 	// changes to Apply with cluster-wide serials. nil: local serials.
 	Publish func(u Update) error
+	// Sent, if set, is called (without locks held) after a change a user
+	// of this process made (Set, or activity that changed the state
+	// reported): federation tells the servers sharing a room with them.
+	// Changes from other processes (Apply) and other servers (SetRemote)
+	// do not call it.
+	Sent func(userID string)
 
 	now    func() time.Time
 	mu     sync.Mutex
@@ -119,7 +125,11 @@ func (s *Service) Set(userID, presence string, statusMsg *string) error {
 		if presence == Online {
 			u.Active = s.now().UnixMilli()
 		}
-		return s.Publish(u)
+		if err := s.Publish(u); err != nil {
+			return err
+		}
+		s.sent(userID)
+		return nil
 	}
 	s.mu.Lock()
 	e := s.entryLocked(userID)
@@ -134,7 +144,44 @@ func (s *Service) Set(userID, presence string, statusMsg *string) error {
 	e.changed = s.serial
 	s.mu.Unlock()
 	s.notify(userID)
+	s.sent(userID)
 	return nil
+}
+
+// SetRemote records the presence another server reported for one of its
+// users (an m.presence EDU): the state, the status message and when they
+// were last active (zero: unknown).
+func (s *Service) SetRemote(userID, presence, statusMsg string, lastActive time.Time) error {
+	if !ValidState(presence) {
+		return matrix.InvalidParam("presence must be one of online, offline, unavailable")
+	}
+	if utf8.RuneCountInString(statusMsg) > MaxStatusMsgLen {
+		return matrix.InvalidParam("status_msg is longer than %d characters", MaxStatusMsgLen)
+	}
+	if s.Publish != nil {
+		u := Update{User: userID, Presence: presence, StatusMsg: &statusMsg}
+		if !lastActive.IsZero() {
+			u.Active = lastActive.UnixMilli()
+		}
+		return s.Publish(u)
+	}
+	s.mu.Lock()
+	e := s.entryLocked(userID)
+	e.presence, e.statusMsg = presence, statusMsg
+	if !lastActive.IsZero() {
+		e.lastActive = lastActive
+	}
+	s.serial++
+	e.changed = s.serial
+	s.mu.Unlock()
+	s.notify(userID)
+	return nil
+}
+
+func (s *Service) sent(userID string) {
+	if s.Sent != nil {
+		s.Sent(userID)
+	}
 }
 
 // Touch records activity (a /sync, a sent event): the user becomes online
@@ -161,6 +208,7 @@ func (s *Service) Touch(userID string) {
 	s.mu.Unlock()
 	if changed {
 		s.notify(userID)
+		s.sent(userID)
 	}
 }
 
@@ -187,7 +235,9 @@ func (s *Service) publishTouch(userID string) {
 	if before != after {
 		// Synchronously, like the local case: the request that made the
 		// user online sees it applied (e.g. its own /sync answer).
-		s.Publish(u) // best effort: a later Touch retries
+		if s.Publish(u) == nil { // best effort: a later Touch retries
+			s.sent(userID)
+		}
 		return
 	}
 	go s.Publish(u)

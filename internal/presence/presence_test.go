@@ -79,3 +79,35 @@ func TestPresenceErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Another server's user's presence is recorded with its last activity and
+// wakes syncs, but is not sent on (Sent is for this server's users' own
+// changes: Set, and activity that changes the state).
+func TestSetRemoteAndSent(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	s := NewWithClock(func() time.Time { return now })
+	var notified, sent []string
+	s.Notify = func(u string) { notified = append(notified, u) }
+	s.Sent = func(u string) { sent = append(sent, u) }
+	if err := s.SetRemote("@r:y", Online, "away from desk", now.Add(-2*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	st := s.Get("@r:y")
+	if st.Presence != Online || st.StatusMsg != "away from desk" || *st.LastActiveAgo != 120000 || *st.CurrentlyActive {
+		t.Fatalf("remote: %+v", st)
+	}
+	if len(notified) != 1 || len(sent) != 0 {
+		t.Fatalf("notified %v, sent %v", notified, sent)
+	}
+	if err := s.SetRemote("@r:y", "dancing", "", time.Time{}); err == nil {
+		t.Fatal("an unknown presence state was taken")
+	}
+	if err := s.Set("@a:x", Unavailable, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Touch("@b:x") // offline → online: a change
+	s.Touch("@b:x") // none
+	if len(sent) != 2 || sent[0] != "@a:x" || sent[1] != "@b:x" {
+		t.Fatalf("sent %v", sent)
+	}
+}

@@ -26,6 +26,10 @@ type CreateRequest struct {
 	Preset             string
 	IsDirect           bool
 	PowerLevelOverride map[string]json.RawMessage
+	// ServerNotice: a room the server makes for its own notices
+	// (internal/notices). Its messages come from the server, which has no
+	// end-to-end keys: the encryption policy does not apply to it.
+	ServerNotice bool
 }
 
 // StateEvent is a state event given by a client (initial_state).
@@ -241,12 +245,12 @@ func (s *Service) createRoom(ctx context.Context, req *CreateRequest) (string, [
 	// Encryption by policy: rooms made with the configured presets are
 	// end-to-end encrypted from their first message unless initial_state
 	// already chose an encryption.
-	if s.EncryptPresets[preset] && rs.StateEvent("m.room.encryption", "") == nil {
+	if s.EncryptPresets[preset] && rs.StateEvent("m.room.encryption", "") == nil && !req.ServerNotice {
 		if err := add("m.room.encryption", &empty, map[string]string{"algorithm": MegolmAlgorithm}); err != nil {
 			return "", nil, err
 		}
 	}
-	if s.RequireEncryption && JoinRuleOf(rs) != "public" && !encrypted(rs) {
+	if s.RequireEncryption && JoinRuleOf(rs) != "public" && !encrypted(rs) && !req.ServerNotice {
 		return "", nil, matrix.Forbidden("This server requires end-to-end encryption in rooms that are not public")
 	}
 	if req.Name != nil {

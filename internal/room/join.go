@@ -75,9 +75,21 @@ func (s *Service) MembershipTemplate(ctx context.Context, roomID, userID, member
 			auth = append(auth, ev.EventID)
 		}
 	}
+	var prevRefs, authRefs any = prev, auth
+	if rs.version.EventIDFormat == 1 {
+		// Room versions 1 and 2: [event ID, hashes] pairs.
+		pairs := func(ids []string) [][2]any {
+			out := make([][2]any, len(ids))
+			for i, id := range ids {
+				out[i] = [2]any{id, struct{}{}}
+			}
+			return out
+		}
+		prevRefs, authRefs = pairs(prev), pairs(auth)
+	}
 	tmpl := map[string]any{
 		"type": "m.room.member", "state_key": userID, "sender": userID, "room_id": roomID,
-		"content": json.RawMessage(raw), "prev_events": prev, "auth_events": auth,
+		"content": json.RawMessage(raw), "prev_events": prevRefs, "auth_events": authRefs,
 		"depth": rs.depth + 1, "origin_server_ts": s.now().UnixMilli(), "origin": matrix.ServerOf(userID),
 	}
 	out, err := json.Marshal(tmpl)
@@ -130,7 +142,7 @@ func (s *Service) joinAuthoriser(ctx context.Context, rs *roomState, userID stri
 		}
 	}
 	if len(candidates) == 0 {
-		return "", matrix.Errorf(http.StatusBadRequest, "M_UNABLE_TO_AUTHORISE_JOIN", "No user of this server can authorise the join")
+		return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrUnableToAuthoriseJoin, "No user of this server can authorise the join")
 	}
 	slices.Sort(candidates) // the same choice every time
 	return candidates[0], nil
@@ -359,7 +371,7 @@ func (s *Service) ImportJoin(ctx context.Context, rv *event.RoomVersion, join *e
 	all := make(map[string]*event.PDU, len(state)+len(authChain))
 	for _, list := range [][]*event.PDU{authChain, state} {
 		for _, ev := range list {
-			if ev.RoomID != roomID {
+			if event.RoomIDForCreate(ev) != roomID { // a v12 create carries no room_id
 				return matrix.Forbidden("The join answer holds an event of another room")
 			}
 			all[ev.EventID] = ev
@@ -469,6 +481,13 @@ func (s *Service) ImportJoin(ctx context.Context, rv *event.RoomVersion, join *e
 // events after their auth events; it returns those that passed. An event
 // whose auth events are not all among the passed ones fails too.
 func checkAuthOrder(rv *event.RoomVersion, all map[string]*event.PDU) map[string]bool {
+	return checkAuthOrderWith(rv, all, nil)
+}
+
+// checkAuthOrderWith is checkAuthOrder where the events of all may also
+// cite stored events (trusted: accepted or outliers here, not checked
+// again).
+func checkAuthOrderWith(rv *event.RoomVersion, all, trusted map[string]*event.PDU) map[string]bool {
 	valid := make(map[string]bool, len(all))
 	pending := make([]*event.PDU, 0, len(all))
 	for _, ev := range all {
@@ -484,6 +503,11 @@ func checkAuthOrder(rv *event.RoomVersion, all map[string]*event.PDU) map[string
 		return compareStrings(a.EventID, b.EventID)
 	})
 	var create *event.PDU
+	for _, ev := range trusted {
+		if ev.Type == "m.room.create" && ev.StateKey != nil && *ev.StateKey == "" {
+			create = ev
+		}
+	}
 	for _, ev := range pending {
 		if ev.Type == "m.room.create" && ev.StateKey != nil && *ev.StateKey == "" {
 			if authrules.Check(ev, authrules.StateMap{}) == nil {
@@ -505,6 +529,8 @@ func checkAuthOrder(rv *event.RoomVersion, all map[string]*event.PDU) map[string
 				switch {
 				case valid[a]:
 					auth = append(auth, all[a])
+				case trusted[a] != nil:
+					auth = append(auth, trusted[a])
 				case all[a] == nil:
 					known = false
 				default:
@@ -579,8 +605,12 @@ func entriesOf(st StateMap, events map[string]*event.PDU) []store.StateEntry {
 // (Client-Server API, "Stripped state").
 var strippedTypes = []string{"m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar", "m.room.canonical_alias", "m.room.encryption", "m.room.topic"}
 
-// StrippedState returns the room's stripped state: {type, state_key,
-// content, sender} of its current name, topic, join rules and the like.
+// StrippedState returns the room's stripped state for another server (an
+// invite's invite_room_state, a knock's knock_room_state): its current
+// create event, name, topic, join rules and the like, as full PDUs — the
+// Server-Server API requires them since v1.16 (MSC4311), so the receiving
+// server can check the create event; older servers read type, state_key,
+// content and sender from them as before.
 func (s *Service) StrippedState(ctx context.Context, roomID string) ([]json.RawMessage, error) {
 	e, rs, err := s.lock(ctx, roomID)
 	if err != nil {
@@ -593,11 +623,8 @@ func (s *Service) StrippedState(ctx context.Context, roomID string) ([]json.RawM
 func (s *Service) strippedOf(rs *roomState) []json.RawMessage {
 	out := []json.RawMessage{}
 	for _, t := range strippedTypes {
-		if p := rs.StateEvent(t, ""); p != nil {
-			j, err := json.Marshal(map[string]any{"type": p.Type, "state_key": "", "content": p.Content, "sender": p.Sender})
-			if err == nil {
-				out = append(out, j)
-			}
+		if p := rs.StateEvent(t, ""); p != nil && len(p.Raw) > 0 {
+			out = append(out, p.Raw)
 		}
 	}
 	return out

@@ -82,6 +82,12 @@ type graphEvent struct {
 	group    int64
 	reason   string
 	replaces string
+	// pending: decided in a batch (ReceiveBatch) and not written yet, its
+	// number there (1-based); its group is not known yet.
+	pending int
+	// given: the state after an outlier, as another server told it
+	// (ReceiveWithState).
+	given StateMap
 }
 
 // Receive takes one event another server sent into a room this server is
@@ -106,52 +112,167 @@ func (s *Service) receiveOnce(ctx context.Context, pdu *event.PDU) (Received, er
 		return Received{}, err
 	}
 	defer s.unlock(e)
-	if pdu.Version == nil || pdu.Version.ID != rs.version.ID {
-		return Received{}, fmt.Errorf("room: event of room version %v received for a room of version %s", pdu.Version, rs.version.ID)
-	}
-	ids := make([]string, 0, 1+len(pdu.AuthEvents)+len(pdu.PrevEvents))
-	ids = append(append(append(ids, pdu.EventID), pdu.AuthEvents...), pdu.PrevEvents...)
-	known, err := s.graphEvents(ctx, rs.version, ids)
-	if err != nil {
-		return Received{}, err
-	}
+	return s.receiveLocked(ctx, rs, pdu)
+}
+
+// receiveInputs is what a received event cites, as the graph has it.
+type receiveInputs struct {
+	known      bool // the event itself is stored
+	authEvents []*event.PDU
+	prevs      []*graphEvent // prev events that were not rejected
+	prevIDs    []string      // their IDs
+	// rejectedPrevs are prev events that were rejected: the state after
+	// one is the state before it (see beyondRejected).
+	rejectedPrevs []string
+	missing       []string
+	// rejectedAuth is an auth event that was rejected: so is the event.
+	rejectedAuth string
+}
+
+// classify reads pdu's auth and prev events in known (the stored events
+// among them).
+func classify(pdu *event.PDU, known map[string]*graphEvent) receiveInputs {
+	var in receiveInputs
 	if known[pdu.EventID] != nil {
-		return Received{Outcome: AlreadyKnown}, nil
+		in.known = true
+		return in
 	}
-	var missing []string
-	authEvents := make([]*event.PDU, 0, len(pdu.AuthEvents))
+	in.authEvents = make([]*event.PDU, 0, len(pdu.AuthEvents))
 	for _, id := range pdu.AuthEvents {
 		g := known[id]
 		switch {
 		case g == nil:
-			missing = append(missing, id)
+			in.missing = append(in.missing, id)
 		case g.kind == store.KindRejected:
-			return s.reject(ctx, rs, pdu, "auth event "+id+" was rejected")
+			in.rejectedAuth = id
+			return in
 		default:
-			authEvents = append(authEvents, g.pdu)
+			in.authEvents = append(in.authEvents, g.pdu)
 		}
 	}
-	var prevs []*graphEvent
 	for _, id := range pdu.PrevEvents {
 		g := known[id]
 		switch {
-		case g == nil || g.kind == store.KindOutlier || g.kind == store.KindBackfilled: // known without its state
-			missing = append(missing, id)
-		case g.kind != store.KindRejected:
-			prevs = append(prevs, g)
+		case g == nil || (g.kind == store.KindOutlier && g.given == nil) || g.kind == store.KindBackfilled: // known without its state
+			in.missing = append(in.missing, id)
+		case g.kind == store.KindRejected:
+			in.rejectedPrevs = append(in.rejectedPrevs, id)
+		default:
+			in.prevs = append(in.prevs, g)
+			in.prevIDs = append(in.prevIDs, id)
 		}
 	}
-	if len(missing) > 0 {
-		return Received{}, &MissingEventsError{Events: missing}
+	return in
+}
+
+// maxBeyondRejected bounds the rejected events walked through to find the
+// state before a received event.
+const maxBeyondRejected = 100
+
+// beyondRejected replaces in's rejected prev events by the nearest events
+// before them that were not rejected (walking prev events, bounded): their
+// states make the state before the event. Events this server lacks there
+// are left out.
+func (s *Service) beyondRejected(ctx context.Context, rv *event.RoomVersion, in *receiveInputs) error {
+	queue := slices.Clone(in.rejectedPrevs)
+	seen := map[string]bool{}
+	for _, id := range queue {
+		seen[id] = true
 	}
-	if len(prevs) == 0 {
+	for walked := 0; len(queue) > 0 && walked < maxBeyondRejected; walked++ {
+		id := queue[0]
+		queue = queue[1:]
+		found, err := s.graphEvents(ctx, rv, []string{id})
+		if err != nil {
+			return err
+		}
+		g := found[id]
+		if g == nil {
+			continue
+		}
+		if g.kind != store.KindRejected {
+			if (g.kind == store.KindTimeline || g.kind == store.KindSoftFailed) && g.group != 0 && !slices.Contains(in.prevIDs, id) {
+				in.prevs = append(in.prevs, g)
+				in.prevIDs = append(in.prevIDs, id)
+			}
+			continue
+		}
+		for _, p := range g.pdu.PrevEvents {
+			if !seen[p] {
+				seen[p] = true
+				queue = append(queue, p)
+			}
+		}
+	}
+	return nil
+}
+
+// extendsOnly says whether pdu's one prev event is the room's one forward
+// extremity, with its state known: the state before pdu is then the
+// room's current state, in memory.
+func extendsOnly(rs *roomState, pdu *event.PDU, prevs []*graphEvent) bool {
+	return len(rs.extremities) == 1 && len(pdu.PrevEvents) == 1 && len(prevs) == 1 && pdu.PrevEvents[0] == rs.extremities[0] &&
+		(prevs[0].group != 0 || prevs[0].pending != 0)
+}
+
+// receivedIDs lists the events a received event's checks read: itself, its
+// auth and prev events.
+func receivedIDs(pdu *event.PDU) []string {
+	ids := make([]string, 0, 1+len(pdu.AuthEvents)+len(pdu.PrevEvents))
+	return append(append(append(ids, pdu.EventID), pdu.AuthEvents...), pdu.PrevEvents...)
+}
+
+// receiveLocked is Receive under the room's writer lock.
+func (s *Service) receiveLocked(ctx context.Context, rs *roomState, pdu *event.PDU) (Received, error) {
+	return s.receiveLockedWith(ctx, rs, pdu, nil)
+}
+
+// receiveLockedWith is receiveLocked where given holds the state after
+// prev events stored as outliers (ReceiveWithState).
+func (s *Service) receiveLockedWith(ctx context.Context, rs *roomState, pdu *event.PDU, given map[string]StateMap) (Received, error) {
+	if pdu.Version == nil || pdu.Version.ID != rs.version.ID {
+		return Received{}, fmt.Errorf("room: event of room version %v received for a room of version %s", pdu.Version, rs.version.ID)
+	}
+	known, err := s.graphEvents(ctx, rs.version, receivedIDs(pdu))
+	if err != nil {
+		return Received{}, err
+	}
+	for id, st := range given {
+		switch g := known[id]; {
+		case g == nil:
+			// A prev event this server could not take (it failed its
+			// checks, or could not be fetched): cited, never stored, its
+			// state told (ReceiveWithState).
+			known[id] = &graphEvent{kind: store.KindOutlier, given: st}
+		case g.kind == store.KindOutlier:
+			g.given = st
+		}
+	}
+	in := classify(pdu, known)
+	switch {
+	case in.known:
+		return Received{Outcome: AlreadyKnown}, nil
+	case in.rejectedAuth != "":
+		return s.reject(ctx, rs, pdu, "auth event "+in.rejectedAuth+" was rejected")
+	case len(in.missing) > 0:
+		return Received{}, &MissingEventsError{Events: in.missing}
+	}
+	if len(in.rejectedPrevs) > 0 {
+		// A rejected event changed nothing: the state after it is the state
+		// before it, its own prev events' (as Synapse keeps it).
+		if err := s.beyondRejected(ctx, rs.version, &in); err != nil {
+			return Received{}, err
+		}
+	}
+	if len(in.prevs) == 0 {
 		return s.reject(ctx, rs, pdu, "every prev event was rejected")
 	}
+	prevs := in.prevs
 	v := receivedVerifier{}
-	if err := authrules.CheckAgainstAuthEvents(pdu, authEvents, rs.StateEvent("m.room.create", ""), v); err != nil {
+	if err := authrules.CheckAgainstAuthEvents(pdu, in.authEvents, rs.StateEvent("m.room.create", ""), v); err != nil {
 		return s.reject(ctx, rs, pdu, "not allowed by its auth events: "+err.Error())
 	}
-	if len(rs.extremities) == 1 && len(pdu.PrevEvents) == 1 && len(prevs) == 1 && pdu.PrevEvents[0] == rs.extremities[0] && prevs[0].group != 0 {
+	if extendsOnly(rs, pdu, prevs) {
 		// The common case: the event extends the room's one forward
 		// extremity, so the state before it is the current state, in
 		// memory; one check is both the second and the third.
@@ -188,7 +309,7 @@ func (s *Service) receiveOnce(ctx context.Context, pdu *event.PDU) (Received, er
 	// The forward extremities: those the event does not cite, and it.
 	exts := make([]string, 0, len(rs.extremities)+1)
 	for _, x := range rs.extremities {
-		if !slices.Contains(pdu.PrevEvents, x) {
+		if !slices.Contains(in.prevIDs, x) {
 			exts = append(exts, x)
 		}
 	}
@@ -204,7 +325,7 @@ func (s *Service) receiveOnce(ctx context.Context, pdu *event.PDU) (Received, er
 		after[authrules.StateKey{Type: pdu.Type, StateKey: *pdu.StateKey}] = pdu.EventID
 	}
 	var current StateMap
-	if !sameSet(pdu.PrevEvents, rs.extremities) {
+	if !sameSet(in.prevIDs, rs.extremities) {
 		// The event does not extend the current state: the current state is
 		// the resolution of the extremities' states.
 		w.CurrentResolved = true
@@ -314,7 +435,12 @@ type stateBeforeEvent struct {
 
 func (s *Service) stateBefore(ctx context.Context, rs *roomState, prevs []*graphEvent) (*stateBeforeEvent, error) {
 	groups := make([]int64, 0, len(prevs))
+	var given []StateMap
 	for _, p := range prevs {
+		if p.given != nil {
+			given = append(given, p.given)
+			continue
+		}
 		if p.group == 0 {
 			return nil, fmt.Errorf("room: prev event %s has no state group", p.pdu.EventID)
 		}
@@ -322,14 +448,26 @@ func (s *Service) stateBefore(ctx context.Context, rs *roomState, prevs []*graph
 			groups = append(groups, p.group)
 		}
 	}
+	if len(groups) == 0 {
+		// Only prev events whose state another server told: a new group
+		// made whole (base 0).
+		st := given[0]
+		if len(given) > 1 {
+			var err error
+			if st, err = s.resolve(ctx, rs.version, given, nil); err != nil {
+				return nil, err
+			}
+		}
+		return &stateBeforeEvent{newGroup: true, changes: diffState(nil, st), ids: st}, nil
+	}
 	first, err := s.stateOfGroup(ctx, groups[0])
 	if err != nil {
 		return nil, err
 	}
-	if len(groups) == 1 {
+	if len(groups) == 1 && len(given) == 0 {
 		return &stateBeforeEvent{group: groups[0], ids: first}, nil
 	}
-	sets := []StateMap{first}
+	sets := append([]StateMap{first}, given...)
 	for _, g := range groups[1:] {
 		st, err := s.stateOfGroup(ctx, g)
 		if err != nil {

@@ -59,6 +59,11 @@ type Service struct {
 	// InviteRemote has another server's user sign their invite (invite.go);
 	// nil: such invites are built and sent like any event.
 	InviteRemote InviteRemote
+	// RemoteHierarchy asks other servers about the rooms of a space this
+	// server is not in (hierarchy.go); nil: such rooms are left out.
+	RemoteHierarchy RemoteHierarchy
+	spacesOnce      sync.Once
+	spaces          *lru.Cache[string, cachedSpace]
 	// OnUpgradedRoomJoin is called after the commit of a local user's join
 	// to a room that replaces another (m.room.create predecessor), so the
 	// user's settings for the old room follow (upgradejoin.go).
@@ -371,10 +376,13 @@ func (s *Service) commit(ctx context.Context, rs *roomState, pdus []*event.PDU, 
 }
 
 func (s *Service) afterCommit(rs *roomState, pdus []*event.PDU, positions []int64) {
-	var targets, joined []string
+	var targets, joined, fedTargets []string
 	for _, pdu := range pdus {
 		if s.newLocalJoin(rs, pdu) {
 			joined = append(joined, *pdu.StateKey)
+		}
+		if pdu.Type == "m.room.member" && pdu.StateKey != nil && !kickedByOtherThanInviter(rs, pdu) {
+			fedTargets = append(fedTargets, *pdu.StateKey)
 		}
 		rs.apply(pdu)
 		rs.extremities = slices.DeleteFunc(rs.extremities, func(x string) bool { return slices.Contains(pdu.PrevEvents, x) })
@@ -390,11 +398,32 @@ func (s *Service) afterCommit(rs *roomState, pdus []*event.PDU, positions []int6
 		s.Notify(Notice{RoomID: rs.roomID, Pos: positions[len(positions)-1], Users: users, Members: targets})
 	}
 	if s.Outgoing != nil && len(positions) > 0 {
-		if servers := s.otherServers(rs, targets); len(servers) > 0 {
+		if servers := s.otherServers(rs, fedTargets); len(servers) > 0 {
 			s.Outgoing(rs.roomID, pdus, servers)
 		}
 	}
 	s.upgradedRoomJoins(rs, joined)
+}
+
+// kickedByOtherThanInviter: pdu kicks (leave by another user) a user who
+// was invited, and its sender is not who invited them. Such a kick is not
+// sent to the invitee's server when no one there is in the room: only the
+// inviter rescinds an invite (Synapse sends a rescission only from the
+// inviter; Complement's "Non-invitee user cannot rescind invite over
+// federation"). Called before pdu is applied to rs.
+func kickedByOtherThanInviter(rs *roomState, pdu *event.PDU) bool {
+	if pdu.Sender == *pdu.StateKey {
+		return false
+	}
+	if m, _ := authrules.Membership(pdu); m != "leave" {
+		return false
+	}
+	prev := rs.StateEvent("m.room.member", *pdu.StateKey)
+	if prev == nil {
+		return false
+	}
+	m, _ := authrules.Membership(prev)
+	return m == "invite" && prev.Sender != pdu.Sender
 }
 
 // otherServers lists the servers other than this one that must receive an

@@ -69,6 +69,11 @@ type GraphWrite struct {
 	StateBefore        int64
 	NewStateBefore     bool
 	StateBeforeChanges []StateEntry
+	// StateBeforeOf, in a PersistGraphEvents call, is the number (1-based)
+	// of an earlier write of the same call whose state after is the state
+	// before this event, instead of StateBefore: the writer decides a run of
+	// events in memory, before the store has numbered their groups.
+	StateBeforeOf int
 
 	// Timeline events only: the room's forward extremities after the write,
 	// and its current state. With CurrentResolved false the event extends
@@ -90,6 +95,11 @@ type Graph interface {
 	// every other kind a negative one. An event ID already stored is
 	// ErrConflict and writes nothing.
 	PersistGraphEvent(ctx context.Context, w *GraphWrite) (pos int64, stateGroup int64, err error)
+	// PersistGraphEvents writes events of one room in one transaction, in
+	// order, as PersistGraphEvent would one after the other, and returns
+	// each one's position and state group. It is all or nothing: if one
+	// write fails (ErrConflict for an event already stored) none is kept.
+	PersistGraphEvents(ctx context.Context, ws []*GraphWrite) (pos, stateGroups []int64, err error)
 	// PersistOutliers stores events known without their state
 	// (KindOutlier); events already stored are left as they are.
 	PersistOutliers(ctx context.Context, events []NewEvent) error

@@ -6,10 +6,6 @@ import (
 	"errors"
 )
 
-// ErrIdentityKeysChanged is returned by UploadKeys when device keys would
-// replace a device's ed25519 or curve25519 identity key with a different one.
-var ErrIdentityKeysChanged = errors.New("store: device identity keys differ from the stored ones")
-
 // ErrWrongBackupVersion is returned when room keys are written to a backup
 // version that is not the user's current one.
 var ErrWrongBackupVersion = errors.New("store: not the current backup version")
@@ -105,7 +101,9 @@ type RoomKey struct {
 // Keys keeps end-to-end encryption keys, to-device messages and key backups.
 type Keys interface {
 	// UploadKeys stores device keys, one-time keys and fallback keys in one
-	// transaction. A one-time key ID already stored with different content is
+	// transaction. Device keys with other identity keys (ed25519,
+	// curve25519) than the stored ones replace them and drop the device's
+	// earlier one-time and fallback keys. A one-time key ID already stored with different content is
 	// ErrConflict (nothing written); with the same content it is skipped.
 	// Changed device keys record a device list change. It returns the
 	// one-time key counts after the upload and whether the device list changed.

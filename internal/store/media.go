@@ -2,7 +2,7 @@ package store
 
 import "context"
 
-// Media is one piece of local content in the media repository. Content is
+// Media is one piece of local or cached remote content in the media repository. Content is
 // addressed by SHA256 (lower-case hex); identical uploads share one file.
 // A row created by POST /_matrix/media/v1/create has no content yet:
 // SHA256 is "" and UploadedTS is 0 until the PUT completes it.
@@ -23,6 +23,11 @@ type Media struct {
 	// Restricted media were uploaded while the legacy-media freeze was on:
 	// the deprecated unauthenticated endpoints answer 404 for them.
 	Restricted bool
+	// Origin and RemoteID name remote media cached here: the server and
+	// media ID of its mxc URI (MediaID is then one of ours, never served
+	// as local media). Both are "" for local media.
+	Origin   string
+	RemoteID string
 }
 
 // Scan statuses kept in Media.ScanStatus and the scan cache.
@@ -61,6 +66,11 @@ type MediaStore interface {
 	// CreateMedia inserts a row (ErrConflict if the media ID exists).
 	CreateMedia(ctx context.Context, m *Media) error
 	GetMedia(ctx context.Context, mediaID string) (*Media, error)
+	// GetRemoteMedia returns the cached copy of origin's mediaID (with or
+	// without content: a quarantine may come before the content).
+	// ErrNotFound if there is none. CreateMedia with the same Origin and
+	// RemoteID is ErrConflict.
+	GetRemoteMedia(ctx context.Context, origin, remoteID string) (*Media, error)
 	// CompleteMedia gives content to a row created without it. ErrNotFound
 	// if the row is missing, ErrConflict if it already has content.
 	CompleteMedia(ctx context.Context, m *Media) error

@@ -17,6 +17,11 @@ type AccountDataItem struct {
 type AccountData interface {
 	PutAccountData(ctx context.Context, userID, roomID, typ string, content json.RawMessage) (int64, error)
 	GetAccountData(ctx context.Context, userID, roomID, typ string) (json.RawMessage, error)
+	// SwapAccountData stores content only if the stored content is still
+	// old (byte for byte; nil: none stored), in one transaction: a
+	// read-modify-write of one object (room tags) that loses no concurrent
+	// change. swapped is false, and nothing written, when it was not.
+	SwapAccountData(ctx context.Context, userID, roomID, typ string, old, content json.RawMessage) (pos int64, swapped bool, err error)
 	// AccountDataSince lists items changed after pos (all when pos is 0).
 	AccountDataSince(ctx context.Context, userID string, pos int64) ([]AccountDataItem, error)
 }

@@ -40,12 +40,15 @@ type Store interface {
 	Filters
 	Directory
 	Keys
+	DeviceLists
 	Stream
 	MediaStore
 	Pushers
 	Search
 	ServerKeys
 	FedQueue
+	FedTxns
+	ServerNotices
 	Close() error
 }
 

@@ -724,6 +724,9 @@ func (b *builder) strippedRoom(m store.Membership) ([]json.RawMessage, error) {
 		if len(rm.StrippedState) > 0 && json.Unmarshal(rm.StrippedState, &out) != nil {
 			out = nil
 		}
+		for i, raw := range out {
+			out[i] = clientStripped(raw)
+		}
 		self, err := b.s.rooms.AnyEvent(b.ctx, m.EventID)
 		if err != nil {
 			return nil, err
@@ -735,7 +738,14 @@ func (b *builder) strippedRoom(m store.Membership) ([]json.RawMessage, error) {
 		if p.StateKey != nil {
 			sk = *p.StateKey
 		}
-		j, _ := json.Marshal(map[string]any{"type": p.Type, "state_key": sk, "content": p.Content, "sender": p.Sender})
+		ev := map[string]any{"type": p.Type, "state_key": sk, "content": p.Content, "sender": p.Sender}
+		if p.Type == "m.room.create" {
+			// MSC4311 (Matrix 1.16): the create event in stripped state
+			// is the full event, so a client can tell the room's version
+			// and creators before joining.
+			ev["event_id"], ev["origin_server_ts"] = p.EventID, p.OriginServerTS
+		}
+		j, _ := json.Marshal(ev)
 		out = append(out, j)
 	}
 	for _, t := range strippedTypes {
@@ -759,6 +769,33 @@ func (b *builder) strippedRoom(m store.Membership) ([]json.RawMessage, error) {
 	}
 	out = append(out, event.AppendClientEventWithoutRoomID(nil, self, nil))
 	return out, nil
+}
+
+// clientStripped turns one stripped state event another server sent (a
+// full PDU since Server-Server API v1.16, or the older {type, state_key,
+// content, sender}) into what clients get: those four keys, and for the
+// create event its origin_server_ts too (MSC4311). Anything unreadable is
+// passed on as it came.
+func clientStripped(raw json.RawMessage) json.RawMessage {
+	var ev struct {
+		Type     string          `json:"type"`
+		StateKey *string         `json:"state_key"`
+		Content  json.RawMessage `json:"content"`
+		Sender   string          `json:"sender"`
+		EventID  string          `json:"event_id,omitempty"`
+		TS       int64           `json:"origin_server_ts,omitempty"`
+	}
+	if json.Unmarshal(raw, &ev) != nil || ev.StateKey == nil {
+		return raw
+	}
+	if ev.Type != "m.room.create" {
+		ev.EventID, ev.TS = "", 0
+	}
+	out, err := json.Marshal(ev)
+	if err != nil {
+		return raw
+	}
+	return out
 }
 
 // remoteMembership returns the user's membership m when it is in a room

@@ -276,10 +276,21 @@ func Path(format string, args ...string) string {
 // bypassing /register, for tests of other areas.
 func (s *Server) CreateUser(t testing.TB, localpart string) *User {
 	t.Helper()
+	return s.createUser(t, localpart, false)
+}
+
+// CreateAdmin is CreateUser for a server admin.
+func (s *Server) CreateAdmin(t testing.TB, localpart string) *User {
+	t.Helper()
+	return s.createUser(t, localpart, true)
+}
+
+func (s *Server) createUser(t testing.TB, localpart string, admin bool) *User {
+	t.Helper()
 	ctx := context.Background()
 	userID := "@" + localpart + ":" + s.Config.ServerName
 	now := time.Now().UnixMilli()
-	if err := s.HS.Store.CreateUser(ctx, &store.User{UserID: userID, CreatedTS: now}); err != nil {
+	if err := s.HS.Store.CreateUser(ctx, &store.User{UserID: userID, IsAdmin: admin, CreatedTS: now}); err != nil {
 		t.Fatalf("create user %s: %v", userID, err)
 	}
 	u := &User{UserID: userID, DeviceID: "DEV" + strings.ToUpper(localpart), Token: accounts.NewToken("syt_")}

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
@@ -23,6 +24,40 @@ func (db *DB) PutAccountData(ctx context.Context, userID, roomID, typ string, co
 		return 0, err
 	}
 	return pos, nil
+}
+
+func (db *DB) SwapAccountData(ctx context.Context, userID, roomID, typ string, old, content json.RawMessage) (int64, bool, error) {
+	// One round trip: the upsert happens only if the row is still as read
+	// (absent, or with the old content); a position allocated for a swap
+	// that did not happen is left without a row, which readers skip.
+	var p pipeline
+	var pos int64
+	swapped := false
+	p.allocPos(ctx, 1, &pos)
+	scan := func(r pgx.Row) error {
+		var one int
+		swapped = false
+		err := r.Scan(&one)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		swapped = err == nil
+		return err
+	}
+	if old == nil {
+		p.queryRow(scan, `INSERT INTO account_data (user_id, room_id, type, content, pos) VALUES ($1, $2, $3, $4, `+lastPosSQL+`)
+			ON CONFLICT (user_id, room_id, type) DO NOTHING RETURNING 1`, userID, roomID, typ, []byte(content))
+	} else {
+		p.queryRow(scan, `UPDATE account_data SET content = $4, pos = `+lastPosSQL+`
+			WHERE user_id = $1 AND room_id = $2 AND type = $3 AND content = $5 RETURNING 1`, userID, roomID, typ, []byte(content), []byte(old))
+	}
+	if err := db.run(ctx, &p); err != nil {
+		return 0, false, err
+	}
+	if !swapped {
+		return 0, false, nil
+	}
+	return pos, true, nil
 }
 
 func (db *DB) GetAccountData(ctx context.Context, userID, roomID, typ string) (json.RawMessage, error) {

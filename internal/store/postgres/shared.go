@@ -25,6 +25,9 @@ var dialect = sqlstore.Dialect{
 	ArrayParams: true,
 	MaxList:     maxInArgs,
 	ApartPos:    `SELECT -nextval('events_apart_pos')`,
+	ContentField: func(col, key string) string {
+		return "(convert_from(" + col + ", 'UTF8')::jsonb #>> '{content," + key + "}')"
+	},
 }
 
 type backend struct{ db *DB }

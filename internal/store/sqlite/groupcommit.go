@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"conclave/internal/store"
+	"conclave/internal/store/sqlstore"
 )
 
 // Group commit: PersistEvents calls from different rooms that arrive while a
@@ -84,6 +85,32 @@ func (db *DB) PersistGraphEvent(ctx context.Context, w *store.GraphWrite) (pos, 
 		return 0, 0, err
 	}
 	return pos, group, nil
+}
+
+// PersistGraphEvents implements store.Graph through the group committer:
+// the events of one call share one savepoint (all or nothing) and the
+// commit of whatever else is queued.
+func (db *DB) PersistGraphEvents(ctx context.Context, ws []*store.GraphWrite) (pos, groups []int64, err error) {
+	req := &persistRequest{done: make(chan persistResult, 1), fn: func(ctx context.Context, tx *Tx) error {
+		var err error
+		pos, groups, err = db.Shared.PersistGraphEventsTx(ctx, sharedQuerier[*Tx]{tx}, ws)
+		return err
+	}}
+	if _, err := db.groupCommit(req); err != nil {
+		return nil, nil, err
+	}
+	return pos, groups, nil
+}
+
+// FedTxnRecord implements store.FedTxns through the group committer: the
+// answer to a received transaction shares a commit with whatever else is
+// queued (the next transaction's events, local sends).
+func (db *DB) FedTxnRecord(ctx context.Context, origin, txnID string, answer []byte, nowMS int64) error {
+	req := &persistRequest{done: make(chan persistResult, 1), fn: func(ctx context.Context, tx *Tx) error {
+		return sqlstore.FedTxnRecordTx(ctx, sharedQuerier[*Tx]{tx}, origin, txnID, answer, nowMS)
+	}}
+	_, err := db.groupCommit(req)
+	return err
 }
 
 func (db *DB) groupCommit(req *persistRequest) ([]int64, error) {

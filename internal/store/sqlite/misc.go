@@ -1,8 +1,11 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"strconv"
 
 	"conclave/internal/store"
@@ -21,6 +24,33 @@ func (db *DB) PutAccountData(ctx context.Context, userID, roomID, typ string, co
 		return err
 	})
 	return pos, err
+}
+
+func (db *DB) SwapAccountData(ctx context.Context, userID, roomID, typ string, old, content json.RawMessage) (int64, bool, error) {
+	var pos int64
+	swapped := false
+	err := db.tx(ctx, func(tx *Tx) error {
+		var cur []byte
+		err := tx.QueryRowContext(ctx, `SELECT content FROM account_data WHERE user_id = ? AND room_id = ? AND type = ?`, userID, roomID, typ).Scan(&cur)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if (err == nil) != (old != nil) || !bytes.Equal(cur, old) {
+			return nil
+		}
+		if pos, err = nextPos(ctx, tx, 1); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO account_data (user_id, room_id, type, content, pos) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, pos = excluded.pos`,
+			userID, roomID, typ, []byte(content), pos)
+		swapped = err == nil
+		return err
+	})
+	if !swapped {
+		pos = 0
+	}
+	return pos, swapped, err
 }
 
 func (db *DB) GetAccountData(ctx context.Context, userID, roomID, typ string) (json.RawMessage, error) {

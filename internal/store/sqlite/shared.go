@@ -19,7 +19,10 @@ import (
 // dialect: SQLite runs the shared statements as written.
 var dialect = sqlstore.Dialect{MaxList: maxInArgs,
 	// One writer: the lowest position so far, less one.
-	ApartPos: `SELECT min(0, coalesce(min(pos), 0)) - 1 FROM events`}
+	ApartPos: `SELECT min(0, coalesce(min(pos), 0)) - 1 FROM events`,
+	ContentField: func(col, key string) string {
+		return "CAST(json_extract(CAST(" + col + " AS TEXT), '$.content." + key + "') AS TEXT)"
+	}}
 
 type backend struct{ db *DB }
 

@@ -14,6 +14,13 @@ var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
 func (s *Shared) SearchUserDirectory(ctx context.Context, searcher, term string, limit int) ([]store.DirectoryEntry, error) {
 	pattern := "%" + likeEscaper.Replace(term) + "%"
+	// The profile of a user of another server (no users row) is the one
+	// their latest join event carries (content.displayname, avatar_url):
+	// this server knows no other.
+	remote := func(key string) string {
+		return `(SELECT ` + s.d.ContentField("e.json", key) + ` FROM memberships m JOIN events e ON e.event_id = m.event_id
+			WHERE m.user_id = v.user_id AND m.membership = 'join' ORDER BY m.pos DESC LIMIT 1)`
+	}
 	// visible: users sharing a joined room with the searcher, and users
 	// joined to a public room; never the searcher (as Synapse: Complement
 	// TestRoomSpecificUsername*). lower(…) LIKE lower(…): case-insensitive
@@ -24,14 +31,19 @@ func (s *Shared) SearchUserDirectory(ctx context.Context, searcher, term string,
 			WHERE m.membership = 'join' AND (
 				m.room_id IN (SELECT room_id FROM memberships WHERE user_id = ?1 AND membership = 'join')
 				OR m.room_id IN (SELECT room_id FROM rooms WHERE public = true))
+		), named(user_id, displayname, avatar_url, deactivated) AS (
+			SELECT v.user_id,
+				CASE WHEN u.user_id IS NULL THEN coalesce(`+remote("displayname")+`, '') ELSE coalesce(p.displayname, '') END,
+				CASE WHEN u.user_id IS NULL THEN coalesce(`+remote("avatar_url")+`, '') ELSE coalesce(p.avatar_url, '') END,
+				coalesce(u.deactivated, false)
+			FROM visible v
+			LEFT JOIN profiles p ON p.user_id = v.user_id
+			LEFT JOIN users u ON u.user_id = v.user_id
 		)
-		SELECT v.user_id, coalesce(p.displayname, ''), coalesce(p.avatar_url, '')
-		FROM visible v
-		LEFT JOIN profiles p ON p.user_id = v.user_id
-		LEFT JOIN users u ON u.user_id = v.user_id
-		WHERE NOT coalesce(u.deactivated, false) AND v.user_id <> ?1
-		  AND (lower(v.user_id) LIKE lower(?2) ESCAPE '\' OR lower(coalesce(p.displayname, '')) LIKE lower(?2) ESCAPE '\')
-		ORDER BY v.user_id`+s.d.Collate+`
+		SELECT user_id, displayname, avatar_url FROM named
+		WHERE NOT deactivated AND user_id <> ?1
+		  AND (lower(user_id) LIKE lower(?2) ESCAPE '\' OR lower(displayname) LIKE lower(?2) ESCAPE '\')
+		ORDER BY user_id`+s.d.Collate+`
 		LIMIT ?3`, searcher, pattern, limit)
 	return collect(rows, err, func(r Rows, e *store.DirectoryEntry) error {
 		return r.Scan(&e.UserID, &e.DisplayName, &e.AvatarURL)

@@ -37,99 +37,153 @@ func (s *Shared) PersistGraphEvent(ctx context.Context, w *store.GraphWrite) (po
 	return pos, group, nil
 }
 
+func (s *Shared) PersistGraphEvents(ctx context.Context, ws []*store.GraphWrite) (pos, groups []int64, err error) {
+	err = s.b.Tx(ctx, func(tx Querier) error {
+		var err error
+		pos, groups, err = s.PersistGraphEventsTx(ctx, tx, ws)
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return pos, groups, nil
+}
+
 // PersistGraphEventTx is PersistGraphEvent inside tx (a backend's group
 // commit runs several in one transaction).
 func (s *Shared) PersistGraphEventTx(ctx context.Context, tx Querier, w *store.GraphWrite) (pos, group int64, err error) {
-	e := &w.Event
-	if e.RoomID == "" {
-		return 0, 0, errors.New("sqlstore: graph event without a room")
-	}
-	err = func() error {
-		pos, group = 0, 0
-		if err := s.b.Lock(ctx, tx, LockRoom, e.RoomID); err != nil {
-			return err
-		}
-		var exists bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM events WHERE event_id = ?)`, e.EventID).Scan(&exists); err != nil {
-			return err
-		}
-		if exists {
-			return store.ErrConflict
-		}
-		if w.Kind == store.KindRejected || w.Kind == store.KindOutlier {
-			return s.insertApart(ctx, tx, e, w.Kind, w.RejectedReason, &pos)
-		}
-		before := w.StateBefore
-		if w.NewStateBefore {
-			var err error
-			if before, err = s.newStateGroup(ctx, tx, e.RoomID, w.StateBefore, w.StateBeforeChanges); err != nil {
-				return err
-			}
-		}
-		group = before
-		if e.StateKey != nil {
-			var err error
-			own := []store.StateEntry{{Type: e.Type, StateKey: *e.StateKey, EventID: e.EventID, Membership: e.Membership}}
-			if group, err = s.newStateGroup(ctx, tx, e.RoomID, before, own); err != nil {
-				return err
-			}
-		}
-		if w.Kind == store.KindSoftFailed {
-			return s.insertApartWithState(ctx, tx, e, group, &pos)
-		}
-		if w.Kind != store.KindTimeline {
-			return errors.New("sqlstore: unknown event kind")
-		}
-		current := group
-		changes := w.CurrentChanges
-		if w.CurrentResolved {
-			var old int64
-			if err := tx.QueryRow(ctx, `SELECT state_group FROM rooms WHERE room_id = ?`, e.RoomID).Scan(&old); err != nil {
-				return notFound(err)
-			}
-			var err error
-			if current, err = s.newStateGroup(ctx, tx, e.RoomID, old, changes); err != nil {
-				return err
-			}
-		} else if e.StateKey != nil {
-			changes = []store.StateEntry{{Type: e.Type, StateKey: *e.StateKey, EventID: e.EventID, Membership: e.Membership}}
-		} else {
-			changes = nil
-		}
-		if err := s.b.InsertAtNewPositions(ctx, tx, "events", graphEventCols, [][]any{graphEventRow(e, group, store.KindTimeline, "", current)}); err != nil {
-			if s.b.IsUnique(err) {
-				return store.ErrConflict
-			}
-			return err
-		}
-		if err := tx.QueryRow(ctx, `SELECT pos FROM events WHERE event_id = ?`, e.EventID).Scan(&pos); err != nil {
-			return err
-		}
-		if e.Redacts != "" {
-			// Only the first redaction counts (as in PersistEvents).
-			if _, err := tx.Exec(ctx, `UPDATE events SET redacted_by = ? WHERE event_id = ? AND room_id = ? AND redacted_by = ''`, e.EventID, e.Redacts, e.RoomID); err != nil {
-				return err
-			}
-		}
-		if err := applyCurrentState(ctx, tx, e.RoomID, changes); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `UPDATE rooms SET state_group = ? WHERE room_id = ?`, current, e.RoomID); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM forward_extremities WHERE room_id = ?`, e.RoomID); err != nil {
-			return err
-		}
-		for _, id := range w.Extremities {
-			if _, err := tx.Exec(ctx, `INSERT INTO forward_extremities (room_id, event_id) VALUES (?, ?)`, e.RoomID, id); err != nil {
-				return err
-			}
-		}
-		return nil
-	}()
+	p, g, err := s.PersistGraphEventsTx(ctx, tx, []*store.GraphWrite{w})
 	if err != nil {
 		return 0, 0, err
 	}
+	return p[0], g[0], nil
+}
+
+// PersistGraphEventsTx is PersistGraphEvents inside tx. The room's current
+// state group and forward extremities are written once, after the last
+// timeline event (each write would replace the one before).
+func (s *Shared) PersistGraphEventsTx(ctx context.Context, tx Querier, ws []*store.GraphWrite) (pos, groups []int64, err error) {
+	if len(ws) == 0 {
+		return nil, nil, nil
+	}
+	roomID := ws[0].Event.RoomID
+	if roomID == "" {
+		return nil, nil, errors.New("sqlstore: graph event without a room")
+	}
+	if err := s.b.Lock(ctx, tx, LockRoom, roomID); err != nil {
+		return nil, nil, err
+	}
+	pos, groups = make([]int64, len(ws)), make([]int64, len(ws))
+	b := graphBatch{}
+	for i, w := range ws {
+		if w.Event.RoomID != roomID {
+			return nil, nil, errors.New("sqlstore: graph events of several rooms in one write")
+		}
+		if w.StateBeforeOf != 0 {
+			if w.StateBeforeOf < 1 || w.StateBeforeOf > i || groups[w.StateBeforeOf-1] == 0 {
+				return nil, nil, errors.New("sqlstore: a graph write's state is that of no earlier write")
+			}
+			cp := *w
+			cp.StateBefore, cp.StateBeforeOf = groups[w.StateBeforeOf-1], 0
+			w = &cp
+		}
+		if pos[i], groups[i], err = s.persistGraphEvent(ctx, tx, w, &b); err != nil {
+			return nil, nil, err
+		}
+	}
+	if b.timeline {
+		if _, err := tx.Exec(ctx, `UPDATE rooms SET state_group = ? WHERE room_id = ?`, b.current, roomID); err != nil {
+			return nil, nil, err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM forward_extremities WHERE room_id = ?`, roomID); err != nil {
+			return nil, nil, err
+		}
+		for _, id := range b.extremities {
+			if _, err := tx.Exec(ctx, `INSERT INTO forward_extremities (room_id, event_id) VALUES (?, ?)`, roomID, id); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	return pos, groups, nil
+}
+
+// graphBatch is what the timeline writes of one call leave to write once at
+// its end: the room's current state group and forward extremities.
+type graphBatch struct {
+	timeline    bool
+	current     int64
+	extremities []string
+}
+
+func (s *Shared) persistGraphEvent(ctx context.Context, tx Querier, w *store.GraphWrite, b *graphBatch) (pos, group int64, err error) {
+	e := &w.Event
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM events WHERE event_id = ?)`, e.EventID).Scan(&exists); err != nil {
+		return 0, 0, err
+	}
+	if exists {
+		return 0, 0, store.ErrConflict
+	}
+	if w.Kind == store.KindRejected || w.Kind == store.KindOutlier {
+		err = s.insertApart(ctx, tx, e, w.Kind, w.RejectedReason, &pos)
+		return pos, 0, err
+	}
+	before := w.StateBefore
+	if w.NewStateBefore {
+		if before, err = s.newStateGroup(ctx, tx, e.RoomID, w.StateBefore, w.StateBeforeChanges); err != nil {
+			return 0, 0, err
+		}
+	}
+	group = before
+	if e.StateKey != nil {
+		own := []store.StateEntry{{Type: e.Type, StateKey: *e.StateKey, EventID: e.EventID, Membership: e.Membership}}
+		if group, err = s.newStateGroup(ctx, tx, e.RoomID, before, own); err != nil {
+			return 0, 0, err
+		}
+	}
+	if w.Kind == store.KindSoftFailed {
+		err = s.insertApartWithState(ctx, tx, e, group, &pos)
+		return pos, group, err
+	}
+	if w.Kind != store.KindTimeline {
+		return 0, 0, errors.New("sqlstore: unknown event kind")
+	}
+	current := group
+	changes := w.CurrentChanges
+	if w.CurrentResolved {
+		old := b.current
+		if !b.timeline {
+			if err := tx.QueryRow(ctx, `SELECT state_group FROM rooms WHERE room_id = ?`, e.RoomID).Scan(&old); err != nil {
+				return 0, 0, notFound(err)
+			}
+		}
+		if current, err = s.newStateGroup(ctx, tx, e.RoomID, old, changes); err != nil {
+			return 0, 0, err
+		}
+	} else if e.StateKey != nil {
+		changes = []store.StateEntry{{Type: e.Type, StateKey: *e.StateKey, EventID: e.EventID, Membership: e.Membership}}
+	} else {
+		changes = nil
+	}
+	if err := s.b.InsertAtNewPositions(ctx, tx, "events", graphEventCols, [][]any{graphEventRow(e, group, store.KindTimeline, "", current)}); err != nil {
+		if s.b.IsUnique(err) {
+			return 0, 0, store.ErrConflict
+		}
+		return 0, 0, err
+	}
+	if err := tx.QueryRow(ctx, `SELECT pos FROM events WHERE event_id = ?`, e.EventID).Scan(&pos); err != nil {
+		return 0, 0, err
+	}
+	if e.Redacts != "" {
+		// Only the first redaction counts (as in PersistEvents).
+		if _, err := tx.Exec(ctx, `UPDATE events SET redacted_by = ? WHERE event_id = ? AND room_id = ? AND redacted_by = ''`, e.EventID, e.Redacts, e.RoomID); err != nil {
+			return 0, 0, err
+		}
+	}
+	if err := applyCurrentState(ctx, tx, e.RoomID, changes); err != nil {
+		return 0, 0, err
+	}
+	b.timeline, b.current, b.extremities = true, current, w.Extremities
 	return pos, group, nil
 }
 

@@ -51,7 +51,16 @@ func (s *Shared) uploadKeys(ctx context.Context, tx Querier, u *store.KeyUpload)
 			case err != nil:
 				return err
 			case oldEd != dk.Ed25519 || oldCurve != dk.Curve25519:
-				return store.ErrIdentityKeysChanged
+				// New identity keys (a new Olm account on the same device
+				// ID): the one-time and fallback keys stored so far belong to
+				// the old account and would only set up sessions the device
+				// cannot decrypt.
+				changed = true
+				for _, table := range []string{"one_time_keys", "fallback_keys"} {
+					if _, err := tx.Exec(ctx, `DELETE FROM `+table+` WHERE user_id = ? AND device_id = ?`, u.UserID, u.DeviceID); err != nil {
+						return err
+					}
+				}
 			default:
 				changed = !bytes.Equal(oldJSON, dk.JSON)
 			}
@@ -97,7 +106,7 @@ func (s *Shared) uploadKeys(ctx context.Context, tx Querier, u *store.KeyUpload)
 		}
 		if dk := u.DeviceKeys; dk != nil && changed {
 			if _, err := tx.Exec(ctx, `INSERT INTO device_keys (user_id, device_id, key_json, ed25519, curve25519) VALUES (?, ?, ?, ?, ?)
-				ON CONFLICT (user_id, device_id) DO UPDATE SET key_json = excluded.key_json`, u.UserID, u.DeviceID, []byte(dk.JSON), dk.Ed25519, dk.Curve25519); err != nil {
+				ON CONFLICT (user_id, device_id) DO UPDATE SET key_json = excluded.key_json, ed25519 = excluded.ed25519, curve25519 = excluded.curve25519`, u.UserID, u.DeviceID, []byte(dk.JSON), dk.Ed25519, dk.Curve25519); err != nil {
 				return err
 			}
 			if err := s.deviceListChanged(ctx, tx, u.UserID); err != nil {

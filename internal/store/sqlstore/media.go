@@ -6,16 +6,16 @@ import (
 	"conclave/internal/store"
 )
 
-const mediaCols = `media_id, user_id, content_type, filename, size, coalesce(sha256, ''), created_ts, uploaded_ts, quarantined, scan_status, restricted`
+const mediaCols = `media_id, user_id, content_type, filename, size, coalesce(sha256, ''), created_ts, uploaded_ts, quarantined, scan_status, restricted, origin, remote_id`
 
 func (s *Shared) CreateMedia(ctx context.Context, m *store.Media) error {
 	var sha *string // NULL until the content is uploaded
 	if m.SHA256 != "" {
 		sha = &m.SHA256
 	}
-	_, err := s.b.Write().Exec(ctx, `INSERT INTO media (media_id, user_id, content_type, filename, size, sha256, created_ts, uploaded_ts, quarantined, scan_status, restricted)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		m.MediaID, m.UserID, m.ContentType, m.Filename, m.Size, sha, m.CreatedTS, m.UploadedTS, m.Quarantined, m.ScanStatus, m.Restricted)
+	_, err := s.b.Write().Exec(ctx, `INSERT INTO media (media_id, user_id, content_type, filename, size, sha256, created_ts, uploaded_ts, quarantined, scan_status, restricted, origin, remote_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		m.MediaID, m.UserID, m.ContentType, m.Filename, m.Size, sha, m.CreatedTS, m.UploadedTS, m.Quarantined, m.ScanStatus, m.Restricted, m.Origin, m.RemoteID)
 	if s.b.IsUnique(err) {
 		return store.ErrConflict
 	}
@@ -23,9 +23,19 @@ func (s *Shared) CreateMedia(ctx context.Context, m *store.Media) error {
 }
 
 func (s *Shared) GetMedia(ctx context.Context, mediaID string) (*store.Media, error) {
+	return scanMedia(s.b.Read().QueryRow(ctx, `SELECT `+mediaCols+` FROM media WHERE media_id = ?`, mediaID))
+}
+
+func (s *Shared) GetRemoteMedia(ctx context.Context, origin, remoteID string) (*store.Media, error) {
+	if origin == "" {
+		return nil, store.ErrNotFound
+	}
+	return scanMedia(s.b.Read().QueryRow(ctx, `SELECT `+mediaCols+` FROM media WHERE origin = ? AND remote_id = ?`, origin, remoteID))
+}
+
+func scanMedia(row Row) (*store.Media, error) {
 	var m store.Media
-	err := s.b.Read().QueryRow(ctx, `SELECT `+mediaCols+` FROM media WHERE media_id = ?`, mediaID).
-		Scan(&m.MediaID, &m.UserID, &m.ContentType, &m.Filename, &m.Size, &m.SHA256, &m.CreatedTS, &m.UploadedTS, &m.Quarantined, &m.ScanStatus, &m.Restricted)
+	err := row.Scan(&m.MediaID, &m.UserID, &m.ContentType, &m.Filename, &m.Size, &m.SHA256, &m.CreatedTS, &m.UploadedTS, &m.Quarantined, &m.ScanStatus, &m.Restricted, &m.Origin, &m.RemoteID)
 	if err != nil {
 		return nil, notFound(err)
 	}

@@ -123,6 +123,9 @@ type Dialect struct {
 	// ApartPos is a query for the next negative event position (events
 	// clients never see: outliers, soft-failed and rejected events).
 	ApartPos string
+	// ContentField is the SQL text of content.<key> of the event JSON in
+	// column col (stored as bytes), NULL when absent.
+	ContentField func(col, key string) string
 }
 
 // In returns the condition "expr is one of vals" and args with the

@@ -319,3 +319,79 @@ func testRemoteMemberships(t *testing.T, s store.Store) {
 	_, err = s.GetRemoteMembership(ctx(), "!nope:y", "@me:x")
 	wantErr(t, err, store.ErrNotFound)
 }
+
+// testGraphBatch: a run of events written in one PersistGraphEvents call,
+// each one's state before being the state after an earlier one of the same
+// call; a rejected one in the middle; and a call with an event already
+// stored, which writes nothing at all.
+func testGraphBatch(t *testing.T, s store.Store) {
+	g := newGraphRoom(t, s, "!batch:x")
+	base := g.head[0]
+	baseState := stateOf(t, s, g.groups[base])
+	m1 := g.ev("m.room.message", nil, "@a:x", `{"body":"1"}`)
+	m1.PrevEvents = []string{base}
+	topic := g.ev("m.room.topic", sk(""), "@a:x", `{"topic":"t"}`)
+	topic.PrevEvents = []string{m1.EventID}
+	rej := g.ev("m.room.power_levels", sk(""), "@c:x", `{}`)
+	rej.PrevEvents = []string{topic.EventID}
+	join := g.ev("m.room.member", sk("@b:x"), "@b:x", `{"membership":"join"}`)
+	join.Membership = "join"
+	join.PrevEvents = []string{topic.EventID}
+	m2 := g.ev("m.room.message", nil, "@b:x", `{"body":"2"}`)
+	m2.PrevEvents = []string{join.EventID}
+	ws := []*store.GraphWrite{
+		{Event: m1, StateBefore: g.groups[base], Extremities: []string{m1.EventID}},
+		{Event: topic, StateBeforeOf: 1, Extremities: []string{topic.EventID}},
+		{Event: rej, Kind: store.KindRejected, RejectedReason: "no"},
+		{Event: join, StateBeforeOf: 2, Extremities: []string{join.EventID}},
+		{Event: m2, StateBeforeOf: 4, Extremities: []string{m2.EventID}},
+	}
+	pos, groups, err := s.PersistGraphEvents(ctx(), ws)
+	must(t, err)
+	if len(pos) != 5 || len(groups) != 5 || pos[0] <= 0 || pos[1] <= pos[0] || pos[2] >= 0 || pos[3] <= pos[1] || pos[4] <= pos[3] {
+		t.Fatalf("positions %v", pos)
+	}
+	if groups[0] != g.groups[base] || groups[1] == groups[0] || groups[2] != 0 || groups[3] == groups[1] || groups[4] != groups[3] {
+		t.Fatalf("groups %v (base %d)", groups, g.groups[base])
+	}
+	want := clone(baseState)
+	want["m.room.topic|"] = topic.EventID
+	equal(t, "state after the topic", stateOf(t, s, groups[1]), want)
+	want["m.room.member|@b:x"] = join.EventID
+	equal(t, "state after the last", stateOf(t, s, groups[4]), want)
+	cur, err := s.RoomStateGroup(ctx(), "!batch:x")
+	must(t, err)
+	equal(t, "current group", cur, groups[4])
+	snap, err := s.LoadRoomSnapshot(ctx(), "!batch:x")
+	must(t, err)
+	equal(t, "extremities", snap.Extremities, []string{m2.EventID})
+	equal(t, "current state rows", len(snap.State), len(want))
+	mem, err := s.UserMemberships(ctx(), "@b:x")
+	must(t, err)
+	if len(mem) != 1 || mem[0].Membership != "join" || mem[0].Pos != pos[3] {
+		t.Fatalf("memberships of @b:x: %+v", mem)
+	}
+	evs, err := s.RoomEvents(ctx(), store.RoomEventsQuery{RoomID: "!batch:x", Backwards: true, Limit: 4})
+	must(t, err)
+	equal(t, "timeline", eventIDs(evs), []string{m2.EventID, join.EventID, topic.EventID, m1.EventID})
+
+	// All or nothing: the second write is an event already stored.
+	m3 := g.ev("m.room.message", nil, "@b:x", `{"body":"3"}`)
+	m3.PrevEvents = []string{m2.EventID}
+	_, _, err = s.PersistGraphEvents(ctx(), []*store.GraphWrite{
+		{Event: m3, StateBefore: groups[4], Extremities: []string{m3.EventID}},
+		{Event: m2, StateBeforeOf: 1, Extremities: []string{m2.EventID}},
+	})
+	wantErr(t, err, store.ErrConflict)
+	got, err := s.GetPDUs(ctx(), []string{m3.EventID})
+	must(t, err)
+	equal(t, "events of a failed call", len(got), 0)
+	snap, err = s.LoadRoomSnapshot(ctx(), "!batch:x")
+	must(t, err)
+	equal(t, "extremities after a failed call", snap.Extremities, []string{m2.EventID})
+	// A write naming no earlier write is refused.
+	_, _, err = s.PersistGraphEvents(ctx(), []*store.GraphWrite{{Event: m3, StateBeforeOf: 1, Extremities: []string{m3.EventID}}})
+	if err == nil {
+		t.Fatal("a write whose state is its own was taken")
+	}
+}

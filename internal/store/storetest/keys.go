@@ -44,9 +44,25 @@ func testUploadKeys(t *testing.T, s store.Store) {
 	if c, _ := s.OneTimeKeyCounts(ctx(), "@a:x", "D"); c["signed_curve25519"] != 2 {
 		t.Fatalf("a refused upload stored keys: %v", c)
 	}
-	// Identity keys cannot change.
-	_, _, err = s.UploadKeys(ctx(), &store.KeyUpload{UserID: "@a:x", DeviceID: "D", DeviceKeys: devKeys("@a:x", "D", "ed2")})
-	wantErr(t, err, store.ErrIdentityKeysChanged)
+	// New identity keys replace the old ones and drop the old account's
+	// one-time and fallback keys; the new upload's own keys are kept.
+	_, _, err = s.UploadKeys(ctx(), &store.KeyUpload{UserID: "@a:x", DeviceID: "D", FallbackKeys: []store.OneTimeKey{otk("signed_curve25519", "fb0")}})
+	must(t, err)
+	before0 := maxPos(t, s)
+	counts, changed, err = s.UploadKeys(ctx(), &store.KeyUpload{UserID: "@a:x", DeviceID: "D", DeviceKeys: devKeys("@a:x", "D", "ed2"),
+		OneTimeKeys: []store.OneTimeKey{otk("signed_curve25519", "n1")}})
+	must(t, err)
+	if !changed || counts["signed_curve25519"] != 1 || counts["curve25519"] != 0 || maxPos(t, s) <= before0 {
+		t.Fatalf("new identity keys: counts %v changed %v", counts, changed)
+	}
+	if algs, _ := s.UnusedFallbackKeyAlgorithms(ctx(), "@a:x", "D"); len(algs) != 0 {
+		t.Fatalf("the old account's fallback key survived: %v", algs)
+	}
+	if ks, _ := s.DeviceKeys(ctx(), "@a:x", nil); len(ks) != 1 || ks[0].Ed25519 != "ed2" {
+		t.Fatalf("device keys %+v", ks)
+	}
+	_, _, err = s.UploadKeys(ctx(), &store.KeyUpload{UserID: "@a:x", DeviceID: "D", DeviceKeys: devKeys("@a:x", "D", "ed1")})
+	must(t, err)
 	// Other JSON with the same identity keys is a change.
 	dk := devKeys("@a:x", "D", "ed1")
 	dk.JSON = json.RawMessage(`{"ed":"ed1","more":true}`)

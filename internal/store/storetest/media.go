@@ -86,3 +86,38 @@ func testMedia(t *testing.T, s store.Store) {
 		t.Fatalf("scan %+v", sr)
 	}
 }
+
+// testRemoteMedia: cached remote media are rows of their own, found by
+// origin and remote media ID, one per pair.
+func testRemoteMedia(t *testing.T, s store.Store) {
+	r := &store.Media{MediaID: "loc1", ContentType: "image/png", Size: 4, SHA256: "rh", CreatedTS: 7, UploadedTS: 7, Restricted: true, Origin: "other.example:8448", RemoteID: "abc"}
+	must(t, s.CreateMedia(ctx(), r))
+	got, err := s.GetRemoteMedia(ctx(), "other.example:8448", "abc")
+	must(t, err)
+	if *got != *r {
+		t.Fatalf("remote media %+v, want %+v", got, r)
+	}
+	if got, err := s.GetMedia(ctx(), "loc1"); err != nil || got.Origin != r.Origin || got.RemoteID != "abc" {
+		t.Fatalf("by local ID: %+v %v", got, err)
+	}
+	_, err = s.GetRemoteMedia(ctx(), "other.example:8448", "abd")
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.GetRemoteMedia(ctx(), "", "loc1")
+	wantErr(t, err, store.ErrNotFound)
+	// Another process caching the same media meanwhile: one row wins.
+	wantErr(t, s.CreateMedia(ctx(), &store.Media{MediaID: "loc2", CreatedTS: 8, Origin: "other.example:8448", RemoteID: "abc"}), store.ErrConflict)
+	// The same remote ID from another server is another media.
+	must(t, s.CreateMedia(ctx(), &store.Media{MediaID: "loc3", CreatedTS: 8, Quarantined: true, Origin: "third.example", RemoteID: "abc"}))
+	// A quarantined placeholder gets its content later.
+	must(t, s.CompleteMedia(ctx(), &store.Media{MediaID: "loc3", ContentType: "text/plain", Size: 1, SHA256: "rh2", UploadedTS: 9, Restricted: true}))
+	got, err = s.GetRemoteMedia(ctx(), "third.example", "abc")
+	must(t, err)
+	if got.SHA256 != "rh2" || !got.Quarantined || got.MediaID != "loc3" {
+		t.Fatalf("completed placeholder %+v", got)
+	}
+	// Local media with the same ID as a remote one's are not remote.
+	must(t, s.CreateMedia(ctx(), &store.Media{MediaID: "abc", UserID: "@a:x", CreatedTS: 1}))
+	if got, _ := s.GetRemoteMedia(ctx(), "other.example:8448", "abc"); got.MediaID != "loc1" {
+		t.Fatalf("remote lookup found %+v", got)
+	}
+}

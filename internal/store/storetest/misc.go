@@ -37,6 +37,58 @@ func testAccountData(t *testing.T, s store.Store) {
 	equal(t, "since", len(items), 1)
 	items, _ = s.AccountDataSince(ctx(), "@a:x", p3)
 	equal(t, "nothing new", len(items), 0)
+
+	// Compare-and-swap: only from the content read.
+	tag := func(old, content string) (int64, bool) {
+		var o json.RawMessage
+		if old != "" {
+			o = json.RawMessage(old)
+		}
+		pos, ok, err := s.SwapAccountData(ctx(), "@a:x", "!r:x", "m.tag", o, json.RawMessage(content))
+		must(t, err)
+		return pos, ok
+	}
+	if _, ok := tag(`{"tags":{}}`, `{"tags":{"x":{}}}`); ok {
+		t.Fatal("swapped from content that is not stored")
+	}
+	p4, ok := tag("", `{"tags":{"a":{}}}`)
+	if !ok || p4 <= p3 {
+		t.Fatalf("first swap: %v at %d", ok, p4)
+	}
+	if _, ok := tag("", `{"tags":{"b":{}}}`); ok {
+		t.Fatal("swapped as if absent, though present")
+	}
+	p5, ok := tag(`{"tags":{"a":{}}}`, `{"tags":{"a":{},"b":{}}}`)
+	if !ok || p5 <= p4 {
+		t.Fatalf("second swap: %v at %d", ok, p5)
+	}
+	c, _ = s.GetAccountData(ctx(), "@a:x", "!r:x", "m.tag")
+	equal(t, "swapped content", string(c), `{"tags":{"a":{},"b":{}}}`)
+	items, _ = s.AccountDataSince(ctx(), "@a:x", p3)
+	if len(items) != 1 || items[0].Pos != p5 {
+		t.Fatalf("since a swap: %+v", items)
+	}
+	// Concurrent swaps from one read: exactly one wins.
+	var wins int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, ok, err := s.SwapAccountData(ctx(), "@a:x", "!r:x", "m.tag", json.RawMessage(`{"tags":{"a":{},"b":{}}}`), json.RawMessage(fmt.Sprintf(`{"tags":{"w%d":{}}}`, i)))
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				mu.Lock()
+				wins++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	equal(t, "concurrent winners", wins, 1)
 }
 
 func testReceipts(t *testing.T, s store.Store) {
@@ -152,4 +204,36 @@ func testDirectory(t *testing.T, s store.Store) {
 	equal(t, "limit", len(es), 2)
 	must(t, s.Deactivate(ctx(), "@bob:x"))
 	equal(t, "deactivated hidden", search("@alice:x", "bob"), []string(nil))
+
+	// Users of other servers (no users row): their profile is their latest
+	// join event's.
+	remote := func(user, content string) store.NewEvent {
+		e := r.ev("m.room.member", sk(user), user, content)
+		e.Membership = "join"
+		return e
+	}
+	r.send(t, remote("@zed:other", `{"membership":"join","displayname":"Old Name"}`))
+	r.send(t, remote("@zed:other", `{"membership":"join","displayname":"Zorro Zed","avatar_url":"mxc://other/z"}`))
+	r.send(t, remote("@yan:other", `{"membership":"join","displayname":17}`))
+	es, err := s.SearchUserDirectory(ctx(), "@alice:x", "zorro", 10)
+	must(t, err)
+	if len(es) != 1 || es[0].UserID != "@zed:other" || es[0].DisplayName != "Zorro Zed" || es[0].AvatarURL != "mxc://other/z" {
+		t.Fatalf("remote user by display name: %+v", es)
+	}
+	equal(t, "an old name is no name", search("@alice:x", "old name"), []string(nil))
+	equal(t, "remote users by ID", search("@alice:x", ":other"), []string{"@yan:other", "@zed:other"})
+	equal(t, "not shared with dave", search("@dave:x", "zorro"), []string(nil))
+}
+
+func testServerNotices(t *testing.T, s store.Store) {
+	_, err := s.NoticeRoom(ctx(), "@a:x")
+	wantErr(t, err, store.ErrNotFound)
+	must(t, s.SetNoticeRoom(ctx(), "@a:x", "!one:x"))
+	must(t, s.SetNoticeRoom(ctx(), "@b:x", "!two:x"))
+	must(t, s.SetNoticeRoom(ctx(), "@a:x", "!three:x"))
+	r, err := s.NoticeRoom(ctx(), "@a:x")
+	must(t, err)
+	equal(t, "replaced", r, "!three:x")
+	r, _ = s.NoticeRoom(ctx(), "@b:x")
+	equal(t, "other user", r, "!two:x")
 }
