@@ -37,12 +37,22 @@ const backfillRetry = time.Minute
 // earliest events in the room), and stores what they give. It returns how
 // many events joined the room's history here (0 when there is nothing to
 // ask for, or no server had more). Concurrent calls for one room wait for
-// each other, so a page is fetched once; points that gave nothing are not
-// asked about again for a minute.
+// each other, so a page is fetched once: a call that finds its points
+// filled meanwhile answers 1 (read the page again) without asking. Points
+// that gave nothing are not asked about again for a minute.
 func (s *Service) BackfillRoom(ctx context.Context, roomID string, points []string, limit int) (int, error) {
 	unlock := s.backfillLock(roomID)
 	defer unlock()
-	if len(points) == 0 {
+	if len(points) > 0 {
+		left, err := s.Rooms.NotInHistory(ctx, points)
+		if err != nil {
+			return 0, err
+		}
+		if len(left) == 0 {
+			return 1, nil
+		}
+		points = left
+	} else {
 		var err error
 		if points, err = s.Rooms.BackfillPoints(ctx, roomID); err != nil || len(points) == 0 {
 			return 0, err

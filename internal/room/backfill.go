@@ -202,7 +202,13 @@ func (s *Service) MissingPrevs(ctx context.Context, roomID string, rows []store.
 	if len(prevs) == 0 {
 		return nil, nil
 	}
-	have, err := s.store.GetPDUs(ctx, prevs)
+	return s.NotInHistory(ctx, prevs)
+}
+
+// NotInHistory returns those of ids (at most maxBackfillPoints) that are
+// not in the room's history here: unknown, or known only as outliers.
+func (s *Service) NotInHistory(ctx context.Context, ids []string) ([]string, error) {
+	have, err := s.store.GetPDUs(ctx, ids)
 	if err != nil {
 		return nil, err
 	}
@@ -211,9 +217,9 @@ func (s *Service) MissingPrevs(ctx context.Context, roomID string, rows []store.
 		kinds[p.EventID] = p.Kind
 	}
 	var out []string
-	for _, p := range prevs {
-		if k, ok := kinds[p]; !ok || k == store.KindOutlier {
-			out = append(out, p)
+	for _, id := range ids {
+		if k, ok := kinds[id]; !ok || k == store.KindOutlier {
+			out = append(out, id)
 			if len(out) == maxBackfillPoints {
 				break
 			}
