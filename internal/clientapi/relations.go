@@ -151,6 +151,18 @@ func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request, s *store.
 		return
 	}
 	se, err := a.Rooms.EventAtTimestamp(r.Context(), roomID, s.UserID, ts, backwards)
+	if a.Federation != nil && a.closerElsewhere(r, roomID, se, err, backwards) {
+		// Another server may have a closer event in history this server
+		// lacks: ask it, keep what it has, and look again (Server-Server
+		// API, timestamp_to_event; as Synapse does).
+		found, ferr := a.Federation.FetchEventAtTimestamp(r.Context(), roomID, ts, backwards)
+		if ferr != nil {
+			a.Federation.Log.Warn("timestamp_to_event: asking other servers", "room", roomID, "err", ferr)
+		}
+		if found {
+			se, err = a.Rooms.EventAtTimestamp(r.Context(), roomID, s.UserID, ts, backwards)
+		}
+	}
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return
@@ -161,4 +173,20 @@ func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request, s *store.
 		return
 	}
 	jsonhttp.OK(w, map[string]any{"event_id": se.EventID, "origin_server_ts": pdu.OriginServerTS})
+}
+
+// closerElsewhere reports whether another server may have an event closer
+// to the timestamp than the one found here: none was found (the user may
+// read the room), or, looking forwards, the one found follows a hole in the
+// history here (its prev events are missing).
+func (a *API) closerElsewhere(r *http.Request, roomID string, found *store.StoredEvent, err error, backwards bool) bool {
+	if err != nil {
+		me, ok := matrix.AsError(err)
+		return ok && me.Code == matrix.ErrNotFound
+	}
+	if backwards {
+		return false
+	}
+	missing, err := a.Rooms.MissingPrevs(r.Context(), roomID, []store.StoredEvent{*found})
+	return err == nil && len(missing) > 0
 }

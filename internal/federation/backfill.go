@@ -150,3 +150,62 @@ type roomBackfill struct {
 	mu    sync.Mutex
 	users int
 }
+
+// FetchEventAtTimestamp asks the servers in the room (at most 3, 10 s in
+// all) for the event closest to ts in the direction given
+// (/timestamp_to_event), fetches it (/event) and stores it in the room's
+// backfilled history, checked like any backfilled event, so that a client
+// can read it and page from it (Server-Server API, timestamp_to_event: "it
+// should try to backfill this event"). It reports whether an event was
+// found and is now in the history here.
+func (s *Service) FetchEventAtTimestamp(ctx context.Context, roomID string, ts int64, backwards bool) (bool, error) {
+	rv, err := s.Rooms.RoomVersion(ctx, roomID)
+	if err != nil {
+		return false, err
+	}
+	servers, err := s.Rooms.ServersInRoom(ctx, roomID)
+	if err != nil {
+		return false, err
+	}
+	dir := "f"
+	if backwards {
+		dir = "b"
+	}
+	ctx, cancel := context.WithTimeout(ctx, backfillTimeout)
+	defer cancel()
+	var errs []error
+	asked := 0
+	for _, dest := range servers {
+		if dest == s.ServerName || asked == backfillServers {
+			continue
+		}
+		asked++
+		found, err := s.Client.TimestampToEvent(ctx, dest, roomID, ts, dir)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", dest, err))
+			continue
+		}
+		if have, err := s.Rooms.NotInHistory(ctx, []string{found.EventID}); err == nil && len(have) == 0 {
+			return true, nil
+		}
+		tx, err := s.Client.GetEvent(ctx, dest, found.EventID)
+		if err != nil || len(tx.PDUs) != 1 {
+			errs = append(errs, fmt.Errorf("%s: fetching %s: %v", dest, found.EventID, err))
+			continue
+		}
+		ev, err := s.checkPDU(ctx, rv, tx.PDUs[0])
+		if err != nil || ev.RoomID != roomID || ev.EventID != found.EventID {
+			errs = append(errs, fmt.Errorf("%s: %s is not a valid event of the room: %v", dest, found.EventID, err))
+			continue
+		}
+		n, err := s.Rooms.ImportBackfill(ctx, roomID, []*event.PDU{ev})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", dest, err))
+			continue
+		}
+		if n > 0 {
+			return true, nil
+		}
+	}
+	return false, errors.Join(errs...)
+}

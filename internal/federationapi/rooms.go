@@ -38,6 +38,7 @@ func (a *API) registerRooms(mux Mux) {
 	sign("GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}", a.eventAuth)
 	sign("POST /_matrix/federation/v1/get_missing_events/{roomId}", a.getMissingEvents)
 	sign("GET /_matrix/federation/v1/backfill/{roomId}", a.backfill)
+	sign("GET /_matrix/federation/v1/timestamp_to_event/{roomId}", a.timestampToEvent)
 	sign("PUT /_matrix/federation/v2/invite/{roomId}/{eventId}", a.invite)
 }
 
@@ -385,6 +386,40 @@ func (a *API) backfill(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	jsonhttp.OK(w, a.txnShape(evs))
+}
+
+// timestampToEvent: GET /_matrix/federation/v1/timestamp_to_event/{roomId}
+// ?ts=&dir=, the event of the room closest to ts in that direction, for a
+// server in the room (as Synapse, which filters nothing more: the asking
+// server then fetches the event with /event, which does).
+func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request) {
+	roomID := r.PathValue("roomId")
+	if err := a.mayRead(r, roomID); err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
+	if err != nil || ts < 0 {
+		jsonhttp.Error(w, r, matrix.InvalidParam("ts must be a timestamp in milliseconds"))
+		return
+	}
+	dir := q.Get("dir")
+	if dir != "b" && dir != "f" {
+		jsonhttp.Error(w, r, matrix.InvalidParam("dir must be b or f"))
+		return
+	}
+	ev, err := a.Rooms.ServerEventAtTimestamp(r.Context(), roomID, ts, dir == "b")
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	pdu, err := a.Rooms.Event(r.Context(), ev)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	jsonhttp.OK(w, map[string]any{"event_id": ev.EventID, "origin_server_ts": pdu.OriginServerTS})
 }
 
 // invite: PUT /_matrix/federation/v2/invite/{roomId}/{eventId}, an invite
