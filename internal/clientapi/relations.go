@@ -1,7 +1,9 @@
 package clientapi
 
 import (
+	"math"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"conclave/internal/jsonhttp"
@@ -177,16 +179,24 @@ func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request, s *store.
 
 // closerElsewhere reports whether another server may have an event closer
 // to the timestamp than the one found here: none was found (the user may
-// read the room), or, looking forwards, the one found follows a hole in the
-// history here (its prev events are missing).
+// read the room), or the one found is next to a hole in the history here
+// in the direction looked — forwards, its prev events are missing;
+// backwards, the event after it in the room's topological order does not
+// cite it (Synapse's is_event_next_to_backward_gap / forward_gap).
 func (a *API) closerElsewhere(r *http.Request, roomID string, found *store.StoredEvent, err error, backwards bool) bool {
+	ctx := r.Context()
 	if err != nil {
 		me, ok := matrix.AsError(err)
 		return ok && me.Code == matrix.ErrNotFound
 	}
-	if backwards {
+	if !backwards {
+		missing, err := a.Rooms.MissingPrevs(ctx, roomID, []store.StoredEvent{*found})
+		return err == nil && len(missing) > 0
+	}
+	next, err := a.Store.RoomEvents(ctx, store.RoomEventsQuery{RoomID: roomID, WithBackfilled: true, Topological: true, Limit: 1,
+		After: math.MinInt64, Before: math.MaxInt64, AfterTopo: &store.TopoPoint{Depth: room.DepthOf(found.JSON), Pos: found.Pos}})
+	if err != nil || len(next) == 0 {
 		return false
 	}
-	missing, err := a.Rooms.MissingPrevs(r.Context(), roomID, []store.StoredEvent{*found})
-	return err == nil && len(missing) > 0
+	return !slices.Contains(room.PrevEventsOf(next[0].JSON), found.EventID)
 }
