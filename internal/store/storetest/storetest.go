@@ -40,6 +40,7 @@ func Run(t *testing.T, open Opener) {
 		{"GraphStateChains", testGraphStateChains},
 		{"GraphJoinedRoom", testGraphJoinedRoom},
 		{"GraphBatch", testGraphBatch},
+		{"Backfill", testBackfill},
 		{"RemoteMemberships", testRemoteMemberships},
 		{"RoomChanged", testRoomChanged},
 		{"ConcurrentRoomWriters", testConcurrentRoomWriters},
