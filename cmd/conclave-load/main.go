@@ -30,6 +30,8 @@ scenarios:
   join-large-room   a newcomer joins a room of L members: join time and first /sync
   idle              U users long-poll with no traffic: server memory per client and CPU
   e2ee              key upload and claim storms, to-device fan-out to a user's many devices
+  sliding-sync      simplified sliding sync (Element X): first and incremental responses for an
+                    account in --ss-rooms rooms; U idle long-polling connections: memory and CPU
 
 The server must run on this machine (loopback URL) and without rate limits
 (conclave serve --enable-registration --rate-limits=false; or give --secret
@@ -85,6 +87,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		devices  = fs.Int("devices", 50, "e2ee: devices of the target user")
 		otks     = fs.Int("otks", 50, "e2ee: one-time keys per device")
 		claimers = fs.Int("claimers", 20, "e2ee: concurrent claimers")
+		ssRooms  = fs.Int("ss-rooms", 1000, "sliding-sync: rooms of the measured account")
 	)
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -155,6 +158,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		result, err = loadtest.JoinLargeRoom(ctx, cfg, loadtest.JoinLargeRoomParams{Members: *large})
 	case "idle":
 		result, err = loadtest.Idle(ctx, cfg, loadtest.IdleParams{Users: *users, For: *idleSecs})
+	case "sliding-sync":
+		result, err = loadtest.SlidingSync(ctx, cfg, loadtest.SlidingSyncParams{Rooms: *ssRooms, Users: *users, For: *idleSecs})
 	case "e2ee":
 		result, err = loadtest.E2EE(ctx, cfg, loadtest.E2EEParams{Devices: *devices, OneTimeKeys: *otks, Claimers: *claimers})
 	default:

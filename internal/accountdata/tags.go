@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"hash/fnv"
+	"sync"
 
 	"conclave/internal/changes"
 	"conclave/internal/matrix"
@@ -104,6 +106,12 @@ func (s *Service) readTags(ctx context.Context, userID, roomID string) (json.Raw
 // compare-and-swap, so two tag changes at once (two devices, two
 // processes) both land.
 func (s *Service) changeTags(ctx context.Context, userID, roomID string, change func(map[string]json.RawMessage) bool) error {
+	// One change at a time per user in this process, so a burst of tag
+	// changes does not spin on the swap; the swap itself covers changes
+	// through other processes.
+	mu := &tagLocks[fnv32(userID)%uint32(len(tagLocks))]
+	mu.Lock()
+	defer mu.Unlock()
 	for range maxSwapAttempts {
 		old, tags, err := s.readTags(ctx, userID, roomID)
 		if err != nil {
@@ -136,4 +144,13 @@ func (s *Service) changeTags(ctx context.Context, userID, roomID string, change 
 		}
 	}
 	return matrix.Errorf(503, matrix.ErrUnknown, "The room's tags changed too often to apply this change; try again")
+}
+
+// tagLocks serialise tag changes per user (striped: bounded memory).
+var tagLocks [64]sync.Mutex
+
+func fnv32(s string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(s))
+	return h.Sum32()
 }

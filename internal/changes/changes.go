@@ -49,11 +49,12 @@ const (
 	ToDevice                  // user ID: a to-device message for one of the user's devices
 	KeyCounts                 // user ID: one-time or fallback key counts of the user's devices changed
 	Sessions                  // user ID: the user's access tokens or devices changed (ticks only)
+	RoomResolved              // room ID: a received event's write changed the current state by state resolution
 	numKinds
 )
 
 var kindNames = [numKinds]string{"room-events", "room-relations", "room-members", "receipts", "device-lists",
-	"user-devices", "memberships", "account-data", "to-device", "key-counts", "sessions"}
+	"user-devices", "memberships", "account-data", "to-device", "key-counts", "sessions", "room-resolved"}
 
 func (k Kind) String() string {
 	if k < numKinds {

@@ -23,6 +23,7 @@ import (
 	"conclave/internal/push"
 	"conclave/internal/receipts"
 	"conclave/internal/room"
+	"conclave/internal/slidingsync"
 	"conclave/internal/store"
 	"conclave/internal/syncer"
 	"conclave/internal/typing"
@@ -35,6 +36,8 @@ type Deps struct {
 	Accounts *accounts.Service
 	Rooms    *room.Service
 	Sync     *syncer.Service
+	// SlidingSync serves simplified sliding sync (MSC4186); nil: off.
+	SlidingSync *slidingsync.Service
 
 	Profiles    *profile.Service
 	AccountData *accountdata.Service
@@ -82,6 +85,7 @@ func (a *API) Register(mux Mux) {
 	a.registerAccounts(mux)
 	a.registerRooms(mux)
 	a.registerSync(mux)
+	a.registerSlidingSync(mux)
 	a.registerProfile(mux)
 	a.registerAccountData(mux)
 	a.registerFilter(mux)

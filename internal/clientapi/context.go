@@ -64,8 +64,8 @@ func (a *API) eventContext(w http.ResponseWriter, r *http.Request, s *store.Sess
 		state = append(state, event.AppendClientEvent(nil, p, nil))
 	}
 	jsonhttp.OK(w, map[string]any{
-		"start":         posToken(res.Start),
-		"end":           posToken(res.End),
+		"start":         msgPoint{topo: true, depth: res.Start.Depth, pos: res.Start.Pos}.String(),
+		"end":           msgPoint{topo: true, depth: res.End.Depth, pos: res.End.Pos}.String(),
 		"event":         formatted[nb],
 		"events_before": formatted[:nb],
 		"events_after":  formatted[nb+1:],

@@ -19,8 +19,12 @@ func (a *API) registerDiscovery(mux Mux) {
 
 func (a *API) versions(w http.ResponseWriter, r *http.Request) {
 	jsonhttp.OK(w, map[string]any{
-		"versions":          supportedVersions,
-		"unstable_features": map[string]bool{},
+		"versions": supportedVersions,
+		"unstable_features": map[string]bool{
+			// Simplified sliding sync (MSC4186; slidingsync.go): what
+			// matrix-rust-sdk (Element X) looks for before it syncs.
+			"org.matrix.simplified_msc3575": a.SlidingSync != nil,
+		},
 	})
 }
 

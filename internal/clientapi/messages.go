@@ -1,14 +1,19 @@
 package clientapi
 
 import (
+	"context"
 	"encoding/json"
+	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"conclave/internal/event"
 	"conclave/internal/jsonhttp"
 	"conclave/internal/matrix"
+	"conclave/internal/room"
 	"conclave/internal/store"
 	"conclave/internal/syncfilter"
 )
@@ -34,6 +39,138 @@ func parsePosToken(tok string) (int64, bool) {
 }
 
 func posToken(pos int64) string { return "t" + strconv.FormatInt(pos, 10) }
+
+// msgPoint is where /messages pages from or to. /messages pages a room in
+// topological order, (depth, position), as Synapse does, so that history
+// backfilled into a gap (stored at negative positions, below everything)
+// comes where it belongs. Its own tokens are topological: "d12_-40" is the
+// point just after the event of depth 12 at position -40. Stream tokens
+// (sync's next_batch and prev_batch, "t123", /context's) bound the stream
+// position instead, the rows still in topological order.
+type msgPoint struct {
+	topo       bool
+	depth, pos int64
+}
+
+func (p msgPoint) String() string {
+	if !p.topo {
+		return posToken(p.pos)
+	}
+	return "d" + strconv.FormatInt(p.depth, 10) + "_" + strconv.FormatInt(p.pos, 10)
+}
+
+// parseMessagesPoint reads a /messages from or to token.
+func parseMessagesPoint(tok string) (msgPoint, bool) {
+	if rest, ok := strings.CutPrefix(tok, "d"); ok {
+		d, p, ok := strings.Cut(rest, "_")
+		depth, err1 := strconv.ParseInt(d, 10, 64)
+		pos, err2 := strconv.ParseInt(p, 10, 64)
+		// Both ends of int64 are kept out: bounds add one to them.
+		if !ok || err1 != nil || err2 != nil || pos == math.MaxInt64 || pos == math.MinInt64 {
+			return msgPoint{}, false
+		}
+		return msgPoint{topo: true, depth: depth, pos: pos}, true
+	}
+	// "t-12": a stream token below the timeline (a /context of a
+	// backfilled event).
+	if rest, ok := strings.CutPrefix(tok, "t-"); ok {
+		n, err := strconv.ParseInt(rest, 10, 64)
+		if err != nil || n <= 0 {
+			return msgPoint{}, false
+		}
+		return msgPoint{pos: -n}, true
+	}
+	pos, ok := parsePosToken(tok)
+	if !ok || pos == math.MaxInt64 {
+		return msgPoint{}, false
+	}
+	return msgPoint{pos: pos}, true
+}
+
+// bound makes p the upper bound of q (upper: the rows before p) or its
+// lower bound (the rows after p).
+func (p msgPoint) bound(q *store.RoomEventsQuery, upper bool) {
+	switch {
+	case p.topo && upper:
+		q.BeforeTopo = &store.TopoPoint{Depth: p.depth, Pos: p.pos + 1}
+	case p.topo:
+		q.AfterTopo = &store.TopoPoint{Depth: p.depth, Pos: p.pos}
+	case upper:
+		q.Before = p.pos + 1
+	default:
+		q.After = p.pos
+	}
+}
+
+// backfillRounds and backfillWait bound the backfilling of one /messages
+// page.
+const (
+	backfillRounds = 3
+	backfillWait   = 15 * time.Second
+)
+
+// backfillPage fills the gaps a backwards page meets: events of the page,
+// or the event just above it (the previous page's last), whose prev events
+// this server lacks (the room's history here starts with a join through
+// another server, or has a hole where this server was out of the room), or,
+// for a page that is not full, the history before the room's earliest
+// events here. A server in the room is asked for the events before them
+// (Server-Server API, "Backfilling and retrieving missing events") and the
+// page is read again, a few rounds at most; a page that still meets a gap
+// ends at it, so the next page starts there.
+func (a *API) backfillPage(r *http.Request, roomID string, query store.RoomEventsQuery, rows []store.StoredEvent) (_ []store.StoredEvent, backfilled bool, err error) {
+	ctx := r.Context()
+	var above []store.StoredEvent
+	if b := query.BeforeTopo; b != nil {
+		var err error
+		above, err = a.Store.RoomEvents(ctx, store.RoomEventsQuery{RoomID: roomID, WithBackfilled: true, Topological: true,
+			After: math.MinInt64, Before: math.MaxInt64, AfterTopo: &store.TopoPoint{Depth: b.Depth, Pos: b.Pos - 1}, Limit: 1})
+		if err != nil {
+			return nil, false, err
+		}
+	}
+	// The rows are read again with the request's context; the servers asked
+	// get backfillWait in all.
+	fetchCtx, cancel := context.WithTimeout(ctx, backfillWait)
+	defer cancel()
+	for round := 0; ; round++ {
+		points, err := a.Rooms.MissingPrevs(ctx, roomID, append(slices.Clone(above), rows...))
+		if err != nil {
+			return nil, backfilled, err
+		}
+		if len(points) == 0 && (round > 0 || len(rows) == query.Limit) {
+			return rows, backfilled, nil
+		}
+		if round == backfillRounds {
+			return cutAtGap(rows, points), backfilled, nil
+		}
+		n, err := a.Federation.BackfillRoom(fetchCtx, roomID, points, query.Limit)
+		if err != nil {
+			a.Federation.Log.Warn("messages: backfilling", "room", roomID, "err", err)
+		}
+		if n == 0 {
+			return cutAtGap(rows, points), backfilled, nil
+		}
+		backfilled = true
+		if rows, err = a.Store.RoomEvents(ctx, query); err != nil {
+			return nil, backfilled, err
+		}
+	}
+}
+
+// cutAtGap ends a page at its first event whose prev events are among the
+// missing ones: what follows it in the page may belong after what is
+// missing.
+func cutAtGap(rows []store.StoredEvent, missing []string) []store.StoredEvent {
+	for i := range rows {
+		for _, p := range room.PrevEventsOf(rows[i].JSON) {
+			if slices.Contains(missing, p) {
+				return rows[:i+1]
+			}
+		}
+	}
+	return rows
+}
 
 // Limits for /messages: the spec leaves the cap to the server; Synapse caps at 1000.
 const (
@@ -135,71 +272,80 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, s *store.Session)
 		limit = min(*filter.f.Limit, maxMessagesLimit)
 	}
 	backwards := dir == "b"
-	var from int64
+	query := filter.query
+	query.RoomID, query.Backwards, query.Limit = roomID, backwards, limit
+	query.WithBackfilled, query.Topological = true, true
+	query.After, query.Before = math.MinInt64, math.MaxInt64
+	var start string
 	if t := q.Get("from"); t != "" {
-		p, ok := parsePosToken(t)
+		p, ok := parseMessagesPoint(t)
 		if !ok {
 			jsonhttp.Error(w, r, matrix.InvalidParam("Invalid from token"))
 			return
 		}
-		from = p
+		p.bound(&query, backwards)
+		start = t
 	} else if backwards {
-		if from, err = a.Store.MaxStreamPos(r.Context()); err != nil {
+		maxPos, err := a.Store.MaxStreamPos(r.Context())
+		if err != nil {
 			jsonhttp.Error(w, r, err)
 			return
 		}
+		query.Before = maxPos + 1
+		start = posToken(maxPos)
+	} else {
+		// Forwards without from: from the room's beginning, backfilled
+		// history included.
+		start = posToken(0)
 	}
-	var to int64 = -1
 	if t := q.Get("to"); t != "" {
-		p, ok := parsePosToken(t)
+		p, ok := parseMessagesPoint(t)
 		if !ok {
 			jsonhttp.Error(w, r, matrix.InvalidParam("Invalid to token"))
 			return
 		}
-		to = p
+		p.bound(&query, !backwards)
 	}
 	// A user who left sees nothing after leaving (unless world readable).
 	if cur := vis.Current(); (cur == "leave" || cur == "ban") && !vis.WorldReadable() {
-		if backwards && from > vis.LastPos() {
-			from = vis.LastPos()
-		}
-		if !backwards && (to < 0 || to > vis.LastPos()) {
-			to = vis.LastPos()
-		}
+		query.Before = min(query.Before, vis.LastPos()+1)
 	}
-	query := filter.query
-	query.RoomID, query.Backwards, query.Limit = roomID, backwards, limit
-	if backwards {
-		query.Before = from + 1
-		if to >= 0 {
-			query.After = to
-		}
-	} else {
-		query.After = from
-		if to >= 0 {
-			query.Before = to + 1
-		}
-	}
-	resp := map[string]any{"start": posToken(from)}
+	resp := map[string]any{"start": start}
 	var rows []store.StoredEvent
-	if limit > 0 && !filter.none && (query.Before == 0 || query.Before > query.After+1) {
+	if limit > 0 && !filter.none && query.Before > query.After+1 {
 		rows, err = a.Store.RoomEvents(r.Context(), query)
 		if err != nil {
 			jsonhttp.Error(w, r, err)
 			return
 		}
+		if backwards && q.Get("to") == "" && a.Federation != nil {
+			var more bool
+			if rows, more, err = a.backfillPage(r, roomID, query, rows); err != nil {
+				jsonhttp.Error(w, r, err)
+				return
+			}
+			if more {
+				// What is visible depends on the history_visibility events
+				// just backfilled too.
+				if vis, err = a.Rooms.CanRead(r.Context(), roomID, s.UserID); err != nil {
+					jsonhttp.Error(w, r, err)
+					return
+				}
+			}
+		}
 	}
 	// Like Synapse, a page that returned events always carries an end token;
 	// the page after the last one is empty and has none. The token follows
 	// the rows the store returned, so rows the filter drops in memory make
-	// a page shorter, never lose the rows after it.
+	// a page shorter, never lose the rows after it. It is a point in the
+	// room's topological order (depth, position).
 	if len(rows) > 0 {
-		last := rows[len(rows)-1].Pos
+		last := &rows[len(rows)-1]
+		p := msgPoint{topo: true, depth: room.DepthOf(last.JSON), pos: last.Pos}
 		if backwards {
-			resp["end"] = posToken(last - 1)
-		} else {
-			resp["end"] = posToken(last)
+			p.pos--
 		}
+		resp["end"] = p.String()
 	}
 	visible, err := a.dropIgnored(r.Context(), s.UserID, vis.Filter(filter.keep(rows)))
 	if err != nil {

@@ -1,7 +1,9 @@
 package clientapi
 
 import (
+	"math"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"conclave/internal/jsonhttp"
@@ -151,6 +153,18 @@ func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request, s *store.
 		return
 	}
 	se, err := a.Rooms.EventAtTimestamp(r.Context(), roomID, s.UserID, ts, backwards)
+	if a.Federation != nil && a.closerElsewhere(r, roomID, se, err, backwards) {
+		// Another server may have a closer event in history this server
+		// lacks: ask it, keep what it has, and look again (Server-Server
+		// API, timestamp_to_event; as Synapse does).
+		found, ferr := a.Federation.FetchEventAtTimestamp(r.Context(), roomID, ts, backwards)
+		if ferr != nil {
+			a.Federation.Log.Warn("timestamp_to_event: asking other servers", "room", roomID, "err", ferr)
+		}
+		if found {
+			se, err = a.Rooms.EventAtTimestamp(r.Context(), roomID, s.UserID, ts, backwards)
+		}
+	}
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return
@@ -161,4 +175,28 @@ func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request, s *store.
 		return
 	}
 	jsonhttp.OK(w, map[string]any{"event_id": se.EventID, "origin_server_ts": pdu.OriginServerTS})
+}
+
+// closerElsewhere reports whether another server may have an event closer
+// to the timestamp than the one found here: none was found (the user may
+// read the room), or the one found is next to a hole in the history here
+// in the direction looked — forwards, its prev events are missing;
+// backwards, the event after it in the room's topological order does not
+// cite it (Synapse's is_event_next_to_backward_gap / forward_gap).
+func (a *API) closerElsewhere(r *http.Request, roomID string, found *store.StoredEvent, err error, backwards bool) bool {
+	ctx := r.Context()
+	if err != nil {
+		me, ok := matrix.AsError(err)
+		return ok && me.Code == matrix.ErrNotFound
+	}
+	if !backwards {
+		missing, err := a.Rooms.MissingPrevs(ctx, roomID, []store.StoredEvent{*found})
+		return err == nil && len(missing) > 0
+	}
+	next, err := a.Store.RoomEvents(ctx, store.RoomEventsQuery{RoomID: roomID, WithBackfilled: true, Topological: true, Limit: 1,
+		After: math.MinInt64, Before: math.MaxInt64, AfterTopo: &store.TopoPoint{Depth: room.DepthOf(found.JSON), Pos: found.Pos}})
+	if err != nil || len(next) == 0 {
+		return false
+	}
+	return !slices.Contains(room.PrevEventsOf(next[0].JSON), found.EventID)
 }

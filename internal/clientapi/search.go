@@ -3,6 +3,7 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -358,11 +359,25 @@ func (a *API) searchContext(ctx context.Context, s *store.Session, e *store.Stor
 		}
 		return kept, nil
 	}
-	bef, err := load(store.RoomEventsQuery{RoomID: e.RoomID, Before: e.Pos, Backwards: true, Limit: before})
+	// In the room's topological order, backfilled history included, as
+	// /context and /messages read it.
+	at := msgPoint{topo: true, depth: room.DepthOf(e.JSON), pos: e.Pos}
+	around := func(backwards bool, limit int) store.RoomEventsQuery {
+		q := store.RoomEventsQuery{RoomID: e.RoomID, Backwards: backwards, Limit: limit, WithBackfilled: true, Topological: true,
+			After: math.MinInt64, Before: math.MaxInt64}
+		if backwards {
+			// The point just before the event.
+			msgPoint{topo: true, depth: at.depth, pos: at.pos - 1}.bound(&q, true)
+		} else {
+			at.bound(&q, false)
+		}
+		return q
+	}
+	bef, err := load(around(true, before))
 	if err != nil {
 		return nil, err
 	}
-	aft, err := load(store.RoomEventsQuery{RoomID: e.RoomID, After: e.Pos, Limit: after})
+	aft, err := load(around(false, after))
 	if err != nil {
 		return nil, err
 	}
@@ -374,14 +389,17 @@ func (a *API) searchContext(ctx context.Context, s *store.Session, e *store.Stor
 	if err != nil {
 		return nil, err
 	}
-	start, end := e.Pos-1, e.Pos
+	start, end := at, at
+	start.pos--
 	if len(bef) > 0 {
-		start = bef[len(bef)-1].Pos - 1
+		last := &bef[len(bef)-1]
+		start = msgPoint{topo: true, depth: room.DepthOf(last.JSON), pos: last.Pos - 1}
 	}
 	if len(aft) > 0 {
-		end = aft[len(aft)-1].Pos
+		last := &aft[len(aft)-1]
+		end = msgPoint{topo: true, depth: room.DepthOf(last.JSON), pos: last.Pos}
 	}
-	out := map[string]any{"start": posToken(start), "end": posToken(end), "events_before": nonNil(fb), "events_after": nonNil(fa)}
+	out := map[string]any{"start": start.String(), "end": end.String(), "events_before": nonNil(fb), "events_after": nonNil(fa)}
 	if profiles {
 		info := map[string]map[string]any{}
 		for _, ev := range slices.Concat(bef, []store.StoredEvent{*e}, aft) {

@@ -227,6 +227,24 @@ func (c *Client) Backfill(ctx context.Context, dest, roomID string, from []strin
 	return &out, nil
 }
 
+// TimestampEvent is the answer of /timestamp_to_event.
+type TimestampEvent struct {
+	EventID        string `json:"event_id"`
+	OriginServerTS int64  `json:"origin_server_ts"`
+}
+
+// TimestampToEvent asks GET /_matrix/federation/v1/timestamp_to_event/{roomId}
+// ?ts=&dir= for the event closest to ts (dir "b" or "f").
+func (c *Client) TimestampToEvent(ctx context.Context, dest, roomID string, ts int64, dir string) (*TimestampEvent, error) {
+	var out TimestampEvent
+	err := c.do(ctx, request{method: http.MethodGet, dest: dest, path: "/_matrix/federation/v1/timestamp_to_event/" + esc(roomID),
+		query: url.Values{"ts": {strconv.FormatInt(ts, 10)}, "dir": {dir}}, out: &out})
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // MissingEventsRequest is the body of /get_missing_events.
 type MissingEventsRequest struct {
 	EarliestEvents []string `json:"earliest_events"`

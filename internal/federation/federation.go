@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"conclave/internal/event"
 	"conclave/internal/fedclient"
@@ -47,6 +48,12 @@ type Service struct {
 	// the first is still being processed waits for its answer).
 	inflightMu sync.Mutex
 	inflight   map[string]*sync.Mutex
+	// backfilling serialises backfilling per room (backfill.go).
+	backfillMu  sync.Mutex
+	backfilling map[string]*roomBackfill
+	// backfillMisses: when points last gave nothing (backfill.go).
+	backfillOnce   sync.Once
+	backfillMisses *lru.Cache[string, time.Time]
 }
 
 // Outbox is the durable outbound queue (internal/fedsender): committed

@@ -13,8 +13,9 @@ const maxWalk = 5000
 // MissingEvents answers /get_missing_events: walking back from latest
 // through prev_events, the events not in earliest nor before them, at most
 // limit, of depth at least minDepth, oldest first (Server-Server API,
-// "Retrieving missing events").
-func (s *Service) MissingEvents(ctx context.Context, roomID string, earliest, latest []string, limit int, minDepth int64) ([]*event.PDU, error) {
+// "Retrieving missing events"), each as server may see it (redacted if not:
+// room.Service.ForServer).
+func (s *Service) MissingEvents(ctx context.Context, roomID, server string, earliest, latest []string, limit int, minDepth int64) ([]*event.PDU, error) {
 	stop := make(map[string]bool, len(earliest))
 	for _, id := range earliest {
 		stop[id] = true
@@ -55,12 +56,13 @@ func (s *Service) MissingEvents(ctx context.Context, roomID string, earliest, la
 		}
 	}
 	slices.SortFunc(out, byDepth)
-	return out, nil
+	return s.Rooms.ForServer(ctx, roomID, server, out)
 }
 
 // Backfill answers /backfill: the events from the given ones (included)
-// back through prev_events, breadth first, at most limit, newest first.
-func (s *Service) Backfill(ctx context.Context, roomID string, from []string, limit int) ([]*event.PDU, error) {
+// back through prev_events, breadth first, at most limit, newest first, each
+// as server may see it (redacted if not).
+func (s *Service) Backfill(ctx context.Context, roomID, server string, from []string, limit int) ([]*event.PDU, error) {
 	seen := map[string]bool{}
 	var out []*event.PDU
 	next := slices.Clone(from)
@@ -87,7 +89,7 @@ func (s *Service) Backfill(ctx context.Context, roomID string, from []string, li
 			}
 		}
 	}
-	return out, nil
+	return s.Rooms.ForServer(ctx, roomID, server, out)
 }
 
 func byDepth(a, b *event.PDU) int {

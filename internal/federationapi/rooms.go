@@ -38,6 +38,7 @@ func (a *API) registerRooms(mux Mux) {
 	sign("GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}", a.eventAuth)
 	sign("POST /_matrix/federation/v1/get_missing_events/{roomId}", a.getMissingEvents)
 	sign("GET /_matrix/federation/v1/backfill/{roomId}", a.backfill)
+	sign("GET /_matrix/federation/v1/timestamp_to_event/{roomId}", a.timestampToEvent)
 	sign("PUT /_matrix/federation/v2/invite/{roomId}/{eventId}", a.invite)
 }
 
@@ -224,7 +225,12 @@ func (a *API) strippedState(r *http.Request, roomID string) []json.RawMessage {
 
 // mayRead refuses a server with no member in the room: what the room holds
 // is for the servers taking part in it (Server-Server API: servers "must
-// not" be given events they may not see).
+// not" be given events they may not see). /event, /backfill and
+// /get_missing_events then judge each event by the state at it
+// (room.Service.ForServer: redacted if the server may not see it). /state,
+// /state_ids and /event_auth answer any server in the room, as Synapse does:
+// the state at an event is what a server needs to check the events after it,
+// including ones it receives redacted.
 func (a *API) mayRead(r *http.Request, roomID string) error {
 	servers, err := a.Rooms.ServersInRoom(r.Context(), roomID)
 	if err != nil {
@@ -248,7 +254,15 @@ func (a *API) getEvent(w http.ResponseWriter, r *http.Request) {
 		jsonhttp.Error(w, r, err)
 		return
 	}
-	jsonhttp.OK(w, a.txnShape([]*event.PDU{pdu}))
+	// An event the server may not see is given redacted (Synapse's
+	// get_persisted_pdu), not refused: the server may need it to link the
+	// graph.
+	out, err := a.Rooms.ForServer(ctx, pdu.RoomID, Origin(ctx), []*event.PDU{pdu})
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	jsonhttp.OK(w, a.txnShape(out))
 }
 
 func (a *API) txnShape(pdus []*event.PDU) map[string]any {
@@ -340,7 +354,7 @@ func (a *API) getMissingEvents(w http.ResponseWriter, r *http.Request) {
 	if req.Limit <= 0 {
 		req.Limit = 10
 	}
-	evs, err := a.Federation.MissingEvents(r.Context(), roomID, req.Earliest, req.Latest, min(req.Limit, 100), req.MinDepth)
+	evs, err := a.Federation.MissingEvents(r.Context(), roomID, Origin(r.Context()), req.Earliest, req.Latest, min(req.Limit, 100), req.MinDepth)
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return
@@ -361,12 +375,46 @@ func (a *API) backfill(w http.ResponseWriter, r *http.Request) {
 		jsonhttp.Error(w, r, matrix.InvalidParam("limit must be a positive integer"))
 		return
 	}
-	evs, err := a.Federation.Backfill(r.Context(), roomID, q["v"], min(limit, 100))
+	evs, err := a.Federation.Backfill(r.Context(), roomID, Origin(r.Context()), q["v"], min(limit, 100))
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return
 	}
 	jsonhttp.OK(w, a.txnShape(evs))
+}
+
+// timestampToEvent: GET /_matrix/federation/v1/timestamp_to_event/{roomId}
+// ?ts=&dir=, the event of the room closest to ts in that direction, for a
+// server in the room (as Synapse, which filters nothing more: the asking
+// server then fetches the event with /event, which does).
+func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request) {
+	roomID := r.PathValue("roomId")
+	if err := a.mayRead(r, roomID); err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
+	if err != nil || ts < 0 {
+		jsonhttp.Error(w, r, matrix.InvalidParam("ts must be a timestamp in milliseconds"))
+		return
+	}
+	dir := q.Get("dir")
+	if dir != "b" && dir != "f" {
+		jsonhttp.Error(w, r, matrix.InvalidParam("dir must be b or f"))
+		return
+	}
+	ev, err := a.Rooms.ServerEventAtTimestamp(r.Context(), roomID, ts, dir == "b")
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	pdu, err := a.Rooms.Event(r.Context(), ev)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	jsonhttp.OK(w, map[string]any{"event_id": ev.EventID, "origin_server_ts": pdu.OriginServerTS})
 }
 
 // invite: PUT /_matrix/federation/v2/invite/{roomId}/{eventId}, an invite

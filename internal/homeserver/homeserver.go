@@ -38,6 +38,7 @@ import (
 	"conclave/internal/receipts"
 	"conclave/internal/room"
 	"conclave/internal/server"
+	"conclave/internal/slidingsync"
 	"conclave/internal/stateres"
 	"conclave/internal/store"
 	"conclave/internal/store/postgres"
@@ -227,7 +228,8 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 
 	mux := server.NewMux()
 	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync,
-		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push, Federation: hs.Federation, Notices: hs.Notices})
+		SlidingSync: slidingsync.New(db, hs.Rooms, hs.Sync),
+		Profiles:    hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push, Federation: hs.Federation, Notices: hs.Notices})
 	api.Register(mux)
 	if hs.federationMux != nil {
 		// The federation API is served on its own listener; the client

@@ -2,6 +2,7 @@ package room
 
 import (
 	"context"
+	"math"
 
 	"conclave/internal/event"
 	"conclave/internal/store"
@@ -19,14 +20,15 @@ type ContextRequest struct {
 
 // EventContext is the answer: the event, the visible events before it
 // (newest first) and after it (oldest first), the room state at the event,
-// and the stream points to paginate further back (Start) and forward (End).
+// and the points of the room's topological order, as /messages pages it,
+// to paginate further back (Start: before it) and forward (End: after it).
 type EventContext struct {
 	Event  *store.StoredEvent
 	Before []store.StoredEvent
 	After  []store.StoredEvent
 	State  []*event.PDU
-	Start  int64
-	End    int64
+	Start  store.TopoPoint
+	End    store.TopoPoint
 }
 
 // Context returns the context of an event. Like Synapse, the limit is split
@@ -41,30 +43,37 @@ func (s *Service) Context(ctx context.Context, req *ContextRequest) (*EventConte
 	if err != nil {
 		return nil, err
 	}
-	out := &EventContext{Event: ev, Start: ev.Pos - 1, End: ev.Pos}
+	// The events around it in the room's topological order, backfilled
+	// history included, as /messages pages it.
+	at := store.TopoPoint{Depth: DepthOf(ev.JSON), Pos: ev.Pos}
+	out := &EventContext{Event: ev, Start: store.TopoPoint{Depth: at.Depth, Pos: at.Pos - 1}, End: at}
 	beforeLimit := req.Limit / 2
 	afterLimit := req.Limit - beforeLimit
 	if beforeLimit > 0 {
 		q := req.Filter
-		q.RoomID, q.Before, q.After, q.Backwards, q.Limit = req.RoomID, ev.Pos, 0, true, beforeLimit
+		q.RoomID, q.Backwards, q.Limit, q.WithBackfilled, q.Topological = req.RoomID, true, beforeLimit, true, true
+		q.After, q.Before, q.BeforeTopo = math.MinInt64, math.MaxInt64, &at
 		rows, err := s.store.RoomEvents(ctx, q)
 		if err != nil {
 			return nil, err
 		}
 		if len(rows) > 0 {
-			out.Start = rows[len(rows)-1].Pos - 1
+			last := &rows[len(rows)-1]
+			out.Start = store.TopoPoint{Depth: DepthOf(last.JSON), Pos: last.Pos - 1}
 		}
 		out.Before = vis.Filter(rows)
 	}
 	if afterLimit > 0 {
 		q := req.Filter
-		q.RoomID, q.After, q.Before, q.Backwards, q.Limit = req.RoomID, ev.Pos, 0, false, afterLimit
+		q.RoomID, q.Backwards, q.Limit, q.WithBackfilled, q.Topological = req.RoomID, false, afterLimit, true, true
+		q.After, q.Before, q.AfterTopo = math.MinInt64, math.MaxInt64, &at
 		rows, err := s.store.RoomEvents(ctx, q)
 		if err != nil {
 			return nil, err
 		}
 		if len(rows) > 0 {
-			out.End = rows[len(rows)-1].Pos
+			last := &rows[len(rows)-1]
+			out.End = store.TopoPoint{Depth: DepthOf(last.JSON), Pos: last.Pos}
 		}
 		out.After = vis.Filter(rows)
 	}

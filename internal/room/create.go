@@ -45,7 +45,13 @@ const (
 	maxInvites      = 100
 )
 
-// presets gives the state each createRoom preset implies.
+// presets gives the state each createRoom preset implies (Client-Server API,
+// POST /createRoom, the preset table). public_chat's guest_access
+// "forbidden" is the value a room without m.room.guest_access has, so no
+// event is sent for it, as Synapse does ("guest_can_join": False): clients
+// and Complement count a public room's initial events (its
+// get_missing_events test expects exactly join rules, then history
+// visibility, after the power levels).
 var presets = map[string]struct {
 	joinRule, history, guest string
 	inviteesAreAdmins        bool
@@ -53,7 +59,7 @@ var presets = map[string]struct {
 }{
 	"private_chat":         {"invite", "shared", "can_join", false, 0},
 	"trusted_private_chat": {"invite", "shared", "can_join", true, 0},
-	"public_chat":          {"public", "shared", "forbidden", false, 50},
+	"public_chat":          {"public", "shared", "", false, 50},
 }
 
 // CreateRoom creates a room and its initial events in one transaction.
@@ -217,7 +223,7 @@ func (s *Service) createRoom(ctx context.Context, req *CreateRequest) (string, [
 		{"m.room.history_visibility", "history_visibility", p.history},
 		{"m.room.guest_access", "guest_access", p.guest},
 	} {
-		if _, overridden := initial[stateKey{ps.typ, ""}]; overridden {
+		if _, overridden := initial[stateKey{ps.typ, ""}]; overridden || ps.value == "" {
 			continue
 		}
 		if err := add(ps.typ, &empty, map[string]string{ps.key: ps.value}); err != nil {

@@ -153,7 +153,7 @@ func classify(pdu *event.PDU, known map[string]*graphEvent) receiveInputs {
 	for _, id := range pdu.PrevEvents {
 		g := known[id]
 		switch {
-		case g == nil || (g.kind == store.KindOutlier && g.given == nil):
+		case g == nil || (g.kind == store.KindOutlier && g.given == nil) || g.kind == store.KindBackfilled: // known without its state
 			in.missing = append(in.missing, id)
 		case g.kind == store.KindRejected:
 			in.rejectedPrevs = append(in.rejectedPrevs, id)
@@ -357,7 +357,7 @@ func (s *Service) persistReceived(ctx context.Context, rs *roomState, pdu *event
 		row.Push = w.Event.Push
 	}
 	rows := []store.NewEvent{row}
-	wctx, done := s.beginWith(ctx, rs.roomID, rows, otherMembers)
+	wctx, done := s.beginResolved(ctx, rs.roomID, rows, otherMembers, resolvedOthers(w))
 	pos, group, err := s.store.PersistGraphEvent(wctx, w)
 	if err != nil {
 		done(nil)

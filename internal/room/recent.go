@@ -131,11 +131,36 @@ func (s *Service) begin(ctx context.Context, roomID string, rows []store.NewEven
 // beginWith is begin for a write that also changes the memberships of
 // otherMembers (state resolution can change any part of the state).
 func (s *Service) beginWith(ctx context.Context, roomID string, rows []store.NewEvent, otherMembers []string) (context.Context, func(positions []int64)) {
+	return s.beginResolved(ctx, roomID, rows, otherMembers, false)
+}
+
+// resolvedOthers reports whether a received event's write changes the
+// current state by state resolution in more than the event itself (which
+// the timeline carries).
+func resolvedOthers(w *store.GraphWrite) bool {
+	if !w.CurrentResolved {
+		return false
+	}
+	for _, c := range w.CurrentChanges {
+		if c.EventID != w.Event.EventID {
+			return true
+		}
+	}
+	return false
+}
+
+// beginResolved is beginWith for a received event's write; resolved: it
+// changes the current state by state resolution (not only by the event
+// itself), which /sync reports in the room's state section.
+func (s *Service) beginResolved(ctx context.Context, roomID string, rows []store.NewEvent, otherMembers []string, resolved bool) (context.Context, func(positions []int64)) {
 	t := s.Changes
 	if t == nil {
 		return ctx, func([]int64) {}
 	}
 	keys := []changes.Key{{Kind: changes.RoomEvents, Subject: roomID}}
+	if resolved {
+		keys = append(keys, changes.Key{Kind: changes.RoomResolved, Subject: roomID})
+	}
 	members, relations := false, false
 	if len(otherMembers) > 0 {
 		members = true

@@ -30,3 +30,18 @@ func (s *Service) EventAtTimestamp(ctx context.Context, roomID, userID string, t
 	}
 	return nil, matrix.NotFound("Unable to find an event in the room from %d in that direction", ts)
 }
+
+// ServerEventAtTimestamp is EventAtTimestamp for another server (the
+// Server-Server API's timestamp_to_event; the caller checked that the
+// server has a member in the room): the closest event of the room's history
+// here, whoever may see it, as Synapse answers.
+func (s *Service) ServerEventAtTimestamp(ctx context.Context, roomID string, ts int64, backwards bool) (*store.StoredEvent, error) {
+	rows, err := s.store.EventsNearTimestamp(ctx, roomID, ts, backwards, 1)
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		return nil, matrix.NotFound("Unable to find an event in the room from %d in that direction", ts)
+	}
+	return &rows[0], nil
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sort"
+	"sync"
 
 	"conclave/internal/authrules"
 	"conclave/internal/event"
@@ -18,6 +19,11 @@ type Visibility struct {
 	userID  string
 	members []posValue // the user's membership after each of their member events
 	history []posValue // history_visibility after each change
+	// joinedWith is the history_visibility of the state the room's history
+	// here starts from, read on first need (see CanSee).
+	joinedWith     func() string
+	joinedWithOnce sync.Once
+	joinedWithVal  string
 }
 
 type posValue struct {
@@ -28,6 +34,24 @@ type posValue struct {
 // Visibility loads what is needed to filter events of roomID for userID.
 func (s *Service) Visibility(ctx context.Context, roomID, userID string) (*Visibility, error) {
 	v := &Visibility{userID: userID}
+	v.joinedWith = func() string {
+		// The state before the room's first timeline event here: for a room
+		// joined through another server, the state the join came with.
+		st, err := s.store.StateAt(ctx, roomID, 0)
+		if err != nil {
+			return ""
+		}
+		for i := range st {
+			if st[i].Type == "m.room.history_visibility" && st[i].StateKey != nil && *st[i].StateKey == "" {
+				var c struct {
+					HistoryVisibility string `json:"history_visibility"`
+				}
+				json.Unmarshal(contentOf(st[i].JSON), &c)
+				return c.HistoryVisibility
+			}
+		}
+		return ""
+	}
 	mem, err := s.store.StateEventsOf(ctx, roomID, "m.room.member", userID)
 	if err != nil {
 		return nil, err
@@ -107,6 +131,14 @@ func (v *Visibility) CanSee(pos int64, ev *store.StoredEvent) bool {
 		return true
 	}
 	hv := before(v.history, pos)
+	if hv == "" && pos < 0 && (len(v.history) == 0 || v.history[0].pos > 0) {
+		// Backfilled history (store.KindBackfilled) before any
+		// history_visibility event was backfilled: the one this server joined
+		// with stands in for the one in force then, which it has not fetched
+		// yet. (Once one is, what is older than the oldest came before any.)
+		v.joinedWithOnce.Do(func() { v.joinedWithVal = v.joinedWith() })
+		hv = v.joinedWithVal
+	}
 	if hv == "" {
 		hv = "shared" // the spec's default when no history_visibility is set
 	}

@@ -16,6 +16,12 @@ const (
 	// KindRejected: failed the authorisation rules. Kept so it is not
 	// fetched again; never used for auth, state or timelines.
 	KindRejected = 3
+	// KindBackfilled: history older than the room's timeline here, fetched
+	// from another server (/backfill) and checked against its auth events:
+	// clients' /messages and event reads see it, /sync never does. It has
+	// no state group, and takes negative positions running down as history
+	// goes back, so /messages pages from the timeline into it in order.
+	KindBackfilled = 4
 )
 
 // StateEntry is one piece of a room state: (Type, StateKey) → EventID. In a
@@ -104,6 +110,24 @@ type Graph interface {
 	StateGroup(ctx context.Context, group int64) ([]StateEntry, error)
 	// RoomStateGroup returns the group of the room's current state.
 	RoomStateGroup(ctx context.Context, roomID string) (int64, error)
+	// PersistBackfill stores backfilled events, newest first, in one
+	// transaction: each takes the next negative position (so the oldest
+	// ends lowest), as KindBackfilled, or KindRejected when Rejected is set.
+	// An event stored as an outlier becomes backfilled (at a new position);
+	// an event stored as any other kind is left as it is. A backfilled
+	// redaction marks its target as other events' do. Returns how many
+	// events became backfilled.
+	PersistBackfill(ctx context.Context, roomID string, events []BackfillEvent) (int, error)
+	// EarliestEvents returns the room's n lowest-positioned timeline and
+	// backfilled events (oldest first): where backfilling continues from.
+	EarliestEvents(ctx context.Context, roomID string, n int) ([]PDU, error)
+}
+
+// BackfillEvent is one event PersistBackfill stores.
+type BackfillEvent struct {
+	Event          NewEvent
+	Rejected       bool
+	RejectedReason string
 }
 
 // RemoteMembership is a local user's membership in a room this server is

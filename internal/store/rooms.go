@@ -148,7 +148,19 @@ type RoomEventsQuery struct {
 	Senders     []string
 	NotSenders  []string
 	ContainsURL *bool
+	// WithBackfilled includes backfilled events (KindBackfilled, at
+	// negative positions: /messages). After and Before are then always
+	// applied: math.MinInt64 and math.MaxInt64 stand for no bound.
+	WithBackfilled bool
+	// Topological (with WithBackfilled) orders by (depth, position), the
+	// topological order /messages pages in, and bounds the rows by
+	// AfterTopo and BeforeTopo too (exclusive; nil: none).
+	Topological           bool
+	AfterTopo, BeforeTopo *TopoPoint
 }
+
+// TopoPoint is a place in a room's topological order: (depth, position).
+type TopoPoint struct{ Depth, Pos int64 }
 
 // StateHistory is implemented by stores that can list every version of one
 // piece of state in a room (for history visibility).

@@ -51,6 +51,7 @@ type Store interface {
 	FedQueue
 	FedTxns
 	ServerNotices
+	SlidingSync
 	Close() error
 }
 

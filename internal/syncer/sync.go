@@ -544,6 +544,10 @@ func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
 	switch {
 	case newlyJoined || b.req.FullState:
 		state, err = b.s.store.StateAt(b.ctx, m.RoomID, start-1)
+	case b.s.fast.t.Changed(roomKey(changes.RoomResolved, m.RoomID), b.since, b.upto):
+		// State resolution changed the room's state without an event at a
+		// new position (a fork merged): compare the states themselves.
+		state, err = b.stateDelta(m.RoomID, start, evs)
 	case limited:
 		state, err = b.s.store.StateBetween(b.ctx, m.RoomID, b.since, start)
 	}
@@ -587,6 +591,59 @@ func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
 		}
 	}
 	return jr, nil
+}
+
+// stateDelta is an incremental sync's state section when state resolution
+// may have changed the room's state in (since, upto]: per (type, state_key),
+// the state at the timeline's end if the timeline does not carry it and the
+// client did not have it at since, else the state at the timeline's start
+// on the same terms — as Synapse computes it ((end ∪ start) − previous −
+// timeline). A state event made current again by a resolution (one the
+// client saw replaced, or a soft-failed one it never saw) is in it though
+// its position is old or negative.
+func (b *builder) stateDelta(roomID string, start int64, timeline []store.StoredEvent) ([]store.StoredEvent, error) {
+	prev, err := b.s.store.StateAt(b.ctx, roomID, b.since)
+	if err != nil {
+		return nil, err
+	}
+	atStart, err := b.s.store.StateAt(b.ctx, roomID, start-1)
+	if err != nil {
+		return nil, err
+	}
+	atEnd, err := b.s.store.StateAt(b.ctx, roomID, b.upto)
+	if err != nil {
+		return nil, err
+	}
+	type key struct{ typ, stateKey string }
+	keyOf := func(e *store.StoredEvent) key {
+		if e.StateKey == nil {
+			return key{e.Type, ""}
+		}
+		return key{e.Type, *e.StateKey}
+	}
+	had := make(map[key]string, len(prev))
+	for i := range prev {
+		had[keyOf(&prev[i])] = prev[i].EventID
+	}
+	inTimeline := make(map[string]bool, len(timeline))
+	for i := range timeline {
+		inTimeline[timeline[i].EventID] = true
+	}
+	news := func(e *store.StoredEvent) bool { return !inTimeline[e.EventID] && had[keyOf(e)] != e.EventID }
+	var out []store.StoredEvent
+	taken := map[key]bool{}
+	for i := range atEnd {
+		if e := &atEnd[i]; news(e) {
+			out = append(out, *e)
+			taken[keyOf(e)] = true
+		}
+	}
+	for i := range atStart {
+		if e := &atStart[i]; !taken[keyOf(e)] && news(e) {
+			out = append(out, *e)
+		}
+	}
+	return out, nil
 }
 
 // filterState applies the state filter and lazy loading: with

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"math"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -31,7 +32,7 @@ func queryEvents(ctx context.Context, q querier, query string, args ...any) ([]s
 }
 
 func (db *DB) GetEvent(ctx context.Context, eventID string) (*store.StoredEvent, error) {
-	evs, err := queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = $1 AND e.kind = 0`, eventID)
+	evs, err := queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = $1 AND e.kind IN (0, 4)`, eventID)
 	if err != nil {
 		return nil, err
 	}
@@ -48,7 +49,7 @@ func (db *DB) GetEvents(ctx context.Context, eventIDs []string) ([]store.StoredE
 	var out []store.StoredEvent
 	for len(eventIDs) > 0 {
 		n := min(len(eventIDs), maxInArgs)
-		evs, err := queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = ANY($1) AND e.kind = 0`, eventIDs[:n])
+		evs, err := queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = ANY($1) AND e.kind IN (0, 4)`, eventIDs[:n])
 		if err != nil {
 			return nil, err
 		}
@@ -138,12 +139,22 @@ const stateGroupSQL = `WITH RECURSIVE chain(id, prev, n) AS (
 func (db *DB) RoomEvents(ctx context.Context, q store.RoomEventsQuery) ([]store.StoredEvent, error) {
 	var b strings.Builder
 	var args argList
-	b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.kind = 0 AND e.room_id = ` + args.add(q.RoomID))
-	if q.After > 0 {
-		b.WriteString(` AND e.pos > ` + args.add(q.After))
-	}
-	if q.Before > 0 {
-		b.WriteString(` AND e.pos < ` + args.add(q.Before))
+	if q.WithBackfilled {
+		b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.kind IN (0, 4) AND e.room_id = ` + args.add(q.RoomID))
+		if q.After != math.MinInt64 {
+			b.WriteString(` AND e.pos > ` + args.add(q.After))
+		}
+		if q.Before != math.MaxInt64 {
+			b.WriteString(` AND e.pos < ` + args.add(q.Before))
+		}
+	} else {
+		b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.kind = 0 AND e.room_id = ` + args.add(q.RoomID))
+		if q.After > 0 {
+			b.WriteString(` AND e.pos > ` + args.add(q.After))
+		}
+		if q.Before > 0 {
+			b.WriteString(` AND e.pos < ` + args.add(q.Before))
+		}
 	}
 	typeClause(&b, &args, q.Types, false)
 	typeClause(&b, &args, q.NotTypes, true)
@@ -156,9 +167,20 @@ func (db *DB) RoomEvents(ctx context.Context, q store.RoomEventsQuery) ([]store.
 	if q.ContainsURL != nil {
 		b.WriteString(` AND e.contains_url = ` + args.add(*q.ContainsURL))
 	}
-	if q.Backwards {
+	if q.WithBackfilled && q.AfterTopo != nil {
+		b.WriteString(` AND (e.depth, e.pos) > (` + args.add(q.AfterTopo.Depth) + `::bigint, ` + args.add(q.AfterTopo.Pos) + `::bigint)`)
+	}
+	if q.WithBackfilled && q.BeforeTopo != nil {
+		b.WriteString(` AND (e.depth, e.pos) < (` + args.add(q.BeforeTopo.Depth) + `::bigint, ` + args.add(q.BeforeTopo.Pos) + `::bigint)`)
+	}
+	switch {
+	case q.WithBackfilled && q.Topological && q.Backwards:
+		b.WriteString(` ORDER BY e.depth DESC, e.pos DESC`)
+	case q.WithBackfilled && q.Topological:
+		b.WriteString(` ORDER BY e.depth ASC, e.pos ASC`)
+	case q.Backwards:
 		b.WriteString(` ORDER BY e.pos DESC`)
-	} else {
+	default:
 		b.WriteString(` ORDER BY e.pos ASC`)
 	}
 	limit := q.Limit
@@ -223,5 +245,5 @@ func queryMemberships(ctx context.Context, q querier, query string, args ...any)
 }
 
 func (db *DB) StateEventsOf(ctx context.Context, roomID, typ, stateKey string) ([]store.StoredEvent, error) {
-	return queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.room_id = $1 AND e.type = $2 AND e.state_key = $3 AND e.kind = 0 ORDER BY e.pos`, roomID, typ, stateKey)
+	return queryEvents(ctx, db.pool, `SELECT `+eventColumns+` FROM events e WHERE e.room_id = $1 AND e.type = $2 AND e.state_key = $3 AND e.kind IN (0, 4) ORDER BY e.pos`, roomID, typ, stateKey)
 }

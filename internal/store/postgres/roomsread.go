@@ -154,9 +154,9 @@ func (db *DB) MoveAliases(ctx context.Context, fromRoomID, toRoomID string) erro
 }
 
 func (db *DB) EventsNearTimestamp(ctx context.Context, roomID string, ts int64, backwards bool, limit int) ([]store.StoredEvent, error) {
-	q := `SELECT ` + eventColumns + ` FROM events e WHERE e.kind = 0 AND e.room_id = $1 AND e.origin_server_ts >= $2 ORDER BY e.origin_server_ts ASC, e.pos ASC LIMIT $3`
+	q := `SELECT ` + eventColumns + ` FROM events e WHERE e.kind IN (0, 4) AND e.room_id = $1 AND e.origin_server_ts >= $2 ORDER BY e.origin_server_ts ASC, e.pos ASC LIMIT $3`
 	if backwards {
-		q = `SELECT ` + eventColumns + ` FROM events e WHERE e.kind = 0 AND e.room_id = $1 AND e.origin_server_ts <= $2 ORDER BY e.origin_server_ts DESC, e.pos DESC LIMIT $3`
+		q = `SELECT ` + eventColumns + ` FROM events e WHERE e.kind IN (0, 4) AND e.room_id = $1 AND e.origin_server_ts <= $2 ORDER BY e.origin_server_ts DESC, e.pos DESC LIMIT $3`
 	}
 	return queryEvents(ctx, db.pool, q, roomID, ts, max(limit, 1))
 }

@@ -37,7 +37,9 @@ func (db *DB) SearchEvents(ctx context.Context, q *store.SearchQuery) ([]store.S
 		tq[i] = `to_tsquery('simple', quote_literal(unaccent(lower(` + args.add(t) + `))) || ':*')`
 	}
 	query := "(" + strings.Join(tq, " && ") + ")"
-	where := vec + ` @@ ` + query + ` AND e.redacted_by = ''`
+	// Timeline and backfilled events only (outliers, soft-failed and
+	// rejected events are indexed too, but clients never see them).
+	where := vec + ` @@ ` + query + ` AND e.redacted_by = '' AND e.kind IN (0, 4)`
 	if q.JoinedBy != "" {
 		where += ` AND e.room_id IN (SELECT room_id FROM memberships WHERE user_id = ` + args.add(q.JoinedBy) + ` AND membership = 'join')`
 	}

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"math"
 	"strings"
 
 	"conclave/internal/store"
@@ -40,7 +41,7 @@ func (db *DB) queryEvents(ctx context.Context, q queryer, query string, args ...
 }
 
 func (db *DB) GetEvent(ctx context.Context, eventID string) (*store.StoredEvent, error) {
-	evs, err := db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = ? AND e.kind = 0`, eventID)
+	evs, err := db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.event_id = ? AND e.kind IN (0, 4)`, eventID)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +58,7 @@ func (db *DB) GetEvents(ctx context.Context, eventIDs []string) ([]store.StoredE
 	var out []store.StoredEvent
 	for len(eventIDs) > 0 {
 		n := min(len(eventIDs), maxInArgs)
-		evs, err := db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.event_id IN (`+placeholders(n)+`) AND e.kind = 0`, stringArgs(eventIDs[:n])...)
+		evs, err := db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.event_id IN (`+placeholders(n)+`) AND e.kind IN (0, 4)`, stringArgs(eventIDs[:n])...)
 		if err != nil {
 			return nil, err
 		}
@@ -147,12 +148,30 @@ const stateGroupSQL = `WITH RECURSIVE chain(id, prev, n) AS (
 func (db *DB) RoomEvents(ctx context.Context, q store.RoomEventsQuery) ([]store.StoredEvent, error) {
 	var b strings.Builder
 	args := []any{q.RoomID}
-	b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.room_id = ? AND e.kind = 0`)
-	if q.After > 0 {
+	if q.WithBackfilled {
+		from := ` FROM events e`
+		if q.Topological {
+			// The planner would take the position index for the position
+			// bounds and sort the whole room.
+			from = ` FROM events e INDEXED BY events_room_depth`
+		}
+		b.WriteString(`SELECT ` + eventColumns + from + ` WHERE e.room_id = ? AND e.kind IN (0, 4)`)
+		if q.After != math.MinInt64 {
+			b.WriteString(` AND e.pos > ?`)
+			args = append(args, q.After)
+		}
+		if q.Before != math.MaxInt64 {
+			b.WriteString(` AND e.pos < ?`)
+			args = append(args, q.Before)
+		}
+	} else {
+		b.WriteString(`SELECT ` + eventColumns + ` FROM events e WHERE e.room_id = ? AND e.kind = 0`)
+	}
+	if q.After > 0 && !q.WithBackfilled {
 		b.WriteString(` AND e.pos > ?`)
 		args = append(args, q.After)
 	}
-	if q.Before > 0 {
+	if q.Before > 0 && !q.WithBackfilled {
 		b.WriteString(` AND e.pos < ?`)
 		args = append(args, q.Before)
 	}
@@ -176,9 +195,22 @@ func (db *DB) RoomEvents(ctx context.Context, q store.RoomEventsQuery) ([]store.
 		b.WriteString(` AND e.contains_url = ?`)
 		args = append(args, boolInt(*q.ContainsURL))
 	}
-	if q.Backwards {
+	if q.WithBackfilled && q.AfterTopo != nil {
+		b.WriteString(` AND (e.depth, e.pos) > (?, ?)`)
+		args = append(args, q.AfterTopo.Depth, q.AfterTopo.Pos)
+	}
+	if q.WithBackfilled && q.BeforeTopo != nil {
+		b.WriteString(` AND (e.depth, e.pos) < (?, ?)`)
+		args = append(args, q.BeforeTopo.Depth, q.BeforeTopo.Pos)
+	}
+	switch {
+	case q.WithBackfilled && q.Topological && q.Backwards:
+		b.WriteString(` ORDER BY e.depth DESC, e.pos DESC`)
+	case q.WithBackfilled && q.Topological:
+		b.WriteString(` ORDER BY e.depth ASC, e.pos ASC`)
+	case q.Backwards:
 		b.WriteString(` ORDER BY e.pos DESC`)
-	} else {
+	default:
 		b.WriteString(` ORDER BY e.pos ASC`)
 	}
 	limit := q.Limit
@@ -242,5 +274,5 @@ func queryMemberships(ctx context.Context, q queryer, query string, args ...any)
 }
 
 func (db *DB) StateEventsOf(ctx context.Context, roomID, typ, stateKey string) ([]store.StoredEvent, error) {
-	return db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.room_id = ? AND e.type = ? AND e.state_key = ? AND e.kind = 0 ORDER BY e.pos`, roomID, typ, stateKey)
+	return db.queryEvents(ctx, db.r, `SELECT `+eventColumns+` FROM events e WHERE e.room_id = ? AND e.type = ? AND e.state_key = ? AND e.kind IN (0, 4) ORDER BY e.pos`, roomID, typ, stateKey)
 }

@@ -227,9 +227,9 @@ func (db *DB) MoveAliases(ctx context.Context, fromRoomID, toRoomID string) erro
 }
 
 func (db *DB) EventsNearTimestamp(ctx context.Context, roomID string, ts int64, backwards bool, limit int) ([]store.StoredEvent, error) {
-	q := `SELECT ` + eventColumns + ` FROM events e WHERE e.kind = 0 AND e.room_id = ? AND e.origin_server_ts >= ? ORDER BY e.origin_server_ts ASC, e.pos ASC LIMIT ?`
+	q := `SELECT ` + eventColumns + ` FROM events e WHERE e.kind IN (0, 4) AND e.room_id = ? AND e.origin_server_ts >= ? ORDER BY e.origin_server_ts ASC, e.pos ASC LIMIT ?`
 	if backwards {
-		q = `SELECT ` + eventColumns + ` FROM events e WHERE e.kind = 0 AND e.room_id = ? AND e.origin_server_ts <= ? ORDER BY e.origin_server_ts DESC, e.pos DESC LIMIT ?`
+		q = `SELECT ` + eventColumns + ` FROM events e WHERE e.kind IN (0, 4) AND e.room_id = ? AND e.origin_server_ts <= ? ORDER BY e.origin_server_ts DESC, e.pos DESC LIMIT ?`
 	}
 	return db.queryEvents(ctx, db.r, q, roomID, ts, max(limit, 1))
 }

@@ -35,7 +35,10 @@ func (db *DB) SearchEvents(ctx context.Context, q *store.SearchQuery) ([]store.S
 	}
 	expr.WriteString(")")
 
-	where := `event_search MATCH ? AND e.redacted_by = ''`
+	// Timeline and backfilled events only: outliers, soft-failed and rejected
+	// events are indexed too (the trigger sees every insert) but clients never
+	// see them.
+	where := `event_search MATCH ? AND e.redacted_by = '' AND e.kind IN (0, 4)`
 	args := []any{expr.String()}
 	if q.JoinedBy != "" {
 		where += ` AND e.room_id IN (SELECT room_id FROM memberships WHERE user_id = ? AND membership = 'join')`

@@ -167,6 +167,9 @@ var deviceCleanups = []string{
 	// Pushers (spec: pushers belong to the access token that created them;
 	// here the device is the token's owner).
 	`DELETE FROM pushers WHERE user_id = ? AND device_id = ?`,
+	// Sliding sync connections (rooms first).
+	`DELETE FROM sliding_sync_rooms WHERE conn IN (SELECT id FROM sliding_sync_connections WHERE user_id = ? AND device_id = ?)`,
+	`DELETE FROM sliding_sync_connections WHERE user_id = ? AND device_id = ?`,
 }
 
 func deleteDevices(ctx context.Context, tx Querier, userID string, deviceIDs []string) error {

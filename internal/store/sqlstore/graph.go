@@ -457,3 +457,84 @@ func (s *Shared) RemoteRoomVersion(ctx context.Context, roomID string) (string, 
 	err := s.b.Read().QueryRow(ctx, `SELECT room_version FROM remote_memberships WHERE room_id = ? LIMIT 1`, roomID).Scan(&v)
 	return v, notFound(err)
 }
+
+func (s *Shared) PersistBackfill(ctx context.Context, roomID string, events []store.BackfillEvent) (int, error) {
+	if len(events) == 0 {
+		return 0, nil
+	}
+	var n int
+	err := s.b.Tx(ctx, func(tx Querier) error {
+		n = 0
+		for i := range events {
+			b := &events[i]
+			e := &b.Event
+			if e.RoomID != roomID {
+				return errors.New("sqlstore: backfilled event of another room")
+			}
+			var kind int
+			var redactedBy string
+			if err := tx.QueryRow(ctx, `SELECT coalesce(max(kind), -1), coalesce(max(redacted_by), '') FROM events WHERE event_id = ?`, e.EventID).Scan(&kind, &redactedBy); err != nil {
+				return err
+			}
+			switch {
+			case kind == store.KindOutlier && !b.Rejected:
+				// Known without its place in history (an auth chain or
+				// send_join state event): it joins the backfilled history,
+				// written again at a new position (the search index, keyed
+				// by position on SQLite, follows through the triggers).
+				if _, err := tx.Exec(ctx, `DELETE FROM events WHERE event_id = ?`, e.EventID); err != nil {
+					return err
+				}
+			case kind >= 0:
+				continue
+			}
+			kind, reason := store.KindBackfilled, ""
+			if b.Rejected {
+				kind, reason = store.KindRejected, b.RejectedReason
+			}
+			var pos int64
+			if err := s.insertApartRow(ctx, tx, graphEventRow(e, 0, kind, reason, 0), &pos); err != nil {
+				return err
+			}
+			if kind != store.KindBackfilled {
+				continue
+			}
+			n++
+			if redactedBy != "" {
+				if _, err := tx.Exec(ctx, `UPDATE events SET redacted_by = ? WHERE event_id = ?`, redactedBy, e.EventID); err != nil {
+					return err
+				}
+			}
+		}
+		// Redactions once their targets are in (a batch comes newest first).
+		// A redaction backfilled in an earlier batch than its target is not
+		// applied to it.
+		for i := range events {
+			if e := &events[i].Event; e.Redacts != "" && !events[i].Rejected {
+				if _, err := tx.Exec(ctx, `UPDATE events SET redacted_by = ? WHERE event_id = ? AND room_id = ? AND redacted_by = ''`, e.EventID, e.Redacts, e.RoomID); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	return n, err
+}
+
+func (s *Shared) EarliestEvents(ctx context.Context, roomID string, n int) ([]store.PDU, error) {
+	rows, err := s.b.Read().Query(ctx, `SELECT event_id, room_id, json, kind, rejected_reason, state_group, pos, depth, replaces_state FROM events
+		WHERE room_id = ? AND kind IN (0, 4) ORDER BY pos LIMIT ?`, roomID, n)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.PDU
+	for rows.Next() {
+		var p store.PDU
+		if err := rows.Scan(&p.EventID, &p.RoomID, &p.JSON, &p.Kind, &p.RejectedReason, &p.StateGroup, &p.Pos, &p.Depth, &p.ReplacesState); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}

@@ -40,6 +40,7 @@ func Run(t *testing.T, open Opener) {
 		{"GraphStateChains", testGraphStateChains},
 		{"GraphJoinedRoom", testGraphJoinedRoom},
 		{"GraphBatch", testGraphBatch},
+		{"Backfill", testBackfill},
 		{"RemoteMemberships", testRemoteMemberships},
 		{"RoomChanged", testRoomChanged},
 		{"ConcurrentRoomWriters", testConcurrentRoomWriters},
@@ -76,6 +77,8 @@ func Run(t *testing.T, open Opener) {
 		{"FedQueueConcurrent", testFedQueueConcurrent},
 		{"FedTxns", testFedTxns},
 		{"ServerNotices", testServerNotices},
+		{"SlidingSync", testSlidingSync},
+		{"LatestEventPositions", testLatestEventPositions},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
