@@ -146,7 +146,9 @@ func (b *build) joined(m store.Membership, cfg *config, sent, bound int64, initi
 		if err != nil {
 			return nil, nil, err
 		}
-		r.NotificationCount, r.HighlightCount = u.Notifications, u.Highlights
+		// Every thread's notifications together, as in /sync without
+		// unread_thread_notifications.
+		r.NotificationCount, r.HighlightCount = u.Total()
 	}
 	if initial || expanded {
 		b.initialRooms[m.RoomID] = true
