@@ -81,11 +81,14 @@ func TestRemoteFetchAnswers(t *testing.T) {
 	f.err = errors.New("connection refused")
 	_, _, err = remoteRead(t, s, ctx, "other")
 	wantCode(t, err, http.StatusBadGateway, matrix.ErrUnknown)
-	// Invalid server names and the legacy endpoint never fetch.
+	// Invalid server names never fetch, nor the legacy endpoint with the
+	// legacy freeze on (Synapse's enable_authenticated_media).
 	_, err = s.Download(ctx, Request{ServerName: "bad name", MediaID: "x"})
 	wantCode(t, err, http.StatusNotFound, matrix.ErrNotFound)
+	s.opt.LegacyFreeze = true
 	_, err = s.Download(ctx, Request{ServerName: "other.example", MediaID: "fine", Legacy: true})
 	wantCode(t, err, http.StatusNotFound, matrix.ErrNotFound)
+	s.opt.LegacyFreeze = false
 }
 
 // A request that gives up does not fail the others waiting on the same
