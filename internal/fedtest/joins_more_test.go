@@ -175,3 +175,43 @@ func TestInviteStrippedStateCreateEvent(t *testing.T) {
 		}
 	}
 }
+
+// A resident server that left the allowed room cannot vouch for a
+// restricted join (its view of that room's members is stale): it answers
+// 400 M_UNABLE_TO_GRANT_JOIN and the joining server must ask another
+// (Complement's TestRestrictedRoomsRemoteJoinFailOver).
+func TestRestrictedJoinNotVouchedByServerOutOfAllowedRoom(t *testing.T) {
+	hs := hstest.StartFederation(t, 3)
+	a, b, c := hs[0], hs[1], hs[2]
+	alice, bob, charlie := a.Register(t, "alice"), b.Register(t, "bob"), c.Register(t, "charlie")
+	allowed := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "public_chat"}).Str("room_id")
+	restricted := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "public_chat", "room_version": "10",
+		"initial_state": []any{map[string]any{"type": "m.room.join_rules", "state_key": "", "content": map[string]any{"join_rule": "restricted",
+			"allow": []any{map[string]any{"type": "m.room_membership", "room_id": allowed}}}}}}).Str("room_id")
+	join := func(s *hstest.Server, u *hstest.User, room string, via ...string) *hstest.Response {
+		q := ""
+		for _, v := range via {
+			q += "&server_name=" + url.QueryEscape(v)
+		}
+		return s.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?"+q[min(1, len(q)):], u.Token, map[string]any{})
+	}
+	for _, room := range []string{allowed, restricted} {
+		if r := join(b, bob, room, a.ServerName); r.Status != 200 {
+			t.Fatalf("bob joining: %d %s", r.Status, r.Body)
+		}
+	}
+	// Bob may invite (so his server could authorise joins), then leaves
+	// the allowed room: his server no longer knows who is in it.
+	a.MustOK(t, "PUT", hstest.Path("/rooms/%s/state/m.room.power_levels/", restricted), alice.Token, map[string]any{"invite": 50, "users": map[string]any{alice.UserID: 100, bob.UserID: 100}})
+	waitState(t, b, bob, restricted, "m.room.power_levels", func(c json.RawMessage) bool { return contains(c, bob.UserID) })
+	b.MustOK(t, "POST", hstest.Path("/rooms/%s/leave", allowed), bob.Token, map[string]any{})
+	if r := join(c, charlie, allowed, a.ServerName); r.Status != 200 {
+		t.Fatalf("charlie joining the allowed room: %d %s", r.Status, r.Body)
+	}
+	if r := join(c, charlie, restricted, b.ServerName); r.Status == 200 {
+		t.Fatalf("bob's server vouched for charlie's join from a room it left")
+	}
+	if r := join(c, charlie, restricted, b.ServerName, a.ServerName); r.Status != 200 {
+		t.Fatalf("charlie's join through the server still in the allowed room: %d %s", r.Status, r.Body)
+	}
+}

@@ -124,9 +124,17 @@ func (s *Service) joinAuthoriser(ctx context.Context, rs *roomState, userID stri
 	if m := rs.membership(userID); m == "join" || m == "invite" {
 		return "", nil
 	}
-	allowed, err := s.inAllowedRoom(ctx, rs, userID)
+	allowed, residentInOne, err := s.inAllowedRoom(ctx, rs, userID)
 	if err != nil {
 		return "", err
+	}
+	if !allowed && !residentInOne {
+		// This server is in none of the allowed rooms: what it knows of
+		// them may be stale, so it cannot vouch either way; the joining
+		// server should ask another (Server-Server API, make_join 400
+		// M_UNABLE_TO_GRANT_JOIN; Synapse; Complement's restricted
+		// fail-over after the resident server left the allowed room).
+		return "", matrix.Errorf(http.StatusBadRequest, "M_UNABLE_TO_GRANT_JOIN", "This server is in none of the rooms the join rule allows: it cannot tell whether you may join")
 	}
 	if !allowed {
 		return "", matrix.Forbidden("You are not in any room this room's join rule allows")
@@ -149,11 +157,13 @@ func (s *Service) joinAuthoriser(ctx context.Context, rs *roomState, userID stri
 }
 
 // inAllowedRoom reports whether userID is joined to a room named in the
-// room's m.room.join_rules allow list.
-func (s *Service) inAllowedRoom(ctx context.Context, rs *roomState, userID string) (bool, error) {
+// room's m.room.join_rules allow list that this server is in (a user of it
+// joined: only then is its view of the room's members current), and
+// whether this server is in any of those rooms at all.
+func (s *Service) inAllowedRoom(ctx context.Context, rs *roomState, userID string) (allowed, residentInOne bool, err error) {
 	jr := rs.StateEvent("m.room.join_rules", "")
 	if jr == nil {
-		return false, nil
+		return false, false, nil
 	}
 	var c struct {
 		Allow []struct {
@@ -162,20 +172,56 @@ func (s *Service) inAllowedRoom(ctx context.Context, rs *roomState, userID strin
 		} `json:"allow"`
 	}
 	if json.Unmarshal(jr.Content, &c) != nil {
-		return false, nil
+		return false, false, nil
 	}
 	mems, err := s.store.UserMemberships(ctx, userID)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
+	joined := map[string]bool{}
+	for _, m := range mems {
+		if m.Membership == "join" {
+			joined[m.RoomID] = true
+		}
+	}
+	seen := map[string]bool{}
 	for _, a := range c.Allow {
-		if a.Type != "m.room_membership" {
+		if a.Type != "m.room_membership" || seen[a.RoomID] || len(seen) >= maxAllowRooms {
 			continue
 		}
-		for _, m := range mems {
-			if m.RoomID == a.RoomID && m.Membership == "join" {
-				return true, nil
-			}
+		seen[a.RoomID] = true
+		resident, err := s.hasLocalMember(ctx, a.RoomID)
+		if err != nil {
+			return false, false, err
+		}
+		if !resident {
+			continue
+		}
+		residentInOne = true
+		if joined[a.RoomID] {
+			return true, true, nil
+		}
+	}
+	return false, residentInOne, nil
+}
+
+// maxAllowRooms bounds the allowed rooms a join rule's check looks at.
+const maxAllowRooms = 50
+
+// hasLocalMember reports whether a user of this server is joined to
+// roomID, from the store (the caller holds another room's lock: taking
+// this room's could deadlock with a join going the other way).
+func (s *Service) hasLocalMember(ctx context.Context, roomID string) (bool, error) {
+	members, err := s.store.RoomMembers(ctx, roomID)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	for _, m := range members {
+		if m.Membership == "join" && matrix.ServerOf(m.UserID) == s.serverName {
+			return true, nil
 		}
 	}
 	return false, nil
