@@ -126,5 +126,15 @@ func (s *Service) Hierarchy(ctx context.Context, roomID string, via []string, su
 		}
 		return &sp, nil
 	}
+	// A server's refusal (4xx) is told as a Matrix error, so the caller
+	// can tell it from a failure to answer.
+	var fe *fedclient.Error
+	if errors.As(last, &fe) && fe.Status >= 400 && fe.Status < 500 {
+		code := fe.Errcode
+		if code == "" {
+			code = matrix.ErrUnknown
+		}
+		return nil, matrix.Errorf(fe.Status, code, "%s", fe.Error())
+	}
 	return nil, last
 }

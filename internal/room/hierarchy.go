@@ -291,8 +291,11 @@ const (
 	// (the spec: "Responses to this endpoint should be cached"); pages of
 	// one hierarchy then see the same tree.
 	remoteSpaceTTL = time.Minute
-	// remoteRefusalTTL is shorter: a refusal or a failure may end any
-	// moment (an invite arrives, a server comes back).
+	// remoteRefusalTTL is shorter: a failure may end any moment (a server
+	// comes back). A refusal (the server answered that this one may not
+	// see the room) is not kept at all: it ends as soon as a membership
+	// changes there (Complement's TestRestrictedRoomsSpacesSummaryFederation
+	// asks again right after one).
 	remoteRefusalTTL = 5 * time.Second
 	maxCachedSpaces  = 1000
 )
@@ -341,10 +344,23 @@ func (w *hierarchyWalk) remoteSpace(ctx context.Context, roomID string, via []st
 	if err == nil && (sp == nil || sp.Room.RoomID != roomID) {
 		sp, err = nil, errUnknownRoom
 	}
-	if ctx.Err() == nil {
+	if ctx.Err() == nil && !isRefusal(err) {
 		cache.Put(key, cachedSpace{at: w.s.now(), space: sp, err: err})
 	}
 	return sp, err
+}
+
+// isRefusal: the other server answered (a 4xx Matrix error), as opposed to
+// failing to.
+func isRefusal(err error) bool {
+	if err == nil {
+		return false
+	}
+	if err == errUnknownRoom {
+		return true
+	}
+	me, ok := matrix.AsError(err)
+	return ok && me.Status >= 400 && me.Status < 500
 }
 
 func (s *Service) spaceCache() *lru.Cache[string, cachedSpace] {
@@ -624,6 +640,3 @@ func parseHierarchyToken(tok string, q HierarchyQuery) (int, bool) {
 	}
 	return n, true
 }
-
-// ForgetRemoteSpaces drops the other servers' answers kept for reuse.
-func (s *Service) ForgetRemoteSpaces() { s.spaceCache().Clear() }
