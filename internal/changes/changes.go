@@ -50,11 +50,12 @@ const (
 	KeyCounts                 // user ID: one-time or fallback key counts of the user's devices changed
 	Sessions                  // user ID: the user's access tokens or devices changed (ticks only)
 	RoomResolved              // room ID: a received event's write changed the current state by state resolution
+	RoomGap                   // room ID: a received event was taken with history missing before it (a timeline gap)
 	numKinds
 )
 
 var kindNames = [numKinds]string{"room-events", "room-relations", "room-members", "receipts", "device-lists",
-	"user-devices", "memberships", "account-data", "to-device", "key-counts", "sessions", "room-resolved"}
+	"user-devices", "memberships", "account-data", "to-device", "key-counts", "sessions", "room-resolved", "room-gap"}
 
 func (k Kind) String() string {
 	if k < numKinds {

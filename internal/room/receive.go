@@ -295,7 +295,10 @@ func (s *Service) receiveLockedWith(ctx context.Context, rs *roomState, pdu *eve
 		return s.reject(ctx, rs, pdu, "not allowed by the state before it: "+authErr.Error())
 	}
 	row := receivedRow(rs, pdu, before.ids)
-	w := &store.GraphWrite{Event: row, StateBefore: before.group, NewStateBefore: before.newGroup, StateBeforeChanges: before.changes}
+	w := &store.GraphWrite{Event: row, StateBefore: before.group, NewStateBefore: before.newGroup, StateBeforeChanges: before.changes,
+		// Prev events whose state was told rather than known
+		// (ReceiveWithState): history before this event is missing here.
+		GapBefore: len(given) > 0}
 	if err := authrules.CheckWith(pdu, rs, v); err != nil {
 		// Soft failure: "the event is stored … but not used for state … or
 		// forward extremities" of the current state; it keeps its own state.
@@ -357,7 +360,7 @@ func (s *Service) persistReceived(ctx context.Context, rs *roomState, pdu *event
 		row.Push = w.Event.Push
 	}
 	rows := []store.NewEvent{row}
-	wctx, done := s.beginResolved(ctx, rs.roomID, rows, otherMembers, resolvedOthers(w))
+	wctx, done := s.beginResolved(ctx, rs.roomID, rows, otherMembers, resolvedOthers(w), w.GapBefore)
 	pos, group, err := s.store.PersistGraphEvent(wctx, w)
 	if err != nil {
 		done(nil)

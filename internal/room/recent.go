@@ -131,7 +131,7 @@ func (s *Service) begin(ctx context.Context, roomID string, rows []store.NewEven
 // beginWith is begin for a write that also changes the memberships of
 // otherMembers (state resolution can change any part of the state).
 func (s *Service) beginWith(ctx context.Context, roomID string, rows []store.NewEvent, otherMembers []string) (context.Context, func(positions []int64)) {
-	return s.beginResolved(ctx, roomID, rows, otherMembers, false)
+	return s.beginResolved(ctx, roomID, rows, otherMembers, false, false)
 }
 
 // resolvedOthers reports whether a received event's write changes the
@@ -151,8 +151,9 @@ func resolvedOthers(w *store.GraphWrite) bool {
 
 // beginResolved is beginWith for a received event's write; resolved: it
 // changes the current state by state resolution (not only by the event
-// itself), which /sync reports in the room's state section.
-func (s *Service) beginResolved(ctx context.Context, roomID string, rows []store.NewEvent, otherMembers []string, resolved bool) (context.Context, func(positions []int64)) {
+// itself), which /sync reports in the room's state section; gap: history
+// before the event is missing here (a timeline gap /sync ends timelines at).
+func (s *Service) beginResolved(ctx context.Context, roomID string, rows []store.NewEvent, otherMembers []string, resolved, gap bool) (context.Context, func(positions []int64)) {
 	t := s.Changes
 	if t == nil {
 		return ctx, func([]int64) {}
@@ -160,6 +161,9 @@ func (s *Service) beginResolved(ctx context.Context, roomID string, rows []store
 	keys := []changes.Key{{Kind: changes.RoomEvents, Subject: roomID}}
 	if resolved {
 		keys = append(keys, changes.Key{Kind: changes.RoomResolved, Subject: roomID})
+	}
+	if gap {
+		keys = append(keys, changes.Key{Kind: changes.RoomGap, Subject: roomID})
 	}
 	members, relations := false, false
 	if len(otherMembers) > 0 {

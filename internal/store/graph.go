@@ -85,6 +85,17 @@ type GraphWrite struct {
 	Extremities     []string
 	CurrentResolved bool
 	CurrentChanges  []StateEntry
+	// GapBefore (timeline events): history before the event is missing
+	// here — it was taken with the state at prev events this server could
+	// not fetch. Recorded as a timeline gap at its position.
+	GapBefore bool
+}
+
+// TimelineGaps reads the holes GraphWrite.GapBefore recorded.
+type TimelineGaps interface {
+	// LatestTimelineGap returns the position of the room's last gap in
+	// (after, upto], 0 if none.
+	LatestTimelineGap(ctx context.Context, roomID string, after, upto int64) (int64, error)
 }
 
 // Graph keeps the room graph: every event whatever its kind, the state

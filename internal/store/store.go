@@ -52,6 +52,7 @@ type Store interface {
 	FedTxns
 	ServerNotices
 	SlidingSync
+	TimelineGaps
 	Close() error
 }
 

@@ -27,6 +27,7 @@ type Store interface {
 	store.SyncQueries
 	store.AccountData
 	store.Receipts
+	store.TimelineGaps
 }
 
 // Sources are the other services /sync reports on; each is optional.
@@ -413,6 +414,27 @@ func (b *builder) timeline(roomID string, after, upto int64) (evs []store.Stored
 	complete = !limited && !inGo && q.Types == nil && q.NotTypes == nil && q.Senders == nil && q.NotSenders == nil && q.ContainsURL == nil
 	if limited {
 		evs = evs[:limit]
+	}
+	if after > 0 && len(evs) > 0 && b.s.fast.t.Changed(roomKey(changes.RoomGap, roomID), after, upto) {
+		// A hole in the room's history here (events taken after a gap
+		// this server could not fetch): the timeline ends at it and is
+		// limited, so the client pages back (which backfills) rather than
+		// showing what follows the hole as following what it had — as
+		// Synapse does (Complement's TestSyncTimelineGap). An initial
+		// sync is not cut: its timeline shows the room's latest events.
+		gap, err := b.s.store.LatestTimelineGap(b.ctx, roomID, after, upto)
+		if err != nil {
+			return nil, false, false, err
+		}
+		if gap > 0 {
+			limited, complete = true, false
+			for i := range evs { // newest first
+				if evs[i].Pos < gap {
+					evs = evs[:i]
+					break
+				}
+			}
+		}
 	}
 	if inGo {
 		kept := evs[:0]

@@ -177,6 +177,11 @@ func (s *Shared) persistGraphEvent(ctx context.Context, tx Querier, w *store.Gra
 	if err := InsertPushActions(ctx, tx, s.d.ArrayParams, e, pos); err != nil {
 		return 0, 0, err
 	}
+	if w.GapBefore {
+		if _, err := tx.Exec(ctx, `INSERT INTO timeline_gaps (room_id, pos) VALUES (?, ?)`, e.RoomID, pos); err != nil {
+			return 0, 0, err
+		}
+	}
 	if e.Redacts != "" {
 		// Only the first redaction counts (as in PersistEvents).
 		if _, err := tx.Exec(ctx, `UPDATE events SET redacted_by = ? WHERE event_id = ? AND room_id = ? AND redacted_by = ''`, e.EventID, e.Redacts, e.RoomID); err != nil {
@@ -537,4 +542,11 @@ func (s *Shared) EarliestEvents(ctx context.Context, roomID string, n int) ([]st
 		out = append(out, p)
 	}
 	return out, rows.Err()
+}
+
+// LatestTimelineGap implements store.TimelineGaps.
+func (s *Shared) LatestTimelineGap(ctx context.Context, roomID string, after, upto int64) (int64, error) {
+	var pos int64
+	err := s.b.Read().QueryRow(ctx, `SELECT COALESCE(MAX(pos), 0) FROM timeline_gaps WHERE room_id = ? AND pos > ? AND pos <= ?`, roomID, after, upto).Scan(&pos)
+	return pos, err
 }

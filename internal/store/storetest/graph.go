@@ -52,8 +52,17 @@ func testGraphWrites(t *testing.T, s store.Store) {
 	// X extends the current state: a topic on one branch.
 	x := g.ev("m.room.topic", sk(""), "@a:x", `{"topic":"x"}`)
 	x.PrevEvents = []string{base}
-	posX, groupX, err := s.PersistGraphEvent(ctx(), &store.GraphWrite{Event: x, StateBefore: baseGroup, Extremities: []string{x.EventID}})
+	posX, groupX, err := s.PersistGraphEvent(ctx(), &store.GraphWrite{Event: x, StateBefore: baseGroup, Extremities: []string{x.EventID}, GapBefore: true})
 	must(t, err)
+	// X was taken after a hole in the history: a timeline gap at its position.
+	for _, c := range []struct{ after, upto, want int64 }{{0, posX, posX}, {posX - 1, posX + 100, posX}, {posX, posX + 100, 0}, {0, posX - 1, 0}} {
+		gap, err := s.LatestTimelineGap(ctx(), "!graph:x", c.after, c.upto)
+		must(t, err)
+		equal(t, fmt.Sprintf("gap in (%d, %d]", c.after, c.upto), gap, c.want)
+	}
+	gap, err := s.LatestTimelineGap(ctx(), "!other:x", 0, posX+100)
+	must(t, err)
+	equal(t, "gap of another room", gap, int64(0))
 	if posX <= 0 || groupX == baseGroup {
 		t.Fatalf("timeline state event: pos %d group %d (base %d)", posX, groupX, baseGroup)
 	}

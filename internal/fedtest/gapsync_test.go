@@ -1,0 +1,137 @@
+package fedtest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"conclave/internal/homeserver/hstest"
+	"conclave/internal/store"
+)
+
+// A client is told of a hole in its server's history and can page through
+// it: after its server caught up past what /get_missing_events reaches
+// (taking the rest with the state at the missing events), the incremental
+// sync's timeline that brings the events after the hole is limited — not
+// shown as following what the client had — and paging back from it
+// backfills every message of the hole (Complement's TestSyncTimelineGap).
+func TestSyncTimelineGapThenBackfill(t *testing.T) {
+	hs := hstest.StartFederation(t, 2)
+	a, b := hs[0], hs[1]
+	alice := a.Register(t, "alice")
+	bob := b.Register(t, "bob")
+	roomID := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "public_chat"}).Str("room_id")
+	b.MustOK(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.ServerName), bob.Token, map[string]any{})
+	a.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/before", roomID), alice.Token, map[string]any{"msgtype": "m.text", "body": "before"})
+	waitBody(t, b, bob, roomID, "before")
+	since := b.MustOK(t, "GET", "/_matrix/client/v3/sync", bob.Token, nil).Str("next_batch")
+
+	b.Stop()
+	const n = 40
+	for i := 0; i < n; i++ {
+		a.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/%s", roomID, fmt.Sprint("gap", i)), alice.Token, map[string]any{"msgtype": "m.text", "body": fmt.Sprint("gap ", i)})
+	}
+	// Alice's server forgets what it had queued for bob's.
+	ctx := context.Background()
+	for {
+		batch, err := a.HS.Store.FedNextBatch(ctx, b.ServerName, 50, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if batch.Empty() {
+			break
+		}
+		done := store.FedDone{Destination: b.ServerName}
+		for _, e := range batch.PDUs {
+			done.PDUs = append(done.PDUs, e.ID)
+		}
+		for _, e := range batch.EDUs {
+			done.EDUs = append(done.EDUs, e.ID)
+		}
+		if err := a.HS.Store.FedDelivered(ctx, []store.FedDone{done}, time.Now().UnixMilli()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b = b.Restart(t)
+	a.HS.FedSender.Wake(b.ServerName)
+	a.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/after", roomID), alice.Token, map[string]any{"msgtype": "m.text", "body": "after"})
+
+	type batch struct {
+		Limited   bool   `json:"limited"`
+		PrevBatch string `json:"prev_batch"`
+		Events    []struct {
+			Content struct {
+				Body string `json:"body"`
+			} `json:"content"`
+		} `json:"events"`
+	}
+	var limited *batch
+	seen := map[string]bool{}
+	deadline := time.Now().Add(30 * time.Second)
+	for !seen["after"] {
+		if time.Now().After(deadline) {
+			t.Fatalf("bob's sync never brought the message after the hole")
+		}
+		r := b.MustOK(t, "GET", "/_matrix/client/v3/sync?timeout=5000&since="+url.QueryEscape(since), bob.Token, nil)
+		var s struct {
+			NextBatch string `json:"next_batch"`
+			Rooms     struct {
+				Join map[string]struct {
+					Timeline batch `json:"timeline"`
+				} `json:"join"`
+			} `json:"rooms"`
+		}
+		json.Unmarshal(r.Body, &s)
+		since = s.NextBatch
+		tl := s.Rooms.Join[roomID].Timeline
+		if len(tl.Events) == 0 {
+			continue
+		}
+		if limited == nil {
+			if !tl.Limited {
+				t.Fatalf("the first timeline after the hole is not limited: %s", r.Body)
+			}
+			limited = &tl
+		}
+		for _, e := range tl.Events {
+			seen[e.Content.Body] = true
+		}
+	}
+	if len(seen) >= n+1 {
+		t.Fatalf("the hole was not a hole: sync brought %d messages", len(seen))
+	}
+	// Paging back from the limited timeline backfills the hole.
+	from := limited.PrevBatch
+	for page := 0; page < 20 && from != ""; page++ {
+		r := b.MustOK(t, "GET", hstest.Path("/rooms/%s/messages", roomID)+"?dir=b&limit=10&from="+url.QueryEscape(from), bob.Token, nil)
+		var p struct {
+			Chunk []struct {
+				Content struct {
+					Body string `json:"body"`
+				} `json:"content"`
+			} `json:"chunk"`
+			End string `json:"end"`
+		}
+		json.Unmarshal(r.Body, &p)
+		for _, e := range p.Chunk {
+			seen[e.Content.Body] = true
+		}
+		if seen["before"] {
+			break
+		}
+		from = p.End
+	}
+	var missing []string
+	for i := 0; i < n; i++ {
+		if b := fmt.Sprint("gap ", i); !seen[b] {
+			missing = append(missing, b)
+		}
+	}
+	if len(missing) > 0 || !seen["before"] {
+		t.Fatalf("paging back through the hole missed %s (before: %v)", strings.Join(missing, ", "), seen["before"])
+	}
+}
