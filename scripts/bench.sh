@@ -4,7 +4,8 @@
 # The federation scenario starts two conclaves federating over loopback (a
 # test CA made with openssl, names localhost:<federation port>, a closed
 # circle of the two); the second one always uses SQLite. FEDERATED=1 does the
-# same for another scenario (join-large-room: newcomers join from the second).
+# same for another scenario (join-large-room: newcomers join from the second;
+# e2ee: the user with many devices is on the second, the claimer on the first).
 # DATABASE=postgres://... selects PostgreSQL (the database must be empty);
 # DATABASE=postgres starts a throwaway PostgreSQL with production durability
 # settings (scripts/postgres-test.sh); the default is SQLite in a temporary

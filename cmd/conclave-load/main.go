@@ -29,7 +29,8 @@ scenarios:
   initial-sync      one user in K rooms with history: full and incremental /sync times per K
   join-large-room   a newcomer joins a room of L members: join time and first /sync
   idle              U users long-poll with no traffic: server memory per client and CPU
-  e2ee              key upload and claim storms, to-device fan-out to a user's many devices
+  e2ee              key upload and claim storms, device-list updates to a room-mate, to-device fan-out
+                    to a user's many devices; with --peer-url the user is on the second server
   sliding-sync      simplified sliding sync (Element X): first and incremental responses for an
                     account in --ss-rooms rooms; U idle long-polling connections: memory and CPU
 
@@ -64,8 +65,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var (
 		base     = fs.String("url", "http://127.0.0.1:8008", "homeserver client API base URL (loopback only)")
 		pid      = fs.Int("pid", 0, "the server's process ID, for its CPU and memory figures")
-		peerURL  = fs.String("peer-url", "", "federation, join-large-room: a second server's client API base URL (loopback only), federating with --url")
-		peerPID  = fs.Int("peer-pid", 0, "federation: the second server's process ID")
+		peerURL  = fs.String("peer-url", "", "federation, join-large-room, e2ee: a second server's client API base URL (loopback only), federating with --url")
+		peerPID  = fs.Int("peer-pid", 0, "federation, join-large-room, e2ee: the second server's process ID")
 		dbPID    = fs.Int("db-pid", 0, "a separate database server's main process ID (PostgreSQL postmaster), for its CPU")
 		secret   = fs.String("secret", "", "registration shared secret (Synapse admin API); empty: open registration")
 		out      = fs.String("out", "", "write the result as JSON to this file")
@@ -161,6 +162,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "sliding-sync":
 		result, err = loadtest.SlidingSync(ctx, cfg, loadtest.SlidingSyncParams{Rooms: *ssRooms, Users: *users, For: *idleSecs})
 	case "e2ee":
+		if *peerURL != "" {
+			// The target user and its devices on a second server, the
+			// claimer here: every key and device list crosses federation.
+			if cfg.Peer, err = loadtest.NewServer(*peerURL, *secret, conns); err != nil {
+				fmt.Fprintln(stderr, err)
+				return 2
+			}
+			cfg.PeerPID = *peerPID
+		}
 		result, err = loadtest.E2EE(ctx, cfg, loadtest.E2EEParams{Devices: *devices, OneTimeKeys: *otks, Claimers: *claimers})
 	default:
 		fmt.Fprintf(stderr, "conclave-load: unknown scenario %q\n", scenario)

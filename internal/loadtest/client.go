@@ -263,6 +263,9 @@ type SyncResponse struct {
 			} `json:"state"`
 		} `json:"join"`
 	} `json:"rooms"`
+	DeviceLists struct {
+		Changed []string `json:"changed"`
+	} `json:"device_lists"`
 	ToDevice struct {
 		Events []struct {
 			Type    string `json:"type"`

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,12 +24,21 @@ type E2EEParams struct {
 	ToDevice    int // to-device messages fanned out to all D devices; default 20
 }
 
-// E2EEResult is what the e2ee scenario measured.
+// E2EEResult is what the e2ee scenario measured. With a Peer (federated),
+// the target user and its devices are on the Peer and the claimer on Server:
+// device-list updates, claims and to-device messages all cross federation;
+// the Phase figures are Server's, PeerPhases the Peer's.
 type E2EEResult struct {
-	Params E2EEParams `json:"params"`
+	Params    E2EEParams `json:"params"`
+	Federated bool       `json:"federated"`
 	// All D devices upload device keys and their one-time keys at once.
 	Upload      Summary      `json:"keys_upload_latency"`
 	UploadPhase PhaseFigures `json:"keys_upload_phase"`
+	// The claimer shares a room with the target user and long-polls /sync;
+	// on each device_lists.changed naming the target it runs /keys/query.
+	// Per device: from the start of its upload to its keys in that answer
+	// (over federation: m.device_list_update to the claimer's server).
+	DeviceListUpdate Summary `json:"device_list_update_latency"`
 	// Claimers claim one key of every device until none is left.
 	Claim           Summary      `json:"keys_claim_latency"`
 	ClaimedKeys     int          `json:"claimed_keys"`
@@ -38,6 +48,33 @@ type E2EEResult struct {
 	// the send to its arrival in the /sync of the last device.
 	ToDeviceFanOut Summary      `json:"to_device_fan_out_latency"`
 	ToDevicePhase  PhaseFigures `json:"to_device_phase"`
+	// The Peer's figures for the same phases (federated only).
+	PeerPhases *E2EEPeerPhases `json:"peer_phases,omitempty"`
+}
+
+// E2EEPeerPhases are the Peer's CPU and memory in each phase.
+type E2EEPeerPhases struct {
+	Upload   PhaseFigures `json:"keys_upload_phase"`
+	Claim    PhaseFigures `json:"keys_claim_phase"`
+	ToDevice PhaseFigures `json:"to_device_phase"`
+}
+
+// meters measures Server and, when there is one, Peer.
+type meters struct{ srv, peer *Meter }
+
+func (c *Config) startMeters() meters {
+	m := meters{srv: StartMeter(c.PID)}
+	if c.Peer != nil {
+		m.peer = StartMeter(c.PeerPID)
+	}
+	return m
+}
+
+func (m meters) stop(peer *PhaseFigures) PhaseFigures {
+	if m.peer != nil {
+		*peer = m.peer.Stop()
+	}
+	return m.srv.Stop()
 }
 
 type device struct {
@@ -66,7 +103,9 @@ func randKey() string {
 }
 
 // E2EE runs key-upload and key-claim storms against one user with many
-// devices, and fans to-device messages out to all of them.
+// devices, measures how fast each device's keys reach a user sharing a room,
+// and fans to-device messages out to all of them. With a Peer the user is
+// there and everyone else on Server.
 func E2EE(ctx context.Context, c *Config, p E2EEParams) (*E2EEResult, error) {
 	if p.Devices < 1 || p.OneTimeKeys < 1 || p.Claimers < 1 {
 		return nil, fmt.Errorf("e2ee: devices, otks and claimers must be positive")
@@ -74,17 +113,25 @@ func E2EE(ctx context.Context, c *Config, p E2EEParams) (*E2EEResult, error) {
 	if p.ToDevice <= 0 {
 		p.ToDevice = 20
 	}
-	res := &E2EEResult{Params: p}
+	res := &E2EEResult{Params: p, Federated: c.Peer != nil}
+	var peer E2EEPeerPhases
+	if c.Peer != nil {
+		res.PeerPhases = &peer
+	}
+	home := c.Server
+	if c.Peer != nil {
+		home = c.Peer
+	}
 	name := c.Prefix + "-e2ee"
 	password := "load-test-" + name
-	first, err := c.Server.Register(ctx, name, password)
+	first, err := home.Register(ctx, name, password)
 	if err != nil {
 		return nil, err
 	}
 	devs := make([]*device, p.Devices)
 	devs[0] = &device{User: first}
 	err = parallel(ctx, p.Devices-1, c.Parallel, func(ctx context.Context, i int) error {
-		u, err := c.Server.Login(ctx, name, password)
+		u, err := home.Login(ctx, name, password)
 		devs[i+1] = &device{User: u}
 		return err
 	})
@@ -95,8 +142,20 @@ func E2EE(ctx context.Context, c *Config, p E2EEParams) (*E2EEResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The claimer shares a room with the target user, so that its server
+	// tracks the user's device list (over federation: is sent its
+	// m.device_list_update EDUs).
+	roomID, err := claimer.CreateRoom(ctx, "private_chat", map[string]any{"invite": []string{first.UserID}})
+	if err != nil {
+		return nil, fmt.Errorf("e2ee: room: %w", err)
+	}
+	if err := first.JoinVia(ctx, roomID, claimer.UserID); err != nil {
+		return nil, fmt.Errorf("e2ee: joining the claimer's room: %w", err)
+	}
+	byDevice := map[string]int{}
 	bodies := make([]map[string]any, p.Devices)
 	for i, d := range devs {
+		byDevice[d.DeviceID] = i
 		d.pub, d.priv, _ = ed25519.GenerateKey(rand.Reader)
 		dk := map[string]any{
 			"user_id": d.UserID, "device_id": d.DeviceID,
@@ -120,11 +179,27 @@ func E2EE(ctx context.Context, c *Config, p E2EEParams) (*E2EEResult, error) {
 		bodies[i] = map[string]any{"device_keys": dk, "one_time_keys": otks}
 	}
 
+	// The claimer's client watches the target's device list the way a
+	// client does: device_lists.changed in /sync, then /keys/query.
+	obsTokens, err := c.initialSync(ctx, []*User{claimer}, "")
+	if err != nil {
+		return nil, err
+	}
+	uploadStart := make([]atomic.Int64, p.Devices)
+	var dl Latencies
+	allSeen := make(chan error, 1)
+	obsCtx, stopObs := context.WithCancel(ctx)
+	defer stopObs()
+	go func() {
+		allSeen <- watchDeviceKeys(obsCtx, claimer, obsTokens[0], first.UserID, devs, byDevice, uploadStart, &dl)
+	}()
+
 	// Upload storm.
 	var up Latencies
-	meter := StartMeter(c.PID)
+	m := c.startMeters()
 	err = parallel(ctx, p.Devices, p.Devices, func(ctx context.Context, i int) error {
 		t := time.Now()
+		uploadStart[i].Store(t.UnixNano())
 		var a struct {
 			Counts map[string]int `json:"one_time_key_counts"`
 		}
@@ -137,11 +212,20 @@ func E2EE(ctx context.Context, c *Config, p E2EEParams) (*E2EEResult, error) {
 		}
 		return nil
 	})
-	res.UploadPhase = meter.Stop()
+	if err == nil {
+		select {
+		case err = <-allSeen:
+		case <-time.After(60 * time.Second):
+			err = fmt.Errorf("e2ee: %d of %d devices' keys seen by the claimer within 60 s of their upload", dl.Summary().N, p.Devices)
+		}
+	}
+	stopObs()
+	res.UploadPhase = m.stop(&peer.Upload)
 	if err != nil {
 		return nil, fmt.Errorf("e2ee: upload: %w", err)
 	}
 	res.Upload = up.Summary()
+	res.DeviceListUpdate = dl.Summary()
 
 	// Claim storm: p.OneTimeKeys requests, each claiming one key of every
 	// device, Claimers at a time. No key may be handed out twice.
@@ -152,16 +236,20 @@ func E2EE(ctx context.Context, c *Config, p E2EEParams) (*E2EEResult, error) {
 	var mu sync.Mutex
 	seen := map[string]bool{}
 	var cl Latencies
-	meter = StartMeter(c.PID)
+	m = c.startMeters()
 	err = parallel(ctx, p.OneTimeKeys, p.Claimers, func(ctx context.Context, _ int) error {
 		t := time.Now()
 		var a struct {
-			Keys map[string]map[string]map[string]json.RawMessage `json:"one_time_keys"`
+			Keys     map[string]map[string]map[string]json.RawMessage `json:"one_time_keys"`
+			Failures map[string]json.RawMessage                       `json:"failures"`
 		}
 		if err := claimer.Do(ctx, "POST", "/_matrix/client/v3/keys/claim", map[string]any{"one_time_keys": map[string]any{first.UserID: want}}, &a); err != nil {
 			return err
 		}
 		cl.Add(time.Since(t))
+		if len(a.Failures) > 0 {
+			return fmt.Errorf("e2ee: claim failures: %v", a.Failures)
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		for dev, keys := range a.Keys[first.UserID] {
@@ -176,7 +264,7 @@ func E2EE(ctx context.Context, c *Config, p E2EEParams) (*E2EEResult, error) {
 		}
 		return nil
 	})
-	res.ClaimPhase = meter.Stop()
+	res.ClaimPhase = m.stop(&peer.Claim)
 	if err != nil {
 		return nil, fmt.Errorf("e2ee: claim: %w", err)
 	}
@@ -221,7 +309,7 @@ func E2EE(ctx context.Context, c *Config, p E2EEParams) (*E2EEResult, error) {
 		}(d.User, tokens[i])
 	}
 	time.Sleep(300 * time.Millisecond)
-	meter = StartMeter(c.PID)
+	m = c.startMeters()
 	for seq := 0; seq < p.ToDevice; seq++ {
 		start[seq].Store(time.Now().UnixNano())
 		body := map[string]any{"messages": map[string]any{first.UserID: map[string]any{"*": map[string]any{"org.conclave.load.seq": seq}}}}
@@ -236,13 +324,57 @@ func E2EE(ctx context.Context, c *Config, p E2EEParams) (*E2EEResult, error) {
 			return nil, ctx.Err()
 		}
 	}
-	res.ToDevicePhase = meter.Stop()
+	res.ToDevicePhase = m.stop(&peer.ToDevice)
 	res.ToDeviceFanOut = fan.Summary()
 	stop()
 	wg.Wait()
-	c.logf("e2ee: upload p50 %.1f ms, claim p50 %.1f ms (%d keys, %d duplicates), to-device fan-out p50 %.1f ms",
-		res.Upload.P50, res.Claim.P50, res.ClaimedKeys, res.DuplicateClaims, res.ToDeviceFanOut.P50)
+	c.logf("e2ee (federated %v): upload p50 %.1f ms, device list to the claimer p50 %.1f ms, claim p50 %.1f ms (%d keys, %d duplicates), to-device fan-out p50 %.1f ms",
+		res.Federated, res.Upload.P50, res.DeviceListUpdate.P50, res.Claim.P50, res.ClaimedKeys, res.DuplicateClaims, res.ToDeviceFanOut.P50)
 	return res, nil
+}
+
+// watchDeviceKeys long-polls the observer's /sync from since and, whenever
+// device_lists.changed names target, asks /keys/query for target's devices;
+// each device whose uploaded ed25519 key appears counts once, its latency
+// from uploadStart. It returns nil when every device was seen.
+func watchDeviceKeys(ctx context.Context, obs *User, since, target string, devs []*device, byDevice map[string]int, uploadStart []atomic.Int64, lat *Latencies) error {
+	seen := make([]bool, len(devs))
+	left := len(devs)
+	for {
+		r, err := obs.Sync(ctx, since, "", 30*time.Second)
+		if err != nil {
+			return fmt.Errorf("e2ee: claimer's sync: %w", err)
+		}
+		since = r.NextBatch
+		if !slices.Contains(r.DeviceLists.Changed, target) {
+			continue
+		}
+		var a struct {
+			DeviceKeys map[string]map[string]struct {
+				Keys map[string]string `json:"keys"`
+			} `json:"device_keys"`
+			Failures map[string]json.RawMessage `json:"failures"`
+		}
+		if err := obs.Do(ctx, "POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{target: []string{}}}, &a); err != nil {
+			return fmt.Errorf("e2ee: claimer's keys/query: %w", err)
+		}
+		if len(a.Failures) > 0 {
+			return fmt.Errorf("e2ee: keys/query failures: %v", a.Failures)
+		}
+		now := time.Now().UnixNano()
+		for dev, k := range a.DeviceKeys[target] {
+			i, ok := byDevice[dev]
+			if !ok || seen[i] || k.Keys["ed25519:"+dev] != base64.RawStdEncoding.EncodeToString(devs[i].pub) {
+				continue
+			}
+			seen[i] = true
+			left--
+			lat.Add(time.Duration(now - uploadStart[i].Load()))
+		}
+		if left == 0 {
+			return nil
+		}
+	}
 }
 
 func userList(devs []*device) []*User {

@@ -66,7 +66,34 @@ func TestOtherScenarios(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.ClaimedKeys != 20 || e.DuplicateClaims != 0 || e.ToDeviceFanOut.N != 3 || e.Upload.N != 4 {
+	if e.ClaimedKeys != 20 || e.DuplicateClaims != 0 || e.ToDeviceFanOut.N != 3 || e.Upload.N != 4 || e.DeviceListUpdate.N != 4 || e.Federated {
+		t.Fatalf("e2ee: %+v", e)
+	}
+}
+
+// The e2ee scenario across two federating servers: the devices on the
+// second, the claimer on the first. Every device's keys reach the claimer
+// through m.device_list_update, every claim is answered by the other server
+// and no key is handed out twice; to-device messages cross too.
+func TestE2EEFederated(t *testing.T) {
+	s := hstest.StartFederation(t, 2, func(c *config.Config) {
+		c.EnableRegistration = true
+		c.RateLimits = false
+	})
+	a, err := NewServer(s[0].URL, "", 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewServer(s[1].URL, "", 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Config{Server: a, Peer: b, PID: os.Getpid(), PeerPID: os.Getpid(), Prefix: "f", Parallel: 4, Log: t.Logf}
+	e, err := E2EE(context.Background(), c, E2EEParams{Devices: 5, OneTimeKeys: 4, Claimers: 2, ToDevice: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.Federated || e.PeerPhases == nil || e.ClaimedKeys != 20 || e.DuplicateClaims != 0 || e.ToDeviceFanOut.N != 3 || e.Upload.N != 5 || e.DeviceListUpdate.N != 5 {
 		t.Fatalf("e2ee: %+v", e)
 	}
 }

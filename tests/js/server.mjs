@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
-function freePort() {
+export function freePort() {
     return new Promise((resolve, reject) => {
         const srv = createServer();
         srv.on("error", reject);
@@ -20,7 +20,7 @@ function freePort() {
     });
 }
 
-async function waitForVersions(baseUrl, proc, deadlineMs) {
+export async function waitForVersions(baseUrl, proc, deadlineMs) {
     const until = Date.now() + deadlineMs;
     for (;;) {
         if (proc.exitCode !== null) throw new Error(`conclave exited with ${proc.exitCode}`);
