@@ -56,3 +56,17 @@ func TestRestrictedRoomLocalJoin(t *testing.T) {
 		t.Fatalf("state-API join after leaving the allowed room: %d %s", r.Status, r.Body)
 	}
 }
+
+// A knock_restricted room whose allow list names no room: a join without an
+// invite is forbidden (403), not "cannot tell" (Complement's
+// TestKnockingInMSC3787Room).
+func TestKnockRestrictedWithoutAllowedRoomsForbidden(t *testing.T) {
+	s := hstest.Start(t)
+	alice := s.CreateUser(t, "alice")
+	bob := s.CreateUser(t, "bob")
+	room := createRoom(t, s, alice, map[string]any{"preset": "private_chat", "room_version": "10",
+		"initial_state": []any{map[string]any{"type": "m.room.join_rules", "state_key": "", "content": map[string]any{"join_rule": "knock_restricted"}}}})
+	if r := s.Do(t, "POST", hstest.Path("/join/%s", room), bob.Token, map[string]any{}); r.Status != http.StatusForbidden || r.Errcode() != "M_FORBIDDEN" {
+		t.Fatalf("join of a knock_restricted room without allowed rooms: %d %s", r.Status, r.Body)
+	}
+}

@@ -51,6 +51,9 @@ func (s *Service) receiveAfterGap(ctx context.Context, origin string, pdu *event
 		if !errors.As(err, &missing) {
 			return s.pduError(pdu, origin, err)
 		}
+		if !citesAny(pdu.PrevEvents, missing.Events) {
+			break // the gap is closed; only auth events are missing
+		}
 	}
 	if missing == nil {
 		_, err := s.Rooms.Receive(ctx, pdu)
@@ -66,6 +69,14 @@ func (s *Service) receiveAfterGap(ctx context.Context, origin string, pdu *event
 	// claimed state the room's (Complement's
 	// TestOutboundFederationIgnoresMissingEventWithBadJSONForRoomVersion6
 	// fails on a /state_ids request here).
+	if !citesAny(pdu.PrevEvents, missing.Events) {
+		// Its prev events are here now; auth events it cites are not
+		// (one that failed its own checks while the gap was filled): they
+		// are fetched, and the event rejected if they cannot be had
+		// (Complement's TestCorruptedAuthChain).
+		_, err := s.receiveWithAuthEvents(ctx, origin, pdu, missing.Events)
+		return s.pduError(pdu, origin, err)
+	}
 	return s.pduError(pdu, origin, missing)
 }
 

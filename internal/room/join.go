@@ -124,11 +124,11 @@ func (s *Service) joinAuthoriser(ctx context.Context, rs *roomState, userID stri
 	if m := rs.membership(userID); m == "join" || m == "invite" {
 		return "", nil
 	}
-	allowed, residentInOne, err := s.inAllowedRoom(ctx, rs, userID)
+	allowed, residentInOne, named, err := s.inAllowedRoom(ctx, rs, userID)
 	if err != nil {
 		return "", err
 	}
-	if !allowed && !residentInOne {
+	if !allowed && !residentInOne && named {
 		// This server is in none of the allowed rooms: what it knows of
 		// them may be stale, so it cannot vouch either way; the joining
 		// server should ask another (Server-Server API, make_join 400
@@ -159,11 +159,12 @@ func (s *Service) joinAuthoriser(ctx context.Context, rs *roomState, userID stri
 // inAllowedRoom reports whether userID is joined to a room named in the
 // room's m.room.join_rules allow list that this server is in (a user of it
 // joined: only then is its view of the room's members current), and
-// whether this server is in any of those rooms at all.
-func (s *Service) inAllowedRoom(ctx context.Context, rs *roomState, userID string) (allowed, residentInOne bool, err error) {
+// whether this server is in any of those rooms at all, and whether the list
+// names any room.
+func (s *Service) inAllowedRoom(ctx context.Context, rs *roomState, userID string) (allowed, residentInOne, named bool, err error) {
 	jr := rs.StateEvent("m.room.join_rules", "")
 	if jr == nil {
-		return false, false, nil
+		return false, false, false, nil
 	}
 	var c struct {
 		Allow []struct {
@@ -172,11 +173,11 @@ func (s *Service) inAllowedRoom(ctx context.Context, rs *roomState, userID strin
 		} `json:"allow"`
 	}
 	if json.Unmarshal(jr.Content, &c) != nil {
-		return false, false, nil
+		return false, false, false, nil
 	}
 	mems, err := s.store.UserMemberships(ctx, userID)
 	if err != nil {
-		return false, false, err
+		return false, false, false, err
 	}
 	joined := map[string]bool{}
 	for _, m := range mems {
@@ -190,19 +191,20 @@ func (s *Service) inAllowedRoom(ctx context.Context, rs *roomState, userID strin
 			continue
 		}
 		seen[a.RoomID] = true
+		named = true
 		resident, err := s.hasLocalMember(ctx, a.RoomID)
 		if err != nil {
-			return false, false, err
+			return false, false, true, err
 		}
 		if !resident {
 			continue
 		}
 		residentInOne = true
 		if joined[a.RoomID] {
-			return true, true, nil
+			return true, true, true, nil
 		}
 	}
-	return false, residentInOne, nil
+	return false, residentInOne, named, nil
 }
 
 // maxAllowRooms bounds the allowed rooms a join rule's check looks at.
