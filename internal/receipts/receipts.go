@@ -282,6 +282,12 @@ func ByRoom(rows []store.Receipt, viewer string) map[string]Content {
 			byUser = map[string]ReceiptInfo{}
 			byType[r.Type] = byUser
 		}
+		if prev, ok := byUser[r.UserID]; ok && prev.ThreadID == "" && r.ThreadID != "" {
+			// One entry per user, type and event: an unthreaded receipt
+			// wins over a threaded one for the same event, whatever their
+			// order (MSC4102; Complement's TestThreadReceiptsInSyncMSC4102).
+			continue
+		}
 		byUser[r.UserID] = ReceiptInfo{TS: r.TS, ThreadID: r.ThreadID}
 	}
 	return out

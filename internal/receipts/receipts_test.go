@@ -31,6 +31,17 @@ func TestByRoom(t *testing.T) {
 	if len(ByRoom(rows, "@v")["!b"]) != 1 {
 		t.Fatal("owner sees own private receipt")
 	}
+	// MSC4102: an unthreaded and a threaded receipt for one event: the
+	// unthreaded one is shown, in either order.
+	for _, order := range [][2]string{{"", "$root"}, {"$root", ""}} {
+		rows := []store.Receipt{
+			{RoomID: "!t", UserID: "@u", Type: TypeRead, EventID: "$b", ThreadID: order[0], TS: 1},
+			{RoomID: "!t", UserID: "@u", Type: TypeRead, EventID: "$b", ThreadID: order[1], TS: 2},
+		}
+		if got := ByRoom(rows, "@u")["!t"]["$b"][TypeRead]["@u"]; got.ThreadID != "" {
+			t.Fatalf("order %q: the threaded receipt was shown: %+v", order, got)
+		}
+	}
 	for id, ok := range map[string]bool{"main": true, "$e": true, "": false, "x": false, "$": false} {
 		if ValidThreadID(id) != ok {
 			t.Errorf("ValidThreadID(%q)", id)
