@@ -210,6 +210,16 @@ func (s *Service) loadState(ctx context.Context, roomID string) (*roomState, err
 
 var errUnknownRoom = matrix.NotFound("Unknown room")
 
+// Known reports whether this server has the room (it created or joined it),
+// as opposed to knowing of it only through a remote invite or knock.
+func (s *Service) Known(ctx context.Context, roomID string) (bool, error) {
+	_, err := s.RoomVersion(ctx, roomID)
+	if err == errUnknownRoom {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // RoomVersion returns the version of a room this server knows.
 func (s *Service) RoomVersion(ctx context.Context, roomID string) (*event.RoomVersion, error) {
 	if v := s.parsed.version(roomID); v != nil {

@@ -831,8 +831,18 @@ func clientStripped(raw json.RawMessage) json.RawMessage {
 // this server is not in (nil otherwise).
 func (b *builder) remoteMembership(m store.Membership) (*store.RemoteMembership, error) {
 	rm, err := b.s.rooms.RemoteMembership(b.ctx, m.RoomID, b.req.UserID)
-	if err != nil || rm == nil || rm.Event.EventID != m.EventID {
+	if err != nil || rm == nil {
 		return nil, err
+	}
+	if rm.Event.EventID != m.EventID {
+		// A newer remote membership replaced m after this sync's upper
+		// bound (an invite rescinded meanwhile), or m is a membership of
+		// a room this server has since joined. Only in the second case is
+		// m a local room's.
+		known, err := b.s.rooms.Known(b.ctx, m.RoomID)
+		if err != nil || known {
+			return nil, err
+		}
 	}
 	return rm, nil
 }
