@@ -53,6 +53,21 @@ func (c *Client) DownloadMedia(ctx context.Context, dest, mediaID string, timeou
 	return c.media(ctx, dest, "/_matrix/federation/v1/media/download/"+esc(mediaID), q, maxBytes, fn)
 }
 
+// DownloadMediaLegacy asks dest for its media the way servers did before the
+// authenticated federation endpoint (spec v1.11): GET
+// /_matrix/media/v3/download/{origin}/{mediaId}?allow_remote=false on its
+// federation address; the answer is the content itself. For servers that do
+// not serve /_matrix/federation/v1/media/download (FetchMedia falls back to
+// it as Synapse does). Redirects are not followed.
+func (c *Client) DownloadMediaLegacy(ctx context.Context, dest, mediaID string, timeoutMS int64, maxBytes int64, fn func(*Media) error) error {
+	q := url.Values{"allow_remote": {"false"}, "timeout_ms": {strconv.FormatInt(timeoutMS, 10)}}
+	return c.do(ctx, request{method: http.MethodGet, dest: dest, path: "/_matrix/media/v3/download/" + esc(dest) + "/" + esc(mediaID), query: q, timeout: mediaTimeout,
+		stream: func(res *http.Response) error {
+			return fn(&Media{ContentType: res.Header.Get("Content-Type"), Disposition: res.Header.Get("Content-Disposition"),
+				Length: res.ContentLength, Body: outbound.LimitBody(res.Body, maxBytes)})
+		}})
+}
+
 // ThumbnailMedia asks GET /_matrix/federation/v1/media/thumbnail/{mediaId}
 // (query: width, height, method, animated, timeout_ms) like DownloadMedia.
 func (c *Client) ThumbnailMedia(ctx context.Context, dest, mediaID string, query url.Values, maxBytes int64, fn func(*Media) error) error {

@@ -21,11 +21,20 @@ import (
 // fetch remote media"). A server outside federation_allow is never
 // contacted: 403 M_FORBIDDEN.
 func (s *Service) FetchMedia(ctx context.Context, origin, mediaID string, wait time.Duration, maxBytes int64, fn func(*media.Remote) error) error {
-	err := s.Client.DownloadMedia(ctx, origin, mediaID, wait.Milliseconds(), maxBytes, func(m *fedclient.Media) error {
+	take := func(m *fedclient.Media) error {
 		return fn(&media.Remote{ContentType: m.ContentType, Filename: media.FilenameFromDisposition(m.Disposition), Length: m.Length, Body: m.Body})
-	})
+	}
+	err := s.Client.DownloadMedia(ctx, origin, mediaID, wait.Milliseconds(), maxBytes, take)
 	if err == nil {
 		return nil
+	}
+	if unsupportedEndpoint(err) {
+		// A server from before spec v1.11 (no authenticated federation
+		// media): its old download endpoint, as Synapse falls back to.
+		err = s.Client.DownloadMediaLegacy(ctx, origin, mediaID, wait.Milliseconds(), maxBytes, take)
+		if err == nil {
+			return nil
+		}
 	}
 	if _, ok := matrix.AsError(err); ok {
 		return err // fn's own answer
@@ -50,4 +59,23 @@ func (s *Service) FetchMedia(ctx context.Context, origin, mediaID string, wait t
 	}
 	s.Log.Warn("federation: fetching remote media", "origin", origin, "media_id", mediaID, "err", err)
 	return matrix.Errorf(http.StatusBadGateway, matrix.ErrUnknown, "Failed to fetch remote media")
+}
+
+// unsupportedEndpoint: the other server answered as one that does not know
+// the endpoint (404 or 405 with M_UNRECOGNIZED or no Matrix error at all,
+// 400 without a Matrix error, 501), not as one refusing the media.
+func unsupportedEndpoint(err error) bool {
+	var fe *fedclient.Error
+	if !errors.As(err, &fe) {
+		return false
+	}
+	switch fe.Status {
+	case http.StatusNotFound, http.StatusMethodNotAllowed:
+		return fe.Errcode == "" || fe.Errcode == matrix.ErrUnrecognized
+	case http.StatusBadRequest:
+		return fe.Errcode == "" || fe.Errcode == matrix.ErrUnrecognized
+	case http.StatusNotImplemented:
+		return true
+	}
+	return false
 }
