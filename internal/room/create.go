@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 
+	"conclave/internal/accessrules"
 	"conclave/internal/event"
 	"conclave/internal/matrix"
 	"conclave/internal/store"
@@ -122,6 +123,13 @@ func (s *Service) createRoom(ctx context.Context, req *CreateRequest) (string, [
 		}
 	}
 
+	if s.AccessRules.External(req.Creator) && !req.ServerNotice {
+		// External users are only ever invited (issue 12; Tchap's
+		// externals cannot create rooms): their own join would break the
+		// default restricted rule anyway.
+		return "", nil, matrix.Forbidden("External users cannot create rooms")
+	}
+
 	var alias string
 	if req.RoomAliasName != "" {
 		alias = "#" + req.RoomAliasName + ":" + s.serverName
@@ -166,7 +174,7 @@ func (s *Service) createRoom(ctx context.Context, req *CreateRequest) (string, [
 			return matrix.BadJSON("%s", err.Error())
 		}
 		proto := &event.Proto{Type: typ, StateKey: stateKey, Sender: req.Creator, Content: raw}
-		pdu, err := s.build(rs, proto)
+		pdu, err := s.build(ctx, rs, proto)
 		if err != nil {
 			return err
 		}
@@ -228,6 +236,29 @@ func (s *Service) createRoom(ctx context.Context, req *CreateRequest) (string, [
 		}
 		if err := add(ps.typ, &empty, map[string]string{ps.key: ps.value}); err != nil {
 			return "", nil, err
+		}
+	}
+	if s.AccessRules != nil && !req.ServerNotice {
+		// The room's access rule (internal/accessrules): initial_state's,
+		// checked, or the default, added here as Tchap's module adds it to
+		// initial_state.
+		given, hasGiven := initial[stateKey{accessrules.EventType, ""}]
+		publicJoin := preset == "public_chat" || JoinRuleOf(rs) == "public"
+		if c, ok := initial[stateKey{"m.room.join_rules", ""}]; ok {
+			var jr struct {
+				JoinRule string `json:"join_rule"`
+			}
+			json.Unmarshal(c, &jr)
+			publicJoin = jr.JoinRule == "public"
+		}
+		d, err := s.AccessRules.ForCreate(given, hasGiven, req.IsDirect, publicJoin, req.Visibility == "public")
+		if err != nil {
+			return "", nil, err
+		}
+		if d.Add {
+			if err := add(accessrules.EventType, &empty, map[string]string{"rule": d.Rule}); err != nil {
+				return "", nil, err
+			}
 		}
 	}
 	for _, st := range req.InitialState {

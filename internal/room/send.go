@@ -91,7 +91,7 @@ func (s *Service) sendOnce(ctx context.Context, req *SendRequest) (string, error
 		}
 	}
 	proto := &event.Proto{Type: req.Type, StateKey: req.StateKey, Sender: req.Sender, Content: content, Redacts: req.Redacts}
-	pdu, err := s.build(rs, proto)
+	pdu, err := s.build(ctx, rs, proto)
 	if err != nil {
 		if me, ok := matrix.AsError(err); ok && me.Code == matrix.ErrForbidden && rs.membership(req.Sender) != "join" && req.Type != "m.room.member" {
 			return "", matrix.Forbidden("User %s is not in room %s", req.Sender, req.RoomID)
@@ -245,7 +245,7 @@ func (s *Service) setMembershipOnce(ctx context.Context, req *MembershipRequest)
 	}
 	target := req.Target
 	proto := &event.Proto{Type: "m.room.member", StateKey: &target, Sender: req.Sender, Content: raw}
-	pdu, err := s.build(rs, proto)
+	pdu, err := s.build(ctx, rs, proto)
 	if err != nil {
 		return "", err
 	}

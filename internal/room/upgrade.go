@@ -86,7 +86,7 @@ func (s *Service) UpgradeRoom(ctx context.Context, roomID, userID, deviceID, new
 			return matrix.BadJSON("%s", err.Error())
 		}
 		sk := key
-		pdu, err := s.build(rs, &event.Proto{Type: typ, StateKey: &sk, Sender: userID, Content: raw})
+		pdu, err := s.build(ctx, rs, &event.Proto{Type: typ, StateKey: &sk, Sender: userID, Content: raw})
 		if err != nil {
 			return err
 		}
@@ -159,7 +159,7 @@ func (s *Service) UpgradeRoom(ctx context.Context, roomID, userID, deviceID, new
 	}
 
 	// The old room's closing events, built on a scratch copy of its state.
-	oldPDUs, oldRows, err := s.closingEvents(old, userID, deviceID, rs.roomID)
+	oldPDUs, oldRows, err := s.closingEvents(ctx, old, userID, deviceID, rs.roomID)
 	if err != nil {
 		return "", err
 	}
@@ -204,7 +204,7 @@ func (s *Service) UpgradeRoom(ctx context.Context, roomID, userID, deviceID, new
 			return "", err
 		}
 		e.state = old
-		if oldPDUs, oldRows, err = s.closingEvents(old, userID, deviceID, rs.roomID); err != nil {
+		if oldPDUs, oldRows, err = s.closingEvents(ctx, old, userID, deviceID, rs.roomID); err != nil {
 			return "", err
 		}
 	}
@@ -223,14 +223,14 @@ func (s *Service) UpgradeRoom(ctx context.Context, roomID, userID, deviceID, new
 // of its state: the tombstone naming the replacement, then (best effort, as
 // in Synapse: an upgrader without the power to change these still upgrades)
 // restricted power levels and an emptied canonical alias.
-func (s *Service) closingEvents(old *roomState, userID, deviceID, newRoomID string) ([]*event.PDU, []store.NewEvent, error) {
+func (s *Service) closingEvents(ctx context.Context, old *roomState, userID, deviceID, newRoomID string) ([]*event.PDU, []store.NewEvent, error) {
 	scratch := old.clone()
 	var pdus []*event.PDU
 	var rows []store.NewEvent
 	add := func(typ string, content any) error {
 		raw, _ := json.Marshal(content)
 		empty := ""
-		pdu, err := s.build(scratch, &event.Proto{Type: typ, StateKey: &empty, Sender: userID, Content: raw})
+		pdu, err := s.build(ctx, scratch, &event.Proto{Type: typ, StateKey: &empty, Sender: userID, Content: raw})
 		if err != nil {
 			return err
 		}
