@@ -276,7 +276,7 @@ type CreateDefaults struct {
 // initial_state gives (which must be valid and match is_direct), or direct
 // for is_direct, restricted for public rooms, the configured default for
 // the others. A direct room may not be public; a published room must be
-// restricted.
+// restricted. p must not be nil.
 func (p *Policy) ForCreate(given json.RawMessage, hasGiven, isDirect, publicJoin, publish bool) (CreateDefaults, error) {
 	var d CreateDefaults
 	if hasGiven {
@@ -288,11 +288,14 @@ func (p *Policy) ForCreate(given json.RawMessage, hasGiven, isDirect, publicJoin
 		}
 		d.Rule = c.Rule
 	} else {
-		d.Add = true
+		// A server outside a circle with externals adds no event: a room
+		// without one is restricted, which there changes nothing, and
+		// rooms stay as clients and other servers expect them.
+		d.Add = len(p.ExternalServers) > 0 || p.DefaultRule == Unrestricted
 		switch {
 		case isDirect:
 			d.Rule = Direct
-		case publicJoin || publish || p == nil || p.DefaultRule == "":
+		case publicJoin || publish || p.DefaultRule == "":
 			d.Rule = Restricted
 		default:
 			d.Rule = p.DefaultRule
