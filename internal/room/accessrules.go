@@ -72,3 +72,37 @@ func (s *Service) publishRestricted(ctx context.Context, roomID string) error {
 	}
 	return nil
 }
+
+// adminLevel is the power level of a room admin.
+const adminLevel = 100
+
+// checkLastAdmin refuses the leave of a room's last admin while other
+// members are joined, in rooms under the access rules (those carrying
+// im.vector.room.access_rules, Tchap's): the room would be left without
+// anyone able to manage it. The admin hands power over first (issue 12).
+// Only a local user's own leave is refused: a kick or ban says the room's
+// admins decided, and received events follow the room's authorisation
+// rules alone.
+func (s *Service) checkLastAdmin(rs *roomState, userID string) error {
+	if s.AccessRules == nil || rs.StateEvent(accessrules.EventType, "") == nil {
+		return nil
+	}
+	pl, err := rs.powerLevels()
+	if err != nil || pl.UserLevel(userID) < adminLevel {
+		return nil
+	}
+	others := false
+	for u := range rs.joined {
+		if u == userID {
+			continue
+		}
+		if pl.UserLevel(u) >= adminLevel {
+			return nil
+		}
+		others = true
+	}
+	if !others {
+		return nil // the last member may go
+	}
+	return matrix.Forbidden("You are the last administrator of this room: make another member administrator before leaving")
+}

@@ -84,6 +84,16 @@ func (s *Service) sendOnce(ctx context.Context, req *SendRequest) (string, error
 			return "", err
 		}
 	}
+	if req.Type == "m.room.member" && req.StateKey != nil && *req.StateKey == req.Sender && rs.membership(req.Sender) == "join" {
+		var m struct {
+			Membership string `json:"membership"`
+		}
+		if json.Unmarshal(req.Content, &m) == nil && m.Membership == "leave" {
+			if err := s.checkLastAdmin(rs, req.Sender); err != nil {
+				return "", err
+			}
+		}
+	}
 	content := req.Content
 	if req.Type == "m.room.member" && req.StateKey != nil && *req.StateKey == req.Sender {
 		if content, err = s.memberJoinContent(ctx, rs, req.Sender, content); err != nil {
@@ -213,6 +223,11 @@ func (s *Service) setMembershipOnce(ctx context.Context, req *MembershipRequest)
 	case "leave":
 		if req.Target == req.Sender && cur == "" {
 			return "", matrix.Forbidden("You are not a member of this room")
+		}
+		if req.Target == req.Sender && cur == "join" {
+			if err := s.checkLastAdmin(rs, req.Sender); err != nil {
+				return "", err
+			}
 		}
 	case "invite":
 		if cur == "join" {
