@@ -151,3 +151,15 @@ func TestAccessRulesExternalCreator(t *testing.T) {
 	eve := s.CreateUser(t, "eve")
 	expectErr(t, s.Do(t, "POST", "/_matrix/client/v3/createRoom", eve.Token, map[string]any{}), http.StatusForbidden, "M_FORBIDDEN")
 }
+
+// A room upgrade keeps the access rule.
+func TestAccessRulesUpgrade(t *testing.T) {
+	s := hstest.Start(t, withExternals)
+	alice := s.CreateUser(t, "alice")
+	room := createRoom(t, s, alice, map[string]any{"preset": "private_chat", "room_version": "10",
+		"initial_state": []any{map[string]any{"type": "im.vector.room.access_rules", "content": map[string]any{"rule": "unrestricted"}}}})
+	newRoom := s.MustOK(t, "POST", hstest.Path("/rooms/%s/upgrade", room), alice.Token, map[string]any{"new_version": "11"}).Str("replacement_room")
+	if got := accessRule(t, s, alice, newRoom); got != "unrestricted" {
+		t.Fatalf("upgraded room rule %q", got)
+	}
+}

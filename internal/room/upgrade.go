@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 
+	"conclave/internal/accessrules"
 	"conclave/internal/event"
 	"conclave/internal/matrix"
 	"conclave/internal/store"
@@ -18,6 +19,9 @@ import (
 var copiedOnUpgrade = []string{
 	"m.room.join_rules", "m.room.history_visibility", "m.room.guest_access", "m.room.name",
 	"m.room.topic", "m.room.avatar", "m.room.encryption", "m.room.server_acl", "m.room.canonical_alias",
+	// The access rule last (internal/accessrules): the replacement keeps
+	// who may be in it, and the state copied before was allowed under it.
+	accessrules.EventType,
 }
 
 // UpgradeRoom replaces a room with a new one of another version
