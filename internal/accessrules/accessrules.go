@@ -128,7 +128,7 @@ func (p *Policy) Check(ev *event.PDU, st State) error {
 	case EventType:
 		ok = *ev.StateKey != "" || p.ruleChangeAllowed(ev, st)
 	case "m.room.power_levels":
-		ok = p.powerLevelsAllowed(ev.Content, RuleOf(st))
+		ok = p.PowerLevelsAllowed(ev.Content, RuleOf(st))
 	case "m.room.member", "m.room.third_party_invite":
 		ok = p.membershipAllowed(ev, st)
 	case "m.room.join_rules":
@@ -236,9 +236,10 @@ func directAllowed(ev *event.PDU, st State) bool {
 	return true
 }
 
-// powerLevelsAllowed: in unrestricted rooms users_default stays 0 and no
-// external gets a level other than 0.
-func (p *Policy) powerLevelsAllowed(content json.RawMessage, rule string) bool {
+// PowerLevelsAllowed reports whether power levels content obeys a rule: in
+// unrestricted rooms users_default stays 0 and no external gets a level
+// other than 0.
+func (p *Policy) PowerLevelsAllowed(content json.RawMessage, rule string) bool {
 	if rule != Unrestricted {
 		return true
 	}

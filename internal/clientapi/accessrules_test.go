@@ -86,6 +86,8 @@ func TestAccessRulesRestrictedUnrestricted(t *testing.T) {
 		{"initial_state": []any{map[string]any{"type": "im.vector.room.access_rules", "content": map[string]any{"rule": "direct"}}}},
 		{"is_direct": true, "initial_state": []any{map[string]any{"type": "im.vector.room.access_rules", "content": map[string]any{"rule": "restricted"}}}},
 		{"is_direct": true, "preset": "public_chat"},
+		{"power_level_content_override": map[string]any{"users_default": 50},
+			"initial_state": []any{map[string]any{"type": "im.vector.room.access_rules", "content": map[string]any{"rule": "unrestricted"}}}},
 	} {
 		expectErr(t, s.Do(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, body), http.StatusBadRequest, "M_INVALID_PARAM")
 	}
