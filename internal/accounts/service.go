@@ -340,7 +340,7 @@ func (s *Service) ChangePassword(ctx context.Context, sess *store.Session, newPa
 	if newPassword == "" {
 		return matrix.MissingParam("Missing new_password")
 	}
-	if err := CheckNewPassword(newPassword); err != nil {
+	if err := s.CheckNewPasswordPolicy(newPassword); err != nil {
 		return err
 	}
 	hash, err := s.hash.Hash(ctx, newPassword)

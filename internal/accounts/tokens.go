@@ -58,6 +58,8 @@ type Options struct {
 	// token; others never expire.
 	AccessTokenLifetime time.Duration
 	HashParams          HashParams // zero: DefaultHashParams
+	// PasswordPolicy is what users' new passwords must satisfy (policy.go).
+	PasswordPolicy PasswordPolicy
 }
 
 // New returns the accounts service.
@@ -150,6 +152,8 @@ func OptionsFrom(cfg *config.Config) Options {
 		SharedSecret:        cfg.RegistrationSharedSecret,
 		AccessTokenLifetime: cfg.AccessTokenLifetime.Duration,
 		HashParams:          p,
+		PasswordPolicy: PasswordPolicy{MinLength: cfg.PasswordMinLength, RequireDigit: cfg.PasswordRequireDigit,
+			RequireSymbol: cfg.PasswordRequireSymbol, RequireLowercase: cfg.PasswordRequireLowercase, RequireUppercase: cfg.PasswordRequireUppercase},
 	}
 }
 

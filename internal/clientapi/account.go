@@ -47,7 +47,7 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request, s *store.Se
 		fail(w, r, matrix.MissingParam("Missing new_password"))
 		return
 	}
-	if err := accounts.CheckNewPassword(*req.NewPassword); err != nil {
+	if err := a.Accounts.CheckNewPasswordPolicy(*req.NewPassword); err != nil {
 		fail(w, r, err)
 		return
 	}

@@ -44,6 +44,11 @@ func (a *API) registerAccounts(mux Mux) {
 	handle(mux, "POST", "/login", a.login)
 	handle(mux, "POST", "/register", a.register)
 	handle(mux, "GET", "/register/available", a.registerAvailable)
+	// Synapse serves the policy under r0, v3 and unstable; Tchap's web
+	// client calls r0. No authentication: clients show it before
+	// registration.
+	handle(mux, "GET", "/password_policy", a.passwordPolicy)
+	mux.HandleFunc("GET /_matrix/client/unstable/password_policy", a.passwordPolicy)
 	mux.HandleFunc("GET /_matrix/client/v1/register/m.login.registration_token/validity", a.registrationTokenValidity)
 	handle(mux, "POST", "/refresh", a.refresh)
 	mux.HandleFunc("POST /_matrix/client/v1/refresh", a.refresh)
@@ -269,7 +274,7 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := accounts.CheckNewPassword(req.Password); err != nil {
+	if err := a.Accounts.CheckNewPasswordPolicy(req.Password); err != nil {
 		fail(w, r, err)
 		return
 	}
@@ -419,4 +424,9 @@ func (a *API) sharedSecretRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	jsonhttp.OK(w, a.loginResponse(res))
+}
+
+// passwordPolicy answers GET /password_policy: {} without a policy.
+func (a *API) passwordPolicy(w http.ResponseWriter, r *http.Request) {
+	jsonhttp.Write(w, http.StatusOK, a.Accounts.PasswordPolicy().Describe())
 }

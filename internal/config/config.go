@@ -45,6 +45,14 @@ type Config struct {
 	TrustedProxies           string   `yaml:"trusted_proxies" help:"comma-separated IPs or CIDRs of reverse proxies whose X-Forwarded-For names the client (rate limits, last_seen_ip); empty: the TCP peer is the client"`
 	EncryptPresets           string   `yaml:"encrypt_presets" help:"comma-separated createRoom presets whose rooms are end-to-end encrypted by default"`
 	RequireEncryption        bool     `yaml:"require_encryption" help:"refuse unencrypted non-public rooms and removing or weakening m.room.encryption"`
+	// The state's rules (docs/rules.md).
+	ExternalServers          []string `yaml:"external_servers" help:"comma-separated server names whose users are externals (the circle's external server): never in restricted rooms, invited only into unrestricted ones, never given power there, cannot create rooms"`
+	DefaultAccessRule        string   `yaml:"default_access_rule" help:"access rule (im.vector.room.access_rules) of private rooms created without one: restricted (no externals) or unrestricted; direct chats get direct, public rooms restricted"`
+	PasswordMinLength        int      `yaml:"password_min_length" help:"shortest password accepted at registration and password change (0: no minimum); announced by /password_policy"`
+	PasswordRequireDigit     bool     `yaml:"password_require_digit" help:"passwords must contain a digit"`
+	PasswordRequireSymbol    bool     `yaml:"password_require_symbol" help:"passwords must contain a symbol (a character other than an ASCII letter or digit)"`
+	PasswordRequireLowercase bool     `yaml:"password_require_lowercase" help:"passwords must contain a lowercase letter"`
+	PasswordRequireUppercase bool     `yaml:"password_require_uppercase" help:"passwords must contain an uppercase letter"`
 	LoginRatePerSecond       float64  `yaml:"login_rate_per_second" help:"sustained login/registration attempts per second per IP and per account"`
 	LoginRateBurst           int      `yaml:"login_rate_burst" help:"login/registration burst per IP and per account"`
 	MaxRequestBytes          int64    `yaml:"max_request_bytes" help:"largest accepted JSON request body"`
@@ -124,6 +132,7 @@ func Default() Config {
 		MaxSyncsPerDevice:      4,
 		MaxUploadBytes:         50 << 20,
 		EncryptPresets:         "private_chat,trusted_private_chat",
+		DefaultAccessRule:      "restricted",
 		ClamdUnreachable:       "refuse",
 		ThumbnailMaxPixels:     32_000_000,
 
@@ -274,6 +283,17 @@ func (c *Config) Validate() error {
 	}
 	if (c.TLSCACert == "") != (c.TLSCAKey == "") {
 		return &Error{Key: "tls_ca_cert", Reason: "tls_ca_cert and tls_ca_key go together"}
+	}
+	for _, name := range c.ExternalServers {
+		if !matrix.ValidServerName(name) {
+			return &Error{Key: "external_servers", Reason: fmt.Sprintf("%q is not a valid server name (host[:port])", name)}
+		}
+	}
+	if c.DefaultAccessRule != "restricted" && c.DefaultAccessRule != "unrestricted" {
+		return &Error{Key: "default_access_rule", Reason: "must be restricted or unrestricted"}
+	}
+	if c.PasswordMinLength < 0 || c.PasswordMinLength > 512 {
+		return &Error{Key: "password_min_length", Reason: "must be between 0 and 512"}
 	}
 	for _, name := range c.FederationAllow {
 		if !matrix.ValidServerName(name) {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 
+	"conclave/internal/accessrules"
 	"conclave/internal/accountdata"
 	"conclave/internal/accounts"
 	"conclave/internal/changes"
@@ -171,6 +172,10 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 		}
 	}
 	hs.Rooms.RequireEncryption = cfg.RequireEncryption
+	hs.Rooms.AccessRules = &accessrules.Policy{ExternalServers: map[string]bool{}, DefaultRule: cfg.DefaultAccessRule}
+	for _, name := range cfg.ExternalServers {
+		hs.Rooms.AccessRules.ExternalServers[name] = true
+	}
 	hs.Keys = keys.New(db, cfg.ServerName)
 	hs.Notifier = syncer.NewNotifier()
 	hs.newMiscServices()

@@ -4,6 +4,7 @@ package profile
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"unicode/utf8"
 
@@ -27,6 +28,7 @@ type Store interface {
 	store.Profiles
 	GetUser(ctx context.Context, userID string) (*store.User, error)
 	SearchUserDirectory(ctx context.Context, searcher, term string, limit int) ([]store.DirectoryEntry, error)
+	GetAccountData(ctx context.Context, userID, roomID, typ string) (json.RawMessage, error)
 }
 
 // Service is the profile service.
@@ -150,13 +152,60 @@ func (s *Service) Search(ctx context.Context, searcher, term string, limit int) 
 		limit = DefaultSearchLimit
 	}
 	limit = min(limit, MaxSearchLimit)
-	rows, err := s.store.SearchUserDirectory(ctx, searcher, term, limit+1)
-	if err != nil {
-		return nil, err
+	// Users who hid their profile are left out; the store is asked again
+	// for more (a bounded number of times) when they thin a page out.
+	want, fetch := limit+1, limit+1
+	var rows []store.DirectoryEntry
+	for round := 0; ; round++ {
+		got, err := s.store.SearchUserDirectory(ctx, searcher, term, fetch)
+		if err != nil {
+			return nil, err
+		}
+		rows = rows[:0]
+		for _, e := range got {
+			hidden, err := s.hidden(ctx, e.UserID)
+			if err != nil {
+				return nil, err
+			}
+			if !hidden {
+				rows = append(rows, e)
+			}
+		}
+		if len(rows) >= want || len(got) < fetch || round == maxHiddenRounds {
+			break
+		}
+		fetch *= 4
 	}
 	res := &SearchResult{Results: rows}
 	if len(rows) > limit {
 		res.Results, res.Limited = rows[:limit], true
 	}
 	return res, nil
+}
+
+// HideProfileType is the global account data with which a user leaves the
+// user directory: {"hide_profile": true} (Tchap's red list,
+// tchapgouv/tchap-red-list: hidden users are not found by search).
+const HideProfileType = "im.vector.hide_profile"
+
+// maxHiddenRounds bounds the searches again when hidden users thin out a
+// page (each asks four times as many rows).
+const maxHiddenRounds = 2
+
+// hidden reports whether a local user hid their profile.
+func (s *Service) hidden(ctx context.Context, userID string) (bool, error) {
+	if matrix.ServerOf(userID) != s.serverName {
+		return false, nil
+	}
+	raw, err := s.store.GetAccountData(ctx, userID, "", HideProfileType)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var c struct {
+		Hide bool `json:"hide_profile"`
+	}
+	return json.Unmarshal(raw, &c) == nil && c.Hide, nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 
+	"conclave/internal/accessrules"
 	"conclave/internal/event"
 	"conclave/internal/matrix"
 	"conclave/internal/store"
@@ -122,6 +123,13 @@ func (s *Service) createRoom(ctx context.Context, req *CreateRequest) (string, [
 		}
 	}
 
+	if s.AccessRules.External(req.Creator) && !req.ServerNotice {
+		// External users are only ever invited (issue 12; Tchap's
+		// externals cannot create rooms): their own join would break the
+		// default restricted rule anyway.
+		return "", nil, matrix.Forbidden("External users cannot create rooms")
+	}
+
 	var alias string
 	if req.RoomAliasName != "" {
 		alias = "#" + req.RoomAliasName + ":" + s.serverName
@@ -166,7 +174,7 @@ func (s *Service) createRoom(ctx context.Context, req *CreateRequest) (string, [
 			return matrix.BadJSON("%s", err.Error())
 		}
 		proto := &event.Proto{Type: typ, StateKey: stateKey, Sender: req.Creator, Content: raw}
-		pdu, err := s.build(rs, proto)
+		pdu, err := s.build(ctx, rs, proto)
 		if err != nil {
 			return err
 		}
@@ -196,6 +204,25 @@ func (s *Service) createRoom(ctx context.Context, req *CreateRequest) (string, [
 		initial[stateKey{st.Type, st.StateKey}] = st.Content
 	}
 
+	// The room's access rule (internal/accessrules): initial_state's,
+	// checked, or the default.
+	var rule accessrules.CreateDefaults
+	if s.AccessRules != nil && !req.ServerNotice {
+		given, hasGiven := initial[stateKey{accessrules.EventType, ""}]
+		publicJoin := p.joinRule == "public"
+		if c, ok := initial[stateKey{"m.room.join_rules", ""}]; ok {
+			var jr struct {
+				JoinRule string `json:"join_rule"`
+			}
+			json.Unmarshal(c, &jr)
+			publicJoin = jr.JoinRule == "public"
+		}
+		var err error
+		if rule, err = s.AccessRules.ForCreate(given, hasGiven, req.IsDirect, publicJoin, req.Visibility == "public"); err != nil {
+			return "", nil, err
+		}
+	}
+
 	// Power levels: the defaults, or initial_state's, then the override.
 	pl := defaultPowerLevels(rv, req, p.inviteLevel, p.inviteesAreAdmins)
 	if c, ok := initial[stateKey{"m.room.power_levels", ""}]; ok {
@@ -207,6 +234,17 @@ func (s *Service) createRoom(ctx context.Context, req *CreateRequest) (string, [
 	}
 	for k, v := range req.PowerLevelOverride {
 		pl[k] = v
+	}
+	if rule.Rule != "" {
+		// Written before the rule, the power levels must already obey it
+		// (an unrestricted room's users_default stays 0).
+		raw, err := json.Marshal(pl)
+		if err != nil {
+			return "", nil, matrix.BadJSON("%s", err.Error())
+		}
+		if !s.AccessRules.PowerLevelsAllowed(raw, rule.Rule) {
+			return "", nil, matrix.InvalidParam("Invalid power levels content")
+		}
 	}
 	if err := add("m.room.power_levels", &empty, pl); err != nil {
 		return "", nil, err
@@ -227,6 +265,13 @@ func (s *Service) createRoom(ctx context.Context, req *CreateRequest) (string, [
 			continue
 		}
 		if err := add(ps.typ, &empty, map[string]string{ps.key: ps.value}); err != nil {
+			return "", nil, err
+		}
+	}
+	if rule.Add {
+		// The default rule, added here as Tchap's module adds it to
+		// initial_state (a given one comes with initial_state below).
+		if err := add(accessrules.EventType, &empty, map[string]string{"rule": rule.Rule}); err != nil {
 			return "", nil, err
 		}
 	}

@@ -208,6 +208,13 @@ func (s *Service) SetDirectoryVisibility(ctx context.Context, roomID, userID str
 	if !ok {
 		return matrix.Forbidden("You need the power to change the room's canonical alias to edit its room list entry")
 	}
+	if visibility == "public" && s.AccessRules != nil {
+		// Only restricted rooms may be published (Tchap's
+		// check_visibility_can_be_modified); publishRestricted checks and
+		// publishes under the writer lock, so a rule change cannot slip
+		// between the two.
+		return s.publishRestricted(ctx, roomID)
+	}
 	if err := s.store.SetRoomPublic(ctx, roomID, visibility == "public"); errors.Is(err, store.ErrNotFound) {
 		return matrix.NotFound("Unknown room")
 	} else if err != nil {

@@ -65,6 +65,11 @@ func (s *Service) MembershipTemplate(ctx context.Context, roomID, userID, member
 	if err := authrules.CheckWith(tentative, rs, trustingVerifier{}); err != nil {
 		return "", nil, matrix.Forbidden("You are not allowed to %s this room: %s", membership, err.Error())
 	}
+	// The access rules refuse here what send_join would soft-fail, as
+	// Synapse's make_knock asks check_event_allowed (handlers/federation.py).
+	if err := s.checkAccessRules(ctx, rs, tentative); err != nil {
+		return "", nil, err
+	}
 	prev := rs.extremities
 	if len(prev) > maxPrevEvents {
 		prev = prev[:maxPrevEvents]

@@ -56,7 +56,7 @@ func (s *Service) refreshMember(ctx context.Context, roomID, userID string) erro
 		return nil
 	}
 	target := userID
-	pdu, err := s.build(rs, &event.Proto{Type: "m.room.member", StateKey: &target, Sender: userID, Content: raw})
+	pdu, err := s.build(ctx, rs, &event.Proto{Type: "m.room.member", StateKey: &target, Sender: userID, Content: raw})
 	if err != nil {
 		return err
 	}

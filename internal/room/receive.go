@@ -279,8 +279,12 @@ func (s *Service) receiveLockedWith(ctx context.Context, rs *roomState, pdu *eve
 		if err := authrules.CheckWith(pdu, rs, v); err != nil {
 			return s.reject(ctx, rs, pdu, "not allowed by the state before it: "+err.Error())
 		}
-		return s.persistReceived(ctx, rs, pdu, &store.GraphWrite{Event: receivedRowFrom(rs, pdu), StateBefore: prevs[0].group,
-			Extremities: []string{pdu.EventID}}, nil)
+		w := &store.GraphWrite{Event: receivedRowFrom(rs, pdu), StateBefore: prevs[0].group}
+		if err := s.checkAccessRules(ctx, rs, pdu); err != nil {
+			return s.softFail(ctx, w, err)
+		}
+		w.Extremities = []string{pdu.EventID}
+		return s.persistReceived(ctx, rs, pdu, w, nil)
 	}
 	before, err := s.stateBefore(ctx, rs, prevs)
 	if err != nil {
@@ -300,13 +304,10 @@ func (s *Service) receiveLockedWith(ctx context.Context, rs *roomState, pdu *eve
 		// (ReceiveWithState): history before this event is missing here.
 		GapBefore: len(given) > 0}
 	if err := authrules.CheckWith(pdu, rs, v); err != nil {
-		// Soft failure: "the event is stored … but not used for state … or
-		// forward extremities" of the current state; it keeps its own state.
-		w.Kind = store.KindSoftFailed
-		if _, _, err := s.store.PersistGraphEvent(ctx, w); err != nil && !errors.Is(err, store.ErrConflict) {
-			return Received{}, err
-		}
-		return Received{Outcome: SoftFailed, Reason: err.Error()}, nil
+		return s.softFail(ctx, w, err)
+	}
+	if err := s.checkAccessRules(ctx, rs, pdu); err != nil {
+		return s.softFail(ctx, w, err)
 	}
 
 	// The forward extremities: those the event does not cite, and it.
@@ -402,6 +403,22 @@ func (s *Service) reject(ctx context.Context, rs *roomState, pdu *event.PDU, rea
 		return Received{}, err
 	}
 	return Received{Outcome: Rejected, Reason: reason}, nil
+}
+
+// softFail stores a received event the current state does not allow:
+// "the event is stored … but not used for state … or forward extremities"
+// of the current state (Server-Server API, "Soft failure"); it keeps its own
+// state. The room access rules soft-fail too: Tchap's module judges received
+// events through Synapse's check_event_allowed against the current state,
+// and a soft failure keeps this server's graph the same as the others' while
+// the event never takes effect here (docs/rules.md).
+func (s *Service) softFail(ctx context.Context, w *store.GraphWrite, why error) (Received, error) {
+	w.Kind = store.KindSoftFailed
+	w.Extremities = nil
+	if _, _, err := s.store.PersistGraphEvent(ctx, w); err != nil && !errors.Is(err, store.ErrConflict) {
+		return Received{}, err
+	}
+	return Received{Outcome: SoftFailed, Reason: why.Error()}, nil
 }
 
 // receivedRowFrom is receivedRow when the state before the event is rs.

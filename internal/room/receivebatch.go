@@ -179,6 +179,9 @@ func (s *Service) receiveInMemory(ctx context.Context, rs *roomState, pdu *event
 	if err := authrules.CheckWith(pdu, rs, v); err != nil {
 		return b.reject(rs, pdu, result, "not allowed by the state before it: "+err.Error()), true, nil
 	}
+	if s.checkAccessRules(ctx, rs, pdu) != nil {
+		return Received{}, false, nil // soft-failed by the one-event path
+	}
 	w := &store.GraphWrite{Event: receivedRowFrom(rs, pdu), Extremities: []string{pdu.EventID}}
 	w.Event.Push = s.pushActionsFor(ctx, rs, pdu, w.Event.Membership) // on the state before it
 	if p := in.prevs[0]; p.pending != 0 {

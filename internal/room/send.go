@@ -84,6 +84,16 @@ func (s *Service) sendOnce(ctx context.Context, req *SendRequest) (string, error
 			return "", err
 		}
 	}
+	if req.Type == "m.room.member" && req.StateKey != nil && *req.StateKey == req.Sender && rs.membership(req.Sender) == "join" {
+		var m struct {
+			Membership string `json:"membership"`
+		}
+		if json.Unmarshal(req.Content, &m) == nil && m.Membership == "leave" {
+			if err := s.checkLastAdmin(rs, req.Sender); err != nil {
+				return "", err
+			}
+		}
+	}
 	content := req.Content
 	if req.Type == "m.room.member" && req.StateKey != nil && *req.StateKey == req.Sender {
 		if content, err = s.memberJoinContent(ctx, rs, req.Sender, content); err != nil {
@@ -91,7 +101,7 @@ func (s *Service) sendOnce(ctx context.Context, req *SendRequest) (string, error
 		}
 	}
 	proto := &event.Proto{Type: req.Type, StateKey: req.StateKey, Sender: req.Sender, Content: content, Redacts: req.Redacts}
-	pdu, err := s.build(rs, proto)
+	pdu, err := s.build(ctx, rs, proto)
 	if err != nil {
 		if me, ok := matrix.AsError(err); ok && me.Code == matrix.ErrForbidden && rs.membership(req.Sender) != "join" && req.Type != "m.room.member" {
 			return "", matrix.Forbidden("User %s is not in room %s", req.Sender, req.RoomID)
@@ -214,6 +224,11 @@ func (s *Service) setMembershipOnce(ctx context.Context, req *MembershipRequest)
 		if req.Target == req.Sender && cur == "" {
 			return "", matrix.Forbidden("You are not a member of this room")
 		}
+		if req.Target == req.Sender && cur == "join" {
+			if err := s.checkLastAdmin(rs, req.Sender); err != nil {
+				return "", err
+			}
+		}
 	case "invite":
 		if cur == "join" {
 			return "", matrix.Forbidden("%s is already in the room", req.Target)
@@ -245,7 +260,7 @@ func (s *Service) setMembershipOnce(ctx context.Context, req *MembershipRequest)
 	}
 	target := req.Target
 	proto := &event.Proto{Type: "m.room.member", StateKey: &target, Sender: req.Sender, Content: raw}
-	pdu, err := s.build(rs, proto)
+	pdu, err := s.build(ctx, rs, proto)
 	if err != nil {
 		return "", err
 	}

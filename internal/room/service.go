@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"conclave/internal/accessrules"
 	"conclave/internal/authrules"
 	"conclave/internal/changes"
 	"conclave/internal/event"
@@ -78,6 +79,10 @@ type Service struct {
 	// RequireEncryption refuses unencrypted non-public rooms and any change
 	// that would remove or weaken m.room.encryption (config require_encryption).
 	RequireEncryption bool
+	// AccessRules are the room access rules (internal/accessrules), checked
+	// on every local event and every received one against the current
+	// state; nil: none.
+	AccessRules *accessrules.Policy
 	// SkipAggregations turns off bundled aggregations (unsigned.m.relations).
 	SkipAggregations bool
 	// Changes, when set (TrackChanges), has every write marked before it
@@ -242,7 +247,7 @@ func (s *Service) RoomVersion(ctx context.Context, roomID string) (*event.RoomVe
 
 // build fills in the room-dependent fields of proto from rs, builds and signs
 // the PDU and checks it against the authorisation rules with rs as the state.
-func (s *Service) build(rs *roomState, proto *event.Proto) (*event.PDU, error) {
+func (s *Service) build(ctx context.Context, rs *roomState, proto *event.Proto) (*event.PDU, error) {
 	proto.RoomID = rs.roomID
 	// Every forward extremity, newest first, at most maxPrevEvents: a room
 	// with more (a hostile server can fork a room many times) merges them
@@ -270,6 +275,9 @@ func (s *Service) build(rs *roomState, proto *event.Proto) (*event.PDU, error) {
 			return nil, matrix.InvalidParam("%s", err.Error())
 		}
 		return nil, matrix.Forbidden("%s", err.Error())
+	}
+	if err := s.checkAccessRules(ctx, rs, pdu); err != nil {
+		return nil, err
 	}
 	return pdu, nil
 }

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 
+	"conclave/internal/accessrules"
 	"conclave/internal/event"
 	"conclave/internal/matrix"
 	"conclave/internal/store"
@@ -18,6 +19,9 @@ import (
 var copiedOnUpgrade = []string{
 	"m.room.join_rules", "m.room.history_visibility", "m.room.guest_access", "m.room.name",
 	"m.room.topic", "m.room.avatar", "m.room.encryption", "m.room.server_acl", "m.room.canonical_alias",
+	// The access rule last (internal/accessrules): the replacement keeps
+	// who may be in it, and the state copied before was allowed under it.
+	accessrules.EventType,
 }
 
 // UpgradeRoom replaces a room with a new one of another version
@@ -86,7 +90,7 @@ func (s *Service) UpgradeRoom(ctx context.Context, roomID, userID, deviceID, new
 			return matrix.BadJSON("%s", err.Error())
 		}
 		sk := key
-		pdu, err := s.build(rs, &event.Proto{Type: typ, StateKey: &sk, Sender: userID, Content: raw})
+		pdu, err := s.build(ctx, rs, &event.Proto{Type: typ, StateKey: &sk, Sender: userID, Content: raw})
 		if err != nil {
 			return err
 		}
@@ -159,7 +163,7 @@ func (s *Service) UpgradeRoom(ctx context.Context, roomID, userID, deviceID, new
 	}
 
 	// The old room's closing events, built on a scratch copy of its state.
-	oldPDUs, oldRows, err := s.closingEvents(old, userID, deviceID, rs.roomID)
+	oldPDUs, oldRows, err := s.closingEvents(ctx, old, userID, deviceID, rs.roomID)
 	if err != nil {
 		return "", err
 	}
@@ -205,7 +209,7 @@ func (s *Service) UpgradeRoom(ctx context.Context, roomID, userID, deviceID, new
 			return "", err
 		}
 		e.state = old
-		if oldPDUs, oldRows, err = s.closingEvents(old, userID, deviceID, rs.roomID); err != nil {
+		if oldPDUs, oldRows, err = s.closingEvents(ctx, old, userID, deviceID, rs.roomID); err != nil {
 			return "", err
 		}
 	}
@@ -224,14 +228,14 @@ func (s *Service) UpgradeRoom(ctx context.Context, roomID, userID, deviceID, new
 // of its state: the tombstone naming the replacement, then (best effort, as
 // in Synapse: an upgrader without the power to change these still upgrades)
 // restricted power levels and an emptied canonical alias.
-func (s *Service) closingEvents(old *roomState, userID, deviceID, newRoomID string) ([]*event.PDU, []store.NewEvent, error) {
+func (s *Service) closingEvents(ctx context.Context, old *roomState, userID, deviceID, newRoomID string) ([]*event.PDU, []store.NewEvent, error) {
 	scratch := old.clone()
 	var pdus []*event.PDU
 	var rows []store.NewEvent
 	add := func(typ string, content any) error {
 		raw, _ := json.Marshal(content)
 		empty := ""
-		pdu, err := s.build(scratch, &event.Proto{Type: typ, StateKey: &empty, Sender: userID, Content: raw})
+		pdu, err := s.build(ctx, scratch, &event.Proto{Type: typ, StateKey: &empty, Sender: userID, Content: raw})
 		if err != nil {
 			return err
 		}
