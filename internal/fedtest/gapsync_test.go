@@ -1,7 +1,6 @@
 package fedtest
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"conclave/internal/homeserver/hstest"
-	"conclave/internal/store"
 )
 
 // A client is told of a hole in its server's history and can page through
@@ -36,26 +34,7 @@ func TestSyncTimelineGapThenBackfill(t *testing.T) {
 		a.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/%s", roomID, fmt.Sprint("gap", i)), alice.Token, map[string]any{"msgtype": "m.text", "body": fmt.Sprint("gap ", i)})
 	}
 	// Alice's server forgets what it had queued for bob's.
-	ctx := context.Background()
-	for {
-		batch, err := a.HS.Store.FedNextBatch(ctx, b.ServerName, 50, 100)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if batch.Empty() {
-			break
-		}
-		done := store.FedDone{Destination: b.ServerName}
-		for _, e := range batch.PDUs {
-			done.PDUs = append(done.PDUs, e.ID)
-		}
-		for _, e := range batch.EDUs {
-			done.EDUs = append(done.EDUs, e.ID)
-		}
-		if err := a.HS.Store.FedDelivered(ctx, []store.FedDone{done}, time.Now().UnixMilli()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dropQueued(t, a, b.ServerName)
 	b = b.Restart(t)
 	a.HS.FedSender.Wake(b.ServerName)
 	a.MustOK(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/after", roomID), alice.Token, map[string]any{"msgtype": "m.text", "body": "after"})
