@@ -118,7 +118,9 @@ func (r *v1resolver) resolve(sets []StateMap) (StateMap, error) {
 	for k, ids := range conflicted {
 		var evs []*event.PDU
 		for _, id := range ids {
-			if ev := r.get(id); ev != nil {
+			// A value that is not a state event (hostile or corrupt sets)
+			// counts as unknown.
+			if ev := r.get(id); ev != nil && ev.StateKey != nil {
 				evs = append(evs, ev)
 			}
 		}

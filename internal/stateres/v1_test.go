@@ -188,6 +188,16 @@ func TestV1RejectedAndUnknown(t *testing.T) {
 		k("m.room.name", ""):  nil,
 	})
 
+	// A value that is not a state event counts as unknown.
+	msg := *tb
+	msg.StateKey, msg.EventID = nil, "$msg:b.example"
+	d.add("msg", &msg)
+	withMsg := maps.Clone(a.state)
+	withMsg[k("m.room.topic", "")] = msg.EventID
+	if got := d.resolve(b.state, withMsg); got[k("m.room.topic", "")] != tb.EventID {
+		t.Errorf("topic = %s with a message as the other value, want %s", d.name(got[k("m.room.topic", "")]), d.name(tb.EventID))
+	}
+
 	// bob's join rejected, unconflicted: it stays in the state, but bob's
 	// conflicted topics are checked without it, both refused: the oldest one
 	// is kept.
