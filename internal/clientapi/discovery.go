@@ -41,8 +41,8 @@ func (a *API) wellKnown(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) capabilities(w http.ResponseWriter, r *http.Request, s *store.Session) {
-	// Only what createRoom and upgrade accept: a client offering an upgrade
-	// to version 1 or 2 would be refused (spec: "m.room_versions capability").
+	// Only what createRoom and upgrade accept (spec: "m.room_versions
+	// capability"): every known version, 1 and 2 included.
 	avail := map[string]string{}
 	for _, id := range event.CreatableRoomVersions() {
 		avail[id] = "stable"

@@ -113,10 +113,10 @@ func KnownRoomVersions() []string {
 }
 
 // Creatable reports whether this server creates (and upgrades to) rooms of
-// the version: every one but 1, whose state resolution (v1) Conclave does
-// not implement. Version 2 has the event format of version 1 ("$opaque:server"
-// event IDs, minted here) and state resolution v2; Synapse offers it too.
-func (v *RoomVersion) Creatable() bool { return v.StateRes != 1 }
+// the version: every known one. Versions 1 and 2 have the historical event
+// format ("$opaque:server" event IDs, minted here); version 1 has state
+// resolution v1 (stateres). Synapse offers all of them as stable too.
+func (v *RoomVersion) Creatable() bool { return v != nil }
 
 // CreatableRoomVersions lists the versions createRoom and room upgrades
 // accept, in order: what /capabilities advertises as available.

@@ -17,9 +17,8 @@ import (
 )
 
 // SupportedRoomVersions are the room versions this server can join over
-// federation: every known one but 1, whose state resolution (v1) this
-// server does not implement (version 2 has the same event format and state
-// resolution v2).
+// federation: every known one (1 and 2 with the historical event format,
+// 1 with state resolution v1).
 func SupportedRoomVersions() []string {
 	var out []string
 	for _, id := range event.KnownRoomVersions() {
@@ -30,7 +29,7 @@ func SupportedRoomVersions() []string {
 	return out
 }
 
-func supported(rv *event.RoomVersion) bool { return rv != nil && rv.StateRes != 1 }
+func supported(rv *event.RoomVersion) bool { return rv != nil }
 
 // eventRefs reads the prev_events or auth_events of a template: event IDs,
 // or the [event ID, hashes] pairs of room versions 1 and 2.

@@ -431,7 +431,7 @@ func (a *API) invite(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rv, ok := event.GetRoomVersion(req.RoomVersion)
-	if !ok || rv.StateRes == 1 { // state resolution v1 is not implemented
+	if !ok {
 		jsonhttp.Error(w, r, matrix.Errorf(http.StatusBadRequest, matrix.ErrIncompatibleRoomVer, "Room version %q is not supported", req.RoomVersion).With("room_version", req.RoomVersion))
 		return
 	}

@@ -3,6 +3,10 @@
 // it computes the one state that follows them, with the algorithm of the room
 // version:
 //
+//   - v1 for room version 1 (spec: "Room Version 1", "State resolution"):
+//     the original algorithm, each conflicted key decided among its own
+//     values by depth and SHA-1 of the event ID with auth checks against the
+//     state resolved so far (v1.go, which says where it follows Synapse);
 //   - v2 for room versions 2 to 11 (spec: "Room Version 2", section "State
 //     resolution", shared by versions 2–11);
 //   - v2.1 for room version 12 (spec: "Room Version 12", "State resolution"):
@@ -10,9 +14,6 @@
 //     start from an empty state instead of the unconflicted state, and the
 //     full conflicted set also holds the conflicted state subgraph (every
 //     event on an auth_events path between two conflicted events).
-//
-// Room version 1 (the original algorithm) is not implemented: Conclave never
-// joins such rooms.
 //
 // The package is pure: no I/O, no clock. Events come from a caller-supplied
 // Loader; authorisation is delegated to package authrules. Every walk over the
@@ -24,7 +25,8 @@
 // The package is checked against reference_test.go, a slow, literal
 // transcription of the spec written independently of it, on thousands of
 // random conflicted DAGs per room version, and against gomatrixserverlib
-// (test only) where that follows the spec (oracle_test.go).
+// (test only) where that follows the spec (oracle_test.go); v1 against
+// gomatrixserverlib's v1 and hand-built cases (v1_test.go).
 //
 // Rejected events (the Loader says so) are never authorised, applied, or used
 // as auth events, nor walked through: "no events rejected due to failure to

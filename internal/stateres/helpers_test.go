@@ -51,6 +51,17 @@ type dag struct {
 	rejected map[string]bool
 	names    map[string]string // event ID -> test name, for messages
 	ts       int64
+	seq      int // v1 and v2 event IDs are minted here, in sequence, so a seed is reproducible
+}
+
+// v1EventID returns the next event ID of a room version whose event IDs are
+// not hashes (empty otherwise: Build derives it).
+func (d *dag) v1EventID(server string) string {
+	if d.rv.EventIDFormat != 1 {
+		return ""
+	}
+	d.seq++
+	return fmt.Sprintf("$e%d:%s", d.seq, server)
 }
 
 func (d *dag) Event(id string) (*event.PDU, bool, bool) {
@@ -80,7 +91,7 @@ func newDAG(tb testing.TB, version string, users map[string]int) (*dag, *head) {
 		content = `{"creator":"` + alice + `","room_version":"` + version + `"}`
 	}
 	p := event.Proto{Type: authrules.TypeCreate, StateKey: ptr(""), Sender: alice, Content: json.RawMessage(content),
-		OriginServerTS: d.nextTS()}
+		OriginServerTS: d.nextTS(), EventID: d.v1EventID("a.example")}
 	if !d.rv.RoomIDFromCreateEvent {
 		p.RoomID = "!room:a.example"
 	}
@@ -137,7 +148,7 @@ func (d *dag) build(h *head, sender, typ, stateKey, content string, ts int64) *e
 	}
 	_, server, _ := strings.Cut(sender, ":")
 	p := event.Proto{Type: typ, StateKey: sk, Sender: sender, RoomID: d.roomID, Content: json.RawMessage(content),
-		PrevEvents: h.prev, AuthEvents: auth, Depth: h.depth + 1, OriginServerTS: ts}
+		PrevEvents: h.prev, AuthEvents: auth, Depth: h.depth + 1, OriginServerTS: ts, EventID: d.v1EventID(server)}
 	ev, err := p.Build(d.rv, server, testKey)
 	if err != nil {
 		d.tb.Fatal(err)

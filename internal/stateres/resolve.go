@@ -29,12 +29,13 @@ var (
 	// MaxEvents events.
 	ErrTooManyEvents = errors.New("stateres: more events than a resolution may visit")
 	// ErrUnsupportedRoomVersion: the room version has no state resolution
-	// this package implements (room version 1, or nil).
+	// this package implements (nil, or an unknown algorithm).
 	ErrUnsupportedRoomVersion = errors.New("stateres: unsupported state resolution algorithm")
 )
 
 // Resolve resolves the state sets (the states after each forward extremity /
-// prev event) per rv.StateRes: 2 for state resolution v2, 21 for v2.1. The
+// prev event) per rv.StateRes: 1 for state resolution v1 (v1.go), 2 for
+// state resolution v2, 21 for v2.1. The
 // result is a new map; the sets are not modified. With no sets the result is
 // empty; with one set, or sets that do not conflict, it is their common
 // state. The result does not depend on the order of the sets.
@@ -75,6 +76,9 @@ type resolver struct {
 }
 
 func resolve(rv *event.RoomVersion, sets []StateMap, load Loader, maxEvents int) (StateMap, error) {
+	if rv != nil && rv.StateRes == 1 {
+		return resolveV1(rv, sets, load, maxEvents)
+	}
 	if rv == nil || (rv.StateRes != 2 && rv.StateRes != 21) {
 		return nil, ErrUnsupportedRoomVersion
 	}

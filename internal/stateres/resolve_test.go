@@ -292,9 +292,10 @@ func TestUnknownEvents(t *testing.T) {
 }
 
 // Property: the resolution of one set is that set, of equal sets that set,
-// of no sets the empty state; the order of the sets never matters.
+// of no sets the empty state; the order of the sets never matters. Room
+// version 1 (state resolution v1) too.
 func TestProperties(t *testing.T) {
-	for _, v := range allVersions {
+	for _, v := range append([]string{"1"}, allVersions...) {
 		for seed := uint64(1); seed <= 150; seed++ {
 			d, sets := randomDAG(t, v, seed)
 			for _, s := range sets {
@@ -323,8 +324,11 @@ func TestProperties(t *testing.T) {
 	if got, err := Resolve(roomVersion("10"), nil, &dag{}); err != nil || len(got) != 0 {
 		t.Fatal("no sets")
 	}
-	if _, err := Resolve(roomVersion("1"), []StateMap{{}}, &dag{}); !errors.Is(err, ErrUnsupportedRoomVersion) {
-		t.Fatal("room version 1 accepted")
+	if _, err := Resolve(&event.RoomVersion{ID: "x", StateRes: 3}, []StateMap{{}}, &dag{}); !errors.Is(err, ErrUnsupportedRoomVersion) {
+		t.Fatal("unknown state resolution algorithm accepted")
+	}
+	if _, err := Resolve(nil, []StateMap{{}}, &dag{}); !errors.Is(err, ErrUnsupportedRoomVersion) {
+		t.Fatal("no room version accepted")
 	}
 }
 
