@@ -8,7 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	stdmail "net/mail"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -18,6 +20,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"conclave/internal/mail"
 	"conclave/internal/matrix"
 )
 
@@ -32,7 +35,7 @@ type Config struct {
 	RegistrationSharedSecret string   `yaml:"registration_shared_secret" help:"enables the Synapse-compatible /_synapse/admin/v1/register"`
 	EnableRegistration       bool     `yaml:"enable_registration" help:"open registration with m.login.dummy"`
 	RegistrationTokens       string   `yaml:"registration_tokens" help:"comma-separated registration tokens accepted by m.login.registration_token"`
-	PublicBaseURL            string   `yaml:"public_base_url" help:"client-facing base URL advertised in /.well-known/matrix/client"`
+	PublicBaseURL            string   `yaml:"public_base_url" help:"client-facing base URL (https://matrix.example.org): advertised in /.well-known/matrix/client, and the base of the links in the mails the server sends"`
 	TLSCert                  string   `yaml:"tls_cert" help:"TLS certificate file for the listeners"`
 	TLSKey                   string   `yaml:"tls_key" help:"TLS key file for the listeners"`
 	TLSCACert                string   `yaml:"tls_ca_cert" help:"CA certificate: sign a certificate for server_name at start and trust it for federation"`
@@ -48,6 +51,9 @@ type Config struct {
 	// The state's rules (docs/rules.md).
 	ExternalServers          []string `yaml:"external_servers" help:"comma-separated server names whose users are externals (the circle's external server): never in restricted rooms, invited only into unrestricted ones, never given power there, cannot create rooms"`
 	DefaultAccessRule        string   `yaml:"default_access_rule" help:"access rule (im.vector.room.access_rules) of private rooms created without one: restricted (no externals) or unrestricted; direct chats get direct, public rooms restricted"`
+	EmailDomains             string   `yaml:"email_domains" help:"file mapping the circle's e-mail domains to their servers (docs/rules.md; every server of a circle loads the same file): registration then needs a verified address that maps to this server, and /_matrix/identity answers from it"`
+	SMTPURL                  string   `yaml:"smtp_url" help:"mail server for verification and reset mails: smtp://[user:password@]host[:port] (STARTTLS when offered, port 25) or smtps://… (TLS, port 465); credentials only over TLS or to loopback; empty: no mail"`
+	SMTPFrom                 string   `yaml:"smtp_from" help:"sender of the server's mails: noreply@example.org or \"Name <noreply@example.org>\""`
 	PasswordMinLength        int      `yaml:"password_min_length" help:"shortest password accepted at registration and password change (0: no minimum); announced by /password_policy"`
 	PasswordRequireDigit     bool     `yaml:"password_require_digit" help:"passwords must contain a digit"`
 	PasswordRequireSymbol    bool     `yaml:"password_require_symbol" help:"passwords must contain a symbol (a character other than an ASCII letter or digit)"`
@@ -292,6 +298,9 @@ func (c *Config) Validate() error {
 	if c.DefaultAccessRule != "restricted" && c.DefaultAccessRule != "unrestricted" {
 		return &Error{Key: "default_access_rule", Reason: "must be restricted or unrestricted"}
 	}
+	if err := c.validateMail(); err != nil {
+		return err
+	}
 	if c.PasswordMinLength < 0 || c.PasswordMinLength > 512 {
 		return &Error{Key: "password_min_length", Reason: "must be between 0 and 512"}
 	}
@@ -339,6 +348,26 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return &Error{Key: "log_level", Reason: "must be debug, info, warn or error"}
+	}
+	return nil
+}
+
+func (c *Config) validateMail() error {
+	if c.SMTPURL != "" {
+		if err := mail.ValidateURL(c.SMTPURL); err != nil {
+			return &Error{Key: "smtp_url", Reason: err.Error()}
+		}
+		if _, err := stdmail.ParseAddress(c.SMTPFrom); err != nil {
+			return &Error{Key: "smtp_from", Reason: "smtp_url needs smtp_from, an e-mail address such as noreply@example.org"}
+		}
+		// Mails carry links back to the server.
+		u, err := url.Parse(c.PublicBaseURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return &Error{Key: "public_base_url", Reason: "smtp_url needs public_base_url, the server's client URL such as https://matrix.example.org (the links in mails start with it)"}
+		}
+	}
+	if c.EmailDomains != "" && c.EnableRegistration && c.SMTPURL == "" {
+		return &Error{Key: "email_domains", Reason: "registration with email_domains verifies addresses by mail: set smtp_url"}
 	}
 	return nil
 }

@@ -20,12 +20,14 @@ import (
 	"conclave/internal/changes"
 	"conclave/internal/clientapi"
 	"conclave/internal/config"
+	"conclave/internal/emaildomains"
 	"conclave/internal/event"
 	"conclave/internal/fedclient"
 	"conclave/internal/federation"
 	"conclave/internal/fedsender"
 	"conclave/internal/keyring"
 	"conclave/internal/keys"
+	"conclave/internal/mail"
 	"conclave/internal/matrix"
 	"conclave/internal/media"
 	"conclave/internal/mediaapi"
@@ -77,6 +79,10 @@ type Homeserver struct {
 	FedSender         *fedsender.Sender   // delivery to other servers; nil likewise
 	PushSender        *pushsender.Sender  // delivery to push gateways
 	Routes            []string            // client listener patterns, "METHOD /path/{param}"
+	// EmailDomains is the circle's e-mail domain map (nil without
+	// email_domains); Mailer sends mail (nil without smtp_url). mail.go.
+	EmailDomains *emaildomains.Map
+	Mailer       mail.Sender
 
 	mu             sync.Mutex
 	clientAddr     net.Addr
@@ -160,6 +166,10 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 		return nil, err
 	}
 	if err := hs.setupFederation(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := hs.setupMail(); err != nil {
 		db.Close()
 		return nil, err
 	}
