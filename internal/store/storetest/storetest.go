@@ -79,6 +79,8 @@ func Run(t *testing.T, open Opener) {
 		{"ServerNotices", testServerNotices},
 		{"SlidingSync", testSlidingSync},
 		{"LatestEventPositions", testLatestEventPositions},
+		{"ThreepidSessions", testThreepidSessions},
+		{"Threepids", testThreepids},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
