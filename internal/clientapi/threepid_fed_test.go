@@ -24,7 +24,6 @@ func emailCircle(t *testing.T) (ministry, external *hstest.Server, smtp *mailtes
 			os.WriteFile(domains, []byte("ministry.fr "+c.FederationAllow[0]+"\n* "+c.FederationAllow[1]+"\n"), 0o600)
 		}
 		c.EmailDomains = domains
-		c.ExternalServers = []string{c.FederationAllow[1]}
 		c.SMTPURL, c.SMTPFrom, c.PublicBaseURL = smtp.URL, "noreply@ministry.fr", "https://matrix.ministry.fr"
 	})
 	return servers[0], servers[1], smtp
@@ -121,6 +120,10 @@ func TestExternalInvitedByEmailAcrossServers(t *testing.T) {
 	if mem.Str("membership") != "invite" {
 		t.Fatalf("membership of the external: %s", mem.Body)
 	}
+	// The map's catch-all server is the externals': the restricted room
+	// refuses them, by address and by user ID alike.
+	expectErr(t, invite3pid(restricted, "ext@gmail.com"), http.StatusForbidden, "M_FORBIDDEN")
+	expectErr(t, a.Do(t, "POST", hstest.Path("/rooms/%s/invite", restricted), jean, map[string]string{"user_id": extID}), http.StatusForbidden, "M_FORBIDDEN")
 }
 
 func containsThirdPartyInvite(body []byte, display string) bool {
