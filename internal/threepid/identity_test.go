@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"conclave/internal/emaildomains"
@@ -18,7 +19,7 @@ type fakeRemote struct {
 	bound   map[string]string // address → user ID, on the server asked
 	invited map[string]bool
 	down    bool
-	lookups int
+	lookups atomic.Int32 // Lookup runs on one goroutine per server
 }
 
 func (f *fakeRemote) Info(_ context.Context, server, address string) (string, bool, error) {
@@ -29,7 +30,7 @@ func (f *fakeRemote) Info(_ context.Context, server, address string) (string, bo
 }
 
 func (f *fakeRemote) Lookup(_ context.Context, server, pepper string, hashes []string) (map[string]string, error) {
-	f.lookups++
+	f.lookups.Add(1)
 	out := map[string]string{}
 	for addr, u := range f.bound {
 		h := threepid.LookupHash(addr, "email", pepper)
@@ -105,8 +106,8 @@ func TestLookupBelievesOnlyEachServersOwnUsers(t *testing.T) {
 	if len(got) != 1 || got[h("p@moved.fr")] != "@p:b.example" {
 		t.Fatalf("lookup: %v", got)
 	}
-	if remote.lookups != 2 { // b.example and ext.example, not a.example itself
-		t.Errorf("%d servers asked, want 2", remote.lookups)
+	if n := remote.lookups.Load(); n != 2 { // b.example and ext.example, not a.example itself
+		t.Errorf("%d servers asked, want 2", n)
 	}
 	if _, err := s.Lookup(ctx, "none", threepid.Pepper, nil); err == nil {
 		t.Error("algorithm none accepted")
