@@ -46,6 +46,8 @@ func (a *API) registerThreepids(mux Mux) {
 	handle(mux, "GET", "/account/3pid", a.authed(a.listThreepids))
 	handle(mux, "POST", "/account/3pid/add", a.authed(a.addThreepid))
 	handle(mux, "POST", "/account/3pid/delete", a.authed(a.deleteThreepid))
+	handle(mux, "POST", "/account/3pid/bind", a.authed(a.bindThreepid))
+	handle(mux, "POST", "/account/3pid/unbind", a.authed(a.unbindThreepid))
 	// The identity endpoints: this server is the circle's identity service.
 	mux.HandleFunc("GET /_matrix/identity/api/v1/info", a.identityInfo)
 	mux.HandleFunc("GET /_matrix/identity/v2", func(w http.ResponseWriter, r *http.Request) { jsonhttp.Empty(w) })
@@ -212,6 +214,57 @@ func (a *API) deleteThreepid(w http.ResponseWriter, r *http.Request, s *store.Se
 	// The binding this server keeps is also what its identity lookup
 	// answers from, so it is gone from there too.
 	jsonhttp.OK(w, map[string]string{"id_server_unbind_result": "success"})
+}
+
+// bindThreepid: POST /account/3pid/bind. This server is its own identity
+// service and an address on an account is discoverable by the lookup, so
+// binding is adding without the password (the validated session proves the
+// address); an address already on the caller's account is bound already.
+func (a *API) bindThreepid(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	var req struct {
+		ClientSecret string `json:"client_secret"`
+		SID          string `json:"sid"`
+	}
+	if err := jsonhttp.Read(r, a.maxBody, &req); err != nil {
+		fail(w, r, err)
+		return
+	}
+	if req.ClientSecret == "" || req.SID == "" {
+		fail(w, r, matrix.MissingParam("client_secret and sid are required"))
+		return
+	}
+	addr, err := a.Threepids.Validated(r.Context(), threepid.PurposeAdd, req.SID, req.ClientSecret)
+	if err != nil {
+		if me, ok := matrix.AsError(err); ok && me.Status == http.StatusUnauthorized {
+			err = matrix.Errorf(http.StatusBadRequest, threepid.ErrThreepidAuthFailed, "%s", me.Msg)
+		}
+		fail(w, r, err)
+		return
+	}
+	if err := a.Threepids.Bind(r.Context(), s.UserID, addr); err != nil {
+		fail(w, r, err)
+		return
+	}
+	jsonhttp.Empty(w)
+}
+
+// unbindThreepid: POST /account/3pid/unbind. The account's addresses are
+// what the lookup answers from; there is no binding apart from them to
+// remove (/account/3pid/delete removes the address).
+func (a *API) unbindThreepid(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	var req struct {
+		Medium  string `json:"medium"`
+		Address string `json:"address"`
+	}
+	if err := jsonhttp.Read(r, a.maxBody, &req); err != nil {
+		fail(w, r, err)
+		return
+	}
+	if req.Medium == "" || req.Address == "" {
+		fail(w, r, matrix.MissingParam("medium and address are required"))
+		return
+	}
+	jsonhttp.OK(w, map[string]string{"id_server_unbind_result": "no-support"})
 }
 
 // identityInfo: GET /_matrix/identity/api/v1/info?medium=email&address=

@@ -236,6 +236,16 @@ func TestAddAndDeleteThreepid(t *testing.T) {
 	if n := len(r.JSON["threepids"].([]any)); n != 1 {
 		t.Fatalf("3pids after delete: %s", r.Body)
 	}
+	// Binding (discoverability): the validated session adds it back.
+	s.MustOK(t, "POST", "/_matrix/client/v3/account/3pid/bind", token, map[string]any{"sid": sid, "client_secret": "add-1", "id_server": "matrix.ministry.fr"})
+	expectErr(t, s.Do(t, "POST", "/_matrix/client/v3/account/3pid/bind", token2, map[string]any{"sid": sid, "client_secret": "add-1"}), http.StatusBadRequest, "M_THREEPID_IN_USE")
+	r = s.MustOK(t, "GET", "/_matrix/client/v3/account/3pid", token, nil)
+	if n := len(r.JSON["threepids"].([]any)); n != 2 {
+		t.Fatalf("3pids after bind: %s", r.Body)
+	}
+	if r := s.MustOK(t, "POST", "/_matrix/client/v3/account/3pid/unbind", token, map[string]any{"medium": "email", "address": "paul@dgfip.ministry.fr"}); r.Str("id_server_unbind_result") != "no-support" {
+		t.Errorf("unbind: %s", r.Body)
+	}
 }
 
 // Validation mails are bounded per address, and a code dies after five
