@@ -54,6 +54,7 @@ type Config struct {
 	EmailDomains             string   `yaml:"email_domains" help:"file mapping the circle's e-mail domains to their servers (docs/rules.md; every server of a circle loads the same file): registration then needs a verified address that maps to this server, and /_matrix/identity answers from it"`
 	SMTPURL                  string   `yaml:"smtp_url" help:"mail server for verification and reset mails: smtp://[user:password@]host[:port] (STARTTLS when offered, port 25) or smtps://… (TLS, port 465); credentials only over TLS or to loopback; empty: no mail"`
 	SMTPFrom                 string   `yaml:"smtp_from" help:"sender of the server's mails: noreply@example.org or \"Name <noreply@example.org>\""`
+	EmailNotificationDelay   Duration `yaml:"email_notification_delay" help:"how long a notification waits to be read before an e-mail pusher (kind email) mails it"`
 	PasswordMinLength        int      `yaml:"password_min_length" help:"shortest password accepted at registration and password change (0: no minimum); announced by /password_policy"`
 	PasswordRequireDigit     bool     `yaml:"password_require_digit" help:"passwords must contain a digit"`
 	PasswordRequireSymbol    bool     `yaml:"password_require_symbol" help:"passwords must contain a symbol (a character other than an ASCII letter or digit)"`
@@ -141,6 +142,7 @@ func Default() Config {
 		DefaultAccessRule:      "restricted",
 		ClamdUnreachable:       "refuse",
 		ThumbnailMaxPixels:     32_000_000,
+		EmailNotificationDelay: Duration{10 * time.Minute},
 
 		// Per-user limits, set well above what a busy person does, so only
 		// scripts meet them. Synapse's rc_message (0.2/s, burst 10) is met
@@ -365,6 +367,9 @@ func (c *Config) validateMail() error {
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 			return &Error{Key: "public_base_url", Reason: "smtp_url needs public_base_url, the server's client URL such as https://matrix.example.org (the links in mails start with it)"}
 		}
+	}
+	if c.EmailNotificationDelay.Duration <= 0 {
+		return &Error{Key: "email_notification_delay", Reason: "must be positive"}
 	}
 	if c.EmailDomains != "" && c.EnableRegistration && c.SMTPURL == "" {
 		return &Error{Key: "email_domains", Reason: "registration with email_domains verifies addresses by mail: set smtp_url"}
