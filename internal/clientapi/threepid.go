@@ -54,8 +54,14 @@ func (a *API) registerThreepids(mux Mux) {
 	mux.HandleFunc("GET /_matrix/identity/v2/terms", func(w http.ResponseWriter, r *http.Request) {
 		jsonhttp.OK(w, map[string]any{"policies": map[string]any{}})
 	})
-	mux.HandleFunc("GET /_matrix/identity/v2/hash_details", a.authed(a.hashDetails))
-	mux.HandleFunc("POST /_matrix/identity/v2/lookup", a.authed(a.perUser(directoryLimit, a.identityLookup)))
+	mux.HandleFunc("GET /_matrix/identity/v2/hash_details", a.identityAuthed(a.hashDetails))
+	mux.HandleFunc("POST /_matrix/identity/v2/lookup", a.identityAuthed(a.identityLookup))
+	mux.HandleFunc("POST /_matrix/identity/v2/account/register", a.identityRegister)
+	mux.HandleFunc("GET /_matrix/identity/v2/account", a.identityAuthed(func(w http.ResponseWriter, r *http.Request, userID string) {
+		jsonhttp.OK(w, map[string]string{"user_id": userID})
+	}))
+	mux.HandleFunc("POST /_matrix/identity/v2/account/logout", a.identityLogout)
+	handle(mux, "POST", "/user/{userId}/openid/request_token", a.authed(a.openIDToken))
 }
 
 func (a *API) requestToken(purpose string) http.HandlerFunc {
@@ -289,13 +295,98 @@ func (a *API) identityInfo(w http.ResponseWriter, r *http.Request) {
 	jsonhttp.OK(w, res)
 }
 
-func (a *API) hashDetails(w http.ResponseWriter, r *http.Request, s *store.Session) {
+// identityAuthed: the identity endpoints take an identity service token
+// (account/register) or, this server being its own identity service, the
+// user's access token here. Every request is bounded per user by the user
+// directory's limit (finding people).
+func (a *API) identityAuthed(h func(w http.ResponseWriter, r *http.Request, userID string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok := accessToken(r)
+		if tok == "" {
+			fail(w, r, matrix.Errorf(http.StatusUnauthorized, matrix.ErrMissingToken, "Missing access token"))
+			return
+		}
+		var userID string
+		if sess, err := a.Accounts.Authenticate(r.Context(), tok); err == nil {
+			userID = sess.UserID
+		} else if userID, err = a.Threepids.IdentityUser(r.Context(), tok); err != nil {
+			fail(w, r, err)
+			return
+		}
+		if a.userLimits != nil {
+			if err := limited(a.userLimits.directory, userID, true); err != nil {
+				fail(w, r, err)
+				return
+			}
+		}
+		h(w, r, userID)
+	}
+}
+
+// identityRegister: POST /_matrix/identity/v2/account/register, an OpenID
+// token (from a server of the circle) for an identity service token.
+func (a *API) identityRegister(w http.ResponseWriter, r *http.Request) {
+	if err := a.limitIP(r); err != nil {
+		fail(w, r, err)
+		return
+	}
+	var req struct {
+		AccessToken      string `json:"access_token"`
+		MatrixServerName string `json:"matrix_server_name"`
+	}
+	if err := jsonhttp.Read(r, a.maxBody, &req); err != nil {
+		fail(w, r, err)
+		return
+	}
+	tok, err := a.Threepids.RegisterIdentity(r.Context(), req.AccessToken, req.MatrixServerName)
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	jsonhttp.OK(w, map[string]string{"token": tok})
+}
+
+func (a *API) identityLogout(w http.ResponseWriter, r *http.Request) {
+	tok := accessToken(r)
+	if tok == "" {
+		fail(w, r, matrix.Errorf(http.StatusUnauthorized, matrix.ErrMissingToken, "Missing access token"))
+		return
+	}
+	if err := a.Threepids.LogoutIdentity(r.Context(), tok); err != nil {
+		fail(w, r, err)
+		return
+	}
+	jsonhttp.Empty(w)
+}
+
+// openIDToken: POST /user/{userId}/openid/request_token (Client-Server
+// API, "OpenID"): a token a third party (an identity service) checks with
+// GET /_matrix/federation/v1/openid/userinfo.
+func (a *API) openIDToken(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	if r.PathValue("userId") != s.UserID {
+		fail(w, r, matrix.Forbidden("Cannot request tokens for other users"))
+		return
+	}
+	var body map[string]any
+	if err := a.readOptional(r, &body); err != nil {
+		fail(w, r, err)
+		return
+	}
+	tok, life, err := a.Threepids.NewOpenIDToken(r.Context(), s.UserID)
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	jsonhttp.OK(w, map[string]any{"access_token": tok, "token_type": "Bearer", "matrix_server_name": a.Config.ServerName, "expires_in": int(life.Seconds())})
+}
+
+func (a *API) hashDetails(w http.ResponseWriter, r *http.Request, _ string) {
 	jsonhttp.OK(w, map[string]any{"algorithms": []string{"sha256"}, "lookup_pepper": threepid.Pepper})
 }
 
 // identityLookup: POST /_matrix/identity/v2/lookup, signed-in users only
-// (this server's access tokens), rate-limited like the user directory.
-func (a *API) identityLookup(w http.ResponseWriter, r *http.Request, s *store.Session) {
+// (identityAuthed), rate-limited like the user directory.
+func (a *API) identityLookup(w http.ResponseWriter, r *http.Request, _ string) {
 	var req struct {
 		Addresses []string `json:"addresses"`
 		Algorithm string   `json:"algorithm"`

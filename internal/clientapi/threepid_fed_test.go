@@ -111,6 +111,33 @@ func TestExternalInvitedByEmailAcrossServers(t *testing.T) {
 		t.Fatalf("lookup from the external server: %s", r.Body)
 	}
 
+	// As Element and Tchap use an identity service: an OpenID token from
+	// the user's own server, traded at any server of the circle for an
+	// identity token.
+	openid := b.MustOK(t, "POST", hstest.Path("/user/%s/openid/request_token", extID), ext, map[string]any{})
+	if openid.Str("token_type") != "Bearer" || openid.Str("matrix_server_name") != b.ServerName || openid.JSON["expires_in"] != float64(3600) {
+		t.Fatalf("openid token: %s", openid.Body)
+	}
+	expectErr(t, b.Do(t, "POST", hstest.Path("/user/%s/openid/request_token", "@jean-ministry.fr:"+a.ServerName), ext, map[string]any{}), http.StatusForbidden, "M_FORBIDDEN")
+	register := func(tok, server string) *hstest.Response {
+		return a.Do(t, "POST", "/_matrix/identity/v2/account/register", "", map[string]any{"access_token": tok, "token_type": "Bearer", "matrix_server_name": server, "expires_in": 3600})
+	}
+	expectErr(t, register("forged", b.ServerName), http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
+	expectErr(t, register(openid.Str("access_token"), "elsewhere.example"), http.StatusForbidden, "M_FORBIDDEN")
+	isToken := register(openid.Str("access_token"), b.ServerName).Str("token")
+	if isToken == "" {
+		t.Fatal("no identity token")
+	}
+	if r := a.MustOK(t, "GET", "/_matrix/identity/v2/account", isToken, nil); r.Str("user_id") != extID {
+		t.Fatalf("identity account: %s", r.Body)
+	}
+	r = a.MustOK(t, "POST", "/_matrix/identity/v2/lookup", isToken, map[string]any{"algorithm": "sha256", "pepper": pepper, "addresses": []string{hash("jean@ministry.fr")}})
+	if m, _ := r.JSON["mappings"].(map[string]any); m[hash("jean@ministry.fr")] != "@jean-ministry.fr:"+a.ServerName {
+		t.Fatalf("lookup with an identity token: %s", r.Body)
+	}
+	a.MustOK(t, "POST", "/_matrix/identity/v2/account/logout", isToken, nil)
+	expectErr(t, a.Do(t, "GET", "/_matrix/identity/v2/hash_details", isToken, nil), http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
+
 	// Now that the address has an account, an invite by e-mail is an
 	// ordinary invite of that account.
 	if r := invite3pid(open, "EXT@gmail.com"); r.Status != 200 {

@@ -81,6 +81,7 @@ func Run(t *testing.T, open Opener) {
 		{"LatestEventPositions", testLatestEventPositions},
 		{"ThreepidSessions", testThreepidSessions},
 		{"Threepids", testThreepids},
+		{"IdentityTokens", testIdentityTokens},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
