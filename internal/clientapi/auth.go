@@ -299,22 +299,17 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 // threepid.DisplayName), the address bound to it.
 func (a *API) registerByEmail(w http.ResponseWriter, r *http.Request, email string, req registerRequest, dev accounts.DeviceOpts) {
 	ctx := r.Context()
-	if owner, err := a.Threepids.Owner(ctx, email); err != nil {
-		fail(w, r, err)
-		return
-	} else if owner != "" {
-		fail(w, r, matrix.Errorf(http.StatusBadRequest, matrix.ErrThreepidInUse, "This e-mail address is already in use"))
-		return
-	}
-	res, err := a.Accounts.Register(ctx, accounts.RegisterRequest{Localpart: threepid.Localpart(email), NumberIfTaken: true,
-		Password: req.Password, InhibitLogin: req.InhibitLogin, Device: dev})
+	var res *accounts.LoginResult
+	_, err := a.Threepids.RegisterAccount(ctx, email, func(localpart string) (string, error) {
+		var err error
+		res, err = a.Accounts.Register(ctx, accounts.RegisterRequest{Localpart: localpart, NumberIfTaken: true,
+			Password: req.Password, InhibitLogin: req.InhibitLogin, Device: dev})
+		if err != nil {
+			return "", err
+		}
+		return res.UserID, nil
+	})
 	if err != nil {
-		fail(w, r, err)
-		return
-	}
-	if err := a.Threepids.Registered(ctx, res.UserID, email); err != nil {
-		// Bound by someone else in the meantime: the account stands
-		// without it (an operator may bind it); the client is told.
 		fail(w, r, err)
 		return
 	}

@@ -125,10 +125,37 @@ func TestRegistrationByEmail(t *testing.T) {
 	expectErr(t, requestToken(t, s, "/register/email/requestToken", "jean.martin@ministry.fr", "secret-3", 1), http.StatusBadRequest, "M_THREEPID_IN_USE")
 	// The session proved one registration only.
 	r = s.Do(t, "POST", "/_matrix/client/v3/register", "", map[string]any{"password": "Secret-123", "auth": emailAuth(sid, "secret-1", "")})
-	if r.Status == 200 {
-		t.Fatalf("a second account from one address: %s", r.Body)
+	expectErr(t, r, http.StatusBadRequest, "M_THREEPID_IN_USE")
+}
+
+// The same validated address sent several times at once makes one account.
+func TestRegistrationByEmailSentTwice(t *testing.T) {
+	s, smtp := emailServer(t)
+	sid := s.MustOK(t, "POST", "/_matrix/client/v3/register/email/requestToken", "", map[string]any{"email": "dup@ministry.fr", "client_secret": "d", "send_attempt": 1}).Str("sid")
+	_, code := fromMail(t, smtp.Wait(t, "dup@ministry.fr", 1))
+	s.MustOK(t, "POST", threepidSubmit, "", map[string]string{"sid": sid, "client_secret": "d", "token": code})
+	const n = 6
+	statuses := make(chan int, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			statuses <- s.Do(t, "POST", "/_matrix/client/v3/register", "", map[string]any{"password": "Secret-123", "auth": emailAuth(sid, "d", "")}).Status
+		}()
+	}
+	ok := 0
+	for i := 0; i < n; i++ {
+		if <-statuses == 200 {
+			ok++
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d accounts made from one address", ok)
+	}
+	if r := s.Do(t, "GET", "/_matrix/client/v3/profile/@dup-ministry.fr1:localhost", "", nil); r.Status != http.StatusNotFound {
+		t.Fatalf("a numbered second account: %d %s", r.Status, r.Body)
 	}
 }
+
+const threepidSubmit = "/_matrix/client/unstable/registration/email/submit_token"
 
 // A forgotten password is reset by proving the address by mail; every
 // device is logged out.

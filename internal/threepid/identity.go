@@ -2,6 +2,7 @@ package threepid
 
 import (
 	"context"
+	"hash/fnv"
 	"net/http"
 	"sync"
 	"time"
@@ -277,11 +278,33 @@ func (s *Service) recordInvite(ctx context.Context, inv store.ThreepidInvite) er
 	return nil
 }
 
-// Registered runs after an account was created with a verified address:
-// it binds the address and forgets the invites to it.
-func (s *Service) Registered(ctx context.Context, userID, address string) error {
-	if err := s.Bind(ctx, userID, address); err != nil {
-		return err
+// RegisterAccount creates the account of a verified address: create makes
+// it with the localpart the address gives (Localpart), then the address is
+// bound to it and the invites to it are forgotten. One registration per
+// address runs at a time in this process, after checking that the address
+// has no account, so a request sent twice does not make two accounts.
+func (s *Service) RegisterAccount(ctx context.Context, address string, create func(localpart string) (userID string, err error)) (string, error) {
+	unlock := s.lockAddress(address)
+	defer unlock()
+	if owner, err := s.Owner(ctx, address); err != nil {
+		return "", err
+	} else if owner != "" {
+		return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrThreepidInUse, "This e-mail address is already in use")
 	}
-	return s.Store.DeleteThreepidInvites(ctx, MediumEmail, address)
+	userID, err := create(Localpart(address))
+	if err != nil {
+		return "", err
+	}
+	if err := s.Bind(ctx, userID, address); err != nil {
+		return "", err
+	}
+	return userID, s.Store.DeleteThreepidInvites(ctx, MediumEmail, address)
+}
+
+func (s *Service) lockAddress(address string) func() {
+	h := fnv.New32a()
+	h.Write([]byte(address))
+	m := &s.locks[h.Sum32()%uint32(len(s.locks))]
+	m.Lock()
+	return m.Unlock
 }

@@ -22,6 +22,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 
 	"conclave/internal/emaildomains"
@@ -86,6 +87,8 @@ type Service struct {
 	CheckOpenID OpenIDChecker
 	Log         *slog.Logger
 	Now         func() time.Time
+
+	locks [64]sync.Mutex // registrations, by address (RegisterAccount)
 }
 
 func (s *Service) now() time.Time {
