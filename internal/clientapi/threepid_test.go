@@ -303,3 +303,36 @@ func mustJSON(v any) []byte {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// An invite by e-mail goes through the room's rules: a direct room takes one
+// at most, and only members with the power to invite may send one.
+func TestInviteByEmailFollowsTheRoomsRules(t *testing.T) {
+	s, smtp := emailServer(t)
+	alice := registerByEmail(t, s, smtp, "alice@ministry.fr", "Pass-word-1")
+	bob := registerByEmail(t, s, smtp, "bob@ministry.fr", "Pass-word-2")
+	invite := func(token, roomID, addr string) *hstest.Response {
+		return s.Do(t, "POST", hstest.Path("/rooms/%s/invite", roomID), token, map[string]string{"id_server": "matrix.ministry.fr", "medium": "email", "address": addr})
+	}
+	direct := s.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice, map[string]any{"is_direct": true, "preset": "trusted_private_chat"}).Str("room_id")
+	s.MustOK(t, "POST", hstest.Path("/rooms/%s/invite", direct), alice, map[string]string{"medium": "email", "address": "new.colleague@ministry.fr"})
+	// The person is told, by the server the address belongs to (this one).
+	if m := smtp.Wait(t, "new.colleague@ministry.fr", 1); m.Subject != "You are invited to localhost" || !strings.Contains(m.Text, "@alice-ministry.fr:localhost invited you") {
+		t.Fatalf("invitation: %q\n%s", m.Subject, m.Text)
+	}
+	expectErr(t, invite(alice, direct, "other.colleague@ministry.fr"), http.StatusForbidden, "M_FORBIDDEN")
+	if r := info(t, s, "new.colleague@ministry.fr"); r.JSON["invited"] != true {
+		t.Fatalf("info: %s", r.Body)
+	}
+	// Not a member; then a member without the power to invite.
+	room := s.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice, map[string]any{"invite": []string{"@bob-ministry.fr:localhost"},
+		"power_level_content_override": map[string]any{"invite": 50}}).Str("room_id")
+	expectErr(t, invite(bob, room, "x@ministry.fr"), http.StatusForbidden, "M_FORBIDDEN")
+	s.MustOK(t, "POST", hstest.Path("/rooms/%s/join", room), bob, map[string]any{})
+	expectErr(t, invite(bob, room, "x@ministry.fr"), http.StatusForbidden, "M_FORBIDDEN")
+	if r := info(t, s, "x@ministry.fr"); r.JSON["invited"] != false {
+		t.Fatalf("a refused invite was recorded: %s", r.Body)
+	}
+	// An address outside the circle's map and a bad one.
+	expectErr(t, invite(alice, room, "not an address"), http.StatusBadRequest, "M_INVALID_PARAM")
+	expectErr(t, s.Do(t, "POST", hstest.Path("/rooms/%s/invite", room), alice, map[string]string{"medium": "msisdn", "address": "33600000000"}), http.StatusBadRequest, "M_THREEPID_MEDIUM_NOT_SUPPORTED")
+}

@@ -57,7 +57,6 @@ const (
 	ErrThreepidMedium     = "M_THREEPID_MEDIUM_NOT_SUPPORTED"
 	ErrSessionExpired     = "M_SESSION_EXPIRED"
 	ErrTokenIncorrect     = "M_TOKEN_INCORRECT"
-	ErrSessionNotValid    = "M_SESSION_NOT_VALIDATED"
 )
 
 // Remote asks other servers of the circle (federation; nil without it).
