@@ -275,9 +275,9 @@ func (a *API) unbindThreepid(w http.ResponseWriter, r *http.Request, s *store.Se
 
 // identityInfo: GET /_matrix/identity/api/v1/info?medium=email&address=
 // (Tchap's): which server an address belongs to. No authentication: the
-// clients ask before signing in. Bounded per client address like /login.
+// clients ask before signing in (CORS as everywhere: the server middleware).
+// Bounded per client address like /login.
 func (a *API) identityInfo(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Access-Control-Allow-Origin", "*")
 	if err := a.limitIP(r); err != nil {
 		fail(w, r, err)
 		return
