@@ -47,7 +47,10 @@ func (a *API) scannerAuth(h scannerHandler) http.HandlerFunc {
 			h(w, r, true)
 			return
 		}
-		token, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok {
+			token = "" // another scheme: no access token (M_MISSING_TOKEN)
+		}
 		if _, err := a.Accounts.Authenticate(r.Context(), strings.TrimSpace(token)); err != nil {
 			scannerError(w, r, err)
 			return
