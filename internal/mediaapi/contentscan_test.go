@@ -192,6 +192,17 @@ func TestContentScanner(t *testing.T) {
 		wantReason(t, post(t, s, "/download_encrypted", alice.Token, body), 403, "MCS_MEDIA_NOT_CLEAN")
 	})
 
+	// A verdict is for the content and the key that decrypts it: a scan with
+	// a wrong key (garbage, so "clean") must not answer for the right one,
+	// or anyone could whitewash an attachment for everyone.
+	t.Run("verdict per key", func(t *testing.T) {
+		poisoned := uploadEncrypted(t, s, alice.Token, clamdtest.EICAR())
+		wrong := poisoned.json(t)
+		wrong["key"].(map[string]any)["k"] = attachment.NewEncryptedFile().Key.Key
+		wantVerdict(t, post(t, s, "/scan_encrypted", alice.Token, map[string]any{"file": wrong}), true)
+		wantVerdict(t, post(t, s, "/scan_encrypted", alice.Token, map[string]any{"file": poisoned.json(t)}), false)
+	})
+
 	t.Run("encrypted_body", func(t *testing.T) {
 		wantVerdict(t, post(t, s, "/scan_encrypted", alice.Token, sealFor(t, publicKey, map[string]any{"file": clean.json(t)})), true)
 		r := post(t, s, "/scan_encrypted", alice.Token, sealFor(t, publicKey, map[string]any{"file": infected.json(t)}))
