@@ -302,6 +302,51 @@ func TestContentScanner(t *testing.T) {
 		wantReason(t, do(t, s, "GET", scanner+"/thumbnail/localhost/"+plainEICAR+"?width=32&height=32", alice.Token, nil), 403, "MCS_MEDIA_NOT_CLEAN")
 	})
 
+	// Hostile input gets a clear refusal in the scanner's shape, never a 500.
+	t.Run("hostile", func(t *testing.T) {
+		f := clean.json(t)
+		bodies := []string{"", "null", "0", `"x"`, "{", strings.Repeat("[", 5000), "\xff\xfe", `{"file": 5}`, `{"file": []}`,
+			`{"encrypted_body": {}}`, `{"encrypted_body": {"ciphertext": 1, "mac": [], "ephemeral": null}}`,
+			`{"encrypted_body": {"ciphertext": "AAAA", "mac": "AAAAAAAAAAA", "ephemeral": "` + strings.Repeat("A", 43) + `"}}`}
+		for _, mut := range []func(m map[string]any){
+			func(m map[string]any) { m["key"] = "x" },
+			func(m map[string]any) { m["key"].(map[string]any)["k"] = 5 },
+			func(m map[string]any) { m["key"].(map[string]any)["key_ops"] = "encrypt,decrypt" },
+			func(m map[string]any) { m["hashes"] = []any{} },
+			func(m map[string]any) { m["hashes"] = map[string]any{"sha256": nil} },
+			func(m map[string]any) { m["iv"] = strings.Repeat("A", 10000) },
+			func(m map[string]any) { m["url"] = "mxc://localhost/%00" },
+			func(m map[string]any) { m["url"] = "mxc://" + strings.Repeat("a", 5000) + "/x" },
+			func(m map[string]any) { m["url"] = "mxc://localhost/" + strings.Repeat("a", 300) },
+			func(m map[string]any) { m["url"] = "mxc://local\u0000host/x" },
+		} {
+			m := map[string]any{}
+			b, _ := json.Marshal(f)
+			json.Unmarshal(b, &m)
+			mut(m)
+			b, _ = json.Marshal(map[string]any{"file": m})
+			bodies = append(bodies, string(b))
+		}
+		for _, path := range []string{"/scan_encrypted", "/download_encrypted"} {
+			for _, b := range bodies {
+				for _, tok := range []string{alice.Token, ""} {
+					r := post(t, s, path, tok, b)
+					if r.Status >= 500 || r.Status < 400 || r.str("reason") == "" {
+						t.Fatalf("%s %.80q: %d %s", path, b, r.Status, r.Body)
+					}
+				}
+			}
+		}
+		for _, route := range []string{"/scan/", "/download/", "/thumbnail/"} {
+			for _, p := range []string{"localhost/..", "localhost/%00", "%00/x", "localhost/" + strings.Repeat("a", 8000), "a%2Fb/c", "localhost/a?width=-1&height=x"} {
+				r := do(t, s, "GET", scanner+route+p, alice.Token, nil)
+				if r.Status >= 500 || r.Status < 400 {
+					t.Fatalf("GET %s%.80s: %d %s", route, p, r.Status, r.Body)
+				}
+			}
+		}
+	})
+
 	t.Run("bounds", func(t *testing.T) {
 		big := `{"file": {}, "pad": "` + strings.Repeat("a", 70<<10) + `"}`
 		wantReason(t, post(t, s, "/scan_encrypted", alice.Token, big), 413, "M_TOO_LARGE")
