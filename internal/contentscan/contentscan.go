@@ -101,8 +101,13 @@ type Service struct {
 	verdicts *lru.Cache[string, cached]
 	sem      chan struct{}
 
-	mu      sync.Mutex
-	pending map[string]*scanCall
+	mu         sync.Mutex
+	pending    map[string]*scanCall
+	maxPending int // MaxPendingScans; tests lower it
+
+	// hookJoined, when set, is told each time a request joins a scan
+	// another request started (tests).
+	hookJoined func(key string)
 
 	scans atomic.Int64 // streams sent to clamd
 }
@@ -129,6 +134,8 @@ func New(opt Options) *Service {
 		verdicts: lru.New[string, cached](maxVerdicts),
 		sem:      make(chan struct{}, MaxConcurrentScans),
 		pending:  map[string]*scanCall{},
+
+		maxPending: MaxPendingScans,
 	}
 }
 
@@ -244,6 +251,9 @@ func (s *Service) verdict(ctx context.Context, key string, c *media.Content, f *
 	s.mu.Lock()
 	if call, ok := s.pending[key]; ok {
 		s.mu.Unlock()
+		if s.hookJoined != nil {
+			s.hookJoined(key)
+		}
 		select {
 		case <-call.done:
 			return call.v, call.err
@@ -251,7 +261,7 @@ func (s *Service) verdict(ctx context.Context, key string, c *media.Content, f *
 			return Verdict{}, ctx.Err()
 		}
 	}
-	if len(s.pending) >= MaxPendingScans {
+	if len(s.pending) >= s.maxPending {
 		s.mu.Unlock()
 		return Verdict{}, errorf(http.StatusTooManyRequests, matrix.ErrLimitExceeded, "Too many scans in progress; try again later")
 	}
