@@ -276,6 +276,10 @@ func TestContentScanner(t *testing.T) {
 		// there, older ones are.
 		wantReason(t, post(t, s, "/scan_encrypted", "", body), 404, "M_NOT_FOUND")
 		wantVerdict(t, do(t, s, "GET", scanner+"/scan/localhost/"+plainEICAR, "", nil), false)
+		// Browsers may call it from another origin.
+		if r := do(t, s, "OPTIONS", scanner+"/scan_encrypted", "", nil); r.Status != 200 || !strings.Contains(r.Header.Get("Access-Control-Allow-Headers"), "Authorization") {
+			t.Fatalf("CORS preflight: %d %v", r.Status, r.Header)
+		}
 		// The public key needs no token.
 		if r := do(t, s, "GET", scanner+"/public_key", "", nil); r.Status != 200 {
 			t.Fatalf("public_key: %d", r.Status)
