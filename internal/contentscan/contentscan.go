@@ -17,6 +17,7 @@
 package contentscan
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -41,7 +42,7 @@ const (
 	ReasonMalformedJSON     = "MCS_MALFORMED_JSON"          // 400
 	ReasonFailedToDecrypt   = "MCS_MEDIA_FAILED_TO_DECRYPT" // 400
 	ReasonNotClean          = "MCS_MEDIA_NOT_CLEAN"         // 403
-	ReasonMimeTypeForbidden = "MCS_MIME_TYPE_FORBIDDEN"     // 403 (no MIME type policy here yet)
+	ReasonMimeTypeForbidden = "MCS_MIME_TYPE_FORBIDDEN"     // 403
 	ReasonBadDecryption     = "MCS_BAD_DECRYPTION"          // 403
 	ReasonRequestFailed     = "MCS_MEDIA_REQUEST_FAILED"    // 502
 	ReasonNotFound          = "M_NOT_FOUND"                 // 404
@@ -72,6 +73,10 @@ type Options struct {
 	Scanner Scanner
 	Key     *Key
 	Log     *slog.Logger
+	// AllowedTypes, when not empty, are the only MIME types (detected from
+	// the content: DetectType) served; BlockedTypes are refused. Either is
+	// type/subtype or type/*. A refused type is 403 MCS_MIME_TYPE_FORBIDDEN.
+	AllowedTypes, BlockedTypes []string
 }
 
 // Limits.
@@ -95,6 +100,7 @@ type Service struct {
 	media   *media.Service
 	scanner Scanner
 	key     *Key
+	types   typePolicy
 	log     *slog.Logger
 	now     func() time.Time
 
@@ -131,6 +137,7 @@ func New(opt Options) *Service {
 	}
 	return &Service{
 		media: opt.Media, scanner: opt.Scanner, key: opt.Key, log: opt.Log, now: time.Now,
+		types:    typePolicy{allowed: opt.AllowedTypes, blocked: opt.BlockedTypes},
 		verdicts: lru.New[string, cached](maxVerdicts),
 		sem:      make(chan struct{}, MaxConcurrentScans),
 		pending:  map[string]*scanCall{},
@@ -149,6 +156,10 @@ func (s *Service) Scans() int64 { return s.scans.Load() }
 type Verdict struct {
 	Clean bool
 	Info  string
+	// Forbidden: the content's type (Type) is refused by the operator's
+	// policy; it was not sent to clamd.
+	Forbidden bool
+	Type      string
 }
 
 var verdictClean = Verdict{Clean: true, Info: "File is clean"}
@@ -217,6 +228,10 @@ func (s *Service) check(ctx context.Context, req media.Request, f *File) (*media
 	}
 	key := verdictKey(stored, f)
 	v, err := s.verdict(ctx, key, c, f)
+	if err == nil && v.Forbidden {
+		// As matrix-content-scanner: an error for scans and downloads alike.
+		err = errorf(http.StatusForbidden, ReasonMimeTypeForbidden, "File type: %s not allowed", v.Type)
+	}
 	if err != nil {
 		c.Object.Close()
 		return nil, Verdict{}, err
@@ -301,6 +316,20 @@ func (s *Service) scan(ctx context.Context, c *media.Content, f *File) (Verdict,
 	var r io.Reader = io.TeeReader(c.Object, h)
 	if f != nil {
 		r = &decryptingReader{s: f.decrypter(), r: r}
+	}
+	if s.types.active() {
+		// The type is told by the first bytes (of the plaintext): a refused
+		// type is not scanned at all.
+		head := make([]byte, sniffLen)
+		n, err := io.ReadFull(r, head)
+		if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+			return Verdict{}, err
+		}
+		head = head[:n]
+		if t := DetectType(head); !s.types.permits(t) {
+			return Verdict{Forbidden: true, Type: t}, nil
+		}
+		r = io.MultiReader(bytes.NewReader(head), r)
 	}
 	s.scans.Add(1)
 	res, err := s.scanner.Scan(ctx, r)

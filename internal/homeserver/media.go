@@ -84,5 +84,6 @@ func (hs *Homeserver) contentScanner() (*contentscan.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return contentscan.New(contentscan.Options{Media: hs.Media, Scanner: c, Key: key, Log: hs.Log}), nil
+	return contentscan.New(contentscan.Options{Media: hs.Media, Scanner: c, Key: key, Log: hs.Log,
+		AllowedTypes: hs.Config.ContentScannerAllowedTypes, BlockedTypes: hs.Config.ContentScannerBlockedTypes}), nil
 }

@@ -382,3 +382,52 @@ func TestContentScannerRemoteMedia(t *testing.T) {
 	m["url"] = "mxc://" + b.ServerName + "/neverFetched"
 	wantReason(t, post(t, a, "/scan_encrypted", alice.Token, map[string]any{"file": m}), 502, "MCS_MEDIA_REQUEST_FAILED")
 }
+
+// The operator's MIME type policy applies to the type detected from the
+// (decrypted) content, whatever the client declared: refused types are 403
+// MCS_MIME_TYPE_FORBIDDEN for scans and downloads alike.
+func TestContentScannerTypePolicy(t *testing.T) {
+	d := clamdtest.Start(t)
+	exe := append([]byte("MZ\x90\x00\x03"), bytes.Repeat([]byte{0}, 100)...)
+	html := []byte("<!DOCTYPE html><html><body>hi</body></html>")
+	img := pngBytes(t, 8, 8)
+
+	s := hstest.Start(t, func(c *config.Config) {
+		c.ContentScanner, c.ClamdAddress = true, d.TCP
+		c.ContentScannerBlockedTypes = []string{"application/x-dosexec", "text/*"}
+	})
+	alice := s.CreateUser(t, "alice")
+	for _, content := range [][]byte{exe, html} {
+		f := uploadEncrypted(t, s, alice.Token, content)
+		for _, path := range []string{"/scan_encrypted", "/download_encrypted"} {
+			r := post(t, s, path, alice.Token, map[string]any{"file": f.json(t)})
+			wantReason(t, r, 403, "MCS_MIME_TYPE_FORBIDDEN")
+		}
+	}
+	wantVerdict(t, post(t, s, "/scan_encrypted", alice.Token, map[string]any{"file": uploadEncrypted(t, s, alice.Token, img).json(t)}), true)
+	id := mustUpload(t, s, alice.Token, "image/png", "not-really.png", html)
+	r := do(t, s, "GET", scanner+"/scan/localhost/"+id, alice.Token, nil)
+	wantReason(t, r, 403, "MCS_MIME_TYPE_FORBIDDEN")
+	if r.str("info") != "File type: text/html not allowed" {
+		t.Errorf("info %q", r.str("info"))
+	}
+	wantReason(t, do(t, s, "GET", scanner+"/download/localhost/"+id, alice.Token, nil), 403, "MCS_MIME_TYPE_FORBIDDEN")
+
+	s = hstest.Start(t, func(c *config.Config) {
+		c.ContentScanner, c.ClamdAddress = true, d.TCP
+		c.ContentScannerAllowedTypes = []string{"image/*"}
+	})
+	alice = s.CreateUser(t, "alice")
+	wantReason(t, post(t, s, "/scan_encrypted", alice.Token, map[string]any{"file": uploadEncrypted(t, s, alice.Token, []byte("plain words")).json(t)}), 403, "MCS_MIME_TYPE_FORBIDDEN")
+	wantVerdict(t, post(t, s, "/scan_encrypted", alice.Token, map[string]any{"file": uploadEncrypted(t, s, alice.Token, img).json(t)}), true)
+
+	for _, args := range [][]string{
+		{"--content-scanner-allowed-types", "image/*", "--content-scanner-blocked-types", "text/html"},
+		{"--content-scanner-blocked-types", "html"},
+		{"--content-scanner-allowed-types", "image/png; charset=x"},
+	} {
+		if _, err := config.Load(args, func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "content_scanner_") {
+			t.Errorf("%v: %v", args, err)
+		}
+	}
+}
