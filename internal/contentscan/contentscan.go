@@ -112,8 +112,9 @@ type Service struct {
 	maxPending int // MaxPendingScans; tests lower it
 
 	// hookJoined, when set, is told each time a request joins a scan
-	// another request started (tests).
-	hookJoined func(key string)
+	// another request started, hookLeading when a request starts one
+	// (tests).
+	hookJoined, hookLeading func(key string)
 
 	scans atomic.Int64 // streams sent to clamd
 }
@@ -264,17 +265,26 @@ func (s *Service) verdict(ctx context.Context, key string, c *media.Content, f *
 		return e.v, nil
 	}
 	s.mu.Lock()
-	if call, ok := s.pending[key]; ok {
+	for {
+		call, ok := s.pending[key]
+		if !ok {
+			break
+		}
 		s.mu.Unlock()
 		if s.hookJoined != nil {
 			s.hookJoined(key)
 		}
 		select {
 		case <-call.done:
-			return call.v, call.err
 		case <-ctx.Done():
 			return Verdict{}, ctx.Err()
 		}
+		// A scan that ended because its first request gave up before it
+		// began says nothing: look again (and scan, if nobody does).
+		if !errors.Is(call.err, context.Canceled) && !errors.Is(call.err, context.DeadlineExceeded) {
+			return call.v, call.err
+		}
+		s.mu.Lock()
 	}
 	if len(s.pending) >= s.maxPending {
 		s.mu.Unlock()
@@ -283,6 +293,9 @@ func (s *Service) verdict(ctx context.Context, key string, c *media.Content, f *
 	call := &scanCall{done: make(chan struct{})}
 	s.pending[key] = call
 	s.mu.Unlock()
+	if s.hookLeading != nil {
+		s.hookLeading(key)
+	}
 
 	call.v, call.err = s.scan(ctx, c, f)
 	if call.err == nil {

@@ -129,3 +129,41 @@ func TestPendingScansAreBounded(t *testing.T) {
 		t.Fatalf("after the first ended: %+v %v", v, err)
 	}
 }
+
+// A request that joined a scan whose first request gave up while waiting
+// for a turn at clamd does not inherit that cancellation: it scans itself.
+func TestJoinerOutlivesALeaderThatGaveUp(t *testing.T) {
+	s, ms, held := newTestService(t)
+	s.sem = make(chan struct{}, 1) // one stream to clamd at a time
+	a, b := uploadPlain(t, ms, "file a"), uploadPlain(t, ms, "padding "+string(clamdtest.EICAR()))
+	joined := make(chan struct{}, 4)
+	s.hookJoined = func(string) { joined <- struct{}{} }
+
+	doneA := make(chan error)
+	go func() { _, err := s.Scan(context.Background(), a, nil); doneA <- err }()
+	<-held.entered // a holds clamd
+	leading := make(chan struct{}, 4)
+	s.hookLeading = func(string) { leading <- struct{}{} }
+	ctx, cancel := context.WithCancel(context.Background())
+	leader := make(chan error)
+	go func() { _, err := s.Scan(ctx, b, nil); leader <- err }()
+	<-leading // it waits for its turn at clamd
+	type result struct {
+		v   Verdict
+		err error
+	}
+	joiner := make(chan result)
+	go func() { v, err := s.Scan(context.Background(), b, nil); joiner <- result{v, err} }()
+	<-joined // the second request for b waits on the first's scan
+	cancel()
+	if err := <-leader; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the request that gave up: %v", err)
+	}
+	close(held.release)
+	if err := <-doneA; err != nil {
+		t.Fatal(err)
+	}
+	if r := <-joiner; r.err != nil || r.v.Clean {
+		t.Fatalf("the joiner: %+v %v", r.v, r.err)
+	}
+}
