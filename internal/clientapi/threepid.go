@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"html"
 	"net/http"
-	"strings"
 
 	"conclave/internal/accounts"
 	"conclave/internal/jsonhttp"
@@ -51,6 +50,13 @@ func (a *API) registerThreepids(mux Mux) {
 	// The identity endpoints: this server is the circle's identity service.
 	mux.HandleFunc("GET /_matrix/identity/api/v1/info", a.identityInfo)
 	mux.HandleFunc("GET /_matrix/identity/v2", func(w http.ResponseWriter, r *http.Request) { jsonhttp.Empty(w) })
+	// The key of the m.room.third_party_invite events (threepid.InviteEventContent).
+	mux.HandleFunc("GET /_matrix/identity/v2/pubkey/isvalid", func(w http.ResponseWriter, r *http.Request) {
+		jsonhttp.OK(w, map[string]bool{"valid": a.Threepids.ValidPublicKey(r.URL.Query().Get("public_key"))})
+	})
+	mux.HandleFunc("GET /_matrix/identity/v2/pubkey/ephemeral/isvalid", func(w http.ResponseWriter, r *http.Request) {
+		jsonhttp.OK(w, map[string]bool{"valid": false})
+	})
 	mux.HandleFunc("GET /_matrix/identity/v2/terms", func(w http.ResponseWriter, r *http.Request) {
 		jsonhttp.OK(w, map[string]any{"policies": map[string]any{}})
 	})
@@ -409,11 +415,11 @@ func (a *API) identityLookup(w http.ResponseWriter, r *http.Request, _ string) {
 }
 
 // inviteThreepid: /invite with id_server, medium and address. An address
-// that has an account is invited as that user; otherwise the invite is
-// recorded where the address belongs (internal/threepid.Invite) and the room
-// gets an m.room.third_party_invite event, so the room's rules (power to
-// invite, at most one e-mail invite in a direct room) apply and members see
-// the pending invite. An external's address is refused in a restricted room,
+// that has an account is invited as that user; otherwise the room gets an
+// m.room.third_party_invite event, so the room's rules (power to invite, at
+// most one e-mail invite in a direct room) apply and members see the pending
+// invite, and the invite is recorded (threepid.RecordInvite): it becomes an
+// invite of the account the address gets (threepid.ConvertInvites). An external's address is refused in a restricted room,
 // as Tchap's access rules do.
 func (a *API) inviteThreepid(w http.ResponseWriter, r *http.Request, s *store.Session, roomID string, body membershipBody) {
 	if a.Threepids == nil {
@@ -469,33 +475,13 @@ func (a *API) inviteThreepid(w http.ResponseWriter, r *http.Request, s *store.Se
 	var tok [16]byte
 	rand.Read(tok[:])
 	key := hex.EncodeToString(tok[:])
-	content, _ := json.Marshal(map[string]any{
-		"display_name":     redactAddress(addr),
-		"key_validity_url": a.Threepids.BaseURL + "/_matrix/identity/v2/pubkey/isvalid",
-		"public_key":       "",
-		"public_keys":      []any{},
-	})
-	if _, err := a.Rooms.Send(ctx, &room.SendRequest{RoomID: roomID, Sender: s.UserID, DeviceID: s.DeviceID, Type: "m.room.third_party_invite", StateKey: &key, Content: content}); err != nil {
+	if _, err := a.Rooms.Send(ctx, &room.SendRequest{RoomID: roomID, Sender: s.UserID, DeviceID: s.DeviceID, Type: "m.room.third_party_invite", StateKey: &key, Content: a.Threepids.InviteEventContent(addr)}); err != nil {
 		fail(w, r, err)
 		return
 	}
-	if err := a.Threepids.RecordInvite(ctx, s.UserID, roomID, body.Medium, addr); err != nil {
+	if err := a.Threepids.RecordInvite(ctx, s.UserID, roomID, body.Medium, addr, key); err != nil {
 		fail(w, r, err)
 		return
 	}
 	jsonhttp.Empty(w)
-}
-
-// redactAddress shows an address in a room without giving it away, as
-// sydent does: the start of the local part and the domain.
-func redactAddress(addr string) string {
-	at := strings.LastIndexByte(addr, '@')
-	if at < 0 {
-		return "…"
-	}
-	local := []rune(addr[:at])
-	if len(local) > 3 {
-		local = local[:3]
-	}
-	return string(local) + "…" + addr[at:]
 }

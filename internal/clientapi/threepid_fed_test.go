@@ -84,10 +84,31 @@ func TestExternalInvitedByEmailAcrossServers(t *testing.T) {
 			t.Fatalf("info ext on %s after the invite: %s", s.ServerName, r.Body)
 		}
 	}
+	// A direct chat with an external, by e-mail (Tchap's usual way): one
+	// e-mail invite is all the room takes.
+	dm := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", jean, map[string]any{"is_direct": true, "preset": "trusted_private_chat"}).Str("room_id")
+	if r := invite3pid(dm, "ext@gmail.com"); r.Status != 200 {
+		t.Fatalf("3pid invite into a direct room: %d %s", r.Status, r.Body)
+	}
+	expectErr(t, invite3pid(dm, "someone.else@gmail.com"), http.StatusForbidden, "M_FORBIDDEN")
+
 	ext := registerByEmail(t, b, smtp, "ext@gmail.com", "Pass-word-2")
 	extID := b.MustOK(t, "GET", "/_matrix/client/v3/account/whoami", ext, nil).Str("user_id")
 	if extID != "@ext-gmail.com:"+b.ServerName {
 		t.Fatalf("external's user ID %q", extID)
+	}
+	// The e-mail invites became invites of the new account (signed by the
+	// inviter's server, the key its m.room.third_party_invite named), and
+	// the external joins both rooms.
+	for _, roomID := range []string{open, dm} {
+		mem := a.MustOK(t, "GET", hstest.Path("/rooms/%s/state/m.room.member/%s", roomID, extID), jean, nil)
+		if mem.Str("membership") != "invite" || mem.JSON["third_party_invite"] == nil {
+			t.Fatalf("membership of the external in %s: %s", roomID, mem.Body)
+		}
+		b.MustOK(t, "POST", hstest.Path("/join/%s", roomID), ext, map[string]any{})
+	}
+	if r := info(t, b, "ext@gmail.com"); r.Str("hs") != b.ServerName {
+		t.Fatalf("info after registration: %s", r.Body)
 	}
 
 	// Finding a colleague: signed-in users only, sha256 with the pepper.
@@ -140,11 +161,14 @@ func TestExternalInvitedByEmailAcrossServers(t *testing.T) {
 
 	// Now that the address has an account, an invite by e-mail is an
 	// ordinary invite of that account.
-	if r := invite3pid(open, "EXT@gmail.com"); r.Status != 200 {
-		t.Fatalf("second 3pid invite: %d %s", r.Status, r.Body)
+	third := a.MustOK(t, "POST", "/_matrix/client/v3/createRoom", jean, map[string]any{
+		"initial_state": []any{map[string]any{"type": "im.vector.room.access_rules", "state_key": "", "content": map[string]string{"rule": "unrestricted"}}},
+	}).Str("room_id")
+	if r := invite3pid(third, "EXT@gmail.com"); r.Status != 200 {
+		t.Fatalf("3pid invite of a bound address: %d %s", r.Status, r.Body)
 	}
-	mem := a.MustOK(t, "GET", hstest.Path("/rooms/%s/state/m.room.member/%s", open, extID), jean, nil)
-	if mem.Str("membership") != "invite" {
+	mem := a.MustOK(t, "GET", hstest.Path("/rooms/%s/state/m.room.member/%s", third, extID), jean, nil)
+	if mem.Str("membership") != "invite" || mem.JSON["third_party_invite"] != nil {
 		t.Fatalf("membership of the external: %s", mem.Body)
 	}
 	// The map's catch-all server is the externals': the restricted room

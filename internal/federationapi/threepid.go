@@ -17,6 +17,7 @@ import (
 //	GET  …/info?medium=&address=   → {"user_id"?, "invited"}: bound here? invited here?
 //	POST …/lookup {pepper, hashes} → {"mappings": {hash: user ID}}: this server's users
 //	PUT  …/invite {medium, address, room_id, sender} → {}: an invite to an address of ours
+//	PUT  …/bound {medium, address, user_id} → {}: an address our users invited has an account
 const ThreepidPrefix = "/_matrix/federation/unstable/org.conclave.threepid"
 
 // RegisterThreepids adds the endpoints above, answered by t.
@@ -77,6 +78,26 @@ func (a *API) RegisterThreepids(mux Mux, t *threepid.Service) {
 		}
 		err := t.ReceiveInvite(r.Context(), Origin(r.Context()), store.ThreepidInvite{Medium: req.Medium, Address: req.Address, RoomID: req.RoomID, Sender: req.Sender})
 		if err != nil {
+			jsonhttp.Error(w, r, err)
+			return
+		}
+		jsonhttp.Empty(w)
+	})
+	a.HandleSigned(mux, "PUT "+ThreepidPrefix+"/bound", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Medium  string `json:"medium"`
+			Address string `json:"address"`
+			UserID  string `json:"user_id"`
+		}
+		if err := jsonhttp.Read(r, 64<<10, &req); err != nil {
+			jsonhttp.Error(w, r, err)
+			return
+		}
+		if req.Medium == "" || req.Address == "" || req.UserID == "" {
+			jsonhttp.Error(w, r, matrix.MissingParam("medium, address and user_id are required"))
+			return
+		}
+		if err := t.ReceiveBound(r.Context(), Origin(r.Context()), req.Medium, req.Address, req.UserID); err != nil {
 			jsonhttp.Error(w, r, err)
 			return
 		}

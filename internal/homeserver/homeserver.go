@@ -5,6 +5,7 @@ package homeserver
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -187,6 +188,12 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 		}
 	}
 	hs.Rooms.RequireEncryption = cfg.RequireEncryption
+	// E-mail invites become invites of the account the address gets, sent
+	// as the inviter (threepid.ConvertInvites).
+	hs.Threepids.InviteAs = func(ctx context.Context, roomID, sender, target string, extra map[string]json.RawMessage) error {
+		_, err := hs.Rooms.SetMembership(ctx, &room.MembershipRequest{RoomID: roomID, Sender: sender, Target: target, Membership: "invite", Extra: extra})
+		return err
+	}
 	hs.Rooms.AccessRules = &accessrules.Policy{ExternalServers: map[string]bool{}, DefaultRule: cfg.DefaultAccessRule}
 	for _, name := range cfg.ExternalServers {
 		hs.Rooms.AccessRules.ExternalServers[name] = true

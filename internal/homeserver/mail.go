@@ -50,6 +50,7 @@ func (hs *Homeserver) setupMail() error {
 		f := fedThreepids{hs.FedClient}
 		hs.Threepids.Remote, hs.Threepids.CheckOpenID = f, f.OpenIDUser
 	}
+	hs.Threepids.Key = hs.SigningKey
 	hs.Accounts.CheckEmail = func(ctx context.Context, purpose string, creds accounts.ThreepidCreds) (string, error) {
 		return hs.Threepids.Validated(ctx, threepid.UIAPurpose(purpose), creds.SID, creds.ClientSecret)
 	}
@@ -89,4 +90,9 @@ func (f fedThreepids) OpenIDUser(ctx context.Context, server, token string) (str
 	}
 	err := f.c.Do(ctx, http.MethodGet, server, "/_matrix/federation/v1/openid/userinfo", url.Values{"access_token": {token}}, nil, &out)
 	return out.Sub, err
+}
+
+func (f fedThreepids) Bound(ctx context.Context, server, address, userID string) error {
+	return f.c.Do(ctx, http.MethodPut, server, federationapi.ThreepidPrefix+"/bound", nil,
+		map[string]string{"medium": "email", "address": address, "user_id": userID}, nil)
 }

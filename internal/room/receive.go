@@ -750,7 +750,7 @@ func (receivedVerifier) EventSignedBy(ev *event.PDU, serverName string) bool {
 }
 
 func (receivedVerifier) ThirdPartyInviteSigned(signed json.RawMessage, publicKeys []string) bool {
-	return false
+	return event.ThirdPartyInviteSigned(signed, publicKeys)
 }
 
 func sameSet(a, b []string) bool {

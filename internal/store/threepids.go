@@ -42,7 +42,10 @@ type ThreepidInvite struct {
 	Medium, Address string
 	RoomID          string
 	Sender          string // the inviter's user ID
-	CreatedTS       int64
+	// Token is the state key of the m.room.third_party_invite the
+	// inviter's server wrote ("" in the record of another server).
+	Token     string
+	CreatedTS int64
 }
 
 // Threepids keeps validation sessions, bound addresses and invites to

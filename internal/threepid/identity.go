@@ -2,11 +2,14 @@ package threepid
 
 import (
 	"context"
+	"encoding/json"
 	"hash/fnv"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
+	"conclave/internal/event"
 	"conclave/internal/mail"
 	"conclave/internal/matrix"
 	"conclave/internal/store"
@@ -210,13 +213,51 @@ func (s *Service) BoundUser(ctx context.Context, medium, address string) (string
 	return u, nil
 }
 
+// InviteEventContent is the content of the m.room.third_party_invite an
+// invite by e-mail writes into the room: the address shown without giving it
+// away (as sydent does), and this server's signing key as the key whose
+// signature will vouch for the account the address gets (ConvertInvites).
+func (s *Service) InviteEventContent(address string) json.RawMessage {
+	validity := s.BaseURL + "/_matrix/identity/v2/pubkey/isvalid"
+	var pub string
+	if s.Key != nil {
+		pub = s.Key.PublicKeyBase64()
+	}
+	b, _ := json.Marshal(map[string]any{
+		"display_name":     RedactAddress(address),
+		"key_validity_url": validity,
+		"public_key":       pub,
+		"public_keys":      []any{map[string]string{"public_key": pub, "key_validity_url": validity}},
+	})
+	return b
+}
+
+// ValidPublicKey reports whether key is this server's (pubkey/isvalid).
+func (s *Service) ValidPublicKey(key string) bool {
+	return s.Key != nil && key != "" && strings.TrimRight(key, "=") == s.Key.PublicKeyBase64()
+}
+
+// RedactAddress shows an address without giving it away: the start of the
+// local part and the domain.
+func RedactAddress(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return "…"
+	}
+	local := []rune(addr[:at])
+	if len(local) > 3 {
+		local = local[:3]
+	}
+	return string(local) + "…" + addr[at:]
+}
+
 // RecordInvite records sender's invite of an address without an account to
-// roomID on the address's server — here, or there over federation — which
-// mails the person. It is what lets an external register there and what
-// /info reports as invited. The person joins after registering, invited
-// again by a member (the m.room.third_party_invite event the client API
-// writes is not exchanged for a membership).
-func (s *Service) RecordInvite(ctx context.Context, sender, roomID, medium, address string) error {
+// roomID, token being the state key of the room's m.room.third_party_invite:
+// here, to exchange it for an invite once the address has an account
+// (ConvertInvites), and on the address's server — here, or there over
+// federation — which mails the person. That second record is what lets an
+// external register there and what /info reports as invited.
+func (s *Service) RecordInvite(ctx context.Context, sender, roomID, medium, address, token string) error {
 	addr, err := Canonical(medium, address)
 	if err != nil {
 		return err
@@ -225,19 +266,77 @@ func (s *Service) RecordInvite(ctx context.Context, sender, roomID, medium, addr
 	if err != nil {
 		return err
 	}
-	inv := store.ThreepidInvite{Medium: MediumEmail, Address: addr, RoomID: roomID, Sender: sender, CreatedTS: s.now().UnixMilli()}
+	inv := store.ThreepidInvite{Medium: MediumEmail, Address: addr, RoomID: roomID, Sender: sender, Token: token, CreatedTS: s.now().UnixMilli()}
 	if home == s.ServerName {
 		return s.recordInvite(ctx, inv)
 	}
 	if s.Remote == nil {
 		return matrix.Errorf(http.StatusForbidden, ErrThreepidDenied, "This address belongs on %s, which this server cannot reach", home)
 	}
+	if err := s.Store.AddThreepidInvite(ctx, &inv); err != nil {
+		return err
+	}
 	rctx, cancel := context.WithTimeout(ctx, remoteTimeout)
 	defer cancel()
+	inv.Token = ""
 	if err := s.Remote.Invite(rctx, home, inv); err != nil {
 		return matrix.Errorf(http.StatusBadGateway, matrix.ErrUnknown, "The server of this address (%s) did not take the invite", home)
 	}
 	return nil
+}
+
+// ConvertInvites exchanges this server's users' e-mail invites to address
+// for invites of userID, the account the address now has: each invite
+// carries third_party_invite.signed ({mxid, sender, token} signed with this
+// server's key, the key the room's m.room.third_party_invite names), so the
+// authorisation rules accept it as the invite's exchange — and a direct room
+// takes it, its one e-mail invite becoming its second member. The records
+// go; an invite the room refuses now (the inviter lost the power, the room
+// moved on) is logged and dropped.
+func (s *Service) ConvertInvites(ctx context.Context, address, userID string) {
+	invites, err := s.Store.ThreepidInvites(ctx, MediumEmail, address)
+	if err != nil {
+		s.logWarn("reading invites to convert", err)
+		return
+	}
+	for _, inv := range invites {
+		if inv.Token == "" || matrix.ServerOf(inv.Sender) != s.ServerName || s.Key == nil || s.InviteAs == nil {
+			continue
+		}
+		raw, _ := json.Marshal(map[string]string{"mxid": userID, "sender": inv.Sender, "token": inv.Token})
+		signed, err := event.SignJSON(raw, s.ServerName, s.Key)
+		if err != nil {
+			s.logWarn("signing an invite exchange", err)
+			continue
+		}
+		tpi, _ := json.Marshal(map[string]any{"display_name": RedactAddress(address), "signed": json.RawMessage(signed)})
+		if err := s.InviteAs(ctx, inv.RoomID, inv.Sender, userID, map[string]json.RawMessage{"third_party_invite": tpi}); err != nil {
+			s.logWarn("exchanging an e-mail invite", err)
+		}
+	}
+	if err := s.Store.DeleteThreepidInvites(ctx, MediumEmail, address); err != nil {
+		s.logWarn("forgetting converted invites", err)
+	}
+}
+
+// ReceiveBound: origin, the address's server, says the address now has an
+// account there; this server's users' invites to it are exchanged.
+func (s *Service) ReceiveBound(ctx context.Context, origin, medium, address, userID string) error {
+	addr, err := Canonical(medium, address)
+	if err != nil {
+		return err
+	}
+	if home, _, err := s.Home(addr); err != nil || home != origin || matrix.ServerOf(userID) != origin || !matrix.ValidUserID(userID) {
+		return matrix.Forbidden("Only the server of an address says who it belongs to")
+	}
+	s.ConvertInvites(context.WithoutCancel(ctx), addr, userID)
+	return nil
+}
+
+func (s *Service) logWarn(what string, err error) {
+	if s.Log != nil {
+		s.Log.Warn("threepid: "+what, "err", err)
+	}
 }
 
 // ReceiveInvite records an invite another server sent for an address of
@@ -298,7 +397,33 @@ func (s *Service) RegisterAccount(ctx context.Context, address string, create fu
 	if err := s.Bind(ctx, userID, address); err != nil {
 		return "", err
 	}
-	return userID, s.Store.DeleteThreepidInvites(ctx, MediumEmail, address)
+	s.announceBound(context.WithoutCancel(ctx), address, userID)
+	return userID, nil
+}
+
+// announceBound turns the invites to an address that now has an account
+// into invites of it: this server's users' here, the others' by telling
+// their servers (Remote.Bound). The records go.
+func (s *Service) announceBound(ctx context.Context, address, userID string) {
+	invites, err := s.Store.ThreepidInvites(ctx, MediumEmail, address)
+	if err != nil {
+		s.logWarn("reading invites", err)
+		return
+	}
+	told := map[string]bool{}
+	for _, inv := range invites {
+		server := matrix.ServerOf(inv.Sender)
+		if server == s.ServerName || told[server] || s.Remote == nil {
+			continue
+		}
+		told[server] = true
+		rctx, cancel := context.WithTimeout(ctx, remoteTimeout)
+		if err := s.Remote.Bound(rctx, server, address, userID); err != nil {
+			s.logWarn("telling an inviter's server", err)
+		}
+		cancel()
+	}
+	s.ConvertInvites(ctx, address, userID)
 }
 
 func (s *Service) lockAddress(address string) func() {

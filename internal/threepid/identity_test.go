@@ -47,6 +47,8 @@ func (f *fakeRemote) Lookup(_ context.Context, server, pepper string, hashes []s
 
 func (f *fakeRemote) Invite(context.Context, string, store.ThreepidInvite) error { return nil }
 
+func (f *fakeRemote) Bound(context.Context, string, string, string) error { return nil }
+
 func service(t *testing.T, remote *fakeRemote) *threepid.Service {
 	t.Helper()
 	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"))

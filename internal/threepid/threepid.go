@@ -16,6 +16,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,7 @@ import (
 	"time"
 
 	"conclave/internal/emaildomains"
+	"conclave/internal/event"
 	"conclave/internal/mail"
 	"conclave/internal/matrix"
 	"conclave/internal/store"
@@ -70,6 +72,9 @@ type Remote interface {
 	// Invite tells server, the address's home, that sender invited it to
 	// roomID.
 	Invite(ctx context.Context, server string, inv store.ThreepidInvite) error
+	// Bound tells server, whose users invited the address, that it now
+	// has an account: userID.
+	Bound(ctx context.Context, server, address, userID string) error
 }
 
 // Service is the e-mail address service.
@@ -84,8 +89,13 @@ type Service struct {
 	// CheckOpenID asks another server of the circle whose user an OpenID
 	// token proves (nil without federation). openid.go.
 	CheckOpenID OpenIDChecker
-	Log         *slog.Logger
-	Now         func() time.Time
+	// Key signs the exchange of an m.room.third_party_invite for an invite
+	// (the event names its public key); InviteAs sends that invite as the
+	// original inviter (the room writer). identity.go.
+	Key      *event.SigningKey
+	InviteAs func(ctx context.Context, roomID, sender, target string, extra map[string]json.RawMessage) error
+	Log      *slog.Logger
+	Now      func() time.Time
 
 	locks [64]sync.Mutex // registrations, by address (RegisterAccount)
 }

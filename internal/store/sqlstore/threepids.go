@@ -173,13 +173,16 @@ func (s *Shared) UsersByLookupHash(ctx context.Context, hashes []string) (map[st
 }
 
 func (s *Shared) AddThreepidInvite(ctx context.Context, inv *store.ThreepidInvite) error {
-	_, err := s.b.Write().Exec(ctx, `INSERT INTO threepid_invites (medium, address, room_id, sender, created_ts) VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT (medium, address, room_id, sender) DO NOTHING`, inv.Medium, inv.Address, inv.RoomID, inv.Sender, inv.CreatedTS)
+	// A second invite by the same sender to the same room keeps the first
+	// one's time, and its token unless it had none.
+	_, err := s.b.Write().Exec(ctx, `INSERT INTO threepid_invites (medium, address, room_id, sender, token, created_ts) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (medium, address, room_id, sender) DO UPDATE SET token = CASE WHEN threepid_invites.token = '' THEN excluded.token ELSE threepid_invites.token END`,
+		inv.Medium, inv.Address, inv.RoomID, inv.Sender, inv.Token, inv.CreatedTS)
 	return err
 }
 
 func (s *Shared) ThreepidInvites(ctx context.Context, medium, address string) ([]store.ThreepidInvite, error) {
-	rows, err := s.b.Read().Query(ctx, `SELECT room_id, sender, created_ts FROM threepid_invites WHERE medium = ? AND address = ? ORDER BY created_ts, room_id, sender LIMIT 100`, medium, address)
+	rows, err := s.b.Read().Query(ctx, `SELECT room_id, sender, token, created_ts FROM threepid_invites WHERE medium = ? AND address = ? ORDER BY created_ts, room_id, sender LIMIT 100`, medium, address)
 	if err != nil {
 		return nil, err
 	}
@@ -187,7 +190,7 @@ func (s *Shared) ThreepidInvites(ctx context.Context, medium, address string) ([
 	var out []store.ThreepidInvite
 	for rows.Next() {
 		inv := store.ThreepidInvite{Medium: medium, Address: address}
-		if err := rows.Scan(&inv.RoomID, &inv.Sender, &inv.CreatedTS); err != nil {
+		if err := rows.Scan(&inv.RoomID, &inv.Sender, &inv.Token, &inv.CreatedTS); err != nil {
 			return nil, err
 		}
 		out = append(out, inv)

@@ -113,7 +113,7 @@ func testThreepids(t *testing.T, s store.Store) {
 	for i, inv := range []store.ThreepidInvite{
 		{Medium: "email", Address: "e@ext.org", RoomID: "!r2:x", Sender: "@a:x", CreatedTS: 2},
 		{Medium: "email", Address: "e@ext.org", RoomID: "!r1:x", Sender: "@a:x", CreatedTS: 1},
-		{Medium: "email", Address: "e@ext.org", RoomID: "!r1:x", Sender: "@a:x", CreatedTS: 3}, // again
+		{Medium: "email", Address: "e@ext.org", RoomID: "!r1:x", Sender: "@a:x", Token: "tok", CreatedTS: 3}, // again, with a token
 		{Medium: "email", Address: "f@ext.org", RoomID: "!r1:x", Sender: "@b:y", CreatedTS: 4},
 	} {
 		inv := inv
@@ -124,7 +124,7 @@ func testThreepids(t *testing.T, s store.Store) {
 	list2, err = s.ThreepidInvites(ctx(), "email", "e@ext.org")
 	must(t, err)
 	equal(t, "invites", list2, []store.ThreepidInvite{
-		{Medium: "email", Address: "e@ext.org", RoomID: "!r1:x", Sender: "@a:x", CreatedTS: 1},
+		{Medium: "email", Address: "e@ext.org", RoomID: "!r1:x", Sender: "@a:x", Token: "tok", CreatedTS: 1},
 		{Medium: "email", Address: "e@ext.org", RoomID: "!r2:x", Sender: "@a:x", CreatedTS: 2},
 	})
 	must(t, s.DeleteThreepidInvites(ctx(), "email", "e@ext.org"))

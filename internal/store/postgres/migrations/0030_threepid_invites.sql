@@ -1,10 +1,14 @@
 -- Invitations to e-mail addresses without an account (internal/threepid):
--- they let an external register and make /info answer invited.
+-- on the address's server they let an external register and make /info
+-- answer invited; on the inviter's server token is the state key of the
+-- room's m.room.third_party_invite, exchanged for an invite once the
+-- address has an account ('' on the address's server when that is another).
 CREATE TABLE threepid_invites (
     medium     TEXT NOT NULL,
     address    TEXT NOT NULL,
     room_id    TEXT NOT NULL,
     sender     TEXT NOT NULL,
+    token      TEXT NOT NULL DEFAULT '',
     created_ts BIGINT NOT NULL,
     PRIMARY KEY (medium, address, room_id, sender)
 );
