@@ -255,6 +255,11 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	dev := accounts.DeviceOpts{DeviceID: req.DeviceID, DisplayName: req.InitialDeviceDisplayName, Refresh: req.RefreshToken, IP: clientIP(r)}
+	if kind == "guest" && a.Config.EmailDomains != "" {
+		// Every account of a circle is someone's verified work address.
+		fail(w, r, matrix.Errorf(http.StatusForbidden, matrix.ErrGuestAccessForbid, "Guest access is disabled"))
+		return
+	}
 	if kind == "guest" {
 		// Guests need no authentication and get a generated ID; the body's
 		// username and password are ignored, as Synapse does.

@@ -63,6 +63,7 @@ func TestRegistrationByEmail(t *testing.T) {
 		t.Fatalf("flows: %d %s", r.Status, r.Body)
 	}
 	session := r.Str("session")
+	expectErr(t, s.Do(t, "POST", "/_matrix/client/v3/register?kind=guest", "", map[string]any{}), http.StatusForbidden, "M_GUEST_ACCESS_FORBIDDEN")
 
 	// Not this server's addresses.
 	expectErr(t, requestToken(t, s, "/register/email/requestToken", "a@other.fr", "cs1", 1), http.StatusForbidden, "M_THREEPID_DENIED")
