@@ -305,6 +305,7 @@ func openStore(ctx context.Context, cfg *config.Config) (Store, error) {
 func (hs *Homeserver) Run(ctx context.Context) error {
 	defer hs.Store.Close()
 	defer hs.Media.Close() // its staging directory: after the last request
+	defer hs.Threepids.WaitMail() // invitation mails on their way (their own timeout bounds them)
 	// Long-polls return as soon as shutdown starts, so in-flight writes are
 	// what the grace period waits for.
 	go func() { <-ctx.Done(); hs.Notifier.Close() }()

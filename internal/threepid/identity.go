@@ -370,12 +370,21 @@ func (s *Service) recordInvite(ctx context.Context, inv store.ThreepidInvite) er
 	m := mail.Message{To: inv.Address, Subject: "You are invited to " + s.ServerName,
 		Text: "Hello,\n\n" + inv.Sender + " invited you to a conversation.\n\n" +
 			"Create your account with this e-mail address on " + s.BaseURL + " to join it.\n"}
-	if err := s.Mailer.Send(ctx, m); err != nil && s.Log != nil {
-		// The invite stands; the mail is a courtesy.
-		s.Log.Warn("sending an invitation mail", "err", err)
-	}
+	// The invite stands whatever becomes of the mail, a courtesy: it is
+	// sent apart, so a slow mail server does not hold the inviter (or the
+	// inviting server, waiting on federation) up.
+	s.mailing.Add(1)
+	go func() {
+		defer s.mailing.Done()
+		if err := s.Mailer.Send(context.WithoutCancel(ctx), m); err != nil {
+			s.logWarn("sending an invitation mail", err)
+		}
+	}()
 	return nil
 }
+
+// WaitMail waits for the invitation mails being sent (shutdown, tests).
+func (s *Service) WaitMail() { s.mailing.Wait() }
 
 // RegisterAccount creates the account of a verified address: create makes
 // it with the localpart the address gives (Localpart), then the address is

@@ -97,7 +97,8 @@ type Service struct {
 	Log      *slog.Logger
 	Now      func() time.Time
 
-	locks [64]sync.Mutex // registrations, by address (RegisterAccount)
+	locks   [64]sync.Mutex // registrations, by address (RegisterAccount)
+	mailing sync.WaitGroup // invitation mails on their way (recordInvite)
 }
 
 func (s *Service) now() time.Time {
