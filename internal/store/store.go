@@ -54,6 +54,8 @@ type Store interface {
 	SlidingSync
 	TimelineGaps
 	Threepids
+	SSO
+	AccountValidities
 	Close() error
 }
 

@@ -81,6 +81,8 @@ func Run(t *testing.T, open Opener) {
 		{"LatestEventPositions", testLatestEventPositions},
 		{"ThreepidSessions", testThreepidSessions},
 		{"Threepids", testThreepids},
+		{"SSO", testSSO},
+		{"AccountValidity", testAccountValidity},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
