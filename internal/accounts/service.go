@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -50,6 +51,10 @@ type RegisterRequest struct {
 	Admin        bool
 	InhibitLogin bool
 	Device       DeviceOpts
+	// NumberIfTaken: when Localpart is taken, try Localpart1, Localpart2…
+	// (accounts derived from an e-mail address, whose earlier account was
+	// deactivated: Tchap's rule).
+	NumberIfTaken bool
 }
 
 // NormalizeLocalpart validates a requested username and returns the user ID
@@ -117,7 +122,14 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*LoginResu
 			return nil, err
 		}
 		u.UserID = id
-		if err := s.store.CreateUser(ctx, u); err != nil {
+		err = s.store.CreateUser(ctx, u)
+		for n := 1; errors.Is(err, store.ErrConflict) && req.NumberIfTaken && n <= maxNumberedTries; n++ {
+			if u.UserID, err = s.NormalizeLocalpart(req.Localpart + strconv.Itoa(n)); err != nil {
+				return nil, err
+			}
+			err = s.store.CreateUser(ctx, u)
+		}
+		if err != nil {
 			if errors.Is(err, store.ErrConflict) {
 				return nil, userInUse()
 			}
@@ -357,6 +369,33 @@ func (s *Service) ChangePassword(ctx context.Context, sess *store.Session, newPa
 	}
 	revoked := s.sessions.revoking(sess.UserID)
 	err = s.store.SetPassword(wctx, sess.UserID, hash, keep)
+	revoked()
+	done(err)
+	return err
+}
+
+// maxNumberedTries bounds NumberIfTaken.
+const maxNumberedTries = 50
+
+// ResetPassword sets userID's password after a proof other than the
+// password (the e-mail reset); with logoutDevices every device goes.
+func (s *Service) ResetPassword(ctx context.Context, userID, newPassword string, logoutDevices bool) error {
+	if err := s.CheckNewPasswordPolicy(newPassword); err != nil {
+		return err
+	}
+	hash, err := s.hash.Hash(ctx, newPassword)
+	if err != nil {
+		return err
+	}
+	var keep *string
+	wctx, done := ctx, func(error) {}
+	if logoutDevices {
+		none := "" // no device has an empty ID: every one goes
+		keep = &none
+		wctx, done = s.devicesChange(ctx, userID)
+	}
+	revoked := s.sessions.revoking(userID)
+	err = s.store.SetPassword(wctx, userID, hash, keep)
 	revoked()
 	done(err)
 	return err

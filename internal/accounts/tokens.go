@@ -46,12 +46,23 @@ type Service struct {
 	// another process (stages done so far are asked again; the usual
 	// one-stage flows complete). IDs nobody issued still fail.
 	UIASessionKey []byte
+	// CheckEmail, when set, checks the threepid_creds of an
+	// m.login.email.identity stage for an operation (UIA.Purpose) and
+	// returns the address they prove (internal/threepid). EmailOwner
+	// returns the user an address is bound to ("" if none): an
+	// authenticated operation (password change by e-mail) needs the
+	// caller's own address.
+	CheckEmail func(ctx context.Context, purpose string, creds ThreepidCreds) (string, error)
+	EmailOwner func(ctx context.Context, email string) (string, error)
 }
 
 // Options configure the service; the zero value is closed registration,
 // production hash parameters and non-expiring tokens.
 type Options struct {
-	OpenRegistration   bool     // m.login.dummy registration
+	OpenRegistration bool // m.login.dummy registration
+	// EmailRegistration: registration needs a verified e-mail address
+	// (email_domains): m.login.email.identity ends every flow.
+	EmailRegistration  bool
 	RegistrationTokens []string // m.login.registration_token values
 	SharedSecret       string   // Synapse-compatible admin registration; "" disables
 	// AccessTokenLifetime applies to access tokens issued with a refresh
@@ -148,6 +159,7 @@ func OptionsFrom(cfg *config.Config) Options {
 	p.MemoryKiB = uint32(cfg.PasswordHashMemoryKiB)
 	return Options{
 		OpenRegistration:    cfg.EnableRegistration,
+		EmailRegistration:   cfg.EmailDomains != "",
 		RegistrationTokens:  ParseTokens(cfg.RegistrationTokens),
 		SharedSecret:        cfg.RegistrationSharedSecret,
 		AccessTokenLifetime: cfg.AccessTokenLifetime.Duration,

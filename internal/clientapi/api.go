@@ -21,11 +21,13 @@ import (
 	"conclave/internal/presence"
 	"conclave/internal/profile"
 	"conclave/internal/push"
+	"conclave/internal/ratelimit"
 	"conclave/internal/receipts"
 	"conclave/internal/room"
 	"conclave/internal/slidingsync"
 	"conclave/internal/store"
 	"conclave/internal/syncer"
+	"conclave/internal/threepid"
 	"conclave/internal/typing"
 )
 
@@ -51,6 +53,8 @@ type Deps struct {
 	Federation *federation.Service
 	// Notices sends server notices; nil when they are off.
 	Notices *notices.Service
+	// Threepids: e-mail addresses and the identity endpoints (threepid.go).
+	Threepids *threepid.Service
 }
 
 // API is the Client-Server API.
@@ -62,6 +66,7 @@ type API struct {
 	userLimits *userLimits
 	syncs      syncSlots // sync.go: concurrent /sync per device
 	filters    syncfilter.Cache
+	mailLimit  *ratelimit.Limiter // threepid.go: validation mails per address
 }
 
 // New returns the API.
@@ -98,6 +103,7 @@ func (a *API) Register(mux Mux) {
 	a.registerPush(mux)
 	a.registerSearch(mux)
 	a.registerNotices(mux)
+	a.registerThreepids(mux)
 }
 
 type sessionKey struct{}

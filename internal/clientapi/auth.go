@@ -11,6 +11,7 @@ import (
 	"conclave/internal/ratelimit"
 	"conclave/internal/server"
 	"conclave/internal/store"
+	"conclave/internal/threepid"
 )
 
 // Registration, login, refresh, logout and the Synapse-compatible
@@ -267,8 +268,10 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The name and password are checked before authentication, so a client
-	// learns that a name is taken before it goes through the stages.
-	if req.Username != "" {
+	// learns that a name is taken before it goes through the stages. With
+	// e-mail registration the name comes from the address instead.
+	byEmail := a.Threepids != nil && a.Config.EmailDomains != ""
+	if req.Username != "" && !byEmail {
 		if _, err := a.Accounts.CheckUsername(ctx, req.Username); err != nil {
 			fail(w, r, err)
 			return
@@ -278,12 +281,50 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, err)
 		return
 	}
-	if err := a.Accounts.AuthenticateUIA(ctx, accounts.UIA{Purpose: "register", Flows: flows}, req.Auth); err != nil {
+	proved, err := a.Accounts.AuthenticateUIAResult(ctx, accounts.UIA{Purpose: "register", Flows: flows}, req.Auth)
+	if err != nil {
 		fail(w, r, err)
+		return
+	}
+	if proved.Email != "" {
+		a.registerByEmail(w, r, proved.Email, req, dev)
 		return
 	}
 	res, err := a.Accounts.Register(ctx, accounts.RegisterRequest{Localpart: req.Username, Password: req.Password, InhibitLogin: req.InhibitLogin, Device: dev})
 	a.writeRegistered(w, r, res, err)
+}
+
+// registerByEmail creates the account of a verified address: localpart and
+// display name derived from it as Tchap does (threepid.Localpart,
+// threepid.DisplayName), the address bound to it.
+func (a *API) registerByEmail(w http.ResponseWriter, r *http.Request, email string, req registerRequest, dev accounts.DeviceOpts) {
+	ctx := r.Context()
+	if owner, err := a.Threepids.Owner(ctx, email); err != nil {
+		fail(w, r, err)
+		return
+	} else if owner != "" {
+		fail(w, r, matrix.Errorf(http.StatusBadRequest, matrix.ErrThreepidInUse, "This e-mail address is already in use"))
+		return
+	}
+	res, err := a.Accounts.Register(ctx, accounts.RegisterRequest{Localpart: threepid.Localpart(email), NumberIfTaken: true,
+		Password: req.Password, InhibitLogin: req.InhibitLogin, Device: dev})
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	if err := a.Threepids.Registered(ctx, res.UserID, email); err != nil {
+		// Bound by someone else in the meantime: the account stands
+		// without it (an operator may bind it); the client is told.
+		fail(w, r, err)
+		return
+	}
+	if a.Profiles != nil {
+		if err := a.Profiles.SetDisplayName(ctx, res.UserID, res.UserID, threepid.DisplayName(email)); err != nil {
+			fail(w, r, err)
+			return
+		}
+	}
+	a.writeRegistered(w, r, res, nil)
 }
 
 func (a *API) writeRegistered(w http.ResponseWriter, r *http.Request, res *accounts.LoginResult, err error) {

@@ -47,6 +47,7 @@ import (
 	"conclave/internal/store/postgres"
 	"conclave/internal/store/sqlite"
 	"conclave/internal/syncer"
+	"conclave/internal/threepid"
 	"conclave/internal/tlsutil"
 	"conclave/internal/typing"
 )
@@ -83,6 +84,7 @@ type Homeserver struct {
 	// email_domains); Mailer sends mail (nil without smtp_url). mail.go.
 	EmailDomains *emaildomains.Map
 	Mailer       mail.Sender
+	Threepids    *threepid.Service // e-mail addresses, the identity endpoints
 
 	mu             sync.Mutex
 	clientAddr     net.Addr
@@ -244,7 +246,8 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 	mux := server.NewMux()
 	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync,
 		SlidingSync: slidingsync.New(db, hs.Rooms, hs.Sync),
-		Profiles:    hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push, Federation: hs.Federation, Notices: hs.Notices})
+		Profiles:    hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push, Federation: hs.Federation, Notices: hs.Notices,
+		Threepids: hs.Threepids})
 	api.Register(mux)
 	if hs.federationMux != nil {
 		// The federation API is served on its own listener; the client
