@@ -25,6 +25,7 @@ import (
 	"conclave/internal/receipts"
 	"conclave/internal/room"
 	"conclave/internal/slidingsync"
+	"conclave/internal/sso"
 	"conclave/internal/store"
 	"conclave/internal/syncer"
 	"conclave/internal/threepid"
@@ -55,6 +56,8 @@ type Deps struct {
 	Notices *notices.Service
 	// Threepids: e-mail addresses and the identity endpoints (threepid.go).
 	Threepids *threepid.Service
+	// SSO is single sign-on (sso.go); nil when oidc_issuer is unset.
+	SSO *sso.Service
 }
 
 // API is the Client-Server API.
@@ -103,6 +106,7 @@ func (a *API) Register(mux Mux) {
 	a.registerPush(mux)
 	a.registerSearch(mux)
 	a.registerNotices(mux)
+	a.registerSSO(mux)
 	a.registerThreepids(mux)
 }
 

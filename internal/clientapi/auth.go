@@ -147,7 +147,17 @@ func (a *API) loginResponse(res *accounts.LoginResult) map[string]any {
 }
 
 func (a *API) loginFlows(w http.ResponseWriter, r *http.Request) {
-	jsonhttp.OK(w, map[string]any{"flows": []map[string]string{{"type": accounts.LoginPassword}}})
+	flows := []map[string]any{}
+	if a.Config.PasswordLogin {
+		flows = append(flows, map[string]any{"type": accounts.LoginPassword})
+	}
+	if a.SSO != nil {
+		// Synapse's shape: the providers on the m.login.sso flow, and
+		// m.login.token, which the SSO callback's loginToken is used with.
+		flows = append(flows, map[string]any{"type": loginSSO, "identity_providers": []map[string]string{a.SSO.IdP()}},
+			map[string]any{"type": loginToken})
+	}
+	jsonhttp.OK(w, map[string]any{"flows": flows})
 }
 
 type loginRequest struct {
@@ -158,6 +168,7 @@ type loginRequest struct {
 	DeviceID                 string               `json:"device_id"`
 	InitialDeviceDisplayName *string              `json:"initial_device_display_name"`
 	RefreshToken             bool                 `json:"refresh_token"`
+	Token                    string               `json:"token"` // m.login.token
 }
 
 func (a *API) login(w http.ResponseWriter, r *http.Request) {
@@ -170,12 +181,17 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, err)
 		return
 	}
-	switch req.Type {
-	case accounts.LoginPassword:
-	case "":
+	switch {
+	case req.Type == accounts.LoginPassword && a.Config.PasswordLogin:
+	case req.Type == loginToken && a.SSO != nil:
+		a.tokenLogin(w, r, req)
+		return
+	case req.Type == "":
 		fail(w, r, matrix.MissingParam("Missing login type"))
 		return
 	default:
+		// A type this server does not offer (password login turned off
+		// included): Synapse's answer.
 		fail(w, r, matrix.Errorf(http.StatusBadRequest, matrix.ErrUnknown, "Unknown login type %q", req.Type))
 		return
 	}

@@ -54,6 +54,14 @@ type Config struct {
 	EmailDomains             string   `yaml:"email_domains" help:"file mapping the circle's e-mail domains to their servers (docs/rules.md; every server of a circle loads the same file): registration then needs a verified address that maps to this server, and /_matrix/identity answers from it"`
 	SMTPURL                  string   `yaml:"smtp_url" help:"mail server for verification and reset mails: smtp://[user:password@]host[:port] (STARTTLS when offered, port 25) or smtps://… (TLS, port 465); credentials only over TLS or to loopback; empty: no mail"`
 	SMTPFrom                 string   `yaml:"smtp_from" help:"sender of the server's mails: noreply@example.org or \"Name <noreply@example.org>\""`
+	PasswordLogin            bool     `yaml:"password_login" help:"log in with a password (m.login.password); false leaves single sign-on as the only way in"`
+	OIDCIssuer               string   `yaml:"oidc_issuer" help:"single sign-on: the OpenID Connect provider's issuer URL (https://…; its /.well-known/openid-configuration is read); empty: no single sign-on"`
+	OIDCClientID             string   `yaml:"oidc_client_id" help:"single sign-on: this server's client ID at the provider, whose redirect URI is public_base_url + /_synapse/client/oidc/callback"`
+	OIDCClientSecret         string   `yaml:"oidc_client_secret" help:"single sign-on: this server's client secret at the provider"`
+	OIDCProviderName         string   `yaml:"oidc_provider_name" help:"single sign-on: the provider's name shown by clients on their login button"`
+	SSORedirectAllow         []string `yaml:"sso_redirect_allow" help:"single sign-on: comma-separated client URLs (scheme://host[/path]) sent back to at once after sign-in; any other client URL gets a confirmation page first, so a link to a stranger's client cannot take the login unseen"`
+	ExternalAccountValidity  Duration `yaml:"external_account_validity" help:"how long an external user's account lasts (90d, 2160h) before it must be renewed; every request but renewal then answers 403 ORG_MATRIX_EXPIRED_ACCOUNT; 0: accounts do not expire. Applies on a server named in external_servers (the externals' server)"`
+	AccountRenewalNotice     Duration `yaml:"account_renewal_notice" help:"how long before an account expires its renewal mail is sent (to its bound e-mail addresses, through smtp_url)"`
 	PasswordMinLength        int      `yaml:"password_min_length" help:"shortest password accepted at registration and password change (0: no minimum); announced by /password_policy"`
 	PasswordRequireDigit     bool     `yaml:"password_require_digit" help:"passwords must contain a digit"`
 	PasswordRequireSymbol    bool     `yaml:"password_require_symbol" help:"passwords must contain a symbol (a character other than an ASCII letter or digit)"`
@@ -106,6 +114,15 @@ type Config struct {
 type Duration struct{ time.Duration }
 
 func (d *Duration) UnmarshalText(b []byte) error {
+	// Whole days ("90d") too, for the long settings (account validity).
+	if days, ok := strings.CutSuffix(string(b), "d"); ok {
+		n, err := strconv.ParseInt(days, 10, 64)
+		if err != nil || n < 0 || n > 100*365 {
+			return errors.New("bad number of days")
+		}
+		d.Duration = time.Duration(n) * 24 * time.Hour
+		return nil
+	}
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
 		return err
@@ -139,6 +156,9 @@ func Default() Config {
 		MaxUploadBytes:         50 << 20,
 		EncryptPresets:         "private_chat,trusted_private_chat",
 		DefaultAccessRule:      "restricted",
+		PasswordLogin:          true,
+		OIDCProviderName:       "Single sign-on",
+		AccountRenewalNotice:   Duration{7 * 24 * time.Hour},
 		ClamdUnreachable:       "refuse",
 		ThumbnailMaxPixels:     32_000_000,
 
@@ -301,6 +321,9 @@ func (c *Config) Validate() error {
 	if err := c.validateMail(); err != nil {
 		return err
 	}
+	if err := c.validateSSO(); err != nil {
+		return err
+	}
 	if c.PasswordMinLength < 0 || c.PasswordMinLength > 512 {
 		return &Error{Key: "password_min_length", Reason: "must be between 0 and 512"}
 	}
@@ -368,6 +391,38 @@ func (c *Config) validateMail() error {
 	}
 	if c.EmailDomains != "" && c.EnableRegistration && c.SMTPURL == "" {
 		return &Error{Key: "email_domains", Reason: "registration with email_domains verifies addresses by mail: set smtp_url"}
+	}
+	return nil
+}
+
+func (c *Config) validateSSO() error {
+	if c.OIDCIssuer != "" {
+		u, err := url.Parse(c.OIDCIssuer)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return &Error{Key: "oidc_issuer", Reason: "must be the provider's issuer URL, https://…"}
+		}
+		if c.OIDCClientID == "" {
+			return &Error{Key: "oidc_client_id", Reason: "oidc_issuer needs oidc_client_id"}
+		}
+		b, err := url.Parse(c.PublicBaseURL)
+		if err != nil || (b.Scheme != "https" && b.Scheme != "http") || b.Host == "" {
+			return &Error{Key: "public_base_url", Reason: "oidc_issuer needs public_base_url, the server's client URL such as https://matrix.example.org (the provider sends browsers back there)"}
+		}
+	}
+	for _, a := range c.SSORedirectAllow {
+		u, err := url.Parse(a)
+		if err != nil || u.Scheme == "" || (u.Host == "" && (u.Scheme == "http" || u.Scheme == "https")) || u.RawQuery != "" || u.Fragment != "" {
+			return &Error{Key: "sso_redirect_allow", Reason: fmt.Sprintf("%q is not a client URL (scheme://host[/path])", a)}
+		}
+	}
+	if !c.PasswordLogin && c.OIDCIssuer == "" {
+		return &Error{Key: "password_login", Reason: "turning password login off needs single sign-on (oidc_issuer): nobody could log in"}
+	}
+	if c.ExternalAccountValidity.Duration < 0 || (c.ExternalAccountValidity.Duration > 0 && c.ExternalAccountValidity.Duration < time.Hour) {
+		return &Error{Key: "external_account_validity", Reason: "must be 0 (off) or at least 1h"}
+	}
+	if c.AccountRenewalNotice.Duration < 0 {
+		return &Error{Key: "account_renewal_notice", Reason: "must not be negative"}
 	}
 	return nil
 }
@@ -511,7 +566,7 @@ func (f field) setText(s string) error {
 		*p = n
 	case *Duration:
 		if err := p.UnmarshalText([]byte(s)); err != nil {
-			return errors.New("must be a duration such as 30s or 5m")
+			return errors.New("must be a duration such as 30s, 5m or 90d")
 		}
 	case *[]string:
 		*p = cleanList(strings.Split(s, ","))

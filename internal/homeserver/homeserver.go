@@ -42,6 +42,7 @@ import (
 	"conclave/internal/room"
 	"conclave/internal/server"
 	"conclave/internal/slidingsync"
+	"conclave/internal/sso"
 	"conclave/internal/stateres"
 	"conclave/internal/store"
 	"conclave/internal/store/postgres"
@@ -85,6 +86,7 @@ type Homeserver struct {
 	EmailDomains *emaildomains.Map
 	Mailer       mail.Sender
 	Threepids    *threepid.Service // e-mail addresses, the identity endpoints
+	SSO          *sso.Service      // single sign-on (sso.go); nil without oidc_issuer
 
 	mu             sync.Mutex
 	clientAddr     net.Addr
@@ -244,10 +246,11 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 	}
 
 	mux := server.NewMux()
+	hs.setupSSO()
 	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync,
 		SlidingSync: slidingsync.New(db, hs.Rooms, hs.Sync),
 		Profiles:    hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push, Federation: hs.Federation, Notices: hs.Notices,
-		Threepids: hs.Threepids})
+		Threepids: hs.Threepids, SSO: hs.SSO})
 	api.Register(mux)
 	if hs.federationMux != nil {
 		// The federation API is served on its own listener; the client
