@@ -30,6 +30,7 @@ import (
 	"conclave/internal/syncer"
 	"conclave/internal/threepid"
 	"conclave/internal/typing"
+	"conclave/internal/validity"
 )
 
 // Deps are the services the API calls.
@@ -58,6 +59,9 @@ type Deps struct {
 	Threepids *threepid.Service
 	// SSO is single sign-on (sso.go); nil when oidc_issuer is unset.
 	SSO *sso.Service
+	// Validity is account expiry (validity.go); nil when
+	// external_account_validity is off.
+	Validity *validity.Service
 }
 
 // API is the Client-Server API.
@@ -107,6 +111,7 @@ func (a *API) Register(mux Mux) {
 	a.registerSearch(mux)
 	a.registerNotices(mux)
 	a.registerSSO(mux)
+	a.registerValidity(mux)
 	a.registerThreepids(mux)
 }
 

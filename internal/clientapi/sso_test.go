@@ -236,9 +236,9 @@ func TestSSOBadState(t *testing.T) {
 	// The right browser, the right state: works (the flow is not broken).
 	tok := ssoToken(t, b)
 	// An expired login token.
-	s.HS.SSO.Now = func() time.Time { return time.Now().Add(sso.LoginTokenLifetime + time.Second) }
+	s.HS.SSO.SetClock(func() time.Time { return time.Now().Add(sso.LoginTokenLifetime + time.Second) })
 	expectErr(t, tokenLogin(t, s, tok), http.StatusForbidden, "M_FORBIDDEN")
-	s.HS.SSO.Now = time.Now
+	s.HS.SSO.SetClock(time.Now)
 	// An attempt left too long at the provider.
 	b.CheckRedirect = func(r *http.Request, via []*http.Request) error {
 		if r.URL.Path == sso.CallbackPath {
@@ -248,12 +248,12 @@ func TestSSOBadState(t *testing.T) {
 		return nil
 	}
 	ssoLogin(t, b, "https://app.example/cb?state=s1")
-	s.HS.SSO.Now = func() time.Time { return time.Now().Add(sso.AttemptLifetime + time.Second) }
+	s.HS.SSO.SetClock(func() time.Time { return time.Now().Add(sso.AttemptLifetime + time.Second) })
 	b.CheckRedirect = browser(s).CheckRedirect
 	if code, _ := get(b, callback); code != 400 {
 		t.Fatalf("expired attempt: %d", code)
 	}
-	s.HS.SSO.Now = time.Now
+	s.HS.SSO.SetClock(time.Now)
 }
 
 // A client URL the operator did not allow gets a confirmation page that

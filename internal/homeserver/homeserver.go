@@ -51,6 +51,7 @@ import (
 	"conclave/internal/threepid"
 	"conclave/internal/tlsutil"
 	"conclave/internal/typing"
+	"conclave/internal/validity"
 )
 
 // Homeserver is one Conclave instance.
@@ -87,6 +88,7 @@ type Homeserver struct {
 	Mailer       mail.Sender
 	Threepids    *threepid.Service // e-mail addresses, the identity endpoints
 	SSO          *sso.Service      // single sign-on (sso.go); nil without oidc_issuer
+	Validity     *validity.Service // account expiry (validity.go); nil when off
 
 	mu             sync.Mutex
 	clientAddr     net.Addr
@@ -247,10 +249,11 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 
 	mux := server.NewMux()
 	hs.setupSSO()
+	hs.setupValidity()
 	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync,
 		SlidingSync: slidingsync.New(db, hs.Rooms, hs.Sync),
 		Profiles:    hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push, Federation: hs.Federation, Notices: hs.Notices,
-		Threepids: hs.Threepids, SSO: hs.SSO})
+		Threepids: hs.Threepids, SSO: hs.SSO, Validity: hs.Validity})
 	api.Register(mux)
 	if hs.federationMux != nil {
 		// The federation API is served on its own listener; the client
@@ -326,6 +329,9 @@ func (hs *Homeserver) Run(ctx context.Context) error {
 		}()
 		defer func() { <-done }()
 	}
+	// Renewal mails run until shutdown and end before the store closes.
+	validityDone := hs.runValidity(ctx)
+	defer func() { <-validityDone }()
 	return server.Serve(ctx, hs.Log, hs.Config.ShutdownTimeout.Duration, hs.listeners()...)
 }
 

@@ -23,6 +23,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -93,8 +94,8 @@ type Service struct {
 	Directory Directory
 	Profiles  Profiles // nil: new accounts keep no display name
 	Log       *slog.Logger
-	Now       func() time.Time
 
+	clock    atomic.Pointer[func() time.Time]
 	mu       sync.Mutex
 	provider *oidc.Provider // discovered on first use
 }
@@ -105,7 +106,18 @@ func New(cfg Config) *Service {
 	if cfg.IdPName == "" {
 		cfg.IdPName = "Single sign-on"
 	}
-	return &Service{cfg: cfg, Log: slog.Default(), Now: time.Now}
+	return &Service{cfg: cfg, Log: slog.Default()}
+}
+
+// SetClock replaces the time source (tests); safe while serving.
+func (s *Service) SetClock(now func() time.Time) { s.clock.Store(&now) }
+
+// Now is the service's time.
+func (s *Service) Now() time.Time {
+	if f := s.clock.Load(); f != nil {
+		return (*f)()
+	}
+	return time.Now()
 }
 
 // IdP describes the provider for GET /login (Synapse's identity_providers).

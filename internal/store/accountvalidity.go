@@ -26,6 +26,10 @@ type AccountValidities interface {
 	// SetRenewalToken records a new renewal token (its hash) mailed at
 	// sentTS, replacing the previous one.
 	SetRenewalToken(ctx context.Context, userID string, tokenHash []byte, sentTS int64) error
+	// ClaimRenewalMail is SetRenewalToken only if no mail was sent for the
+	// current period: false when another process (or an earlier pass)
+	// claimed it, so each renewal mail goes out once.
+	ClaimRenewalMail(ctx context.Context, userID string, tokenHash []byte, sentTS int64) (bool, error)
 	// RenewAccount finds the account of a renewal token, sets its expiry
 	// to expirationTS and forgets the token and the mail sent; ErrNotFound
 	// for an unknown (or already used) token.

@@ -37,6 +37,11 @@ func (s *Shared) SetRenewalToken(ctx context.Context, userID string, tokenHash [
 	return err
 }
 
+func (s *Shared) ClaimRenewalMail(ctx context.Context, userID string, tokenHash []byte, sentTS int64) (bool, error) {
+	n, err := s.b.Write().Exec(ctx, `UPDATE account_validity SET renewal_token_hash = ?, mail_sent_ts = ? WHERE user_id = ? AND mail_sent_ts = 0`, tokenHash, sentTS, userID)
+	return n == 1, err
+}
+
 func (s *Shared) RenewAccount(ctx context.Context, tokenHash []byte, expirationTS int64) (string, error) {
 	var userID string
 	err := s.b.Tx(ctx, func(tx Querier) error {

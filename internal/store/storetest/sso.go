@@ -76,7 +76,12 @@ func testAccountValidity(t *testing.T, s store.Store) {
 	due, _ = s.AccountsDueRenewalMail(ctx(), 3000, 1)
 	equal(t, "limit", len(due), 1)
 	wantErr(t, s.SetRenewalToken(ctx(), "@nobody:x", []byte("h"), 10), store.ErrNotFound)
-	must(t, s.SetRenewalToken(ctx(), "@e:x", []byte("tok-e"), 10))
+	ok, err := s.ClaimRenewalMail(ctx(), "@e:x", []byte("tok-e"), 10)
+	must(t, err)
+	equal(t, "claimed", ok, true)
+	ok, err = s.ClaimRenewalMail(ctx(), "@e:x", []byte("tok-other"), 10)
+	must(t, err)
+	equal(t, "claimed twice", ok, false)
 	due, _ = s.AccountsDueRenewalMail(ctx(), 3000, 10)
 	equal(t, "mailed not due", len(due), 1)
 	// A newer token replaces the old one.
