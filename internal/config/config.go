@@ -60,7 +60,7 @@ type Config struct {
 	OIDCClientSecret         string   `yaml:"oidc_client_secret" help:"single sign-on: this server's client secret at the provider"`
 	OIDCProviderName         string   `yaml:"oidc_provider_name" help:"single sign-on: the provider's name shown by clients on their login button"`
 	SSORedirectAllow         []string `yaml:"sso_redirect_allow" help:"single sign-on: comma-separated client URLs (scheme://host[/path]) sent back to at once after sign-in; any other client URL gets a confirmation page first, so a link to a stranger's client cannot take the login unseen"`
-	ExternalAccountValidity  Duration `yaml:"external_account_validity" help:"how long an external user's account lasts (90d, 2160h) before it must be renewed; every request but renewal then answers 403 ORG_MATRIX_EXPIRED_ACCOUNT; 0: accounts do not expire. Applies on a server named in external_servers (the externals' server)"`
+	ExternalAccountValidity  Duration `yaml:"external_account_validity" help:"how long an external user's account lasts (90d, 2160h) before it must be renewed; every request but renewal then answers 403 ORG_MATRIX_EXPIRED_ACCOUNT; 0: accounts do not expire. Applies on the externals' server: one named in its own external_servers, or the catch-all server of email_domains"`
 	AccountRenewalNotice     Duration `yaml:"account_renewal_notice" help:"how long before an account expires its renewal mail is sent (to its bound e-mail addresses, through smtp_url)"`
 	PasswordMinLength        int      `yaml:"password_min_length" help:"shortest password accepted at registration and password change (0: no minimum); announced by /password_policy"`
 	PasswordRequireDigit     bool     `yaml:"password_require_digit" help:"passwords must contain a digit"`
