@@ -16,7 +16,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -164,7 +163,10 @@ func (s *Service) discover(ctx context.Context) (*oidc.Provider, error) {
 	}
 	p, err := oidc.NewProvider(s.httpContext(ctx), s.cfg.Issuer)
 	if err != nil {
-		return nil, fmt.Errorf("sso: discovering %s: %w", s.cfg.Issuer, err)
+		// The provider is down or misconfigured: not this server's bug,
+		// and nothing the client can fix; the operator reads the log.
+		s.Log.Warn("sso: discovering the provider", "issuer", s.cfg.Issuer, "err", err)
+		return nil, matrix.Errorf(http.StatusBadGateway, matrix.ErrUnknown, "The identity provider cannot be reached")
 	}
 	s.provider = p
 	return p, nil
