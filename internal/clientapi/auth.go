@@ -53,8 +53,9 @@ func (a *API) registerAccounts(mux Mux) {
 	mux.HandleFunc("GET /_matrix/client/v1/register/m.login.registration_token/validity", a.registrationTokenValidity)
 	handle(mux, "POST", "/refresh", a.refresh)
 	mux.HandleFunc("POST /_matrix/client/v1/refresh", a.refresh)
-	handle(mux, "POST", "/logout", a.authed(a.logout))
-	handle(mux, "POST", "/logout/all", a.authed(a.logoutAll))
+	// An expired account may still log out (Synapse: allow_expired).
+	handle(mux, "POST", "/logout", a.authedExpiredOK(a.logout))
+	handle(mux, "POST", "/logout/all", a.authedExpiredOK(a.logoutAll))
 	mux.HandleFunc("GET /_synapse/admin/v1/register", a.sharedSecretNonce)
 	mux.HandleFunc("POST /_synapse/admin/v1/register", a.sharedSecretRegister)
 	a.registerAccount(mux)

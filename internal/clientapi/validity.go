@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"errors"
 	"html/template"
 	"net/http"
@@ -21,20 +22,28 @@ func (a *API) registerValidity(mux Mux) {
 		return
 	}
 	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0", "/_matrix/client/unstable"} {
-		mux.HandleFunc("POST "+prefix+"/account_validity/send_mail", a.validitySendMail)
+		mux.HandleFunc("POST "+prefix+"/account_validity/send_mail", a.authedExpiredOK(a.validitySendMail))
 		mux.HandleFunc("GET "+prefix+"/account_validity/renew", a.validityRenew)
 	}
 	mux.HandleFunc("POST /_synapse/admin/v1/account_validity/validity", a.authed(a.validityAdmin))
 }
 
+// authedExpiredOK is authed for what an expired account may still do:
+// ask for a renewal mail, log out (Synapse's allow_expired).
+func (a *API) authedExpiredOK(h func(w http.ResponseWriter, r *http.Request, s *store.Session)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		sess, err := a.Accounts.AuthenticateAllowExpired(r.Context(), accessToken(r))
+		if err != nil {
+			fail(w, r, err)
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, sess)), sess)
+	}
+}
+
 // validitySendMail mails a new renewal link. An expired account may ask:
 // that is what the link is for.
-func (a *API) validitySendMail(w http.ResponseWriter, r *http.Request) {
-	sess, err := a.Accounts.AuthenticateAllowExpired(r.Context(), accessToken(r))
-	if err != nil {
-		fail(w, r, err)
-		return
-	}
+func (a *API) validitySendMail(w http.ResponseWriter, r *http.Request, sess *store.Session) {
 	if a.mailLimit != nil {
 		// The same bucket as the validation mails, keyed by the account.
 		if err := limited(a.mailLimit, "validity\x00"+sess.UserID, true); err != nil {

@@ -100,6 +100,9 @@ func TestAccountValidityExpiryAndRenewal(t *testing.T) {
 	s.MustOK(t, "GET", "/_matrix/client/v3/account/whoami", u.Token, nil)
 	at(s, (91+91)*24*time.Hour)
 	expectErr(t, s.Do(t, "GET", "/_matrix/client/v3/account/whoami", u.Token, nil), http.StatusForbidden, "ORG_MATRIX_EXPIRED_ACCOUNT")
+	// An expired account may still log out.
+	s.MustOK(t, "POST", "/_matrix/client/v3/logout", u.Token, map[string]any{})
+	expectErr(t, s.Do(t, "GET", "/_matrix/client/v3/account/whoami", u.Token, nil), http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
 }
 
 // A renewal mail goes out by itself within the notice before expiry, once.

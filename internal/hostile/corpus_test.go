@@ -26,9 +26,9 @@ import (
 
 	"conclave/internal/adminclient"
 	"conclave/internal/config"
+	"conclave/internal/homeserver/hstest"
 	"conclave/internal/sso"
 	"conclave/internal/sso/ssotest"
-	"conclave/internal/homeserver/hstest"
 )
 
 // logBuffer collects the server log.
