@@ -238,8 +238,22 @@ func (s *Service) ResolveUser(ctx context.Context, ident *Identifier, user strin
 		switch ident.Type {
 		case "m.id.user":
 			user = ident.User
-		case "m.id.thirdparty", "m.id.phone":
-			// No third-party identifiers are kept here.
+		case "m.id.thirdparty":
+			// An e-mail address bound to an account (Tchap's clients sign in
+			// with the address).
+			if ident.Medium != "email" || s.EmailOwner == nil {
+				return "", matrix.Forbidden("Invalid username or password")
+			}
+			owner, err := s.EmailOwner(ctx, ident.Address)
+			if err != nil {
+				return "", err
+			}
+			if owner == "" {
+				return "", matrix.Forbidden("Invalid username or password")
+			}
+			return owner, nil
+		case "m.id.phone":
+			// No phone numbers are kept here.
 			return "", matrix.Forbidden("Invalid username or password")
 		default:
 			return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrUnknown, "Unknown login identifier type")

@@ -46,6 +46,9 @@ type Flow struct {
 type Identifier struct {
 	Type string `json:"type"`
 	User string `json:"user"`
+	// m.id.thirdparty
+	Medium  string `json:"medium"`
+	Address string `json:"address"`
 }
 
 // AuthDict is the "auth" object a client sends.

@@ -46,14 +46,22 @@ func (a *API) registerThreepids(mux Mux) {
 	handle(mux, "GET", "/account/3pid", a.authed(a.listThreepids))
 	handle(mux, "POST", "/account/3pid/add", a.authed(a.addThreepid))
 	handle(mux, "POST", "/account/3pid/delete", a.authed(a.deleteThreepid))
+	handle(mux, "POST", "/account/3pid/bind", a.authed(a.bindThreepid))
+	handle(mux, "POST", "/account/3pid/unbind", a.authed(a.unbindThreepid))
 	// The identity endpoints: this server is the circle's identity service.
 	mux.HandleFunc("GET /_matrix/identity/api/v1/info", a.identityInfo)
 	mux.HandleFunc("GET /_matrix/identity/v2", func(w http.ResponseWriter, r *http.Request) { jsonhttp.Empty(w) })
 	mux.HandleFunc("GET /_matrix/identity/v2/terms", func(w http.ResponseWriter, r *http.Request) {
 		jsonhttp.OK(w, map[string]any{"policies": map[string]any{}})
 	})
-	mux.HandleFunc("GET /_matrix/identity/v2/hash_details", a.authed(a.hashDetails))
-	mux.HandleFunc("POST /_matrix/identity/v2/lookup", a.authed(a.perUser(directoryLimit, a.identityLookup)))
+	mux.HandleFunc("GET /_matrix/identity/v2/hash_details", a.identityAuthed(a.hashDetails))
+	mux.HandleFunc("POST /_matrix/identity/v2/lookup", a.identityAuthed(a.identityLookup))
+	mux.HandleFunc("POST /_matrix/identity/v2/account/register", a.identityRegister)
+	mux.HandleFunc("GET /_matrix/identity/v2/account", a.identityAuthed(func(w http.ResponseWriter, r *http.Request, userID string) {
+		jsonhttp.OK(w, map[string]string{"user_id": userID})
+	}))
+	mux.HandleFunc("POST /_matrix/identity/v2/account/logout", a.identityLogout)
+	handle(mux, "POST", "/user/{userId}/openid/request_token", a.authed(a.openIDToken))
 }
 
 func (a *API) requestToken(purpose string) http.HandlerFunc {
@@ -214,6 +222,57 @@ func (a *API) deleteThreepid(w http.ResponseWriter, r *http.Request, s *store.Se
 	jsonhttp.OK(w, map[string]string{"id_server_unbind_result": "success"})
 }
 
+// bindThreepid: POST /account/3pid/bind. This server is its own identity
+// service and an address on an account is discoverable by the lookup, so
+// binding is adding without the password (the validated session proves the
+// address); an address already on the caller's account is bound already.
+func (a *API) bindThreepid(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	var req struct {
+		ClientSecret string `json:"client_secret"`
+		SID          string `json:"sid"`
+	}
+	if err := jsonhttp.Read(r, a.maxBody, &req); err != nil {
+		fail(w, r, err)
+		return
+	}
+	if req.ClientSecret == "" || req.SID == "" {
+		fail(w, r, matrix.MissingParam("client_secret and sid are required"))
+		return
+	}
+	addr, err := a.Threepids.Validated(r.Context(), threepid.PurposeAdd, req.SID, req.ClientSecret)
+	if err != nil {
+		if me, ok := matrix.AsError(err); ok && me.Status == http.StatusUnauthorized {
+			err = matrix.Errorf(http.StatusBadRequest, threepid.ErrThreepidAuthFailed, "%s", me.Msg)
+		}
+		fail(w, r, err)
+		return
+	}
+	if err := a.Threepids.Bind(r.Context(), s.UserID, addr); err != nil {
+		fail(w, r, err)
+		return
+	}
+	jsonhttp.Empty(w)
+}
+
+// unbindThreepid: POST /account/3pid/unbind. The account's addresses are
+// what the lookup answers from; there is no binding apart from them to
+// remove (/account/3pid/delete removes the address).
+func (a *API) unbindThreepid(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	var req struct {
+		Medium  string `json:"medium"`
+		Address string `json:"address"`
+	}
+	if err := jsonhttp.Read(r, a.maxBody, &req); err != nil {
+		fail(w, r, err)
+		return
+	}
+	if req.Medium == "" || req.Address == "" {
+		fail(w, r, matrix.MissingParam("medium and address are required"))
+		return
+	}
+	jsonhttp.OK(w, map[string]string{"id_server_unbind_result": "no-support"})
+}
+
 // identityInfo: GET /_matrix/identity/api/v1/info?medium=email&address=
 // (Tchap's): which server an address belongs to. No authentication: the
 // clients ask before signing in. Bounded per client address like /login.
@@ -236,13 +295,98 @@ func (a *API) identityInfo(w http.ResponseWriter, r *http.Request) {
 	jsonhttp.OK(w, res)
 }
 
-func (a *API) hashDetails(w http.ResponseWriter, r *http.Request, s *store.Session) {
+// identityAuthed: the identity endpoints take an identity service token
+// (account/register) or, this server being its own identity service, the
+// user's access token here. Every request is bounded per user by the user
+// directory's limit (finding people).
+func (a *API) identityAuthed(h func(w http.ResponseWriter, r *http.Request, userID string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok := accessToken(r)
+		if tok == "" {
+			fail(w, r, matrix.Errorf(http.StatusUnauthorized, matrix.ErrMissingToken, "Missing access token"))
+			return
+		}
+		var userID string
+		if sess, err := a.Accounts.Authenticate(r.Context(), tok); err == nil {
+			userID = sess.UserID
+		} else if userID, err = a.Threepids.IdentityUser(r.Context(), tok); err != nil {
+			fail(w, r, err)
+			return
+		}
+		if a.userLimits != nil {
+			if err := limited(a.userLimits.directory, userID, true); err != nil {
+				fail(w, r, err)
+				return
+			}
+		}
+		h(w, r, userID)
+	}
+}
+
+// identityRegister: POST /_matrix/identity/v2/account/register, an OpenID
+// token (from a server of the circle) for an identity service token.
+func (a *API) identityRegister(w http.ResponseWriter, r *http.Request) {
+	if err := a.limitIP(r); err != nil {
+		fail(w, r, err)
+		return
+	}
+	var req struct {
+		AccessToken      string `json:"access_token"`
+		MatrixServerName string `json:"matrix_server_name"`
+	}
+	if err := jsonhttp.Read(r, a.maxBody, &req); err != nil {
+		fail(w, r, err)
+		return
+	}
+	tok, err := a.Threepids.RegisterIdentity(r.Context(), req.AccessToken, req.MatrixServerName)
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	jsonhttp.OK(w, map[string]string{"token": tok})
+}
+
+func (a *API) identityLogout(w http.ResponseWriter, r *http.Request) {
+	tok := accessToken(r)
+	if tok == "" {
+		fail(w, r, matrix.Errorf(http.StatusUnauthorized, matrix.ErrMissingToken, "Missing access token"))
+		return
+	}
+	if err := a.Threepids.LogoutIdentity(r.Context(), tok); err != nil {
+		fail(w, r, err)
+		return
+	}
+	jsonhttp.Empty(w)
+}
+
+// openIDToken: POST /user/{userId}/openid/request_token (Client-Server
+// API, "OpenID"): a token a third party (an identity service) checks with
+// GET /_matrix/federation/v1/openid/userinfo.
+func (a *API) openIDToken(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	if r.PathValue("userId") != s.UserID {
+		fail(w, r, matrix.Forbidden("Cannot request tokens for other users"))
+		return
+	}
+	var body map[string]any
+	if err := a.readOptional(r, &body); err != nil {
+		fail(w, r, err)
+		return
+	}
+	tok, life, err := a.Threepids.NewOpenIDToken(r.Context(), s.UserID)
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	jsonhttp.OK(w, map[string]any{"access_token": tok, "token_type": "Bearer", "matrix_server_name": a.Config.ServerName, "expires_in": int(life.Seconds())})
+}
+
+func (a *API) hashDetails(w http.ResponseWriter, r *http.Request, _ string) {
 	jsonhttp.OK(w, map[string]any{"algorithms": []string{"sha256"}, "lookup_pepper": threepid.Pepper})
 }
 
 // identityLookup: POST /_matrix/identity/v2/lookup, signed-in users only
-// (this server's access tokens), rate-limited like the user directory.
-func (a *API) identityLookup(w http.ResponseWriter, r *http.Request, s *store.Session) {
+// (identityAuthed), rate-limited like the user directory.
+func (a *API) identityLookup(w http.ResponseWriter, r *http.Request, _ string) {
 	var req struct {
 		Addresses []string `json:"addresses"`
 		Algorithm string   `json:"algorithm"`

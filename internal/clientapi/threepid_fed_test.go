@@ -24,7 +24,6 @@ func emailCircle(t *testing.T) (ministry, external *hstest.Server, smtp *mailtes
 			os.WriteFile(domains, []byte("ministry.fr "+c.FederationAllow[0]+"\n* "+c.FederationAllow[1]+"\n"), 0o600)
 		}
 		c.EmailDomains = domains
-		c.ExternalServers = []string{c.FederationAllow[1]}
 		c.SMTPURL, c.SMTPFrom, c.PublicBaseURL = smtp.URL, "noreply@ministry.fr", "https://matrix.ministry.fr"
 	})
 	return servers[0], servers[1], smtp
@@ -112,6 +111,33 @@ func TestExternalInvitedByEmailAcrossServers(t *testing.T) {
 		t.Fatalf("lookup from the external server: %s", r.Body)
 	}
 
+	// As Element and Tchap use an identity service: an OpenID token from
+	// the user's own server, traded at any server of the circle for an
+	// identity token.
+	openid := b.MustOK(t, "POST", hstest.Path("/user/%s/openid/request_token", extID), ext, map[string]any{})
+	if openid.Str("token_type") != "Bearer" || openid.Str("matrix_server_name") != b.ServerName || openid.JSON["expires_in"] != float64(3600) {
+		t.Fatalf("openid token: %s", openid.Body)
+	}
+	expectErr(t, b.Do(t, "POST", hstest.Path("/user/%s/openid/request_token", "@jean-ministry.fr:"+a.ServerName), ext, map[string]any{}), http.StatusForbidden, "M_FORBIDDEN")
+	register := func(tok, server string) *hstest.Response {
+		return a.Do(t, "POST", "/_matrix/identity/v2/account/register", "", map[string]any{"access_token": tok, "token_type": "Bearer", "matrix_server_name": server, "expires_in": 3600})
+	}
+	expectErr(t, register("forged", b.ServerName), http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
+	expectErr(t, register(openid.Str("access_token"), "elsewhere.example"), http.StatusForbidden, "M_FORBIDDEN")
+	isToken := register(openid.Str("access_token"), b.ServerName).Str("token")
+	if isToken == "" {
+		t.Fatal("no identity token")
+	}
+	if r := a.MustOK(t, "GET", "/_matrix/identity/v2/account", isToken, nil); r.Str("user_id") != extID {
+		t.Fatalf("identity account: %s", r.Body)
+	}
+	r = a.MustOK(t, "POST", "/_matrix/identity/v2/lookup", isToken, map[string]any{"algorithm": "sha256", "pepper": pepper, "addresses": []string{hash("jean@ministry.fr")}})
+	if m, _ := r.JSON["mappings"].(map[string]any); m[hash("jean@ministry.fr")] != "@jean-ministry.fr:"+a.ServerName {
+		t.Fatalf("lookup with an identity token: %s", r.Body)
+	}
+	a.MustOK(t, "POST", "/_matrix/identity/v2/account/logout", isToken, nil)
+	expectErr(t, a.Do(t, "GET", "/_matrix/identity/v2/hash_details", isToken, nil), http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
+
 	// Now that the address has an account, an invite by e-mail is an
 	// ordinary invite of that account.
 	if r := invite3pid(open, "EXT@gmail.com"); r.Status != 200 {
@@ -121,6 +147,10 @@ func TestExternalInvitedByEmailAcrossServers(t *testing.T) {
 	if mem.Str("membership") != "invite" {
 		t.Fatalf("membership of the external: %s", mem.Body)
 	}
+	// The map's catch-all server is the externals': the restricted room
+	// refuses them, by address and by user ID alike.
+	expectErr(t, invite3pid(restricted, "ext@gmail.com"), http.StatusForbidden, "M_FORBIDDEN")
+	expectErr(t, a.Do(t, "POST", hstest.Path("/rooms/%s/invite", restricted), jean, map[string]string{"user_id": extID}), http.StatusForbidden, "M_FORBIDDEN")
 }
 
 func containsThirdPartyInvite(body []byte, display string) bool {

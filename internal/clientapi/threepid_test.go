@@ -162,6 +162,24 @@ func TestPasswordResetByEmail(t *testing.T) {
 	if r := login("New-pass-2"); r.Status != 200 {
 		t.Fatalf("new password: %d %s", r.Status, r.Body)
 	}
+	// Signing in with the address, as Tchap's clients do.
+	byEmail := func(addr string) *hstest.Response {
+		return s.Do(t, "POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password", "identifier": map[string]string{"type": "m.id.thirdparty", "medium": "email", "address": addr}, "password": "New-pass-2"})
+	}
+	if r := byEmail("Anne@ministry.fr"); r.Status != 200 || r.Str("user_id") != "@anne-ministry.fr:localhost" {
+		t.Fatalf("login by address: %d %s", r.Status, r.Body)
+	}
+	expectErr(t, byEmail("nobody@ministry.fr"), http.StatusForbidden, "M_FORBIDDEN")
+	r = s.MustOK(t, "GET", "/_matrix/client/v3/capabilities", token2(t, s), nil)
+	if c, _ := r.JSON["capabilities"].(map[string]any); c["m.3pid_changes"].(map[string]any)["enabled"] != true {
+		t.Errorf("capabilities: %s", r.Body)
+	}
+}
+
+// token2 logs anne in again (her first token went with the reset).
+func token2(t *testing.T, s *hstest.Server) string {
+	t.Helper()
+	return s.MustOK(t, "POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password", "identifier": map[string]string{"type": "m.id.user", "user": "anne-ministry.fr"}, "password": "New-pass-2"}).Str("access_token")
 }
 
 // registerByEmail goes through the whole e-mail registration.
@@ -217,6 +235,16 @@ func TestAddAndDeleteThreepid(t *testing.T) {
 	r = s.MustOK(t, "GET", "/_matrix/client/v3/account/3pid", token, nil)
 	if n := len(r.JSON["threepids"].([]any)); n != 1 {
 		t.Fatalf("3pids after delete: %s", r.Body)
+	}
+	// Binding (discoverability): the validated session adds it back.
+	s.MustOK(t, "POST", "/_matrix/client/v3/account/3pid/bind", token, map[string]any{"sid": sid, "client_secret": "add-1", "id_server": "matrix.ministry.fr"})
+	expectErr(t, s.Do(t, "POST", "/_matrix/client/v3/account/3pid/bind", token2, map[string]any{"sid": sid, "client_secret": "add-1"}), http.StatusBadRequest, "M_THREEPID_IN_USE")
+	r = s.MustOK(t, "GET", "/_matrix/client/v3/account/3pid", token, nil)
+	if n := len(r.JSON["threepids"].([]any)); n != 2 {
+		t.Fatalf("3pids after bind: %s", r.Body)
+	}
+	if r := s.MustOK(t, "POST", "/_matrix/client/v3/account/3pid/unbind", token, map[string]any{"medium": "email", "address": "paul@dgfip.ministry.fr"}); r.Str("id_server_unbind_result") != "no-support" {
+		t.Errorf("unbind: %s", r.Body)
 	}
 }
 

@@ -62,6 +62,7 @@ type Config struct {
 	SSORedirectAllow         []string `yaml:"sso_redirect_allow" help:"single sign-on: comma-separated client URLs (scheme://host[/path]) sent back to at once after sign-in; any other client URL gets a confirmation page first, so a link to a stranger's client cannot take the login unseen"`
 	ExternalAccountValidity  Duration `yaml:"external_account_validity" help:"how long an external user's account lasts (90d, 2160h) before it must be renewed; every request but renewal then answers 403 ORG_MATRIX_EXPIRED_ACCOUNT; 0: accounts do not expire. Applies on the externals' server: one named in its own external_servers, or the catch-all server of email_domains"`
 	AccountRenewalNotice     Duration `yaml:"account_renewal_notice" help:"how long before an account expires its renewal mail is sent (to its bound e-mail addresses, through smtp_url)"`
+	EmailNotificationDelay   Duration `yaml:"email_notification_delay" help:"how long a notification waits to be read before an e-mail pusher (kind email) mails it"`
 	PasswordMinLength        int      `yaml:"password_min_length" help:"shortest password accepted at registration and password change (0: no minimum); announced by /password_policy"`
 	PasswordRequireDigit     bool     `yaml:"password_require_digit" help:"passwords must contain a digit"`
 	PasswordRequireSymbol    bool     `yaml:"password_require_symbol" help:"passwords must contain a symbol (a character other than an ASCII letter or digit)"`
@@ -161,6 +162,7 @@ func Default() Config {
 		AccountRenewalNotice:   Duration{7 * 24 * time.Hour},
 		ClamdUnreachable:       "refuse",
 		ThumbnailMaxPixels:     32_000_000,
+		EmailNotificationDelay: Duration{10 * time.Minute},
 
 		// Per-user limits, set well above what a busy person does, so only
 		// scripts meet them. Synapse's rc_message (0.2/s, burst 10) is met
@@ -388,6 +390,9 @@ func (c *Config) validateMail() error {
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 			return &Error{Key: "public_base_url", Reason: "smtp_url needs public_base_url, the server's client URL such as https://matrix.example.org (the links in mails start with it)"}
 		}
+	}
+	if c.EmailNotificationDelay.Duration <= 0 {
+		return &Error{Key: "email_notification_delay", Reason: "must be positive"}
 	}
 	if c.EmailDomains != "" && c.EnableRegistration && c.SMTPURL == "" {
 		return &Error{Key: "email_domains", Reason: "registration with email_domains verifies addresses by mail: set smtp_url"}

@@ -21,6 +21,16 @@ const ThreepidPrefix = "/_matrix/federation/unstable/org.conclave.threepid"
 
 // RegisterThreepids adds the endpoints above, answered by t.
 func (a *API) RegisterThreepids(mux Mux, t *threepid.Service) {
+	// Server-Server API, "GET /_matrix/federation/v1/openid/userinfo": no
+	// request signature, the token is the proof.
+	mux.HandleFunc("GET /_matrix/federation/v1/openid/userinfo", func(w http.ResponseWriter, r *http.Request) {
+		userID, err := t.OpenIDUser(r.Context(), r.URL.Query().Get("access_token"))
+		if err != nil {
+			jsonhttp.Error(w, r, err)
+			return
+		}
+		jsonhttp.OK(w, map[string]string{"sub": userID})
+	})
 	a.HandleSigned(mux, "GET "+ThreepidPrefix+"/info", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		userID, invited, err := t.LocalInfo(r.Context(), q.Get("medium"), q.Get("address"))

@@ -192,6 +192,10 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 	for _, name := range cfg.ExternalServers {
 		hs.Rooms.AccessRules.ExternalServers[name] = true
 	}
+	// The domain map's catch-all server is the externals' (docs/rules.md).
+	if ext := hs.EmailDomains.ExternalServer(); ext != "" {
+		hs.Rooms.AccessRules.ExternalServers[ext] = true
+	}
 	hs.Keys = keys.New(db, cfg.ServerName)
 	hs.Notifier = syncer.NewNotifier()
 	hs.newMiscServices()

@@ -47,7 +47,8 @@ func (hs *Homeserver) setupMail() error {
 	hs.Threepids = &threepid.Service{ServerName: cfg.ServerName, Store: hs.Store, Domains: hs.EmailDomains, Mailer: hs.Mailer,
 		BaseURL: strings.TrimRight(cfg.PublicBaseURL, "/"), Log: hs.Log}
 	if hs.FedClient != nil {
-		hs.Threepids.Remote = fedThreepids{hs.FedClient}
+		f := fedThreepids{hs.FedClient}
+		hs.Threepids.Remote, hs.Threepids.CheckOpenID = f, f.OpenIDUser
 	}
 	hs.Accounts.CheckEmail = func(ctx context.Context, purpose string, creds accounts.ThreepidCreds) (string, error) {
 		return hs.Threepids.Validated(ctx, threepid.UIAPurpose(purpose), creds.SID, creds.ClientSecret)
@@ -79,4 +80,13 @@ func (f fedThreepids) Lookup(ctx context.Context, server, pepper string, hashes 
 func (f fedThreepids) Invite(ctx context.Context, server string, inv store.ThreepidInvite) error {
 	return f.c.Do(ctx, http.MethodPut, server, federationapi.ThreepidPrefix+"/invite", nil,
 		map[string]string{"medium": inv.Medium, "address": inv.Address, "room_id": inv.RoomID, "sender": inv.Sender}, nil)
+}
+
+// OpenIDUser asks server whose user an OpenID token proves.
+func (f fedThreepids) OpenIDUser(ctx context.Context, server, token string) (string, error) {
+	var out struct {
+		Sub string `json:"sub"`
+	}
+	err := f.c.Do(ctx, http.MethodGet, server, "/_matrix/federation/v1/openid/userinfo", url.Values{"access_token": {token}}, nil, &out)
+	return out.Sub, err
 }

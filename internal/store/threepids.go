@@ -86,4 +86,17 @@ type Threepids interface {
 	ThreepidInvites(ctx context.Context, medium, address string) ([]ThreepidInvite, error)
 	// DeleteThreepidInvites forgets the invites to an address.
 	DeleteThreepidInvites(ctx context.Context, medium, address string) error
+
+	// PutOpenIDToken stores an OpenID token (its hash) of userID valid
+	// until expires (ms), and forgets tokens expired at now.
+	PutOpenIDToken(ctx context.Context, hash []byte, userID string, expires, now int64) error
+	// OpenIDTokenUser returns the user of a token still valid at now
+	// (ErrNotFound).
+	OpenIDTokenUser(ctx context.Context, hash []byte, now int64) (string, error)
+	// PutIdentityToken stores an identity service token (its hash).
+	PutIdentityToken(ctx context.Context, hash []byte, userID string, ts int64) error
+	// IdentityTokenUser returns the user of an identity token (ErrNotFound).
+	IdentityTokenUser(ctx context.Context, hash []byte) (string, error)
+	// DeleteIdentityToken forgets an identity token.
+	DeleteIdentityToken(ctx context.Context, hash []byte) error
 }

@@ -81,8 +81,11 @@ type Service struct {
 	// BaseURL is public_base_url, without a trailing slash.
 	BaseURL string
 	Remote  Remote
-	Log     *slog.Logger
-	Now     func() time.Time
+	// CheckOpenID asks another server of the circle whose user an OpenID
+	// token proves (nil without federation). openid.go.
+	CheckOpenID OpenIDChecker
+	Log         *slog.Logger
+	Now         func() time.Time
 }
 
 func (s *Service) now() time.Time {

@@ -199,3 +199,35 @@ func (s *Shared) DeleteThreepidInvites(ctx context.Context, medium, address stri
 	_, err := s.b.Write().Exec(ctx, `DELETE FROM threepid_invites WHERE medium = ? AND address = ?`, medium, address)
 	return err
 }
+
+func (s *Shared) PutOpenIDToken(ctx context.Context, hash []byte, userID string, expires, now int64) error {
+	return s.b.Tx(ctx, func(tx Querier) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM openid_tokens WHERE expires_ts < ?`, now); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO openid_tokens (token_hash, user_id, expires_ts) VALUES (?, ?, ?)`, hash, userID, expires)
+		return err
+	})
+}
+
+func (s *Shared) OpenIDTokenUser(ctx context.Context, hash []byte, now int64) (string, error) {
+	var userID string
+	err := s.b.Read().QueryRow(ctx, `SELECT user_id FROM openid_tokens WHERE token_hash = ? AND expires_ts >= ?`, hash, now).Scan(&userID)
+	return userID, notFound(err)
+}
+
+func (s *Shared) PutIdentityToken(ctx context.Context, hash []byte, userID string, ts int64) error {
+	_, err := s.b.Write().Exec(ctx, `INSERT INTO identity_tokens (token_hash, user_id, created_ts) VALUES (?, ?, ?)`, hash, userID, ts)
+	return err
+}
+
+func (s *Shared) IdentityTokenUser(ctx context.Context, hash []byte) (string, error) {
+	var userID string
+	err := s.b.Read().QueryRow(ctx, `SELECT user_id FROM identity_tokens WHERE token_hash = ?`, hash).Scan(&userID)
+	return userID, notFound(err)
+}
+
+func (s *Shared) DeleteIdentityToken(ctx context.Context, hash []byte) error {
+	_, err := s.b.Write().Exec(ctx, `DELETE FROM identity_tokens WHERE token_hash = ?`, hash)
+	return err
+}

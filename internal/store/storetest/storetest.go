@@ -83,6 +83,7 @@ func Run(t *testing.T, open Opener) {
 		{"Threepids", testThreepids},
 		{"SSO", testSSO},
 		{"AccountValidity", testAccountValidity},
+		{"IdentityTokens", testIdentityTokens},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

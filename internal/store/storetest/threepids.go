@@ -133,3 +133,28 @@ func testThreepids(t *testing.T, s store.Store) {
 	list2, _ = s.ThreepidInvites(ctx(), "email", "f@ext.org")
 	equal(t, "other address kept", len(list2), 1)
 }
+
+func testIdentityTokens(t *testing.T, s store.Store) {
+	must(t, s.PutOpenIDToken(ctx(), []byte("o1"), "@a:x", 100, 0))
+	u, err := s.OpenIDTokenUser(ctx(), []byte("o1"), 100)
+	must(t, err)
+	equal(t, "openid user", u, "@a:x")
+	_, err = s.OpenIDTokenUser(ctx(), []byte("o1"), 101)
+	wantErr(t, err, store.ErrNotFound)
+	// A new token sweeps the expired ones.
+	must(t, s.PutOpenIDToken(ctx(), []byte("o2"), "@b:x", 300, 200))
+	_, err = s.OpenIDTokenUser(ctx(), []byte("o1"), 0)
+	wantErr(t, err, store.ErrNotFound)
+	u, _ = s.OpenIDTokenUser(ctx(), []byte("o2"), 250)
+	equal(t, "second", u, "@b:x")
+
+	_, err = s.IdentityTokenUser(ctx(), []byte("i1"))
+	wantErr(t, err, store.ErrNotFound)
+	must(t, s.PutIdentityToken(ctx(), []byte("i1"), "@c:y", 1))
+	u, err = s.IdentityTokenUser(ctx(), []byte("i1"))
+	must(t, err)
+	equal(t, "identity user", u, "@c:y")
+	must(t, s.DeleteIdentityToken(ctx(), []byte("i1")))
+	_, err = s.IdentityTokenUser(ctx(), []byte("i1"))
+	wantErr(t, err, store.ErrNotFound)
+}
