@@ -92,6 +92,10 @@ type Config struct {
 	LegacyMediaFreeze      bool   `yaml:"legacy_media_freeze" help:"media uploaded while on are not served by the unauthenticated /_matrix/media/v3 endpoints"`
 	URLPreview             bool   `yaml:"url_preview" help:"URL previews (/preview_url): the server fetches the pages users are about to link to (off: a site learns that someone here looks at it)"`
 	URLPreviewAllowPrivate bool   `yaml:"url_preview_allow_private_addresses" help:"let URL previews fetch private, loopback and link-local addresses (closed networks, tests); off, such URLs are refused"`
+	// The content scanner (internal/contentscan, docs/media.md).
+	ContentScanner             bool     `yaml:"content_scanner" help:"serve Tchap's content scanner API (/_matrix/media_proxy/unstable): clients hand the server an attachment's key so clamd can scan end-to-end encrypted files; the server then sees their plaintext (in memory only). Needs clamd_address"`
+	ContentScannerAllowedTypes []string `yaml:"content_scanner_allowed_types" help:"content scanner: comma-separated MIME types (type/subtype or type/*), detected from the content, that are allowed; others get 403 MCS_MIME_TYPE_FORBIDDEN; empty: no allow list"`
+	ContentScannerBlockedTypes []string `yaml:"content_scanner_blocked_types" help:"content scanner: comma-separated MIME types (type/subtype or type/*), detected from the content, that are refused with 403 MCS_MIME_TYPE_FORBIDDEN (not with content_scanner_allowed_types)"`
 	// Server notices (internal/notices).
 	ServerNoticesLocalpart string `yaml:"server_notices_localpart" help:"localpart of the system user that sends server notices (/_synapse/admin/v1/send_server_notice); empty disables them"`
 	ServerNoticesRoomName  string `yaml:"server_notices_room_name" help:"name of the room each user gets server notices in"`
@@ -495,6 +499,20 @@ func (c *Config) validateMedia() error {
 	}
 	if c.ClamdUnreachable != "refuse" && c.ClamdUnreachable != "accept" {
 		return &Error{Key: "clamd_unreachable", Reason: "must be refuse or accept"}
+	}
+	if c.ContentScanner && c.ClamdAddress == "" {
+		return &Error{Key: "content_scanner", Reason: "needs clamd_address: the scanner scans with clamd"}
+	}
+	if len(c.ContentScannerAllowedTypes) > 0 && len(c.ContentScannerBlockedTypes) > 0 {
+		return &Error{Key: "content_scanner_blocked_types", Reason: "give content_scanner_allowed_types or content_scanner_blocked_types, not both"}
+	}
+	for key, types := range map[string][]string{"content_scanner_allowed_types": c.ContentScannerAllowedTypes, "content_scanner_blocked_types": c.ContentScannerBlockedTypes} {
+		for _, t := range types {
+			typ, sub, ok := strings.Cut(t, "/")
+			if !ok || typ == "" || sub == "" || strings.ContainsAny(t, " ;,") || strings.Count(t, "/") != 1 {
+				return &Error{Key: key, Reason: fmt.Sprintf("%q is not a MIME type (type/subtype or type/*)", t)}
+			}
+		}
 	}
 	if c.ThumbnailMaxPixels < 1 {
 		return &Error{Key: "thumbnail_max_pixels", Reason: "must be positive"}
