@@ -144,6 +144,14 @@ func TestSSONewAndExistingAccount(t *testing.T) {
 		t.Fatalf("second login: %d %s", r.Status, r.Body)
 	}
 
+	// A provider that gives the address at its userinfo endpoint only.
+	p.UserinfoOnly(true)
+	tok = ssoToken(t, browser(s))
+	if r := tokenLogin(t, s, tok); r.Str("user_id") != "@jean.martin-x.gouv.fr:localhost" {
+		t.Fatalf("claims from userinfo: %d %s", r.Status, r.Body)
+	}
+	p.UserinfoOnly(false)
+
 	// An account made before (a password account whose address is bound)
 	// is found by its address, whatever its name.
 	old := s.CreateUser(t, "marie")

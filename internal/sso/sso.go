@@ -308,6 +308,22 @@ func (s *Service) Finish(ctx context.Context, cb Callback) (*Result, error) {
 	if err := idt.Claims(&claims); err != nil {
 		return nil, matrix.Forbidden("The identity provider's ID token is not valid")
 	}
+	if claims.Email == "" {
+		// Some providers put the claims at the userinfo endpoint only
+		// (ProConnect signs that answer; go-oidc verifies it). Its sub
+		// must be the ID token's (OpenID Connect Core 5.3.2).
+		ui, err := p.UserInfo(hctx, oauth2.StaticTokenSource(tok))
+		if err != nil {
+			s.Log.Info("sso: userinfo refused", "err", err)
+			return nil, matrix.Forbidden("The identity provider did not give your e-mail address")
+		}
+		if ui.Subject != idt.Subject {
+			return nil, matrix.Forbidden("The identity provider's answers do not agree")
+		}
+		if err := ui.Claims(&claims); err != nil {
+			return nil, matrix.Forbidden("The identity provider did not give your e-mail address")
+		}
+	}
 	// Some providers send "true" as a string (a known quirk); anything
 	// else than true is not verified.
 	if v, ok := claims.EmailVerified.(bool); !(ok && v) && claims.EmailVerified != "true" {

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,6 +94,10 @@ func (p *Provider) SignIn(u User) {
 	defer p.st.mu.Unlock()
 	p.st.user = &u
 }
+
+// UserinfoOnly makes the provider leave the e-mail out of ID tokens: it
+// is then given by the userinfo endpoint only, as some providers do.
+func (p *Provider) UserinfoOnly(on bool) { p.st.client.userinfoOnly.Store(on) }
 
 // storage is op.Storage for one client and the user of SignIn.
 type storage struct {
@@ -331,6 +336,9 @@ func (r *authRequest) Done() bool { return r.done }
 // client is op.Client: a confidential web client with a client secret.
 type client struct {
 	id, secret, redirect, loginURL string
+	// userinfoOnly: the ID token carries no e-mail or profile claims;
+	// they come from the userinfo endpoint only.
+	userinfoOnly atomic.Bool
 }
 
 func (c *client) GetID() string                       { return c.id }
@@ -349,7 +357,7 @@ func (c *client) AccessTokenType() op.AccessTokenType  { return op.AccessTokenTy
 func (c *client) IDTokenLifetime() time.Duration       { return 5 * time.Minute }
 func (c *client) DevMode() bool                        { return true } // http:// redirect URIs on loopback
 func (c *client) IsScopeAllowed(string) bool           { return false }
-func (c *client) IDTokenUserinfoClaimsAssertion() bool { return true }
+func (c *client) IDTokenUserinfoClaimsAssertion() bool { return !c.userinfoOnly.Load() }
 func (c *client) ClockSkew() time.Duration             { return 0 }
 func (c *client) RestrictAdditionalIdTokenScopes() func([]string) []string {
 	return func(s []string) []string { return s }
