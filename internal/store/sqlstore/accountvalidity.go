@@ -2,13 +2,24 @@ package sqlstore
 
 import (
 	"context"
+	"errors"
 
 	"conclave/internal/store"
 )
 
 func (s *Shared) EnsureAccountValidity(ctx context.Context, userID string, expirationTS int64) (*store.AccountValidity, error) {
 	v := store.AccountValidity{UserID: userID}
-	err := s.b.Tx(ctx, func(tx Querier) error {
+	// Asked on every request of an account whose expiry is not cached:
+	// a read, and a write only the first time.
+	err := s.b.Read().QueryRow(ctx, `SELECT expiration_ts, renewal_emails, mail_sent_ts FROM account_validity WHERE user_id = ?`, userID).
+		Scan(&v.ExpirationTS, &v.RenewalEmails, &v.MailSentTS)
+	if err == nil {
+		return &v, nil
+	}
+	if err = notFound(err); !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	err = s.b.Tx(ctx, func(tx Querier) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO account_validity (user_id, expiration_ts) VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING`, userID, expirationTS); err != nil {
 			return err
 		}
