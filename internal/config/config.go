@@ -77,6 +77,12 @@ type Config struct {
 	LegacyMediaFreeze      bool   `yaml:"legacy_media_freeze" help:"media uploaded while on are not served by the unauthenticated /_matrix/media/v3 endpoints"`
 	URLPreview             bool   `yaml:"url_preview" help:"URL previews (/preview_url): the server fetches the pages users are about to link to (off: a site learns that someone here looks at it)"`
 	URLPreviewAllowPrivate bool   `yaml:"url_preview_allow_private_addresses" help:"let URL previews fetch private, loopback and link-local addresses (closed networks, tests); off, such URLs are refused"`
+	// Message retention (internal/retention, docs/rules.md).
+	Retention                   bool     `yaml:"retention" help:"message retention: purge events older than their room's m.room.retention max_lifetime, or retention_default_max_lifetime (state events and each room's latest events are kept); off: nothing is purged"`
+	RetentionDefaultMaxLifetime Duration `yaml:"retention_default_max_lifetime" help:"with retention on, how long events of rooms without a max_lifetime are kept (e.g. 4320h for 180 days); 0: for ever"`
+	RetentionAllowedLifetimeMin Duration `yaml:"retention_allowed_lifetime_min" help:"with retention on, the shortest lifetime a room's max_lifetime may give its events (shorter ones purge at this age instead); 0: no bound"`
+	RetentionAllowedLifetimeMax Duration `yaml:"retention_allowed_lifetime_max" help:"with retention on, the longest lifetime a room's max_lifetime may give its events (longer ones purge at this age instead); 0: no bound"`
+	RetentionPurgeInterval      Duration `yaml:"retention_purge_interval" help:"with retention on, time between purge runs"`
 	// Server notices (internal/notices).
 	ServerNoticesLocalpart string `yaml:"server_notices_localpart" help:"localpart of the system user that sends server notices (/_synapse/admin/v1/send_server_notice); empty disables them"`
 	ServerNoticesRoomName  string `yaml:"server_notices_room_name" help:"name of the room each user gets server notices in"`
@@ -135,6 +141,7 @@ func Default() Config {
 		DefaultAccessRule:      "restricted",
 		ClamdUnreachable:       "refuse",
 		ThumbnailMaxPixels:     32_000_000,
+		RetentionPurgeInterval: Duration{time.Hour},
 
 		// Per-user limits, set well above what a busy person does, so only
 		// scripts meet them. Synapse's rc_message (0.2/s, burst 10) is met
@@ -291,6 +298,20 @@ func (c *Config) Validate() error {
 	}
 	if c.DefaultAccessRule != "restricted" && c.DefaultAccessRule != "unrestricted" {
 		return &Error{Key: "default_access_rule", Reason: "must be restricted or unrestricted"}
+	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"retention_default_max_lifetime", c.RetentionDefaultMaxLifetime}, {"retention_allowed_lifetime_min", c.RetentionAllowedLifetimeMin}, {"retention_allowed_lifetime_max", c.RetentionAllowedLifetimeMax}} {
+		if d.v.Duration < 0 {
+			return &Error{Key: d.key, Reason: "must not be negative"}
+		}
+	}
+	if c.RetentionAllowedLifetimeMax.Duration > 0 && c.RetentionAllowedLifetimeMin.Duration > c.RetentionAllowedLifetimeMax.Duration {
+		return &Error{Key: "retention_allowed_lifetime_min", Reason: "must not exceed retention_allowed_lifetime_max"}
+	}
+	if c.RetentionPurgeInterval.Duration < time.Second {
+		return &Error{Key: "retention_purge_interval", Reason: "must be at least 1s"}
 	}
 	if c.PasswordMinLength < 0 || c.PasswordMinLength > 512 {
 		return &Error{Key: "password_min_length", Reason: "must be between 0 and 512"}

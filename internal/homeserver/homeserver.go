@@ -37,6 +37,7 @@ import (
 	"conclave/internal/push"
 	"conclave/internal/pushsender"
 	"conclave/internal/receipts"
+	"conclave/internal/retention"
 	"conclave/internal/room"
 	"conclave/internal/server"
 	"conclave/internal/slidingsync"
@@ -65,6 +66,8 @@ type Homeserver struct {
 	Push       *push.Service
 	// Notices sends server notices; nil when they are off.
 	Notices *notices.Service
+	// Retention purges expired events; nil when retention is off.
+	Retention *retention.Service
 	Media   *media.Service
 	// Changes tracks every write when this process is the database's only
 	// writer (nil otherwise): the /sync fast paths and caches ask it.
@@ -230,6 +233,11 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 			return nil, err
 		}
 	}
+	if cfg.Retention {
+		hs.Retention = retention.New(db, hs.Rooms, retention.Config{DefaultMaxLifetime: cfg.RetentionDefaultMaxLifetime.Duration,
+			AllowedMin: cfg.RetentionAllowedLifetimeMin.Duration, AllowedMax: cfg.RetentionAllowedLifetimeMax.Duration,
+			Interval: cfg.RetentionPurgeInterval.Duration}, log)
+	}
 
 	mux := server.NewMux()
 	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync,
@@ -307,6 +315,15 @@ func (hs *Homeserver) Run(ctx context.Context) error {
 		go func() {
 			defer close(done)
 			hs.PushSender.Run(ctx)
+		}()
+		defer func() { <-done }()
+	}
+	if hs.Retention != nil {
+		// Purges run until shutdown and end before the store closes.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			hs.Retention.Run(ctx)
 		}()
 		defer func() { <-done }()
 	}
