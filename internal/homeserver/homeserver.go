@@ -66,13 +66,14 @@ type Homeserver struct {
 	Push       *push.Service
 	// Notices sends server notices; nil when they are off.
 	Notices *notices.Service
-	// Retention purges expired events; nil when retention is off.
-	Retention *retention.Service
 	Media   *media.Service
 	// Changes tracks every write when this process is the database's only
 	// writer (nil otherwise): the /sync fast paths and caches ask it.
 	Changes *changes.Tracker
 	Metrics *metrics.Metrics // nil when admin_listen is empty (admin.go)
+
+	// Retention purges expired events; nil when retention is off.
+	Retention *retention.Service
 
 	TLS               *tlsutil.Bundle     // nil when no TLS is configured
 	FederationHandler http.Handler        // nil when federation_listen is empty
