@@ -43,34 +43,59 @@ func (s *Shared) PurgeEvents(ctx context.Context, roomID string, events []store.
 		if err := s.b.Lock(ctx, tx, LockRoom, roomID); err != nil {
 			return err
 		}
-		for _, e := range events {
-			var pos int64
-			rows, err := tx.Query(ctx, `UPDATE events SET json = ?, kind = ?, relates_to = '', rel_type = '', contains_url = false, txn_id = '', sender_device = ''
-				WHERE event_id = ? AND room_id = ? AND kind IN (0, 4) AND state_key IS NULL
-				AND NOT EXISTS (SELECT 1 FROM forward_extremities f WHERE f.room_id = ? AND f.event_id = ?)
-				RETURNING pos`, e.JSON, store.KindPurged, e.EventID, roomID, roomID, e.EventID)
-			if err != nil {
-				return err
-			}
-			found := false
-			for rows.Next() {
-				if err := rows.Scan(&pos); err != nil {
-					rows.Close()
+		if s.d.ArrayParams {
+			// One statement per chunk: a round trip per event would be most
+			// of the purge's time.
+			for chunk := range slices.Chunk(events, 1000) {
+				ids := make([]string, len(chunk))
+				jsons := make([][]byte, len(chunk))
+				for i, e := range chunk {
+					ids[i], jsons[i] = e.EventID, e.JSON
+				}
+				rows, err := tx.Query(ctx, `UPDATE events e SET json = v.json, kind = ?, relates_to = '', rel_type = '', contains_url = false, txn_id = '', sender_device = ''
+					FROM (SELECT unnest(CAST(? AS text[])) AS id, unnest(CAST(? AS bytea[])) AS json) v
+					WHERE e.event_id = v.id AND e.room_id = ? AND e.kind IN (0, 4) AND e.state_key IS NULL
+					AND NOT EXISTS (SELECT 1 FROM forward_extremities f WHERE f.room_id = ? AND f.event_id = e.event_id)
+					RETURNING e.pos`, store.KindPurged, ids, jsons, roomID, roomID)
+				got, err := collect(rows, err, func(r Rows, v *int64) error { return r.Scan(v) })
+				if err != nil {
 					return err
 				}
-				found = true
+				if _, err := tx.Exec(ctx, `DELETE FROM event_search WHERE `+s.d.SearchKey+` = ANY(?)`, got); err != nil {
+					return err
+				}
+				purged = append(purged, got...)
 			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return err
-			}
-			if !found {
-				continue
-			}
-			purged = append(purged, pos)
-			// One statement per event: FTS5 finds a rowid by equality.
-			if _, err := tx.Exec(ctx, `DELETE FROM event_search WHERE `+s.d.SearchKey+` = ?`, pos); err != nil {
-				return err
+		} else {
+			for _, e := range events {
+				var pos int64
+				rows, err := tx.Query(ctx, `UPDATE events SET json = ?, kind = ?, relates_to = '', rel_type = '', contains_url = false, txn_id = '', sender_device = ''
+					WHERE event_id = ? AND room_id = ? AND kind IN (0, 4) AND state_key IS NULL
+					AND NOT EXISTS (SELECT 1 FROM forward_extremities f WHERE f.room_id = ? AND f.event_id = ?)
+					RETURNING pos`, e.JSON, store.KindPurged, e.EventID, roomID, roomID, e.EventID)
+				if err != nil {
+					return err
+				}
+				found := false
+				for rows.Next() {
+					if err := rows.Scan(&pos); err != nil {
+						rows.Close()
+						return err
+					}
+					found = true
+				}
+				rows.Close()
+				if err := rows.Err(); err != nil {
+					return err
+				}
+				if !found {
+					continue
+				}
+				purged = append(purged, pos)
+				// One statement per event: FTS5 finds a rowid by equality.
+				if _, err := tx.Exec(ctx, `DELETE FROM event_search WHERE `+s.d.SearchKey+` = ?`, pos); err != nil {
+					return err
+				}
 			}
 		}
 		for chunk := range slices.Chunk(purged, 1000) {
