@@ -243,3 +243,25 @@ func TestLifetime(t *testing.T) {
 		t.Fatalf("no default, no policy: %v", got)
 	}
 }
+
+// A local user's m.room.retention must be readable (Synapse's validator):
+// integers, min_lifetime not above max_lifetime; else 400 M_BAD_JSON.
+func TestRetentionEventValidated(t *testing.T) {
+	s := hstest.Start(t)
+	alice := s.Register(t, "alice")
+	roomID := s.MustOK(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{}).Str("room_id")
+	path := hstest.Path("/rooms/%s/state/m.room.retention/", roomID)
+	for _, bad := range []string{`{"max_lifetime":"86400000"}`, `{"max_lifetime":1.5}`, `{"min_lifetime":true}`, `{"min_lifetime":10,"max_lifetime":5}`} {
+		if r := s.Do(t, "PUT", path, alice.Token, bad); r.Status != 400 || r.Errcode() != "M_BAD_JSON" {
+			t.Errorf("%s: %d %s", bad, r.Status, r.Body)
+		}
+	}
+	for _, good := range []string{`{"max_lifetime":86400000}`, `{"min_lifetime":5,"max_lifetime":5}`, `{}`} {
+		s.MustOK(t, "PUT", path, alice.Token, good)
+	}
+	r := s.Do(t, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{
+		"initial_state": []any{map[string]any{"type": "m.room.retention", "state_key": "", "content": map[string]any{"max_lifetime": "forever"}}}})
+	if r.Status != 400 || r.Errcode() != "M_BAD_JSON" {
+		t.Fatalf("createRoom with a bad retention event: %d %s", r.Status, r.Body)
+	}
+}
