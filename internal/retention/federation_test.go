@@ -84,6 +84,25 @@ func TestRetentionAcrossServers(t *testing.T) {
 	send(t, b, bob, roomID, "new", text("bob after"))
 	waitBody(t, b, bob, "alice after")
 	waitBody(t, a, alice, "bob after")
+
+	// Bob's server purges too, backfilled history included: its /messages
+	// ends without fetching the purged events again, and the room goes on.
+	res, err = b.HS.Retention.RunAt(ctx, time.Now().Add(time.Hour+time.Minute))
+	// (the two messages sent at once on both servers may both be forward
+	// extremities here: they are kept)
+	if err != nil || res.Purged < 1 {
+		t.Fatalf("purge on b: %+v %v", res, err)
+	}
+	for _, body := range bodies(messages(t, b, bob, roomID)) {
+		if body == "phoenix last" {
+			t.Fatal("b's /messages after its own purge shows the purged backfilled event")
+		}
+	}
+	send(t, a, alice, roomID, "newer", text("alice later"))
+	waitBody(t, b, bob, "alice later")
+	if got := bodies(messages(t, b, bob, roomID)); len(got) == 0 || got[0] != "alice later" || len(got) > 3 {
+		t.Fatalf("b's /messages after a new message: %v", got)
+	}
 }
 
 // waitBody long-polls u's /sync until a timeline event with body arrives.
