@@ -108,6 +108,11 @@ func TestRetentionPurgesExpiredMessages(t *testing.T) {
 	last := send(t, s, alice, roomID, "4", text("phoenix last"))
 	send(t, s, alice, plain, "p", text("phoenix plain"))
 
+	// A /messages token that will point into the purged range.
+	page := s.MustOK(t, "GET", hstest.Path("/rooms/%s/messages", roomID)+"?dir=b&limit=3", bob.Token, nil)
+	inside := page.Str("end")
+	ctxToken := s.MustOK(t, "GET", hstest.Path("/rooms/%s/context/%s", roomID, first)+"?limit=2", bob.Token, nil).Str("start")
+
 	res, err := s.HS.Retention.RunAt(context.Background(), time.Now().Add(time.Hour+time.Minute))
 	if err != nil {
 		t.Fatal(err)
@@ -136,6 +141,16 @@ func TestRetentionPurgesExpiredMessages(t *testing.T) {
 	// The plain room keeps its history.
 	if got := bodies(messages(t, s, alice, plain)); len(got) != 1 {
 		t.Fatalf("room without a policy: %v", got)
+	}
+
+	// Tokens from before the purge that point into it still page, both ways.
+	for _, tok := range []string{inside, ctxToken} {
+		for _, dir := range []string{"b", "f"} {
+			r := s.MustOK(t, "GET", hstest.Path("/rooms/%s/messages", roomID)+"?limit=20&dir="+dir+"&from="+url.QueryEscape(tok), bob.Token, nil)
+			if strings.Contains(string(r.Body), "phoenix first") || strings.Contains(string(r.Body), "phoenix edited") {
+				t.Fatalf("/messages from %s (%s) shows purged events: %s", tok, dir, r.Body)
+			}
+		}
 	}
 
 	// /context and /event of a purged event: 404; of the last one: fine.
