@@ -83,6 +83,10 @@ type Config struct {
 	RetentionAllowedLifetimeMin Duration `yaml:"retention_allowed_lifetime_min" help:"with retention on, the shortest lifetime a room's max_lifetime may give its events (shorter ones purge at this age instead); 0: no bound"`
 	RetentionAllowedLifetimeMax Duration `yaml:"retention_allowed_lifetime_max" help:"with retention on, the longest lifetime a room's max_lifetime may give its events (longer ones purge at this age instead); 0: no bound"`
 	RetentionPurgeInterval      Duration `yaml:"retention_purge_interval" help:"with retention on, time between purge runs"`
+	// The content scanner (internal/contentscan, docs/media.md).
+	ContentScanner             bool     `yaml:"content_scanner" help:"serve Tchap's content scanner API (/_matrix/media_proxy/unstable): clients hand the server an attachment's key so clamd can scan end-to-end encrypted files; the server then sees their plaintext (in memory only). Needs clamd_address"`
+	ContentScannerAllowedTypes []string `yaml:"content_scanner_allowed_types" help:"content scanner: comma-separated MIME types (type/subtype or type/*), detected from the content, that are allowed; others get 403 MCS_MIME_TYPE_FORBIDDEN; empty: no allow list"`
+	ContentScannerBlockedTypes []string `yaml:"content_scanner_blocked_types" help:"content scanner: comma-separated MIME types (type/subtype or type/*), detected from the content, that are refused with 403 MCS_MIME_TYPE_FORBIDDEN (not with content_scanner_allowed_types)"`
 	// Server notices (internal/notices).
 	ServerNoticesLocalpart string `yaml:"server_notices_localpart" help:"localpart of the system user that sends server notices (/_synapse/admin/v1/send_server_notice); empty disables them"`
 	ServerNoticesRoomName  string `yaml:"server_notices_room_name" help:"name of the room each user gets server notices in"`
@@ -427,6 +431,20 @@ func (c *Config) validateMedia() error {
 	}
 	if c.ClamdUnreachable != "refuse" && c.ClamdUnreachable != "accept" {
 		return &Error{Key: "clamd_unreachable", Reason: "must be refuse or accept"}
+	}
+	if c.ContentScanner && c.ClamdAddress == "" {
+		return &Error{Key: "content_scanner", Reason: "needs clamd_address: the scanner scans with clamd"}
+	}
+	if len(c.ContentScannerAllowedTypes) > 0 && len(c.ContentScannerBlockedTypes) > 0 {
+		return &Error{Key: "content_scanner_blocked_types", Reason: "give content_scanner_allowed_types or content_scanner_blocked_types, not both"}
+	}
+	for key, types := range map[string][]string{"content_scanner_allowed_types": c.ContentScannerAllowedTypes, "content_scanner_blocked_types": c.ContentScannerBlockedTypes} {
+		for _, t := range types {
+			typ, sub, ok := strings.Cut(t, "/")
+			if !ok || typ == "" || sub == "" || strings.ContainsAny(t, " ;,") || strings.Count(t, "/") != 1 {
+				return &Error{Key: key, Reason: fmt.Sprintf("%q is not a MIME type (type/subtype or type/*)", t)}
+			}
+		}
 	}
 	if c.ThumbnailMaxPixels < 1 {
 		return &Error{Key: "thumbnail_max_pixels", Reason: "must be positive"}

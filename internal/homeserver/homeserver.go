@@ -20,6 +20,7 @@ import (
 	"conclave/internal/changes"
 	"conclave/internal/clientapi"
 	"conclave/internal/config"
+	"conclave/internal/contentscan"
 	"conclave/internal/event"
 	"conclave/internal/fedclient"
 	"conclave/internal/federation"
@@ -67,6 +68,8 @@ type Homeserver struct {
 	// Notices sends server notices; nil when they are off.
 	Notices *notices.Service
 	Media   *media.Service
+	// ContentScanner serves the content scanner API; nil when it is off.
+	ContentScanner *contentscan.Service
 	// Changes tracks every write when this process is the database's only
 	// writer (nil otherwise): the /sync fast paths and caches ask it.
 	Changes *changes.Tracker
@@ -251,7 +254,11 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 		mux.KnowElsewhere("/_matrix/federation/", hs.federationMux)
 		mux.KnowElsewhere("/_matrix/key/", hs.federationMux)
 	}
-	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts, Preview: hs.urlPreview()}).Register(mux)
+	if hs.ContentScanner, err = hs.contentScanner(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts, Preview: hs.urlPreview(), Scanner: hs.ContentScanner}).Register(mux)
 	proxies, err := cfg.TrustedProxyPrefixes()
 	if err != nil {
 		db.Close()

@@ -528,7 +528,18 @@ func (s *Service) ImportJoin(ctx context.Context, rv *event.RoomVersion, join *e
 		s.parsed.put(join)
 		s.parsed.setVersion(roomID, rv)
 		if s.Notify != nil {
-			s.Notify(Notice{RoomID: roomID, Pos: pos, Users: members, Members: members})
+			// Users: everyone joined now plus the changed members (a rejoin
+			// changes only the joiner, yet the room's other servers' users
+			// are what the hooks look at).
+			users := slices.Clone(members)
+			for k, id := range after {
+				if k.Type == "m.room.member" && !slices.Contains(users, k.StateKey) {
+					if ev := all[id]; ev != nil && membershipOf(ev) == "join" {
+						users = append(users, k.StateKey)
+					}
+				}
+			}
+			s.Notify(Notice{RoomID: roomID, Pos: pos, Users: users, Members: members})
 		}
 		s.upgradedRoomJoinsOf(create, roomID, []string{*join.StateKey})
 		return nil
