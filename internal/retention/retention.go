@@ -5,7 +5,8 @@
 // ended.
 //
 // What a purge does, and does not (docs/rules.md, "Retention"):
-//   - only non-state timeline and backfilled events are purged, never a
+//   - only non-state timeline, backfilled and soft-failed events are
+//     purged (rejected ones are never used nor served), never a
 //     state event nor one of the room's forward extremities (Synapse keeps
 //     both: state resolves the graph, the latest events are what new events
 //     cite);

@@ -33,17 +33,18 @@ type Retention interface {
 	// RetentionRooms lists the rooms whose IDs sort after `after`, at most
 	// limit, in ID order, each with its m.room.retention event.
 	RetentionRooms(ctx context.Context, after string, limit int) ([]RetentionRoom, error)
-	// ExpiredEvents returns at most limit of the room's timeline and
-	// backfilled events that are not state events, not forward extremities,
+	// ExpiredEvents returns at most limit of the room's timeline,
+	// backfilled and soft-failed events that are not state events, not
+	// forward extremities,
 	// sent before `before` (origin_server_ts, milliseconds) and after the
 	// cursor (afterTS, afterPos) in (origin_server_ts, pos) order, in that
 	// order. Start with afterTS = math.MinInt64.
 	ExpiredEvents(ctx context.Context, roomID string, before, afterTS, afterPos int64, limit int) ([]ExpiredEvent, error)
-	// PurgeEvents turns the given events of the room into KindPurged, in one
-	// transaction: each keeps its row with the JSON given; its search entry,
-	// relation, transaction ID and notifications are removed. Events that
-	// are no longer timeline or backfilled non-state events, or that became
-	// forward extremities, are left as they are. Returns how many were
-	// purged.
+	// PurgeEvents purges the given events of the room, in one transaction:
+	// each keeps its row with the JSON given and becomes KindPurged; its
+	// search entry, relation, transaction ID and notifications are removed.
+	// Events that are not (or no longer) timeline, backfilled or soft-failed
+	// non-state events, or that became forward extremities, are left as they
+	// are. Returns how many were purged.
 	PurgeEvents(ctx context.Context, roomID string, events []PurgedEvent) (int, error)
 }

@@ -25,7 +25,7 @@ func (s *Shared) ExpiredEvents(ctx context.Context, roomID string, before, after
 	// latest events too: new events must have something to cite).
 	rows, err := s.b.Read().Query(ctx, `SELECT event_id, pos, origin_server_ts, json FROM events
 		WHERE room_id = ? AND origin_server_ts < ? AND (origin_server_ts > ? OR (origin_server_ts = ? AND pos > ?))
-		AND state_key IS NULL AND kind IN (0, 4)
+		AND state_key IS NULL AND kind IN (0, 2, 4)
 		AND event_id NOT IN (SELECT event_id FROM forward_extremities WHERE room_id = ?)
 		ORDER BY origin_server_ts, pos LIMIT ?`, roomID, before, afterTS, afterTS, afterPos, roomID, limit)
 	return collect(rows, err, func(r Rows, v *store.ExpiredEvent) error { return r.Scan(&v.EventID, &v.Pos, &v.TS, &v.JSON) })
@@ -54,7 +54,7 @@ func (s *Shared) PurgeEvents(ctx context.Context, roomID string, events []store.
 				}
 				rows, err := tx.Query(ctx, `UPDATE events e SET json = v.json, kind = ?, relates_to = '', rel_type = '', contains_url = false, txn_id = '', sender_device = ''
 					FROM (SELECT unnest(CAST(? AS text[])) AS id, unnest(CAST(? AS bytea[])) AS json) v
-					WHERE e.event_id = v.id AND e.room_id = ? AND e.kind IN (0, 4) AND e.state_key IS NULL
+					WHERE e.event_id = v.id AND e.room_id = ? AND e.kind IN (0, 2, 4) AND e.state_key IS NULL
 					AND NOT EXISTS (SELECT 1 FROM forward_extremities f WHERE f.room_id = ? AND f.event_id = e.event_id)
 					RETURNING e.pos`, store.KindPurged, ids, jsons, roomID, roomID)
 				got, err := collect(rows, err, func(r Rows, v *int64) error { return r.Scan(v) })
@@ -70,7 +70,7 @@ func (s *Shared) PurgeEvents(ctx context.Context, roomID string, events []store.
 			for _, e := range events {
 				var pos int64
 				rows, err := tx.Query(ctx, `UPDATE events SET json = ?, kind = ?, relates_to = '', rel_type = '', contains_url = false, txn_id = '', sender_device = ''
-					WHERE event_id = ? AND room_id = ? AND kind IN (0, 4) AND state_key IS NULL
+					WHERE event_id = ? AND room_id = ? AND kind IN (0, 2, 4) AND state_key IS NULL
 					AND NOT EXISTS (SELECT 1 FROM forward_extremities f WHERE f.room_id = ? AND f.event_id = ?)
 					RETURNING pos`, e.JSON, store.KindPurged, e.EventID, roomID, roomID, e.EventID)
 				if err != nil {

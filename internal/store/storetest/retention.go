@@ -28,6 +28,17 @@ func testRetention(t *testing.T, s store.Store) {
 	p2 := r.send(t, m2)[0]
 	topic := r.ev("m.room.topic", sk(""), "@a:x", `{"topic":"phoenix topic"}`)
 	r.send(t, topic)
+	// A soft-failed and a rejected message beside the timeline: the first
+	// is purged like a timeline event, the second stays as it is (rejected
+	// events are never used nor served).
+	group, err := s.RoomStateGroup(ctx(), "!ret:x")
+	must(t, err)
+	sf := r.ev("m.room.message", nil, "@b:x", `{"msgtype":"m.text","body":"phoenix soft"}`)
+	_, _, err = s.PersistGraphEvent(ctx(), &store.GraphWrite{Event: sf, Kind: store.KindSoftFailed, StateBefore: group})
+	must(t, err)
+	rej := r.ev("m.room.message", nil, "@b:x", `{"msgtype":"m.text","body":"phoenix rejected"}`)
+	_, _, err = s.PersistGraphEvent(ctx(), &store.GraphWrite{Event: rej, Kind: store.KindRejected, RejectedReason: "no"})
+	must(t, err)
 	m3 := r.ev("m.room.message", nil, "@b:x", `{"msgtype":"m.text","body":"phoenix three"}`)
 	p3 := r.send(t, m3)[0]
 	stateAtM2, err := s.StateAt(ctx(), "!ret:x", p2)
@@ -55,8 +66,8 @@ func testRetention(t *testing.T, s store.Store) {
 		}
 		return ids
 	}
-	equal(t, "expired", expired(math.MinInt64, 0, 10), []string{m1.EventID, m2.EventID})
-	equal(t, "page 2", expired(m1.OriginServerTS, p1, 10), []string{m2.EventID})
+	equal(t, "expired", expired(math.MinInt64, 0, 10), []string{m1.EventID, m2.EventID, sf.EventID})
+	equal(t, "page 2", expired(m1.OriginServerTS, p1, 10), []string{m2.EventID, sf.EventID})
 	evs, err := s.ExpiredEvents(ctx(), "!ret:x", m2.OriginServerTS, math.MinInt64, 0, 10)
 	must(t, err)
 	if len(evs) != 1 || evs[0].EventID != m1.EventID || evs[0].Pos != p1 || evs[0].TS != m1.OriginServerTS || string(evs[0].JSON) != string(m1.JSON) {
@@ -66,9 +77,9 @@ func testRetention(t *testing.T, s store.Store) {
 	red := func(e store.NewEvent) store.PurgedEvent {
 		return store.PurgedEvent{EventID: e.EventID, JSON: []byte(`{"type":"` + e.Type + `","content":{}}`)}
 	}
-	n, err := s.PurgeEvents(ctx(), "!ret:x", []store.PurgedEvent{red(m1), red(m2), red(topic), red(m3), red(policy)})
+	n, err := s.PurgeEvents(ctx(), "!ret:x", []store.PurgedEvent{red(m1), red(m2), red(topic), red(m3), red(policy), red(sf), red(rej)})
 	must(t, err)
-	equal(t, "purged", n, 2)
+	equal(t, "purged", n, 3)
 
 	// Gone for clients.
 	for _, id := range []string{m1.EventID, m2.EventID} {
@@ -110,7 +121,7 @@ func testRetention(t *testing.T, s store.Store) {
 	equal(t, "notifications after purge", len(ns), 0)
 
 	// Kept for the graph: the row, the JSON given, the state as of it.
-	pdus, err := s.GetPDUs(ctx(), []string{m1.EventID, m2.EventID, m3.EventID})
+	pdus, err := s.GetPDUs(ctx(), []string{m1.EventID, m2.EventID, m3.EventID, sf.EventID, rej.EventID})
 	must(t, err)
 	kinds := map[string]int{}
 	for _, p := range pdus {
@@ -119,7 +130,8 @@ func testRetention(t *testing.T, s store.Store) {
 			t.Fatalf("purged row: %+v", p)
 		}
 	}
-	equal(t, "kinds", kinds, map[string]int{m1.EventID: store.KindPurged, m2.EventID: store.KindPurged, m3.EventID: store.KindTimeline})
+	equal(t, "kinds", kinds, map[string]int{m1.EventID: store.KindPurged, m2.EventID: store.KindPurged, m3.EventID: store.KindTimeline,
+		sf.EventID: store.KindPurged, rej.EventID: store.KindRejected})
 	after, err := s.StateAt(ctx(), "!ret:x", p2)
 	must(t, err)
 	equal(t, "state as of a purged event", sortedIDs(after), sortedIDs(stateAtM2))
