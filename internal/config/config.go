@@ -92,6 +92,12 @@ type Config struct {
 	LegacyMediaFreeze      bool   `yaml:"legacy_media_freeze" help:"media uploaded while on are not served by the unauthenticated /_matrix/media/v3 endpoints"`
 	URLPreview             bool   `yaml:"url_preview" help:"URL previews (/preview_url): the server fetches the pages users are about to link to (off: a site learns that someone here looks at it)"`
 	URLPreviewAllowPrivate bool   `yaml:"url_preview_allow_private_addresses" help:"let URL previews fetch private, loopback and link-local addresses (closed networks, tests); off, such URLs are refused"`
+	// Message retention (internal/retention, docs/rules.md).
+	Retention                   bool     `yaml:"retention" help:"message retention: purge events older than their room's m.room.retention max_lifetime, or retention_default_max_lifetime (state events and each room's latest events are kept); off: nothing is purged"`
+	RetentionDefaultMaxLifetime Duration `yaml:"retention_default_max_lifetime" help:"with retention on, how long events of rooms without a max_lifetime are kept (e.g. 4320h for 180 days); 0: for ever"`
+	RetentionAllowedLifetimeMin Duration `yaml:"retention_allowed_lifetime_min" help:"with retention on, the shortest lifetime a room's max_lifetime may give its events (shorter ones purge at this age instead); 0: no bound"`
+	RetentionAllowedLifetimeMax Duration `yaml:"retention_allowed_lifetime_max" help:"with retention on, the longest lifetime a room's max_lifetime may give its events (longer ones purge at this age instead); 0: no bound"`
+	RetentionPurgeInterval      Duration `yaml:"retention_purge_interval" help:"with retention on, time between purge runs"`
 	// The content scanner (internal/contentscan, docs/media.md).
 	ContentScanner             bool     `yaml:"content_scanner" help:"serve Tchap's content scanner API (/_matrix/media_proxy/unstable): clients hand the server an attachment's key so clamd can scan end-to-end encrypted files; the server then sees their plaintext (in memory only). Needs clamd_address"`
 	ContentScannerAllowedTypes []string `yaml:"content_scanner_allowed_types" help:"content scanner: comma-separated MIME types (type/subtype or type/*), detected from the content, that are allowed; others get 403 MCS_MIME_TYPE_FORBIDDEN; empty: no allow list"`
@@ -167,6 +173,7 @@ func Default() Config {
 		ClamdUnreachable:       "refuse",
 		ThumbnailMaxPixels:     32_000_000,
 		EmailNotificationDelay: Duration{10 * time.Minute},
+		RetentionPurgeInterval: Duration{time.Hour},
 
 		// Per-user limits, set well above what a busy person does, so only
 		// scripts meet them. Synapse's rc_message (0.2/s, burst 10) is met
@@ -329,6 +336,20 @@ func (c *Config) Validate() error {
 	}
 	if err := c.validateSSO(); err != nil {
 		return err
+	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"retention_default_max_lifetime", c.RetentionDefaultMaxLifetime}, {"retention_allowed_lifetime_min", c.RetentionAllowedLifetimeMin}, {"retention_allowed_lifetime_max", c.RetentionAllowedLifetimeMax}} {
+		if d.v.Duration < 0 {
+			return &Error{Key: d.key, Reason: "must not be negative"}
+		}
+	}
+	if c.RetentionAllowedLifetimeMax.Duration > 0 && c.RetentionAllowedLifetimeMin.Duration > c.RetentionAllowedLifetimeMax.Duration {
+		return &Error{Key: "retention_allowed_lifetime_min", Reason: "must not exceed retention_allowed_lifetime_max"}
+	}
+	if c.RetentionPurgeInterval.Duration < time.Second {
+		return &Error{Key: "retention_purge_interval", Reason: "must be at least 1s"}
 	}
 	if c.PasswordMinLength < 0 || c.PasswordMinLength > 512 {
 		return &Error{Key: "password_min_length", Reason: "must be between 0 and 512"}

@@ -40,6 +40,7 @@ import (
 	"conclave/internal/push"
 	"conclave/internal/pushsender"
 	"conclave/internal/receipts"
+	"conclave/internal/retention"
 	"conclave/internal/room"
 	"conclave/internal/server"
 	"conclave/internal/slidingsync"
@@ -78,6 +79,9 @@ type Homeserver struct {
 	// writer (nil otherwise): the /sync fast paths and caches ask it.
 	Changes *changes.Tracker
 	Metrics *metrics.Metrics // nil when admin_listen is empty (admin.go)
+
+	// Retention purges expired events; nil when retention is off.
+	Retention *retention.Service
 
 	TLS               *tlsutil.Bundle     // nil when no TLS is configured
 	FederationHandler http.Handler        // nil when federation_listen is empty
@@ -253,6 +257,11 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 			return nil, err
 		}
 	}
+	if cfg.Retention {
+		hs.Retention = retention.New(db, hs.Rooms, retention.Config{DefaultMaxLifetime: cfg.RetentionDefaultMaxLifetime.Duration,
+			AllowedMin: cfg.RetentionAllowedLifetimeMin.Duration, AllowedMax: cfg.RetentionAllowedLifetimeMax.Duration,
+			Interval: cfg.RetentionPurgeInterval.Duration}, log)
+	}
 
 	mux := server.NewMux()
 	hs.setupSSO()
@@ -343,6 +352,15 @@ func (hs *Homeserver) Run(ctx context.Context) error {
 	// Renewal mails run until shutdown and end before the store closes.
 	validityDone := hs.runValidity(ctx)
 	defer func() { <-validityDone }()
+	if hs.Retention != nil {
+		// Purges run until shutdown and end before the store closes.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			hs.Retention.Run(ctx)
+		}()
+		defer func() { <-done }()
+	}
 	return server.Serve(ctx, hs.Log, hs.Config.ShutdownTimeout.Duration, hs.listeners()...)
 }
 

@@ -56,6 +56,7 @@ type Store interface {
 	Threepids
 	SSO
 	AccountValidities
+	Retention
 	Close() error
 }
 

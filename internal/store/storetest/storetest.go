@@ -78,6 +78,7 @@ func Run(t *testing.T, open Opener) {
 		{"FedTxns", testFedTxns},
 		{"ServerNotices", testServerNotices},
 		{"SlidingSync", testSlidingSync},
+		{"Retention", testRetention},
 		{"LatestEventPositions", testLatestEventPositions},
 		{"ThreepidSessions", testThreepidSessions},
 		{"Threepids", testThreepids},
