@@ -314,6 +314,23 @@ func (s *Service) PasswordLogin(ctx context.Context, userID, password string, de
 	return s.newDevice(ctx, userID, dev)
 }
 
+// LoginUser logs userID in after a proof other than its password (a
+// login token from single sign-on): a new device, unless the account is
+// deactivated (403 M_USER_DEACTIVATED) or gone (403 M_FORBIDDEN).
+func (s *Service) LoginUser(ctx context.Context, userID string, dev DeviceOpts) (*LoginResult, error) {
+	u, err := s.store.GetUser(ctx, userID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, matrix.Forbidden("Invalid login token")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if u.Deactivated {
+		return nil, matrix.Errorf(http.StatusForbidden, matrix.ErrUserDeactivated, "This account has been deactivated")
+	}
+	return s.newDevice(ctx, userID, dev)
+}
+
 // Refresh exchanges a refresh token for a new pair. Unknown tokens give
 // 401 M_UNKNOWN_TOKEN with soft_logout false.
 func (s *Service) Refresh(ctx context.Context, refreshToken string) (*LoginResult, error) {

@@ -38,6 +38,10 @@ type Service struct {
 	// OnDeactivate, when set, runs after an account is deactivated (the room
 	// service makes the user leave their rooms). Set it before serving.
 	OnDeactivate func(ctx context.Context, userID string)
+	// Expiry, when set, refuses the requests of expired accounts once their
+	// token is resolved (internal/validity): Authenticate returns its
+	// error; AuthenticateAllowExpired does not ask it (renewal).
+	Expiry func(ctx context.Context, sess *store.Session) error
 	// UIASessionKey, when set, makes UIA session IDs carry an HMAC under
 	// this key, and an unknown session ID with a valid HMAC starts a fresh
 	// session under that ID instead of failing. Set when several processes
@@ -115,6 +119,19 @@ func NewToken(prefix string) string {
 // M_UNKNOWN_TOKEN; an expired one says soft_logout, as the spec asks, so the
 // client refreshes instead of wiping its keys.
 func (s *Service) Authenticate(ctx context.Context, token string) (*store.Session, error) {
+	sess, err := s.AuthenticateAllowExpired(ctx, token)
+	if err != nil || s.Expiry == nil {
+		return sess, err
+	}
+	if err := s.Expiry(ctx, sess); err != nil {
+		return nil, err
+	}
+	return sess, nil
+}
+
+// AuthenticateAllowExpired is Authenticate for the requests an expired
+// account may still make (asking for a renewal mail).
+func (s *Service) AuthenticateAllowExpired(ctx context.Context, token string) (*store.Session, error) {
 	if token == "" {
 		return nil, matrix.Errorf(http.StatusUnauthorized, matrix.ErrMissingToken, "Missing access token")
 	}

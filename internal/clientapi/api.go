@@ -25,10 +25,12 @@ import (
 	"conclave/internal/receipts"
 	"conclave/internal/room"
 	"conclave/internal/slidingsync"
+	"conclave/internal/sso"
 	"conclave/internal/store"
 	"conclave/internal/syncer"
 	"conclave/internal/threepid"
 	"conclave/internal/typing"
+	"conclave/internal/validity"
 )
 
 // Deps are the services the API calls.
@@ -55,6 +57,11 @@ type Deps struct {
 	Notices *notices.Service
 	// Threepids: e-mail addresses and the identity endpoints (threepid.go).
 	Threepids *threepid.Service
+	// SSO is single sign-on (sso.go); nil when oidc_issuer is unset.
+	SSO *sso.Service
+	// Validity is account expiry (validity.go); nil when
+	// external_account_validity is off.
+	Validity *validity.Service
 }
 
 // API is the Client-Server API.
@@ -103,6 +110,8 @@ func (a *API) Register(mux Mux) {
 	a.registerPush(mux)
 	a.registerSearch(mux)
 	a.registerNotices(mux)
+	a.registerSSO(mux)
+	a.registerValidity(mux)
 	a.registerThreepids(mux)
 }
 

@@ -53,8 +53,9 @@ func (a *API) registerAccounts(mux Mux) {
 	mux.HandleFunc("GET /_matrix/client/v1/register/m.login.registration_token/validity", a.registrationTokenValidity)
 	handle(mux, "POST", "/refresh", a.refresh)
 	mux.HandleFunc("POST /_matrix/client/v1/refresh", a.refresh)
-	handle(mux, "POST", "/logout", a.authed(a.logout))
-	handle(mux, "POST", "/logout/all", a.authed(a.logoutAll))
+	// An expired account may still log out (Synapse: allow_expired).
+	handle(mux, "POST", "/logout", a.authedExpiredOK(a.logout))
+	handle(mux, "POST", "/logout/all", a.authedExpiredOK(a.logoutAll))
 	mux.HandleFunc("GET /_synapse/admin/v1/register", a.sharedSecretNonce)
 	mux.HandleFunc("POST /_synapse/admin/v1/register", a.sharedSecretRegister)
 	a.registerAccount(mux)
@@ -147,7 +148,17 @@ func (a *API) loginResponse(res *accounts.LoginResult) map[string]any {
 }
 
 func (a *API) loginFlows(w http.ResponseWriter, r *http.Request) {
-	jsonhttp.OK(w, map[string]any{"flows": []map[string]string{{"type": accounts.LoginPassword}}})
+	flows := []map[string]any{}
+	if a.Config.PasswordLogin {
+		flows = append(flows, map[string]any{"type": accounts.LoginPassword})
+	}
+	if a.SSO != nil {
+		// Synapse's shape: the providers on the m.login.sso flow, and
+		// m.login.token, which the SSO callback's loginToken is used with.
+		flows = append(flows, map[string]any{"type": loginSSO, "identity_providers": []map[string]string{a.SSO.IdP()}},
+			map[string]any{"type": loginToken})
+	}
+	jsonhttp.OK(w, map[string]any{"flows": flows})
 }
 
 type loginRequest struct {
@@ -158,6 +169,7 @@ type loginRequest struct {
 	DeviceID                 string               `json:"device_id"`
 	InitialDeviceDisplayName *string              `json:"initial_device_display_name"`
 	RefreshToken             bool                 `json:"refresh_token"`
+	Token                    string               `json:"token"` // m.login.token
 }
 
 func (a *API) login(w http.ResponseWriter, r *http.Request) {
@@ -170,12 +182,17 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, err)
 		return
 	}
-	switch req.Type {
-	case accounts.LoginPassword:
-	case "":
+	switch {
+	case req.Type == accounts.LoginPassword && a.Config.PasswordLogin:
+	case req.Type == loginToken && a.SSO != nil:
+		a.tokenLogin(w, r, req)
+		return
+	case req.Type == "":
 		fail(w, r, matrix.MissingParam("Missing login type"))
 		return
 	default:
+		// A type this server does not offer (password login turned off
+		// included): Synapse's answer.
 		fail(w, r, matrix.Errorf(http.StatusBadRequest, matrix.ErrUnknown, "Unknown login type %q", req.Type))
 		return
 	}

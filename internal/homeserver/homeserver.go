@@ -41,9 +41,11 @@ import (
 	"conclave/internal/push"
 	"conclave/internal/pushsender"
 	"conclave/internal/receipts"
+	"conclave/internal/retention"
 	"conclave/internal/room"
 	"conclave/internal/server"
 	"conclave/internal/slidingsync"
+	"conclave/internal/sso"
 	"conclave/internal/stateres"
 	"conclave/internal/store"
 	"conclave/internal/store/postgres"
@@ -52,6 +54,7 @@ import (
 	"conclave/internal/threepid"
 	"conclave/internal/tlsutil"
 	"conclave/internal/typing"
+	"conclave/internal/validity"
 )
 
 // Homeserver is one Conclave instance.
@@ -78,6 +81,9 @@ type Homeserver struct {
 	Changes *changes.Tracker
 	Metrics *metrics.Metrics // nil when admin_listen is empty (admin.go)
 
+	// Retention purges expired events; nil when retention is off.
+	Retention *retention.Service
+
 	TLS               *tlsutil.Bundle     // nil when no TLS is configured
 	FederationHandler http.Handler        // nil when federation_listen is empty
 	Federation        *federation.Service // nil when federation_listen is empty
@@ -89,6 +95,8 @@ type Homeserver struct {
 	EmailDomains *emaildomains.Map
 	Mailer       mail.Sender
 	Threepids    *threepid.Service // e-mail addresses, the identity endpoints
+	SSO          *sso.Service      // single sign-on (sso.go); nil without oidc_issuer
+	Validity     *validity.Service // account expiry (validity.go); nil when off
 
 	mu             sync.Mutex
 	clientAddr     net.Addr
@@ -256,12 +264,19 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 			return nil, err
 		}
 	}
+	if cfg.Retention {
+		hs.Retention = retention.New(db, hs.Rooms, retention.Config{DefaultMaxLifetime: cfg.RetentionDefaultMaxLifetime.Duration,
+			AllowedMin: cfg.RetentionAllowedLifetimeMin.Duration, AllowedMax: cfg.RetentionAllowedLifetimeMax.Duration,
+			Interval: cfg.RetentionPurgeInterval.Duration}, log)
+	}
 
 	mux := server.NewMux()
+	hs.setupSSO()
+	hs.setupValidity()
 	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync,
 		SlidingSync: slidingsync.New(db, hs.Rooms, hs.Sync),
 		Profiles:    hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push, Federation: hs.Federation, Notices: hs.Notices,
-		Threepids: hs.Threepids})
+		Threepids: hs.Threepids, SSO: hs.SSO, Validity: hs.Validity})
 	api.Register(mux)
 	if hs.federationMux != nil {
 		// The federation API is served on its own listener; the client
@@ -339,6 +354,18 @@ func (hs *Homeserver) Run(ctx context.Context) error {
 		go func() {
 			defer close(done)
 			hs.PushSender.Run(ctx)
+		}()
+		defer func() { <-done }()
+	}
+	// Renewal mails run until shutdown and end before the store closes.
+	validityDone := hs.runValidity(ctx)
+	defer func() { <-validityDone }()
+	if hs.Retention != nil {
+		// Purges run until shutdown and end before the store closes.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			hs.Retention.Run(ctx)
 		}()
 		defer func() { <-done }()
 	}

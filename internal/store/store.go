@@ -54,6 +54,9 @@ type Store interface {
 	SlidingSync
 	TimelineGaps
 	Threepids
+	SSO
+	AccountValidities
+	Retention
 	Close() error
 }
 

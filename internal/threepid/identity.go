@@ -410,6 +410,17 @@ func (s *Service) RegisterAccount(ctx context.Context, address string, create fu
 	return userID, nil
 }
 
+// Registered binds an address to an account just made from it elsewhere
+// (single sign-on) and turns the invites to it into invites of it, as
+// RegisterAccount does.
+func (s *Service) Registered(ctx context.Context, userID, address string) error {
+	if err := s.Bind(ctx, userID, address); err != nil {
+		return err
+	}
+	s.announceBound(context.WithoutCancel(ctx), address, userID)
+	return nil
+}
+
 // announceBound turns the invites to an address that now has an account
 // into invites of it: this server's users' here, the others' by telling
 // their servers (Remote.Bound). The records go.

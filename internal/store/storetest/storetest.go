@@ -78,9 +78,12 @@ func Run(t *testing.T, open Opener) {
 		{"FedTxns", testFedTxns},
 		{"ServerNotices", testServerNotices},
 		{"SlidingSync", testSlidingSync},
+		{"Retention", testRetention},
 		{"LatestEventPositions", testLatestEventPositions},
 		{"ThreepidSessions", testThreepidSessions},
 		{"Threepids", testThreepids},
+		{"SSO", testSSO},
+		{"AccountValidity", testAccountValidity},
 		{"IdentityTokens", testIdentityTokens},
 	}
 	for _, tc := range tests {
