@@ -319,7 +319,7 @@ func openStore(ctx context.Context, cfg *config.Config) (Store, error) {
 // the store: every acknowledged write is already committed by then.
 func (hs *Homeserver) Run(ctx context.Context) error {
 	defer hs.Store.Close()
-	defer hs.Media.Close() // its staging directory: after the last request
+	defer hs.Media.Close()        // its staging directory: after the last request
 	defer hs.Threepids.WaitMail() // invitation mails on their way (their own timeout bounds them)
 	// Long-polls return as soon as shutdown starts, so in-flight writes are
 	// what the grace period waits for.
