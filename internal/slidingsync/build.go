@@ -94,7 +94,26 @@ func (b *build) run() error {
 			return err
 		}
 	}
+	for id, r := range b.resp.Rooms {
+		r.membership = b.members[id].Membership
+	}
+	for _, name := range sortedKeys(b.listRooms) {
+		for _, id := range b.listRooms[name] {
+			if r := b.resp.Rooms[id]; r != nil && !slices.Contains(r.lists, name) {
+				r.lists = append(r.lists, name)
+			}
+		}
+	}
 	return b.extensions()
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // loadMemberships keeps the rooms a list may show: joined, invited,

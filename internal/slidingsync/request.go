@@ -26,6 +26,9 @@ type RoomConfig struct {
 	// who sent events in the timeline sent.
 	RequiredState [][]string `json:"required_state"`
 	TimelineLimit int        `json:"timeline_limit"`
+	// exclude: pairs a stable request's required_state leaves out of its
+	// include (stable.go); the unstable encoding has none.
+	exclude [][]string
 }
 
 // List is one sliding window over the user's rooms.
@@ -164,7 +167,7 @@ func (c *RoomConfig) validate(what string) error {
 	if c.TimelineLimit < 0 || c.TimelineLimit > MaxTimelineLimit {
 		return invalid("%s: timeline_limit must be between 0 and %d", what, MaxTimelineLimit)
 	}
-	if len(c.RequiredState) > MaxRequiredState {
+	if len(c.RequiredState)+len(c.exclude) > MaxRequiredState {
 		return invalid("%s: at most %d required_state pairs", what, MaxRequiredState)
 	}
 	for _, p := range c.RequiredState {

@@ -46,6 +46,11 @@ type Room struct {
 	NumLive                  *int              `json:"num_live,omitempty"`
 	IsDM                     bool              `json:"is_dm,omitempty"`
 	InviteState              []json.RawMessage `json:"invite_state,omitempty"`
+
+	// For the stable encoding (stable.go): the user's membership and the
+	// lists whose windows hold the room.
+	membership string
+	lists      []string
 }
 
 // Hero is a member a client may name an unnamed room after.

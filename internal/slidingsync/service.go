@@ -77,6 +77,12 @@ const MaxTimeout = syncer.MaxTimeout
 // request decoded from body, the request as sent: a waiting long-poll keeps
 // only body and decodes it again when woken (less memory per idle client).
 func (s *Service) Sync(ctx context.Context, userID, deviceID, pos string, timeout time.Duration, req *Request, body []byte) (*Response, error) {
+	return s.sync2(ctx, userID, deviceID, pos, timeout, req, body, decode)
+}
+
+// sync2 answers a request of either encoding; dec decodes body again for
+// a long-poll woken.
+func (s *Service) sync2(ctx context.Context, userID, deviceID, pos string, timeout time.Duration, req *Request, body []byte, dec func([]byte) (*Request, error)) (*Response, error) {
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
@@ -84,7 +90,7 @@ func (s *Service) Sync(ctx context.Context, userID, deviceID, pos string, timeou
 	// long-poll to change its ranges): the later writer finds the
 	// connection moved on and starts again from its position.
 	for attempt := 0; ; attempt++ {
-		resp, err := s.syncOnce(ctx, userID, deviceID, pos, timeout, req, body)
+		resp, err := s.syncOnce(ctx, userID, deviceID, pos, timeout, req, body, dec)
 		if errors.Is(err, store.ErrConflict) && attempt < 3 {
 			continue
 		}
@@ -103,7 +109,7 @@ func decode(body []byte) (*Request, error) {
 	return &req, nil
 }
 
-func (s *Service) syncOnce(ctx context.Context, userID, deviceID, pos string, timeout time.Duration, req *Request, body []byte) (*Response, error) {
+func (s *Service) syncOnce(ctx context.Context, userID, deviceID, pos string, timeout time.Duration, req *Request, body []byte, dec func([]byte) (*Request, error)) (*Response, error) {
 	// Opened on a goroutine of its own, like the build: the store driver's
 	// deep frames would otherwise stay on the stack of the long-poll that
 	// then waits.
@@ -131,7 +137,7 @@ func (s *Service) syncOnce(ctx context.Context, userID, deviceID, pos string, ti
 		err := s.sync.Apart(ctx, func() error {
 			if req == nil {
 				var err error
-				if req, err = decode(body); err != nil {
+				if req, err = dec(body); err != nil {
 					return err
 				}
 			}
