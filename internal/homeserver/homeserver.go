@@ -97,6 +97,9 @@ type Homeserver struct {
 	// memberNotices feeds the device-list side of membership changes
 	// (wiring.go, membershipsChanged), outside the room's lock.
 	memberNotices chan room.Notice
+	// presenceWork runs presence fan-out (wake-ups, federation) in order,
+	// off the request that changed the presence (see presenceLater).
+	presenceWork chan func()
 
 	// FedClient makes every request to other servers (nil when
 	// federation_listen is empty): federation_allow, discovery, signing.
