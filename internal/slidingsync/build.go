@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"conclave/internal/changes"
 	"conclave/internal/store"
@@ -36,7 +37,15 @@ type build struct {
 	initialRooms map[string]bool // rooms sent with initial: true
 	timelines    map[string][]store.StoredEvent
 	stamps       map[string]int64 // bump stamps of every room when there are lists (shared with the cache: read only)
+	// mu guards what rooms built at once write: facts, resp.Rooms, sent,
+	// state.Configs, initialRooms, timelines.
+	mu sync.Mutex
 }
+
+// roomWorkers is how many rooms of one response are built at once: a new
+// connection's window is read from many rooms, and the reads (a cold cache
+// after a restart) overlap on the machine's cores.
+const roomWorkers = 4
 
 func (b *build) empty() bool {
 	return len(b.resp.Rooms) == 0 && !b.listsChanged && b.resp.Extensions.empty()
@@ -89,10 +98,8 @@ func (b *build) run() error {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	for _, id := range ids {
-		if err := b.room(id, configs[id]); err != nil {
-			return err
-		}
+	if err := b.rooms(ids, configs); err != nil {
+		return err
 	}
 	for id, r := range b.resp.Rooms {
 		r.membership = b.members[id].Membership
@@ -105,6 +112,53 @@ func (b *build) run() error {
 		}
 	}
 	return b.extensions()
+}
+
+// rooms builds the rooms' entries, a few at a time when there are many.
+func (b *build) rooms(ids []string, configs map[string]*config) error {
+	if len(ids) < 2*roomWorkers {
+		for _, id := range ids {
+			if err := b.room(id, configs[id]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// What rooms read lazily and share, read once first.
+	if _, err := b.directRooms(); err != nil {
+		return err
+	}
+	if _, err := b.ss.configs(); err != nil {
+		return err
+	}
+	next := make(chan string)
+	errs := make(chan error, roomWorkers)
+	var wg sync.WaitGroup
+	for range roomWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range next {
+				if err := b.room(id, configs[id]); err != nil {
+					errs <- err
+					for range next {
+					}
+					return
+				}
+			}
+		}()
+	}
+	for _, id := range ids {
+		next <- id
+	}
+	close(next)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -322,7 +376,7 @@ func (b *build) stampsOf(ids []string, out map[string]int64) error {
 		return nil
 	}
 	tick := t.Tick()
-	found, err := b.s.store.LatestEventPositions(b.ctx, batch, bumpTypes, b.upto)
+	found, err := b.latestBumps(batch)
 	if err != nil {
 		return err
 	}
@@ -337,6 +391,39 @@ func (b *build) stampsOf(ids []string, out map[string]int64) error {
 		}
 	}
 	return nil
+}
+
+// latestBumps looks up the rooms' latest bump events; many rooms (a new
+// connection after a restart: every room of the account) in a few parts at
+// once.
+func (b *build) latestBumps(ids []string) (map[string]int64, error) {
+	const part = 250
+	if len(ids) <= part {
+		return b.s.store.LatestEventPositions(b.ctx, ids, bumpTypes, b.upto)
+	}
+	n := min(roomWorkers, (len(ids)+part-1)/part)
+	results := make([]map[string]int64, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		lo, hi := i*len(ids)/n, (i+1)*len(ids)/n
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = b.s.store.LatestEventPositions(b.ctx, ids[lo:hi], bumpTypes, b.upto)
+		}()
+	}
+	wg.Wait()
+	out := make(map[string]int64, len(ids))
+	for i := range n {
+		if errs[i] != nil {
+			return nil, errs[i]
+		}
+		for id, p := range results[i] {
+			out[id] = p
+		}
+	}
+	return out, nil
 }
 
 // bumpStamp is one room's stamp (computed with the lists' when there are

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -79,16 +81,31 @@ type session struct {
 
 // open finds the client's connection at pos, or starts a new one when pos
 // is empty (replacing any under the same conn_id).
+// create starts a new connection: its session at once (it starts from
+// nothing) and its row written on a goroutine of its own, while the first
+// response is built; created reports when the row is there (conn.ID set).
+func (s *Service) create(ctx context.Context, userID, deviceID, connID string) (ss *session, created <-chan error) {
+	now := s.now()
+	c := &store.SlidingConn{UserID: userID, DeviceID: deviceID, ConnID: connID, State: []byte("{}"), UpdatedTS: now.UnixMilli()}
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("panic opening a sliding sync connection: %v\n%s", p, debug.Stack())
+			}
+			done <- err
+		}()
+		c.ID, err = s.store.NewSlidingConn(ctx, c, maxConnsPerDevice, now.Add(-connExpiry).UnixMilli())
+	}()
+	return &session{conn: c, rooms: map[string]store.SlidingRoom{}}, done
+}
+
 func (s *Service) open(ctx context.Context, userID, deviceID, connID, pos string) (*session, error) {
 	now := s.now()
 	if pos == "" {
-		c := &store.SlidingConn{UserID: userID, DeviceID: deviceID, ConnID: connID, State: []byte("{}"), UpdatedTS: now.UnixMilli()}
-		id, err := s.store.NewSlidingConn(ctx, c, maxConnsPerDevice, now.Add(-connExpiry).UnixMilli())
-		if err != nil {
-			return nil, err
-		}
-		c.ID = id
-		return &session{conn: c, rooms: map[string]store.SlidingRoom{}}, nil
+		ss, created := s.create(ctx, userID, deviceID, connID)
+		return ss, <-created
 	}
 	id, seq, ok := parsePos(pos)
 	if !ok {

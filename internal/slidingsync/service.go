@@ -116,15 +116,21 @@ func (s *Service) syncOnce(ctx context.Context, userID, deviceID, pos string, ti
 	var ss *session
 	var err error
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer func() {
-			if p := recover(); p != nil {
-				err = fmt.Errorf("panic opening a sliding sync connection: %v\n%s", p, debug.Stack())
-			}
+	var created <-chan error // a new connection's row, written while it builds
+	if pos == "" {
+		ss, created = s.create(ctx, userID, deviceID, req.ConnID)
+		close(done)
+	} else {
+		go func() {
+			defer close(done)
+			defer func() {
+				if p := recover(); p != nil {
+					err = fmt.Errorf("panic opening a sliding sync connection: %v\n%s", p, debug.Stack())
+				}
+			}()
+			ss, err = s.open(ctx, userID, deviceID, req.ConnID, pos)
 		}()
-		ss, err = s.open(ctx, userID, deviceID, req.ConnID, pos)
-	}()
+	}
 	<-done
 	if err != nil {
 		return nil, err
@@ -144,6 +150,13 @@ func (s *Service) syncOnce(ctx context.Context, userID, deviceID, pos string, ti
 			b = &build{s: s, ctx: ctx, user: userID, device: deviceID, req: req, ss: ss}
 			return b.run()
 		})
+		if created != nil {
+			// A new connection never waits: its row must be there before
+			// its position is recorded.
+			if cerr := <-created; err == nil {
+				err = cerr
+			}
+		}
 		if err != nil {
 			unregister()
 			return nil, err

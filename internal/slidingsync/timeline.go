@@ -150,10 +150,12 @@ func (b *build) joined(m store.Membership, cfg *config, sent, bound int64, initi
 		// unread_thread_notifications.
 		r.NotificationCount, r.HighlightCount = u.Total()
 	}
+	b.mu.Lock()
 	if initial || expanded {
 		b.initialRooms[m.RoomID] = true
 	}
 	b.timelines[m.RoomID] = evs
+	b.mu.Unlock()
 	return r, lazy, nil
 }
 
