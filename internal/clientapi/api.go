@@ -26,6 +26,7 @@ import (
 	"conclave/internal/slidingsync"
 	"conclave/internal/store"
 	"conclave/internal/syncer"
+	"conclave/internal/threadsubs"
 	"conclave/internal/typing"
 )
 
@@ -51,6 +52,8 @@ type Deps struct {
 	Federation *federation.Service
 	// Notices sends server notices; nil when they are off.
 	Notices *notices.Service
+	// ThreadSubs keeps thread subscriptions (MSC4306); nil: off.
+	ThreadSubs *threadsubs.Service
 }
 
 // API is the Client-Server API.
@@ -98,6 +101,7 @@ func (a *API) Register(mux Mux) {
 	a.registerPush(mux)
 	a.registerSearch(mux)
 	a.registerNotices(mux)
+	a.registerThreadSubscriptions(mux)
 }
 
 type sessionKey struct{}

@@ -45,6 +45,7 @@ import (
 	"conclave/internal/store/postgres"
 	"conclave/internal/store/sqlite"
 	"conclave/internal/syncer"
+	"conclave/internal/threadsubs"
 	"conclave/internal/tlsutil"
 	"conclave/internal/typing"
 )
@@ -234,10 +235,22 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 		}
 	}
 
+	// Thread subscriptions (MSC4306) wake the user's syncs like account
+	// data; sliding sync reports them (MSC4308).
+	threadSubs := threadsubs.New(db, hs.Rooms)
+	threadSubs.Changes = hs.Changes
+	threadSubs.Notify = func(users ...string) {
+		if hs.AccountData.Notify != nil {
+			hs.AccountData.Notify(users...)
+		}
+	}
+	sliding := slidingsync.New(db, hs.Rooms, hs.Sync)
+	sliding.ThreadSubs = threadSubs
+
 	mux := server.NewMux()
 	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync,
-		SlidingSync: slidingsync.New(db, hs.Rooms, hs.Sync),
-		Profiles:    hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push, Federation: hs.Federation, Notices: hs.Notices})
+		SlidingSync: sliding, ThreadSubs: threadSubs,
+		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push, Federation: hs.Federation, Notices: hs.Notices})
 	api.Register(mux)
 	if hs.federationMux != nil {
 		// The federation API is served on its own listener; the client

@@ -77,6 +77,17 @@ type Extensions struct {
 	AccountData *ScopedExt   `json:"account_data"`
 	Receipts    *ScopedExt   `json:"receipts"`
 	Typing      *ScopedExt   `json:"typing"`
+	// ThreadSubscriptions is MSC4308's extension, under its stable name or
+	// its unstable one (answered under the name asked).
+	ThreadSubscriptions         *ThreadSubsExt `json:"thread_subscriptions"`
+	ThreadSubscriptionsUnstable *ThreadSubsExt `json:"io.element.msc4308.thread_subscriptions"`
+}
+
+// ThreadSubsExt is the thread_subscriptions extension: at most limit
+// changes (100 by default).
+type ThreadSubsExt struct {
+	Toggle
+	Limit *int `json:"limit"`
 }
 
 // Toggle is an extension with nothing but "enabled".
@@ -159,6 +170,11 @@ func (r *Request) Validate() error {
 	}
 	if td := r.Extensions.ToDevice; td != nil && td.Limit != nil && *td.Limit < 0 {
 		return invalid("to_device limit must not be negative")
+	}
+	for _, ts := range []*ThreadSubsExt{r.Extensions.ThreadSubscriptions, r.Extensions.ThreadSubscriptionsUnstable} {
+		if ts != nil && ts.Limit != nil && *ts.Limit <= 0 {
+			return invalid("thread_subscriptions limit must be greater than 0")
+		}
 	}
 	return nil
 }

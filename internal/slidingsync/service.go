@@ -27,6 +27,7 @@ import (
 	"conclave/internal/room"
 	"conclave/internal/store"
 	"conclave/internal/syncer"
+	"conclave/internal/threadsubs"
 )
 
 // Store is what sliding sync reads and writes itself.
@@ -48,6 +49,9 @@ type Service struct {
 	bumps *lru.Cache[string, bump]
 	// stamps keeps each user's rooms' stamps at their last build.
 	stamps *lru.Cache[string, *userStamps]
+	// ThreadSubs serves the thread_subscriptions extension; nil: it answers
+	// nothing.
+	ThreadSubs *threadsubs.Service
 }
 
 type bump struct {

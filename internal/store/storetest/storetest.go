@@ -78,6 +78,7 @@ func Run(t *testing.T, open Opener) {
 		{"FedTxns", testFedTxns},
 		{"ServerNotices", testServerNotices},
 		{"SlidingSync", testSlidingSync},
+		{"ThreadSubscriptions", testThreadSubscriptions},
 		{"LatestEventPositions", testLatestEventPositions},
 	}
 	for _, tc := range tests {
