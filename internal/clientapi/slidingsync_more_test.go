@@ -1,6 +1,7 @@
 package clientapi_test
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -417,5 +418,44 @@ func TestSlidingSyncManyRooms(t *testing.T) {
 		if r == nil || r["initial"] != nil || len(tl) != 1 || dig(tl[0], "sender") != bob.UserID || len(stateTypes(r)) != 0 {
 			t.Fatalf("update of %s: %v", id, r)
 		}
+	}
+}
+
+// TestSlidingSyncStampsAfterRestart: an account's bump stamps are saved
+// after an expensive build and, after a restart, brought forward from the
+// save over what changed since (a message in the oldest room, a room joined
+// after the save) instead of computed again: the order is the same as it
+// would be computed.
+func TestSlidingSyncStampsAfterRestart(t *testing.T) {
+	s := hstest.Start(t)
+	alice := s.CreateUser(t, "alice")
+	bob := s.CreateUser(t, "bob")
+	const n = 70 // more than slidingsync's saveStampsAfter
+	rooms := make([]string, n)
+	for i := range rooms {
+		rooms[i] = createRoom(t, s, alice, map[string]any{"preset": "public_chat", "name": fmt.Sprint("room ", i)})
+	}
+	body := roomListBody([][]int{{0, 2}}, nil)
+	r1 := ssOK(t, s, alice, "", 0, body)
+	if got := listIDs(r1, "all_rooms"); !slices.Equal(got, []string{rooms[n-1], rooms[n-2], rooms[n-3]}) {
+		t.Fatalf("first window %v", got)
+	}
+	ctx := context.Background()
+	waitFor(t, func() bool { _, _, err := s.HS.Store.SlidingStamps(ctx, alice.UserID); return err == nil })
+	savedAt, _, _ := s.HS.Store.SlidingStamps(ctx, alice.UserID)
+	// After the save: a message in the oldest room, and a new room joined.
+	send(t, s, alice, rooms[0], "late", "the oldest room speaks")
+	joined := createRoom(t, s, bob, map[string]any{"preset": "public_chat"})
+	s.MustOK(t, "POST", hstest.Path("/join/%s", joined), alice.Token, map[string]any{})
+	s.Stop()
+	s = hstest.StartConfig(t, s.Config)
+	r2 := ssOK(t, s, alice, "", 0, body)
+	if got := listIDs(r2, "all_rooms"); !slices.Equal(got, []string{joined, rooms[0], rooms[n-1]}) || dig(r2.JSON, "lists", "all_rooms", "count") != float64(n+1) {
+		t.Fatalf("window after the restart %v: %s", got, r2.Body)
+	}
+	// The stamps came from the save: it is where it was (the build after
+	// the restart looked up only the two changed rooms, too few to save).
+	if at, _, err := s.HS.Store.SlidingStamps(ctx, alice.UserID); err != nil || at != savedAt {
+		t.Fatalf("saved stamps at %d (%v), want %d", at, err, savedAt)
 	}
 }

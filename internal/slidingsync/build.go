@@ -3,12 +3,14 @@ package slidingsync
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"conclave/internal/changes"
 	"conclave/internal/store"
@@ -309,6 +311,10 @@ const maxChangedScan = 10_000
 // account in thousands of rooms costs a map copy, not thousands of lookups.
 func (b *build) allStamps() (map[string]int64, error) {
 	prev, ok := b.s.stamps.Get(b.user)
+	if !ok {
+		// Not in memory (a restart, another process): the saved ones.
+		prev, ok = b.s.loadStamps(b.ctx, b.user)
+	}
 	var changed map[string]bool
 	if ok && prev.pos <= b.upto && b.upto-prev.pos <= maxChangedScan {
 		if prev.pos < b.upto {
@@ -338,6 +344,9 @@ func (b *build) allStamps() (map[string]int64, error) {
 	if err := b.stampsOf(need, out); err != nil {
 		return nil, err
 	}
+	if len(need) >= saveStampsAfter {
+		b.s.saveStamps(b.user, b.upto, out)
+	}
 	b.stamps = out
 	b.s.stamps.Update(b.user, func(old *userStamps, ok bool) (*userStamps, bool) {
 		if ok && old.pos > b.upto {
@@ -346,6 +355,74 @@ func (b *build) allStamps() (map[string]int64, error) {
 		return &userStamps{pos: b.upto, stamps: out}, true
 	})
 	return out, nil
+}
+
+// saveStampsAfter: stamps that took this many rooms' lookups are saved, so
+// that the user's first request after a restart does not look them all up
+// again.
+const saveStampsAfter = 64
+
+// loadStamps reads the user's saved stamps; none (or unreadable) is not an
+// error: they are computed.
+func (s *Service) loadStamps(ctx context.Context, userID string) (*userStamps, bool) {
+	pos, raw, err := s.store.SlidingStamps(ctx, userID)
+	if err != nil {
+		return nil, false
+	}
+	stamps, ok := decodeStamps(raw)
+	if !ok {
+		return nil, false
+	}
+	return &userStamps{pos: pos, stamps: stamps}, true
+}
+
+// saveStamps writes the stamps on a goroutine of their own (not on the
+// response's path), at most two at a time; a save that finds both busy is
+// skipped (the next expensive build saves).
+func (s *Service) saveStamps(userID string, pos int64, stamps map[string]int64) {
+	select {
+	case s.saving <- struct{}{}:
+	default:
+		return
+	}
+	raw := encodeStamps(stamps)
+	go func() {
+		defer func() { <-s.saving }()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.store.PutSlidingStamps(ctx, userID, pos, raw) // best effort: they are computed again otherwise
+	}()
+}
+
+// encodeStamps: per room, its ID's length (uvarint), the ID, its stamp
+// (varint); compact and quick to read back.
+func encodeStamps(stamps map[string]int64) []byte {
+	out := make([]byte, 0, len(stamps)*48)
+	for id, st := range stamps {
+		out = binary.AppendUvarint(out, uint64(len(id)))
+		out = append(out, id...)
+		out = binary.AppendVarint(out, st)
+	}
+	return out
+}
+
+func decodeStamps(raw []byte) (map[string]int64, bool) {
+	out := map[string]int64{}
+	for len(raw) > 0 {
+		n, k := binary.Uvarint(raw)
+		if k <= 0 || n > uint64(len(raw)-k) {
+			return nil, false
+		}
+		id := string(raw[k : k+int(n)])
+		raw = raw[k+int(n):]
+		st, k := binary.Varint(raw)
+		if k <= 0 {
+			return nil, false
+		}
+		raw = raw[k:]
+		out[id] = st
+	}
+	return out, true
 }
 
 // bumpTypes are the event types that move a room up a list (MSC4186's

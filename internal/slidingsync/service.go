@@ -52,6 +52,8 @@ type Service struct {
 	// ThreadSubs serves the thread_subscriptions extension; nil: it answers
 	// nothing.
 	ThreadSubs *threadsubs.Service
+	// saving bounds the stamps being saved at once (saveStamps).
+	saving chan struct{}
 }
 
 type bump struct {
@@ -70,7 +72,7 @@ const (
 // New returns the service.
 func New(st Store, rooms *room.Service, sync *syncer.Service) *Service {
 	return &Service{store: st, rooms: rooms, sync: sync, now: time.Now, bumps: lru.New[string, bump](maxCachedBumps),
-		stamps: lru.New[string, *userStamps](maxCachedUserStamps)}
+		stamps: lru.New[string, *userStamps](maxCachedUserStamps), saving: make(chan struct{}, 2)}
 }
 
 // MaxTimeout caps a long-poll like /sync's.

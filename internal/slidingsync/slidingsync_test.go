@@ -174,3 +174,25 @@ func TestStableRequiredState(t *testing.T) {
 		t.Errorf("round trip: %s", raw)
 	}
 }
+
+func TestStampsEncoding(t *testing.T) {
+	in := map[string]int64{"!a:hs": 1, "!bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb:example.org": 1 << 40, "!c:hs": 0}
+	out, ok := decodeStamps(encodeStamps(in))
+	if !ok || len(out) != len(in) {
+		t.Fatalf("round trip: %v %v", out, ok)
+	}
+	for k, v := range in {
+		if out[k] != v {
+			t.Fatalf("%s: %d, want %d", k, out[k], v)
+		}
+	}
+	raw := encodeStamps(in)
+	for _, bad := range [][]byte{raw[:len(raw)-1], {0xff}, {5, 'a'}} {
+		if _, ok := decodeStamps(bad); ok {
+			t.Errorf("garbled %v read", bad)
+		}
+	}
+	if m, ok := decodeStamps(nil); !ok || len(m) != 0 {
+		t.Error("empty")
+	}
+}

@@ -79,6 +79,7 @@ func Run(t *testing.T, open Opener) {
 		{"ServerNotices", testServerNotices},
 		{"SlidingSync", testSlidingSync},
 		{"ThreadSubscriptions", testThreadSubscriptions},
+		{"SlidingStamps", testSlidingStamps},
 		{"LatestEventPositions", testLatestEventPositions},
 	}
 	for _, tc := range tests {

@@ -83,3 +83,21 @@ func testThreadSubscriptions(t *testing.T, s store.Store) {
 		t.Fatalf("%d concurrent swaps from one position won", n)
 	}
 }
+
+// testSlidingStamps: a user's saved stamps, replaced only by later ones.
+func testSlidingStamps(t *testing.T, s store.Store) {
+	if _, _, err := s.SlidingStamps(ctx(), "@st:x"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("none saved: %v", err)
+	}
+	must(t, s.PutSlidingStamps(ctx(), "@st:x", 10, []byte("ten")))
+	must(t, s.PutSlidingStamps(ctx(), "@st:x", 5, []byte("five"))) // older: kept out
+	pos, raw, err := s.SlidingStamps(ctx(), "@st:x")
+	must(t, err)
+	if pos != 10 || string(raw) != "ten" {
+		t.Fatalf("after an older save: %d %q", pos, raw)
+	}
+	must(t, s.PutSlidingStamps(ctx(), "@st:x", 12, []byte("twelve")))
+	if pos, raw, err = s.SlidingStamps(ctx(), "@st:x"); err != nil || pos != 12 || string(raw) != "twelve" {
+		t.Fatalf("after a later save: %d %q %v", pos, raw, err)
+	}
+}

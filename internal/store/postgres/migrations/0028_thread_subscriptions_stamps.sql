@@ -14,3 +14,13 @@ CREATE TABLE thread_subscriptions (
     PRIMARY KEY (user_id, room_id, thread_id)
 );
 CREATE INDEX thread_subscriptions_pos ON thread_subscriptions (user_id, pos);
+
+-- Sliding sync: each user's rooms' bump stamps as last computed, with the
+-- stream position they were computed at (internal/slidingsync build.go
+-- allStamps). After a restart a user's first request brings them forward
+-- over the rooms changed since instead of looking up every room again.
+CREATE TABLE sliding_sync_stamps (
+    user_id TEXT PRIMARY KEY,
+    pos     BIGINT NOT NULL,
+    stamps  BYTEA NOT NULL
+);
