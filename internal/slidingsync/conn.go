@@ -79,8 +79,6 @@ type session struct {
 	latest int64                        // the connection's latest position
 }
 
-// open finds the client's connection at pos, or starts a new one when pos
-// is empty (replacing any under the same conn_id).
 // create starts a new connection: its session at once (it starts from
 // nothing) and its row written on a goroutine of its own, while the first
 // response is built; created reports when the row is there (conn.ID set).
@@ -101,6 +99,8 @@ func (s *Service) create(ctx context.Context, userID, deviceID, connID string) (
 	return &session{conn: c, rooms: map[string]store.SlidingRoom{}}, done
 }
 
+// open finds the client's connection at pos, or starts a new one when pos
+// is empty (replacing any under the same conn_id).
 func (s *Service) open(ctx context.Context, userID, deviceID, connID, pos string) (*session, error) {
 	now := s.now()
 	if pos == "" {

@@ -83,12 +83,12 @@ const MaxTimeout = syncer.MaxTimeout
 // request decoded from body, the request as sent: a waiting long-poll keeps
 // only body and decodes it again when woken (less memory per idle client).
 func (s *Service) Sync(ctx context.Context, userID, deviceID, pos string, timeout time.Duration, req *Request, body []byte) (*Response, error) {
-	return s.sync2(ctx, userID, deviceID, pos, timeout, req, body, decode)
+	return s.syncWith(ctx, userID, deviceID, pos, timeout, req, body, decode)
 }
 
-// sync2 answers a request of either encoding; dec decodes body again for
+// syncWith answers a request of either encoding; dec decodes body again for
 // a long-poll woken.
-func (s *Service) sync2(ctx context.Context, userID, deviceID, pos string, timeout time.Duration, req *Request, body []byte, dec func([]byte) (*Request, error)) (*Response, error) {
+func (s *Service) syncWith(ctx context.Context, userID, deviceID, pos string, timeout time.Duration, req *Request, body []byte, dec func([]byte) (*Request, error)) (*Response, error) {
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}

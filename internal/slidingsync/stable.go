@@ -214,7 +214,7 @@ func (s *Service) SyncStable(ctx context.Context, userID, deviceID string, sr *S
 	if err != nil {
 		return nil, err
 	}
-	resp, err := s.sync2(ctx, userID, deviceID, sr.Pos, timeout, req, body, decodeStable)
+	resp, err := s.syncWith(ctx, userID, deviceID, sr.Pos, timeout, req, body, decodeStable)
 	if err != nil {
 		return nil, err
 	}
