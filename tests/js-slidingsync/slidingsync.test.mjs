@@ -231,6 +231,26 @@ test("an invite appears", async () => {
     assert.equal(alice.ss.getListData(LIST).joinedCount, ROOMS + 1);
 });
 
+test("typing, a read receipt and a new name arrive; a room left goes", async () => {
+    const { client, reg } = alice;
+    const { room_id: roomId } = await api(bobReg.access_token, "POST", "/createRoom", { preset: "public_chat", name: "chatter" });
+    await api(reg.access_token, "POST", `/join/${encodeURIComponent(roomId)}`, {});
+    await waitFor("the joined room in alice's client", () => client.getRoom(roomId)?.getMyMembership() === "join");
+    const { event_id: msg } = await api(bobReg.access_token, "PUT", `/rooms/${encodeURIComponent(roomId)}/send/m.room.message/c1`, { msgtype: "m.text", body: "read me" });
+    await waitFor("bob's message", () => client.getRoom(roomId)?.findEventById(msg));
+    // typing and receipts extensions
+    await api(bobReg.access_token, "PUT", `/rooms/${encodeURIComponent(roomId)}/typing/${encodeURIComponent(bobReg.user_id)}`, { typing: true, timeout: 30000 });
+    await waitFor("bob typing", () => client.getRoom(roomId)?.getMember(bobReg.user_id)?.typing);
+    await api(bobReg.access_token, "POST", `/rooms/${encodeURIComponent(roomId)}/receipt/m.read/${encodeURIComponent(msg)}`, {});
+    await waitFor("bob's receipt", () => client.getRoom(roomId)?.getEventReadUpTo(bobReg.user_id) === msg);
+    // required_state: a new name
+    await api(bobReg.access_token, "PUT", `/rooms/${encodeURIComponent(roomId)}/state/m.room.name/`, { name: "renamed" });
+    await waitFor("the new name", () => client.getRoom(roomId)?.name === "renamed");
+    // leaving: the room comes once more with the leave
+    await client.leave(roomId);
+    await waitFor("the leave in alice's client", () => client.getRoom(roomId)?.getMyMembership() === "leave");
+});
+
 // decryptedBody waits until the event is in the client's timeline and
 // decrypted, and returns its body.
 async function decryptedBody(client, roomId, eventId) {
