@@ -152,8 +152,9 @@ func (a *API) authedVia(h func(w http.ResponseWriter, r *http.Request, s *store.
 			}
 		}
 		// Writes count as activity for presence (Synapse: sending events
-		// bumps the user's last-active time); /sync handles set_presence.
-		if a.Presence != nil && r.Method != http.MethodGet {
+		// bumps the user's last-active time); the long-polls (/sync, sliding
+		// sync's POSTs) handle set_presence themselves.
+		if a.Presence != nil && r.Method != http.MethodGet && !apart {
 			a.Presence.Touch(sess.UserID)
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, sess)), sess)

@@ -203,6 +203,18 @@ func TestSlidingSyncStableErrors(t *testing.T) {
 			expectErr(t, ssStable(t, s, alice, c.body), 400, c.code)
 		})
 	}
-	// set_presence offline and an empty body are fine.
-	ssStableOK(t, s, alice, map[string]any{"set_presence": "offline"})
+	// set_presence offline keeps the user from being marked online (the
+	// POST itself is not activity); without it they are online.
+	bob := s.CreateUser(t, "bob")
+	ssStableOK(t, s, bob, map[string]any{"set_presence": "offline"})
+	presence := func() any {
+		return s.MustOK(t, "GET", hstest.Path("/presence/%s/status", bob.UserID), bob.Token, nil).JSON["presence"]
+	}
+	if p := presence(); p != "offline" {
+		t.Fatalf("presence after set_presence offline: %v", p)
+	}
+	ssStableOK(t, s, bob, map[string]any{})
+	if p := presence(); p != "online" {
+		t.Fatalf("presence after a sync: %v", p)
+	}
 }
