@@ -69,14 +69,23 @@ func formatPos(conn, seq int64) string {
 	return strconv.FormatInt(conn, 10) + "_" + strconv.FormatInt(seq, 10)
 }
 
+// sentRoom is how far a room was sent to the client, with which config and
+// $LAZY members (the part of a store.SlidingRoom the engine reads: a
+// waiting long-poll keeps one per room).
+type sentRoom struct {
+	Sent, Config int64
+	Lazy         []byte
+}
+
 // session is a connection opened at a position: what the client has.
 type session struct {
-	conn   *store.SlidingConn
-	seq    int64 // the position the client is at (0: new connection)
-	state  connState
-	rooms  map[string]store.SlidingRoom // as of seq: Sent and Config
-	retry  bool                         // seq is the connection's previous position
-	latest int64                        // the connection's latest position
+	conn  *store.SlidingConn
+	seq   int64 // the position the client is at (0: new connection)
+	state connState
+	rooms map[string]sentRoom // as of seq
+
+	retry  bool  // seq is the connection's previous position
+	latest int64 // the connection's latest position
 }
 
 // create starts a new connection: its session at once (it starts from
@@ -96,7 +105,7 @@ func (s *Service) create(ctx context.Context, userID, deviceID, connID string) (
 		}()
 		c.ID, err = s.store.NewSlidingConn(ctx, c, maxConnsPerDevice, now.Add(-connExpiry).UnixMilli())
 	}()
-	return &session{conn: c, rooms: map[string]store.SlidingRoom{}}, done
+	return &session{conn: c, rooms: map[string]sentRoom{}}, done
 }
 
 // open finds the client's connection at pos, or starts a new one when pos
@@ -134,13 +143,13 @@ func (s *Service) open(ctx context.Context, userID, deviceID, connID, pos string
 	if err != nil {
 		return nil, err
 	}
-	ss.rooms = make(map[string]store.SlidingRoom, len(rows))
+	ss.rooms = make(map[string]sentRoom, len(rows))
 	for _, r := range rows {
 		if ss.retry && r.Seq == c.Seq {
 			// Changed by the position the client never took.
 			r.Sent, r.Config, r.Lazy = r.PrevSent, r.PrevConfig, r.PrevLazy
 		}
-		ss.rooms[r.RoomID] = r
+		ss.rooms[r.RoomID] = sentRoom{Sent: r.Sent, Config: r.Config, Lazy: r.Lazy}
 	}
 	if now.UnixMilli()-c.UpdatedTS > touchEvery.Milliseconds() {
 		if err := s.store.TouchSlidingConn(ctx, c.ID, now.UnixMilli()); err != nil {
