@@ -25,7 +25,17 @@ const (
 	LoginPassword          = "m.login.password"
 	LoginDummy             = "m.login.dummy"
 	LoginRegistrationToken = "m.login.registration_token"
+	LoginEmailIdentity     = "m.login.email.identity"
 )
+
+// ThreepidCreds name a validation session (requestToken, then the mailed
+// token): the m.login.email.identity stage's proof of an address.
+type ThreepidCreds struct {
+	SID          string `json:"sid"`
+	ClientSecret string `json:"client_secret"`
+	IDServer     string `json:"id_server,omitempty"`
+	IDAccess     string `json:"id_access_token,omitempty"`
+}
 
 // Flow is one way to complete authentication.
 type Flow struct {
@@ -36,6 +46,9 @@ type Flow struct {
 type Identifier struct {
 	Type string `json:"type"`
 	User string `json:"user"`
+	// m.id.thirdparty
+	Medium  string `json:"medium"`
+	Address string `json:"address"`
 }
 
 // AuthDict is the "auth" object a client sends.
@@ -46,6 +59,17 @@ type AuthDict struct {
 	User       string      `json:"user"` // deprecated m.login.password form
 	Password   string      `json:"password"`
 	Token      string      `json:"token"` // m.login.registration_token
+	// ThreepidCreds: m.login.email.identity (threepidCreds is the form
+	// the spec's older releases and some clients send).
+	ThreepidCreds       *ThreepidCreds `json:"threepid_creds"`
+	ThreepidCredsLegacy *ThreepidCreds `json:"threepidCreds"`
+}
+
+// UIAResult is what a completed authentication proved besides the stages.
+type UIAResult struct {
+	// Email is the address an m.login.email.identity stage proved ("" if
+	// the flow had none).
+	Email string
 }
 
 // UIAError is the 401 answer of an unfinished authentication: which flows
@@ -102,6 +126,7 @@ type uiaSession struct {
 	purpose, userID string
 	completed       []string
 	expires         time.Time
+	email           string // proved by m.login.email.identity
 }
 
 type uiaSessions struct {
@@ -117,8 +142,15 @@ type uiaSessions struct {
 // once a flow is complete (and forgets the session: it authorises one
 // operation), a *UIAError for the 401 answer, or a *matrix.Error.
 func (s *Service) AuthenticateUIA(ctx context.Context, u UIA, auth *AuthDict) error {
+	_, err := s.AuthenticateUIAResult(ctx, u, auth)
+	return err
+}
+
+// AuthenticateUIAResult is AuthenticateUIA that also returns what the
+// completed flow proved (the e-mail address of m.login.email.identity).
+func (s *Service) AuthenticateUIAResult(ctx context.Context, u UIA, auth *AuthDict) (UIAResult, error) {
 	if len(u.Flows) == 0 {
-		return matrix.Forbidden("No authentication flow is available")
+		return UIAResult{}, matrix.Forbidden("No authentication flow is available")
 	}
 	now := s.now()
 	var id string
@@ -137,10 +169,10 @@ func (s *Service) AuthenticateUIA(ctx context.Context, u UIA, auth *AuthDict) er
 		}
 		if sess == nil {
 			// Synapse: 400 M_UNKNOWN "Unknown session ID".
-			return matrix.Errorf(http.StatusBadRequest, matrix.ErrUnknown, "Unknown session ID")
+			return UIAResult{}, matrix.Errorf(http.StatusBadRequest, matrix.ErrUnknown, "Unknown session ID")
 		}
 		if sess.purpose != u.Purpose || sess.userID != u.UserID {
-			return matrix.Forbidden("Requested operation has changed during the UI authentication session")
+			return UIAResult{}, matrix.Forbidden("Requested operation has changed during the UI authentication session")
 		}
 	} else {
 		id, sess = s.newUIASession(u, now)
@@ -155,27 +187,32 @@ func (s *Service) AuthenticateUIA(ctx context.Context, u UIA, auth *AuthDict) er
 		return &UIAError{Flows: u.Flows, Params: map[string]any{}, Session: id, Completed: completed, Err: err}
 	}
 	if auth == nil || auth.Type == "" {
-		return challenge(nil)
+		return UIAResult{}, challenge(nil)
 	}
 	if !stageAllowed(u.Flows, auth.Type) {
-		return matrix.Errorf(http.StatusBadRequest, matrix.ErrUnrecognized, "Unrecognised authentication type %q", auth.Type)
+		return UIAResult{}, matrix.Errorf(http.StatusBadRequest, matrix.ErrUnrecognized, "Unrecognised authentication type %q", auth.Type)
 	}
-	if err := s.checkStage(ctx, u, auth); err != nil {
+	email, err := s.checkStage(ctx, u, auth)
+	if err != nil {
 		if errors.Is(err, errOtherUser) {
 			// Synapse answers a plain 403 (no new challenge) when the stage
 			// succeeded for someone other than the requester; Complement's
 			// TestDeviceManagement expects it.
-			return matrix.Forbidden("Invalid auth: the credentials are not the requesting user's")
+			return UIAResult{}, matrix.Forbidden("Invalid auth: the credentials are not the requesting user's")
 		}
 		if me, ok := matrix.AsError(err); ok && me.Status == http.StatusUnauthorized || ok && me.Status == http.StatusForbidden {
-			return challenge(me)
+			return UIAResult{}, challenge(me)
 		}
-		return err
+		return UIAResult{}, err
 	}
 	s.uia.mu.Lock()
 	if !slices.Contains(sess.completed, auth.Type) {
 		sess.completed = append(sess.completed, auth.Type)
 	}
+	if email != "" {
+		sess.email = email
+	}
+	result := UIAResult{Email: sess.email}
 	done := flowComplete(u.Flows, sess.completed)
 	if done {
 		delete(s.uia.m, id)
@@ -185,9 +222,9 @@ func (s *Service) AuthenticateUIA(ctx context.Context, u UIA, auth *AuthDict) er
 	}
 	s.uia.mu.Unlock()
 	if !done {
-		return challenge(nil)
+		return UIAResult{}, challenge(nil)
 	}
-	return nil
+	return result, nil
 }
 
 func (s *Service) newUIASession(u UIA, now time.Time) (string, *uiaSession) {
@@ -288,29 +325,58 @@ func flowComplete(flows []Flow, completed []string) bool {
 // the one making the request.
 var errOtherUser = errors.New("uia: authenticated user is not the requester")
 
-func (s *Service) checkStage(ctx context.Context, u UIA, auth *AuthDict) error {
+// checkStage checks one stage; for m.login.email.identity it returns the
+// address proved.
+func (s *Service) checkStage(ctx context.Context, u UIA, auth *AuthDict) (string, error) {
 	switch auth.Type {
 	case LoginDummy:
-		return nil
+		return "", nil
 	case LoginRegistrationToken:
 		if s.ValidRegistrationToken(auth.Token) {
-			return nil
+			return "", nil
 		}
-		return matrix.Errorf(http.StatusUnauthorized, matrix.ErrForbidden, "Invalid registration token")
+		return "", matrix.Errorf(http.StatusUnauthorized, matrix.ErrForbidden, "Invalid registration token")
 	case LoginPassword:
 		userID, err := s.ResolveUser(ctx, auth.Identifier, auth.User)
 		if err != nil {
-			return err
+			return "", err
 		}
 		if err := s.CheckPassword(ctx, userID, auth.Password); err != nil {
-			return err
+			return "", err
 		}
 		if userID != u.UserID {
-			return errOtherUser
+			return "", errOtherUser
 		}
-		return nil
+		return "", nil
+	case LoginEmailIdentity:
+		creds := auth.ThreepidCreds
+		if creds == nil {
+			creds = auth.ThreepidCredsLegacy
+		}
+		if creds == nil || creds.SID == "" || creds.ClientSecret == "" {
+			return "", matrix.MissingParam("Missing threepid_creds (sid, client_secret)")
+		}
+		if s.CheckEmail == nil {
+			return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrUnrecognized, "E-mail addresses are not verified by this server")
+		}
+		email, err := s.CheckEmail(ctx, u.Purpose, *creds)
+		if err != nil {
+			return "", err
+		}
+		if u.UserID != "" && s.EmailOwner != nil {
+			// An authenticated operation proves the caller by an address
+			// bound to the caller.
+			owner, err := s.EmailOwner(ctx, email)
+			if err != nil {
+				return "", err
+			}
+			if owner != u.UserID {
+				return "", errOtherUser
+			}
+		}
+		return email, nil
 	}
-	return matrix.Errorf(http.StatusBadRequest, matrix.ErrUnrecognized, "Unrecognised authentication type %q", auth.Type)
+	return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrUnrecognized, "Unrecognised authentication type %q", auth.Type)
 }
 
 // ValidRegistrationToken reports whether token is one of the configured
@@ -327,8 +393,19 @@ func (s *Service) ValidRegistrationToken(token string) bool {
 }
 
 // RegistrationFlows are the flows /register offers; none means closed.
+// With EmailRegistration every flow ends with m.login.email.identity: an
+// account needs a verified address (the domain map decides which).
 func (s *Service) RegistrationFlows() []Flow {
 	var flows []Flow
+	if s.opts.EmailRegistration {
+		if s.opts.OpenRegistration {
+			flows = append(flows, Flow{Stages: []string{LoginEmailIdentity}})
+		}
+		if len(s.opts.RegistrationTokens) > 0 {
+			flows = append(flows, Flow{Stages: []string{LoginRegistrationToken, LoginEmailIdentity}})
+		}
+		return flows
+	}
 	if s.opts.OpenRegistration {
 		flows = append(flows, Flow{Stages: []string{LoginDummy}})
 	}

@@ -2,11 +2,13 @@ package clientapi
 
 import (
 	"net/http"
+	"slices"
 
 	"conclave/internal/accounts"
 	"conclave/internal/jsonhttp"
 	"conclave/internal/matrix"
 	"conclave/internal/store"
+	"conclave/internal/threepid"
 )
 
 // whoami, password change and deactivation: Client-Server API, "Account
@@ -14,7 +16,15 @@ import (
 
 func (a *API) registerAccount(mux Mux) {
 	handle(mux, "GET", "/account/whoami", a.authed(a.whoami))
-	handle(mux, "POST", "/account/password", a.authed(a.changePassword))
+	// Without an access token, a password reset proved by e-mail.
+	change := a.authed(a.changePassword)
+	handle(mux, "POST", "/account/password", func(w http.ResponseWriter, r *http.Request) {
+		if accessToken(r) == "" && a.Threepids != nil {
+			a.resetPassword(w, r)
+			return
+		}
+		change(w, r)
+	})
 	handle(mux, "POST", "/account/deactivate", a.authed(a.deactivate))
 }
 
@@ -52,12 +62,73 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request, s *store.Se
 		return
 	}
 	ctx := r.Context()
-	if err := a.Accounts.AuthenticateUIA(ctx, accounts.UIA{Purpose: "password", UserID: s.UserID, Flows: passwordFlows}, req.Auth); err != nil {
+	if err := a.Accounts.AuthenticateUIA(ctx, accounts.UIA{Purpose: "password", UserID: s.UserID, Flows: a.passwordChangeFlows()}, req.Auth); err != nil {
 		fail(w, r, err)
 		return
 	}
 	logout := req.LogoutDevices == nil || *req.LogoutDevices // default true
 	if err := a.Accounts.ChangePassword(ctx, s, *req.NewPassword, logout); err != nil {
+		fail(w, r, err)
+		return
+	}
+	jsonhttp.Empty(w)
+}
+
+// passwordChangeFlows: the password, or, where mail is sent, an address of
+// the caller's proved by e-mail.
+func (a *API) passwordChangeFlows() []accounts.Flow {
+	if a.Threepids != nil && a.Threepids.Mailer != nil {
+		return append(slices.Clone(passwordFlows), accounts.Flow{Stages: []string{accounts.LoginEmailIdentity}})
+	}
+	return passwordFlows
+}
+
+// emailFlows: a password reset proves an address by e-mail.
+var emailFlows = []accounts.Flow{{Stages: []string{accounts.LoginEmailIdentity}}}
+
+// resetPassword: POST /account/password without an access token, its UIA
+// proving an address bound to an account (requested through
+// /account/password/email/requestToken). Every device is logged out
+// unless logout_devices is false.
+func (a *API) resetPassword(w http.ResponseWriter, r *http.Request) {
+	if err := a.limitIP(r); err != nil {
+		fail(w, r, err)
+		return
+	}
+	var req struct {
+		NewPassword   *string            `json:"new_password"`
+		LogoutDevices *bool              `json:"logout_devices"`
+		Auth          *accounts.AuthDict `json:"auth"`
+	}
+	if err := jsonhttp.Read(r, a.maxBody, &req); err != nil {
+		fail(w, r, err)
+		return
+	}
+	if req.NewPassword == nil || *req.NewPassword == "" {
+		fail(w, r, matrix.MissingParam("Missing new_password"))
+		return
+	}
+	if err := a.Accounts.CheckNewPasswordPolicy(*req.NewPassword); err != nil {
+		fail(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	proved, err := a.Accounts.AuthenticateUIAResult(ctx, accounts.UIA{Purpose: "password", Flows: emailFlows}, req.Auth)
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	owner, err := a.Threepids.Owner(ctx, proved.Email)
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	if owner == "" {
+		fail(w, r, matrix.Errorf(http.StatusBadRequest, threepid.ErrThreepidNotFound, "Your e-mail address has not been found on this server"))
+		return
+	}
+	logout := req.LogoutDevices == nil || *req.LogoutDevices
+	if err := a.Accounts.ResetPassword(ctx, owner, *req.NewPassword, logout); err != nil {
 		fail(w, r, err)
 		return
 	}
@@ -96,6 +167,7 @@ func (a *API) deactivate(w http.ResponseWriter, r *http.Request, s *store.Sessio
 		fail(w, r, err)
 		return
 	}
-	// No third-party identifiers are bound, so there is nothing to unbind.
+	// The account's addresses went with it (the store's Deactivate); no
+	// separate identity server is ever told of bindings, so none is asked.
 	jsonhttp.OK(w, map[string]string{"id_server_unbind_result": "no-support"})
 }

@@ -21,13 +21,17 @@ import (
 	"conclave/internal/presence"
 	"conclave/internal/profile"
 	"conclave/internal/push"
+	"conclave/internal/ratelimit"
 	"conclave/internal/receipts"
 	"conclave/internal/room"
 	"conclave/internal/slidingsync"
+	"conclave/internal/sso"
 	"conclave/internal/store"
 	"conclave/internal/syncer"
 	"conclave/internal/threadsubs"
+	"conclave/internal/threepid"
 	"conclave/internal/typing"
+	"conclave/internal/validity"
 )
 
 // Deps are the services the API calls.
@@ -54,6 +58,13 @@ type Deps struct {
 	Notices *notices.Service
 	// ThreadSubs keeps thread subscriptions (MSC4306); nil: off.
 	ThreadSubs *threadsubs.Service
+	// Threepids: e-mail addresses and the identity endpoints (threepid.go).
+	Threepids *threepid.Service
+	// SSO is single sign-on (sso.go); nil when oidc_issuer is unset.
+	SSO *sso.Service
+	// Validity is account expiry (validity.go); nil when
+	// external_account_validity is off.
+	Validity *validity.Service
 }
 
 // API is the Client-Server API.
@@ -65,6 +76,7 @@ type API struct {
 	userLimits *userLimits
 	syncs      syncSlots // sync.go: concurrent /sync per device
 	filters    syncfilter.Cache
+	mailLimit  *ratelimit.Limiter // threepid.go: validation mails per address
 }
 
 // New returns the API.
@@ -102,6 +114,9 @@ func (a *API) Register(mux Mux) {
 	a.registerSearch(mux)
 	a.registerNotices(mux)
 	a.registerThreadSubscriptions(mux)
+	a.registerSSO(mux)
+	a.registerValidity(mux)
+	a.registerThreepids(mux)
 }
 
 type sessionKey struct{}

@@ -55,7 +55,7 @@ func (a *API) capabilities(w http.ResponseWriter, r *http.Request, s *store.Sess
 		"m.room_versions":   map[string]any{"default": event.DefaultRoomVersion, "available": avail},
 		"m.set_displayname": map[string]bool{"enabled": true},
 		"m.set_avatar_url":  map[string]bool{"enabled": true},
-		"m.3pid_changes":    map[string]bool{"enabled": false},
+		"m.3pid_changes":    map[string]bool{"enabled": a.Threepids != nil && a.Threepids.Mailer != nil},
 		"m.get_login_token": map[string]bool{"enabled": false},
 	}})
 }

@@ -1,6 +1,7 @@
 package fedtest
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -8,11 +9,14 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"conclave/internal/homeserver"
 	"conclave/internal/homeserver/hstest"
+	"conclave/internal/store"
 )
 
 // The flows of Complement's TestDeviceListUpdates (tests/csapi/
@@ -327,4 +331,87 @@ func TestDeviceListsUpdateOverFederation(t *testing.T) {
 			mustQueryKeys(t, b, bob, alice2, ed)
 		})
 	}
+}
+
+// A local user who joins a room with servers not yet receiving their device
+// list updates sends those servers their devices (Server-Server API,
+// "Device Management": "must be sent ... when that user joins a room which
+// contains servers which are not already receiving updates"; Complement's
+// TestDeviceListsUpdateOverFederationOnRoomJoin). A join that brings no new
+// server sends nothing. What Alice's server queues is watched in its store.
+func TestDeviceListsSentToServersOnRoomJoin(t *testing.T) {
+	spy := &enqueueSpy{}
+	hs := hstest.StartFederationWith(t, 3, nil, func(i int) homeserver.Options {
+		if i != 0 {
+			return homeserver.Options{}
+		}
+		return homeserver.Options{WrapStore: func(st homeserver.Store) homeserver.Store { spy.Store = st; return spy }}
+	})
+	a, b, c := hs[0], hs[1], hs[2]
+	alice, bob, carol := a.Register(t, "alice"), b.Register(t, "bob"), c.Register(t, "carol")
+	uploadNewKeys(t, a, alice)
+	r1 := createPublicRoom(t, b, bob)
+	r2 := createPublicRoom(t, b, bob)
+	for _, r := range []string{r1, r2} {
+		joinVia(t, c, carol, r, b.ServerName)
+		waitJoined(t, b, bob, r, carol.UserID)
+	}
+	announced := func(dest string) []map[string]any {
+		return spy.deviceUpdates(t, dest, alice.UserID)
+	}
+	joinVia(t, a, alice, r1, b.ServerName)
+	waitUntil(t, "alice's device queued for bob's and carol's servers", func() bool {
+		return len(announced(b.ServerName)) == 1 && len(announced(c.ServerName)) == 1
+	})
+	u := announced(c.ServerName)[0]
+	if u["device_id"] != alice.DeviceID || u["keys"] == nil || fmt.Sprint(u["prev_id"]) != "[]" {
+		t.Fatalf("announcement: %v", u)
+	}
+	// Both of r2's servers receive Alice's updates already (r1).
+	joinVia(t, a, alice, r2, b.ServerName)
+	leave(t, a, alice, r1)
+	leave(t, a, alice, r2)
+	// Sharing no room any more, they are new again: one more announcement
+	// each, and only one (the r2 join sent none; the join hooks run in
+	// order, so once the rejoin's is seen, r2's has run).
+	joinVia(t, a, alice, r1, b.ServerName)
+	waitUntil(t, "alice's device queued again", func() bool { return len(announced(c.ServerName)) >= 2 })
+	if nb, nc := len(announced(b.ServerName)), len(announced(c.ServerName)); nb != 2 || nc != 2 {
+		t.Fatalf("announcements queued: %d for bob's server, %d for carol's, want 2 each", nb, nc)
+	}
+}
+
+// enqueueSpy records what a server queues for other servers.
+type enqueueSpy struct {
+	homeserver.Store
+	mu    sync.Mutex
+	items []store.FedEnqueue
+}
+
+func (s *enqueueSpy) FedEnqueue(ctx context.Context, items []store.FedEnqueue) error {
+	s.mu.Lock()
+	s.items = append(s.items, items...)
+	s.mu.Unlock()
+	return s.Store.FedEnqueue(ctx, items)
+}
+
+// deviceUpdates are the m.device_list_update contents about userID queued
+// for dest.
+func (s *enqueueSpy) deviceUpdates(t *testing.T, dest, userID string) []map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []map[string]any
+	for _, it := range s.items {
+		if it.Item.EDUType != "m.device_list_update" || !slices.Contains(it.Destinations, dest) {
+			continue
+		}
+		var c map[string]any
+		if err := json.Unmarshal(it.Item.JSON, &c); err != nil {
+			t.Fatal(err)
+		}
+		if c["user_id"] == userID {
+			out = append(out, c)
+		}
+	}
+	return out
 }

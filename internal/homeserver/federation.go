@@ -103,6 +103,7 @@ func (hs *Homeserver) setupFederationAPI() {
 	fedAPI := federationapi.New(federationapi.Deps{ServerName: hs.Config.ServerName, SigningKey: hs.SigningKey, Version: Version, Keyring: hs.Keyring,
 		Rooms: hs.Rooms, Federation: hs.Federation, Store: hs.Store, Heard: hs.FedSender.Wake, EDUs: hs.Federation.HandleEDU, Keys: hs.Keys})
 	fedAPI.Register(mux)
+	fedAPI.RegisterThreepids(mux, hs.Threepids)
 	// Media: served to other servers, and fetched from them for our clients.
 	fedAPI.RegisterMedia(mux, hs.Media)
 	hs.Media.SetFetcher(hs.Federation)

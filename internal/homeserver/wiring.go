@@ -57,6 +57,7 @@ func (hs *Homeserver) wire() {
 			case hs.memberNotices <- notice:
 			default:
 				hs.membershipsChanged(notice.Members)
+				go hs.announceToNewServers(notice)
 			}
 		}
 	}
@@ -64,6 +65,7 @@ func (hs *Homeserver) wire() {
 	go func() {
 		for notice := range hs.memberNotices {
 			hs.membershipsChanged(notice.Members)
+			hs.announceToNewServers(notice)
 		}
 	}()
 	hs.Typing.Notify = localRoomWake
@@ -259,8 +261,8 @@ func (hs *Homeserver) sharingUsers(ctx context.Context, userID string) []string 
 // may have changed devices while we were not told (they left and came
 // back), and nobody tells us of users no local user shares a room with any
 // more. Their lists are fetched again when next queried. (Servers that
-// start sharing a room with a local user are not sent the user's devices:
-// their clients see the user in device_lists.changed and query them.)
+// start sharing a room with a local user are sent the user's devices by
+// announceToNewServers.)
 func (hs *Homeserver) membershipsChanged(members []string) {
 	ctx := context.Background()
 	if err := hs.Keys.DropRemoteLists(ctx, members); err != nil {
@@ -323,5 +325,71 @@ func (hs *Homeserver) recordFederatedJoins(notice room.Notice) {
 	w.Done(0, hs.deviceListKeys(ctx, joined, true)...)
 	if err != nil {
 		hs.Log.Warn("recording a device list change on a join", "users", joined, "err", err)
+	}
+}
+
+// announceToNewServers sends the devices of local users who joined
+// notice.RoomID to the room's servers that shared no other room with them
+// (keys.Service.AnnounceTo). Not under the room's lock: it reads rooms'
+// members. A member event that is not a new join (a profile change)
+// announces again to the servers only this room shares with the user:
+// a few EDUs that receivers skip (seen already, or a chain start for a
+// list they do not hold).
+func (hs *Homeserver) announceToNewServers(notice room.Notice) {
+	if hs.Keys.Fed.Remote == nil {
+		return
+	}
+	remote := false
+	for _, u := range notice.Users {
+		if matrix.ServerOf(u) != hs.Config.ServerName {
+			remote = true
+			break
+		}
+	}
+	if !remote {
+		return
+	}
+	ctx := context.Background()
+	for _, u := range notice.Members {
+		if matrix.ServerOf(u) != hs.Config.ServerName {
+			continue
+		}
+		ms, err := hs.Store.UserMemberships(ctx, u)
+		if err != nil {
+			continue
+		}
+		joinedHere := false
+		var others []string
+		for _, m := range ms {
+			if m.Membership != "join" {
+				continue
+			}
+			if m.RoomID == notice.RoomID {
+				joinedHere = true
+			} else {
+				others = append(others, m.RoomID)
+			}
+		}
+		if !joinedHere {
+			continue
+		}
+		servers, err := hs.Rooms.ServersInRoom(ctx, notice.RoomID)
+		if err != nil {
+			continue
+		}
+		servers = slices.DeleteFunc(servers, func(s string) bool { return s == hs.Config.ServerName })
+		for _, r := range others {
+			if len(servers) == 0 {
+				break
+			}
+			had, err := hs.Rooms.ServersInRoom(ctx, r)
+			if err != nil {
+				continue
+			}
+			servers = slices.DeleteFunc(servers, func(s string) bool { return slices.Contains(had, s) })
+		}
+		if err := hs.Keys.AnnounceTo(ctx, u, servers); err != nil {
+			hs.Log.Warn("announcing devices to servers newly sharing a room", "user", u, "room", notice.RoomID, "err", err)
+		}
 	}
 }

@@ -285,6 +285,65 @@ func (s *Service) announce(ctx context.Context, userID string) error {
 	return s.store.SetDeviceListOutbound(ctx, userID, changed, last, pos)
 }
 
+// AnnounceTo sends userID's devices and cross-signing keys to servers that
+// have just started sharing a room with them (a local user joined a room
+// with servers that were not receiving their updates). The spec's Server-
+// Server API, "Device Management": updates "must be sent ... when that user
+// joins a room which contains servers which are not already receiving
+// updates for that user's device list". Each device goes out at the
+// user's current stream ID with no prev_id: it starts the chain for the new
+// servers without moving it for the others, so a server that already holds
+// the list skips it as seen, and one without it learns nothing new to its
+// clients (they query a user when they start sharing a room with them).
+func (s *Service) AnnounceTo(ctx context.Context, userID string, servers []string) error {
+	if !s.federated() || !s.isLocal(userID) || len(servers) == 0 {
+		return nil
+	}
+	f := s.fed()
+	f.mu.Lock()
+	m := f.announce[userID]
+	if m == nil {
+		m = &sync.Mutex{}
+		f.announce[userID] = m
+	}
+	f.mu.Unlock()
+	m.Lock()
+	defer m.Unlock()
+	devs, cs, err := s.localLists(ctx, userID)
+	if err != nil {
+		return err
+	}
+	_, last, err := s.store.DeviceListOutbound(ctx, userID)
+	if err != nil {
+		return err
+	}
+	ctx = context.WithoutCancel(ctx)
+	for _, d := range devs {
+		b, err := json.Marshal(deviceUpdate{UserID: userID, DeviceID: d.DeviceID, DisplayName: d.DisplayName, Keys: d.Keys, StreamID: last, PrevID: []int64{}})
+		if err != nil {
+			return err
+		}
+		if err := s.Fed.Remote.EnqueueEDU(ctx, servers, "m.device_list_update", b); err != nil {
+			return err
+		}
+	}
+	if len(cs) > 0 {
+		c := map[string]any{"user_id": userID}
+		if k, ok := cs["master"]; ok {
+			c["master_key"] = k
+		}
+		if k, ok := cs["self_signing"]; ok {
+			c["self_signing_key"] = k
+		}
+		b, err := json.Marshal(c)
+		if err != nil {
+			return err
+		}
+		return s.Fed.Remote.EnqueueEDU(ctx, servers, "m.signing_key_update", b)
+	}
+	return nil
+}
+
 // AnnouncePending announces the device lists of local users changed since
 // their last announcement: what a crash between a change's commit and its
 // announcement left out. Run once at start.
@@ -401,6 +460,15 @@ func (s *Service) HandleDeviceListUpdate(ctx context.Context, origin string, con
 	}
 	if cached && u.StreamID <= cur {
 		return // seen already
+	}
+	if !cached && len(u.PrevID) == 0 {
+		// The start of a chain (a server announcing the user because we
+		// now share a room, see AnnounceTo) for a list not cached here:
+		// local clients learnt of the user when they started sharing the
+		// room, and query; marking the user changed again would only tell
+		// them twice. A resync under way fetches again.
+		s.markResyncDirty(u.UserID)
+		return
 	}
 	follows := cached
 	for _, p := range u.PrevID {

@@ -54,6 +54,10 @@ type Store interface {
 	SlidingSync
 	TimelineGaps
 	ThreadSubscriptions
+	Threepids
+	SSO
+	AccountValidities
+	Retention
 	Close() error
 }
 

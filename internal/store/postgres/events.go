@@ -71,8 +71,10 @@ func (db *DB) StateAt(ctx context.Context, roomID string, pos int64) ([]store.St
 	// state groups (migration 0013) have none: their rooms were linear, so
 	// the newest state event at or before pos for each (type, state_key) is
 	// the state then.
+	// A purged event (store.KindPurged, positive position: it was a
+	// timeline event) keeps its current_group.
 	var group int64
-	err := db.pool.QueryRow(ctx, `SELECT current_group FROM events WHERE kind = 0 AND room_id = $1 AND pos <= $2 ORDER BY pos DESC LIMIT 1`, roomID, pos).Scan(&group)
+	err := db.pool.QueryRow(ctx, `SELECT current_group FROM events WHERE kind IN (0, 5) AND pos > 0 AND room_id = $1 AND pos <= $2 ORDER BY pos DESC LIMIT 1`, roomID, pos).Scan(&group)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return db.stateBeforeFirst(ctx, roomID, pos)
 	}
@@ -95,7 +97,7 @@ func (db *DB) stateBeforeFirst(ctx context.Context, roomID string, pos int64) ([
 	var group int64
 	var id, replaces string
 	var isState bool
-	err := db.pool.QueryRow(ctx, `SELECT state_group, event_id, state_key IS NOT NULL, replaces_state FROM events WHERE kind = 0 AND room_id = $1 AND pos > $2 ORDER BY pos LIMIT 1`, roomID, pos).Scan(&group, &id, &isState, &replaces)
+	err := db.pool.QueryRow(ctx, `SELECT state_group, event_id, state_key IS NOT NULL, replaces_state FROM events WHERE kind IN (0, 5) AND pos > 0 AND room_id = $1 AND pos > $2 ORDER BY pos LIMIT 1`, roomID, pos).Scan(&group, &id, &isState, &replaces)
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && group == 0) {
 		return nil, nil
 	}

@@ -80,7 +80,13 @@ func Run(t *testing.T, open Opener) {
 		{"SlidingSync", testSlidingSync},
 		{"ThreadSubscriptions", testThreadSubscriptions},
 		{"SlidingStamps", testSlidingStamps},
+		{"Retention", testRetention},
 		{"LatestEventPositions", testLatestEventPositions},
+		{"ThreepidSessions", testThreepidSessions},
+		{"Threepids", testThreepids},
+		{"SSO", testSSO},
+		{"AccountValidity", testAccountValidity},
+		{"IdentityTokens", testIdentityTokens},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

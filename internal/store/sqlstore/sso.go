@@ -1,0 +1,67 @@
+package sqlstore
+
+import (
+	"context"
+
+	"conclave/internal/store"
+)
+
+func (s *Shared) AddSSOAttempt(ctx context.Context, a *store.SSOAttempt) error {
+	_, err := s.b.Write().Exec(ctx, `INSERT INTO sso_attempts (state_hash, browser_hash, nonce, verifier, idp, redirect_url, expires_ts)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, a.StateHash, a.BrowserHash, a.Nonce, a.Verifier, a.IdP, a.RedirectURL, a.ExpiresTS)
+	if s.b.IsUnique(err) {
+		return store.ErrConflict
+	}
+	return err
+}
+
+func (s *Shared) TakeSSOAttempt(ctx context.Context, stateHash []byte, now int64) (*store.SSOAttempt, error) {
+	// DELETE … RETURNING: of two callbacks with the same state, one gets
+	// the row and the other nothing.
+	var a store.SSOAttempt
+	err := s.b.Tx(ctx, func(tx Querier) error {
+		return tx.QueryRow(ctx, `DELETE FROM sso_attempts WHERE state_hash = ?
+			RETURNING state_hash, browser_hash, nonce, verifier, idp, redirect_url, expires_ts`, stateHash).
+			Scan(&a.StateHash, &a.BrowserHash, &a.Nonce, &a.Verifier, &a.IdP, &a.RedirectURL, &a.ExpiresTS)
+	})
+	if err != nil {
+		return nil, notFound(err)
+	}
+	if a.ExpiresTS < now {
+		return nil, store.ErrNotFound
+	}
+	return &a, nil
+}
+
+func (s *Shared) AddLoginToken(ctx context.Context, tokenHash []byte, userID string, expiresTS int64) error {
+	_, err := s.b.Write().Exec(ctx, `INSERT INTO login_tokens (token_hash, user_id, expires_ts) VALUES (?, ?, ?)`, tokenHash, userID, expiresTS)
+	if s.b.IsUnique(err) {
+		return store.ErrConflict
+	}
+	return err
+}
+
+func (s *Shared) TakeLoginToken(ctx context.Context, tokenHash []byte, now int64) (string, error) {
+	var userID string
+	var expires int64
+	err := s.b.Tx(ctx, func(tx Querier) error {
+		return tx.QueryRow(ctx, `DELETE FROM login_tokens WHERE token_hash = ? RETURNING user_id, expires_ts`, tokenHash).Scan(&userID, &expires)
+	})
+	if err != nil {
+		return "", notFound(err)
+	}
+	if expires < now {
+		return "", store.ErrNotFound
+	}
+	return userID, nil
+}
+
+func (s *Shared) DeleteExpiredSSO(ctx context.Context, now int64) error {
+	return s.b.Tx(ctx, func(tx Querier) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM sso_attempts WHERE expires_ts < ?`, now); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM login_tokens WHERE expires_ts < ?`, now)
+		return err
+	})
+}
