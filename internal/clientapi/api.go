@@ -28,6 +28,7 @@ import (
 	"conclave/internal/sso"
 	"conclave/internal/store"
 	"conclave/internal/syncer"
+	"conclave/internal/threadsubs"
 	"conclave/internal/threepid"
 	"conclave/internal/typing"
 	"conclave/internal/validity"
@@ -55,6 +56,8 @@ type Deps struct {
 	Federation *federation.Service
 	// Notices sends server notices; nil when they are off.
 	Notices *notices.Service
+	// ThreadSubs keeps thread subscriptions (MSC4306); nil: off.
+	ThreadSubs *threadsubs.Service
 	// Threepids: e-mail addresses and the identity endpoints (threepid.go).
 	Threepids *threepid.Service
 	// SSO is single sign-on (sso.go); nil when oidc_issuer is unset.
@@ -110,6 +113,7 @@ func (a *API) Register(mux Mux) {
 	a.registerPush(mux)
 	a.registerSearch(mux)
 	a.registerNotices(mux)
+	a.registerThreadSubscriptions(mux)
 	a.registerSSO(mux)
 	a.registerValidity(mux)
 	a.registerThreepids(mux)
@@ -163,8 +167,9 @@ func (a *API) authedVia(h func(w http.ResponseWriter, r *http.Request, s *store.
 			}
 		}
 		// Writes count as activity for presence (Synapse: sending events
-		// bumps the user's last-active time); /sync handles set_presence.
-		if a.Presence != nil && r.Method != http.MethodGet {
+		// bumps the user's last-active time); the long-polls (/sync, sliding
+		// sync's POSTs) handle set_presence themselves.
+		if a.Presence != nil && r.Method != http.MethodGet && !apart {
 			a.Presence.Touch(sess.UserID)
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, sess)), sess)

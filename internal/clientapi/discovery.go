@@ -24,6 +24,9 @@ func (a *API) versions(w http.ResponseWriter, r *http.Request) {
 			// Simplified sliding sync (MSC4186; slidingsync.go): what
 			// matrix-rust-sdk (Element X) looks for before it syncs.
 			"org.matrix.simplified_msc3575": a.SlidingSync != nil,
+			// Thread subscriptions (MSC4306; threadsubs.go), and their
+			// sliding sync extension (MSC4308).
+			"org.matrix.msc4306": a.ThreadSubs != nil,
 		},
 	})
 }

@@ -66,13 +66,10 @@ func (hs *Homeserver) setupFederationAPI() {
 	hs.Rooms.RemoteHierarchy = hs.Federation.Hierarchy
 	hs.Federation.Sinks = federation.EDUSinks{Typing: hs.Typing.Set, Receipt: hs.Receipts.Remote, Presence: hs.remotePresence}
 	local := func(userID string) bool { return matrix.ServerOf(userID) == hs.Config.ServerName }
-	hs.Presence.Sent = func(userID string) {
-		if !local(userID) {
-			return
-		}
+	sendPresence := func(userID string) {
 		ctx := context.Background()
 		var servers []string
-		for _, u := range hs.sharingUsers(ctx, userID) {
+		for _, u := range hs.coMembers(ctx, userID) {
 			servers = append(servers, matrix.ServerOf(u))
 		}
 		st := hs.Presence.Get(userID)
@@ -84,6 +81,11 @@ func (hs *Homeserver) setupFederationAPI() {
 			p.CurrentlyActive = *st.CurrentlyActive
 		}
 		hs.Federation.SendPresence(ctx, servers, p)
+	}
+	hs.Presence.Sent = func(userID string) {
+		if local(userID) {
+			hs.presenceLater(func() { sendPresence(userID) })
+		}
 	}
 	hs.Typing.Sent = func(ctx context.Context, roomID, userID string, typing bool) {
 		if local(userID) {

@@ -51,6 +51,7 @@ import (
 	"conclave/internal/store/postgres"
 	"conclave/internal/store/sqlite"
 	"conclave/internal/syncer"
+	"conclave/internal/threadsubs"
 	"conclave/internal/threepid"
 	"conclave/internal/tlsutil"
 	"conclave/internal/typing"
@@ -117,6 +118,9 @@ type Homeserver struct {
 	// memberNotices feeds the device-list side of membership changes
 	// (wiring.go, membershipsChanged), outside the room's lock.
 	memberNotices chan room.Notice
+	// presenceWork runs presence fan-out (wake-ups, federation) in order,
+	// off the request that changed the presence (see presenceLater).
+	presenceWork chan func()
 
 	// FedClient makes every request to other servers (nil when
 	// federation_listen is empty): federation_allow, discovery, signing.
@@ -270,12 +274,24 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 			Interval: cfg.RetentionPurgeInterval.Duration}, log)
 	}
 
+	// Thread subscriptions (MSC4306) wake the user's syncs like account
+	// data; sliding sync reports them (MSC4308).
+	threadSubs := threadsubs.New(db, hs.Rooms)
+	threadSubs.Changes = hs.Changes
+	threadSubs.Notify = func(users ...string) {
+		if hs.AccountData.Notify != nil {
+			hs.AccountData.Notify(users...)
+		}
+	}
+	sliding := slidingsync.New(db, hs.Rooms, hs.Sync)
+	sliding.ThreadSubs = threadSubs
+
 	mux := server.NewMux()
 	hs.setupSSO()
 	hs.setupValidity()
 	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync,
-		SlidingSync: slidingsync.New(db, hs.Rooms, hs.Sync),
-		Profiles:    hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push, Federation: hs.Federation, Notices: hs.Notices,
+		SlidingSync: sliding, ThreadSubs: threadSubs,
+		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push, Federation: hs.Federation, Notices: hs.Notices,
 		Threepids: hs.Threepids, SSO: hs.SSO, Validity: hs.Validity})
 	api.Register(mux)
 	if hs.federationMux != nil {

@@ -74,7 +74,13 @@ func (hs *Homeserver) wire() {
 	hs.Receipts.NotifyUser = func(userID string) { wake(userID) }
 	hs.Receipts.IsJoined = hs.Rooms.IsJoined
 	hs.AccountData.Notify = wake
-	hs.Presence.Notify = func(userID string) { n.Wake(hs.sharingUsers(ctx, userID)...) }
+	hs.presenceWork = make(chan func(), 1024)
+	go func() {
+		for f := range hs.presenceWork {
+			f()
+		}
+	}()
+	hs.Presence.Notify = func(userID string) { hs.presenceLater(func() { n.Wake(hs.coMembers(ctx, userID)...) }) }
 	hs.Profiles.OnChange = func(ctx context.Context, userID string, p store.Profile) {
 		if err := hs.Rooms.UpdateProfile(ctx, userID); err != nil {
 			hs.Log.Warn("profile propagation", "user", userID, "err", err)
@@ -193,6 +199,34 @@ func (hs *Homeserver) deviceListKeys(ctx context.Context, owners []string, commi
 		}
 	}
 	return keys
+}
+
+// presenceLater runs a presence change's fan-out after the request that
+// made it: finding who shares a room with the user loads every room of the
+// user, which a user coming online after a restart (their first request,
+// e.g. a sliding sync) must not wait for. The change itself is recorded at
+// once, so syncs see it; only the wake-ups and federation follow, in order.
+// A full queue runs it here.
+func (hs *Homeserver) presenceLater(f func()) {
+	select {
+	case hs.presenceWork <- f:
+	default:
+		f()
+	}
+}
+
+// coMembers is sharingUsers from one store query: for a presence change's
+// fan-out, which would otherwise load every room of a user coming online
+// after a restart.
+func (hs *Homeserver) coMembers(ctx context.Context, userID string) []string {
+	users, err := hs.Store.JoinedCoMembers(ctx, userID)
+	if err != nil {
+		return hs.sharingUsers(ctx, userID)
+	}
+	if !slices.Contains(users, userID) {
+		users = append(users, userID)
+	}
+	return users
 }
 
 // sharingUsers lists the user and everyone joined to a room the user is

@@ -53,6 +53,7 @@ type Store interface {
 	ServerNotices
 	SlidingSync
 	TimelineGaps
+	ThreadSubscriptions
 	Threepids
 	SSO
 	AccountValidities

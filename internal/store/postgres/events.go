@@ -230,6 +230,23 @@ func (db *DB) RoomMembers(ctx context.Context, roomID string) ([]store.Membershi
 	return queryMemberships(ctx, db.pool, `SELECT room_id, user_id, membership, event_id, pos, forgotten FROM memberships WHERE room_id = $1`, roomID)
 }
 
+func (db *DB) JoinedCoMembers(ctx context.Context, userID string) ([]string, error) {
+	rows, err := db.pool.Query(ctx, `SELECT DISTINCT o.user_id FROM memberships m JOIN memberships o ON o.room_id = m.room_id WHERE m.user_id = $1 AND m.membership = 'join' AND o.membership = 'join'`, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
 func queryMemberships(ctx context.Context, q querier, query string, args ...any) ([]store.Membership, error) {
 	rows, err := q.Query(ctx, query, args...)
 	if err != nil {

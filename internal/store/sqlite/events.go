@@ -257,6 +257,23 @@ func (db *DB) RoomMembers(ctx context.Context, roomID string) ([]store.Membershi
 	return queryMemberships(ctx, db.r, `SELECT room_id, user_id, membership, event_id, pos, forgotten FROM memberships WHERE room_id = ?`, roomID)
 }
 
+func (db *DB) JoinedCoMembers(ctx context.Context, userID string) ([]string, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT DISTINCT o.user_id FROM memberships m JOIN memberships o ON o.room_id = m.room_id WHERE m.user_id = ? AND m.membership = 'join' AND o.membership = 'join'`, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
 func queryMemberships(ctx context.Context, q queryer, query string, args ...any) ([]store.Membership, error) {
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {

@@ -78,6 +78,8 @@ func Run(t *testing.T, open Opener) {
 		{"FedTxns", testFedTxns},
 		{"ServerNotices", testServerNotices},
 		{"SlidingSync", testSlidingSync},
+		{"ThreadSubscriptions", testThreadSubscriptions},
+		{"SlidingStamps", testSlidingStamps},
 		{"Retention", testRetention},
 		{"LatestEventPositions", testLatestEventPositions},
 		{"ThreepidSessions", testThreepidSessions},
