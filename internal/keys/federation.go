@@ -40,6 +40,11 @@ const (
 type Remote interface {
 	// EnqueueEDU queues an EDU for servers (durable once it returns).
 	EnqueueEDU(ctx context.Context, dests []string, eduType string, content []byte) error
+	// EDUEntry is an EDU for servers as a queue entry that a store write
+	// commits with the change it belongs to (ok false: nothing to queue);
+	// Committed starts its delivery after that write committed.
+	EDUEntry(dests []string, eduType string, content []byte) (e store.FedEnqueue, ok bool, err error)
+	Committed(dests []string)
 	// UserDevices asks GET /_matrix/federation/v1/user/devices/{userId}.
 	UserDevices(ctx context.Context, server, userID string) (json.RawMessage, error)
 	// QueryKeys asks POST /_matrix/federation/v1/user/keys/query.

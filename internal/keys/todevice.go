@@ -18,8 +18,10 @@ import (
 // repeated transaction ID from the same device is accepted and does nothing.
 // Messages for unknown users or devices are dropped, as Synapse does;
 // messages for users on other servers go to their servers in one
-// m.direct_to_device EDU per server (after the local ones commit, and only
-// for a transaction ID not seen before).
+// m.direct_to_device EDU per server, queued in the transaction that stores
+// the local ones and records the transaction ID: a retry after a crash (or
+// an error) finds both committed or neither, so nothing a client sent is
+// lost, and nothing is sent twice.
 func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, evType, txnID string, messages map[string]map[string]json.RawMessage) error {
 	if evType == "" || len(evType) > 255 {
 		return matrix.InvalidParam("Invalid event type")
@@ -86,8 +88,12 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, evType
 			keys = append(keys, changes.Key{Kind: changes.ToDevice, Subject: m.UserID})
 		}
 	}
+	fed, servers, err := s.remoteToDevice(sender, evType, remote)
+	if err != nil {
+		return err
+	}
 	w := s.Changes.Begin(keys...)
-	recipients, dup, err := s.store.SendToDevice(w.Context(ctx), sender, senderDevice, txnID, msgs)
+	recipients, dup, err := s.store.SendToDevice(w.Context(ctx), sender, senderDevice, txnID, msgs, fed)
 	w.Done(0)
 	if err != nil {
 		return err
@@ -95,30 +101,41 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, evType
 	if !dup && s.NotifyToDevice != nil && len(recipients) > 0 {
 		s.NotifyToDevice(recipients...)
 	}
-	if !dup {
-		return s.sendRemoteToDevice(ctx, sender, evType, remote)
+	// Woken on a duplicate too: the first attempt may have committed and
+	// then failed before waking the sender (it would otherwise wait for
+	// its next scan of the queues).
+	if len(servers) > 0 {
+		s.Fed.Remote.Committed(servers)
 	}
 	return nil
 }
 
-// sendRemoteToDevice queues one m.direct_to_device EDU per server (spec:
-// "Send-to-device messaging"), each with its own message_id.
-func (s *Service) sendRemoteToDevice(ctx context.Context, sender, evType string, remote map[string]map[string]map[string]json.RawMessage) error {
+// remoteToDevice builds one m.direct_to_device EDU per server (spec:
+// Server-Server API, "Send-to-device messaging"), each with its own random
+// message_id, as queue entries for the store write, and lists the servers.
+func (s *Service) remoteToDevice(sender, evType string, remote map[string]map[string]map[string]json.RawMessage) ([]store.FedEnqueue, []string, error) {
 	servers := make([]string, 0, len(remote))
 	for srv := range remote {
 		servers = append(servers, srv)
 	}
 	sort.Strings(servers)
+	var fed []store.FedEnqueue
+	var queued []string
 	for _, srv := range servers {
 		b, err := json.Marshal(map[string]any{"sender": sender, "type": evType, "message_id": randomID(), "messages": remote[srv]})
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
-		if err := s.Fed.Remote.EnqueueEDU(context.WithoutCancel(ctx), []string{srv}, "m.direct_to_device", b); err != nil {
-			return err
+		e, ok, err := s.Fed.Remote.EDUEntry([]string{srv}, "m.direct_to_device", b)
+		if err != nil {
+			return nil, nil, err
+		}
+		if ok {
+			fed = append(fed, e)
+			queued = append(queued, srv)
 		}
 	}
-	return nil
+	return fed, queued, nil
 }
 
 func randomID() string {
