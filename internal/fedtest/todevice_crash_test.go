@@ -2,6 +2,7 @@ package fedtest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -173,5 +174,56 @@ func TestToDeviceToOtherServerSurvivesSIGKILL(t *testing.T) {
 	got := toDeviceMessages(t, b, bob, "org.conclave.key", 1)
 	if len(got) != 1 || got[0]["n"] != 1.0 {
 		t.Fatalf("bob got %v", got)
+	}
+}
+
+// failsToDevice is a store whose next SendToDevice, when armed, fails
+// without writing anything (the database is unreachable for a moment).
+type failsToDevice struct {
+	homeserver.Store
+	armed *atomic.Bool
+}
+
+func (s failsToDevice) SendToDevice(ctx context.Context, sender, senderDevice, txnID string, msgs []store.ToDeviceSend, fed []store.FedEnqueue) ([]string, bool, error) {
+	if s.armed.CompareAndSwap(true, false) {
+		return nil, false, errors.New("fedtest: the database is away")
+	}
+	return s.Store.SendToDevice(ctx, sender, senderDevice, txnID, msgs, fed)
+}
+
+// A receiving server that fails to store a to-device message of a
+// transaction fails the transaction (it must not answer 200 for what it
+// lost): the sender sends it again — here at once, as the receiver then
+// talks to it — and the message arrives, once. A message_id the store
+// cannot hold (a NUL) is refused as malformed instead: the transaction
+// succeeds, or it would fail at every retry and stop the sender's queue.
+func TestToDeviceFromOtherServerKeptWhenStoreFails(t *testing.T) {
+	var armed atomic.Bool
+	hs := hstest.StartFederationWith(t, 2, nil, func(i int) homeserver.Options {
+		if i != 1 {
+			return homeserver.Options{}
+		}
+		return homeserver.Options{WrapStore: func(st homeserver.Store) homeserver.Store { return failsToDevice{st, &armed} }}
+	})
+	a, b := hs[0], hs[1]
+	alice, bob := a.Register(t, "alice"), b.Register(t, "bob")
+	armed.Store(true)
+	a.MustOK(t, "PUT", hstest.Path("/sendToDevice/%s/%s", "org.conclave.key", "t1"), alice.Token,
+		map[string]any{"messages": map[string]any{bob.UserID: map[string]any{bob.DeviceID: map[string]any{"n": 1}}}})
+	waitUntil(t, "b's failed write", func() bool { return !armed.Load() })
+	// b talks to a: a's back-off for b ends, the transaction goes again.
+	b.MustOK(t, "PUT", hstest.Path("/sendToDevice/%s/%s", "org.conclave.pong", "p1"), bob.Token,
+		map[string]any{"messages": map[string]any{alice.UserID: map[string]any{alice.DeviceID: map[string]any{"n": 1}}}})
+	got := toDeviceMessages(t, b, bob, "org.conclave.key", 1)
+	if len(got) != 1 || got[0]["n"] != 1.0 {
+		t.Fatalf("bob got %v", got)
+	}
+
+	// Straight from b's federation client: a NUL in the message_id.
+	edu := map[string]any{"edu_type": "m.direct_to_device", "content": map[string]any{"sender": bob.UserID, "type": "org.conclave.nul", "message_id": "m\x00",
+		"messages": map[string]any{alice.UserID: map[string]any{alice.DeviceID: map[string]any{"n": 1}, "D\x00": map[string]any{"n": 2}}}}}
+	body, _ := json.Marshal(map[string]any{"origin": b.ServerName, "origin_server_ts": 1, "pdus": []any{}, "edus": []any{edu}})
+	if _, err := b.HS.FedClient.SendTransaction(context.Background(), a.ServerName, "nul", body); err != nil {
+		t.Fatalf("a transaction with a NUL in a message_id: %v", err)
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"sort"
+	"strings"
 
 	"conclave/internal/changes"
 
@@ -28,6 +30,12 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, evType
 	}
 	if len(txnID) > 255 {
 		return matrix.InvalidParam("Transaction ID is too long")
+	}
+	// A NUL cannot be stored (PostgreSQL text): refused here, not failed
+	// in the store (a 500, and, for a message_id from another server, a
+	// transaction that would fail at every retry).
+	if strings.IndexByte(txnID, 0) >= 0 {
+		return matrix.InvalidParam("Transaction ID is not valid")
 	}
 	n := 0
 	users := make([]string, 0, len(messages))
@@ -68,6 +76,9 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, evType
 					remote[srv][u][d] = content
 				}
 				continue
+			}
+			if strings.IndexByte(d, 0) >= 0 {
+				continue // no such device: dropped like any unknown one
 			}
 			j, err := json.Marshal(struct {
 				Sender  string          `json:"sender"`
@@ -148,8 +159,10 @@ func randomID() string {
 // stores its messages for local devices. A message_id already received
 // from the same sender is dropped (a retried transaction or EDU): it is
 // recorded as the sender's transaction ID, with no device, which no local
-// sender's transaction can collide with.
-func (s *Service) HandleDirectToDevice(ctx context.Context, origin string, content json.RawMessage) {
+// sender's transaction can collide with. A malformed EDU is dropped; an
+// error means the messages could not be stored (nothing was): the
+// transaction must fail, so that its sender sends it again.
+func (s *Service) HandleDirectToDevice(ctx context.Context, origin string, content json.RawMessage) error {
 	var e struct {
 		Sender    string                                `json:"sender"`
 		Type      string                                `json:"type"`
@@ -158,7 +171,7 @@ func (s *Service) HandleDirectToDevice(ctx context.Context, origin string, conte
 	}
 	if json.Unmarshal(content, &e) != nil || !matrix.ValidUserID(e.Sender) || matrix.ServerOf(e.Sender) != origin ||
 		e.MessageID == "" || len(e.MessageID) > 255 || e.Type == "" || len(e.Type) > 255 {
-		return
+		return nil
 	}
 	local := map[string]map[string]json.RawMessage{}
 	for u, devs := range e.Messages {
@@ -166,7 +179,12 @@ func (s *Service) HandleDirectToDevice(ctx context.Context, origin string, conte
 			local[u] = devs
 		}
 	}
-	// A malformed message refuses the EDU (nothing stored); the sender's
-	// server has its answer to the transaction already.
-	_ = s.SendToDevice(ctx, e.Sender, "", e.Type, e.MessageID, local)
+	// A malformed message refuses the EDU (nothing stored): sending it
+	// again would change nothing.
+	err := s.SendToDevice(ctx, e.Sender, "", e.Type, e.MessageID, local)
+	var merr *matrix.Error
+	if errors.As(err, &merr) {
+		return nil
+	}
+	return err
 }
