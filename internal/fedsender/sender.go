@@ -9,7 +9,10 @@
 // leave the store only after the destination acknowledged the transaction
 // carrying them, so a SIGKILL loses nothing Enqueue acknowledged; on Run
 // every destination with queued items is resumed (after its persisted
-// back-off).
+// back-off). An item that must commit together with another change (a
+// to-device EDU with the client's transaction ID, which makes a retry a
+// no-op) is built by Entry, written by that change's store method in its
+// transaction, and woken by Committed.
 //
 // Transaction IDs: a failed attempt records its transaction ID and items in
 // the store (the destination's pending transaction), and every retry sends
