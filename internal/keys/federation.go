@@ -68,6 +68,7 @@ type Federation struct {
 type fedState struct {
 	mu       sync.Mutex
 	announce map[string]*sync.Mutex // local user → serialises announcements
+	failed   map[string]bool        // local users whose last announcement failed
 	resyncs  map[string]bool        // remote user → resync running; true: fetch again
 	users    map[string]*userMu     // remote user → userLock
 	sem      chan struct{}
@@ -80,7 +81,7 @@ type userMu struct {
 
 func (s *Service) fed() *fedState {
 	s.fedOnce.Do(func() {
-		s.fedSt = &fedState{announce: map[string]*sync.Mutex{}, resyncs: map[string]bool{}, users: map[string]*userMu{}, sem: make(chan struct{}, resyncParallel)}
+		s.fedSt = &fedState{announce: map[string]*sync.Mutex{}, failed: map[string]bool{}, resyncs: map[string]bool{}, users: map[string]*userMu{}, sem: make(chan struct{}, resyncParallel)}
 	})
 	return s.fedSt
 }
@@ -169,8 +170,50 @@ func (s *Service) AnnounceDevices(ctx context.Context, userIDs ...string) error 
 	var errs []error
 	for _, u := range userIDs {
 		if s.isLocal(u) {
-			errs = append(errs, s.announce(ctx, u))
+			errs = append(errs, s.announceNoting(ctx, u))
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// announceNoting is announce, remembering the users whose announcement
+// failed for RetryFailedAnnouncements.
+func (s *Service) announceNoting(ctx context.Context, userID string) error {
+	err := s.announce(ctx, userID)
+	f := s.fed()
+	f.mu.Lock()
+	if err != nil {
+		f.failed[userID] = true
+	} else {
+		delete(f.failed, userID)
+	}
+	f.mu.Unlock()
+	return err
+}
+
+// RetryFailedAnnouncements announces again the local users whose
+// announcement failed (the store failed while it was queued or recorded):
+// their change is committed, and would otherwise wait for their next
+// change or the next start (AnnouncePending) to reach other servers.
+// Called periodically; a user whose announcement fails again stays.
+func (s *Service) RetryFailedAnnouncements(ctx context.Context) error {
+	if !s.federated() {
+		return nil
+	}
+	f := s.fed()
+	f.mu.Lock()
+	users := make([]string, 0, len(f.failed))
+	for u := range f.failed {
+		users = append(users, u)
+	}
+	f.mu.Unlock()
+	sort.Strings(users)
+	var errs []error
+	for _, u := range users {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		errs = append(errs, s.announceNoting(ctx, u))
 	}
 	return errors.Join(errs...)
 }
@@ -360,15 +403,16 @@ func (s *Service) AnnouncePending(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// One failure does not hold back the others; RetryFailedAnnouncements
+	// tries it again.
+	var errs []error
 	for _, u := range users {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if err := s.announce(ctx, u); err != nil {
-			return err
-		}
+		errs = append(errs, s.announceNoting(ctx, u))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // UserDevices is the answer of GET /_matrix/federation/v1/user/devices/{userId}
