@@ -2,7 +2,10 @@ package fedtest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -66,4 +69,63 @@ func TestFailedDeviceAnnouncementRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "the rename announced by the retry", func() bool { return nameOnB() == "Renamed" })
+}
+
+// failsRemoteDeviceUpdate is a store whose next update of a cached remote
+// device list, when armed, fails (nothing is written).
+type failsRemoteDeviceUpdate struct {
+	homeserver.Store
+	armed *atomic.Bool
+}
+
+func (s failsRemoteDeviceUpdate) UpdateRemoteDevice(ctx context.Context, userID string, streamID int64, d store.DeviceListEntry, deleted bool) (bool, error) {
+	if s.armed.CompareAndSwap(true, false) {
+		return false, errors.New("fedtest: the database is away")
+	}
+	return s.Store.UpdateRemoteDevice(ctx, userID, streamID, d, deleted)
+}
+
+// A receiving server that cannot store a device list update drops its
+// cached copy of the list (which missed the update, and nothing else would
+// tell until the user's next update) and marks the user changed: its
+// clients query, and get the list from the user's server.
+func TestMissedDeviceListUpdateDropsCache(t *testing.T) {
+	var armed atomic.Bool
+	hs := hstest.StartFederationWith(t, 2, nil, func(i int) homeserver.Options {
+		if i != 1 {
+			return homeserver.Options{}
+		}
+		return homeserver.Options{WrapStore: func(st homeserver.Store) homeserver.Store { return failsRemoteDeviceUpdate{st, &armed} }}
+	})
+	a, b := hs[0], hs[1]
+	alice, bob := a.Register(t, "alice"), b.Register(t, "bob")
+	ed := uploadNewKeys(t, a, alice)
+	roomID := createPublicRoom(t, a, alice)
+	joinVia(t, b, bob, roomID, a.ServerName)
+	waitJoined(t, a, alice, roomID, bob.UserID)
+	mustQueryKeys(t, b, bob, alice, ed)
+	ctx := context.Background()
+	cached := func() bool {
+		_, _, _, ok, _ := b.HS.Store.RemoteDeviceList(ctx, alice.UserID)
+		return ok
+	}
+	waitUntil(t, "alice's list cached on b", cached)
+	since := b.MustOK(t, "GET", "/_matrix/client/v3/sync?timeout=0", bob.Token, nil).Str("next_batch")
+	armed.Store(true)
+	a.MustOK(t, "PUT", hstest.Path("/devices/%s", alice.DeviceID), alice.Token, map[string]any{"display_name": "Renamed"})
+	waitUntil(t, "the cache that missed the update dropped", func() bool { return !armed.Load() && !cached() })
+	r := b.MustOK(t, "GET", "/_matrix/client/v3/sync?timeout=0&since="+since, bob.Token, nil)
+	var res struct {
+		DeviceLists struct {
+			Changed []string `json:"changed"`
+		} `json:"device_lists"`
+	}
+	json.Unmarshal(r.Body, &res)
+	if !slices.Contains(res.DeviceLists.Changed, alice.UserID) {
+		t.Fatalf("bob was not told alice changed: %s", r.Body)
+	}
+	q := b.MustOK(t, "POST", "/_matrix/client/v3/keys/query", bob.Token, map[string]any{"device_keys": map[string]any{alice.UserID: []string{}}})
+	if !strings.Contains(string(q.Body), "Renamed") {
+		t.Fatalf("bob's query shows the old list: %s", q.Body)
+	}
 }

@@ -531,10 +531,30 @@ func (s *Service) HandleDeviceListUpdate(ctx context.Context, origin string, con
 	}
 	wctx, done := s.deviceChange(ctx, u.UserID)
 	applied, err := s.store.UpdateRemoteDevice(wctx, u.UserID, u.StreamID, store.DeviceListEntry{DeviceID: u.DeviceID, DisplayName: u.DisplayName, Keys: keys}, u.Deleted)
-	done(err == nil)
-	if err == nil && !applied {
+	if err != nil {
+		s.forgetMissedUpdate(wctx, u.UserID, done)
+		return
+	}
+	done(true)
+	if !applied {
 		s.markResyncDirty(u.UserID)
 	}
+}
+
+// forgetMissedUpdate, under the user's lock, after an update of a remote
+// user's cached list could not be stored: the cache missed it, and nothing
+// would tell (the sender has its answer; a gap shows only at the user's
+// next update), so it is dropped — the next query fetches the list from the
+// user's server — and local clients are told the user changed, so that
+// they query. wctx and done are the write's deviceChange.
+func (s *Service) forgetMissedUpdate(wctx context.Context, userID string, done func(bool)) {
+	s.markResyncDirty(userID)
+	wctx = context.WithoutCancel(wctx)
+	err := s.store.DropRemoteDeviceLists(wctx, []string{userID})
+	if err == nil {
+		err = s.store.RecordDeviceListChanges(wctx, []string{userID})
+	}
+	done(err == nil)
 }
 
 // HandleSigningKeyUpdate takes an m.signing_key_update from origin.
@@ -565,8 +585,11 @@ func (s *Service) HandleSigningKeyUpdate(ctx context.Context, origin string, con
 	unlock := s.userLock(u.UserID)
 	defer unlock()
 	wctx, done := s.deviceChange(ctx, u.UserID)
-	err := s.store.PutRemoteCrossSigningKeys(wctx, u.UserID, keys)
-	done(err == nil)
+	if err := s.store.PutRemoteCrossSigningKeys(wctx, u.UserID, keys); err != nil {
+		s.forgetMissedUpdate(wctx, u.UserID, done)
+		return
+	}
+	done(true)
 	s.markResyncDirty(u.UserID)
 }
 
