@@ -505,6 +505,8 @@ func (s *Service) HandleDeviceListUpdate(ctx context.Context, origin string, con
 	defer unlock()
 	_, _, cur, cached, err := s.store.RemoteDeviceList(ctx, u.UserID)
 	if err != nil {
+		wctx, done := s.deviceChange(ctx, u.UserID)
+		s.forgetMissedUpdate(wctx, u.UserID, done)
 		return
 	}
 	if cached && u.StreamID <= cur {
