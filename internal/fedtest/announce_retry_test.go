@@ -49,8 +49,13 @@ func TestFailedDeviceAnnouncementRetried(t *testing.T) {
 	waitJoined(t, a, alice, roomID, bob.UserID)
 	mustQueryKeys(t, b, bob, alice, ed)
 	ctx := context.Background()
+	// A query of a list not cached starts caching it (in the background:
+	// asked again until it is, in case a resync gave up under load).
 	waitUntil(t, "alice's list cached on b", func() bool {
 		_, _, _, ok, _ := b.HS.Store.RemoteDeviceList(ctx, alice.UserID)
+		if !ok {
+			mustQueryKeys(t, b, bob, alice, ed)
+		}
 		return ok
 	})
 	nameOnB := func() string {
@@ -109,7 +114,13 @@ func TestMissedDeviceListUpdateDropsCache(t *testing.T) {
 		_, _, _, ok, _ := b.HS.Store.RemoteDeviceList(ctx, alice.UserID)
 		return ok
 	}
-	waitUntil(t, "alice's list cached on b", cached)
+	waitUntil(t, "alice's list cached on b", func() bool {
+		if !cached() {
+			mustQueryKeys(t, b, bob, alice, ed) // in case a resync gave up under load
+			return false
+		}
+		return true
+	})
 	since := b.MustOK(t, "GET", "/_matrix/client/v3/sync?timeout=0", bob.Token, nil).Str("next_batch")
 	armed.Store(true)
 	a.MustOK(t, "PUT", hstest.Path("/devices/%s", alice.DeviceID), alice.Token, map[string]any{"display_name": "Renamed"})
