@@ -341,44 +341,50 @@ func TestDeviceListsUpdateOverFederation(t *testing.T) {
 // server sends nothing. What Alice's server queues is watched in its store.
 func TestDeviceListsSentToServersOnRoomJoin(t *testing.T) {
 	spy := &enqueueSpy{}
-	hs := hstest.StartFederationWith(t, 3, nil, func(i int) homeserver.Options {
+	hs := hstest.StartFederationWith(t, 4, nil, func(i int) homeserver.Options {
 		if i != 0 {
 			return homeserver.Options{}
 		}
 		return homeserver.Options{WrapStore: func(st homeserver.Store) homeserver.Store { spy.Store = st; return spy }}
 	})
-	a, b, c := hs[0], hs[1], hs[2]
-	alice, bob, carol := a.Register(t, "alice"), b.Register(t, "bob"), c.Register(t, "carol")
+	a, b, c, d := hs[0], hs[1], hs[2], hs[3]
+	alice, bob, carol, dave := a.Register(t, "alice"), b.Register(t, "bob"), c.Register(t, "carol"), d.Register(t, "dave")
 	uploadNewKeys(t, a, alice)
 	r1 := createPublicRoom(t, b, bob)
 	r2 := createPublicRoom(t, b, bob)
+	r3 := createPublicRoom(t, d, dave)
 	for _, r := range []string{r1, r2} {
 		joinVia(t, c, carol, r, b.ServerName)
 		waitJoined(t, b, bob, r, carol.UserID)
 	}
-	announced := func(dest string) []map[string]any {
-		return spy.deviceUpdates(t, dest, alice.UserID)
-	}
+	announced := func(dest string) int { return len(spy.deviceUpdates(t, dest, alice.UserID)) }
 	joinVia(t, a, alice, r1, b.ServerName)
 	waitUntil(t, "alice's device queued for bob's and carol's servers", func() bool {
-		return len(announced(b.ServerName)) == 1 && len(announced(c.ServerName)) == 1
+		return announced(b.ServerName) == 1 && announced(c.ServerName) == 1
 	})
-	u := announced(c.ServerName)[0]
+	u := spy.deviceUpdates(t, c.ServerName, alice.UserID)[0]
 	if u["device_id"] != alice.DeviceID || u["keys"] == nil || fmt.Sprint(u["prev_id"]) != "[]" {
 		t.Fatalf("announcement: %v", u)
 	}
-	// Both of r2's servers receive Alice's updates already (r1).
+	// Both of r2's servers receive Alice's updates already (r1): nothing.
+	// r3's server is new. The join hooks run one after the other, so once
+	// r3's announcement is seen, r2's join has been judged (while Alice
+	// was still in r1).
 	joinVia(t, a, alice, r2, b.ServerName)
-	leave(t, a, alice, r1)
-	leave(t, a, alice, r2)
-	// Sharing no room any more, they are new again: one more announcement
-	// each, and only one (the r2 join sent none; the join hooks run in
-	// order, so once the rejoin's is seen, r2's has run).
-	joinVia(t, a, alice, r1, b.ServerName)
-	waitUntil(t, "alice's device queued again", func() bool { return len(announced(c.ServerName)) >= 2 })
-	if nb, nc := len(announced(b.ServerName)), len(announced(c.ServerName)); nb != 2 || nc != 2 {
-		t.Fatalf("announcements queued: %d for bob's server, %d for carol's, want 2 each", nb, nc)
+	joinVia(t, a, alice, r3, d.ServerName)
+	waitUntil(t, "alice's device queued for dave's server", func() bool { return announced(d.ServerName) == 1 })
+	if nb, nc := announced(b.ServerName), announced(c.ServerName); nb != 1 || nc != 1 {
+		t.Fatalf("after a join that brought no new server: %d announcements for bob's server, %d for carol's, want 1 each", nb, nc)
 	}
+	// Sharing no room any more, they are new again, also when Alice's
+	// server rejoins a room it knew (send_join again).
+	for _, r := range []string{r1, r2, r3} {
+		leave(t, a, alice, r)
+	}
+	joinVia(t, a, alice, r1, b.ServerName)
+	waitUntil(t, "alice's device queued again", func() bool {
+		return announced(b.ServerName) == 2 && announced(c.ServerName) == 2
+	})
 }
 
 // enqueueSpy records what a server queues for other servers.
