@@ -157,6 +157,23 @@ func (e dlEnv) barrier(t *testing.T, alice *hstest.User) func(y *dlSync) {
 	}
 }
 
+// settled waits, when Bob is on another server, until Alice's server has
+// cached his list (the first query starts that in the background; caching
+// marks him changed, which must not be taken for a later change).
+func (e dlEnv) settled(t *testing.T, alice, bob *hstest.User, ed string) {
+	t.Helper()
+	if e.hsA == e.hsB {
+		return
+	}
+	waitUntil(t, "bob's list cached on alice's server", func() bool {
+		_, _, _, ok, _ := e.hsA.HS.Store.RemoteDeviceList(context.Background(), bob.UserID)
+		if !ok {
+			mustQueryKeys(t, e.hsA, alice, bob, ed) // in case a resync gave up under load
+		}
+		return ok
+	})
+}
+
 func testOtherUserJoin(t *testing.T, e dlEnv) {
 	alice, bob := e.users(t)
 	barrier := e.barrier(t, alice)
@@ -167,6 +184,7 @@ func testOtherUserJoin(t *testing.T, e dlEnv) {
 	joinVia(t, e.hsB, bob, roomID, e.hsA.ServerName)
 	y.until(t, "changed", bob.UserID)
 	mustQueryKeys(t, e.hsA, alice, bob, ed)
+	e.settled(t, alice, bob, ed)
 	barrier(y)
 	ed = uploadNewKeys(t, e.hsB, bob)
 	y.until(t, "changed", bob.UserID)
@@ -183,6 +201,7 @@ func testJoin(t *testing.T, e dlEnv) {
 	joinVia(t, e.hsA, alice, roomID, e.hsB.ServerName)
 	y.until(t, "changed", bob.UserID)
 	mustQueryKeys(t, e.hsA, alice, bob, ed)
+	e.settled(t, alice, bob, ed)
 	barrier(y)
 	ed = uploadNewKeys(t, e.hsB, bob)
 	y.until(t, "changed", bob.UserID)

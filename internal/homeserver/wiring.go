@@ -46,6 +46,13 @@ func (hs *Homeserver) wire() {
 		if len(notice.Members) > 0 {
 			// Before the wake-up: a /sync woken by the join sees both.
 			hs.recordFederatedJoins(notice)
+			// Also before it: a client woken by another server's user's
+			// join queries their keys, and must not be answered from a
+			// list cached before they left (their devices may have
+			// changed meanwhile, untold). A delete of the users' rows.
+			if err := hs.Keys.DropRemoteLists(ctx, notice.Members); err != nil {
+				hs.Log.Warn("dropping cached device lists", "err", err)
+			}
 		}
 		n.Wake(notice.Users...)
 		c.roomChanged(notice.RoomID, notice.Users)
@@ -265,9 +272,8 @@ func (hs *Homeserver) sharingUsers(ctx context.Context, userID string) []string 
 // announceToNewServers.)
 func (hs *Homeserver) membershipsChanged(members []string) {
 	ctx := context.Background()
-	if err := hs.Keys.DropRemoteLists(ctx, members); err != nil {
-		hs.Log.Warn("dropping cached device lists", "err", err)
-	}
+	// (The changed members' own lists were dropped before the wake-up, in
+	// the room notice hook.)
 	for _, u := range members {
 		if matrix.ServerOf(u) == hs.Config.ServerName {
 			if err := hs.Keys.DropUnshared(ctx); err != nil {

@@ -421,11 +421,16 @@ func (s *Service) UserDevices(ctx context.Context, userID string) (map[string]an
 	if !matrix.ValidUserID(userID) || !s.isLocal(userID) {
 		return nil, matrix.InvalidParam("%s is not a user of this server", userID)
 	}
-	devs, cs, err := s.localLists(ctx, userID)
+	// The stream ID is read before the lists: an announcement finishing
+	// in between makes the lists newer than the ID says, and the update
+	// that follows the ID applies again harmlessly. Read after, the ID
+	// could claim an update the lists do not hold, and the receiver would
+	// skip that update as seen, keeping stale keys.
+	_, last, err := s.store.DeviceListOutbound(ctx, userID)
 	if err != nil {
 		return nil, err
 	}
-	_, last, err := s.store.DeviceListOutbound(ctx, userID)
+	devs, cs, err := s.localLists(ctx, userID)
 	if err != nil {
 		return nil, err
 	}
@@ -742,8 +747,21 @@ func (s *Service) DropUnshared(ctx context.Context) error {
 	if !s.federated() {
 		return nil
 	}
+	// Resyncs under way fetch again (and find the user unshared) rather
+	// than write a list the drop just removed.
+	s.markAllResyncsDirty()
 	_, err := s.store.DropUnsharedRemoteDeviceLists(ctx)
 	return err
+}
+
+// markAllResyncsDirty makes every resync under way fetch again.
+func (s *Service) markAllResyncsDirty() {
+	f := s.fed()
+	f.mu.Lock()
+	for u := range f.resyncs {
+		f.resyncs[u] = true
+	}
+	f.mu.Unlock()
 }
 
 // DropRemoteLists forgets the cached lists of these remote users (their
@@ -758,6 +776,11 @@ func (s *Service) DropRemoteLists(ctx context.Context, userIDs []string) error {
 	}
 	if len(remote) == 0 || !s.federated() {
 		return nil
+	}
+	// Before the drop: a resync that fetched before it must not write
+	// after it (it fetches again instead).
+	for _, u := range remote {
+		s.markResyncDirty(u)
 	}
 	return s.store.DropRemoteDeviceLists(ctx, remote)
 }
