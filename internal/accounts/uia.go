@@ -26,6 +26,10 @@ const (
 	LoginDummy             = "m.login.dummy"
 	LoginRegistrationToken = "m.login.registration_token"
 	LoginEmailIdentity     = "m.login.email.identity"
+	// LoginSSO is completed out of band, in a browser, through the
+	// fallback page (CompleteUIAStage); the client then sends the session
+	// alone.
+	LoginSSO = "m.login.sso"
 )
 
 // ThreepidCreds name a validation session (requestToken, then the mailed
@@ -186,7 +190,18 @@ func (s *Service) AuthenticateUIAResult(ctx context.Context, u UIA, auth *AuthDi
 		}
 		return &UIAError{Flows: u.Flows, Params: map[string]any{}, Session: id, Completed: completed, Err: err}
 	}
-	if auth == nil || auth.Type == "" {
+	if auth == nil || auth.Type == "" || auth.Type == LoginSSO {
+		// Nothing new to check; stages done out of band (m.login.sso in
+		// the fallback page) may have completed a flow. Spec: "Fallback",
+		// the client then re-issues the request with the session only.
+		if auth != nil && auth.Type == LoginSSO && !stageAllowed(u.Flows, LoginSSO) {
+			return UIAResult{}, matrix.Errorf(http.StatusBadRequest, matrix.ErrUnrecognized, "Unrecognised authentication type %q", auth.Type)
+		}
+		if auth != nil && auth.Session != "" {
+			if result, done := s.finishUIA(id, sess, u, "", "", now); done {
+				return result, nil
+			}
+		}
 		return UIAResult{}, challenge(nil)
 	}
 	if !stageAllowed(u.Flows, auth.Type) {
@@ -205,26 +220,81 @@ func (s *Service) AuthenticateUIAResult(ctx context.Context, u UIA, auth *AuthDi
 		}
 		return UIAResult{}, err
 	}
-	s.uia.mu.Lock()
-	if !slices.Contains(sess.completed, auth.Type) {
-		sess.completed = append(sess.completed, auth.Type)
-	}
-	if email != "" {
-		sess.email = email
-	}
-	result := UIAResult{Email: sess.email}
-	done := flowComplete(u.Flows, sess.completed)
-	if done {
-		delete(s.uia.m, id)
-		if s.UIASessionKey != nil {
-			s.markUsedLocked(id, sess.expires, now)
-		}
-	}
-	s.uia.mu.Unlock()
+	result, done := s.finishUIA(id, sess, u, auth.Type, email, now)
 	if !done {
 		return UIAResult{}, challenge(nil)
 	}
 	return result, nil
+}
+
+// finishUIA records a completed stage (if any) and, when that completes one
+// of the flows, forgets the session (it authorises one operation).
+func (s *Service) finishUIA(id string, sess *uiaSession, u UIA, stage, email string, now time.Time) (UIAResult, bool) {
+	s.uia.mu.Lock()
+	defer s.uia.mu.Unlock()
+	if stage != "" && !slices.Contains(sess.completed, stage) {
+		sess.completed = append(sess.completed, stage)
+	}
+	if email != "" {
+		sess.email = email
+	}
+	// Only the stages the endpoint offers count: one completed out of
+	// band for a flow the endpoint no longer offers does not.
+	var completed []string
+	for _, st := range sess.completed {
+		if stageAllowed(u.Flows, st) {
+			completed = append(completed, st)
+		}
+	}
+	if !flowComplete(u.Flows, completed) {
+		return UIAResult{}, false
+	}
+	delete(s.uia.m, id)
+	if s.UIASessionKey != nil {
+		s.markUsedLocked(id, sess.expires, now)
+	}
+	return UIAResult{Email: sess.email}, true
+}
+
+// UIASessionInfo is what the fallback page shows of a session.
+type UIASessionInfo struct {
+	UserID, Purpose string
+	Completed       []string
+}
+
+// UIASession returns the live session id of this process (the fallback
+// page's), or ErrUnknownUIASession.
+func (s *Service) UIASession(id string) (UIASessionInfo, error) {
+	s.uia.mu.Lock()
+	defer s.uia.mu.Unlock()
+	sess := s.uia.m[id]
+	if sess == nil || s.now().After(sess.expires) {
+		return UIASessionInfo{}, ErrUnknownUIASession
+	}
+	return UIASessionInfo{UserID: sess.userID, Purpose: sess.purpose, Completed: slices.Clone(sess.completed)}, nil
+}
+
+// ErrUnknownUIASession: no such live session in this process.
+var ErrUnknownUIASession = matrix.Errorf(http.StatusBadRequest, matrix.ErrUnknown, "Unknown session ID")
+
+// CompleteUIAStage marks stage done in session id, out of band (the SSO
+// fallback page, after the provider proved userID). The session must be
+// live and userID its user: a stage proved for someone else completes
+// nothing.
+func (s *Service) CompleteUIAStage(id, stage, userID string) error {
+	s.uia.mu.Lock()
+	defer s.uia.mu.Unlock()
+	sess := s.uia.m[id]
+	if sess == nil || s.now().After(sess.expires) {
+		return ErrUnknownUIASession
+	}
+	if sess.userID == "" || sess.userID != userID {
+		return matrix.Forbidden("You confirmed as another user than the one who asked for this action")
+	}
+	if !slices.Contains(sess.completed, stage) {
+		sess.completed = append(sess.completed, stage)
+	}
+	return nil
 }
 
 func (s *Service) newUIASession(u UIA, now time.Time) (string, *uiaSession) {
