@@ -111,6 +111,7 @@ func (a *API) Register(mux Mux) {
 	a.registerSearch(mux)
 	a.registerNotices(mux)
 	a.registerSSO(mux)
+	a.registerUIAFallback(mux)
 	a.registerValidity(mux)
 	a.registerThreepids(mux)
 }

@@ -14,6 +14,10 @@ type SSOAttempt struct {
 	IdP         string // identity provider ID
 	RedirectURL string // the client's redirectUrl
 	ExpiresTS   int64  // ms
+	// UIASession and UserID: an attempt begun at the m.login.sso fallback
+	// page (migration 0036) completes that user-interactive
+	// authentication session of that user; "" for a login.
+	UIASession, UserID string
 }
 
 // SSO keeps single sign-on attempts and login tokens (m.login.token),

@@ -7,8 +7,8 @@ import (
 )
 
 func (s *Shared) AddSSOAttempt(ctx context.Context, a *store.SSOAttempt) error {
-	_, err := s.b.Write().Exec(ctx, `INSERT INTO sso_attempts (state_hash, browser_hash, nonce, verifier, idp, redirect_url, expires_ts)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`, a.StateHash, a.BrowserHash, a.Nonce, a.Verifier, a.IdP, a.RedirectURL, a.ExpiresTS)
+	_, err := s.b.Write().Exec(ctx, `INSERT INTO sso_attempts (state_hash, browser_hash, nonce, verifier, idp, redirect_url, expires_ts, uia_session, user_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, a.StateHash, a.BrowserHash, a.Nonce, a.Verifier, a.IdP, a.RedirectURL, a.ExpiresTS, a.UIASession, a.UserID)
 	if s.b.IsUnique(err) {
 		return store.ErrConflict
 	}
@@ -21,8 +21,8 @@ func (s *Shared) TakeSSOAttempt(ctx context.Context, stateHash []byte, now int64
 	var a store.SSOAttempt
 	err := s.b.Tx(ctx, func(tx Querier) error {
 		return tx.QueryRow(ctx, `DELETE FROM sso_attempts WHERE state_hash = ?
-			RETURNING state_hash, browser_hash, nonce, verifier, idp, redirect_url, expires_ts`, stateHash).
-			Scan(&a.StateHash, &a.BrowserHash, &a.Nonce, &a.Verifier, &a.IdP, &a.RedirectURL, &a.ExpiresTS)
+			RETURNING state_hash, browser_hash, nonce, verifier, idp, redirect_url, expires_ts, uia_session, user_id`, stateHash).
+			Scan(&a.StateHash, &a.BrowserHash, &a.Nonce, &a.Verifier, &a.IdP, &a.RedirectURL, &a.ExpiresTS, &a.UIASession, &a.UserID)
 	})
 	if err != nil {
 		return nil, notFound(err)

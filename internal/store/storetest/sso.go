@@ -17,8 +17,20 @@ func testSSO(t *testing.T, s store.Store) {
 	if string(got.BrowserHash) != "b" || got.Nonce != "n" || got.Verifier != "v" || got.IdP != "oidc" || got.RedirectURL != a.RedirectURL || got.ExpiresTS != 100 {
 		t.Fatalf("attempt: %+v", got)
 	}
+	if got.UIASession != "" || got.UserID != "" {
+		t.Fatalf("login attempt with a UIA session: %+v", got)
+	}
 	_, err = s.TakeSSOAttempt(ctx(), []byte("state1"), 50)
 	wantErr(t, err, store.ErrNotFound) // taken once
+	// An attempt of the m.login.sso fallback page keeps its session and user.
+	u := &store.SSOAttempt{StateHash: []byte("state3"), BrowserHash: []byte("b"), Nonce: "n", Verifier: "v", IdP: "oidc",
+		ExpiresTS: 100, UIASession: "sess1.mac", UserID: "@a:x"}
+	must(t, s.AddSSOAttempt(ctx(), u))
+	got, err = s.TakeSSOAttempt(ctx(), []byte("state3"), 50)
+	must(t, err)
+	if got.UIASession != "sess1.mac" || got.UserID != "@a:x" || got.RedirectURL != "" {
+		t.Fatalf("UIA attempt: %+v", got)
+	}
 	// Expired: not returned, and gone.
 	a.StateHash = []byte("state2")
 	must(t, s.AddSSOAttempt(ctx(), a))
