@@ -23,7 +23,8 @@ func (hs *Homeserver) setupSSO() {
 	}
 	out := outbound.New(outbound.Config{ExtraCAs: cas, AllowPrivate: true})
 	s := sso.New(sso.Config{Issuer: cfg.OIDCIssuer, ClientID: cfg.OIDCClientID, ClientSecret: cfg.OIDCClientSecret,
-		BaseURL: cfg.PublicBaseURL, IdPName: cfg.OIDCProviderName, ServerName: cfg.ServerName, HTTP: out.HTTP})
+		BaseURL: cfg.PublicBaseURL, IdPName: cfg.OIDCProviderName, ServerName: cfg.ServerName, HTTP: out.HTTP,
+		TrustUnverifiedEmail: !cfg.OIDCRequireEmailVerified})
 	s.Store, s.Accounts, s.Directory, s.Profiles = hs.Store, hs.Accounts, hs.Threepids, hs.Profiles
 	if hs.Log != nil {
 		s.Log = hs.Log
