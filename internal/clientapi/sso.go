@@ -137,7 +137,7 @@ func ssoPage(w http.ResponseWriter, r *http.Request, err error, res *sso.Result)
 			return
 		}
 		status = me.Status
-		data["Title"], data["Error"] = "Login failed", me.Msg
+		data["Title"], data["Error"] = "Single sign-on failed", me.Msg
 	} else {
 		u, _ := url.Parse(res.ClientURL)
 		host := u.Host
