@@ -238,15 +238,9 @@ func (s *Service) finishUIA(id string, sess *uiaSession, u UIA, stage, email str
 	if email != "" {
 		sess.email = email
 	}
-	// Only the stages the endpoint offers count: one completed out of
-	// band for a flow the endpoint no longer offers does not.
-	var completed []string
-	for _, st := range sess.completed {
-		if stageAllowed(u.Flows, st) {
-			completed = append(completed, st)
-		}
-	}
-	if !flowComplete(u.Flows, completed) {
+	// A flow is complete when all its stages are (a stage done out of
+	// band for a flow the endpoint does not offer completes none).
+	if !flowComplete(u.Flows, sess.completed) {
 		return UIAResult{}, false
 	}
 	delete(s.uia.m, id)
