@@ -320,3 +320,46 @@ func TestSSOTrustUnverifiedEmail(t *testing.T) {
 	}
 	s.MustOK(t, "DELETE", hstest.Path("/devices/%s", u.DeviceID), u.Token, map[string]any{"auth": map[string]any{"session": r.Str("session")}})
 }
+
+// The fallback page of m.login.password: a form whose password of the
+// session's user completes the stage.
+func TestUIAPasswordFallback(t *testing.T) {
+	s := hstest.Start(t)
+	alice := s.Register(t, "alice")
+	second := s.MustOK(t, "POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password",
+		"identifier": map[string]any{"type": "m.id.user", "user": "alice"}, "password": "correct horse battery alice"})
+	del := hstest.Path("/devices/%s", second.Str("device_id"))
+	r := s.Do(t, "DELETE", del, alice.Token, map[string]any{})
+	session := r.Str("session")
+	if got := flowsOf(t, r); got != `[{"stages":["m.login.password"]}]` {
+		t.Fatalf("flows: %s", got)
+	}
+	page := s.URL + "/_matrix/client/v3/auth/m.login.password/fallback/web"
+	code, body := browse(t, http.DefaultClient, page+"?session="+url.QueryEscape(session))
+	if code != 200 || !strings.Contains(body, `name="password"`) || !strings.Contains(body, alice.UserID) {
+		t.Fatalf("form: %d %s", code, body)
+	}
+	post := func(sess, pw string) (int, string) {
+		res, err := http.PostForm(page, url.Values{"session": {sess}, "password": {pw}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	if code, body := post(session, "wrong"); code != 403 || strings.Contains(body, "onAuthDone") {
+		t.Fatalf("wrong password: %d %s", code, body)
+	}
+	if code, _ := post("unknown", "correct horse battery alice"); code != 400 {
+		t.Fatalf("unknown session: %d", code)
+	}
+	r = s.Do(t, "DELETE", del, alice.Token, map[string]any{"auth": map[string]any{"session": session}})
+	if flowsOf(t, r); string(mustJSON(r.JSON["completed"])) != "[]" {
+		t.Fatalf("completed by a wrong password: %s", r.Body)
+	}
+	if code, body := post(session, "correct horse battery alice"); code != 200 || !strings.Contains(body, "window.onAuthDone()") {
+		t.Fatalf("right password: %d %s", code, body)
+	}
+	s.MustOK(t, "DELETE", del, alice.Token, map[string]any{"auth": map[string]any{"session": session}})
+}

@@ -27,7 +27,11 @@ import (
 
 func (a *API) registerUIAFallback(mux Mux) {
 	handle(mux, "GET", "/auth/{authType}/fallback/web", a.uiaFallback)
+	handle(mux, "POST", "/auth/{authType}/fallback/web", a.uiaFallbackPassword)
 }
+
+// maxFallbackForm bounds the password fallback's form.
+const maxFallbackForm = 16 << 10
 
 // uiaActions says, on the confirmation page, what the client asks to do
 // (the operation names of the UIA calls, before their first NUL).
@@ -53,9 +57,10 @@ func (a *API) uiaFallback(w http.ResponseWriter, r *http.Request) {
 		uiaPage(w, r, "Confirmation failed", err, nil)
 		return
 	}
-	// Only m.login.sso has a fallback here; Synapse answers an unknown
-	// stage type with 404.
-	if r.PathValue("authType") != accounts.LoginSSO || a.SSO == nil {
+	stage := r.PathValue("authType")
+	// m.login.sso and m.login.password have a fallback here; Synapse
+	// answers an unknown stage type with 404.
+	if !(stage == accounts.LoginSSO && a.SSO != nil || stage == accounts.LoginPassword) {
 		uiaPage(w, r, "Confirmation failed", matrix.Errorf(http.StatusNotFound, matrix.ErrNotFound, "Unknown authentication stage type"), nil)
 		return
 	}
@@ -69,6 +74,10 @@ func (a *API) uiaFallback(w http.ResponseWriter, r *http.Request) {
 		uiaPage(w, r, "Confirmation failed", accounts.ErrUnknownUIASession, nil)
 		return
 	}
+	if stage == accounts.LoginPassword {
+		uiaPage(w, r, "Confirm this action", nil, passwordForm(id, info))
+		return
+	}
 	authURL, cookie, err := a.SSO.BeginUIA(r.Context(), id, info.UserID)
 	if err != nil {
 		uiaPage(w, r, "Confirmation failed", err, nil)
@@ -80,6 +89,51 @@ func (a *API) uiaFallback(w http.ResponseWriter, r *http.Request) {
 	uiaPage(w, r, "Confirm this action", nil, map[string]any{
 		"Confirm": true, "Action": uiaAction(info.Purpose), "UserID": info.UserID,
 		"IdP": a.SSO.IdP()["name"], "Link": template.URL(authURL)})
+}
+
+func passwordForm(id string, info accounts.UIASessionInfo) map[string]any {
+	return map[string]any{"Form": true, "Action": uiaAction(info.Purpose), "UserID": info.UserID, "Session": id}
+}
+
+// uiaFallbackPassword takes the password fallback's form: the password of
+// the session's user completes m.login.password in it. A page of another
+// site posting here gains nothing without the password.
+func (a *API) uiaFallbackPassword(w http.ResponseWriter, r *http.Request) {
+	if err := a.limitIP(r); err != nil {
+		uiaPage(w, r, "Confirmation failed", err, nil)
+		return
+	}
+	if r.PathValue("authType") != accounts.LoginPassword {
+		uiaPage(w, r, "Confirmation failed", matrix.Errorf(http.StatusNotFound, matrix.ErrNotFound, "Unknown authentication stage type"), nil)
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxFallbackForm)
+	if err := r.ParseForm(); err != nil {
+		uiaPage(w, r, "Confirmation failed", matrix.BadJSON("Unreadable form"), nil)
+		return
+	}
+	id := r.PostForm.Get("session")
+	info, err := a.Accounts.UIASession(id)
+	if id == "" || err != nil || info.UserID == "" {
+		uiaPage(w, r, "Confirmation failed", accounts.ErrUnknownUIASession, nil)
+		return
+	}
+	if err := a.Accounts.CheckPassword(r.Context(), info.UserID, r.PostForm.Get("password")); err != nil {
+		data := passwordForm(id, info)
+		me, ok := matrix.AsError(err)
+		if !ok {
+			jsonhttp.Error(w, r, err)
+			return
+		}
+		data["Wrong"] = me.Msg
+		uiaPageStatus(w, me.Status, "Confirm this action", data)
+		return
+	}
+	if err := a.Accounts.CompleteUIAStage(id, accounts.LoginPassword, info.UserID); err != nil {
+		uiaPage(w, r, "Confirmation failed", err, nil)
+		return
+	}
+	uiaPage(w, r, "Action confirmed", nil, map[string]any{"Done": true, "UserID": info.UserID})
 }
 
 // uiaSSODone completes the session the provider confirmed and answers the
@@ -102,6 +156,13 @@ var uiaTemplate = template.Must(template.New("uia").Parse(`<!DOCTYPE html>
 <p>To confirm this action, sign in again with {{.IdP}}. If you did not ask for it, close this page: someone may be
 using your account.</p>
 <p><a href="{{.Link}}">Continue with {{.IdP}}</a></p>
+{{else if .Form}}<p>An application is trying to <strong>{{.Action}}</strong> (account <strong>{{.UserID}}</strong>).</p>
+<p>To confirm this action, enter your password. If you did not ask for it, close this page: someone may be using
+your account.</p>
+{{if .Wrong}}<p><strong>{{.Wrong}}</strong></p>{{end}}
+<form method="post"><input type="hidden" name="session" value="{{.Session}}">
+<input type="password" name="password" autocomplete="current-password" aria-label="Password" autofocus>
+<button type="submit">Confirm</button></form>
 {{else if .Done}}<p>Thank you: the action is confirmed for <strong>{{.UserID}}</strong>. You may close this page and
 return to the application.</p>
 <script nonce="{{.Nonce}}">
@@ -132,12 +193,17 @@ func uiaPage(w http.ResponseWriter, r *http.Request, title string, err error, da
 		status = me.Status
 		data["Error"] = me.Msg
 	}
+	uiaPageStatus(w, status, title, data)
+}
+
+func uiaPageStatus(w http.ResponseWriter, status int, title string, data map[string]any) {
 	data["Title"] = title
-	// The only script is the success page's, allowed by its nonce.
+	// The only script is the success page's, allowed by its nonce; the
+	// password form posts here only.
 	nonce := rand.Text()
 	data["Nonce"] = nonce
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-"+nonce+"'")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; script-src 'nonce-"+nonce+"'")
 	w.Header().Set("X-Frame-Options", "DENY")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
