@@ -253,7 +253,6 @@ func (s *Service) finishUIA(id string, sess *uiaSession, u UIA, stage, email str
 // UIASessionInfo is what the fallback page shows of a session.
 type UIASessionInfo struct {
 	UserID, Purpose string
-	Completed       []string
 }
 
 // UIASession returns the live session id of this process (the fallback
@@ -265,7 +264,7 @@ func (s *Service) UIASession(id string) (UIASessionInfo, error) {
 	if sess == nil || s.now().After(sess.expires) {
 		return UIASessionInfo{}, ErrUnknownUIASession
 	}
-	return UIASessionInfo{UserID: sess.userID, Purpose: sess.purpose, Completed: slices.Clone(sess.completed)}, nil
+	return UIASessionInfo{UserID: sess.userID, Purpose: sess.purpose}, nil
 }
 
 // ErrUnknownUIASession: no such live session in this process.

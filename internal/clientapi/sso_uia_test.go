@@ -291,6 +291,9 @@ func TestSSOUIAFlows(t *testing.T) {
 	if got := challenge(pw); got != `[{"stages":["m.login.password"]}]` {
 		t.Errorf("password only: %s", got)
 	}
+	// Neither a password nor an address: no way to prove oneself.
+	none := s.CreateUser(t, "none")
+	expectErr(t, s.Do(t, "POST", hstest.Path("/delete_devices"), none.Token, map[string]any{"devices": []string{"X"}}), 403, "M_FORBIDDEN")
 	// m.login.sso is not accepted where it is not offered.
 	expectErr(t, s.Do(t, "POST", hstest.Path("/delete_devices"), pw.Token, map[string]any{"devices": []string{"X"},
 		"auth": map[string]any{"type": "m.login.sso"}}), 400, "M_UNRECOGNIZED")

@@ -264,10 +264,10 @@ func (s *Service) BeginUIA(ctx context.Context, uiaSession, userID string) (auth
 	if err := s.Store.DeleteExpiredSSO(ctx, now.UnixMilli()); err != nil {
 		s.Log.Warn("sso: removing expired attempts", "err", err)
 	}
-	// prompt=login: the person signs in again at the provider, as a
-	// re-authentication should, rather than riding its session.
-	authURL = s.oauth(p).AuthCodeURL(state, oidc.Nonce(nonce), oauth2.S256ChallengeOption(verifier),
-		oauth2.SetAuthURLParam("prompt", "login"))
+	// No prompt=login: as Synapse, a person still signed in at the
+	// provider confirms with the page's click (not every provider honours
+	// a forced sign-in, and one that refuses it would break the flow).
+	authURL = s.oauth(p).AuthCodeURL(state, oidc.Nonce(nonce), oauth2.S256ChallengeOption(verifier))
 	return authURL, cookie, nil
 }
 
