@@ -37,6 +37,41 @@ func testSSO(t *testing.T, s store.Store) {
 	_, err = s.TakeSSOAttempt(ctx(), []byte("state2"), 101)
 	wantErr(t, err, store.ErrNotFound)
 
+	// UIA sessions offering m.login.sso.
+	must(t, s.AddUIASSOSession(ctx(), "u1", "@a:x", "delete_devices", 100))
+	must(t, s.AddUIASSOSession(ctx(), "u1", "@b:x", "other", 500)) // already there: unchanged
+	if user, purpose, err := s.UIASSOSession(ctx(), "u1", 50); err != nil || user != "@a:x" || purpose != "delete_devices" {
+		t.Fatalf("uia session: %q %q %v", user, purpose, err)
+	}
+	_, _, err = s.UIASSOSession(ctx(), "u1", 101)
+	wantErr(t, err, store.ErrNotFound) // expired
+	_, _, err = s.UIASSOSession(ctx(), "nope", 50)
+	wantErr(t, err, store.ErrNotFound)
+	if took, err := s.TakeUIASSO(ctx(), "u1", "@a:x", 50); err != nil || took {
+		t.Fatalf("taken before completion: %v %v", took, err)
+	}
+	wantErr(t, s.CompleteUIASSO(ctx(), "u1", "@b:x", 50), store.ErrNotFound) // another user
+	wantErr(t, s.CompleteUIASSO(ctx(), "u1", "@a:x", 101), store.ErrNotFound) // expired
+	must(t, s.CompleteUIASSO(ctx(), "u1", "@a:x", 50))
+	if took, err := s.TakeUIASSO(ctx(), "u1", "@b:x", 50); err != nil || took {
+		t.Fatalf("taken by another user: %v %v", took, err)
+	}
+	if took, err := s.TakeUIASSO(ctx(), "u1", "@a:x", 50); err != nil || !took {
+		t.Fatalf("take: %v %v", took, err)
+	}
+	if took, err := s.TakeUIASSO(ctx(), "u1", "@a:x", 50); err != nil || took {
+		t.Fatalf("taken twice: %v %v", took, err)
+	}
+	must(t, s.AddUIASSOSession(ctx(), "u2", "@a:x", "p", 100))
+	must(t, s.CompleteUIASSO(ctx(), "u2", "@a:x", 50))
+	if took, err := s.TakeUIASSO(ctx(), "u2", "@a:x", 101); err != nil || took {
+		t.Fatalf("expired taken: %v %v", took, err)
+	}
+	must(t, s.AddUIASSOSession(ctx(), "u3", "@a:x", "p", 100))
+	must(t, s.DeleteExpiredSSO(ctx(), 150))
+	_, _, err = s.UIASSOSession(ctx(), "u3", 10)
+	wantErr(t, err, store.ErrNotFound) // deleted as expired
+
 	must(t, s.AddLoginToken(ctx(), []byte("t1"), "@a:x", 100))
 	wantErr(t, s.AddLoginToken(ctx(), []byte("t1"), "@b:x", 100), store.ErrConflict)
 	must(t, s.AddLoginToken(ctx(), []byte("t2"), "@b:x", 100))
