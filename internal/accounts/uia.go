@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"conclave/internal/matrix"
+	"conclave/internal/store"
 )
 
 // User-interactive authentication (Client-Server API, "User-Interactive
@@ -159,6 +160,7 @@ func (s *Service) AuthenticateUIAResult(ctx context.Context, u UIA, auth *AuthDi
 	now := s.now()
 	var id string
 	var sess *uiaSession
+	fresh := false // a session this call starts (or adopts) here
 	if auth != nil && auth.Session != "" {
 		id = auth.Session
 		s.uia.mu.Lock()
@@ -170,6 +172,7 @@ func (s *Service) AuthenticateUIAResult(ctx context.Context, u UIA, auth *AuthDi
 		s.uia.mu.Unlock()
 		if sess == nil && s.issuedUIASession(id) && !s.usedUIASession(id, now) {
 			sess = s.adoptUIASession(id, u, now)
+			fresh = true
 		}
 		if sess == nil {
 			// Synapse: 400 M_UNKNOWN "Unknown session ID".
@@ -180,6 +183,15 @@ func (s *Service) AuthenticateUIAResult(ctx context.Context, u UIA, auth *AuthDi
 		}
 	} else {
 		id, sess = s.newUIASession(u, now)
+		fresh = true
+	}
+	ssoShared := s.SSOSessions != nil && stageAllowed(u.Flows, LoginSSO)
+	if fresh && ssoShared {
+		// The fallback page and the provider's callback may reach
+		// another process: they find the session in the database.
+		if err := s.SSOSessions.AddUIASSOSession(ctx, id, u.UserID, ssoPurpose(u.Purpose), sess.expires.UnixMilli()); err != nil {
+			return UIAResult{}, err
+		}
 	}
 	challenge := func(err *matrix.Error) error {
 		s.uia.mu.Lock()
@@ -198,7 +210,19 @@ func (s *Service) AuthenticateUIAResult(ctx context.Context, u UIA, auth *AuthDi
 			return UIAResult{}, matrix.Errorf(http.StatusBadRequest, matrix.ErrUnrecognized, "Unrecognised authentication type %q", auth.Type)
 		}
 		if auth != nil && auth.Session != "" {
-			if result, done := s.finishUIA(id, sess, u, "", "", now); done {
+			stage := ""
+			if ssoShared {
+				// Completed by the provider's callback, in any process:
+				// taken once, for this user and operation only.
+				took, err := s.SSOSessions.TakeUIASSO(ctx, id, u.UserID, ssoPurpose(u.Purpose), now.UnixMilli())
+				if err != nil {
+					return UIAResult{}, err
+				}
+				if took {
+					stage = LoginSSO
+				}
+			}
+			if result, done := s.finishUIA(id, sess, u, stage, "", now); done {
 				return result, nil
 			}
 		}
@@ -255,26 +279,68 @@ type UIASessionInfo struct {
 	UserID, Purpose string
 }
 
-// UIASession returns the live session id of this process (the fallback
-// page's), or ErrUnknownUIASession.
-func (s *Service) UIASession(id string) (UIASessionInfo, error) {
-	s.uia.mu.Lock()
-	defer s.uia.mu.Unlock()
-	sess := s.uia.m[id]
-	if sess == nil || s.now().After(sess.expires) {
-		return UIASessionInfo{}, ErrUnknownUIASession
-	}
-	return UIASessionInfo{UserID: sess.userID, Purpose: sess.purpose}, nil
+// SSOSessionStore keeps the UIA sessions that offer m.login.sso where
+// every process sees them (store.SSO, migration 0036).
+type SSOSessionStore interface {
+	AddUIASSOSession(ctx context.Context, id, userID, purpose string, expiresTS int64) error
+	UIASSOSession(ctx context.Context, id string, now int64) (userID, purpose string, err error)
+	CompleteUIASSO(ctx context.Context, id, userID string, now int64) error
+	TakeUIASSO(ctx context.Context, id, userID, purpose string, now int64) (bool, error)
 }
 
-// ErrUnknownUIASession: no such live session in this process.
+// ssoPurpose is how a session's operation is kept in the database: its
+// name (shown by the fallback page) and a digest of the whole (device IDs
+// and all, which may hold bytes a database's text refuses).
+func ssoPurpose(purpose string) string {
+	op, _, _ := strings.Cut(purpose, "\x00")
+	sum := sha256.Sum256([]byte(purpose))
+	return op + " " + base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// UIASession returns a live session (for the fallback page): this
+// process's, else one offering m.login.sso that another process issued;
+// ErrUnknownUIASession if none.
+func (s *Service) UIASession(ctx context.Context, id string) (UIASessionInfo, error) {
+	s.uia.mu.Lock()
+	sess := s.uia.m[id]
+	if sess != nil && !s.now().After(sess.expires) {
+		s.uia.mu.Unlock()
+		return UIASessionInfo{UserID: sess.userID, Purpose: sess.purpose}, nil
+	}
+	s.uia.mu.Unlock()
+	if s.SSOSessions != nil && id != "" {
+		userID, purpose, err := s.SSOSessions.UIASSOSession(ctx, id, s.now().UnixMilli())
+		if err == nil {
+			op, _, _ := strings.Cut(purpose, " ")
+			return UIASessionInfo{UserID: userID, Purpose: op}, nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return UIASessionInfo{}, err
+		}
+	}
+	return UIASessionInfo{}, ErrUnknownUIASession
+}
+
+var errOtherConfirmer = matrix.Forbidden("You confirmed as another user than the one who asked for this action")
+
+// ErrUnknownUIASession: no such live session.
 var ErrUnknownUIASession = matrix.Errorf(http.StatusBadRequest, matrix.ErrUnknown, "Unknown session ID")
 
 // CompleteUIAStage marks stage done in session id, out of band (the SSO
 // fallback page, after the provider proved userID). The session must be
 // live and userID its user: a stage proved for someone else completes
 // nothing.
-func (s *Service) CompleteUIAStage(id, stage, userID string) error {
+func (s *Service) CompleteUIAStage(ctx context.Context, id, stage, userID string) error {
+	if stage == LoginSSO && s.SSOSessions != nil {
+		err := s.SSOSessions.CompleteUIASSO(ctx, id, userID, s.now().UnixMilli())
+		if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if _, _, err := s.SSOSessions.UIASSOSession(ctx, id, s.now().UnixMilli()); err == nil {
+			return errOtherConfirmer
+		}
+		return ErrUnknownUIASession
+	}
 	s.uia.mu.Lock()
 	defer s.uia.mu.Unlock()
 	sess := s.uia.m[id]
@@ -282,7 +348,7 @@ func (s *Service) CompleteUIAStage(id, stage, userID string) error {
 		return ErrUnknownUIASession
 	}
 	if sess.userID == "" || sess.userID != userID {
-		return matrix.Forbidden("You confirmed as another user than the one who asked for this action")
+		return errOtherConfirmer
 	}
 	if !slices.Contains(sess.completed, stage) {
 		sess.completed = append(sess.completed, stage)

@@ -27,16 +27,16 @@ func TestUIAStageOutOfBand(t *testing.T) {
 		t.Fatalf("challenge: %v", err)
 	}
 	id := ue.Session
-	if err := svc.CompleteUIAStage(id, accounts.LoginSSO, "@b:localhost"); err == nil {
+	if err := svc.CompleteUIAStage(ctx, id, accounts.LoginSSO, "@b:localhost"); err == nil {
 		t.Fatal("another user completed the stage")
 	}
-	if err := svc.CompleteUIAStage("unknown", accounts.LoginSSO, "@a:localhost"); !errors.Is(err, accounts.ErrUnknownUIASession) {
+	if err := svc.CompleteUIAStage(ctx, "unknown", accounts.LoginSSO, "@a:localhost"); !errors.Is(err, accounts.ErrUnknownUIASession) {
 		t.Fatalf("unknown session: %v", err)
 	}
 	if err := svc.AuthenticateUIA(ctx, sso, &accounts.AuthDict{Session: id}); !errors.As(err, &ue) {
 		t.Fatalf("not completed yet: %v", err)
 	}
-	if err := svc.CompleteUIAStage(id, accounts.LoginSSO, "@a:localhost"); err != nil {
+	if err := svc.CompleteUIAStage(ctx, id, accounts.LoginSSO, "@a:localhost"); err != nil {
 		t.Fatal(err)
 	}
 	// An endpoint that does not offer m.login.sso is not satisfied by it.

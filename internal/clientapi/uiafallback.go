@@ -69,7 +69,7 @@ func (a *API) uiaFallback(w http.ResponseWriter, r *http.Request) {
 		uiaPage(w, r, "Confirmation failed", matrix.MissingParam("Missing session"), nil)
 		return
 	}
-	info, err := a.Accounts.UIASession(id)
+	info, err := a.Accounts.UIASession(r.Context(), id)
 	if err != nil || info.UserID == "" {
 		uiaPage(w, r, "Confirmation failed", accounts.ErrUnknownUIASession, nil)
 		return
@@ -113,7 +113,7 @@ func (a *API) uiaFallbackPassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PostForm.Get("session")
-	info, err := a.Accounts.UIASession(id)
+	info, err := a.Accounts.UIASession(r.Context(), id)
 	if id == "" || err != nil || info.UserID == "" {
 		uiaPage(w, r, "Confirmation failed", accounts.ErrUnknownUIASession, nil)
 		return
@@ -129,7 +129,7 @@ func (a *API) uiaFallbackPassword(w http.ResponseWriter, r *http.Request) {
 		uiaPageStatus(w, me.Status, "Confirm this action", data)
 		return
 	}
-	if err := a.Accounts.CompleteUIAStage(id, accounts.LoginPassword, info.UserID); err != nil {
+	if err := a.Accounts.CompleteUIAStage(r.Context(), id, accounts.LoginPassword, info.UserID); err != nil {
 		uiaPage(w, r, "Confirmation failed", err, nil)
 		return
 	}
@@ -139,7 +139,7 @@ func (a *API) uiaFallbackPassword(w http.ResponseWriter, r *http.Request) {
 // uiaSSODone completes the session the provider confirmed and answers the
 // browser (from ssoCallback).
 func (a *API) uiaSSODone(w http.ResponseWriter, r *http.Request, res *sso.Result) {
-	if err := a.Accounts.CompleteUIAStage(res.UIASession, accounts.LoginSSO, res.UserID); err != nil {
+	if err := a.Accounts.CompleteUIAStage(r.Context(), res.UIASession, accounts.LoginSSO, res.UserID); err != nil {
 		uiaPage(w, r, "Confirmation failed", err, nil)
 		return
 	}

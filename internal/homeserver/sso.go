@@ -30,4 +30,6 @@ func (hs *Homeserver) setupSSO() {
 		s.Log = hs.Log
 	}
 	hs.SSO = s
+	// UIA sessions offering m.login.sso are shared through the database.
+	hs.Accounts.SSOSessions = hs.Store
 }

@@ -49,7 +49,7 @@ type SSO interface {
 	// CompleteUIASSO marks the session of userID completed; ErrNotFound if
 	// there is no such live session of that user.
 	CompleteUIASSO(ctx context.Context, id, userID string, now int64) error
-	// TakeUIASSO removes the session if it is userID's, live and
-	// completed, and reports whether it did (one taker wins).
-	TakeUIASSO(ctx context.Context, id, userID string, now int64) (bool, error)
+	// TakeUIASSO removes the session if it is userID's for purpose, live
+	// and completed, and reports whether it did (one taker wins).
+	TakeUIASSO(ctx context.Context, id, userID, purpose string, now int64) (bool, error)
 }

@@ -98,13 +98,13 @@ func (s *Shared) CompleteUIASSO(ctx context.Context, id, userID string, now int6
 	return nil
 }
 
-func (s *Shared) TakeUIASSO(ctx context.Context, id, userID string, now int64) (bool, error) {
+func (s *Shared) TakeUIASSO(ctx context.Context, id, userID, purpose string, now int64) (bool, error) {
 	// DELETE … RETURNING: of two requests repeated with one session (two
 	// processes), one takes it.
 	var expires int64
 	err := s.b.Tx(ctx, func(tx Querier) error {
-		return tx.QueryRow(ctx, `DELETE FROM uia_sso_sessions WHERE session_id = ? AND user_id = ? AND completed = true
-			RETURNING expires_ts`, id, userID).Scan(&expires)
+		return tx.QueryRow(ctx, `DELETE FROM uia_sso_sessions WHERE session_id = ? AND user_id = ? AND purpose = ? AND completed = true
+			RETURNING expires_ts`, id, userID, purpose).Scan(&expires)
 	})
 	if err != nil {
 		if err = notFound(err); errors.Is(err, store.ErrNotFound) {

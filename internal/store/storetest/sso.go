@@ -47,24 +47,27 @@ func testSSO(t *testing.T, s store.Store) {
 	wantErr(t, err, store.ErrNotFound) // expired
 	_, _, err = s.UIASSOSession(ctx(), "nope", 50)
 	wantErr(t, err, store.ErrNotFound)
-	if took, err := s.TakeUIASSO(ctx(), "u1", "@a:x", 50); err != nil || took {
+	if took, err := s.TakeUIASSO(ctx(), "u1", "@a:x", "delete_devices", 50); err != nil || took {
 		t.Fatalf("taken before completion: %v %v", took, err)
 	}
 	wantErr(t, s.CompleteUIASSO(ctx(), "u1", "@b:x", 50), store.ErrNotFound) // another user
 	wantErr(t, s.CompleteUIASSO(ctx(), "u1", "@a:x", 101), store.ErrNotFound) // expired
 	must(t, s.CompleteUIASSO(ctx(), "u1", "@a:x", 50))
-	if took, err := s.TakeUIASSO(ctx(), "u1", "@b:x", 50); err != nil || took {
+	if took, err := s.TakeUIASSO(ctx(), "u1", "@b:x", "delete_devices", 50); err != nil || took {
 		t.Fatalf("taken by another user: %v %v", took, err)
 	}
-	if took, err := s.TakeUIASSO(ctx(), "u1", "@a:x", 50); err != nil || !took {
+	if took, err := s.TakeUIASSO(ctx(), "u1", "@a:x", "other", 50); err != nil || took {
+		t.Fatalf("taken for another operation: %v %v", took, err)
+	}
+	if took, err := s.TakeUIASSO(ctx(), "u1", "@a:x", "delete_devices", 50); err != nil || !took {
 		t.Fatalf("take: %v %v", took, err)
 	}
-	if took, err := s.TakeUIASSO(ctx(), "u1", "@a:x", 50); err != nil || took {
+	if took, err := s.TakeUIASSO(ctx(), "u1", "@a:x", "delete_devices", 50); err != nil || took {
 		t.Fatalf("taken twice: %v %v", took, err)
 	}
-	must(t, s.AddUIASSOSession(ctx(), "u2", "@a:x", "p", 100))
+	must(t, s.AddUIASSOSession(ctx(), "u2", "@a:x", "delete_devices", 100))
 	must(t, s.CompleteUIASSO(ctx(), "u2", "@a:x", 50))
-	if took, err := s.TakeUIASSO(ctx(), "u2", "@a:x", 101); err != nil || took {
+	if took, err := s.TakeUIASSO(ctx(), "u2", "@a:x", "delete_devices", 101); err != nil || took {
 		t.Fatalf("expired taken: %v %v", took, err)
 	}
 	must(t, s.AddUIASSOSession(ctx(), "u3", "@a:x", "p", 100))
