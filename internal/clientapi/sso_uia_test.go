@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"conclave/internal/homeserver/hstest"
 	"conclave/internal/sso"
 	"conclave/internal/sso/ssotest"
+	"conclave/internal/store/storetest/pgtest"
 )
 
 // User-interactive authentication by single sign-on: the m.login.sso stage
@@ -365,4 +367,54 @@ func TestUIAPasswordFallback(t *testing.T) {
 		t.Fatalf("right password: %d %s", code, body)
 	}
 	s.MustOK(t, "DELETE", del, alice.Token, map[string]any{"auth": map[string]any{"session": session}})
+}
+
+// Two processes on one PostgreSQL database: the client's requests reach
+// one, the browser (fallback page and provider callback) the other; the
+// m.login.sso stage completes all the same, once.
+func TestSSOUIAAcrossProcesses(t *testing.T) {
+	if os.Getenv(hstest.EnvDatabase) != "postgres" {
+		t.Skipf("needs %s=postgres (the PostgreSQL pass of make test)", hstest.EnvDatabase)
+	}
+	dsn := pgtest.NewDatabase(t)
+	a, p := ssoServer(t, func(c *config.Config) { c.Database, c.PasswordLogin = dsn, false })
+	b := hstest.Start(t, func(c *config.Config) {
+		c.Database, c.PasswordLogin = dsn, false
+		c.EmailDomains, c.EnableRegistration = a.Config.EmailDomains, false
+		c.OIDCIssuer, c.OIDCClientID, c.OIDCClientSecret = p.Issuer, p.ClientID, p.ClientSecret
+		c.OIDCProviderName, c.PublicBaseURL = "ProConnect", ssoBase
+		c.SSORedirectAllow = []string{"https://app.example/cb"}
+	})
+	jean := ssoAccount(t, a, p, ssotest.User{Subject: "sub-jean", Email: "jean.martin@x.gouv.fr", EmailVerified: true})
+	second := ssoAccount(t, a, p, ssotest.User{Subject: "sub-jean", Email: "jean.martin@x.gouv.fr", EmailVerified: true})
+	del := hstest.Path("/devices/%s", second.DeviceID)
+	r := a.Do(t, "DELETE", del, jean.Token, map[string]any{})
+	session := r.Str("session")
+	if got := flowsOf(t, r); got != ssoOnlyFlows {
+		t.Fatalf("flows: %s", got)
+	}
+	// The browser reaches B only.
+	if code, body := confirmSSO(t, b, session); code != 200 || !strings.Contains(body, "onAuthDone") {
+		t.Fatalf("confirmation through B: %d %s", code, body)
+	}
+	// Another operation cannot take it, in either process.
+	r = b.Do(t, "DELETE", hstest.Path("/devices/%s", jean.DeviceID), jean.Token, map[string]any{"auth": map[string]any{"session": session}})
+	if r.Status == 200 {
+		t.Fatalf("another operation used the confirmation: %s", r.Body)
+	}
+	a.MustOK(t, "DELETE", del, jean.Token, map[string]any{"auth": map[string]any{"session": session}})
+	// Taken once: B cannot use it again.
+	r = b.Do(t, "DELETE", del, jean.Token, map[string]any{"auth": map[string]any{"session": session}})
+	if r.Status == 200 {
+		t.Fatalf("used twice: %s", r.Body)
+	}
+	// Someone else confirming through B is refused.
+	third := ssoAccount(t, a, p, ssotest.User{Subject: "sub-jean", Email: "jean.martin@x.gouv.fr", EmailVerified: true})
+	ssoAccount(t, a, p, ssotest.User{Subject: "sub-marie", Email: "marie.curie@x.gouv.fr", EmailVerified: true})
+	del = hstest.Path("/devices/%s", third.DeviceID)
+	session = a.Do(t, "DELETE", del, jean.Token, map[string]any{}).Str("session")
+	if code, body := confirmSSO(t, b, session); code != 403 || !strings.Contains(body, "as someone else") {
+		t.Fatalf("marie confirmed jean's session through B: %d %s", code, body)
+	}
+	flowsOf(t, a.Do(t, "DELETE", del, jean.Token, map[string]any{"auth": map[string]any{"session": session}}))
 }
