@@ -192,6 +192,11 @@ func (s *Service) AuthenticateUIAResult(ctx context.Context, u UIA, auth *AuthDi
 		if err := s.SSOSessions.AddUIASSOSession(ctx, id, u.UserID, ssoPurpose(u.Purpose), sess.expires.UnixMilli()); err != nil {
 			return UIAResult{}, err
 		}
+		// Expired rows go at most once a minute, here where they are made
+		// (a failure is retried at the next sweep).
+		if last := s.ssoSweep.Load(); now.UnixMilli()-last > time.Minute.Milliseconds() && s.ssoSweep.CompareAndSwap(last, now.UnixMilli()) {
+			_ = s.SSOSessions.DeleteExpiredSSO(ctx, now.UnixMilli())
+		}
 	}
 	challenge := func(err *matrix.Error) error {
 		s.uia.mu.Lock()
@@ -286,6 +291,7 @@ type SSOSessionStore interface {
 	UIASSOSession(ctx context.Context, id string, now int64) (userID, purpose string, err error)
 	CompleteUIASSO(ctx context.Context, id, userID string, now int64) error
 	TakeUIASSO(ctx context.Context, id, userID, purpose string, now int64) (bool, error)
+	DeleteExpiredSSO(ctx context.Context, now int64) error
 }
 
 // ssoPurpose is how a session's operation is kept in the database: its

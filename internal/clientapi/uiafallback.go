@@ -21,9 +21,10 @@ import (
 // stage in the session when it names the session's own user, and answers a
 // page that tells the client (window.onAuthDone, or postMessage "authDone"
 // to its opener). The client then sends the request again with the session
-// alone. Sessions live in the memory of the process that issued them
-// (accounts), so the page, the callback and the retry must reach that
-// process, as the other stages of a multi-stage flow.
+// alone. Sessions offering m.login.sso are in the database too (accounts,
+// SSOSessions), so the page, the callback and the repeated request may
+// reach different processes; the password fallback needs the process that
+// issued the session.
 
 func (a *API) registerUIAFallback(mux Mux) {
 	handle(mux, "GET", "/auth/{authType}/fallback/web", a.uiaFallback)
