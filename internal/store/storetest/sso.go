@@ -50,7 +50,7 @@ func testSSO(t *testing.T, s store.Store) {
 	if took, err := s.TakeUIASSO(ctx(), "u1", "@a:x", "delete_devices", 50); err != nil || took {
 		t.Fatalf("taken before completion: %v %v", took, err)
 	}
-	wantErr(t, s.CompleteUIASSO(ctx(), "u1", "@b:x", 50), store.ErrNotFound) // another user
+	wantErr(t, s.CompleteUIASSO(ctx(), "u1", "@b:x", 50), store.ErrNotFound)  // another user
 	wantErr(t, s.CompleteUIASSO(ctx(), "u1", "@a:x", 101), store.ErrNotFound) // expired
 	must(t, s.CompleteUIASSO(ctx(), "u1", "@a:x", 50))
 	if took, err := s.TakeUIASSO(ctx(), "u1", "@b:x", "delete_devices", 50); err != nil || took {
