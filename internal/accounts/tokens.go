@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"conclave/internal/config"
@@ -50,6 +51,12 @@ type Service struct {
 	// another process (stages done so far are asked again; the usual
 	// one-stage flows complete). IDs nobody issued still fail.
 	UIASessionKey []byte
+	// SSOSessions, when set (single sign-on on), keeps the sessions that
+	// offer m.login.sso in the database: the stage is completed by the
+	// provider's callback in whichever process it reaches, and taken by
+	// the client's repeated request in whichever process that reaches.
+	SSOSessions SSOSessionStore
+	ssoSweep    atomic.Int64 // ms of the last removal of expired rows
 	// CheckEmail, when set, checks the threepid_creds of an
 	// m.login.email.identity stage for an operation (UIA.Purpose) and
 	// returns the address they prove (internal/threepid). EmailOwner

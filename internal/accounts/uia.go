@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"conclave/internal/matrix"
+	"conclave/internal/store"
 )
 
 // User-interactive authentication (Client-Server API, "User-Interactive
@@ -26,6 +27,10 @@ const (
 	LoginDummy             = "m.login.dummy"
 	LoginRegistrationToken = "m.login.registration_token"
 	LoginEmailIdentity     = "m.login.email.identity"
+	// LoginSSO is completed out of band, in a browser, through the
+	// fallback page (CompleteUIAStage); the client then sends the session
+	// alone.
+	LoginSSO = "m.login.sso"
 )
 
 // ThreepidCreds name a validation session (requestToken, then the mailed
@@ -155,6 +160,7 @@ func (s *Service) AuthenticateUIAResult(ctx context.Context, u UIA, auth *AuthDi
 	now := s.now()
 	var id string
 	var sess *uiaSession
+	fresh := false // a session this call starts (or adopts) here
 	if auth != nil && auth.Session != "" {
 		id = auth.Session
 		s.uia.mu.Lock()
@@ -166,6 +172,7 @@ func (s *Service) AuthenticateUIAResult(ctx context.Context, u UIA, auth *AuthDi
 		s.uia.mu.Unlock()
 		if sess == nil && s.issuedUIASession(id) && !s.usedUIASession(id, now) {
 			sess = s.adoptUIASession(id, u, now)
+			fresh = true
 		}
 		if sess == nil {
 			// Synapse: 400 M_UNKNOWN "Unknown session ID".
@@ -176,6 +183,20 @@ func (s *Service) AuthenticateUIAResult(ctx context.Context, u UIA, auth *AuthDi
 		}
 	} else {
 		id, sess = s.newUIASession(u, now)
+		fresh = true
+	}
+	ssoShared := s.SSOSessions != nil && stageAllowed(u.Flows, LoginSSO)
+	if fresh && ssoShared {
+		// The fallback page and the provider's callback may reach
+		// another process: they find the session in the database.
+		if err := s.SSOSessions.AddUIASSOSession(ctx, id, u.UserID, ssoPurpose(u.Purpose), sess.expires.UnixMilli()); err != nil {
+			return UIAResult{}, err
+		}
+		// Expired rows go at most once a minute, here where they are made
+		// (a failure is retried at the next sweep).
+		if last := s.ssoSweep.Load(); now.UnixMilli()-last > time.Minute.Milliseconds() && s.ssoSweep.CompareAndSwap(last, now.UnixMilli()) {
+			_ = s.SSOSessions.DeleteExpiredSSO(ctx, now.UnixMilli())
+		}
 	}
 	challenge := func(err *matrix.Error) error {
 		s.uia.mu.Lock()
@@ -186,7 +207,30 @@ func (s *Service) AuthenticateUIAResult(ctx context.Context, u UIA, auth *AuthDi
 		}
 		return &UIAError{Flows: u.Flows, Params: map[string]any{}, Session: id, Completed: completed, Err: err}
 	}
-	if auth == nil || auth.Type == "" {
+	if auth == nil || auth.Type == "" || auth.Type == LoginSSO {
+		// Nothing new to check; stages done out of band (m.login.sso in
+		// the fallback page) may have completed a flow. Spec: "Fallback",
+		// the client then re-issues the request with the session only.
+		if auth != nil && auth.Type == LoginSSO && !stageAllowed(u.Flows, LoginSSO) {
+			return UIAResult{}, matrix.Errorf(http.StatusBadRequest, matrix.ErrUnrecognized, "Unrecognised authentication type %q", auth.Type)
+		}
+		if auth != nil && auth.Session != "" {
+			stage := ""
+			if ssoShared {
+				// Completed by the provider's callback, in any process:
+				// taken once, for this user and operation only.
+				took, err := s.SSOSessions.TakeUIASSO(ctx, id, u.UserID, ssoPurpose(u.Purpose), now.UnixMilli())
+				if err != nil {
+					return UIAResult{}, err
+				}
+				if took {
+					stage = LoginSSO
+				}
+			}
+			if result, done := s.finishUIA(id, sess, u, stage, "", now); done {
+				return result, nil
+			}
+		}
 		return UIAResult{}, challenge(nil)
 	}
 	if !stageAllowed(u.Flows, auth.Type) {
@@ -205,26 +249,117 @@ func (s *Service) AuthenticateUIAResult(ctx context.Context, u UIA, auth *AuthDi
 		}
 		return UIAResult{}, err
 	}
-	s.uia.mu.Lock()
-	if !slices.Contains(sess.completed, auth.Type) {
-		sess.completed = append(sess.completed, auth.Type)
-	}
-	if email != "" {
-		sess.email = email
-	}
-	result := UIAResult{Email: sess.email}
-	done := flowComplete(u.Flows, sess.completed)
-	if done {
-		delete(s.uia.m, id)
-		if s.UIASessionKey != nil {
-			s.markUsedLocked(id, sess.expires, now)
-		}
-	}
-	s.uia.mu.Unlock()
+	result, done := s.finishUIA(id, sess, u, auth.Type, email, now)
 	if !done {
 		return UIAResult{}, challenge(nil)
 	}
 	return result, nil
+}
+
+// finishUIA records a completed stage (if any) and, when that completes one
+// of the flows, forgets the session (it authorises one operation).
+func (s *Service) finishUIA(id string, sess *uiaSession, u UIA, stage, email string, now time.Time) (UIAResult, bool) {
+	s.uia.mu.Lock()
+	defer s.uia.mu.Unlock()
+	if stage != "" && !slices.Contains(sess.completed, stage) {
+		sess.completed = append(sess.completed, stage)
+	}
+	if email != "" {
+		sess.email = email
+	}
+	// A flow is complete when all its stages are (a stage done out of
+	// band for a flow the endpoint does not offer completes none).
+	if !flowComplete(u.Flows, sess.completed) {
+		return UIAResult{}, false
+	}
+	delete(s.uia.m, id)
+	if s.UIASessionKey != nil {
+		s.markUsedLocked(id, sess.expires, now)
+	}
+	return UIAResult{Email: sess.email}, true
+}
+
+// UIASessionInfo is what the fallback page shows of a session.
+type UIASessionInfo struct {
+	UserID, Purpose string
+}
+
+// SSOSessionStore keeps the UIA sessions that offer m.login.sso where
+// every process sees them (store.SSO, migration 0036).
+type SSOSessionStore interface {
+	AddUIASSOSession(ctx context.Context, id, userID, purpose string, expiresTS int64) error
+	UIASSOSession(ctx context.Context, id string, now int64) (userID, purpose string, err error)
+	CompleteUIASSO(ctx context.Context, id, userID string, now int64) error
+	TakeUIASSO(ctx context.Context, id, userID, purpose string, now int64) (bool, error)
+	DeleteExpiredSSO(ctx context.Context, now int64) error
+}
+
+// ssoPurpose is how a session's operation is kept in the database: its
+// name (shown by the fallback page) and a digest of the whole (device IDs
+// and all, which may hold bytes a database's text refuses).
+func ssoPurpose(purpose string) string {
+	op, _, _ := strings.Cut(purpose, "\x00")
+	sum := sha256.Sum256([]byte(purpose))
+	return op + " " + base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// UIASession returns a live session (for the fallback page): this
+// process's, else one offering m.login.sso that another process issued;
+// ErrUnknownUIASession if none.
+func (s *Service) UIASession(ctx context.Context, id string) (UIASessionInfo, error) {
+	s.uia.mu.Lock()
+	sess := s.uia.m[id]
+	if sess != nil && !s.now().After(sess.expires) {
+		s.uia.mu.Unlock()
+		return UIASessionInfo{UserID: sess.userID, Purpose: sess.purpose}, nil
+	}
+	s.uia.mu.Unlock()
+	if s.SSOSessions != nil && id != "" {
+		userID, purpose, err := s.SSOSessions.UIASSOSession(ctx, id, s.now().UnixMilli())
+		if err == nil {
+			op, _, _ := strings.Cut(purpose, " ")
+			return UIASessionInfo{UserID: userID, Purpose: op}, nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return UIASessionInfo{}, err
+		}
+	}
+	return UIASessionInfo{}, ErrUnknownUIASession
+}
+
+var errOtherConfirmer = matrix.Forbidden("You confirmed as another user than the one who asked for this action")
+
+// ErrUnknownUIASession: no such live session.
+var ErrUnknownUIASession = matrix.Errorf(http.StatusBadRequest, matrix.ErrUnknown, "Unknown session ID")
+
+// CompleteUIAStage marks stage done in session id, out of band (the SSO
+// fallback page, after the provider proved userID). The session must be
+// live and userID its user: a stage proved for someone else completes
+// nothing.
+func (s *Service) CompleteUIAStage(ctx context.Context, id, stage, userID string) error {
+	if stage == LoginSSO && s.SSOSessions != nil {
+		err := s.SSOSessions.CompleteUIASSO(ctx, id, userID, s.now().UnixMilli())
+		if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if _, _, err := s.SSOSessions.UIASSOSession(ctx, id, s.now().UnixMilli()); err == nil {
+			return errOtherConfirmer
+		}
+		return ErrUnknownUIASession
+	}
+	s.uia.mu.Lock()
+	defer s.uia.mu.Unlock()
+	sess := s.uia.m[id]
+	if sess == nil || s.now().After(sess.expires) {
+		return ErrUnknownUIASession
+	}
+	if sess.userID == "" || sess.userID != userID {
+		return errOtherConfirmer
+	}
+	if !slices.Contains(sess.completed, stage) {
+		sess.completed = append(sess.completed, stage)
+	}
+	return nil
 }
 
 func (s *Service) newUIASession(u UIA, now time.Time) (string, *uiaSession) {

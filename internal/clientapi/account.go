@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"net/http"
 	"slices"
 
@@ -35,6 +36,46 @@ func (a *API) whoami(w http.ResponseWriter, r *http.Request, s *store.Session) {
 // passwordFlows: the operations below re-check the caller's password.
 var passwordFlows = []accounts.Flow{{Stages: []string{accounts.LoginPassword}}}
 
+// reauthFlows are the ways userID proves again who they are before a
+// sensitive operation. Without single sign-on: the password. With it, as
+// Synapse's _get_available_ui_auth_types: m.login.password if the account
+// has a password, m.login.sso if single sign-on can map to it (an address
+// is bound to it: the provider's verified address finds the account), each
+// a flow of its own. An account with neither cannot prove itself: none.
+func (a *API) reauthFlows(ctx context.Context, userID string) ([]accounts.Flow, error) {
+	if a.SSO == nil {
+		return passwordFlows, nil
+	}
+	u, err := a.Accounts.GetUser(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	var flows []accounts.Flow
+	if u.PasswordHash != "" {
+		flows = append(flows, passwordFlows...)
+	}
+	if a.Threepids != nil {
+		bound, err := a.Threepids.List(ctx, userID)
+		if err != nil {
+			return nil, err
+		}
+		if len(bound) > 0 {
+			flows = append(flows, accounts.Flow{Stages: []string{accounts.LoginSSO}})
+		}
+	}
+	return flows, nil
+}
+
+// reauth runs user-interactive authentication of the caller s for the
+// operation purpose with reauthFlows.
+func (a *API) reauth(ctx context.Context, s *store.Session, purpose string, auth *accounts.AuthDict) error {
+	flows, err := a.reauthFlows(ctx, s.UserID)
+	if err != nil {
+		return err
+	}
+	return a.Accounts.AuthenticateUIA(ctx, accounts.UIA{Purpose: purpose, UserID: s.UserID, Flows: flows}, auth)
+}
+
 func guestForbidden() error {
 	return matrix.Errorf(http.StatusForbidden, matrix.ErrGuestAccessForbid, "Guest access is not allowed")
 }
@@ -62,7 +103,12 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request, s *store.Se
 		return
 	}
 	ctx := r.Context()
-	if err := a.Accounts.AuthenticateUIA(ctx, accounts.UIA{Purpose: "password", UserID: s.UserID, Flows: a.passwordChangeFlows()}, req.Auth); err != nil {
+	flows, err := a.passwordChangeFlows(ctx, s.UserID)
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	if err := a.Accounts.AuthenticateUIA(ctx, accounts.UIA{Purpose: "password", UserID: s.UserID, Flows: flows}, req.Auth); err != nil {
 		fail(w, r, err)
 		return
 	}
@@ -76,11 +122,15 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request, s *store.Se
 
 // passwordChangeFlows: the password, or, where mail is sent, an address of
 // the caller's proved by e-mail.
-func (a *API) passwordChangeFlows() []accounts.Flow {
-	if a.Threepids != nil && a.Threepids.Mailer != nil {
-		return append(slices.Clone(passwordFlows), accounts.Flow{Stages: []string{accounts.LoginEmailIdentity}})
+func (a *API) passwordChangeFlows(ctx context.Context, userID string) ([]accounts.Flow, error) {
+	flows, err := a.reauthFlows(ctx, userID)
+	if err != nil {
+		return nil, err
 	}
-	return passwordFlows
+	if a.Threepids != nil && a.Threepids.Mailer != nil {
+		return append(slices.Clone(flows), accounts.Flow{Stages: []string{accounts.LoginEmailIdentity}}), nil
+	}
+	return flows, nil
 }
 
 // emailFlows: a password reset proves an address by e-mail.
@@ -159,7 +209,7 @@ func (a *API) deactivate(w http.ResponseWriter, r *http.Request, s *store.Sessio
 		return
 	}
 	ctx := r.Context()
-	if err := a.Accounts.AuthenticateUIA(ctx, accounts.UIA{Purpose: "deactivate", UserID: s.UserID, Flows: passwordFlows}, req.Auth); err != nil {
+	if err := a.reauth(ctx, s, "deactivate", req.Auth); err != nil {
 		fail(w, r, err)
 		return
 	}

@@ -115,6 +115,7 @@ func (a *API) Register(mux Mux) {
 	a.registerNotices(mux)
 	a.registerThreadSubscriptions(mux)
 	a.registerSSO(mux)
+	a.registerUIAFallback(mux)
 	a.registerValidity(mux)
 	a.registerThreepids(mux)
 }

@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"errors"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -68,8 +69,17 @@ func (a *API) ssoCallback(w http.ResponseWriter, r *http.Request) {
 	// The cookie has done its work, whatever the outcome.
 	http.SetCookie(w, &http.Cookie{Name: ssoCookie, Value: "", Path: sso.CallbackPath, MaxAge: -1, HttpOnly: true})
 	res, err := a.SSO.Finish(r.Context(), cb)
+	if errors.Is(err, sso.ErrOtherUser) {
+		uiaPage(w, r, "Confirmation failed", err, nil)
+		return
+	}
 	if err != nil {
 		ssoPage(w, r, err, nil)
+		return
+	}
+	if res.UIASession != "" {
+		// A confirmation begun at the m.login.sso fallback page.
+		a.uiaSSODone(w, r, res)
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
@@ -127,7 +137,7 @@ func ssoPage(w http.ResponseWriter, r *http.Request, err error, res *sso.Result)
 			return
 		}
 		status = me.Status
-		data["Title"], data["Error"] = "Login failed", me.Msg
+		data["Title"], data["Error"] = "Single sign-on failed", me.Msg
 	} else {
 		u, _ := url.Parse(res.ClientURL)
 		host := u.Host

@@ -181,7 +181,7 @@ func (a *API) addThreepid(w http.ResponseWriter, r *http.Request, s *store.Sessi
 		return
 	}
 	ctx := r.Context()
-	if err := a.Accounts.AuthenticateUIA(ctx, accounts.UIA{Purpose: "add_threepid", UserID: s.UserID, Flows: passwordFlows}, req.Auth); err != nil {
+	if err := a.reauth(ctx, s, "add_threepid", req.Auth); err != nil {
 		fail(w, r, err)
 		return
 	}

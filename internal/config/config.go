@@ -59,6 +59,7 @@ type Config struct {
 	OIDCClientID             string   `yaml:"oidc_client_id" help:"single sign-on: this server's client ID at the provider, whose redirect URI is public_base_url + /_synapse/client/oidc/callback"`
 	OIDCClientSecret         string   `yaml:"oidc_client_secret" help:"single sign-on: this server's client secret at the provider"`
 	OIDCProviderName         string   `yaml:"oidc_provider_name" help:"single sign-on: the provider's name shown by clients on their login button"`
+	OIDCRequireEmailVerified bool     `yaml:"oidc_require_email_verified" help:"single sign-on: require the provider's email_verified claim to be true; false trusts its email claim as given, for providers that only hand out addresses they verified but do not say so"`
 	SSORedirectAllow         []string `yaml:"sso_redirect_allow" help:"single sign-on: comma-separated client URLs (scheme://host[/path]) sent back to at once after sign-in; any other client URL gets a confirmation page first, so a link to a stranger's client cannot take the login unseen"`
 	ExternalAccountValidity  Duration `yaml:"external_account_validity" help:"how long an external user's account lasts (90d, 2160h) before it must be renewed; every request but renewal then answers 403 ORG_MATRIX_EXPIRED_ACCOUNT; 0: accounts do not expire. Applies on the externals' server: one named in its own external_servers, or the catch-all server of email_domains"`
 	AccountRenewalNotice     Duration `yaml:"account_renewal_notice" help:"how long before an account expires its renewal mail is sent (to its bound e-mail addresses, through smtp_url)"`
@@ -169,6 +170,9 @@ func Default() Config {
 		DefaultAccessRule:      "restricted",
 		PasswordLogin:          true,
 		OIDCProviderName:       "Single sign-on",
+
+		OIDCRequireEmailVerified: true,
+
 		AccountRenewalNotice:   Duration{7 * 24 * time.Hour},
 		ClamdUnreachable:       "refuse",
 		ThumbnailMaxPixels:     32_000_000,

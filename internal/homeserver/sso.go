@@ -23,10 +23,13 @@ func (hs *Homeserver) setupSSO() {
 	}
 	out := outbound.New(outbound.Config{ExtraCAs: cas, AllowPrivate: true})
 	s := sso.New(sso.Config{Issuer: cfg.OIDCIssuer, ClientID: cfg.OIDCClientID, ClientSecret: cfg.OIDCClientSecret,
-		BaseURL: cfg.PublicBaseURL, IdPName: cfg.OIDCProviderName, ServerName: cfg.ServerName, HTTP: out.HTTP})
+		BaseURL: cfg.PublicBaseURL, IdPName: cfg.OIDCProviderName, ServerName: cfg.ServerName, HTTP: out.HTTP,
+		TrustUnverifiedEmail: !cfg.OIDCRequireEmailVerified})
 	s.Store, s.Accounts, s.Directory, s.Profiles = hs.Store, hs.Accounts, hs.Threepids, hs.Profiles
 	if hs.Log != nil {
 		s.Log = hs.Log
 	}
 	hs.SSO = s
+	// UIA sessions offering m.login.sso are shared through the database.
+	hs.Accounts.SSOSessions = hs.Store
 }

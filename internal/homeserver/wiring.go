@@ -119,7 +119,6 @@ func (hs *Homeserver) wire() {
 	hs.Keys.DeviceChange = deviceChange
 	hs.Accounts.DeviceChange = deviceChange
 	hs.Keys.NotifyToDevice = wake
-	hs.Keys.CheckPassword = hs.Accounts.CheckPassword
 	hs.Push = push.New(hs.Store, hs.Store, hs.AccountData.PutInternal)
 	// A local user joining an upgraded room keeps their notification
 	// settings for the room it replaces (Client-Server API, "Room

@@ -7,6 +7,9 @@
 // Tchap does; addresses that do not belong on this server refused), and the
 // short-lived single-use login tokens (m.login.token) that hand the login to
 // the client. Client-Server API, "Single Sign-On" and "Token-based login".
+// It also proves a user again for user-interactive authentication
+// (m.login.sso through the fallback page: BeginUIA, then Finish answers
+// which session of which user the provider confirmed).
 // HTTP (redirects, cookies, pages) is clientapi's.
 package sso
 
@@ -83,6 +86,10 @@ type Config struct {
 	ServerName string
 	// HTTP makes the requests to the provider (internal/outbound).
 	HTTP *http.Client
+	// TrustUnverifiedEmail accepts the provider's email claim without
+	// email_verified: true (oidc_require_email_verified: false), for
+	// providers that only give addresses they verified but do not say so.
+	TrustUnverifiedEmail bool
 }
 
 // Service is single sign-on.
@@ -234,13 +241,50 @@ func (s *Service) Begin(ctx context.Context, idp, redirectURL string) (authURL, 
 	return authURL, cookie, nil
 }
 
-// Result is a finished login.
+// BeginUIA starts a confirmation at the provider for user-interactive
+// authentication session uiaSession of userID (the m.login.sso fallback
+// page): as Begin, but the callback completes that session instead of
+// logging in.
+func (s *Service) BeginUIA(ctx context.Context, uiaSession, userID string) (authURL, cookie string, err error) {
+	if uiaSession == "" || userID == "" {
+		return "", "", matrix.MissingParam("Missing session")
+	}
+	p, err := s.discover(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	state, nonce, verifier := rand.Text(), rand.Text(), oauth2.GenerateVerifier()
+	cookie = rand.Text()
+	now := s.Now()
+	a := &store.SSOAttempt{StateHash: hash(state), BrowserHash: hash(cookie), Nonce: nonce, Verifier: verifier, IdP: IdPID,
+		ExpiresTS: now.Add(AttemptLifetime).UnixMilli(), UIASession: uiaSession, UserID: userID}
+	if err := s.Store.AddSSOAttempt(ctx, a); err != nil {
+		return "", "", err
+	}
+	if err := s.Store.DeleteExpiredSSO(ctx, now.UnixMilli()); err != nil {
+		s.Log.Warn("sso: removing expired attempts", "err", err)
+	}
+	// No prompt=login: as Synapse, a person still signed in at the
+	// provider confirms with the page's click (not every provider honours
+	// a forced sign-in, and one that refuses it would break the flow).
+	authURL = s.oauth(p).AuthCodeURL(state, oidc.Nonce(nonce), oauth2.S256ChallengeOption(verifier))
+	return authURL, cookie, nil
+}
+
+// Result is a finished login, or a confirmation (UIASession set).
 type Result struct {
 	UserID      string
 	Created     bool   // a new account was made
 	RedirectURL string // the client's redirectUrl with loginToken added
 	ClientURL   string // the client's redirectUrl as given
+	// UIASession: the user-interactive authentication session UserID
+	// confirmed (BeginUIA); nothing was logged in.
+	UIASession string
 }
+
+// ErrOtherUser: the provider confirmed someone else than the user whose
+// session BeginUIA began.
+var ErrOtherUser = matrix.Forbidden("You signed in at the identity provider as someone else than the user who asked for this action: nothing was confirmed")
 
 // Callback is what the provider sent the browser back with.
 type Callback struct {
@@ -325,13 +369,27 @@ func (s *Service) Finish(ctx context.Context, cb Callback) (*Result, error) {
 		}
 	}
 	// Some providers send "true" as a string (a known quirk); anything
-	// else than true is not verified.
-	if v, ok := claims.EmailVerified.(bool); !(ok && v) && claims.EmailVerified != "true" {
+	// else than true is not verified, unless the operator trusts the
+	// provider's addresses as they come.
+	if v, ok := claims.EmailVerified.(bool); !(ok && v) && claims.EmailVerified != "true" && !s.cfg.TrustUnverifiedEmail {
 		return nil, matrix.Errorf(http.StatusForbidden, threepid.ErrThreepidDenied, "The identity provider did not verify your e-mail address")
 	}
 	addr, err := threepid.Canonical(threepid.MediumEmail, claims.Email)
 	if err != nil {
 		return nil, matrix.Errorf(http.StatusForbidden, threepid.ErrThreepidDenied, "The identity provider sent no usable e-mail address")
+	}
+	if a.UIASession != "" {
+		// A confirmation: the address must be bound to the session's
+		// user. Nothing is created, whoever the provider names.
+		owner, _, err := s.Directory.LocalInfo(ctx, threepid.MediumEmail, addr)
+		if err != nil {
+			return nil, err
+		}
+		if owner != a.UserID {
+			s.Log.Info("sso: confirmation by another user refused", "session_user", a.UserID, "signed_in", owner)
+			return nil, ErrOtherUser
+		}
+		return &Result{UserID: owner, UIASession: a.UIASession}, nil
 	}
 	userID, created, err := s.account(ctx, addr)
 	if err != nil {

@@ -17,13 +17,63 @@ func testSSO(t *testing.T, s store.Store) {
 	if string(got.BrowserHash) != "b" || got.Nonce != "n" || got.Verifier != "v" || got.IdP != "oidc" || got.RedirectURL != a.RedirectURL || got.ExpiresTS != 100 {
 		t.Fatalf("attempt: %+v", got)
 	}
+	if got.UIASession != "" || got.UserID != "" {
+		t.Fatalf("login attempt with a UIA session: %+v", got)
+	}
 	_, err = s.TakeSSOAttempt(ctx(), []byte("state1"), 50)
 	wantErr(t, err, store.ErrNotFound) // taken once
+	// An attempt of the m.login.sso fallback page keeps its session and user.
+	u := &store.SSOAttempt{StateHash: []byte("state3"), BrowserHash: []byte("b"), Nonce: "n", Verifier: "v", IdP: "oidc",
+		ExpiresTS: 100, UIASession: "sess1.mac", UserID: "@a:x"}
+	must(t, s.AddSSOAttempt(ctx(), u))
+	got, err = s.TakeSSOAttempt(ctx(), []byte("state3"), 50)
+	must(t, err)
+	if got.UIASession != "sess1.mac" || got.UserID != "@a:x" || got.RedirectURL != "" {
+		t.Fatalf("UIA attempt: %+v", got)
+	}
 	// Expired: not returned, and gone.
 	a.StateHash = []byte("state2")
 	must(t, s.AddSSOAttempt(ctx(), a))
 	_, err = s.TakeSSOAttempt(ctx(), []byte("state2"), 101)
 	wantErr(t, err, store.ErrNotFound)
+
+	// UIA sessions offering m.login.sso.
+	must(t, s.AddUIASSOSession(ctx(), "u1", "@a:x", "delete_devices", 100))
+	must(t, s.AddUIASSOSession(ctx(), "u1", "@b:x", "other", 500)) // already there: unchanged
+	if user, purpose, err := s.UIASSOSession(ctx(), "u1", 50); err != nil || user != "@a:x" || purpose != "delete_devices" {
+		t.Fatalf("uia session: %q %q %v", user, purpose, err)
+	}
+	_, _, err = s.UIASSOSession(ctx(), "u1", 101)
+	wantErr(t, err, store.ErrNotFound) // expired
+	_, _, err = s.UIASSOSession(ctx(), "nope", 50)
+	wantErr(t, err, store.ErrNotFound)
+	if took, err := s.TakeUIASSO(ctx(), "u1", "@a:x", "delete_devices", 50); err != nil || took {
+		t.Fatalf("taken before completion: %v %v", took, err)
+	}
+	wantErr(t, s.CompleteUIASSO(ctx(), "u1", "@b:x", 50), store.ErrNotFound)  // another user
+	wantErr(t, s.CompleteUIASSO(ctx(), "u1", "@a:x", 101), store.ErrNotFound) // expired
+	must(t, s.CompleteUIASSO(ctx(), "u1", "@a:x", 50))
+	if took, err := s.TakeUIASSO(ctx(), "u1", "@b:x", "delete_devices", 50); err != nil || took {
+		t.Fatalf("taken by another user: %v %v", took, err)
+	}
+	if took, err := s.TakeUIASSO(ctx(), "u1", "@a:x", "other", 50); err != nil || took {
+		t.Fatalf("taken for another operation: %v %v", took, err)
+	}
+	if took, err := s.TakeUIASSO(ctx(), "u1", "@a:x", "delete_devices", 50); err != nil || !took {
+		t.Fatalf("take: %v %v", took, err)
+	}
+	if took, err := s.TakeUIASSO(ctx(), "u1", "@a:x", "delete_devices", 50); err != nil || took {
+		t.Fatalf("taken twice: %v %v", took, err)
+	}
+	must(t, s.AddUIASSOSession(ctx(), "u2", "@a:x", "delete_devices", 100))
+	must(t, s.CompleteUIASSO(ctx(), "u2", "@a:x", 50))
+	if took, err := s.TakeUIASSO(ctx(), "u2", "@a:x", "delete_devices", 101); err != nil || took {
+		t.Fatalf("expired taken: %v %v", took, err)
+	}
+	must(t, s.AddUIASSOSession(ctx(), "u3", "@a:x", "p", 100))
+	must(t, s.DeleteExpiredSSO(ctx(), 150))
+	_, _, err = s.UIASSOSession(ctx(), "u3", 10)
+	wantErr(t, err, store.ErrNotFound) // deleted as expired
 
 	must(t, s.AddLoginToken(ctx(), []byte("t1"), "@a:x", 100))
 	wantErr(t, s.AddLoginToken(ctx(), []byte("t1"), "@b:x", 100), store.ErrConflict)
