@@ -91,6 +91,9 @@ func TestExternalInvitedByEmailAcrossServers(t *testing.T) {
 		t.Fatalf("3pid invite into a direct room: %d %s", r.Status, r.Body)
 	}
 	expectErr(t, invite3pid(dm, "someone.else@gmail.com"), http.StatusForbidden, "M_FORBIDDEN")
+	// Its invitation mail goes in the background: awaited, so that the
+	// registration below reads its own mail, not this one.
+	smtp.Wait(t, "ext@gmail.com", 2)
 
 	ext := registerByEmail(t, b, smtp, "ext@gmail.com", "Pass-word-2")
 	extID := b.MustOK(t, "GET", "/_matrix/client/v3/account/whoami", ext, nil).Str("user_id")
