@@ -47,6 +47,7 @@ import (
 	"conclave/internal/syncer"
 	"conclave/internal/tlsutil"
 	"conclave/internal/typing"
+	"conclave/internal/webclient"
 )
 
 // Homeserver is one Conclave instance.
@@ -243,6 +244,11 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 		mux.KnowElsewhere("/_matrix/key/", hs.federationMux)
 	}
 	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts, Preview: hs.urlPreview()}).Register(mux)
+	if cfg.WebClient {
+		if web := webclient.New(http.HandlerFunc(server.NotFound)); web != nil {
+			mux.Fallback(web)
+		}
+	}
 	proxies, err := cfg.TrustedProxyPrefixes()
 	if err != nil {
 		db.Close()

@@ -1,0 +1,174 @@
+// Sessions: logging in, registering, and starting a matrix-js-sdk client with
+// its Rust crypto, whose keys live in IndexedDB so that a reload keeps
+// decrypting. The access token is kept in localStorage.
+import { initAsync } from "@matrix-org/matrix-sdk-crypto-wasm";
+import { ClientEvent, createClient, MatrixClient, MatrixError, SyncState } from "matrix-js-sdk";
+import { logger } from "matrix-js-sdk/lib/logger.js";
+
+declare const CRYPTO_WASM: string; // the hashed .wasm name, set by build.mjs
+
+logger.setLevel("warn");
+
+export interface Session {
+    userId: string;
+    deviceId: string;
+    accessToken: string;
+}
+
+const SESSION_KEY = "conclave.session";
+export const baseUrl = location.origin;
+
+export function savedSession(): Session | null {
+    try {
+        const s = JSON.parse(localStorage.getItem(SESSION_KEY) ?? "null");
+        if (s && typeof s.userId === "string" && typeof s.deviceId === "string" && typeof s.accessToken === "string") {
+            return s;
+        }
+    } catch {
+        // a damaged entry: start over
+    }
+    return null;
+}
+
+// serverName is the part of user IDs after the colon, for hints.
+export function serverName(): string {
+    return savedSession()?.userId.split(":").slice(1).join(":") || location.hostname;
+}
+
+// Start fetching and compiling the wasm now, while the user types.
+const cryptoReady = initAsync(new URL(CRYPTO_WASM, import.meta.url));
+cryptoReady.catch(() => {}); // reported when a client starts
+
+export type Failure = "badLogin" | "registrationClosed" | "networkError" | "other";
+
+export class AuthError extends Error {
+    constructor(
+        public kind: Failure,
+        message: string,
+    ) {
+        super(message);
+    }
+}
+
+function authError(e: unknown): AuthError {
+    if (e instanceof MatrixError) {
+        if (e.errcode === "M_FORBIDDEN" && e.httpStatus === 403) return new AuthError("badLogin", e.message);
+        return new AuthError("other", e.data?.error ?? e.message);
+    }
+    if (e instanceof TypeError) return new AuthError("networkError", String(e));
+    return new AuthError("other", String(e));
+}
+
+const deviceName = () => `Conclave Web (${navigator.platform || "browser"})`;
+
+export async function login(user: string, password: string): Promise<Session> {
+    const anon = createClient({ baseUrl });
+    try {
+        const r = await anon.loginRequest({
+            type: "m.login.password",
+            identifier: { type: "m.id.user", user },
+            password,
+            initial_device_display_name: deviceName(),
+        });
+        return { userId: r.user_id, deviceId: r.device_id, accessToken: r.access_token };
+    } catch (e) {
+        throw authError(e);
+    }
+}
+
+// register creates an account with the first flow this client can finish:
+// m.login.dummy (open registration). Client-Server API, "Account registration".
+export async function register(username: string, password: string): Promise<Session> {
+    const anon = createClient({ baseUrl });
+    let session: string | undefined;
+    try {
+        await anon.registerRequest({ username, password, initial_device_display_name: deviceName() });
+        throw new AuthError("other", "registration finished without authentication");
+    } catch (e) {
+        if (e instanceof AuthError) throw e;
+        const data = (e as MatrixError).data as { flows?: { stages: string[] }[]; session?: string } | undefined;
+        if (!(e instanceof MatrixError) || e.httpStatus !== 401 || !data?.flows) {
+            if (e instanceof MatrixError && e.errcode === "M_FORBIDDEN") throw new AuthError("registrationClosed", e.message);
+            throw authError(e);
+        }
+        if (!data.flows.some((f) => f.stages.length === 1 && f.stages[0] === "m.login.dummy")) {
+            throw new AuthError("registrationClosed", "no flow this client can complete");
+        }
+        session = data.session;
+    }
+    try {
+        const r = await anon.registerRequest({
+            username,
+            password,
+            initial_device_display_name: deviceName(),
+            auth: { type: "m.login.dummy", session },
+        });
+        if (!r.access_token || !r.device_id) throw new AuthError("other", "no access token in the registration response");
+        // The name others see starts as the username (as Synapse does), not
+        // the full user ID; best effort.
+        await createClient({ baseUrl, userId: r.user_id, accessToken: r.access_token })
+            .setDisplayName(username)
+            .catch(() => {});
+        return { userId: r.user_id, deviceId: r.device_id, accessToken: r.access_token };
+    } catch (e) {
+        if (e instanceof AuthError) throw e;
+        throw authError(e);
+    }
+}
+
+// start saves the session, starts a client with Rust crypto in IndexedDB and
+// resolves once the first sync is in.
+export async function start(s: Session, progress: (stage: "crypto" | "sync") => void): Promise<MatrixClient> {
+    localStorage.setItem(SESSION_KEY, JSON.stringify(s));
+    const client = createClient({
+        baseUrl,
+        userId: s.userId,
+        deviceId: s.deviceId,
+        accessToken: s.accessToken,
+        timelineSupport: true,
+    });
+    progress("crypto");
+    await cryptoReady;
+    try {
+        await client.initRustCrypto();
+    } catch {
+        // The store belongs to another device (an earlier session that was not
+        // logged out cleanly): start a fresh one for this device.
+        await client.clearStores();
+        await client.initRustCrypto();
+    }
+    progress("sync");
+    const prepared = new Promise<void>((resolve, reject) => {
+        const onSync = (state: SyncState, _prev: SyncState | null, data?: { error?: Error }) => {
+            if (state === SyncState.Prepared || state === SyncState.Syncing) {
+                client.off(ClientEvent.Sync, onSync);
+                resolve();
+            } else if (state === SyncState.Error && data?.error instanceof MatrixError && data.error.errcode === "M_UNKNOWN_TOKEN") {
+                client.off(ClientEvent.Sync, onSync);
+                reject(data.error);
+            }
+        };
+        client.on(ClientEvent.Sync, onSync);
+    });
+    await client.startClient({ initialSyncLimit: 30, lazyLoadMembers: true });
+    await prepared;
+    return client;
+}
+
+// logout ends the session on the server (best effort) and forgets it here,
+// keys included: they belong to a device that no longer exists.
+export async function logout(client: MatrixClient | null): Promise<void> {
+    localStorage.removeItem(SESSION_KEY);
+    if (client) {
+        try {
+            await client.logout(true);
+        } catch {
+            client.stopClient();
+        }
+        await client.clearStores().catch(() => {});
+    }
+}
+
+export function forgetSession(): void {
+    localStorage.removeItem(SESSION_KEY);
+}

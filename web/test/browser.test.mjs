@@ -1,0 +1,144 @@
+// The web client in a real browser (Debian's chromium driven by
+// playwright-core) against a real `conclave serve` built from this checkout:
+// two people register in two browser profiles, start an encrypted DM,
+// exchange messages both ways and both read them decrypted; a reload keeps
+// the session and its keys. The same run saves the screenshots under
+// docs/web/ that the README shows.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+import { startServer } from "../../tests/js/server.mjs";
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const shots = path.join(repo, "docs/web");
+const WAIT = 30000; // failure bound for what arrives through /sync
+
+let server;
+let browser;
+const pageErrors = [];
+
+before(async () => {
+    server = await startServer();
+    browser = await chromium.launch({
+        executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+        // Chromium refuses to run as root with its sandbox (CI containers).
+        args: process.getuid?.() === 0 ? ["--no-sandbox"] : [],
+    });
+    mkdirSync(shots, { recursive: true });
+});
+
+after(async () => {
+    await browser?.close();
+    await server?.stop();
+});
+
+async function person() {
+    const context = await browser.newContext({ locale: "en-GB", viewport: { width: 1100, height: 720 } });
+    const page = await context.newPage();
+    page.setDefaultTimeout(WAIT);
+    page.on("pageerror", (e) => pageErrors.push(e));
+    return { context, page };
+}
+
+async function registerIn(page, name) {
+    await page.goto(server.baseUrl + "/");
+    await page.getByRole("button", { name: "Create an account" }).click();
+    await page.getByLabel("Username").fill(name);
+    await page.getByLabel("Password", { exact: true }).fill(`correct horse battery ${name}`);
+    await page.getByLabel("Confirm password").fill(`correct horse battery ${name}`);
+    await page.getByRole("button", { name: "Create account", exact: true }).click();
+    await page.getByRole("heading", { name: "Conversations" }).waitFor();
+}
+
+const message = (page, text) => page.locator(".timeline .event.message .body", { hasText: text });
+
+// send types text in the composer, presses Enter and waits until the server
+// has the event (the "Sending…" mark is gone).
+async function send(page, text) {
+    await page.getByLabel("Message", { exact: true }).fill(text);
+    await page.keyboard.press("Enter");
+    await page.locator(".timeline .event.message", { hasText: text }).locator(".status").waitFor({ state: "detached" });
+    await message(page, text).waitFor();
+}
+
+test("two people talk in an encrypted DM in the browser", { timeout: 120000 }, async () => {
+    const a = await person();
+    const b = await person();
+
+    await a.page.goto(server.baseUrl + "/");
+    await a.page.getByRole("heading", { name: "Sign in" }).waitFor();
+    await a.page.screenshot({ path: path.join(shots, "login.png") });
+
+    await registerIn(a.page, "alice");
+    await registerIn(b.page, "bob");
+
+    // Alice starts an encrypted DM with Bob and writes first.
+    await a.page.getByRole("button", { name: "New message" }).click();
+    await a.page.getByLabel(/User ID/).fill("@bob:localhost");
+    await a.page.getByRole("button", { name: "Start" }).click();
+    await a.page.getByRole("heading", { name: "bob", level: 2, exact: true }).waitFor();
+    assert.equal(await a.page.locator(".room-header .enc.on").count(), 1, "the DM is encrypted");
+    await send(a.page, "Hello Bob, this is encrypted");
+
+    // Bob accepts the invitation and reads it decrypted.
+    await b.page.getByRole("button", { name: "Accept" }).click();
+    await message(b.page, "Hello Bob, this is encrypted").waitFor();
+    await send(b.page, "Hi Alice, I read you");
+    await message(a.page, "Hi Alice, I read you").waitFor();
+    assert.equal(await a.page.locator(".event.utd").count(), 0, "Alice has undecryptable events");
+    assert.equal(await b.page.locator(".event.utd").count(), 0, "Bob has undecryptable events");
+
+    // A second room with an unread message, for the room list screenshot.
+    await b.page.getByRole("button", { name: "New room" }).click();
+    await b.page.getByLabel("Room name").fill("Cabinet meeting");
+    await b.page.getByLabel(/^Invite/).fill("@alice:localhost");
+    await b.page.getByRole("button", { name: "Create", exact: true }).click();
+    await b.page.getByRole("heading", { name: "Cabinet meeting", level: 2 }).waitFor();
+    await send(b.page, "Agenda for Monday");
+    await a.page.getByRole("button", { name: "Accept" }).click();
+    await message(a.page, "Agenda for Monday").waitFor();
+    await a.page.locator(".room-item", { hasText: "bob" }).click();
+    await send(a.page, "See you on Monday");
+    // Unread in the other room: a badge in Alice's list.
+    await send(b.page, "Please bring the figures");
+    await a.page.locator(".room-item", { hasText: "Cabinet meeting" }).locator(".badge").waitFor();
+    await a.page.screenshot({ path: path.join(shots, "conversation.png") });
+
+    // Bob reloads: same session, keys from IndexedDB, history still decrypts,
+    // and new messages flow both ways.
+    await b.page.reload();
+    await b.page.getByRole("heading", { name: "Conversations" }).waitFor();
+    await b.page.locator(".room-item", { hasText: "alice" }).click();
+    await message(b.page, "Hello Bob, this is encrypted").waitFor();
+    await message(b.page, "See you on Monday").waitFor();
+    await send(b.page, "Still here after a reload");
+    await message(a.page, "Still here after a reload").waitFor();
+    assert.equal(await b.page.locator(".event.utd").count(), 0, "Bob has undecryptable events after reload");
+
+
+    // Phone-sized screen: the list, then the conversation alone.
+    await a.page.setViewportSize({ width: 390, height: 760 });
+    await a.page.getByRole("button", { name: "Back to conversations" }).click();
+    await a.page.getByRole("heading", { name: "Conversations" }).waitFor();
+    await a.page.screenshot({ path: path.join(shots, "rooms.png") });
+    await a.page.locator(".room-item", { hasText: "Cabinet meeting" }).click();
+    await message(a.page, "Please bring the figures").waitFor();
+    await a.page.screenshot({ path: path.join(shots, "phone-conversation.png") });
+    await a.page.getByRole("button", { name: "Back to conversations" }).click();
+    // Read: the badge is gone.
+    await a.page.locator(".room-item", { hasText: "Cabinet meeting" }).locator(".badge").waitFor({ state: "detached" });
+
+    // Signing out brings back the sign-in screen and forgets the session.
+    await a.page.getByRole("button", { name: "Sign out" }).click();
+    await a.page.getByRole("heading", { name: "Sign in" }).waitFor();
+    await a.page.reload();
+    await a.page.getByRole("heading", { name: "Sign in" }).waitFor();
+
+    await a.context.close();
+    await b.context.close();
+    assert.deepEqual(pageErrors.map(String), [], "uncaught errors in the pages");
+});
