@@ -22,6 +22,7 @@ import { h, clear } from "./dom";
 import { t, currentLang, type Key } from "./i18n";
 import { logout, serverName } from "./matrix";
 import { languagePicker } from "./widgets";
+import { Security } from "./security";
 
 const PAGE = 30; // events per back-pagination request
 
@@ -30,6 +31,8 @@ export class App {
     private invites = h("ul", { className: "invites", "aria-labelledby": "invites-title" });
     private invitesSection = h("section", { className: "invites-section", hidden: true }, h("h2", { id: "invites-title" }, t("invites")), this.invites);
     private forms = h("div", { className: "forms" });
+    private banner = h("section", { className: "banner", role: "region", "aria-label": t("verifyTitle"), hidden: true });
+    private security: Security;
     private pane = h("section", { className: "room", "aria-label": t("timeline") });
     private current: Room | null = null;
     private timelineEl: HTMLOListElement | null = null;
@@ -42,7 +45,9 @@ export class App {
         private root: HTMLElement,
         private client: MatrixClient,
         private onLogout: () => void,
+        password: string | null,
     ) {
+        this.security = new Security(client, this.banner, (e) => this.fail(e), () => this.queueTimeline(false));
         this.layout();
         this.renderList();
         this.renderPane();
@@ -65,6 +70,7 @@ export class App {
         });
         client.on(HttpApiEvent.SessionLoggedOut, () => void this.logout());
         document.addEventListener("visibilitychange", () => this.markRead());
+        void this.security.start(password);
     }
 
     private layout(): void {
@@ -87,6 +93,7 @@ export class App {
                 h("button", { type: "button", onclick: () => this.roomForm() }, t("newRoom")),
                 h("button", { type: "button", onclick: () => this.joinForm() }, t("joinRoom")),
             ),
+            this.banner,
             this.forms,
             this.invitesSection,
             h("h2", { id: "rooms-title" }, t("rooms")),
@@ -99,6 +106,7 @@ export class App {
     private redraw(): void {
         const room = this.current;
         this.layout();
+        void this.security.refresh();
         this.renderList();
         this.current = null;
         if (room) this.select(room);

@@ -36,7 +36,7 @@ function showLogin(mode: "login" | "register" = "login", error = ""): void {
                 status.textContent = "";
                 try {
                     const s = isReg ? await register(user.value.trim(), pass.value) : await login(user.value.trim(), pass.value);
-                    await open(s);
+                    await open(s, pass.value);
                 } catch (err) {
                     submit.disabled = false;
                     submit.textContent = isReg ? t("register") : t("signIn");
@@ -67,7 +67,9 @@ function showLogin(mode: "login" | "register" = "login", error = ""): void {
     user.focus();
 }
 
-async function open(s: Session): Promise<void> {
+// open starts the client; password is given right after signing in here
+// (to set up cross-signing), not after a reload.
+async function open(s: Session, password: string | null = null): Promise<void> {
     clear(root);
     const status = h("p", { className: "boot", role: "status" }, t("startingCrypto"));
     root.appendChild(status);
@@ -80,7 +82,7 @@ async function open(s: Session): Promise<void> {
         return;
     }
     clear(root);
-    app = new App(root, client, () => showLogin());
+    app = new App(root, client, () => showLogin(), password);
 }
 
 const s = savedSession();

@@ -7,7 +7,8 @@ import { logger } from "matrix-js-sdk/lib/logger.js";
 
 declare const CRYPTO_WASM: string; // the hashed .wasm name, set by build.mjs
 
-logger.setLevel("warn");
+// localStorage["conclave.debug"] = "1" turns on the SDK's debug log.
+logger.setLevel(localStorage.getItem("conclave.debug") ? "debug" : "warn");
 
 export interface Session {
     userId: string;
@@ -38,6 +39,37 @@ export function serverName(): string {
 // Start fetching and compiling the wasm now, while the user types.
 const cryptoReady = initAsync(new URL(CRYPTO_WASM, import.meta.url));
 cryptoReady.catch(() => {}); // reported when a client starts
+
+// Secret storage keys this page knows, in memory only: the one created at
+// sign-up (until the recovery key has been shown) and the recovery key the
+// user typed on a new session. The SDK asks for them through
+// cryptoCallbacks when it reads or writes secret storage.
+const secretKeys = new Map<string, Uint8Array>();
+let typedRecoveryKey: Uint8Array | null = null;
+
+export function useRecoveryKey(key: Uint8Array | null): void {
+    typedRecoveryKey = key;
+}
+
+export function forgetSecretKeys(): void {
+    secretKeys.clear();
+    typedRecoveryKey = null;
+}
+
+const cryptoCallbacks = {
+    getSecretStorageKey: async ({ keys }: { keys: Record<string, unknown> }): Promise<[string, Uint8Array] | null> => {
+        for (const id of Object.keys(keys)) {
+            const k = secretKeys.get(id);
+            if (k) return [id, k];
+        }
+        const ids = Object.keys(keys);
+        if (typedRecoveryKey && ids.length > 0) return [ids[0], typedRecoveryKey];
+        return null;
+    },
+    cacheSecretStorageKey: (keyId: string, _info: unknown, key: Uint8Array) => {
+        secretKeys.set(keyId, key);
+    },
+};
 
 export type Failure = "badLogin" | "registrationClosed" | "networkError" | "other";
 
@@ -126,6 +158,7 @@ export async function start(s: Session, progress: (stage: "crypto" | "sync") => 
         deviceId: s.deviceId,
         accessToken: s.accessToken,
         timelineSupport: true,
+        cryptoCallbacks,
     });
     progress("crypto");
     await cryptoReady;

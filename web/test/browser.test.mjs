@@ -36,9 +36,14 @@ after(async () => {
     await server?.stop();
 });
 
-async function person() {
+async function person(label = "") {
     const context = await browser.newContext({ locale: "en-GB", viewport: { width: 1100, height: 720 } });
     const page = await context.newPage();
+    if (process.env.WEB_TEST_LOG && label) {
+        // WEB_TEST_LOG=1: the SDK's debug log of the labelled pages.
+        await context.addInitScript(() => localStorage.setItem("conclave.debug", "1"));
+        page.on("console", (m) => console.log(label, m.text()));
+    }
     page.setDefaultTimeout(WAIT);
     page.on("pageerror", (e) => pageErrors.push(e));
     return { context, page };
@@ -51,6 +56,22 @@ async function registerIn(page, name) {
     await page.getByLabel("Password", { exact: true }).fill(`correct horse battery ${name}`);
     await page.getByLabel("Confirm password").fill(`correct horse battery ${name}`);
     await page.getByRole("button", { name: "Create account", exact: true }).click();
+    // The first session sets up cross-signing and key backup and shows the
+    // recovery key once.
+    const dialog = page.getByRole("dialog", { name: "Your recovery key" });
+    const recoveryKey = (await dialog.getByTestId("recovery-key").textContent()).trim();
+    assert.match(recoveryKey, /^(\w{4} ){11}\w{4}$/, "a recovery key in 12 groups of 4");
+    if (name === "alice") await page.screenshot({ path: path.join(shots, "recovery-key.png") });
+    await dialog.getByRole("button", { name: "I have saved it" }).click();
+    await page.getByRole("heading", { name: "Conversations" }).waitFor();
+    return recoveryKey;
+}
+
+async function signIn(page, name) {
+    await page.goto(server.baseUrl + "/");
+    await page.getByLabel("Username").fill(name);
+    await page.getByLabel("Password", { exact: true }).fill(`correct horse battery ${name}`);
+    await page.getByRole("button", { name: "Sign in", exact: true }).click();
     await page.getByRole("heading", { name: "Conversations" }).waitFor();
 }
 
@@ -66,15 +87,17 @@ async function send(page, text) {
 }
 
 test("two people talk in an encrypted DM in the browser", { timeout: 120000 }, async () => {
-    const a = await person();
+    const a = await person("a");
     const b = await person();
 
     await a.page.goto(server.baseUrl + "/");
     await a.page.getByRole("heading", { name: "Sign in" }).waitFor();
     await a.page.screenshot({ path: path.join(shots, "login.png") });
 
-    await registerIn(a.page, "alice");
+    const aliceKey = await registerIn(a.page, "alice");
     await registerIn(b.page, "bob");
+    // Their first sessions are verified: no banner.
+    assert.equal(await a.page.locator(".banner:not([hidden])").count(), 0, "first session shows the unverified banner");
 
     // Alice starts an encrypted DM with Bob and writes first.
     await a.page.getByRole("button", { name: "New message" }).click();
@@ -131,6 +154,54 @@ test("two people talk in an encrypted DM in the browser", { timeout: 120000 }, a
     await a.page.getByRole("button", { name: "Back to conversations" }).click();
     // Read: the badge is gone.
     await a.page.locator(".room-item", { hasText: "Cabinet meeting" }).locator(".badge").waitFor({ state: "detached" });
+
+    // A second session of Alice is verified by emoji from the first, then
+    // reads the history (room keys from key backup, whose key the first
+    // session sends once the new one is verified).
+    await a.page.setViewportSize({ width: 1100, height: 720 });
+    const a2 = await person("a2");
+    await signIn(a2.page, "alice");
+    await a2.page.getByText("This session is not verified").waitFor();
+    await a2.page.getByRole("button", { name: "Verify with another session" }).click();
+    const incoming = a.page.getByRole("dialog", { name: "Verification request" });
+    await incoming.getByRole("button", { name: "Accept" }).click();
+    const sas1 = a.page.getByRole("dialog", { name: "Verify the session" });
+    const sas2 = a2.page.getByRole("dialog", { name: "Verify the session" });
+    const emoji1 = sas1.getByRole("list", { name: "Emoji to compare" });
+    const emoji2 = sas2.getByRole("list", { name: "Emoji to compare" });
+    await emoji1.waitFor();
+    await emoji2.waitFor();
+    const shown1 = await emoji1.textContent();
+    assert.equal(await emoji1.locator("li").count(), 7, "seven emoji");
+    assert.equal(shown1, await emoji2.textContent(), "both sessions show the same emoji");
+    await a2.page.screenshot({ path: path.join(shots, "verification.png") });
+    await sas2.getByRole("button", { name: "They match" }).click();
+    await sas1.getByRole("button", { name: "They match" }).click();
+    await sas1.getByText("Session verified.").waitFor();
+    await sas2.getByText("Session verified.").waitFor();
+    await sas1.getByRole("button", { name: "Close" }).click();
+    await sas2.getByRole("button", { name: "Close" }).click();
+    await a2.page.locator(".banner").waitFor({ state: "hidden" });
+    await a2.page.locator(".room-item", { hasText: "bob" }).click();
+    await message(a2.page, "Hello Bob, this is encrypted").waitFor();
+    await message(a2.page, "Hi Alice, I read you").waitFor();
+
+    // A third session uses the recovery key instead.
+    const a3 = await person();
+    await signIn(a3.page, "alice");
+    await a3.page.getByRole("button", { name: "Use the recovery key" }).click();
+    const rk = a3.page.getByRole("dialog", { name: "Use the recovery key" });
+    await rk.getByLabel("Recovery key").fill("EsTc aaaa bbbb cccc dddd eeee ffff gggg hhhh iiii jjjj kkkk");
+    await rk.getByRole("button", { name: "Verify" }).click();
+    await rk.getByText("This is not the recovery key").waitFor();
+    await rk.getByLabel("Recovery key").fill(aliceKey);
+    await rk.getByRole("button", { name: "Verify" }).click();
+    await a3.page.locator(".banner").waitFor({ state: "hidden" });
+    await a3.page.locator(".room-item", { hasText: "bob" }).click();
+    await message(a3.page, "Hello Bob, this is encrypted").waitFor();
+    await message(a3.page, "Still here after a reload").waitFor();
+    await a2.context.close();
+    await a3.context.close();
 
     // Signing out brings back the sign-in screen and forgets the session.
     await a.page.getByRole("button", { name: "Sign out" }).click();
