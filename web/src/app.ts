@@ -13,6 +13,7 @@ import {
     NotificationCountType,
     Preset,
     RoomEvent,
+    RoomMemberEvent,
     type MatrixClient,
     type MatrixEvent,
     type Room,
@@ -23,8 +24,11 @@ import { t, currentLang, type Key } from "./i18n";
 import { logout, serverName } from "./matrix";
 import { languagePicker } from "./widgets";
 import { Security } from "./security";
+import { blobUrl, previewable, sendFile } from "./attachments";
 
 const PAGE = 30; // events per back-pagination request
+const QUICK_REACTIONS = ["👍", "❤️", "😂"];
+const MAX_FILE = 50 << 20; // the server's default max_upload_bytes
 
 export class App {
     private list = h("ul", { className: "rooms", "aria-labelledby": "rooms-title" });
@@ -40,6 +44,13 @@ export class App {
     private listQueued = false;
     private timelineQueued = false;
     private receiptSent = new Map<string, string>();
+    private replyTo: MatrixEvent | null = null;
+    private editing: MatrixEvent | null = null;
+    private composerInput: HTMLTextAreaElement | null = null;
+    private composerContext: HTMLElement | null = null;
+    private typingEl: HTMLElement | null = null;
+    private membersPanel: HTMLElement | null = null;
+    private showMembers = false;
 
     constructor(
         private root: HTMLElement,
@@ -68,6 +79,15 @@ export class App {
             if (ev.getRoomId() === this.current?.roomId) this.queueTimeline(false);
             this.queueList();
         });
+        client.on(RoomMemberEvent.Typing, (_ev, member) => {
+            if (member.roomId === this.current?.roomId) this.renderTyping();
+        });
+        client.on(RoomMemberEvent.Membership, (_ev, member) => {
+            if (member.roomId === this.current?.roomId) this.renderMembers();
+        });
+        client.on(RoomEvent.Receipt, (_ev, room) => {
+            if (room === this.current) this.queueTimeline(false);
+        });
         client.on(HttpApiEvent.SessionLoggedOut, () => void this.logout());
         document.addEventListener("visibilitychange", () => this.markRead());
         void this.security.start(password);
@@ -88,7 +108,7 @@ export class App {
             ),
             h(
                 "div",
-                { className: "actions" },
+                { className: "sidebar-actions" },
                 h("button", { type: "button", onclick: () => this.dmForm() }, t("newDm")),
                 h("button", { type: "button", onclick: () => this.roomForm() }, t("newRoom")),
                 h("button", { type: "button", onclick: () => this.joinForm() }, t("joinRoom")),
@@ -105,12 +125,14 @@ export class App {
 
     private redraw(): void {
         const room = this.current;
+        const showingRoom = document.body.classList.contains("show-room");
         this.layout();
         void this.security.refresh();
         this.renderList();
         this.current = null;
         if (room) this.select(room);
         else this.renderPane();
+        document.body.classList.toggle("show-room", showingRoom && !!room);
     }
 
     private async logout(): Promise<void> {
@@ -311,12 +333,15 @@ export class App {
     private renderPane(): void {
         clear(this.pane);
         this.timelineEl = null;
+        this.replyTo = null;
+        this.editing = null;
         const room = this.current;
         if (!room) {
             this.pane.appendChild(h("p", { className: "placeholder" }, t("selectRoom")));
             return;
         }
         const encrypted = this.client.isRoomEncrypted(room.roomId);
+        this.membersPanel = h("aside", { className: "members", "aria-labelledby": "members-title", hidden: !this.showMembers });
         this.pane.appendChild(
             h(
                 "header",
@@ -336,16 +361,132 @@ export class App {
                 ),
                 h("h2", { id: "room-title" }, room.name),
                 h("span", { className: "enc " + (encrypted ? "on" : "off") }, encrypted ? t("encrypted") : t("notEncrypted")),
-                h("span", { className: "count" }, t("members", room.getJoinedMemberCount())),
+                h(
+                    "button",
+                    {
+                        type: "button",
+                        className: "count",
+                        "aria-expanded": String(this.showMembers),
+                        onclick: (e: Event) => {
+                            this.showMembers = !this.showMembers;
+                            (e.currentTarget as HTMLElement).setAttribute("aria-expanded", String(this.showMembers));
+                            this.renderMembers();
+                        },
+                    },
+                    t("members", room.getJoinedMemberCount()),
+                ),
             ),
         );
         this.olderButton = h("button", { type: "button", className: "older", onclick: () => void this.older() }, t("loadOlder"));
         const scroller = h("div", { className: "scroller" }, this.olderButton);
         this.timelineEl = h("ol", { className: "timeline", role: "log", "aria-labelledby": "room-title", "aria-live": "polite" });
         scroller.appendChild(this.timelineEl);
-        this.pane.appendChild(scroller);
-        this.pane.appendChild(this.composer(room));
+        this.typingEl = h("p", { className: "typing", "aria-live": "polite" });
+        this.pane.appendChild(h("div", { className: "room-body" }, h("div", { className: "room-main" }, scroller, this.typingEl, this.composer(room)), this.membersPanel));
         this.renderTimeline(true);
+        this.renderMembers();
+        this.renderTyping();
+    }
+
+    // ---- members: list, invite, leave ----
+
+    private renderMembers(): void {
+        const room = this.current;
+        const panel = this.membersPanel;
+        if (!room || !panel) return;
+        panel.hidden = !this.showMembers;
+        if (!this.showMembers) return;
+        clear(panel);
+        const invite = h("input", { id: "invite-user", autocapitalize: "none", spellcheck: "false", required: true });
+        const status = h("p", { className: "error", role: "alert" });
+        const members = room.getMembers().sort((a, b) => a.name.localeCompare(b.name));
+        panel.append(
+            h(
+                "div",
+                { className: "members-head" },
+                h("h3", { id: "members-title" }, t("members", room.getJoinedMemberCount())),
+                h(
+                    "button",
+                    {
+                        type: "button",
+                        "aria-label": t("closeMembers"),
+                        onclick: () => {
+                            this.showMembers = false;
+                            this.pane.querySelector("button.count")?.setAttribute("aria-expanded", "false");
+                            this.renderMembers();
+                            this.pane.querySelector<HTMLButtonElement>("button.count")?.focus();
+                        },
+                    },
+                    "×",
+                ),
+            ),
+            h(
+                "ul",
+                {},
+                members
+                    .filter((m) => m.membership === "join" || m.membership === "invite")
+                    .map((m) =>
+                        h(
+                            "li",
+                            {},
+                            h("span", { className: "name" }, m.name),
+                            m.name !== m.userId && h("span", { className: "uid" }, m.userId),
+                            m.membership === "invite" && h("span", { className: "tag" }, t("invitedTag")),
+                            m.powerLevel >= 100 && h("span", { className: "tag" }, t("adminTag")),
+                        ),
+                    ),
+            ),
+            h(
+                "form",
+                {
+                    onsubmit: async (e: Event) => {
+                        e.preventDefault();
+                        status.textContent = "";
+                        try {
+                            await this.client.invite(room.roomId, invite.value.trim());
+                            invite.value = "";
+                        } catch (err) {
+                            status.textContent = t("error", errorText(err));
+                        }
+                    },
+                },
+                h("label", { for: "invite-user" }, t("inviteSomeone", serverName())),
+                invite,
+                status,
+                h("button", { type: "submit" }, t("invite")),
+            ),
+            h(
+                "button",
+                {
+                    type: "button",
+                    className: "danger",
+                    onclick: async () => {
+                        if (!confirm(t("leaveConfirm", room.name))) return;
+                        try {
+                            await this.client.leave(room.roomId);
+                            this.current = null;
+                            document.body.classList.remove("show-room");
+                            this.renderPane();
+                            this.queueList();
+                        } catch (err) {
+                            this.fail(err);
+                        }
+                    },
+                },
+                t("leave"),
+            ),
+        );
+    }
+
+    private renderTyping(): void {
+        const room = this.current;
+        if (!room || !this.typingEl) return;
+        const me = this.client.getUserId();
+        const names = room
+            .getMembers()
+            .filter((m) => m.typing && m.userId !== me)
+            .map((m) => m.name);
+        this.typingEl.textContent = names.length ? t("typing", names.join(", ")) : "";
     }
 
     private queueTimeline(stick: boolean): void {
@@ -364,11 +505,36 @@ export class App {
         const scroller = ol.parentElement!;
         const fromBottom = scroller.scrollHeight - scroller.scrollTop;
         const atBottom = fromBottom - scroller.clientHeight < 40;
+        const focused = (document.activeElement as HTMLElement | null)?.closest?.(".event")?.getAttribute("data-event-id");
         clear(ol);
         const events = room.getLiveTimeline().getEvents();
+        // Reactions, gathered per target event and key.
+        const reactions = new Map<string, Map<string, { count: number; mine?: string }>>();
+        const me = this.client.getUserId();
         for (const ev of events) {
-            const li = this.renderEvent(room, ev);
-            if (li) ol.appendChild(li);
+            if (ev.getType() !== EventType.Reaction || ev.isRedacted()) continue;
+            const rel = ev.getContent()["m.relates_to"];
+            if (rel?.rel_type !== "m.annotation" || typeof rel.key !== "string") continue;
+            const byKey = reactions.get(rel.event_id) ?? new Map();
+            const r = byKey.get(rel.key) ?? { count: 0 };
+            r.count++;
+            if (ev.getSender() === me) r.mine = ev.getId();
+            byKey.set(rel.key, r);
+            reactions.set(rel.event_id, byKey);
+        }
+        // My newest message, for "read by".
+        const lastMine = [...events].reverse().find((e) => e.getSender() === me && isMessage(e));
+        for (const ev of events) {
+            const li = this.renderEvent(room, ev, reactions.get(ev.getId() ?? ""));
+            if (!li) continue;
+            if (ev === lastMine) {
+                const readers = room
+                    .getUsersReadUpTo(ev)
+                    .filter((u) => u !== me)
+                    .map((u) => room.getMember(u)?.name ?? u);
+                if (readers.length) li.appendChild(h("span", { className: "receipt" }, t("readBy", readers.join(", "))));
+            }
+            ol.appendChild(li);
         }
         if (this.olderButton) {
             const more =
@@ -378,6 +544,7 @@ export class App {
         }
         if ((stickToBottom && atBottom) || fromBottom === 0) scroller.scrollTop = scroller.scrollHeight;
         else scroller.scrollTop = scroller.scrollHeight - fromBottom;
+        if (focused) ol.querySelector<HTMLElement>(`[data-event-id="${CSS.escape(focused)}"] .actions button`)?.focus();
         this.markRead();
     }
 
@@ -392,12 +559,12 @@ export class App {
         this.renderTimeline(false);
     }
 
-    private renderEvent(room: Room, ev: MatrixEvent): HTMLLIElement | null {
+    private renderEvent(room: Room, ev: MatrixEvent, reactions?: Map<string, { count: number; mine?: string }>): HTMLLIElement | null {
         const sender = ev.getSender() ?? "";
         const name = room.getMember(sender)?.name ?? sender;
         const type = ev.getType();
         const time = new Date(ev.getTs()).toLocaleTimeString(currentLang(), { hour: "2-digit", minute: "2-digit" });
-        const meta = (cls: string, ...body: (Node | string)[]) =>
+        const meta = (cls: string, ...body: (Node | string | null)[]) =>
             h(
                 "li",
                 { className: "event " + cls, "data-event-id": ev.getId() ?? "" },
@@ -405,16 +572,58 @@ export class App {
                 h("time", { dateTime: new Date(ev.getTs()).toISOString() }, time),
                 h("div", { className: "body" }, ...body),
             );
-        if (ev.isRedacted()) return meta("redacted", t("redacted"));
+        if (type === EventType.Reaction || type === EventType.RoomRedaction) return null;
+        const rel = ev.getWireContent()["m.relates_to"] ?? ev.getContent()["m.relates_to"];
+        if (rel?.rel_type === "m.replace") return null; // shown as the edited message
+        if (ev.isRedacted()) return type === EventType.RoomMessage || type === EventType.RoomMessageEncrypted ? meta("redacted", t("redacted")) : null;
         if (ev.isBeingDecrypted() || ev.shouldAttemptDecryption()) return meta("pending-decrypt", t("decrypting"));
         if (ev.isDecryptionFailure()) return meta("utd", t("cannotDecrypt", reason(ev)));
         if (type === EventType.RoomMessage) {
             const c = ev.getContent();
             if (typeof c.body !== "string") return null;
-            const li = meta("message" + (sender === this.client.getUserId() ? " mine" : ""), c.msgtype === "m.emote" ? `* ${name} ${c.body}` : c.body);
+            const mine = sender === this.client.getUserId();
+            const li = meta("message" + (mine ? " mine" : ""), null);
+            const body = li.querySelector(".body")!;
+            const replyId = c["m.relates_to"]?.["m.in_reply_to"]?.event_id ?? rel?.["m.in_reply_to"]?.event_id;
+            if (replyId) {
+                const orig = room.findEventById(replyId);
+                const who = orig ? (room.getMember(orig.getSender() ?? "")?.name ?? orig.getSender()) : "";
+                const text = orig ? (orig.isDecryptionFailure() ? t("cannotDecrypt", "") : summary(orig)) : t("replyUnknown");
+                body.appendChild(h("blockquote", { className: "reply-quote" }, who && h("strong", {}, who + " "), text));
+            }
+            if (rel?.rel_type === "m.thread") li.insertBefore(h("span", { className: "thread-tag" }, t("inThread")), body);
+            const msgtype = c.msgtype;
+            if (msgtype === "m.image" || msgtype === "m.file" || msgtype === "m.video" || msgtype === "m.audio") {
+                body.appendChild(this.attachment(ev, c));
+            } else {
+                body.appendChild(h("span", { className: "text" }, msgtype === "m.emote" ? `* ${name} ${stripFallback(c.body)}` : stripFallback(c.body)));
+            }
+            if (ev.replacingEventId()) body.appendChild(h("span", { className: "edited" }, " " + t("edited")));
+            if (reactions?.size) {
+                body.appendChild(
+                    h(
+                        "div",
+                        { className: "reactions" },
+                        [...reactions].map(([key, r]) =>
+                            h(
+                                "button",
+                                {
+                                    type: "button",
+                                    className: r.mine ? "mine" : "",
+                                    "aria-pressed": String(!!r.mine),
+                                    "aria-label": t("reactionCount", key, r.count),
+                                    onclick: () => void this.toggleReaction(room, ev, key, r.mine),
+                                },
+                                `${key} ${r.count}`,
+                            ),
+                        ),
+                    ),
+                );
+            }
             const status = ev.status;
             if (status === EventStatus.NOT_SENT) li.appendChild(h("span", { className: "status failed" }, t("sendFailed")));
             else if (status && status !== EventStatus.SENT) li.appendChild(h("span", { className: "status" }, t("sending")));
+            else li.appendChild(this.actions(room, ev, mine, typeof c.msgtype === "string" && c.msgtype.startsWith("m.") && !c.file && !c.url));
             return li;
         }
         if (type === EventType.RoomMember) {
@@ -424,11 +633,126 @@ export class App {
             const targetName = room.getMember(target)?.name ?? target;
             if (m === "join" && prev !== "join") return meta("state", t("joined", targetName));
             if (m === "leave" && prev === "join" && target === sender) return meta("state", t("left", targetName));
+            if (m === "leave" && prev === "invite" && target === sender) return meta("state", t("declined", targetName));
             if (m === "invite") return meta("state", t("invited", name, targetName));
             return null;
         }
         if (type === EventType.RoomCreate) return meta("state", t("createdRoom", name));
         return null;
+    }
+
+    private attachment(ev: MatrixEvent, c: Record<string, any>): HTMLElement {
+        const id = ev.getId() ?? "";
+        const nameText = String(c.filename ?? c.body);
+        const mimetype = String(c.info?.mimetype ?? "");
+        const box = h("div", { className: "attachment" });
+        if (c.msgtype === "m.image" && previewable.has(mimetype)) {
+            const img = h("img", { alt: nameText, className: "preview", width: c.info?.w, height: c.info?.h });
+            box.appendChild(img);
+            blobUrl(this.client, id, c).then(
+                (u) => (img.src = u),
+                () => box.appendChild(h("span", { className: "error" }, t("attachmentFailed"))),
+            );
+        }
+        const link = h("a", { className: "file", download: nameText }, `${nameText}${c.info?.size ? ` (${size(c.info.size)})` : ""}`);
+        box.appendChild(link);
+        blobUrl(this.client, id, c).then(
+            (u) => (link.href = u),
+            () => link.classList.add("broken"),
+        );
+        return box;
+    }
+
+    private actions(room: Room, ev: MatrixEvent, mine: boolean, editable: boolean): HTMLElement {
+        const bar = h("div", { className: "actions", role: "toolbar", "aria-label": t("messageActions") });
+        for (const key of QUICK_REACTIONS) {
+            bar.appendChild(
+                h("button", { type: "button", "aria-label": t("react", key), onclick: () => void this.toggleReaction(room, ev, key, undefined) }, key),
+            );
+        }
+        bar.appendChild(h("button", { type: "button", onclick: () => this.startReply(ev) }, t("reply")));
+        if (mine && editable) bar.appendChild(h("button", { type: "button", onclick: () => this.startEdit(ev) }, t("edit")));
+        if (mine || (room.currentState.maySendRedactionForEvent(ev, this.client.getUserId()!) ?? false)) {
+            bar.appendChild(
+                h(
+                    "button",
+                    {
+                        type: "button",
+                        onclick: () => {
+                            if (confirm(t("deleteConfirm"))) void this.client.redactEvent(room.roomId, ev.getId()!).catch((e) => this.fail(e));
+                        },
+                    },
+                    t("delete"),
+                ),
+            );
+        }
+        return bar;
+    }
+
+    private async toggleReaction(room: Room, ev: MatrixEvent, key: string, mine: string | undefined): Promise<void> {
+        try {
+            if (!mine) {
+                // Already reacted with this key: the click removes it.
+                mine = room
+                    .getLiveTimeline()
+                    .getEvents()
+                    .find((e) => {
+                        const r = e.getContent()["m.relates_to"];
+                        return e.getType() === EventType.Reaction && !e.isRedacted() && e.getSender() === this.client.getUserId() && r?.event_id === ev.getId() && r?.key === key;
+                    })
+                    ?.getId();
+            }
+            if (mine) await this.client.redactEvent(room.roomId, mine);
+            else
+                await this.client.sendEvent(room.roomId, EventType.Reaction, {
+                    "m.relates_to": { rel_type: "m.annotation" as never, event_id: ev.getId()!, key },
+                });
+        } catch (e) {
+            this.fail(e);
+        }
+    }
+
+    private startReply(ev: MatrixEvent): void {
+        this.editing = null;
+        this.replyTo = ev;
+        this.renderComposerContext();
+        this.composerInput?.focus();
+    }
+
+    private startEdit(ev: MatrixEvent): void {
+        this.replyTo = null;
+        this.editing = ev;
+        if (this.composerInput) this.composerInput.value = ev.getContent().body ?? "";
+        this.renderComposerContext();
+        this.composerInput?.focus();
+    }
+
+    private renderComposerContext(): void {
+        const el = this.composerContext;
+        if (!el) return;
+        clear(el);
+        const target = this.replyTo ?? this.editing;
+        el.hidden = !target;
+        if (!target) return;
+        const room = this.current!;
+        const who = room.getMember(target.getSender() ?? "")?.name ?? target.getSender();
+        el.append(
+            h("span", {}, this.replyTo ? t("replyingTo", who ?? "") : t("editing"), " ", h("q", {}, summary(target))),
+            h(
+                "button",
+                {
+                    type: "button",
+                    "aria-label": t("cancel"),
+                    onclick: () => {
+                        if (this.editing && this.composerInput) this.composerInput.value = "";
+                        this.replyTo = this.editing = null;
+                        this.renderComposerContext();
+                        this.composerInput?.focus();
+                    },
+                },
+                "×",
+            ),
+        );
     }
 
     // markRead sends a read receipt for the newest event of the open room when
@@ -445,12 +769,39 @@ export class App {
 
     private composer(room: Room): HTMLFormElement {
         const input = h("textarea", { id: "composer", name: "message", rows: 1, placeholder: t("message") });
+        this.composerInput = input;
+        this.composerContext = h("div", { className: "composer-context", hidden: true });
+        let typingSent = 0;
+        const stopTyping = () => {
+            if (typingSent) void this.client.sendTyping(room.roomId, false, 0).catch(() => {});
+            typingSent = 0;
+        };
         const send = async () => {
             const body = input.value.trim();
             if (!body) return;
             input.value = "";
+            stopTyping();
+            const reply = this.replyTo;
+            const edit = this.editing;
+            this.replyTo = this.editing = null;
+            this.renderComposerContext();
             try {
-                await this.client.sendTextMessage(room.roomId, body);
+                if (edit) {
+                    await this.client.sendMessage(room.roomId, {
+                        msgtype: "m.text",
+                        body: `* ${body}`,
+                        "m.new_content": { msgtype: "m.text", body },
+                        "m.relates_to": { rel_type: "m.replace", event_id: edit.getId()! },
+                    } as never);
+                } else if (reply) {
+                    await this.client.sendMessage(room.roomId, {
+                        msgtype: "m.text",
+                        body,
+                        "m.relates_to": { "m.in_reply_to": { event_id: reply.getId()! } },
+                    } as never);
+                } else {
+                    await this.client.sendTextMessage(room.roomId, body);
+                }
             } catch (e) {
                 this.fail(e);
             }
@@ -459,7 +810,42 @@ export class App {
             if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
                 e.preventDefault();
                 void send();
+            } else if (e.key === "Escape" && (this.replyTo || this.editing)) {
+                if (this.editing) input.value = "";
+                this.replyTo = this.editing = null;
+                this.renderComposerContext();
             }
+        });
+        input.addEventListener("input", () => {
+            // Typing notifications (m.typing): renewed every few seconds while
+            // typing, stopped on send or when the field is emptied.
+            if (!input.value) return stopTyping();
+            if (Date.now() - typingSent > 4000) {
+                typingSent = Date.now();
+                void this.client.sendTyping(room.roomId, true, 6000).catch(() => {});
+            }
+        });
+        input.addEventListener("blur", stopTyping);
+        const fileInput = h("input", {
+            type: "file",
+            id: "attach",
+            className: "visually-hidden",
+            multiple: true,
+            onchange: async () => {
+                const files = [...(fileInput.files ?? [])];
+                fileInput.value = "";
+                for (const f of files) {
+                    if (f.size > MAX_FILE) {
+                        this.fail(new Error(t("fileTooLarge", f.name)));
+                        continue;
+                    }
+                    try {
+                        await sendFile(this.client, room.roomId, f);
+                    } catch (e) {
+                        this.fail(e);
+                    }
+                }
+            },
         });
         return h(
             "form",
@@ -470,9 +856,16 @@ export class App {
                     void send();
                 },
             },
-            h("label", { for: "composer", className: "visually-hidden" }, t("message")),
-            input,
-            h("button", { type: "submit", className: "primary" }, t("send")),
+            this.composerContext,
+            h(
+                "div",
+                { className: "composer-row" },
+                fileInput,
+                h("label", { for: "attach", className: "attach", title: t("attach") }, h("span", { "aria-hidden": "true" }, "📎"), h("span", { className: "visually-hidden" }, t("attach"))),
+                h("label", { for: "composer", className: "visually-hidden" }, t("message")),
+                input,
+                h("button", { type: "submit", className: "primary" }, t("send")),
+            ),
         );
     }
 
@@ -490,6 +883,30 @@ function errorText(e: unknown): string {
         if ("message" in e) return String((e as Error).message);
     }
     return String(e);
+}
+
+function isMessage(ev: MatrixEvent): boolean {
+    if (ev.getType() !== EventType.RoomMessage || ev.isRedacted()) return false;
+    return ev.getWireContent()["m.relates_to"]?.rel_type !== "m.replace";
+}
+
+// stripFallback removes the quoted lines older clients put before a reply.
+function stripFallback(body: string): string {
+    if (!body.startsWith("> ")) return body;
+    const i = body.indexOf("\n\n");
+    return i >= 0 ? body.slice(i + 2) : body;
+}
+
+function summary(ev: MatrixEvent): string {
+    const c = ev.getContent();
+    const body = typeof c.body === "string" ? stripFallback(c.body) : "";
+    return body.length > 80 ? body.slice(0, 79) + "…" : body;
+}
+
+function size(n: number): string {
+    if (n < 1024) return `${n} B`;
+    if (n < 1 << 20) return `${(n / 1024).toFixed(0)} KB`;
+    return `${(n / (1 << 20)).toFixed(1)} MB`;
 }
 
 function reason(ev: MatrixEvent): string {

@@ -1,12 +1,15 @@
 // The web client in a real browser (Debian's chromium driven by
 // playwright-core) against a real `conclave serve` built from this checkout:
 // two people register in two browser profiles, start an encrypted DM,
-// exchange messages both ways and both read them decrypted; a reload keeps
-// the session and its keys. The same run saves the screenshots under
-// docs/web/ that the README shows.
+// exchange messages and files both ways and both read them decrypted; a
+// reload keeps the session and its keys; replies, edits, reactions,
+// deletions, typing and read receipts; a group room's invite, join and
+// leave; a second session verified by emoji and a third by recovery key
+// read the history. The tests run in order and share the two people. The
+// same run saves the screenshots under docs/web/ that the README shows.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
@@ -19,6 +22,9 @@ const WAIT = 30000; // failure bound for what arrives through /sync
 
 let server;
 let browser;
+let a; // Alice's first session
+let b; // Bob
+let aliceKey; // Alice's recovery key
 const pageErrors = [];
 
 before(async () => {
@@ -75,7 +81,17 @@ async function signIn(page, name) {
     await page.getByRole("heading", { name: "Conversations" }).waitFor();
 }
 
-const message = (page, text) => page.locator(".timeline .event.message .body", { hasText: text });
+const message = (page, text) => page.locator(".timeline .event.message .body > .text", { hasText: text });
+
+// older pages back until a message is loaded.
+async function older(page, text) {
+    for (let i = 0; i < 20 && (await message(page, text).count()) === 0; i++) {
+        const button = page.getByRole("button", { name: "Load older messages" });
+        if (await button.isEnabled()) await button.click();
+        else await page.waitForTimeout(100);
+    }
+    await message(page, text).waitFor();
+}
 
 // send types text in the composer, presses Enter and waits until the server
 // has the event (the "Sending…" mark is gone).
@@ -86,15 +102,15 @@ async function send(page, text) {
     await message(page, text).waitFor();
 }
 
-test("two people talk in an encrypted DM in the browser", { timeout: 120000 }, async () => {
-    const a = await person("a");
-    const b = await person();
+test("two people talk in an encrypted DM, and a reload keeps working", { timeout: 90000 }, async () => {
+    a = await person("a");
+    b = await person("b");
 
     await a.page.goto(server.baseUrl + "/");
     await a.page.getByRole("heading", { name: "Sign in" }).waitFor();
     await a.page.screenshot({ path: path.join(shots, "login.png") });
 
-    const aliceKey = await registerIn(a.page, "alice");
+    aliceKey = await registerIn(a.page, "alice");
     await registerIn(b.page, "bob");
     // Their first sessions are verified: no banner.
     assert.equal(await a.page.locator(".banner:not([hidden])").count(), 0, "first session shows the unverified banner");
@@ -115,50 +131,117 @@ test("two people talk in an encrypted DM in the browser", { timeout: 120000 }, a
     assert.equal(await a.page.locator(".event.utd").count(), 0, "Alice has undecryptable events");
     assert.equal(await b.page.locator(".event.utd").count(), 0, "Bob has undecryptable events");
 
-    // A second room with an unread message, for the room list screenshot.
-    await b.page.getByRole("button", { name: "New room" }).click();
-    await b.page.getByLabel("Room name").fill("Cabinet meeting");
-    await b.page.getByLabel(/^Invite/).fill("@alice:localhost");
-    await b.page.getByRole("button", { name: "Create", exact: true }).click();
-    await b.page.getByRole("heading", { name: "Cabinet meeting", level: 2 }).waitFor();
-    await send(b.page, "Agenda for Monday");
-    await a.page.getByRole("button", { name: "Accept" }).click();
-    await message(a.page, "Agenda for Monday").waitFor();
-    await a.page.locator(".room-item", { hasText: "bob" }).click();
-    await send(a.page, "See you on Monday");
-    // Unread in the other room: a badge in Alice's list.
-    await send(b.page, "Please bring the figures");
-    await a.page.locator(".room-item", { hasText: "Cabinet meeting" }).locator(".badge").waitFor();
-    await a.page.screenshot({ path: path.join(shots, "conversation.png") });
-
     // Bob reloads: same session, keys from IndexedDB, history still decrypts,
     // and new messages flow both ways.
     await b.page.reload();
     await b.page.getByRole("heading", { name: "Conversations" }).waitFor();
     await b.page.locator(".room-item", { hasText: "alice" }).click();
     await message(b.page, "Hello Bob, this is encrypted").waitFor();
-    await message(b.page, "See you on Monday").waitFor();
+    await message(b.page, "Hi Alice, I read you").waitFor();
     await send(b.page, "Still here after a reload");
     await message(a.page, "Still here after a reload").waitFor();
     assert.equal(await b.page.locator(".event.utd").count(), 0, "Bob has undecryptable events after reload");
+});
 
+// A 1×1 red PNG.
+const PNG = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==", "base64");
 
-    // Phone-sized screen: the list, then the conversation alone.
-    await a.page.setViewportSize({ width: 390, height: 760 });
-    await a.page.getByRole("button", { name: "Back to conversations" }).click();
-    await a.page.getByRole("heading", { name: "Conversations" }).waitFor();
-    await a.page.screenshot({ path: path.join(shots, "rooms.png") });
+test("files, replies, edits, reactions, deletions, typing and read receipts", { timeout: 90000 }, async () => {
+    // Files both ways, encrypted: an image with its preview, a text file.
+    await a.page.locator("#attach").setInputFiles({ name: "red.png", mimeType: "image/png", buffer: PNG });
+    const img = b.page.locator(".event .attachment img.preview[alt='red.png']");
+    await img.waitFor();
+    await b.page.waitForFunction((el) => el.complete && el.naturalWidth === 1, await img.elementHandle());
+    await b.page.locator("#attach").setInputFiles({ name: "minutes.txt", mimeType: "text/plain", buffer: Buffer.from("Minutes: all agreed.\n") });
+    const link = a.page.locator(".event .attachment a.file", { hasText: "minutes.txt" });
+    await a.page.waitForFunction((el) => el.href.startsWith("blob:"), await link.elementHandle());
+    const [download] = await Promise.all([a.page.waitForEvent("download"), link.click()]);
+    assert.equal(download.suggestedFilename(), "minutes.txt");
+    assert.equal(readFileSync(await download.path(), "utf8"), "Minutes: all agreed.\n", "the file decrypts to what Bob sent");
+
+    // Typing: Bob sees Alice typing.
+    await a.page.getByLabel("Message", { exact: true }).fill("Let me think");
+    await b.page.getByText("alice is typing…").waitFor();
+    await a.page.getByLabel("Message", { exact: true }).fill("");
+
+    // Reply.
+    const original = a.page.locator(".timeline .event.message", { hasText: "Hi Alice, I read you" });
+    await original.hover();
+    await original.getByRole("button", { name: "Reply" }).click();
+    await a.page.getByText("Replying to bob:").waitFor();
+    await send(a.page, "Good to hear");
+    await b.page.locator(".event.message", { hasText: "Good to hear" }).locator(".reply-quote", { hasText: "Hi Alice, I read you" }).waitFor();
+
+    // Edit.
+    const mine = a.page.locator(".timeline .event.message", { hasText: "Good to hear" });
+    await mine.hover();
+    await mine.getByRole("button", { name: "Edit" }).click();
+    await a.page.getByLabel("Message", { exact: true }).fill("Very good to hear");
+    await a.page.keyboard.press("Enter");
+    await b.page.locator(".event.message", { hasText: "Very good to hear" }).locator(".edited").waitFor();
+
+    // Reaction, seen by the other side, then taken back.
+    const bobsView = b.page.locator(".timeline .event.message", { hasText: "Hello Bob, this is encrypted" });
+    await bobsView.hover();
+    await bobsView.getByRole("button", { name: "React with 👍" }).click();
+    await a.page.locator(".event.message", { hasText: "Hello Bob, this is encrypted" }).getByRole("button", { name: "👍: 1" }).waitFor();
+    await bobsView.getByRole("button", { name: "👍: 1" }).click();
+    await a.page.locator(".event.message", { hasText: "Hello Bob, this is encrypted" }).locator(".reactions").waitFor({ state: "detached" });
+
+    // Deletion.
+    await send(b.page, "Oops, wrong room");
+    await message(a.page, "Oops, wrong room").waitFor();
+    b.page.once("dialog", (d) => d.accept());
+    const oops = b.page.locator(".timeline .event.message", { hasText: "Oops, wrong room" });
+    await oops.hover();
+    await oops.getByRole("button", { name: "Delete" }).click();
+    await message(a.page, "Oops, wrong room").waitFor({ state: "detached" });
+    await a.page.locator(".event.redacted").first().waitFor();
+
+    // Read receipts: Bob has the room open, so he has read Alice's last message.
+    await send(a.page, "See you on Monday");
+    await a.page.locator(".event.message", { hasText: "See you on Monday" }).locator(".receipt", { hasText: "Read by bob" }).waitFor();
+    assert.equal(await a.page.locator(".event.utd").count() + (await b.page.locator(".event.utd").count()), 0, "undecryptable events");
+});
+
+test("group room: create, invite, join, leave", { timeout: 60000 }, async () => {
+    await b.page.getByRole("button", { name: "New room" }).click();
+    await b.page.getByLabel("Room name").fill("Cabinet meeting");
+    await b.page.getByRole("button", { name: "Create", exact: true }).click();
+    await b.page.getByRole("heading", { name: "Cabinet meeting", level: 2 }).waitFor();
+    assert.equal(await b.page.locator(".room-header .enc.on").count(), 1, "a private room is encrypted");
+    // Invite from the member list.
+    await b.page.getByRole("button", { name: "1 members" }).click();
+    await b.page.getByLabel(/^Invite someone/).fill("@alice:localhost");
+    await b.page.getByRole("button", { name: "Invite", exact: true }).click();
+    await b.page.locator(".members li", { hasText: "alice" }).getByText("invited").waitFor();
+    await send(b.page, "Agenda for Monday");
+    // Alice joins and reads the history sent while she was invited.
+    await a.page.getByRole("button", { name: "Accept" }).click();
+    await a.page.getByRole("heading", { name: "Cabinet meeting", level: 2 }).waitFor();
+    await message(a.page, "Agenda for Monday").waitFor();
+    await b.page.locator(".members li", { hasText: "alice" }).getByText("invited").waitFor({ state: "detached" });
+    await b.page.getByText("alice joined").waitFor();
+    // An unread message in the other room: a badge in Alice's list.
+    await a.page.locator(".room-item", { hasText: "bob" }).click();
+    await send(b.page, "Please bring the figures");
+    await a.page.locator(".room-item", { hasText: "Cabinet meeting" }).locator(".badge").waitFor();
+    await a.page.screenshot({ path: path.join(shots, "conversation.png") });
+    // Alice reads it, the badge goes; then she leaves, and Bob sees it.
     await a.page.locator(".room-item", { hasText: "Cabinet meeting" }).click();
     await message(a.page, "Please bring the figures").waitFor();
-    await a.page.screenshot({ path: path.join(shots, "phone-conversation.png") });
-    await a.page.getByRole("button", { name: "Back to conversations" }).click();
-    // Read: the badge is gone.
     await a.page.locator(".room-item", { hasText: "Cabinet meeting" }).locator(".badge").waitFor({ state: "detached" });
+    await a.page.getByRole("button", { name: "2 members" }).click();
+    a.page.once("dialog", (d) => d.accept());
+    await a.page.getByRole("button", { name: "Leave the conversation" }).click();
+    await a.page.locator(".room-item", { hasText: "Cabinet meeting" }).waitFor({ state: "detached" });
+    await b.page.getByText("alice left").waitFor();
+    await b.page.getByRole("button", { name: "1 members" }).waitFor();
+});
 
-    // A second session of Alice is verified by emoji from the first, then
-    // reads the history (room keys from key backup, whose key the first
-    // session sends once the new one is verified).
-    await a.page.setViewportSize({ width: 1100, height: 720 });
+test("a second session is verified by emoji, a third with the recovery key; both read the history", { timeout: 90000 }, async () => {
+    // Room keys come from key backup, whose key the first session sends once
+    // the new one is verified.
     const a2 = await person("a2");
     await signIn(a2.page, "alice");
     await a2.page.getByText("This session is not verified").waitFor();
@@ -183,11 +266,12 @@ test("two people talk in an encrypted DM in the browser", { timeout: 120000 }, a
     await sas2.getByRole("button", { name: "Close" }).click();
     await a2.page.locator(".banner").waitFor({ state: "hidden" });
     await a2.page.locator(".room-item", { hasText: "bob" }).click();
-    await message(a2.page, "Hello Bob, this is encrypted").waitFor();
+    await older(a2.page, "Hello Bob, this is encrypted");
     await message(a2.page, "Hi Alice, I read you").waitFor();
+    await a2.page.locator(".attachment img.preview[alt='red.png']").waitFor();
 
-    // A third session uses the recovery key instead.
-    const a3 = await person();
+    // A third session uses the recovery key instead; a wrong one is refused.
+    const a3 = await person("a3");
     await signIn(a3.page, "alice");
     await a3.page.getByRole("button", { name: "Use the recovery key" }).click();
     const rk = a3.page.getByRole("dialog", { name: "Use the recovery key" });
@@ -198,16 +282,34 @@ test("two people talk in an encrypted DM in the browser", { timeout: 120000 }, a
     await rk.getByRole("button", { name: "Verify" }).click();
     await a3.page.locator(".banner").waitFor({ state: "hidden" });
     await a3.page.locator(".room-item", { hasText: "bob" }).click();
-    await message(a3.page, "Hello Bob, this is encrypted").waitFor();
+    await older(a3.page, "Hello Bob, this is encrypted");
     await message(a3.page, "Still here after a reload").waitFor();
     await a2.context.close();
     await a3.context.close();
+});
 
-    // Signing out brings back the sign-in screen and forgets the session.
-    await a.page.getByRole("button", { name: "Sign out" }).click();
-    await a.page.getByRole("heading", { name: "Sign in" }).waitFor();
+test("phone-sized screen, French, sign out", { timeout: 60000 }, async () => {
+    await a.page.setViewportSize({ width: 390, height: 760 });
+    // Alice is on the room list (she left the room she had open).
+    await b.page.locator(".room-item", { hasText: "alice" }).click();
+    await send(b.page, "One more thing");
+    await a.page.getByRole("heading", { name: "Conversations" }).waitFor();
+    await a.page.locator(".room-item", { hasText: "bob" }).locator(".badge").waitFor();
+    await a.page.screenshot({ path: path.join(shots, "rooms.png") });
+    await a.page.locator(".room-item", { hasText: "bob" }).click();
+    await message(a.page, "One more thing").waitFor();
+    await a.page.getByRole("button", { name: "Close the member list" }).click();
+    await a.page.screenshot({ path: path.join(shots, "phone-conversation.png") });
+    await a.page.getByRole("button", { name: "Back to conversations" }).click();
+
+    // The language switch: French, kept across a reload.
+    await a.page.getByLabel("Language").selectOption("fr");
+    await a.page.getByRole("button", { name: "Nouveau message" }).waitFor();
     await a.page.reload();
-    await a.page.getByRole("heading", { name: "Sign in" }).waitFor();
+    await a.page.getByRole("button", { name: "Se déconnecter" }).click();
+    await a.page.getByRole("heading", { name: "Se connecter" }).waitFor();
+    await a.page.reload();
+    await a.page.getByRole("heading", { name: "Se connecter" }).waitFor();
 
     await a.context.close();
     await b.context.close();
