@@ -44,6 +44,7 @@ export class App {
     private listQueued = false;
     private timelineQueued = false;
     private receiptSent = new Map<string, string>();
+    private items = new Map<string, { li: HTMLLIElement; sig: string }>();
     private replyTo: MatrixEvent | null = null;
     private editing: MatrixEvent | null = null;
     private composerInput: HTMLTextAreaElement | null = null;
@@ -96,6 +97,9 @@ export class App {
     private layout(): void {
         clear(this.root);
         document.body.classList.remove("show-room");
+        this.invitesSection.querySelector("h2")!.textContent = t("invites");
+        this.pane.setAttribute("aria-label", t("timeline"));
+        this.banner.setAttribute("aria-label", t("verifyTitle"));
         const me = this.client.getUserId()!;
         const sidebar = h(
             "nav",
@@ -179,14 +183,27 @@ export class App {
             );
         }
 
-        clear(this.list);
-        if (joined.length === 0) this.list.appendChild(h("li", { className: "empty" }, t("noRooms")));
+        // The list is kept, not rebuilt: an item is redrawn only when its
+        // name, badges or selection changed, and moved only when the order
+        // did (room switches stay fast with hundreds of rooms).
+        if (joined.length === 0) {
+            clear(this.list);
+            this.items.clear();
+            this.list.appendChild(h("li", { className: "empty" }, t("noRooms")));
+            return;
+        }
+        this.list.querySelector(".empty")?.remove();
+        const keep = new Set<string>();
+        let prev: Element | null = null;
         for (const room of joined) {
+            keep.add(room.roomId);
             const total = room.getUnreadNotificationCount(NotificationCountType.Total);
             const hl = room.getUnreadNotificationCount(NotificationCountType.Highlight);
             const selected = room === this.current;
-            this.list.appendChild(
-                h(
+            const sig = `${room.name}\u0000${total}\u0000${hl}\u0000${selected}\u0000${currentLang()}`;
+            let item = this.items.get(room.roomId);
+            if (!item || item.sig !== sig) {
+                const li = h(
                     "li",
                     {},
                     h(
@@ -205,8 +222,22 @@ export class App {
                               ? h("span", { className: "badge", "aria-label": t("unread", total) }, total)
                               : null,
                     ),
-                ),
-            );
+                );
+                const focused = item?.li.contains(document.activeElement);
+                if (item) item.li.replaceWith(li);
+                item = { li, sig };
+                this.items.set(room.roomId, item);
+                if (focused) li.querySelector("button")?.focus();
+            }
+            const want: Element | null = prev ? prev.nextElementSibling : this.list.firstElementChild;
+            if (want !== item.li) this.list.insertBefore(item.li, want);
+            prev = item.li;
+        }
+        for (const [id, item] of this.items) {
+            if (!keep.has(id)) {
+                item.li.remove();
+                this.items.delete(id);
+            }
         }
     }
 
