@@ -69,8 +69,9 @@ export class App {
         client.on(RoomEvent.Name, () => this.queueList());
         client.on(RoomEvent.Receipt, () => this.queueList());
         client.on(RoomEvent.UnreadNotifications, () => this.queueList());
-        client.on(RoomEvent.Timeline, (ev, room, toStart) => {
+        client.on(RoomEvent.Timeline, (ev, room, toStart, _removed, data) => {
             this.queueList();
+            if (!toStart && data?.liveEvent && room) void this.notify(room, ev);
             if (room && room === this.current) this.queueTimeline(!toStart);
         });
         client.on(RoomEvent.LocalEchoUpdated, (_ev, room) => {
@@ -122,9 +123,37 @@ export class App {
             this.invitesSection,
             h("h2", { id: "rooms-title" }, t("rooms")),
             this.list,
-            h("footer", {}, languagePicker(() => this.redraw())),
+            h("footer", {}, this.notificationsButton(), languagePicker(() => this.redraw())),
         );
         this.root.appendChild(h("div", { className: "shell" }, sidebar, this.pane));
+    }
+
+    // notificationsButton asks, on a click (browsers want a gesture), for
+    // permission to show notifications while the tab is in the background.
+    private notificationsButton(): HTMLElement | null {
+        if (!("Notification" in window) || Notification.permission !== "default") return null;
+        const b = h("button", { type: "button", className: "link" }, t("enableNotifications"));
+        b.onclick = async () => {
+            await Notification.requestPermission().catch(() => "denied");
+            b.remove();
+        };
+        return b;
+    }
+
+    // notify shows a browser notification for a new message that the push
+    // rules say notifies, when the tab is not visible.
+    private async notify(room: Room, ev: MatrixEvent): Promise<void> {
+        if (document.visibilityState === "visible" || !("Notification" in window) || Notification.permission !== "granted") return;
+        if (ev.getSender() === this.client.getUserId() || room.getMyMembership() !== KnownMembership.Join) return;
+        await this.client.decryptEventIfNeeded(ev);
+        if (ev.getType() !== EventType.RoomMessage || !this.client.getPushActionsForEvent(ev, true)?.notify) return;
+        const sender = room.getMember(ev.getSender() ?? "")?.name ?? ev.getSender();
+        const n = new Notification(room.name, { body: `${sender}: ${summary(ev)}`, tag: room.roomId });
+        n.onclick = () => {
+            window.focus();
+            this.select(room);
+            n.close();
+        };
     }
 
     private redraw(): void {

@@ -13,7 +13,8 @@ import {
     type VerificationRequest,
 } from "matrix-js-sdk/lib/crypto-api/index.js";
 import { h, clear } from "./dom";
-import { t } from "./i18n";
+import { t, currentLang } from "./i18n";
+import { emojiName } from "./sas";
 import { useRecoveryKey, forgetSecretKeys } from "./matrix";
 
 export class Security {
@@ -304,7 +305,9 @@ export class Security {
             h(
                 "ol",
                 { className: "emoji", "aria-label": t("emojiList") },
-                emoji.map(([e, name]) => h("li", {}, h("span", { className: "glyph", "aria-hidden": "true" }, e), h("span", { className: "label" }, name))),
+                emoji.map(([e, name]) =>
+                    h("li", {}, h("span", { className: "glyph", "aria-hidden": "true" }, e), h("span", { className: "label" }, emojiName(name, currentLang()))),
+                ),
             ),
             h("div", { className: "buttons" }, match, h("button", { type: "button", onclick: () => sas.mismatch() }, t("theyDiffer"))),
         );

@@ -203,6 +203,26 @@ test("files, replies, edits, reactions, deletions, typing and read receipts", { 
     await send(a.page, "See you on Monday");
     await a.page.locator(".event.message", { hasText: "See you on Monday" }).locator(".receipt", { hasText: "Read by bob" }).waitFor();
     assert.equal(await a.page.locator(".event.utd").count() + (await b.page.locator(".event.utd").count()), 0, "undecryptable events");
+
+    // A notification while Bob's tab is in the background (the page's
+    // Notification is replaced by a recorder: headless chromium shows none).
+    await b.page.evaluate(() => {
+        Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "hidden" });
+        window.__notes = [];
+        window.Notification = class {
+            static permission = "granted";
+            constructor(title, opts) {
+                window.__notes.push(`${title}|${opts.body}`);
+            }
+        };
+    });
+    await a.page.getByLabel("Message", { exact: true }).fill("Are you there?");
+    await a.page.keyboard.press("Enter");
+    await b.page.waitForFunction(() => window.__notes.includes("alice|alice: Are you there?"));
+    await b.page.evaluate(() => {
+        Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "visible" });
+        document.dispatchEvent(new Event("visibilitychange"));
+    });
 });
 
 test("group room: create, invite, join, leave", { timeout: 60000 }, async () => {
