@@ -64,14 +64,14 @@ test-js:
 # internal/webclient/dist and embedded in the binary, so building and running
 # conclave needs no Node; `make web` rebuilds it from web/package-lock.json
 # (esbuild pinned, no timestamps, content-hashed names: the same sources give
-# the same bytes), and web-check fails when the committed build is not what
-# the sources give.
+# the same bytes), and web-check type-checks the sources (tsc) and fails when
+# the committed build is not what the sources give.
 web:
 	cd web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
 
 web-check:
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
-	cd web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs $$tmp/dist; \
+	cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent typecheck && node build.mjs $$tmp/dist; \
 	diff -r $$tmp/dist ../internal/webclient/dist || { echo "internal/webclient/dist is not the build of web/: run make web and commit"; exit 1; }
 
 # The web client in a real browser (Debian's chromium, playwright-core):

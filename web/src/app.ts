@@ -68,7 +68,8 @@ export class App {
         client.on(RoomEvent.MyMembership, () => this.queueList());
         client.on(RoomEvent.Name, () => this.queueList());
         client.on(RoomEvent.Receipt, () => this.queueList());
-        client.on(RoomEvent.UnreadNotifications, () => this.queueList());
+        // Unread counts arrive with each sync (the list redraws only what changed).
+        client.on(ClientEvent.Sync, () => this.queueList());
         client.on(RoomEvent.Timeline, (ev, room, toStart, _removed, data) => {
             this.queueList();
             if (!toStart && data?.liveEvent && room) void this.notify(room, ev);
@@ -574,7 +575,7 @@ export class App {
         for (const ev of events) {
             if (ev.getType() !== EventType.Reaction || ev.isRedacted()) continue;
             const rel = ev.getContent()["m.relates_to"];
-            if (rel?.rel_type !== "m.annotation" || typeof rel.key !== "string") continue;
+            if (rel?.rel_type !== "m.annotation" || typeof rel.key !== "string" || typeof rel.event_id !== "string") continue;
             const byKey = reactions.get(rel.event_id) ?? new Map();
             const r = byKey.get(rel.key) ?? { count: 0 };
             r.count++;

@@ -18,10 +18,10 @@ const b64 = (buf: ArrayBuffer | Uint8Array): string => {
     for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
     return btoa(s).replace(/=+$/, "");
 };
-const unb64 = (s: string): Uint8Array => {
+const unb64 = (s: string): Uint8Array<ArrayBuffer> => {
     const std = s.replace(/-/g, "+").replace(/_/g, "/");
     const bin = atob(std + "===".slice((std.length + 3) % 4));
-    const out = new Uint8Array(bin.length);
+    const out = new Uint8Array(new ArrayBuffer(bin.length));
     for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
     return out;
 };

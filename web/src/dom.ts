@@ -1,12 +1,14 @@
 // A very small DOM builder: h("button", { onclick }, "text").
 
-type Attrs = Record<string, string | number | boolean | EventListener | undefined | null>;
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Attrs = Record<string, string | number | boolean | ((e: any) => unknown) | undefined | null>;
 export type Child = Node | string | number | null | undefined | false;
+type Children = Child | Children[];
 
 export function h<K extends keyof HTMLElementTagNameMap>(
     tag: K,
     attrs: Attrs = {},
-    ...children: (Child | Child[])[]
+    ...children: Children[]
 ): HTMLElementTagNameMap[K] {
     const el = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs)) {
@@ -25,7 +27,7 @@ export function h<K extends keyof HTMLElementTagNameMap>(
     return el;
 }
 
-export function append(el: Node, children: (Child | Child[])[]): void {
+export function append(el: Node, children: Children[]): void {
     for (const c of (children as unknown[]).flat(Infinity) as Child[]) {
         if (c === null || c === undefined || c === false) continue;
         el.appendChild(typeof c === "object" ? c : document.createTextNode(String(c)));

@@ -8,7 +8,8 @@ import { logger } from "matrix-js-sdk/lib/logger.js";
 declare const CRYPTO_WASM: string; // the hashed .wasm name, set by build.mjs
 
 // localStorage["conclave.debug"] = "1" turns on the SDK's debug log.
-logger.setLevel(localStorage.getItem("conclave.debug") ? "debug" : "warn");
+// (The SDK's logger is a loglevel logger; its type does not say so.)
+(logger as unknown as { setLevel(level: string): void }).setLevel(localStorage.getItem("conclave.debug") ? "debug" : "warn");
 
 export interface Session {
     userId: string;
