@@ -439,11 +439,15 @@ export class App {
             ),
         );
         this.olderButton = h("button", { type: "button", className: "older", onclick: () => void this.older() }, t("loadOlder"));
-        const scroller = h("div", { className: "scroller" }, this.olderButton);
         this.timelineEl = h("ol", { className: "timeline", role: "log", "aria-labelledby": "room-title", "aria-live": "polite" });
-        scroller.appendChild(this.timelineEl);
+        // A column-reverse scroller stays anchored at its bottom: what grows
+        // later (a preview decoded, a message decrypted, a page of history
+        // above) never pushes the newest messages out of view.
+        h("div", { className: "scroller" }, this.timelineEl, this.olderButton);
         this.typingEl = h("p", { className: "typing", "aria-live": "polite" });
-        this.pane.appendChild(h("div", { className: "room-body" }, h("div", { className: "room-main" }, scroller, this.typingEl, this.composer(room)), this.membersPanel));
+        this.pane.appendChild(
+            h("div", { className: "room-body" }, h("div", { className: "room-main" }, this.timelineEl.parentElement, this.typingEl, this.composer(room)), this.membersPanel),
+        );
         this.renderTimeline(true);
         this.renderMembers();
         this.renderTyping();
@@ -564,8 +568,7 @@ export class App {
         const ol = this.timelineEl;
         if (!room || !ol) return;
         const scroller = ol.parentElement!;
-        const fromBottom = scroller.scrollHeight - scroller.scrollTop;
-        const atBottom = fromBottom - scroller.clientHeight < 40;
+        const top = scroller.scrollTop; // distance from the bottom (column-reverse)
         const focused = (document.activeElement as HTMLElement | null)?.closest?.(".event")?.getAttribute("data-event-id");
         clear(ol);
         const events = room.getLiveTimeline().getEvents();
@@ -603,8 +606,7 @@ export class App {
             this.olderButton.disabled = !more;
             this.olderButton.textContent = more ? t("loadOlder") : t("noOlder");
         }
-        if ((stickToBottom && atBottom) || fromBottom === 0) scroller.scrollTop = scroller.scrollHeight;
-        else scroller.scrollTop = scroller.scrollHeight - fromBottom;
+        scroller.scrollTop = stickToBottom && Math.abs(top) < 40 ? 0 : top;
         if (focused) ol.querySelector<HTMLElement>(`[data-event-id="${CSS.escape(focused)}"] .actions button`)?.focus();
         this.markRead();
     }
@@ -833,8 +835,14 @@ export class App {
         this.composerInput = input;
         this.composerContext = h("div", { className: "composer-context", hidden: true });
         let typingSent = 0;
+        // One typing request at a time, in order: a "stopped" must not
+        // overtake the "typing" it ends.
+        let typingChain: Promise<unknown> = Promise.resolve();
+        const typing = (on: boolean) => {
+            typingChain = typingChain.then(() => this.client.sendTyping(room.roomId, on, on ? 6000 : 0)).catch(() => {});
+        };
         const stopTyping = () => {
-            if (typingSent) void this.client.sendTyping(room.roomId, false, 0).catch(() => {});
+            if (typingSent) typing(false);
             typingSent = 0;
         };
         const send = async () => {
@@ -842,6 +850,8 @@ export class App {
             if (!body) return;
             input.value = "";
             stopTyping();
+            const sc = this.timelineEl?.parentElement;
+            if (sc) sc.scrollTop = 0; // to the newest
             const reply = this.replyTo;
             const edit = this.editing;
             this.replyTo = this.editing = null;
@@ -883,7 +893,7 @@ export class App {
             if (!input.value) return stopTyping();
             if (Date.now() - typingSent > 4000) {
                 typingSent = Date.now();
-                void this.client.sendTyping(room.roomId, true, 6000).catch(() => {});
+                typing(true);
             }
         });
         input.addEventListener("blur", stopTyping);

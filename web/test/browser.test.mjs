@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { crc32, deflateSync } from "node:zlib";
 import { chromium } from "playwright-core";
 
 import { startServer } from "../../tests/js/server.mjs";
@@ -144,15 +145,36 @@ test("two people talk in an encrypted DM, and a reload keeps working", { timeout
     assert.equal(await b.page.locator(".event.utd").count(), 0, "Bob has undecryptable events after reload");
 });
 
-// A 1×1 red PNG.
-const PNG = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==", "base64");
+// png encodes a w×h RGB image whose pixels fill(x, y) gives.
+function png(w, h, fill) {
+    const chunk = (type, data) => {
+        const len = Buffer.alloc(4);
+        len.writeUInt32BE(data.length);
+        const td = Buffer.concat([Buffer.from(type), data]);
+        const crc = Buffer.alloc(4);
+        crc.writeUInt32BE(crc32(td));
+        return Buffer.concat([len, td, crc]);
+    };
+    const ihdr = Buffer.alloc(13);
+    ihdr.writeUInt32BE(w, 0);
+    ihdr.writeUInt32BE(h, 4);
+    ihdr.set([8, 2, 0, 0, 0], 8); // 8-bit RGB
+    const raw = Buffer.alloc((w * 3 + 1) * h);
+    for (let y = 0; y < h; y++) {
+        for (let x = 0; x < w; x++) raw.set(fill(x, y), y * (w * 3 + 1) + 1 + x * 3);
+    }
+    const sig = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+    return Buffer.concat([sig, chunk("IHDR", ihdr), chunk("IDAT", deflateSync(raw)), chunk("IEND", Buffer.alloc(0))]);
+}
+// Three vertical bands, blue, white and red.
+const PNG = png(240, 150, (x) => (x < 80 ? [0, 35, 149] : x < 160 ? [255, 255, 255] : [237, 41, 57]));
 
 test("files, replies, edits, reactions, deletions, typing and read receipts", { timeout: 90000 }, async () => {
     // Files both ways, encrypted: an image with its preview, a text file.
-    await a.page.locator("#attach").setInputFiles({ name: "red.png", mimeType: "image/png", buffer: PNG });
-    const img = b.page.locator(".event .attachment img.preview[alt='red.png']");
+    await a.page.locator("#attach").setInputFiles({ name: "flag.png", mimeType: "image/png", buffer: PNG });
+    const img = b.page.locator(".event .attachment img.preview[alt='flag.png']");
     await img.waitFor();
-    await b.page.waitForFunction((el) => el.complete && el.naturalWidth === 1, await img.elementHandle());
+    await b.page.waitForFunction((el) => el.complete && el.naturalWidth === 240, await img.elementHandle());
     await b.page.locator("#attach").setInputFiles({ name: "minutes.txt", mimeType: "text/plain", buffer: Buffer.from("Minutes: all agreed.\n") });
     const link = a.page.locator(".event .attachment a.file", { hasText: "minutes.txt" });
     await a.page.waitForFunction((el) => el.href.startsWith("blob:"), await link.elementHandle());
@@ -289,7 +311,7 @@ test("a second session is verified by emoji, a third with the recovery key; both
     await a2.page.locator(".room-item", { hasText: "bob" }).click();
     await older(a2.page, "Hello Bob, this is encrypted");
     await message(a2.page, "Hi Alice, I read you").waitFor();
-    await a2.page.locator(".attachment img.preview[alt='red.png']").waitFor();
+    await a2.page.locator(".attachment img.preview[alt='flag.png']").waitFor();
 
     // A third session uses the recovery key instead; a wrong one is refused.
     const a3 = await person("a3");
