@@ -29,6 +29,8 @@ import { blobUrl, previewable, sendFile } from "./attachments";
 const PAGE = 30; // events per back-pagination request
 const QUICK_REACTIONS = ["👍", "❤️", "😂"];
 const MAX_FILE = 50 << 20; // the server's default max_upload_bytes
+const RETRY_MS = 5000; // undecryptable messages of the open room tried again (the SDK's backup back-off is 5 s)
+const RETRY_MAX = 30; // at most this many of them each time
 
 export class App {
     private list = h("ul", { className: "rooms", "aria-labelledby": "rooms-title" });
@@ -94,6 +96,24 @@ export class App {
         client.on(HttpApiEvent.SessionLoggedOut, () => void this.logout());
         document.addEventListener("visibilitychange", () => this.markRead());
         void this.security.start(password);
+        // Messages that could not be decrypted are tried again every few
+        // seconds while their room is open: a key that was not yet in key
+        // backup (senders back up with a delay) is then fetched from there.
+        setInterval(() => this.retryDecryption(), RETRY_MS);
+    }
+
+    private retryDecryption(): void {
+        const room = this.current;
+        if (!room || document.visibilityState !== "visible") return;
+        // The SDK's crypto backend (not in its public types) takes retries.
+        const backend = (this.client as unknown as { cryptoBackend?: Parameters<MatrixEvent["attemptDecryption"]>[0] }).cryptoBackend;
+        if (!backend) return;
+        const utd = room
+            .getLiveTimeline()
+            .getEvents()
+            .filter((e) => e.isDecryptionFailure() && !e.isBeingDecrypted())
+            .slice(-RETRY_MAX);
+        for (const ev of utd) void ev.attemptDecryption(backend, { isRetry: true }).catch(() => {});
     }
 
     private layout(): void {

@@ -19,6 +19,8 @@ import { useRecoveryKey, forgetSecretKeys } from "./matrix";
 
 export class Security {
     private restoring = false;
+    private restoreAgain = false;
+    private refreshSeq = 0;
 
     constructor(
         private client: MatrixClient,
@@ -109,14 +111,18 @@ export class Security {
 
     // refresh shows the "verify this session" banner while this session is
     // not verified by the user's cross-signing identity.
-    async refresh(): Promise<void> {
+    async refresh(): Promise<boolean> {
         const me = this.client.getUserId()!;
+        // Refreshes overlap (several events at once): only the newest draws,
+        // so an older answer cannot bring the banner back.
+        const seq = ++this.refreshSeq;
         const status = await this.crypto.getDeviceVerificationStatus(me, this.client.getDeviceId()!);
         const hasKeys = await this.crypto.userHasCrossSigningKeys(me);
+        if (seq !== this.refreshSeq) return !!status?.crossSigningVerified;
         clear(this.banner);
         if (!hasKeys || status?.crossSigningVerified) {
             this.banner.hidden = true;
-            return;
+            return true;
         }
         this.banner.hidden = false;
         this.banner.append(
@@ -128,6 +134,17 @@ export class Security {
                 h("button", { type: "button", onclick: () => this.recoveryKeyForm() }, t("useRecoveryKey")),
             ),
         );
+        return false;
+    }
+
+    // settle looks again for a few seconds after a verification: the
+    // signature of this session reaches its crypto store through a device
+    // list update, which no event of ours may follow.
+    private async settle(): Promise<void> {
+        for (let i = 0; i < 40; i++) {
+            if (await this.refresh()) return;
+            await new Promise((r) => setTimeout(r, 250));
+        }
     }
 
     private recoveryKeyForm(): void {
@@ -177,21 +194,30 @@ export class Security {
         } finally {
             useRecoveryKey(null);
         }
-        await this.refresh();
-        await this.restore();
+        void this.restore();
+        await this.settle();
     }
 
     // restore downloads the room keys in backup (once the backup key is
     // here: typed recovery key or sent by a verified session) and redraws.
     async restore(): Promise<void> {
-        if (this.restoring) return;
+        if (this.restoring) {
+            // Asked again while running (a key arrived meanwhile): run once more after.
+            this.restoreAgain = true;
+            return;
+        }
         this.restoring = true;
         try {
-            await this.crypto.checkKeyBackupAndEnable();
-            await this.crypto.restoreKeyBackup();
-            this.onHistory();
-        } catch {
-            // no backup or no key yet: nothing to restore
+            do {
+                this.restoreAgain = false;
+                try {
+                    await this.crypto.checkKeyBackupAndEnable();
+                    await this.crypto.restoreKeyBackup();
+                    this.onHistory();
+                } catch {
+                    // no backup or no key yet: nothing to restore
+                }
+            } while (this.restoreAgain);
         } finally {
             this.restoring = false;
         }
@@ -278,7 +304,7 @@ export class Security {
             cancel.textContent = t("close");
             cancel.onclick = () => d.close();
             cancel.focus();
-            await this.refresh();
+            await this.settle();
             // The other session sends the backup key (secret gossiping);
             // KeyBackupDecryptionKeyCached then restores history.
         } catch (e) {

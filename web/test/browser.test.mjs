@@ -86,7 +86,8 @@ const message = (page, text) => page.locator(".timeline .event.message .body > .
 
 // older pages back until a message is loaded.
 async function older(page, text) {
-    for (let i = 0; i < 50 && (await message(page, text).count()) === 0; i++) {
+    const until = Date.now() + WAIT;
+    while (Date.now() < until && (await message(page, text).count()) === 0) {
         // Until the beginning; the message may then still wait for its key.
         const button = page.getByRole("button", { name: "Load older messages" });
         if ((await button.count()) && (await button.isEnabled())) await button.click();
