@@ -24,11 +24,12 @@ import { t, currentLang, type Key } from "./i18n";
 import { logout, serverName } from "./matrix";
 import { languagePicker } from "./widgets";
 import { Security } from "./security";
-import { blobUrl, previewable, sendFile } from "./attachments";
+import { avatarUrl, blobUrl, previewable, sendFile } from "./attachments";
 
 const PAGE = 30; // events per back-pagination request
 const QUICK_REACTIONS = ["👍", "❤️", "😂"];
 const MAX_FILE = 50 << 20; // the server's default max_upload_bytes
+const NARROW = "(max-width: 700px)"; // as in style.css: list or room, one at a time
 const RETRY_MS = 5000; // undecryptable messages of the open room tried again (the SDK's backup back-off is 5 s)
 const RETRY_MAX = 30; // at most this many of them each time
 
@@ -129,7 +130,8 @@ export class App {
             h(
                 "header",
                 { className: "me" },
-                h("span", { className: "whoami", title: t("signedInAs", me) }, me),
+                this.avatar(me, this.client.getUser(me)?.avatarUrl),
+                h("button", { type: "button", className: "whoami link", title: t("signedInAs", me), "aria-label": t("editProfile"), onclick: () => this.profileForm() }, this.client.getUser(me)?.displayName ?? me),
                 h("button", { type: "button", className: "logout", onclick: () => void this.logout() }, t("logout")),
             ),
             h(
@@ -147,6 +149,68 @@ export class App {
             h("footer", {}, this.notificationsButton(), languagePicker(() => this.redraw())),
         );
         this.root.appendChild(h("div", { className: "shell" }, sidebar, this.pane));
+    }
+
+    // avatar is a small picture (the user's avatar) or their initial.
+    private avatar(userId: string, mxc: string | undefined): HTMLElement {
+        const initial = (userId.replace(/^@/, "")[0] ?? "?").toUpperCase();
+        const el = h("span", { className: "avatar", "aria-hidden": "true" }, initial);
+        if (mxc?.startsWith("mxc://")) {
+            avatarUrl(this.client, mxc).then(
+                (u) => {
+                    clear(el);
+                    el.appendChild(h("img", { src: u, alt: "" }));
+                },
+                () => {},
+            );
+        }
+        return el;
+    }
+
+    // profileForm changes the display name and the avatar.
+    private profileForm(): void {
+        clear(this.forms);
+        const me = this.client.getUserId()!;
+        const status = h("p", { className: "error", role: "alert" });
+        const name = h("input", { id: "display-name", value: this.client.getUser(me)?.displayName ?? "" });
+        const file = h("input", { id: "avatar-file", type: "file", accept: "image/png,image/jpeg,image/gif,image/webp" });
+        const submit = h("button", { type: "submit", className: "primary" }, t("save"));
+        const form = h(
+            "form",
+            {
+                className: "panel",
+                "aria-label": t("editProfile"),
+                onsubmit: async (e: Event) => {
+                    e.preventDefault();
+                    submit.disabled = true;
+                    status.textContent = "";
+                    try {
+                        const f = file.files?.[0];
+                        if (f) {
+                            const up = await this.client.uploadContent(f, { type: f.type, name: f.name });
+                            await this.client.setAvatarUrl(up.content_uri);
+                        }
+                        if (name.value.trim()) await this.client.setDisplayName(name.value.trim());
+                        clear(this.forms);
+                        this.redraw();
+                    } catch (err) {
+                        status.textContent = t("error", errorText(err));
+                        submit.disabled = false;
+                    }
+                },
+                onkeydown: (e: KeyboardEvent) => {
+                    if (e.key === "Escape") clear(this.forms);
+                },
+            },
+            h("label", { for: "display-name" }, t("displayName")),
+            name,
+            h("label", { for: "avatar-file" }, t("avatar")),
+            file,
+            status,
+            h("div", { className: "buttons" }, submit, h("button", { type: "button", onclick: () => clear(this.forms) }, t("cancel"))),
+        );
+        this.forms.appendChild(form);
+        name.focus();
     }
 
     // notificationsButton asks, on a click (browsers want a gesture), for
@@ -399,8 +463,14 @@ export class App {
     // ---- the open conversation ----
 
     select(room: Room): void {
-        if (this.current === room) return;
+        if (this.current === room) {
+            // Back on a phone-sized screen, then the same room again.
+            document.body.classList.add("show-room");
+            this.markRead();
+            return;
+        }
         this.current = room;
+        this.showMembers = false; // the member list is opened per room
         document.body.classList.add("show-room");
         for (const b of this.list.querySelectorAll<HTMLButtonElement>(".room-item")) {
             const sel = b.dataset.roomId === room.roomId;
@@ -651,7 +721,7 @@ export class App {
             h(
                 "li",
                 { className: "event " + cls, "data-event-id": ev.getId() ?? "" },
-                h("span", { className: "sender" }, name),
+                h("span", { className: "sender" }, this.avatar(sender, room.getMember(sender)?.getMxcAvatarUrl()), name),
                 h("time", { dateTime: new Date(ev.getTs()).toISOString() }, time),
                 h("div", { className: "body" }, ...body),
             );
@@ -843,6 +913,8 @@ export class App {
     private markRead(): void {
         const room = this.current;
         if (!room || document.visibilityState !== "visible") return;
+        // On a phone-sized screen showing the list, the room is not seen.
+        if (!document.body.classList.contains("show-room") && matchMedia(NARROW).matches) return;
         const events = room.getLiveTimeline().getEvents();
         const last = [...events].reverse().find((e) => e.getId() && !e.getId()!.startsWith("~") && !e.status);
         if (!last || this.receiptSent.get(room.roomId) === last.getId()) return;

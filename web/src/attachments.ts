@@ -115,3 +115,25 @@ export function blobUrl(client: MatrixClient, eventId: string, content: Record<s
     }
     return p;
 }
+
+const avatars = new Map<string, Promise<string>>();
+
+// avatarUrl returns a blob: URL of a 64×64 thumbnail of an avatar (mxc://),
+// fetched once per URL with the access token (authenticated media).
+export function avatarUrl(client: MatrixClient, mxc: string): Promise<string> {
+    let p = avatars.get(mxc);
+    if (!p) {
+        p = (async () => {
+            const http = client.mxcUrlToHttp(mxc, 64, 64, "crop", false, true, true);
+            if (!http) throw new Error("bad avatar URL");
+            const res = await fetch(http, { headers: { Authorization: `Bearer ${client.getAccessToken()}` } });
+            if (!res.ok) throw new Error(`avatar: ${res.status}`);
+            const type = res.headers.get("Content-Type") ?? "";
+            if (!previewable.has(type.split(";")[0].trim())) throw new Error(`avatar of type ${type}`);
+            return URL.createObjectURL(await res.blob());
+        })();
+        p.catch(() => avatars.delete(mxc));
+        avatars.set(mxc, p);
+    }
+    return p;
+}

@@ -281,6 +281,40 @@ test("group room: create, invite, join, leave", { timeout: 60000 }, async () => 
     await a.page.locator(".room-item", { hasText: "Cabinet meeting" }).waitFor({ state: "detached" });
     await b.page.getByText("alice left").waitFor();
     await b.page.getByRole("button", { name: "1 members" }).waitFor();
+
+    // Join by address: a public room with an alias, made over the API by a third user.
+    const reg = await (
+        await fetch(`${server.baseUrl}/_matrix/client/v3/register`, {
+            method: "POST",
+            body: JSON.stringify({ username: "carol", password: "correct horse battery carol", auth: { type: "m.login.dummy" } }),
+        })
+    ).json();
+    const created = await fetch(`${server.baseUrl}/_matrix/client/v3/createRoom`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${reg.access_token}` },
+        body: JSON.stringify({ preset: "public_chat", name: "Lobby", room_alias_name: "lobby" }),
+    });
+    assert.equal(created.status, 200);
+    await a.page.getByRole("button", { name: "Join", exact: true }).click();
+    await a.page.getByLabel(/^Room address/).fill("#lobby:localhost");
+    await a.page.getByRole("button", { name: "Join", exact: true }).last().click();
+    await a.page.getByRole("heading", { name: "Lobby", level: 2 }).waitFor();
+    assert.equal(await a.page.locator(".room-header .enc.off").count(), 1, "a public room is not encrypted");
+});
+
+test("profile: display name and picture, seen by the other side", { timeout: 60000 }, async () => {
+    await a.page.getByRole("button", { name: "Edit your profile" }).click();
+    await a.page.getByLabel("Display name").fill("Alice Martin");
+    await a.page.getByLabel("Picture").setInputFiles({ name: "me.png", mimeType: "image/png", buffer: PNG });
+    await a.page.getByRole("button", { name: "Save" }).click();
+    await a.page.getByRole("button", { name: "Edit your profile" }).filter({ hasText: "Alice Martin" }).waitFor();
+    await a.page.locator(".me .avatar img").waitFor();
+    await a.page.locator(".room-item", { hasText: "bob" }).click();
+    await b.page.locator(".room-item", { hasText: /alice/i }).click();
+    await send(a.page, "New name, new picture");
+    const seen = b.page.locator(".event.message", { hasText: "New name, new picture" });
+    await seen.locator(".sender", { hasText: "Alice Martin" }).waitFor();
+    await seen.locator(".avatar img").waitFor();
 });
 
 test("a second session is verified by emoji, a third with the recovery key; both read the history", { timeout: 90000 }, async () => {
@@ -334,15 +368,14 @@ test("a second session is verified by emoji, a third with the recovery key; both
 
 test("phone-sized screen, French, sign out", { timeout: 60000 }, async () => {
     await a.page.setViewportSize({ width: 390, height: 760 });
-    // Alice is on the room list (she left the room she had open).
-    await b.page.locator(".room-item", { hasText: "alice" }).click();
+    await a.page.getByRole("button", { name: "Back to conversations" }).click();
+    await b.page.locator(".room-item", { hasText: "Alice Martin" }).click();
     await send(b.page, "One more thing");
     await a.page.getByRole("heading", { name: "Conversations" }).waitFor();
     await a.page.locator(".room-item", { hasText: "bob" }).locator(".badge").waitFor();
     await a.page.screenshot({ path: path.join(shots, "rooms.png") });
     await a.page.locator(".room-item", { hasText: "bob" }).click();
     await message(a.page, "One more thing").waitFor();
-    await a.page.getByRole("button", { name: "Close the member list" }).click();
     await a.page.screenshot({ path: path.join(shots, "phone-conversation.png") });
     await a.page.getByRole("button", { name: "Back to conversations" }).click();
 
