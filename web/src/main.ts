@@ -18,6 +18,7 @@ function showLogin(mode: "login" | "register" = "login", error = ""): void {
     const user = h("input", { id: "username", name: "username", autocomplete: "username", required: true, autocapitalize: "none", spellcheck: "false" });
     const pass = h("input", { id: "password", name: "password", type: "password", autocomplete: isReg ? "new-password" : "current-password", required: true });
     const pass2 = h("input", { id: "password2", name: "password2", type: "password", autocomplete: "new-password", required: true });
+    const token = h("input", { id: "reg-token", name: "token", autocomplete: "off", autocapitalize: "none", spellcheck: "false" });
     const submit = h("button", { type: "submit", className: "primary" }, isReg ? t("register") : t("signIn"));
     const form = h(
         "form",
@@ -35,7 +36,7 @@ function showLogin(mode: "login" | "register" = "login", error = ""): void {
                 submit.textContent = isReg ? t("registering") : t("signingIn");
                 status.textContent = "";
                 try {
-                    const s = isReg ? await register(user.value.trim(), pass.value) : await login(user.value.trim(), pass.value);
+                    const s = isReg ? await register(user.value.trim(), pass.value, token.value.trim()) : await login(user.value.trim(), pass.value);
                     await open(s, pass.value);
                 } catch (err) {
                     submit.disabled = false;
@@ -53,6 +54,8 @@ function showLogin(mode: "login" | "register" = "login", error = ""): void {
         pass,
         isReg && h("label", { for: "password2" }, t("confirmPassword")),
         isReg && pass2,
+        isReg && h("label", { for: "reg-token" }, t("registrationToken")),
+        isReg && token,
         status,
         submit,
         h(

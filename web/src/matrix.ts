@@ -72,7 +72,7 @@ const cryptoCallbacks = {
     },
 };
 
-export type Failure = "badLogin" | "registrationClosed" | "networkError" | "other";
+export type Failure = "badLogin" | "registrationClosed" | "tokenRequired" | "badToken" | "networkError" | "other";
 
 export class AuthError extends Error {
     constructor(
@@ -109,11 +109,14 @@ export async function login(user: string, password: string): Promise<Session> {
     }
 }
 
-// register creates an account with the first flow this client can finish:
-// m.login.dummy (open registration). Client-Server API, "Account registration".
-export async function register(username: string, password: string): Promise<Session> {
+// register creates an account with a flow this client can finish:
+// m.login.registration_token when a token is given (or required), else
+// m.login.dummy (open registration). Client-Server API, "Account
+// registration" and "Token-authenticated registration".
+export async function register(username: string, password: string, token = ""): Promise<Session> {
     const anon = createClient({ baseUrl });
     let session: string | undefined;
+    let stage: "m.login.dummy" | "m.login.registration_token";
     try {
         await anon.registerRequest({ username, password, initial_device_display_name: deviceName() });
         throw new AuthError("other", "registration finished without authentication");
@@ -124,9 +127,11 @@ export async function register(username: string, password: string): Promise<Sess
             if (e instanceof MatrixError && e.errcode === "M_FORBIDDEN") throw new AuthError("registrationClosed", e.message);
             throw authError(e);
         }
-        if (!data.flows.some((f) => f.stages.length === 1 && f.stages[0] === "m.login.dummy")) {
-            throw new AuthError("registrationClosed", "no flow this client can complete");
-        }
+        const single = (s: string) => data.flows!.some((f) => f.stages.length === 1 && f.stages[0] === s);
+        if (token && single("m.login.registration_token")) stage = "m.login.registration_token";
+        else if (single("m.login.dummy")) stage = "m.login.dummy";
+        else if (single("m.login.registration_token")) throw new AuthError("tokenRequired", "a registration token is needed");
+        else throw new AuthError("registrationClosed", "no flow this client can complete");
         session = data.session;
     }
     try {
@@ -134,7 +139,7 @@ export async function register(username: string, password: string): Promise<Sess
             username,
             password,
             initial_device_display_name: deviceName(),
-            auth: { type: "m.login.dummy", session },
+            auth: stage === "m.login.dummy" ? { type: stage, session } : ({ type: stage, token, session } as never),
         });
         if (!r.access_token || !r.device_id) throw new AuthError("other", "no access token in the registration response");
         // The name others see starts as the username (as Synapse does), not
@@ -145,6 +150,8 @@ export async function register(username: string, password: string): Promise<Sess
         return { userId: r.user_id, deviceId: r.device_id, accessToken: r.access_token };
     } catch (e) {
         if (e instanceof AuthError) throw e;
+        // The stage was not accepted: for a token, the token is wrong.
+        if (stage === "m.login.registration_token" && e instanceof MatrixError && e.httpStatus === 401) throw new AuthError("badToken", e.message);
         throw authError(e);
     }
 }
