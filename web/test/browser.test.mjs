@@ -300,6 +300,21 @@ test("group room: create, invite, join, leave", { timeout: 60000 }, async () => 
     await a.page.getByRole("button", { name: "Join", exact: true }).last().click();
     await a.page.getByRole("heading", { name: "Lobby", level: 2 }).waitFor();
     assert.equal(await a.page.locator(".room-header .enc.off").count(), 1, "a public room is not encrypted");
+
+    // Threads are shown: a reply in a thread is marked as such.
+    const { room_id } = await created.json();
+    const put = async (txn, content) => {
+        const r = await fetch(`${server.baseUrl}/_matrix/client/v3/rooms/${encodeURIComponent(room_id)}/send/m.room.message/${txn}`, {
+            method: "PUT",
+            headers: { Authorization: `Bearer ${reg.access_token}` },
+            body: JSON.stringify(content),
+        });
+        assert.equal(r.status, 200);
+        return (await r.json()).event_id;
+    };
+    const root = await put("t1", { msgtype: "m.text", body: "Welcome to the lobby" });
+    await put("t2", { msgtype: "m.text", body: "A reply in a thread", "m.relates_to": { rel_type: "m.thread", event_id: root } });
+    await a.page.locator(".event.message", { hasText: "A reply in a thread" }).locator(".thread-tag", { hasText: "In a thread" }).waitFor();
 });
 
 test("profile: display name and picture, seen by the other side", { timeout: 60000 }, async () => {
