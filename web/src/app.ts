@@ -55,6 +55,7 @@ export class App {
     private typingEl: HTMLElement | null = null;
     private membersPanel: HTMLElement | null = null;
     private showMembers = false;
+    private retryTimer: ReturnType<typeof setInterval> | undefined;
 
     constructor(
         private root: HTMLElement,
@@ -100,7 +101,7 @@ export class App {
         // Messages that could not be decrypted are tried again every few
         // seconds while their room is open: a key that was not yet in key
         // backup (senders back up with a delay) is then fetched from there.
-        setInterval(() => this.retryDecryption(), RETRY_MS);
+        this.retryTimer = setInterval(() => this.retryDecryption(), RETRY_MS);
     }
 
     private retryDecryption(): void {
@@ -254,6 +255,8 @@ export class App {
     }
 
     private async logout(): Promise<void> {
+        clearInterval(this.retryTimer);
+        this.current = null;
         await logout(this.client);
         this.onLogout();
     }
@@ -448,16 +451,30 @@ export class App {
         });
     }
 
-    // openWhenKnown opens a room as soon as sync has brought it.
-    private async openWhenKnown(roomId: string): Promise<void> {
-        for (let i = 0; i < 100; i++) {
-            const room = this.client.getRoom(roomId);
-            if (room && room.getMyMembership() === KnownMembership.Join) {
-                this.select(room);
-                return;
-            }
-            await new Promise((r) => setTimeout(r, 100));
-        }
+    // openWhenKnown opens a room as soon as sync has brought it (joined),
+    // or gives up after a minute.
+    private openWhenKnown(roomId: string): Promise<void> {
+        return new Promise((resolve) => {
+            const done = () => {
+                this.client.off(ClientEvent.Room, check);
+                this.client.off(RoomEvent.MyMembership, check);
+                this.client.off(ClientEvent.Sync, check);
+                clearTimeout(timer);
+                resolve();
+            };
+            const check = () => {
+                const room = this.client.getRoom(roomId);
+                if (room && room.getMyMembership() === KnownMembership.Join) {
+                    done();
+                    this.select(room);
+                }
+            };
+            const timer = setTimeout(done, 60000);
+            this.client.on(ClientEvent.Room, check);
+            this.client.on(RoomEvent.MyMembership, check);
+            this.client.on(ClientEvent.Sync, check);
+            check();
+        });
     }
 
     // ---- the open conversation ----
