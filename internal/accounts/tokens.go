@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"conclave/internal/config"
@@ -38,6 +39,10 @@ type Service struct {
 	// OnDeactivate, when set, runs after an account is deactivated (the room
 	// service makes the user leave their rooms). Set it before serving.
 	OnDeactivate func(ctx context.Context, userID string)
+	// Expiry, when set, refuses the requests of expired accounts once their
+	// token is resolved (internal/validity): Authenticate returns its
+	// error; AuthenticateAllowExpired does not ask it (renewal).
+	Expiry func(ctx context.Context, sess *store.Session) error
 	// UIASessionKey, when set, makes UIA session IDs carry an HMAC under
 	// this key, and an unknown session ID with a valid HMAC starts a fresh
 	// session under that ID instead of failing. Set when several processes
@@ -46,12 +51,29 @@ type Service struct {
 	// another process (stages done so far are asked again; the usual
 	// one-stage flows complete). IDs nobody issued still fail.
 	UIASessionKey []byte
+	// SSOSessions, when set (single sign-on on), keeps the sessions that
+	// offer m.login.sso in the database: the stage is completed by the
+	// provider's callback in whichever process it reaches, and taken by
+	// the client's repeated request in whichever process that reaches.
+	SSOSessions SSOSessionStore
+	ssoSweep    atomic.Int64 // ms of the last removal of expired rows
+	// CheckEmail, when set, checks the threepid_creds of an
+	// m.login.email.identity stage for an operation (UIA.Purpose) and
+	// returns the address they prove (internal/threepid). EmailOwner
+	// returns the user an address is bound to ("" if none): an
+	// authenticated operation (password change by e-mail) needs the
+	// caller's own address.
+	CheckEmail func(ctx context.Context, purpose string, creds ThreepidCreds) (string, error)
+	EmailOwner func(ctx context.Context, email string) (string, error)
 }
 
 // Options configure the service; the zero value is closed registration,
 // production hash parameters and non-expiring tokens.
 type Options struct {
-	OpenRegistration   bool     // m.login.dummy registration
+	OpenRegistration bool // m.login.dummy registration
+	// EmailRegistration: registration needs a verified e-mail address
+	// (email_domains): m.login.email.identity ends every flow.
+	EmailRegistration  bool
 	RegistrationTokens []string // m.login.registration_token values
 	SharedSecret       string   // Synapse-compatible admin registration; "" disables
 	// AccessTokenLifetime applies to access tokens issued with a refresh
@@ -104,6 +126,19 @@ func NewToken(prefix string) string {
 // M_UNKNOWN_TOKEN; an expired one says soft_logout, as the spec asks, so the
 // client refreshes instead of wiping its keys.
 func (s *Service) Authenticate(ctx context.Context, token string) (*store.Session, error) {
+	sess, err := s.AuthenticateAllowExpired(ctx, token)
+	if err != nil || s.Expiry == nil {
+		return sess, err
+	}
+	if err := s.Expiry(ctx, sess); err != nil {
+		return nil, err
+	}
+	return sess, nil
+}
+
+// AuthenticateAllowExpired is Authenticate for the requests an expired
+// account may still make (asking for a renewal mail).
+func (s *Service) AuthenticateAllowExpired(ctx context.Context, token string) (*store.Session, error) {
 	if token == "" {
 		return nil, matrix.Errorf(http.StatusUnauthorized, matrix.ErrMissingToken, "Missing access token")
 	}
@@ -148,6 +183,7 @@ func OptionsFrom(cfg *config.Config) Options {
 	p.MemoryKiB = uint32(cfg.PasswordHashMemoryKiB)
 	return Options{
 		OpenRegistration:    cfg.EnableRegistration,
+		EmailRegistration:   cfg.EmailDomains != "",
 		RegistrationTokens:  ParseTokens(cfg.RegistrationTokens),
 		SharedSecret:        cfg.RegistrationSharedSecret,
 		AccessTokenLifetime: cfg.AccessTokenLifetime.Duration,

@@ -1,12 +1,15 @@
 package clientapi
 
 import (
+	"context"
 	"net/http"
+	"slices"
 
 	"conclave/internal/accounts"
 	"conclave/internal/jsonhttp"
 	"conclave/internal/matrix"
 	"conclave/internal/store"
+	"conclave/internal/threepid"
 )
 
 // whoami, password change and deactivation: Client-Server API, "Account
@@ -14,7 +17,15 @@ import (
 
 func (a *API) registerAccount(mux Mux) {
 	handle(mux, "GET", "/account/whoami", a.authed(a.whoami))
-	handle(mux, "POST", "/account/password", a.authed(a.changePassword))
+	// Without an access token, a password reset proved by e-mail.
+	change := a.authed(a.changePassword)
+	handle(mux, "POST", "/account/password", func(w http.ResponseWriter, r *http.Request) {
+		if accessToken(r) == "" && a.Threepids != nil {
+			a.resetPassword(w, r)
+			return
+		}
+		change(w, r)
+	})
 	handle(mux, "POST", "/account/deactivate", a.authed(a.deactivate))
 }
 
@@ -24,6 +35,46 @@ func (a *API) whoami(w http.ResponseWriter, r *http.Request, s *store.Session) {
 
 // passwordFlows: the operations below re-check the caller's password.
 var passwordFlows = []accounts.Flow{{Stages: []string{accounts.LoginPassword}}}
+
+// reauthFlows are the ways userID proves again who they are before a
+// sensitive operation. Without single sign-on: the password. With it, as
+// Synapse's _get_available_ui_auth_types: m.login.password if the account
+// has a password, m.login.sso if single sign-on can map to it (an address
+// is bound to it: the provider's verified address finds the account), each
+// a flow of its own. An account with neither cannot prove itself: none.
+func (a *API) reauthFlows(ctx context.Context, userID string) ([]accounts.Flow, error) {
+	if a.SSO == nil {
+		return passwordFlows, nil
+	}
+	u, err := a.Accounts.GetUser(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	var flows []accounts.Flow
+	if u.PasswordHash != "" {
+		flows = append(flows, passwordFlows...)
+	}
+	if a.Threepids != nil {
+		bound, err := a.Threepids.List(ctx, userID)
+		if err != nil {
+			return nil, err
+		}
+		if len(bound) > 0 {
+			flows = append(flows, accounts.Flow{Stages: []string{accounts.LoginSSO}})
+		}
+	}
+	return flows, nil
+}
+
+// reauth runs user-interactive authentication of the caller s for the
+// operation purpose with reauthFlows.
+func (a *API) reauth(ctx context.Context, s *store.Session, purpose string, auth *accounts.AuthDict) error {
+	flows, err := a.reauthFlows(ctx, s.UserID)
+	if err != nil {
+		return err
+	}
+	return a.Accounts.AuthenticateUIA(ctx, accounts.UIA{Purpose: purpose, UserID: s.UserID, Flows: flows}, auth)
+}
 
 func guestForbidden() error {
 	return matrix.Errorf(http.StatusForbidden, matrix.ErrGuestAccessForbid, "Guest access is not allowed")
@@ -52,12 +103,82 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request, s *store.Se
 		return
 	}
 	ctx := r.Context()
-	if err := a.Accounts.AuthenticateUIA(ctx, accounts.UIA{Purpose: "password", UserID: s.UserID, Flows: passwordFlows}, req.Auth); err != nil {
+	flows, err := a.passwordChangeFlows(ctx, s.UserID)
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	if err := a.Accounts.AuthenticateUIA(ctx, accounts.UIA{Purpose: "password", UserID: s.UserID, Flows: flows}, req.Auth); err != nil {
 		fail(w, r, err)
 		return
 	}
 	logout := req.LogoutDevices == nil || *req.LogoutDevices // default true
 	if err := a.Accounts.ChangePassword(ctx, s, *req.NewPassword, logout); err != nil {
+		fail(w, r, err)
+		return
+	}
+	jsonhttp.Empty(w)
+}
+
+// passwordChangeFlows: the password, or, where mail is sent, an address of
+// the caller's proved by e-mail.
+func (a *API) passwordChangeFlows(ctx context.Context, userID string) ([]accounts.Flow, error) {
+	flows, err := a.reauthFlows(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	if a.Threepids != nil && a.Threepids.Mailer != nil {
+		return append(slices.Clone(flows), accounts.Flow{Stages: []string{accounts.LoginEmailIdentity}}), nil
+	}
+	return flows, nil
+}
+
+// emailFlows: a password reset proves an address by e-mail.
+var emailFlows = []accounts.Flow{{Stages: []string{accounts.LoginEmailIdentity}}}
+
+// resetPassword: POST /account/password without an access token, its UIA
+// proving an address bound to an account (requested through
+// /account/password/email/requestToken). Every device is logged out
+// unless logout_devices is false.
+func (a *API) resetPassword(w http.ResponseWriter, r *http.Request) {
+	if err := a.limitIP(r); err != nil {
+		fail(w, r, err)
+		return
+	}
+	var req struct {
+		NewPassword   *string            `json:"new_password"`
+		LogoutDevices *bool              `json:"logout_devices"`
+		Auth          *accounts.AuthDict `json:"auth"`
+	}
+	if err := jsonhttp.Read(r, a.maxBody, &req); err != nil {
+		fail(w, r, err)
+		return
+	}
+	if req.NewPassword == nil || *req.NewPassword == "" {
+		fail(w, r, matrix.MissingParam("Missing new_password"))
+		return
+	}
+	if err := a.Accounts.CheckNewPasswordPolicy(*req.NewPassword); err != nil {
+		fail(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	proved, err := a.Accounts.AuthenticateUIAResult(ctx, accounts.UIA{Purpose: "password", Flows: emailFlows}, req.Auth)
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	owner, err := a.Threepids.Owner(ctx, proved.Email)
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	if owner == "" {
+		fail(w, r, matrix.Errorf(http.StatusBadRequest, threepid.ErrThreepidNotFound, "Your e-mail address has not been found on this server"))
+		return
+	}
+	logout := req.LogoutDevices == nil || *req.LogoutDevices
+	if err := a.Accounts.ResetPassword(ctx, owner, *req.NewPassword, logout); err != nil {
 		fail(w, r, err)
 		return
 	}
@@ -88,7 +209,7 @@ func (a *API) deactivate(w http.ResponseWriter, r *http.Request, s *store.Sessio
 		return
 	}
 	ctx := r.Context()
-	if err := a.Accounts.AuthenticateUIA(ctx, accounts.UIA{Purpose: "deactivate", UserID: s.UserID, Flows: passwordFlows}, req.Auth); err != nil {
+	if err := a.reauth(ctx, s, "deactivate", req.Auth); err != nil {
 		fail(w, r, err)
 		return
 	}
@@ -96,6 +217,7 @@ func (a *API) deactivate(w http.ResponseWriter, r *http.Request, s *store.Sessio
 		fail(w, r, err)
 		return
 	}
-	// No third-party identifiers are bound, so there is nothing to unbind.
+	// The account's addresses went with it (the store's Deactivate); no
+	// separate identity server is ever told of bindings, so none is asked.
 	jsonhttp.OK(w, map[string]string{"id_server_unbind_result": "no-support"})
 }

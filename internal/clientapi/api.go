@@ -21,12 +21,17 @@ import (
 	"conclave/internal/presence"
 	"conclave/internal/profile"
 	"conclave/internal/push"
+	"conclave/internal/ratelimit"
 	"conclave/internal/receipts"
 	"conclave/internal/room"
 	"conclave/internal/slidingsync"
+	"conclave/internal/sso"
 	"conclave/internal/store"
 	"conclave/internal/syncer"
+	"conclave/internal/threadsubs"
+	"conclave/internal/threepid"
 	"conclave/internal/typing"
+	"conclave/internal/validity"
 )
 
 // Deps are the services the API calls.
@@ -51,6 +56,15 @@ type Deps struct {
 	Federation *federation.Service
 	// Notices sends server notices; nil when they are off.
 	Notices *notices.Service
+	// ThreadSubs keeps thread subscriptions (MSC4306); nil: off.
+	ThreadSubs *threadsubs.Service
+	// Threepids: e-mail addresses and the identity endpoints (threepid.go).
+	Threepids *threepid.Service
+	// SSO is single sign-on (sso.go); nil when oidc_issuer is unset.
+	SSO *sso.Service
+	// Validity is account expiry (validity.go); nil when
+	// external_account_validity is off.
+	Validity *validity.Service
 }
 
 // API is the Client-Server API.
@@ -62,6 +76,7 @@ type API struct {
 	userLimits *userLimits
 	syncs      syncSlots // sync.go: concurrent /sync per device
 	filters    syncfilter.Cache
+	mailLimit  *ratelimit.Limiter // threepid.go: validation mails per address
 }
 
 // New returns the API.
@@ -98,6 +113,11 @@ func (a *API) Register(mux Mux) {
 	a.registerPush(mux)
 	a.registerSearch(mux)
 	a.registerNotices(mux)
+	a.registerThreadSubscriptions(mux)
+	a.registerSSO(mux)
+	a.registerUIAFallback(mux)
+	a.registerValidity(mux)
+	a.registerThreepids(mux)
 }
 
 type sessionKey struct{}
@@ -148,8 +168,9 @@ func (a *API) authedVia(h func(w http.ResponseWriter, r *http.Request, s *store.
 			}
 		}
 		// Writes count as activity for presence (Synapse: sending events
-		// bumps the user's last-active time); /sync handles set_presence.
-		if a.Presence != nil && r.Method != http.MethodGet {
+		// bumps the user's last-active time); the long-polls (/sync, sliding
+		// sync's POSTs) handle set_presence themselves.
+		if a.Presence != nil && r.Method != http.MethodGet && !apart {
 			a.Presence.Touch(sess.UserID)
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, sess)), sess)

@@ -11,6 +11,7 @@ import (
 	"conclave/internal/ratelimit"
 	"conclave/internal/server"
 	"conclave/internal/store"
+	"conclave/internal/threepid"
 )
 
 // Registration, login, refresh, logout and the Synapse-compatible
@@ -52,8 +53,9 @@ func (a *API) registerAccounts(mux Mux) {
 	mux.HandleFunc("GET /_matrix/client/v1/register/m.login.registration_token/validity", a.registrationTokenValidity)
 	handle(mux, "POST", "/refresh", a.refresh)
 	mux.HandleFunc("POST /_matrix/client/v1/refresh", a.refresh)
-	handle(mux, "POST", "/logout", a.authed(a.logout))
-	handle(mux, "POST", "/logout/all", a.authed(a.logoutAll))
+	// An expired account may still log out (Synapse: allow_expired).
+	handle(mux, "POST", "/logout", a.authedExpiredOK(a.logout))
+	handle(mux, "POST", "/logout/all", a.authedExpiredOK(a.logoutAll))
 	mux.HandleFunc("GET /_synapse/admin/v1/register", a.sharedSecretNonce)
 	mux.HandleFunc("POST /_synapse/admin/v1/register", a.sharedSecretRegister)
 	a.registerAccount(mux)
@@ -146,7 +148,17 @@ func (a *API) loginResponse(res *accounts.LoginResult) map[string]any {
 }
 
 func (a *API) loginFlows(w http.ResponseWriter, r *http.Request) {
-	jsonhttp.OK(w, map[string]any{"flows": []map[string]string{{"type": accounts.LoginPassword}}})
+	flows := []map[string]any{}
+	if a.Config.PasswordLogin {
+		flows = append(flows, map[string]any{"type": accounts.LoginPassword})
+	}
+	if a.SSO != nil {
+		// Synapse's shape: the providers on the m.login.sso flow, and
+		// m.login.token, which the SSO callback's loginToken is used with.
+		flows = append(flows, map[string]any{"type": loginSSO, "identity_providers": []map[string]string{a.SSO.IdP()}},
+			map[string]any{"type": loginToken})
+	}
+	jsonhttp.OK(w, map[string]any{"flows": flows})
 }
 
 type loginRequest struct {
@@ -157,6 +169,7 @@ type loginRequest struct {
 	DeviceID                 string               `json:"device_id"`
 	InitialDeviceDisplayName *string              `json:"initial_device_display_name"`
 	RefreshToken             bool                 `json:"refresh_token"`
+	Token                    string               `json:"token"` // m.login.token
 }
 
 func (a *API) login(w http.ResponseWriter, r *http.Request) {
@@ -169,12 +182,17 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, err)
 		return
 	}
-	switch req.Type {
-	case accounts.LoginPassword:
-	case "":
+	switch {
+	case req.Type == accounts.LoginPassword && a.Config.PasswordLogin:
+	case req.Type == loginToken && a.SSO != nil:
+		a.tokenLogin(w, r, req)
+		return
+	case req.Type == "":
 		fail(w, r, matrix.MissingParam("Missing login type"))
 		return
 	default:
+		// A type this server does not offer (password login turned off
+		// included): Synapse's answer.
 		fail(w, r, matrix.Errorf(http.StatusBadRequest, matrix.ErrUnknown, "Unknown login type %q", req.Type))
 		return
 	}
@@ -254,6 +272,11 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	dev := accounts.DeviceOpts{DeviceID: req.DeviceID, DisplayName: req.InitialDeviceDisplayName, Refresh: req.RefreshToken, IP: clientIP(r)}
+	if kind == "guest" && a.Config.EmailDomains != "" {
+		// Every account of a circle is someone's verified work address.
+		fail(w, r, matrix.Errorf(http.StatusForbidden, matrix.ErrGuestAccessForbid, "Guest access is disabled"))
+		return
+	}
 	if kind == "guest" {
 		// Guests need no authentication and get a generated ID; the body's
 		// username and password are ignored, as Synapse does.
@@ -267,8 +290,10 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The name and password are checked before authentication, so a client
-	// learns that a name is taken before it goes through the stages.
-	if req.Username != "" {
+	// learns that a name is taken before it goes through the stages. With
+	// e-mail registration the name comes from the address instead.
+	byEmail := a.Threepids != nil && a.Config.EmailDomains != ""
+	if req.Username != "" && !byEmail {
 		if _, err := a.Accounts.CheckUsername(ctx, req.Username); err != nil {
 			fail(w, r, err)
 			return
@@ -278,12 +303,45 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, err)
 		return
 	}
-	if err := a.Accounts.AuthenticateUIA(ctx, accounts.UIA{Purpose: "register", Flows: flows}, req.Auth); err != nil {
+	proved, err := a.Accounts.AuthenticateUIAResult(ctx, accounts.UIA{Purpose: "register", Flows: flows}, req.Auth)
+	if err != nil {
 		fail(w, r, err)
+		return
+	}
+	if proved.Email != "" {
+		a.registerByEmail(w, r, proved.Email, req, dev)
 		return
 	}
 	res, err := a.Accounts.Register(ctx, accounts.RegisterRequest{Localpart: req.Username, Password: req.Password, InhibitLogin: req.InhibitLogin, Device: dev})
 	a.writeRegistered(w, r, res, err)
+}
+
+// registerByEmail creates the account of a verified address: localpart and
+// display name derived from it as Tchap does (threepid.Localpart,
+// threepid.DisplayName), the address bound to it.
+func (a *API) registerByEmail(w http.ResponseWriter, r *http.Request, email string, req registerRequest, dev accounts.DeviceOpts) {
+	ctx := r.Context()
+	var res *accounts.LoginResult
+	_, err := a.Threepids.RegisterAccount(ctx, email, func(localpart string) (string, error) {
+		var err error
+		res, err = a.Accounts.Register(ctx, accounts.RegisterRequest{Localpart: localpart, NumberIfTaken: true,
+			Password: req.Password, InhibitLogin: req.InhibitLogin, Device: dev})
+		if err != nil {
+			return "", err
+		}
+		return res.UserID, nil
+	})
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	if a.Profiles != nil {
+		if err := a.Profiles.SetDisplayName(ctx, res.UserID, res.UserID, threepid.DisplayName(email)); err != nil {
+			fail(w, r, err)
+			return
+		}
+	}
+	a.writeRegistered(w, r, res, nil)
 }
 
 func (a *API) writeRegistered(w http.ResponseWriter, r *http.Request, res *accounts.LoginResult, err error) {

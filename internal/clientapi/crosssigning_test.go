@@ -1,8 +1,6 @@
 package clientapi_test
 
 import (
-	"context"
-	"errors"
 	"testing"
 
 	"conclave/internal/homeserver/hstest"
@@ -32,14 +30,8 @@ func newCS(t testing.TB) *csKeys { return &csKeys{newSigner(t), newSigner(t), ne
 
 func TestDeviceSigningUpload(t *testing.T) {
 	s := hstest.Start(t)
-	s.HS.Keys.CheckPassword = func(_ context.Context, userID, pw string) error {
-		if userID == "@alice:localhost" && pw == "right" {
-			return nil
-		}
-		return errors.New("wrong")
-	}
-	alice := newDevice(t, s.CreateUser(t, "alice"))
-	bob := newDevice(t, s.CreateUser(t, "bob"))
+	alice := newDevice(t, s.Register(t, "alice"))
+	bob := newDevice(t, s.Register(t, "bob"))
 	path := hstest.Path("/keys/device_signing/upload")
 	cs := newCS(t)
 
@@ -73,15 +65,15 @@ func TestDeviceSigningUpload(t *testing.T) {
 	expect(t, s.Do(t, "POST", path, alice.Token, wrong), 401, "M_FORBIDDEN")
 	// Someone else's password does not do.
 	other := cs2.body(t, alice.UserID)
-	other["auth"] = map[string]any{"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "bob"}, "password": "right"}
-	expect(t, s.Do(t, "POST", path, alice.Token, other), 401, "M_FORBIDDEN")
+	other["auth"] = map[string]any{"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "bob"}, "password": "correct horse battery bob", "session": r.Str("session")}
+	expect(t, s.Do(t, "POST", path, alice.Token, other), 403, "M_FORBIDDEN")
 	// The old keys are still in place.
 	q := s.MustOK(t, "POST", hstest.Path("/keys/query"), alice.Token, map[string]any{"device_keys": map[string]any{alice.UserID: []string{}}})
 	if dig(q.JSON, "master_keys", alice.UserID, "keys", "ed25519:"+cs.master.pub) == nil {
 		t.Fatalf("master key replaced without auth: %s", q.Body)
 	}
 	ok := cs2.body(t, alice.UserID)
-	ok["auth"] = map[string]any{"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "alice"}, "password": "right", "session": r.Str("session")}
+	ok["auth"] = map[string]any{"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "alice"}, "password": "correct horse battery alice", "session": r.Str("session")}
 	s.MustOK(t, "POST", path, alice.Token, ok)
 
 	// Query: master and self-signing keys for everyone, user-signing for the owner only.

@@ -123,7 +123,7 @@ func (a *API) authThenDelete(w http.ResponseWriter, r *http.Request, s *store.Se
 		return
 	}
 	ctx := r.Context()
-	if err := a.Accounts.AuthenticateUIA(ctx, accounts.UIA{Purpose: purpose, UserID: s.UserID, Flows: passwordFlows}, auth); err != nil {
+	if err := a.reauth(ctx, s, purpose, auth); err != nil {
 		fail(w, r, err)
 		return
 	}

@@ -24,6 +24,9 @@ func (a *API) versions(w http.ResponseWriter, r *http.Request) {
 			// Simplified sliding sync (MSC4186; slidingsync.go): what
 			// matrix-rust-sdk (Element X) looks for before it syncs.
 			"org.matrix.simplified_msc3575": a.SlidingSync != nil,
+			// Thread subscriptions (MSC4306; threadsubs.go), and their
+			// sliding sync extension (MSC4308).
+			"org.matrix.msc4306": a.ThreadSubs != nil,
 		},
 	})
 }
@@ -52,7 +55,7 @@ func (a *API) capabilities(w http.ResponseWriter, r *http.Request, s *store.Sess
 		"m.room_versions":   map[string]any{"default": event.DefaultRoomVersion, "available": avail},
 		"m.set_displayname": map[string]bool{"enabled": true},
 		"m.set_avatar_url":  map[string]bool{"enabled": true},
-		"m.3pid_changes":    map[string]bool{"enabled": false},
+		"m.3pid_changes":    map[string]bool{"enabled": a.Threepids != nil && a.Threepids.Mailer != nil},
 		"m.get_login_token": map[string]bool{"enabled": false},
 	}})
 }

@@ -118,6 +118,12 @@ func (a *API) searchUserDirectory(w http.ResponseWriter, r *http.Request, s *sto
 		}
 		limit = *body.Limit
 	}
+	if a.Rooms.AccessRules.External(s.UserID) {
+		// Externals find nobody (Tchap): they meet only the people of the
+		// rooms they are invited to.
+		jsonhttp.OK(w, map[string]any{"results": []directoryUser{}, "limited": false})
+		return
+	}
 	res, err := a.Profiles.Search(r.Context(), s.UserID, *body.SearchTerm, limit)
 	if err != nil {
 		jsonhttp.Error(w, r, err)

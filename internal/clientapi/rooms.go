@@ -85,6 +85,10 @@ func (a *API) createRoom(w http.ResponseWriter, r *http.Request, s *store.Sessio
 type membershipBody struct {
 	UserID string `json:"user_id"`
 	Reason string `json:"reason"`
+	// An invite by e-mail names an address instead (threepid.go).
+	IDServer string `json:"id_server"`
+	Medium   string `json:"medium"`
+	Address  string `json:"address"`
 }
 
 // readOptionalBody decodes a JSON body if one was sent; an empty body is
@@ -305,6 +309,10 @@ func (a *API) membershipOf(action string) func(http.ResponseWriter, *http.Reques
 		roomID, err := roomIDParam(r)
 		if err == nil {
 			err = jsonhttp.Read(r, a.maxBody, &body)
+		}
+		if err == nil && action == "invite" && body.UserID == "" && (body.Medium != "" || body.Address != "") {
+			a.inviteThreepid(w, r, s, roomID, body)
+			return
 		}
 		if err == nil && body.UserID == "" {
 			err = matrix.MissingParam("user_id is required")

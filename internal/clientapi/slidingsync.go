@@ -21,6 +21,56 @@ func (a *API) registerSlidingSync(mux Mux) {
 		return
 	}
 	mux.HandleFunc("POST "+simplifiedSlidingSync, a.authedShallow(a.slidingSync))
+	mux.HandleFunc("POST "+stableSlidingSync, a.authedShallow(a.slidingSyncStable))
+}
+
+// The stable encoding of MSC4186 (as accepted): pos, timeout and
+// set_presence in the body, and a few fields shaped differently
+// (slidingsync/stable.go); the same engine and connections.
+const stableSlidingSync = "/_matrix/client/v4/sync"
+
+func (a *API) slidingSyncStable(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	key := s.UserID + "\x00" + s.DeviceID
+	if !a.syncs.acquire(key, max(a.Config.MaxSyncsPerDevice, 1)) {
+		jsonhttp.Error(w, r, matrix.LimitExceeded(syncRetryMS))
+		return
+	}
+	defer a.syncs.release(key)
+	// Decoded on a goroutine of its own (see slidingSync).
+	var req *slidingsync.StableRequest
+	var body []byte
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if body, err = jsonhttp.ReadBody(r, a.maxBody); err == nil {
+			req = new(slidingsync.StableRequest)
+			err = jsonhttp.Decode(body, req)
+		}
+	}()
+	<-done
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	setPresence, err := req.Presence()
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	if req.Pos == "" {
+		if err := a.limitUser(s, fullSyncLimit); err != nil {
+			jsonhttp.Error(w, r, err)
+			return
+		}
+	}
+	a.syncPresence(s.UserID, setPresence)
+	resp, err := a.SlidingSync.SyncStable(r.Context(), s.UserID, s.DeviceID, req, body)
+	if err != nil {
+		jsonhttp.Error(w, r, err)
+		return
+	}
+	jsonhttp.OK(w, resp)
 }
 
 func (a *API) slidingSync(w http.ResponseWriter, r *http.Request, s *store.Session) {

@@ -1,6 +1,7 @@
 package clientapi_test
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -355,4 +356,106 @@ func TestSlidingSyncLazyMembers(t *testing.T) {
 	step("m.room.member|" + bob.UserID) // changed: in the timeline and the state
 	send(t, s, bob, room, "b3", "as Robert")
 	step()
+}
+
+// TestSlidingSyncManyRooms: a window of many rooms is built a few rooms at
+// a time (slidingsync.roomWorkers); every room comes whole and once, with
+// its own name, timeline and counts, first and after new messages.
+func TestSlidingSyncManyRooms(t *testing.T) {
+	s := hstest.Start(t)
+	alice := s.CreateUser(t, "alice")
+	bob := s.CreateUser(t, "bob")
+	const n = 24
+	rooms := make([]string, n)
+	for i := range rooms {
+		rooms[i] = createRoom(t, s, alice, map[string]any{"preset": "public_chat", "name": fmt.Sprint("room ", i)})
+		if i%2 == 0 {
+			s.MustOK(t, "POST", hstest.Path("/join/%s", rooms[i]), bob.Token, map[string]any{})
+		}
+		send(t, s, alice, rooms[i], "m", fmt.Sprint("hello ", i))
+	}
+	body := map[string]any{"lists": map[string]any{"all": map[string]any{
+		"ranges": [][]int{{0, n - 1}}, "timeline_limit": 2,
+		"required_state": [][]string{{"m.room.name", ""}, {"m.room.member", "$LAZY"}}}}}
+	r1 := ssOK(t, s, alice, "", 0, body)
+	if got := listIDs(r1, "all"); len(got) != n || got[0] != rooms[n-1] || got[n-1] != rooms[0] {
+		t.Fatalf("window %v", got)
+	}
+	for i, id := range rooms {
+		r := ssRoom(r1, id)
+		tl, _ := r["timeline"].([]any)
+		want := 1.0
+		if i%2 == 0 {
+			want = 2
+		}
+		if r == nil || r["name"] != fmt.Sprint("room ", i) || r["initial"] != true || len(tl) != 2 ||
+			dig(tl[1], "content", "body") != fmt.Sprint("hello ", i) || r["joined_count"] != want {
+			t.Fatalf("room %d: %v", i, r)
+		}
+		wantState := []string{"m.room.member|" + alice.UserID, "m.room.name|"}
+		if i%2 == 0 { // bob's join is in the timeline: his member event too ($LAZY)
+			wantState = []string{"m.room.member|" + alice.UserID, "m.room.member|" + bob.UserID, "m.room.name|"}
+		}
+		if got := stateTypes(r); !slices.Equal(got, wantState) {
+			t.Fatalf("room %d state %v", i, got)
+		}
+	}
+	// Messages in some of the rooms: those rooms, and only them, again.
+	changed := map[string]bool{}
+	for i := 0; i < n; i += 6 {
+		send(t, s, bob, rooms[i], fmt.Sprint("b", i), fmt.Sprint("bob ", i))
+		changed[rooms[i]] = true
+	}
+	r2 := ssOK(t, s, alice, r1.Str("pos"), 10000, body)
+	got, _ := dig(r2.JSON, "rooms").(map[string]any)
+	if len(got) != len(changed) {
+		t.Fatalf("changed rooms: %d, want %d: %s", len(got), len(changed), r2.Body)
+	}
+	for id := range changed {
+		r := ssRoom(r2, id)
+		tl, _ := r["timeline"].([]any)
+		// bob's member event was sent with r1: not again.
+		if r == nil || r["initial"] != nil || len(tl) != 1 || dig(tl[0], "sender") != bob.UserID || len(stateTypes(r)) != 0 {
+			t.Fatalf("update of %s: %v", id, r)
+		}
+	}
+}
+
+// TestSlidingSyncStampsAfterRestart: an account's bump stamps are saved
+// after an expensive build and, after a restart, brought forward from the
+// save over what changed since (a message in the oldest room, a room joined
+// after the save) instead of computed again: the order is the same as it
+// would be computed.
+func TestSlidingSyncStampsAfterRestart(t *testing.T) {
+	s := hstest.Start(t)
+	alice := s.CreateUser(t, "alice")
+	bob := s.CreateUser(t, "bob")
+	const n = 70 // more than slidingsync's saveStampsAfter
+	rooms := make([]string, n)
+	for i := range rooms {
+		rooms[i] = createRoom(t, s, alice, map[string]any{"preset": "public_chat", "name": fmt.Sprint("room ", i)})
+	}
+	body := roomListBody([][]int{{0, 2}}, nil)
+	r1 := ssOK(t, s, alice, "", 0, body)
+	if got := listIDs(r1, "all_rooms"); !slices.Equal(got, []string{rooms[n-1], rooms[n-2], rooms[n-3]}) {
+		t.Fatalf("first window %v", got)
+	}
+	ctx := context.Background()
+	waitFor(t, func() bool { _, _, err := s.HS.Store.SlidingStamps(ctx, alice.UserID); return err == nil })
+	savedAt, _, _ := s.HS.Store.SlidingStamps(ctx, alice.UserID)
+	// After the save: a message in the oldest room, and a new room joined.
+	send(t, s, alice, rooms[0], "late", "the oldest room speaks")
+	joined := createRoom(t, s, bob, map[string]any{"preset": "public_chat"})
+	s.MustOK(t, "POST", hstest.Path("/join/%s", joined), alice.Token, map[string]any{})
+	s.Stop()
+	s = hstest.StartConfig(t, s.Config)
+	r2 := ssOK(t, s, alice, "", 0, body)
+	if got := listIDs(r2, "all_rooms"); !slices.Equal(got, []string{joined, rooms[0], rooms[n-1]}) || dig(r2.JSON, "lists", "all_rooms", "count") != float64(n+1) {
+		t.Fatalf("window after the restart %v: %s", got, r2.Body)
+	}
+	// The stamps came from the save: it is where it was (the build after
+	// the restart looked up only the two changed rooms, too few to save).
+	if at, _, err := s.HS.Store.SlidingStamps(ctx, alice.UserID); err != nil || at != savedAt {
+		t.Fatalf("saved stamps at %d (%v), want %d", at, err, savedAt)
+	}
 }

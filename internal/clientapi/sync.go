@@ -99,23 +99,30 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request, s *store.Session) {
 	}
 	req.Filter = filter
 	// Syncing marks the user online unless the client says otherwise.
-	if a.Presence != nil {
-		switch q.Get("set_presence") {
-		case "offline":
-		case "unavailable":
-			// Only a change is recorded: setting the same state on every
-			// long-poll would wake every room member each time.
-			if a.Presence.Get(s.UserID).Presence != presence.Unavailable {
-				a.Presence.Set(s.UserID, presence.Unavailable, nil)
-			}
-		default:
-			a.Presence.Touch(s.UserID)
-		}
-	}
+	a.syncPresence(s.UserID, q.Get("set_presence"))
 	resp, err := a.Sync.Sync(r.Context(), req)
 	if err != nil {
 		jsonhttp.Error(w, r, err)
 		return
 	}
 	jsonhttp.OK(w, resp)
+}
+
+// syncPresence applies a sync request's set_presence: online unless the
+// client says otherwise.
+func (a *API) syncPresence(userID, setPresence string) {
+	if a.Presence == nil {
+		return
+	}
+	switch setPresence {
+	case "offline":
+	case "unavailable":
+		// Only a change is recorded: setting the same state on every
+		// long-poll would wake every room member each time.
+		if a.Presence.Get(userID).Presence != presence.Unavailable {
+			a.Presence.Set(userID, presence.Unavailable, nil)
+		}
+	default:
+		a.Presence.Touch(userID)
+	}
 }

@@ -8,7 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	stdmail "net/mail"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -18,6 +20,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"conclave/internal/mail"
 	"conclave/internal/matrix"
 )
 
@@ -32,7 +35,7 @@ type Config struct {
 	RegistrationSharedSecret string   `yaml:"registration_shared_secret" help:"enables the Synapse-compatible /_synapse/admin/v1/register"`
 	EnableRegistration       bool     `yaml:"enable_registration" help:"open registration with m.login.dummy"`
 	RegistrationTokens       string   `yaml:"registration_tokens" help:"comma-separated registration tokens accepted by m.login.registration_token"`
-	PublicBaseURL            string   `yaml:"public_base_url" help:"client-facing base URL advertised in /.well-known/matrix/client"`
+	PublicBaseURL            string   `yaml:"public_base_url" help:"client-facing base URL (https://matrix.example.org): advertised in /.well-known/matrix/client, and the base of the links in the mails the server sends"`
 	TLSCert                  string   `yaml:"tls_cert" help:"TLS certificate file for the listeners"`
 	TLSKey                   string   `yaml:"tls_key" help:"TLS key file for the listeners"`
 	TLSCACert                string   `yaml:"tls_ca_cert" help:"CA certificate: sign a certificate for server_name at start and trust it for federation"`
@@ -48,6 +51,19 @@ type Config struct {
 	// The state's rules (docs/rules.md).
 	ExternalServers          []string `yaml:"external_servers" help:"comma-separated server names whose users are externals (the circle's external server): never in restricted rooms, invited only into unrestricted ones, never given power there, cannot create rooms"`
 	DefaultAccessRule        string   `yaml:"default_access_rule" help:"access rule (im.vector.room.access_rules) of private rooms created without one: restricted (no externals) or unrestricted; direct chats get direct, public rooms restricted"`
+	EmailDomains             string   `yaml:"email_domains" help:"file mapping the circle's e-mail domains to their servers (docs/rules.md; every server of a circle loads the same file): registration then needs a verified address that maps to this server, and /_matrix/identity answers from it"`
+	SMTPURL                  string   `yaml:"smtp_url" help:"mail server for verification and reset mails: smtp://[user:password@]host[:port] (STARTTLS when offered, port 25) or smtps://… (TLS, port 465); credentials only over TLS or to loopback; empty: no mail"`
+	SMTPFrom                 string   `yaml:"smtp_from" help:"sender of the server's mails: noreply@example.org or \"Name <noreply@example.org>\""`
+	PasswordLogin            bool     `yaml:"password_login" help:"log in with a password (m.login.password); false leaves single sign-on as the only way in"`
+	OIDCIssuer               string   `yaml:"oidc_issuer" help:"single sign-on: the OpenID Connect provider's issuer URL (https://…; its /.well-known/openid-configuration is read); empty: no single sign-on"`
+	OIDCClientID             string   `yaml:"oidc_client_id" help:"single sign-on: this server's client ID at the provider, whose redirect URI is public_base_url + /_synapse/client/oidc/callback"`
+	OIDCClientSecret         string   `yaml:"oidc_client_secret" help:"single sign-on: this server's client secret at the provider"`
+	OIDCProviderName         string   `yaml:"oidc_provider_name" help:"single sign-on: the provider's name shown by clients on their login button"`
+	OIDCRequireEmailVerified bool     `yaml:"oidc_require_email_verified" help:"single sign-on: require the provider's email_verified claim to be true; false trusts its email claim as given, for providers that only hand out addresses they verified but do not say so"`
+	SSORedirectAllow         []string `yaml:"sso_redirect_allow" help:"single sign-on: comma-separated client URLs (scheme://host[/path]) sent back to at once after sign-in; any other client URL gets a confirmation page first, so a link to a stranger's client cannot take the login unseen"`
+	ExternalAccountValidity  Duration `yaml:"external_account_validity" help:"how long an external user's account lasts (90d, 2160h) before it must be renewed; every request but renewal then answers 403 ORG_MATRIX_EXPIRED_ACCOUNT; 0: accounts do not expire. Applies on the externals' server: one named in its own external_servers, or the catch-all server of email_domains"`
+	AccountRenewalNotice     Duration `yaml:"account_renewal_notice" help:"how long before an account expires its renewal mail is sent (to its bound e-mail addresses, through smtp_url)"`
+	EmailNotificationDelay   Duration `yaml:"email_notification_delay" help:"how long a notification waits to be read before an e-mail pusher (kind email) mails it"`
 	PasswordMinLength        int      `yaml:"password_min_length" help:"shortest password accepted at registration and password change (0: no minimum); announced by /password_policy"`
 	PasswordRequireDigit     bool     `yaml:"password_require_digit" help:"passwords must contain a digit"`
 	PasswordRequireSymbol    bool     `yaml:"password_require_symbol" help:"passwords must contain a symbol (a character other than an ASCII letter or digit)"`
@@ -78,6 +94,16 @@ type Config struct {
 	LegacyMediaFreeze      bool   `yaml:"legacy_media_freeze" help:"media uploaded while on are not served by the unauthenticated /_matrix/media/v3 endpoints"`
 	URLPreview             bool   `yaml:"url_preview" help:"URL previews (/preview_url): the server fetches the pages users are about to link to (off: a site learns that someone here looks at it)"`
 	URLPreviewAllowPrivate bool   `yaml:"url_preview_allow_private_addresses" help:"let URL previews fetch private, loopback and link-local addresses (closed networks, tests); off, such URLs are refused"`
+	// Message retention (internal/retention, docs/rules.md).
+	Retention                   bool     `yaml:"retention" help:"message retention: purge events older than their room's m.room.retention max_lifetime, or retention_default_max_lifetime (state events and each room's latest events are kept); off: nothing is purged"`
+	RetentionDefaultMaxLifetime Duration `yaml:"retention_default_max_lifetime" help:"with retention on, how long events of rooms without a max_lifetime are kept (e.g. 4320h for 180 days); 0: for ever"`
+	RetentionAllowedLifetimeMin Duration `yaml:"retention_allowed_lifetime_min" help:"with retention on, the shortest lifetime a room's max_lifetime may give its events (shorter ones purge at this age instead); 0: no bound"`
+	RetentionAllowedLifetimeMax Duration `yaml:"retention_allowed_lifetime_max" help:"with retention on, the longest lifetime a room's max_lifetime may give its events (longer ones purge at this age instead); 0: no bound"`
+	RetentionPurgeInterval      Duration `yaml:"retention_purge_interval" help:"with retention on, time between purge runs"`
+	// The content scanner (internal/contentscan, docs/media.md).
+	ContentScanner             bool     `yaml:"content_scanner" help:"serve Tchap's content scanner API (/_matrix/media_proxy/unstable): clients hand the server an attachment's key so clamd can scan end-to-end encrypted files; the server then sees their plaintext (in memory only). Needs clamd_address"`
+	ContentScannerAllowedTypes []string `yaml:"content_scanner_allowed_types" help:"content scanner: comma-separated MIME types (type/subtype or type/*), detected from the content, that are allowed; others get 403 MCS_MIME_TYPE_FORBIDDEN; empty: no allow list"`
+	ContentScannerBlockedTypes []string `yaml:"content_scanner_blocked_types" help:"content scanner: comma-separated MIME types (type/subtype or type/*), detected from the content, that are refused with 403 MCS_MIME_TYPE_FORBIDDEN (not with content_scanner_allowed_types)"`
 	// Server notices (internal/notices).
 	ServerNoticesLocalpart string `yaml:"server_notices_localpart" help:"localpart of the system user that sends server notices (/_synapse/admin/v1/send_server_notice); empty disables them"`
 	ServerNoticesRoomName  string `yaml:"server_notices_room_name" help:"name of the room each user gets server notices in"`
@@ -101,6 +127,15 @@ type Config struct {
 type Duration struct{ time.Duration }
 
 func (d *Duration) UnmarshalText(b []byte) error {
+	// Whole days ("90d") too, for the long settings (account validity).
+	if days, ok := strings.CutSuffix(string(b), "d"); ok {
+		n, err := strconv.ParseInt(days, 10, 64)
+		if err != nil || n < 0 || n > 100*365 {
+			return errors.New("bad number of days")
+		}
+		d.Duration = time.Duration(n) * 24 * time.Hour
+		return nil
+	}
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
 		return err
@@ -135,8 +170,16 @@ func Default() Config {
 		MaxUploadBytes:         50 << 20,
 		EncryptPresets:         "private_chat,trusted_private_chat",
 		DefaultAccessRule:      "restricted",
+		PasswordLogin:          true,
+		OIDCProviderName:       "Single sign-on",
+
+		OIDCRequireEmailVerified: true,
+
+		AccountRenewalNotice:   Duration{7 * 24 * time.Hour},
 		ClamdUnreachable:       "refuse",
 		ThumbnailMaxPixels:     32_000_000,
+		EmailNotificationDelay: Duration{10 * time.Minute},
+		RetentionPurgeInterval: Duration{time.Hour},
 
 		// Per-user limits, set well above what a busy person does, so only
 		// scripts meet them. Synapse's rc_message (0.2/s, burst 10) is met
@@ -294,6 +337,26 @@ func (c *Config) Validate() error {
 	if c.DefaultAccessRule != "restricted" && c.DefaultAccessRule != "unrestricted" {
 		return &Error{Key: "default_access_rule", Reason: "must be restricted or unrestricted"}
 	}
+	if err := c.validateMail(); err != nil {
+		return err
+	}
+	if err := c.validateSSO(); err != nil {
+		return err
+	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"retention_default_max_lifetime", c.RetentionDefaultMaxLifetime}, {"retention_allowed_lifetime_min", c.RetentionAllowedLifetimeMin}, {"retention_allowed_lifetime_max", c.RetentionAllowedLifetimeMax}} {
+		if d.v.Duration < 0 {
+			return &Error{Key: d.key, Reason: "must not be negative"}
+		}
+	}
+	if c.RetentionAllowedLifetimeMax.Duration > 0 && c.RetentionAllowedLifetimeMin.Duration > c.RetentionAllowedLifetimeMax.Duration {
+		return &Error{Key: "retention_allowed_lifetime_min", Reason: "must not exceed retention_allowed_lifetime_max"}
+	}
+	if c.RetentionPurgeInterval.Duration < time.Second {
+		return &Error{Key: "retention_purge_interval", Reason: "must be at least 1s"}
+	}
 	if c.PasswordMinLength < 0 || c.PasswordMinLength > 512 {
 		return &Error{Key: "password_min_length", Reason: "must be between 0 and 512"}
 	}
@@ -341,6 +404,61 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return &Error{Key: "log_level", Reason: "must be debug, info, warn or error"}
+	}
+	return nil
+}
+
+func (c *Config) validateMail() error {
+	if c.SMTPURL != "" {
+		if err := mail.ValidateURL(c.SMTPURL); err != nil {
+			return &Error{Key: "smtp_url", Reason: err.Error()}
+		}
+		if _, err := stdmail.ParseAddress(c.SMTPFrom); err != nil {
+			return &Error{Key: "smtp_from", Reason: "smtp_url needs smtp_from, an e-mail address such as noreply@example.org"}
+		}
+		// Mails carry links back to the server.
+		u, err := url.Parse(c.PublicBaseURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return &Error{Key: "public_base_url", Reason: "smtp_url needs public_base_url, the server's client URL such as https://matrix.example.org (the links in mails start with it)"}
+		}
+	}
+	if c.EmailNotificationDelay.Duration <= 0 {
+		return &Error{Key: "email_notification_delay", Reason: "must be positive"}
+	}
+	if c.EmailDomains != "" && c.EnableRegistration && c.SMTPURL == "" {
+		return &Error{Key: "email_domains", Reason: "registration with email_domains verifies addresses by mail: set smtp_url"}
+	}
+	return nil
+}
+
+func (c *Config) validateSSO() error {
+	if c.OIDCIssuer != "" {
+		u, err := url.Parse(c.OIDCIssuer)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return &Error{Key: "oidc_issuer", Reason: "must be the provider's issuer URL, https://…"}
+		}
+		if c.OIDCClientID == "" {
+			return &Error{Key: "oidc_client_id", Reason: "oidc_issuer needs oidc_client_id"}
+		}
+		b, err := url.Parse(c.PublicBaseURL)
+		if err != nil || (b.Scheme != "https" && b.Scheme != "http") || b.Host == "" {
+			return &Error{Key: "public_base_url", Reason: "oidc_issuer needs public_base_url, the server's client URL such as https://matrix.example.org (the provider sends browsers back there)"}
+		}
+	}
+	for _, a := range c.SSORedirectAllow {
+		u, err := url.Parse(a)
+		if err != nil || u.Scheme == "" || (u.Host == "" && (u.Scheme == "http" || u.Scheme == "https")) || u.RawQuery != "" || u.Fragment != "" {
+			return &Error{Key: "sso_redirect_allow", Reason: fmt.Sprintf("%q is not a client URL (scheme://host[/path])", a)}
+		}
+	}
+	if !c.PasswordLogin && c.OIDCIssuer == "" {
+		return &Error{Key: "password_login", Reason: "turning password login off needs single sign-on (oidc_issuer): nobody could log in"}
+	}
+	if c.ExternalAccountValidity.Duration < 0 || (c.ExternalAccountValidity.Duration > 0 && c.ExternalAccountValidity.Duration < time.Hour) {
+		return &Error{Key: "external_account_validity", Reason: "must be 0 (off) or at least 1h"}
+	}
+	if c.AccountRenewalNotice.Duration < 0 {
+		return &Error{Key: "account_renewal_notice", Reason: "must not be negative"}
 	}
 	return nil
 }
@@ -408,6 +526,20 @@ func (c *Config) validateMedia() error {
 	}
 	if c.ClamdUnreachable != "refuse" && c.ClamdUnreachable != "accept" {
 		return &Error{Key: "clamd_unreachable", Reason: "must be refuse or accept"}
+	}
+	if c.ContentScanner && c.ClamdAddress == "" {
+		return &Error{Key: "content_scanner", Reason: "needs clamd_address: the scanner scans with clamd"}
+	}
+	if len(c.ContentScannerAllowedTypes) > 0 && len(c.ContentScannerBlockedTypes) > 0 {
+		return &Error{Key: "content_scanner_blocked_types", Reason: "give content_scanner_allowed_types or content_scanner_blocked_types, not both"}
+	}
+	for key, types := range map[string][]string{"content_scanner_allowed_types": c.ContentScannerAllowedTypes, "content_scanner_blocked_types": c.ContentScannerBlockedTypes} {
+		for _, t := range types {
+			typ, sub, ok := strings.Cut(t, "/")
+			if !ok || typ == "" || sub == "" || strings.ContainsAny(t, " ;,") || strings.Count(t, "/") != 1 {
+				return &Error{Key: key, Reason: fmt.Sprintf("%q is not a MIME type (type/subtype or type/*)", t)}
+			}
+		}
 	}
 	if c.ThumbnailMaxPixels < 1 {
 		return &Error{Key: "thumbnail_max_pixels", Reason: "must be positive"}
@@ -484,7 +616,7 @@ func (f field) setText(s string) error {
 		*p = n
 	case *Duration:
 		if err := p.UnmarshalText([]byte(s)); err != nil {
-			return errors.New("must be a duration such as 30s or 5m")
+			return errors.New("must be a duration such as 30s, 5m or 90d")
 		}
 	case *[]string:
 		*p = cleanList(strings.Split(s, ","))

@@ -1,6 +1,7 @@
 package fedtest
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -8,11 +9,14 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"conclave/internal/homeserver"
 	"conclave/internal/homeserver/hstest"
+	"conclave/internal/store"
 )
 
 // The flows of Complement's TestDeviceListUpdates (tests/csapi/
@@ -153,6 +157,23 @@ func (e dlEnv) barrier(t *testing.T, alice *hstest.User) func(y *dlSync) {
 	}
 }
 
+// settled waits, when Bob is on another server, until Alice's server has
+// cached his list (the first query starts that in the background; caching
+// marks him changed, which must not be taken for a later change).
+func (e dlEnv) settled(t *testing.T, alice, bob *hstest.User, ed string) {
+	t.Helper()
+	if e.hsA == e.hsB {
+		return
+	}
+	waitUntil(t, "bob's list cached on alice's server", func() bool {
+		_, _, _, ok, _ := e.hsA.HS.Store.RemoteDeviceList(context.Background(), bob.UserID)
+		if !ok {
+			mustQueryKeys(t, e.hsA, alice, bob, ed) // in case a resync gave up under load
+		}
+		return ok
+	})
+}
+
 func testOtherUserJoin(t *testing.T, e dlEnv) {
 	alice, bob := e.users(t)
 	barrier := e.barrier(t, alice)
@@ -163,6 +184,7 @@ func testOtherUserJoin(t *testing.T, e dlEnv) {
 	joinVia(t, e.hsB, bob, roomID, e.hsA.ServerName)
 	y.until(t, "changed", bob.UserID)
 	mustQueryKeys(t, e.hsA, alice, bob, ed)
+	e.settled(t, alice, bob, ed)
 	barrier(y)
 	ed = uploadNewKeys(t, e.hsB, bob)
 	y.until(t, "changed", bob.UserID)
@@ -179,6 +201,7 @@ func testJoin(t *testing.T, e dlEnv) {
 	joinVia(t, e.hsA, alice, roomID, e.hsB.ServerName)
 	y.until(t, "changed", bob.UserID)
 	mustQueryKeys(t, e.hsA, alice, bob, ed)
+	e.settled(t, alice, bob, ed)
 	barrier(y)
 	ed = uploadNewKeys(t, e.hsB, bob)
 	y.until(t, "changed", bob.UserID)
@@ -327,4 +350,93 @@ func TestDeviceListsUpdateOverFederation(t *testing.T) {
 			mustQueryKeys(t, b, bob, alice2, ed)
 		})
 	}
+}
+
+// A local user who joins a room with servers not yet receiving their device
+// list updates sends those servers their devices (Server-Server API,
+// "Device Management": "must be sent ... when that user joins a room which
+// contains servers which are not already receiving updates"; Complement's
+// TestDeviceListsUpdateOverFederationOnRoomJoin). A join that brings no new
+// server sends nothing. What Alice's server queues is watched in its store.
+func TestDeviceListsSentToServersOnRoomJoin(t *testing.T) {
+	spy := &enqueueSpy{}
+	hs := hstest.StartFederationWith(t, 4, nil, func(i int) homeserver.Options {
+		if i != 0 {
+			return homeserver.Options{}
+		}
+		return homeserver.Options{WrapStore: func(st homeserver.Store) homeserver.Store { spy.Store = st; return spy }}
+	})
+	a, b, c, d := hs[0], hs[1], hs[2], hs[3]
+	alice, bob, carol, dave := a.Register(t, "alice"), b.Register(t, "bob"), c.Register(t, "carol"), d.Register(t, "dave")
+	uploadNewKeys(t, a, alice)
+	r1 := createPublicRoom(t, b, bob)
+	r2 := createPublicRoom(t, b, bob)
+	r3 := createPublicRoom(t, d, dave)
+	for _, r := range []string{r1, r2} {
+		joinVia(t, c, carol, r, b.ServerName)
+		waitJoined(t, b, bob, r, carol.UserID)
+	}
+	announced := func(dest string) int { return len(spy.deviceUpdates(t, dest, alice.UserID)) }
+	joinVia(t, a, alice, r1, b.ServerName)
+	waitUntil(t, "alice's device queued for bob's and carol's servers", func() bool {
+		return announced(b.ServerName) == 1 && announced(c.ServerName) == 1
+	})
+	u := spy.deviceUpdates(t, c.ServerName, alice.UserID)[0]
+	if u["device_id"] != alice.DeviceID || u["keys"] == nil || fmt.Sprint(u["prev_id"]) != "[]" {
+		t.Fatalf("announcement: %v", u)
+	}
+	// Both of r2's servers receive Alice's updates already (r1): nothing.
+	// r3's server is new. The join hooks run one after the other, so once
+	// r3's announcement is seen, r2's join has been judged (while Alice
+	// was still in r1).
+	joinVia(t, a, alice, r2, b.ServerName)
+	joinVia(t, a, alice, r3, d.ServerName)
+	waitUntil(t, "alice's device queued for dave's server", func() bool { return announced(d.ServerName) == 1 })
+	if nb, nc := announced(b.ServerName), announced(c.ServerName); nb != 1 || nc != 1 {
+		t.Fatalf("after a join that brought no new server: %d announcements for bob's server, %d for carol's, want 1 each", nb, nc)
+	}
+	// Sharing no room any more, they are new again, also when Alice's
+	// server rejoins a room it knew (send_join again).
+	for _, r := range []string{r1, r2, r3} {
+		leave(t, a, alice, r)
+	}
+	joinVia(t, a, alice, r1, b.ServerName)
+	waitUntil(t, "alice's device queued again", func() bool {
+		return announced(b.ServerName) == 2 && announced(c.ServerName) == 2
+	})
+}
+
+// enqueueSpy records what a server queues for other servers.
+type enqueueSpy struct {
+	homeserver.Store
+	mu    sync.Mutex
+	items []store.FedEnqueue
+}
+
+func (s *enqueueSpy) FedEnqueue(ctx context.Context, items []store.FedEnqueue) error {
+	s.mu.Lock()
+	s.items = append(s.items, items...)
+	s.mu.Unlock()
+	return s.Store.FedEnqueue(ctx, items)
+}
+
+// deviceUpdates are the m.device_list_update contents about userID queued
+// for dest.
+func (s *enqueueSpy) deviceUpdates(t *testing.T, dest, userID string) []map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []map[string]any
+	for _, it := range s.items {
+		if it.Item.EDUType != "m.device_list_update" || !slices.Contains(it.Destinations, dest) {
+			continue
+		}
+		var c map[string]any
+		if err := json.Unmarshal(it.Item.JSON, &c); err != nil {
+			t.Fatal(err)
+		}
+		if c["user_id"] == userID {
+			out = append(out, c)
+		}
+	}
+	return out
 }

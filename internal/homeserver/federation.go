@@ -66,13 +66,10 @@ func (hs *Homeserver) setupFederationAPI() {
 	hs.Rooms.RemoteHierarchy = hs.Federation.Hierarchy
 	hs.Federation.Sinks = federation.EDUSinks{Typing: hs.Typing.Set, Receipt: hs.Receipts.Remote, Presence: hs.remotePresence}
 	local := func(userID string) bool { return matrix.ServerOf(userID) == hs.Config.ServerName }
-	hs.Presence.Sent = func(userID string) {
-		if !local(userID) {
-			return
-		}
+	sendPresence := func(userID string) {
 		ctx := context.Background()
 		var servers []string
-		for _, u := range hs.sharingUsers(ctx, userID) {
+		for _, u := range hs.coMembers(ctx, userID) {
 			servers = append(servers, matrix.ServerOf(u))
 		}
 		st := hs.Presence.Get(userID)
@@ -84,6 +81,11 @@ func (hs *Homeserver) setupFederationAPI() {
 			p.CurrentlyActive = *st.CurrentlyActive
 		}
 		hs.Federation.SendPresence(ctx, servers, p)
+	}
+	hs.Presence.Sent = func(userID string) {
+		if local(userID) {
+			hs.presenceLater(func() { sendPresence(userID) })
+		}
 	}
 	hs.Typing.Sent = func(ctx context.Context, roomID, userID string, typing bool) {
 		if local(userID) {
@@ -101,6 +103,7 @@ func (hs *Homeserver) setupFederationAPI() {
 	fedAPI := federationapi.New(federationapi.Deps{ServerName: hs.Config.ServerName, SigningKey: hs.SigningKey, Version: Version, Keyring: hs.Keyring,
 		Rooms: hs.Rooms, Federation: hs.Federation, Store: hs.Store, Heard: hs.FedSender.Wake, EDUs: hs.Federation.HandleEDU, Keys: hs.Keys})
 	fedAPI.Register(mux)
+	fedAPI.RegisterThreepids(mux, hs.Threepids)
 	// Media: served to other servers, and fetched from them for our clients.
 	fedAPI.RegisterMedia(mux, hs.Media)
 	hs.Media.SetFetcher(hs.Federation)
@@ -226,14 +229,15 @@ func (hs *Homeserver) wireE2EEFederation() {
 			return false
 		},
 	}
-	hs.Federation.Sinks.E2EE = func(ctx context.Context, origin, eduType string, content json.RawMessage) {
+	hs.Federation.Sinks.E2EE = func(ctx context.Context, origin, eduType string, content json.RawMessage) error {
 		switch eduType {
 		case "m.device_list_update":
 			hs.Keys.HandleDeviceListUpdate(ctx, origin, content)
 		case "m.signing_key_update":
 			hs.Keys.HandleSigningKeyUpdate(ctx, origin, content)
 		case "m.direct_to_device":
-			hs.Keys.HandleDirectToDevice(ctx, origin, content)
+			return hs.Keys.HandleDirectToDevice(ctx, origin, content)
 		}
+		return nil
 	}
 }

@@ -5,6 +5,7 @@ package homeserver
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"conclave/internal/accessrules"
 	"conclave/internal/accountdata"
@@ -20,12 +22,15 @@ import (
 	"conclave/internal/changes"
 	"conclave/internal/clientapi"
 	"conclave/internal/config"
+	"conclave/internal/contentscan"
+	"conclave/internal/emaildomains"
 	"conclave/internal/event"
 	"conclave/internal/fedclient"
 	"conclave/internal/federation"
 	"conclave/internal/fedsender"
 	"conclave/internal/keyring"
 	"conclave/internal/keys"
+	"conclave/internal/mail"
 	"conclave/internal/matrix"
 	"conclave/internal/media"
 	"conclave/internal/mediaapi"
@@ -37,16 +42,21 @@ import (
 	"conclave/internal/push"
 	"conclave/internal/pushsender"
 	"conclave/internal/receipts"
+	"conclave/internal/retention"
 	"conclave/internal/room"
 	"conclave/internal/server"
 	"conclave/internal/slidingsync"
+	"conclave/internal/sso"
 	"conclave/internal/stateres"
 	"conclave/internal/store"
 	"conclave/internal/store/postgres"
 	"conclave/internal/store/sqlite"
 	"conclave/internal/syncer"
+	"conclave/internal/threadsubs"
+	"conclave/internal/threepid"
 	"conclave/internal/tlsutil"
 	"conclave/internal/typing"
+	"conclave/internal/validity"
 	"conclave/internal/webclient"
 )
 
@@ -67,10 +77,15 @@ type Homeserver struct {
 	// Notices sends server notices; nil when they are off.
 	Notices *notices.Service
 	Media   *media.Service
+	// ContentScanner serves the content scanner API; nil when it is off.
+	ContentScanner *contentscan.Service
 	// Changes tracks every write when this process is the database's only
 	// writer (nil otherwise): the /sync fast paths and caches ask it.
 	Changes *changes.Tracker
 	Metrics *metrics.Metrics // nil when admin_listen is empty (admin.go)
+
+	// Retention purges expired events; nil when retention is off.
+	Retention *retention.Service
 
 	TLS               *tlsutil.Bundle     // nil when no TLS is configured
 	FederationHandler http.Handler        // nil when federation_listen is empty
@@ -78,6 +93,13 @@ type Homeserver struct {
 	FedSender         *fedsender.Sender   // delivery to other servers; nil likewise
 	PushSender        *pushsender.Sender  // delivery to push gateways
 	Routes            []string            // client listener patterns, "METHOD /path/{param}"
+	// EmailDomains is the circle's e-mail domain map (nil without
+	// email_domains); Mailer sends mail (nil without smtp_url). mail.go.
+	EmailDomains *emaildomains.Map
+	Mailer       mail.Sender
+	Threepids    *threepid.Service // e-mail addresses, the identity endpoints
+	SSO          *sso.Service      // single sign-on (sso.go); nil without oidc_issuer
+	Validity     *validity.Service // account expiry (validity.go); nil when off
 
 	mu             sync.Mutex
 	clientAddr     net.Addr
@@ -98,6 +120,9 @@ type Homeserver struct {
 	// memberNotices feeds the device-list side of membership changes
 	// (wiring.go, membershipsChanged), outside the room's lock.
 	memberNotices chan room.Notice
+	// presenceWork runs presence fan-out (wake-ups, federation) in order,
+	// off the request that changed the presence (see presenceLater).
+	presenceWork chan func()
 
 	// FedClient makes every request to other servers (nil when
 	// federation_listen is empty): federation_allow, discovery, signing.
@@ -164,6 +189,10 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 		db.Close()
 		return nil, err
 	}
+	if err := hs.setupMail(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	hs.Rooms = room.New(hs.countEvents(db), cfg.ServerName, key)
 	hs.Rooms.ResolveState = stateres.Resolve
 	hs.Rooms.EncryptPresets = map[string]bool{}
@@ -173,9 +202,19 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 		}
 	}
 	hs.Rooms.RequireEncryption = cfg.RequireEncryption
+	// E-mail invites become invites of the account the address gets, sent
+	// as the inviter (threepid.ConvertInvites).
+	hs.Threepids.InviteAs = func(ctx context.Context, roomID, sender, target string, extra map[string]json.RawMessage) error {
+		_, err := hs.Rooms.SetMembership(ctx, &room.MembershipRequest{RoomID: roomID, Sender: sender, Target: target, Membership: "invite", Extra: extra})
+		return err
+	}
 	hs.Rooms.AccessRules = &accessrules.Policy{ExternalServers: map[string]bool{}, DefaultRule: cfg.DefaultAccessRule}
 	for _, name := range cfg.ExternalServers {
 		hs.Rooms.AccessRules.ExternalServers[name] = true
+	}
+	// The domain map's catch-all server is the externals' (docs/rules.md).
+	if ext := hs.EmailDomains.ExternalServer(); ext != "" {
+		hs.Rooms.AccessRules.ExternalServers[ext] = true
 	}
 	hs.Keys = keys.New(db, cfg.ServerName)
 	hs.Notifier = syncer.NewNotifier()
@@ -231,11 +270,31 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 			return nil, err
 		}
 	}
+	if cfg.Retention {
+		hs.Retention = retention.New(db, hs.Rooms, retention.Config{DefaultMaxLifetime: cfg.RetentionDefaultMaxLifetime.Duration,
+			AllowedMin: cfg.RetentionAllowedLifetimeMin.Duration, AllowedMax: cfg.RetentionAllowedLifetimeMax.Duration,
+			Interval: cfg.RetentionPurgeInterval.Duration}, log)
+	}
+
+	// Thread subscriptions (MSC4306) wake the user's syncs like account
+	// data; sliding sync reports them (MSC4308).
+	threadSubs := threadsubs.New(db, hs.Rooms)
+	threadSubs.Changes = hs.Changes
+	threadSubs.Notify = func(users ...string) {
+		if hs.AccountData.Notify != nil {
+			hs.AccountData.Notify(users...)
+		}
+	}
+	sliding := slidingsync.New(db, hs.Rooms, hs.Sync)
+	sliding.ThreadSubs = threadSubs
 
 	mux := server.NewMux()
+	hs.setupSSO()
+	hs.setupValidity()
 	api := clientapi.New(clientapi.Deps{Config: hs.Config, Store: db, Accounts: hs.Accounts, Rooms: hs.Rooms, Sync: hs.Sync,
-		SlidingSync: slidingsync.New(db, hs.Rooms, hs.Sync),
-		Profiles:    hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push, Federation: hs.Federation, Notices: hs.Notices})
+		SlidingSync: sliding, ThreadSubs: threadSubs,
+		Profiles: hs.Profiles, AccountData: hs.AccountData, Typing: hs.Typing, Receipts: hs.Receipts, Presence: hs.Presence, Keys: hs.Keys, Push: hs.Push, Federation: hs.Federation, Notices: hs.Notices,
+		Threepids: hs.Threepids, SSO: hs.SSO, Validity: hs.Validity})
 	api.Register(mux)
 	if hs.federationMux != nil {
 		// The federation API is served on its own listener; the client
@@ -243,7 +302,11 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 		mux.KnowElsewhere("/_matrix/federation/", hs.federationMux)
 		mux.KnowElsewhere("/_matrix/key/", hs.federationMux)
 	}
-	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts, Preview: hs.urlPreview()}).Register(mux)
+	if hs.ContentScanner, err = hs.contentScanner(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts, Preview: hs.urlPreview(), Scanner: hs.ContentScanner}).Register(mux)
 	if cfg.WebClient {
 		if web := webclient.New(http.HandlerFunc(server.NotFound)); web != nil {
 			mux.Fallback(web)
@@ -279,7 +342,8 @@ func openStore(ctx context.Context, cfg *config.Config) (Store, error) {
 // the store: every acknowledged write is already committed by then.
 func (hs *Homeserver) Run(ctx context.Context) error {
 	defer hs.Store.Close()
-	defer hs.Media.Close() // its staging directory: after the last request
+	defer hs.Media.Close()        // its staging directory: after the last request
+	defer hs.Threepids.WaitMail() // invitation mails on their way (their own timeout bounds them)
 	// Long-polls return as soon as shutdown starts, so in-flight writes are
 	// what the grace period waits for.
 	go func() { <-ctx.Done(); hs.Notifier.Close() }()
@@ -299,6 +363,19 @@ func (hs *Homeserver) Run(ctx context.Context) error {
 				if err := hs.Keys.AnnouncePending(ctx); err != nil && ctx.Err() == nil {
 					hs.Log.Warn("announcing pending device list changes", "err", err)
 				}
+				// Announcements that failed since (a store error) go again.
+				tick := time.NewTicker(time.Minute)
+				defer tick.Stop()
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-tick.C:
+					}
+					if err := hs.Keys.RetryFailedAnnouncements(ctx); err != nil && ctx.Err() == nil {
+						hs.Log.Warn("announcing device list changes again", "err", err)
+					}
+				}
 			}()
 			if err := hs.FedSender.Run(ctx); err != nil && ctx.Err() == nil {
 				hs.Log.Error("federation sender stopped", "err", err)
@@ -313,6 +390,18 @@ func (hs *Homeserver) Run(ctx context.Context) error {
 		go func() {
 			defer close(done)
 			hs.PushSender.Run(ctx)
+		}()
+		defer func() { <-done }()
+	}
+	// Renewal mails run until shutdown and end before the store closes.
+	validityDone := hs.runValidity(ctx)
+	defer func() { <-validityDone }()
+	if hs.Retention != nil {
+		// Purges run until shutdown and end before the store closes.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			hs.Retention.Run(ctx)
 		}()
 		defer func() { <-done }()
 	}

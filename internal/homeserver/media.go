@@ -10,6 +10,7 @@ import (
 
 	"conclave/internal/clamd"
 	"conclave/internal/config"
+	"conclave/internal/contentscan"
 	"conclave/internal/media"
 	"conclave/internal/outbound"
 	"conclave/internal/store"
@@ -64,4 +65,25 @@ func (hs *Homeserver) urlPreview() *urlpreview.Service {
 		return hs.Media.Upload(ctx, userID, media.Upload{Body: bytes.NewReader(body), ContentLength: int64(len(body)), ContentType: contentType, Filename: filename})
 	}
 	return urlpreview.New(oc.Redirecting(urlpreview.MaxRedirects, urlpreview.CheckRedirect), store, hs.Media.MaxUploadBytes())
+}
+
+// contentScanner builds the content scanner when content_scanner is on:
+// its key pair is derived from the signing key (shared by every process,
+// kept across restarts), and it scans with its own clamd client, whatever
+// clamd_unreachable says of uploads (a scan never answers without a
+// verdict).
+func (hs *Homeserver) contentScanner() (*contentscan.Service, error) {
+	if !hs.Config.ContentScanner {
+		return nil, nil
+	}
+	c, err := clamd.Parse(hs.Config.ClamdAddress)
+	if err != nil {
+		return nil, err
+	}
+	key, err := contentscan.DeriveKey(hs.SigningKey.Private.Seed())
+	if err != nil {
+		return nil, err
+	}
+	return contentscan.New(contentscan.Options{Media: hs.Media, Scanner: c, Key: key, Log: hs.Log,
+		AllowedTypes: hs.Config.ContentScannerAllowedTypes, BlockedTypes: hs.Config.ContentScannerBlockedTypes}), nil
 }

@@ -49,7 +49,12 @@ func (hs *Homeserver) wirePush() {
 	var owner [8]byte
 	rand.Read(owner[:])
 	hs.PushSender = pushsender.New(hs.Store, pushsender.Options{HTTP: out.HTTP, Owner: hex.EncodeToString(owner[:]), Log: hs.Log,
-		Describe: hs.describeForPush, Badge: hs.pushBadge, Exclusive: hs.cluster == nil})
+		Describe: hs.describeForPush, Badge: hs.pushBadge, Exclusive: hs.cluster == nil,
+		Mail: hs.Mailer, EmailDelay: hs.Config.EmailNotificationDelay.Duration, EmailServer: hs.Config.ServerName, EmailLink: hs.Config.PublicBaseURL})
+	if hs.Mailer != nil {
+		// E-mail pushers mail to an address bound to the user (mail.go).
+		hs.Push.EmailOwner = hs.Threepids.Owner
+	}
 	if prev := hs.Rooms.Notify; prev != nil {
 		hs.Rooms.Notify = func(n room.Notice) {
 			prev(n)

@@ -3,6 +3,7 @@ package homeserver
 import (
 	"context"
 	"encoding/json"
+	"slices"
 
 	"conclave/internal/changes"
 	"conclave/internal/matrix"
@@ -45,6 +46,13 @@ func (hs *Homeserver) wire() {
 		if len(notice.Members) > 0 {
 			// Before the wake-up: a /sync woken by the join sees both.
 			hs.recordFederatedJoins(notice)
+			// Also before it: a client woken by another server's user's
+			// join queries their keys, and must not be answered from a
+			// list cached before they left (their devices may have
+			// changed meanwhile, untold). A delete of the users' rows.
+			if err := hs.Keys.DropRemoteLists(ctx, notice.Members); err != nil {
+				hs.Log.Warn("dropping cached device lists", "err", err)
+			}
 		}
 		n.Wake(notice.Users...)
 		c.roomChanged(notice.RoomID, notice.Users)
@@ -56,6 +64,7 @@ func (hs *Homeserver) wire() {
 			case hs.memberNotices <- notice:
 			default:
 				hs.membershipsChanged(notice.Members)
+				go hs.announceToNewServers(notice)
 			}
 		}
 	}
@@ -63,6 +72,7 @@ func (hs *Homeserver) wire() {
 	go func() {
 		for notice := range hs.memberNotices {
 			hs.membershipsChanged(notice.Members)
+			hs.announceToNewServers(notice)
 		}
 	}()
 	hs.Typing.Notify = localRoomWake
@@ -71,7 +81,13 @@ func (hs *Homeserver) wire() {
 	hs.Receipts.NotifyUser = func(userID string) { wake(userID) }
 	hs.Receipts.IsJoined = hs.Rooms.IsJoined
 	hs.AccountData.Notify = wake
-	hs.Presence.Notify = func(userID string) { n.Wake(hs.sharingUsers(ctx, userID)...) }
+	hs.presenceWork = make(chan func(), 1024)
+	go func() {
+		for f := range hs.presenceWork {
+			f()
+		}
+	}()
+	hs.Presence.Notify = func(userID string) { hs.presenceLater(func() { n.Wake(hs.coMembers(ctx, userID)...) }) }
 	hs.Profiles.OnChange = func(ctx context.Context, userID string, p store.Profile) {
 		if err := hs.Rooms.UpdateProfile(ctx, userID); err != nil {
 			hs.Log.Warn("profile propagation", "user", userID, "err", err)
@@ -103,7 +119,6 @@ func (hs *Homeserver) wire() {
 	hs.Keys.DeviceChange = deviceChange
 	hs.Accounts.DeviceChange = deviceChange
 	hs.Keys.NotifyToDevice = wake
-	hs.Keys.CheckPassword = hs.Accounts.CheckPassword
 	hs.Push = push.New(hs.Store, hs.Store, hs.AccountData.PutInternal)
 	// A local user joining an upgraded room keeps their notification
 	// settings for the room it replaces (Client-Server API, "Room
@@ -192,6 +207,34 @@ func (hs *Homeserver) deviceListKeys(ctx context.Context, owners []string, commi
 	return keys
 }
 
+// presenceLater runs a presence change's fan-out after the request that
+// made it: finding who shares a room with the user loads every room of the
+// user, which a user coming online after a restart (their first request,
+// e.g. a sliding sync) must not wait for. The change itself is recorded at
+// once, so syncs see it; only the wake-ups and federation follow, in order.
+// A full queue runs it here.
+func (hs *Homeserver) presenceLater(f func()) {
+	select {
+	case hs.presenceWork <- f:
+	default:
+		f()
+	}
+}
+
+// coMembers is sharingUsers from one store query: for a presence change's
+// fan-out, which would otherwise load every room of a user coming online
+// after a restart.
+func (hs *Homeserver) coMembers(ctx context.Context, userID string) []string {
+	users, err := hs.Store.JoinedCoMembers(ctx, userID)
+	if err != nil {
+		return hs.sharingUsers(ctx, userID)
+	}
+	if !slices.Contains(users, userID) {
+		users = append(users, userID)
+	}
+	return users
+}
+
 // sharingUsers lists the user and everyone joined to a room the user is
 // joined to, from the room service's in-memory state.
 func (hs *Homeserver) sharingUsers(ctx context.Context, userID string) []string {
@@ -224,13 +267,12 @@ func (hs *Homeserver) sharingUsers(ctx context.Context, userID string) []string 
 // may have changed devices while we were not told (they left and came
 // back), and nobody tells us of users no local user shares a room with any
 // more. Their lists are fetched again when next queried. (Servers that
-// start sharing a room with a local user are not sent the user's devices:
-// their clients see the user in device_lists.changed and query them.)
+// start sharing a room with a local user are sent the user's devices by
+// announceToNewServers.)
 func (hs *Homeserver) membershipsChanged(members []string) {
 	ctx := context.Background()
-	if err := hs.Keys.DropRemoteLists(ctx, members); err != nil {
-		hs.Log.Warn("dropping cached device lists", "err", err)
-	}
+	// (The changed members' own lists were dropped before the wake-up, in
+	// the room notice hook.)
 	for _, u := range members {
 		if matrix.ServerOf(u) == hs.Config.ServerName {
 			if err := hs.Keys.DropUnshared(ctx); err != nil {
@@ -288,5 +330,71 @@ func (hs *Homeserver) recordFederatedJoins(notice room.Notice) {
 	w.Done(0, hs.deviceListKeys(ctx, joined, true)...)
 	if err != nil {
 		hs.Log.Warn("recording a device list change on a join", "users", joined, "err", err)
+	}
+}
+
+// announceToNewServers sends the devices of local users who joined
+// notice.RoomID to the room's servers that shared no other room with them
+// (keys.Service.AnnounceTo). Not under the room's lock: it reads rooms'
+// members. A member event that is not a new join (a profile change)
+// announces again to the servers only this room shares with the user:
+// a few EDUs that receivers skip (seen already, or a chain start for a
+// list they do not hold).
+func (hs *Homeserver) announceToNewServers(notice room.Notice) {
+	if hs.Keys.Fed.Remote == nil {
+		return
+	}
+	remote := false
+	for _, u := range notice.Users {
+		if matrix.ServerOf(u) != hs.Config.ServerName {
+			remote = true
+			break
+		}
+	}
+	if !remote {
+		return
+	}
+	ctx := context.Background()
+	for _, u := range notice.Members {
+		if matrix.ServerOf(u) != hs.Config.ServerName {
+			continue
+		}
+		ms, err := hs.Store.UserMemberships(ctx, u)
+		if err != nil {
+			continue
+		}
+		joinedHere := false
+		var others []string
+		for _, m := range ms {
+			if m.Membership != "join" {
+				continue
+			}
+			if m.RoomID == notice.RoomID {
+				joinedHere = true
+			} else {
+				others = append(others, m.RoomID)
+			}
+		}
+		if !joinedHere {
+			continue
+		}
+		servers, err := hs.Rooms.ServersInRoom(ctx, notice.RoomID)
+		if err != nil {
+			continue
+		}
+		servers = slices.DeleteFunc(servers, func(s string) bool { return s == hs.Config.ServerName })
+		for _, r := range others {
+			if len(servers) == 0 {
+				break
+			}
+			had, err := hs.Rooms.ServersInRoom(ctx, r)
+			if err != nil {
+				continue
+			}
+			servers = slices.DeleteFunc(servers, func(s string) bool { return slices.Contains(had, s) })
+		}
+		if err := hs.Keys.AnnounceTo(ctx, u, servers); err != nil {
+			hs.Log.Warn("announcing devices to servers newly sharing a room", "user", u, "room", notice.RoomID, "err", err)
+		}
 	}
 }

@@ -27,6 +27,8 @@ import (
 	"conclave/internal/adminclient"
 	"conclave/internal/config"
 	"conclave/internal/homeserver/hstest"
+	"conclave/internal/sso"
+	"conclave/internal/sso/ssotest"
 )
 
 // logBuffer collects the server log.
@@ -172,7 +174,13 @@ type request struct {
 
 func TestBadInputCorpus(t *testing.T) {
 	logs := &logBuffer{}
-	s := hstest.StartLogged(t, logs, func(c *config.Config) { c.MaxUploadBytes = 1 << 20 })
+	// Single sign-on on, against a real provider, so its routes are in
+	// the corpus too.
+	idp := ssotest.Start(t, "http://conclave.test"+sso.CallbackPath)
+	s := hstest.StartLogged(t, logs, func(c *config.Config) {
+		c.MaxUploadBytes = 1 << 20
+		c.OIDCIssuer, c.OIDCClientID, c.OIDCClientSecret, c.PublicBaseURL = idp.Issuer, idp.ClientID, idp.ClientSecret, "http://conclave.test"
+	})
 	ctx := context.Background()
 	if _, err := adminclient.Register(ctx, nil, s.URL, "test-shared-secret", "alice", "alice-password", true); err != nil {
 		t.Fatal(err)

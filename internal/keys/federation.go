@@ -40,6 +40,11 @@ const (
 type Remote interface {
 	// EnqueueEDU queues an EDU for servers (durable once it returns).
 	EnqueueEDU(ctx context.Context, dests []string, eduType string, content []byte) error
+	// EDUEntry is an EDU for servers as a queue entry that a store write
+	// commits with the change it belongs to (ok false: nothing to queue);
+	// Committed starts its delivery after that write committed.
+	EDUEntry(dests []string, eduType string, content []byte) (e store.FedEnqueue, ok bool, err error)
+	Committed(dests []string)
 	// UserDevices asks GET /_matrix/federation/v1/user/devices/{userId}.
 	UserDevices(ctx context.Context, server, userID string) (json.RawMessage, error)
 	// QueryKeys asks POST /_matrix/federation/v1/user/keys/query.
@@ -63,6 +68,7 @@ type Federation struct {
 type fedState struct {
 	mu       sync.Mutex
 	announce map[string]*sync.Mutex // local user → serialises announcements
+	failed   map[string]bool        // local users whose last announcement failed
 	resyncs  map[string]bool        // remote user → resync running; true: fetch again
 	users    map[string]*userMu     // remote user → userLock
 	sem      chan struct{}
@@ -75,7 +81,7 @@ type userMu struct {
 
 func (s *Service) fed() *fedState {
 	s.fedOnce.Do(func() {
-		s.fedSt = &fedState{announce: map[string]*sync.Mutex{}, resyncs: map[string]bool{}, users: map[string]*userMu{}, sem: make(chan struct{}, resyncParallel)}
+		s.fedSt = &fedState{announce: map[string]*sync.Mutex{}, failed: map[string]bool{}, resyncs: map[string]bool{}, users: map[string]*userMu{}, sem: make(chan struct{}, resyncParallel)}
 	})
 	return s.fedSt
 }
@@ -164,8 +170,50 @@ func (s *Service) AnnounceDevices(ctx context.Context, userIDs ...string) error 
 	var errs []error
 	for _, u := range userIDs {
 		if s.isLocal(u) {
-			errs = append(errs, s.announce(ctx, u))
+			errs = append(errs, s.announceNoting(ctx, u))
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// announceNoting is announce, remembering the users whose announcement
+// failed for RetryFailedAnnouncements.
+func (s *Service) announceNoting(ctx context.Context, userID string) error {
+	err := s.announce(ctx, userID)
+	f := s.fed()
+	f.mu.Lock()
+	if err != nil {
+		f.failed[userID] = true
+	} else {
+		delete(f.failed, userID)
+	}
+	f.mu.Unlock()
+	return err
+}
+
+// RetryFailedAnnouncements announces again the local users whose
+// announcement failed (the store failed while it was queued or recorded):
+// their change is committed, and would otherwise wait for their next
+// change or the next start (AnnouncePending) to reach other servers.
+// Called periodically; a user whose announcement fails again stays.
+func (s *Service) RetryFailedAnnouncements(ctx context.Context) error {
+	if !s.federated() {
+		return nil
+	}
+	f := s.fed()
+	f.mu.Lock()
+	users := make([]string, 0, len(f.failed))
+	for u := range f.failed {
+		users = append(users, u)
+	}
+	f.mu.Unlock()
+	sort.Strings(users)
+	var errs []error
+	for _, u := range users {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		errs = append(errs, s.announceNoting(ctx, u))
 	}
 	return errors.Join(errs...)
 }
@@ -285,6 +333,65 @@ func (s *Service) announce(ctx context.Context, userID string) error {
 	return s.store.SetDeviceListOutbound(ctx, userID, changed, last, pos)
 }
 
+// AnnounceTo sends userID's devices and cross-signing keys to servers that
+// have just started sharing a room with them (a local user joined a room
+// with servers that were not receiving their updates). The spec's Server-
+// Server API, "Device Management": updates "must be sent ... when that user
+// joins a room which contains servers which are not already receiving
+// updates for that user's device list". Each device goes out at the
+// user's current stream ID with no prev_id: it starts the chain for the new
+// servers without moving it for the others, so a server that already holds
+// the list skips it as seen, and one without it learns nothing new to its
+// clients (they query a user when they start sharing a room with them).
+func (s *Service) AnnounceTo(ctx context.Context, userID string, servers []string) error {
+	if !s.federated() || !s.isLocal(userID) || len(servers) == 0 {
+		return nil
+	}
+	f := s.fed()
+	f.mu.Lock()
+	m := f.announce[userID]
+	if m == nil {
+		m = &sync.Mutex{}
+		f.announce[userID] = m
+	}
+	f.mu.Unlock()
+	m.Lock()
+	defer m.Unlock()
+	devs, cs, err := s.localLists(ctx, userID)
+	if err != nil {
+		return err
+	}
+	_, last, err := s.store.DeviceListOutbound(ctx, userID)
+	if err != nil {
+		return err
+	}
+	ctx = context.WithoutCancel(ctx)
+	for _, d := range devs {
+		b, err := json.Marshal(deviceUpdate{UserID: userID, DeviceID: d.DeviceID, DisplayName: d.DisplayName, Keys: d.Keys, StreamID: last, PrevID: []int64{}})
+		if err != nil {
+			return err
+		}
+		if err := s.Fed.Remote.EnqueueEDU(ctx, servers, "m.device_list_update", b); err != nil {
+			return err
+		}
+	}
+	if len(cs) > 0 {
+		c := map[string]any{"user_id": userID}
+		if k, ok := cs["master"]; ok {
+			c["master_key"] = k
+		}
+		if k, ok := cs["self_signing"]; ok {
+			c["self_signing_key"] = k
+		}
+		b, err := json.Marshal(c)
+		if err != nil {
+			return err
+		}
+		return s.Fed.Remote.EnqueueEDU(ctx, servers, "m.signing_key_update", b)
+	}
+	return nil
+}
+
 // AnnouncePending announces the device lists of local users changed since
 // their last announcement: what a crash between a change's commit and its
 // announcement left out. Run once at start.
@@ -296,15 +403,16 @@ func (s *Service) AnnouncePending(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// One failure does not hold back the others; RetryFailedAnnouncements
+	// tries it again.
+	var errs []error
 	for _, u := range users {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if err := s.announce(ctx, u); err != nil {
-			return err
-		}
+		errs = append(errs, s.announceNoting(ctx, u))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // UserDevices is the answer of GET /_matrix/federation/v1/user/devices/{userId}
@@ -313,11 +421,16 @@ func (s *Service) UserDevices(ctx context.Context, userID string) (map[string]an
 	if !matrix.ValidUserID(userID) || !s.isLocal(userID) {
 		return nil, matrix.InvalidParam("%s is not a user of this server", userID)
 	}
-	devs, cs, err := s.localLists(ctx, userID)
+	// The stream ID is read before the lists: an announcement finishing
+	// in between makes the lists newer than the ID says, and the update
+	// that follows the ID applies again harmlessly. Read after, the ID
+	// could claim an update the lists do not hold, and the receiver would
+	// skip that update as seen, keeping stale keys.
+	_, last, err := s.store.DeviceListOutbound(ctx, userID)
 	if err != nil {
 		return nil, err
 	}
-	_, last, err := s.store.DeviceListOutbound(ctx, userID)
+	devs, cs, err := s.localLists(ctx, userID)
 	if err != nil {
 		return nil, err
 	}
@@ -397,10 +510,21 @@ func (s *Service) HandleDeviceListUpdate(ctx context.Context, origin string, con
 	defer unlock()
 	_, _, cur, cached, err := s.store.RemoteDeviceList(ctx, u.UserID)
 	if err != nil {
+		wctx, done := s.deviceChange(ctx, u.UserID)
+		s.forgetMissedUpdate(wctx, u.UserID, done)
 		return
 	}
 	if cached && u.StreamID <= cur {
 		return // seen already
+	}
+	if !cached && len(u.PrevID) == 0 {
+		// The start of a chain (a server announcing the user because we
+		// now share a room, see AnnounceTo) for a list not cached here:
+		// local clients learnt of the user when they started sharing the
+		// room, and query; marking the user changed again would only tell
+		// them twice. A resync under way fetches again.
+		s.markResyncDirty(u.UserID)
+		return
 	}
 	follows := cached
 	for _, p := range u.PrevID {
@@ -414,10 +538,30 @@ func (s *Service) HandleDeviceListUpdate(ctx context.Context, origin string, con
 	}
 	wctx, done := s.deviceChange(ctx, u.UserID)
 	applied, err := s.store.UpdateRemoteDevice(wctx, u.UserID, u.StreamID, store.DeviceListEntry{DeviceID: u.DeviceID, DisplayName: u.DisplayName, Keys: keys}, u.Deleted)
-	done(err == nil)
-	if err == nil && !applied {
+	if err != nil {
+		s.forgetMissedUpdate(wctx, u.UserID, done)
+		return
+	}
+	done(true)
+	if !applied {
 		s.markResyncDirty(u.UserID)
 	}
+}
+
+// forgetMissedUpdate, under the user's lock, after an update of a remote
+// user's cached list could not be stored: the cache missed it, and nothing
+// would tell (the sender has its answer; a gap shows only at the user's
+// next update), so it is dropped — the next query fetches the list from the
+// user's server — and local clients are told the user changed, so that
+// they query. wctx and done are the write's deviceChange.
+func (s *Service) forgetMissedUpdate(wctx context.Context, userID string, done func(bool)) {
+	s.markResyncDirty(userID)
+	wctx = context.WithoutCancel(wctx)
+	err := s.store.DropRemoteDeviceLists(wctx, []string{userID})
+	if err == nil {
+		err = s.store.RecordDeviceListChanges(wctx, []string{userID})
+	}
+	done(err == nil)
 }
 
 // HandleSigningKeyUpdate takes an m.signing_key_update from origin.
@@ -448,8 +592,11 @@ func (s *Service) HandleSigningKeyUpdate(ctx context.Context, origin string, con
 	unlock := s.userLock(u.UserID)
 	defer unlock()
 	wctx, done := s.deviceChange(ctx, u.UserID)
-	err := s.store.PutRemoteCrossSigningKeys(wctx, u.UserID, keys)
-	done(err == nil)
+	if err := s.store.PutRemoteCrossSigningKeys(wctx, u.UserID, keys); err != nil {
+		s.forgetMissedUpdate(wctx, u.UserID, done)
+		return
+	}
+	done(true)
 	s.markResyncDirty(u.UserID)
 }
 
@@ -600,8 +747,21 @@ func (s *Service) DropUnshared(ctx context.Context) error {
 	if !s.federated() {
 		return nil
 	}
+	// Resyncs under way fetch again (and find the user unshared) rather
+	// than write a list the drop just removed.
+	s.markAllResyncsDirty()
 	_, err := s.store.DropUnsharedRemoteDeviceLists(ctx)
 	return err
+}
+
+// markAllResyncsDirty makes every resync under way fetch again.
+func (s *Service) markAllResyncsDirty() {
+	f := s.fed()
+	f.mu.Lock()
+	for u := range f.resyncs {
+		f.resyncs[u] = true
+	}
+	f.mu.Unlock()
 }
 
 // DropRemoteLists forgets the cached lists of these remote users (their
@@ -616,6 +776,11 @@ func (s *Service) DropRemoteLists(ctx context.Context, userIDs []string) error {
 	}
 	if len(remote) == 0 || !s.federated() {
 		return nil
+	}
+	// Before the drop: a resync that fetched before it must not write
+	// after it (it fetches again instead).
+	for _, u := range remote {
+		s.markResyncDirty(u)
 	}
 	return s.store.DropRemoteDeviceLists(ctx, remote)
 }

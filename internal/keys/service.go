@@ -54,9 +54,6 @@ type Service struct {
 	// Changes, when set, has to-device messages and key count changes
 	// marked before they commit.
 	Changes *changes.Tracker
-	// CheckPassword verifies a user's password for user-interactive auth
-	// (replacing cross-signing keys); nil refuses every password.
-	CheckPassword func(ctx context.Context, userID, password string) error
 	// Fed reaches other servers (federation.go); its zero value: none.
 	Fed Federation
 

@@ -9,8 +9,9 @@
 //
 // Antivirus scanning sees only what the server receives. Attachments in
 // end-to-end encrypted rooms are uploaded as ciphertext (the key travels in
-// the encrypted event), so the server cannot scan them: scanning protects
-// unencrypted rooms, avatars and other plain uploads only.
+// the encrypted event), so scanning at upload protects unencrypted rooms,
+// avatars and other plain uploads only; internal/contentscan scans
+// encrypted attachments when clients hand it their keys.
 //
 // Remote media (a server name other than ours) are fetched over
 // federation, then cached and served like local ones: see remote.go.

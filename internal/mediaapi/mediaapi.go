@@ -2,7 +2,9 @@
 // /_matrix/media/{v3,r0,v1}, authenticated downloads and thumbnails under
 // /_matrix/client/v1/media (spec v1.11), the deprecated unauthenticated
 // /_matrix/media/{v3,r0}/download|thumbnail, and the Synapse-compatible
-// admin endpoints for quarantine and deletion.
+// admin endpoints for quarantine and deletion, and, when the operator turns
+// it on, the content scanner API under /_matrix/media_proxy/unstable
+// (contentscan.go).
 //
 // URL previews (internal/urlpreview) are served when the operator turns them
 // on; otherwise /preview_url answers 404 M_UNRECOGNIZED like any unknown
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"conclave/internal/accounts"
+	"conclave/internal/contentscan"
 	"conclave/internal/jsonhttp"
 	"conclave/internal/matrix"
 	"conclave/internal/media"
@@ -30,6 +33,8 @@ type API struct {
 	Accounts *accounts.Service
 	// Preview serves URL previews; nil when they are off.
 	Preview *urlpreview.Service
+	// Scanner serves the content scanner API; nil when it is off.
+	Scanner *contentscan.Service
 }
 
 // Mux is what routes are registered on (server.Mux satisfies it).
@@ -61,6 +66,7 @@ func (a *API) Register(mux Mux) {
 	mux.HandleFunc("POST "+s+"/unquarantine/{serverName}/{mediaId}", a.authed(a.admin(a.unquarantine)))
 	mux.HandleFunc("DELETE "+s+"/{serverName}/{mediaId}", a.authed(a.admin(a.deleteMedia)))
 	a.registerPreview(mux)
+	a.registerContentScanner(mux)
 }
 
 type handler func(w http.ResponseWriter, r *http.Request, s *store.Session)
@@ -175,11 +181,16 @@ func (a *API) serveDownload(w http.ResponseWriter, r *http.Request, legacy bool)
 		jsonhttp.Error(w, r, err)
 		return
 	}
-	defer c.Object.Close()
 	name := c.Media.Filename
 	if fn := r.PathValue("fileName"); fn != "" {
 		name = fn
 	}
+	writeContent(w, r, c, name, legacy)
+}
+
+// writeContent writes a media's content (and closes it), named name.
+func writeContent(w http.ResponseWriter, r *http.Request, c *media.Content, name string, legacy bool) {
+	defer c.Object.Close()
 	setSafetyHeaders(w.Header(), legacy)
 	h := w.Header()
 	h.Set("Content-Type", c.Media.ContentType)
@@ -212,6 +223,11 @@ func (a *API) serveThumbnail(w http.ResponseWriter, r *http.Request, legacy bool
 		jsonhttp.Error(w, r, err)
 		return
 	}
+	writeThumbnail(w, r, t, legacy)
+}
+
+// writeThumbnail writes a thumbnail (and closes it).
+func writeThumbnail(w http.ResponseWriter, r *http.Request, t *media.Thumbnail, legacy bool) {
 	defer t.Object.Close()
 	setSafetyHeaders(w.Header(), legacy)
 	h := w.Header()

@@ -32,6 +32,9 @@ type Service struct {
 	// Notifs reads notifications for GET /notifications (wired by the
 	// homeserver; nil answers an empty list).
 	Notifs NotificationStore
+	// EmailOwner returns the user an e-mail address is bound to ("" if
+	// none): set when the server sends mail, it allows email pushers.
+	EmailOwner func(ctx context.Context, address string) (string, error)
 
 	locks [64]sync.Mutex // read-modify-write of one user's rules
 }
@@ -262,9 +265,7 @@ func (s *Service) SetPusher(ctx context.Context, sess *store.Session, req *Pushe
 	switch kind {
 	case "http":
 	case "email":
-		// Email pushers need a validated email address of the user; this
-		// server keeps no third-party identifiers.
-		return matrix.InvalidParam("Email pushers are not supported")
+		return s.setEmailPusher(ctx, sess, req)
 	default:
 		return matrix.InvalidParam("Unknown pusher kind %q", kind)
 	}
@@ -299,6 +300,41 @@ func (s *Service) SetPusher(ctx context.Context, sess *store.Session, req *Pushe
 		return matrix.InvalidParam("Unknown data.format %q", *data.Format)
 	}
 	p := &store.Pusher{UserID: sess.UserID, DeviceID: sess.DeviceID, AppID: *req.AppID, PushKey: *req.PushKey, Kind: kind,
+		AppDisplayName: *req.AppDisplayName, DeviceDisplayName: *req.DeviceDisplayName, ProfileTag: req.ProfileTag,
+		Lang: *req.Lang, Data: req.Data, CreatedTS: s.Now().UnixMilli()}
+	err = s.pushers.SetPusher(ctx, p, !req.Append, MaxPushers)
+	if errors.Is(err, store.ErrTooManyPushers) {
+		return matrix.InvalidParam("At most %d pushers are allowed", MaxPushers)
+	}
+	return err
+}
+
+// setEmailPusher: an e-mail pusher mails missed notifications to its
+// pushkey, which must be an address bound to the user (Synapse's rule);
+// data is kept as given (an object, e.g. {"brand": …}).
+func (s *Service) setEmailPusher(ctx context.Context, sess *store.Session, req *PusherRequest) error {
+	if s.EmailOwner == nil {
+		return matrix.InvalidParam("Email pushers are not supported: this server sends no mail")
+	}
+	if req.AppDisplayName == nil || req.DeviceDisplayName == nil || req.Lang == nil || len(req.Data) == 0 {
+		return matrix.MissingParam("app_display_name, device_display_name, lang and data are required")
+	}
+	for _, v := range []string{*req.AppDisplayName, *req.DeviceDisplayName, *req.Lang, req.ProfileTag} {
+		if len(v) > MaxPusherString {
+			return matrix.InvalidParam("Pusher strings are limited to %d bytes", MaxPusherString)
+		}
+	}
+	if len(req.Data) > MaxPusherData || req.Data[0] != '{' || !json.Valid(req.Data) {
+		return matrix.BadJSON("data must be an object of at most %d bytes", MaxPusherData)
+	}
+	owner, err := s.EmailOwner(ctx, *req.PushKey)
+	if err != nil {
+		return err
+	}
+	if owner != sess.UserID {
+		return matrix.InvalidParam("The pushkey of an email pusher must be one of your e-mail addresses")
+	}
+	p := &store.Pusher{UserID: sess.UserID, DeviceID: sess.DeviceID, AppID: *req.AppID, PushKey: *req.PushKey, Kind: "email",
 		AppDisplayName: *req.AppDisplayName, DeviceDisplayName: *req.DeviceDisplayName, ProfileTag: req.ProfileTag,
 		Lang: *req.Lang, Data: req.Data, CreatedTS: s.Now().UnixMilli()}
 	err = s.pushers.SetPusher(ctx, p, !req.Append, MaxPushers)

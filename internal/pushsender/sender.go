@@ -33,6 +33,7 @@ import (
 	"sync"
 	"time"
 
+	"conclave/internal/mail"
 	"conclave/internal/outbound"
 	"conclave/internal/store"
 )
@@ -69,6 +70,16 @@ type Options struct {
 	// waiting for their end.
 	Exclusive bool
 
+	// Mail sends the e-mail pushers' mails (nil: none are sent, and their
+	// notifications are passed over); EmailDelay is how long a
+	// notification waits for the user to read it first (10 min);
+	// EmailServer names the server in the mail, EmailLink is where to read
+	// (public_base_url; may be empty). email.go.
+	Mail        mail.Sender
+	EmailDelay  time.Duration
+	EmailServer string
+	EmailLink   string
+
 	Tick        time.Duration // rescan for due pushers: 2 s
 	ClaimFor    time.Duration // a claim's length, renewed on progress: 20 s
 	Workers     int           // pushers delivering at once: 8
@@ -102,6 +113,7 @@ func New(st Store, o Options) *Sender {
 	def(&o.Timeout, 15*time.Second)
 	def(&o.MaxBackoff, time.Hour)
 	def(&o.GiveUpAfter, 24*time.Hour)
+	def(&o.EmailDelay, 10*time.Minute)
 	if o.Workers <= 0 {
 		o.Workers = 8
 	}
@@ -207,6 +219,10 @@ func (s *Sender) deliver(ctx context.Context, p *store.Pusher) {
 		if _, err := s.st.UpdatePusher(context.WithoutCancel(ctx), p, s.o.Owner, p.LastPos, p.FailingSince, retryAt, 0); err != nil {
 			s.o.Log.Warn("push: releasing a pusher", "user", p.UserID, "err", err)
 		}
+	}
+	if p.Kind == "email" {
+		s.deliverEmail(ctx, p, release)
+		return
 	}
 	var data pusherData
 	if json.Unmarshal(p.Data, &data) != nil || data.URL == "" {
@@ -446,3 +462,5 @@ func dataMinusURL(raw json.RawMessage) json.RawMessage {
 	b, _ := json.Marshal(m)
 	return b
 }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -54,6 +54,18 @@ func (c *eventCache) put(p *event.PDU) {
 	}
 }
 
+// drop forgets the parsed events ids.
+func (c *eventCache) drop(ids []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range ids {
+		if el, ok := c.items[id]; ok {
+			c.ll.Remove(el)
+			delete(c.items, id)
+		}
+	}
+}
+
 func (c *eventCache) version(roomID string) *event.RoomVersion {
 	rv, _ := c.versions.Get(roomID)
 	return rv
@@ -86,4 +98,12 @@ func (s *Service) Event(ctx context.Context, se *store.StoredEvent) (*event.PDU,
 		return nil, err
 	}
 	return s.parse(rv, se)
+}
+
+// ForgetPurged drops what this process keeps in memory of events of roomID
+// that were just purged (internal/retention): their parsed form and the
+// room's recent events. Reads that come after see the store's purged rows.
+func (s *Service) ForgetPurged(roomID string, ids []string) {
+	s.parsed.drop(ids)
+	s.ForgetRecent(roomID)
 }

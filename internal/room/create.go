@@ -121,6 +121,11 @@ func (s *Service) createRoom(ctx context.Context, req *CreateRequest) (string, [
 		if st.Type == "m.room.create" {
 			return "", nil, matrix.BadJSON("initial_state cannot contain m.room.create")
 		}
+		if st.Type == "m.room.retention" {
+			if err := checkRetention(st.Content); err != nil {
+				return "", nil, err
+			}
+		}
 	}
 
 	if s.AccessRules.External(req.Creator) && !req.ServerNotice {

@@ -396,7 +396,9 @@ func (s *Service) AuthChain(ctx context.Context, rv *event.RoomVersion, ids []st
 }
 
 // Events returns stored events of a room by ID, of every kind but rejected
-// (for /event, /event_auth and the like); unknown ones are left out.
+// and purged (for /event, /event_auth and the like); unknown ones are left
+// out. Purged events are served to nobody, as Synapse, which deletes them:
+// the walks of /backfill and /get_missing_events stop at them.
 func (s *Service) Events(ctx context.Context, roomID string, ids []string) ([]*event.PDU, error) {
 	rv, err := s.RoomVersion(ctx, roomID)
 	if err != nil {
@@ -408,7 +410,7 @@ func (s *Service) Events(ctx context.Context, roomID string, ids []string) ([]*e
 	}
 	out := make([]*event.PDU, 0, len(found))
 	for _, id := range ids {
-		if g := found[id]; g != nil && g.kind != store.KindRejected && g.pdu.RoomID == roomID {
+		if g := found[id]; g != nil && g.kind != store.KindRejected && g.kind != store.KindPurged && g.pdu.RoomID == roomID {
 			out = append(out, g.pdu)
 		}
 	}
@@ -526,7 +528,18 @@ func (s *Service) ImportJoin(ctx context.Context, rv *event.RoomVersion, join *e
 		s.parsed.put(join)
 		s.parsed.setVersion(roomID, rv)
 		if s.Notify != nil {
-			s.Notify(Notice{RoomID: roomID, Pos: pos, Users: members, Members: members})
+			// Users: everyone joined now plus the changed members (a rejoin
+			// changes only the joiner, yet the room's other servers' users
+			// are what the hooks look at).
+			users := slices.Clone(members)
+			for k, id := range after {
+				if k.Type == "m.room.member" && !slices.Contains(users, k.StateKey) {
+					if ev := all[id]; ev != nil && membershipOf(ev) == "join" {
+						users = append(users, k.StateKey)
+					}
+				}
+			}
+			s.Notify(Notice{RoomID: roomID, Pos: pos, Users: users, Members: members})
 		}
 		s.upgradedRoomJoinsOf(create, roomID, []string{*join.StateKey})
 		return nil
@@ -688,14 +701,14 @@ func (s *Service) strippedOf(rs *roomState) []json.RawMessage {
 }
 
 // AnyEvent returns a stored event of any room by ID, of every kind but
-// rejected (the Server-Server API's /event; the caller checks that the
+// rejected and purged (the Server-Server API's /event; the caller checks that the
 // requesting server may see it).
 func (s *Service) AnyEvent(ctx context.Context, eventID string) (*event.PDU, error) {
 	pdus, err := s.store.GetPDUs(ctx, []string{eventID})
 	if err != nil {
 		return nil, err
 	}
-	if len(pdus) == 0 || pdus[0].Kind == store.KindRejected {
+	if len(pdus) == 0 || pdus[0].Kind == store.KindRejected || pdus[0].Kind == store.KindPurged {
 		return nil, matrix.NotFound("Event not found")
 	}
 	rv, err := s.RoomVersion(ctx, pdus[0].RoomID)

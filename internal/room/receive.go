@@ -153,7 +153,8 @@ func classify(pdu *event.PDU, known map[string]*graphEvent) receiveInputs {
 	for _, id := range pdu.PrevEvents {
 		g := known[id]
 		switch {
-		case g == nil || (g.kind == store.KindOutlier && g.given == nil) || g.kind == store.KindBackfilled: // known without its state
+		case g == nil || (g.kind == store.KindOutlier && g.given == nil) || g.kind == store.KindBackfilled,
+			g.kind == store.KindPurged && g.group == 0: // known without its state (a purged backfilled event has none either)
 			in.missing = append(in.missing, id)
 		case g.kind == store.KindRejected:
 			in.rejectedPrevs = append(in.rejectedPrevs, id)
@@ -750,7 +751,7 @@ func (receivedVerifier) EventSignedBy(ev *event.PDU, serverName string) bool {
 }
 
 func (receivedVerifier) ThirdPartyInviteSigned(signed json.RawMessage, publicKeys []string) bool {
-	return false
+	return event.ThirdPartyInviteSigned(signed, publicKeys)
 }
 
 func sameSet(a, b []string) bool {

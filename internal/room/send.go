@@ -79,6 +79,11 @@ func (s *Service) sendOnce(ctx context.Context, req *SendRequest) (string, error
 			return "", matrix.Forbidden("This server requires %s end-to-end encryption", MegolmAlgorithm)
 		}
 	}
+	if req.Type == "m.room.retention" {
+		if err := checkRetention(req.Content); err != nil {
+			return "", err
+		}
+	}
 	if req.Type == "m.room.canonical_alias" && req.StateKey != nil && *req.StateKey == "" {
 		if err := s.checkCanonicalAlias(ctx, rs.roomID, req.Content); err != nil {
 			return "", err

@@ -85,6 +85,9 @@ type serverVisibility struct {
 
 func (v *serverVisibility) visible(p *store.PDU) (bool, error) {
 	switch {
+	case p != nil && p.Kind == store.KindPurged:
+		// Its content is gone (internal/retention); never served whole.
+		return false, nil
 	case p == nil || p.Kind == store.KindOutlier || p.Kind == store.KindRejected:
 		// No state known here at the event (Synapse: outliers are open).
 		return true, nil

@@ -75,8 +75,10 @@ func WithDeadline(next http.Handler, d, extra time.Duration, longPoll func(path 
 }
 
 // IsSlow reports whether path may legitimately take long: /sync (a
-// long-poll, capped on its own) and media (large uploads and downloads).
+// long-poll, capped on its own) and media (large uploads and downloads, and
+// the content scanner's fetches and scans of them).
 func IsSlow(path string) bool {
 	return strings.HasPrefix(path, "/_matrix/client/") && strings.HasSuffix(path, "/sync") ||
-		strings.HasPrefix(path, "/_matrix/media/") || strings.HasPrefix(path, "/_matrix/client/v1/media/")
+		strings.HasPrefix(path, "/_matrix/media/") || strings.HasPrefix(path, "/_matrix/client/v1/media/") ||
+		strings.HasPrefix(path, "/_matrix/media_proxy/")
 }

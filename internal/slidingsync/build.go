@@ -3,11 +3,14 @@ package slidingsync
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"conclave/internal/changes"
 	"conclave/internal/store"
@@ -36,7 +39,15 @@ type build struct {
 	initialRooms map[string]bool // rooms sent with initial: true
 	timelines    map[string][]store.StoredEvent
 	stamps       map[string]int64 // bump stamps of every room when there are lists (shared with the cache: read only)
+	// mu guards what rooms built at once write: facts, resp.Rooms, sent,
+	// state.Configs, initialRooms, timelines.
+	mu sync.Mutex
 }
+
+// roomWorkers is how many rooms of one response are built at once: a new
+// connection's window is read from many rooms, and the reads (a cold cache
+// after a restart) overlap on the machine's cores.
+const roomWorkers = 4
 
 func (b *build) empty() bool {
 	return len(b.resp.Rooms) == 0 && !b.listsChanged && b.resp.Extensions.empty()
@@ -89,12 +100,76 @@ func (b *build) run() error {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	for _, id := range ids {
-		if err := b.room(id, configs[id]); err != nil {
-			return err
+	if err := b.rooms(ids, configs); err != nil {
+		return err
+	}
+	for id, r := range b.resp.Rooms {
+		r.membership = b.members[id].Membership
+	}
+	for _, name := range sortedKeys(b.listRooms) {
+		for _, id := range b.listRooms[name] {
+			if r := b.resp.Rooms[id]; r != nil && !slices.Contains(r.lists, name) {
+				r.lists = append(r.lists, name)
+			}
 		}
 	}
 	return b.extensions()
+}
+
+// rooms builds the rooms' entries, a few at a time when there are many.
+func (b *build) rooms(ids []string, configs map[string]*config) error {
+	if len(ids) < 2*roomWorkers {
+		for _, id := range ids {
+			if err := b.room(id, configs[id]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// What rooms read lazily and share, read once first.
+	if _, err := b.directRooms(); err != nil {
+		return err
+	}
+	if _, err := b.ss.configs(); err != nil {
+		return err
+	}
+	next := make(chan string)
+	errs := make(chan error, roomWorkers)
+	var wg sync.WaitGroup
+	for range roomWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range next {
+				if err := b.room(id, configs[id]); err != nil {
+					errs <- err
+					for range next {
+					}
+					return
+				}
+			}
+		}()
+	}
+	for _, id := range ids {
+		next <- id
+	}
+	close(next)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // loadMemberships keeps the rooms a list may show: joined, invited,
@@ -236,6 +311,10 @@ const maxChangedScan = 10_000
 // account in thousands of rooms costs a map copy, not thousands of lookups.
 func (b *build) allStamps() (map[string]int64, error) {
 	prev, ok := b.s.stamps.Get(b.user)
+	if !ok {
+		// Not in memory (a restart, another process): the saved ones.
+		prev, ok = b.s.loadStamps(b.ctx, b.user)
+	}
 	var changed map[string]bool
 	if ok && prev.pos <= b.upto && b.upto-prev.pos <= maxChangedScan {
 		if prev.pos < b.upto {
@@ -265,6 +344,9 @@ func (b *build) allStamps() (map[string]int64, error) {
 	if err := b.stampsOf(need, out); err != nil {
 		return nil, err
 	}
+	if len(need) >= saveStampsAfter {
+		b.s.saveStamps(b.user, b.upto, out)
+	}
 	b.stamps = out
 	b.s.stamps.Update(b.user, func(old *userStamps, ok bool) (*userStamps, bool) {
 		if ok && old.pos > b.upto {
@@ -273,6 +355,74 @@ func (b *build) allStamps() (map[string]int64, error) {
 		return &userStamps{pos: b.upto, stamps: out}, true
 	})
 	return out, nil
+}
+
+// saveStampsAfter: stamps that took this many rooms' lookups are saved, so
+// that the user's first request after a restart does not look them all up
+// again.
+const saveStampsAfter = 64
+
+// loadStamps reads the user's saved stamps; none (or unreadable) is not an
+// error: they are computed.
+func (s *Service) loadStamps(ctx context.Context, userID string) (*userStamps, bool) {
+	pos, raw, err := s.store.SlidingStamps(ctx, userID)
+	if err != nil {
+		return nil, false
+	}
+	stamps, ok := decodeStamps(raw)
+	if !ok {
+		return nil, false
+	}
+	return &userStamps{pos: pos, stamps: stamps}, true
+}
+
+// saveStamps writes the stamps on a goroutine of their own (not on the
+// response's path), at most two at a time; a save that finds both busy is
+// skipped (the next expensive build saves).
+func (s *Service) saveStamps(userID string, pos int64, stamps map[string]int64) {
+	select {
+	case s.saving <- struct{}{}:
+	default:
+		return
+	}
+	raw := encodeStamps(stamps)
+	go func() {
+		defer func() { <-s.saving }()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.store.PutSlidingStamps(ctx, userID, pos, raw) // best effort: they are computed again otherwise
+	}()
+}
+
+// encodeStamps: per room, its ID's length (uvarint), the ID, its stamp
+// (varint); compact and quick to read back.
+func encodeStamps(stamps map[string]int64) []byte {
+	out := make([]byte, 0, len(stamps)*48)
+	for id, st := range stamps {
+		out = binary.AppendUvarint(out, uint64(len(id)))
+		out = append(out, id...)
+		out = binary.AppendVarint(out, st)
+	}
+	return out
+}
+
+func decodeStamps(raw []byte) (map[string]int64, bool) {
+	out := map[string]int64{}
+	for len(raw) > 0 {
+		n, k := binary.Uvarint(raw)
+		if k <= 0 || n > uint64(len(raw)-k) {
+			return nil, false
+		}
+		id := string(raw[k : k+int(n)])
+		raw = raw[k+int(n):]
+		st, k := binary.Varint(raw)
+		if k <= 0 {
+			return nil, false
+		}
+		raw = raw[k:]
+		out[id] = st
+	}
+	return out, true
 }
 
 // bumpTypes are the event types that move a room up a list (MSC4186's
@@ -303,7 +453,7 @@ func (b *build) stampsOf(ids []string, out map[string]int64) error {
 		return nil
 	}
 	tick := t.Tick()
-	found, err := b.s.store.LatestEventPositions(b.ctx, batch, bumpTypes, b.upto)
+	found, err := b.latestBumps(batch)
 	if err != nil {
 		return err
 	}
@@ -318,6 +468,39 @@ func (b *build) stampsOf(ids []string, out map[string]int64) error {
 		}
 	}
 	return nil
+}
+
+// latestBumps looks up the rooms' latest bump events; many rooms (a new
+// connection after a restart: every room of the account) in a few parts at
+// once.
+func (b *build) latestBumps(ids []string) (map[string]int64, error) {
+	const part = 250
+	if len(ids) <= part {
+		return b.s.store.LatestEventPositions(b.ctx, ids, bumpTypes, b.upto)
+	}
+	n := min(roomWorkers, (len(ids)+part-1)/part)
+	results := make([]map[string]int64, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		lo, hi := i*len(ids)/n, (i+1)*len(ids)/n
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = b.s.store.LatestEventPositions(b.ctx, ids[lo:hi], bumpTypes, b.upto)
+		}()
+	}
+	wg.Wait()
+	out := make(map[string]int64, len(ids))
+	for i := range n {
+		if errs[i] != nil {
+			return nil, errs[i]
+		}
+		for id, p := range results[i] {
+			out[id] = p
+		}
+	}
+	return out, nil
 }
 
 // bumpStamp is one room's stamp (computed with the lists' when there are

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -67,14 +69,43 @@ func formatPos(conn, seq int64) string {
 	return strconv.FormatInt(conn, 10) + "_" + strconv.FormatInt(seq, 10)
 }
 
+// sentRoom is how far a room was sent to the client, with which config and
+// $LAZY members (the part of a store.SlidingRoom the engine reads: a
+// waiting long-poll keeps one per room).
+type sentRoom struct {
+	Sent, Config int64
+	Lazy         []byte
+}
+
 // session is a connection opened at a position: what the client has.
 type session struct {
-	conn   *store.SlidingConn
-	seq    int64 // the position the client is at (0: new connection)
-	state  connState
-	rooms  map[string]store.SlidingRoom // as of seq: Sent and Config
-	retry  bool                         // seq is the connection's previous position
-	latest int64                        // the connection's latest position
+	conn  *store.SlidingConn
+	seq   int64 // the position the client is at (0: new connection)
+	state connState
+	rooms map[string]sentRoom // as of seq
+
+	retry  bool  // seq is the connection's previous position
+	latest int64 // the connection's latest position
+}
+
+// create starts a new connection: its session at once (it starts from
+// nothing) and its row written on a goroutine of its own, while the first
+// response is built; created reports when the row is there (conn.ID set).
+func (s *Service) create(ctx context.Context, userID, deviceID, connID string) (ss *session, created <-chan error) {
+	now := s.now()
+	c := &store.SlidingConn{UserID: userID, DeviceID: deviceID, ConnID: connID, State: []byte("{}"), UpdatedTS: now.UnixMilli()}
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("panic opening a sliding sync connection: %v\n%s", p, debug.Stack())
+			}
+			done <- err
+		}()
+		c.ID, err = s.store.NewSlidingConn(ctx, c, maxConnsPerDevice, now.Add(-connExpiry).UnixMilli())
+	}()
+	return &session{conn: c, rooms: map[string]sentRoom{}}, done
 }
 
 // open finds the client's connection at pos, or starts a new one when pos
@@ -82,13 +113,8 @@ type session struct {
 func (s *Service) open(ctx context.Context, userID, deviceID, connID, pos string) (*session, error) {
 	now := s.now()
 	if pos == "" {
-		c := &store.SlidingConn{UserID: userID, DeviceID: deviceID, ConnID: connID, State: []byte("{}"), UpdatedTS: now.UnixMilli()}
-		id, err := s.store.NewSlidingConn(ctx, c, maxConnsPerDevice, now.Add(-connExpiry).UnixMilli())
-		if err != nil {
-			return nil, err
-		}
-		c.ID = id
-		return &session{conn: c, rooms: map[string]store.SlidingRoom{}}, nil
+		ss, created := s.create(ctx, userID, deviceID, connID)
+		return ss, <-created
 	}
 	id, seq, ok := parsePos(pos)
 	if !ok {
@@ -117,13 +143,13 @@ func (s *Service) open(ctx context.Context, userID, deviceID, connID, pos string
 	if err != nil {
 		return nil, err
 	}
-	ss.rooms = make(map[string]store.SlidingRoom, len(rows))
+	ss.rooms = make(map[string]sentRoom, len(rows))
 	for _, r := range rows {
 		if ss.retry && r.Seq == c.Seq {
 			// Changed by the position the client never took.
 			r.Sent, r.Config, r.Lazy = r.PrevSent, r.PrevConfig, r.PrevLazy
 		}
-		ss.rooms[r.RoomID] = r
+		ss.rooms[r.RoomID] = sentRoom{Sent: r.Sent, Config: r.Config, Lazy: r.Lazy}
 	}
 	if now.UnixMilli()-c.UpdatedTS > touchEvery.Milliseconds() {
 		if err := s.store.TouchSlidingConn(ctx, c.ID, now.UnixMilli()); err != nil {

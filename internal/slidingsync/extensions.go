@@ -7,6 +7,7 @@ import (
 
 	"conclave/internal/changes"
 	"conclave/internal/store"
+	"conclave/internal/threadsubs"
 )
 
 // extensions fills the enabled extensions, each from the same sources as
@@ -37,7 +38,43 @@ func (b *build) extensions() error {
 	if e.Typing != nil && e.Typing.on() {
 		b.typing(b.inScope(e.Typing))
 	}
+	for _, ts := range []struct {
+		ext *ThreadSubsExt
+		out **ThreadSubsResponse
+	}{{e.ThreadSubscriptions, &b.resp.Extensions.ThreadSubscriptions}, {e.ThreadSubscriptionsUnstable, &b.resp.Extensions.ThreadSubscriptionsUnstable}} {
+		if ts.ext != nil && ts.ext.on() {
+			r, err := b.threadSubscriptions(ts.ext)
+			if err != nil {
+				return err
+			}
+			*ts.out = r
+		}
+	}
 	return nil
+}
+
+// threadSubscriptions reports the latest changes to the user's thread
+// subscriptions in (state.Pos, upto] (MSC4308; every subscription's latest
+// state on a new connection), nil when there are none. When more changed
+// than the limit, prev_batch lets the client page back through the rest
+// with /thread_subscriptions.
+func (b *build) threadSubscriptions(ext *ThreadSubsExt) (*ThreadSubsResponse, error) {
+	if b.s.ThreadSubs == nil {
+		return nil, nil
+	}
+	limit := threadsubs.DefaultLimit
+	if ext.Limit != nil {
+		limit = *ext.Limit
+	}
+	cs, more, err := b.s.ThreadSubs.ChangesBetween(b.ctx, b.user, b.ss.state.Pos, b.upto, limit)
+	if err != nil || len(cs) == 0 {
+		return nil, err
+	}
+	r := &ThreadSubsResponse{Encoded: threadsubs.Encode(cs)}
+	if more {
+		r.PrevBatch = threadsubs.Token{Upper: cs[0].Pos - 1, Lower: b.ss.state.Pos}.String()
+	}
+	return r, nil
 }
 
 // toDevice delivers the device's to-device messages after the extension's

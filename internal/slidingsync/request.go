@@ -26,6 +26,9 @@ type RoomConfig struct {
 	// who sent events in the timeline sent.
 	RequiredState [][]string `json:"required_state"`
 	TimelineLimit int        `json:"timeline_limit"`
+	// exclude: pairs a stable request's required_state leaves out of its
+	// include (stable.go); the unstable encoding has none.
+	exclude [][]string
 }
 
 // List is one sliding window over the user's rooms.
@@ -74,6 +77,17 @@ type Extensions struct {
 	AccountData *ScopedExt   `json:"account_data"`
 	Receipts    *ScopedExt   `json:"receipts"`
 	Typing      *ScopedExt   `json:"typing"`
+	// ThreadSubscriptions is MSC4308's extension, under its stable name or
+	// its unstable one (answered under the name asked).
+	ThreadSubscriptions         *ThreadSubsExt `json:"thread_subscriptions"`
+	ThreadSubscriptionsUnstable *ThreadSubsExt `json:"io.element.msc4308.thread_subscriptions"`
+}
+
+// ThreadSubsExt is the thread_subscriptions extension: at most limit
+// changes (100 by default).
+type ThreadSubsExt struct {
+	Toggle
+	Limit *int `json:"limit"`
 }
 
 // Toggle is an extension with nothing but "enabled".
@@ -157,6 +171,11 @@ func (r *Request) Validate() error {
 	if td := r.Extensions.ToDevice; td != nil && td.Limit != nil && *td.Limit < 0 {
 		return invalid("to_device limit must not be negative")
 	}
+	for _, ts := range []*ThreadSubsExt{r.Extensions.ThreadSubscriptions, r.Extensions.ThreadSubscriptionsUnstable} {
+		if ts != nil && ts.Limit != nil && *ts.Limit <= 0 {
+			return invalid("thread_subscriptions limit must be greater than 0")
+		}
+	}
 	return nil
 }
 
@@ -164,7 +183,7 @@ func (c *RoomConfig) validate(what string) error {
 	if c.TimelineLimit < 0 || c.TimelineLimit > MaxTimelineLimit {
 		return invalid("%s: timeline_limit must be between 0 and %d", what, MaxTimelineLimit)
 	}
-	if len(c.RequiredState) > MaxRequiredState {
+	if len(c.RequiredState)+len(c.exclude) > MaxRequiredState {
 		return invalid("%s: at most %d required_state pairs", what, MaxRequiredState)
 	}
 	for _, p := range c.RequiredState {

@@ -1,6 +1,10 @@
 package slidingsync
 
-import "encoding/json"
+import (
+	"encoding/json"
+
+	"conclave/internal/threadsubs"
+)
 
 // Response is a sliding sync response, in Synapse's encoding of the
 // unstable endpoint (synapse/rest/client/sync.py encode_response).
@@ -46,6 +50,11 @@ type Room struct {
 	NumLive                  *int              `json:"num_live,omitempty"`
 	IsDM                     bool              `json:"is_dm,omitempty"`
 	InviteState              []json.RawMessage `json:"invite_state,omitempty"`
+
+	// For the stable encoding (stable.go): the user's membership and the
+	// lists whose windows hold the room.
+	membership string
+	lists      []string
 }
 
 // Hero is a member a client may name an unnamed room after.
@@ -62,6 +71,17 @@ type ExtensionsResponse struct {
 	AccountData *AccountDataResponse `json:"account_data,omitempty"`
 	Receipts    *RoomsEvents         `json:"receipts,omitempty"`
 	Typing      *RoomsEvents         `json:"typing,omitempty"`
+
+	ThreadSubscriptions         *ThreadSubsResponse `json:"thread_subscriptions,omitempty"`
+	ThreadSubscriptionsUnstable *ThreadSubsResponse `json:"io.element.msc4308.thread_subscriptions,omitempty"`
+}
+
+// ThreadSubsResponse is the thread_subscriptions extension's answer: the
+// latest changes since the connection's position, and a token for
+// /thread_subscriptions when older ones were left out.
+type ThreadSubsResponse struct {
+	threadsubs.Encoded
+	PrevBatch string `json:"prev_batch,omitempty"`
 }
 
 // ToDeviceResponse is the to_device extension's answer.
@@ -112,6 +132,9 @@ func (e *ExtensionsResponse) empty() bool {
 	}
 	if e.Receipts != nil && len(e.Receipts.Rooms) > 0 {
 		return false
+	}
+	if e.ThreadSubscriptions != nil || e.ThreadSubscriptionsUnstable != nil {
+		return false // only sent with changes
 	}
 	return e.Typing == nil || len(e.Typing.Rooms) == 0
 }

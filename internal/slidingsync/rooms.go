@@ -29,11 +29,14 @@ type roomFacts struct {
 
 // facts loads the room's state facts once per build.
 func (b *build) roomFacts(roomID string) (*roomFacts, error) {
-	if f := b.facts[roomID]; f != nil {
+	b.mu.Lock()
+	f := b.facts[roomID]
+	b.mu.Unlock()
+	if f != nil {
 		return f, nil
 	}
 	m, member := b.members[roomID]
-	f := &roomFacts{}
+	f = &roomFacts{}
 	var err error
 	switch {
 	case member && (m.Membership == "leave" || m.Membership == "ban"):
@@ -118,7 +121,9 @@ func (b *build) roomFacts(roomID string) (*roomFacts, error) {
 		heroes = heroes[:5]
 	}
 	f.heroes = heroes
+	b.mu.Lock()
 	b.facts[roomID] = f
+	b.mu.Unlock()
 	return f, nil
 }
 
@@ -260,7 +265,9 @@ func (b *build) directRooms() (map[string]bool, error) {
 func (b *build) room(roomID string, cfg *config) error {
 	m := b.members[roomID]
 	fp := cfg.fingerprint()
+	b.mu.Lock()
 	b.state.Configs[strconv.FormatInt(fp, 10)] = *cfg
+	b.mu.Unlock()
 	prev := b.ss.rooms[roomID]
 	if m.Membership == "invite" || m.Membership == "knock" {
 		if prev.Sent >= m.Pos {
@@ -270,8 +277,10 @@ func (b *build) room(roomID string, cfg *config) error {
 		if err != nil {
 			return err
 		}
+		b.mu.Lock()
 		b.resp.Rooms[roomID] = r
 		b.sent[roomID] = roomSent{sent: m.Pos, config: fp} // a later join starts a new record of members
+		b.mu.Unlock()
 		return nil
 	}
 	bound := b.upto
@@ -305,6 +314,8 @@ func (b *build) room(roomID string, cfg *config) error {
 	if err != nil {
 		return err
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if r != nil {
 		b.resp.Rooms[roomID] = r
 	} else {

@@ -27,6 +27,7 @@ import (
 	"conclave/internal/room"
 	"conclave/internal/store"
 	"conclave/internal/syncer"
+	"conclave/internal/threadsubs"
 )
 
 // Store is what sliding sync reads and writes itself.
@@ -48,6 +49,11 @@ type Service struct {
 	bumps *lru.Cache[string, bump]
 	// stamps keeps each user's rooms' stamps at their last build.
 	stamps *lru.Cache[string, *userStamps]
+	// ThreadSubs serves the thread_subscriptions extension; nil: it answers
+	// nothing.
+	ThreadSubs *threadsubs.Service
+	// saving bounds the stamps being saved at once (saveStamps).
+	saving chan struct{}
 }
 
 type bump struct {
@@ -66,7 +72,7 @@ const (
 // New returns the service.
 func New(st Store, rooms *room.Service, sync *syncer.Service) *Service {
 	return &Service{store: st, rooms: rooms, sync: sync, now: time.Now, bumps: lru.New[string, bump](maxCachedBumps),
-		stamps: lru.New[string, *userStamps](maxCachedUserStamps)}
+		stamps: lru.New[string, *userStamps](maxCachedUserStamps), saving: make(chan struct{}, 2)}
 }
 
 // MaxTimeout caps a long-poll like /sync's.
@@ -77,6 +83,12 @@ const MaxTimeout = syncer.MaxTimeout
 // request decoded from body, the request as sent: a waiting long-poll keeps
 // only body and decodes it again when woken (less memory per idle client).
 func (s *Service) Sync(ctx context.Context, userID, deviceID, pos string, timeout time.Duration, req *Request, body []byte) (*Response, error) {
+	return s.syncWith(ctx, userID, deviceID, pos, timeout, req, body, decode)
+}
+
+// syncWith answers a request of either encoding; dec decodes body again for
+// a long-poll woken.
+func (s *Service) syncWith(ctx context.Context, userID, deviceID, pos string, timeout time.Duration, req *Request, body []byte, dec func([]byte) (*Request, error)) (*Response, error) {
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
@@ -84,7 +96,7 @@ func (s *Service) Sync(ctx context.Context, userID, deviceID, pos string, timeou
 	// long-poll to change its ranges): the later writer finds the
 	// connection moved on and starts again from its position.
 	for attempt := 0; ; attempt++ {
-		resp, err := s.syncOnce(ctx, userID, deviceID, pos, timeout, req, body)
+		resp, err := s.syncOnce(ctx, userID, deviceID, pos, timeout, req, body, dec)
 		if errors.Is(err, store.ErrConflict) && attempt < 3 {
 			continue
 		}
@@ -103,22 +115,28 @@ func decode(body []byte) (*Request, error) {
 	return &req, nil
 }
 
-func (s *Service) syncOnce(ctx context.Context, userID, deviceID, pos string, timeout time.Duration, req *Request, body []byte) (*Response, error) {
+func (s *Service) syncOnce(ctx context.Context, userID, deviceID, pos string, timeout time.Duration, req *Request, body []byte, dec func([]byte) (*Request, error)) (*Response, error) {
 	// Opened on a goroutine of its own, like the build: the store driver's
 	// deep frames would otherwise stay on the stack of the long-poll that
 	// then waits.
 	var ss *session
 	var err error
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer func() {
-			if p := recover(); p != nil {
-				err = fmt.Errorf("panic opening a sliding sync connection: %v\n%s", p, debug.Stack())
-			}
+	var created <-chan error // a new connection's row, written while it builds
+	if pos == "" {
+		ss, created = s.create(ctx, userID, deviceID, req.ConnID)
+		close(done)
+	} else {
+		go func() {
+			defer close(done)
+			defer func() {
+				if p := recover(); p != nil {
+					err = fmt.Errorf("panic opening a sliding sync connection: %v\n%s", p, debug.Stack())
+				}
+			}()
+			ss, err = s.open(ctx, userID, deviceID, req.ConnID, pos)
 		}()
-		ss, err = s.open(ctx, userID, deviceID, req.ConnID, pos)
-	}()
+	}
 	<-done
 	if err != nil {
 		return nil, err
@@ -131,13 +149,20 @@ func (s *Service) syncOnce(ctx context.Context, userID, deviceID, pos string, ti
 		err := s.sync.Apart(ctx, func() error {
 			if req == nil {
 				var err error
-				if req, err = decode(body); err != nil {
+				if req, err = dec(body); err != nil {
 					return err
 				}
 			}
 			b = &build{s: s, ctx: ctx, user: userID, device: deviceID, req: req, ss: ss}
 			return b.run()
 		})
+		if created != nil {
+			// A new connection never waits: its row must be there before
+			// its position is recorded.
+			if cerr := <-created; err == nil {
+				err = cerr
+			}
+		}
 		if err != nil {
 			unregister()
 			return nil, err

@@ -118,3 +118,81 @@ func TestValidate(t *testing.T) {
 		t.Error("an empty room_types is a filter that matches nothing")
 	}
 }
+
+// TestStableRequiredState: the stable encoding's required_state — absent
+// fields are wildcards, present ones literal, exclude takes from its own
+// include only, lazy members are never excluded — merged with an unstable
+// config.
+func TestStableRequiredState(t *testing.T) {
+	str := func(s string) *string { return &s }
+	sc := &StableRoomConfig{TimelineLimit: new(int), RequiredState: &StableRequiredState{
+		Include:     []StateElement{{}},
+		Exclude:     []StateElement{{Type: str("m.room.member")}, {Type: str("m.room.create"), StateKey: str("")}},
+		LazyMembers: true,
+	}}
+	rc, err := sc.config("x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c config
+	c.merge(rc)
+	c.merge(&RoomConfig{RequiredState: [][]string{{"m.room.member", "$ME"}}})
+	lit := &StableRoomConfig{TimelineLimit: new(int), RequiredState: &StableRequiredState{Include: []StateElement{
+		{Type: str("*"), StateKey: str("$ME")}, {StateKey: str("k")},
+	}}}
+	rl, _ := lit.config("y")
+	c.merge(rl)
+	senders := map[string]bool{"@bob:hs": true}
+	spec := newConfigSpec(&c, "@me:hs")
+	for _, k := range []struct {
+		typ, key string
+		want     bool
+	}{
+		{"m.room.name", "", true},
+		{"m.room.create", "", false},
+		{"m.room.create", "other", true},
+		{"m.room.member", "@carol:hs", false},
+		{"m.room.member", "@bob:hs", true}, // lazy
+		{"m.room.member", "@me:hs", true},  // the unstable config's $ME
+		{"*", "$ME", true},                 // literal
+		{"m.room.member", "$ME", false},    // no member but the lazy and $ME ones
+		{"anything", "k", true},
+	} {
+		if got := spec.match(k.typ, k.key, senders); got != k.want {
+			t.Errorf("match(%s, %s) = %v", k.typ, k.key, got)
+		}
+	}
+	var d config
+	d.merge(&RoomConfig{RequiredState: [][]string{{"*", "*"}}})
+	if d.fingerprint() == c.fingerprint() {
+		t.Error("an exclude does not change the fingerprint")
+	}
+	// Stored configs keep their groups.
+	raw, _ := json.Marshal(c)
+	var back config
+	if json.Unmarshal(raw, &back); back.fingerprint() != c.fingerprint() {
+		t.Errorf("round trip: %s", raw)
+	}
+}
+
+func TestStampsEncoding(t *testing.T) {
+	in := map[string]int64{"!a:hs": 1, "!bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb:example.org": 1 << 40, "!c:hs": 0}
+	out, ok := decodeStamps(encodeStamps(in))
+	if !ok || len(out) != len(in) {
+		t.Fatalf("round trip: %v %v", out, ok)
+	}
+	for k, v := range in {
+		if out[k] != v {
+			t.Fatalf("%s: %d, want %d", k, out[k], v)
+		}
+	}
+	raw := encodeStamps(in)
+	for _, bad := range [][]byte{raw[:len(raw)-1], {0xff}, {5, 'a'}} {
+		if _, ok := decodeStamps(bad); ok {
+			t.Errorf("garbled %v read", bad)
+		}
+	}
+	if m, ok := decodeStamps(nil); !ok || len(m) != 0 {
+		t.Error("empty")
+	}
+}

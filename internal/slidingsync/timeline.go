@@ -35,7 +35,7 @@ func (b *build) joined(m store.Membership, cfg *config, sent, bound int64, initi
 	for i := range evs {
 		senders[evs[i].Sender] = true
 	}
-	spec := newStateSpec(cfg.RequiredState, b.user)
+	spec := newConfigSpec(cfg, b.user)
 	remembered := lazyMembers{}
 	if !initial {
 		remembered = decodeLazy(sentLazy)
@@ -65,7 +65,7 @@ func (b *build) joined(m store.Membership, cfg *config, sent, bound int64, initi
 		// ($LAZY: the client may not have them yet).
 		var oldSpec *stateSpec
 		if oldCfg != nil {
-			oldSpec = newStateSpec(oldCfg.RequiredState, b.user)
+			oldSpec = newConfigSpec(oldCfg, b.user)
 		}
 		more, err := b.currentState(facts, spec, senders, func(typ, key string) bool {
 			if oldSpec != nil && !oldSpec.match(typ, key, senders) {
@@ -150,10 +150,12 @@ func (b *build) joined(m store.Membership, cfg *config, sent, bound int64, initi
 		// unread_thread_notifications.
 		r.NotificationCount, r.HighlightCount = u.Total()
 	}
+	b.mu.Lock()
 	if initial || expanded {
 		b.initialRooms[m.RoomID] = true
 	}
 	b.timelines[m.RoomID] = evs
+	b.mu.Unlock()
 	return r, lazy, nil
 }
 

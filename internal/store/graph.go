@@ -22,6 +22,14 @@ const (
 	// no state group, and takes negative positions running down as history
 	// goes back, so /messages pages from the timeline into it in order.
 	KindBackfilled = 4
+	// KindPurged: a timeline, backfilled or soft-failed non-state event
+	// whose room's retention period ended (internal/retention). Its row
+	// stays, so the graph stays whole (newer events' prev_events, depth,
+	// state groups, receipts), but its JSON is the redacted event and
+	// everything derived from its content (search, relations,
+	// notifications) is gone. Clients never see it; the Server-Server API
+	// serves it to nobody.
+	KindPurged = 5
 )
 
 // StateEntry is one piece of a room state: (Type, StateKey) → EventID. In a

@@ -90,7 +90,11 @@ type Notifications interface {
 // claims a pusher for a while before sending, so that processes sharing a
 // database never send the same notification twice.
 type PushQueue interface {
-	// DuePushers lists http pushers with notifications after their cursor,
+	// MarkRead sets Read on each notification: whether the user's read
+	// receipts in its room cover it (e-mail pushers mail only what is
+	// still unread).
+	MarkRead(ctx context.Context, userID string, ns []Notification) error
+	// DuePushers lists http and email pushers with notifications after their cursor,
 	// whose retry time has come (at now, ms) and that no owner holds, at
 	// most limit.
 	DuePushers(ctx context.Context, now int64, limit int) ([]Pusher, error)

@@ -122,6 +122,10 @@ type Events interface {
 	UserMemberships(ctx context.Context, userID string) ([]Membership, error)
 	// RoomMembers returns the current member events of a room.
 	RoomMembers(ctx context.Context, roomID string) ([]Membership, error)
+	// JoinedCoMembers returns, in no particular order and each once, the
+	// users joined to a room the user is joined to (the user among them):
+	// one query where loading every room's state would take long.
+	JoinedCoMembers(ctx context.Context, userID string) ([]string, error)
 }
 
 // Membership is a user's current membership in a room.

@@ -36,6 +36,13 @@ type SlidingSync interface {
 	// stream position of its newest event of one of types at or below upto
 	// (the rooms' bump stamps, all at once).
 	LatestEventPositions(ctx context.Context, roomIDs, types []string, upto int64) (map[string]int64, error)
+	// SlidingStamps returns the user's saved bump stamps (the engine's
+	// encoding) and the stream position they were computed at; ErrNotFound
+	// if none were saved.
+	SlidingStamps(ctx context.Context, userID string) (pos int64, stamps []byte, err error)
+	// PutSlidingStamps saves them, unless stamps of a later position are
+	// saved already.
+	PutSlidingStamps(ctx context.Context, userID string, pos int64, stamps []byte) error
 }
 
 // SlidingConn is one sliding sync connection.

@@ -53,6 +53,11 @@ type Store interface {
 	ServerNotices
 	SlidingSync
 	TimelineGaps
+	ThreadSubscriptions
+	Threepids
+	SSO
+	AccountValidities
+	Retention
 	Close() error
 }
 

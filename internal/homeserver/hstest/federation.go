@@ -34,6 +34,14 @@ func StartFederation(t testing.TB, n int, opts ...Option) []*Server {
 // server's index): to leave one out of the others' circle, say.
 func StartFederationEach(t testing.TB, n int, each func(i int, c *config.Config)) []*Server {
 	t.Helper()
+	return StartFederationWith(t, n, each, nil)
+}
+
+// StartFederationWith is StartFederationEach with homeserver options per
+// server (nil: none), e.g. a WrapStore that watches what one server queues
+// for the others.
+func StartFederationWith(t testing.TB, n int, each func(i int, c *config.Config), hsOpts func(i int) homeserver.Options) []*Server {
+	t.Helper()
 	ca := tlstest.NewCA(t, tlstest.ECPKCS8)
 	lns := make([]net.Listener, n)
 	names := make([]string, n)
@@ -65,7 +73,12 @@ func StartFederationEach(t testing.TB, n int, each func(i int, c *config.Config)
 		if err := cfg.Validate(); err != nil {
 			t.Fatal(err)
 		}
-		servers[i] = startLogged(t, cfg, os.Stderr, homeserver.Options{FederationListener: lns[i]})
+		var o homeserver.Options
+		if hsOpts != nil {
+			o = hsOpts(i)
+		}
+		o.FederationListener = lns[i]
+		servers[i] = startLogged(t, cfg, os.Stderr, o)
 		servers[i].CA = ca
 		servers[i].names = names
 	}

@@ -71,8 +71,10 @@ func (db *DB) StateAt(ctx context.Context, roomID string, pos int64) ([]store.St
 	// state groups (migration 0013) have none: their rooms were linear, so
 	// the newest state event at or before pos for each (type, state_key) is
 	// the state then.
+	// A purged event (store.KindPurged, positive position: it was a
+	// timeline event) keeps its current_group.
 	var group int64
-	err := db.pool.QueryRow(ctx, `SELECT current_group FROM events WHERE kind = 0 AND room_id = $1 AND pos <= $2 ORDER BY pos DESC LIMIT 1`, roomID, pos).Scan(&group)
+	err := db.pool.QueryRow(ctx, `SELECT current_group FROM events WHERE kind IN (0, 5) AND pos > 0 AND room_id = $1 AND pos <= $2 ORDER BY pos DESC LIMIT 1`, roomID, pos).Scan(&group)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return db.stateBeforeFirst(ctx, roomID, pos)
 	}
@@ -95,7 +97,7 @@ func (db *DB) stateBeforeFirst(ctx context.Context, roomID string, pos int64) ([
 	var group int64
 	var id, replaces string
 	var isState bool
-	err := db.pool.QueryRow(ctx, `SELECT state_group, event_id, state_key IS NOT NULL, replaces_state FROM events WHERE kind = 0 AND room_id = $1 AND pos > $2 ORDER BY pos LIMIT 1`, roomID, pos).Scan(&group, &id, &isState, &replaces)
+	err := db.pool.QueryRow(ctx, `SELECT state_group, event_id, state_key IS NOT NULL, replaces_state FROM events WHERE kind IN (0, 5) AND pos > 0 AND room_id = $1 AND pos > $2 ORDER BY pos LIMIT 1`, roomID, pos).Scan(&group, &id, &isState, &replaces)
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && group == 0) {
 		return nil, nil
 	}
@@ -226,6 +228,23 @@ func (db *DB) UserMemberships(ctx context.Context, userID string) ([]store.Membe
 
 func (db *DB) RoomMembers(ctx context.Context, roomID string) ([]store.Membership, error) {
 	return queryMemberships(ctx, db.pool, `SELECT room_id, user_id, membership, event_id, pos, forgotten FROM memberships WHERE room_id = $1`, roomID)
+}
+
+func (db *DB) JoinedCoMembers(ctx context.Context, userID string) ([]string, error) {
+	rows, err := db.pool.Query(ctx, `SELECT DISTINCT o.user_id FROM memberships m JOIN memberships o ON o.room_id = m.room_id WHERE m.user_id = $1 AND m.membership = 'join' AND o.membership = 'join'`, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
 }
 
 func queryMemberships(ctx context.Context, q querier, query string, args ...any) ([]store.Membership, error) {

@@ -24,6 +24,7 @@ var dialect = sqlstore.Dialect{
 	Collate:     ` COLLATE "C"`,
 	ArrayParams: true,
 	MaxList:     maxInArgs,
+	SearchKey:   "pos",
 	ApartPos:    `SELECT -nextval('events_apart_pos')`,
 	ContentField: func(col, key string) string {
 		return "(convert_from(" + col + ", 'UTF8')::jsonb #>> '{content," + key + "}')"

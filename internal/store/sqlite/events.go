@@ -79,9 +79,10 @@ func (db *DB) StateAt(ctx context.Context, roomID string, pos int64) ([]store.St
 	// newest event at or before pos (current_group). Events from before
 	// state groups (migration 0013) have none: their rooms were linear, so
 	// the newest state event at or before pos for each (type, state_key) is
-	// the state then.
+	// the state then. A purged event (store.KindPurged, positive position:
+	// it was a timeline event) keeps its current_group.
 	var group int64
-	err := db.r.QueryRowContext(ctx, `SELECT current_group FROM events WHERE kind = 0 AND room_id = ? AND pos <= ? ORDER BY pos DESC LIMIT 1`, roomID, pos).Scan(&group)
+	err := db.r.QueryRowContext(ctx, `SELECT current_group FROM events WHERE kind IN (0, 5) AND pos > 0 AND room_id = ? AND pos <= ? ORDER BY pos DESC LIMIT 1`, roomID, pos).Scan(&group)
 	if err == sql.ErrNoRows {
 		return db.stateBeforeFirst(ctx, roomID, pos)
 	}
@@ -104,7 +105,7 @@ func (db *DB) stateBeforeFirst(ctx context.Context, roomID string, pos int64) ([
 	var group int64
 	var id, replaces string
 	var isState bool
-	err := db.r.QueryRowContext(ctx, `SELECT state_group, event_id, state_key IS NOT NULL, replaces_state FROM events WHERE kind = 0 AND room_id = ? AND pos > ? ORDER BY pos LIMIT 1`, roomID, pos).Scan(&group, &id, &isState, &replaces)
+	err := db.r.QueryRowContext(ctx, `SELECT state_group, event_id, state_key IS NOT NULL, replaces_state FROM events WHERE kind IN (0, 5) AND pos > 0 AND room_id = ? AND pos > ? ORDER BY pos LIMIT 1`, roomID, pos).Scan(&group, &id, &isState, &replaces)
 	if err == sql.ErrNoRows || (err == nil && group == 0) {
 		return nil, nil
 	}
@@ -254,6 +255,23 @@ func (db *DB) UserMemberships(ctx context.Context, userID string) ([]store.Membe
 
 func (db *DB) RoomMembers(ctx context.Context, roomID string) ([]store.Membership, error) {
 	return queryMemberships(ctx, db.r, `SELECT room_id, user_id, membership, event_id, pos, forgotten FROM memberships WHERE room_id = ?`, roomID)
+}
+
+func (db *DB) JoinedCoMembers(ctx context.Context, userID string) ([]string, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT DISTINCT o.user_id FROM memberships m JOIN memberships o ON o.room_id = m.room_id WHERE m.user_id = ? AND m.membership = 'join' AND o.membership = 'join'`, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
 }
 
 func queryMemberships(ctx context.Context, q queryer, query string, args ...any) ([]store.Membership, error) {

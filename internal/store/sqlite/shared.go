@@ -17,7 +17,7 @@ import (
 // cache (stmtcache.go); transactions through db.tx.
 
 // dialect: SQLite runs the shared statements as written.
-var dialect = sqlstore.Dialect{MaxList: maxInArgs,
+var dialect = sqlstore.Dialect{MaxList: maxInArgs, SearchKey: "rowid",
 	// One writer: the lowest position so far, less one.
 	ApartPos: `SELECT min(0, coalesce(min(pos), 0)) - 1 FROM events`,
 	ContentField: func(col, key string) string {

@@ -65,6 +65,11 @@ func (s *Shared) Deactivate(ctx context.Context, userID string) error {
 		if _, err := tx.Exec(ctx, `UPDATE users SET deactivated = true, password_hash = '' WHERE user_id = ?`, userID); err != nil {
 			return err
 		}
+		// Its addresses go with it (Synapse removes them too), so they may
+		// register again.
+		if _, err := tx.Exec(ctx, `DELETE FROM user_threepids WHERE user_id = ?`, userID); err != nil {
+			return err
+		}
 		ids, err := queryStrings(ctx, tx, `SELECT device_id FROM devices WHERE user_id = ?`, userID)
 		if err != nil {
 			return err

@@ -72,7 +72,7 @@ func scanPusher(r Row, p *store.Pusher) error {
 
 func (s *Shared) DuePushers(ctx context.Context, now int64, limit int) ([]store.Pusher, error) {
 	rows, err := s.b.Read().Query(ctx, `SELECT `+pusherColumns+` FROM pushers p
-		WHERE p.kind = 'http' AND p.retry_at <= ? AND p.claimed_until <= ?
+		WHERE p.kind IN ('http', 'email') AND p.retry_at <= ? AND p.claimed_until <= ?
 		AND EXISTS (SELECT 1 FROM event_push_actions n WHERE n.user_id = p.user_id AND n.pos > p.last_pos)
 		ORDER BY p.retry_at, p.user_id`+s.d.Collate+` LIMIT ?`, now, now, limit)
 	return collect(rows, err, func(r Rows, p *store.Pusher) error { return scanPusher(r, p) })
@@ -120,4 +120,21 @@ func (s *Shared) UpdatePusher(ctx context.Context, p *store.Pusher, owner string
 func (s *Shared) ReleaseClaims(ctx context.Context) error {
 	_, err := s.b.Write().Exec(ctx, `UPDATE pushers SET claimed_by = '', claimed_until = 0 WHERE claimed_until > 0`)
 	return err
+}
+
+func (s *Shared) MarkRead(ctx context.Context, userID string, ns []store.Notification) error {
+	points := map[string]map[string]int64{}
+	for i := range ns {
+		n := &ns[i]
+		p, ok := points[n.RoomID]
+		if !ok {
+			var err error
+			if p, err = s.readPoints(ctx, n.RoomID, userID); err != nil {
+				return err
+			}
+			points[n.RoomID] = p
+		}
+		n.Read = n.Pos <= p[""] || n.Pos <= p[n.ThreadID]
+	}
+	return nil
 }

@@ -145,3 +145,20 @@ func (s *Shared) LatestEventPositions(ctx context.Context, roomIDs, types []stri
 	}
 	return out, nil
 }
+
+func (s *Shared) SlidingStamps(ctx context.Context, userID string) (int64, []byte, error) {
+	var pos int64
+	var stamps []byte
+	err := s.b.Read().QueryRow(ctx, `SELECT pos, stamps FROM sliding_sync_stamps WHERE user_id = ?`, userID).Scan(&pos, &stamps)
+	if err != nil {
+		return 0, nil, notFound(err)
+	}
+	return pos, stamps, nil
+}
+
+func (s *Shared) PutSlidingStamps(ctx context.Context, userID string, pos int64, stamps []byte) error {
+	_, err := s.b.Write().Exec(ctx, `INSERT INTO sliding_sync_stamps (user_id, pos, stamps) VALUES (?, ?, ?)
+		ON CONFLICT (user_id) DO UPDATE SET pos = excluded.pos, stamps = excluded.stamps WHERE sliding_sync_stamps.pos < excluded.pos`,
+		userID, pos, stamps)
+	return err
+}

@@ -126,6 +126,9 @@ type Dialect struct {
 	// ContentField is the SQL text of content.<key> of the event JSON in
 	// column col (stored as bytes), NULL when absent.
 	ContentField func(col, key string) string
+	// SearchKey is the column of event_search holding an event's position
+	// (rowid in SQLite's FTS5 table, pos in PostgreSQL's).
+	SearchKey string
 }
 
 // In returns the condition "expr is one of vals" and args with the

@@ -115,6 +115,27 @@ func testGraphWrites(t *testing.T, s store.Store) {
 	if len(mem) != 1 || mem[0].Membership != "join" || mem[0].Pos != posY {
 		t.Fatalf("memberships of @b:x: %+v (pos %d)", mem, posY)
 	}
+	// JoinedCoMembers: the members joined to @b:x's rooms, each once, as
+	// the room's member rows say.
+	co, err := s.JoinedCoMembers(ctx(), "@b:x")
+	must(t, err)
+	members, err := s.RoomMembers(ctx(), "!graph:x")
+	must(t, err)
+	var joined []string
+	for _, m := range members {
+		if m.Membership == "join" {
+			joined = append(joined, m.UserID)
+		}
+	}
+	slices.Sort(co)
+	slices.Sort(joined)
+	equal(t, "co-members of @b:x", co, joined)
+	if !slices.Contains(co, "@b:x") || len(joined) < 2 {
+		t.Fatalf("co-members of @b:x: %v", co)
+	}
+	if none, err := s.JoinedCoMembers(ctx(), "@nobody:x"); err != nil || len(none) != 0 {
+		t.Fatalf("co-members of a user in no room: %v, %v", none, err)
+	}
 
 	// M merges both: the state before it is new (X's state plus Y's member).
 	m := g.ev("m.room.message", nil, "@b:x", `{"body":"merged"}`)

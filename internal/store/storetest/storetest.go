@@ -62,6 +62,7 @@ func Run(t *testing.T, open Opener) {
 		{"RemoteDeviceLists", testRemoteDeviceLists},
 		{"DeviceListChanges", testDeviceListChanges},
 		{"ToDevice", testToDevice},
+		{"ToDeviceFedQueue", testToDeviceFedQueue},
 		{"DeleteDeviceCleanup", testDeleteDeviceCleanup},
 		{"DehydratedDevice", testDehydratedDevice},
 		{"Backups", testBackups},
@@ -78,7 +79,15 @@ func Run(t *testing.T, open Opener) {
 		{"FedTxns", testFedTxns},
 		{"ServerNotices", testServerNotices},
 		{"SlidingSync", testSlidingSync},
+		{"ThreadSubscriptions", testThreadSubscriptions},
+		{"SlidingStamps", testSlidingStamps},
+		{"Retention", testRetention},
 		{"LatestEventPositions", testLatestEventPositions},
+		{"ThreepidSessions", testThreepidSessions},
+		{"Threepids", testThreepids},
+		{"SSO", testSSO},
+		{"AccountValidity", testAccountValidity},
+		{"IdentityTokens", testIdentityTokens},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
