@@ -4,7 +4,19 @@ import type { MatrixClient } from "matrix-js-sdk";
 import { h, clear } from "./dom";
 import { t } from "./i18n";
 import { languagePicker } from "./widgets";
-import { AuthError, login, register, savedSession, start, forgetSession, serverName, type Session } from "./matrix";
+import {
+    AuthError,
+    login,
+    loginOptions,
+    loginWithToken,
+    register,
+    savedSession,
+    ssoRedirect,
+    start,
+    forgetSession,
+    serverName,
+    type Session,
+} from "./matrix";
 import { App } from "./app";
 
 const root = document.getElementById("app")!;
@@ -68,6 +80,20 @@ function showLogin(mode: "login" | "register" = "login", error = ""): void {
     );
     root.appendChild(h("main", { className: "auth-page" }, form));
     user.focus();
+    if (!isReg) {
+        // Single sign-on, when the server offers it: a button per provider.
+        void loginOptions()
+            .then((opts) => {
+                if (!opts.sso.length || !form.isConnected) return;
+                const box = h(
+                    "div",
+                    { className: "sso" },
+                    opts.sso.map((p) => h("button", { type: "button", onclick: () => ssoRedirect(p.id) }, t("ssoWith", p.name))),
+                );
+                form.insertBefore(box, form.querySelector("label"));
+            })
+            .catch(() => {});
+    }
     performance.mark("conclave-interactive"); // budget: docs/benchmarks.md
 }
 
@@ -90,6 +116,14 @@ async function open(s: Session, password: string | null = null): Promise<void> {
     performance.mark("conclave-rooms");
 }
 
+// Back from single sign-on: /?loginToken=… (taken out of the address first).
+const loginToken = new URLSearchParams(location.search).get("loginToken");
 const s = savedSession();
-if (s) void open(s);
+if (loginToken) {
+    history.replaceState(null, "", location.pathname);
+    loginWithToken(loginToken).then(
+        (session) => open(session),
+        (err) => showLogin("login", err instanceof AuthError && err.kind !== "other" ? t(err.kind) : t("error", String(err.message ?? err))),
+    );
+} else if (s) void open(s);
 else showLogin();

@@ -109,6 +109,46 @@ export async function login(user: string, password: string): Promise<Session> {
     }
 }
 
+export interface LoginOptions {
+    password: boolean;
+    sso: { id?: string; name: string }[]; // identity providers; empty: no SSO
+}
+
+// loginOptions reads GET /login: password and/or single sign-on.
+export async function loginOptions(): Promise<LoginOptions> {
+    const { flows } = await createClient({ baseUrl }).loginFlows();
+    const opts: LoginOptions = { password: false, sso: [] };
+    for (const f of flows) {
+        if (f.type === "m.login.password") opts.password = true;
+        if (f.type === "m.login.sso") {
+            const idps = (f as { identity_providers?: { id?: string; name?: string }[] }).identity_providers ?? [];
+            opts.sso = idps.length ? idps.map((p) => ({ id: p.id, name: p.name ?? p.id ?? "SSO" })) : [{ name: "SSO" }];
+        }
+    }
+    return opts;
+}
+
+// ssoRedirect leaves for the identity provider; the server brings the
+// browser back to / with ?loginToken= (Client-Server API, "Client login via SSO").
+export function ssoRedirect(idpId?: string): void {
+    const path = "/_matrix/client/v3/login/sso/redirect" + (idpId ? "/" + encodeURIComponent(idpId) : "");
+    location.assign(`${baseUrl}${path}?redirectUrl=${encodeURIComponent(location.origin + "/")}`);
+}
+
+// loginWithToken finishes an SSO login with the server's loginToken.
+export async function loginWithToken(token: string): Promise<Session> {
+    try {
+        const r = await createClient({ baseUrl }).loginRequest({
+            type: "m.login.token",
+            token,
+            initial_device_display_name: deviceName(),
+        } as never);
+        return { userId: r.user_id, deviceId: r.device_id, accessToken: r.access_token };
+    } catch (e) {
+        throw authError(e);
+    }
+}
+
 // register creates an account with a flow this client can finish:
 // m.login.registration_token when a token is given (or required), else
 // m.login.dummy (open registration). Client-Server API, "Account
