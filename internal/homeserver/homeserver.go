@@ -57,6 +57,7 @@ import (
 	"conclave/internal/tlsutil"
 	"conclave/internal/typing"
 	"conclave/internal/validity"
+	"conclave/internal/webclient"
 )
 
 // Homeserver is one Conclave instance.
@@ -306,6 +307,11 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 		return nil, err
 	}
 	(&mediaapi.API{Media: hs.Media, Accounts: hs.Accounts, Preview: hs.urlPreview(), Scanner: hs.ContentScanner}).Register(mux)
+	if cfg.WebClient {
+		if web := webclient.New(http.HandlerFunc(server.NotFound)); web != nil {
+			mux.Fallback(web)
+		}
+	}
 	proxies, err := cfg.TrustedProxyPrefixes()
 	if err != nil {
 		db.Close()

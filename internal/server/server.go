@@ -23,6 +23,9 @@ type Mux struct {
 	// elsewhere: path prefixes served by another listener's mux, whose
 	// endpoints this listener still knows (see KnowElsewhere).
 	elsewhere []elsewhere
+	// fallback serves GET and HEAD requests for paths outside the Matrix
+	// namespaces that no pattern matched (the web client); nil: none.
+	fallback http.Handler
 }
 
 type elsewhere struct {
@@ -63,7 +66,19 @@ func (m *Mux) KnowElsewhere(prefix string, other *Mux) {
 	m.elsewhere = append(m.elsewhere, elsewhere{prefix: prefix, mux: other})
 }
 
+// Fallback makes h answer GET and HEAD requests that no pattern matched,
+// except under /_matrix, /.well-known and /_synapse, which stay Matrix-shaped
+// (M_UNRECOGNIZED): the web client is served at / without shadowing any API.
+func (m *Mux) Fallback(h http.Handler) { m.fallback = h }
+
+// apiPrefixes are the namespaces the fallback never answers.
+var apiPrefixes = []string{"/_matrix", "/.well-known", "/_synapse"}
+
 func (m *Mux) unrecognized(w http.ResponseWriter, r *http.Request) {
+	if m.fallback != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) && !underAPI(r.URL.Path) {
+		m.fallback.ServeHTTP(w, r)
+		return
+	}
 	known := m
 	for _, e := range m.elsewhere {
 		if strings.HasPrefix(r.URL.Path, e.prefix) {
@@ -90,6 +105,15 @@ func (m *Mux) unrecognized(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	NotFound(w, r)
+}
+
+func underAPI(p string) bool {
+	for _, prefix := range apiPrefixes {
+		if p == prefix || strings.HasPrefix(p, prefix+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // Listener is one HTTP listener: an address, a handler, optional TLS.

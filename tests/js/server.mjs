@@ -35,8 +35,9 @@ export async function waitForVersions(baseUrl, proc, deadlineMs) {
     }
 }
 
-// startServer returns { baseUrl, stop }.
-export async function startServer() {
+// startServer returns { baseUrl, stop }; extraArgs are added to the command
+// line (a later flag wins over the defaults above it).
+export async function startServer(extraArgs = []) {
     const dir = mkdtempSync(path.join(tmpdir(), "conclave-js-"));
     const bin = path.join(dir, "conclave");
     execFileSync(process.env.GO ?? "go", ["build", "-o", bin, "./cmd/conclave"], { cwd: repo, stdio: "inherit" });
@@ -50,6 +51,7 @@ export async function startServer() {
         "--rate-limits=false",
         "--password-hash-memory-kib=64",
         "--log-level", process.env.CONCLAVE_TEST_LOG ? "debug" : "warn",
+        ...extraArgs,
     ], { stdio: ["ignore", "inherit", "inherit"] });
     const baseUrl = `http://127.0.0.1:${port}`;
     try {

@@ -1,0 +1,129 @@
+// Entry point: the sign-in screen, or the conversations when a session is
+// saved in this browser.
+import type { MatrixClient } from "matrix-js-sdk";
+import { h, clear } from "./dom";
+import { t } from "./i18n";
+import { languagePicker } from "./widgets";
+import {
+    AuthError,
+    login,
+    loginOptions,
+    loginWithToken,
+    register,
+    savedSession,
+    ssoRedirect,
+    start,
+    forgetSession,
+    serverName,
+    type Session,
+} from "./matrix";
+import { App } from "./app";
+
+const root = document.getElementById("app")!;
+let app: App | null = null;
+
+function showLogin(mode: "login" | "register" = "login", error = ""): void {
+    app = null;
+    clear(root);
+    const isReg = mode === "register";
+    const status = h("p", { className: "error", role: "alert", "aria-live": "assertive" }, error);
+    const user = h("input", { id: "username", name: "username", autocomplete: "username", required: true, autocapitalize: "none", spellcheck: "false" });
+    const pass = h("input", { id: "password", name: "password", type: "password", autocomplete: isReg ? "new-password" : "current-password", required: true });
+    const pass2 = h("input", { id: "password2", name: "password2", type: "password", autocomplete: "new-password", required: true });
+    const token = h("input", { id: "reg-token", name: "token", autocomplete: "off", autocapitalize: "none", spellcheck: "false" });
+    const submit = h("button", { type: "submit", className: "primary" }, isReg ? t("register") : t("signIn"));
+    const form = h(
+        "form",
+        {
+            className: "auth",
+            "aria-labelledby": "auth-title",
+            onsubmit: async (e: Event) => {
+                e.preventDefault();
+                if (isReg && pass.value !== pass2.value) {
+                    status.textContent = t("passwordsDiffer");
+                    pass2.focus();
+                    return;
+                }
+                submit.disabled = true;
+                submit.textContent = isReg ? t("registering") : t("signingIn");
+                status.textContent = "";
+                try {
+                    const s = isReg ? await register(user.value.trim(), pass.value, token.value.trim()) : await login(user.value.trim(), pass.value);
+                    await open(s, pass.value);
+                } catch (err) {
+                    submit.disabled = false;
+                    submit.textContent = isReg ? t("register") : t("signIn");
+                    status.textContent =
+                        err instanceof AuthError && err.kind !== "other" ? t(err.kind) : t("error", (err as Error).message ?? String(err));
+                }
+            },
+        },
+        h("h1", { id: "auth-title" }, t("appName")),
+        h("h2", {}, isReg ? t("register") : t("signIn")),
+        h("label", { for: "username" }, t("username")),
+        user,
+        h("label", { for: "password" }, t("password")),
+        pass,
+        isReg && h("label", { for: "password2" }, t("confirmPassword")),
+        isReg && pass2,
+        isReg && h("label", { for: "reg-token" }, t("registrationToken")),
+        isReg && token,
+        status,
+        submit,
+        h(
+            "button",
+            { type: "button", className: "link", onclick: () => showLogin(isReg ? "login" : "register") },
+            isReg ? t("haveAccount") : t("noAccount"),
+        ),
+        languagePicker(() => showLogin(mode)),
+        h("p", { className: "hint" }, serverName()),
+    );
+    root.appendChild(h("main", { className: "auth-page" }, form));
+    user.focus();
+    if (!isReg) {
+        // Single sign-on, when the server offers it: a button per provider.
+        void loginOptions()
+            .then((opts) => {
+                if (!opts.sso.length || !form.isConnected) return;
+                const box = h(
+                    "div",
+                    { className: "sso" },
+                    opts.sso.map((p) => h("button", { type: "button", onclick: () => ssoRedirect(p.id) }, t("ssoWith", p.name))),
+                );
+                form.insertBefore(box, form.querySelector("label"));
+            })
+            .catch(() => {});
+    }
+    performance.mark("conclave-interactive"); // budget: docs/benchmarks.md
+}
+
+// open starts the client; password is given right after signing in here
+// (to set up cross-signing), not after a reload.
+async function open(s: Session, password: string | null = null): Promise<void> {
+    clear(root);
+    const status = h("p", { className: "boot", role: "status" }, t("startingCrypto"));
+    root.appendChild(status);
+    let client: MatrixClient;
+    try {
+        client = await start(s, (stage) => (status.textContent = stage === "crypto" ? t("startingCrypto") : t("syncing")));
+    } catch (e) {
+        forgetSession();
+        showLogin("login", t("error", (e as Error).message ?? String(e)));
+        return;
+    }
+    clear(root);
+    app = new App(root, client, () => showLogin(), password);
+    performance.mark("conclave-rooms");
+}
+
+// Back from single sign-on: /?loginToken=… (taken out of the address first).
+const loginToken = new URLSearchParams(location.search).get("loginToken");
+const s = savedSession();
+if (loginToken) {
+    history.replaceState(null, "", location.pathname);
+    loginWithToken(loginToken).then(
+        (session) => open(session),
+        (err) => showLogin("login", err instanceof AuthError && err.kind !== "other" ? t(err.kind) : t("error", String(err.message ?? err))),
+    );
+} else if (s) void open(s);
+else showLogin();
