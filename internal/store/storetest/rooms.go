@@ -723,3 +723,54 @@ func testPushQueue(t *testing.T, s store.Store) {
 	ok, _ = s.UpdatePusher(ctx(), &other, "two", p2, 0, 0, 0)
 	equal(t, "deleted", ok, false)
 }
+
+// testCommonNotifications: an event's common notification (PushCommon)
+// applies to the users joined before it but its sender, unless they have a
+// row of their own (PushOwn: another outcome, or nil Actions for none);
+// counts, listings and the pushers' queue agree.
+func testCommonNotifications(t *testing.T, s store.Store) {
+	r := newRoom(t, s, "!c:x", "@a:x")
+	for _, u := range []string{"@b:x", "@c:x", "@d:x"} {
+		r.send(t, r.member(u, "join"))
+	}
+	e := r.ev("m.room.message", nil, "@a:x", `{"msgtype":"m.text","body":"hi"}`)
+	notify, hl := []byte(`["notify"]`), []byte(`["notify",{"set_tweak":"highlight"}]`)
+	e.Push = []store.PushAction{{UserID: "@b:x", ThreadID: "main", Actions: notify}, {UserID: "@c:x", ThreadID: "main", Highlight: true, Actions: hl}}
+	e.PushCommon = &store.PushAction{ThreadID: "main", Actions: notify}
+	e.PushOwn = []store.PushAction{e.Push[1], {UserID: "@d:x", ThreadID: "main"}}
+	r.send(t, e)
+	r.send(t, r.member("@e:x", "join")) // joined after: not theirs
+	top := maxPos(t, s)
+	for _, c := range []struct {
+		user  string
+		n, h  int
+		pend  int
+		listH int
+	}{{"@a:x", 0, 0, 0, 0}, {"@b:x", 1, 0, 1, 0}, {"@c:x", 1, 1, 1, 1}, {"@d:x", 0, 0, 0, 0}, {"@e:x", 0, 0, 0, 0}} {
+		u, err := s.UnreadCounts(ctx(), "!c:x", c.user, 0, top)
+		must(t, err)
+		n, h := u.Total()
+		equal(t, c.user+" counts", [2]int{n, h}, [2]int{c.n, c.h})
+		ns, err := s.NotificationsOf(ctx(), c.user, 0, 10, false)
+		must(t, err)
+		equal(t, c.user+" listed", len(ns), c.n)
+		if len(ns) == 1 && (ns[0].EventID != e.EventID || ns[0].RoomID != "!c:x" || ns[0].Highlight != (c.h == 1) || ns[0].ThreadID != "main") {
+			t.Fatalf("%s: %+v", c.user, ns[0])
+		}
+		hs, err := s.NotificationsOf(ctx(), c.user, 0, 10, true)
+		must(t, err)
+		equal(t, c.user+" highlights", len(hs), c.listH)
+		ps, err := s.PushPending(ctx(), c.user, 0, 10)
+		must(t, err)
+		equal(t, c.user+" pending", len(ps), c.pend)
+	}
+	// b leaves: the count stops (b is no member), the listing keeps it.
+	r.send(t, r.member("@b:x", "leave"))
+	ns, err := s.NotificationsOf(ctx(), "@b:x", 0, 10, false)
+	must(t, err)
+	equal(t, "b after leaving", len(ns), 1)
+	u, err := s.UnreadCounts(ctx(), "!c:x", "@b:x", 0, maxPos(t, s))
+	must(t, err)
+	n, _ := u.Total()
+	equal(t, "b's count after leaving", n, 0)
+}

@@ -71,6 +71,7 @@ func Run(t *testing.T, open Opener) {
 		{"ServerKeys", testServerKeys},
 		{"FedQueue", testFedQueue},
 		{"Notifications", testNotifications},
+		{"CommonNotifications", testCommonNotifications},
 		{"PushQueue", testPushQueue},
 		{"FedQueueAtomic", testFedQueueAtomic},
 		{"FedQueuePrune", testFedQueuePrune},
