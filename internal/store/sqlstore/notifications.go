@@ -284,3 +284,46 @@ func (s *Shared) readPoints(ctx context.Context, roomID, userID string) (map[str
 	}
 	return p, rows.Err()
 }
+
+// readBySQL is true when the user u (an SQL expression) has read the
+// notification at position x.pos of thread x.thread_id in room x.room_id:
+// an unthreaded read receipt, one in the thread, or their latest
+// membership is at or after it (the read points of unreadSQL).
+func readBySQL(u string) string {
+	return `(x.pos <= (SELECT coalesce(max(e.pos), 0) FROM receipts r JOIN events e ON e.event_id = r.event_id
+			WHERE r.room_id = x.room_id AND r.user_id = ` + u + ` AND r.type IN ('m.read', 'm.read.private') AND r.thread_id IN ('', x.thread_id))
+		OR x.pos <= (SELECT coalesce(max(mm.pos), 0) FROM memberships mm WHERE mm.room_id = x.room_id AND mm.user_id = ` + u + `))`
+}
+
+// pruneCommonSQL deletes common rows ($1 readBefore, $2 allBefore, $3
+// limit) once old and read by every local user they apply to (joined
+// before the event, not its sender, without a row of their own) — users
+// who joined or left later have a membership after them, which covers
+// them — or once older than allBefore.
+var pruneCommonSQL = `DELETE FROM event_notifs WHERE (room_id, pos) IN (SELECT x.room_id, x.pos FROM event_notifs x
+	WHERE x.ts < ? AND (x.ts < ? OR NOT EXISTS (SELECT 1 FROM memberships m JOIN users u ON u.user_id = m.user_id
+		WHERE m.room_id = x.room_id AND m.membership = 'join' AND m.pos < x.pos AND m.user_id <> x.sender
+		AND NOT EXISTS (SELECT 1 FROM event_push_actions o WHERE o.user_id = m.user_id AND o.room_id = x.room_id AND o.pos = x.pos)
+		AND NOT ` + readBySQL("m.user_id") + `))
+	LIMIT ?)`
+
+// pruneOwnSQL deletes users' rows ($1 readBefore, $2 allBefore, $3 limit)
+// whose event has no common row any more (while it has one, a user's row
+// says how it does not apply to them) once old and read by the user, or
+// older than allBefore, or saying "not notified".
+var pruneOwnSQL = `DELETE FROM event_push_actions WHERE (user_id, room_id, pos) IN (SELECT x.user_id, x.room_id, x.pos FROM event_push_actions x
+	WHERE x.ts < ? AND NOT EXISTS (SELECT 1 FROM event_notifs c WHERE c.room_id = x.room_id AND c.pos = x.pos)
+	AND (x.ts < ? OR x.notify = 0 OR ` + readBySQL("x.user_id") + `)
+	LIMIT ?)`
+
+// PruneNotifications implements store.Notifications: common rows first,
+// so that the users' rows they made meaningful go in the same call.
+func (s *Shared) PruneNotifications(ctx context.Context, readBefore, allBefore int64, limit int) (int64, error) {
+	allBefore = min(allBefore, readBefore)
+	n, err := s.b.Write().Exec(ctx, pruneCommonSQL, readBefore, allBefore, limit)
+	if err != nil || n >= int64(limit) {
+		return n, err
+	}
+	m, err := s.b.Write().Exec(ctx, pruneOwnSQL, readBefore, allBefore, int64(limit)-n)
+	return n + m, err
+}

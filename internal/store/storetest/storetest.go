@@ -72,6 +72,7 @@ func Run(t *testing.T, open Opener) {
 		{"FedQueue", testFedQueue},
 		{"Notifications", testNotifications},
 		{"CommonNotifications", testCommonNotifications},
+		{"PruneNotifications", testPruneNotifications},
 		{"PushQueue", testPushQueue},
 		{"FedQueueAtomic", testFedQueueAtomic},
 		{"FedQueuePrune", testFedQueuePrune},
