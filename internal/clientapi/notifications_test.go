@@ -410,3 +410,84 @@ func TestIncrementalUnreadCountsMatchStore(t *testing.T) {
 		t.Fatalf("after one more: sync %+v, store %d/%d (before %d/%d)", last.Rooms.Join[roomID].Unread, sn, sh, n, h)
 	}
 }
+
+// TestCommonNotificationsFollowMembership: an event's notifications stored
+// once for the members who share an outcome (plus rows for those who do
+// not) give each user exactly what a row per recipient gave: a muted room
+// gives nothing, a keyword highlights for its owner only, a user who
+// joined after an event never counts or lists it, a user who left keeps
+// the notifications of when they were a member and gets none of the events
+// while they were away. Checked after a restart, so that every count comes
+// from the store.
+func TestCommonNotificationsFollowMembership(t *testing.T) {
+	s := hstest.Start(t)
+	alice := s.CreateUser(t, "alice")
+	bob := s.CreateUser(t, "bob")
+	carol := s.CreateUser(t, "carol")
+	dave := s.CreateUser(t, "dave")
+	erin := s.CreateUser(t, "erin")
+	frank := s.CreateUser(t, "frank")
+	gina := s.CreateUser(t, "gina")
+	roomID := acRoom(t, s, alice, map[string]any{"preset": "public_chat"}, bob, carol, dave, erin, frank)
+	rules := "/_matrix/client/v3/pushrules/global/"
+	s.MustOK(t, "PUT", rules+"room/"+url.PathEscape(roomID), carol.Token, map[string]any{"actions": []any{}})
+	s.MustOK(t, "PUT", rules+"content/pineapple", dave.Token, map[string]any{"pattern": "pineapple", "actions": []any{"notify", map[string]any{"set_tweak": "highlight"}}})
+
+	m1 := send(t, s, alice, roomID, "c1", "hello")
+	m2 := send(t, s, alice, roomID, "c2", "pineapple pizza")
+	s.MustOK(t, "POST", hstest.Path("/join/%s", roomID), gina.Token, map[string]any{})
+	s.MustOK(t, "POST", hstest.Path("/rooms/%s/leave", roomID), bob.Token, map[string]any{})
+	m3 := send(t, s, alice, roomID, "c3", "while he is away")
+	s.MustOK(t, "POST", hstest.Path("/join/%s", roomID), bob.Token, map[string]any{})
+	m4 := send(t, s, alice, roomID, "c4", "welcome back")
+	s = s.Restart(t)
+
+	list := func(u *hstest.User, q string) []string {
+		t.Helper()
+		r := s.MustOK(t, "GET", "/_matrix/client/v3/notifications"+q, u.Token, nil)
+		var body struct {
+			N []struct {
+				Event struct {
+					EventID string `json:"event_id"`
+				} `json:"event"`
+			} `json:"notifications"`
+		}
+		if err := json.Unmarshal(r.Body, &body); err != nil {
+			t.Fatal(err)
+		}
+		ids := []string{}
+		for _, n := range body.N {
+			ids = append(ids, n.Event.EventID)
+		}
+		return ids
+	}
+	for _, c := range []struct {
+		name string
+		u    *hstest.User
+		q    string
+		want []string
+		n, h int
+	}{
+		{"member throughout", erin, "", []string{m4, m3, m2, m1}, 4, 0},
+		{"keyword owner", dave, "", []string{m4, m3, m2, m1}, 4, 1},
+		{"keyword owner, highlights only", dave, "?only=highlight", []string{m2}, 4, 1},
+		{"keyword owner, paged", dave, "?limit=2", []string{m4, m3}, 4, 1},
+		{"muted room", carol, "", []string{}, 0, 0},
+		{"joined after", gina, "", []string{m4, m3}, 2, 0},
+		{"left and came back", bob, "", []string{m4, m2, m1}, 1, 0},
+		{"sender", alice, "", []string{}, 0, 0},
+	} {
+		if got := list(c.u, c.q); fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("%s: notifications %v, want %v", c.name, got, c.want)
+		}
+		if n, h, _ := unread(t, s, c.u, roomID, false); n != c.n || h != c.h {
+			t.Errorf("%s: counts %d/%d, want %d/%d", c.name, n, h, c.n, c.h)
+		}
+	}
+	// A receipt on m3 leaves m4 for dave; a threaded one changes nothing
+	// for the main timeline's events after it.
+	s.MustOK(t, "POST", hstest.Path("/rooms/%s/receipt/m.read/%s", roomID, m3), dave.Token, map[string]any{})
+	if n, h, _ := unread(t, s, dave, roomID, false); n != 1 || h != 0 {
+		t.Errorf("dave after the receipt: %d/%d, want 1/0", n, h)
+	}
+}

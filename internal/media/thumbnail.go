@@ -205,6 +205,17 @@ func (s *Service) generate(ctx context.Context, m *store.Media, size Size) error
 	if err != nil {
 		return err
 	}
+	if ct == "image/png" && int64(buf.Len()) >= m.Size {
+		// Resampling turns flat areas into gradients that PNG's fastest
+		// setting compresses poorly; spend more CPU before giving up.
+		buf.Reset()
+		if err := (&png.Encoder{CompressionLevel: png.BestCompression}).Encode(&buf, out); err != nil {
+			return err
+		}
+	}
+	if int64(buf.Len()) >= m.Size {
+		return s.sourceAsThumbnail(ctx, m, size, cfg)
+	}
 	sum := sha256.Sum256(buf.Bytes())
 	t := &store.Thumbnail{
 		MediaID: m.MediaID, Width: size.Width, Height: size.Height, Method: size.Method,
@@ -235,6 +246,31 @@ func (s *Service) generate(ctx context.Context, m *store.Media, size Size) error
 	err = s.placeAndCommit(ctx, t.SHA256, sealed, func() error { return s.st.PutThumbnail(ctx, t) })
 	if err != nil {
 		s.removeIfUnreferenced(context.WithoutCancel(ctx), []string{t.SHA256})
+		if errors.Is(err, store.ErrNotFound) {
+			return matrix.NotFound("Unknown media ID")
+		}
+		return err
+	}
+	return nil
+}
+
+// sourceAsThumbnail records the source itself as the thumbnail of size,
+// when no encoding of the resized image is smaller than it: a thumbnail
+// exists to save bytes, and every thumbnailable type is one a client can
+// show (Synapse also serves the original when it is small enough). The
+// client scales (or crops) it for display; the thumbnail row's actual
+// dimensions are the source's.
+func (s *Service) sourceAsThumbnail(ctx context.Context, m *store.Media, size Size, cfg image.Config) error {
+	t := &store.Thumbnail{
+		MediaID: m.MediaID, Width: size.Width, Height: size.Height, Method: size.Method,
+		ActualWidth: cfg.Width, ActualHeight: cfg.Height,
+		ContentType: baseType(m.ContentType), Size: m.Size, SHA256: m.SHA256,
+	}
+	// Under the collector's read lock, as placeAndCommit: the content is
+	// the media's own, referenced while its row lives.
+	s.gc.RLock()
+	defer s.gc.RUnlock()
+	if err := s.st.PutThumbnail(ctx, t); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return matrix.NotFound("Unknown media ID")
 		}

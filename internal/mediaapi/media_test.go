@@ -1,11 +1,15 @@
 package mediaapi_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -461,5 +465,40 @@ func TestUploadToMissingMediaDirFailsCleanly(t *testing.T) {
 	r := do(t, s, "DELETE", "/_matrix/media/v3/upload", alice.Token, nil)
 	if r.Status != http.StatusMethodNotAllowed || r.errcode() != "M_UNRECOGNIZED" {
 		t.Fatalf("%d %s", r.Status, r.Body)
+	}
+}
+
+// TestTooLargeBodyReadable: an upload far over the limit gets a 413
+// M_TOO_LARGE the client can read, whether it reads the response while
+// sending (Go's client) or only after sending everything (as browsers do):
+// the server reads the rest of the body (up to a bound) instead of closing
+// the connection under the client while it still sends.
+func TestTooLargeBodyReadable(t *testing.T) {
+	s := hstest.Start(t, func(c *config.Config) { c.MaxUploadBytes = 1000 })
+	alice := s.CreateUser(t, "alice")
+	body := make([]byte, 8<<20)
+	wantErr(t, do(t, s, "POST", "/_matrix/media/v3/upload", alice.Token, bytes.NewReader(body), "Content-Type", "application/octet-stream"), 413, "M_TOO_LARGE")
+	// Chunked, no declared length.
+	wantErr(t, do(t, s, "POST", "/_matrix/media/v3/upload", alice.Token, io.MultiReader(bytes.NewReader(body)), "Content-Type", "application/octet-stream"), 413, "M_TOO_LARGE")
+
+	// A client that writes the whole request before reading anything.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	head := fmt.Sprintf("POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n", alice.Token, len(body))
+	if _, err := conn.Write(append([]byte(head), body...)); err != nil {
+		t.Fatalf("sending the body: %v (the server closed the connection before reading it)", err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("reading the response: %v", err)
+	}
+	defer res.Body.Close()
+	var e struct{ Errcode string }
+	if err := json.NewDecoder(res.Body).Decode(&e); err != nil || res.StatusCode != 413 || e.Errcode != "M_TOO_LARGE" {
+		t.Fatalf("got %d %q (%v)", res.StatusCode, e.Errcode, err)
 	}
 }

@@ -13,6 +13,8 @@ package mediaapi
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -118,9 +120,39 @@ func uploadOf(w http.ResponseWriter, r *http.Request) media.Upload {
 	}
 }
 
+// drainBound is how much of a refused upload's body the server still reads
+// before answering, and drainTimeout how long it waits for it.
+const (
+	drainBound   = 64 << 20
+	drainTimeout = 2 * time.Minute
+)
+
+// drainRefused reads the rest of an upload refused as too large (413
+// M_TOO_LARGE), up to drainBound, before the answer is written. A client
+// that sends its whole body before reading the response (browsers) would
+// otherwise see the connection reset under its write — a network error
+// instead of the 413 (Go's server reads at most 256 KB of an unread body
+// and then closes). Bodies declared larger than the bound are not read: the
+// answer is written and the connection closed.
+func drainRefused(w http.ResponseWriter, r *http.Request, err error) {
+	var me *matrix.Error
+	if !errors.As(err, &me) || me.Code != matrix.ErrTooLarge {
+		return
+	}
+	if r.ContentLength <= drainBound {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(drainTimeout))
+		n, _ := io.Copy(io.Discard, io.LimitReader(r.Body, drainBound+1))
+		if n <= drainBound {
+			return
+		}
+	}
+	w.Header().Set("Connection", "close")
+}
+
 func (a *API) upload(w http.ResponseWriter, r *http.Request, s *store.Session) {
 	uri, err := a.Media.Upload(r.Context(), s.UserID, uploadOf(w, r))
 	if err != nil {
+		drainRefused(w, r, err)
 		jsonhttp.Error(w, r, err)
 		return
 	}
@@ -139,6 +171,7 @@ func (a *API) create(w http.ResponseWriter, r *http.Request, s *store.Session) {
 func (a *API) uploadTo(w http.ResponseWriter, r *http.Request, s *store.Session) {
 	err := a.Media.UploadTo(r.Context(), s.UserID, r.PathValue("serverName"), r.PathValue("mediaId"), uploadOf(w, r))
 	if err != nil {
+		drainRefused(w, r, err)
 		jsonhttp.Error(w, r, err)
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"image"
+	"image/color"
 	"image/jpeg"
 	"image/png"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"testing"
 
 	"conclave/internal/homeserver/hstest"
+
+	xwebp "golang.org/x/image/webp"
 )
 
 func thumbPath(id string, w, h int, method string) string {
@@ -36,6 +39,8 @@ func getThumb(t *testing.T, s *hstest.Server, token, path string) (image.Image, 
 		img, err = jpeg.Decode(bytes.NewReader(r.Body))
 	case "image/png":
 		img, err = png.Decode(bytes.NewReader(r.Body))
+	case "image/webp":
+		img, err = xwebp.Decode(bytes.NewReader(r.Body))
 	default:
 		t.Fatalf("thumbnail type %q", ct)
 	}
@@ -103,8 +108,25 @@ func TestThumbnails(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			id := mustUpload(t, s, alice.Token, c.ct, "img", c.data)
+			src, _, err := image.DecodeConfig(bytes.NewReader(c.data))
+			if err != nil && c.ct != "image/webp" {
+				t.Fatal(err)
+			}
+			if c.ct == "image/webp" {
+				src, _ = xwebp.DecodeConfig(bytes.NewReader(c.data))
+			}
 			for _, w := range c.wants {
-				img, ct := getThumb(t, s, alice.Token, thumbPath(id, w.w, w.h, w.method))
+				p := thumbPath(id, w.w, w.h, w.method)
+				if r := do(t, s, "GET", p, alice.Token, nil); len(r.Body) > len(c.data) {
+					t.Errorf("%dx%d %s: thumbnail of %d bytes for a source of %d", w.w, w.h, w.method, len(r.Body), len(c.data))
+				} else if bytes.Equal(r.Body, c.data) {
+					// The source is smaller than any thumbnail of it.
+					if r.Header.Get("Content-Type") != c.ct || w.dx > src.Width || w.dy > src.Height {
+						t.Errorf("%dx%d %s: the source (%s) served for a %dx%d thumbnail", w.w, w.h, w.method, r.Header.Get("Content-Type"), w.dx, w.dy)
+					}
+					continue
+				}
+				img, ct := getThumb(t, s, alice.Token, p)
 				if ct != c.outType {
 					t.Errorf("%dx%d %s: type %s, want %s", w.w, w.h, w.method, ct, c.outType)
 				}
@@ -114,6 +136,34 @@ func TestThumbnails(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("never larger than the source", func(t *testing.T) {
+		// A 640x480 PNG of flat colour areas compresses to a few KB; its
+		// resampled 96x96 crop, with gradients at every edge, need not.
+		img := image.NewRGBA(image.Rect(0, 0, 640, 480))
+		for y := 0; y < 480; y++ {
+			for x := 0; x < 640; x++ {
+				img.Set(x, y, color.RGBA{uint8(x / 40 * 16), uint8(y / 30 * 16), uint8((x/40 + y/30) * 8), 255})
+			}
+		}
+		var b bytes.Buffer
+		if err := (&png.Encoder{CompressionLevel: png.BestCompression}).Encode(&b, img); err != nil {
+			t.Fatal(err)
+		}
+		id := mustUpload(t, s, alice.Token, "image/png", "", b.Bytes())
+		for _, w := range []struct {
+			w, h   int
+			method string
+		}{{96, 96, "crop"}, {32, 32, "crop"}, {320, 240, "scale"}, {640, 480, "scale"}} {
+			r := do(t, s, "GET", thumbPath(id, w.w, w.h, w.method), alice.Token, nil)
+			if r.Status != 200 || len(r.Body) > b.Len() {
+				t.Errorf("%dx%d %s: %d, %d bytes for a source of %d", w.w, w.h, w.method, r.Status, len(r.Body), b.Len())
+			}
+			if _, _, err := image.Decode(bytes.NewReader(r.Body)); err != nil {
+				t.Errorf("%dx%d %s: %v", w.w, w.h, w.method, err)
+			}
+		}
+	})
 
 	t.Run("content is preserved", func(t *testing.T) {
 		// The WebP gradient's colours survive: top-left dark, bottom-right

@@ -15,6 +15,11 @@
 // does. Another 4xx drops the notification. A pushkey the gateway lists in
 // "rejected" is removed (spec: the homeserver must remove it).
 //
+// Retention: the sender also prunes old notifications (Prune, hourly): those
+// of events older than ReadRetention (30 days, as Synapse keeps push actions)
+// once read by everyone they apply to, and every one older than Retention
+// (a year) — an unread badge of a room nobody opened for a year goes.
+//
 // Several processes (PostgreSQL): a process sends for a pusher only while it
 // holds the pusher's claim (a row claim with an end, renewed with every
 // notification sent, store.ClaimPusher); a process that dies leaves a claim
@@ -43,6 +48,7 @@ type Store interface {
 	store.PushQueue
 	DeletePusher(ctx context.Context, userID, appID, pushKey string) error
 	GetEvent(ctx context.Context, eventID string) (*store.StoredEvent, error)
+	PruneNotifications(ctx context.Context, readBefore, allBefore int64, limit int) (int64, error)
 }
 
 // RoomInfo describes, for a notification's payload, the room and the
@@ -86,6 +92,10 @@ type Options struct {
 	Timeout     time.Duration // one request: 15 s (less than ClaimFor)
 	MaxBackoff  time.Duration // 1 h
 	GiveUpAfter time.Duration // a failing notification is dropped after: 24 h
+
+	PruneEvery    time.Duration // how often old notifications are pruned: 1 h
+	ReadRetention time.Duration // read notifications are kept for: 30 days
+	Retention     time.Duration // any notification is kept for: 365 days
 }
 
 // Sender delivers notifications to push gateways.
@@ -114,6 +124,9 @@ func New(st Store, o Options) *Sender {
 	def(&o.MaxBackoff, time.Hour)
 	def(&o.GiveUpAfter, 24*time.Hour)
 	def(&o.EmailDelay, 10*time.Minute)
+	def(&o.PruneEvery, time.Hour)
+	def(&o.ReadRetention, 30*24*time.Hour)
+	def(&o.Retention, 365*24*time.Hour)
 	if o.Workers <= 0 {
 		o.Workers = 8
 	}
@@ -147,11 +160,17 @@ func (s *Sender) Run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(s.o.Tick)
 	defer tick.Stop()
+	prune := time.NewTicker(s.o.PruneEvery)
+	defer prune.Stop()
 	for {
 		s.startDue(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-prune.C:
+			if _, err := s.Prune(ctx); err != nil && ctx.Err() == nil {
+				s.o.Log.Warn("push: pruning old notifications", "err", err)
+			}
 		case <-s.wake:
 			// Wakes come with every stored notification: one scan per
 			// scanGap at most, however many arrive.
@@ -163,6 +182,30 @@ func (s *Sender) Run(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// pruneBatch rows are deleted per statement, at most pruneBatches times
+// per Prune: short transactions, and a bounded pass (the rest waits for the
+// next one).
+const (
+	pruneBatch   = 1000
+	pruneBatches = 100
+)
+
+// Prune deletes old notifications (see the package comment) and returns how
+// many rows went.
+func (s *Sender) Prune(ctx context.Context) (int64, error) {
+	now := s.o.Now()
+	readBefore, allBefore := now.Add(-s.o.ReadRetention).UnixMilli(), now.Add(-s.o.Retention).UnixMilli()
+	var total int64
+	for range pruneBatches {
+		n, err := s.st.PruneNotifications(ctx, readBefore, allBefore, pruneBatch)
+		total += n
+		if err != nil || n < pruneBatch {
+			return total, err
+		}
+	}
+	return total, nil
 }
 
 // scanGap is the least time between two scans woken by new notifications.

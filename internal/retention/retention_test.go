@@ -198,6 +198,11 @@ func TestRetentionPurgesExpiredMessages(t *testing.T) {
 			t.Fatalf("bob's notification count after the purge: %d, want 1 (the last message)", n)
 		}
 	}
+	// GET /notifications keeps none of the purged events (their rows, the
+	// common outcome's included, go with them).
+	if r := s.MustOK(t, "GET", "/_matrix/client/v3/notifications", bob.Token, nil); strings.Count(string(r.Body), `"event_id"`) != 1 {
+		t.Fatalf("bob's notifications after the purge: %s", r.Body)
+	}
 
 	// Search finds what is left.
 	sr := s.MustOK(t, "POST", "/_matrix/client/v3/search", bob.Token, map[string]any{"search_categories": map[string]any{"room_events": map[string]any{"search_term": "phoenix"}}})

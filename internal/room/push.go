@@ -8,6 +8,7 @@ import (
 
 	"conclave/internal/changes"
 	"conclave/internal/event"
+	"conclave/internal/matrix"
 	"conclave/internal/store"
 )
 
@@ -61,15 +62,72 @@ func (s *Service) addPushActions(ctx context.Context, rs *roomState, pdus []*eve
 		return
 	}
 	for i := range rows {
-		rows[i].Push = s.pushActionsFor(ctx, rs, pdus[i], rows[i].Membership)
+		s.setPush(ctx, rs, pdus[i], &rows[i])
 	}
 }
 
-func (s *Service) pushActionsFor(ctx context.Context, rs *roomState, pdu *event.PDU, membership string) []store.PushAction {
+// setPush sets e's notifications (e.Push), evaluated on rs, the state
+// before the event, and how they are stored (e.PushCommon, e.PushOwn).
+func (s *Service) setPush(ctx context.Context, rs *roomState, pdu *event.PDU, e *store.NewEvent) {
 	if s.PushActions == nil {
-		return nil
+		return
 	}
-	return s.PushActions(ctx, PushView{rs}, pdu, membership)
+	e.Push = s.PushActions(ctx, PushView{rs}, pdu, e.Membership)
+	e.PushCommon, e.PushOwn = commonPush(rs, pdu.Sender, s.serverName, e.Push)
+}
+
+// commonPush chooses how an event's notifications are stored: when most of
+// the local members joined before it (other than the sender) share one
+// outcome, that outcome is stored once for the event (common) and only the
+// others get a row (own: a different outcome, a recipient who is not a
+// joined member — an invitee —, or a member not notified, with nil
+// Actions). Writing a row per recipient was most of a message's cost. nil
+// common: every notification is stored on its own (e.Push).
+func commonPush(rs *roomState, sender, serverName string, push []store.PushAction) (common *store.PushAction, own []store.PushAction) {
+	if len(push) < 2 {
+		return nil, nil
+	}
+	type outcome struct {
+		thread  string
+		hl      bool
+		actions string
+	}
+	counts := make(map[outcome]int, 2)
+	notified := make(map[string]bool, len(push))
+	for _, a := range push {
+		notified[a.UserID] = true
+		if _, joined := rs.joined[a.UserID]; joined {
+			counts[outcome{a.ThreadID, a.Highlight, string(a.Actions)}]++
+		}
+	}
+	var best outcome
+	n := 0
+	for o, c := range counts {
+		if c > n || c == n && (o.actions < best.actions || o.actions == best.actions && !o.hl) {
+			best, n = o, c
+		}
+	}
+	silent := 0
+	for u := range rs.joined {
+		if u != sender && matrix.ServerOf(u) == serverName && !notified[u] {
+			silent++
+		}
+	}
+	if n < 2 || n <= silent+1 {
+		return nil, nil // no fewer rows than one per recipient
+	}
+	common = &store.PushAction{ThreadID: best.thread, Highlight: best.hl, Actions: json.RawMessage(best.actions)}
+	for _, a := range push {
+		if _, joined := rs.joined[a.UserID]; !joined || a.ThreadID != best.thread || a.Highlight != best.hl || string(a.Actions) != best.actions {
+			own = append(own, a)
+		}
+	}
+	for u := range rs.joined {
+		if u != sender && matrix.ServerOf(u) == serverName && !notified[u] {
+			own = append(own, store.PushAction{UserID: u, ThreadID: best.thread})
+		}
+	}
+	return common, own
 }
 
 // RecentPush returns userID's notifications among roomID's events in

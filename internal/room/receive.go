@@ -358,8 +358,8 @@ func (s *Service) persistReceived(ctx context.Context, rs *roomState, pdu *event
 		}
 	}
 	if w.Kind == store.KindTimeline {
-		w.Event.Push = s.pushActionsFor(ctx, rs, pdu, row.Membership)
-		row.Push = w.Event.Push
+		s.setPush(ctx, rs, pdu, &w.Event)
+		row.Push, row.PushCommon, row.PushOwn = w.Event.Push, w.Event.PushCommon, w.Event.PushOwn
 	}
 	rows := []store.NewEvent{row}
 	wctx, done := s.beginResolved(ctx, rs.roomID, rows, otherMembers, resolvedOthers(w), w.GapBefore)

@@ -183,7 +183,7 @@ func (s *Service) receiveInMemory(ctx context.Context, rs *roomState, pdu *event
 		return Received{}, false, nil // soft-failed by the one-event path
 	}
 	w := &store.GraphWrite{Event: receivedRowFrom(rs, pdu), Extremities: []string{pdu.EventID}}
-	w.Event.Push = s.pushActionsFor(ctx, rs, pdu, w.Event.Membership) // on the state before it
+	s.setPush(ctx, rs, pdu, &w.Event) // on the state before it
 	if p := in.prevs[0]; p.pending != 0 {
 		w.StateBeforeOf = p.pending
 	} else {

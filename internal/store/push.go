@@ -83,6 +83,13 @@ type Notifications interface {
 	// before (0: no bound), newest first, at most limit; only highlights
 	// when onlyHighlight.
 	NotificationsOf(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]Notification, error)
+	// PruneNotifications deletes at most limit notifications of events
+	// older than readBefore (origin_server_ts, ms) that every user they
+	// apply to has read (their read receipts or a later membership cover
+	// them), and of events older than allBefore whether read or not; it
+	// returns how many rows went. Counts of unread notifications younger
+	// than allBefore never change.
+	PruneNotifications(ctx context.Context, readBefore, allBefore int64, limit int) (int64, error)
 }
 
 // PushQueue is the pushers' delivery state (internal/pushsender): each

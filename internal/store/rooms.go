@@ -67,6 +67,16 @@ type NewEvent struct {
 	// push rules notify), written in the event's transaction at its
 	// position. Only timeline events carry them.
 	Push []PushAction
+	// PushCommon, when set, is stored instead of a row per recipient: the
+	// outcome of every user joined to the room before the event (by stream
+	// order) other than the sender, except the users in PushOwn, whose
+	// rows are stored as given (a row whose Actions is nil says the user
+	// is not notified). Push still lists every notified recipient. The
+	// room writer sets it when one outcome is common (a message to a room
+	// whose members keep the default rules), so that a message costs one
+	// row instead of one per member.
+	PushCommon *PushAction
+	PushOwn    []PushAction
 }
 
 // MaxStateGroupChain is the longest chain of state group deltas: the state

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"conclave/internal/store/sqlstore"
 	"context"
 	"errors"
 
@@ -107,11 +108,19 @@ func queueEvents(ctx context.Context, p *pipeline, roomID string, events []store
 		p.exec(conflictErr, `INSERT INTO events (pos, event_id, room_id, type, state_key, sender, depth, origin_server_ts, json, replaces_state, membership, relates_to, rel_type, sender_device, txn_id, contains_url, state_group, current_group)
 			VALUES (`+lastPosSQL+` - $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, (SELECT state_group FROM rooms WHERE room_id = $3), (SELECT state_group FROM rooms WHERE room_id = $3))`,
 			back, e.EventID, roomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginServerTS, e.JSON, e.ReplacesState, e.Membership, e.RelatesTo, e.RelType, e.SenderDevice, e.TxnID, e.ContainsURL)
-		if len(e.Push) > 0 {
-			users, threads, hl, acts := pushActionArrays(e.Push)
-			p.exec(nil, `INSERT INTO event_push_actions (user_id, pos, room_id, event_id, thread_id, highlight, actions, ts)
-				SELECT u, `+lastPosSQL+` - $1, $2, $3, t, h, a, $4 FROM unnest($5::text[], $6::text[], $7::int[], $8::text[]) AS x(u, t, h, a)`,
-				back, roomID, e.EventID, e.OriginServerTS, users, threads, hl, acts)
+		own := e.Push
+		if c := e.PushCommon; c != nil {
+			// One row for the common outcome (store.NewEvent.PushCommon).
+			own = e.PushOwn
+			p.exec(nil, `INSERT INTO event_notifs (room_id, pos, event_id, sender, thread_id, highlight, actions, ts)
+				VALUES ($2, `+lastPosSQL+` - $1, $3, $4, $5, $6, $7, $8)`,
+				back, roomID, e.EventID, e.Sender, c.ThreadID, int32(sqlstore.BoolInt(c.Highlight)), string(c.Actions), e.OriginServerTS)
+		}
+		if len(own) > 0 {
+			users, threads, hl, acts, notify := sqlstore.PushActionArrays(own)
+			p.exec(nil, `INSERT INTO event_push_actions (user_id, pos, room_id, event_id, thread_id, highlight, actions, ts, notify)
+				SELECT u, `+lastPosSQL+` - $1, $2, $3, t, h, a, $4, n FROM unnest($5::text[], $6::text[], $7::int[], $8::text[], $9::int[]) AS x(u, t, h, a, n)`,
+				back, roomID, e.EventID, e.OriginServerTS, users, threads, hl, acts, notify)
 		}
 		if e.TxnID != "" {
 			p.exec(conflictErr, `INSERT INTO txns (user_id, device_id, room_id, txn_id, event_id) VALUES ($1, $2, $3, $4, $5)`, e.Sender, e.SenderDevice, roomID, e.TxnID, e.EventID)
@@ -237,18 +246,4 @@ func (db *DB) DeleteAlias(ctx context.Context, alias string) error {
 
 func (db *DB) AliasesForRoom(ctx context.Context, roomID string) ([]string, error) {
 	return queryStrings(ctx, db.pool, `SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias COLLATE "C"`, roomID)
-}
-
-// pushActionArrays spreads notifications into one array per column, for
-// one INSERT … SELECT FROM unnest whatever the number of recipients.
-func pushActionArrays(push []store.PushAction) (users, threads []string, hl []int32, acts []string) {
-	for _, a := range push {
-		users, threads, acts = append(users, a.UserID), append(threads, a.ThreadID), append(acts, string(a.Actions))
-		h := int32(0)
-		if a.Highlight {
-			h = 1
-		}
-		hl = append(hl, h)
-	}
-	return users, threads, hl, acts
 }

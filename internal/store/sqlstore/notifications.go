@@ -14,40 +14,44 @@ import (
 const maxUnreadRows = 10_000
 
 // InsertPushActions writes e's notifications at the event's position pos,
-// inside the event's transaction. With array parameters (PostgreSQL) it is
-// one statement whatever the number of recipients; otherwise one prepared
-// statement per row, which SQLite runs in microseconds.
+// inside the event's transaction: its common row (e.PushCommon) and the
+// users' own rows (e.PushOwn then; else every row of e.Push). With array
+// parameters (PostgreSQL) the users' rows are one statement whatever their
+// number; otherwise multi-row INSERTs.
 func InsertPushActions(ctx context.Context, tx Querier, arrays bool, e *store.NewEvent, pos int64) error {
-	if len(e.Push) == 0 || pos <= 0 {
+	if pos <= 0 {
+		return nil
+	}
+	own := e.Push
+	if c := e.PushCommon; c != nil {
+		own = e.PushOwn
+		if _, err := tx.Exec(ctx, `INSERT INTO event_notifs (room_id, pos, event_id, sender, thread_id, highlight, actions, ts)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+			e.RoomID, pos, e.EventID, e.Sender, c.ThreadID, boolInt(c.Highlight), string(c.Actions), e.OriginServerTS); err != nil {
+			return err
+		}
+	}
+	if len(own) == 0 {
 		return nil
 	}
 	if arrays {
-		users := make([]string, len(e.Push))
-		threads := make([]string, len(e.Push))
-		hl := make([]int64, len(e.Push))
-		acts := make([]string, len(e.Push))
-		for i, a := range e.Push {
-			users[i], threads[i], acts[i] = a.UserID, a.ThreadID, string(a.Actions)
-			if a.Highlight {
-				hl[i] = 1
-			}
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO event_push_actions (user_id, pos, room_id, event_id, thread_id, highlight, actions, ts)
-			SELECT u, ?, ?, ?, t, h, a, ? FROM unnest(?::text[], ?::text[], ?::int[], ?::text[]) AS x(u, t, h, a)
-			ON CONFLICT DO NOTHING`, pos, e.RoomID, e.EventID, e.OriginServerTS, users, threads, hl, acts)
+		users, threads, hl, acts, notify := PushActionArrays(own)
+		_, err := tx.Exec(ctx, `INSERT INTO event_push_actions (user_id, pos, room_id, event_id, thread_id, highlight, actions, ts, notify)
+			SELECT u, ?, ?, ?, t, h, a, ?, n FROM unnest(?::text[], ?::text[], ?::int[], ?::text[], ?::int[]) AS x(u, t, h, a, n)
+			ON CONFLICT DO NOTHING`, pos, e.RoomID, e.EventID, e.OriginServerTS, users, threads, hl, acts, notify)
 		return err
 	}
 	// Rows go in chunks whose sizes are powers of two, largest first: a
 	// few statements per event, and few statement texts for the cache.
-	for rest := e.Push; len(rest) > 0; {
+	for rest := own; len(rest) > 0; {
 		n := maxPushChunk
 		for n > len(rest) {
 			n /= 2
 		}
-		args := make([]any, 0, n*4+4)
+		args := make([]any, 0, n*5+4)
 		args = append(args, pos, e.RoomID, e.EventID, e.OriginServerTS)
 		for _, a := range rest[:n] {
-			args = append(args, a.UserID, a.ThreadID, boolInt(a.Highlight), string(a.Actions))
+			args = append(args, a.UserID, a.ThreadID, boolInt(a.Highlight), string(a.Actions), boolInt(a.Actions != nil))
 		}
 		if _, err := tx.Exec(ctx, pushInsertSQL(n), args...); err != nil {
 			return err
@@ -57,31 +61,52 @@ func InsertPushActions(ctx context.Context, tx Querier, arrays bool, e *store.Ne
 	return nil
 }
 
-// maxPushChunk rows per INSERT (4 parameters each, well below SQLite's
+// PushActionArrays spreads users' notification rows into one array per
+// column, for unnest (PostgreSQL); notify is 0 for a row whose Actions is
+// nil (the user is not notified: see store.NewEvent.PushOwn).
+func PushActionArrays(push []store.PushAction) (users, threads []string, hl []int32, acts []string, notify []int32) {
+	users, threads, acts = make([]string, len(push)), make([]string, len(push)), make([]string, len(push))
+	hl, notify = make([]int32, len(push)), make([]int32, len(push))
+	for i, a := range push {
+		users[i], threads[i], acts[i] = a.UserID, a.ThreadID, string(a.Actions)
+		if a.Highlight {
+			hl[i] = 1
+		}
+		if a.Actions != nil {
+			notify[i] = 1
+		}
+	}
+	return users, threads, hl, acts, notify
+}
+
+// maxPushChunk rows per INSERT (5 parameters each, well below SQLite's
 // limit); a power of two.
 const maxPushChunk = 128
 
 var pushInserts sync.Map // rows → statement text
 
 // pushInsertSQL is the multi-row INSERT of n notifications: ?1..?4 are the
-// event's position, room, ID and timestamp; each row adds its own four.
+// event's position, room, ID and timestamp; each row adds its own five.
 func pushInsertSQL(n int) string {
 	if q, ok := pushInserts.Load(n); ok {
 		return q.(string)
 	}
 	var b strings.Builder
-	b.WriteString(`INSERT INTO event_push_actions (user_id, pos, room_id, event_id, thread_id, highlight, actions, ts) VALUES `)
+	b.WriteString(`INSERT INTO event_push_actions (user_id, pos, room_id, event_id, thread_id, highlight, actions, ts, notify) VALUES `)
 	for i := 0; i < n; i++ {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "(?%d, ?1, ?2, ?3, ?%d, ?%d, ?%d, ?4)", 5+4*i, 6+4*i, 7+4*i, 8+4*i)
+		fmt.Fprintf(&b, "(?%d, ?1, ?2, ?3, ?%d, ?%d, ?%d, ?4, ?%d)", 5+5*i, 6+5*i, 7+5*i, 8+5*i, 9+5*i)
 	}
 	b.WriteString(" ON CONFLICT DO NOTHING")
 	q := b.String()
 	pushInserts.Store(n, q)
 	return q
 }
+
+// BoolInt is 1 for true, 0 for false (integer flag columns).
+func BoolInt(b bool) int64 { return boolInt(b) }
 
 func boolInt(b bool) int64 {
 	if b {
@@ -101,18 +126,55 @@ const readPointsSQL = `SELECT r.thread_id, max(e.pos), max(r.pos) FROM receipts 
 // unreadSQL reads, in one query, the read points (kind 0: readPointsSQL's
 // rows) and the user's notifications in the range after the unthreaded
 // read point (kind 1: thread, position, highlight), newest first and
-// bounded.
+// bounded: their own rows, and the event's common rows (event_notifs) where
+// they have none — they count only while the user is joined, and after
+// the read point, which is never before their latest membership, the user
+// was joined for every event if they are joined now.
 const unreadSQL = `WITH rp (t, p, m) AS (` + readPointsSQL + `)
 	SELECT 0, t, p, m FROM rp
 	UNION ALL SELECT * FROM (SELECT 1, n.thread_id, n.pos, n.highlight FROM event_push_actions n
-		WHERE n.user_id = ? AND n.room_id = ? AND n.pos > ? AND n.pos <= ?
+		WHERE n.user_id = ? AND n.room_id = ? AND n.pos > ? AND n.pos <= ? AND n.notify = 1
 		AND n.pos > (SELECT coalesce(max(p), 0) FROM rp WHERE t IN ('', '-'))
-		ORDER BY n.pos DESC LIMIT ?) x`
+		ORDER BY n.pos DESC LIMIT ?) x
+	UNION ALL SELECT * FROM (SELECT 1, c.thread_id, c.pos, c.highlight FROM event_notifs c
+		WHERE c.room_id = ? AND c.pos > ? AND c.pos <= ? AND c.sender <> ?
+		AND c.pos > (SELECT coalesce(max(p), 0) FROM rp WHERE t IN ('', '-'))
+		AND EXISTS (SELECT 1 FROM memberships m WHERE m.room_id = c.room_id AND m.user_id = ? AND m.membership = 'join')
+		AND NOT EXISTS (SELECT 1 FROM event_push_actions o WHERE o.user_id = ? AND o.room_id = c.room_id AND o.pos = c.pos)
+		ORDER BY c.pos DESC LIMIT ?) y`
+
+// commonForUserSQL selects the common notifications (event_notifs c) that
+// apply to the user of the memberships row m: they were joined before the
+// event (by stream order) and are not its sender, and have no row of their
+// own for it. While joined, every event after their latest membership
+// applies; an earlier event applies when their membership event before it
+// made them join (a user who joined later, or who had left then, is not
+// counted: they were no member).
+const commonForUserSQL = `c.room_id = m.room_id AND c.sender <> m.user_id
+	AND ((m.membership = 'join' AND c.pos > m.pos) OR (c.pos < m.pos AND
+		(SELECT e.membership FROM events e WHERE e.room_id = c.room_id AND e.type = 'm.room.member' AND e.state_key = m.user_id
+			AND e.pos > 0 AND e.pos < c.pos ORDER BY e.pos DESC LIMIT 1) = 'join'))
+	AND NOT EXISTS (SELECT 1 FROM event_push_actions o WHERE o.user_id = m.user_id AND o.room_id = c.room_id AND o.pos = c.pos)`
+
+// notificationsSQL lists the user's notifications (their own rows and the
+// common rows that apply to them) matching cond on pos and highlight (the
+// same text for both, "?" parameters twice), ordered by order, at most
+// limit; columns pos, room_id, event_id, thread_id, highlight, actions, ts.
+func notificationsSQL(cond, order string) string {
+	return `SELECT * FROM (
+		SELECT n.pos, n.room_id, n.event_id, n.thread_id, n.highlight, n.actions, n.ts FROM event_push_actions n
+			WHERE n.user_id = ? AND n.notify = 1` + strings.ReplaceAll(cond, "x.", "n.") + `
+		UNION ALL
+		SELECT c.pos, c.room_id, c.event_id, c.thread_id, c.highlight, c.actions, c.ts FROM memberships m JOIN event_notifs c ON c.room_id = m.room_id
+			WHERE m.user_id = ?` + strings.ReplaceAll(cond, "x.", "c.") + ` AND ` + commonForUserSQL + `
+	) u ORDER BY pos ` + order + ` LIMIT ?`
+}
 
 // UnreadCounts implements store.SyncQueries (Synapse's rules: an
 // unthreaded receipt covers every thread, a threaded one its thread).
 func (s *Shared) UnreadCounts(ctx context.Context, roomID, userID string, since, upto int64) (store.Unread, error) {
-	rows, err := s.b.Read().Query(ctx, unreadSQL, roomID, userID, roomID, userID, userID, roomID, since, upto, maxUnreadRows)
+	rows, err := s.b.Read().Query(ctx, unreadSQL, roomID, userID, roomID, userID, userID, roomID, since, upto, maxUnreadRows,
+		roomID, since, upto, userID, userID, userID, maxUnreadRows)
 	if err != nil {
 		return store.Unread{}, err
 	}
@@ -163,19 +225,17 @@ func (s *Shared) UnreadCounts(ctx context.Context, roomID, userID string, since,
 
 // NotificationsOf implements store.Notifications.
 func (s *Shared) NotificationsOf(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]store.Notification, error) {
-	var b strings.Builder
-	b.WriteString(`SELECT n.pos, n.room_id, n.event_id, n.thread_id, n.highlight, n.actions, n.ts FROM event_push_actions n WHERE n.user_id = ?`)
-	args := []any{userID}
+	var cond string
+	var args []any
 	if before > 0 {
-		b.WriteString(` AND n.pos < ?`)
+		cond += ` AND x.pos < ?`
 		args = append(args, before)
 	}
 	if onlyHighlight {
-		b.WriteString(` AND n.highlight = 1`)
+		cond += ` AND x.highlight = 1`
 	}
-	b.WriteString(` ORDER BY n.pos DESC LIMIT ?`)
-	args = append(args, limit)
-	rows, err := s.b.Read().Query(ctx, b.String(), args...)
+	all := append(append(append([]any{userID}, args...), userID), args...)
+	rows, err := s.b.Read().Query(ctx, notificationsSQL(cond, "DESC"), append(all, limit)...)
 	out, err := collect(rows, err, func(r Rows, n *store.Notification) error {
 		var hl int64
 		var acts string
@@ -223,4 +283,47 @@ func (s *Shared) readPoints(ctx context.Context, roomID, userID string) (map[str
 		p[thread] = max(p[thread], evPos)
 	}
 	return p, rows.Err()
+}
+
+// readBySQL is true when the user u (an SQL expression) has read the
+// notification at position x.pos of thread x.thread_id in room x.room_id:
+// an unthreaded read receipt, one in the thread, or their latest
+// membership is at or after it (the read points of unreadSQL).
+func readBySQL(u string) string {
+	return `(x.pos <= (SELECT coalesce(max(e.pos), 0) FROM receipts r JOIN events e ON e.event_id = r.event_id
+			WHERE r.room_id = x.room_id AND r.user_id = ` + u + ` AND r.type IN ('m.read', 'm.read.private') AND r.thread_id IN ('', x.thread_id))
+		OR x.pos <= (SELECT coalesce(max(mm.pos), 0) FROM memberships mm WHERE mm.room_id = x.room_id AND mm.user_id = ` + u + `))`
+}
+
+// pruneCommonSQL deletes common rows ($1 readBefore, $2 allBefore, $3
+// limit) once old and read by every local user they apply to (joined
+// before the event, not its sender, without a row of their own) — users
+// who joined or left later have a membership after them, which covers
+// them — or once older than allBefore.
+var pruneCommonSQL = `DELETE FROM event_notifs WHERE (room_id, pos) IN (SELECT x.room_id, x.pos FROM event_notifs x
+	WHERE x.ts < ? AND (x.ts < ? OR NOT EXISTS (SELECT 1 FROM memberships m JOIN users u ON u.user_id = m.user_id
+		WHERE m.room_id = x.room_id AND m.membership = 'join' AND m.pos < x.pos AND m.user_id <> x.sender
+		AND NOT EXISTS (SELECT 1 FROM event_push_actions o WHERE o.user_id = m.user_id AND o.room_id = x.room_id AND o.pos = x.pos)
+		AND NOT ` + readBySQL("m.user_id") + `))
+	LIMIT ?)`
+
+// pruneOwnSQL deletes users' rows ($1 readBefore, $2 allBefore, $3 limit)
+// whose event has no common row any more (while it has one, a user's row
+// says how it does not apply to them) once old and read by the user, or
+// older than allBefore, or saying "not notified".
+var pruneOwnSQL = `DELETE FROM event_push_actions WHERE (user_id, room_id, pos) IN (SELECT x.user_id, x.room_id, x.pos FROM event_push_actions x
+	WHERE x.ts < ? AND NOT EXISTS (SELECT 1 FROM event_notifs c WHERE c.room_id = x.room_id AND c.pos = x.pos)
+	AND (x.ts < ? OR x.notify = 0 OR ` + readBySQL("x.user_id") + `)
+	LIMIT ?)`
+
+// PruneNotifications implements store.Notifications: common rows first,
+// so that the users' rows they made meaningful go in the same call.
+func (s *Shared) PruneNotifications(ctx context.Context, readBefore, allBefore int64, limit int) (int64, error) {
+	allBefore = min(allBefore, readBefore)
+	n, err := s.b.Write().Exec(ctx, pruneCommonSQL, readBefore, allBefore, limit)
+	if err != nil || n >= int64(limit) {
+		return n, err
+	}
+	m, err := s.b.Write().Exec(ctx, pruneOwnSQL, readBefore, allBefore, int64(limit)-n)
+	return n + m, err
 }

@@ -32,14 +32,14 @@ func (s *Shared) SetPusher(ctx context.Context, p *store.Pusher, replaceOthers b
 				return err
 			}
 		}
-		// A new pusher delivers what comes after the user's latest
-		// notification, not their history.
+		// A new pusher delivers what comes after the newest event (so
+		// after the user's latest notification), not their history.
 		_, err = tx.Exec(ctx, `INSERT INTO pushers (user_id, device_id, app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data, created_ts, last_pos)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT coalesce(max(pos), 0) FROM event_push_actions WHERE user_id = ?))
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT coalesce(max(pos), 0) FROM events))
 			ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET device_id = excluded.device_id, kind = excluded.kind,
 				app_display_name = excluded.app_display_name, device_display_name = excluded.device_display_name,
 				profile_tag = excluded.profile_tag, lang = excluded.lang, data = excluded.data`,
-			p.UserID, p.DeviceID, p.AppID, p.PushKey, p.Kind, p.AppDisplayName, p.DeviceDisplayName, p.ProfileTag, p.Lang, []byte(p.Data), p.CreatedTS, p.UserID)
+			p.UserID, p.DeviceID, p.AppID, p.PushKey, p.Kind, p.AppDisplayName, p.DeviceDisplayName, p.ProfileTag, p.Lang, []byte(p.Data), p.CreatedTS)
 		return err
 	})
 }
@@ -73,7 +73,9 @@ func scanPusher(r Row, p *store.Pusher) error {
 func (s *Shared) DuePushers(ctx context.Context, now int64, limit int) ([]store.Pusher, error) {
 	rows, err := s.b.Read().Query(ctx, `SELECT `+pusherColumns+` FROM pushers p
 		WHERE p.kind IN ('http', 'email') AND p.retry_at <= ? AND p.claimed_until <= ?
-		AND EXISTS (SELECT 1 FROM event_push_actions n WHERE n.user_id = p.user_id AND n.pos > p.last_pos)
+		AND (EXISTS (SELECT 1 FROM event_push_actions n WHERE n.user_id = p.user_id AND n.pos > p.last_pos AND n.notify = 1)
+			OR EXISTS (SELECT 1 FROM memberships m JOIN event_notifs c ON c.room_id = m.room_id
+				WHERE m.user_id = p.user_id AND c.pos > p.last_pos AND `+commonForUserSQL+`))
 		ORDER BY p.retry_at, p.user_id`+s.d.Collate+` LIMIT ?`, now, now, limit)
 	return collect(rows, err, func(r Rows, p *store.Pusher) error { return scanPusher(r, p) })
 }
@@ -98,8 +100,7 @@ func (s *Shared) ClaimPusher(ctx context.Context, p *store.Pusher, owner string,
 }
 
 func (s *Shared) PushPending(ctx context.Context, userID string, after int64, limit int) ([]store.Notification, error) {
-	rows, err := s.b.Read().Query(ctx, `SELECT pos, room_id, event_id, thread_id, highlight, actions, ts FROM event_push_actions
-		WHERE user_id = ? AND pos > ? ORDER BY pos LIMIT ?`, userID, after, limit)
+	rows, err := s.b.Read().Query(ctx, notificationsSQL(` AND x.pos > ?`, "ASC"), userID, after, userID, after, limit)
 	return collect(rows, err, func(r Rows, n *store.Notification) error {
 		var hl int64
 		var acts string

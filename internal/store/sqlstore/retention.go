@@ -107,6 +107,11 @@ func (s *Shared) PurgeEvents(ctx context.Context, roomID string, events []store.
 				AND user_id IN (SELECT user_id FROM memberships WHERE room_id = ?) AND `+cond, args...); err != nil {
 				return err
 			}
+			// And their rows for the common outcome (keyed by room and pos).
+			cond, args = s.inInts("pos", chunk, []any{roomID})
+			if _, err := tx.Exec(ctx, `DELETE FROM event_notifs WHERE room_id = ? AND `+cond, args...); err != nil {
+				return err
+			}
 		}
 		return nil
 	})

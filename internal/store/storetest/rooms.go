@@ -723,3 +723,126 @@ func testPushQueue(t *testing.T, s store.Store) {
 	ok, _ = s.UpdatePusher(ctx(), &other, "two", p2, 0, 0, 0)
 	equal(t, "deleted", ok, false)
 }
+
+// testCommonNotifications: an event's common notification (PushCommon)
+// applies to the users joined before it but its sender, unless they have a
+// row of their own (PushOwn: another outcome, or nil Actions for none);
+// counts, listings and the pushers' queue agree.
+func testCommonNotifications(t *testing.T, s store.Store) {
+	r := newRoom(t, s, "!c:x", "@a:x")
+	for _, u := range []string{"@b:x", "@c:x", "@d:x"} {
+		r.send(t, r.member(u, "join"))
+	}
+	e := r.ev("m.room.message", nil, "@a:x", `{"msgtype":"m.text","body":"hi"}`)
+	notify, hl := []byte(`["notify"]`), []byte(`["notify",{"set_tweak":"highlight"}]`)
+	e.Push = []store.PushAction{{UserID: "@b:x", ThreadID: "main", Actions: notify}, {UserID: "@c:x", ThreadID: "main", Highlight: true, Actions: hl}}
+	e.PushCommon = &store.PushAction{ThreadID: "main", Actions: notify}
+	e.PushOwn = []store.PushAction{e.Push[1], {UserID: "@d:x", ThreadID: "main"}}
+	r.send(t, e)
+	r.send(t, r.member("@e:x", "join")) // joined after: not theirs
+	top := maxPos(t, s)
+	for _, c := range []struct {
+		user  string
+		n, h  int
+		pend  int
+		listH int
+	}{{"@a:x", 0, 0, 0, 0}, {"@b:x", 1, 0, 1, 0}, {"@c:x", 1, 1, 1, 1}, {"@d:x", 0, 0, 0, 0}, {"@e:x", 0, 0, 0, 0}} {
+		u, err := s.UnreadCounts(ctx(), "!c:x", c.user, 0, top)
+		must(t, err)
+		n, h := u.Total()
+		equal(t, c.user+" counts", [2]int{n, h}, [2]int{c.n, c.h})
+		ns, err := s.NotificationsOf(ctx(), c.user, 0, 10, false)
+		must(t, err)
+		equal(t, c.user+" listed", len(ns), c.n)
+		if len(ns) == 1 && (ns[0].EventID != e.EventID || ns[0].RoomID != "!c:x" || ns[0].Highlight != (c.h == 1) || ns[0].ThreadID != "main") {
+			t.Fatalf("%s: %+v", c.user, ns[0])
+		}
+		hs, err := s.NotificationsOf(ctx(), c.user, 0, 10, true)
+		must(t, err)
+		equal(t, c.user+" highlights", len(hs), c.listH)
+		ps, err := s.PushPending(ctx(), c.user, 0, 10)
+		must(t, err)
+		equal(t, c.user+" pending", len(ps), c.pend)
+	}
+	// b leaves: the count stops (b is no member), the listing keeps it.
+	r.send(t, r.member("@b:x", "leave"))
+	ns, err := s.NotificationsOf(ctx(), "@b:x", 0, 10, false)
+	must(t, err)
+	equal(t, "b after leaving", len(ns), 1)
+	u, err := s.UnreadCounts(ctx(), "!c:x", "@b:x", 0, maxPos(t, s))
+	must(t, err)
+	n, _ := u.Total()
+	equal(t, "b's count after leaving", n, 0)
+}
+
+// testPruneNotifications: old notifications go once read by everyone they
+// apply to (a common row by every local member joined then), all of them
+// past the absolute bound; "not notified" rows outlive their common row,
+// and no count changes.
+func testPruneNotifications(t *testing.T, s store.Store) {
+	for _, u := range []string{"@pa:x", "@pb:x", "@pc:x", "@pd:x"} {
+		must(t, s.CreateUser(ctx(), &store.User{UserID: u, CreatedTS: 1}))
+	}
+	r := newRoom(t, s, "!p:x", "@pa:x")
+	for _, u := range []string{"@pb:x", "@pc:x", "@pd:x", "@remote:y"} {
+		r.send(t, r.member(u, "join"))
+	}
+	notify := []byte(`["notify"]`)
+	e1 := r.ev("m.room.message", nil, "@pa:x", `{"msgtype":"m.text","body":"one"}`)
+	e1.Push = []store.PushAction{{UserID: "@pb:x", ThreadID: "main", Actions: notify}, {UserID: "@pc:x", ThreadID: "main", Actions: notify}}
+	e1.PushCommon = &store.PushAction{ThreadID: "main", Actions: notify}
+	e1.PushOwn = []store.PushAction{{UserID: "@pd:x", ThreadID: "main"}}
+	e2 := r.ev("m.room.message", nil, "@pa:x", `{"msgtype":"m.text","body":"two"}`)
+	e2.Push = []store.PushAction{{UserID: "@pb:x", ThreadID: "main", Actions: notify}, {UserID: "@pc:x", ThreadID: "main", Actions: notify}}
+	r.send(t, e1, e2)
+	counts := func() [3]int {
+		t.Helper()
+		var out [3]int
+		for i, u := range []string{"@pb:x", "@pc:x", "@pd:x"} {
+			c, err := s.UnreadCounts(ctx(), "!p:x", u, 0, maxPos(t, s))
+			must(t, err)
+			out[i], _ = c.Total()
+		}
+		return out
+	}
+	listed := func(u string) int {
+		t.Helper()
+		ns, err := s.NotificationsOf(ctx(), u, 0, 10, false)
+		must(t, err)
+		return len(ns)
+	}
+	prune := func(readBefore, allBefore int64) int64 {
+		t.Helper()
+		n, err := s.PruneNotifications(ctx(), readBefore, allBefore, 100)
+		must(t, err)
+		return n
+	}
+	equal(t, "counts", counts(), [3]int{2, 2, 0})
+	equal(t, "nothing read", prune(1<<50, 0), int64(0))
+	_, err := s.PutReceipt(ctx(), &store.Receipt{RoomID: "!p:x", UserID: "@pb:x", Type: "m.read", EventID: e2.EventID, TS: 1})
+	must(t, err)
+	equal(t, "too young", prune(e1.OriginServerTS, 0), int64(0))
+	// b's own row of e2 goes; e1's common row stays for c, and d's "not
+	// notified" row with it.
+	equal(t, "b read", prune(1<<50, 0), int64(1))
+	equal(t, "counts after b read", counts(), [3]int{0, 2, 0})
+	equal(t, "d listed", listed("@pd:x"), 0)
+	_, err = s.PutReceipt(ctx(), &store.Receipt{RoomID: "!p:x", UserID: "@pc:x", Type: "m.read.private", EventID: e2.EventID, TS: 2})
+	must(t, err)
+	// Everyone local has read e1 (the remote member does not count): the
+	// common row, d's row and c's row of e2 go.
+	equal(t, "all read", prune(1<<50, 0), int64(3))
+	equal(t, "counts after all read", counts(), [3]int{0, 0, 0})
+	for _, u := range []string{"@pb:x", "@pc:x", "@pd:x"} {
+		equal(t, u+" listed", listed(u), 0)
+	}
+	// Past the absolute bound, unread ones go too.
+	e3 := r.ev("m.room.message", nil, "@pa:x", `{"msgtype":"m.text","body":"three"}`)
+	e3.Push = []store.PushAction{{UserID: "@pb:x", ThreadID: "main", Actions: notify}, {UserID: "@pc:x", ThreadID: "main", Actions: notify}}
+	e3.PushCommon = &store.PushAction{ThreadID: "main", Actions: notify}
+	r.send(t, e3)
+	equal(t, "unread kept", prune(1<<50, e3.OriginServerTS), int64(0))
+	equal(t, "counts of e3", counts(), [3]int{1, 1, 1})
+	equal(t, "unread past the bound", prune(1<<50, 1<<50), int64(1))
+	equal(t, "counts at the end", counts(), [3]int{0, 0, 0})
+}

@@ -72,6 +72,8 @@ func Run(t *testing.T, open Opener) {
 		{"ServerKeys", testServerKeys},
 		{"FedQueue", testFedQueue},
 		{"Notifications", testNotifications},
+		{"CommonNotifications", testCommonNotifications},
+		{"PruneNotifications", testPruneNotifications},
 		{"PushQueue", testPushQueue},
 		{"FedQueueAtomic", testFedQueueAtomic},
 		{"FedQueuePrune", testFedQueuePrune},
