@@ -558,6 +558,17 @@ func (b *builder) joinedRoom(m store.Membership) (*JoinedRoom, error) {
 		start = evs[0].Pos
 	}
 	jr.Timeline.PrevBatch = "t" + itoa(start-1)
+	if !limited {
+		// A timeline that holds everything since the last sync (or the
+		// whole room) has the sync's own position as prev_batch, as
+		// Synapse gives (its _load_filtered_recents moves the token before
+		// the first event only for a limited timeline): /members?at= of it
+		// is the membership now, not the empty state before the room's
+		// creation (Complement's TestGetRoomMembersAtPoint). Paging back
+		// from it returns the timeline's events again; clients drop what
+		// they hold.
+		jr.Timeline.PrevBatch = "t" + itoa(b.upto)
+	}
 	jr.Timeline.Events, err = b.s.rooms.ClientEventsKnowing(b.ctx, evs, b.req.UserID, b.req.DeviceID, false, &m)
 	if err != nil {
 		return nil, err
