@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+
+	"conclave/internal/store"
 )
 
 // End-to-end encryption across servers: the calls internal/keys makes of
@@ -23,6 +25,22 @@ func (k KeysRemote) EnqueueEDU(ctx context.Context, dests []string, eduType stri
 		return nil
 	}
 	return k.S.Outbox.EnqueueEDU(ctx, dests, eduType, content)
+}
+
+// EDUEntry is an EDU for servers as a queue entry for the store write that
+// commits it (ok false: federation is off, or no server but this one).
+func (k KeysRemote) EDUEntry(dests []string, eduType string, content []byte) (store.FedEnqueue, bool, error) {
+	if k.S.Outbox == nil || len(dests) == 0 {
+		return store.FedEnqueue{}, false, nil
+	}
+	return k.S.Outbox.EDUEntry(dests, eduType, content)
+}
+
+// Committed starts delivery of the entries a store write committed.
+func (k KeysRemote) Committed(dests []string) {
+	if k.S.Outbox != nil && len(dests) > 0 {
+		k.S.Outbox.Committed(dests)
+	}
 }
 
 // UserDevices asks a server for one of its users' device list.

@@ -27,8 +27,10 @@ type EDUSinks struct {
 	// shares a room with a user of this server.
 	Presence func(ctx context.Context, p Presence) error
 	// E2EE takes m.device_list_update, m.signing_key_update and
-	// m.direct_to_device (e2ee.go); nil: ignored.
-	E2EE func(ctx context.Context, origin, eduType string, content json.RawMessage)
+	// m.direct_to_device (e2ee.go); nil: ignored. An error: the EDU could
+	// not be kept (to-device messages, which must not be lost), and the
+	// transaction fails.
+	E2EE func(ctx context.Context, origin, eduType string, content json.RawMessage) error
 }
 
 // Presence is one user's presence as the m.presence EDU carries it.
@@ -43,12 +45,14 @@ type Presence struct {
 // maxPresencePush bounds the users one m.presence EDU may carry.
 const maxPresencePush = 1000
 
-// HandleEDU takes one EDU of a transaction from origin.
-func (s *Service) HandleEDU(ctx context.Context, origin, eduType string, content json.RawMessage) {
+// HandleEDU takes one EDU of a transaction from origin (an EDUHandler).
+// Typing, receipts and presence are best effort; only the E2EE sink fails
+// an EDU.
+func (s *Service) HandleEDU(ctx context.Context, origin, eduType string, content json.RawMessage) error {
 	switch eduType {
 	case "m.device_list_update", "m.signing_key_update", "m.direct_to_device":
 		if s.Sinks.E2EE != nil {
-			s.Sinks.E2EE(ctx, origin, eduType, content)
+			return s.Sinks.E2EE(ctx, origin, eduType, content)
 		}
 	case "m.typing":
 		var c struct {
@@ -57,7 +61,7 @@ func (s *Service) HandleEDU(ctx context.Context, origin, eduType string, content
 			Typing bool   `json:"typing"`
 		}
 		if json.Unmarshal(content, &c) != nil || matrix.ServerOf(c.UserID) != origin || s.Sinks.Typing == nil || !s.Rooms.ServerAllowed(ctx, c.RoomID, origin) {
-			return
+			return nil
 		}
 		if err := s.Sinks.Typing(ctx, c.RoomID, c.UserID, c.Typing, RemoteTypingTimeout); err != nil {
 			s.Log.Debug("federation: typing EDU refused", "origin", origin, "room", c.RoomID, "err", err)
@@ -67,11 +71,11 @@ func (s *Service) HandleEDU(ctx context.Context, origin, eduType string, content
 			Push []json.RawMessage `json:"push"`
 		}
 		if json.Unmarshal(content, &c) != nil || s.Sinks.Presence == nil {
-			return
+			return nil
 		}
 		for i, raw := range c.Push {
 			if i == maxPresencePush {
-				return // bounded work per EDU
+				return nil // bounded work per EDU
 			}
 			var p Presence
 			if json.Unmarshal(raw, &p) != nil || matrix.ServerOf(p.UserID) != origin || p.LastActiveAgo < 0 {
@@ -91,7 +95,7 @@ func (s *Service) HandleEDU(ctx context.Context, origin, eduType string, content
 			} `json:"data"`
 		}
 		if json.Unmarshal(content, &c) != nil || s.Sinks.Receipt == nil {
-			return
+			return nil
 		}
 		n := 0
 		for roomID, byType := range c {
@@ -107,7 +111,7 @@ func (s *Service) HandleEDU(ctx context.Context, origin, eduType string, content
 						continue
 					}
 					if n++; n > 1000 {
-						return // bounded work per EDU
+						return nil // bounded work per EDU
 					}
 					if err := s.Sinks.Receipt(ctx, roomID, userID, r.EventIDs[0], r.Data.ThreadID, r.Data.TS); err != nil {
 						s.Log.Debug("federation: receipt EDU refused", "origin", origin, "room", roomID, "err", err)
@@ -116,6 +120,7 @@ func (s *Service) HandleEDU(ctx context.Context, origin, eduType string, content
 			}
 		}
 	}
+	return nil
 }
 
 // SendTyping tells the other servers in the room that a user of this server

@@ -61,6 +61,12 @@ type Service struct {
 type Outbox interface {
 	EnqueuePDU(ctx context.Context, dests []string, eventID string, pdu []byte) error
 	EnqueueEDU(ctx context.Context, dests []string, eduType string, content []byte) error
+	// EDUEntry is an EDU for dests as a queue entry another store write
+	// commits with the change it belongs to (ok false: no destination but
+	// this server); Committed starts its delivery once that write
+	// committed (fedsender.Sender.Entry).
+	EDUEntry(dests []string, eduType string, content []byte) (e store.FedEnqueue, ok bool, err error)
+	Committed(dests []string)
 }
 
 // Outgoing queues events this server made for the other servers in their

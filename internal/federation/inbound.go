@@ -43,8 +43,10 @@ const (
 const roomsInParallel = 8
 
 // EDUHandler takes the EDUs of a transaction (typing, receipts, device
-// lists, to-device…); nil: they are ignored.
-type EDUHandler func(ctx context.Context, origin, eduType string, content json.RawMessage)
+// lists, to-device…); nil: they are ignored. An error means the EDU was
+// not kept for a reason of this server's (a store error), and must be
+// sent again: the transaction then fails (see Transaction).
+type EDUHandler func(ctx context.Context, origin, eduType string, content json.RawMessage) error
 
 type transaction struct {
 	Origin         string            `json:"origin"`
@@ -131,8 +133,22 @@ func (s *Service) Transaction(ctx context.Context, origin, txnID string, body []
 	}
 	wg.Wait()
 	if edus != nil {
+		var failed error
 		for _, e := range t.EDUs {
-			edus(ctx, origin, e.Type, e.Content)
+			if err := edus(ctx, origin, e.Type, e.Content); err != nil && failed == nil {
+				failed = err
+			}
+		}
+		if failed != nil {
+			// An EDU that must not be lost (a to-device message) was not
+			// stored: the transaction fails, unrecorded, and its sender
+			// sends it again (a 200 "even in the event of one or more PDUs
+			// failing" is for refused PDUs, not for this server's own
+			// failure; Server-Server API, "Transactions"). Processing it
+			// again is safe: PDUs are known by event ID, to-device
+			// messages by message_id, the rest is idempotent or ephemeral.
+			s.Log.Warn("federation: a transaction's EDU could not be kept", "origin", origin, "txn", txnID, "err", failed)
+			return nil, failed
 		}
 	}
 	answer, err := json.Marshal(map[string]any{"pdus": results})

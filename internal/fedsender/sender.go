@@ -9,7 +9,10 @@
 // leave the store only after the destination acknowledged the transaction
 // carrying them, so a SIGKILL loses nothing Enqueue acknowledged; on Run
 // every destination with queued items is resumed (after its persisted
-// back-off).
+// back-off). An item that must commit together with another change (a
+// to-device EDU with the client's transaction ID, which makes a retry a
+// no-op) is built by Entry, written by that change's store method in its
+// transaction, and woken by Committed.
 //
 // Transaction IDs: a failed attempt records its transaction ID and items in
 // the store (the destination's pending transaction), and every retry sends
@@ -227,6 +230,40 @@ func (s *Sender) EnqueuePDU(ctx context.Context, dests []string, eventID string,
 // EnqueueEDU is Enqueue of EDU(eduType, content).
 func (s *Sender) EnqueueEDU(ctx context.Context, dests []string, eduType string, content []byte) error {
 	return s.Enqueue(ctx, dests, EDU(eduType, content))
+}
+
+// Entry returns item for dests as a queue entry that another store write
+// commits in its own transaction, together with the change it belongs to
+// (e.g. store.Keys.SendToDevice: to-device messages and the transaction ID
+// that makes a retry a no-op), so that neither commits without the other.
+// Our own server is left out of dests; ok is false when none remains.
+// Once that write committed, call Committed: nothing is sent before (or
+// before the next safety tick).
+func (s *Sender) Entry(dests []string, item Item) (e store.FedEnqueue, ok bool, err error) {
+	if !item.valid() || !json.Valid(item.it.JSON) {
+		return e, false, errBadItem
+	}
+	dests = slices.DeleteFunc(slices.Clone(dests), func(d string) bool { return d == s.o.Origin })
+	if len(dests) == 0 {
+		return e, false, nil
+	}
+	return store.FedEnqueue{Destinations: dests, Item: item.it}, true, nil
+}
+
+// EDUEntry is Entry of EDU(eduType, content) (federation.Outbox).
+func (s *Sender) EDUEntry(dests []string, eduType string, content []byte) (store.FedEnqueue, bool, error) {
+	return s.Entry(dests, EDU(eduType, content))
+}
+
+// Committed starts sending to dests, for which items were committed by
+// another write than Enqueue (Entry). For a destination with nothing
+// queued it costs one look at its queue, so a caller unsure whether its
+// write committed (a retried request) may call it anyway.
+func (s *Sender) Committed(dests []string) {
+	dests = slices.DeleteFunc(slices.Clone(dests), func(d string) bool { return d == s.o.Origin })
+	if len(dests) > 0 {
+		s.notify(dests)
+	}
 }
 
 // notify starts sending to dests (items were just committed for them).

@@ -593,6 +593,41 @@ func TestRestartResumes(t *testing.T) {
 	})
 }
 
+// An item another write commits (Entry: the queue entry, in that write's
+// transaction; here store.Keys.SendToDevice with the to-device EDU) goes
+// out when Committed wakes its destination, without waiting for a scan of
+// the queues (none comes in this test). Our own server is left out of an
+// entry's destinations, and an entry for no other server is none.
+func TestEntryCommittedByAnotherWrite(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		st := openStore(t, b)
+		dst := newDest(t)
+		tr := &httpTransport{urls: map[string]string{}}
+		tr.add("b.test", dst)
+		s := newSender(st, tr, fedsender.Options{SafetyTick: time.Hour})
+		attempts := watch(s)
+		run(t, s)
+		if _, _, err := s.Entry([]string{"b.test"}, fedsender.EDU("m.direct_to_device", []byte(`{`))); err == nil {
+			t.Fatal("an entry with bad JSON was accepted")
+		}
+		if _, ok, err := s.EDUEntry([]string{"origin.test"}, "m.direct_to_device", []byte(`{}`)); ok || err != nil {
+			t.Fatalf("an entry for our own server only: ok %v, err %v", ok, err)
+		}
+		e, ok, err := s.EDUEntry([]string{"origin.test", "b.test"}, "m.direct_to_device", []byte(`{"n":1}`))
+		if !ok || err != nil || !slices.Equal(e.Destinations, []string{"b.test"}) || !e.Item.Keep {
+			t.Fatalf("entry %+v ok %v err %v", e, ok, err)
+		}
+		if _, dup, err := st.SendToDevice(context.Background(), "@a:origin.test", "A", "t1", nil, []store.FedEnqueue{e}); dup || err != nil {
+			t.Fatalf("dup %v err %v", dup, err)
+		}
+		s.Committed([]string{"b.test", "origin.test"})
+		until(t, attempts, "the committed entry delivered", func() bool {
+			_, e := dst.processed()
+			return slices.Equal(e, []string{`m.direct_to_device {"n":1}`})
+		})
+	})
+}
+
 // Over the cap, a destination in back-off loses its oldest EDUs, never PDUs
 // or to-device messages.
 func TestQueueCap(t *testing.T) {

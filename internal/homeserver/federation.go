@@ -229,14 +229,15 @@ func (hs *Homeserver) wireE2EEFederation() {
 			return false
 		},
 	}
-	hs.Federation.Sinks.E2EE = func(ctx context.Context, origin, eduType string, content json.RawMessage) {
+	hs.Federation.Sinks.E2EE = func(ctx context.Context, origin, eduType string, content json.RawMessage) error {
 		switch eduType {
 		case "m.device_list_update":
 			hs.Keys.HandleDeviceListUpdate(ctx, origin, content)
 		case "m.signing_key_update":
 			hs.Keys.HandleSigningKeyUpdate(ctx, origin, content)
 		case "m.direct_to_device":
-			hs.Keys.HandleDirectToDevice(ctx, origin, content)
+			return hs.Keys.HandleDirectToDevice(ctx, origin, content)
 		}
+		return nil
 	}
 }

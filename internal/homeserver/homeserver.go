@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"conclave/internal/accessrules"
 	"conclave/internal/accountdata"
@@ -355,6 +356,19 @@ func (hs *Homeserver) Run(ctx context.Context) error {
 				defer close(pending)
 				if err := hs.Keys.AnnouncePending(ctx); err != nil && ctx.Err() == nil {
 					hs.Log.Warn("announcing pending device list changes", "err", err)
+				}
+				// Announcements that failed since (a store error) go again.
+				tick := time.NewTicker(time.Minute)
+				defer tick.Stop()
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-tick.C:
+					}
+					if err := hs.Keys.RetryFailedAnnouncements(ctx); err != nil && ctx.Err() == nil {
+						hs.Log.Warn("announcing device list changes again", "err", err)
+					}
 				}
 			}()
 			if err := hs.FedSender.Run(ctx); err != nil && ctx.Err() == nil {

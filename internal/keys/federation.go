@@ -40,6 +40,11 @@ const (
 type Remote interface {
 	// EnqueueEDU queues an EDU for servers (durable once it returns).
 	EnqueueEDU(ctx context.Context, dests []string, eduType string, content []byte) error
+	// EDUEntry is an EDU for servers as a queue entry that a store write
+	// commits with the change it belongs to (ok false: nothing to queue);
+	// Committed starts its delivery after that write committed.
+	EDUEntry(dests []string, eduType string, content []byte) (e store.FedEnqueue, ok bool, err error)
+	Committed(dests []string)
 	// UserDevices asks GET /_matrix/federation/v1/user/devices/{userId}.
 	UserDevices(ctx context.Context, server, userID string) (json.RawMessage, error)
 	// QueryKeys asks POST /_matrix/federation/v1/user/keys/query.
@@ -63,6 +68,7 @@ type Federation struct {
 type fedState struct {
 	mu       sync.Mutex
 	announce map[string]*sync.Mutex // local user → serialises announcements
+	failed   map[string]bool        // local users whose last announcement failed
 	resyncs  map[string]bool        // remote user → resync running; true: fetch again
 	users    map[string]*userMu     // remote user → userLock
 	sem      chan struct{}
@@ -75,7 +81,7 @@ type userMu struct {
 
 func (s *Service) fed() *fedState {
 	s.fedOnce.Do(func() {
-		s.fedSt = &fedState{announce: map[string]*sync.Mutex{}, resyncs: map[string]bool{}, users: map[string]*userMu{}, sem: make(chan struct{}, resyncParallel)}
+		s.fedSt = &fedState{announce: map[string]*sync.Mutex{}, failed: map[string]bool{}, resyncs: map[string]bool{}, users: map[string]*userMu{}, sem: make(chan struct{}, resyncParallel)}
 	})
 	return s.fedSt
 }
@@ -164,8 +170,50 @@ func (s *Service) AnnounceDevices(ctx context.Context, userIDs ...string) error 
 	var errs []error
 	for _, u := range userIDs {
 		if s.isLocal(u) {
-			errs = append(errs, s.announce(ctx, u))
+			errs = append(errs, s.announceNoting(ctx, u))
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// announceNoting is announce, remembering the users whose announcement
+// failed for RetryFailedAnnouncements.
+func (s *Service) announceNoting(ctx context.Context, userID string) error {
+	err := s.announce(ctx, userID)
+	f := s.fed()
+	f.mu.Lock()
+	if err != nil {
+		f.failed[userID] = true
+	} else {
+		delete(f.failed, userID)
+	}
+	f.mu.Unlock()
+	return err
+}
+
+// RetryFailedAnnouncements announces again the local users whose
+// announcement failed (the store failed while it was queued or recorded):
+// their change is committed, and would otherwise wait for their next
+// change or the next start (AnnouncePending) to reach other servers.
+// Called periodically; a user whose announcement fails again stays.
+func (s *Service) RetryFailedAnnouncements(ctx context.Context) error {
+	if !s.federated() {
+		return nil
+	}
+	f := s.fed()
+	f.mu.Lock()
+	users := make([]string, 0, len(f.failed))
+	for u := range f.failed {
+		users = append(users, u)
+	}
+	f.mu.Unlock()
+	sort.Strings(users)
+	var errs []error
+	for _, u := range users {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		errs = append(errs, s.announceNoting(ctx, u))
 	}
 	return errors.Join(errs...)
 }
@@ -355,15 +403,16 @@ func (s *Service) AnnouncePending(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// One failure does not hold back the others; RetryFailedAnnouncements
+	// tries it again.
+	var errs []error
 	for _, u := range users {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if err := s.announce(ctx, u); err != nil {
-			return err
-		}
+		errs = append(errs, s.announceNoting(ctx, u))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // UserDevices is the answer of GET /_matrix/federation/v1/user/devices/{userId}
@@ -456,6 +505,8 @@ func (s *Service) HandleDeviceListUpdate(ctx context.Context, origin string, con
 	defer unlock()
 	_, _, cur, cached, err := s.store.RemoteDeviceList(ctx, u.UserID)
 	if err != nil {
+		wctx, done := s.deviceChange(ctx, u.UserID)
+		s.forgetMissedUpdate(wctx, u.UserID, done)
 		return
 	}
 	if cached && u.StreamID <= cur {
@@ -482,10 +533,30 @@ func (s *Service) HandleDeviceListUpdate(ctx context.Context, origin string, con
 	}
 	wctx, done := s.deviceChange(ctx, u.UserID)
 	applied, err := s.store.UpdateRemoteDevice(wctx, u.UserID, u.StreamID, store.DeviceListEntry{DeviceID: u.DeviceID, DisplayName: u.DisplayName, Keys: keys}, u.Deleted)
-	done(err == nil)
-	if err == nil && !applied {
+	if err != nil {
+		s.forgetMissedUpdate(wctx, u.UserID, done)
+		return
+	}
+	done(true)
+	if !applied {
 		s.markResyncDirty(u.UserID)
 	}
+}
+
+// forgetMissedUpdate, under the user's lock, after an update of a remote
+// user's cached list could not be stored: the cache missed it, and nothing
+// would tell (the sender has its answer; a gap shows only at the user's
+// next update), so it is dropped — the next query fetches the list from the
+// user's server — and local clients are told the user changed, so that
+// they query. wctx and done are the write's deviceChange.
+func (s *Service) forgetMissedUpdate(wctx context.Context, userID string, done func(bool)) {
+	s.markResyncDirty(userID)
+	wctx = context.WithoutCancel(wctx)
+	err := s.store.DropRemoteDeviceLists(wctx, []string{userID})
+	if err == nil {
+		err = s.store.RecordDeviceListChanges(wctx, []string{userID})
+	}
+	done(err == nil)
 }
 
 // HandleSigningKeyUpdate takes an m.signing_key_update from origin.
@@ -516,8 +587,11 @@ func (s *Service) HandleSigningKeyUpdate(ctx context.Context, origin string, con
 	unlock := s.userLock(u.UserID)
 	defer unlock()
 	wctx, done := s.deviceChange(ctx, u.UserID)
-	err := s.store.PutRemoteCrossSigningKeys(wctx, u.UserID, keys)
-	done(err == nil)
+	if err := s.store.PutRemoteCrossSigningKeys(wctx, u.UserID, keys); err != nil {
+		s.forgetMissedUpdate(wctx, u.UserID, done)
+		return
+	}
+	done(true)
 	s.markResyncDirty(u.UserID)
 }
 

@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"sort"
+	"strings"
 
 	"conclave/internal/changes"
 
@@ -18,14 +20,22 @@ import (
 // repeated transaction ID from the same device is accepted and does nothing.
 // Messages for unknown users or devices are dropped, as Synapse does;
 // messages for users on other servers go to their servers in one
-// m.direct_to_device EDU per server (after the local ones commit, and only
-// for a transaction ID not seen before).
+// m.direct_to_device EDU per server, queued in the transaction that stores
+// the local ones and records the transaction ID: a retry after a crash (or
+// an error) finds both committed or neither, so nothing a client sent is
+// lost, and nothing is sent twice.
 func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, evType, txnID string, messages map[string]map[string]json.RawMessage) error {
 	if evType == "" || len(evType) > 255 {
 		return matrix.InvalidParam("Invalid event type")
 	}
 	if len(txnID) > 255 {
 		return matrix.InvalidParam("Transaction ID is too long")
+	}
+	// A NUL cannot be stored (PostgreSQL text): refused here, not failed
+	// in the store (a 500, and, for a message_id from another server, a
+	// transaction that would fail at every retry).
+	if strings.IndexByte(txnID, 0) >= 0 {
+		return matrix.InvalidParam("Transaction ID is not valid")
 	}
 	n := 0
 	users := make([]string, 0, len(messages))
@@ -67,6 +77,9 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, evType
 				}
 				continue
 			}
+			if strings.IndexByte(d, 0) >= 0 {
+				continue // no such device: dropped like any unknown one
+			}
 			j, err := json.Marshal(struct {
 				Sender  string          `json:"sender"`
 				Type    string          `json:"type"`
@@ -86,8 +99,12 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, evType
 			keys = append(keys, changes.Key{Kind: changes.ToDevice, Subject: m.UserID})
 		}
 	}
+	fed, servers, err := s.remoteToDevice(sender, evType, remote)
+	if err != nil {
+		return err
+	}
 	w := s.Changes.Begin(keys...)
-	recipients, dup, err := s.store.SendToDevice(w.Context(ctx), sender, senderDevice, txnID, msgs)
+	recipients, dup, err := s.store.SendToDevice(w.Context(ctx), sender, senderDevice, txnID, msgs, fed)
 	w.Done(0)
 	if err != nil {
 		return err
@@ -95,30 +112,41 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, evType
 	if !dup && s.NotifyToDevice != nil && len(recipients) > 0 {
 		s.NotifyToDevice(recipients...)
 	}
-	if !dup {
-		return s.sendRemoteToDevice(ctx, sender, evType, remote)
+	// Woken on a duplicate too: the first attempt may have committed and
+	// then failed before waking the sender (it would otherwise wait for
+	// its next scan of the queues).
+	if len(servers) > 0 {
+		s.Fed.Remote.Committed(servers)
 	}
 	return nil
 }
 
-// sendRemoteToDevice queues one m.direct_to_device EDU per server (spec:
-// "Send-to-device messaging"), each with its own message_id.
-func (s *Service) sendRemoteToDevice(ctx context.Context, sender, evType string, remote map[string]map[string]map[string]json.RawMessage) error {
+// remoteToDevice builds one m.direct_to_device EDU per server (spec:
+// Server-Server API, "Send-to-device messaging"), each with its own random
+// message_id, as queue entries for the store write, and lists the servers.
+func (s *Service) remoteToDevice(sender, evType string, remote map[string]map[string]map[string]json.RawMessage) ([]store.FedEnqueue, []string, error) {
 	servers := make([]string, 0, len(remote))
 	for srv := range remote {
 		servers = append(servers, srv)
 	}
 	sort.Strings(servers)
+	var fed []store.FedEnqueue
+	var queued []string
 	for _, srv := range servers {
 		b, err := json.Marshal(map[string]any{"sender": sender, "type": evType, "message_id": randomID(), "messages": remote[srv]})
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
-		if err := s.Fed.Remote.EnqueueEDU(context.WithoutCancel(ctx), []string{srv}, "m.direct_to_device", b); err != nil {
-			return err
+		e, ok, err := s.Fed.Remote.EDUEntry([]string{srv}, "m.direct_to_device", b)
+		if err != nil {
+			return nil, nil, err
+		}
+		if ok {
+			fed = append(fed, e)
+			queued = append(queued, srv)
 		}
 	}
-	return nil
+	return fed, queued, nil
 }
 
 func randomID() string {
@@ -131,8 +159,10 @@ func randomID() string {
 // stores its messages for local devices. A message_id already received
 // from the same sender is dropped (a retried transaction or EDU): it is
 // recorded as the sender's transaction ID, with no device, which no local
-// sender's transaction can collide with.
-func (s *Service) HandleDirectToDevice(ctx context.Context, origin string, content json.RawMessage) {
+// sender's transaction can collide with. A malformed EDU is dropped; an
+// error means the messages could not be stored (nothing was): the
+// transaction must fail, so that its sender sends it again.
+func (s *Service) HandleDirectToDevice(ctx context.Context, origin string, content json.RawMessage) error {
 	var e struct {
 		Sender    string                                `json:"sender"`
 		Type      string                                `json:"type"`
@@ -141,7 +171,7 @@ func (s *Service) HandleDirectToDevice(ctx context.Context, origin string, conte
 	}
 	if json.Unmarshal(content, &e) != nil || !matrix.ValidUserID(e.Sender) || matrix.ServerOf(e.Sender) != origin ||
 		e.MessageID == "" || len(e.MessageID) > 255 || e.Type == "" || len(e.Type) > 255 {
-		return
+		return nil
 	}
 	local := map[string]map[string]json.RawMessage{}
 	for u, devs := range e.Messages {
@@ -149,7 +179,12 @@ func (s *Service) HandleDirectToDevice(ctx context.Context, origin string, conte
 			local[u] = devs
 		}
 	}
-	// A malformed message refuses the EDU (nothing stored); the sender's
-	// server has its answer to the transaction already.
-	_ = s.SendToDevice(ctx, e.Sender, "", e.Type, e.MessageID, local)
+	// A malformed message refuses the EDU (nothing stored): sending it
+	// again would change nothing.
+	err := s.SendToDevice(ctx, e.Sender, "", e.Type, e.MessageID, local)
+	var merr *matrix.Error
+	if errors.As(err, &merr) {
+		return nil
+	}
+	return err
 }

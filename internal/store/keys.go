@@ -133,10 +133,12 @@ type Keys interface {
 	DeviceListChanges(ctx context.Context, userID string, from, to int64) (changed, left []string, err error)
 
 	// SendToDevice stores messages for local devices with fresh stream
-	// positions and records the sender's transaction, atomically. A repeated
-	// transaction stores nothing and returns dup=true. It returns the users
-	// who got at least one message.
-	SendToDevice(ctx context.Context, senderUserID, senderDeviceID, txnID string, msgs []ToDeviceSend) (recipients []string, dup bool, err error)
+	// positions, queues fed (the m.direct_to_device EDUs for other servers,
+	// as FedEnqueue does) and records the sender's transaction, atomically:
+	// a retry that finds the transaction recorded finds its EDUs queued
+	// too. A repeated transaction stores and queues nothing and returns
+	// dup=true. It returns the users who got at least one message.
+	SendToDevice(ctx context.Context, senderUserID, senderDeviceID, txnID string, msgs []ToDeviceSend, fed []FedEnqueue) (recipients []string, dup bool, err error)
 	// ToDeviceMessages deletes the device's messages at or below ack and
 	// returns up to limit messages in (after, upto], oldest first.
 	ToDeviceMessages(ctx context.Context, userID, deviceID string, ack, after, upto int64, limit int) ([]ToDeviceMessage, error)

@@ -168,8 +168,8 @@ func (s gatedStore) MaxStreamPos(ctx context.Context) (int64, error) {
 	return s.Store.MaxStreamPos(ctx)
 }
 
-func (s gatedStore) SendToDevice(ctx context.Context, sender, senderDevice, txnID string, msgs []store.ToDeviceSend) ([]string, bool, error) {
-	r, dup, err := s.Store.SendToDevice(ctx, sender, senderDevice, txnID, msgs)
+func (s gatedStore) SendToDevice(ctx context.Context, sender, senderDevice, txnID string, msgs []store.ToDeviceSend, fed []store.FedEnqueue) ([]string, bool, error) {
+	r, dup, err := s.Store.SendToDevice(ctx, sender, senderDevice, txnID, msgs, fed)
 	s.g.hold(OpSendToDevice)
 	return r, dup, err
 }

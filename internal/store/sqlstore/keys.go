@@ -371,7 +371,7 @@ func (s *Shared) DeviceListChanges(ctx context.Context, userID string, from, to 
 	return changed, left, nil
 }
 
-func (s *Shared) SendToDevice(ctx context.Context, sender, senderDevice, txnID string, msgs []store.ToDeviceSend) ([]string, bool, error) {
+func (s *Shared) SendToDevice(ctx context.Context, sender, senderDevice, txnID string, msgs []store.ToDeviceSend, fed []store.FedEnqueue) ([]string, bool, error) {
 	var recipients []string
 	dup := false
 	err := s.b.Tx(ctx, func(tx Querier) error {
@@ -406,6 +406,14 @@ func (s *Shared) SendToDevice(ctx context.Context, sender, senderDevice, txnID s
 			if len(devs) > 0 && !seen[m.UserID] {
 				seen[m.UserID] = true
 				recipients = append(recipients, m.UserID)
+			}
+		}
+		// The EDUs for other servers commit with the transaction ID that
+		// makes a retry a no-op: queued after it, a crash in between would
+		// lose them for good.
+		for i := range fed {
+			if err := s.fedEnqueue(ctx, tx, &fed[i]); err != nil {
+				return err
 			}
 		}
 		return s.b.InsertAtNewPositions(ctx, tx, "to_device", []string{"user_id", "device_id", "json"}, rows)

@@ -148,7 +148,7 @@ func benchAreas(b *testing.B, open BenchOpener) {
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
-			if _, _, err := s.SendToDevice(ctx(), "@a:x", "D0", fmt.Sprint(i), msg); err != nil {
+			if _, _, err := s.SendToDevice(ctx(), "@a:x", "D0", fmt.Sprint(i), msg, nil); err != nil {
 				b.Fatal(err)
 			}
 		}

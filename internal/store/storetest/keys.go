@@ -257,7 +257,7 @@ func testToDevice(t *testing.T, s store.Store) {
 	msg := func(user, dev, body string) store.ToDeviceSend {
 		return store.ToDeviceSend{UserID: user, DeviceID: dev, JSON: json.RawMessage(`{"body":"` + body + `"}`)}
 	}
-	rec, dup, err := s.SendToDevice(ctx(), "@a:x", "A", "txn1", []store.ToDeviceSend{msg("@b:x", "*", "all"), msg("@b:x", "nope", "lost"), msg("@z:x", "Z", "lost")})
+	rec, dup, err := s.SendToDevice(ctx(), "@a:x", "A", "txn1", []store.ToDeviceSend{msg("@b:x", "*", "all"), msg("@b:x", "nope", "lost"), msg("@z:x", "Z", "lost")}, nil)
 	must(t, err)
 	if dup || len(rec) != 1 || rec[0] != "@b:x" {
 		t.Fatalf("recipients %v dup %v", rec, dup)
@@ -266,14 +266,14 @@ func testToDevice(t *testing.T, s store.Store) {
 	if top != start+2 {
 		t.Fatalf("two messages should take two positions: %d → %d", start, top)
 	}
-	rec, dup, err = s.SendToDevice(ctx(), "@a:x", "A", "txn1", []store.ToDeviceSend{msg("@b:x", "B1", "again")})
+	rec, dup, err = s.SendToDevice(ctx(), "@a:x", "A", "txn1", []store.ToDeviceSend{msg("@b:x", "B1", "again")}, nil)
 	must(t, err)
 	if !dup || len(rec) != 0 || maxPos(t, s) != top {
 		t.Fatalf("repeat: recipients %v dup %v", rec, dup)
 	}
 	// Another device of the sender may reuse the transaction ID.
 	newDevice(t, s, "@a:x", "A2", "ta2")
-	_, dup, _ = s.SendToDevice(ctx(), "@a:x", "A2", "txn1", []store.ToDeviceSend{msg("@b:x", "B1", "second")})
+	_, dup, _ = s.SendToDevice(ctx(), "@a:x", "A2", "txn1", []store.ToDeviceSend{msg("@b:x", "B1", "second")}, nil)
 	if dup {
 		t.Fatal("transaction IDs are per device")
 	}
@@ -297,7 +297,7 @@ func testToDevice(t *testing.T, s store.Store) {
 	must(t, err)
 	equal(t, "B2", len(ms), 1)
 	// An acknowledgement beyond after: what it deletes is not returned.
-	_, _, err = s.SendToDevice(ctx(), "@a:x", "A", "txn3", []store.ToDeviceSend{msg("@b:x", "B2", "third")})
+	_, _, err = s.SendToDevice(ctx(), "@a:x", "A", "txn3", []store.ToDeviceSend{msg("@b:x", "B2", "third")}, nil)
 	must(t, err)
 	top = maxPos(t, s)
 	ms, err = s.ToDeviceMessages(ctx(), "@b:x", "B2", top-1, 0, top, 10)
@@ -310,6 +310,76 @@ func testToDevice(t *testing.T, s store.Store) {
 	equal(t, "acknowledged ahead of after", len(ms), 1)
 }
 
+// testToDeviceFedQueue: the EDUs for other servers that SendToDevice is
+// given are queued in its transaction — with the transaction ID, so a
+// repeated transaction finds them queued and queues nothing more — and a
+// write that fails leaves neither (the retry is not a duplicate).
+func testToDeviceFedQueue(t *testing.T, s store.Store) {
+	c := ctx()
+	newUser(t, s, "@a:x")
+	newUser(t, s, "@b:x")
+	newDevice(t, s, "@a:x", "A", "ta")
+	newDevice(t, s, "@b:x", "B", "tb")
+	local := []store.ToDeviceSend{{UserID: "@b:x", DeviceID: "B", JSON: json.RawMessage(`{"n":1}`)}}
+	fed := []store.FedEnqueue{
+		fedEDU("m.direct_to_device", `{"to":"a"}`, "", true, "a.test"),
+		fedEDU("m.direct_to_device", `{"to":"b"}`, "", true, "b.test"),
+	}
+	// A bad queue entry fails the whole write: no message, no transaction.
+	top := maxPos(t, s)
+	bad := store.FedEnqueue{Destinations: []string{"a.test"}, Item: store.FedItem{EventID: "$x", EDUType: "m.typing", JSON: []byte(`{}`)}}
+	if _, _, err := s.SendToDevice(c, "@a:x", "A", "t1", local, append(slices.Clone(fed), bad)); err == nil {
+		t.Fatal("a queue entry that is both a PDU and an EDU was accepted")
+	}
+	ds, err := s.FedDestinations(c)
+	must(t, err)
+	equal(t, "destinations after a failed write", ds, []store.FedDestination{})
+	if ms, _ := s.ToDeviceMessages(c, "@b:x", "B", 0, 0, maxPos(t, s), 10); len(ms) != 0 || maxPos(t, s) != top {
+		t.Fatalf("messages after a failed write: %+v", ms)
+	}
+
+	rec, dup, err := s.SendToDevice(c, "@a:x", "A", "t1", local, fed)
+	must(t, err)
+	if dup || len(rec) != 1 {
+		t.Fatalf("recipients %v dup %v (the failed write recorded the transaction)", rec, dup)
+	}
+	// Only remote recipients: queued all the same.
+	_, dup, err = s.SendToDevice(c, "@a:x", "A", "t2", nil, []store.FedEnqueue{fedEDU("m.direct_to_device", `{"to":"a2"}`, "", true, "a.test")})
+	must(t, err)
+	if dup {
+		t.Fatal("t2 is new")
+	}
+	// The retry queues nothing more.
+	_, dup, err = s.SendToDevice(c, "@a:x", "A", "t1", local, fed)
+	must(t, err)
+	if !dup {
+		t.Fatal("the retry was not a duplicate")
+	}
+	ds, err = s.FedDestinations(c)
+	must(t, err)
+	equal(t, "destinations", ds, []store.FedDestination{{Destination: "a.test"}, {Destination: "b.test"}})
+	for dest, want := range map[string][]string{
+		"a.test": {`m.direct_to_device {"to":"a"}`, `m.direct_to_device {"to":"a2"}`},
+		"b.test": {`m.direct_to_device {"to":"b"}`},
+	} {
+		b, err := s.FedNextBatch(c, dest, 50, 100)
+		must(t, err)
+		_, e := fedNames(b)
+		equal(t, dest+" EDUs", e, want)
+	}
+	// Kept by the queue cap like any to-device EDU.
+	for i := 0; i < 3; i++ {
+		must(t, s.FedEnqueue(c, []store.FedEnqueue{fedEDU("m.typing", fmt.Sprintf(`{"n":%d}`, i), "", false, "b.test")}))
+	}
+	n, err := s.FedPrune(c, "b.test", 1)
+	must(t, err)
+	equal(t, "pruned", n, 3)
+	b, err := s.FedNextBatch(c, "b.test", 50, 100)
+	must(t, err)
+	_, e := fedNames(b)
+	equal(t, "b.test after the cap", e, []string{`m.direct_to_device {"to":"b"}`})
+}
+
 func testDeleteDeviceCleanup(t *testing.T, s store.Store) {
 	newUser(t, s, "@a:x")
 	newUser(t, s, "@b:x")
@@ -320,9 +390,9 @@ func testDeleteDeviceCleanup(t *testing.T, s store.Store) {
 		OneTimeKeys: []store.OneTimeKey{otk(alg, "1")}, FallbackKeys: []store.OneTimeKey{otk(alg, "f")}})
 	must(t, err)
 	must(t, s.PutKeySignatures(ctx(), []store.KeySignature{{TargetUserID: "@a:x", TargetKeyID: "D", SignerUserID: "@a:x", SignerKeyID: "ed25519:M", Signature: "s"}}, nil))
-	_, _, err = s.SendToDevice(ctx(), "@b:x", "B", "t1", []store.ToDeviceSend{{UserID: "@a:x", DeviceID: "D", JSON: json.RawMessage(`{}`)}})
+	_, _, err = s.SendToDevice(ctx(), "@b:x", "B", "t1", []store.ToDeviceSend{{UserID: "@a:x", DeviceID: "D", JSON: json.RawMessage(`{}`)}}, nil)
 	must(t, err)
-	_, _, err = s.SendToDevice(ctx(), "@a:x", "D", "t1", []store.ToDeviceSend{{UserID: "@b:x", DeviceID: "B", JSON: json.RawMessage(`{}`)}})
+	_, _, err = s.SendToDevice(ctx(), "@a:x", "D", "t1", []store.ToDeviceSend{{UserID: "@b:x", DeviceID: "B", JSON: json.RawMessage(`{}`)}}, nil)
 	must(t, err)
 	must(t, s.DeleteDevices(ctx(), "@a:x", []string{"D"}))
 	// A new device with the same ID starts clean.
@@ -342,7 +412,7 @@ func testDeleteDeviceCleanup(t *testing.T, s store.Store) {
 	if ms, _ := s.ToDeviceMessages(ctx(), "@a:x", "D", 0, 0, maxPos(t, s), 10); len(ms) != 0 {
 		t.Fatalf("to-device messages survived: %+v", ms)
 	}
-	_, dup, _ := s.SendToDevice(ctx(), "@a:x", "D", "t1", nil)
+	_, dup, _ := s.SendToDevice(ctx(), "@a:x", "D", "t1", nil, nil)
 	if dup {
 		t.Fatal("sent transaction IDs survived")
 	}

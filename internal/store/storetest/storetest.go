@@ -62,6 +62,7 @@ func Run(t *testing.T, open Opener) {
 		{"RemoteDeviceLists", testRemoteDeviceLists},
 		{"DeviceListChanges", testDeviceListChanges},
 		{"ToDevice", testToDevice},
+		{"ToDeviceFedQueue", testToDeviceFedQueue},
 		{"DeleteDeviceCleanup", testDeleteDeviceCleanup},
 		{"DehydratedDevice", testDehydratedDevice},
 		{"Backups", testBackups},
