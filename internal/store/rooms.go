@@ -67,6 +67,12 @@ type NewEvent struct {
 	// push rules notify), written in the event's transaction at its
 	// position. Only timeline events carry them.
 	Push []PushAction
+	// Fed are the other servers this event (an event this server made) is
+	// queued for in the outbound federation queue (FedQueue, as a PDU: event
+	// ID and JSON), in the transaction that writes it: an event is never
+	// committed without its queue entries, whatever happens after the
+	// commit (a death before the sender is woken only delays it).
+	Fed []string
 }
 
 // MaxStateGroupChain is the longest chain of state group deltas: the state

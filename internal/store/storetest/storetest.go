@@ -35,6 +35,7 @@ func Run(t *testing.T, open Opener) {
 		{"CreateRoomAtomic", testCreateRoomAtomic},
 		{"PersistEvents", testPersistEvents},
 		{"PersistEventsAtomic", testPersistEventsAtomic},
+		{"PersistEventsFed", testPersistEventsFed},
 		{"StateAfterEveryEvent", testStateAfterEveryEvent},
 		{"GraphWrites", testGraphWrites},
 		{"GraphStateChains", testGraphStateChains},
