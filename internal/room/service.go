@@ -466,6 +466,26 @@ func (s *Service) addFed(rs *roomState, pdus []*event.PDU, rows []store.NewEvent
 	}
 }
 
+// wakeFed starts sending what earlier writes queued for the room's other
+// servers. A client's retry of a request whose write committed (a duplicate
+// transaction ID) may follow a death or a failure between that commit and
+// its FedCommitted: nothing else would wake the sender before its safety
+// tick. For a destination with nothing queued it costs one look.
+func (s *Service) wakeFed(ctx context.Context, roomID string) {
+	if s.FedCommitted == nil {
+		return
+	}
+	e, rs, err := s.lock(ctx, roomID)
+	if err != nil {
+		return
+	}
+	servers := s.otherServers(rs, nil)
+	s.unlock(e)
+	if len(servers) > 0 {
+		s.FedCommitted(servers)
+	}
+}
+
 // fedServers is the otherServers afterCommit computes once pdus are applied
 // to rs, without changing rs (nor copying its state): the batch's member
 // events override rs's memberships.

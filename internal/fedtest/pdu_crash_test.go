@@ -1,0 +1,88 @@
+package fedtest
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync/atomic"
+	"testing"
+
+	"conclave/internal/homeserver"
+	"conclave/internal/homeserver/hstest"
+	"conclave/internal/store"
+)
+
+// diesAfterPersist is a store whose next PersistEvents, when armed, commits
+// and then fails: what the room service sees when the process dies (or the
+// database connection drops) right after the commit of an event. Whatever
+// the service would do next for that write never happens.
+type diesAfterPersist struct {
+	homeserver.Store
+	armed *atomic.Bool
+}
+
+func (s diesAfterPersist) PersistEvents(ctx context.Context, roomID string, events []store.NewEvent) ([]int64, error) {
+	pos, err := s.Store.PersistEvents(ctx, roomID, events)
+	if err == nil && s.armed.CompareAndSwap(true, false) {
+		return nil, errors.New("fedtest: died after the commit")
+	}
+	return pos, err
+}
+
+// A message to a room shared with another server is not lost when the
+// sending server dies right after committing it: the client's retry is a
+// duplicate (its transaction ID was recorded) and writes nothing, and in a
+// quiet room no later event makes the other server fetch it
+// (/get_missing_events), so the event must have been queued for the other
+// server in its own commit. Once the client retries on the same server
+// (the duplicate wakes the sender), once after a restart (the sender scans
+// its queues at start). Each is checked before anything else is sent to
+// the room, so it cannot arrive as a missing event of a later one.
+func TestRoomEventToOtherServerSurvivesDeathAfterCommit(t *testing.T) {
+	var armed atomic.Bool
+	hs := hstest.StartFederationWith(t, 2, nil, func(i int) homeserver.Options {
+		if i != 0 {
+			return homeserver.Options{}
+		}
+		return homeserver.Options{WrapStore: func(st homeserver.Store) homeserver.Store { return diesAfterPersist{st, &armed} }}
+	})
+	a, b := hs[0], hs[1]
+	alice, bob := a.Register(t, "alice"), b.Register(t, "bob")
+	roomID := createPublicRoom(t, a, alice)
+	joinVia(t, b, bob, roomID, a.ServerName)
+	waitJoined(t, a, alice, roomID, bob.UserID)
+	send := func(s *hstest.Server, txn, body string) *hstest.Response {
+		t.Helper()
+		return s.Do(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/%s", roomID, txn), alice.Token,
+			map[string]any{"msgtype": "m.text", "body": body})
+	}
+
+	armed.Store(true)
+	if r := send(a, "t1", "first"); r.Status == http.StatusOK {
+		t.Fatalf("the failed write was acknowledged: %s", r.Body)
+	}
+	r := send(a, "t1", "first") // the retry: a duplicate
+	if r.Status != http.StatusOK {
+		t.Fatalf("retry: %d %s", r.Status, r.Body)
+	}
+	waitBody(t, b, bob, roomID, "first")
+
+	armed.Store(true)
+	if r := send(a, "t2", "second"); r.Status == http.StatusOK {
+		t.Fatalf("the failed write was acknowledged: %s", r.Body)
+	}
+	a = a.Restart(t)
+	waitBody(t, b, bob, roomID, "second")
+	if r := send(a, "t2", "second"); r.Status != http.StatusOK {
+		t.Fatalf("retry after the restart: %d %s", r.Status, r.Body)
+	}
+	// The retries wrote nothing: one event per message on b.
+	bodies, _, _ := pageBack(t, b, bob, roomID, 50)
+	n := map[string]int{}
+	for _, x := range bodies {
+		n[x]++
+	}
+	if n["first"] != 1 || n["second"] != 1 {
+		t.Fatalf("bob's server has %v", bodies)
+	}
+}
