@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"sync/atomic"
 	"testing"
 
@@ -85,4 +86,50 @@ func TestRoomEventToOtherServerSurvivesDeathAfterCommit(t *testing.T) {
 	if n["first"] != 1 || n["second"] != 1 {
 		t.Fatalf("bob's server has %v", bodies)
 	}
+}
+
+// diesAfterGraphWrite is diesAfterPersist for the writes of received events
+// (PersistGraphEvent: a send_join's event).
+type diesAfterGraphWrite struct {
+	homeserver.Store
+	armed *atomic.Bool
+}
+
+func (s diesAfterGraphWrite) PersistGraphEvent(ctx context.Context, w *store.GraphWrite) (int64, int64, error) {
+	pos, group, err := s.Store.PersistGraphEvent(ctx, w)
+	if err == nil && s.armed.CompareAndSwap(true, false) {
+		return 0, 0, errors.New("fedtest: died after the commit")
+	}
+	return pos, group, err
+}
+
+// A join this server accepted through send_join and relays to the other
+// servers in the room is not lost when it dies right after committing the
+// join: the restarted server sends it (it was queued in the commit), though
+// the joining server saw its send_join fail and nothing else happens in the
+// room.
+func TestRelayedJoinSurvivesDeathAfterCommit(t *testing.T) {
+	var armed atomic.Bool
+	hs := hstest.StartFederationWith(t, 3, nil, func(i int) homeserver.Options {
+		if i != 0 {
+			return homeserver.Options{}
+		}
+		return homeserver.Options{WrapStore: func(st homeserver.Store) homeserver.Store { return diesAfterGraphWrite{st, &armed} }}
+	})
+	a, b, c := hs[0], hs[1], hs[2]
+	alice, bob, carol := a.Register(t, "alice"), b.Register(t, "bob"), c.Register(t, "carol")
+	roomID := createPublicRoom(t, a, alice)
+	joinVia(t, b, bob, roomID, a.ServerName)
+	waitJoined(t, a, alice, roomID, bob.UserID)
+
+	armed.Store(true)
+	r := c.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.ServerName), carol.Token, map[string]any{})
+	if r.Status == http.StatusOK {
+		t.Fatalf("the join through a failed write was acknowledged: %s", r.Body)
+	}
+	if armed.Load() {
+		t.Fatal("the send_join never reached the store")
+	}
+	a.Restart(t)
+	waitJoined(t, b, bob, roomID, carol.UserID)
 }

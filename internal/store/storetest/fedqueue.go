@@ -364,3 +364,30 @@ func testPersistEventsFed(t *testing.T, s store.Store) {
 	p, _ = fedNames(b)
 	equal(t, "c PDUs", p, []string{"$fc"})
 }
+
+// testGraphWriteFed: a received event this server relays (a send_join's
+// join) is queued for its Fed destinations in the write's transaction; a
+// write refused (the event is known) queues nothing again.
+func testGraphWriteFed(t *testing.T, s store.Store) {
+	c := ctx()
+	g := newGraphRoom(t, s, "!gf:x")
+	base := g.head[0]
+	j := g.ev("m.room.member", sk("@b:y"), "@b:y", `{"membership":"join"}`)
+	j.Membership = "join"
+	j.PrevEvents = []string{base}
+	j.Fed = []string{"z.test", "w.test"}
+	w := &store.GraphWrite{Event: j, StateBefore: g.groups[base], Extremities: []string{j.EventID}}
+	_, _, err := s.PersistGraphEvent(c, w)
+	must(t, err)
+	_, _, err = s.PersistGraphEvent(c, w)
+	wantErr(t, err, store.ErrConflict)
+	for _, d := range []string{"w.test", "z.test"} {
+		b, err := s.FedNextBatch(c, d, 50, 100)
+		must(t, err)
+		p, _ := fedNames(b)
+		equal(t, d+" PDUs", p, []string{j.EventID})
+		if string(b.PDUs[0].JSON) != string(j.JSON) {
+			t.Fatalf("queued JSON %s", b.PDUs[0].JSON)
+		}
+	}
+}
