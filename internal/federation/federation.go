@@ -82,6 +82,14 @@ func (s *Service) Outgoing(roomID string, pdus []*event.PDU, servers []string) {
 	}
 }
 
+// Committed starts sending to servers the events the room service's store
+// write queued for them (room.Service.FedCommitted, store.NewEvent.Fed).
+func (s *Service) Committed(servers []string) {
+	if s.Outbox != nil {
+		s.Outbox.Committed(servers)
+	}
+}
+
 // Transport sends transactions through the federation client (the
 // transport of internal/fedsender).
 type Transport struct{ Client *fedclient.Client }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,4 +70,39 @@ func BenchmarkInboundSend(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(50*b.N)/time.Since(start).Seconds(), "PDUs/s")
+}
+
+// BenchmarkSendFederated measures a local send (PUT /send) in a room with
+// members on 3 other servers, sequential and by 8 senders at once: the
+// event is written with its queue entries for those servers in one
+// transaction (store.NewEvent.Fed). Reported per message.
+//
+//	go test -run XXX -bench SendFederated -benchtime 500x ./internal/fedtest/
+func BenchmarkSendFederated(b *testing.B) {
+	hs := hstest.StartFederation(b, 4)
+	a := hs[0]
+	alice := a.Register(b, "alice")
+	roomID := a.MustOK(b, "POST", "/_matrix/client/v3/createRoom", alice.Token, map[string]any{"preset": "public_chat"}).Str("room_id")
+	for i, s := range hs[1:] {
+		u := s.Register(b, fmt.Sprint("bob", i))
+		s.MustOK(b, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.ServerName), u.Token, map[string]any{})
+	}
+	for _, par := range []int{1, 8} {
+		b.Run(fmt.Sprint("senders=", par), func(b *testing.B) {
+			var n atomic.Int64
+			b.SetParallelism(max(par/runtime.GOMAXPROCS(0), 1))
+			b.ResetTimer()
+			if par == 1 {
+				for i := 0; i < b.N; i++ {
+					a.MustOK(b, "PUT", hstest.Path("/rooms/%s/send/m.room.message/%s", roomID, fmt.Sprint(par, "-", n.Add(1))), alice.Token, map[string]any{"body": "x"})
+				}
+				return
+			}
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					a.MustOK(b, "PUT", hstest.Path("/rooms/%s/send/m.room.message/%s", roomID, fmt.Sprint(par, "-", n.Add(1))), alice.Token, map[string]any{"body": "x"})
+				}
+			})
+		})
+	}
 }

@@ -62,6 +62,7 @@ func (hs *Homeserver) setupFederationAPI() {
 	hs.Federation = &federation.Service{ServerName: hs.Config.ServerName, Key: hs.SigningKey, Rooms: hs.Rooms,
 		Client: hs.FedClient, Keys: hs.Keyring, Log: hs.Log, Outbox: hs.FedSender, Txns: hs.Store}
 	hs.Rooms.Outgoing = hs.Federation.Outgoing
+	hs.Rooms.FedCommitted = hs.Federation.Committed
 	hs.Rooms.InviteRemote = hs.Federation.Invite
 	hs.Rooms.RemoteHierarchy = hs.Federation.Hierarchy
 	hs.Federation.Sinks = federation.EDUSinks{Typing: hs.Typing.Set, Receipt: hs.Receipts.Remote, Presence: hs.remotePresence}

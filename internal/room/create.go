@@ -352,7 +352,10 @@ func (s *Service) createRoom(ctx context.Context, req *CreateRequest) (string, [
 		return "", nil, err
 	}
 	defer s.unlock(e)
-	s.addPushActions(ctx, rs, pdus, rows) // invites notify their targets
+	// Invites notify their targets.
+	s.addPushActions(ctx, rs, pdus, rows)
+	// Queued for the servers afterCommit computes on fresh state.
+	s.addFed(newRoomState(rs.roomID, rv), pdus, rows)
 	ctx, done := s.begin(ctx, rs.roomID, rows)
 	positions, err := s.store.CreateRoom(ctx, room, rows)
 	if err != nil {

@@ -270,7 +270,7 @@ func (s *Service) AcceptMembership(ctx context.Context, origin, roomID, eventID,
 			pdu = signed
 		}
 	}
-	got, err := s.Receive(ctx, pdu)
+	got, err := s.Receive(context.WithValue(ctx, relayKey{}, relay{origin, pdu.EventID}), pdu)
 	if err != nil {
 		var missing *MissingEventsError
 		if errors.As(err, &missing) {
@@ -278,7 +278,9 @@ func (s *Service) AcceptMembership(ctx context.Context, origin, roomID, eventID,
 		}
 		return nil, err
 	}
-	if got.Outcome == Accepted && s.Outgoing != nil {
+	// With FedCommitted, the store queued the event for the other servers
+	// in its commit (relayServers).
+	if got.Outcome == Accepted && s.FedCommitted == nil && s.Outgoing != nil {
 		// The joining (leaving, knocking) server talks only to this one:
 		// the other servers in the room hear of the event from here
 		// (Server-Server API, "Joining Rooms": the resident server sends the

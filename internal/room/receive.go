@@ -361,6 +361,8 @@ func (s *Service) persistReceived(ctx context.Context, rs *roomState, pdu *event
 		s.setPush(ctx, rs, pdu, &w.Event)
 		row.Push, row.PushCommon, row.PushOwn = w.Event.Push, w.Event.PushCommon, w.Event.PushOwn
 	}
+	relayTo := s.relayServers(ctx, rs, pdu.EventID)
+	w.Event.Fed, row.Fed = relayTo, relayTo
 	rows := []store.NewEvent{row}
 	wctx, done := s.beginResolved(ctx, rs.roomID, rows, otherMembers, resolvedOthers(w), w.GapBefore)
 	pos, group, err := s.store.PersistGraphEvent(wctx, w)
@@ -393,7 +395,37 @@ func (s *Service) persistReceived(ctx context.Context, rs *roomState, pdu *event
 	if s.Notify != nil {
 		s.Notify(Notice{RoomID: rs.roomID, Pos: pos, Users: rs.joinedUsers(targets), Members: targets})
 	}
+	if len(relayTo) > 0 {
+		s.FedCommitted(relayTo)
+	}
 	return Received{Outcome: Accepted, Pos: pos}, nil
+}
+
+// relayKey is the context key under which AcceptMembership passes the
+// membership event (send_join, send_leave, send_knock) this server relays
+// to the other servers in the room, and its origin (a relay).
+type relayKey struct{}
+
+type relay struct{ origin, eventID string }
+
+// relayServers lists, for the event of a relaying write (relayKey) when the
+// store queues events (FedCommitted), the servers it is relayed to: the
+// servers with members joined to the room, but this one and the event's
+// origin — whose own user's membership is the only one the event changes,
+// so the list is the same before and after it. Queued in the event's
+// transaction (store.NewEvent.Fed) so no death after the commit loses it.
+func (s *Service) relayServers(ctx context.Context, rs *roomState, eventID string) []string {
+	r, ok := ctx.Value(relayKey{}).(relay)
+	if !ok || r.eventID != eventID || s.FedCommitted == nil {
+		return nil // only that event: not others its write may persist
+	}
+	var out []string
+	for _, srv := range s.otherServers(rs, nil) {
+		if srv != r.origin {
+			out = append(out, srv)
+		}
+	}
+	return out
 }
 
 // reject stores a rejected event, so it is not fetched and checked again.

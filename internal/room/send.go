@@ -48,6 +48,7 @@ func (s *Service) Send(ctx context.Context, req *SendRequest) (string, error) {
 func (s *Service) sendOnce(ctx context.Context, req *SendRequest) (string, error) {
 	if req.TxnID != "" {
 		if id, err := s.store.EventByTxn(ctx, req.Sender, req.DeviceID, req.RoomID, req.TxnID); err == nil {
+			s.wakeFed(ctx, req.RoomID)
 			return id, nil
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return "", err
@@ -63,6 +64,10 @@ func (s *Service) sendOnce(ctx context.Context, req *SendRequest) (string, error
 	// event instead of creating a duplicate, as Synapse does.
 	if req.StateKey != nil {
 		if cur := rs.StateEvent(req.Type, *req.StateKey); cur != nil && cur.Sender == req.Sender && jsonEqual(cur.Content, req.Content) {
+			// Maybe the retry of a request whose write committed: see wakeFed.
+			if servers := s.otherServers(rs, nil); s.FedCommitted != nil && len(servers) > 0 {
+				s.FedCommitted(servers)
+			}
 			return cur.EventID, nil
 		}
 	}

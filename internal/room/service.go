@@ -57,6 +57,16 @@ type Service struct {
 	// must receive them (nil: federation is off). Called under the lock, it
 	// queues each room's events in the order they were written.
 	Outgoing func(roomID string, pdus []*event.PDU, servers []string)
+	// FedCommitted, when set, makes the events this server writes through
+	// PersistEvents or CreateRoom go to the other servers in their room by
+	// the store: each is queued for them in the transaction that writes it
+	// (store.NewEvent.Fed), so no death or failure after the commit loses
+	// it. FedCommitted is then called, under the room's writer lock and
+	// right after the commit, with those servers, to start the sending
+	// (fedsender.Sender.Committed); Outgoing is not called for them. The
+	// queue order is the commit order, each room's events in the order
+	// written (the writer lock).
+	FedCommitted func(servers []string)
 	// PushActions, when set, returns the notifications an event about to
 	// be written causes (push.Bulk): they are written in the event's
 	// transaction (push.go).
@@ -381,6 +391,7 @@ func (s *Service) lockShared(ctx context.Context, roomID string) (func(), error)
 // errRoomChanged returned (callers run under retry).
 func (s *Service) commit(ctx context.Context, rs *roomState, pdus []*event.PDU, rows []store.NewEvent) error {
 	s.addPushActions(ctx, rs, pdus, rows)
+	s.addFed(rs, pdus, rows)
 	ctx, done := s.begin(ctx, rs.roomID, rows)
 	positions, err := s.store.PersistEvents(ctx, rs.roomID, rows)
 	if err != nil {
@@ -426,12 +437,95 @@ func (s *Service) afterCommit(rs *roomState, pdus []*event.PDU, positions []int6
 		users := rs.joinedUsers(targets)
 		s.Notify(Notice{RoomID: rs.roomID, Pos: positions[len(positions)-1], Users: users, Members: targets})
 	}
-	if s.Outgoing != nil && len(positions) > 0 {
-		if servers := s.otherServers(rs, fedTargets); len(servers) > 0 {
+	if len(positions) > 0 && (s.FedCommitted != nil || s.Outgoing != nil) {
+		servers := s.otherServers(rs, fedTargets)
+		switch {
+		case len(servers) == 0:
+		case s.FedCommitted != nil:
+			s.FedCommitted(servers) // queued by the commit (addFed)
+		default:
 			s.Outgoing(rs.roomID, pdus, servers)
 		}
 	}
 	s.upgradedRoomJoins(rs, joined)
+}
+
+// addFed sets the Fed destinations of the rows of pdus, about to be written
+// on rs, when the store queues them (FedCommitted): the servers afterCommit
+// computes, from the state after the events.
+func (s *Service) addFed(rs *roomState, pdus []*event.PDU, rows []store.NewEvent) {
+	if s.FedCommitted == nil {
+		return
+	}
+	servers := s.fedServers(rs, pdus)
+	if len(servers) == 0 {
+		return
+	}
+	for i := range rows {
+		rows[i].Fed = servers
+	}
+}
+
+// wakeFed starts sending what earlier writes queued for the room's other
+// servers. A client's retry of a request whose write committed (a duplicate
+// transaction ID) may follow a death or a failure between that commit and
+// its FedCommitted: nothing else would wake the sender before its safety
+// tick. For a destination with nothing queued it costs one look.
+func (s *Service) wakeFed(ctx context.Context, roomID string) {
+	if s.FedCommitted == nil {
+		return
+	}
+	e, rs, err := s.lock(ctx, roomID)
+	if err != nil {
+		return
+	}
+	servers := s.otherServers(rs, nil)
+	s.unlock(e)
+	if len(servers) > 0 {
+		s.FedCommitted(servers)
+	}
+}
+
+// fedServers is the otherServers afterCommit computes once pdus are applied
+// to rs, without changing rs (nor copying its state): the batch's member
+// events override rs's memberships.
+func (s *Service) fedServers(rs *roomState, pdus []*event.PDU) []string {
+	var batch map[string]*event.PDU // the batch's latest member event, by user
+	var targets []string
+	for _, pdu := range pdus {
+		if pdu.Type != "m.room.member" || pdu.StateKey == nil {
+			continue
+		}
+		u := *pdu.StateKey
+		prev, ok := batch[u]
+		if !ok {
+			prev = rs.StateEvent("m.room.member", u)
+		}
+		if !kickedByOtherThan(prev, pdu) && membershipOf(pdu) != "invite" {
+			targets = append(targets, u)
+		}
+		if batch == nil {
+			batch = map[string]*event.PDU{}
+		}
+		batch[u] = pdu
+	}
+	if batch == nil {
+		return s.otherServers(rs, nil)
+	}
+	// Joined after the batch: rs's joined members the batch leaves alone,
+	// and those it joins (as targets: otherServers adds their servers).
+	for u, pdu := range batch {
+		if membershipOf(pdu) == "join" {
+			targets = append(targets, u)
+		}
+	}
+	joined := &roomState{joined: make(map[string]struct{}, len(rs.joined))}
+	for u := range rs.joined {
+		if _, ok := batch[u]; !ok {
+			joined.joined[u] = struct{}{}
+		}
+	}
+	return s.otherServers(joined, targets)
 }
 
 // kickedByOtherThanInviter: pdu kicks (leave by another user) a user who
@@ -441,13 +535,18 @@ func (s *Service) afterCommit(rs *roomState, pdus []*event.PDU, positions []int6
 // inviter; Complement's "Non-invitee user cannot rescind invite over
 // federation"). Called before pdu is applied to rs.
 func kickedByOtherThanInviter(rs *roomState, pdu *event.PDU) bool {
+	return kickedByOtherThan(rs.StateEvent("m.room.member", *pdu.StateKey), pdu)
+}
+
+// kickedByOtherThan is kickedByOtherThanInviter with the membership event
+// pdu replaces (nil: none).
+func kickedByOtherThan(prev, pdu *event.PDU) bool {
 	if pdu.Sender == *pdu.StateKey {
 		return false
 	}
 	if m, _ := authrules.Membership(pdu); m != "leave" {
 		return false
 	}
-	prev := rs.StateEvent("m.room.member", *pdu.StateKey)
 	if prev == nil {
 		return false
 	}

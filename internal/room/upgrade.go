@@ -175,6 +175,8 @@ func (s *Service) UpgradeRoom(ctx context.Context, roomID, userID, deviceID, new
 	}
 	room := &store.Room{RoomID: rs.roomID, Version: rv.ID, Creator: userID, CreatedTS: s.now().UnixMilli(), Public: oldRoom.Public}
 	s.addPushActions(ctx, rs, pdus, rows)
+	// Queued for the servers afterCommit computes on fresh state.
+	s.addFed(newRoomState(rs.roomID, rv), pdus, rows)
 	ctx, done := s.begin(ctx, rs.roomID, rows)
 	positions, err := s.store.CreateRoom(ctx, room, rows)
 	if err != nil {

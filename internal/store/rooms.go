@@ -77,6 +77,12 @@ type NewEvent struct {
 	// row instead of one per member.
 	PushCommon *PushAction
 	PushOwn    []PushAction
+	// Fed are the other servers this event (an event this server made) is
+	// queued for in the outbound federation queue (FedQueue, as a PDU: event
+	// ID and JSON), in the transaction that writes it: an event is never
+	// committed without its queue entries, whatever happens after the
+	// commit (a death before the sender is woken only delays it).
+	Fed []string
 }
 
 // MaxStateGroupChain is the longest chain of state group deltas: the state

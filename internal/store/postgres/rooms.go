@@ -4,6 +4,7 @@ import (
 	"conclave/internal/store/sqlstore"
 	"context"
 	"errors"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 
@@ -121,6 +122,15 @@ func queueEvents(ctx context.Context, p *pipeline, roomID string, events []store
 			p.exec(nil, `INSERT INTO event_push_actions (user_id, pos, room_id, event_id, thread_id, highlight, actions, ts, notify)
 				SELECT u, `+lastPosSQL+` - $1, $2, $3, t, h, a, $4, n FROM unnest($5::text[], $6::text[], $7::int[], $8::text[], $9::int[]) AS x(u, t, h, a, n)`,
 				back, roomID, e.EventID, e.OriginServerTS, users, threads, hl, acts, notify)
+		}
+		if len(e.Fed) > 0 {
+			// The event's queue entries (store.NewEvent.Fed): one payload,
+			// one row per destination, as FedEnqueue writes a PDU.
+			dests := slices.Clone(e.Fed)
+			slices.Sort(dests)
+			p.exec(nil, `WITH pl AS (INSERT INTO fed_payloads (event_id, json) VALUES ($1, $2) RETURNING id)
+				INSERT INTO fed_queue_pdus (destination, payload_id) SELECT DISTINCT d, pl.id FROM pl, unnest($3::text[]) AS d`,
+				e.EventID, e.JSON, slices.Compact(dests))
 		}
 		if e.TxnID != "" {
 			p.exec(conflictErr, `INSERT INTO txns (user_id, device_id, room_id, txn_id, event_id) VALUES ($1, $2, $3, $4, $5)`, e.Sender, e.SenderDevice, roomID, e.TxnID, e.EventID)

@@ -163,7 +163,7 @@ func (db *DB) commitBatch(batch []*persistRequest) {
 			if r.fn != nil {
 				err = r.fn(ctx, tx)
 			} else {
-				pos, err = persistEventsTx(ctx, tx, r.roomID, r.events)
+				pos, err = persistEventsTx(ctx, db.Shared, tx, r.roomID, r.events)
 			}
 			if err != nil {
 				if _, rbErr := tx.ExecContext(ctx, `ROLLBACK TO persist`); rbErr != nil {

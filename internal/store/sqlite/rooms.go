@@ -20,7 +20,7 @@ func (db *DB) CreateRoom(ctx context.Context, r *store.Room, events []store.NewE
 		if err != nil {
 			return err
 		}
-		positions, err = persistEventsTx(ctx, tx, r.RoomID, events)
+		positions, err = persistEventsTx(ctx, db.Shared, tx, r.RoomID, events)
 		return err
 	})
 	return positions, err
@@ -54,7 +54,7 @@ func (db *DB) LoadRoomSnapshot(ctx context.Context, roomID string) (*store.RoomS
 	return snap, err
 }
 
-func persistEventsTx(ctx context.Context, tx *Tx, roomID string, events []store.NewEvent) ([]int64, error) {
+func persistEventsTx(ctx context.Context, sh *sqlstore.Shared, tx *Tx, roomID string, events []store.NewEvent) ([]int64, error) {
 	if len(events) == 0 {
 		return nil, nil
 	}
@@ -101,6 +101,11 @@ func persistEventsTx(ctx context.Context, tx *Tx, roomID string, events []store.
 		}
 		if err := sqlstore.InsertPushActions(ctx, sharedQuerier[*Tx]{tx}, false, e, pos); err != nil {
 			return nil, err
+		}
+		if len(e.Fed) > 0 {
+			if err := sh.FedEnqueueTx(ctx, sharedQuerier[*Tx]{tx}, store.FedEnqueue{Destinations: e.Fed, Item: store.FedItem{EventID: e.EventID, JSON: e.JSON}}); err != nil {
+				return nil, err
+			}
 		}
 		if e.TxnID != "" {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO txns (user_id, device_id, room_id, txn_id, event_id) VALUES (?, ?, ?, ?, ?)`, e.Sender, e.SenderDevice, roomID, e.TxnID, e.EventID); err != nil {

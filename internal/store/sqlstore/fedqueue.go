@@ -68,6 +68,12 @@ func (s *Shared) FedEnqueue(ctx context.Context, items []store.FedEnqueue) error
 	}
 }
 
+// FedEnqueueTx queues e in tx, a transaction of another write (a backend's
+// PersistEvents: store.NewEvent.Fed).
+func (s *Shared) FedEnqueueTx(ctx context.Context, tx Querier, e store.FedEnqueue) error {
+	return s.fedEnqueue(ctx, tx, &e)
+}
+
 func (s *Shared) fedEnqueue(ctx context.Context, tx Querier, e *store.FedEnqueue) error {
 	dests := slices.Clone(e.Destinations)
 	slices.Sort(dests)

@@ -124,6 +124,12 @@ func (s *Shared) persistGraphEvent(ctx context.Context, tx Querier, w *store.Gra
 	if exists {
 		return 0, 0, store.ErrConflict
 	}
+	if len(e.Fed) > 0 {
+		// Queued for the servers this one relays it to (store.NewEvent.Fed).
+		if err := s.fedEnqueue(ctx, tx, &store.FedEnqueue{Destinations: e.Fed, Item: store.FedItem{EventID: e.EventID, JSON: e.JSON}}); err != nil {
+			return 0, 0, err
+		}
+	}
 	if w.Kind == store.KindRejected || w.Kind == store.KindOutlier {
 		err = s.insertApart(ctx, tx, e, w.Kind, w.RejectedReason, &pos)
 		return pos, 0, err

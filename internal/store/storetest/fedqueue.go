@@ -311,3 +311,83 @@ func testFedQueueConcurrent(t *testing.T, s store.Store) {
 		t.Fatalf("%d payloads left behind", left)
 	}
 }
+
+// testPersistEventsFed: events written with Fed destinations are queued for
+// them in the write's transaction (store.NewEvent.Fed), in the order
+// written, behind what was queued before; a refused write queues nothing.
+func testPersistEventsFed(t *testing.T, s store.Store) {
+	c := ctx()
+	must(t, s.FedEnqueue(c, []store.FedEnqueue{fedPDU("$before", "a.test")}))
+	r := newRoom(t, s, "!f:x", "@a:x")
+	m1 := r.ev("m.room.message", nil, "@a:x", `{"n":1}`)
+	m1.Fed = []string{"a.test", "b.test", "a.test"}
+	m2 := r.ev("m.room.name", sk(""), "@a:x", `{"name":"n"}`)
+	m2.Fed = []string{"b.test", "a.test"}
+	r.send(t, m1, m2)
+	quiet := r.ev("m.room.message", nil, "@a:x", `{}`) // no destination
+	r.send(t, quiet)
+	// Refused writes: a stale head, and a batch whose second event repeats
+	// an event ID.
+	stale := r.ev("m.room.message", nil, "@a:x", `{}`)
+	stale.PrevEvents = []string{m1.EventID}
+	stale.Fed = []string{"a.test", "c.test"}
+	_, err := s.PersistEvents(c, "!f:x", []store.NewEvent{stale})
+	wantErr(t, err, store.ErrRoomChanged)
+	ok := r.ev("m.room.message", nil, "@a:x", `{}`)
+	ok.Fed = []string{"c.test"}
+	dup := r.ev("m.room.message", nil, "@a:x", `{}`)
+	dup.EventID, dup.PrevEvents, dup.Fed = m1.EventID, []string{ok.EventID}, []string{"c.test"}
+	_, err = s.PersistEvents(c, "!f:x", []store.NewEvent{ok, dup})
+	wantErr(t, err, store.ErrConflict)
+
+	b, err := s.FedNextBatch(c, "a.test", 50, 100)
+	must(t, err)
+	p, _ := fedNames(b)
+	equal(t, "a PDUs", p, []string{"$before", m1.EventID, m2.EventID})
+	if string(b.PDUs[1].JSON) != string(m1.JSON) || string(b.PDUs[2].JSON) != string(m2.JSON) {
+		t.Fatalf("queued JSON %s, %s", b.PDUs[1].JSON, b.PDUs[2].JSON)
+	}
+	b, err = s.FedNextBatch(c, "b.test", 50, 100)
+	must(t, err)
+	p, _ = fedNames(b)
+	equal(t, "b PDUs", p, []string{m1.EventID, m2.EventID})
+	ds, err := s.FedDestinations(c)
+	must(t, err)
+	equal(t, "destinations", ds, []store.FedDestination{{Destination: "a.test"}, {Destination: "b.test"}})
+	// Events of a new room too (CreateRoom).
+	create := store.NewEvent{EventID: "$fc", RoomID: "!g:x", Type: "m.room.create", StateKey: sk(""), Sender: "@a:x", Depth: 1,
+		OriginServerTS: 1, JSON: []byte(`{"c":1}`), Fed: []string{"c.test"}}
+	_, err = s.CreateRoom(c, &store.Room{RoomID: "!g:x", Version: "10", Creator: "@a:x", CreatedTS: 1}, []store.NewEvent{create})
+	must(t, err)
+	b, err = s.FedNextBatch(c, "c.test", 50, 100)
+	must(t, err)
+	p, _ = fedNames(b)
+	equal(t, "c PDUs", p, []string{"$fc"})
+}
+
+// testGraphWriteFed: a received event this server relays (a send_join's
+// join) is queued for its Fed destinations in the write's transaction; a
+// write refused (the event is known) queues nothing again.
+func testGraphWriteFed(t *testing.T, s store.Store) {
+	c := ctx()
+	g := newGraphRoom(t, s, "!gf:x")
+	base := g.head[0]
+	j := g.ev("m.room.member", sk("@b:y"), "@b:y", `{"membership":"join"}`)
+	j.Membership = "join"
+	j.PrevEvents = []string{base}
+	j.Fed = []string{"z.test", "w.test"}
+	w := &store.GraphWrite{Event: j, StateBefore: g.groups[base], Extremities: []string{j.EventID}}
+	_, _, err := s.PersistGraphEvent(c, w)
+	must(t, err)
+	_, _, err = s.PersistGraphEvent(c, w)
+	wantErr(t, err, store.ErrConflict)
+	for _, d := range []string{"w.test", "z.test"} {
+		b, err := s.FedNextBatch(c, d, 50, 100)
+		must(t, err)
+		p, _ := fedNames(b)
+		equal(t, d+" PDUs", p, []string{j.EventID})
+		if string(b.PDUs[0].JSON) != string(j.JSON) {
+			t.Fatalf("queued JSON %s", b.PDUs[0].JSON)
+		}
+	}
+}

@@ -35,6 +35,8 @@ func Run(t *testing.T, open Opener) {
 		{"CreateRoomAtomic", testCreateRoomAtomic},
 		{"PersistEvents", testPersistEvents},
 		{"PersistEventsAtomic", testPersistEventsAtomic},
+		{"PersistEventsFed", testPersistEventsFed},
+		{"GraphWriteFed", testGraphWriteFed},
 		{"StateAfterEveryEvent", testStateAfterEveryEvent},
 		{"GraphWrites", testGraphWrites},
 		{"GraphStateChains", testGraphStateChains},

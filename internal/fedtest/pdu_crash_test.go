@@ -1,0 +1,221 @@
+package fedtest
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"conclave/internal/config"
+	"conclave/internal/homeserver"
+	"conclave/internal/homeserver/hstest"
+	"conclave/internal/store"
+	"conclave/internal/store/storetest/pgtest"
+)
+
+// diesAfterPersist is a store whose next PersistEvents, when armed, commits
+// and then fails: what the room service sees when the process dies (or the
+// database connection drops) right after the commit of an event. Whatever
+// the service would do next for that write never happens.
+type diesAfterPersist struct {
+	homeserver.Store
+	armed *atomic.Bool
+}
+
+func (s diesAfterPersist) PersistEvents(ctx context.Context, roomID string, events []store.NewEvent) ([]int64, error) {
+	pos, err := s.Store.PersistEvents(ctx, roomID, events)
+	if err == nil && s.armed.CompareAndSwap(true, false) {
+		return nil, errors.New("fedtest: died after the commit")
+	}
+	return pos, err
+}
+
+// A message to a room shared with another server is not lost when the
+// sending server dies right after committing it: the client's retry is a
+// duplicate (its transaction ID was recorded) and writes nothing, and in a
+// quiet room no later event makes the other server fetch it
+// (/get_missing_events), so the event must have been queued for the other
+// server in its own commit. Once the client retries on the same server
+// (the duplicate wakes the sender), once after a restart (the sender scans
+// its queues at start). Each is checked before anything else is sent to
+// the room, so it cannot arrive as a missing event of a later one.
+func TestRoomEventToOtherServerSurvivesDeathAfterCommit(t *testing.T) {
+	var armed atomic.Bool
+	hs := hstest.StartFederationWith(t, 2, nil, func(i int) homeserver.Options {
+		if i != 0 {
+			return homeserver.Options{}
+		}
+		return homeserver.Options{WrapStore: func(st homeserver.Store) homeserver.Store { return diesAfterPersist{st, &armed} }}
+	})
+	a, b := hs[0], hs[1]
+	alice, bob := a.Register(t, "alice"), b.Register(t, "bob")
+	roomID := createPublicRoom(t, a, alice)
+	joinVia(t, b, bob, roomID, a.ServerName)
+	waitJoined(t, a, alice, roomID, bob.UserID)
+	send := func(s *hstest.Server, txn, body string) *hstest.Response {
+		t.Helper()
+		return s.Do(t, "PUT", hstest.Path("/rooms/%s/send/m.room.message/%s", roomID, txn), alice.Token,
+			map[string]any{"msgtype": "m.text", "body": body})
+	}
+
+	armed.Store(true)
+	if r := send(a, "t1", "first"); r.Status == http.StatusOK {
+		t.Fatalf("the failed write was acknowledged: %s", r.Body)
+	}
+	r := send(a, "t1", "first") // the retry: a duplicate
+	if r.Status != http.StatusOK {
+		t.Fatalf("retry: %d %s", r.Status, r.Body)
+	}
+	waitBody(t, b, bob, roomID, "first")
+
+	armed.Store(true)
+	if r := send(a, "t2", "second"); r.Status == http.StatusOK {
+		t.Fatalf("the failed write was acknowledged: %s", r.Body)
+	}
+	a = a.Restart(t)
+	waitBody(t, b, bob, roomID, "second")
+	if r := send(a, "t2", "second"); r.Status != http.StatusOK {
+		t.Fatalf("retry after the restart: %d %s", r.Status, r.Body)
+	}
+	// The retries wrote nothing: one event per message on b.
+	bodies, _, _ := pageBack(t, b, bob, roomID, 50)
+	n := map[string]int{}
+	for _, x := range bodies {
+		n[x]++
+	}
+	if n["first"] != 1 || n["second"] != 1 {
+		t.Fatalf("bob's server has %v", bodies)
+	}
+}
+
+// diesAfterGraphWrite is diesAfterPersist for the writes of received events
+// (PersistGraphEvent: a send_join's event).
+type diesAfterGraphWrite struct {
+	homeserver.Store
+	armed *atomic.Bool
+}
+
+func (s diesAfterGraphWrite) PersistGraphEvent(ctx context.Context, w *store.GraphWrite) (int64, int64, error) {
+	pos, group, err := s.Store.PersistGraphEvent(ctx, w)
+	if err == nil && s.armed.CompareAndSwap(true, false) {
+		return 0, 0, errors.New("fedtest: died after the commit")
+	}
+	return pos, group, err
+}
+
+// A join this server accepted through send_join and relays to the other
+// servers in the room is not lost when it dies right after committing the
+// join: the restarted server sends it (it was queued in the commit), though
+// the joining server saw its send_join fail and nothing else happens in the
+// room.
+func TestRelayedJoinSurvivesDeathAfterCommit(t *testing.T) {
+	var armed atomic.Bool
+	hs := hstest.StartFederationWith(t, 3, nil, func(i int) homeserver.Options {
+		if i != 0 {
+			return homeserver.Options{}
+		}
+		return homeserver.Options{WrapStore: func(st homeserver.Store) homeserver.Store { return diesAfterGraphWrite{st, &armed} }}
+	})
+	a, b, c := hs[0], hs[1], hs[2]
+	alice, bob, carol := a.Register(t, "alice"), b.Register(t, "bob"), c.Register(t, "carol")
+	roomID := createPublicRoom(t, a, alice)
+	joinVia(t, b, bob, roomID, a.ServerName)
+	waitJoined(t, a, alice, roomID, bob.UserID)
+
+	armed.Store(true)
+	r := c.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.ServerName), carol.Token, map[string]any{})
+	if r.Status == http.StatusOK {
+		t.Fatalf("the join through a failed write was acknowledged: %s", r.Body)
+	}
+	if armed.Load() {
+		t.Fatal("the send_join never reached the store")
+	}
+	a.Restart(t)
+	waitJoined(t, b, bob, roomID, carol.UserID)
+}
+
+// The same death as a real SIGKILL, on PostgreSQL: another session holds
+// fed_queue_pdus (the queues of PDUs per destination) locked — reading it
+// goes on; writing it waits — so the process stops at its write of the
+// message into bob's server's queue (after the event's commit in a server
+// that queued it separately, inside that commit here) and is killed there.
+// The client's retry on the restarted server must reach bob, once.
+func TestRoomEventToOtherServerSurvivesSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the real binary")
+	}
+	dsn := pgtest.NewDatabase(t) // skips without PostgreSQL (fails under CI)
+	bin := hstest.BuildBinary(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	portA := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	nameA := "localhost:" + strconv.Itoa(portA)
+	b := hstest.StartFederationEach(t, 1, func(_ int, c *config.Config) { c.FederationAllow = append(c.FederationAllow, nameA) })[0]
+	dirA := t.TempDir()
+	startA := func() *hstest.Server {
+		p := hstest.StartProcess(t, bin, nil, "serve", "--server-name", nameA, "--data-dir", dirA, "--database", dsn, "--listen", "127.0.0.1:0",
+			"--federation-listen", "127.0.0.1:"+strconv.Itoa(portA), "--tls-ca-cert", b.CA.CertFile, "--tls-ca-key", b.CA.KeyFile,
+			"--federation-allow", nameA+","+b.ServerName, "--federation-allow-private-addresses",
+			"--enable-registration", "--rate-limits=false", "--password-hash-memory-kib", "64",
+			"--log-format", "json", "--log-level", "info", "--shutdown-timeout", "1s")
+		return &hstest.Server{URL: p.URL, ServerName: nameA, Proc: p}
+	}
+	a := startA()
+	alice, bob := a.Register(t, "alice"), b.Register(t, "bob")
+	roomID := createPublicRoom(t, a, alice)
+	joinVia(t, b, bob, roomID, a.ServerName)
+	waitJoined(t, a, alice, roomID, bob.UserID)
+	path := hstest.Path("/rooms/%s/send/m.room.message/%s", roomID, "t1")
+	body := `{"msgtype":"m.text","body":"last words"}`
+
+	ctx := context.Background()
+	lock, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close(ctx)
+	tx, err := lock.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE fed_queue_pdus IN EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	// The request never gets its answer: the process dies under it.
+	go func() {
+		req, _ := http.NewRequest("PUT", a.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+alice.Token)
+		if res, err := http.DefaultClient.Do(req); err == nil {
+			res.Body.Close()
+		}
+	}()
+	waitUntil(t, "the message's queueing waiting for the lock", func() bool {
+		var n int
+		err := lock.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE relation = 'fed_queue_pdus'::regclass AND NOT granted
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&n)
+		return err == nil && n > 0
+	})
+	a.Proc.Cmd.Process.Kill() // SIGKILL
+	a.Proc.Cmd.Wait()
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	a = startA()
+	a.MustOK(t, "PUT", path, alice.Token, body)
+	waitBody(t, b, bob, roomID, "last words")
+	bodies, _, _ := pageBack(t, b, bob, roomID, 50)
+	if n := strings.Count(strings.Join(bodies, "\n"), "last words"); n != 1 {
+		t.Fatalf("bob's server has %v", bodies)
+	}
+}
