@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"conclave/internal/homeserver"
 	"conclave/internal/homeserver/hstest"
@@ -125,15 +126,25 @@ func TestMissedDeviceListUpdateDropsCache(t *testing.T) {
 	armed.Store(true)
 	a.MustOK(t, "PUT", hstest.Path("/devices/%s", alice.DeviceID), alice.Token, map[string]any{"display_name": "Renamed"})
 	waitUntil(t, "the cache that missed the update dropped", func() bool { return !armed.Load() && !cached() })
-	r := b.MustOK(t, "GET", "/_matrix/client/v3/sync?timeout=0&since="+since, bob.Token, nil)
-	var res struct {
-		DeviceLists struct {
-			Changed []string `json:"changed"`
-		} `json:"device_lists"`
+	// The drop and the change are recorded one after the other: the sync
+	// long-polls for the change (an incremental sync from before it).
+	var last []byte
+	told := func() bool {
+		r := b.MustOK(t, "GET", "/_matrix/client/v3/sync?timeout=1000&since="+since, bob.Token, nil)
+		last = r.Body
+		var res struct {
+			DeviceLists struct {
+				Changed []string `json:"changed"`
+			} `json:"device_lists"`
+		}
+		json.Unmarshal(r.Body, &res)
+		return slices.Contains(res.DeviceLists.Changed, alice.UserID)
 	}
-	json.Unmarshal(r.Body, &res)
-	if !slices.Contains(res.DeviceLists.Changed, alice.UserID) {
-		t.Fatalf("bob was not told alice changed: %s", r.Body)
+	deadline := time.Now().Add(10 * time.Second)
+	for !told() {
+		if time.Now().After(deadline) {
+			t.Fatalf("bob was not told alice changed: %s", last)
+		}
 	}
 	q := b.MustOK(t, "POST", "/_matrix/client/v3/keys/query", bob.Token, map[string]any{"device_keys": map[string]any{alice.UserID: []string{}}})
 	if !strings.Contains(string(q.Body), "Renamed") {
