@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -185,20 +186,25 @@ func (a *API) addThreepid(w http.ResponseWriter, r *http.Request, s *store.Sessi
 		fail(w, r, err)
 		return
 	}
-	addr, err := a.Threepids.Validated(ctx, threepid.PurposeAdd, req.SID, req.ClientSecret)
+	if err := a.bindValidated(ctx, s.UserID, req.SID, req.ClientSecret); err != nil {
+		fail(w, r, err)
+		return
+	}
+	jsonhttp.Empty(w)
+}
+
+// bindValidated puts on userID's account the address a session validated
+// for adding (/account/3pid/add and /bind).
+func (a *API) bindValidated(ctx context.Context, userID, sid, clientSecret string) error {
+	addr, err := a.Threepids.Validated(ctx, threepid.PurposeAdd, sid, clientSecret)
 	if err != nil {
 		// Not yet validated: the spec's 400 M_THREEPID_AUTH_FAILED here.
 		if me, ok := matrix.AsError(err); ok && me.Status == http.StatusUnauthorized {
 			err = matrix.Errorf(http.StatusBadRequest, threepid.ErrThreepidAuthFailed, "%s", me.Msg)
 		}
-		fail(w, r, err)
-		return
+		return err
 	}
-	if err := a.Threepids.Bind(ctx, s.UserID, addr); err != nil {
-		fail(w, r, err)
-		return
-	}
-	jsonhttp.Empty(w)
+	return a.Threepids.Bind(ctx, userID, addr)
 }
 
 func (a *API) deleteThreepid(w http.ResponseWriter, r *http.Request, s *store.Session) {
@@ -245,15 +251,7 @@ func (a *API) bindThreepid(w http.ResponseWriter, r *http.Request, s *store.Sess
 		fail(w, r, matrix.MissingParam("client_secret and sid are required"))
 		return
 	}
-	addr, err := a.Threepids.Validated(r.Context(), threepid.PurposeAdd, req.SID, req.ClientSecret)
-	if err != nil {
-		if me, ok := matrix.AsError(err); ok && me.Status == http.StatusUnauthorized {
-			err = matrix.Errorf(http.StatusBadRequest, threepid.ErrThreepidAuthFailed, "%s", me.Msg)
-		}
-		fail(w, r, err)
-		return
-	}
-	if err := a.Threepids.Bind(r.Context(), s.UserID, addr); err != nil {
+	if err := a.bindValidated(r.Context(), s.UserID, req.SID, req.ClientSecret); err != nil {
 		fail(w, r, err)
 		return
 	}
