@@ -293,7 +293,7 @@ func (y *dlSync) untilExactly(t *testing.T, changed, left []string) {
 	slices.Sort(changed)
 	slices.Sort(left)
 	deadline := time.Now().Add(20 * time.Second)
-	var last deviceLists
+	var seen []deviceLists // every non-empty answer, for the failure message
 	for time.Now().Before(deadline) {
 		dl, _ := y.once(t, time.Second)
 		slices.Sort(dl.Changed)
@@ -301,9 +301,11 @@ func (y *dlSync) untilExactly(t *testing.T, changed, left []string) {
 		if slices.Equal(dl.Changed, changed) && slices.Equal(dl.Left, left) {
 			return
 		}
-		last = dl
+		if len(dl.Changed)+len(dl.Left) > 0 {
+			seen = append(seen, dl)
+		}
 	}
-	t.Fatalf("%s: device_lists never %v/%v (last %v/%v)", y.u.UserID, changed, left, last.Changed, last.Left)
+	t.Fatalf("%s: device_lists never %v/%v (answers seen: %+v)", y.u.UserID, changed, left, seen)
 }
 
 // The flows of Complement's TestDeviceListsUpdateOverFederation: after Bob

@@ -317,8 +317,31 @@ func StartDendrite(t testing.TB, bin, name string, ca *tlstest.CA) *Dendrite {
 }
 
 // start runs the process (its log appended to dendrite.log) and waits until
-// it serves.
+// it serves. The client port came from freePort, so another process may
+// have taken it since: when Dendrite exits because its client address is in
+// use, it is started again on a new one (the federation port is the server
+// name's and cannot move).
 func (d *Dendrite) start(t testing.TB) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		logStart := d.logSize()
+		d.run(t)
+		if d.waitReady(t) {
+			return
+		}
+		clientAddr := strings.TrimPrefix(d.URL, "http://")
+		log := d.logSince(logStart)
+		if attempt < 5 && strings.Contains(log, "address already in use") && strings.Contains(log, clientAddr) {
+			t.Logf("Dendrite %s: client address %s taken meanwhile, trying another", d.Name, clientAddr)
+			d.setClientAddr("127.0.0.1:" + strconv.Itoa(freePort(t)))
+			continue
+		}
+		t.Fatalf("Dendrite exited before serving:\n%s", d.logTail(60))
+	}
+}
+
+// run starts the process.
+func (d *Dendrite) run(t testing.TB) {
 	t.Helper()
 	logFile, err := os.OpenFile(filepath.Join(d.dir, "dendrite.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -339,7 +362,35 @@ func (d *Dendrite) start(t testing.TB) {
 		logFile.Close()
 		close(done)
 	}()
-	d.waitReady(t)
+}
+
+// setClientAddr moves the client API to addr (before a start).
+func (d *Dendrite) setClientAddr(addr string) {
+	for i, a := range d.args {
+		if a == "-http-bind-address" && i+1 < len(d.args) {
+			d.args[i+1] = addr
+		}
+	}
+	d.URL = "http://" + addr
+	d.Client.URL = d.URL
+}
+
+// logSize is the length of dendrite.log now (0 if there is none yet).
+func (d *Dendrite) logSize() int64 {
+	fi, err := os.Stat(filepath.Join(d.dir, "dendrite.log"))
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// logSince is dendrite.log from offset on.
+func (d *Dendrite) logSince(offset int64) string {
+	b, err := os.ReadFile(filepath.Join(d.dir, "dendrite.log"))
+	if err != nil || offset > int64(len(b)) {
+		return ""
+	}
+	return string(b[offset:])
 }
 
 // Restart stops Dendrite and starts it again on the same data, name and
@@ -409,8 +460,8 @@ logging:
 
 // waitReady polls the client API until it answers: Dendrite has no
 // readiness signal besides listening. Bounded at 60 s (a loaded machine
-// runs its migrations slowly).
-func (d *Dendrite) waitReady(t testing.TB) {
+// runs its migrations slowly). False when the process exited first.
+func (d *Dendrite) waitReady(t testing.TB) bool {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -423,11 +474,11 @@ func (d *Dendrite) waitReady(t testing.TB) {
 		}
 		cancel()
 		if err == nil && res.StatusCode == http.StatusOK {
-			return
+			return true
 		}
 		select {
 		case <-d.done:
-			t.Fatalf("Dendrite exited before serving:\n%s", d.logTail(60))
+			return false
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
