@@ -42,6 +42,11 @@ const (
 // roomsInParallel bounds the rooms of one transaction processed at once.
 const roomsInParallel = 8
 
+// txnProcessingBound bounds the processing of one inbound transaction,
+// whether or not its sender still waits for the answer (Transaction).
+// Fetching missing events and state has its own, shorter timeouts.
+const txnProcessingBound = 5 * time.Minute
+
 // EDUHandler takes the EDUs of a transaction (typing, receipts, device
 // lists, to-device…); nil: they are ignored. An error means the EDU was
 // not kept for a reason of this server's (a store error), and must be
@@ -63,7 +68,16 @@ type transaction struct {
 // {"error": …}}}. One bad PDU never fails the transaction. The same origin
 // and transaction ID again gets the same answer without processing anything
 // (a retry of a transaction whose answer was lost).
+//
+// A transaction is processed to its end even when its sender hangs up (its
+// timeout fired, it stopped): cancelled half-way, PDUs would be answered
+// with "context canceled" errors that the answer cache then gives the retry
+// — the sender takes that as delivered and never sends them again — and a
+// device list update would be taken for a missed one. txnProcessingBound
+// bounds the work instead.
 func (s *Service) Transaction(ctx context.Context, origin, txnID string, body []byte, edus EDUHandler) (json.RawMessage, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), txnProcessingBound)
+	defer cancel()
 	key := origin + "\x00" + txnID
 	unlock := s.lockTxn(key)
 	defer unlock()
