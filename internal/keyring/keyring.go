@@ -221,7 +221,9 @@ func (k *Keyring) VerifyKey(ctx context.Context, server, keyID string, atTS int6
 
 // entry returns what memory knows of server, loading it from the store on
 // a miss (an entry without keys is kept too: the store is not asked again
-// for a server nobody has fetched).
+// for a server nobody has fetched). An entry another caller put meanwhile
+// wins over the one loaded here: it may come from a fetch, and carry the
+// fetch limit that replacing it would lift.
 func (k *Keyring) entry(ctx context.Context, server string) (*serverEntry, error) {
 	if e, ok := k.servers.Get(server); ok {
 		return e, nil
@@ -230,7 +232,12 @@ func (k *Keyring) entry(ctx context.Context, server string) (*serverEntry, error
 	if err != nil {
 		return nil, err
 	}
-	k.servers.Put(server, e)
+	k.servers.Update(server, func(old *serverEntry, ok bool) (*serverEntry, bool) {
+		if ok {
+			e = old
+		}
+		return e, true
+	})
 	return e, nil
 }
 

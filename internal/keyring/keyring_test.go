@@ -525,3 +525,63 @@ func TestNotaryResponseCaching(t *testing.T) {
 		t.Fatalf("unknown server: %s %v", b, err)
 	}
 }
+
+// A caller whose first read of a server's keys from the store is slow must
+// not put that stale entry over the one a concurrent fetch left: it would
+// lift the fetch limit, and the next unknown key ID would fetch again (a
+// flake of TestFloodOfUnknownKeysFetchesOncePerMinute under load).
+func TestSlowFirstLoadKeepsTheFetchLimit(t *testing.T) {
+	e := newEnv(t, "hs2")
+	r := e.remotes["hs2"]
+	slow := &slowFirstRead{keys: e.db, entered: make(chan struct{}), release: make(chan struct{})}
+	k := e.keyring(t, func(c *keyring.Config) { c.Store = slow })
+	now := e.clk.now().UnixMilli()
+	first := make(chan error, 1)
+	go func() {
+		_, err := k.VerifyKey(ctx, "hs2", "ed25519:bogus1", now)
+		first <- err
+	}()
+	<-slow.entered // the first caller's load from the store is held
+	if _, err := k.VerifyKey(ctx, "hs2", "ed25519:bogus2", now); !errors.Is(err, keyring.ErrNoKey) {
+		t.Fatalf("bogus2: %v", err)
+	}
+	if n := r.hits.Load(); n != 1 {
+		t.Fatalf("%d fetches, want 1", n)
+	}
+	close(slow.release)
+	if err := <-first; !errors.Is(err, keyring.ErrNoKey) {
+		t.Fatalf("bogus1: %v", err)
+	}
+	if n := r.hits.Load(); n != 1 {
+		t.Fatalf("%d fetches after the slow caller went on, want 1 (within the minute)", n)
+	}
+}
+
+// slowFirstRead holds the first ServerKeys read of hs2's keys until
+// released.
+type slowFirstRead struct {
+	keys    store.ServerKeys
+	once    sync.Once
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *slowFirstRead) ServerKeys(ctx context.Context, server string) ([]store.ServerKey, error) {
+	held := false
+	if server == "hs2" {
+		s.once.Do(func() { held = true })
+	}
+	if held {
+		close(s.entered)
+		<-s.release
+	}
+	return s.keys.ServerKeys(ctx, server)
+}
+
+func (s *slowFirstRead) StoreServerKeys(ctx context.Context, server string, keys []store.ServerKey, resp *store.ServerKeyResponse) error {
+	return s.keys.StoreServerKeys(ctx, server, keys, resp)
+}
+
+func (s *slowFirstRead) ServerKeyResponse(ctx context.Context, server string) (*store.ServerKeyResponse, error) {
+	return s.keys.ServerKeyResponse(ctx, server)
+}
