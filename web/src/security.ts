@@ -134,10 +134,10 @@ export class Security {
     // not verified by the user's cross-signing identity.
     async refresh(): Promise<boolean> {
         const me = this.client.getUserId()!;
-        if (this.settingUp) return false; // see setUp
         // Refreshes overlap (several events at once): only the newest draws,
         // so an older answer cannot bring the banner back.
         const seq = ++this.refreshSeq;
+        if (this.settingUp) return false; // see setUp; start() refreshes after
         const status = await this.crypto.getDeviceVerificationStatus(me, this.client.getDeviceId()!);
         const hasKeys = await this.crypto.userHasCrossSigningKeys(me);
         if (seq !== this.refreshSeq) return !!status?.crossSigningVerified;

@@ -122,7 +122,7 @@ test("sign in with single sign-on: recovery key, conversations, reload", { timeo
     await dialog.getByRole("button", { name: "I have saved it" }).click();
     await page.getByRole("heading", { name: "Conversations" }).waitFor();
     // This session made the cross-signing keys: it is verified.
-    assert.equal(await page.getByText("This session is not verified").isVisible(), false);
+    await page.getByText("This session is not verified").waitFor({ state: "hidden" });
 
     await page.reload();
     await page.getByRole("heading", { name: "Conversations" }).waitFor();
