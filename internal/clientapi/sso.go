@@ -92,11 +92,21 @@ func (a *API) ssoCallback(w http.ResponseWriter, r *http.Request) {
 
 // ssoAllowed: the client URL starts with one the operator allows, compared
 // by scheme, host and path prefix (so https://app.example does not let
-// https://app.example.evil through).
+// https://app.example.evil through), or is this server's own web client.
 func (a *API) ssoAllowed(client string) bool {
 	u, err := url.Parse(client)
 	if err != nil {
 		return false
+	}
+	// The web client served at public_base_url's root (internal/webclient)
+	// is the server itself, as Synapse allows its own login fallback page
+	// without listing it: its page only, not any path of the host.
+	if a.Config.WebClient {
+		if p, err := url.Parse(a.Config.PublicBaseURL); err == nil && p.Host != "" &&
+			strings.EqualFold(p.Scheme, u.Scheme) && strings.EqualFold(p.Host, u.Host) &&
+			u.Path == strings.TrimSuffix(p.Path, "/")+"/" {
+			return true
+		}
 	}
 	for _, allow := range a.Config.SSORedirectAllow {
 		p, err := url.Parse(allow)

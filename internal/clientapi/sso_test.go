@@ -286,3 +286,40 @@ func TestSSOConfirmPage(t *testing.T) {
 		t.Fatalf("token from the page: %d %s", r.Status, r.Body)
 	}
 }
+
+// The server's own web client (at public_base_url's root) gets its login
+// token at once, without the confirmation page; other paths of the host,
+// or the page when the web client is off, do not.
+func TestSSOOwnWebClient(t *testing.T) {
+	for _, tc := range []struct {
+		webClient bool
+		client    string
+		direct    bool
+	}{
+		{true, ssoBase + "/", true},
+		{true, ssoBase + "/other", false},
+		{true, "https://conclave.test/", false}, // another scheme
+		{false, ssoBase + "/", false},
+	} {
+		s, p := ssoServer(t, func(c *config.Config) { c.WebClient = tc.webClient })
+		p.SignIn(ssotest.User{Subject: "sub-jean", Email: "jean.martin@x.gouv.fr", EmailVerified: true})
+		b := browser(s)
+		follow := b.CheckRedirect
+		b.CheckRedirect = func(r *http.Request, via []*http.Request) error {
+			if r.URL.Query().Get("loginToken") != "" {
+				return http.ErrUseLastResponse // arrived at the client
+			}
+			return follow(r, via)
+		}
+		res, body := ssoLogin(t, b, tc.client)
+		loc, _ := url.Parse(res.Header.Get("Location"))
+		direct := res.StatusCode == http.StatusFound && loc != nil && loc.Query().Get("loginToken") != "" &&
+			strings.HasPrefix(loc.String(), tc.client+"?")
+		if direct != tc.direct {
+			t.Fatalf("web client %v, %s: direct %v, want %v (%d %s %s)", tc.webClient, tc.client, direct, tc.direct, res.StatusCode, loc, body)
+		}
+		if !tc.direct && (res.StatusCode != 200 || !strings.Contains(body, "Continue to")) {
+			t.Fatalf("web client %v, %s: no confirmation page: %d %s", tc.webClient, tc.client, res.StatusCode, body)
+		}
+	}
+}

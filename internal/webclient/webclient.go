@@ -117,7 +117,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("X-Frame-Options", "DENY")
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("Referrer-Policy", "no-referrer")
-	hd.Set("Cross-Origin-Opener-Policy", "same-origin")
+	// No other site's window keeps a handle on the client's, but the
+	// popups it opens keep theirs on it: the m.login.sso fallback page posts
+	// "authDone" to its opener (web/src/sso.ts); with same-origin the trip
+	// through the provider would cut that link.
+	hd.Set("Cross-Origin-Opener-Policy", "same-origin-allow-popups")
 	hd.Set("Content-Type", a.ctype)
 	if a.immutable {
 		hd.Set("Cache-Control", "public, max-age=31536000, immutable")

@@ -51,6 +51,10 @@ func TestServedAtRootWithStrictHeaders(t *testing.T) {
 		if h.Get("X-Frame-Options") != "DENY" || h.Get("X-Content-Type-Options") != "nosniff" {
 			t.Errorf("%s: X-Frame-Options %q, X-Content-Type-Options %q", what, h.Get("X-Frame-Options"), h.Get("X-Content-Type-Options"))
 		}
+		// Its popups (the SSO fallback page) keep their opener.
+		if h.Get("Cross-Origin-Opener-Policy") != "same-origin-allow-popups" {
+			t.Errorf("%s: Cross-Origin-Opener-Policy %q", what, h.Get("Cross-Origin-Opener-Policy"))
+		}
 	}
 	strict("/", res.Header)
 	if cc := res.Header.Get("Cache-Control"); cc != "no-cache" {

@@ -36,12 +36,14 @@ export async function waitForVersions(baseUrl, proc, deadlineMs) {
 }
 
 // startServer returns { baseUrl, stop }; extraArgs are added to the command
-// line (a later flag wins over the defaults above it).
-export async function startServer(extraArgs = []) {
+// line (a later flag wins over the defaults above it). opts.port: listen
+// there (a test that must know the URL before the server starts, such as
+// an OIDC provider's redirect URI) instead of a free port.
+export async function startServer(extraArgs = [], opts = {}) {
     const dir = mkdtempSync(path.join(tmpdir(), "conclave-js-"));
     const bin = path.join(dir, "conclave");
     execFileSync(process.env.GO ?? "go", ["build", "-o", bin, "./cmd/conclave"], { cwd: repo, stdio: "inherit" });
-    const port = await freePort();
+    const port = opts.port ?? (await freePort());
     const proc = spawn(bin, [
         "serve",
         "--server-name", "localhost",

@@ -24,6 +24,7 @@ import { t, currentLang, type Key } from "./i18n";
 import { logout, serverName } from "./matrix";
 import { languagePicker } from "./widgets";
 import { Security } from "./security";
+import type { SignIn } from "./sso";
 import { avatarUrl, blobUrl, previewable, sendFile } from "./attachments";
 
 const PAGE = 30; // events per back-pagination request
@@ -61,7 +62,7 @@ export class App {
         private root: HTMLElement,
         private client: MatrixClient,
         private onLogout: () => void,
-        password: string | null,
+        signIn: SignIn | null,
     ) {
         this.security = new Security(client, this.banner, (e) => this.fail(e), () => this.queueTimeline(false));
         this.layout();
@@ -97,7 +98,7 @@ export class App {
         });
         client.on(HttpApiEvent.SessionLoggedOut, () => void this.logout());
         document.addEventListener("visibilitychange", () => this.markRead());
-        void this.security.start(password);
+        void this.security.start(signIn);
         // Messages that could not be decrypted are tried again every few
         // seconds while their room is open: a key that was not yet in key
         // backup (senders back up with a delay) is then fetched from there.

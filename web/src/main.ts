@@ -18,6 +18,7 @@ import {
     type Session,
 } from "./matrix";
 import { App } from "./app";
+import type { SignIn } from "./sso";
 
 const root = document.getElementById("app")!;
 let app: App | null = null;
@@ -32,6 +33,29 @@ function showLogin(mode: "login" | "register" = "login", error = ""): void {
     const pass2 = h("input", { id: "password2", name: "password2", type: "password", autocomplete: "new-password", required: true });
     const token = h("input", { id: "reg-token", name: "token", autocomplete: "off", autocapitalize: "none", spellcheck: "false" });
     const submit = h("button", { type: "submit", className: "primary" }, isReg ? t("register") : t("signIn"));
+    // The password fields, hidden when the server offers single sign-on only.
+    const passwordPart = h(
+        "div",
+        { className: "password-login" },
+        h("label", { for: "username" }, t("username")),
+        user,
+        h("label", { for: "password" }, t("password")),
+        pass,
+        isReg && h("label", { for: "password2" }, t("confirmPassword")),
+        isReg && pass2,
+        isReg && h("label", { for: "reg-token" }, t("registrationToken")),
+        isReg && token,
+    );
+    const passwordPart2 = h(
+        "div",
+        { className: "password-login" },
+        submit,
+        h(
+            "button",
+            { type: "button", className: "link", onclick: () => showLogin(isReg ? "login" : "register") },
+            isReg ? t("haveAccount") : t("noAccount"),
+        ),
+    );
     const form = h(
         "form",
         {
@@ -49,7 +73,7 @@ function showLogin(mode: "login" | "register" = "login", error = ""): void {
                 status.textContent = "";
                 try {
                     const s = isReg ? await register(user.value.trim(), pass.value, token.value.trim()) : await login(user.value.trim(), pass.value);
-                    await open(s, pass.value);
+                    await open(s, { password: pass.value });
                 } catch (err) {
                     submit.disabled = false;
                     submit.textContent = isReg ? t("register") : t("signIn");
@@ -60,28 +84,18 @@ function showLogin(mode: "login" | "register" = "login", error = ""): void {
         },
         h("h1", { id: "auth-title" }, t("appName")),
         h("h2", {}, isReg ? t("register") : t("signIn")),
-        h("label", { for: "username" }, t("username")),
-        user,
-        h("label", { for: "password" }, t("password")),
-        pass,
-        isReg && h("label", { for: "password2" }, t("confirmPassword")),
-        isReg && pass2,
-        isReg && h("label", { for: "reg-token" }, t("registrationToken")),
-        isReg && token,
+        passwordPart,
         status,
-        submit,
-        h(
-            "button",
-            { type: "button", className: "link", onclick: () => showLogin(isReg ? "login" : "register") },
-            isReg ? t("haveAccount") : t("noAccount"),
-        ),
+        passwordPart2,
         languagePicker(() => showLogin(mode)),
         h("p", { className: "hint" }, serverName()),
     );
     root.appendChild(h("main", { className: "auth-page" }, form));
     user.focus();
     if (!isReg) {
-        // Single sign-on, when the server offers it: a button per provider.
+        // Single sign-on, when the server offers it: a button per provider;
+        // no password form when the server takes no password
+        // (GET /login, Client-Server API "Login").
         void loginOptions()
             .then((opts) => {
                 if (!opts.sso.length || !form.isConnected) return;
@@ -90,16 +104,20 @@ function showLogin(mode: "login" | "register" = "login", error = ""): void {
                     { className: "sso" },
                     opts.sso.map((p) => h("button", { type: "button", onclick: () => ssoRedirect(p.id) }, t("ssoWith", p.name))),
                 );
-                form.insertBefore(box, form.querySelector("label"));
+                form.insertBefore(box, passwordPart);
+                if (!opts.password) {
+                    passwordPart.hidden = passwordPart2.hidden = true;
+                    box.querySelector("button")!.focus();
+                }
             })
             .catch(() => {});
     }
     performance.mark("conclave-interactive"); // budget: docs/benchmarks.md
 }
 
-// open starts the client; password is given right after signing in here
-// (to set up cross-signing), not after a reload.
-async function open(s: Session, password: string | null = null): Promise<void> {
+// open starts the client; signIn is given right after signing in here (to
+// set up cross-signing), not after a reload.
+async function open(s: Session, signIn: SignIn | null = null): Promise<void> {
     clear(root);
     const status = h("p", { className: "boot", role: "status" }, t("startingCrypto"));
     root.appendChild(status);
@@ -112,7 +130,7 @@ async function open(s: Session, password: string | null = null): Promise<void> {
         return;
     }
     clear(root);
-    app = new App(root, client, () => showLogin(), password);
+    app = new App(root, client, () => showLogin(), signIn);
     performance.mark("conclave-rooms");
 }
 
@@ -122,7 +140,7 @@ const s = savedSession();
 if (loginToken) {
     history.replaceState(null, "", location.pathname);
     loginWithToken(loginToken).then(
-        (session) => open(session),
+        (session) => open(session, { password: null }),
         (err) => showLogin("login", err instanceof AuthError && err.kind !== "other" ? t(err.kind) : t("error", String(err.message ?? err))),
     );
 } else if (s) void open(s);

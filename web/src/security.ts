@@ -16,11 +16,14 @@ import { h, clear } from "./dom";
 import { t, currentLang } from "./i18n";
 import { emojiName } from "./sas";
 import { useRecoveryKey, forgetSecretKeys } from "./matrix";
+import type { AuthDict } from "matrix-js-sdk/lib/interactive-auth.js";
+import { interactiveAuth, type SignIn } from "./sso";
 
 export class Security {
     private restoring = false;
     private restoreAgain = false;
     private refreshSeq = 0;
+    private settingUp = false;
 
     constructor(
         private client: MatrixClient,
@@ -48,14 +51,15 @@ export class Security {
         return this.client.getCrypto()!;
     }
 
-    // start runs after the first sync. password is there right after a
-    // sign-in or registration on this device (for the user-interactive auth
-    // that publishing cross-signing keys needs), null after a reload.
-    async start(password: string | null): Promise<void> {
+    // start runs after the first sync. signIn is there right after a
+    // sign-in or registration on this device (with the password typed, for
+    // the user-interactive auth publishing cross-signing keys may need; null
+    // after single sign-on), null after a reload.
+    async start(signIn: SignIn | null): Promise<void> {
         const me = this.client.getUserId()!;
         try {
             const hasKeys = await this.crypto.userHasCrossSigningKeys(me, true);
-            if (!hasKeys && password) await this.setUp(password);
+            if (!hasKeys && signIn) await this.setUp(signIn.password);
             await this.refresh();
             // A session that already holds the backup key (earlier restore,
             // or the one that created it) keeps backing up new keys.
@@ -66,14 +70,31 @@ export class Security {
     }
 
     // setUp creates cross-signing keys, secret storage and key backup, and
-    // shows the recovery key once.
-    private async setUp(password: string): Promise<void> {
+    // shows the recovery key once; reset replaces the user's (the SDK's
+    // resetEncryption deletes key backups and secret storage, makes new
+    // cross-signing keys and a new backup). Publishing cross-signing keys
+    // may need the user again (sso.ts): the password typed at sign-in, else
+    // the server's fallback page in a popup.
+    private async setUp(password: string | null, reset = false): Promise<void> {
+        // refresh() asks the server for our keys (the SDK's
+        // userHasCrossSigningKeys does, for our own user): an answer with
+        // the old keys, while new ones wait for the user to confirm their
+        // upload, would make the crypto drop the new private keys.
+        this.settingUp = true;
+        try {
+            await this.setUpKeys(password, reset);
+        } finally {
+            this.settingUp = false;
+        }
+    }
+
+    private async setUpKeys(password: string | null, reset: boolean): Promise<void> {
         const me = this.client.getUserId()!;
-        await this.crypto.bootstrapCrossSigning({
-            authUploadDeviceSigningKeys: async (makeRequest) => {
-                await makeRequest({ type: "m.login.password", identifier: { type: "m.id.user", user: me }, password });
-            },
-        });
+        const auth = async (makeRequest: (a: AuthDict | null) => Promise<void>) => {
+            await interactiveAuth(makeRequest, me, password);
+        };
+        if (reset) await this.crypto.resetEncryption(auth);
+        else await this.crypto.bootstrapCrossSigning({ authUploadDeviceSigningKeys: auth });
         let recoveryKey = "";
         await this.crypto.bootstrapSecretStorage({
             createSecretStorageKey: async () => {
@@ -82,7 +103,7 @@ export class Security {
                 return k;
             },
             setupNewSecretStorage: true,
-            setupNewKeyBackup: true,
+            setupNewKeyBackup: !reset,
         });
         forgetSecretKeys();
         if (recoveryKey) await this.showRecoveryKey(recoveryKey);
@@ -116,6 +137,7 @@ export class Security {
         // Refreshes overlap (several events at once): only the newest draws,
         // so an older answer cannot bring the banner back.
         const seq = ++this.refreshSeq;
+        if (this.settingUp) return false; // see setUp; start() refreshes after
         const status = await this.crypto.getDeviceVerificationStatus(me, this.client.getDeviceId()!);
         const hasKeys = await this.crypto.userHasCrossSigningKeys(me);
         if (seq !== this.refreshSeq) return !!status?.crossSigningVerified;
@@ -174,10 +196,36 @@ export class Security {
                 input,
                 status,
                 h("div", { className: "buttons" }, submit, h("button", { type: "button", onclick: () => d.close() }, t("cancel"))),
+                h("button", { type: "button", className: "link", onclick: () => (d.close(), this.confirmReset()) }, t("lostRecoveryKey")),
             ),
         );
         d.showModal();
         input.focus();
+    }
+
+    // confirmReset: with neither another session nor the recovery key, the
+    // user starts again with a new secure identity and recovery key
+    // (replacing cross-signing keys asks for the user again: sso.ts).
+    private confirmReset(): void {
+        const d = dialog("reset-title");
+        const go = h("button", { type: "button", className: "primary" }, t("reset"));
+        go.onclick = async () => {
+            d.close();
+            try {
+                await this.setUp(null, true);
+                await this.refresh();
+                await this.crypto.checkKeyBackupAndEnable();
+            } catch (e) {
+                this.fail(e);
+            }
+        };
+        d.append(
+            h("h2", { id: "reset-title" }, t("resetTitle")),
+            h("p", {}, t("resetExplain")),
+            h("div", { className: "buttons" }, go, h("button", { type: "button", onclick: () => d.close() }, t("cancel"))),
+        );
+        d.showModal();
+        go.focus();
     }
 
     async verifyWithRecoveryKey(text: string): Promise<void> {

@@ -44,14 +44,27 @@ type Provider struct {
 // redirectURI only. It stops when the test ends.
 func Start(t testing.TB, redirectURI string) *Provider {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := Listen("127.0.0.1:0", redirectURI)
 	if err != nil {
 		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// Listen runs a provider on addr (a loopback address) whose one client may
+// be redirected to redirectURI only, until Close. It is Start for programs
+// that are not Go tests (cmd/ssoprovider, which the browser tests spawn).
+func Listen(addr, redirectURI string) (*Provider, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
 	}
 	issuer := "http://" + ln.Addr().String()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
-		t.Fatal(err)
+		ln.Close()
+		return nil, err
 	}
 	p := &Provider{Issuer: issuer, ClientID: "conclave", ClientSecret: "s3cret-" + rand.Text()}
 	p.st = &storage{
@@ -67,7 +80,8 @@ func Start(t testing.TB, redirectURI string) *Provider {
 	prov, err := op.NewProvider(&op.Config{CryptoKey: cryptoKey, CodeMethodS256: true, SupportedScopes: []string{"openid", "email", "profile"}},
 		p.st, op.StaticIssuer(issuer), op.WithAllowInsecure())
 	if err != nil {
-		t.Fatal(err)
+		ln.Close()
+		return nil, err
 	}
 	mux := http.NewServeMux()
 	callback := op.AuthCallbackURL(prov)
@@ -84,9 +98,11 @@ func Start(t testing.TB, redirectURI string) *Provider {
 	mux.Handle("/", prov)
 	p.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go p.srv.Serve(ln)
-	t.Cleanup(func() { p.srv.Close() })
-	return p
+	return p, nil
 }
+
+// Close stops the provider.
+func (p *Provider) Close() { p.srv.Close() }
 
 // SignIn makes u the user of the next logins.
 func (p *Provider) SignIn(u User) {
