@@ -6,10 +6,13 @@
 // deletions, typing and read receipts; a group room's invite, join and
 // leave; a second session verified by emoji and a third by recovery key
 // read the history. The tests run in order and share the two people. The
-// same run saves the screenshots under docs/web/ that the README shows.
+// same run takes the screenshots the README shows: into docs/web/ when
+// CONCLAVE_UPDATE_SCREENSHOTS=1 (`make screenshots`), else into a temporary
+// directory, so that a test run leaves the checkout as it was.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { crc32, deflateSync } from "node:zlib";
@@ -18,7 +21,8 @@ import { chromium } from "playwright-core";
 import { startServer } from "../../tests/js/server.mjs";
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const shots = path.join(repo, "docs/web");
+const updateShots = process.env.CONCLAVE_UPDATE_SCREENSHOTS === "1";
+const shots = updateShots ? path.join(repo, "docs/web") : mkdtempSync(path.join(tmpdir(), "conclave-shots-"));
 const WAIT = 30000; // failure bound for what arrives through /sync
 
 let server;
@@ -41,6 +45,7 @@ before(async () => {
 after(async () => {
     await browser?.close();
     await server?.stop();
+    if (!updateShots) rmSync(shots, { recursive: true, force: true });
 });
 
 async function person(label = "") {
