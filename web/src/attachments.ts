@@ -58,8 +58,9 @@ export async function decrypt(data: ArrayBuffer, file: EncryptedFile): Promise<A
 // Images shown inline: formats browsers decode without running code (no SVG).
 export const previewable = new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
 
-// send uploads a file (encrypted in encrypted rooms) and posts it.
-export async function sendFile(client: MatrixClient, roomId: string, f: File): Promise<void> {
+// send uploads a file (encrypted in encrypted rooms) and posts it, in a
+// thread when threadId is given (relatesTo is then its m.thread relation).
+export async function sendFile(client: MatrixClient, roomId: string, f: File, threadId: string | null = null, relatesTo?: Record<string, unknown>): Promise<void> {
     const plain = await f.arrayBuffer();
     const mimetype = f.type || "application/octet-stream";
     const info: Record<string, unknown> = { mimetype, size: f.size };
@@ -86,7 +87,8 @@ export async function sendFile(client: MatrixClient, roomId: string, f: File): P
         const up = await client.uploadContent(new Blob([plain], { type: mimetype }), { type: mimetype, name: f.name });
         content.url = up.content_uri;
     }
-    await client.sendMessage(roomId, content as never);
+    if (relatesTo) content["m.relates_to"] = relatesTo;
+    await client.sendMessage(roomId, threadId, content as never);
 }
 
 const cache = new Map<string, Promise<string>>();

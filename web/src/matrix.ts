@@ -231,7 +231,9 @@ export async function start(s: Session, progress: (stage: "crypto" | "sync") => 
         };
         client.on(ClientEvent.Sync, onSync);
     });
-    await client.startClient({ initialSyncLimit: 30, lazyLoadMembers: true });
+    // threadSupport: thread replies live in their thread, not in the room's
+    // timeline (the server has /relations, /threads and threaded receipts).
+    await client.startClient({ initialSyncLimit: 30, lazyLoadMembers: true, threadSupport: true });
     await prepared;
     return client;
 }

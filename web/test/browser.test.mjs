@@ -253,6 +253,76 @@ test("files, replies, edits, reactions, deletions, typing and read receipts", { 
     });
 });
 
+// sendInThread writes in the open thread's composer and waits until the
+// server has the event.
+async function sendInThread(page, text) {
+    await page.getByLabel("Reply in the thread", { exact: true }).fill(text);
+    await page.getByLabel("Reply in the thread", { exact: true }).press("Enter");
+    const ev = page.locator(".thread-panel .event.message", { hasText: text });
+    await ev.locator(".body > .text").waitFor();
+    await ev.locator(".status").waitFor({ state: "detached" });
+}
+
+test("threads: replies in a thread of the encrypted DM, read decrypted in the thread view", { timeout: 90000 }, async () => {
+    // Bob starts a thread on Alice's message and writes six replies: more
+    // than the server's first page of /relations (5), so Alice pages back.
+    const root = b.page.locator(".room-main .timeline .event.message", { hasText: "See you on Monday" });
+    await root.hover();
+    await root.getByRole("button", { name: "Thread", exact: true }).click();
+    await b.page.getByRole("heading", { name: "Thread", level: 3 }).waitFor();
+    for (let i = 1; i <= 6; i++) await sendInThread(b.page, `Thread reply ${i}`);
+    await root.getByRole("button", { name: "6 replies" }).waitFor();
+
+    // Alice's timeline shows the root with its count, not the replies.
+    const aliceRoot = a.page.locator(".room-main .timeline .event.message", { hasText: "See you on Monday" });
+    await aliceRoot.getByRole("button", { name: "6 replies" }).waitFor();
+    assert.equal(await a.page.locator(".room-main .timeline .event", { hasText: "Thread reply" }).count(), 0, "thread replies clutter the room's timeline");
+    await aliceRoot.getByRole("button", { name: "6 replies" }).click();
+    const panel = a.page.locator(".thread-panel");
+    await panel.locator(".event.thread-root", { hasText: "See you on Monday" }).waitFor();
+    await panel.locator(".event.message .body > .text", { hasText: "Thread reply 6" }).waitFor();
+    // Paging back to the first reply.
+    const until = Date.now() + WAIT;
+    while (Date.now() < until && (await panel.locator(".event.message .body > .text", { hasText: "Thread reply 1" }).count()) === 0) {
+        const button = panel.getByRole("button", { name: "Load older replies" });
+        if ((await button.count()) && (await button.isEnabled())) await button.click();
+        else await a.page.waitForTimeout(100);
+    }
+    for (let i = 1; i <= 6; i++) await panel.locator(".event.message .body > .text", { hasText: `Thread reply ${i}` }).waitFor();
+    await panel.getByText("Beginning of the thread").waitFor();
+    assert.equal(await panel.locator(".event.utd").count(), 0, "undecryptable events in the thread");
+
+    // Alice answers in the thread; Bob sees it there, and the count grows.
+    await sendInThread(a.page, "Noted, thanks");
+    await b.page.locator(".thread-panel .event.message", { hasText: "Noted, thanks" }).waitFor();
+    await aliceRoot.getByRole("button", { name: "7 replies" }).waitFor();
+    await a.page.screenshot({ path: path.join(shots, "thread.png") });
+
+    // On the wire: an m.thread relation with the reply fallback to the
+    // thread's latest message (Client-Server API, "Threading").
+    const { accessToken } = JSON.parse(await a.page.evaluate(() => localStorage.getItem("conclave.session")));
+    const roomId = await a.page.locator(".room-item.selected").getAttribute("data-room-id");
+    const rootId = await aliceRoot.getAttribute("data-event-id");
+    const res = await fetch(
+        `${server.baseUrl}/_matrix/client/v1/rooms/${encodeURIComponent(roomId)}/relations/${encodeURIComponent(rootId)}/m.thread?limit=2`,
+        { headers: { Authorization: `Bearer ${accessToken}` } },
+    );
+    assert.equal(res.status, 200);
+    const [newest, before] = (await res.json()).chunk;
+    assert.equal(newest.type, "m.room.encrypted", "thread replies are encrypted");
+    assert.deepEqual(newest.content["m.relates_to"], {
+        rel_type: "m.thread",
+        event_id: rootId,
+        is_falling_back: true,
+        "m.in_reply_to": { event_id: before.event_id },
+    });
+
+    // Closed, the room's timeline is whole again.
+    await a.page.getByRole("button", { name: "Close the thread" }).click();
+    await panel.waitFor({ state: "hidden" });
+    await b.page.getByRole("button", { name: "Close the thread" }).click();
+});
+
 test("group room: create, invite, join, leave", { timeout: 60000 }, async () => {
     await b.page.getByRole("button", { name: "New room" }).click();
     await b.page.getByLabel("Room name").fill("Cabinet meeting");
@@ -306,7 +376,8 @@ test("group room: create, invite, join, leave", { timeout: 60000 }, async () => 
     await a.page.getByRole("heading", { name: "Lobby", level: 2 }).waitFor();
     assert.equal(await a.page.locator(".room-header .enc.off").count(), 1, "a public room is not encrypted");
 
-    // Threads are shown: a reply in a thread is marked as such.
+    // Threads: a reply in a thread is not in the room's timeline; its root
+    // shows the count.
     const { room_id } = await created.json();
     const put = async (txn, content) => {
         const r = await fetch(`${server.baseUrl}/_matrix/client/v3/rooms/${encodeURIComponent(room_id)}/send/m.room.message/${txn}`, {
@@ -319,7 +390,8 @@ test("group room: create, invite, join, leave", { timeout: 60000 }, async () => 
     };
     const root = await put("t1", { msgtype: "m.text", body: "Welcome to the lobby" });
     await put("t2", { msgtype: "m.text", body: "A reply in a thread", "m.relates_to": { rel_type: "m.thread", event_id: root } });
-    await a.page.locator(".event.message", { hasText: "A reply in a thread" }).locator(".thread-tag", { hasText: "In a thread" }).waitFor();
+    await a.page.locator(".event.message", { hasText: "Welcome to the lobby" }).getByRole("button", { name: "1 reply" }).waitFor();
+    assert.equal(await a.page.locator(".room-main .timeline .event", { hasText: "A reply in a thread" }).count(), 0, "a thread reply in the room's timeline");
 });
 
 test("profile: display name and picture, seen by the other side", { timeout: 60000 }, async () => {
@@ -397,6 +469,12 @@ test("phone-sized screen, French, sign out", { timeout: 60000 }, async () => {
     await a.page.locator(".room-item", { hasText: "bob" }).click();
     await message(a.page, "One more thing").waitFor();
     await a.page.screenshot({ path: path.join(shots, "phone-conversation.png") });
+    // A thread takes the whole screen.
+    await a.page.locator(".room-main .event.message", { hasText: "See you on Monday" }).getByRole("button", { name: "7 replies" }).click();
+    await a.page.locator(".thread-panel .event.message", { hasText: "Noted, thanks" }).waitFor();
+    const box = await a.page.locator(".thread-panel").boundingBox();
+    assert.ok(box.x === 0 && box.width === 390, `the thread covers the phone's screen: ${JSON.stringify(box)}`);
+    await a.page.getByRole("button", { name: "Close the thread" }).click();
     await a.page.getByRole("button", { name: "Back to conversations" }).click();
 
     // The language switch: French, kept across a reload.
