@@ -26,7 +26,7 @@ import { t, currentLang, type Key } from "./i18n";
 import { logout, serverName } from "./matrix";
 import { languagePicker } from "./widgets";
 import { Security } from "./security";
-import { avatarUrl, blobUrl, previewable, sendFile } from "./attachments";
+import { avatarUrl, blobUrl, cachedAvatarUrl, forgetMedia, previewable, sendFile } from "./attachments";
 
 const PAGE = 30; // events per back-pagination request
 const QUICK_REACTIONS = ["👍", "❤️", "😂"];
@@ -134,7 +134,7 @@ export class App {
             h(
                 "header",
                 { className: "me" },
-                this.avatar(me, this.client.getUser(me)?.avatarUrl),
+                this.avatar(me, this.client.getUser(me)?.displayName ?? me, this.client.getUser(me)?.avatarUrl),
                 h("button", { type: "button", className: "whoami link", title: t("signedInAs", me), "aria-label": t("editProfile"), onclick: () => this.profileForm() }, this.client.getUser(me)?.displayName ?? me),
                 h("button", { type: "button", className: "logout", onclick: () => void this.logout() }, t("logout")),
             ),
@@ -155,20 +155,31 @@ export class App {
         this.root.appendChild(h("div", { className: "shell" }, sidebar, this.pane));
     }
 
-    // avatar is a small picture (the user's avatar) or their initial.
-    private avatar(userId: string, mxc: string | undefined): HTMLElement {
-        const initial = (userId.replace(/^@/, "")[0] ?? "?").toUpperCase();
-        const el = h("span", { className: "avatar", "aria-hidden": "true" }, initial);
-        if (mxc?.startsWith("mxc://")) {
-            avatarUrl(this.client, mxc).then(
-                (u) => {
-                    clear(el);
-                    el.appendChild(h("img", { src: u, alt: "" }));
-                },
-                () => {},
-            );
-        }
+    // avatar is a small picture (a thumbnail of mxc) or, without one or
+    // until it has loaded, the name's initial on a colour derived from id
+    // (the same person or room has the same colour everywhere). lazy: the
+    // thumbnail is fetched only once the avatar is on screen (long lists).
+    private avatar(id: string, name: string, mxc: string | null | undefined, lazy = false): HTMLElement {
+        const el = h("span", { className: `avatar av${colourIndex(id)}`, "aria-hidden": "true" }, initial(name || id));
+        if (!mxc?.startsWith("mxc://")) return el;
+        const show = (u: string) => {
+            clear(el);
+            el.appendChild(h("img", { src: u, alt: "" }));
+        };
+        const ready = cachedAvatarUrl(mxc);
+        if (ready) show(ready);
+        else if (lazy) lazyAvatars.watch(el, () => avatarUrl(this.client, mxc).then(show, () => {}));
+        else avatarUrl(this.client, mxc).then(show, () => {});
         return el;
+    }
+
+    // roomAvatar: the room's picture (m.room.avatar), else in a DM the other
+    // person's; the colour follows the other person in a DM, else the room.
+    private roomAvatar(room: Room): { el: () => HTMLElement; sig: string } {
+        const partner = room.getAvatarFallbackMember();
+        const mxc = room.getMxcAvatarUrl() ?? partner?.getMxcAvatarUrl();
+        const id = partner?.userId ?? room.roomId;
+        return { el: () => this.avatar(id, room.name, mxc, true), sig: `${mxc ?? ""}\u0000${id}` };
     }
 
     // profileForm changes the display name and the avatar.
@@ -260,6 +271,9 @@ export class App {
     private async logout(): Promise<void> {
         clearInterval(this.retryTimer);
         this.current = null;
+        this.watch(null);
+        lazyAvatars.disconnect();
+        forgetMedia(); // the blob: URLs of pictures and attachments
         await logout(this.client);
         this.onLogout();
     }
@@ -320,7 +334,8 @@ export class App {
             const total = room.getUnreadNotificationCount(NotificationCountType.Total);
             const hl = room.getUnreadNotificationCount(NotificationCountType.Highlight);
             const selected = room === this.current;
-            const sig = `${room.name}\u0000${total}\u0000${hl}\u0000${selected}\u0000${currentLang()}`;
+            const avatar = this.roomAvatar(room);
+            const sig = `${room.name}\u0000${total}\u0000${hl}\u0000${selected}\u0000${currentLang()}\u0000${avatar.sig}`;
             let item = this.items.get(room.roomId);
             if (!item || item.sig !== sig) {
                 const li = h(
@@ -335,6 +350,7 @@ export class App {
                             "data-room-id": room.roomId,
                             onclick: () => this.select(room),
                         },
+                        avatar.el(),
                         h("span", { className: "name" }, room.name),
                         hl > 0
                             ? h("span", { className: "badge highlight", "aria-label": t("mentions", hl) }, hl)
@@ -902,7 +918,7 @@ export class App {
             h(
                 "li",
                 { className: "event " + cls, "data-event-id": ev.getId() ?? "" },
-                h("span", { className: "sender" }, this.avatar(sender, room.getMember(sender)?.getMxcAvatarUrl()), name),
+                h("span", { className: "sender" }, this.avatar(sender, name, room.getMember(sender)?.getMxcAvatarUrl()), name),
                 h("time", { dateTime: new Date(ev.getTs()).toISOString() }, time),
                 h("div", { className: "body" }, ...body),
             );
@@ -1240,6 +1256,46 @@ export class App {
         setTimeout(() => box.remove(), 6000);
     }
 }
+
+// initial is the first letter of a name (user IDs and aliases without their sigil).
+function initial(name: string): string {
+    const first = Array.from(name.replace(/^[@#!+]/, "").trim())[0];
+    return first ? first.toLocaleUpperCase() : "?";
+}
+
+// colourIndex picks one of the eight avatar colours (style.css .av0-.av7)
+// from an ID: a small string hash, the same in every session.
+const AVATAR_COLOURS = 8;
+export function colourIndex(id: string): number {
+    let h = 0;
+    for (let i = 0; i < id.length; i++) h = (Math.imul(h, 31) + id.charCodeAt(i)) | 0;
+    return Math.abs(h) % AVATAR_COLOURS;
+}
+
+// lazyAvatars fetches thumbnails when their avatar scrolls into view: a list
+// of hundreds of rooms asks only for those on screen.
+const lazyAvatars = (() => {
+    const pending = new WeakMap<Element, () => void>();
+    let io: IntersectionObserver | null = null;
+    return {
+        watch(el: Element, load: () => void): void {
+            io ??= new IntersectionObserver((entries) => {
+                for (const e of entries) {
+                    if (!e.isIntersecting) continue;
+                    io!.unobserve(e.target);
+                    pending.get(e.target)?.();
+                    pending.delete(e.target);
+                }
+            });
+            pending.set(el, load);
+            io.observe(el);
+        },
+        disconnect(): void {
+            io?.disconnect();
+            io = null;
+        },
+    };
+})();
 
 // A composer's state: what the next message replies to or edits.
 interface Compose {

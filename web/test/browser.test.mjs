@@ -376,6 +376,22 @@ test("group room: create, invite, join, leave", { timeout: 60000 }, async () => 
     await a.page.getByRole("heading", { name: "Lobby", level: 2 }).waitFor();
     assert.equal(await a.page.locator(".room-header .enc.off").count(), 1, "a public room is not encrypted");
 
+    // A room's picture (m.room.avatar) is shown in the list.
+    const { room_id: lobbyId } = await created.clone().json();
+    const up = await fetch(`${server.baseUrl}/_matrix/media/v3/upload?filename=lobby.png`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${reg.access_token}`, "Content-Type": "image/png" },
+        body: PNG,
+    });
+    assert.equal(up.status, 200);
+    const setAvatar = await fetch(`${server.baseUrl}/_matrix/client/v3/rooms/${encodeURIComponent(lobbyId)}/state/m.room.avatar/`, {
+        method: "PUT",
+        headers: { Authorization: `Bearer ${reg.access_token}` },
+        body: JSON.stringify({ url: (await up.json()).content_uri }),
+    });
+    assert.equal(setAvatar.status, 200);
+    await a.page.locator(".room-item", { hasText: "Lobby" }).locator(".avatar img").waitFor();
+
     // Threads: a reply in a thread is not in the room's timeline; its root
     // shows the count.
     const { room_id } = await created.json();
@@ -395,6 +411,9 @@ test("group room: create, invite, join, leave", { timeout: 60000 }, async () => 
 });
 
 test("profile: display name and picture, seen by the other side", { timeout: 60000 }, async () => {
+    // Bob's page fetches the picture's thumbnail from the authenticated media
+    // API with his access token (an <img src> could not send it).
+    const thumbnail = b.page.waitForRequest((r) => r.url().includes("/_matrix/client/v1/media/thumbnail/") && /^Bearer /.test(r.headers().authorization ?? ""));
     await a.page.getByRole("button", { name: "Edit your profile" }).click();
     await a.page.getByLabel("Display name").fill("Alice Martin");
     await a.page.getByLabel("Picture").setInputFiles({ name: "me.png", mimeType: "image/png", buffer: PNG });
@@ -407,6 +426,17 @@ test("profile: display name and picture, seen by the other side", { timeout: 600
     const seen = b.page.locator(".event.message", { hasText: "New name, new picture" });
     await seen.locator(".sender", { hasText: "Alice Martin" }).waitFor();
     await seen.locator(".avatar img").waitFor();
+    await thumbnail;
+    // The DM in Bob's list shows Alice's picture.
+    await b.page.locator(".room-item", { hasText: "Alice Martin" }).locator(".avatar img").waitFor();
+    // Without a picture: Bob's initial, on the colour of his ID, the same in
+    // Alice's list and beside his messages.
+    const inList = a.page.locator(".room-item", { hasText: "bob" }).locator(".avatar");
+    assert.equal((await inList.textContent()).trim(), "B");
+    const colour = (await inList.getAttribute("class")).match(/\bav\d\b/)?.[0];
+    assert.ok(colour, "an initial has a colour class");
+    const besideMessage = a.page.locator(".room-main .event.message", { hasText: "Still here after a reload" }).locator(".sender .avatar");
+    assert.match(await besideMessage.getAttribute("class"), new RegExp(`\\b${colour}\\b`), "Bob's colour differs between the list and the timeline");
 });
 
 test("a second session is verified by emoji, a third with the recovery key; both read the history", { timeout: 90000 }, async () => {
@@ -481,8 +511,25 @@ test("phone-sized screen, French, sign out", { timeout: 60000 }, async () => {
     await a.page.getByLabel("Language").selectOption("fr");
     await a.page.getByRole("button", { name: "Nouveau message" }).waitFor();
     await a.page.reload();
+    // Signing out revokes the blob: URLs of the pictures.
+    const picture = await a.page.locator(".me .avatar img").getAttribute("src");
+    assert.match(picture, /^blob:/);
+    // (Loaded as an image: the page's CSP allows blob: for img-src only.)
+    const readable = (u) =>
+        a.page.evaluate(
+            (u) =>
+                new Promise((resolve) => {
+                    const img = new Image();
+                    img.onload = () => resolve(true);
+                    img.onerror = () => resolve(false);
+                    img.src = u;
+                }),
+            u,
+        );
+    assert.equal(await readable(picture), true);
     await a.page.getByRole("button", { name: "Se déconnecter" }).click();
     await a.page.getByRole("heading", { name: "Se connecter" }).waitFor();
+    assert.equal(await readable(picture), false, "a picture's blob: URL outlives the session");
     await a.page.reload();
     await a.page.getByRole("heading", { name: "Se connecter" }).waitFor();
 
