@@ -61,6 +61,7 @@ export class App {
     private membersPanel: HTMLElement | null = null;
     private showMembers = false;
     private retryTimer: ReturnType<typeof setInterval> | undefined;
+    private profile: { displayname?: string; avatar_url?: string } | null = null;
 
     constructor(
         private root: HTMLElement,
@@ -72,6 +73,7 @@ export class App {
         this.layout();
         this.renderList();
         this.renderPane();
+        void this.loadProfile();
         client.on(ClientEvent.Room, () => this.queueList());
         client.on(ClientEvent.DeleteRoom, () => this.queueList());
         client.on(RoomEvent.MyMembership, () => this.queueList());
@@ -121,6 +123,32 @@ export class App {
         for (const ev of utd) void ev.attemptDecryption(backend, { isRetry: true }).catch(() => {});
     }
 
+    // myName is my display name: from my profile (read at start, as the
+    // SDK knows it only from rooms' member events), else from the SDK.
+    private myName(): string {
+        const me = this.client.getUserId()!;
+        return this.profile?.displayname || this.client.getUser(me)?.displayName || me;
+    }
+
+    private get meEl(): HTMLElement {
+        const me = this.client.getUserId()!;
+        return this.avatar(me, this.myName(), this.profile?.avatar_url ?? this.client.getUser(me)?.avatarUrl);
+    }
+
+    // loadProfile reads my profile and redraws the header with it.
+    private async loadProfile(): Promise<void> {
+        try {
+            this.profile = await this.client.getProfileInfo(this.client.getUserId()!);
+        } catch {
+            return; // no profile yet: the user ID is shown
+        }
+        const header = this.root.querySelector(".me");
+        if (!header) return;
+        header.querySelector(".avatar")?.replaceWith(this.meEl);
+        const who = header.querySelector(".whoami");
+        if (who) who.textContent = this.myName();
+    }
+
     private layout(): void {
         clear(this.root);
         document.body.classList.remove("show-room");
@@ -134,8 +162,8 @@ export class App {
             h(
                 "header",
                 { className: "me" },
-                this.avatar(me, this.client.getUser(me)?.displayName ?? me, this.client.getUser(me)?.avatarUrl),
-                h("button", { type: "button", className: "whoami link", title: t("signedInAs", me), "aria-label": t("editProfile"), onclick: () => this.profileForm() }, this.client.getUser(me)?.displayName ?? me),
+                this.meEl,
+                h("button", { type: "button", className: "whoami link", title: t("signedInAs", me), "aria-label": t("editProfile"), onclick: () => this.profileForm() }, this.myName()),
                 h("button", { type: "button", className: "logout", onclick: () => void this.logout() }, t("logout")),
             ),
             h(
@@ -187,7 +215,7 @@ export class App {
         clear(this.forms);
         const me = this.client.getUserId()!;
         const status = h("p", { className: "error", role: "alert" });
-        const name = h("input", { id: "display-name", value: this.client.getUser(me)?.displayName ?? "" });
+        const name = h("input", { id: "display-name", value: this.myName() === me ? "" : this.myName() });
         const file = h("input", { id: "avatar-file", type: "file", accept: "image/png,image/jpeg,image/gif,image/webp" });
         const submit = h("button", { type: "submit", className: "primary" }, t("save"));
         const form = h(
@@ -201,11 +229,16 @@ export class App {
                     status.textContent = "";
                     try {
                         const f = file.files?.[0];
+                        this.profile ??= {};
                         if (f) {
                             const up = await this.client.uploadContent(f, { type: f.type, name: f.name });
                             await this.client.setAvatarUrl(up.content_uri);
+                            this.profile.avatar_url = up.content_uri;
                         }
-                        if (name.value.trim()) await this.client.setDisplayName(name.value.trim());
+                        if (name.value.trim()) {
+                            await this.client.setDisplayName(name.value.trim());
+                            this.profile.displayname = name.value.trim();
+                        }
                         clear(this.forms);
                         this.redraw();
                     } catch (err) {

@@ -31,6 +31,9 @@ function showLogin(mode: "login" | "register" = "login", error = ""): void {
     const pass = h("input", { id: "password", name: "password", type: "password", autocomplete: isReg ? "new-password" : "current-password", required: true });
     const pass2 = h("input", { id: "password2", name: "password2", type: "password", autocomplete: "new-password", required: true });
     const token = h("input", { id: "reg-token", name: "token", autocomplete: "off", autocapitalize: "none", spellcheck: "false" });
+    // The name others see; the server sets none, so the username when left empty.
+    const displayName = h("input", { id: "reg-display-name", name: "displayname", autocomplete: "name", maxlength: 256 });
+    user.addEventListener("input", () => (displayName.placeholder = user.value.trim()));
     const submit = h("button", { type: "submit", className: "primary" }, isReg ? t("register") : t("signIn"));
     const form = h(
         "form",
@@ -48,7 +51,7 @@ function showLogin(mode: "login" | "register" = "login", error = ""): void {
                 submit.textContent = isReg ? t("registering") : t("signingIn");
                 status.textContent = "";
                 try {
-                    const s = isReg ? await register(user.value.trim(), pass.value, token.value.trim()) : await login(user.value.trim(), pass.value);
+                    const s = isReg ? await register(user.value.trim(), pass.value, token.value.trim(), displayName.value.trim()) : await login(user.value.trim(), pass.value);
                     await open(s, pass.value);
                 } catch (err) {
                     submit.disabled = false;
@@ -62,6 +65,8 @@ function showLogin(mode: "login" | "register" = "login", error = ""): void {
         h("h2", {}, isReg ? t("register") : t("signIn")),
         h("label", { for: "username" }, t("username")),
         user,
+        isReg && h("label", { for: "reg-display-name" }, t("displayName")),
+        isReg && displayName,
         h("label", { for: "password" }, t("password")),
         pass,
         isReg && h("label", { for: "password2" }, t("confirmPassword")),

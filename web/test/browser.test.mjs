@@ -76,6 +76,8 @@ async function registerIn(page, name) {
     if (name === "alice") await page.screenshot({ path: path.join(shots, "recovery-key.png") });
     await dialog.getByRole("button", { name: "I have saved it" }).click();
     await page.getByRole("heading", { name: "Conversations" }).waitFor();
+    // No display name given: the username is the one others see.
+    await page.getByRole("button", { name: "Edit your profile" }).filter({ hasText: new RegExp(`^${name}$`) }).waitFor();
     return recoveryKey;
 }
 
