@@ -840,7 +840,6 @@ export class App {
         if (!room.getThread(rootId) && rootEvent) room.createThread(rootId, rootEvent, [], true);
         clear(panel);
         panel.hidden = false;
-        document.body.classList.add("show-thread");
         this.threadOlder = h("button", { type: "button", className: "older", onclick: () => void this.olderInThread() }, t("loadOlderReplies"));
         this.threadTimelineEl = h("ol", { className: "timeline thread-timeline", role: "log", "aria-labelledby": "thread-title", "aria-live": "polite" });
         panel.append(
@@ -865,7 +864,6 @@ export class App {
         this.threadRoot = null;
         this.threadCompose = null;
         this.threadTimelineEl = this.threadOlder = null;
-        document.body.classList.remove("show-thread");
         if (this.threadPanel) {
             clear(this.threadPanel);
             this.threadPanel.hidden = true;
