@@ -203,8 +203,11 @@ export class App {
 
     // roomAvatar: the room's picture (m.room.avatar), else in a DM the other
     // person's; the colour follows the other person in a DM, else the room.
-    private roomAvatar(room: Room): { el: () => HTMLElement; sig: string } {
-        const partner = room.getAvatarFallbackMember();
+    // A DM is a room in m.direct, or one without a name or address of its
+    // own (named after its members: the invitee's side of a DM).
+    private roomAvatar(room: Room, dms: Set<string>): { el: () => HTMLElement; sig: string } {
+        const named = !!room.currentState.getStateEvents(EventType.RoomName, "")?.getContent().name || !!room.getCanonicalAlias();
+        const partner = dms.has(room.roomId) || !named ? room.getAvatarFallbackMember() : undefined;
         const mxc = room.getMxcAvatarUrl() ?? partner?.getMxcAvatarUrl();
         const id = partner?.userId ?? room.roomId;
         return { el: () => this.avatar(id, room.name, mxc, true), sig: `${mxc ?? ""}\u0000${id}` };
@@ -361,13 +364,15 @@ export class App {
         }
         this.list.querySelector(".empty")?.remove();
         const keep = new Set<string>();
+        const direct = (this.client.getAccountData(EventType.Direct)?.getContent() ?? {}) as Record<string, unknown>;
+        const dms = new Set(Object.values(direct).flatMap((ids) => (Array.isArray(ids) ? ids : [])));
         let prev: Element | null = null;
         for (const room of joined) {
             keep.add(room.roomId);
             const total = room.getUnreadNotificationCount(NotificationCountType.Total);
             const hl = room.getUnreadNotificationCount(NotificationCountType.Highlight);
             const selected = room === this.current;
-            const avatar = this.roomAvatar(room);
+            const avatar = this.roomAvatar(room, dms);
             const sig = `${room.name}\u0000${total}\u0000${hl}\u0000${selected}\u0000${currentLang()}\u0000${avatar.sig}`;
             let item = this.items.get(room.roomId);
             if (!item || item.sig !== sig) {
