@@ -97,7 +97,9 @@ export class App {
             if (member.roomId === this.current?.roomId) this.renderTyping();
         });
         client.on(RoomMemberEvent.Membership, (_ev, member) => {
-            if (member.roomId === this.current?.roomId) this.renderMembers();
+            if (member.roomId !== this.current?.roomId) return;
+            this.renderMembers();
+            this.queueTimeline(false); // which redraws the header's count
         });
         client.on(RoomEvent.Receipt, (_ev, room) => {
             if (room === this.current) this.queueTimeline(false);
@@ -763,6 +765,11 @@ export class App {
             }
             ol.appendChild(li);
         }
+        // The header's member count (it said "1" in a new DM until the pane
+        // was redrawn; the count comes with sync's room summary).
+        const count = this.pane.querySelector(".room-header button.count");
+        const joined = t("members", room.getJoinedMemberCount());
+        if (count && count.textContent !== joined) count.textContent = joined;
         if (this.olderButton) {
             const more =
                 !!room.getLiveTimeline().getPaginationToken(EventTimeline.BACKWARDS) && !events.some((e) => e.getType() === EventType.RoomCreate);
