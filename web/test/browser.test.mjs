@@ -295,6 +295,20 @@ test("threads: replies in a thread of the encrypted DM, read decrypted in the th
     for (let i = 1; i <= 6; i++) await panel.locator(".event.message .body > .text", { hasText: `Thread reply ${i}` }).waitFor();
     await panel.getByText("Beginning of the thread").waitFor();
     assert.equal(await panel.locator(".event.utd").count(), 0, "undecryptable events in the thread");
+    // Read: a threaded read receipt clears the thread's count on the server
+    // (the 6 replies counted in unread_thread_notifications until then).
+    const { accessToken } = JSON.parse(await a.page.evaluate(() => localStorage.getItem("conclave.session")));
+    const roomId = await a.page.locator(".room-item.selected").getAttribute("data-room-id");
+    const rootId = await aliceRoot.getAttribute("data-event-id");
+    const threadCount = async () => {
+        const filter = encodeURIComponent(JSON.stringify({ room: { timeline: { limit: 0, unread_thread_notifications: true } } }));
+        const r = await fetch(`${server.baseUrl}/_matrix/client/v3/sync?filter=${filter}`, { headers: { Authorization: `Bearer ${accessToken}` } });
+        return (await r.json()).rooms.join[roomId].unread_thread_notifications?.[rootId]?.notification_count ?? 0;
+    };
+    for (const until = Date.now() + WAIT; (await threadCount()) !== 0; ) {
+        assert.ok(Date.now() < until, "the thread is still unread on the server after Alice read it");
+        await a.page.waitForTimeout(100);
+    }
 
     // Alice answers in the thread; Bob sees it there, and the count grows.
     await sendInThread(a.page, "Noted, thanks");
@@ -305,9 +319,6 @@ test("threads: replies in a thread of the encrypted DM, read decrypted in the th
 
     // On the wire: an m.thread relation with the reply fallback to the
     // thread's latest message (Client-Server API, "Threading").
-    const { accessToken } = JSON.parse(await a.page.evaluate(() => localStorage.getItem("conclave.session")));
-    const roomId = await a.page.locator(".room-item.selected").getAttribute("data-room-id");
-    const rootId = await aliceRoot.getAttribute("data-event-id");
     const res = await fetch(
         `${server.baseUrl}/_matrix/client/v1/rooms/${encodeURIComponent(roomId)}/relations/${encodeURIComponent(rootId)}/m.thread?limit=2`,
         { headers: { Authorization: `Bearer ${accessToken}` } },
