@@ -868,6 +868,7 @@ export class App {
             if (e.key === "Escape" && !this.threadCompose?.replyTo && !this.threadCompose?.editing) this.closeThread(true);
         };
         this.renderThreadTimeline(true);
+        this.queueTimeline(false); // the root's "N replies" is now expanded
         this.threadCompose?.input.focus();
     }
 
@@ -880,7 +881,9 @@ export class App {
             clear(this.threadPanel);
             this.threadPanel.hidden = true;
         }
-        if (focusRoot && root) this.timelineEl?.querySelector<HTMLElement>(`[data-event-id="${CSS.escape(root)}"] .thread-summary`)?.focus();
+        const summary = root ? this.timelineEl?.querySelector<HTMLElement>(`[data-event-id="${CSS.escape(root)}"] .thread-summary`) : null;
+        summary?.setAttribute("aria-expanded", "false");
+        if (focusRoot) summary?.focus();
     }
 
     private renderThreadTimeline(stickToBottom: boolean): void {
