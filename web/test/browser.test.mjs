@@ -333,6 +333,13 @@ test("threads: replies in a thread of the encrypted DM, read decrypted in the th
         "m.in_reply_to": { event_id: before.event_id },
     });
 
+    // A file in the thread: encrypted, in the thread only.
+    await a.page.locator("#thread-attach").setInputFiles({ name: "agenda.txt", mimeType: "text/plain", buffer: Buffer.from("1. Budget\n") });
+    const inThread = b.page.locator(".thread-panel .event .attachment a.file", { hasText: "agenda.txt" });
+    await b.page.waitForFunction((el) => el.href.startsWith("blob:"), await inThread.elementHandle());
+    await aliceRoot.getByRole("button", { name: "8 replies" }).waitFor();
+    assert.equal(await a.page.locator(".room-main .timeline .attachment", { hasText: "agenda.txt" }).count(), 0, "a thread's file in the room's timeline");
+
     // Closed, the room's timeline is whole again.
     await a.page.getByRole("button", { name: "Close the thread" }).click();
     await panel.waitFor({ state: "hidden" });
@@ -516,7 +523,7 @@ test("phone-sized screen, French, sign out", { timeout: 60000 }, async () => {
     await message(a.page, "One more thing").waitFor();
     await a.page.screenshot({ path: path.join(shots, "phone-conversation.png") });
     // A thread takes the whole screen.
-    await a.page.locator(".room-main .event.message", { hasText: "See you on Monday" }).getByRole("button", { name: "7 replies" }).click();
+    await a.page.locator(".room-main .event.message", { hasText: "See you on Monday" }).getByRole("button", { name: "8 replies" }).click();
     await a.page.locator(".thread-panel .event.message", { hasText: "Noted, thanks" }).waitFor();
     const box = await a.page.locator(".thread-panel").boundingBox();
     assert.ok(box.x === 0 && box.width === 390, `the thread covers the phone's screen: ${JSON.stringify(box)}`);
