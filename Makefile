@@ -2,7 +2,7 @@
 GO ?= go
 COMPLEMENT_IMAGE ?= conclave-complement
 
-.PHONY: build test test-go test-race test-js test-web web web-check vet run complement-image fuzz-short interop-dendrite
+.PHONY: build test test-go test-race test-js test-web web web-check screenshots vet run complement-image fuzz-short interop-dendrite
 
 build:
 	$(GO) build -trimpath -o conclave ./cmd/conclave
@@ -79,10 +79,15 @@ web-check:
 	diff -r $$tmp/dist ../internal/webclient/dist || { echo "internal/webclient/dist is not the build of web/: run make web and commit"; exit 1; }
 
 # The web client in a real browser (Debian's chromium, playwright-core):
-# two people, an encrypted DM both ways, a reload; it also refreshes the
-# screenshots in docs/web/. CHROMIUM=/path overrides /usr/bin/chromium.
+# two people, an encrypted DM both ways, a reload. It takes the screenshots
+# too, into a temporary directory; `make screenshots` runs it with
+# CONCLAVE_UPDATE_SCREENSHOTS=1 to refresh those in docs/web/ (commit them).
+# CHROMIUM=/path overrides /usr/bin/chromium.
 test-web: web-check
 	cd web && npm test
+
+screenshots: web-check
+	cd web && CONCLAVE_UPDATE_SCREENSHOTS=1 node --test --test-concurrency=1 --test-force-exit test/browser.test.mjs
 
 # A short run of every fuzz target (FUZZTIME each; CI runs it after the tests).
 # Longer local runs: make fuzz-short FUZZTIME=5m. A run that ends with Go's

@@ -1,7 +1,8 @@
 // The signed-in screen: the conversation list on the left (invitations first,
 // then rooms by last activity, with unread and highlight badges), the open
-// conversation on the right (timeline with paging back, composer). On a
-// narrow screen one of the two is shown at a time.
+// conversation on the right (timeline with paging back, composer), and a
+// thread beside it when one is open. On a narrow screen one of them is shown
+// at a time.
 import {
     ClientEvent,
     EventStatus,
@@ -14,6 +15,7 @@ import {
     Preset,
     RoomEvent,
     RoomMemberEvent,
+    ThreadEvent,
     type MatrixClient,
     type MatrixEvent,
     type Room,
@@ -25,7 +27,7 @@ import { logout, serverName } from "./matrix";
 import { languagePicker } from "./widgets";
 import { Security } from "./security";
 import type { SignIn } from "./sso";
-import { avatarUrl, blobUrl, previewable, sendFile } from "./attachments";
+import { avatarUrl, blobUrl, cachedAvatarUrl, forgetMedia, previewable, sendFile } from "./attachments";
 
 const PAGE = 30; // events per back-pagination request
 const QUICK_REACTIONS = ["👍", "❤️", "😂"];
@@ -49,14 +51,18 @@ export class App {
     private timelineQueued = false;
     private receiptSent = new Map<string, string>();
     private items = new Map<string, { li: HTMLLIElement; sig: string }>();
-    private replyTo: MatrixEvent | null = null;
-    private editing: MatrixEvent | null = null;
-    private composerInput: HTMLTextAreaElement | null = null;
-    private composerContext: HTMLElement | null = null;
+    private main: Compose | null = null; // the room's composer
+    private threadCompose: Compose | null = null; // the open thread's
+    private threadRoot: string | null = null; // the open thread's root event ID
+    private threadPanel: HTMLElement | null = null;
+    private threadTimelineEl: HTMLOListElement | null = null;
+    private threadOlder: HTMLButtonElement | null = null;
+    private watched: Room | null = null; // the room whose thread events redraw
     private typingEl: HTMLElement | null = null;
     private membersPanel: HTMLElement | null = null;
     private showMembers = false;
     private retryTimer: ReturnType<typeof setInterval> | undefined;
+    private profile: { displayname?: string; avatar_url?: string } | null = null;
 
     constructor(
         private root: HTMLElement,
@@ -68,6 +74,7 @@ export class App {
         this.layout();
         this.renderList();
         this.renderPane();
+        void this.loadProfile();
         client.on(ClientEvent.Room, () => this.queueList());
         client.on(ClientEvent.DeleteRoom, () => this.queueList());
         client.on(RoomEvent.MyMembership, () => this.queueList());
@@ -91,7 +98,9 @@ export class App {
             if (member.roomId === this.current?.roomId) this.renderTyping();
         });
         client.on(RoomMemberEvent.Membership, (_ev, member) => {
-            if (member.roomId === this.current?.roomId) this.renderMembers();
+            if (member.roomId !== this.current?.roomId) return;
+            this.renderMembers();
+            this.queueTimeline(false); // which redraws the header's count
         });
         client.on(RoomEvent.Receipt, (_ev, room) => {
             if (room === this.current) this.queueTimeline(false);
@@ -111,12 +120,36 @@ export class App {
         // The SDK's crypto backend (not in its public types) takes retries.
         const backend = (this.client as unknown as { cryptoBackend?: Parameters<MatrixEvent["attemptDecryption"]>[0] }).cryptoBackend;
         if (!backend) return;
-        const utd = room
-            .getLiveTimeline()
-            .getEvents()
+        const utd = [...room.getLiveTimeline().getEvents(), ...this.threadEvents(room)]
             .filter((e) => e.isDecryptionFailure() && !e.isBeingDecrypted())
             .slice(-RETRY_MAX);
         for (const ev of utd) void ev.attemptDecryption(backend, { isRetry: true }).catch(() => {});
+    }
+
+    // myName is my display name: from my profile (read at start, as the
+    // SDK knows it only from rooms' member events), else from the SDK.
+    private myName(): string {
+        const me = this.client.getUserId()!;
+        return this.profile?.displayname || this.client.getUser(me)?.displayName || me;
+    }
+
+    private get meEl(): HTMLElement {
+        const me = this.client.getUserId()!;
+        return this.avatar(me, this.myName(), this.profile?.avatar_url ?? this.client.getUser(me)?.avatarUrl);
+    }
+
+    // loadProfile reads my profile and redraws the header with it.
+    private async loadProfile(): Promise<void> {
+        try {
+            this.profile = await this.client.getProfileInfo(this.client.getUserId()!);
+        } catch {
+            return; // no profile yet: the user ID is shown
+        }
+        const header = this.root.querySelector(".me");
+        if (!header) return;
+        header.querySelector(".avatar")?.replaceWith(this.meEl);
+        const who = header.querySelector(".whoami");
+        if (who) who.textContent = this.myName();
     }
 
     private layout(): void {
@@ -132,8 +165,8 @@ export class App {
             h(
                 "header",
                 { className: "me" },
-                this.avatar(me, this.client.getUser(me)?.avatarUrl),
-                h("button", { type: "button", className: "whoami link", title: t("signedInAs", me), "aria-label": t("editProfile"), onclick: () => this.profileForm() }, this.client.getUser(me)?.displayName ?? me),
+                this.meEl,
+                h("button", { type: "button", className: "whoami link", title: t("signedInAs", me), "aria-label": t("editProfile"), onclick: () => this.profileForm() }, this.myName()),
                 h("button", { type: "button", className: "logout", onclick: () => void this.logout() }, t("logout")),
             ),
             h(
@@ -153,20 +186,34 @@ export class App {
         this.root.appendChild(h("div", { className: "shell" }, sidebar, this.pane));
     }
 
-    // avatar is a small picture (the user's avatar) or their initial.
-    private avatar(userId: string, mxc: string | undefined): HTMLElement {
-        const initial = (userId.replace(/^@/, "")[0] ?? "?").toUpperCase();
-        const el = h("span", { className: "avatar", "aria-hidden": "true" }, initial);
-        if (mxc?.startsWith("mxc://")) {
-            avatarUrl(this.client, mxc).then(
-                (u) => {
-                    clear(el);
-                    el.appendChild(h("img", { src: u, alt: "" }));
-                },
-                () => {},
-            );
-        }
+    // avatar is a small picture (a thumbnail of mxc) or, without one or
+    // until it has loaded, the name's initial on a colour derived from id
+    // (the same person or room has the same colour everywhere). lazy: the
+    // thumbnail is fetched only once the avatar is on screen (long lists).
+    private avatar(id: string, name: string, mxc: string | null | undefined, lazy = false): HTMLElement {
+        const el = h("span", { className: `avatar av${colourIndex(id)}`, "aria-hidden": "true" }, initial(name || id));
+        if (!mxc?.startsWith("mxc://")) return el;
+        const show = (u: string) => {
+            clear(el);
+            el.appendChild(h("img", { src: u, alt: "" }));
+        };
+        const ready = cachedAvatarUrl(mxc);
+        if (ready) show(ready);
+        else if (lazy) lazyAvatars.watch(el, () => avatarUrl(this.client, mxc).then(show, () => {}));
+        else avatarUrl(this.client, mxc).then(show, () => {});
         return el;
+    }
+
+    // roomAvatar: the room's picture (m.room.avatar), else in a DM the other
+    // person's; the colour follows the other person in a DM, else the room.
+    // A DM is a room in m.direct, or one without a name or address of its
+    // own (named after its members: the invitee's side of a DM).
+    private roomAvatar(room: Room, dms: Set<string>): { el: () => HTMLElement; sig: string } {
+        const named = !!room.currentState.getStateEvents(EventType.RoomName, "")?.getContent().name || !!room.getCanonicalAlias();
+        const partner = dms.has(room.roomId) || !named ? room.getAvatarFallbackMember() : undefined;
+        const mxc = room.getMxcAvatarUrl() ?? partner?.getMxcAvatarUrl();
+        const id = partner?.userId ?? room.roomId;
+        return { el: () => this.avatar(id, room.name, mxc, true), sig: `${mxc ?? ""}\u0000${id}` };
     }
 
     // profileForm changes the display name and the avatar.
@@ -174,7 +221,7 @@ export class App {
         clear(this.forms);
         const me = this.client.getUserId()!;
         const status = h("p", { className: "error", role: "alert" });
-        const name = h("input", { id: "display-name", value: this.client.getUser(me)?.displayName ?? "" });
+        const name = h("input", { id: "display-name", value: this.myName() === me ? "" : this.myName() });
         const file = h("input", { id: "avatar-file", type: "file", accept: "image/png,image/jpeg,image/gif,image/webp" });
         const submit = h("button", { type: "submit", className: "primary" }, t("save"));
         const form = h(
@@ -188,11 +235,16 @@ export class App {
                     status.textContent = "";
                     try {
                         const f = file.files?.[0];
+                        this.profile ??= {};
                         if (f) {
                             const up = await this.client.uploadContent(f, { type: f.type, name: f.name });
                             await this.client.setAvatarUrl(up.content_uri);
+                            this.profile.avatar_url = up.content_uri;
                         }
-                        if (name.value.trim()) await this.client.setDisplayName(name.value.trim());
+                        if (name.value.trim()) {
+                            await this.client.setDisplayName(name.value.trim());
+                            this.profile.displayname = name.value.trim();
+                        }
                         clear(this.forms);
                         this.redraw();
                     } catch (err) {
@@ -258,6 +310,9 @@ export class App {
     private async logout(): Promise<void> {
         clearInterval(this.retryTimer);
         this.current = null;
+        this.watch(null);
+        lazyAvatars.disconnect();
+        forgetMedia(); // the blob: URLs of pictures and attachments
         await logout(this.client);
         this.onLogout();
     }
@@ -312,13 +367,16 @@ export class App {
         }
         this.list.querySelector(".empty")?.remove();
         const keep = new Set<string>();
+        const direct = (this.client.getAccountData(EventType.Direct)?.getContent() ?? {}) as Record<string, unknown>;
+        const dms = new Set(Object.values(direct).flatMap((ids) => (Array.isArray(ids) ? ids : [])));
         let prev: Element | null = null;
         for (const room of joined) {
             keep.add(room.roomId);
             const total = room.getUnreadNotificationCount(NotificationCountType.Total);
             const hl = room.getUnreadNotificationCount(NotificationCountType.Highlight);
             const selected = room === this.current;
-            const sig = `${room.name}\u0000${total}\u0000${hl}\u0000${selected}\u0000${currentLang()}`;
+            const avatar = this.roomAvatar(room, dms);
+            const sig = `${room.name}\u0000${total}\u0000${hl}\u0000${selected}\u0000${currentLang()}\u0000${avatar.sig}`;
             let item = this.items.get(room.roomId);
             if (!item || item.sig !== sig) {
                 const li = h(
@@ -333,6 +391,7 @@ export class App {
                             "data-room-id": room.roomId,
                             onclick: () => this.select(room),
                         },
+                        avatar.el(),
                         h("span", { className: "name" }, room.name),
                         hl > 0
                             ? h("span", { className: "badge highlight", "aria-label": t("mentions", hl) }, hl)
@@ -502,15 +561,18 @@ export class App {
     private renderPane(): void {
         clear(this.pane);
         this.timelineEl = null;
-        this.replyTo = null;
-        this.editing = null;
+        this.main = this.threadCompose = null;
+        this.threadRoot = null;
+        this.threadTimelineEl = null;
         const room = this.current;
+        this.watch(room);
         if (!room) {
             this.pane.appendChild(h("p", { className: "placeholder" }, t("selectRoom")));
             return;
         }
         const encrypted = this.client.isRoomEncrypted(room.roomId);
         this.membersPanel = h("aside", { className: "members", "aria-labelledby": "members-title", hidden: !this.showMembers });
+        this.threadPanel = h("aside", { className: "thread-panel", "aria-labelledby": "thread-title", hidden: true });
         this.pane.appendChild(
             h(
                 "header",
@@ -538,6 +600,7 @@ export class App {
                         "aria-expanded": String(this.showMembers),
                         onclick: (e: Event) => {
                             this.showMembers = !this.showMembers;
+                            if (this.showMembers) this.closeThread(false);
                             (e.currentTarget as HTMLElement).setAttribute("aria-expanded", String(this.showMembers));
                             this.renderMembers();
                         },
@@ -554,7 +617,13 @@ export class App {
         h("div", { className: "scroller" }, this.timelineEl, this.olderButton);
         this.typingEl = h("p", { className: "typing", "aria-live": "polite" });
         this.pane.appendChild(
-            h("div", { className: "room-body" }, h("div", { className: "room-main" }, this.timelineEl.parentElement, this.typingEl, this.composer(room)), this.membersPanel),
+            h(
+                "div",
+                { className: "room-body" },
+                h("div", { className: "room-main" }, this.timelineEl.parentElement, this.typingEl, this.composer(room, null)),
+                this.membersPanel,
+                this.threadPanel,
+            ),
         );
         this.renderTimeline(true);
         this.renderMembers();
@@ -668,6 +737,7 @@ export class App {
         requestAnimationFrame(() => {
             this.timelineQueued = false;
             this.renderTimeline(stick);
+            this.renderThreadTimeline(stick);
         });
     }
 
@@ -680,24 +750,12 @@ export class App {
         const focused = (document.activeElement as HTMLElement | null)?.closest?.(".event")?.getAttribute("data-event-id");
         clear(ol);
         const events = room.getLiveTimeline().getEvents();
-        // Reactions, gathered per target event and key.
-        const reactions = new Map<string, Map<string, { count: number; mine?: string }>>();
+        const reactions = this.reactions(events);
         const me = this.client.getUserId();
-        for (const ev of events) {
-            if (ev.getType() !== EventType.Reaction || ev.isRedacted()) continue;
-            const rel = ev.getContent()["m.relates_to"];
-            if (rel?.rel_type !== "m.annotation" || typeof rel.key !== "string" || typeof rel.event_id !== "string") continue;
-            const byKey = reactions.get(rel.event_id) ?? new Map();
-            const r = byKey.get(rel.key) ?? { count: 0 };
-            r.count++;
-            if (ev.getSender() === me) r.mine = ev.getId();
-            byKey.set(rel.key, r);
-            reactions.set(rel.event_id, byKey);
-        }
         // My newest message, for "read by".
         const lastMine = [...events].reverse().find((e) => e.getSender() === me && isMessage(e));
         for (const ev of events) {
-            const li = this.renderEvent(room, ev, reactions.get(ev.getId() ?? ""));
+            const li = this.renderEvent(room, ev, reactions.get(ev.getId() ?? ""), this.main, false);
             if (!li) continue;
             if (ev === lastMine) {
                 const readers = room
@@ -708,6 +766,11 @@ export class App {
             }
             ol.appendChild(li);
         }
+        // The header's member count (it said "1" in a new DM until the pane
+        // was redrawn; the count comes with sync's room summary).
+        const count = this.pane.querySelector(".room-header button.count");
+        const joined = t("members", room.getJoinedMemberCount());
+        if (count && count.textContent !== joined) count.textContent = joined;
         if (this.olderButton) {
             const more =
                 !!room.getLiveTimeline().getPaginationToken(EventTimeline.BACKWARDS) && !events.some((e) => e.getType() === EventType.RoomCreate);
@@ -730,7 +793,170 @@ export class App {
         this.renderTimeline(false);
     }
 
-    private renderEvent(room: Room, ev: MatrixEvent, reactions?: Map<string, { count: number; mine?: string }>): HTMLLIElement | null {
+    // reactions gathers the reactions among events, per target event and key.
+    private reactions(events: MatrixEvent[]): Map<string, Map<string, { count: number; mine?: string }>> {
+        const reactions = new Map<string, Map<string, { count: number; mine?: string }>>();
+        const me = this.client.getUserId();
+        for (const ev of events) {
+            if (ev.getType() !== EventType.Reaction || ev.isRedacted()) continue;
+            const rel = ev.getContent()["m.relates_to"];
+            if (rel?.rel_type !== "m.annotation" || typeof rel.key !== "string" || typeof rel.event_id !== "string") continue;
+            const byKey = reactions.get(rel.event_id) ?? new Map();
+            const r = byKey.get(rel.key) ?? { count: 0 };
+            r.count++;
+            if (ev.getSender() === me) r.mine = ev.getId();
+            byKey.set(rel.key, r);
+            reactions.set(rel.event_id, byKey);
+        }
+        return reactions;
+    }
+
+    // ---- threads ----
+    // The SDK's thread support (threadSupport) keeps thread replies out of
+    // the room's timeline, in a Thread per root, filled from /relations and
+    // sync; the root shows its reply count, and the thread opens beside the
+    // timeline (over it on a phone-sized screen).
+
+    // watch follows the open room's threads (the SDK emits their changes on
+    // the room, not the client).
+    private watch(room: Room | null): void {
+        if (this.watched === room) return;
+        for (const name of THREAD_EVENTS) this.watched?.off(name as never, this.onThreadChange as never);
+        this.watched = room;
+        for (const name of THREAD_EVENTS) room?.on(name as never, this.onThreadChange as never);
+    }
+
+    private onThreadChange = (): void => this.queueTimeline(false);
+
+    // threadEvents are the loaded events of the open thread, root excluded.
+    private threadEvents(room: Room): MatrixEvent[] {
+        if (!this.threadRoot) return [];
+        const thread = room.getThread(this.threadRoot);
+        return thread ? thread.liveTimeline.getEvents().filter((e) => e.getId() !== this.threadRoot) : [];
+    }
+
+    private openThread(rootId: string): void {
+        const room = this.current;
+        const panel = this.threadPanel;
+        if (!room || !panel) return;
+        if (this.threadRoot === rootId) {
+            this.threadCompose?.input.focus();
+            return;
+        }
+        this.showMembers = false;
+        this.renderMembers();
+        this.pane.querySelector("button.count")?.setAttribute("aria-expanded", "false");
+        this.threadRoot = rootId;
+        // A new thread: the SDK places our first reply (local echo, then
+        // remote echo) only in a Thread that exists (as Element does).
+        const rootEvent = room.findEventById(rootId);
+        if (!room.getThread(rootId) && rootEvent) room.createThread(rootId, rootEvent, [], true);
+        clear(panel);
+        panel.hidden = false;
+        this.threadOlder = h("button", { type: "button", className: "older", onclick: () => void this.olderInThread() }, t("loadOlderReplies"));
+        this.threadTimelineEl = h("ol", { className: "timeline thread-timeline", role: "log", "aria-labelledby": "thread-title", "aria-live": "polite" });
+        panel.append(
+            h(
+                "header",
+                { className: "thread-head" },
+                h("h3", { id: "thread-title" }, t("threadTitle")),
+                h("button", { type: "button", "aria-label": t("closeThread"), onclick: () => this.closeThread(true) }, "×"),
+            ),
+            h("div", { className: "scroller" }, this.threadTimelineEl, this.threadOlder),
+            this.composer(room, rootId),
+        );
+        panel.onkeydown = (e: KeyboardEvent) => {
+            if (e.key === "Escape" && !this.threadCompose?.replyTo && !this.threadCompose?.editing) this.closeThread(true);
+        };
+        this.renderThreadTimeline(true);
+        this.queueTimeline(false); // the root's "N replies" is now expanded
+        this.threadCompose?.input.focus();
+    }
+
+    private closeThread(focusRoot: boolean): void {
+        const root = this.threadRoot;
+        this.threadRoot = null;
+        this.threadCompose = null;
+        this.threadTimelineEl = this.threadOlder = null;
+        if (this.threadPanel) {
+            clear(this.threadPanel);
+            this.threadPanel.hidden = true;
+        }
+        const summary = root ? this.timelineEl?.querySelector<HTMLElement>(`[data-event-id="${CSS.escape(root)}"] .thread-summary`) : null;
+        summary?.setAttribute("aria-expanded", "false");
+        if (focusRoot) summary?.focus();
+    }
+
+    private renderThreadTimeline(stickToBottom: boolean): void {
+        const room = this.current;
+        const ol = this.threadTimelineEl;
+        const rootId = this.threadRoot;
+        if (!room || !ol || !rootId) return;
+        const thread = room.getThread(rootId);
+        const root = thread?.rootEvent ?? room.findEventById(rootId);
+        const events = this.threadEvents(room);
+        const scroller = ol.parentElement!;
+        const top = scroller.scrollTop;
+        const focused = (document.activeElement as HTMLElement | null)?.closest?.(".event")?.getAttribute("data-event-id");
+        clear(ol);
+        // Reactions to the root are in the room's timeline, to replies in the thread's.
+        const reactions = this.reactions([...room.getLiveTimeline().getEvents(), ...events]);
+        for (const ev of root ? [root, ...events] : events) {
+            const li = this.renderEvent(room, ev, reactions.get(ev.getId() ?? ""), this.threadCompose, true);
+            if (!li) continue;
+            if (ev === root) li.classList.add("thread-root");
+            ol.appendChild(li);
+        }
+        if (this.threadOlder) {
+            const loading = !!thread && !thread.initialEventsFetched;
+            const more = loading || !!thread?.liveTimeline.getPaginationToken(EventTimeline.BACKWARDS);
+            this.threadOlder.disabled = !more || loading;
+            this.threadOlder.textContent = loading ? t("loadingThread") : more ? t("loadOlderReplies") : t("threadStart");
+        }
+        scroller.scrollTop = stickToBottom && Math.abs(top) < 40 ? 0 : top;
+        if (focused) ol.querySelector<HTMLElement>(`[data-event-id="${CSS.escape(focused)}"] .actions button`)?.focus();
+        // Read: a threaded receipt for the thread's newest reply.
+        const last = [...events].reverse().find((e) => e.getId() && !e.getId()!.startsWith("~") && !e.status);
+        const key = `${room.roomId}\u0000${rootId}`;
+        if (last && document.visibilityState === "visible" && this.receiptSent.get(key) !== last.getId()) {
+            this.receiptSent.set(key, last.getId()!);
+            this.client.sendReadReceipt(last).catch(() => this.receiptSent.delete(key));
+        }
+    }
+
+    private async olderInThread(): Promise<void> {
+        const thread = this.threadRoot ? this.current?.getThread(this.threadRoot) : null;
+        if (!thread || !this.threadOlder) return;
+        this.threadOlder.disabled = true;
+        try {
+            await this.client.paginateEventTimeline(thread.liveTimeline, { backwards: true, limit: PAGE });
+        } catch (e) {
+            this.fail(e);
+        }
+        this.renderThreadTimeline(false);
+    }
+
+    // threadRelation is the m.relates_to of a message in the thread rooted
+    // at rootId: rel_type m.thread, and an m.in_reply_to that is either the
+    // message replied to (is_falling_back false) or, as a fallback for
+    // clients without threads, the thread's latest message (is_falling_back
+    // true). Client-Server API, "Threading" (fallback for unthreaded clients).
+    private threadRelation(rootId: string, replyTo: MatrixEvent | null): Record<string, unknown> {
+        if (replyTo) return { rel_type: "m.thread", event_id: rootId, is_falling_back: false, "m.in_reply_to": { event_id: replyTo.getId()! } };
+        const latest = this.current
+            ?.getThread(rootId)
+            ?.lastReply((e) => !e.status && e.isRelation("m.thread"))
+            ?.getId();
+        return { rel_type: "m.thread", event_id: rootId, is_falling_back: true, "m.in_reply_to": { event_id: latest ?? rootId } };
+    }
+
+    private renderEvent(
+        room: Room,
+        ev: MatrixEvent,
+        reactions: Map<string, { count: number; mine?: string }> | undefined,
+        compose: Compose | null,
+        inThreadView: boolean,
+    ): HTMLLIElement | null {
         const sender = ev.getSender() ?? "";
         const name = room.getMember(sender)?.name ?? sender;
         const type = ev.getType();
@@ -739,7 +965,7 @@ export class App {
             h(
                 "li",
                 { className: "event " + cls, "data-event-id": ev.getId() ?? "" },
-                h("span", { className: "sender" }, this.avatar(sender, room.getMember(sender)?.getMxcAvatarUrl()), name),
+                h("span", { className: "sender" }, this.avatar(sender, name, room.getMember(sender)?.getMxcAvatarUrl()), name),
                 h("time", { dateTime: new Date(ev.getTs()).toISOString() }, time),
                 h("div", { className: "body" }, ...body),
             );
@@ -756,13 +982,13 @@ export class App {
             const li = meta("message" + (mine ? " mine" : ""), null);
             const body = li.querySelector(".body")!;
             const replyId = c["m.relates_to"]?.["m.in_reply_to"]?.event_id ?? rel?.["m.in_reply_to"]?.event_id;
-            if (replyId) {
+            // In a thread, the reply fallback to the thread's latest message is not a reply.
+            if (replyId && !(rel?.rel_type === "m.thread" && rel.is_falling_back)) {
                 const orig = room.findEventById(replyId);
                 const who = orig ? (room.getMember(orig.getSender() ?? "")?.name ?? orig.getSender()) : "";
                 const text = orig ? (orig.isDecryptionFailure() ? t("cannotDecrypt", "") : summary(orig)) : t("replyUnknown");
                 body.appendChild(h("blockquote", { className: "reply-quote" }, who && h("strong", {}, who + " "), text));
             }
-            if (rel?.rel_type === "m.thread") li.insertBefore(h("span", { className: "thread-tag" }, t("inThread")), body);
             const msgtype = c.msgtype;
             if (msgtype === "m.image" || msgtype === "m.file" || msgtype === "m.video" || msgtype === "m.audio") {
                 body.appendChild(this.attachment(ev, c));
@@ -794,7 +1020,19 @@ export class App {
             const status = ev.status;
             if (status === EventStatus.NOT_SENT) li.appendChild(h("span", { className: "status failed" }, t("sendFailed")));
             else if (status && status !== EventStatus.SENT) li.appendChild(h("span", { className: "status" }, t("sending")));
-            else li.appendChild(this.actions(room, ev, mine, typeof c.msgtype === "string" && c.msgtype.startsWith("m.") && !c.file && !c.url));
+            else li.appendChild(this.actions(room, ev, mine, typeof c.msgtype === "string" && c.msgtype.startsWith("m.") && !c.file && !c.url, compose, inThreadView));
+            // A thread root in the room's timeline: its reply count opens the thread.
+            const thread = inThreadView ? null : room.getThread(ev.getId() ?? "");
+            if (thread && thread.length > 0) {
+                li.insertBefore(
+                    h(
+                        "button",
+                        { type: "button", className: "thread-summary link", "aria-expanded": String(this.threadRoot === ev.getId()), onclick: () => this.openThread(ev.getId()!) },
+                        thread.length === 1 ? t("oneReply") : t("replies", thread.length),
+                    ),
+                    li.querySelector(".actions"),
+                );
+            }
             return li;
         }
         if (type === EventType.RoomMember) {
@@ -834,15 +1072,18 @@ export class App {
         return box;
     }
 
-    private actions(room: Room, ev: MatrixEvent, mine: boolean, editable: boolean): HTMLElement {
+    private actions(room: Room, ev: MatrixEvent, mine: boolean, editable: boolean, compose: Compose | null, inThreadView: boolean): HTMLElement {
         const bar = h("div", { className: "actions", role: "toolbar", "aria-label": t("messageActions") });
         for (const key of QUICK_REACTIONS) {
             bar.appendChild(
                 h("button", { type: "button", "aria-label": t("react", key), onclick: () => void this.toggleReaction(room, ev, key, undefined) }, key),
             );
         }
-        bar.appendChild(h("button", { type: "button", onclick: () => this.startReply(ev) }, t("reply")));
-        if (mine && editable) bar.appendChild(h("button", { type: "button", onclick: () => this.startEdit(ev) }, t("edit")));
+        bar.appendChild(h("button", { type: "button", onclick: () => this.startReply(ev, compose) }, t("reply")));
+        if (!inThreadView && ev.getId() && !ev.getId()!.startsWith("~") && !ev.threadRootId) {
+            bar.appendChild(h("button", { type: "button", onclick: () => this.openThread(ev.getId()!) }, t("openThread")));
+        }
+        if (mine && editable) bar.appendChild(h("button", { type: "button", onclick: () => this.startEdit(ev, compose) }, t("edit")));
         if (mine || (room.currentState.maySendRedactionForEvent(ev, this.client.getUserId()!) ?? false)) {
             bar.appendChild(
                 h(
@@ -864,9 +1105,8 @@ export class App {
         try {
             if (!mine) {
                 // Already reacted with this key: the click removes it.
-                mine = room
-                    .getLiveTimeline()
-                    .getEvents()
+                const thread = ev.threadRootId ? room.getThread(ev.threadRootId) : null;
+                mine = [...room.getLiveTimeline().getEvents(), ...(thread?.liveTimeline.getEvents() ?? [])]
                     .find((e) => {
                         const r = e.getContent()["m.relates_to"];
                         return e.getType() === EventType.Reaction && !e.isRedacted() && e.getSender() === this.client.getUserId() && r?.event_id === ev.getId() && r?.key === key;
@@ -883,42 +1123,43 @@ export class App {
         }
     }
 
-    private startReply(ev: MatrixEvent): void {
-        this.editing = null;
-        this.replyTo = ev;
-        this.renderComposerContext();
-        this.composerInput?.focus();
+    private startReply(ev: MatrixEvent, c: Compose | null): void {
+        if (!c) return;
+        c.editing = null;
+        c.replyTo = ev;
+        this.renderComposerContext(c);
+        c.input.focus();
     }
 
-    private startEdit(ev: MatrixEvent): void {
-        this.replyTo = null;
-        this.editing = ev;
-        if (this.composerInput) this.composerInput.value = ev.getContent().body ?? "";
-        this.renderComposerContext();
-        this.composerInput?.focus();
+    private startEdit(ev: MatrixEvent, c: Compose | null): void {
+        if (!c) return;
+        c.replyTo = null;
+        c.editing = ev;
+        c.input.value = ev.getContent().body ?? "";
+        this.renderComposerContext(c);
+        c.input.focus();
     }
 
-    private renderComposerContext(): void {
-        const el = this.composerContext;
-        if (!el) return;
+    private renderComposerContext(c: Compose): void {
+        const el = c.context;
         clear(el);
-        const target = this.replyTo ?? this.editing;
+        const target = c.replyTo ?? c.editing;
         el.hidden = !target;
         if (!target) return;
         const room = this.current!;
         const who = room.getMember(target.getSender() ?? "")?.name ?? target.getSender();
         el.append(
-            h("span", {}, this.replyTo ? t("replyingTo", who ?? "") : t("editing"), " ", h("q", {}, summary(target))),
+            h("span", {}, c.replyTo ? t("replyingTo", who ?? "") : t("editing"), " ", h("q", {}, summary(target))),
             h(
                 "button",
                 {
                     type: "button",
                     "aria-label": t("cancel"),
                     onclick: () => {
-                        if (this.editing && this.composerInput) this.composerInput.value = "";
-                        this.replyTo = this.editing = null;
-                        this.renderComposerContext();
-                        this.composerInput?.focus();
+                        if (c.editing) c.input.value = "";
+                        c.replyTo = c.editing = null;
+                        this.renderComposerContext(c);
+                        c.input.focus();
                     },
                 },
                 "×",
@@ -940,10 +1181,14 @@ export class App {
         this.client.sendReadReceipt(last).catch(() => this.receiptSent.delete(room.roomId));
     }
 
-    private composer(room: Room): HTMLFormElement {
-        const input = h("textarea", { id: "composer", name: "message", rows: 1, placeholder: t("message") });
-        this.composerInput = input;
-        this.composerContext = h("div", { className: "composer-context", hidden: true });
+    // composer is the room's message field (threadId null) or the open
+    // thread's, which sends m.thread relations.
+    private composer(room: Room, threadId: string | null): HTMLFormElement {
+        const ids = threadId ? { input: "thread-composer", attach: "thread-attach", label: t("threadMessage") } : { input: "composer", attach: "attach", label: t("message") };
+        const input = h("textarea", { id: ids.input, name: "message", rows: 1, placeholder: ids.label });
+        const c: Compose = { input, context: h("div", { className: "composer-context", hidden: true }), replyTo: null, editing: null };
+        if (threadId) this.threadCompose = c;
+        else this.main = c;
         let typingSent = 0;
         // One typing request at a time, in order: a "stopped" must not
         // overtake the "typing" it ends.
@@ -960,20 +1205,22 @@ export class App {
             if (!body) return;
             input.value = "";
             stopTyping();
-            const sc = this.timelineEl?.parentElement;
+            const sc = input.closest(".room-main, .thread-panel")?.querySelector(".scroller");
             if (sc) sc.scrollTop = 0; // to the newest
-            const reply = this.replyTo;
-            const edit = this.editing;
-            this.replyTo = this.editing = null;
-            this.renderComposerContext();
+            const reply = c.replyTo;
+            const edit = c.editing;
+            c.replyTo = c.editing = null;
+            this.renderComposerContext(c);
             try {
                 if (edit) {
-                    await this.client.sendMessage(room.roomId, {
+                    await this.client.sendMessage(room.roomId, threadId, {
                         msgtype: "m.text",
                         body: `* ${body}`,
                         "m.new_content": { msgtype: "m.text", body },
                         "m.relates_to": { rel_type: "m.replace", event_id: edit.getId()! },
                     } as never);
+                } else if (threadId) {
+                    await this.client.sendMessage(room.roomId, threadId, { msgtype: "m.text", body, "m.relates_to": this.threadRelation(threadId, reply) } as never);
                 } else if (reply) {
                     await this.client.sendMessage(room.roomId, {
                         msgtype: "m.text",
@@ -991,10 +1238,10 @@ export class App {
             if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
                 e.preventDefault();
                 void send();
-            } else if (e.key === "Escape" && (this.replyTo || this.editing)) {
-                if (this.editing) input.value = "";
-                this.replyTo = this.editing = null;
-                this.renderComposerContext();
+            } else if (e.key === "Escape" && (c.replyTo || c.editing)) {
+                if (c.editing) input.value = "";
+                c.replyTo = c.editing = null;
+                this.renderComposerContext(c);
             }
         });
         input.addEventListener("input", () => {
@@ -1009,7 +1256,7 @@ export class App {
         input.addEventListener("blur", stopTyping);
         const fileInput = h("input", {
             type: "file",
-            id: "attach",
+            id: ids.attach,
             className: "visually-hidden",
             multiple: true,
             onchange: async () => {
@@ -1021,7 +1268,7 @@ export class App {
                         continue;
                     }
                     try {
-                        await sendFile(this.client, room.roomId, f);
+                        await sendFile(this.client, room.roomId, f, threadId, threadId ? this.threadRelation(threadId, null) : undefined);
                     } catch (e) {
                         this.fail(e);
                     }
@@ -1037,13 +1284,13 @@ export class App {
                     void send();
                 },
             },
-            this.composerContext,
+            c.context,
             h(
                 "div",
                 { className: "composer-row" },
                 fileInput,
-                h("label", { for: "attach", className: "attach", title: t("attach") }, h("span", { "aria-hidden": "true" }, "📎"), h("span", { className: "visually-hidden" }, t("attach"))),
-                h("label", { for: "composer", className: "visually-hidden" }, t("message")),
+                h("label", { for: ids.attach, className: "attach", title: t("attach") }, h("span", { "aria-hidden": "true" }, "📎"), h("span", { className: "visually-hidden" }, t("attach"))),
+                h("label", { for: ids.input, className: "visually-hidden" }, ids.label),
                 input,
                 h("button", { type: "submit", className: "primary" }, t("send")),
             ),
@@ -1056,6 +1303,57 @@ export class App {
         setTimeout(() => box.remove(), 6000);
     }
 }
+
+// initial is the first letter of a name (user IDs and aliases without their sigil).
+function initial(name: string): string {
+    const first = Array.from(name.replace(/^[@#!+]/, "").trim())[0];
+    return first ? first.toLocaleUpperCase() : "?";
+}
+
+// colourIndex picks one of the eight avatar colours (style.css .av0-.av7)
+// from an ID: a small string hash, the same in every session.
+const AVATAR_COLOURS = 8;
+export function colourIndex(id: string): number {
+    let h = 0;
+    for (let i = 0; i < id.length; i++) h = (Math.imul(h, 31) + id.charCodeAt(i)) | 0;
+    return Math.abs(h) % AVATAR_COLOURS;
+}
+
+// lazyAvatars fetches thumbnails when their avatar scrolls into view: a list
+// of hundreds of rooms asks only for those on screen.
+const lazyAvatars = (() => {
+    const pending = new WeakMap<Element, () => void>();
+    let io: IntersectionObserver | null = null;
+    return {
+        watch(el: Element, load: () => void): void {
+            io ??= new IntersectionObserver((entries) => {
+                for (const e of entries) {
+                    if (!e.isIntersecting) continue;
+                    io!.unobserve(e.target);
+                    pending.get(e.target)?.();
+                    pending.delete(e.target);
+                }
+            });
+            pending.set(el, load);
+            io.observe(el);
+        },
+        disconnect(): void {
+            io?.disconnect();
+            io = null;
+        },
+    };
+})();
+
+// A composer's state: what the next message replies to or edits.
+interface Compose {
+    input: HTMLTextAreaElement;
+    context: HTMLElement;
+    replyTo: MatrixEvent | null;
+    editing: MatrixEvent | null;
+}
+
+// The room events by which the SDK tells of its threads' changes.
+const THREAD_EVENTS = [ThreadEvent.New, ThreadEvent.Update, ThreadEvent.NewReply, ThreadEvent.Delete, RoomEvent.TimelineReset];
 
 function errorText(e: unknown): string {
     if (e && typeof e === "object") {

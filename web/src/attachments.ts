@@ -58,8 +58,9 @@ export async function decrypt(data: ArrayBuffer, file: EncryptedFile): Promise<A
 // Images shown inline: formats browsers decode without running code (no SVG).
 export const previewable = new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
 
-// send uploads a file (encrypted in encrypted rooms) and posts it.
-export async function sendFile(client: MatrixClient, roomId: string, f: File): Promise<void> {
+// send uploads a file (encrypted in encrypted rooms) and posts it, in a
+// thread when threadId is given (relatesTo is then its m.thread relation).
+export async function sendFile(client: MatrixClient, roomId: string, f: File, threadId: string | null = null, relatesTo?: Record<string, unknown>): Promise<void> {
     const plain = await f.arrayBuffer();
     const mimetype = f.type || "application/octet-stream";
     const info: Record<string, unknown> = { mimetype, size: f.size };
@@ -86,7 +87,8 @@ export async function sendFile(client: MatrixClient, roomId: string, f: File): P
         const up = await client.uploadContent(new Blob([plain], { type: mimetype }), { type: mimetype, name: f.name });
         content.url = up.content_uri;
     }
-    await client.sendMessage(roomId, content as never);
+    if (relatesTo) content["m.relates_to"] = relatesTo;
+    await client.sendMessage(roomId, threadId, content as never);
 }
 
 const cache = new Map<string, Promise<string>>();
@@ -108,7 +110,12 @@ export function blobUrl(client: MatrixClient, eventId: string, content: Record<s
             if (file) data = await decrypt(data, file);
             const type = String(content.info?.mimetype ?? "application/octet-stream");
             // Only harmless types are given to the browser as themselves.
-            return URL.createObjectURL(new Blob([data], { type: previewable.has(type) ? type : "application/octet-stream" }));
+            const u = URL.createObjectURL(new Blob([data], { type: previewable.has(type) ? type : "application/octet-stream" }));
+            if (cache.get(eventId) !== p) {
+                URL.revokeObjectURL(u); // forgotten meanwhile (signed out)
+                throw new Error("signed out");
+            }
+            return u;
         })();
         p.catch(() => cache.delete(eventId));
         cache.set(eventId, p);
@@ -117,9 +124,12 @@ export function blobUrl(client: MatrixClient, eventId: string, content: Record<s
 }
 
 const avatars = new Map<string, Promise<string>>();
+const avatarsReady = new Map<string, string>(); // mxc → blob: URL, once fetched
 
 // avatarUrl returns a blob: URL of a 64×64 thumbnail of an avatar (mxc://),
-// fetched once per URL with the access token (authenticated media).
+// fetched once per URL from the authenticated media API
+// (/_matrix/client/v1/media/thumbnail) with the access token in the
+// Authorization header, which an <img src> could not send.
 export function avatarUrl(client: MatrixClient, mxc: string): Promise<string> {
     let p = avatars.get(mxc);
     if (!p) {
@@ -130,10 +140,35 @@ export function avatarUrl(client: MatrixClient, mxc: string): Promise<string> {
             if (!res.ok) throw new Error(`avatar: ${res.status}`);
             const type = res.headers.get("Content-Type") ?? "";
             if (!previewable.has(type.split(";")[0].trim())) throw new Error(`avatar of type ${type}`);
-            return URL.createObjectURL(await res.blob());
+            const u = URL.createObjectURL(await res.blob());
+            if (avatars.get(mxc) !== p) {
+                URL.revokeObjectURL(u); // forgotten meanwhile (signed out)
+                throw new Error("signed out");
+            }
+            avatarsReady.set(mxc, u);
+            return u;
         })();
-        p.catch(() => avatars.delete(mxc));
+        p.catch(() => {
+            if (avatars.get(mxc) === p) avatars.delete(mxc);
+        });
         avatars.set(mxc, p);
     }
     return p;
+}
+
+// cachedAvatarUrl is the blob: URL of a thumbnail already fetched, if any
+// (drawn at once, without a flash of the initial).
+export function cachedAvatarUrl(mxc: string): string | undefined {
+    return avatarsReady.get(mxc);
+}
+
+// forgetMedia revokes every blob: URL this page made (thumbnails, decrypted
+// attachments) and empties the caches: at sign-out, nothing of the session's
+// media stays reachable in the page.
+export function forgetMedia(): void {
+    for (const u of avatarsReady.values()) URL.revokeObjectURL(u);
+    avatarsReady.clear();
+    avatars.clear();
+    for (const p of cache.values()) p.then((u) => URL.revokeObjectURL(u), () => {});
+    cache.clear();
 }

@@ -32,6 +32,9 @@ function showLogin(mode: "login" | "register" = "login", error = ""): void {
     const pass = h("input", { id: "password", name: "password", type: "password", autocomplete: isReg ? "new-password" : "current-password", required: true });
     const pass2 = h("input", { id: "password2", name: "password2", type: "password", autocomplete: "new-password", required: true });
     const token = h("input", { id: "reg-token", name: "token", autocomplete: "off", autocapitalize: "none", spellcheck: "false" });
+    // The name others see; the server sets none, so the username when left empty.
+    const displayName = h("input", { id: "reg-display-name", name: "displayname", autocomplete: "name", maxlength: 256 });
+    user.addEventListener("input", () => (displayName.placeholder = user.value.trim()));
     const submit = h("button", { type: "submit", className: "primary" }, isReg ? t("register") : t("signIn"));
     // The password fields, hidden when the server offers single sign-on only.
     const passwordPart = h(
@@ -39,6 +42,8 @@ function showLogin(mode: "login" | "register" = "login", error = ""): void {
         { className: "password-login" },
         h("label", { for: "username" }, t("username")),
         user,
+        isReg && h("label", { for: "reg-display-name" }, t("displayName")),
+        isReg && displayName,
         h("label", { for: "password" }, t("password")),
         pass,
         isReg && h("label", { for: "password2" }, t("confirmPassword")),
@@ -72,7 +77,7 @@ function showLogin(mode: "login" | "register" = "login", error = ""): void {
                 submit.textContent = isReg ? t("registering") : t("signingIn");
                 status.textContent = "";
                 try {
-                    const s = isReg ? await register(user.value.trim(), pass.value, token.value.trim()) : await login(user.value.trim(), pass.value);
+                    const s = isReg ? await register(user.value.trim(), pass.value, token.value.trim(), displayName.value.trim()) : await login(user.value.trim(), pass.value);
                     await open(s, { password: pass.value });
                 } catch (err) {
                     submit.disabled = false;

@@ -152,8 +152,9 @@ export async function loginWithToken(token: string): Promise<Session> {
 // register creates an account with a flow this client can finish:
 // m.login.registration_token when a token is given (or required), else
 // m.login.dummy (open registration). Client-Server API, "Account
-// registration" and "Token-authenticated registration".
-export async function register(username: string, password: string, token = ""): Promise<Session> {
+// registration" and "Token-authenticated registration". displayName is the
+// name others see, the username when empty.
+export async function register(username: string, password: string, token = "", displayName = ""): Promise<Session> {
     const anon = createClient({ baseUrl });
     let session: string | undefined;
     let stage: "m.login.dummy" | "m.login.registration_token";
@@ -182,10 +183,10 @@ export async function register(username: string, password: string, token = ""): 
             auth: stage === "m.login.dummy" ? { type: stage, session } : ({ type: stage, token, session } as never),
         });
         if (!r.access_token || !r.device_id) throw new AuthError("other", "no access token in the registration response");
-        // The name others see starts as the username (as Synapse does), not
-        // the full user ID; best effort.
+        // The server sets no display name: the one given, else the username
+        // (what Synapse sets), rather than the full user ID; best effort.
         await createClient({ baseUrl, userId: r.user_id, accessToken: r.access_token })
-            .setDisplayName(username)
+            .setDisplayName(displayName || username)
             .catch(() => {});
         return { userId: r.user_id, deviceId: r.device_id, accessToken: r.access_token };
     } catch (e) {
@@ -231,7 +232,9 @@ export async function start(s: Session, progress: (stage: "crypto" | "sync") => 
         };
         client.on(ClientEvent.Sync, onSync);
     });
-    await client.startClient({ initialSyncLimit: 30, lazyLoadMembers: true });
+    // threadSupport: thread replies live in their thread, not in the room's
+    // timeline (the server has /relations, /threads and threaded receipts).
+    await client.startClient({ initialSyncLimit: 30, lazyLoadMembers: true, threadSupport: true });
     await prepared;
     return client;
 }

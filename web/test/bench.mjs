@@ -1,6 +1,7 @@
 // Budgets of the web client (docs/benchmarks.md), measured in Debian's
 // chromium against a real `conclave serve`: first screen interactive from a
-// cold cache, JavaScript size, and switching rooms with 500 rooms.
+// cold cache, JavaScript size, and switching rooms with 500 rooms (half of
+// them with a picture).
 // Run with `npm run bench` in web/ (a minute or two: it creates the rooms).
 import { gzipSync } from "node:zlib";
 import { chromium } from "playwright-core";
@@ -41,6 +42,15 @@ try {
         })
     ).json();
     const auth = { Authorization: `Bearer ${reg.access_token}` };
+    // Every other room has a picture (m.room.avatar): the list draws them.
+    const png = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==", "base64");
+    const up = await fetch(`${server.baseUrl}/_matrix/media/v3/upload?filename=room.png`, {
+        method: "POST",
+        headers: { ...auth, "Content-Type": "image/png" },
+        body: png,
+    });
+    if (!up.ok) throw new Error(`upload ${up.status}`);
+    const avatar = { type: "m.room.avatar", state_key: "", content: { url: (await up.json()).content_uri } };
     const t0 = Date.now();
     for (let i = 0; i < ROOMS; i += 10) {
         await Promise.all(
@@ -48,7 +58,7 @@ try {
                 fetch(`${server.baseUrl}/_matrix/client/v3/createRoom`, {
                     method: "POST",
                     headers: auth,
-                    body: JSON.stringify({ name: `Room ${i + j}`, preset: "public_chat" }),
+                    body: JSON.stringify({ name: `Room ${i + j}`, preset: "public_chat", initial_state: (i + j) % 2 ? [] : [avatar] }),
                 }).then((r) => (r.ok ? r.json() : Promise.reject(new Error(`createRoom ${r.status}`)))),
             ),
         );
@@ -65,6 +75,8 @@ try {
     await page.locator(".room-item").nth(ROOMS - 1).waitFor({ timeout: 120000 });
     console.log(`sign-in to a list of ${ROOMS} rooms: ${Date.now() - s0} ms`);
     await page.getByRole("button", { name: "I have saved it" }).click().catch(() => {});
+    await page.locator(".room-item .avatar img").first().waitFor();
+    console.log(`(room pictures drawn in the list: ${await page.locator(".room-item .avatar img").count()}, fetched when on screen)`);
 
     // Room switch: click to the conversation drawn (next frame), in the page.
     const switches = await page.evaluate(async (n) => {

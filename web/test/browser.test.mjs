@@ -6,10 +6,13 @@
 // deletions, typing and read receipts; a group room's invite, join and
 // leave; a second session verified by emoji and a third by recovery key
 // read the history. The tests run in order and share the two people. The
-// same run saves the screenshots under docs/web/ that the README shows.
+// same run takes the screenshots the README shows: into docs/web/ when
+// CONCLAVE_UPDATE_SCREENSHOTS=1 (`make screenshots`), else into a temporary
+// directory, so that a test run leaves the checkout as it was.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { crc32, deflateSync } from "node:zlib";
@@ -18,7 +21,8 @@ import { chromium } from "playwright-core";
 import { startServer } from "../../tests/js/server.mjs";
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const shots = path.join(repo, "docs/web");
+const updateShots = process.env.CONCLAVE_UPDATE_SCREENSHOTS === "1";
+const shots = updateShots ? path.join(repo, "docs/web") : mkdtempSync(path.join(tmpdir(), "conclave-shots-"));
 const WAIT = 30000; // failure bound for what arrives through /sync
 
 let server;
@@ -41,6 +45,7 @@ before(async () => {
 after(async () => {
     await browser?.close();
     await server?.stop();
+    if (!updateShots) rmSync(shots, { recursive: true, force: true });
 });
 
 async function person(label = "") {
@@ -71,6 +76,8 @@ async function registerIn(page, name) {
     if (name === "alice") await page.screenshot({ path: path.join(shots, "recovery-key.png") });
     await dialog.getByRole("button", { name: "I have saved it" }).click();
     await page.getByRole("heading", { name: "Conversations" }).waitFor();
+    // No display name given: the username is the one others see.
+    await page.getByRole("button", { name: "Edit your profile" }).filter({ hasText: new RegExp(`^${name}$`) }).waitFor();
     return recoveryKey;
 }
 
@@ -131,6 +138,8 @@ test("two people talk in an encrypted DM, and a reload keeps working", { timeout
     await message(b.page, "Hello Bob, this is encrypted").waitFor();
     await send(b.page, "Hi Alice, I read you");
     await message(a.page, "Hi Alice, I read you").waitFor();
+    // Bob's join counts in the header of Alice's open DM.
+    await a.page.locator(".room-header").getByRole("button", { name: "2 members" }).waitFor();
     assert.equal(await a.page.locator(".event.utd").count(), 0, "Alice has undecryptable events");
     assert.equal(await b.page.locator(".event.utd").count(), 0, "Bob has undecryptable events");
 
@@ -248,6 +257,95 @@ test("files, replies, edits, reactions, deletions, typing and read receipts", { 
     });
 });
 
+// sendInThread writes in the open thread's composer and waits until the
+// server has the event.
+async function sendInThread(page, text) {
+    await page.getByLabel("Reply in the thread", { exact: true }).fill(text);
+    await page.getByLabel("Reply in the thread", { exact: true }).press("Enter");
+    const ev = page.locator(".thread-panel .event.message", { hasText: text });
+    await ev.locator(".body > .text").waitFor();
+    await ev.locator(".status").waitFor({ state: "detached" });
+}
+
+test("threads: replies in a thread of the encrypted DM, read decrypted in the thread view", { timeout: 90000 }, async () => {
+    // Bob starts a thread on Alice's message and writes six replies: more
+    // than the server's first page of /relations (5), so Alice pages back.
+    const root = b.page.locator(".room-main .timeline .event.message", { hasText: "See you on Monday" });
+    await root.hover();
+    await root.getByRole("button", { name: "Thread", exact: true }).click();
+    await b.page.getByRole("heading", { name: "Thread", level: 3 }).waitFor();
+    for (let i = 1; i <= 6; i++) await sendInThread(b.page, `Thread reply ${i}`);
+    await root.getByRole("button", { name: "6 replies" }).waitFor();
+
+    // Alice's timeline shows the root with its count, not the replies.
+    const aliceRoot = a.page.locator(".room-main .timeline .event.message", { hasText: "See you on Monday" });
+    await aliceRoot.getByRole("button", { name: "6 replies" }).waitFor();
+    assert.equal(await a.page.locator(".room-main .timeline .event", { hasText: "Thread reply" }).count(), 0, "thread replies clutter the room's timeline");
+    await aliceRoot.getByRole("button", { name: "6 replies" }).click();
+    const panel = a.page.locator(".thread-panel");
+    await panel.locator(".event.thread-root", { hasText: "See you on Monday" }).waitFor();
+    await panel.locator(".event.message .body > .text", { hasText: "Thread reply 6" }).waitFor();
+    // Paging back to the first reply.
+    const until = Date.now() + WAIT;
+    while (Date.now() < until && (await panel.locator(".event.message .body > .text", { hasText: "Thread reply 1" }).count()) === 0) {
+        const button = panel.getByRole("button", { name: "Load older replies" });
+        if ((await button.count()) && (await button.isEnabled())) await button.click();
+        else await a.page.waitForTimeout(100);
+    }
+    for (let i = 1; i <= 6; i++) await panel.locator(".event.message .body > .text", { hasText: `Thread reply ${i}` }).waitFor();
+    await panel.getByText("Beginning of the thread").waitFor();
+    assert.equal(await panel.locator(".event.utd").count(), 0, "undecryptable events in the thread");
+    // Read: a threaded read receipt clears the thread's count on the server
+    // (the 6 replies counted in unread_thread_notifications until then).
+    const { accessToken } = JSON.parse(await a.page.evaluate(() => localStorage.getItem("conclave.session")));
+    const roomId = await a.page.locator(".room-item.selected").getAttribute("data-room-id");
+    const rootId = await aliceRoot.getAttribute("data-event-id");
+    const threadCount = async () => {
+        const filter = encodeURIComponent(JSON.stringify({ room: { timeline: { limit: 0, unread_thread_notifications: true } } }));
+        const r = await fetch(`${server.baseUrl}/_matrix/client/v3/sync?filter=${filter}`, { headers: { Authorization: `Bearer ${accessToken}` } });
+        return (await r.json()).rooms.join[roomId].unread_thread_notifications?.[rootId]?.notification_count ?? 0;
+    };
+    for (const until = Date.now() + WAIT; (await threadCount()) !== 0; ) {
+        assert.ok(Date.now() < until, "the thread is still unread on the server after Alice read it");
+        await a.page.waitForTimeout(100);
+    }
+
+    // Alice answers in the thread; Bob sees it there, and the count grows.
+    await sendInThread(a.page, "Noted, thanks");
+    await b.page.locator(".thread-panel .event.message", { hasText: "Noted, thanks" }).waitFor();
+    await aliceRoot.getByRole("button", { name: "7 replies" }).waitFor();
+    await a.page.mouse.move(1, 1); // no message's action bar in the picture
+    await a.page.screenshot({ path: path.join(shots, "thread.png") });
+
+    // On the wire: an m.thread relation with the reply fallback to the
+    // thread's latest message (Client-Server API, "Threading").
+    const res = await fetch(
+        `${server.baseUrl}/_matrix/client/v1/rooms/${encodeURIComponent(roomId)}/relations/${encodeURIComponent(rootId)}/m.thread?limit=2`,
+        { headers: { Authorization: `Bearer ${accessToken}` } },
+    );
+    assert.equal(res.status, 200);
+    const [newest, before] = (await res.json()).chunk;
+    assert.equal(newest.type, "m.room.encrypted", "thread replies are encrypted");
+    assert.deepEqual(newest.content["m.relates_to"], {
+        rel_type: "m.thread",
+        event_id: rootId,
+        is_falling_back: true,
+        "m.in_reply_to": { event_id: before.event_id },
+    });
+
+    // A file in the thread: encrypted, in the thread only.
+    await a.page.locator("#thread-attach").setInputFiles({ name: "agenda.txt", mimeType: "text/plain", buffer: Buffer.from("1. Budget\n") });
+    const inThread = b.page.locator(".thread-panel .event .attachment a.file", { hasText: "agenda.txt" });
+    await b.page.waitForFunction((el) => el.href.startsWith("blob:"), await inThread.elementHandle());
+    await aliceRoot.getByRole("button", { name: "8 replies" }).waitFor();
+    assert.equal(await a.page.locator(".room-main .timeline .attachment", { hasText: "agenda.txt" }).count(), 0, "a thread's file in the room's timeline");
+
+    // Closed, the room's timeline is whole again.
+    await a.page.getByRole("button", { name: "Close the thread" }).click();
+    await panel.waitFor({ state: "hidden" });
+    await b.page.getByRole("button", { name: "Close the thread" }).click();
+});
+
 test("group room: create, invite, join, leave", { timeout: 60000 }, async () => {
     await b.page.getByRole("button", { name: "New room" }).click();
     await b.page.getByLabel("Room name").fill("Cabinet meeting");
@@ -301,7 +399,24 @@ test("group room: create, invite, join, leave", { timeout: 60000 }, async () => 
     await a.page.getByRole("heading", { name: "Lobby", level: 2 }).waitFor();
     assert.equal(await a.page.locator(".room-header .enc.off").count(), 1, "a public room is not encrypted");
 
-    // Threads are shown: a reply in a thread is marked as such.
+    // A room's picture (m.room.avatar) is shown in the list.
+    const { room_id: lobbyId } = await created.clone().json();
+    const up = await fetch(`${server.baseUrl}/_matrix/media/v3/upload?filename=lobby.png`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${reg.access_token}`, "Content-Type": "image/png" },
+        body: PNG,
+    });
+    assert.equal(up.status, 200);
+    const setAvatar = await fetch(`${server.baseUrl}/_matrix/client/v3/rooms/${encodeURIComponent(lobbyId)}/state/m.room.avatar/`, {
+        method: "PUT",
+        headers: { Authorization: `Bearer ${reg.access_token}` },
+        body: JSON.stringify({ url: (await up.json()).content_uri }),
+    });
+    assert.equal(setAvatar.status, 200);
+    await a.page.locator(".room-item", { hasText: "Lobby" }).locator(".avatar img").waitFor();
+
+    // Threads: a reply in a thread is not in the room's timeline; its root
+    // shows the count.
     const { room_id } = await created.json();
     const put = async (txn, content) => {
         const r = await fetch(`${server.baseUrl}/_matrix/client/v3/rooms/${encodeURIComponent(room_id)}/send/m.room.message/${txn}`, {
@@ -314,10 +429,14 @@ test("group room: create, invite, join, leave", { timeout: 60000 }, async () => 
     };
     const root = await put("t1", { msgtype: "m.text", body: "Welcome to the lobby" });
     await put("t2", { msgtype: "m.text", body: "A reply in a thread", "m.relates_to": { rel_type: "m.thread", event_id: root } });
-    await a.page.locator(".event.message", { hasText: "A reply in a thread" }).locator(".thread-tag", { hasText: "In a thread" }).waitFor();
+    await a.page.locator(".event.message", { hasText: "Welcome to the lobby" }).getByRole("button", { name: "1 reply" }).waitFor();
+    assert.equal(await a.page.locator(".room-main .timeline .event", { hasText: "A reply in a thread" }).count(), 0, "a thread reply in the room's timeline");
 });
 
 test("profile: display name and picture, seen by the other side", { timeout: 60000 }, async () => {
+    // Bob's page fetches the picture's thumbnail from the authenticated media
+    // API with his access token (an <img src> could not send it).
+    const thumbnail = b.page.waitForRequest((r) => r.url().includes("/_matrix/client/v1/media/thumbnail/") && /^Bearer /.test(r.headers().authorization ?? ""));
     await a.page.getByRole("button", { name: "Edit your profile" }).click();
     await a.page.getByLabel("Display name").fill("Alice Martin");
     await a.page.getByLabel("Picture").setInputFiles({ name: "me.png", mimeType: "image/png", buffer: PNG });
@@ -330,6 +449,17 @@ test("profile: display name and picture, seen by the other side", { timeout: 600
     const seen = b.page.locator(".event.message", { hasText: "New name, new picture" });
     await seen.locator(".sender", { hasText: "Alice Martin" }).waitFor();
     await seen.locator(".avatar img").waitFor();
+    await thumbnail;
+    // The DM in Bob's list shows Alice's picture.
+    await b.page.locator(".room-item", { hasText: "Alice Martin" }).locator(".avatar img").waitFor();
+    // Without a picture: Bob's initial, on the colour of his ID, the same in
+    // Alice's list and beside his messages.
+    const inList = a.page.locator(".room-item", { hasText: "bob" }).locator(".avatar");
+    assert.equal((await inList.textContent()).trim(), "B");
+    const colour = (await inList.getAttribute("class")).match(/\bav\d\b/)?.[0];
+    assert.ok(colour, "an initial has a colour class");
+    const besideMessage = a.page.locator(".room-main .event.message", { hasText: "Still here after a reload" }).locator(".sender .avatar");
+    assert.match(await besideMessage.getAttribute("class"), new RegExp(`\\b${colour}\\b`), "Bob's colour differs between the list and the timeline");
 });
 
 test("a second session is verified by emoji, a third with the recovery key; both read the history", { timeout: 90000 }, async () => {
@@ -392,14 +522,37 @@ test("phone-sized screen, French, sign out", { timeout: 60000 }, async () => {
     await a.page.locator(".room-item", { hasText: "bob" }).click();
     await message(a.page, "One more thing").waitFor();
     await a.page.screenshot({ path: path.join(shots, "phone-conversation.png") });
+    // A thread takes the whole screen.
+    await a.page.locator(".room-main .event.message", { hasText: "See you on Monday" }).getByRole("button", { name: "8 replies" }).click();
+    await a.page.locator(".thread-panel .event.message", { hasText: "Noted, thanks" }).waitFor();
+    const box = await a.page.locator(".thread-panel").boundingBox();
+    assert.ok(box.x === 0 && box.width === 390, `the thread covers the phone's screen: ${JSON.stringify(box)}`);
+    await a.page.getByRole("button", { name: "Close the thread" }).click();
     await a.page.getByRole("button", { name: "Back to conversations" }).click();
 
     // The language switch: French, kept across a reload.
     await a.page.getByLabel("Language").selectOption("fr");
     await a.page.getByRole("button", { name: "Nouveau message" }).waitFor();
     await a.page.reload();
+    // Signing out revokes the blob: URLs of the pictures.
+    const picture = await a.page.locator(".me .avatar img").getAttribute("src");
+    assert.match(picture, /^blob:/);
+    // (Loaded as an image: the page's CSP allows blob: for img-src only.)
+    const readable = (u) =>
+        a.page.evaluate(
+            (u) =>
+                new Promise((resolve) => {
+                    const img = new Image();
+                    img.onload = () => resolve(true);
+                    img.onerror = () => resolve(false);
+                    img.src = u;
+                }),
+            u,
+        );
+    assert.equal(await readable(picture), true);
     await a.page.getByRole("button", { name: "Se déconnecter" }).click();
     await a.page.getByRole("heading", { name: "Se connecter" }).waitFor();
+    assert.equal(await readable(picture), false, "a picture's blob: URL outlives the session");
     await a.page.reload();
     await a.page.getByRole("heading", { name: "Se connecter" }).waitFor();
 

@@ -3,6 +3,7 @@
 // open registration is off: without a token and with a wrong one the page
 // says why; with the right one the account is made.
 import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 
 import { startServer } from "../../tests/js/server.mjs";
@@ -39,8 +40,14 @@ test("registration needs the server's token", { timeout: 60000 }, async () => {
     await submit.click();
     await page.getByRole("alert").filter({ hasText: "registration token is not valid" }).waitFor();
     await page.getByLabel(/^Registration token/).fill("invite-2026");
+    // The display name given at registration is the one others see.
+    await page.getByLabel("Display name").fill("Dora Lefèvre");
     await submit.click();
     await page.getByRole("dialog", { name: "Your recovery key" }).getByRole("button", { name: "I have saved it" }).click();
     await page.getByRole("heading", { name: "Conversations" }).waitFor();
+    await page.getByRole("button", { name: "Edit your profile" }).filter({ hasText: "Dora Lefèvre" }).waitFor();
+    const { userId } = JSON.parse(await page.evaluate(() => localStorage.getItem("conclave.session")));
+    const profile = await (await fetch(`${server.baseUrl}/_matrix/client/v3/profile/${encodeURIComponent(userId)}`)).json();
+    assert.equal(profile.displayname, "Dora Lefèvre");
     await context.close();
 });
