@@ -168,7 +168,11 @@ func Error(w http.ResponseWriter, r *http.Request, err error) {
 	if !ok && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
 		// The request's deadline passed (server.WithDeadline) or the client
 		// went away: an overload, not a bug. The client may retry.
-		slog.WarnContext(r.Context(), "request abandoned", "err", err, "method", r.Method, "path", r.URL.Path, "request_id", w.Header().Get("X-Request-Id"))
+		level := slog.LevelWarn
+		if errors.Is(r.Context().Err(), context.Canceled) {
+			level = slog.LevelDebug // the client went away, nothing to fix here
+		}
+		slog.Log(r.Context(), level, "request abandoned", "err", err, "method", r.Method, "path", r.URL.Path, "request_id", w.Header().Get("X-Request-Id"))
 		me, ok = matrix.Errorf(http.StatusServiceUnavailable, matrix.ErrUnknown, "Request timed out"), true
 	}
 	if !ok {

@@ -4,8 +4,10 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
@@ -84,8 +86,14 @@ func accessLog(next http.Handler, log *slog.Logger) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(sw, r)
-		if log.Enabled(r.Context(), slog.LevelDebug) || sw.status >= 500 {
-			log.Log(r.Context(), levelFor(sw.status), "request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "ms", time.Since(start).Milliseconds(), "request_id", w.Header().Get("X-Request-Id"))
+		level := levelFor(sw.status)
+		if errors.Is(r.Context().Err(), context.Canceled) {
+			// The client went away (a reload abandoning its /sync): nobody
+			// reads the answer, and nothing is wrong with the server.
+			level = slog.LevelDebug
+		}
+		if log.Enabled(r.Context(), level) {
+			log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "ms", time.Since(start).Milliseconds(), "request_id", w.Header().Get("X-Request-Id"))
 		}
 	})
 }
