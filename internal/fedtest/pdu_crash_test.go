@@ -95,6 +95,37 @@ func TestRoomEventToOtherServerSurvivesDeathAfterCommit(t *testing.T) {
 	}
 }
 
+// A local join to a room shared with another server, whose write committed
+// and died before the federation sender was woken, reaches the other server
+// when the client retries: the retry finds the user joined and changes
+// nothing, but wakes the sender (else the join waited for its 30 s rescan).
+func TestRetriedJoinWakesTheSender(t *testing.T) {
+	var armed atomic.Bool
+	hs := hstest.StartFederationWith(t, 2, nil, func(i int) homeserver.Options {
+		if i != 0 {
+			return homeserver.Options{}
+		}
+		return homeserver.Options{WrapStore: func(st homeserver.Store) homeserver.Store { return diesAfterPersist{st, &armed} }}
+	})
+	a, b := hs[0], hs[1]
+	alice, dave, bob := a.Register(t, "alice"), a.Register(t, "dave"), b.Register(t, "bob")
+	roomID := createPublicRoom(t, a, alice)
+	joinVia(t, b, bob, roomID, a.ServerName)
+	waitJoined(t, a, alice, roomID, bob.UserID)
+
+	armed.Store(true)
+	join := func() *hstest.Response {
+		return a.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), dave.Token, map[string]any{})
+	}
+	if r := join(); r.Status == http.StatusOK {
+		t.Fatalf("the failed write was acknowledged: %s", r.Body)
+	}
+	if r := join(); r.Status != http.StatusOK {
+		t.Fatalf("retry: %d %s", r.Status, r.Body)
+	}
+	waitJoined(t, b, bob, roomID, dave.UserID)
+}
+
 // diesAfterGraphWrite is diesAfterPersist for the writes of received events
 // (PersistGraphEvent: a send_join's event).
 type diesAfterGraphWrite struct {

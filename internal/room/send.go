@@ -64,10 +64,7 @@ func (s *Service) sendOnce(ctx context.Context, req *SendRequest) (string, error
 	// event instead of creating a duplicate, as Synapse does.
 	if req.StateKey != nil {
 		if cur := rs.StateEvent(req.Type, *req.StateKey); cur != nil && cur.Sender == req.Sender && jsonEqual(cur.Content, req.Content) {
-			// Maybe the retry of a request whose write committed: see wakeFed.
-			if servers := s.otherServers(rs, nil); s.FedCommitted != nil && len(servers) > 0 {
-				s.FedCommitted(servers)
-			}
+			s.wakeFedLocked(rs) // maybe the retry of a request whose write committed
 			return cur.EventID, nil
 		}
 	}
@@ -227,7 +224,9 @@ func (s *Service) setMembershipOnce(ctx context.Context, req *MembershipRequest)
 	switch req.Membership {
 	case "join":
 		if cur == "join" {
-			// Already joined: nothing to change, answer with the room.
+			// Already joined: nothing to change, answer with the room. Maybe
+			// the retry of a join whose write committed: see wakeFed.
+			s.wakeFedLocked(rs)
 			return rs.StateEvent("m.room.member", req.Target).EventID, nil
 		}
 	case "leave":

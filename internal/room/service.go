@@ -479,9 +479,18 @@ func (s *Service) wakeFed(ctx context.Context, roomID string) {
 	if err != nil {
 		return
 	}
-	servers := s.otherServers(rs, nil)
+	s.wakeFedLocked(rs)
 	s.unlock(e)
-	if len(servers) > 0 {
+}
+
+// wakeFedLocked is wakeFed under the room's lock, for a request that found
+// its change made already (a retry: maybe of a write that committed and
+// died before its FedCommitted).
+func (s *Service) wakeFedLocked(rs *roomState) {
+	if s.FedCommitted == nil {
+		return
+	}
+	if servers := s.otherServers(rs, nil); len(servers) > 0 {
 		s.FedCommitted(servers)
 	}
 }
