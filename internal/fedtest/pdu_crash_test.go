@@ -37,6 +37,19 @@ func (s diesAfterPersist) PersistEvents(ctx context.Context, roomID string, even
 	return pos, err
 }
 
+// startDyingAfterPersist starts two federating servers, the first of which
+// dies after the commit of its next PersistEvents once armed.
+func startDyingAfterPersist(t *testing.T) (a, b *hstest.Server, armed *atomic.Bool) {
+	armed = new(atomic.Bool)
+	hs := hstest.StartFederationWith(t, 2, nil, func(i int) homeserver.Options {
+		if i != 0 {
+			return homeserver.Options{}
+		}
+		return homeserver.Options{WrapStore: func(st homeserver.Store) homeserver.Store { return diesAfterPersist{st, armed} }}
+	})
+	return hs[0], hs[1], armed
+}
+
 // A message to a room shared with another server is not lost when the
 // sending server dies right after committing it: the client's retry is a
 // duplicate (its transaction ID was recorded) and writes nothing, and in a
@@ -47,14 +60,7 @@ func (s diesAfterPersist) PersistEvents(ctx context.Context, roomID string, even
 // its queues at start). Each is checked before anything else is sent to
 // the room, so it cannot arrive as a missing event of a later one.
 func TestRoomEventToOtherServerSurvivesDeathAfterCommit(t *testing.T) {
-	var armed atomic.Bool
-	hs := hstest.StartFederationWith(t, 2, nil, func(i int) homeserver.Options {
-		if i != 0 {
-			return homeserver.Options{}
-		}
-		return homeserver.Options{WrapStore: func(st homeserver.Store) homeserver.Store { return diesAfterPersist{st, &armed} }}
-	})
-	a, b := hs[0], hs[1]
+	a, b, armed := startDyingAfterPersist(t)
 	alice, bob := a.Register(t, "alice"), b.Register(t, "bob")
 	roomID := createPublicRoom(t, a, alice)
 	joinVia(t, b, bob, roomID, a.ServerName)
@@ -100,14 +106,7 @@ func TestRoomEventToOtherServerSurvivesDeathAfterCommit(t *testing.T) {
 // when the client retries: the retry finds the user joined and changes
 // nothing, but wakes the sender (else the join waited for its 30 s rescan).
 func TestRetriedJoinWakesTheSender(t *testing.T) {
-	var armed atomic.Bool
-	hs := hstest.StartFederationWith(t, 2, nil, func(i int) homeserver.Options {
-		if i != 0 {
-			return homeserver.Options{}
-		}
-		return homeserver.Options{WrapStore: func(st homeserver.Store) homeserver.Store { return diesAfterPersist{st, &armed} }}
-	})
-	a, b := hs[0], hs[1]
+	a, b, armed := startDyingAfterPersist(t)
 	alice, dave, bob := a.Register(t, "alice"), a.Register(t, "dave"), b.Register(t, "bob")
 	roomID := createPublicRoom(t, a, alice)
 	joinVia(t, b, bob, roomID, a.ServerName)
