@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -42,6 +43,7 @@ type Config struct {
 	TLSCAKey                 string   `yaml:"tls_ca_key" help:"CA key used with tls_ca_cert"`
 	FederationAllow          []string `yaml:"federation_allow" help:"closed circle: comma-separated server names (with their port, if any); only these may send to us or be contacted by us (requests, keys, notary, .well-known, media), others get 403 M_FORBIDDEN; empty: open federation"`
 	FederationAllowPrivate   bool     `yaml:"federation_allow_private_addresses" help:"let server discovery lead to private, loopback and link-local addresses (closed networks, tests); servers named in federation_allow may always be reached there"`
+	TrustedKeyServers        []string `yaml:"trusted_key_servers" help:"comma-separated notaries (server names) asked, in turn, for a server's signing keys when that server cannot give them itself (down): listing the circle's other servers lets a member's events be verified while its server is down; this server's own name is skipped; must be inside federation_allow when that is set; empty: none"`
 	PushAllowPrivate         bool     `yaml:"push_allow_private_addresses" help:"let pushers' push gateway URLs lead to private, loopback and link-local addresses (closed networks, tests)"`
 	AppserviceDir            string   `yaml:"appservice_dir" help:"application services are not supported yet: must stay empty"`
 	RateLimits               bool     `yaml:"rate_limits" help:"rate limits on login, registration and the expensive per-user endpoints (the *_rate_* settings; server admins exempt); false: none (benchmarks)"`
@@ -363,6 +365,16 @@ func (c *Config) Validate() error {
 	for _, name := range c.FederationAllow {
 		if !matrix.ValidServerName(name) {
 			return &Error{Key: "federation_allow", Reason: fmt.Sprintf("%q is not a valid server name (host[:port])", name)}
+		}
+	}
+	for _, name := range c.TrustedKeyServers {
+		if !matrix.ValidServerName(name) {
+			return &Error{Key: "trusted_key_servers", Reason: fmt.Sprintf("%q is not a valid server name (host[:port])", name)}
+		}
+		// A notary outside the circle would never be contacted: say so
+		// now rather than fail silently when a server is down.
+		if len(c.FederationAllow) > 0 && !slices.ContainsFunc(c.FederationAllow, func(a string) bool { return strings.EqualFold(a, name) }) {
+			return &Error{Key: "trusted_key_servers", Reason: fmt.Sprintf("%q is not in federation_allow: it would never be contacted", name)}
 		}
 	}
 	if c.MaxRequestBytes < 65536 {

@@ -191,3 +191,43 @@ func TestFederationAllow(t *testing.T) {
 		t.Error("usage does not list the federation flags")
 	}
 }
+
+// trusted_key_servers is a list like federation_allow; each entry must be a
+// server name inside federation_allow when that is set.
+func TestTrustedKeyServers(t *testing.T) {
+	none := func(string) string { return "" }
+	cfg, err := Load(nil, none)
+	if err != nil || cfg.TrustedKeyServers != nil {
+		t.Fatalf("defaults: %v %v", cfg.TrustedKeyServers, err)
+	}
+	want := []string{"a.example", "b.example:8449"}
+	yml := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(yml, []byte("trusted_key_servers:\n  - a.example\n  - \"b.example:8449\"\n"), 0o600)
+	for name, c := range map[string]struct {
+		args []string
+		env  map[string]string
+	}{
+		"flag":              {args: []string{"--trusted-key-servers", "a.example, b.example:8449"}},
+		"env":               {env: map[string]string{"CONCLAVE_TRUSTED_KEY_SERVERS": "a.example,b.example:8449"}},
+		"yaml":              {args: []string{"--config", yml}},
+		"inside the circle": {args: []string{"--trusted-key-servers", "a.example,b.example:8449", "--federation-allow", "A.example,b.example:8449,c.example"}},
+	} {
+		cfg, err := Load(c.args, func(k string) string { return c.env[k] })
+		if err != nil || strings.Join(cfg.TrustedKeyServers, "|") != strings.Join(want, "|") {
+			t.Errorf("%s: %q %v", name, cfg.TrustedKeyServers, err)
+		}
+	}
+	for _, args := range [][]string{
+		{"--trusted-key-servers", "bad name"},
+		{"--trusted-key-servers", "https://a.example"},
+		{"--trusted-key-servers", "a.example,d.example", "--federation-allow", "a.example,b.example"},
+	} {
+		if _, err := Load(args, none); err == nil || !strings.Contains(err.Error(), "trusted_key_servers") {
+			t.Errorf("%q: %v", args, err)
+		}
+	}
+	_, err = Load([]string{"--trusted-key-servers", "d.example", "--federation-allow", "a.example"}, none)
+	if err == nil || !strings.Contains(err.Error(), "not in federation_allow") {
+		t.Errorf("outside the circle: %v", err)
+	}
+}
