@@ -6,10 +6,16 @@
 // notary (/_matrix/key/v2/query) the responses it hands on. No HTTP here:
 // federationapi serves the endpoints, fedclient fetches.
 //
+// When a server cannot give its keys itself (down, failing, or not
+// listing the key asked for), the trusted key servers (notaries) are asked
+// in turn (notaryquery.go); their answers count only when both the server
+// and the notary signed them.
+//
 // A hostile server cannot make us hammer anyone: a server's keys are
 // fetched at most once at a time (concurrent callers share the fetch) and
-// at most once per MinRefetch, longer after failures; a server outside the
-// allow list is never contacted.
+// at most once per MinRefetch, longer after failures, and the notaries are
+// asked about it only within that same attempt; a server outside the allow
+// list is never contacted.
 package keyring
 
 import (
@@ -62,6 +68,10 @@ type Config struct {
 	Store      store.ServerKeys
 	// Fetcher gets keys from other servers; nil: only what is stored.
 	Fetcher Fetcher
+	// TrustedKeyServers (trusted_key_servers) are asked, in this order,
+	// for a server's keys when the server itself cannot give them; only
+	// through a Fetcher that is also a NotaryFetcher. Empty: none.
+	TrustedKeyServers []string
 	// Allowed, when set, is the closed circle: other servers for which it
 	// is false are never contacted and their keys never used.
 	Allowed func(serverName string) bool
@@ -117,6 +127,26 @@ type serverEntry struct {
 type call struct {
 	done chan struct{}
 	err  error
+	// notaries: this refresh may ask the notaries, and so wait on the
+	// refresh of a notary's own keys (see refresh).
+	notaries bool
+}
+
+// need is what a refresh is for: want tells whether an entry satisfies it
+// (nil: a refresh for its own sake, the notary endpoints'; the notaries are
+// not asked then: a notary hands on what servers say themselves). keyID
+// and atTS are what the notaries are asked for. nested: the lookup of a
+// notary's own key, to check its answer; the notaries are not asked.
+type need struct {
+	want   func(*serverEntry) bool
+	keyID  string
+	atTS   int64
+	nested bool
+}
+
+// notaries reports whether a refresh for n may ask the notaries.
+func (k *Keyring) notaries(n need) bool {
+	return !n.nested && n.want != nil && len(k.cfg.TrustedKeyServers) > 0
 }
 
 // New returns a keyring and loads this server's old keys from the store.
@@ -185,6 +215,12 @@ func (k *Keyring) Allowed(server string) bool {
 // time). Memory, then the store, then the server itself (within the fetch
 // limits). Errors: ErrNotAllowed, ErrNoKey, or the context's.
 func (k *Keyring) VerifyKey(ctx context.Context, server, keyID string, atTS int64) (ed25519.PublicKey, error) {
+	return k.verifyKey(ctx, server, keyID, atTS, false)
+}
+
+// verifyKey is VerifyKey; nested: the key looked up is a notary's own,
+// needed to check its answer (see need).
+func (k *Keyring) verifyKey(ctx context.Context, server, keyID string, atTS int64, nested bool) (ed25519.PublicKey, error) {
 	if server == k.cfg.ServerName {
 		if keyID == k.cfg.Key.ID {
 			return k.cfg.Key.PublicKey(), nil
@@ -208,7 +244,7 @@ func (k *Keyring) VerifyKey(ctx context.Context, server, keyID string, atTS int6
 		ki, ok := e.keys[keyID]
 		return ok && ki.validAt(atTS)
 	}
-	if err := k.refresh(ctx, server, want); err != nil && ctx.Err() != nil {
+	if err := k.refresh(ctx, server, need{want: want, keyID: keyID, atTS: atTS, nested: nested}); err != nil && ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
 	if e, ok := k.servers.Get(server); ok {
@@ -263,15 +299,30 @@ func (k *Keyring) load(ctx context.Context, server string, prev *serverEntry) (*
 // errRecent: the server was fetched too recently to be fetched again.
 var errRecent = errors.New("keyring: keys fetched recently")
 
+// errBusy: a notary's keys are being refreshed by a refresh that may itself
+// wait on this one; not waited for.
+var errBusy = errors.New("keyring: keys being fetched")
+
 // refresh brings server's keys up to date: the store first (another
-// process may have fetched them), then, unless want is then satisfied, the
-// server itself, if its fetch limit allows. Concurrent callers share one
-// refresh. The fetch runs detached from ctx (bounded by FetchTimeout), so
-// a caller that gives up does not fail the others.
-func (k *Keyring) refresh(ctx context.Context, server string, want func(*serverEntry) bool) error {
+// process may have fetched them), then, unless n.want is then satisfied,
+// the server itself, if its fetch limit allows, then the notaries.
+// Concurrent callers share one refresh. The fetch runs detached from ctx
+// (bounded by FetchTimeout, as is the asking of the notaries), so a caller
+// that gives up does not fail the others.
+//
+// A refresh that asks the notaries waits on the refresh of a notary's
+// keys, which never asks notaries; so that no two refreshes wait on each
+// other (B's asking notary A about B while A's asks notary B about A), the
+// lookup of a notary's key does not wait on a refresh that asks notaries:
+// that notary is skipped this time.
+func (k *Keyring) refresh(ctx context.Context, server string, n need) error {
+	notaries := k.notaries(n)
 	k.mu.Lock()
 	if c, ok := k.inflight[server]; ok {
 		k.mu.Unlock()
+		if c.notaries && n.nested {
+			return errBusy
+		}
 		select {
 		case <-c.done:
 			return c.err
@@ -279,13 +330,17 @@ func (k *Keyring) refresh(ctx context.Context, server string, want func(*serverE
 			return ctx.Err()
 		}
 	}
-	c := &call{done: make(chan struct{})}
+	c := &call{done: make(chan struct{}), notaries: notaries}
 	k.inflight[server] = c
 	k.mu.Unlock()
 	go func() {
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.cfg.FetchTimeout)
+		timeout := k.cfg.FetchTimeout
+		if notaries {
+			timeout *= 2 // the server's own, then the notaries' turn
+		}
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		defer cancel()
-		c.err = k.doRefresh(fctx, server, want)
+		c.err = k.doRefresh(fctx, server, n)
 		k.mu.Lock()
 		delete(k.inflight, server)
 		k.mu.Unlock()
@@ -299,7 +354,8 @@ func (k *Keyring) refresh(ctx context.Context, server string, want func(*serverE
 	}
 }
 
-func (k *Keyring) doRefresh(ctx context.Context, server string, want func(*serverEntry) bool) error {
+func (k *Keyring) doRefresh(ctx context.Context, server string, n need) error {
+	want := n.want
 	prev, _ := k.servers.Get(server)
 	now := k.cfg.Now()
 	// Within the limit not even the store is read again: a flood of
@@ -325,12 +381,19 @@ func (k *Keyring) doRefresh(ctx context.Context, server string, want func(*serve
 	if k.cfg.Fetcher == nil {
 		return ErrNoKey
 	}
-	keys, resp, err := k.fetch(ctx, server, now)
+	dctx, cancel := context.WithTimeout(ctx, k.cfg.FetchTimeout)
+	keys, resp, err := k.fetch(dctx, server, now)
+	cancel()
 	if err != nil {
 		failed := *started
 		failed.failures++
 		failed.nextFetch = now.Add(min(k.cfg.MinRefetch<<min(failed.failures-1, 16), k.cfg.MaxBackoff))
 		k.servers.Put(server, &failed)
+		// The server stays backed off (the notaries' answer does not
+		// say it is up again); what they give is used meanwhile.
+		if k.notaries(n) && k.askNotaries(ctx, server, n, now, &failed) {
+			return nil
+		}
 		return err
 	}
 	if err := k.cfg.Store.StoreServerKeys(ctx, server, keys, resp); err != nil {
@@ -342,6 +405,11 @@ func (k *Keyring) doRefresh(ctx context.Context, server string, want func(*serve
 	}
 	done.failures = 0
 	k.servers.Put(server, done)
+	if k.notaries(n) && !want(done) {
+		// Up, but without the key asked for (one it dropped from
+		// old_verify_keys, or a response a notary kept from before).
+		k.askNotaries(ctx, server, n, now, done)
+	}
 	return nil
 }
 

@@ -38,7 +38,7 @@ func (k *Keyring) NotaryResponse(ctx context.Context, server string, minValidUnt
 		return now < r.FetchedTS+(end-r.FetchedTS)/2
 	}
 	if !fresh(resp) {
-		if err := k.refresh(ctx, server, nil); err != nil && ctx.Err() != nil {
+		if err := k.refresh(ctx, server, need{}); err != nil && ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		if r, err := k.cfg.Store.ServerKeyResponse(ctx, server); err == nil {

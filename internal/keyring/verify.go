@@ -40,10 +40,11 @@ func signaturesOf(obj []byte, server string) ([]string, error) {
 // other one must verify, and at least one must. A known key that does not
 // verify fails at once: a server does not sign with a key it published and
 // get it wrong.
-func (k *Keyring) verifyWith(ctx context.Context, server string, ids []string, atTS int64, check func(keyID string, pub ed25519.PublicKey) error) error {
+// nested: server is a notary whose answer is checked (see need).
+func (k *Keyring) verifyWith(ctx context.Context, server string, ids []string, atTS int64, nested bool, check func(keyID string, pub ed25519.PublicKey) error) error {
 	verified := 0
 	for _, id := range ids {
-		pub, err := k.VerifyKey(ctx, server, id, atTS)
+		pub, err := k.verifyKey(ctx, server, id, atTS, nested)
 		if errors.Is(err, ErrNoKey) {
 			continue
 		}
@@ -86,7 +87,7 @@ func (k *Keyring) VerifySigned(ctx context.Context, server string, obj []byte, k
 		}
 	}
 	slices.Sort(ids)
-	return k.verifyWith(ctx, server, ids, atTS, func(id string, pub ed25519.PublicKey) error {
+	return k.verifyWith(ctx, server, ids, atTS, false, func(id string, pub ed25519.PublicKey) error {
 		return event.VerifyJSON(obj, server, id, pub)
 	})
 }
@@ -105,7 +106,7 @@ func (k *Keyring) EventSignedBy(ctx context.Context, pdu *event.PDU, server stri
 	if err != nil {
 		return err
 	}
-	return k.verifyWith(ctx, server, ids, at, func(id string, pub ed25519.PublicKey) error {
+	return k.verifyWith(ctx, server, ids, at, false, func(id string, pub ed25519.PublicKey) error {
 		return event.VerifyEventSignature(pdu, server, id, pub)
 	})
 }
