@@ -23,6 +23,28 @@ func (c *Client) GetServerKeys(ctx context.Context, server string) (json.RawMess
 	return out, err
 }
 
+// MaxKeyQueryBody bounds a notary's answer to QueryServerKeys: one server asked
+// about, so a few key responses (the keyring takes each up to 1 MiB and
+// looks at the first few).
+const MaxKeyQueryBody = 2 << 20
+
+// QueryServerKeys asks notary for server's keys: POST /_matrix/key/v2/query with
+// {"server_keys": {server: {keyID: {"minimum_valid_until_ts": …}}}}
+// (Server-Server API, "Querying Keys Through Another Server"), unsigned
+// like GetServerKeys (the endpoint needs no authentication, and the notary
+// need not know our keys to answer), and returns the raw answer for the
+// keyring to verify. keyID empty: any key of server's.
+func (c *Client) QueryServerKeys(ctx context.Context, notary, server, keyID string, minValidUntil int64) (json.RawMessage, error) {
+	criteria := map[string]any{}
+	if keyID != "" {
+		criteria[keyID] = map[string]int64{"minimum_valid_until_ts": minValidUntil}
+	}
+	body := map[string]any{"server_keys": map[string]any{server: criteria}}
+	var out json.RawMessage
+	err := c.do(ctx, request{method: http.MethodPost, dest: notary, path: "/_matrix/key/v2/query", body: body, out: &out, maxBody: MaxKeyQueryBody, unsigned: true})
+	return out, err
+}
+
 // SendTransaction sends PUT /_matrix/federation/v1/send/{txnId} with a
 // transaction body ({origin, origin_server_ts, pdus, edus}) and returns the
 // answer ({"pdus": {event ID: {} or {"error": …}}}).

@@ -161,6 +161,14 @@ func (f fedKeys) ServerKeys(ctx context.Context, server string) ([]byte, error) 
 	return f.hs.FedClient.GetServerKeys(ctx, server)
 }
 
+// NotaryKeys asks a trusted key server (keyring.NotaryFetcher).
+func (f fedKeys) NotaryKeys(ctx context.Context, notary, server, keyID string, minValidUntil int64) ([]byte, error) {
+	if f.hs.FedClient == nil {
+		return nil, errors.New("federation is off (no federation_listen)")
+	}
+	return f.hs.FedClient.QueryServerKeys(ctx, notary, server, keyID, minValidUntil)
+}
+
 // remotePresence takes another server's user's presence (an m.presence EDU
 // from that server), for a user who shares a room with a user of this
 // server (Server-Server API, "Presence"; Synapse drops the others too).
