@@ -18,6 +18,7 @@ func TestTypedCalls(t *testing.T) {
 	e := newEnv(t)
 	answers := map[string]string{
 		"/_matrix/key/v2/server":                     `{"server_name":"x"}`,
+		"/_matrix/key/v2/query":                      `{"server_keys":[{"server_name":"c.test"}]}`,
 		"/_matrix/federation/v1/send/":               `{"pdus":{"$a":{}}}`,
 		"/_matrix/federation/v1/make_join/":          `{"room_version":"11","event":{"type":"m.room.member"}}`,
 		"/_matrix/federation/v2/send_join/":          `{"origin":"b.test","auth_chain":[{}],"state":[{},{}],"event":{"a":1},"members_omitted":true,"servers_in_room":["b.test"]}`,
@@ -75,6 +76,12 @@ func TestTypedCalls(t *testing.T) {
 	check("keys", "GET", "/_matrix/key/v2/server", false)
 	if string(keys) != `{"server_name":"x"}` {
 		t.Errorf("keys %s", keys)
+	}
+	nk, err := c.QueryServerKeys(ctx, dest, "c.test:8448", "ed25519:k", 1234)
+	must(err)
+	check("notary", "POST", "/_matrix/key/v2/query", false)
+	if string(nk) != `{"server_keys":[{"server_name":"c.test"}]}` || string(e.other.last(t).Body) != `{"server_keys":{"c.test:8448":{"ed25519:k":{"minimum_valid_until_ts":1234}}}}` {
+		t.Errorf("notary: %s for %s", nk, e.other.last(t).Body)
 	}
 	txn, err := c.SendTransaction(ctx, dest, "t 1", []byte(`{"origin":"origin.test","origin_server_ts":1,"pdus":[],"edus":[]}`))
 	must(err)
@@ -190,6 +197,10 @@ func TestErrorsAndLimits(t *testing.T) {
 			w.Write([]byte(`{"pdus":["`))
 			w.Write([]byte(strings.Repeat("x", DefaultMaxBody)))
 			w.Write([]byte(`"]}`))
+		case "/_matrix/key/v2/query":
+			w.Write([]byte(`{"server_keys":["`))
+			w.Write([]byte(strings.Repeat("x", MaxKeyQueryBody)))
+			w.Write([]byte(`"]}`))
 		case "/_matrix/federation/v1/event/$redirect":
 			http.Redirect(w, r, "/_matrix/federation/v1/event/$missing", http.StatusFound)
 		}
@@ -208,6 +219,10 @@ func TestErrorsAndLimits(t *testing.T) {
 	}
 	if _, err = c.GetEvent(context.Background(), dest, "$huge"); !errors.Is(err, outbound.ErrTooLarge) {
 		t.Fatalf("huge: %v", err)
+	}
+	// A notary's answer is bounded tighter than the default.
+	if _, err = c.QueryServerKeys(context.Background(), dest, "c.test", "ed25519:k", 1); !errors.Is(err, outbound.ErrTooLarge) {
+		t.Fatalf("huge notary answer: %v", err)
 	}
 	_, err = c.GetEvent(context.Background(), dest, "$redirect")
 	if !errors.As(err, &fe) || fe.Status != http.StatusFound {
