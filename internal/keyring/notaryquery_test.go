@@ -261,3 +261,43 @@ func TestNoNotaryConfigured(t *testing.T) {
 		t.Fatalf("%v, questions %q", err, nf.questions())
 	}
 }
+
+// Two notaries that are down both ask each other about the other at the
+// same time: the lookup of a notary's own key does not wait on a refresh
+// that is asking notaries, so neither waits on the other (they would
+// until the fetch timeout, an hour here).
+func TestNotariesDoNotWaitOnEachOther(t *testing.T) {
+	e := newEnv(t, "hs3", "hs4")
+	nf := &notaryFetcher{fetcher: e.fetch}
+	k := e.keyring(t, func(c *keyring.Config) {
+		c.Fetcher = nf
+		c.TrustedKeyServers = []string{"hs3", "hs4"}
+		c.FetchTimeout = time.Hour
+	})
+	r3, r4 := e.remotes["hs3"], e.remotes["hs4"]
+	down(r3)
+	down(r4)
+	// Neither notary answers before both have been asked.
+	var asked sync.WaitGroup
+	asked.Add(2)
+	nf.answer = func(notary, server, keyID string) []byte {
+		asked.Done()
+		asked.Wait()
+		r := e.remotes[server]
+		return countersigned(t, r.signedKeys(server, map[string]*event.SigningKey{r.key.ID: r.key}, r.key), notary, e.remotes[notary].key)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	errs := make(chan error, 2)
+	for _, r := range []*remote{r3, r4} {
+		go func() {
+			_, err := k.VerifyKey(cctx, r.name, r.key.ID, 0)
+			errs <- err
+		}()
+	}
+	for range 2 {
+		if err := <-errs; !errors.Is(err, keyring.ErrNoKey) {
+			t.Fatalf("got %v, want ErrNoKey (the notary's own key unknown)", err)
+		}
+	}
+}
