@@ -45,7 +45,7 @@ interop-dendrite:
 RACE_PKGS = ./internal/changes/ ./internal/lru/ ./internal/syncer/ ./internal/room/ ./internal/keys/ \
 	./internal/accounts/ ./internal/receipts/ ./internal/accountdata/ ./internal/homeserver/... ./internal/clientapi/ \
 	./internal/fedclient/ ./internal/federation/ ./internal/fedtest/ ./internal/pushsender/ ./internal/push/ \
-	./internal/mail/ ./internal/threepid/ ./internal/contentscan/
+	./internal/mail/ ./internal/threepid/ ./internal/contentscan/ ./internal/keyring/
 test-race:
 	$(GO) test -race -tags goolm -count=1 -timeout 20m $(RACE_PKGS)
 
