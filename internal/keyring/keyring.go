@@ -212,8 +212,9 @@ func (k *Keyring) Allowed(server string) bool {
 }
 
 // VerifyKey returns server's key keyID if it is valid at atTS (ms; 0 for any
-// time). Memory, then the store, then the server itself (within the fetch
-// limits). Errors: ErrNotAllowed, ErrNoKey, or the context's.
+// time). Memory, then the store, then the server itself and, if it cannot
+// give it, the trusted key servers (within the server's fetch limits).
+// Errors: ErrNotAllowed, ErrNoKey, or the context's.
 func (k *Keyring) VerifyKey(ctx context.Context, server, keyID string, atTS int64) (ed25519.PublicKey, error) {
 	return k.verifyKey(ctx, server, keyID, atTS, false)
 }
