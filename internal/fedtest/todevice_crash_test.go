@@ -4,20 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/http"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-
-	"conclave/internal/config"
 	"conclave/internal/homeserver"
 	"conclave/internal/homeserver/hstest"
 	"conclave/internal/store"
-	"conclave/internal/store/storetest/pgtest"
 )
 
 // diesAfterToDevice is a store whose next SendToDevice, when armed, commits
@@ -109,67 +102,16 @@ func TestToDeviceToOtherServerSurvivesDeathAfterCommit(t *testing.T) {
 // meanwhile (alice and bob share no room). The client's retry on the restarted
 // server must reach bob, once.
 func TestToDeviceToOtherServerSurvivesSIGKILL(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the real binary")
-	}
-	dsn := pgtest.NewDatabase(t) // skips without PostgreSQL (fails under CI)
-	bin := hstest.BuildBinary(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	portA := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	nameA := "localhost:" + strconv.Itoa(portA)
-	b := hstest.StartFederationEach(t, 1, func(_ int, c *config.Config) { c.FederationAllow = append(c.FederationAllow, nameA) })[0]
-	dirA := t.TempDir()
-	startA := func() *hstest.Server {
-		p := hstest.StartProcess(t, bin, nil, "serve", "--server-name", nameA, "--data-dir", dirA, "--database", dsn, "--listen", "127.0.0.1:0",
-			"--federation-listen", "127.0.0.1:"+strconv.Itoa(portA), "--tls-ca-cert", b.CA.CertFile, "--tls-ca-key", b.CA.KeyFile,
-			"--federation-allow", nameA+","+b.ServerName, "--federation-allow-private-addresses",
-			"--enable-registration", "--rate-limits=false", "--password-hash-memory-kib", "64",
-			"--log-format", "json", "--log-level", "info", "--shutdown-timeout", "1s")
-		return &hstest.Server{URL: p.URL, ServerName: nameA, Proc: p}
-	}
-	a := startA()
+	k := startKillable(t, true)
+	b := k.b
+	a := k.start()
 	alice, bob := a.Register(t, "alice"), b.Register(t, "bob")
 	path := hstest.Path("/sendToDevice/%s/%s", "org.conclave.key", "t1")
 	body := `{"messages":{"` + bob.UserID + `":{"` + bob.DeviceID + `":{"n":1}}}}`
 
-	ctx := context.Background()
-	lock, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close(ctx)
-	tx, err := lock.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `LOCK TABLE fed_queue_edus IN EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
-	// The request never gets its answer: the process dies under it.
-	go func() {
-		req, _ := http.NewRequest("PUT", a.URL+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+alice.Token)
-		if res, err := http.DefaultClient.Do(req); err == nil {
-			res.Body.Close()
-		}
-	}()
-	waitUntil(t, "the to-device EDU's write waiting for the lock", func() bool {
-		var n int
-		err := lock.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE relation = 'fed_queue_edus'::regclass AND NOT granted
-			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&n)
-		return err == nil && n > 0
-	})
-	a.Proc.Cmd.Process.Kill() // SIGKILL
-	a.Proc.Cmd.Wait()
-	if err := tx.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
+	k.killWhileQueueing(t, a, "fed_queue_edus", path, alice.Token, body)
 
-	a = startA()
+	a = k.start()
 	a.MustOK(t, "PUT", path, alice.Token, body)
 	got := toDeviceMessages(t, b, bob, "org.conclave.key", 1)
 	if len(got) != 1 || got[0]["n"] != 1.0 {
