@@ -207,17 +207,28 @@ func (a *API) bindValidated(ctx context.Context, userID, sid, clientSecret strin
 	return a.Threepids.Bind(ctx, userID, addr)
 }
 
-func (a *API) deleteThreepid(w http.ResponseWriter, r *http.Request, s *store.Session) {
-	var req struct {
-		Medium  string `json:"medium"`
-		Address string `json:"address"`
-	}
+// threepidAddress is the body of /account/3pid/delete and /unbind.
+type threepidAddress struct {
+	Medium  string `json:"medium"`
+	Address string `json:"address"`
+}
+
+// readThreepidAddress reads a threepidAddress, both fields required.
+func (a *API) readThreepidAddress(r *http.Request) (threepidAddress, error) {
+	var req threepidAddress
 	if err := jsonhttp.Read(r, a.maxBody, &req); err != nil {
-		fail(w, r, err)
-		return
+		return req, err
 	}
 	if req.Medium == "" || req.Address == "" {
-		fail(w, r, matrix.MissingParam("medium and address are required"))
+		return req, matrix.MissingParam("medium and address are required")
+	}
+	return req, nil
+}
+
+func (a *API) deleteThreepid(w http.ResponseWriter, r *http.Request, s *store.Session) {
+	req, err := a.readThreepidAddress(r)
+	if err != nil {
+		fail(w, r, err)
 		return
 	}
 	ok, err := a.Threepids.Unbind(r.Context(), s.UserID, req.Medium, req.Address)
@@ -262,16 +273,8 @@ func (a *API) bindThreepid(w http.ResponseWriter, r *http.Request, s *store.Sess
 // what the lookup answers from; there is no binding apart from them to
 // remove (/account/3pid/delete removes the address).
 func (a *API) unbindThreepid(w http.ResponseWriter, r *http.Request, s *store.Session) {
-	var req struct {
-		Medium  string `json:"medium"`
-		Address string `json:"address"`
-	}
-	if err := jsonhttp.Read(r, a.maxBody, &req); err != nil {
+	if _, err := a.readThreepidAddress(r); err != nil {
 		fail(w, r, err)
-		return
-	}
-	if req.Medium == "" || req.Address == "" {
-		fail(w, r, matrix.MissingParam("medium and address are required"))
 		return
 	}
 	jsonhttp.OK(w, map[string]string{"id_server_unbind_result": "no-support"})
