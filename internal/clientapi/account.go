@@ -80,25 +80,39 @@ func guestForbidden() error {
 	return matrix.Errorf(http.StatusForbidden, matrix.ErrGuestAccessForbid, "Guest access is not allowed")
 }
 
+// newPasswordBody is the body of POST /account/password, signed in or not.
+type newPasswordBody struct {
+	NewPassword   *string            `json:"new_password"`
+	LogoutDevices *bool              `json:"logout_devices"`
+	Auth          *accounts.AuthDict `json:"auth"`
+}
+
+// logout: every other device is logged out unless logout_devices is false.
+func (b *newPasswordBody) logout() bool { return b.LogoutDevices == nil || *b.LogoutDevices }
+
+// readNewPassword reads a newPasswordBody whose new_password is given and
+// meets the password policy.
+func (a *API) readNewPassword(r *http.Request) (*newPasswordBody, error) {
+	var req newPasswordBody
+	if err := jsonhttp.Read(r, a.maxBody, &req); err != nil {
+		return nil, err
+	}
+	if req.NewPassword == nil || *req.NewPassword == "" {
+		return nil, matrix.MissingParam("Missing new_password")
+	}
+	if err := a.Accounts.CheckNewPasswordPolicy(*req.NewPassword); err != nil {
+		return nil, err
+	}
+	return &req, nil
+}
+
 func (a *API) changePassword(w http.ResponseWriter, r *http.Request, s *store.Session) {
 	if s.IsGuest {
 		fail(w, r, guestForbidden())
 		return
 	}
-	var req struct {
-		NewPassword   *string            `json:"new_password"`
-		LogoutDevices *bool              `json:"logout_devices"`
-		Auth          *accounts.AuthDict `json:"auth"`
-	}
-	if err := jsonhttp.Read(r, a.maxBody, &req); err != nil {
-		fail(w, r, err)
-		return
-	}
-	if req.NewPassword == nil || *req.NewPassword == "" {
-		fail(w, r, matrix.MissingParam("Missing new_password"))
-		return
-	}
-	if err := a.Accounts.CheckNewPasswordPolicy(*req.NewPassword); err != nil {
+	req, err := a.readNewPassword(r)
+	if err != nil {
 		fail(w, r, err)
 		return
 	}
@@ -112,8 +126,7 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request, s *store.Se
 		fail(w, r, err)
 		return
 	}
-	logout := req.LogoutDevices == nil || *req.LogoutDevices // default true
-	if err := a.Accounts.ChangePassword(ctx, s, *req.NewPassword, logout); err != nil {
+	if err := a.Accounts.ChangePassword(ctx, s, *req.NewPassword, req.logout()); err != nil {
 		fail(w, r, err)
 		return
 	}
@@ -145,20 +158,8 @@ func (a *API) resetPassword(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, err)
 		return
 	}
-	var req struct {
-		NewPassword   *string            `json:"new_password"`
-		LogoutDevices *bool              `json:"logout_devices"`
-		Auth          *accounts.AuthDict `json:"auth"`
-	}
-	if err := jsonhttp.Read(r, a.maxBody, &req); err != nil {
-		fail(w, r, err)
-		return
-	}
-	if req.NewPassword == nil || *req.NewPassword == "" {
-		fail(w, r, matrix.MissingParam("Missing new_password"))
-		return
-	}
-	if err := a.Accounts.CheckNewPasswordPolicy(*req.NewPassword); err != nil {
+	req, err := a.readNewPassword(r)
+	if err != nil {
 		fail(w, r, err)
 		return
 	}
@@ -177,8 +178,7 @@ func (a *API) resetPassword(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, matrix.Errorf(http.StatusBadRequest, threepid.ErrThreepidNotFound, "Your e-mail address has not been found on this server"))
 		return
 	}
-	logout := req.LogoutDevices == nil || *req.LogoutDevices
-	if err := a.Accounts.ResetPassword(ctx, owner, *req.NewPassword, logout); err != nil {
+	if err := a.Accounts.ResetPassword(ctx, owner, *req.NewPassword, req.logout()); err != nil {
 		fail(w, r, err)
 		return
 	}
