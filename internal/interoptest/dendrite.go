@@ -302,7 +302,13 @@ func StartDendrite(t testing.TB, bin, name string, ca *tlstest.CA) *Dendrite {
 		},
 		env: append(os.Environ(), "SSL_CERT_FILE="+filepath.Join(trust, "ca.crt"), "SSL_CERT_DIR="+trust),
 	}
-	d.Client = &hstest.Server{URL: d.URL, ServerName: name}
+	// Its own client, one connection per request: a keep-alive connection
+	// pooled in the shared client for another server that once had this
+	// port, or one Dendrite closed while idle, would answer a POST with EOF
+	// (Go retries only idempotent requests on such a connection).
+	d.Client = &hstest.Server{URL: d.URL, ServerName: name, HTTP: &http.Client{
+		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+	}}
 	t.Cleanup(func() {
 		d.Stop()
 		switch {
@@ -467,7 +473,7 @@ func (d *Dendrite) waitReady(t testing.TB) bool {
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		req, _ := http.NewRequestWithContext(ctx, "GET", d.URL+"/_matrix/client/versions", nil)
-		res, err := http.DefaultClient.Do(req)
+		res, err := d.Client.HTTP.Do(req)
 		if err == nil {
 			io.Copy(io.Discard, res.Body)
 			res.Body.Close()

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"strings"
 	"sync"
@@ -45,6 +46,10 @@ type Server struct {
 	names []string // StartFederation's names
 	// Proc is the real process behind a Server made for one (StartProcess).
 	Proc *Process
+	// HTTP sends Do's requests; nil means http.DefaultClient. A server in
+	// another process (Dendrite) gets its own, so that no connection pooled
+	// for an earlier server on the same port can be reused for it.
+	HTTP *http.Client
 }
 
 // EnvDatabase names the variable that picks the test servers' database:
@@ -226,9 +231,23 @@ func (s *Server) Do(t testing.TB, method, path, token string, body any) *Respons
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	res, err := http.DefaultClient.Do(req)
+	client := s.HTTP
+	if client == nil {
+		client = http.DefaultClient
+	}
+	// What connection carried the request, for the message of a transport
+	// failure: a reused idle connection the peer had closed reads as EOF.
+	var conn httptrace.GotConnInfo
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		GotConn: func(info httptrace.GotConnInfo) { conn = info },
+	}))
+	res, err := client.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		via := "no connection"
+		if conn.Conn != nil {
+			via = fmt.Sprintf("connection %s→%s reused=%v idle=%v for %v", conn.Conn.LocalAddr(), conn.Conn.RemoteAddr(), conn.Reused, conn.WasIdle, conn.IdleTime)
+		}
+		t.Fatalf("%s %s: %v (%s)", method, path, err, via)
 	}
 	defer res.Body.Close()
 	data, _ := io.ReadAll(res.Body)
