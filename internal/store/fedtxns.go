@@ -10,7 +10,8 @@ type FedTxns interface {
 	// (ErrNotFound if none).
 	FedTxnAnswer(ctx context.Context, origin, txnID string) ([]byte, error)
 	// FedTxnRecord stores the answer to origin's txnID, received at nowMS
-	// (Unix ms); an answer already stored for it stays.
+	// (Unix ms); an answer already stored for it stays. Like PersistEvents,
+	// a call is carried to its outcome even if ctx ends.
 	FedTxnRecord(ctx context.Context, origin, txnID string, answer []byte, nowMS int64) error
 	// FedTxnPrune deletes the answers received before beforeMS and returns
 	// how many it deleted.

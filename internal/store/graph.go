@@ -112,7 +112,8 @@ type Graph interface {
 	// PersistGraphEvent writes one event in one transaction, under the
 	// room's writer lock. A timeline event takes the next stream position;
 	// every other kind a negative one. An event ID already stored is
-	// ErrConflict and writes nothing.
+	// ErrConflict and writes nothing. Like PersistEvents, a call is carried
+	// to its outcome even if ctx ends.
 	PersistGraphEvent(ctx context.Context, w *GraphWrite) (pos int64, stateGroup int64, err error)
 	// PersistGraphEvents writes events of one room in one transaction, in
 	// order, as PersistGraphEvent would one after the other, and returns

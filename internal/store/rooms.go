@@ -109,6 +109,11 @@ type Rooms interface {
 	// positions, current state, memberships, redaction marks, relation index,
 	// txn mapping and forward extremities (the new events replace the old
 	// extremities they cite). Returns the positions given, in order.
+	//
+	// A call is carried to its outcome even if ctx ends: the caller applies
+	// a committed write to its caches and wakes readers by the answer, so a
+	// commit reported as failed (the context cancelled while the commit was
+	// on its way) would leave them behind the store.
 	PersistEvents(ctx context.Context, roomID string, events []NewEvent) ([]int64, error)
 	SetRoomPublic(ctx context.Context, roomID string, public bool) error
 	ForgetRoom(ctx context.Context, userID, roomID string) error

@@ -62,6 +62,10 @@ func (db *DB) PersistEvents(ctx context.Context, roomID string, events []store.N
 	if len(events) == 0 {
 		return nil, nil
 	}
+	// Carried to its outcome (store.Rooms): pgx answers a cancelled
+	// context with an error even when the commit already reached the
+	// server, and the room service would then not apply a committed write.
+	ctx = context.WithoutCancel(ctx)
 	var p pipeline
 	positions := queueEvents(ctx, &p, roomID, events)
 	if err := db.run(ctx, &p); err != nil {
@@ -256,4 +260,23 @@ func (db *DB) DeleteAlias(ctx context.Context, alias string) error {
 
 func (db *DB) AliasesForRoom(ctx context.Context, roomID string) ([]string, error) {
 	return queryStrings(ctx, db.pool, `SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias COLLATE "C"`, roomID)
+}
+
+// PersistGraphEvent implements store.Graph, carried to its outcome even if
+// ctx ends (as PersistEvents).
+func (db *DB) PersistGraphEvent(ctx context.Context, w *store.GraphWrite) (pos, group int64, err error) {
+	return db.Shared.PersistGraphEvent(context.WithoutCancel(ctx), w)
+}
+
+// PersistGraphEvents implements store.Graph, carried to its outcome even if
+// ctx ends (as PersistEvents).
+func (db *DB) PersistGraphEvents(ctx context.Context, ws []*store.GraphWrite) (pos, groups []int64, err error) {
+	return db.Shared.PersistGraphEvents(context.WithoutCancel(ctx), ws)
+}
+
+// FedTxnRecord implements store.FedTxns, carried to its outcome even if ctx
+// ends (as PersistEvents): a transaction whose events were taken in must
+// keep its answer, or a retry would be processed again.
+func (db *DB) FedTxnRecord(ctx context.Context, origin, txnID string, answer []byte, nowMS int64) error {
+	return db.Shared.FedTxnRecord(context.WithoutCancel(ctx), origin, txnID, answer, nowMS)
 }

@@ -36,6 +36,7 @@ func Run(t *testing.T, open Opener) {
 		{"PersistEvents", testPersistEvents},
 		{"PersistEventsAtomic", testPersistEventsAtomic},
 		{"PersistEventsFed", testPersistEventsFed},
+		{"WritesOutliveTheirCaller", testWritesOutliveTheirCaller},
 		{"GraphWriteFed", testGraphWriteFed},
 		{"StateAfterEveryEvent", testStateAfterEveryEvent},
 		{"GraphWrites", testGraphWrites},
