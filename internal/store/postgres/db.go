@@ -197,11 +197,31 @@ const maxTxAttempts = 5
 // than once (after a deadlock), so it must reset what it collects.
 func (db *DB) tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	for attempt := 1; ; attempt++ {
-		err := pgx.BeginFunc(ctx, db.pool, fn)
+		err := txOnce(ctx, db.pool, fn)
 		if err == nil || attempt == maxTxAttempts || !retryable(err) || ctx.Err() != nil {
 			return err
 		}
 	}
+}
+
+// txOnce is pgx.BeginFunc with a commit that the caller's context cannot
+// interrupt. pgx answers a context cancelled during COMMIT with an error
+// although the commit may have reached the server, and callers act on the
+// answer (caches, wake-ups, a client's retry deduplicated as already done):
+// a write must be reported failed only if it did not commit. fn itself runs
+// under ctx: a statement cut short rolls the whole transaction back, which
+// is a failure without doubt.
+func txOnce(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx) error) error {
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	bg := context.WithoutCancel(ctx)
+	defer tx.Rollback(bg) // nothing once committed
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit(bg)
 }
 
 func retryable(err error) bool {

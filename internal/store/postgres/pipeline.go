@@ -67,7 +67,12 @@ const lastPosSQL = `(SELECT pos FROM stream WHERE id = 1)`
 // statement's error (mapped) is returned; the transaction then rolled back.
 // A deadlock or serialisation failure retries the whole pipeline, as db.tx
 // does; the scan functions must tolerate running again.
+//
+// The pipeline runs to its end even if ctx ends: its commit comes with its
+// last result, so a pipeline cut short by the caller's context could have
+// committed and still be reported failed (see txOnce).
 func (db *DB) run(ctx context.Context, p *pipeline) error {
+	ctx = context.WithoutCancel(ctx)
 	for attempt := 1; ; attempt++ {
 		err := db.runOnce(ctx, p)
 		if err == nil || attempt == maxTxAttempts || !retryable(err) || ctx.Err() != nil {

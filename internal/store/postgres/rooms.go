@@ -62,10 +62,6 @@ func (db *DB) PersistEvents(ctx context.Context, roomID string, events []store.N
 	if len(events) == 0 {
 		return nil, nil
 	}
-	// Carried to its outcome (store.Rooms): pgx answers a cancelled
-	// context with an error even when the commit already reached the
-	// server, and the room service would then not apply a committed write.
-	ctx = context.WithoutCancel(ctx)
 	var p pipeline
 	positions := queueEvents(ctx, &p, roomID, events)
 	if err := db.run(ctx, &p); err != nil {
