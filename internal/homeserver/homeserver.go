@@ -181,7 +181,7 @@ func NewWith(ctx context.Context, cfg config.Config, log *slog.Logger, opts Opti
 		fetcher = opts.KeyFetcher
 	}
 	allow := outbound.NewAllowList(cfg.FederationAllow)
-	if hs.Keyring, err = keyring.New(ctx, keyring.Config{ServerName: cfg.ServerName, Key: key, Store: db, Fetcher: fetcher, TrustedKeyServers: cfg.TrustedKeyServers, Allowed: allow.Allowed}); err != nil {
+	if hs.Keyring, err = keyring.New(ctx, keyring.Config{ServerName: cfg.ServerName, Key: key, Store: db, Fetcher: fetcher, TrustedKeyServers: cfg.TrustedKeyServers, Allowed: allow.Allowed, Log: log}); err != nil {
 		db.Close()
 		return nil, err
 	}

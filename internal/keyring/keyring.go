@@ -25,6 +25,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -85,6 +86,10 @@ type Config struct {
 	FetchTimeout time.Duration
 	// CacheSize bounds the servers kept in memory (default 10,000).
 	CacheSize int
+	// Log gets a warning for each failed fetch of a server's keys and each
+	// notary that could not vouch for them (at most one round per server
+	// and fetch limit); nil: nothing is logged.
+	Log *slog.Logger
 }
 
 // Keyring is safe for concurrent use.
@@ -165,6 +170,9 @@ func New(ctx context.Context, cfg Config) (*Keyring, error) {
 	}
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = 10_000
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	k := &Keyring{cfg: cfg, servers: lru.New[string, *serverEntry](cfg.CacheSize), inflight: map[string]*call{}, ownOld: map[string]keyInfo{}}
 	stored, err := cfg.Store.ServerKeys(ctx, cfg.ServerName)
@@ -390,6 +398,7 @@ func (k *Keyring) doRefresh(ctx context.Context, server string, n need) error {
 		failed.failures++
 		failed.nextFetch = now.Add(min(k.cfg.MinRefetch<<min(failed.failures-1, 16), k.cfg.MaxBackoff))
 		k.servers.Put(server, &failed)
+		k.cfg.Log.Warn("fetching a server's signing keys failed", "server", server, "failures", failed.failures, "retry_after", failed.nextFetch.Sub(now).Round(time.Second).String(), "err", err)
 		// The server stays backed off (the notaries' answer does not
 		// say it is up again); what they give is used meanwhile.
 		if k.notaries(n) && k.askNotaries(ctx, server, n, now, &failed) {

@@ -49,38 +49,55 @@ func (k *Keyring) askNotaries(ctx context.Context, server string, n need, now ti
 		if notary == server || notary == k.cfg.ServerName || !k.Allowed(notary) || ctx.Err() != nil {
 			continue
 		}
-		body, err := nf.NotaryKeys(ctx, notary, server, n.keyID, minValid)
-		if err != nil {
-			continue
-		}
-		var answer struct {
-			ServerKeys []json.RawMessage `json:"server_keys"`
-		}
-		if json.Unmarshal(body, &answer) != nil {
-			continue
-		}
-		for i, raw := range answer.ServerKeys {
-			if i == maxNotaryAnswers {
-				break
-			}
-			keys, until, err := k.checkNotaryAnswer(ctx, notary, server, raw, now)
-			if err != nil {
-				continue
-			}
-			if k.storeNotaryKeys(ctx, server, keys, until, raw, now, limits) != nil {
-				continue
-			}
-			e, err := k.load(ctx, server, limits)
-			if err != nil {
-				continue
-			}
-			k.servers.Put(server, e)
-			if n.want(e) {
-				return true
-			}
+		if k.askNotary(ctx, nf, notary, server, n, minValid, now, limits) {
+			return true
 		}
 	}
 	return false
+}
+
+// askNotary is one notary's turn in askNotaries; a notary that gives
+// nothing usable is logged with the reason.
+func (k *Keyring) askNotary(ctx context.Context, nf NotaryFetcher, notary, server string, n need, minValid int64, now time.Time, limits *serverEntry) bool {
+	fail := func(err error) bool {
+		k.cfg.Log.Warn("a trusted key server could not vouch for a server's signing keys", "notary", notary, "server", server, "key_id", n.keyID, "err", err)
+		return false
+	}
+	body, err := nf.NotaryKeys(ctx, notary, server, n.keyID, minValid)
+	if err != nil {
+		return fail(err)
+	}
+	var answer struct {
+		ServerKeys []json.RawMessage `json:"server_keys"`
+	}
+	if err := json.Unmarshal(body, &answer); err != nil {
+		return fail(fmt.Errorf("answer is not a key query response: %w", err))
+	}
+	err = errors.New("no key response in the answer")
+	for i, raw := range answer.ServerKeys {
+		if i == maxNotaryAnswers {
+			break
+		}
+		keys, until, cerr := k.checkNotaryAnswer(ctx, notary, server, raw, now)
+		if cerr != nil {
+			err = cerr
+			continue
+		}
+		if err = k.storeNotaryKeys(ctx, server, keys, until, raw, now, limits); err != nil {
+			continue
+		}
+		e, lerr := k.load(ctx, server, limits)
+		if lerr != nil {
+			err = lerr
+			continue
+		}
+		k.servers.Put(server, e)
+		if n.want(e) {
+			return true
+		}
+		err = errors.New("its answer lacks the key asked for")
+	}
+	return fail(err)
 }
 
 // checkNotaryAnswer validates one key response that notary handed on for

@@ -1,10 +1,13 @@
 package keyring_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -298,6 +301,65 @@ func TestNotariesDoNotWaitOnEachOther(t *testing.T) {
 	for range 2 {
 		if err := <-errs; !errors.Is(err, keyring.ErrNoKey) {
 			t.Fatalf("got %v, want ErrNoKey (the notary's own key unknown)", err)
+		}
+	}
+}
+
+// lockedBuffer is a log destination safe for the keyring's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Why a server's keys could not be had is logged for the operator: the
+// failed fetch, and each notary that could not vouch for them, with its
+// reason.
+func TestKeyFailuresLogged(t *testing.T) {
+	e := newEnv(t, "hs2", "hs3", "hs4")
+	nf := &notaryFetcher{fetcher: e.fetch}
+	var logged lockedBuffer
+	k := e.keyring(t, func(c *keyring.Config) {
+		c.Fetcher = nf
+		c.TrustedKeyServers = []string{"hs3", "hs4"}
+		c.Log = slog.New(slog.NewTextHandler(&logged, nil))
+	})
+	r2, r4 := e.remotes["hs2"], e.remotes["hs4"]
+	down(r2)
+	nf.answer = func(notary, server, keyID string) []byte {
+		if notary == "hs3" {
+			return nil // unreachable
+		}
+		// Not signed by the origin: hs4 cannot vouch for it.
+		return countersigned(t, r2.signedKeys("hs2", map[string]*event.SigningKey{r2.key.ID: r2.key}, nil), "hs4", r4.key)
+	}
+	if _, err := k.VerifyKey(ctx, "hs2", r2.key.ID, e.clk.now().UnixMilli()); !errors.Is(err, keyring.ErrNoKey) {
+		t.Fatalf("got %v, want ErrNoKey", err)
+	}
+	lines := strings.Split(strings.TrimSpace(logged.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("want 3 log lines, got:\n%s", logged.String())
+	}
+	for i, want := range [][]string{
+		{"level=WARN", "fetching a server's signing keys failed", "server=hs2", "failures=1"},
+		{"level=WARN", "could not vouch", "notary=hs3", "server=hs2", "no route to hs3"},
+		{"level=WARN", "could not vouch", "notary=hs4", "server=hs2", "err="},
+	} {
+		for _, w := range want {
+			if !strings.Contains(lines[i], w) {
+				t.Errorf("line %d lacks %q: %s", i+1, w, lines[i])
+			}
 		}
 	}
 }
