@@ -295,16 +295,45 @@ func readBySQL(u string) string {
 		OR x.pos <= (SELECT coalesce(max(mm.pos), 0) FROM memberships mm WHERE mm.room_id = x.room_id AND mm.user_id = ` + u + `))`
 }
 
+// commonFloorsSQL gives, per room with common rows, its floor: the first
+// common row some local member still needs. For each local user joined to
+// the room, that is the first common row after their unthreaded read point
+// (the read point is never before their latest membership, so they were
+// joined for every row after it) that applies to them — not their own
+// event, no row of their own for it — and that no threaded receipt of theirs
+// covers. Each member's search starts at their read point in the room's
+// rows (the primary key) and mostly stops at the first row, so the cost is
+// per member, not per member and row: the pass it replaced checked every
+// member for every old row, every hour (Store/PruneBacklog in
+// docs/benchmarks.md). A member who needs nothing has no first row; a
+// room's floor is NULL when no member needs any row.
+const commonFloorsSQL = `SELECT rp.room_id, min((SELECT x.pos FROM event_notifs x
+		WHERE x.room_id = rp.room_id AND x.pos > rp.read_pos AND x.sender <> rp.user_id
+		AND NOT EXISTS (SELECT 1 FROM event_push_actions o WHERE o.user_id = rp.user_id AND o.room_id = x.room_id AND o.pos = x.pos)
+		AND NOT EXISTS (SELECT 1 FROM receipts r JOIN events e ON e.event_id = r.event_id
+			WHERE r.room_id = x.room_id AND r.user_id = rp.user_id AND r.type IN ('m.read', 'm.read.private') AND r.thread_id = x.thread_id AND e.pos >= x.pos)
+		ORDER BY x.pos LIMIT 1)) AS floor
+	FROM (SELECT mr.room_id, mr.user_id, CASE WHEN mr.pos > mr.receipt THEN mr.pos ELSE mr.receipt END AS read_pos
+		FROM (SELECT m.room_id, m.user_id, m.pos, (SELECT coalesce(max(e.pos), 0) FROM receipts r JOIN events e ON e.event_id = r.event_id
+				WHERE r.room_id = m.room_id AND r.user_id = m.user_id AND r.type IN ('m.read', 'm.read.private') AND r.thread_id = '') AS receipt
+			FROM memberships m JOIN users u ON u.user_id = m.user_id
+			WHERE m.membership = 'join' AND EXISTS (SELECT 1 FROM event_notifs n WHERE n.room_id = m.room_id)) mr) rp
+	GROUP BY rp.room_id`
+
 // pruneCommonSQL deletes common rows ($1 readBefore, $2 allBefore, $3
-// limit) once old and read by every local user they apply to (joined
-// before the event, not its sender, without a row of their own) — users
-// who joined or left later have a membership after them, which covers
-// them — or once older than allBefore.
+// limit) once old and before their room's floor (commonFloorsSQL: read by
+// every local user they apply to; users who joined or left later have a
+// membership after them, which covers them), or in a room without a local
+// member, or once older than allBefore.
+//
+// A row after a floor stays even if every member it applies to has read it
+// (the member holding the floor back may be exempt from it: their own
+// message, a row of their own): it goes once the floor passes it, or at
+// allBefore. Keeping a row is never wrong; deleting one a member still
+// needs would lower their unread count.
 var pruneCommonSQL = `DELETE FROM event_notifs WHERE (room_id, pos) IN (SELECT x.room_id, x.pos FROM event_notifs x
-	WHERE x.ts < ? AND (x.ts < ? OR NOT EXISTS (SELECT 1 FROM memberships m JOIN users u ON u.user_id = m.user_id
-		WHERE m.room_id = x.room_id AND m.membership = 'join' AND m.pos < x.pos AND m.user_id <> x.sender
-		AND NOT EXISTS (SELECT 1 FROM event_push_actions o WHERE o.user_id = m.user_id AND o.room_id = x.room_id AND o.pos = x.pos)
-		AND NOT ` + readBySQL("m.user_id") + `))
+	LEFT JOIN (` + commonFloorsSQL + `) f ON f.room_id = x.room_id
+	WHERE x.ts < ? AND (x.ts < ? OR f.floor IS NULL OR x.pos < f.floor)
 	LIMIT ?)`
 
 // pruneOwnSQL deletes users' rows ($1 readBefore, $2 allBefore, $3 limit)

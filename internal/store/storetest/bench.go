@@ -21,7 +21,9 @@ type BenchOpener func(b *testing.B) store.Store
 //   - SessionByToken, DeviceKeys, KeysUploadClaim, SendToDevice: the
 //     accounts and keys areas (an access token lookup; the keys of 10
 //     devices; 5 one-time keys uploaded and one claimed; a to-device message
-//     to 5 devices).
+//     to 5 devices);
+//   - PruneBacklog: one pass of notification pruning over 20,000 old
+//     notifications of a 200-member room that one member never reads.
 func Bench(b *testing.B, open BenchOpener) {
 	b.Run("PersistEvent", func(b *testing.B) {
 		s := open(b)
@@ -57,6 +59,7 @@ func Bench(b *testing.B, open BenchOpener) {
 		})
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 	})
+	b.Run("PruneBacklog", func(b *testing.B) { benchPruneBacklog(b, open, 200, 20_000) })
 	benchAreas(b, open)
 	b.Run("RoomEvents", func(b *testing.B) {
 		s := open(b)

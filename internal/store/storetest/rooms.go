@@ -846,3 +846,60 @@ func testPruneNotifications(t *testing.T, s store.Store) {
 	equal(t, "unread past the bound", prune(1<<50, 1<<50), int64(1))
 	equal(t, "counts at the end", counts(), [3]int{0, 0, 0})
 }
+
+// testPruneNotificationsThreads: a threaded receipt covers its thread's
+// rows for pruning as it does for counts. Each member's first row still
+// needed bounds the room's pruning; the sender of every row (who never
+// reads) needs none.
+func testPruneNotificationsThreads(t *testing.T, s store.Store) {
+	for _, u := range []string{"@ta:x", "@tb:x", "@tc:x"} {
+		must(t, s.CreateUser(ctx(), &store.User{UserID: u, CreatedTS: 1}))
+	}
+	r := newRoom(t, s, "!t:x", "@ta:x")
+	for _, u := range []string{"@tb:x", "@tc:x"} {
+		r.send(t, r.member(u, "join"))
+	}
+	notify := []byte(`["notify"]`)
+	common := func(thread, body string) store.NewEvent {
+		e := r.ev("m.room.message", nil, "@ta:x", `{"msgtype":"m.text","body":"`+body+`"}`)
+		e.Push = []store.PushAction{{UserID: "@tb:x", ThreadID: thread, Actions: notify}, {UserID: "@tc:x", ThreadID: thread, Actions: notify}}
+		e.PushCommon = &store.PushAction{ThreadID: thread, Actions: notify}
+		return e
+	}
+	e1 := common("main", "root")
+	r.send(t, e1)
+	t1 := common(e1.EventID, "in the thread")
+	r.send(t, t1)
+	e2 := common("main", "after")
+	r.send(t, e2)
+	receipt := func(u, thread, eventID string) {
+		t.Helper()
+		_, err := s.PutReceipt(ctx(), &store.Receipt{RoomID: r.id, UserID: u, Type: "m.read", ThreadID: thread, EventID: eventID, TS: 1})
+		must(t, err)
+	}
+	counts := func() [2]int {
+		t.Helper()
+		var out [2]int
+		for i, u := range []string{"@tb:x", "@tc:x"} {
+			c, err := s.UnreadCounts(ctx(), r.id, u, 0, maxPos(t, s))
+			must(t, err)
+			out[i], _ = c.Total()
+		}
+		return out
+	}
+	// tb read everything; tc read the root (unthreaded) and the thread
+	// (threaded), not what came after.
+	receipt("@tb:x", "", e2.EventID)
+	receipt("@tc:x", "", e1.EventID)
+	receipt("@tc:x", e1.EventID, t1.EventID)
+	equal(t, "counts before", counts(), [2]int{0, 1})
+	n, err := s.PruneNotifications(ctx(), 1<<50, 0, 100)
+	must(t, err)
+	equal(t, "pruned: the root and the read thread", n, int64(2))
+	equal(t, "counts after", counts(), [2]int{0, 1})
+	ns, err := s.NotificationsOf(ctx(), "@tc:x", 0, 10, false)
+	must(t, err)
+	if len(ns) != 1 || ns[0].EventID != e2.EventID {
+		t.Fatalf("tc's notifications after pruning: %+v", ns)
+	}
+}

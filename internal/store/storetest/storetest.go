@@ -77,6 +77,7 @@ func Run(t *testing.T, open Opener) {
 		{"Notifications", testNotifications},
 		{"CommonNotifications", testCommonNotifications},
 		{"PruneNotifications", testPruneNotifications},
+		{"PruneNotificationsThreads", testPruneNotificationsThreads},
 		{"PushQueue", testPushQueue},
 		{"FedQueueAtomic", testFedQueueAtomic},
 		{"FedQueuePrune", testFedQueuePrune},
