@@ -28,6 +28,7 @@ type Service struct {
 	uia        uiaSessions
 	nonces     nonces
 	sessions   sessionCache // see sessioncache.go; off unless CacheSessions
+	seen       seenRecorder // see seen.go
 
 	// DeviceChange, when set, is called before a write that adds, removes
 	// or renames a user's devices: their device list changes, and everyone

@@ -158,6 +158,7 @@ func (a *API) authedVia(h func(w http.ResponseWriter, r *http.Request, s *store.
 			jsonhttp.Error(w, r, err)
 			return
 		}
+		a.Accounts.Seen(sess.UserID, sess.DeviceID, clientIP(r))
 		// A read of a room sees what any process acknowledged before it (a
 		// no-op with one process; /sync reads up to what its process has
 		// heard by design, and writes are checked against the room's head).

@@ -393,6 +393,14 @@ func (hs *Homeserver) Run(ctx context.Context) error {
 		}()
 		defer func() { <-done }()
 	}
+	// Devices' last sightings are written until shutdown, and once more
+	// before the store closes.
+	seenDone := make(chan struct{})
+	go func() {
+		defer close(seenDone)
+		hs.Accounts.RunSeen(ctx, func(err error) { hs.Log.Warn("recording when devices were last seen", "err", err) })
+	}()
+	defer func() { <-seenDone }()
 	// Renewal mails run until shutdown and end before the store closes.
 	validityDone := hs.runValidity(ctx)
 	defer func() { <-validityDone }()

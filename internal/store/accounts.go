@@ -34,6 +34,13 @@ type Session struct {
 	RefreshPending bool
 }
 
+// DeviceSeen is a sighting of a device: a request with its token at TS
+// (Unix ms) from IP.
+type DeviceSeen struct {
+	UserID, DeviceID, IP string
+	TS                   int64
+}
+
 // NewToken is a token to store: only its hash is kept.
 type NewToken struct {
 	AccessHash  []byte
@@ -67,7 +74,9 @@ type Accounts interface {
 	DeleteDevices(ctx context.Context, userID string, deviceIDs []string) error
 	// DeleteAllDevices removes every device of the user, like DeleteDevices.
 	DeleteAllDevices(ctx context.Context, userID string) error
-	TouchDevice(ctx context.Context, userID, deviceID, ip string, ts int64) error
+	// TouchDevices records when and from where devices were last seen, in
+	// one transaction; devices that no longer exist are skipped.
+	TouchDevices(ctx context.Context, seen []DeviceSeen) error
 
 	// SessionByToken resolves an access token hash.
 	SessionByToken(ctx context.Context, accessHash []byte) (*Session, error)

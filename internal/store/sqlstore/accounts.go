@@ -191,9 +191,21 @@ func deleteDevices(ctx context.Context, tx Querier, userID string, deviceIDs []s
 	return nil
 }
 
-func (s *Shared) TouchDevice(ctx context.Context, userID, deviceID, ip string, ts int64) error {
-	_, err := s.b.Write().Exec(ctx, `UPDATE devices SET last_seen_ts = ?, last_seen_ip = ? WHERE user_id = ? AND device_id = ?`, ts, ip, userID, deviceID)
-	return err
+func (s *Shared) TouchDevices(ctx context.Context, seen []store.DeviceSeen) error {
+	if len(seen) == 0 {
+		return nil
+	}
+	return s.b.Tx(ctx, func(tx Querier) error {
+		for _, d := range seen {
+			// Never backwards: sightings of one device from two processes
+			// may be written out of order.
+			if _, err := tx.Exec(ctx, `UPDATE devices SET last_seen_ts = ?, last_seen_ip = ? WHERE user_id = ? AND device_id = ? AND last_seen_ts <= ?`,
+				d.TS, d.IP, d.UserID, d.DeviceID, d.TS); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 func (s *Shared) SessionByToken(ctx context.Context, accessHash []byte) (*store.Session, error) {

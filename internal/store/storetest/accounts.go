@@ -105,10 +105,16 @@ func testDevicesAndTokens(t *testing.T, s store.Store) {
 	wantErr(t, err, store.ErrNotFound)
 	wantErr(t, s.SetDeviceName(ctx(), "@a:x", "nope", "n"), store.ErrNotFound)
 	must(t, s.SetDeviceName(ctx(), "@a:x", "B0", "Laptop"))
-	must(t, s.TouchDevice(ctx(), "@a:x", "B0", "5.6.7.8", 77))
+	must(t, s.TouchDevices(ctx(), []store.DeviceSeen{{UserID: "@a:x", DeviceID: "B0", IP: "5.6.7.8", TS: 77}, {UserID: "@a:x", DeviceID: "gone", IP: "1.1.1.1", TS: 78}}))
 	d, _ = s.GetDevice(ctx(), "@a:x", "B0")
 	if *d.DisplayName != "Laptop" || d.LastSeenTS != 77 || d.LastSeenIP != "5.6.7.8" {
 		t.Fatalf("device %+v", d)
+	}
+	// An older sighting written late does not move the device back.
+	must(t, s.TouchDevices(ctx(), []store.DeviceSeen{{UserID: "@a:x", DeviceID: "B0", IP: "9.9.9.9", TS: 70}}))
+	d, _ = s.GetDevice(ctx(), "@a:x", "B0")
+	if d.LastSeenTS != 77 || d.LastSeenIP != "5.6.7.8" {
+		t.Fatalf("device after an older sighting %+v", d)
 	}
 	must(t, s.DeleteToken(ctx(), []byte("t3")))
 	_, err = s.SessionByToken(ctx(), []byte("t3"))
