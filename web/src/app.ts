@@ -172,8 +172,12 @@ export class App {
                 { className: "me" },
                 this.meEl,
                 h("button", { type: "button", className: "whoami link", title: t("signedInAs", me), "aria-label": t("editProfile"), onclick: () => this.profileForm() }, this.myName()),
-                h("button", { type: "button", className: "sessions-button", onclick: () => sessionsPanel(this.client, this.forms, () => this.closeForms()) }, t("sessions")),
-                h("button", { type: "button", className: "logout", onclick: () => void this.logout() }, t("logout")),
+                h(
+                    "span",
+                    { className: "me-actions" },
+                    h("button", { type: "button", className: "sessions-button", onclick: () => sessionsPanel(this.client, this.forms, () => this.closeForms()) }, t("sessions")),
+                    h("button", { type: "button", className: "logout", onclick: () => void this.logout() }, t("logout")),
+                ),
             ),
             h(
                 "div",
