@@ -26,6 +26,7 @@ import { t, currentLang, type Key } from "./i18n";
 import { logout, serverName } from "./matrix";
 import { languagePicker } from "./widgets";
 import { Security } from "./security";
+import { sessionsPanel } from "./sessions";
 import type { SignIn } from "./sso";
 import { avatarUrl, blobUrl, cachedAvatarUrl, forgetMedia, previewable, sendFile } from "./attachments";
 
@@ -63,11 +64,12 @@ export class App {
     private showMembers = false;
     private retryTimer: ReturnType<typeof setInterval> | undefined;
     private profile: { displayname?: string; avatar_url?: string } | null = null;
+    private closed = false; // signed out
 
     constructor(
         private root: HTMLElement,
         private client: MatrixClient,
-        private onLogout: () => void,
+        private onLogout: (revoked: boolean) => void,
         signIn: SignIn | null,
     ) {
         this.security = new Security(client, this.banner, (e) => this.fail(e), () => this.queueTimeline(false));
@@ -105,7 +107,10 @@ export class App {
         client.on(RoomEvent.Receipt, (_ev, room) => {
             if (room === this.current) this.queueTimeline(false);
         });
-        client.on(HttpApiEvent.SessionLoggedOut, () => void this.logout());
+        // This session was signed out elsewhere (its token revoked, as by
+        // the Sessions panel of another one): every request now fails with
+        // M_UNKNOWN_TOKEN, each emitting this; the first one leaves.
+        client.on(HttpApiEvent.SessionLoggedOut, () => void this.logout(true));
         document.addEventListener("visibilitychange", () => this.markRead());
         void this.security.start(signIn);
         // Messages that could not be decrypted are tried again every few
@@ -167,7 +172,12 @@ export class App {
                 { className: "me" },
                 this.meEl,
                 h("button", { type: "button", className: "whoami link", title: t("signedInAs", me), "aria-label": t("editProfile"), onclick: () => this.profileForm() }, this.myName()),
-                h("button", { type: "button", className: "logout", onclick: () => void this.logout() }, t("logout")),
+                h(
+                    "span",
+                    { className: "me-actions" },
+                    h("button", { type: "button", className: "sessions-button", onclick: () => sessionsPanel(this.client, this.forms, () => this.closeForms()) }, t("sessions")),
+                    h("button", { type: "button", className: "logout", onclick: () => void this.logout() }, t("logout")),
+                ),
             ),
             h(
                 "div",
@@ -267,6 +277,12 @@ export class App {
         name.focus();
     }
 
+    // closeForms closes the open panel, focus back on the header.
+    private closeForms(): void {
+        clear(this.forms);
+        (this.root.querySelector(".sessions-button") as HTMLElement | null)?.focus();
+    }
+
     // notificationsButton asks, on a click (browsers want a gesture), for
     // permission to show notifications while the tab is in the background.
     private notificationsButton(): HTMLElement | null {
@@ -307,14 +323,19 @@ export class App {
         document.body.classList.toggle("show-room", showingRoom && !!room);
     }
 
-    private async logout(): Promise<void> {
+    // logout signs out (revoked: the server already did) and forgets the
+    // session here; once, whatever asks again meanwhile.
+    private async logout(revoked = false): Promise<void> {
+        if (this.closed) return;
+        this.closed = true;
+        this.security.stop();
         clearInterval(this.retryTimer);
         this.current = null;
         this.watch(null);
         lazyAvatars.disconnect();
         forgetMedia(); // the blob: URLs of pictures and attachments
-        await logout(this.client);
-        this.onLogout();
+        await logout(this.client, revoked);
+        this.onLogout(revoked);
     }
 
     // ---- conversation list ----

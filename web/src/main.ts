@@ -1,6 +1,6 @@
 // Entry point: the sign-in screen, or the conversations when a session is
 // saved in this browser.
-import type { MatrixClient } from "matrix-js-sdk";
+import { MatrixError, type MatrixClient } from "matrix-js-sdk";
 import { h, clear } from "./dom";
 import { t } from "./i18n";
 import { languagePicker } from "./widgets";
@@ -131,11 +131,12 @@ async function open(s: Session, signIn: SignIn | null = null): Promise<void> {
         client = await start(s, (stage) => (status.textContent = stage === "crypto" ? t("startingCrypto") : t("syncing")));
     } catch (e) {
         forgetSession();
-        showLogin("login", t("error", (e as Error).message ?? String(e)));
+        const revoked = e instanceof MatrixError && e.errcode === "M_UNKNOWN_TOKEN";
+        showLogin("login", revoked ? t("signedOutRemotely") : t("error", (e as Error).message ?? String(e)));
         return;
     }
     clear(root);
-    app = new App(root, client, () => showLogin(), signIn);
+    app = new App(root, client, (revoked) => showLogin("login", revoked ? t("signedOutRemotely") : ""), signIn);
     performance.mark("conclave-rooms");
 }
 

@@ -226,8 +226,13 @@ export async function start(s: Session, progress: (stage: "crypto" | "sync") => 
                 client.off(ClientEvent.Sync, onSync);
                 resolve();
             } else if (state === SyncState.Error && data?.error instanceof MatrixError && data.error.errcode === "M_UNKNOWN_TOKEN") {
+                // Signed out while away: this device's keys go too.
                 client.off(ClientEvent.Sync, onSync);
-                reject(data.error);
+                client.stopClient();
+                client.clearStores().then(
+                    () => reject(data.error),
+                    () => reject(data.error),
+                );
             }
         };
         client.on(ClientEvent.Sync, onSync);
@@ -239,12 +244,14 @@ export async function start(s: Session, progress: (stage: "crypto" | "sync") => 
     return client;
 }
 
-// logout ends the session on the server (best effort) and forgets it here,
-// keys included: they belong to a device that no longer exists.
-export async function logout(client: MatrixClient | null): Promise<void> {
+// logout ends the session on the server (best effort; not when the server
+// already did: revoked) and forgets it here, keys included: they belong to a
+// device that no longer exists.
+export async function logout(client: MatrixClient | null, revoked = false): Promise<void> {
     localStorage.removeItem(SESSION_KEY);
     if (client) {
         try {
+            if (revoked) throw new Error("signed out by the server");
             await client.logout(true);
         } catch {
             client.stopClient();

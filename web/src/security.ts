@@ -24,6 +24,7 @@ export class Security {
     private restoreAgain = false;
     private refreshSeq = 0;
     private settingUp = false;
+    private stopped = false;
 
     constructor(
         private client: MatrixClient,
@@ -33,17 +34,30 @@ export class Security {
     ) {
         client.on(CryptoEvent.VerificationRequestReceived, (req) => void this.incoming(req));
         client.on(CryptoEvent.KeyBackupDecryptionKeyCached, () => void this.restore());
-        client.on(CryptoEvent.UserTrustStatusChanged, () => void this.refresh());
-        client.on(CryptoEvent.KeysChanged, () => void this.refresh());
+        client.on(CryptoEvent.UserTrustStatusChanged, () => this.poke());
+        client.on(CryptoEvent.KeysChanged, () => this.poke());
         // Our own devices changed: perhaps a signature of this session by
         // the session that verified it.
         client.on(CryptoEvent.DevicesUpdated, (users) => {
-            if (users.includes(client.getUserId()!)) void this.refresh();
+            if (users.includes(client.getUserId()!)) this.poke();
         });
         // The signature may land in a /keys/query answer no event reports:
         // while the banner is up, look again after each sync (a local query).
         client.on(ClientEvent.Sync, () => {
-            if (!this.banner.hidden) void this.refresh();
+            if (!this.banner.hidden) this.poke();
+        });
+    }
+
+    // stop is called when the session ends (signed out here or elsewhere):
+    // the crypto is freed, and whatever was under way fails quietly.
+    stop(): void {
+        this.stopped = true;
+    }
+
+    private poke(): void {
+        if (this.stopped) return;
+        this.refresh().catch((e) => {
+            if (!this.stopped) throw e;
         });
     }
 
@@ -65,7 +79,7 @@ export class Security {
             // or the one that created it) keeps backing up new keys.
             await this.crypto.checkKeyBackupAndEnable();
         } catch (e) {
-            this.fail(e);
+            if (!this.stopped) this.fail(e);
         }
     }
 
@@ -137,7 +151,7 @@ export class Security {
         // Refreshes overlap (several events at once): only the newest draws,
         // so an older answer cannot bring the banner back.
         const seq = ++this.refreshSeq;
-        if (this.settingUp) return false; // see setUp; start() refreshes after
+        if (this.settingUp || this.stopped) return false; // see setUp; start() refreshes after
         const status = await this.crypto.getDeviceVerificationStatus(me, this.client.getDeviceId()!);
         const hasKeys = await this.crypto.userHasCrossSigningKeys(me);
         if (seq !== this.refreshSeq) return !!status?.crossSigningVerified;

@@ -1,11 +1,11 @@
 // User-interactive authentication (Client-Server API, "User-Interactive
 // Authentication API"): requests such as publishing new cross-signing keys
 // ask the user to prove who they are again. With the password typed at
-// sign-in on this page, the client answers m.login.password itself; for
-// single sign-on (m.login.sso), or a password it does not hold, it opens the
-// server's fallback page (the spec's "Fallback") in a popup window, waits
-// for the page's postMessage("authDone") or for the window to close, and
-// sends the request again with the session alone.
+// sign-in on this page, the client answers m.login.password itself, and
+// asks for a password it does not hold in a dialog; for single sign-on
+// (m.login.sso) it opens the server's fallback page (the spec's "Fallback")
+// in a popup window, waits for the page's postMessage("authDone") or for the
+// window to close, and sends the request again with the session alone.
 import { MatrixError } from "matrix-js-sdk";
 import type { AuthDict } from "matrix-js-sdk/lib/interactive-auth.js";
 import { h } from "./dom";
@@ -49,9 +49,17 @@ export async function interactiveAuth<T>(makeRequest: (auth: AuthDict | null) =>
     if (password !== null && single("m.login.password")) {
         return await makeRequest({ type: "m.login.password", identifier: { type: "m.id.user", user: userId }, password, session });
     }
+    // A password this page does not hold (a reload, or an action that asks
+    // for it again on purpose): asked for here. The server offers the stage
+    // only to accounts that have a password; one that also offers single
+    // sign-on gets a button for it.
+    if (single("m.login.password") && session) {
+        const r = await passwordPrompt(makeRequest, userId, session, single("m.login.sso"));
+        if (r !== USE_SSO) return r;
+    }
     // A stage the server's fallback page can do; single sign-on first (an
     // SSO user may have no password).
-    const stage = single("m.login.sso") ? "m.login.sso" : single("m.login.password") ? "m.login.password" : "";
+    const stage = single("m.login.sso") ? "m.login.sso" : "";
     if (!stage || !session) throw new UIAError(t("uiaNoFlow"));
     const popup = new FallbackPopup(stage, session);
     try {
@@ -70,6 +78,66 @@ export async function interactiveAuth<T>(makeRequest: (auth: AuthDict | null) =>
     } finally {
         popup.close();
     }
+}
+
+const USE_SSO = Symbol("sso");
+
+// passwordPrompt asks for the password in a dialog and sends the request
+// with it; a wrong one (the same session challenged again) is asked for
+// again, at most MAX_ATTEMPTS times. It resolves to USE_SSO when the user
+// chooses single sign-on instead.
+function passwordPrompt<T>(makeRequest: (auth: AuthDict | null) => Promise<T>, userId: string, session: string, sso: boolean): Promise<T | typeof USE_SSO> {
+    return new Promise((resolve, reject) => {
+        const input = h("input", { id: "uia-password", name: "password", type: "password", autocomplete: "current-password", required: true });
+        const status = h("p", { className: "error", role: "alert" });
+        const submit = h("button", { type: "submit", className: "primary" }, t("uiaContinue"));
+        const d = h("dialog", { "aria-labelledby": "uia-title", "data-testid": "uia" });
+        const end = (then: () => void) => {
+            if (d.open) d.close();
+            d.remove();
+            then();
+        };
+        const cancel = () => end(() => reject(new UIAError(t("uiaCancelled"))));
+        let attempts = 0;
+        d.addEventListener("cancel", (e) => (e.preventDefault(), cancel()));
+        d.append(
+            h(
+                "form",
+                {
+                    onsubmit: async (e: Event) => {
+                        e.preventDefault();
+                        submit.disabled = true;
+                        status.textContent = "";
+                        try {
+                            const r = await makeRequest({ type: "m.login.password", identifier: { type: "m.id.user", user: userId }, password: input.value, session });
+                            end(() => resolve(r));
+                        } catch (err) {
+                            const again = challenge(err);
+                            if (!again || again.session !== session || ++attempts >= MAX_ATTEMPTS) return end(() => reject(err));
+                            status.textContent = t("uiaWrongPassword");
+                            submit.disabled = false;
+                            input.select();
+                        }
+                    },
+                },
+                h("h2", { id: "uia-title" }, t("uiaTitle")),
+                h("p", {}, t("uiaPassword")),
+                h("label", { for: "uia-password" }, t("password")),
+                input,
+                status,
+                h(
+                    "div",
+                    { className: "buttons" },
+                    submit,
+                    h("button", { type: "button", onclick: cancel }, t("cancel")),
+                    sso && h("button", { type: "button", className: "link", onclick: () => end(() => resolve(USE_SSO)) }, t("uiaUseSso")),
+                ),
+            ),
+        );
+        document.body.appendChild(d);
+        d.showModal();
+        input.focus();
+    });
 }
 
 // FallbackPopup is the fallback page in a popup window and a dialog in this

@@ -194,3 +194,44 @@ test("where the browser blocks the popup, the confirmation window opens from a b
     const key = await reset(true);
     assert.notEqual(key, firstKey, "a new recovery key");
 });
+
+// The Sessions panel for an account without a password: signing the other
+// sessions out is confirmed at the provider in the fallback popup, and the
+// signed-out session is back at the sign-in screen.
+test("an SSO-only user signs her other sessions out, confirming in the fallback popup", { timeout: 60000 }, async () => {
+    const x = await newPage();
+    const y = await newPage();
+    const popups = [];
+    x.context.on("page", (p) => popups.push(p));
+    await ssoSignIn(x.page);
+    await ssoSignIn(y.page);
+    await Promise.all([x.page, y.page].map((p) => p.getByRole("heading", { name: "Conversations" }).waitFor()));
+    const mine = await x.page.evaluate(() => JSON.parse(localStorage.getItem("conclave.session")).deviceId);
+    await x.page.getByRole("button", { name: "Sessions", exact: true }).click();
+    const panel = x.page.getByRole("region", { name: "Sessions" });
+    const items = panel.locator("li.session");
+    // This one, y, and those the earlier tests left signed in.
+    await items.nth(1).waitFor();
+    await panel.getByRole("button", { name: "Sign out all other sessions" }).click();
+    await x.page.getByRole("dialog", { name: "Sign out all other sessions?" }).getByRole("button", { name: "Sign out", exact: true }).click();
+    const uia = x.page.getByRole("dialog", { name: "Confirm it’s you" });
+    await uia.waitFor();
+    // No password to ask for: the provider, in the popup (or from the
+    // button, where the browser blocked it).
+    assert.equal(await uia.getByLabel("Password").count(), 0);
+    const blockedText = uia.getByText("did not open");
+    await until(async () => popups.length > 0 || (await blockedText.isVisible()));
+    if (popups.length === 0) {
+        await uia.getByRole("button", { name: "Open the confirmation window" }).click();
+        await until(() => popups.length > 0);
+    }
+    popups[0].setDefaultTimeout(WAIT);
+    await popups[0].getByRole("link", { name: `Continue with ${IDP}` }).click();
+    await uia.waitFor({ state: "detached" });
+    await until(async () => (await items.count()) === 1);
+    assert.equal(await items.first().getAttribute("data-device-id"), mine);
+    await y.page.getByRole("heading", { name: "Sign in", exact: true }).waitFor();
+    await y.page.getByRole("alert").filter({ hasText: "This session was signed out" }).waitFor();
+    await x.context.close();
+    await y.context.close();
+});
