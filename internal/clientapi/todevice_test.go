@@ -3,9 +3,13 @@ package clientapi_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 
+	"conclave/internal/homeserver"
 	"conclave/internal/homeserver/hstest"
 	"conclave/internal/store"
 )
@@ -121,4 +125,62 @@ func TestKeyChanges(t *testing.T) {
 	}
 	expect(t, s.Do(t, "GET", hstest.Path("/keys/changes"), alice.Token, nil), 400, "M_MISSING_PARAM")
 	expect(t, s.Do(t, "GET", hstest.Path("/keys/changes")+"?from=abc", alice.Token, nil), 400, "M_INVALID_PARAM")
+}
+
+// lostAfterCommit fails the first SendToDevice after its write committed,
+// as a connection lost while the commit's answer was on its way would.
+type lostAfterCommit struct {
+	homeserver.Store
+	failed atomic.Bool
+}
+
+func (s *lostAfterCommit) SendToDevice(ctx context.Context, sender, senderDevice, txnID string, msgs []store.ToDeviceSend, fed []store.FedEnqueue) ([]string, bool, error) {
+	r, dup, err := s.Store.SendToDevice(ctx, sender, senderDevice, txnID, msgs, fed)
+	if err == nil && s.failed.CompareAndSwap(false, true) {
+		return nil, false, errors.New("connection lost after the commit")
+	}
+	return r, dup, err
+}
+
+// A send whose write committed but whose answer was lost fails, and the
+// client sends the same transaction again: the retry is deduplicated, and
+// still wakes the recipients, whom the failed attempt never woke (their
+// long-polls would otherwise sleep on with the message waiting).
+func TestSendToDeviceRetryWakesRecipients(t *testing.T) {
+	var st *lostAfterCommit
+	s := hstest.StartWith(t, homeserver.Options{WrapStore: func(inner homeserver.Store) homeserver.Store {
+		st = &lostAfterCommit{Store: inner}
+		return st
+	}})
+	alice := s.CreateUser(t, "alice")
+	bob := s.CreateUser(t, "bob")
+	var mu sync.Mutex
+	var woken []string
+	s.HS.Keys.NotifyToDevice = func(u ...string) { mu.Lock(); woken = append(woken, u...); mu.Unlock() }
+	send := func() *hstest.Response {
+		return s.Do(t, "PUT", hstest.Path("/sendToDevice/%s/%s", "m.room_key", "k1"), alice.Token,
+			map[string]any{"messages": map[string]any{bob.UserID: map[string]any{bob.DeviceID: map[string]any{"key": "k"}}}})
+	}
+	if r := send(); r.Status != 500 {
+		t.Fatalf("first attempt: %d %s", r.Status, r.Body)
+	}
+	mu.Lock()
+	if len(woken) != 0 {
+		t.Fatalf("woken by a failed attempt: %v", woken)
+	}
+	mu.Unlock()
+	expect(t, send(), 200, "")
+	mu.Lock()
+	defer mu.Unlock()
+	if len(woken) != 1 || woken[0] != bob.UserID {
+		t.Fatalf("woken by the retry: %v, want bob", woken)
+	}
+	// Stored once.
+	msgs, _, _, _, err := s.HS.Keys.SyncExtras(context.Background(), bob.UserID, bob.DeviceID, 0, 1<<62)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 1 {
+		t.Fatalf("bob has %d messages, want 1", len(msgs))
+	}
 }

@@ -109,7 +109,16 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, evType
 	if err != nil {
 		return err
 	}
-	if !dup && s.NotifyToDevice != nil && len(recipients) > 0 {
+	if dup {
+		// A retry: the first attempt may have committed and then failed
+		// before waking anyone (its answer lost), so the recipients are
+		// woken again; a needless wake costs one look at their queue.
+		recipients = recipients[:0]
+		for _, k := range keys {
+			recipients = append(recipients, k.Subject)
+		}
+	}
+	if s.NotifyToDevice != nil && len(recipients) > 0 {
 		s.NotifyToDevice(recipients...)
 	}
 	// Woken on a duplicate too: the first attempt may have committed and
