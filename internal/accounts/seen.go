@@ -46,10 +46,7 @@ func (s *Service) Seen(userID, deviceID, ip string) {
 	r := &s.seen
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.written == nil {
-		r.written = lru.New[deviceKey, store.DeviceSeen](seenKept)
-		r.pending = map[deviceKey]store.DeviceSeen{}
-	}
+	r.init()
 	if last, ok := r.written.Get(k); ok && last.IP == ip && now-last.TS < seenGranularity.Milliseconds() {
 		return
 	}
@@ -59,6 +56,23 @@ func (s *Service) Seen(userID, deviceID, ip string) {
 	d := store.DeviceSeen{UserID: userID, DeviceID: deviceID, IP: ip, TS: now}
 	r.written.Put(k, d)
 	r.pending[k] = d
+}
+
+// seenWritten records a sighting the store has already (the sign-in's):
+// the device's first requests after it need no write of their own.
+func (s *Service) seenWritten(d store.DeviceSeen) {
+	r := &s.seen
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.init()
+	r.written.Put(deviceKey{d.UserID, d.DeviceID}, d)
+}
+
+func (r *seenRecorder) init() {
+	if r.written == nil {
+		r.written = lru.New[deviceKey, store.DeviceSeen](seenKept)
+		r.pending = map[deviceKey]store.DeviceSeen{}
+	}
 }
 
 // FlushSeen writes the pending sightings.
@@ -81,6 +95,7 @@ func (s *Service) FlushSeen(ctx context.Context) error {
 	if err != nil {
 		// Forgotten, so that each device's next request queues it again.
 		r.mu.Lock()
+		r.init()
 		for k := range pending {
 			r.written.Delete(k)
 		}

@@ -215,6 +215,7 @@ func (s *Service) newDevice(ctx context.Context, userID string, o DeviceOpts) (*
 	if err != nil {
 		return nil, err
 	}
+	s.seenWritten(store.DeviceSeen{UserID: userID, DeviceID: deviceID, IP: o.IP, TS: d.LastSeenTS})
 	return res, nil
 }
 
