@@ -4,15 +4,12 @@
 // them with a picture).
 // Run with `npm run bench` in web/ (a minute or two: it creates the rooms).
 import { gzipSync } from "node:zlib";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 import { startServer } from "../../tests/js/server.mjs";
 
 const ROOMS = Number(process.env.ROOMS ?? 500);
 const server = await startServer();
-const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: process.getuid?.() === 0 ? ["--no-sandbox"] : [],
-});
+const browser = await launchChromium();
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 try {
     // First screen, cold: a fresh profile each time (empty HTTP cache).

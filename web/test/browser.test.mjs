@@ -16,7 +16,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { crc32, deflateSync } from "node:zlib";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 import { startServer } from "../../tests/js/server.mjs";
 
@@ -34,11 +34,7 @@ const pageErrors = [];
 
 before(async () => {
     server = await startServer();
-    browser = await chromium.launch({
-        executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-        // Chromium refuses to run as root with its sandbox (CI containers).
-        args: process.getuid?.() === 0 ? ["--no-sandbox"] : [],
-    });
+    browser = await launchChromium();
     mkdirSync(shots, { recursive: true });
 });
 

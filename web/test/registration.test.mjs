@@ -4,7 +4,7 @@
 // says why; with the right one the account is made.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 import { startServer } from "../../tests/js/server.mjs";
 
@@ -13,10 +13,7 @@ let browser;
 
 before(async () => {
     server = await startServer(["--enable-registration=false", "--registration-tokens=invite-2026"]);
-    browser = await chromium.launch({
-        executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-        args: process.getuid?.() === 0 ? ["--no-sandbox"] : [],
-    });
+    browser = await launchChromium();
 });
 
 after(async () => {

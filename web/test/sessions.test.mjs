@@ -10,7 +10,7 @@
 // again), and her list holds only this session.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 import { startServer } from "../../tests/js/server.mjs";
 
@@ -23,11 +23,7 @@ const pageErrors = [];
 
 before(async () => {
     server = await startServer();
-    browser = await chromium.launch({
-        executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-        // Chromium refuses to run as root with its sandbox (CI containers).
-        args: process.getuid?.() === 0 ? ["--no-sandbox"] : [],
-    });
+    browser = await launchChromium();
 });
 
 after(async () => {
